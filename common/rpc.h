@@ -1,0 +1,35 @@
+/*
+ * Shared RPC vocabulary: what a method is. The protoc plugin
+ * (tools/protoc-gen-slrpc) emits one sl_rpc_method per RPC of every service
+ * in proto/, and both rpc_server.h and rpc_client.h take them.
+ */
+#ifndef SL_COMMON_RPC_H
+#define SL_COMMON_RPC_H
+
+#include <protobuf-c/protobuf-c.h>
+#include <stddef.h>
+
+typedef enum sl_rpc_kind {
+  SL_RPC_UNARY = 0,
+  SL_RPC_SERVER_STREAMING = 1,
+  SL_RPC_CLIENT_STREAMING = 2,
+  SL_RPC_BIDI_STREAMING = 3,
+} sl_rpc_kind;
+
+typedef struct sl_rpc_method {
+  const char *path;                           /* "/sluice.v1.BookieService/GetInfo" */
+  sl_rpc_kind kind;
+  const ProtobufCMessageDescriptor *request;  /* what the client sends */
+  const ProtobufCMessageDescriptor *response; /* what the server sends */
+} sl_rpc_method;
+
+typedef struct sl_rpc_service {
+  const char *name; /* "sluice.v1.BookieService" */
+  size_t n_methods;
+  const sl_rpc_method *methods;
+} sl_rpc_service;
+
+/* Default cap on one message in either direction (gRPC's own is 4 MiB). */
+#define SL_RPC_DEFAULT_MAX_MESSAGE (16u << 20)
+
+#endif

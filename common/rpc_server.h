@@ -1,0 +1,132 @@
+/*
+ * RPC server runtime over gRPC core.
+ *
+ * N worker threads, each polling its own completion queue. Every registered
+ * method keeps several requests posted on every queue; one generic request
+ * per queue answers unknown methods with UNIMPLEMENTED. Every server also
+ * serves grpc.health.v1.Health (Check and Watch).
+ *
+ * Threads: every handler callback for one call runs on the worker thread of
+ * that call's queue, never two at once for the same call. sl_rpc_call_send,
+ * sl_rpc_call_finish, sl_rpc_call_ref/unref and sl_rpc_call_resume_reads may
+ * be called from any thread.
+ *
+ * Lifetime of a call: the runtime holds one reference until on_done has run.
+ * A handler that answers from another thread (e.g. after a journal fsync)
+ * takes a reference with sl_rpc_call_ref() and drops it when done. Memory
+ * from sl_rpc_call_alloc() lives until the last reference is dropped.
+ *
+ * Writes: each call has a bounded write queue (opts.write_queue_max
+ * messages). sl_rpc_call_send() returns SL_EBUSY when it is full; the
+ * handler's on_writable then runs once the queue has room again. This is how
+ * a slow reader pushes back instead of growing our memory.
+ */
+#ifndef SL_COMMON_RPC_SERVER_H
+#define SL_COMMON_RPC_SERVER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/rpc.h"
+#include "common/status.h"
+
+typedef struct sl_rpc_server sl_rpc_server;
+typedef struct sl_rpc_call sl_rpc_call;
+
+typedef struct sl_rpc_server_opts {
+  const char *addr;          /* "127.0.0.1:0" picks a free port */
+  int n_threads;             /* worker threads, one completion queue each */
+  size_t max_message_bytes;  /* 0 = SL_RPC_DEFAULT_MAX_MESSAGE */
+  size_t write_queue_max;    /* per-call queued sends, 0 = 64 */
+  int shutdown_grace_ms;     /* wait this long for calls, then cancel; 0 = 500 */
+  const char *tls_cert_pem;  /* PEM text; NULL = plaintext */
+  const char *tls_key_pem;
+  const char *tls_client_ca_pem; /* non-NULL: require and verify client certs */
+} sl_rpc_server_opts;
+
+/* Callbacks for one method. Any may be NULL except on_start. */
+typedef struct sl_rpc_handler {
+  /* A new call. Unary and server-streaming calls get the decoded request
+   * (borrowed, valid until the call is released); client- and
+   * bidi-streaming calls get req == NULL and then on_message per message. */
+  void (*on_start)(sl_rpc_call *call, const ProtobufCMessage *req, void *ctx);
+  /* Client/bidi streams: one decoded message (borrowed, valid only during
+   * the callback), or NULL when the client half-closed. */
+  void (*on_message)(sl_rpc_call *call, const ProtobufCMessage *msg, void *ctx);
+  /* The write queue was full and has room again. */
+  void (*on_writable)(sl_rpc_call *call, void *ctx);
+  /* The call is over: status sent, or cancelled by the peer or a deadline
+   * (cancelled == true). No callback for this call runs after this one.
+   * Handler state hung on the call should be released here. */
+  void (*on_done)(sl_rpc_call *call, bool cancelled, void *ctx);
+  void *ctx; /* retained; passed to every callback */
+} sl_rpc_handler;
+
+sl_status sl_rpc_server_create(const sl_rpc_server_opts *opts,
+                               sl_rpc_server **out, sl_err *err);
+
+/* Registers a method before sl_rpc_server_start(). `method` and `h` are
+ * copied; h->ctx is retained until the server is destroyed. */
+sl_status sl_rpc_server_add_method(sl_rpc_server *srv, const sl_rpc_method *method,
+                                   const sl_rpc_handler *h, sl_err *err);
+
+/* Binds and starts the worker threads. */
+sl_status sl_rpc_server_start(sl_rpc_server *srv, sl_err *err);
+
+/* The bound port (useful after binding port 0). */
+int sl_rpc_server_port(const sl_rpc_server *srv);
+
+/* Health status reported for `service` ("" = the whole server). Starts as
+ * SERVING for "" once started. Thread-safe. */
+void sl_rpc_server_set_health(sl_rpc_server *srv, const char *service, bool serving);
+
+/* Graceful shutdown: stop accepting, wait up to the grace period for calls,
+ * cancel the rest, drain the queues, join the threads, free. NULL is a
+ * no-op. Must not be called from a handler callback. */
+void sl_rpc_server_destroy(sl_rpc_server *srv);
+
+/* ---- per call ---- */
+
+const sl_rpc_method *sl_rpc_call_method(const sl_rpc_call *call);
+
+/* Per-call user pointer for the handler's own state. */
+void sl_rpc_call_set_user(sl_rpc_call *call, void *user);
+void *sl_rpc_call_user(const sl_rpc_call *call);
+
+/* Client metadata value for a lowercase key, e.g. "authorization".
+ * Returns NULL if absent. The value is copied into the call arena and is
+ * NUL-terminated. */
+const char *sl_rpc_call_metadata(sl_rpc_call *call, const char *key);
+
+/* The peer address, e.g. "ipv4:127.0.0.1:5555" (call arena). */
+const char *sl_rpc_call_peer(sl_rpc_call *call);
+
+/* Milliseconds until the client's deadline; INT64_MAX if none. */
+int64_t sl_rpc_call_time_left_ms(const sl_rpc_call *call);
+
+/* Memory that lives as long as the call (zeroed; aborts on OOM). */
+void *sl_rpc_call_alloc(sl_rpc_call *call, size_t n);
+
+/* Queues one response message (packed now; `msg` is borrowed).
+ * SL_EBUSY: queue full, wait for on_writable. SL_ECANCELED: the call is
+ * over or finish was already called. */
+sl_status sl_rpc_call_send(sl_rpc_call *call, const ProtobufCMessage *msg);
+
+/* Ends the call: sends `last` (if non-NULL, e.g. a unary response) after
+ * every queued message, then the status. `st` maps to the gRPC code through
+ * sl_status_to_grpc(); `message` (may be NULL) becomes the status details.
+ * Only the first finish counts; later ones return SL_ECANCELED. `last` is
+ * packed immediately and may be freed on return. Unlike send, finish never
+ * fails for a full queue. */
+sl_status sl_rpc_call_finish(sl_rpc_call *call, sl_status st, const char *message,
+                             const ProtobufCMessage *last);
+
+/* Stops posting reads after the current on_message returns, until
+ * resume_reads. gRPC flow control then pushes back on the client. */
+void sl_rpc_call_pause_reads(sl_rpc_call *call);
+void sl_rpc_call_resume_reads(sl_rpc_call *call);
+
+void sl_rpc_call_ref(sl_rpc_call *call);
+void sl_rpc_call_unref(sl_rpc_call *call);
+
+#endif
