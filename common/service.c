@@ -1,0 +1,114 @@
+#include "common/service.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+
+bool sl_service_configure(const char *svc, const sl_conf_entry *table, size_t n,
+                          void *cfg, const sl_service_opts *opts, int argc,
+                          char **argv, int *exit_code) {
+  sl_err err = SL_ERR_INIT;
+  sl_log_set_service(svc);
+  sl_status st = sl_conf_parse(table, n, cfg, argv[0], argc, argv, &err);
+  if (st == SL_ECANCELED) {
+    *exit_code = 0;
+    return false;
+  }
+  if (st != SL_OK) {
+    fprintf(stderr, "%s: %s\n", argv[0], sl_err_msg(&err, st));
+    *exit_code = 2;
+    return false;
+  }
+  sl_log_level level;
+  if (sl_log_parse_level(opts->log_level, &level) != SL_OK) {
+    fprintf(stderr, "%s: log_level: unknown level '%s'\n", argv[0],
+            opts->log_level);
+    sl_conf_release(table, n, cfg);
+    *exit_code = 2;
+    return false;
+  }
+  sl_log_set_level(level);
+  return true;
+}
+
+sl_status sl_service_read_file(const char *path, char **out, sl_err *err) {
+  sl_status st = SL_OK;
+  FILE *f = fopen(path, "rb");
+  if (f == NULL)
+    return sl_err_set(err, SL_EINVAL, "%s: %s", path, strerror(errno));
+  size_t cap = 4096, len = 0;
+  char *buf = sl_xmalloc(cap);
+  size_t got;
+  while ((got = fread(buf + len, 1, cap - len - 1, f)) > 0) {
+    len += got;
+    if (cap - len - 1 == 0) buf = sl_xrealloc(buf, cap *= 2);
+  }
+  if (ferror(f)) {
+    st = sl_err_set(err, SL_EIO, "%s: read failed", path);
+    free(buf);
+    buf = NULL;
+  } else {
+    buf[len] = '\0';
+  }
+  fclose(f);
+  *out = buf;
+  return st;
+}
+
+sl_status sl_service_server_create(const sl_service_opts *opts,
+                                   sl_rpc_server **out, sl_err *err) {
+  char *cert = NULL, *key = NULL, *ca = NULL;
+  sl_status st = SL_OK;
+  if (opts->tls_cert[0] != '\0') {
+    if (opts->tls_key[0] == '\0')
+      return sl_err_set(err, SL_EINVAL, "tls_cert is set but tls_key is not");
+    if ((st = sl_service_read_file(opts->tls_cert, &cert, err)) != SL_OK)
+      goto out;
+    if ((st = sl_service_read_file(opts->tls_key, &key, err)) != SL_OK) goto out;
+    if (opts->tls_client_ca[0] != '\0' &&
+        (st = sl_service_read_file(opts->tls_client_ca, &ca, err)) != SL_OK)
+      goto out;
+  }
+  sl_rpc_server_opts so = {
+      .addr = opts->listen,
+      .n_threads = (int)opts->threads,
+      .max_message_bytes = (size_t)opts->max_message_bytes,
+      .tls_cert_pem = cert,
+      .tls_key_pem = key,
+      .tls_client_ca_pem = ca,
+  };
+  st = sl_rpc_server_create(&so, out, err);
+out:
+  free(cert);
+  free(key);
+  free(ca);
+  return st;
+}
+
+static void fill_set(sigset_t *set) {
+  sigemptyset(set);
+  sigaddset(set, SIGTERM);
+  sigaddset(set, SIGINT);
+}
+
+void sl_service_block_signals(void) {
+  sigset_t set;
+  fill_set(&set);
+  pthread_sigmask(SIG_BLOCK, &set, NULL);
+  /* A peer closing a socket must give EPIPE, not kill the process. */
+  signal(SIGPIPE, SIG_IGN);
+}
+
+int sl_service_wait(void) {
+  sigset_t set;
+  fill_set(&set);
+  int sig = 0;
+  while (sigwait(&set, &sig) != 0) {
+  }
+  return sig;
+}

@@ -1,0 +1,73 @@
+/*
+ * Process scaffolding shared by sluice-metadata, sluice-bookie and
+ * sluice-broker: the settings every service has, config parsing with the
+ * standard exit codes, the gRPC server with TLS from files, signals, and
+ * the one "event=ready" line that scripts and tests wait for.
+ */
+#ifndef SL_COMMON_SERVICE_H
+#define SL_COMMON_SERVICE_H
+
+#include <stdbool.h>
+
+#include "common/config.h"
+#include "common/rpc_server.h"
+#include "common/status.h"
+
+/* Settings every service has. Embed as a field named `svc` in the service's
+ * config struct and list SL_SERVICE_CONF(...) in its table. */
+typedef struct sl_service_opts {
+  char *listen;            /* host:port to serve gRPC on */
+  long long threads;       /* gRPC worker threads */
+  char *log_level;         /* debug, info, warn, error */
+  char *tls_cert;          /* server certificate PEM file; empty = plaintext */
+  char *tls_key;           /* its private key PEM file */
+  char *tls_client_ca;     /* CA PEM file; set = require client certificates */
+  long long max_message_bytes; /* largest gRPC message in either direction */
+} sl_service_opts;
+
+#define SL_SERVICE_CONF_(T, f, type, def, min, max, env, help) \
+  {#f, type, def, min, max, env, help, offsetof(T, svc.f)}
+/* Table entries for sl_service_opts; ENV is a literal prefix like
+ * "SLUICE_BOOKIE_". */
+#define SL_SERVICE_CONF(T, ENV, default_listen)                                \
+  SL_SERVICE_CONF_(T, listen, SL_CONF_TYPE_STR, default_listen, 0, 0,          \
+                   ENV "LISTEN", "host:port to serve gRPC on"),                \
+  SL_SERVICE_CONF_(T, threads, SL_CONF_TYPE_INT, "2", 1, 256, ENV "THREADS",   \
+                   "gRPC worker threads"),                                     \
+  SL_SERVICE_CONF_(T, log_level, SL_CONF_TYPE_STR, "info", 0, 0,               \
+                   ENV "LOG_LEVEL", "log level: debug, info, warn, error"),    \
+  SL_SERVICE_CONF_(T, tls_cert, SL_CONF_TYPE_STR, "", 0, 0, ENV "TLS_CERT",    \
+                   "server certificate PEM file; empty = plaintext"),          \
+  SL_SERVICE_CONF_(T, tls_key, SL_CONF_TYPE_STR, "", 0, 0, ENV "TLS_KEY",      \
+                   "server private key PEM file"),                             \
+  SL_SERVICE_CONF_(T, tls_client_ca, SL_CONF_TYPE_STR, "", 0, 0,               \
+                   ENV "TLS_CLIENT_CA",                                        \
+                   "CA PEM file; when set, clients must present certificates"),\
+  SL_SERVICE_CONF_(T, max_message_bytes, SL_CONF_TYPE_INT, "16777216", 1024,   \
+                   1073741824, ENV "MAX_MESSAGE_BYTES",                        \
+                   "largest gRPC message accepted or sent")
+
+/* Parses the service's whole config table into cfg and applies
+ * opts->log_level. Returns true to go on; false with *exit_code set (0 after
+ * --help, 2 on bad input, message printed) when the process should exit. */
+bool sl_service_configure(const char *svc, const sl_conf_entry *table, size_t n,
+                          void *cfg, const sl_service_opts *opts, int argc,
+                          char **argv, int *exit_code);
+
+/* Creates (not starts) the gRPC server described by opts, reading TLS files
+ * if set. */
+sl_status sl_service_server_create(const sl_service_opts *opts,
+                                   sl_rpc_server **out, sl_err *err);
+
+/* Reads a whole file into a NUL-terminated heap string (caller frees). */
+sl_status sl_service_read_file(const char *path, char **out, sl_err *err);
+
+/* Blocks SIGTERM and SIGINT in the calling thread, so threads created
+ * afterwards inherit the mask and only sl_service_wait() sees them, and
+ * ignores SIGPIPE. Call before creating any thread. */
+void sl_service_block_signals(void);
+
+/* Waits for SIGTERM or SIGINT and returns its number. */
+int sl_service_wait(void);
+
+#endif
