@@ -1,0 +1,129 @@
+#include "tools/slrpc_emit.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/status.h"
+
+static void reserve(sl_emit *e, size_t more) {
+  if (e->len + more + 1 <= e->cap) return;
+  size_t cap = e->cap ? e->cap : 256;
+  while (cap < e->len + more + 1) cap *= 2;
+  e->buf = sl_xrealloc(e->buf, cap);
+  e->cap = cap;
+}
+
+static void append(sl_emit *e, const char *s, size_t n) {
+  reserve(e, n);
+  memcpy(e->buf + e->len, s, n);
+  e->len += n;
+  e->buf[e->len] = '\0';
+}
+
+void sl_emit_char(sl_emit *e, char c) { append(e, &c, 1); }
+
+void sl_emit_str(sl_emit *e, const char *s) { append(e, s, strlen(s)); }
+
+static void emit_vfmt(sl_emit *e, const char *fmt, va_list ap) {
+  va_list ap2;
+  va_copy(ap2, ap);
+  int n = vsnprintf(NULL, 0, fmt, ap2);
+  va_end(ap2);
+  SL_ASSERT(n >= 0);
+  reserve(e, (size_t)n);
+  vsnprintf(e->buf + e->len, (size_t)n + 1, fmt, ap);
+  e->len += (size_t)n;
+}
+
+void sl_emit_fmt(sl_emit *e, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  emit_vfmt(e, fmt, ap);
+  va_end(ap);
+}
+
+char *sl_emit_strf(const char *fmt, ...) {
+  sl_emit e = SL_EMIT_INIT;
+  va_list ap;
+  va_start(ap, fmt);
+  emit_vfmt(&e, fmt, ap);
+  va_end(ap);
+  return sl_emit_take(&e);
+}
+
+char *sl_emit_take(sl_emit *e) {
+  char *s = e->buf ? e->buf : sl_xstrdup("");
+  e->buf = NULL;
+  e->len = e->cap = 0;
+  return s;
+}
+
+void sl_emit_release(sl_emit *e) {
+  free(e->buf);
+  e->buf = NULL;
+  e->len = e->cap = 0;
+}
+
+void sl_emit_vars_set(sl_emit_vars *vars, const char *name, const char *fmt, ...) {
+  sl_emit value = SL_EMIT_INIT;
+  va_list ap;
+  va_start(ap, fmt);
+  emit_vfmt(&value, fmt, ap);
+  va_end(ap);
+
+  for (size_t i = 0; i < vars->n; i++) {
+    if (strcmp(vars->v[i].name, name) == 0) {
+      free(vars->v[i].value);
+      vars->v[i].value = sl_emit_take(&value);
+      return;
+    }
+  }
+  SL_ASSERT(vars->n < SL_EMIT_MAX_VARS);
+  vars->v[vars->n].name = name;
+  vars->v[vars->n].value = sl_emit_take(&value);
+  vars->n++;
+}
+
+void sl_emit_vars_copy(sl_emit_vars *dst, const sl_emit_vars *src) {
+  for (size_t i = 0; i < src->n; i++)
+    sl_emit_vars_set(dst, src->v[i].name, "%s", src->v[i].value);
+}
+
+void sl_emit_vars_release(sl_emit_vars *vars) {
+  for (size_t i = 0; i < vars->n; i++) free(vars->v[i].value);
+  vars->n = 0;
+}
+
+static const char *lookup(const sl_emit_vars *vars, const char *name, size_t len) {
+  for (size_t i = 0; i < vars->n; i++) {
+    if (strlen(vars->v[i].name) == len && memcmp(vars->v[i].name, name, len) == 0)
+      return vars->v[i].value;
+  }
+  fprintf(stderr, "protoc-gen-slrpc: template uses unset variable $%.*s$\n",
+          (int)len, name);
+  SL_ASSERT(!"template variable is set");
+  return NULL;
+}
+
+const char *sl_emit_vars_get(const sl_emit_vars *vars, const char *name) {
+  return lookup(vars, name, strlen(name));
+}
+
+void sl_emit_tmpl(sl_emit *e, const sl_emit_vars *vars, const char *tmpl) {
+  const char *p = tmpl;
+  for (;;) {
+    const char *open = strchr(p, '$');
+    if (open == NULL) break;
+    append(e, p, (size_t)(open - p));
+    const char *close = strchr(open + 1, '$');
+    SL_ASSERT(close != NULL); /* an unbalanced '$' is a template bug */
+    if (close == open + 1)
+      sl_emit_char(e, '$');
+    else
+      sl_emit_str(e, lookup(vars, open + 1, (size_t)(close - open - 1)));
+    p = close + 1;
+  }
+  sl_emit_str(e, p);
+}
