@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pb_c_options.pb-c.h"
 #include "tools/slrpc_emit.h"
 #include "tools/slrpc_names.h"
 
@@ -118,12 +119,29 @@ static char *file_base(const char *name) {
   return base;
 }
 
+/* True if `f` sets protoc-c's c_package. To us the pb_c_file extension is
+ * an unknown field of FileOptions: protobuf-c keeps its bytes with their
+ * length prefix (a varint), and after that they are a PbCFileOptions. */
 static bool sets_c_package(const file_proto *f) {
   if (f->options == NULL) return false;
   const ProtobufCMessage *o = &f->options->base;
-  for (unsigned i = 0; i < o->n_unknown_fields; i++)
-    if (o->unknown_fields[i].tag == PB_C_FILE_OPTIONS_FIELD) return true;
-  return false;
+  bool set = false;
+  for (unsigned i = 0; i < o->n_unknown_fields && !set; i++) {
+    const ProtobufCMessageUnknownField *u = &o->unknown_fields[i];
+    if (u->tag != PB_C_FILE_OPTIONS_FIELD || u->wire_type != PROTOBUF_C_WIRE_TYPE_LENGTH_PREFIXED)
+      continue;
+    size_t prefix = 0;
+    while (prefix < u->len && (u->data[prefix] & 0x80) != 0) prefix++;
+    prefix++; /* the last byte of the varint */
+    Sluice__Tools__PbCFileOptions *opts =
+        prefix > u->len ? NULL
+                        : sluice__tools__pb_cfile_options__unpack(NULL, u->len - prefix,
+                                                                 u->data + prefix);
+    /* Undecodable options cannot be trusted to leave the names alone. */
+    set = opts == NULL || opts->c_package != NULL;
+    if (opts != NULL) sluice__tools__pb_cfile_options__free_unpacked(opts, NULL);
+  }
+  return set;
 }
 
 /* Appends the .proto comment at `path` (if any) as comment lines
