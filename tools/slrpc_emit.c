@@ -66,24 +66,27 @@ void sl_emit_release(sl_emit *e) {
   e->len = e->cap = 0;
 }
 
+void sl_emit_vars_own(sl_emit_vars *vars, const char *name, char *value) {
+  for (size_t i = 0; i < vars->n; i++) {
+    if (strcmp(vars->v[i].name, name) == 0) {
+      free(vars->v[i].value);
+      vars->v[i].value = value;
+      return;
+    }
+  }
+  SL_ASSERT(vars->n < SL_EMIT_MAX_VARS);
+  vars->v[vars->n].name = name;
+  vars->v[vars->n].value = value;
+  vars->n++;
+}
+
 void sl_emit_vars_set(sl_emit_vars *vars, const char *name, const char *fmt, ...) {
   sl_emit value = SL_EMIT_INIT;
   va_list ap;
   va_start(ap, fmt);
   emit_vfmt(&value, fmt, ap);
   va_end(ap);
-
-  for (size_t i = 0; i < vars->n; i++) {
-    if (strcmp(vars->v[i].name, name) == 0) {
-      free(vars->v[i].value);
-      vars->v[i].value = sl_emit_take(&value);
-      return;
-    }
-  }
-  SL_ASSERT(vars->n < SL_EMIT_MAX_VARS);
-  vars->v[vars->n].name = name;
-  vars->v[vars->n].value = sl_emit_take(&value);
-  vars->n++;
+  sl_emit_vars_own(vars, name, sl_emit_take(&value));
 }
 
 void sl_emit_vars_copy(sl_emit_vars *dst, const sl_emit_vars *src) {

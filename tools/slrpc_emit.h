@@ -55,6 +55,10 @@ typedef struct sl_emit_vars {
 void sl_emit_vars_set(sl_emit_vars *vars, const char *name, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* Sets (or replaces) variable `name` to `value`, taking ownership of it
+ * (a heap string). */
+void sl_emit_vars_own(sl_emit_vars *vars, const char *name, char *value);
+
 /* Sets every variable of `src` in `dst` as well (values are copied). */
 void sl_emit_vars_copy(sl_emit_vars *dst, const sl_emit_vars *src);
 

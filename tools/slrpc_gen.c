@@ -174,19 +174,25 @@ static void emit_proto_comment(sl_emit *e, const file_proto *f, const int32_t *p
   }
 }
 
-/* ---- naming: one set of template variables per service and per method ---- */
+/* ---- naming: one set of template variables per service and per method ----
+ *
+ * Template variables, e.g. for sluice.v1.BookieService/AddEntry:
+ *   file     proto "bookie.proto", base "bookie", guard "SL_SLRPC_BOOKIE_SLRPC_H"
+ *   service  Svc "BookieService", svc "bookie_service", SVC "BOOKIE_SERVICE",
+ *            full "sluice.v1.BookieService", n (number of methods)
+ *   method   name "AddEntry", m "add_entry", M "ADD_ENTRY", i (table index),
+ *            what "sluice.v1.BookieService/AddEntry", kind "SL_RPC_BIDI_STREAMING",
+ *            kind_text "bidi streaming", Req/Resp (C types), ReqDesc/RespDesc
+ *            (descriptor variables)
+ */
 
 static sl_status plan_service(gen *g, const service_proto *s, sl_emit_vars *v) {
   const char *pkg = g->file->package ? g->file->package : "";
-  char *svc = sl_names_lower(s->name);
-  char *svc_up = sl_names_upper(s->name);
-  sl_emit_vars_set(v, "svc", "%s", svc);
-  sl_emit_vars_set(v, "SVC", "%s", svc_up);
+  sl_emit_vars_own(v, "svc", sl_names_lower(s->name));
+  sl_emit_vars_own(v, "SVC", sl_names_upper(s->name));
   sl_emit_vars_set(v, "full", "%s%s%s", pkg, *pkg ? "." : "", s->name);
   sl_emit_vars_set(v, "Svc", "%s", s->name);
   sl_emit_vars_set(v, "n", "%zu", s->n_method);
-  free(svc);
-  free(svc_up);
 
   char *owner = sl_emit_strf("service %s", var(v, "full"));
   static const struct {
@@ -232,33 +238,21 @@ static sl_status plan_method(gen *g, const sl_emit_vars *sv, const method_proto 
   if (m->input_type == NULL || m->input_type[0] != '.' || m->output_type == NULL ||
       m->output_type[0] != '.')
     return sl_err_set(g->err, SL_EINVAL,
-                      "%s: method %s.%s: request and response types must be "
+                      "%s: method %s/%s: request and response types must be "
                       "fully qualified (\".pkg.Type\")",
                       g->file->name, full, m->name);
   shape s = method_shape(m);
-  char *lower = sl_names_lower(m->name);
-  char *upper = sl_names_upper(m->name);
-  char *req = sl_names_c_type(m->input_type);
-  char *resp = sl_names_c_type(m->output_type);
-  char *req_desc = sl_names_descriptor(m->input_type);
-  char *resp_desc = sl_names_descriptor(m->output_type);
-  sl_emit_vars_set(v, "m", "%s", lower);
-  sl_emit_vars_set(v, "M", "%s", upper);
-  sl_emit_vars_set(v, "what", "%s/%s", full, m->name);
   sl_emit_vars_set(v, "name", "%s", m->name);
+  sl_emit_vars_own(v, "m", sl_names_lower(m->name));
+  sl_emit_vars_own(v, "M", sl_names_upper(m->name));
   sl_emit_vars_set(v, "i", "%zu", index);
+  sl_emit_vars_set(v, "what", "%s/%s", full, m->name);
   sl_emit_vars_set(v, "kind", "%s", kShapes[s].kind);
   sl_emit_vars_set(v, "kind_text", "%s", kShapes[s].text);
-  sl_emit_vars_set(v, "Req", "%s", req);
-  sl_emit_vars_set(v, "Resp", "%s", resp);
-  sl_emit_vars_set(v, "ReqDesc", "%s", req_desc);
-  sl_emit_vars_set(v, "RespDesc", "%s", resp_desc);
-  free(lower);
-  free(upper);
-  free(req);
-  free(resp);
-  free(req_desc);
-  free(resp_desc);
+  sl_emit_vars_own(v, "Req", sl_names_c_type(m->input_type));
+  sl_emit_vars_own(v, "Resp", sl_names_c_type(m->output_type));
+  sl_emit_vars_own(v, "ReqDesc", sl_names_descriptor(m->input_type));
+  sl_emit_vars_own(v, "RespDesc", sl_names_descriptor(m->output_type));
 
   char *owner = sl_emit_strf("method %s", var(v, "what"));
   const char *svc = var(sv, "svc"), *mm = var(v, "m");
@@ -772,15 +766,10 @@ sl_status sl_gen_file(const Google__Protobuf__Compiler__CodeGeneratorRequest *re
     return sl_err_set(err, SL_EINVAL, "%s: not among the request's proto files", file_name);
 
   sl_emit_vars fv = SL_EMIT_VARS_INIT;
-  char *base = file_base(file_name);
-  char *header_name = NULL;
   sl_emit_vars_set(&fv, "proto", "%s", file_name);
-  sl_emit_vars_set(&fv, "base", "%s", base);
-  sl_emit_vars_set(&fv, "header_name", "%s.slrpc.h", base);
-  header_name = sl_xstrdup(var(&fv, "header_name"));
-  char *guard = sl_names_guard(header_name);
-  sl_emit_vars_set(&fv, "guard", "%s", guard);
-  free(guard);
+  sl_emit_vars_own(&fv, "base", file_base(file_name));
+  char *header_name = sl_emit_strf("%s.slrpc.h", var(&fv, "base"));
+  sl_emit_vars_own(&fv, "guard", sl_names_guard(header_name));
 
   sl_status st = check_c_package(&g);
   if (st != SL_OK) goto out;
@@ -801,13 +790,11 @@ sl_status sl_gen_file(const Google__Protobuf__Compiler__CodeGeneratorRequest *re
   out->header_name = header_name;
   header_name = NULL;
   out->header = sl_emit_take(&g.h);
-  out->source_name = sl_xstrdup(out->header_name);
-  out->source_name[strlen(out->source_name) - 1] = 'c';
+  out->source_name = sl_emit_strf("%s.slrpc.c", var(&fv, "base"));
   out->source = sl_emit_take(&g.c);
 
 out:
   free(header_name);
-  free(base);
   sl_emit_vars_release(&fv);
   sl_emit_release(&g.h);
   sl_emit_release(&g.c);
