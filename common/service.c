@@ -112,3 +112,42 @@ int sl_service_wait(void) {
   }
   return sig;
 }
+
+int sl_service_main(const sl_service_def *def, int argc, char **argv) {
+  int code = 0;
+  sl_err err = SL_ERR_INIT;
+  sl_rpc_server *srv = NULL;
+  void *state = NULL;
+  if (!sl_service_configure(def->name, def->table, def->n_table, def->cfg,
+                            def->opts, argc, argv, &code))
+    return code;
+  sl_service_block_signals();
+  sl_status st = sl_service_server_create(def->opts, &srv, &err);
+  if (st != SL_OK) goto out_release;
+  st = def->start(def->cfg, srv, &state, &err);
+  if (st != SL_OK) goto out_server;
+  st = sl_rpc_server_start(srv, &err);
+  if (st != SL_OK) goto out_stop;
+  int port = sl_rpc_server_port(srv);
+  if (def->serving != NULL && (st = def->serving(state, port, &err)) != SL_OK)
+    goto out_stop;
+  sl_log(SL_LOG_INFO, "event=ready listen=%s port=%d", def->opts->listen, port);
+  int sig = sl_service_wait();
+  sl_log(SL_LOG_INFO, "event=stopping signal=%d", sig);
+out_stop:
+  sl_rpc_server_destroy(srv);
+  srv = NULL;
+  if (def->stop != NULL) def->stop(state);
+out_server:
+  sl_rpc_server_destroy(srv);
+out_release:
+  if (st != SL_OK) {
+    sl_log(SL_LOG_ERROR, "event=failed status=\"%s\" error=\"%s\"",
+           sl_status_str(st), sl_err_msg(&err, st));
+    code = 1;
+  } else {
+    sl_log(SL_LOG_INFO, "event=stopped");
+  }
+  sl_conf_release(def->table, def->n_table, def->cfg);
+  return code;
+}

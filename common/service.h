@@ -47,6 +47,27 @@ typedef struct sl_service_opts {
                    1073741824, ENV "MAX_MESSAGE_BYTES",                        \
                    "largest gRPC message accepted or sent")
 
+/* What a binary plugs into sl_service_main(). */
+typedef struct sl_service_def {
+  const char *name;            /* "bookie": log svc= and messages */
+  const sl_conf_entry *table;  /* the service's whole config table */
+  size_t n_table;
+  void *cfg;                   /* the config struct the table fills */
+  sl_service_opts *opts;       /* its embedded `svc` field */
+  /* Opens stores, starts background work and registers the service's
+   * methods on srv (not started yet). Its state goes in *state. */
+  sl_status (*start)(void *cfg, sl_rpc_server *srv, void **state, sl_err *err);
+  /* Runs after the server is bound, with the real port (for registration). */
+  sl_status (*serving)(void *state, int port, sl_err *err);
+  /* Runs after the server has shut down (no handler runs any more). */
+  void (*stop)(void *state);
+} sl_service_def;
+
+/* The whole life of a service process: config, server, start, the
+ * "event=ready port=N" line, wait for SIGTERM/SIGINT, graceful shutdown.
+ * Returns the process exit code. */
+int sl_service_main(const sl_service_def *def, int argc, char **argv);
+
 /* Parses the service's whole config table into cfg and applies
  * opts->log_level. Returns true to go on; false with *exit_code set (0 after
  * --help, 2 on bad input, message printed) when the process should exit. */
