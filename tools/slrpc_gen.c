@@ -144,34 +144,35 @@ static bool sets_c_package(const file_proto *f) {
   return set;
 }
 
-/* Appends the .proto comment at `path` (if any) as comment lines
- * " * <text>", made safe to sit inside a C comment. */
-static void emit_proto_comment(sl_emit *e, const file_proto *f, const int32_t *path,
-                               size_t n_path) {
-  if (f->source_code_info == NULL) return;
+/* Appends the comment "/<star> title <star>/", with the .proto comment found
+ * at `path` (if any) as more lines " * <text>", made safe to sit inside a C
+ * comment. */
+static void emit_commented(sl_emit *e, const char *title, const file_proto *f,
+                           const int32_t *path, size_t n_path) {
+  sl_emit_fmt(e, "/* %s", title);
   const Google__Protobuf__SourceCodeInfo *info = f->source_code_info;
-  for (size_t i = 0; i < info->n_location; i++) {
+  const char *text = NULL;
+  for (size_t i = 0; info != NULL && i < info->n_location && text == NULL; i++) {
     const Google__Protobuf__SourceCodeInfo__Location *loc = info->location[i];
-    if (loc->n_path != n_path || memcmp(loc->path, path, n_path * sizeof(*path)) != 0)
-      continue;
-    if (loc->leading_comments == NULL) return;
-    const char *p = loc->leading_comments;
-    while (*p != '\0') {
-      size_t n = strcspn(p, "\n");
-      sl_emit_str(e, " *");
-      for (size_t k = 0; k < n; k++) {
-        /* Break any comment delimiter so the text cannot end our comment. */
-        bool breaks = k + 1 < n && ((p[k] == '*' && p[k + 1] == '/') ||
-                                    (p[k] == '/' && p[k + 1] == '*'));
-        sl_emit_char(e, p[k]);
-        if (breaks) sl_emit_char(e, ' ');
-      }
-      sl_emit_char(e, '\n');
-      p += n;
-      if (*p == '\n') p++;
-    }
-    return;
+    if (loc->n_path == n_path && memcmp(loc->path, path, n_path * sizeof(*path)) == 0)
+      text = loc->leading_comments;
   }
+  if (text != NULL && *text != '\0') sl_emit_char(e, '\n');
+  for (const char *p = text; p != NULL && *p != '\0';) {
+    size_t n = strcspn(p, "\n");
+    sl_emit_str(e, " *");
+    for (size_t k = 0; k < n; k++) {
+      /* Break any comment delimiter so the text cannot end our comment. */
+      bool breaks = k + 1 < n && ((p[k] == '*' && p[k + 1] == '/') ||
+                                  (p[k] == '/' && p[k + 1] == '*'));
+      sl_emit_char(e, p[k]);
+      if (breaks) sl_emit_char(e, ' ');
+    }
+    sl_emit_char(e, '\n');
+    p += n;
+    if (*p == '\n') p++;
+  }
+  sl_emit_str(e, " */\n");
 }
 
 /* ---- naming: one set of template variables per service and per method ----
@@ -301,12 +302,7 @@ static const char kHeaderIncludes[] =
     "#include \"common/rpc_client.h\"\n"
     "#include \"common/rpc_server.h\"\n";
 
-static const char kHeaderServiceTop[] =
-    "\n"
-    "/* ==== service $full$ ====\n";
-
 static const char kHeaderTable[] =
-    " */\n"
     "\n"
     "/* The methods of $Svc$ in .proto order; name one with its macro below,\n"
     " * e.g. for sl_rpc_call_method() or the generic sl_rpc_* calls. */\n"
@@ -443,16 +439,10 @@ static void header_macros(gen *g, const service_proto *s, size_t s_index,
                           sl_emit_vars *mv) {
   int32_t path[4] = {FILE_SERVICE_FIELD, (int32_t)s_index, SERVICE_METHOD_FIELD, 0};
   for (size_t i = 0; i < s->n_method; i++) {
-    sl_emit_tmpl(&g->h, &mv[i], "/* /$what$ ($kind_text$)");
+    char *title = sl_emit_strf("/%s (%s)", var(&mv[i], "what"), var(&mv[i], "kind_text"));
     path[3] = (int32_t)i;
-    sl_emit tmp = SL_EMIT_INIT;
-    emit_proto_comment(&tmp, g->file, path, 4);
-    if (tmp.len > 0) {
-      sl_emit_char(&g->h, '\n');
-      sl_emit_str(&g->h, tmp.buf);
-    }
-    sl_emit_str(&g->h, " */\n");
-    sl_emit_release(&tmp);
+    emit_commented(&g->h, title, g->file, path, 4);
+    free(title);
     sl_emit_tmpl(&g->h, &mv[i], kHeaderMacro);
   }
 }
@@ -460,9 +450,11 @@ static void header_macros(gen *g, const service_proto *s, size_t s_index,
 static void header_service(gen *g, const service_proto *s, size_t s_index,
                            sl_emit_vars *sv, sl_emit_vars *mv) {
   sl_emit *e = &g->h;
-  sl_emit_tmpl(e, sv, kHeaderServiceTop);
+  char *title = sl_emit_strf("==== service %s ====", var(sv, "full"));
   int32_t path[2] = {FILE_SERVICE_FIELD, (int32_t)s_index};
-  emit_proto_comment(e, g->file, path, 2);
+  sl_emit_char(e, '\n');
+  emit_commented(e, title, g->file, path, 2);
+  free(title);
   sl_emit_tmpl(e, sv, kHeaderTable);
   header_macros(g, s, s_index, mv);
 
