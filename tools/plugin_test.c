@@ -33,7 +33,15 @@ typedef Sluice__Test__Plugin__HTTP2Frame__InnerMSG inner;
 typedef struct server_state {
   atomic_long done;      /* *_done callbacks, any method */
   atomic_long cancelled; /* ...of which cancelled */
+  atomic_long busy;      /* Watch writes refused with SL_EBUSY */
 } server_state;
+
+/* Server-streaming state, in the call's arena. */
+typedef struct watch_state {
+  const echo *req; /* borrowed until the call is released */
+  int64_t next;    /* seq of the next message to write */
+  bool finished;
+} watch_state;
 
 /* Client-streaming state, in the call's arena: the texts joined. */
 typedef struct collect_state {
@@ -56,17 +64,37 @@ static void ping(sl_rpc_call *call, const echo *req, void *ctx) {
   SL_ASSERT(sl_echo_service_ping_reply(call, &resp) == SL_OK);
 }
 
-static void watch(sl_rpc_call *call, const echo *req, void *ctx) {
-  (void)ctx;
-  /* A few messages only: far below the write queue's bound, so no SL_EBUSY. */
-  for (int64_t i = 0; i < req->seq; i++) {
+/* Writes Watch messages until all are queued or the write queue is full;
+ * in that case watch_writable calls again once there is room. */
+static void watch_pump(sl_rpc_call *call, server_state *s) {
+  watch_state *w = sl_rpc_call_user(call);
+  SL_ASSERT(w != NULL);
+  while (!w->finished && w->next < w->req->seq) {
     echo msg = SLUICE__TEST__PLUGIN__ECHO__INIT;
-    msg.text = req->text;
-    msg.seq = i;
-    SL_ASSERT(sl_echo_service_watch_write(call, &msg) == SL_OK);
+    msg.text = w->req->text;
+    msg.seq = w->next;
+    sl_status st = sl_echo_service_watch_write(call, &msg);
+    if (st == SL_EBUSY) {
+      atomic_fetch_add(&s->busy, 1);
+      return;
+    }
+    SL_ASSERT(st == SL_OK);
+    w->next++;
   }
-  SL_ASSERT(sl_echo_service_watch_reply(call, NULL) == SL_OK);
+  if (!w->finished) {
+    w->finished = true;
+    SL_ASSERT(sl_echo_service_watch_reply(call, NULL) == SL_OK);
+  }
 }
+
+static void watch(sl_rpc_call *call, const echo *req, void *ctx) {
+  watch_state *w = sl_rpc_call_alloc(call, sizeof(*w));
+  w->req = req;
+  sl_rpc_call_set_user(call, w);
+  watch_pump(call, ctx);
+}
+
+static void watch_writable(sl_rpc_call *call, void *ctx) { watch_pump(call, ctx); }
 
 static void collect_start(sl_rpc_call *call, void *ctx) {
   (void)ctx;
@@ -135,6 +163,7 @@ static const sl_echo_service_handlers kEchoHandlers = {
     .ping = ping,
     .ping_done = on_done,
     .watch = watch,
+    .watch_writable = watch_writable,
     .watch_done = on_done,
     .collect_start = collect_start,
     .collect_message = collect_message,
@@ -162,7 +191,8 @@ static int fx_setup(void **state) {
   fixture *fx = calloc(1, sizeof(*fx));
   assert_non_null(fx);
   sl_err err = SL_ERR_INIT;
-  sl_rpc_server_opts so = {.addr = "127.0.0.1:0", .n_threads = 2};
+  /* A short write queue, so that a long Watch meets SL_EBUSY. */
+  sl_rpc_server_opts so = {.addr = "127.0.0.1:0", .n_threads = 2, .write_queue_max = 4};
   assert_int_equal(sl_rpc_server_create(&so, &fx->srv, &err), SL_OK);
   assert_int_equal(sl_echo_service_register(fx->srv, &kEchoHandlers, &fx->state, &err), SL_OK);
   assert_int_equal(sl_http2_service_register(fx->srv, &kHttp2Handlers, NULL, &err), SL_OK);
@@ -330,6 +360,30 @@ static void test_plugin__server_streaming_round_trip(void **state) {
   sl_rpc_stream_destroy(s);
 }
 
+/* More messages than the server's write queue holds: the handler meets
+ * SL_EBUSY and carries on from watch_writable; nothing is lost or reordered. */
+static void test_plugin__server_streaming_back_pressure(void **state) {
+  fixture *fx = *state;
+  sl_err err = SL_ERR_INIT;
+  echo req = SLUICE__TEST__PLUGIN__ECHO__INIT;
+  req.text = "flood";
+  req.seq = 300;
+  sl_rpc_stream *s = NULL;
+  assert_int_equal(sl_echo_service_watch_open(fx->ch, &req, NULL, &s, &err), SL_OK);
+  for (int64_t i = 0; i < req.seq; i++) {
+    echo *msg = NULL;
+    sl_status st = sl_echo_service_watch_recv(s, &msg, WAIT_MS, &err);
+    if (st != SL_OK || msg == NULL) fail_msg("recv %d: %s", (int)i, err.msg);
+    assert_int_equal(msg->seq, i);
+    free_msg(msg);
+  }
+  echo *end = NULL;
+  assert_int_equal(sl_echo_service_watch_recv(s, &end, WAIT_MS, &err), SL_OK);
+  assert_null(end);
+  sl_rpc_stream_destroy(s);
+  assert_true(atomic_load(&fx->state.busy) > 0);
+}
+
 static void test_plugin__client_streaming_round_trip(void **state) {
   fixture *fx = *state;
   sl_err err = SL_ERR_INIT;
@@ -458,6 +512,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_plugin__unary_round_trip, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_plugin__unary_async_round_trip, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_plugin__server_streaming_round_trip, fx_setup,
+                                      fx_teardown),
+      cmocka_unit_test_setup_teardown(test_plugin__server_streaming_back_pressure, fx_setup,
                                       fx_teardown),
       cmocka_unit_test_setup_teardown(test_plugin__client_streaming_round_trip, fx_setup,
                                       fx_teardown),
