@@ -8,12 +8,24 @@
 
 typedef struct bookie_cfg {
   sl_service_opts svc;
+  char *id;        /* unique bookie id */
+  char *data_dir;  /* journal and ledger storage */
+  char *metadata;  /* metadata service gRPC target; empty = no registration */
+  char *advertise; /* address to register; empty = listen address */
 } bookie_cfg;
 
 static bookie_cfg cfg;
 
 static const sl_conf_entry table[] = {
     SL_SERVICE_CONF(bookie_cfg, "SLUICE_BOOKIE_", "127.0.0.1:3181"),
+    SL_CONF_STR(bookie_cfg, id, "bookie-0", "SLUICE_BOOKIE_ID",
+                "unique bookie id, e.g. the pod name"),
+    SL_CONF_STR(bookie_cfg, data_dir, "/var/lib/sluice/bookie",
+                "SLUICE_BOOKIE_DATA_DIR", "directory for journal and ledgers"),
+    SL_CONF_STR(bookie_cfg, metadata, "", "SLUICE_BOOKIE_METADATA",
+                "metadata service target host:port; empty = do not register"),
+    SL_CONF_STR(bookie_cfg, advertise, "", "SLUICE_BOOKIE_ADVERTISE",
+                "address brokers use to reach this bookie; empty = --listen"),
 };
 
 static sl_status start(void *c, sl_rpc_server *srv, void **state, sl_err *err) {

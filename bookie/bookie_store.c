@@ -1,0 +1,895 @@
+/* Design note: see bookie_store.h (life of an add, invariants, threads). */
+#include "bookie/bookie_store.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "bookie/disk_watcher.h"
+#include "bookie/journal.h"
+#include "bookie/ledger_table.h"
+#include "common/crc32c.h"
+#include "common/log.h"
+
+struct store_op;
+
+/* In-memory state of one ledger. All fields under store->mu, except the
+ * batch_* ones, which only the journal thread touches. */
+typedef struct ledger {
+  sl_ledger_meta meta;   /* durable state, as in ledger storage */
+  bool persisted;        /* meta is in ledger storage */
+  bool admit_fenced;     /* a fence was admitted (maybe not yet durable) */
+  uint64_t admit_epoch;  /* highest epoch admitted */
+  int64_t admit_last;    /* highest entry id admitted or stored */
+  uint32_t inflight;     /* admitted requests not yet completed */
+  bool deleting;         /* a delete was admitted */
+  struct store_op **pending; /* admitted adds not yet applied */
+  size_t npending, pending_cap;
+  uint64_t batch_gen;    /* journal thread: batch that last touched it */
+  sl_ledger_meta batch_meta; /* journal thread: meta after that batch */
+  bool batch_deleted;    /* journal thread: that batch deletes it */
+} ledger;
+
+typedef enum op_kind { OP_ADD, OP_FENCE, OP_LAC, OP_DELETE } op_kind;
+
+typedef struct store_op {
+  sl_journal_req jreq; /* first, so a journal req is a store_op */
+  op_kind kind;
+  ledger *l;
+  bool is_new;         /* ADD: the entry was not stored or queued before */
+  sl_bookie_store_cb cb;
+  void *arg;
+} store_op;
+
+struct sl_bookie_store {
+  sl_bookie_store_opts opts;
+  char *dir;
+  char *journal_dir;
+  char *ledgers_dir;
+  sl_ledger_storage *ls;
+  sl_journal *j;
+  sl_disk_watcher *dw;
+  atomic_bool failed;
+
+  pthread_mutex_t mu;       /* see the design note */
+  pthread_cond_t idle_cv;   /* inflight dropped to 0 */
+  sl_ledger_table ledgers;  /* id -> ledger* */
+  uint64_t inflight;
+  sl_journal_pos applied;   /* every record before it is in ledger storage */
+  uint64_t bytes_since_ckpt;
+  char failmsg[SL_ERR_MAX];
+
+  pthread_mutex_t ckpt_mu;  /* serialises checkpoints; guards the two below */
+  sl_journal_pos last_ckpt;
+  uint64_t checkpoints;
+
+  pthread_t maint;
+  pthread_mutex_t maint_mu; /* guards maint_stop, maint_kick */
+  pthread_cond_t maint_cv;
+  bool maint_stop, maint_kick, maint_started;
+
+  uint64_t replayed;        /* set once at open */
+
+  /* Journal thread only: scratch for one batch. */
+  uint64_t batch_gen;
+  sl_ls_op *ops;
+  size_t ops_cap;
+  ledger **touched;
+  size_t touched_cap;
+};
+
+/* ---- ledgers ---- */
+
+static ledger *ledger_new(uint64_t id) {
+  ledger *l = sl_xcalloc(1, sizeof(*l));
+  l->meta = (sl_ledger_meta){id, false, 0, -1, -1, 0, 0};
+  l->admit_last = -1;
+  return l;
+}
+
+static void ledger_free(ledger *l) {
+  if (l == NULL) return;
+  free(l->pending);
+  free(l);
+}
+
+/* Makes the admission view match the durable one (open, replay). */
+static void ledger_sync_admit(ledger *l) {
+  l->admit_fenced = l->meta.fenced;
+  l->admit_epoch = l->meta.max_epoch;
+  l->admit_last = l->meta.last_entry;
+}
+
+/* Finds or creates a ledger; *created says which. Under s->mu. */
+static ledger *ledger_get_or_create(sl_bookie_store *s, uint64_t id, bool *created) {
+  ledger *l = sl_ledger_table_get(&s->ledgers, id);
+  *created = l == NULL;
+  if (l == NULL) {
+    l = ledger_new(id);
+    sl_ledger_table_put(&s->ledgers, id, l);
+  }
+  return l;
+}
+
+/* Drops a ledger created for a request that was then refused. Under s->mu. */
+static void ledger_drop_if_unused(sl_bookie_store *s, ledger *l, bool created) {
+  if (created && l->inflight == 0 && !l->persisted) {
+    sl_ledger_table_remove(&s->ledgers, l->meta.ledger);
+    ledger_free(l);
+  }
+}
+
+static void pending_push(ledger *l, store_op *op) {
+  if (l->npending == l->pending_cap) {
+    l->pending_cap = l->pending_cap ? l->pending_cap * 2 : 8;
+    l->pending = sl_xrealloc(l->pending, l->pending_cap * sizeof(*l->pending));
+  }
+  l->pending[l->npending++] = op;
+}
+
+static void pending_remove(ledger *l, store_op *op) {
+  for (size_t i = 0; i < l->npending; i++) {
+    if (l->pending[i] == op) {
+      l->pending[i] = l->pending[--l->npending];
+      return;
+    }
+  }
+  SL_ASSERT(!"pending op missing");
+}
+
+static void set_failed(sl_bookie_store *s, const char *msg) {
+  pthread_mutex_lock(&s->mu);
+  if (!atomic_load(&s->failed)) {
+    snprintf(s->failmsg, sizeof(s->failmsg), "%s", msg);
+    atomic_store(&s->failed, true);
+    sl_log(SL_LOG_ERROR, "event=bookie_store_failed dir=%s err=\"%s\"", s->dir, msg);
+  }
+  pthread_mutex_unlock(&s->mu);
+}
+
+/* ---- applying durable records (journal thread, and replay at open) ---- */
+
+static void ops_reserve(sl_bookie_store *s, size_t n) {
+  if (n > s->ops_cap) {
+    s->ops_cap = n;
+    s->ops = sl_xrealloc(s->ops, n * sizeof(*s->ops));
+  }
+}
+
+/* Applies one record's effect to a meta. */
+static void meta_apply(sl_ledger_meta *m, const sl_journal_record *r, bool is_new) {
+  if (r->epoch > m->max_epoch) m->max_epoch = r->epoch;
+  switch (r->type) {
+    case SL_JOURNAL_ADD:
+      if (r->lac > m->lac) m->lac = r->lac;
+      if (is_new) {
+        m->entries++;
+        m->bytes += r->len;
+      }
+      if (r->entry > m->last_entry) m->last_entry = r->entry;
+      break;
+    case SL_JOURNAL_FENCE:
+      m->fenced = true;
+      break;
+    case SL_JOURNAL_LAC:
+      if (r->lac > m->lac) m->lac = r->lac;
+      break;
+    default:
+      break;
+  }
+}
+
+static sl_ls_op put_entry_op(const sl_journal_record *r) {
+  sl_ls_op op = {SL_LS_PUT_ENTRY, r->ledger, r->entry, r->payload_crc, r->payload,
+                 r->len, {0}};
+  return op;
+}
+
+/* Builds one ledger-storage write for a whole batch and applies it. */
+static sl_status apply_batch(sl_bookie_store *s, sl_journal_req *batch, sl_err *err) {
+  uint64_t gen = ++s->batch_gen;
+  size_t nops = 0, ntouched = 0, n = 0;
+  for (sl_journal_req *r = batch; r != NULL; r = r->next) n++;
+  ops_reserve(s, 2 * n);
+  if (n > s->touched_cap) {
+    s->touched_cap = n;
+    s->touched = sl_xrealloc(s->touched, n * sizeof(*s->touched));
+  }
+  for (sl_journal_req *r = batch; r != NULL; r = r->next) {
+    store_op *op = (store_op *)r;
+    ledger *l = op->l;
+    if (l->batch_gen != gen) {
+      l->batch_gen = gen;
+      l->batch_meta = l->meta; /* meta is written only by this thread */
+      l->batch_deleted = false;
+      s->touched[ntouched++] = l;
+    }
+    if (op->kind == OP_ADD) s->ops[nops++] = put_entry_op(&r->rec);
+    if (op->kind == OP_DELETE) {
+      s->ops[nops++] = (sl_ls_op){.kind = SL_LS_DELETE_LEDGER, .ledger = l->meta.ledger};
+      l->batch_deleted = true;
+    }
+    meta_apply(&l->batch_meta, &r->rec, op->is_new);
+  }
+  for (size_t i = 0; i < ntouched; i++) {
+    ledger *l = s->touched[i];
+    if (l->batch_deleted) continue; /* its only op in flight is the delete */
+    s->ops[nops++] = (sl_ls_op){.kind = SL_LS_PUT_META, .meta = l->batch_meta};
+  }
+  return sl_ledger_storage_write(s->ls, s->ops, nops, NULL, err);
+}
+
+static void kick_maintenance(sl_bookie_store *s) {
+  pthread_mutex_lock(&s->maint_mu);
+  s->maint_kick = true;
+  pthread_cond_signal(&s->maint_cv);
+  pthread_mutex_unlock(&s->maint_mu);
+}
+
+/* Updates memory after a batch (applied or failed); returns the number of
+ * requests completed. Under s->mu. */
+static void finish_batch_locked(sl_bookie_store *s, sl_journal_req *batch, bool ok,
+                                sl_journal_pos end) {
+  uint64_t n = 0, bytes = 0;
+  for (sl_journal_req *r = batch; r != NULL; r = r->next) {
+    store_op *op = (store_op *)r;
+    ledger *l = op->l;
+    if (op->kind == OP_ADD) pending_remove(l, op);
+    l->inflight--;
+    bytes += SL_JOURNAL_RECORD_HEADER + r->rec.len;
+    n++;
+    if (!ok) {
+      if (op->kind == OP_DELETE) l->deleting = false;
+      continue;
+    }
+    if (op->kind == OP_DELETE) {
+      SL_ASSERT(l->inflight == 0);
+      sl_ledger_table_remove(&s->ledgers, l->meta.ledger);
+      ledger_free(l);
+      op->l = NULL;
+      continue;
+    }
+    l->meta = l->batch_meta;
+    l->persisted = true;
+  }
+  if (ok) {
+    s->applied = end;
+    s->bytes_since_ckpt += bytes;
+  }
+  s->inflight -= n;
+  if (s->inflight == 0) pthread_cond_broadcast(&s->idle_cv);
+}
+
+/* The journal's on_durable: apply, update memory, run the callbacks. */
+static void on_durable(sl_journal_req *batch, sl_status st, const char *msg,
+                       sl_journal_pos end, void *arg) {
+  sl_bookie_store *s = arg;
+  sl_err err = SL_ERR_INIT;
+  if (st == SL_OK) {
+    st = apply_batch(s, batch, &err);
+    if (st != SL_OK) {
+      msg = err.msg;
+      set_failed(s, msg);
+    }
+  } else {
+    set_failed(s, msg);
+  }
+  pthread_mutex_lock(&s->mu);
+  finish_batch_locked(s, batch, st == SL_OK, end);
+  bool kick = s->bytes_since_ckpt >= s->opts.checkpoint_bytes;
+  pthread_mutex_unlock(&s->mu);
+  if (kick) kick_maintenance(s);
+  /* The requests are ours again; nothing else references them. */
+  while (batch != NULL) {
+    store_op *op = (store_op *)batch;
+    batch = batch->next;
+    op->cb(st, st == SL_OK ? "" : msg, op->arg);
+    free(op);
+  }
+}
+
+/* Replays one journal record into ledger storage (open, single-threaded). */
+static sl_status replay_record(const sl_journal_record *r, sl_journal_pos pos,
+                               void *arg) {
+  (void)pos;
+  sl_bookie_store *s = arg;
+  bool created;
+  ledger *l = ledger_get_or_create(s, r->ledger, &created);
+  sl_ls_op ops[2];
+  size_t n = 0;
+  bool is_new = false;
+  sl_status st;
+  if (r->type == SL_JOURNAL_DELETE) {
+    ops[n++] = (sl_ls_op){.kind = SL_LS_DELETE_LEDGER, .ledger = r->ledger};
+  } else {
+    if (r->type == SL_JOURNAL_ADD) {
+      sl_ledger_entry e = SL_LEDGER_ENTRY_INIT;
+      st = sl_ledger_storage_get_entry(s->ls, r->ledger, r->entry, &e, NULL);
+      sl_ledger_entry_release(&e);
+      /* A corrupt stored copy is rewritten from the journal, not counted. */
+      if (st != SL_OK && st != SL_ENOTFOUND && st != SL_ECORRUPT) return st;
+      is_new = st == SL_ENOTFOUND;
+      ops[n++] = put_entry_op(r);
+    }
+    sl_ledger_meta m = l->meta;
+    meta_apply(&m, r, is_new);
+    ops[n++] = (sl_ls_op){.kind = SL_LS_PUT_META, .meta = m};
+    l->meta = m;
+  }
+  st = sl_ledger_storage_write(s->ls, ops, n, NULL, NULL);
+  if (st != SL_OK) return st;
+  if (r->type == SL_JOURNAL_DELETE) {
+    sl_ledger_table_remove(&s->ledgers, r->ledger);
+    ledger_free(l);
+  } else {
+    l->persisted = true;
+  }
+  return SL_OK;
+}
+
+/* ---- checkpoints ---- */
+
+sl_status sl_bookie_store_checkpoint(sl_bookie_store *s, sl_err *err) {
+  SL_ASSERT(s != NULL);
+  sl_status st = SL_OK;
+  pthread_mutex_lock(&s->ckpt_mu);
+  pthread_mutex_lock(&s->mu);
+  sl_journal_pos pos = s->applied;
+  s->bytes_since_ckpt = 0;
+  pthread_mutex_unlock(&s->mu);
+  if (atomic_load(&s->failed)) {
+    st = sl_err_set(err, SL_EIO, "bookie store %s: failed earlier", s->dir);
+    goto out;
+  }
+  if (sl_journal_pos_cmp(pos, s->last_ckpt) <= 0) goto out;
+  /* Invariant 6: the synced write makes everything applied so far durable
+   * in ledger storage, and records where replay must begin. */
+  st = sl_ledger_storage_write(s->ls, NULL, 0, &pos, err);
+  if (st != SL_OK) {
+    set_failed(s, err != NULL ? err->msg : "checkpoint write failed");
+    goto out;
+  }
+  /* A lost marker only makes the journal less self-describing. */
+  (void)sl_journal_mark_checkpoint(s->j, pos, NULL);
+  st = sl_journal_release(s->j, pos, err);
+  s->last_ckpt = pos;
+  s->checkpoints++;
+  sl_log(SL_LOG_DEBUG, "event=checkpoint segment=%" PRIu64 " offset=%" PRIu64,
+         pos.segment, pos.offset);
+out:
+  pthread_mutex_unlock(&s->ckpt_mu);
+  return st;
+}
+
+static void *maintenance_main(void *arg) {
+  sl_bookie_store *s = arg;
+  pthread_mutex_lock(&s->maint_mu);
+  while (!s->maint_stop) {
+    if (!s->maint_kick) {
+      struct timespec ts;
+      clock_gettime(CLOCK_MONOTONIC, &ts);
+      long ms = s->opts.checkpoint_interval_ms;
+      ts.tv_sec += ms / 1000;
+      ts.tv_nsec += (ms % 1000) * 1000000L;
+      if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+      }
+      /* A timeout and a kick both mean: checkpoint now. */
+      (void)pthread_cond_timedwait(&s->maint_cv, &s->maint_mu, &ts);
+      if (s->maint_stop) break;
+    }
+    s->maint_kick = false;
+    pthread_mutex_unlock(&s->maint_mu);
+    sl_err err = SL_ERR_INIT;
+    if (sl_bookie_store_checkpoint(s, &err) != SL_OK) {
+      sl_log(SL_LOG_WARN, "event=checkpoint_failed err=\"%s\"", err.msg);
+    }
+    pthread_mutex_lock(&s->maint_mu);
+  }
+  pthread_mutex_unlock(&s->maint_mu);
+  return NULL;
+}
+
+/* ---- open / close ---- */
+
+static sl_status load_meta(const sl_ledger_meta *m, void *arg) {
+  sl_bookie_store *s = arg;
+  ledger *l = ledger_new(m->ledger);
+  l->meta = *m;
+  l->persisted = true;
+  sl_ledger_table_put(&s->ledgers, m->ledger, l);
+  return SL_OK;
+}
+
+static void on_disk_change(bool readonly, void *arg) {
+  sl_bookie_store *s = arg;
+  if (s->opts.on_readonly_change != NULL) s->opts.on_readonly_change(readonly, s->opts.arg);
+}
+
+static sl_status check_opts(const char *dir, const sl_bookie_store_opts *o, sl_err *err) {
+  if (o->max_entry_bytes == 0 || o->max_entry_bytes > (256u << 20) ||
+      o->journal_segment_bytes < 4096 || o->journal_max_batch_bytes == 0 ||
+      o->checkpoint_interval_ms <= 0 || o->checkpoint_bytes == 0 ||
+      o->disk_interval_ms <= 0) {
+    return sl_err_set(err, SL_EINVAL, "bookie store %s: bad options (entry size "
+                      "1..256 MiB, segment >= 4096, intervals > 0)", dir);
+  }
+  return SL_OK;
+}
+
+static char *path_join(const char *a, const char *b) {
+  size_t n = strlen(a) + strlen(b) + 2;
+  char *p = sl_xmalloc(n);
+  snprintf(p, n, "%s/%s", a, b);
+  return p;
+}
+
+static void store_free(sl_bookie_store *s) {
+  for (size_t i = 0; i < s->ledgers.cap; i++) ledger_free(s->ledgers.vals[i]);
+  sl_ledger_table_release(&s->ledgers);
+  pthread_mutex_destroy(&s->mu);
+  pthread_cond_destroy(&s->idle_cv);
+  pthread_mutex_destroy(&s->ckpt_mu);
+  pthread_mutex_destroy(&s->maint_mu);
+  pthread_cond_destroy(&s->maint_cv);
+  free(s->ops);
+  free(s->touched);
+  free(s->dir);
+  free(s->journal_dir);
+  free(s->ledgers_dir);
+  free(s);
+}
+
+static sl_status open_storage_and_replay(sl_bookie_store *s, sl_err *err) {
+  sl_status st = sl_ledger_storage_leveldb_open(s->ledgers_dir, &s->opts.leveldb,
+                                                &s->ls, err);
+  if (st != SL_OK) return st;
+  sl_journal_pos from;
+  if ((st = sl_ledger_storage_scan_meta(s->ls, load_meta, s, err)) != SL_OK) return st;
+  if ((st = sl_ledger_storage_get_checkpoint(s->ls, &from, err)) != SL_OK) return st;
+  sl_journal_opts jo = SL_JOURNAL_OPTS_INIT;
+  jo.dir = s->journal_dir;
+  jo.segment_bytes = s->opts.journal_segment_bytes;
+  jo.max_record_bytes = s->opts.max_entry_bytes;
+  jo.max_batch_bytes = s->opts.journal_max_batch_bytes;
+  jo.on_durable = on_durable;
+  jo.arg = s;
+  jo.sync_hook = s->opts.sync_hook;
+  jo.hook_arg = s->opts.hook_arg;
+  if ((st = sl_journal_open(&jo, &s->j, err)) != SL_OK) return st;
+  sl_journal_replay_stats rs;
+  st = sl_journal_replay(s->j, from, replay_record, s, &rs, err);
+  if (st != SL_OK) return sl_err_wrap(err, st, "bookie store %s: replay", s->dir);
+  s->replayed = rs.records;
+  for (size_t i = 0; i < s->ledgers.cap; i++) {
+    if (s->ledgers.vals[i] != NULL) ledger_sync_admit(s->ledgers.vals[i]);
+  }
+  sl_journal_pos after = sl_journal_pos_cmp(rs.end, from) > 0 ? rs.end : from;
+  if ((st = sl_journal_start(s->j, after, err)) != SL_OK) return st;
+  s->applied = sl_journal_tail(s->j);
+  /* Everything replayed is applied: make it durable and drop old segments. */
+  return sl_bookie_store_checkpoint(s, err);
+}
+
+sl_status sl_bookie_store_open(const char *dir, const sl_bookie_store_opts *opts,
+                               sl_bookie_store **out, sl_err *err) {
+  static const sl_bookie_store_opts defaults = SL_BOOKIE_STORE_OPTS_INIT;
+  if (dir == NULL || dir[0] == '\0' || out == NULL) {
+    return sl_err_set(err, SL_EINVAL, "bookie store: dir is required");
+  }
+  if (opts == NULL) opts = &defaults;
+  sl_status st = check_opts(dir, opts, err);
+  if (st != SL_OK) return st;
+  if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
+    return sl_err_set(err, SL_EIO, "bookie store %s: mkdir: %s", dir, strerror(errno));
+  }
+  sl_bookie_store *s = sl_xcalloc(1, sizeof(*s));
+  s->opts = *opts;
+  s->dir = sl_xstrdup(dir);
+  s->journal_dir = opts->journal_dir ? sl_xstrdup(opts->journal_dir) : path_join(dir, "journal");
+  s->ledgers_dir = path_join(dir, "ledgers");
+  s->opts.journal_dir = s->journal_dir;
+  atomic_init(&s->failed, false);
+  pthread_mutex_init(&s->mu, NULL);
+  pthread_cond_init(&s->idle_cv, NULL);
+  pthread_mutex_init(&s->ckpt_mu, NULL);
+  pthread_mutex_init(&s->maint_mu, NULL);
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&s->maint_cv, &ca);
+  pthread_condattr_destroy(&ca);
+
+  st = open_storage_and_replay(s, err);
+  if (st != SL_OK) goto out_close;
+  sl_disk_watcher_opts wo = SL_DISK_WATCHER_OPTS_INIT;
+  wo.dir = s->dir;
+  wo.high_pct = opts->disk_high_pct;
+  wo.low_pct = opts->disk_low_pct;
+  wo.limit_bytes = opts->disk_limit_bytes;
+  wo.interval_ms = opts->disk_interval_ms;
+  wo.on_change = on_disk_change;
+  wo.arg = s;
+  if ((st = sl_disk_watcher_start(&wo, &s->dw, err)) != SL_OK) goto out_close;
+  int rc = pthread_create(&s->maint, NULL, maintenance_main, s);
+  SL_ASSERT(rc == 0);
+  s->maint_started = true;
+  sl_log(SL_LOG_INFO, "event=bookie_store_open dir=%s ledgers=%zu replayed=%" PRIu64,
+         s->dir, s->ledgers.count, s->replayed);
+  *out = s;
+  return SL_OK;
+
+out_close:
+  sl_journal_close(s->j);
+  sl_ledger_storage_close(s->ls);
+  store_free(s);
+  return st;
+}
+
+void sl_bookie_store_close(sl_bookie_store *s) {
+  if (s == NULL) return;
+  pthread_mutex_lock(&s->maint_mu);
+  s->maint_stop = true;
+  pthread_cond_signal(&s->maint_cv);
+  pthread_mutex_unlock(&s->maint_mu);
+  if (s->maint_started) pthread_join(s->maint, NULL);
+  /* Callbacks may still submit while we drain, so the watcher (which adds
+   * consult) stays up until the journal thread is gone. */
+  pthread_mutex_lock(&s->mu);
+  while (s->inflight > 0) pthread_cond_wait(&s->idle_cv, &s->mu);
+  pthread_mutex_unlock(&s->mu);
+  sl_err err = SL_ERR_INIT;
+  if (!atomic_load(&s->failed) && sl_bookie_store_checkpoint(s, &err) != SL_OK) {
+    sl_log(SL_LOG_WARN, "event=final_checkpoint_failed err=\"%s\"", err.msg);
+  }
+  sl_journal_close(s->j);
+  sl_disk_watcher_stop(s->dw);
+  sl_ledger_storage_close(s->ls);
+  sl_log(SL_LOG_INFO, "event=bookie_store_closed dir=%s", s->dir);
+  store_free(s);
+}
+
+/* ---- admission ---- */
+
+static bool same_payload(const sl_journal_record *a, const void *payload,
+                         uint32_t len, uint32_t crc) {
+  return a->len == len && a->payload_crc == crc &&
+         (len == 0 || memcmp(a->payload, payload, len) == 0);
+}
+
+/* Duplicate check for an entry at or below the highest admitted one. Sets
+ * *is_new. Under s->mu. */
+static sl_status check_duplicate(sl_bookie_store *s, ledger *l,
+                                 const sl_bookie_add_req *req, bool *is_new,
+                                 sl_err *err) {
+  *is_new = true;
+  if (req->entry > l->admit_last) return SL_OK;
+  for (size_t i = 0; i < l->npending; i++) {
+    const sl_journal_record *p = &l->pending[i]->jreq.rec;
+    if (p->entry != req->entry) continue;
+    *is_new = false;
+    if (same_payload(p, req->payload, req->len, req->crc)) return SL_OK;
+    return sl_err_set(err, SL_EEXIST, "ledger %" PRIu64 " entry %" PRId64
+                      ": already queued with a different payload", req->ledger, req->entry);
+  }
+  if (req->entry > l->meta.last_entry) return SL_OK;
+  sl_ledger_entry e = SL_LEDGER_ENTRY_INIT;
+  sl_status st = sl_ledger_storage_get_entry(s->ls, req->ledger, req->entry, &e, err);
+  if (st == SL_ENOTFOUND) return SL_OK;
+  *is_new = false;
+  if (st == SL_ECORRUPT) {
+    sl_log(SL_LOG_WARN, "event=entry_repair ledger=%" PRIu64 " entry=%" PRId64,
+           req->ledger, req->entry);
+    return SL_OK; /* invariant 4: a resend repairs a corrupt copy */
+  }
+  if (st != SL_OK) return st;
+  sl_journal_record stored = {.payload = e.payload, .len = e.len, .payload_crc = e.crc};
+  bool same = same_payload(&stored, req->payload, req->len, req->crc);
+  sl_ledger_entry_release(&e);
+  if (same) return SL_OK;
+  return sl_err_set(err, SL_EEXIST, "ledger %" PRIu64 " entry %" PRId64
+                    ": already stored with a different payload", req->ledger, req->entry);
+}
+
+/* Epoch and fence rules shared by adds and LAC updates. Under s->mu. */
+static sl_status check_writer(const ledger *l, uint64_t epoch, bool recovery,
+                              sl_err *err) {
+  uint64_t id = l->meta.ledger;
+  if (l->deleting) return sl_err_set(err, SL_EBUSY, "ledger %" PRIu64 ": being deleted", id);
+  if (l->admit_fenced && !recovery) {
+    return sl_err_set(err, SL_EFENCED, "ledger %" PRIu64 ": fenced", id);
+  }
+  if (epoch < l->admit_epoch) {
+    return sl_err_set(err, SL_EFENCED, "ledger %" PRIu64 ": stale epoch %" PRIu64
+                      " < %" PRIu64, id, epoch, l->admit_epoch);
+  }
+  return SL_OK;
+}
+
+/* Queues an admitted op on the journal and records it. Under s->mu. */
+static sl_status submit_locked(sl_bookie_store *s, ledger *l, store_op *op, sl_err *err) {
+  op->l = l;
+  sl_status st = sl_journal_submit(s->j, &op->jreq, err);
+  if (st != SL_OK) return st;
+  l->inflight++;
+  s->inflight++;
+  if (op->kind == OP_ADD) pending_push(l, op);
+  return SL_OK;
+}
+
+static sl_status refuse_if_failed(sl_bookie_store *s, sl_err *err) {
+  if (!atomic_load(&s->failed)) return SL_OK;
+  pthread_mutex_lock(&s->mu);
+  sl_status st = sl_err_set(err, SL_EIO, "bookie store %s: failed: %s", s->dir, s->failmsg);
+  pthread_mutex_unlock(&s->mu);
+  return st;
+}
+
+static store_op *op_new(op_kind kind, sl_journal_rec_type type, uint64_t ledger,
+                        uint64_t epoch, sl_bookie_store_cb cb, void *arg) {
+  store_op *op = sl_xcalloc(1, sizeof(*op));
+  op->kind = kind;
+  op->jreq.rec.type = type;
+  op->jreq.rec.ledger = ledger;
+  op->jreq.rec.epoch = epoch;
+  op->jreq.rec.lac = -1;
+  op->cb = cb;
+  op->arg = arg;
+  return op;
+}
+
+static sl_status validate_add(sl_bookie_store *s, const sl_bookie_add_req *req,
+                              sl_err *err) {
+  if (req->entry < 0 || req->lac < -1 || (req->payload == NULL && req->len > 0) ||
+      (req->flags & ~SL_BOOKIE_ADD_RECOVERY) != 0) {
+    return sl_err_set(err, SL_EINVAL, "ledger %" PRIu64 " entry %" PRId64
+                      ": bad request (entry >= 0, lac >= -1, payload, flags)",
+                      req->ledger, req->entry);
+  }
+  if (req->len > s->opts.max_entry_bytes) {
+    return sl_err_set(err, SL_ETOOBIG, "ledger %" PRIu64 " entry %" PRId64
+                      ": payload of %" PRIu32 " bytes over limit %" PRIu32,
+                      req->ledger, req->entry, req->len, s->opts.max_entry_bytes);
+  }
+  sl_status st = refuse_if_failed(s, err);
+  if (st != SL_OK) return st;
+  if (sl_disk_watcher_readonly(s->dw)) {
+    return sl_err_set(err, SL_EREADONLY, "ledger %" PRIu64 " entry %" PRId64
+                      ": bookie is read-only (disk nearly full)", req->ledger, req->entry);
+  }
+  /* Hashing happens here, on the caller's thread, outside every lock. */
+  uint32_t crc = sl_crc32c(req->payload, req->len);
+  if (crc != req->crc) {
+    return sl_err_set(err, SL_EINVAL, "ledger %" PRIu64 " entry %" PRId64
+                      ": checksum mismatch (sent %08" PRIx32 ", payload has %08" PRIx32 ")",
+                      req->ledger, req->entry, req->crc, crc);
+  }
+  return SL_OK;
+}
+
+sl_status sl_bookie_store_add(sl_bookie_store *s, const sl_bookie_add_req *req,
+                              sl_bookie_store_cb cb, void *arg, sl_err *err) {
+  if (s == NULL || req == NULL || cb == NULL) {
+    return sl_err_set(err, SL_EINVAL, "bookie store: add needs a request and a callback");
+  }
+  sl_status st = validate_add(s, req, err);
+  if (st != SL_OK) return st;
+  store_op *op = op_new(OP_ADD, SL_JOURNAL_ADD, req->ledger, req->epoch, cb, arg);
+  op->jreq.rec.entry = req->entry;
+  op->jreq.rec.lac = req->lac;
+  op->jreq.rec.payload = req->payload;
+  op->jreq.rec.len = req->len;
+  op->jreq.rec.payload_crc = req->crc;
+  bool created;
+  pthread_mutex_lock(&s->mu);
+  ledger *l = ledger_get_or_create(s, req->ledger, &created);
+  st = check_writer(l, req->epoch, (req->flags & SL_BOOKIE_ADD_RECOVERY) != 0, err);
+  if (st == SL_OK) st = check_duplicate(s, l, req, &op->is_new, err);
+  if (st == SL_OK) st = submit_locked(s, l, op, err);
+  if (st == SL_OK) {
+    if (req->epoch > l->admit_epoch) l->admit_epoch = req->epoch;
+    if (req->entry > l->admit_last) l->admit_last = req->entry;
+  } else {
+    ledger_drop_if_unused(s, l, created);
+  }
+  pthread_mutex_unlock(&s->mu);
+  if (st != SL_OK) free(op);
+  return st;
+}
+
+sl_status sl_bookie_store_fence(sl_bookie_store *s, uint64_t ledger, uint64_t epoch,
+                                sl_bookie_store_cb cb, void *arg, sl_err *err) {
+  if (s == NULL || cb == NULL) return sl_err_set(err, SL_EINVAL, "bookie store: fence needs a callback");
+  sl_status st = refuse_if_failed(s, err);
+  if (st != SL_OK) return st;
+  store_op *op = op_new(OP_FENCE, SL_JOURNAL_FENCE, ledger, epoch, cb, arg);
+  bool created;
+  pthread_mutex_lock(&s->mu);
+  ledger *l = ledger_get_or_create(s, ledger, &created);
+  if (l->deleting) {
+    st = sl_err_set(err, SL_EBUSY, "ledger %" PRIu64 ": being deleted", ledger);
+  } else if (epoch < l->admit_epoch) {
+    st = sl_err_set(err, SL_EFENCED, "ledger %" PRIu64 ": stale epoch %" PRIu64
+                    " < %" PRIu64, ledger, epoch, l->admit_epoch);
+  } else {
+    st = submit_locked(s, l, op, err);
+  }
+  if (st == SL_OK) {
+    /* Invariant 3: refuse adds from now on, before the fence is durable. */
+    l->admit_fenced = true;
+    l->admit_epoch = epoch;
+  } else {
+    ledger_drop_if_unused(s, l, created);
+  }
+  pthread_mutex_unlock(&s->mu);
+  if (st != SL_OK) free(op);
+  return st;
+}
+
+sl_status sl_bookie_store_write_lac(sl_bookie_store *s, uint64_t ledger, uint64_t epoch,
+                                    int64_t lac, sl_bookie_store_cb cb, void *arg,
+                                    sl_err *err) {
+  if (s == NULL || cb == NULL) return sl_err_set(err, SL_EINVAL, "bookie store: write_lac needs a callback");
+  if (lac < -1) return sl_err_set(err, SL_EINVAL, "ledger %" PRIu64 ": bad lac %" PRId64, ledger, lac);
+  sl_status st = refuse_if_failed(s, err);
+  if (st != SL_OK) return st;
+  if (sl_disk_watcher_readonly(s->dw)) {
+    return sl_err_set(err, SL_EREADONLY, "ledger %" PRIu64 ": bookie is read-only", ledger);
+  }
+  store_op *op = op_new(OP_LAC, SL_JOURNAL_LAC, ledger, epoch, cb, arg);
+  op->jreq.rec.lac = lac;
+  bool created;
+  pthread_mutex_lock(&s->mu);
+  ledger *l = ledger_get_or_create(s, ledger, &created);
+  st = check_writer(l, epoch, false, err);
+  if (st == SL_OK) st = submit_locked(s, l, op, err);
+  if (st == SL_OK) {
+    if (epoch > l->admit_epoch) l->admit_epoch = epoch;
+  } else {
+    ledger_drop_if_unused(s, l, created);
+  }
+  pthread_mutex_unlock(&s->mu);
+  if (st != SL_OK) free(op);
+  return st;
+}
+
+sl_status sl_bookie_store_delete_ledger(sl_bookie_store *s, uint64_t ledger,
+                                        sl_bookie_store_cb cb, void *arg, sl_err *err) {
+  if (s == NULL || cb == NULL) return sl_err_set(err, SL_EINVAL, "bookie store: delete needs a callback");
+  sl_status st = refuse_if_failed(s, err);
+  if (st != SL_OK) return st;
+  store_op *op = op_new(OP_DELETE, SL_JOURNAL_DELETE, ledger, 0, cb, arg);
+  pthread_mutex_lock(&s->mu);
+  ledger *l = sl_ledger_table_get(&s->ledgers, ledger);
+  if (l == NULL || (!l->persisted && l->inflight == 0)) {
+    st = sl_err_set(err, SL_ENOTFOUND, "ledger %" PRIu64 ": not found", ledger);
+  } else if (l->deleting || l->inflight > 0) {
+    /* Ordering adds before a delete in one batch would need the delete to
+     * see unapplied entries; refusing keeps apply simple. */
+    st = sl_err_set(err, SL_EBUSY, "ledger %" PRIu64 ": %" PRIu32
+                    " requests in flight, retry", ledger, l->inflight);
+  } else {
+    st = submit_locked(s, l, op, err);
+    if (st == SL_OK) l->deleting = true;
+  }
+  pthread_mutex_unlock(&s->mu);
+  if (st != SL_OK) free(op);
+  return st;
+}
+
+/* ---- reads ---- */
+
+/* The durable meta of a known ledger. Under s->mu. */
+static sl_status find_meta_locked(sl_bookie_store *s, uint64_t ledger,
+                                  sl_ledger_meta *out, sl_err *err) {
+  ledger *l = sl_ledger_table_get(&s->ledgers, ledger);
+  if (l == NULL || !l->persisted) {
+    return sl_err_set(err, SL_ENOTFOUND, "ledger %" PRIu64 ": not found", ledger);
+  }
+  *out = l->meta;
+  return SL_OK;
+}
+
+sl_status sl_bookie_store_read(sl_bookie_store *s, uint64_t ledger, int64_t entry,
+                               sl_ledger_entry *out, sl_err *err) {
+  if (s == NULL || out == NULL) return sl_err_set(err, SL_EINVAL, "bookie store: read needs an output");
+  *out = (sl_ledger_entry)SL_LEDGER_ENTRY_INIT;
+  if (entry < 0) {
+    return sl_err_set(err, SL_EINVAL, "ledger %" PRIu64 " entry %" PRId64 ": bad entry id",
+                      ledger, entry);
+  }
+  sl_ledger_meta m;
+  pthread_mutex_lock(&s->mu);
+  sl_status st = find_meta_locked(s, ledger, &m, err);
+  pthread_mutex_unlock(&s->mu);
+  if (st != SL_OK) return st;
+  return sl_ledger_storage_get_entry(s->ls, ledger, entry, out, err);
+}
+
+sl_status sl_bookie_store_ledger_meta(sl_bookie_store *s, uint64_t ledger,
+                                      sl_ledger_meta *out, sl_err *err) {
+  if (s == NULL || out == NULL) return sl_err_set(err, SL_EINVAL, "bookie store: no output");
+  pthread_mutex_lock(&s->mu);
+  sl_status st = find_meta_locked(s, ledger, out, err);
+  pthread_mutex_unlock(&s->mu);
+  return st;
+}
+
+sl_status sl_bookie_store_read_lac(sl_bookie_store *s, uint64_t ledger, int64_t *lac,
+                                   sl_err *err) {
+  sl_ledger_meta m;
+  if (lac == NULL) return sl_err_set(err, SL_EINVAL, "bookie store: no output");
+  sl_status st = sl_bookie_store_ledger_meta(s, ledger, &m, err);
+  if (st == SL_OK) *lac = m.lac;
+  return st;
+}
+
+static int cmp_u64(const void *a, const void *b) {
+  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+  return x < y ? -1 : x > y;
+}
+
+void sl_bookie_store_list_ledgers(sl_bookie_store *s, uint64_t **ids, size_t *n) {
+  SL_ASSERT(s != NULL && ids != NULL && n != NULL);
+  *ids = NULL;
+  *n = 0;
+  pthread_mutex_lock(&s->mu);
+  if (s->ledgers.count > 0) {
+    *ids = sl_xmalloc(s->ledgers.count * sizeof(**ids));
+    for (size_t i = 0; i < s->ledgers.cap; i++) {
+      ledger *l = s->ledgers.vals[i];
+      if (l != NULL && l->persisted) (*ids)[(*n)++] = l->meta.ledger;
+    }
+  }
+  pthread_mutex_unlock(&s->mu);
+  if (*n > 0) qsort(*ids, *n, sizeof(**ids), cmp_u64);
+  if (*n == 0) {
+    free(*ids);
+    *ids = NULL;
+  }
+}
+
+void sl_bookie_store_info_get(sl_bookie_store *s, sl_bookie_store_info *out) {
+  SL_ASSERT(s != NULL && out != NULL);
+  memset(out, 0, sizeof(*out));
+  sl_disk_usage u;
+  sl_disk_watcher_usage(s->dw, &u);
+  out->total_bytes = u.total_bytes;
+  out->free_bytes = u.free_bytes;
+  out->used_pct = u.used_pct;
+  out->readonly = sl_disk_watcher_readonly(s->dw);
+  out->failed = atomic_load(&s->failed);
+  pthread_mutex_lock(&s->mu);
+  for (size_t i = 0; i < s->ledgers.cap; i++) {
+    ledger *l = s->ledgers.vals[i];
+    if (l == NULL || !l->persisted) continue;
+    out->ledgers++;
+    out->entries += l->meta.entries;
+    out->entry_bytes += l->meta.bytes;
+  }
+  pthread_mutex_unlock(&s->mu);
+  sl_journal_stats js;
+  sl_journal_get_stats(s->j, &js);
+  out->journal_syncs = js.syncs;
+  out->journal_records = js.records;
+  out->journal_segments = js.segments;
+  pthread_mutex_lock(&s->ckpt_mu);
+  out->checkpoints = s->checkpoints;
+  pthread_mutex_unlock(&s->ckpt_mu);
+  out->replayed_records = s->replayed;
+}
+
+void sl_bookie_store_check_disk(sl_bookie_store *s) { sl_disk_watcher_check_now(s->dw); }
+
+void sl_bookie_store_set_disk_limit(sl_bookie_store *s, uint64_t limit_bytes) {
+  sl_disk_watcher_set_limit(s->dw, limit_bytes);
+  sl_disk_watcher_check_now(s->dw);
+}

@@ -1,0 +1,232 @@
+/*
+ * Bookie store: the bookie's storage engine below the gRPC service. It ties
+ * together the journal (durability, group commit), the ledger storage
+ * (entries and per-ledger state in leveldb) and the disk watcher.
+ *
+ * Life of an add
+ *   1. sl_bookie_store_add (any thread) checks the request: size, the
+ *      writer's CRC32C, read-only, fenced, epoch, duplicate. A refusal is
+ *      returned at once and the callback is never called.
+ *   2. Accepted, it is queued on the journal. The journal thread writes it
+ *      with everything else queued, and one fdatasync covers them all.
+ *   3. Still on the journal thread, the batch goes into ledger storage (one
+ *      unsynced leveldb write), the in-memory state is updated, and then each
+ *      callback runs, in journal order.
+ *   4. Every checkpoint_interval_ms (or after checkpoint_bytes of journal)
+ *      the maintenance thread syncs ledger storage together with the journal
+ *      position everything before which is applied (the checkpoint), writes
+ *      a marker into the journal and deletes the segments before it.
+ *   5. Opening replays the journal from the checkpoint into ledger storage.
+ *
+ * Invariants
+ *  1. An add, fence, LAC update or delete is acknowledged (callback with
+ *     SL_OK) only after the fdatasync of the journal segment that holds it.
+ *  2. Journal order per ledger equals admission order: admission and
+ *     queueing happen under one lock (store->mu), so replay reproduces what
+ *     the callbacks reported.
+ *  3. Once a fence is admitted, no add without the recovery flag is admitted
+ *     to that ledger, and no add or fence with an epoch below the highest
+ *     epoch admitted is. Fenced state and epochs survive restart (they are
+ *     journaled, then stored).
+ *  4. An entry, once acknowledged, is never replaced by different bytes:
+ *     a second add of (ledger, entry) is accepted only with the same payload
+ *     (a resend), or if the stored copy fails its checksum (a repair).
+ *  5. Reads return only bytes whose CRC32C matches the stored CRC, and only
+ *     entries whose add is durable (applied after the sync).
+ *  6. Journal segments are deleted only after a synced ledger-storage write
+ *     recorded a checkpoint at or past their end.
+ *
+ * States
+ *   OPEN      serving                            sl_bookie_store_open
+ *   READONLY  adds refused, reads served         disk watcher over high_pct
+ *             (a flag beside OPEN; back below low_pct clears it)
+ *   FAILED    adds refused with SL_EIO,          a journal or ledger-storage
+ *             reads served                       write failed
+ *   CLOSED                                       sl_bookie_store_close
+ *
+ * Threads
+ *   caller threads   add/fence/write_lac/delete submit; reads; info
+ *   journal thread   writes, syncs, applies to ledger storage, runs every
+ *                    completion callback (sl_bookie_store_cb)
+ *   maintenance      periodic checkpoints
+ *   disk watcher     statvfs samples; runs on_readonly_change
+ *
+ * Locks: store->mu guards the ledger table and every struct ledger in it,
+ * the in-flight count and the applied position. It is held while queueing on
+ * the journal (lock order store->mu -> journal's lock) and, rarely, during a
+ * leveldb read (duplicate check of an entry at or below the highest one).
+ * store->ckpt_mu serialises checkpoints. Callbacks run with no lock held and
+ * may call any function here except sl_bookie_store_close.
+ */
+#ifndef SL_BOOKIE_BOOKIE_STORE_H
+#define SL_BOOKIE_BOOKIE_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "bookie/ledger_storage.h"
+#include "common/status.h"
+
+typedef struct sl_bookie_store sl_bookie_store;
+
+typedef struct sl_bookie_store_opts {
+  const char *journal_dir;        /* NULL: <dir>/journal (put it on its own
+                                     disk for the best add latency) */
+  uint32_t max_entry_bytes;       /* larger payloads: SL_ETOOBIG */
+  uint64_t journal_segment_bytes; /* preallocation and rotation size */
+  size_t journal_max_batch_bytes; /* most bytes one fdatasync covers */
+  int checkpoint_interval_ms;
+  uint64_t checkpoint_bytes;      /* checkpoint early after this much journal */
+  double disk_high_pct;           /* read-only at or above this % used */
+  double disk_low_pct;            /* writable again below this % used */
+  uint64_t disk_limit_bytes;      /* 0: the real disk; else a quota for dir */
+  int disk_interval_ms;
+  sl_ledger_storage_leveldb_opts leveldb;
+  /* Called on the disk watcher thread when the read-only flag changes, so
+   * the service can update its registration. May be NULL. */
+  void (*on_readonly_change)(bool readonly, void *arg);
+  void *arg;
+  /* Fault injection for tests: replaces the journal's fdatasync/fsync. */
+  int (*sync_hook)(int fd, void *hook_arg);
+  void *hook_arg;
+} sl_bookie_store_opts;
+
+#define SL_BOOKIE_STORE_OPTS_INIT                                          \
+  {NULL, 5u << 20, 64u << 20, 16u << 20, 10000, 256u << 20, 95.0, 90.0, 0, \
+   1000, SL_LEDGER_STORAGE_LEVELDB_OPTS_INIT, NULL, NULL, NULL, NULL}
+
+/* Add flags. */
+#define SL_BOOKIE_ADD_RECOVERY 1u /* recovery write-back: allowed on a fenced
+                                     ledger (epoch rules still apply) */
+
+typedef struct sl_bookie_add_req {
+  uint64_t ledger;
+  int64_t entry;        /* >= 0 */
+  uint64_t epoch;       /* the writer's ownership epoch */
+  int64_t lac;          /* writer's last add confirmed, -1 if none */
+  const void *payload;  /* retained until the callback runs */
+  uint32_t len;
+  uint32_t crc;         /* writer's CRC32C of the payload */
+  uint32_t flags;       /* SL_BOOKIE_ADD_* */
+} sl_bookie_add_req;
+
+/*
+ * Completion of an accepted request. Runs on the journal thread, exactly
+ * once. msg is "" on success, else says why (valid during the call only).
+ * Keep it short: the next group commit waits for it.
+ */
+typedef void (*sl_bookie_store_cb)(sl_status st, const char *msg, void *arg);
+
+/*
+ * Opens (creating if missing) the store in `dir` (borrowed), replays the
+ * journal since the last checkpoint and starts the threads. opts may be NULL
+ * for defaults. Only one process may open a dir at a time (leveldb's lock).
+ * Errors: SL_EINVAL, SL_EIO, SL_ECORRUPT.
+ */
+sl_status sl_bookie_store_open(const char *dir, const sl_bookie_store_opts *opts,
+                               sl_bookie_store **out, sl_err *err);
+
+/*
+ * Adds an entry. On SL_OK, cb(arg) will run once the entry is durable (or
+ * with SL_EIO if the journal failed). Otherwise cb is never called and:
+ *   SL_EINVAL     bad field, or the payload does not match req->crc
+ *                 ("ledger 42 entry 7: checksum mismatch ...")
+ *   SL_ETOOBIG    payload over max_entry_bytes
+ *   SL_EREADONLY  the disk is nearly full
+ *   SL_EFENCED    "ledger 42: fenced" or "ledger 42: stale epoch 3 < 5"
+ *   SL_EEXIST     the entry is stored with a different payload
+ *   SL_EBUSY      the ledger is being deleted
+ *   SL_EIO        the store FAILED earlier
+ * A resend of a stored or queued entry with the same payload is accepted.
+ * req is borrowed for the call; req->payload is retained until cb.
+ */
+sl_status sl_bookie_store_add(sl_bookie_store *s, const sl_bookie_add_req *req,
+                              sl_bookie_store_cb cb, void *arg, sl_err *err);
+
+/*
+ * Fences a ledger (creating its state if unknown) and raises its epoch to
+ * `epoch`. cb runs once the fence is durable. Adds admitted after this call
+ * are refused. Errors (cb not called): SL_EFENCED (epoch below the highest
+ * seen), SL_EBUSY (being deleted), SL_EIO. Allowed while read-only.
+ */
+sl_status sl_bookie_store_fence(sl_bookie_store *s, uint64_t ledger,
+                                uint64_t epoch, sl_bookie_store_cb cb,
+                                void *arg, sl_err *err);
+
+/*
+ * Records a last-add-confirmed for a ledger (kept if higher than the
+ * stored one). Same epoch rules and errors as an add; SL_EINVAL if lac < -1.
+ */
+sl_status sl_bookie_store_write_lac(sl_bookie_store *s, uint64_t ledger,
+                                    uint64_t epoch, int64_t lac,
+                                    sl_bookie_store_cb cb, void *arg,
+                                    sl_err *err);
+
+/*
+ * Deletes a ledger: its entries and its state. cb runs once the deletion is
+ * durable and applied. Errors (cb not called): SL_ENOTFOUND, SL_EBUSY
+ * (requests for it in flight; retry), SL_EIO. Allowed while read-only (it
+ * frees space).
+ */
+sl_status sl_bookie_store_delete_ledger(sl_bookie_store *s, uint64_t ledger,
+                                        sl_bookie_store_cb cb, void *arg,
+                                        sl_err *err);
+
+/*
+ * Reads an entry into *out (release it with sl_ledger_entry_release). The
+ * stored CRC32C is checked first. Errors: SL_EINVAL (entry < 0),
+ * SL_ENOTFOUND (ledger or entry), SL_ECORRUPT (checksum mismatch; the bytes
+ * are not returned), SL_EIO.
+ */
+sl_status sl_bookie_store_read(sl_bookie_store *s, uint64_t ledger, int64_t entry,
+                               sl_ledger_entry *out, sl_err *err);
+
+/* The stored LAC of a ledger (-1 if none yet). Errors: SL_ENOTFOUND. */
+sl_status sl_bookie_store_read_lac(sl_bookie_store *s, uint64_t ledger,
+                                   int64_t *lac, sl_err *err);
+
+/* The durable state of a ledger. Errors: SL_ENOTFOUND. */
+sl_status sl_bookie_store_ledger_meta(sl_bookie_store *s, uint64_t ledger,
+                                      sl_ledger_meta *out, sl_err *err);
+
+/* Ledger ids stored here, ascending, as a malloc'd array the caller frees
+ * (NULL when *n is 0). */
+void sl_bookie_store_list_ledgers(sl_bookie_store *s, uint64_t **ids, size_t *n);
+
+typedef struct sl_bookie_store_info {
+  uint64_t total_bytes;  /* disk (or quota) size */
+  uint64_t free_bytes;
+  double used_pct;
+  bool readonly;
+  bool failed;
+  uint64_t ledgers;
+  uint64_t entries;
+  uint64_t entry_bytes;  /* payload bytes stored */
+  uint64_t journal_syncs;
+  uint64_t journal_records;
+  uint64_t journal_segments;
+  uint64_t checkpoints;
+  uint64_t replayed_records; /* at open */
+} sl_bookie_store_info;
+
+void sl_bookie_store_info_get(sl_bookie_store *s, sl_bookie_store_info *out);
+
+/* Takes a checkpoint now (normally the maintenance thread does). Errors:
+ * SL_EIO. */
+sl_status sl_bookie_store_checkpoint(sl_bookie_store *s, sl_err *err);
+
+/* Re-samples the disk now and waits for the result (tests, after deletes). */
+void sl_bookie_store_check_disk(sl_bookie_store *s);
+
+/* Changes the disk quota (0: the real disk) and re-samples. */
+void sl_bookie_store_set_disk_limit(sl_bookie_store *s, uint64_t limit_bytes);
+
+/*
+ * Waits for every accepted request to complete, takes a final checkpoint,
+ * stops the threads and frees the store. Callers stop submitting first.
+ * Not from a callback. NULL does nothing.
+ */
+void sl_bookie_store_close(sl_bookie_store *s);
+
+#endif

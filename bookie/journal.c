@@ -1,0 +1,689 @@
+#include "bookie/journal.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "common/crc32c.h"
+#include "common/log.h"
+
+#define SEG_MAGIC "SLJOURN1"
+#define SEG_VERSION 1u
+#define IOV_CHUNK 512 /* iovecs per pwritev, well under IOV_MAX */
+
+typedef enum jstate { J_OPEN, J_RUNNING, J_FAILED } jstate;
+
+struct sl_journal {
+  sl_journal_opts opts;
+  char *dir;
+  int dirfd;
+
+  pthread_mutex_t mu;        /* guards everything down to `stats` */
+  pthread_cond_t cv;         /* queue non-empty or stopping */
+  jstate state;
+  bool started;
+  bool stopping;
+  char errmsg[SL_ERR_MAX];   /* why FAILED */
+  sl_journal_req *head, *tail;
+  uint64_t *segs;            /* ids of segment files on disk, ascending */
+  size_t nsegs, segs_cap;
+  sl_journal_pos tail_pos;
+  uint64_t cur_seg;          /* segment being written, 0 before start */
+  sl_journal_stats stats;
+
+  /* Journal thread only. */
+  pthread_t thread;
+  int fd;                    /* current segment, -1 if none */
+  uint64_t seg_id;
+  uint64_t off;
+  uint8_t *hdrs;             /* record headers of the batch being written */
+  size_t hdrs_cap;
+};
+
+int sl_journal_pos_cmp(sl_journal_pos a, sl_journal_pos b) {
+  if (a.segment != b.segment) return a.segment < b.segment ? -1 : 1;
+  if (a.offset != b.offset) return a.offset < b.offset ? -1 : 1;
+  return 0;
+}
+
+/* ---- little-endian codec ---- */
+
+static void put32(uint8_t *p, uint32_t v) {
+  for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+static void put64(uint8_t *p, uint64_t v) {
+  for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+static uint32_t get32(const uint8_t *p) {
+  uint32_t v = 0;
+  for (int i = 3; i >= 0; i--) v = (v << 8) | p[i];
+  return v;
+}
+static uint64_t get64(const uint8_t *p) {
+  uint64_t v = 0;
+  for (int i = 7; i >= 0; i--) v = (v << 8) | p[i];
+  return v;
+}
+
+static bool valid_type(uint8_t t) {
+  return t >= SL_JOURNAL_ADD && t <= SL_JOURNAL_DELETE;
+}
+
+/* Fills the 48-byte header. Its CRC covers the header, and through
+ * payload_crc the payload, so the journal thread never hashes payloads. */
+static void encode_header(uint8_t *h, const sl_journal_record *r) {
+  memset(h, 0, SL_JOURNAL_RECORD_HEADER);
+  put32(h + 4, r->len);
+  h[8] = (uint8_t)r->type;
+  put32(h + 12, r->payload_crc);
+  put64(h + 16, r->ledger);
+  put64(h + 24, (uint64_t)r->entry);
+  put64(h + 32, r->epoch);
+  put64(h + 40, (uint64_t)r->lac);
+  put32(h, sl_crc32c(h + 4, SL_JOURNAL_RECORD_HEADER - 4));
+}
+
+static void decode_header(const uint8_t *h, sl_journal_record *r) {
+  r->len = get32(h + 4);
+  r->type = (sl_journal_rec_type)h[8];
+  r->payload_crc = get32(h + 12);
+  r->ledger = get64(h + 16);
+  r->entry = (int64_t)get64(h + 24);
+  r->epoch = get64(h + 32);
+  r->lac = (int64_t)get64(h + 40);
+  r->payload = NULL;
+}
+
+static void encode_seg_header(uint8_t *h, uint64_t id) {
+  memset(h, 0, SL_JOURNAL_SEGMENT_HEADER);
+  memcpy(h, SEG_MAGIC, 8);
+  put32(h + 8, SEG_VERSION);
+  put32(h + 12, SL_JOURNAL_SEGMENT_HEADER);
+  put64(h + 16, id);
+  put32(h + 28, sl_crc32c(h, 28));
+}
+
+static bool seg_header_ok(const uint8_t *h, uint64_t id) {
+  return memcmp(h, SEG_MAGIC, 8) == 0 && get32(h + 8) == SEG_VERSION &&
+         get32(h + 12) == SL_JOURNAL_SEGMENT_HEADER && get64(h + 16) == id &&
+         get32(h + 28) == sl_crc32c(h, 28);
+}
+
+/* ---- file helpers ---- */
+
+static void seg_path(const sl_journal *j, uint64_t id, char *buf, size_t n) {
+  snprintf(buf, n, "%s/%016" PRIx64 ".jnl", j->dir, id);
+}
+
+static bool parse_seg_name(const char *name, uint64_t *id) {
+  size_t n = strlen(name);
+  if (n != 20 || strcmp(name + 16, ".jnl") != 0) return false;
+  uint64_t v = 0;
+  for (int i = 0; i < 16; i++) {
+    char c = name[i];
+    int d = (c >= '0' && c <= '9') ? c - '0' : (c >= 'a' && c <= 'f') ? c - 'a' + 10 : -1;
+    if (d < 0) return false;
+    v = (v << 4) | (uint64_t)d;
+  }
+  *id = v;
+  return v != 0;
+}
+
+static int do_sync(sl_journal *j, int fd, bool data_only) {
+  if (j->opts.sync_hook != NULL) return j->opts.sync_hook(fd, j->opts.hook_arg);
+  return data_only ? fdatasync(fd) : fsync(fd);
+}
+
+static int cmp_u64(const void *a, const void *b) {
+  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+  return x < y ? -1 : x > y;
+}
+
+static void segs_push(sl_journal *j, uint64_t id) {
+  if (j->nsegs == j->segs_cap) {
+    j->segs_cap = j->segs_cap ? j->segs_cap * 2 : 16;
+    j->segs = sl_xrealloc(j->segs, j->segs_cap * sizeof(*j->segs));
+  }
+  j->segs[j->nsegs++] = id;
+}
+
+static sl_status list_segments(sl_journal *j, sl_err *err) {
+  DIR *d = opendir(j->dir);
+  if (d == NULL) {
+    return sl_err_set(err, SL_EIO, "journal %s: opendir: %s", j->dir,
+                      strerror(errno));
+  }
+  struct dirent *de;
+  while ((de = readdir(d)) != NULL) {
+    uint64_t id;
+    if (parse_seg_name(de->d_name, &id)) segs_push(j, id);
+  }
+  closedir(d);
+  if (j->nsegs > 0) qsort(j->segs, j->nsegs, sizeof(*j->segs), cmp_u64);
+  j->stats.segments = j->nsegs;
+  return SL_OK;
+}
+
+/* ---- open ---- */
+
+sl_status sl_journal_open(const sl_journal_opts *opts, sl_journal **out,
+                          sl_err *err) {
+  sl_status st;
+  if (opts == NULL || opts->dir == NULL || opts->dir[0] == '\0' ||
+      out == NULL || opts->on_durable == NULL) {
+    return sl_err_set(err, SL_EINVAL, "journal: dir and on_durable are required");
+  }
+  if (opts->segment_bytes < 4096 || opts->max_record_bytes == 0 ||
+      opts->max_batch_bytes == 0) {
+    return sl_err_set(err, SL_EINVAL,
+                      "journal %s: segment_bytes must be at least 4096 and "
+                      "limits non-zero", opts->dir);
+  }
+  if (mkdir(opts->dir, 0755) != 0 && errno != EEXIST) {
+    return sl_err_set(err, SL_EIO, "journal %s: mkdir: %s", opts->dir,
+                      strerror(errno));
+  }
+  sl_journal *j = sl_xcalloc(1, sizeof(*j));
+  j->opts = *opts;
+  j->dir = sl_xstrdup(opts->dir);
+  j->fd = -1;
+  j->state = J_OPEN;
+  j->dirfd = open(j->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (j->dirfd < 0) {
+    st = sl_err_set(err, SL_EIO, "journal %s: open dir: %s", j->dir,
+                    strerror(errno));
+    goto out_free;
+  }
+  st = list_segments(j, err);
+  if (st != SL_OK) goto out_close_dir;
+  pthread_mutex_init(&j->mu, NULL);
+  pthread_cond_init(&j->cv, NULL);
+  *out = j;
+  return SL_OK;
+
+out_close_dir:
+  close(j->dirfd);
+out_free:
+  free(j->segs);
+  free(j->dir);
+  free(j);
+  return st;
+}
+
+/* ---- replay ---- */
+
+static bool read_full(int fd, void *buf, size_t n, uint64_t off) {
+  uint8_t *p = buf;
+  while (n > 0) {
+    ssize_t r = pread(fd, p, n, (off_t)off);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return false;
+    p += r;
+    n -= (size_t)r;
+    off += (uint64_t)r;
+  }
+  return true;
+}
+
+static bool all_zero(const uint8_t *p, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    if (p[i] != 0) return false;
+  }
+  return true;
+}
+
+typedef struct replay_ctx {
+  sl_journal *j;
+  sl_journal_replay_cb cb;
+  void *arg;
+  sl_journal_replay_stats *stats;
+  uint8_t *buf;
+  size_t cap;
+} replay_ctx;
+
+/* Reads records of one open segment from `off`; stops at the first bad one. */
+static sl_status replay_records(replay_ctx *c, int fd, uint64_t id,
+                                uint64_t off, uint64_t size, sl_err *err) {
+  uint8_t h[SL_JOURNAL_RECORD_HEADER];
+  for (;;) {
+    sl_journal_record r;
+    bool ok = off + sizeof(h) <= size && read_full(fd, h, sizeof(h), off);
+    if (ok) {
+      decode_header(h, &r);
+      ok = get32(h) == sl_crc32c(h + 4, sizeof(h) - 4) && valid_type(h[8]) &&
+           r.len <= c->j->opts.max_record_bytes &&
+           off + sizeof(h) + r.len <= size;
+    }
+    if (ok && r.len > c->cap) {
+      c->cap = r.len;
+      c->buf = sl_xrealloc(c->buf, c->cap);
+    }
+    ok = ok && read_full(fd, c->buf, r.len, off + sizeof(h));
+    ok = ok && sl_crc32c(c->buf, r.len) == r.payload_crc;
+    if (!ok) {
+      /* Zeros are the unused preallocated space; anything else is a torn
+       * write that was never acknowledged. */
+      bool clean = off + sizeof(h) > size ||
+                   (read_full(fd, h, sizeof(h), off) && all_zero(h, sizeof(h)));
+      if (!clean) {
+        c->stats->torn_tails++;
+        sl_log(SL_LOG_WARN, "event=journal_torn_tail segment=%" PRIu64
+               " offset=%" PRIu64, id, off);
+      }
+      break;
+    }
+    sl_journal_pos pos = {id, off};
+    off += sizeof(h) + r.len;
+    c->stats->end = (sl_journal_pos){id, off};
+    if (r.type == SL_JOURNAL_CHECKPOINT) {
+      c->stats->have_marker = true;
+      c->stats->marker = (sl_journal_pos){r.ledger, (uint64_t)r.entry};
+      continue;
+    }
+    r.payload = c->buf;
+    sl_status st = c->cb(&r, pos, c->arg);
+    if (st != SL_OK) {
+      return sl_err_wrap(err, st, "journal segment %" PRIu64 " offset %" PRIu64,
+                         id, pos.offset);
+    }
+    c->stats->records++;
+  }
+  return SL_OK;
+}
+
+static sl_status replay_segment(replay_ctx *c, uint64_t id, sl_journal_pos from,
+                                sl_err *err) {
+  char path[PATH_MAX];
+  seg_path(c->j, id, path, sizeof(path));
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    return sl_err_set(err, SL_EIO, "journal %s: open: %s", path, strerror(errno));
+  }
+  sl_status st = SL_OK;
+  struct stat sb;
+  uint8_t h[SL_JOURNAL_SEGMENT_HEADER];
+  if (fstat(fd, &sb) != 0) {
+    st = sl_err_set(err, SL_EIO, "journal %s: stat: %s", path, strerror(errno));
+    goto out_close;
+  }
+  c->stats->segments++;
+  if (!read_full(fd, h, sizeof(h), 0) || !seg_header_ok(h, id)) {
+    /* A crash while creating the segment: nothing in it was acknowledged. */
+    sl_log(SL_LOG_WARN, "event=journal_bad_segment_header segment=%" PRIu64, id);
+    goto out_close;
+  }
+  uint64_t off = SL_JOURNAL_SEGMENT_HEADER;
+  if (id == from.segment && from.offset > off) off = from.offset;
+  c->stats->end = (sl_journal_pos){id, off};
+  st = replay_records(c, fd, id, off, (uint64_t)sb.st_size, err);
+out_close:
+  close(fd);
+  return st;
+}
+
+sl_status sl_journal_replay(sl_journal *j, sl_journal_pos from,
+                            sl_journal_replay_cb cb, void *arg,
+                            sl_journal_replay_stats *stats, sl_err *err) {
+  SL_ASSERT(j != NULL && cb != NULL);
+  sl_journal_replay_stats local;
+  if (stats == NULL) stats = &local;
+  memset(stats, 0, sizeof(*stats));
+  stats->end = from;
+  if (j->started) return sl_err_set(err, SL_EPRECOND, "journal %s: replay after start", j->dir);
+  replay_ctx c = {j, cb, arg, stats, NULL, 0};
+  sl_status st = SL_OK;
+  for (size_t i = 0; i < j->nsegs && st == SL_OK; i++) {
+    if (j->segs[i] < from.segment) continue;
+    st = replay_segment(&c, j->segs[i], from, err);
+  }
+  free(c.buf);
+  if (st == SL_OK) {
+    sl_log(SL_LOG_INFO, "event=journal_replayed dir=%s records=%" PRIu64
+           " segments=%" PRIu64 " torn_tails=%" PRIu64, j->dir, stats->records,
+           stats->segments, stats->torn_tails);
+  }
+  return st;
+}
+
+/* ---- segments ---- */
+
+/* Creates, preallocates and durably names a new segment (journal thread, or
+ * sl_journal_start before the thread exists). */
+static sl_status new_segment(sl_journal *j, uint64_t id, sl_err *err) {
+  char path[PATH_MAX];
+  uint8_t h[SL_JOURNAL_SEGMENT_HEADER];
+  seg_path(j, id, path, sizeof(path));
+  int fd = open(path, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    return sl_err_set(err, SL_EIO, "journal %s: create: %s", path, strerror(errno));
+  }
+  int rc = posix_fallocate(fd, 0, (off_t)j->opts.segment_bytes);
+  if (rc != 0) {
+    sl_err_set(err, SL_EIO, "journal %s: fallocate: %s", path, strerror(rc));
+    goto out_unlink;
+  }
+  encode_seg_header(h, id);
+  if (pwrite(fd, h, sizeof(h), 0) != (ssize_t)sizeof(h)) {
+    sl_err_set(err, SL_EIO, "journal %s: write header: %s", path, strerror(errno));
+    goto out_unlink;
+  }
+  /* Full fsync once: size and allocation are metadata; later appends inside
+   * the preallocated space then need only fdatasync. */
+  if (do_sync(j, fd, false) != 0 || do_sync(j, j->dirfd, false) != 0) {
+    sl_err_set(err, SL_EIO, "journal %s: fsync: %s", path, strerror(errno));
+    goto out_unlink;
+  }
+  if (j->fd >= 0) close(j->fd);
+  j->fd = fd;
+  j->seg_id = id;
+  j->off = SL_JOURNAL_SEGMENT_HEADER;
+  pthread_mutex_lock(&j->mu);
+  segs_push(j, id);
+  j->cur_seg = id;
+  j->stats.segments_created++;
+  j->stats.segments = j->nsegs;
+  pthread_mutex_unlock(&j->mu);
+  return SL_OK;
+
+out_unlink:
+  close(fd);
+  unlink(path);
+  return SL_EIO;
+}
+
+/* ---- writer ---- */
+
+static bool write_all_v(int fd, struct iovec *iov, int n, uint64_t off) {
+  while (n > 0) {
+    ssize_t w = pwritev(fd, iov, n, (off_t)off);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return false;
+    off += (uint64_t)w;
+    size_t left = (size_t)w;
+    while (n > 0 && left >= iov->iov_len) {
+      left -= iov->iov_len;
+      iov++;
+      n--;
+    }
+    if (n > 0) {
+      iov->iov_base = (uint8_t *)iov->iov_base + left;
+      iov->iov_len -= left;
+    }
+  }
+  return true;
+}
+
+typedef struct wbuf {
+  struct iovec iov[IOV_CHUNK];
+  int n;
+  uint64_t start; /* file offset of iov[0] */
+} wbuf;
+
+static sl_status wbuf_flush(sl_journal *j, wbuf *w, sl_err *err) {
+  if (w->n == 0) return SL_OK;
+  bool ok = write_all_v(j->fd, w->iov, w->n, w->start);
+  w->n = 0;
+  if (!ok) {
+    return sl_err_set(err, SL_EIO, "journal segment %" PRIu64 ": write: %s",
+                      j->seg_id, strerror(errno));
+  }
+  return SL_OK;
+}
+
+static sl_status sync_current(sl_journal *j, sl_err *err) {
+  if (do_sync(j, j->fd, true) != 0) {
+    return sl_err_set(err, SL_EIO, "journal segment %" PRIu64 ": fdatasync: %s",
+                      j->seg_id, strerror(errno));
+  }
+  pthread_mutex_lock(&j->mu);
+  j->stats.syncs++;
+  pthread_mutex_unlock(&j->mu);
+  return SL_OK;
+}
+
+/* Writes and syncs a batch of n records; rotates segments as needed. */
+static sl_status write_batch(sl_journal *j, sl_journal_req *batch, size_t n,
+                             sl_err *err) {
+  sl_status st;
+  if (n * SL_JOURNAL_RECORD_HEADER > j->hdrs_cap) {
+    j->hdrs_cap = n * SL_JOURNAL_RECORD_HEADER;
+    j->hdrs = sl_xrealloc(j->hdrs, j->hdrs_cap);
+  }
+  wbuf *w = sl_xmalloc(sizeof(*w));
+  w->n = 0;
+  uint8_t *h = j->hdrs;
+  for (sl_journal_req *r = batch; r != NULL; r = r->next) {
+    uint64_t reclen = SL_JOURNAL_RECORD_HEADER + (uint64_t)r->rec.len;
+    if (j->off + reclen > j->opts.segment_bytes && j->off > SL_JOURNAL_SEGMENT_HEADER) {
+      if ((st = wbuf_flush(j, w, err)) != SL_OK) goto out;
+      if ((st = sync_current(j, err)) != SL_OK) goto out;
+      if ((st = new_segment(j, j->seg_id + 1, err)) != SL_OK) goto out;
+    }
+    if (w->n + 2 > IOV_CHUNK) {
+      if ((st = wbuf_flush(j, w, err)) != SL_OK) goto out;
+    }
+    if (w->n == 0) w->start = j->off;
+    encode_header(h, &r->rec);
+    r->pos = (sl_journal_pos){j->seg_id, j->off};
+    w->iov[w->n++] = (struct iovec){h, SL_JOURNAL_RECORD_HEADER};
+    if (r->rec.len > 0) w->iov[w->n++] = (struct iovec){(void *)r->rec.payload, r->rec.len};
+    h += SL_JOURNAL_RECORD_HEADER;
+    j->off += reclen;
+  }
+  if ((st = wbuf_flush(j, w, err)) != SL_OK) goto out;
+  st = sync_current(j, err);
+out:
+  free(w);
+  return st;
+}
+
+/* Takes a prefix of the queue of at most max_batch_bytes (at least one). */
+static sl_journal_req *take_batch(sl_journal *j, size_t *count, uint64_t *bytes) {
+  sl_journal_req *first = j->head, *last = NULL, *r = j->head;
+  size_t n = 0;
+  uint64_t b = 0;
+  while (r != NULL) {
+    uint64_t len = SL_JOURNAL_RECORD_HEADER + (uint64_t)r->rec.len;
+    if (n > 0 && b + len > j->opts.max_batch_bytes) break;
+    b += len;
+    n++;
+    last = r;
+    r = r->next;
+  }
+  j->head = r;
+  if (r == NULL) j->tail = NULL;
+  last->next = NULL;
+  *count = n;
+  *bytes = b;
+  return first;
+}
+
+/* Frees journal-owned marker requests and returns the rest of the batch. */
+static sl_journal_req *drop_internal(sl_journal_req *batch) {
+  sl_journal_req *out = NULL, **link = &out;
+  while (batch != NULL) {
+    sl_journal_req *next = batch->next;
+    if (batch->internal_) {
+      free(batch);
+    } else {
+      *link = batch;
+      link = &batch->next;
+    }
+    batch = next;
+  }
+  *link = NULL;
+  return out;
+}
+
+static void *journal_main(void *arg) {
+  sl_journal *j = arg;
+  sl_err err = SL_ERR_INIT;
+  pthread_mutex_lock(&j->mu);
+  for (;;) {
+    while (j->head == NULL && !j->stopping) pthread_cond_wait(&j->cv, &j->mu);
+    if (j->head == NULL) break;
+    size_t n;
+    uint64_t bytes;
+    sl_journal_req *batch = take_batch(j, &n, &bytes);
+    bool failed = j->state == J_FAILED;
+    pthread_mutex_unlock(&j->mu);
+
+    sl_status st = SL_EIO;
+    if (!failed) st = write_batch(j, batch, n, &err);
+    pthread_mutex_lock(&j->mu);
+    if (st == SL_OK) {
+      j->stats.batches++;
+      j->stats.records += n;
+      j->stats.bytes += bytes;
+      j->tail_pos = (sl_journal_pos){j->seg_id, j->off};
+    } else if (!failed) {
+      j->state = J_FAILED;
+      snprintf(j->errmsg, sizeof(j->errmsg), "%s", err.msg);
+      sl_log(SL_LOG_ERROR, "event=journal_failed dir=%s err=\"%s\"", j->dir, err.msg);
+    }
+    sl_journal_pos end = j->tail_pos;
+    char msg[SL_ERR_MAX];
+    snprintf(msg, sizeof(msg), "%s", st == SL_OK ? "" : j->errmsg);
+    pthread_mutex_unlock(&j->mu);
+
+    batch = drop_internal(batch);
+    if (batch != NULL) j->opts.on_durable(batch, st, msg, end, j->opts.arg);
+    pthread_mutex_lock(&j->mu);
+  }
+  pthread_mutex_unlock(&j->mu);
+  return NULL;
+}
+
+sl_status sl_journal_start(sl_journal *j, sl_journal_pos after, sl_err *err) {
+  SL_ASSERT(j != NULL);
+  if (j->started) return sl_err_set(err, SL_EPRECOND, "journal %s: already started", j->dir);
+  uint64_t id = after.segment;
+  if (j->nsegs > 0 && j->segs[j->nsegs - 1] > id) id = j->segs[j->nsegs - 1];
+  sl_status st = new_segment(j, id + 1, err);
+  if (st != SL_OK) return st;
+  j->tail_pos = (sl_journal_pos){j->seg_id, j->off};
+  j->state = J_RUNNING;
+  j->started = true;
+  int rc = pthread_create(&j->thread, NULL, journal_main, j);
+  SL_ASSERT(rc == 0); /* servers abort when out of resources */
+  return SL_OK;
+}
+
+static sl_status enqueue(sl_journal *j, sl_journal_req *req, sl_err *err) {
+  sl_status st = SL_OK;
+  req->next = NULL;
+  pthread_mutex_lock(&j->mu);
+  if (j->state == J_FAILED) {
+    st = sl_err_set(err, SL_EIO, "journal %s: failed earlier: %s", j->dir, j->errmsg);
+  } else if (j->state != J_RUNNING || j->stopping) {
+    st = sl_err_set(err, SL_EPRECOND, "journal %s: not running", j->dir);
+  } else {
+    if (j->tail != NULL) {
+      j->tail->next = req;
+    } else {
+      j->head = req;
+      pthread_cond_signal(&j->cv);
+    }
+    j->tail = req;
+  }
+  pthread_mutex_unlock(&j->mu);
+  return st;
+}
+
+sl_status sl_journal_submit(sl_journal *j, sl_journal_req *req, sl_err *err) {
+  SL_ASSERT(j != NULL);
+  if (req == NULL) return sl_err_set(err, SL_EINVAL, "journal: no request");
+  const sl_journal_record *r = &req->rec;
+  if (r->type != SL_JOURNAL_ADD && r->type != SL_JOURNAL_FENCE &&
+      r->type != SL_JOURNAL_LAC && r->type != SL_JOURNAL_DELETE) {
+    return sl_err_set(err, SL_EINVAL, "journal: bad record type %d", (int)r->type);
+  }
+  if (r->payload == NULL && r->len > 0) {
+    return sl_err_set(err, SL_EINVAL, "journal: payload missing");
+  }
+  if (r->len > j->opts.max_record_bytes) {
+    return sl_err_set(err, SL_ETOOBIG, "journal: record of %" PRIu32
+                      " bytes over limit %" PRIu32, r->len, j->opts.max_record_bytes);
+  }
+  req->internal_ = false;
+  return enqueue(j, req, err);
+}
+
+sl_status sl_journal_mark_checkpoint(sl_journal *j, sl_journal_pos pos, sl_err *err) {
+  SL_ASSERT(j != NULL);
+  sl_journal_req *req = sl_xcalloc(1, sizeof(*req));
+  req->rec.type = SL_JOURNAL_CHECKPOINT;
+  req->rec.ledger = pos.segment;
+  req->rec.entry = (int64_t)pos.offset;
+  req->rec.lac = -1;
+  req->internal_ = true;
+  sl_status st = enqueue(j, req, err);
+  if (st != SL_OK) free(req);
+  return st;
+}
+
+sl_status sl_journal_release(sl_journal *j, sl_journal_pos upto, sl_err *err) {
+  SL_ASSERT(j != NULL);
+  sl_status st = SL_OK;
+  char path[PATH_MAX];
+  pthread_mutex_lock(&j->mu);
+  size_t keep = 0;
+  for (size_t i = 0; i < j->nsegs; i++) {
+    uint64_t id = j->segs[i];
+    /* Invariant 4: never the segment being written. */
+    if (id >= upto.segment || id == j->cur_seg) {
+      j->segs[keep++] = id;
+      continue;
+    }
+    seg_path(j, id, path, sizeof(path));
+    if (unlink(path) != 0 && errno != ENOENT) {
+      st = sl_err_set(err, SL_EIO, "journal %s: unlink: %s", path, strerror(errno));
+      j->segs[keep++] = id;
+      continue;
+    }
+    j->stats.segments_deleted++;
+  }
+  j->nsegs = keep;
+  j->stats.segments = keep;
+  pthread_mutex_unlock(&j->mu);
+  return st;
+}
+
+sl_journal_pos sl_journal_tail(sl_journal *j) {
+  pthread_mutex_lock(&j->mu);
+  sl_journal_pos p = j->tail_pos;
+  pthread_mutex_unlock(&j->mu);
+  return p;
+}
+
+void sl_journal_get_stats(sl_journal *j, sl_journal_stats *out) {
+  pthread_mutex_lock(&j->mu);
+  *out = j->stats;
+  pthread_mutex_unlock(&j->mu);
+}
+
+void sl_journal_close(sl_journal *j) {
+  if (j == NULL) return;
+  pthread_mutex_lock(&j->mu);
+  j->stopping = true;
+  pthread_cond_broadcast(&j->cv);
+  pthread_mutex_unlock(&j->mu);
+  if (j->started) pthread_join(j->thread, NULL);
+  if (j->fd >= 0) close(j->fd);
+  close(j->dirfd);
+  pthread_cond_destroy(&j->cv);
+  pthread_mutex_destroy(&j->mu);
+  free(j->hdrs);
+  free(j->segs);
+  free(j->dir);
+  free(j);
+}

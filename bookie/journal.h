@@ -1,0 +1,227 @@
+/*
+ * Bookie journal: the append-only, group-committed write-ahead log that makes
+ * an add durable before the bookie acknowledges it.
+ *
+ * Callers submit requests (sl_journal_req, one record each). One journal
+ * thread takes everything queued, writes it with one pwritev to the current
+ * segment file, calls fdatasync once, and then hands the whole batch to the
+ * owner's on_durable callback. Requests that arrive while that fdatasync runs
+ * wait in the queue and share the next one: that is the group commit.
+ *
+ * On disk: a directory of segment files named <16 hex digit id>.jnl, ids
+ * increasing. Each segment is preallocated (posix_fallocate) to
+ * segment_bytes so that fdatasync does not have to write a new file size, and
+ * starts with a 32-byte header (magic "SLJOURN1", version, segment id, CRC).
+ * Records follow back to back:
+ *
+ *   off size field
+ *    0   4   crc          CRC32C of header bytes [4, 48)
+ *    4   4   len          payload length
+ *    8   1   type         sl_journal_rec_type
+ *    9   3   zero
+ *   12   4   payload_crc  CRC32C of the payload (0 when empty)
+ *   16   8   ledger       (CHECKPOINT: segment of the recorded position)
+ *   24   8   entry        (int64; CHECKPOINT: offset of the position)
+ *   32   8   epoch
+ *   40   8   lac          (int64)
+ *   48 len   payload
+ *
+ * A record is valid when both CRCs match: the header CRC covers payload_crc,
+ * so the journal thread never hashes payloads (the submitter already did).
+ * All integers are little-endian. Replay reads a segment until the first
+ * record that fails its checks (short, bad CRC, unknown type, too long): a
+ * torn tail after a crash, or the zeros of the preallocated space. Nothing
+ * after that point in that segment was ever acknowledged (invariant 2), so
+ * it is ignored; a restarted journal always writes to a new segment.
+ *
+ * Invariants
+ *  1. on_durable sees a request only after the fdatasync (or fsync) of every
+ *     byte of its record returned success. Requests are handed back in the
+ *     order they were submitted, each exactly once.
+ *  2. A record is never written into a segment after a failed write or sync:
+ *     the first I/O error moves the journal to FAILED, and every later
+ *     request fails with SL_EIO (retrying fsync after a failure can silently
+ *     lose data, so we do not).
+ *  3. Segment ids only grow. A new journal starts strictly after every
+ *     existing segment and after the position passed to sl_journal_start.
+ *  4. sl_journal_release deletes only segments whose id is below the given
+ *     position's segment, never the one being written.
+ *
+ * States and transitions
+ *   OPEN (segments listed, replay allowed)   sl_journal_open
+ *   RUNNING (thread writing)                 sl_journal_start
+ *   FAILED (refuses requests with SL_EIO)    first write/sync/rotate error
+ *   CLOSED (queue drained, thread joined)    sl_journal_close
+ *
+ * Threads and locks: j->mu guards the queue, the state, the error message,
+ * the segment list and the stats. The journal thread owns the current
+ * segment's fd and offset and holds no lock while writing, syncing or calling
+ * on_durable. Submitting is allowed from any thread, including from inside
+ * on_durable.
+ */
+#ifndef SL_BOOKIE_JOURNAL_H
+#define SL_BOOKIE_JOURNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/status.h"
+
+typedef enum sl_journal_rec_type {
+  SL_JOURNAL_ADD = 1,        /* an entry: all fields */
+  SL_JOURNAL_FENCE = 2,      /* ledger, epoch */
+  SL_JOURNAL_LAC = 3,        /* ledger, epoch, lac */
+  SL_JOURNAL_CHECKPOINT = 4, /* written by sl_journal_mark_checkpoint only */
+  SL_JOURNAL_DELETE = 5,     /* ledger */
+} sl_journal_rec_type;
+
+#define SL_JOURNAL_RECORD_HEADER 48u
+#define SL_JOURNAL_SEGMENT_HEADER 32u
+
+/* A place in the journal: a segment id and a byte offset inside it. */
+typedef struct sl_journal_pos {
+  uint64_t segment;
+  uint64_t offset;
+} sl_journal_pos;
+
+/* <0, 0, >0 like strcmp. */
+int sl_journal_pos_cmp(sl_journal_pos a, sl_journal_pos b);
+
+typedef struct sl_journal_record {
+  sl_journal_rec_type type;
+  uint64_t ledger;
+  int64_t entry;
+  uint64_t epoch;
+  int64_t lac;
+  uint32_t payload_crc; /* must equal sl_crc32c(payload, len): see submit */
+  const void *payload;  /* retained until the request is handed back */
+  uint32_t len;
+} sl_journal_record;
+
+/*
+ * One journal write. The caller owns the memory (embed it in a larger
+ * struct) and keeps it and rec.payload valid until on_durable hands it back.
+ */
+typedef struct sl_journal_req {
+  sl_journal_record rec;       /* set by the caller */
+  sl_journal_pos pos;          /* set by the journal: where the record starts */
+  struct sl_journal_req *next; /* owned by the journal until handed back */
+  bool internal_;              /* journal-owned (checkpoint marker) */
+} sl_journal_req;
+
+/*
+ * Runs on the journal thread with a batch (linked by ->next, in submission
+ * order). st is SL_OK if every record is durable, else SL_EIO and `msg` says
+ * why. `end` is the position just after the last record of the batch. After
+ * it returns the journal no longer touches the requests. It must not call
+ * sl_journal_close.
+ */
+typedef void (*sl_journal_durable_cb)(sl_journal_req *batch, sl_status st,
+                                      const char *msg, sl_journal_pos end,
+                                      void *arg);
+
+typedef struct sl_journal_opts {
+  const char *dir;            /* borrowed; created if missing */
+  uint64_t segment_bytes;     /* preallocation and rotation size */
+  uint32_t max_record_bytes;  /* payload limit for submit and replay */
+  size_t max_batch_bytes;     /* most bytes one write+sync covers */
+  sl_journal_durable_cb on_durable;
+  void *arg;                  /* passed to on_durable */
+  /* Fault injection for tests: replaces fdatasync/fsync when set. */
+  int (*sync_hook)(int fd, void *hook_arg);
+  void *hook_arg;
+} sl_journal_opts;
+
+#define SL_JOURNAL_OPTS_INIT \
+  {NULL, 64u << 20, 8u << 20, 16u << 20, NULL, NULL, NULL, NULL}
+
+typedef struct sl_journal_stats {
+  uint64_t syncs;    /* fdatasync/fsync calls that covered records */
+  uint64_t batches;  /* batches written */
+  uint64_t records;  /* records written (including checkpoint markers) */
+  uint64_t bytes;    /* record bytes written */
+  uint64_t segments_created;
+  uint64_t segments_deleted;
+  uint64_t segments; /* segment files that exist now */
+} sl_journal_stats;
+
+typedef struct sl_journal sl_journal;
+
+/*
+ * Opens (creating if missing) the journal directory and lists its segments.
+ * Does not write anything. On success *out must be released with
+ * sl_journal_close. Errors: SL_EINVAL (bad opts), SL_EIO.
+ */
+sl_status sl_journal_open(const sl_journal_opts *opts, sl_journal **out,
+                          sl_err *err);
+
+typedef struct sl_journal_replay_stats {
+  uint64_t records;        /* records passed to the callback */
+  uint64_t segments;       /* segments read */
+  uint64_t torn_tails;     /* segments that ended in a bad (non-zero) record */
+  bool have_marker;        /* a checkpoint marker was seen */
+  sl_journal_pos marker;   /* position the last marker recorded */
+  sl_journal_pos end;      /* just after the last valid record read */
+} sl_journal_replay_stats;
+
+/* Called for each record at or after `from`, in journal order. The record
+ * and its payload are valid only during the call. Non-OK stops replay and is
+ * returned by sl_journal_replay. Checkpoint markers are not passed on. */
+typedef sl_status (*sl_journal_replay_cb)(const sl_journal_record *rec,
+                                          sl_journal_pos pos, void *arg);
+
+/*
+ * Reads every valid record at or after `from` (only before sl_journal_start).
+ * Segments wholly before `from` are skipped. Fills *stats if not NULL.
+ * Errors: SL_EPRECOND (already started), SL_EIO, or the callback's status.
+ */
+sl_status sl_journal_replay(sl_journal *j, sl_journal_pos from,
+                            sl_journal_replay_cb cb, void *arg,
+                            sl_journal_replay_stats *stats, sl_err *err);
+
+/*
+ * Creates a new segment after every existing one and after `after.segment`,
+ * and starts the journal thread. Errors: SL_EPRECOND (already started),
+ * SL_EIO.
+ */
+sl_status sl_journal_start(sl_journal *j, sl_journal_pos after, sl_err *err);
+
+/*
+ * Queues req (retained until handed back by on_durable). Precondition:
+ * req->rec.payload_crc is the CRC32C of the payload. The journal does not
+ * hash payloads again; a wrong value makes replay stop at that record, so
+ * callers verify (the bookie store checks every writer's CRC before it
+ * submits). On SL_OK, on_durable
+ * will see it exactly once; on any error it will not. Errors: SL_EINVAL (bad
+ * type), SL_ETOOBIG (payload over max_record_bytes), SL_EPRECOND (not
+ * started or closing), SL_EIO (journal FAILED).
+ */
+sl_status sl_journal_submit(sl_journal *j, sl_journal_req *req, sl_err *err);
+
+/* Queues a checkpoint marker recording `pos`. Informational: the owner keeps
+ * the authoritative checkpoint with its flushed state; replay reports the
+ * last marker in its stats. Errors as for sl_journal_submit. */
+sl_status sl_journal_mark_checkpoint(sl_journal *j, sl_journal_pos pos,
+                                     sl_err *err);
+
+/*
+ * Deletes segments whose id is below upto.segment (their records are all
+ * before upto). The caller promises it no longer needs them for replay.
+ * Errors: SL_EIO (an unlink failed; the others are still attempted).
+ */
+sl_status sl_journal_release(sl_journal *j, sl_journal_pos upto, sl_err *err);
+
+/* Current position of the writer (end of the last written batch). */
+sl_journal_pos sl_journal_tail(sl_journal *j);
+
+void sl_journal_get_stats(sl_journal *j, sl_journal_stats *out);
+
+/*
+ * Stops accepting requests, writes and hands back everything queued, joins
+ * the thread and frees the journal. Must not be called from on_durable.
+ * NULL does nothing.
+ */
+void sl_journal_close(sl_journal *j);
+
+#endif

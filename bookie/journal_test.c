@@ -1,0 +1,553 @@
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "bookie/journal.h"
+#include "bookie/testing/test_util.h"
+#include "common/crc32c.h"
+
+/* Collects what on_durable hands back. */
+typedef struct sink {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  uint64_t done;
+  uint64_t failed;
+  uint64_t batches;
+  sl_journal_pos end;
+} sink;
+
+static void sink_init(sink *k) {
+  memset(k, 0, sizeof(*k));
+  pthread_mutex_init(&k->mu, NULL);
+  pthread_cond_init(&k->cv, NULL);
+}
+
+static void sink_release(sink *k) {
+  pthread_mutex_destroy(&k->mu);
+  pthread_cond_destroy(&k->cv);
+}
+
+static void on_durable(sl_journal_req *batch, sl_status st, const char *msg,
+                       sl_journal_pos end, void *arg) {
+  (void)msg;
+  sink *k = arg;
+  uint64_t n = 0;
+  for (sl_journal_req *r = batch; r != NULL; r = r->next) n++;
+  pthread_mutex_lock(&k->mu);
+  k->done += n;
+  if (st != SL_OK) k->failed += n;
+  k->batches++;
+  k->end = end;
+  pthread_cond_broadcast(&k->cv);
+  pthread_mutex_unlock(&k->mu);
+}
+
+static void sink_wait(sink *k, uint64_t n) {
+  pthread_mutex_lock(&k->mu);
+  while (k->done < n) pthread_cond_wait(&k->cv, &k->mu);
+  pthread_mutex_unlock(&k->mu);
+}
+
+static sl_journal_opts opts_for(const char *dir, sink *k) {
+  sl_journal_opts o = SL_JOURNAL_OPTS_INIT;
+  o.dir = dir;
+  o.segment_bytes = 1u << 20;
+  o.on_durable = on_durable;
+  o.arg = k;
+  return o;
+}
+
+/* Deterministic payload for record i. */
+static uint32_t fill_payload(uint8_t *buf, int i) {
+  uint32_t len = (uint32_t)((i * 37) % 700);
+  for (uint32_t b = 0; b < len; b++) buf[b] = (uint8_t)(i * 13 + b * 7);
+  return len;
+}
+
+static void make_req(sl_journal_req *r, uint8_t *buf, int i) {
+  memset(r, 0, sizeof(*r));
+  uint32_t len = fill_payload(buf, i);
+  static const sl_journal_rec_type types[] = {SL_JOURNAL_ADD, SL_JOURNAL_ADD,
+                                              SL_JOURNAL_FENCE, SL_JOURNAL_LAC,
+                                              SL_JOURNAL_DELETE};
+  r->rec.type = types[i % 5];
+  r->rec.ledger = 1000u + (uint64_t)i % 7;
+  r->rec.entry = i;
+  r->rec.epoch = (uint64_t)i / 3;
+  r->rec.lac = i - 1;
+  if (r->rec.type == SL_JOURNAL_ADD) {
+    r->rec.payload = buf;
+    r->rec.len = len;
+  }
+  r->rec.payload_crc = sl_crc32c(r->rec.payload, r->rec.len);
+}
+
+/* Writes n records (and waits for them); returns their reqs (caller frees). */
+static sl_journal_req *write_records(const char *dir, int n, uint8_t (*bufs)[1024],
+                                     sl_journal_pos after) {
+  sink k;
+  sink_init(&k);
+  sl_journal_opts o = opts_for(dir, &k);
+  sl_journal *j = NULL;
+  sl_err err = SL_ERR_INIT;
+  assert_int_equal(sl_journal_open(&o, &j, &err), SL_OK);
+  assert_int_equal(sl_journal_start(j, after, &err), SL_OK);
+  sl_journal_req *reqs = calloc((size_t)n, sizeof(*reqs));
+  assert_non_null(reqs);
+  for (int i = 0; i < n; i++) {
+    make_req(&reqs[i], bufs[i], i);
+    assert_int_equal(sl_journal_submit(j, &reqs[i], &err), SL_OK);
+  }
+  sink_wait(&k, (uint64_t)n);
+  assert_int_equal(k.failed, 0);
+  sl_journal_close(j);
+  sink_release(&k);
+  return reqs;
+}
+
+typedef struct collected {
+  int n;
+  sl_journal_record recs[256];
+  uint8_t payloads[256][1024];
+  sl_journal_pos pos[256];
+} collected;
+
+static sl_status collect(const sl_journal_record *r, sl_journal_pos pos, void *arg) {
+  collected *c = arg;
+  assert_true(c->n < 256);
+  c->recs[c->n] = *r;
+  memcpy(c->payloads[c->n], r->payload, r->len);
+  c->recs[c->n].payload = c->payloads[c->n];
+  c->pos[c->n] = pos;
+  c->n++;
+  return SL_OK;
+}
+
+static sl_status replay_all(const char *dir, sl_journal_pos from, collected *c,
+                            sl_journal_replay_stats *rs) {
+  sink k;
+  sink_init(&k);
+  sl_journal_opts o = opts_for(dir, &k);
+  sl_journal *j = NULL;
+  assert_int_equal(sl_journal_open(&o, &j, NULL), SL_OK);
+  memset(c, 0, sizeof(*c));
+  sl_status st = sl_journal_replay(j, from, collect, c, rs, NULL);
+  sl_journal_close(j);
+  sink_release(&k);
+  return st;
+}
+
+static void assert_same_record(const sl_journal_record *got, const sl_journal_req *want) {
+  assert_int_equal(got->type, want->rec.type);
+  assert_int_equal(got->ledger, want->rec.ledger);
+  assert_int_equal(got->entry, want->rec.entry);
+  assert_int_equal(got->epoch, want->rec.epoch);
+  assert_int_equal(got->lac, want->rec.lac);
+  assert_int_equal(got->len, want->rec.len);
+  assert_int_equal(got->payload_crc, want->rec.payload_crc);
+  if (got->len > 0) assert_memory_equal(got->payload, want->rec.payload, got->len);
+}
+
+static char *segment_path(const char *dir, uint64_t id) {
+  char *p = malloc(strlen(dir) + 32);
+  assert_non_null(p);
+  sprintf(p, "%s/%016" PRIx64 ".jnl", dir, id);
+  return p;
+}
+
+static int count_segments(const char *dir) {
+  DIR *d = opendir(dir);
+  assert_non_null(d);
+  int n = 0;
+  struct dirent *de;
+  while ((de = readdir(d)) != NULL) n += strstr(de->d_name, ".jnl") != NULL;
+  closedir(d);
+  return n;
+}
+
+static void test_journal__write_replay(void **state) {
+  (void)state;
+  char *dir = sl_test_mkdtemp("jwr");
+  static uint8_t bufs[100][1024];
+  sl_journal_req *reqs = write_records(dir, 100, bufs, (sl_journal_pos){0, 0});
+  collected *c = malloc(sizeof(*c));
+  sl_journal_replay_stats rs;
+  assert_int_equal(replay_all(dir, (sl_journal_pos){0, 0}, c, &rs), SL_OK);
+  assert_int_equal(c->n, 100);
+  assert_int_equal(rs.records, 100);
+  assert_int_equal(rs.torn_tails, 0);
+  for (int i = 0; i < 100; i++) {
+    assert_same_record(&c->recs[i], &reqs[i]);
+    assert_int_equal(sl_journal_pos_cmp(c->pos[i], reqs[i].pos), 0);
+  }
+  /* Replay from the middle returns only the later records. */
+  assert_int_equal(replay_all(dir, reqs[60].pos, c, &rs), SL_OK);
+  assert_int_equal(c->n, 40);
+  assert_same_record(&c->recs[0], &reqs[60]);
+  free(c);
+  free(reqs);
+  sl_test_rm_rf(dir);
+  free(dir);
+}
+
+static void test_journal__torn_tail_truncated(void **state) {
+  (void)state;
+  char *dir = sl_test_mkdtemp("jtorn");
+  static uint8_t bufs[20][1024];
+  sl_journal_req *reqs = write_records(dir, 20, bufs, (sl_journal_pos){0, 0});
+  /* Record 15 is an ADD with a payload; cut the file inside it. */
+  assert_int_equal(reqs[15].rec.type, SL_JOURNAL_ADD);
+  assert_true(reqs[15].rec.len > 10);
+  char *seg = segment_path(dir, reqs[15].pos.segment);
+  assert_int_equal(truncate(seg, (off_t)(reqs[15].pos.offset + SL_JOURNAL_RECORD_HEADER + 5)), 0);
+  collected *c = malloc(sizeof(*c));
+  sl_journal_replay_stats rs;
+  assert_int_equal(replay_all(dir, (sl_journal_pos){0, 0}, c, &rs), SL_OK);
+  assert_int_equal(c->n, 15);
+  for (int i = 0; i < 15; i++) assert_same_record(&c->recs[i], &reqs[i]);
+  assert_int_equal(rs.torn_tails, 1);
+  /* Also cut inside a header. */
+  assert_int_equal(truncate(seg, (off_t)(reqs[10].pos.offset + 20)), 0);
+  assert_int_equal(replay_all(dir, (sl_journal_pos){0, 0}, c, &rs), SL_OK);
+  assert_int_equal(c->n, 10);
+  free(c);
+  free(seg);
+  free(reqs);
+  sl_test_rm_rf(dir);
+  free(dir);
+}
+
+static void test_journal__garbage_tail_and_restart(void **state) {
+  (void)state;
+  char *dir = sl_test_mkdtemp("jgarb");
+  static uint8_t bufs[30][1024];
+  sl_journal_req *reqs = write_records(dir, 30, bufs, (sl_journal_pos){0, 0});
+  char *seg = segment_path(dir, reqs[29].pos.segment);
+  int fd = open(seg, O_RDWR);
+  assert_true(fd >= 0);
+  /* Garbage where the next record would go (inside the preallocated space). */
+  uint64_t tail = reqs[29].pos.offset + SL_JOURNAL_RECORD_HEADER + reqs[29].rec.len;
+  uint8_t junk[300];
+  for (size_t i = 0; i < sizeof(junk); i++) junk[i] = (uint8_t)(i * 31 + 7);
+  assert_int_equal(pwrite(fd, junk, sizeof(junk), (off_t)tail), (ssize_t)sizeof(junk));
+  /* And one flipped payload byte in record 25 (an ADD): it and everything
+   * after it in this segment is dropped. */
+  assert_int_equal(reqs[25].rec.type, SL_JOURNAL_ADD);
+  uint8_t b;
+  off_t at = (off_t)(reqs[25].pos.offset + SL_JOURNAL_RECORD_HEADER + 1);
+  assert_int_equal(pread(fd, &b, 1, at), 1);
+  b ^= 0x40;
+  assert_int_equal(pwrite(fd, &b, 1, at), 1);
+  close(fd);
+  collected *c = malloc(sizeof(*c));
+  sl_journal_replay_stats rs;
+  assert_int_equal(replay_all(dir, (sl_journal_pos){0, 0}, c, &rs), SL_OK);
+  assert_int_equal(c->n, 25);
+  assert_int_equal(rs.torn_tails, 1);
+
+  /* A restarted journal writes a new segment; both read back in order. */
+  static uint8_t bufs2[10][1024];
+  sl_journal_req *more = write_records(dir, 10, bufs2, rs.end);
+  assert_true(more[0].pos.segment > reqs[29].pos.segment);
+  assert_int_equal(replay_all(dir, (sl_journal_pos){0, 0}, c, &rs), SL_OK);
+  assert_int_equal(c->n, 35);
+  for (int i = 0; i < 25; i++) assert_same_record(&c->recs[i], &reqs[i]);
+  for (int i = 0; i < 10; i++) assert_same_record(&c->recs[25 + i], &more[i]);
+  free(more);
+  free(c);
+  free(seg);
+  free(reqs);
+  sl_test_rm_rf(dir);
+  free(dir);
+}
+
+typedef struct adder_ctx {
+  sl_journal *j;
+  int count;
+} adder_ctx;
+
+typedef struct one_done {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  bool done;
+} one_done;
+
+/* on_durable for the group-commit test: each request's owner waits on it. */
+static void signal_each(sl_journal_req *batch, sl_status st, const char *msg,
+                        sl_journal_pos end, void *arg) {
+  (void)msg;
+  (void)end;
+  sink *k = arg;
+  uint64_t n = 0;
+  while (batch != NULL) {
+    sl_journal_req *next = batch->next;
+    one_done *d = (one_done *)batch->rec.payload; /* the owner's waiter */
+    pthread_mutex_lock(&d->mu);
+    d->done = true;
+    pthread_cond_signal(&d->cv);
+    pthread_mutex_unlock(&d->mu);
+    batch = next;
+    n++;
+  }
+  pthread_mutex_lock(&k->mu);
+  k->done += n;
+  if (st != SL_OK) k->failed += n;
+  k->batches++;
+  pthread_mutex_unlock(&k->mu);
+}
+
+/* One synchronous adder: submit, wait for durability, repeat. */
+static void *adder_main(void *arg) {
+  adder_ctx *a = arg;
+  one_done d;
+  pthread_mutex_init(&d.mu, NULL);
+  pthread_cond_init(&d.cv, NULL);
+  for (int i = 0; i < a->count; i++) {
+    sl_journal_req r;
+    memset(&r, 0, sizeof(r));
+    r.rec.type = SL_JOURNAL_ADD;
+    r.rec.ledger = 1;
+    r.rec.entry = i;
+    r.rec.lac = -1;
+    /* The payload is the waiter itself: any bytes will do. */
+    r.rec.payload = &d;
+    r.rec.len = (uint32_t)sizeof(d);
+    r.rec.payload_crc = sl_crc32c(&d, sizeof(d));
+    d.done = false;
+    if (sl_journal_submit(a->j, &r, NULL) != SL_OK) abort();
+    pthread_mutex_lock(&d.mu);
+    while (!d.done) pthread_cond_wait(&d.cv, &d.mu);
+    pthread_mutex_unlock(&d.mu);
+  }
+  pthread_mutex_destroy(&d.mu);
+  pthread_cond_destroy(&d.cv);
+  return NULL;
+}
+
+static void test_journal__group_commit_batches(void **state) {
+  (void)state;
+  enum { THREADS = 32, PER = 50 };
+  char *dir = sl_test_mkdtemp("jgc");
+  sink k;
+  sink_init(&k);
+  sl_journal_opts o = opts_for(dir, &k);
+  o.on_durable = signal_each;
+  sl_journal *j = NULL;
+  assert_int_equal(sl_journal_open(&o, &j, NULL), SL_OK);
+  assert_int_equal(sl_journal_start(j, (sl_journal_pos){0, 0}, NULL), SL_OK);
+  pthread_t th[THREADS];
+  adder_ctx a = {j, PER};
+  for (int i = 0; i < THREADS; i++) assert_int_equal(pthread_create(&th[i], NULL, adder_main, &a), 0);
+  for (int i = 0; i < THREADS; i++) pthread_join(th[i], NULL);
+  sl_journal_stats js;
+  sl_journal_get_stats(j, &js);
+  sl_journal_close(j);
+  print_message("adds=%d syncs=%" PRIu64 " batches=%" PRIu64 "\n", THREADS * PER,
+                js.syncs, js.batches);
+  assert_int_equal(k.done, THREADS * PER);
+  assert_int_equal(k.failed, 0);
+  assert_int_equal(js.records, THREADS * PER);
+  /* Each adder waits for its own sync, so without group commit there would
+   * be one sync per add. */
+  assert_true(js.syncs < (uint64_t)(THREADS * PER));
+  assert_true(js.syncs * 2 < (uint64_t)(THREADS * PER));
+  sink_release(&k);
+  sl_test_rm_rf(dir);
+  free(dir);
+}
+
+static void test_journal__rotation_and_release(void **state) {
+  (void)state;
+  char *dir = sl_test_mkdtemp("jrot");
+  sink k;
+  sink_init(&k);
+  sl_journal_opts o = opts_for(dir, &k);
+  o.segment_bytes = 4096;
+  sl_journal *j = NULL;
+  assert_int_equal(sl_journal_open(&o, &j, NULL), SL_OK);
+  assert_int_equal(sl_journal_start(j, (sl_journal_pos){0, 0}, NULL), SL_OK);
+  static uint8_t bufs[200][1024];
+  static sl_journal_req reqs[200];
+  for (int i = 0; i < 200; i++) {
+    make_req(&reqs[i], bufs[i], i);
+    assert_int_equal(sl_journal_submit(j, &reqs[i], NULL), SL_OK);
+    if (i % 10 == 9) sink_wait(&k, (uint64_t)i + 1);
+  }
+  sink_wait(&k, 200);
+  sl_journal_stats js;
+  sl_journal_get_stats(j, &js);
+  assert_true(js.segments_created > 5);
+  assert_int_equal(count_segments(dir), (int)js.segments);
+  for (int i = 1; i < 200; i++) assert_true(sl_journal_pos_cmp(reqs[i - 1].pos, reqs[i].pos) < 0);
+  /* Release everything before record 150's segment. */
+  sl_journal_pos cut = reqs[150].pos;
+  assert_int_equal(sl_journal_release(j, cut, NULL), SL_OK);
+  sl_journal_get_stats(j, &js);
+  assert_true(js.segments_deleted > 0);
+  assert_int_equal(count_segments(dir), (int)js.segments);
+  /* Releasing past the tail never deletes the segment being written. */
+  sl_journal_pos tail = sl_journal_tail(j);
+  assert_int_equal(sl_journal_release(j, (sl_journal_pos){tail.segment + 5, 0}, NULL), SL_OK);
+  assert_int_equal(count_segments(dir), 1);
+  sl_journal_close(j);
+  collected *c = malloc(sizeof(*c));
+  sl_journal_replay_stats rs;
+  assert_int_equal(replay_all(dir, (sl_journal_pos){0, 0}, c, &rs), SL_OK);
+  /* Only the records of the last segment remain. */
+  int first = 200 - c->n;
+  assert_true(c->n > 0 && c->n < 50);
+  for (int i = 0; i < c->n; i++) assert_same_record(&c->recs[i], &reqs[first + i]);
+  assert_int_equal(reqs[first].pos.segment, tail.segment);
+  free(c);
+  sink_release(&k);
+  sl_test_rm_rf(dir);
+  free(dir);
+}
+
+static int fail_after;
+static int fail_hook(int fd, void *arg) {
+  (void)arg;
+  if (__atomic_sub_fetch(&fail_after, 1, __ATOMIC_SEQ_CST) < 0) {
+    errno = EIO;
+    return -1;
+  }
+  return fdatasync(fd);
+}
+
+static void test_journal__sync_failure_is_sticky(void **state) {
+  (void)state;
+  char *dir = sl_test_mkdtemp("jfail");
+  sink k;
+  sink_init(&k);
+  sl_journal_opts o = opts_for(dir, &k);
+  o.sync_hook = fail_hook;
+  fail_after = 2 + 1; /* segment creation: file + dir; then one good batch */
+  sl_journal *j = NULL;
+  sl_err err = SL_ERR_INIT;
+  assert_int_equal(sl_journal_open(&o, &j, NULL), SL_OK);
+  assert_int_equal(sl_journal_start(j, (sl_journal_pos){0, 0}, NULL), SL_OK);
+  static uint8_t bufs[3][1024];
+  sl_journal_req r[3];
+  make_req(&r[0], bufs[0], 0);
+  assert_int_equal(sl_journal_submit(j, &r[0], NULL), SL_OK);
+  sink_wait(&k, 1);
+  assert_int_equal(k.failed, 0);
+  make_req(&r[1], bufs[1], 1);
+  assert_int_equal(sl_journal_submit(j, &r[1], NULL), SL_OK);
+  sink_wait(&k, 2);
+  assert_int_equal(k.failed, 1);
+  /* FAILED: refused at once, even though syncs would work again. */
+  fail_after = 1000;
+  make_req(&r[2], bufs[2], 2);
+  assert_int_equal(sl_journal_submit(j, &r[2], &err), SL_EIO);
+  assert_non_null(strstr(err.msg, "fdatasync"));
+  sl_journal_close(j);
+  sink_release(&k);
+  sl_test_rm_rf(dir);
+  free(dir);
+}
+
+static void test_journal__bad_input(void **state) {
+  (void)state;
+  char *dir = sl_test_mkdtemp("jbad");
+  sink k;
+  sink_init(&k);
+  sl_err err = SL_ERR_INIT;
+  sl_journal *j = NULL;
+  sl_journal_opts o = opts_for(dir, &k);
+  o.dir = NULL;
+  assert_int_equal(sl_journal_open(&o, &j, &err), SL_EINVAL);
+  o = opts_for(dir, &k);
+  o.segment_bytes = 100;
+  assert_int_equal(sl_journal_open(&o, &j, &err), SL_EINVAL);
+  o = opts_for(dir, &k);
+  o.max_record_bytes = 1000;
+  assert_int_equal(sl_journal_open(&o, &j, &err), SL_OK);
+  sl_journal_req r;
+  static uint8_t buf[2000];
+  make_req(&r, buf, 1);
+  assert_int_equal(sl_journal_submit(j, &r, &err), SL_EPRECOND); /* not started */
+  assert_int_equal(sl_journal_start(j, (sl_journal_pos){0, 0}, &err), SL_OK);
+  assert_int_equal(sl_journal_start(j, (sl_journal_pos){0, 0}, &err), SL_EPRECOND);
+  assert_int_equal(sl_journal_replay(j, (sl_journal_pos){0, 0}, collect, NULL, NULL, &err),
+                   SL_EPRECOND);
+  r.rec.type = SL_JOURNAL_CHECKPOINT;
+  assert_int_equal(sl_journal_submit(j, &r, &err), SL_EINVAL);
+  r.rec.type = (sl_journal_rec_type)99;
+  assert_int_equal(sl_journal_submit(j, &r, &err), SL_EINVAL);
+  r.rec.type = SL_JOURNAL_ADD;
+  r.rec.len = 1001;
+  r.rec.payload = buf;
+  assert_int_equal(sl_journal_submit(j, &r, &err), SL_ETOOBIG);
+  r.rec.payload = NULL;
+  r.rec.len = 5;
+  assert_int_equal(sl_journal_submit(j, &r, &err), SL_EINVAL);
+  assert_int_equal(sl_journal_submit(j, NULL, &err), SL_EINVAL);
+  sl_journal_close(j);
+  sl_journal_close(NULL);
+  sink_release(&k);
+  sl_test_rm_rf(dir);
+  free(dir);
+}
+
+static void test_journal__checkpoint_marker(void **state) {
+  (void)state;
+  char *dir = sl_test_mkdtemp("jmark");
+  sink k;
+  sink_init(&k);
+  sl_journal_opts o = opts_for(dir, &k);
+  sl_journal *j = NULL;
+  assert_int_equal(sl_journal_open(&o, &j, NULL), SL_OK);
+  assert_int_equal(sl_journal_start(j, (sl_journal_pos){0, 0}, NULL), SL_OK);
+  static uint8_t bufs[4][1024];
+  sl_journal_req r[4];
+  for (int i = 0; i < 2; i++) {
+    make_req(&r[i], bufs[i], i);
+    assert_int_equal(sl_journal_submit(j, &r[i], NULL), SL_OK);
+  }
+  sink_wait(&k, 2);
+  sl_journal_pos mark = sl_journal_tail(j);
+  assert_int_equal(sl_journal_mark_checkpoint(j, mark, NULL), SL_OK);
+  for (int i = 2; i < 4; i++) {
+    make_req(&r[i], bufs[i], i);
+    assert_int_equal(sl_journal_submit(j, &r[i], NULL), SL_OK);
+  }
+  sink_wait(&k, 4);
+  sl_journal_close(j);
+  collected *c = malloc(sizeof(*c));
+  sl_journal_replay_stats rs;
+  assert_int_equal(replay_all(dir, (sl_journal_pos){0, 0}, c, &rs), SL_OK);
+  assert_int_equal(c->n, 4); /* the marker itself is not passed on */
+  assert_true(rs.have_marker);
+  assert_int_equal(sl_journal_pos_cmp(rs.marker, mark), 0);
+  free(c);
+  sink_release(&k);
+  sl_test_rm_rf(dir);
+  free(dir);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_journal__write_replay),
+      cmocka_unit_test(test_journal__torn_tail_truncated),
+      cmocka_unit_test(test_journal__garbage_tail_and_restart),
+      cmocka_unit_test(test_journal__group_commit_batches),
+      cmocka_unit_test(test_journal__rotation_and_release),
+      cmocka_unit_test(test_journal__sync_failure_is_sticky),
+      cmocka_unit_test(test_journal__bad_input),
+      cmocka_unit_test(test_journal__checkpoint_marker),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}

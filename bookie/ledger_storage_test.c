@@ -1,0 +1,217 @@
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <leveldb/c.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bookie/ledger_storage.h"
+#include "bookie/testing/test_util.h"
+#include "common/crc32c.h"
+
+static sl_ledger_storage *open_ls(const char *path) {
+  sl_ledger_storage *ls = NULL;
+  sl_err err = SL_ERR_INIT;
+  assert_int_equal(sl_ledger_storage_leveldb_open(path, NULL, &ls, &err), SL_OK);
+  return ls;
+}
+
+static void put_entry(sl_ledger_storage *ls, uint64_t ledger, int64_t entry,
+                      const char *payload) {
+  uint32_t len = (uint32_t)strlen(payload);
+  sl_ls_op op = {SL_LS_PUT_ENTRY, ledger, entry, sl_crc32c(payload, len), payload, len, {0}};
+  assert_int_equal(sl_ledger_storage_write(ls, &op, 1, NULL, NULL), SL_OK);
+}
+
+static void expect_entry(sl_ledger_storage *ls, uint64_t ledger, int64_t entry,
+                         const char *payload) {
+  sl_ledger_entry e = SL_LEDGER_ENTRY_INIT;
+  assert_int_equal(sl_ledger_storage_get_entry(ls, ledger, entry, &e, NULL), SL_OK);
+  assert_int_equal(e.len, strlen(payload));
+  assert_memory_equal(e.payload, payload, e.len);
+  assert_int_equal(e.crc, sl_crc32c(payload, e.len));
+  sl_ledger_entry_release(&e);
+}
+
+typedef struct metas {
+  int n;
+  sl_ledger_meta m[16];
+} metas;
+
+static sl_status collect_meta(const sl_ledger_meta *m, void *arg) {
+  metas *c = arg;
+  if (c->n < 16) c->m[c->n++] = *m;
+  return SL_OK;
+}
+
+static void test_ledger_storage__put_get_meta(void **state) {
+  (void)state;
+  char *dir = sl_test_mkdtemp("lsput");
+  sl_ledger_storage *ls = open_ls(dir);
+  put_entry(ls, 7, 0, "zero");
+  put_entry(ls, 7, 1, "one");
+  put_entry(ls, 256, 0, "other ledger");
+  put_entry(ls, 7, 300, "");
+  expect_entry(ls, 7, 0, "zero");
+  expect_entry(ls, 7, 1, "one");
+  expect_entry(ls, 7, 300, "");
+  expect_entry(ls, 256, 0, "other ledger");
+  sl_ledger_entry e = SL_LEDGER_ENTRY_INIT;
+  sl_err err = SL_ERR_INIT;
+  assert_int_equal(sl_ledger_storage_get_entry(ls, 7, 2, &e, &err), SL_ENOTFOUND);
+  assert_string_equal(err.msg, "ledger 7 entry 2: not found");
+  assert_null(e.payload);
+
+  /* Metas come back in ledger id order (big-endian keys). */
+  sl_ls_op ops[3];
+  uint64_t ids[3] = {1u << 16, 5, 300};
+  for (int i = 0; i < 3; i++) {
+    ops[i] = (sl_ls_op){.kind = SL_LS_PUT_META,
+                        .meta = {ids[i], i == 1, 10u + (uint64_t)i, i - 1, 4, 5, 6}};
+  }
+  assert_int_equal(sl_ledger_storage_write(ls, ops, 3, NULL, NULL), SL_OK);
+  metas c = {0};
+  assert_int_equal(sl_ledger_storage_scan_meta(ls, collect_meta, &c, NULL), SL_OK);
+  assert_int_equal(c.n, 3);
+  assert_int_equal(c.m[0].ledger, 5);
+  assert_true(c.m[0].fenced);
+  assert_int_equal(c.m[0].max_epoch, 11);
+  assert_int_equal(c.m[0].lac, 0);
+  assert_int_equal(c.m[1].ledger, 300);
+  assert_int_equal(c.m[1].lac, 1);
+  assert_int_equal(c.m[2].ledger, 1u << 16);
+  assert_int_equal(c.m[2].lac, -1);
+  assert_int_equal(c.m[2].last_entry, 4);
+  assert_int_equal(c.m[2].entries, 5);
+  assert_int_equal(c.m[2].bytes, 6);
+  sl_ledger_storage_close(ls);
+  sl_test_rm_rf(dir);
+  free(dir);
+}
+
+static void test_ledger_storage__delete_ledger(void **state) {
+  (void)state;
+  char *dir = sl_test_mkdtemp("lsdel");
+  sl_ledger_storage *ls = open_ls(dir);
+  for (int e = 0; e < 50; e++) {
+    put_entry(ls, 9, e, "nine");
+    put_entry(ls, 10, e, "ten");
+  }
+  put_entry(ls, 8, 0, "eight");
+  sl_ls_op meta = {.kind = SL_LS_PUT_META, .meta = {9, false, 1, 49, 49, 50, 200}};
+  assert_int_equal(sl_ledger_storage_write(ls, &meta, 1, NULL, NULL), SL_OK);
+  sl_ls_op del = {.kind = SL_LS_DELETE_LEDGER, .ledger = 9};
+  assert_int_equal(sl_ledger_storage_write(ls, &del, 1, NULL, NULL), SL_OK);
+  sl_ledger_entry e = SL_LEDGER_ENTRY_INIT;
+  for (int i = 0; i < 50; i++) {
+    assert_int_equal(sl_ledger_storage_get_entry(ls, 9, i, &e, NULL), SL_ENOTFOUND);
+  }
+  expect_entry(ls, 8, 0, "eight");
+  expect_entry(ls, 10, 0, "ten");
+  expect_entry(ls, 10, 49, "ten");
+  metas c = {0};
+  assert_int_equal(sl_ledger_storage_scan_meta(ls, collect_meta, &c, NULL), SL_OK);
+  assert_int_equal(c.n, 0);
+  sl_ledger_storage_close(ls);
+  sl_test_rm_rf(dir);
+  free(dir);
+}
+
+static void test_ledger_storage__checkpoint_survives_reopen(void **state) {
+  (void)state;
+  char *dir = sl_test_mkdtemp("lsckpt");
+  sl_ledger_storage *ls = open_ls(dir);
+  sl_journal_pos p;
+  assert_int_equal(sl_ledger_storage_get_checkpoint(ls, &p, NULL), SL_OK);
+  assert_int_equal(p.segment, 0);
+  put_entry(ls, 1, 0, "a");
+  sl_journal_pos want = {3, 4096};
+  assert_int_equal(sl_ledger_storage_write(ls, NULL, 0, &want, NULL), SL_OK);
+  sl_ledger_storage_close(ls);
+  ls = open_ls(dir);
+  assert_int_equal(sl_ledger_storage_get_checkpoint(ls, &p, NULL), SL_OK);
+  assert_int_equal(sl_journal_pos_cmp(p, want), 0);
+  expect_entry(ls, 1, 0, "a");
+  sl_ledger_storage_close(ls);
+  sl_test_rm_rf(dir);
+  free(dir);
+}
+
+/* Rewrites an entry's stored value behind the storage's back. */
+static void raw_put(const char *dir, uint64_t ledger, int64_t entry, const void *val,
+                    size_t len) {
+  char *errptr = NULL;
+  leveldb_options_t *o = leveldb_options_create();
+  leveldb_t *db = leveldb_open(o, dir, &errptr);
+  assert_null(errptr);
+  uint8_t k[17] = {'E'};
+  for (int i = 0; i < 8; i++) {
+    k[1 + i] = (uint8_t)(ledger >> (56 - 8 * i));
+    k[9 + i] = (uint8_t)((uint64_t)entry >> (56 - 8 * i));
+  }
+  leveldb_writeoptions_t *wo = leveldb_writeoptions_create();
+  leveldb_put(db, wo, (const char *)k, sizeof(k), val, len, &errptr);
+  assert_null(errptr);
+  leveldb_writeoptions_destroy(wo);
+  leveldb_close(db);
+  leveldb_options_destroy(o);
+}
+
+static void test_ledger_storage__corruption_detected(void **state) {
+  (void)state;
+  char *dir = sl_test_mkdtemp("lscorrupt");
+  sl_ledger_storage *ls = open_ls(dir);
+  put_entry(ls, 42, 7, "hello world");
+  sl_ledger_storage_close(ls);
+  /* Same layout (version, crc of the original), one payload byte flipped. */
+  uint8_t val[5 + 11];
+  uint32_t crc = sl_crc32c("hello world", 11);
+  val[0] = 1;
+  for (int i = 0; i < 4; i++) val[1 + i] = (uint8_t)(crc >> (8 * i));
+  memcpy(val + 5, "hello world", 11);
+  val[5 + 3] ^= 0x01;
+  raw_put(dir, 42, 7, val, sizeof(val));
+  raw_put(dir, 42, 8, "\x01\x00", 2); /* too short */
+  raw_put(dir, 42, 9, "\x09\x00\x00\x00\x00", 5); /* unknown version */
+  ls = open_ls(dir);
+  sl_ledger_entry e = SL_LEDGER_ENTRY_INIT;
+  sl_err err = SL_ERR_INIT;
+  assert_int_equal(sl_ledger_storage_get_entry(ls, 42, 7, &e, &err), SL_ECORRUPT);
+  assert_string_equal(err.msg, "ledger 42 entry 7: checksum mismatch");
+  assert_null(e.payload);
+  assert_int_equal(sl_ledger_storage_get_entry(ls, 42, 8, &e, &err), SL_ECORRUPT);
+  assert_int_equal(sl_ledger_storage_get_entry(ls, 42, 9, &e, &err), SL_ECORRUPT);
+  /* Writing the entry again repairs it. */
+  put_entry(ls, 42, 7, "hello world");
+  expect_entry(ls, 42, 7, "hello world");
+  sl_ledger_storage_close(ls);
+  sl_test_rm_rf(dir);
+  free(dir);
+}
+
+static void test_ledger_storage__bad_input(void **state) {
+  (void)state;
+  sl_ledger_storage *ls = NULL;
+  sl_err err = SL_ERR_INIT;
+  assert_int_equal(sl_ledger_storage_leveldb_open(NULL, NULL, &ls, &err), SL_EINVAL);
+  assert_int_equal(sl_ledger_storage_leveldb_open("", NULL, &ls, &err), SL_EINVAL);
+  assert_int_equal(sl_ledger_storage_leveldb_open("/proc/nope/x", NULL, &ls, &err), SL_EIO);
+  assert_non_null(strstr(err.msg, "/proc/nope/x"));
+  sl_ledger_storage_close(NULL);
+  sl_ledger_entry_release(NULL);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_ledger_storage__put_get_meta),
+      cmocka_unit_test(test_ledger_storage__delete_ledger),
+      cmocka_unit_test(test_ledger_storage__checkpoint_survives_reopen),
+      cmocka_unit_test(test_ledger_storage__corruption_detected),
+      cmocka_unit_test(test_ledger_storage__bad_input),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,91 @@
+#include "bookie/testing/test_util.h"
+
+#include <errno.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+char *sl_test_mkdtemp(const char *tag) {
+  const char *base = getenv("TEST_TMPDIR");
+  if (base == NULL || base[0] == '\0') base = "/tmp";
+  size_t n = strlen(base) + strlen(tag) + 16;
+  char *path = sl_xmalloc(n);
+  snprintf(path, n, "%s/%s.XXXXXX", base, tag);
+  if (mkdtemp(path) == NULL) {
+    fprintf(stderr, "mkdtemp %s: %s\n", path, strerror(errno));
+    abort();
+  }
+  return path;
+}
+
+static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
+  (void)sb;
+  (void)flag;
+  (void)ftw;
+  remove(path);
+  return 0;
+}
+
+void sl_test_rm_rf(const char *path) {
+  nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+void sl_test_waiter_init(sl_test_waiter *w) {
+  memset(w, 0, sizeof(*w));
+  pthread_mutex_init(&w->mu, NULL);
+  pthread_cond_init(&w->cv, NULL);
+}
+
+void sl_test_waiter_release(sl_test_waiter *w) {
+  pthread_mutex_destroy(&w->mu);
+  pthread_cond_destroy(&w->cv);
+}
+
+void sl_test_waiter_cb(sl_status st, const char *msg, void *arg) {
+  sl_test_waiter *w = arg;
+  pthread_mutex_lock(&w->mu);
+  w->done++;
+  if (st == SL_OK) {
+    w->ok++;
+  } else {
+    w->last_st = st;
+    snprintf(w->last_msg, sizeof(w->last_msg), "%s", msg ? msg : "");
+  }
+  pthread_cond_broadcast(&w->cv);
+  pthread_mutex_unlock(&w->mu);
+}
+
+int64_t sl_test_now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+bool sl_test_waiter_wait(sl_test_waiter *w, uint64_t n, int timeout_ms) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  ts.tv_sec += timeout_ms / 1000;
+  ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+  if (ts.tv_nsec >= 1000000000L) {
+    ts.tv_sec++;
+    ts.tv_nsec -= 1000000000L;
+  }
+  pthread_mutex_lock(&w->mu);
+  int rc = 0;
+  while (w->done < n && rc == 0) rc = pthread_cond_timedwait(&w->cv, &w->mu, &ts);
+  bool ok = w->done >= n;
+  pthread_mutex_unlock(&w->mu);
+  return ok;
+}
+
+bool sl_test_poll(bool (*pred)(void *arg), void *arg, int timeout_ms) {
+  int64_t deadline = sl_test_now_ms() + timeout_ms;
+  for (;;) {
+    if (pred(arg)) return true;
+    if (sl_test_now_ms() > deadline) return false;
+    usleep(1000);
+  }
+}

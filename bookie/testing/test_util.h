@@ -1,0 +1,46 @@
+/*
+ * Helpers for bookie tests: private temp directories under $TEST_TMPDIR and
+ * a waiter that counts completion callbacks.
+ */
+#ifndef SL_BOOKIE_TESTING_TEST_UTIL_H
+#define SL_BOOKIE_TESTING_TEST_UTIL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/status.h"
+
+/* A new empty directory under $TEST_TMPDIR (or /tmp), named after `tag`.
+ * Returns a malloc'd path; aborts on failure. */
+char *sl_test_mkdtemp(const char *tag);
+
+/* Removes a directory tree (best effort). */
+void sl_test_rm_rf(const char *path);
+
+/* Counts callbacks of the shape (status, msg, arg). Thread-safe. */
+typedef struct sl_test_waiter {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  uint64_t done;
+  uint64_t ok;
+  sl_status last_st;   /* last non-OK status seen */
+  char last_msg[SL_ERR_MAX];
+} sl_test_waiter;
+
+void sl_test_waiter_init(sl_test_waiter *w);
+void sl_test_waiter_release(sl_test_waiter *w);
+
+/* The callback: pass the waiter as arg. */
+void sl_test_waiter_cb(sl_status st, const char *msg, void *arg);
+
+/* Waits until `n` callbacks ran in total; false after timeout_ms. */
+bool sl_test_waiter_wait(sl_test_waiter *w, uint64_t n, int timeout_ms);
+
+/* Polls pred(arg) every millisecond until true; false after timeout_ms. */
+bool sl_test_poll(bool (*pred)(void *arg), void *arg, int timeout_ms);
+
+/* Monotonic milliseconds. */
+int64_t sl_test_now_ms(void);
+
+#endif
