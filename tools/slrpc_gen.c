@@ -700,8 +700,8 @@ static sl_status gen_service(gen *g, size_t index, const sl_emit_vars *file_vars
   const service_proto *s = g->file->service[index];
   sl_emit_vars sv = SL_EMIT_VARS_INIT;
   claims fields = {0};
+  /* Zeroed: releasing a variable set that was never filled is a no-op. */
   sl_emit_vars *mv = sl_xcalloc(s->n_method ? s->n_method : 1, sizeof(*mv));
-  size_t n_mv = 0;
 
   sl_emit_vars_copy(&sv, file_vars);
   sl_status st = plan_service(g, s, &sv);
@@ -710,19 +710,16 @@ static sl_status gen_service(gen *g, size_t index, const sl_emit_vars *file_vars
     sl_emit_tmpl(&g->h, &sv, "\n/* service $full$ has no methods: nothing generated */\n");
     goto out;
   }
-  for (; n_mv < s->n_method; n_mv++) {
-    sl_emit_vars_copy(&mv[n_mv], &sv);
-    st = plan_method(g, &sv, s->method[n_mv], n_mv, &fields, &mv[n_mv]);
-    if (st != SL_OK) {
-      n_mv++;
-      goto out;
-    }
+  for (size_t i = 0; i < s->n_method && st == SL_OK; i++) {
+    sl_emit_vars_copy(&mv[i], &sv);
+    st = plan_method(g, &sv, s->method[i], i, &fields, &mv[i]);
   }
+  if (st != SL_OK) goto out;
   header_service(g, s, index, &sv, mv);
   source_service(g, s, &sv, mv);
 
 out:
-  for (size_t i = 0; i < n_mv; i++) sl_emit_vars_release(&mv[i]);
+  for (size_t i = 0; i < s->n_method; i++) sl_emit_vars_release(&mv[i]);
   free(mv);
   claims_release(&fields);
   sl_emit_vars_release(&sv);
