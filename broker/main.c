@@ -8,12 +8,21 @@
 
 typedef struct broker_cfg {
   sl_service_opts svc;
+  char *id;        /* unique broker id */
+  char *metadata;  /* metadata service gRPC target */
+  char *advertise; /* address clients use; empty = listen address */
 } broker_cfg;
 
 static broker_cfg cfg;
 
 static const sl_conf_entry table[] = {
     SL_SERVICE_CONF(broker_cfg, "SLUICE_BROKER_", "127.0.0.1:6650"),
+    SL_CONF_STR(broker_cfg, id, "broker-0", "SLUICE_BROKER_ID",
+                "unique broker id, e.g. the pod name"),
+    SL_CONF_STR(broker_cfg, metadata, "127.0.0.1:6660", "SLUICE_BROKER_METADATA",
+                "metadata service target host:port[,host:port]"),
+    SL_CONF_STR(broker_cfg, advertise, "", "SLUICE_BROKER_ADVERTISE",
+                "address clients use to reach this broker; empty = --listen"),
 };
 
 static sl_status start(void *c, sl_rpc_server *srv, void **state, sl_err *err) {
