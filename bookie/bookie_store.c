@@ -22,7 +22,7 @@ struct store_op;
 
 /* In-memory state of one ledger. All fields under store->mu, except the
  * batch_* ones, which only the journal thread touches. */
-typedef struct ledger {
+typedef struct lstate {
   sl_ledger_meta meta;   /* durable state, as in ledger storage */
   bool persisted;        /* meta is in ledger storage */
   bool admit_fenced;     /* a fence was admitted (maybe not yet durable) */
@@ -35,14 +35,14 @@ typedef struct ledger {
   uint64_t batch_gen;    /* journal thread: batch that last touched it */
   sl_ledger_meta batch_meta; /* journal thread: meta after that batch */
   bool batch_deleted;    /* journal thread: that batch deletes it */
-} ledger;
+} lstate;
 
 typedef enum op_kind { OP_ADD, OP_FENCE, OP_LAC, OP_DELETE } op_kind;
 
 typedef struct store_op {
   sl_journal_req jreq; /* first, so a journal req is a store_op */
   op_kind kind;
-  ledger *l;
+  lstate *l;
   bool is_new;         /* ADD: the entry was not stored or queued before */
   sl_bookie_store_cb cb;
   void *arg;
@@ -81,35 +81,35 @@ struct sl_bookie_store {
   uint64_t batch_gen;
   sl_ls_op *ops;
   size_t ops_cap;
-  ledger **touched;
+  lstate **touched;
   size_t touched_cap;
 };
 
 /* ---- ledgers ---- */
 
-static ledger *ledger_new(uint64_t id) {
-  ledger *l = sl_xcalloc(1, sizeof(*l));
+static lstate *ledger_new(uint64_t id) {
+  lstate *l = sl_xcalloc(1, sizeof(*l));
   l->meta = (sl_ledger_meta){id, false, 0, -1, -1, 0, 0};
   l->admit_last = -1;
   return l;
 }
 
-static void ledger_free(ledger *l) {
+static void ledger_free(lstate *l) {
   if (l == NULL) return;
   free(l->pending);
   free(l);
 }
 
 /* Makes the admission view match the durable one (open, replay). */
-static void ledger_sync_admit(ledger *l) {
+static void ledger_sync_admit(lstate *l) {
   l->admit_fenced = l->meta.fenced;
   l->admit_epoch = l->meta.max_epoch;
   l->admit_last = l->meta.last_entry;
 }
 
 /* Finds or creates a ledger; *created says which. Under s->mu. */
-static ledger *ledger_get_or_create(sl_bookie_store *s, uint64_t id, bool *created) {
-  ledger *l = sl_ledger_table_get(&s->ledgers, id);
+static lstate *ledger_get_or_create(sl_bookie_store *s, uint64_t id, bool *created) {
+  lstate *l = sl_ledger_table_get(&s->ledgers, id);
   *created = l == NULL;
   if (l == NULL) {
     l = ledger_new(id);
@@ -119,14 +119,14 @@ static ledger *ledger_get_or_create(sl_bookie_store *s, uint64_t id, bool *creat
 }
 
 /* Drops a ledger created for a request that was then refused. Under s->mu. */
-static void ledger_drop_if_unused(sl_bookie_store *s, ledger *l, bool created) {
+static void ledger_drop_if_unused(sl_bookie_store *s, lstate *l, bool created) {
   if (created && l->inflight == 0 && !l->persisted) {
     sl_ledger_table_remove(&s->ledgers, l->meta.ledger);
     ledger_free(l);
   }
 }
 
-static void pending_push(ledger *l, store_op *op) {
+static void pending_push(lstate *l, store_op *op) {
   if (l->npending == l->pending_cap) {
     l->pending_cap = l->pending_cap ? l->pending_cap * 2 : 8;
     l->pending = sl_xrealloc(l->pending, l->pending_cap * sizeof(*l->pending));
@@ -134,7 +134,7 @@ static void pending_push(ledger *l, store_op *op) {
   l->pending[l->npending++] = op;
 }
 
-static void pending_remove(ledger *l, store_op *op) {
+static void pending_remove(lstate *l, store_op *op) {
   for (size_t i = 0; i < l->npending; i++) {
     if (l->pending[i] == op) {
       l->pending[i] = l->pending[--l->npending];
@@ -204,7 +204,7 @@ static sl_status apply_batch(sl_bookie_store *s, sl_journal_req *batch, sl_err *
   }
   for (sl_journal_req *r = batch; r != NULL; r = r->next) {
     store_op *op = (store_op *)r;
-    ledger *l = op->l;
+    lstate *l = op->l;
     if (l->batch_gen != gen) {
       l->batch_gen = gen;
       l->batch_meta = l->meta; /* meta is written only by this thread */
@@ -219,7 +219,7 @@ static sl_status apply_batch(sl_bookie_store *s, sl_journal_req *batch, sl_err *
     meta_apply(&l->batch_meta, &r->rec, op->is_new);
   }
   for (size_t i = 0; i < ntouched; i++) {
-    ledger *l = s->touched[i];
+    lstate *l = s->touched[i];
     if (l->batch_deleted) continue; /* its only op in flight is the delete */
     s->ops[nops++] = (sl_ls_op){.kind = SL_LS_PUT_META, .meta = l->batch_meta};
   }
@@ -240,7 +240,7 @@ static void finish_batch_locked(sl_bookie_store *s, sl_journal_req *batch, bool 
   uint64_t n = 0, bytes = 0;
   for (sl_journal_req *r = batch; r != NULL; r = r->next) {
     store_op *op = (store_op *)r;
-    ledger *l = op->l;
+    lstate *l = op->l;
     if (op->kind == OP_ADD) pending_remove(l, op);
     l->inflight--;
     bytes += SL_JOURNAL_RECORD_HEADER + r->rec.len;
@@ -301,7 +301,7 @@ static sl_status replay_record(const sl_journal_record *r, sl_journal_pos pos,
   (void)pos;
   sl_bookie_store *s = arg;
   bool created;
-  ledger *l = ledger_get_or_create(s, r->ledger, &created);
+  lstate *l = ledger_get_or_create(s, r->ledger, &created);
   sl_ls_op ops[2];
   size_t n = 0;
   bool is_new = false;
@@ -402,7 +402,7 @@ static void *maintenance_main(void *arg) {
 
 static sl_status load_meta(const sl_ledger_meta *m, void *arg) {
   sl_bookie_store *s = arg;
-  ledger *l = ledger_new(m->ledger);
+  lstate *l = ledger_new(m->ledger);
   l->meta = *m;
   l->persisted = true;
   sl_ledger_table_put(&s->ledgers, m->ledger, l);
@@ -567,7 +567,7 @@ static bool same_payload(const sl_journal_record *a, const void *payload,
 
 /* Duplicate check for an entry at or below the highest admitted one. Sets
  * *is_new. Under s->mu. */
-static sl_status check_duplicate(sl_bookie_store *s, ledger *l,
+static sl_status check_duplicate(sl_bookie_store *s, lstate *l,
                                  const sl_bookie_add_req *req, bool *is_new,
                                  sl_err *err) {
   *is_new = true;
@@ -600,7 +600,7 @@ static sl_status check_duplicate(sl_bookie_store *s, ledger *l,
 }
 
 /* Epoch and fence rules shared by adds and LAC updates. Under s->mu. */
-static sl_status check_writer(const ledger *l, uint64_t epoch, bool recovery,
+static sl_status check_writer(const lstate *l, uint64_t epoch, bool recovery,
                               sl_err *err) {
   uint64_t id = l->meta.ledger;
   if (l->deleting) return sl_err_set(err, SL_EBUSY, "ledger %" PRIu64 ": being deleted", id);
@@ -615,7 +615,7 @@ static sl_status check_writer(const ledger *l, uint64_t epoch, bool recovery,
 }
 
 /* Queues an admitted op on the journal and records it. Under s->mu. */
-static sl_status submit_locked(sl_bookie_store *s, ledger *l, store_op *op, sl_err *err) {
+static sl_status submit_locked(sl_bookie_store *s, lstate *l, store_op *op, sl_err *err) {
   op->l = l;
   sl_status st = sl_journal_submit(s->j, &op->jreq, err);
   if (st != SL_OK) return st;
@@ -690,7 +690,7 @@ sl_status sl_bookie_store_add(sl_bookie_store *s, const sl_bookie_add_req *req,
   op->jreq.rec.payload_crc = req->crc;
   bool created;
   pthread_mutex_lock(&s->mu);
-  ledger *l = ledger_get_or_create(s, req->ledger, &created);
+  lstate *l = ledger_get_or_create(s, req->ledger, &created);
   st = check_writer(l, req->epoch, (req->flags & SL_BOOKIE_ADD_RECOVERY) != 0, err);
   if (st == SL_OK) st = check_duplicate(s, l, req, &op->is_new, err);
   if (st == SL_OK) st = submit_locked(s, l, op, err);
@@ -713,7 +713,7 @@ sl_status sl_bookie_store_fence(sl_bookie_store *s, uint64_t ledger, uint64_t ep
   store_op *op = op_new(OP_FENCE, SL_JOURNAL_FENCE, ledger, epoch, cb, arg);
   bool created;
   pthread_mutex_lock(&s->mu);
-  ledger *l = ledger_get_or_create(s, ledger, &created);
+  lstate *l = ledger_get_or_create(s, ledger, &created);
   if (l->deleting) {
     st = sl_err_set(err, SL_EBUSY, "ledger %" PRIu64 ": being deleted", ledger);
   } else if (epoch < l->admit_epoch) {
@@ -748,7 +748,7 @@ sl_status sl_bookie_store_write_lac(sl_bookie_store *s, uint64_t ledger, uint64_
   op->jreq.rec.lac = lac;
   bool created;
   pthread_mutex_lock(&s->mu);
-  ledger *l = ledger_get_or_create(s, ledger, &created);
+  lstate *l = ledger_get_or_create(s, ledger, &created);
   st = check_writer(l, epoch, false, err);
   if (st == SL_OK) st = submit_locked(s, l, op, err);
   if (st == SL_OK) {
@@ -768,7 +768,7 @@ sl_status sl_bookie_store_delete_ledger(sl_bookie_store *s, uint64_t ledger,
   if (st != SL_OK) return st;
   store_op *op = op_new(OP_DELETE, SL_JOURNAL_DELETE, ledger, 0, cb, arg);
   pthread_mutex_lock(&s->mu);
-  ledger *l = sl_ledger_table_get(&s->ledgers, ledger);
+  lstate *l = sl_ledger_table_get(&s->ledgers, ledger);
   if (l == NULL || (!l->persisted && l->inflight == 0)) {
     st = sl_err_set(err, SL_ENOTFOUND, "ledger %" PRIu64 ": not found", ledger);
   } else if (l->deleting || l->inflight > 0) {
@@ -790,7 +790,7 @@ sl_status sl_bookie_store_delete_ledger(sl_bookie_store *s, uint64_t ledger,
 /* The durable meta of a known ledger. Under s->mu. */
 static sl_status find_meta_locked(sl_bookie_store *s, uint64_t ledger,
                                   sl_ledger_meta *out, sl_err *err) {
-  ledger *l = sl_ledger_table_get(&s->ledgers, ledger);
+  lstate *l = sl_ledger_table_get(&s->ledgers, ledger);
   if (l == NULL || !l->persisted) {
     return sl_err_set(err, SL_ENOTFOUND, "ledger %" PRIu64 ": not found", ledger);
   }
@@ -845,7 +845,7 @@ void sl_bookie_store_list_ledgers(sl_bookie_store *s, uint64_t **ids, size_t *n)
   if (s->ledgers.count > 0) {
     *ids = sl_xmalloc(s->ledgers.count * sizeof(**ids));
     for (size_t i = 0; i < s->ledgers.cap; i++) {
-      ledger *l = s->ledgers.vals[i];
+      lstate *l = s->ledgers.vals[i];
       if (l != NULL && l->persisted) (*ids)[(*n)++] = l->meta.ledger;
     }
   }
@@ -869,7 +869,7 @@ void sl_bookie_store_info_get(sl_bookie_store *s, sl_bookie_store_info *out) {
   out->failed = atomic_load(&s->failed);
   pthread_mutex_lock(&s->mu);
   for (size_t i = 0; i < s->ledgers.cap; i++) {
-    ledger *l = s->ledgers.vals[i];
+    lstate *l = s->ledgers.vals[i];
     if (l == NULL || !l->persisted) continue;
     out->ledgers++;
     out->entries += l->meta.entries;

@@ -128,7 +128,7 @@ static sl_status collect(const sl_journal_record *r, sl_journal_pos pos, void *a
   collected *c = arg;
   assert_true(c->n < 256);
   c->recs[c->n] = *r;
-  memcpy(c->payloads[c->n], r->payload, r->len);
+  if (r->len > 0) memcpy(c->payloads[c->n], r->payload, r->len);
   c->recs[c->n].payload = c->payloads[c->n];
   c->pos[c->n] = pos;
   c->n++;

@@ -1,10 +1,13 @@
 #include "bookie/testing/test_util.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -31,6 +34,44 @@ static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW 
 
 void sl_test_rm_rf(const char *path) {
   nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static void copy_file(const char *src, const char *dst) {
+  int in = open(src, O_RDONLY);
+  int out = open(dst, O_CREAT | O_EXCL | O_WRONLY, 0644);
+  if (in < 0 || out < 0) {
+    fprintf(stderr, "copy %s -> %s: %s\n", src, dst, strerror(errno));
+    abort();
+  }
+  char buf[65536];
+  ssize_t n;
+  while ((n = read(in, buf, sizeof(buf))) > 0) {
+    if (write(out, buf, (size_t)n) != n) abort();
+  }
+  if (n < 0) abort();
+  close(in);
+  close(out);
+}
+
+void sl_test_copy_tree(const char *src, const char *dst) {
+  if (mkdir(dst, 0755) != 0) {
+    fprintf(stderr, "mkdir %s: %s\n", dst, strerror(errno));
+    abort();
+  }
+  DIR *d = opendir(src);
+  if (d == NULL) abort();
+  struct dirent *de;
+  while ((de = readdir(d)) != NULL) {
+    if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0) continue;
+    char s[4096], t[4096];
+    snprintf(s, sizeof(s), "%s/%s", src, de->d_name);
+    snprintf(t, sizeof(t), "%s/%s", dst, de->d_name);
+    struct stat sb;
+    if (lstat(s, &sb) != 0) continue; /* vanished meanwhile */
+    if (S_ISDIR(sb.st_mode)) sl_test_copy_tree(s, t);
+    else if (S_ISREG(sb.st_mode)) copy_file(s, t);
+  }
+  closedir(d);
 }
 
 void sl_test_waiter_init(sl_test_waiter *w) {

@@ -18,6 +18,11 @@ char *sl_test_mkdtemp(const char *tag);
 /* Removes a directory tree (best effort). */
 void sl_test_rm_rf(const char *path);
 
+/* Copies a directory tree of regular files (dst must not exist). Copying a
+ * live store's directory while nothing is being written is what a kill -9
+ * at that moment would leave behind. Aborts on failure. */
+void sl_test_copy_tree(const char *src, const char *dst);
+
 /* Counts callbacks of the shape (status, msg, arg). Thread-safe. */
 typedef struct sl_test_waiter {
   pthread_mutex_t mu;

@@ -1,0 +1,19 @@
+/*
+ * Payloads for the storage crash test: the bytes of (ledger, entry) follow
+ * from the ids alone, so the test can check what the child acknowledged
+ * without the child sending the bytes.
+ */
+#ifndef SL_BOOKIE_TESTING_CRASH_PAYLOAD_H
+#define SL_BOOKIE_TESTING_CRASH_PAYLOAD_H
+
+#include <stdint.h>
+
+#define SL_CRASH_PAYLOAD_MAX (80u << 10)
+
+/* Mostly 0..4 KiB, every 17th entry 64..80 KiB. */
+uint32_t sl_crash_payload_len(uint64_t ledger, int64_t entry);
+
+/* Fills buf (at least sl_crash_payload_len bytes). */
+void sl_crash_payload_fill(uint64_t ledger, int64_t entry, uint8_t *buf);
+
+#endif
