@@ -72,11 +72,16 @@ sl_status sl_rpc_stream_open(sl_rpc_channel *ch, const sl_rpc_method *m,
 
 /* Sends one message and waits until gRPC has taken it (flow control may
  * block here: that is back-pressure). timeout_ms <= 0 waits forever.
- * Not for server-streaming methods. One sender thread at a time. */
+ * SL_ETIMEDOUT: not taken in time; the stream is then cancelled (the
+ * message may or may not have gone out). If the stream is already over,
+ * returns its final status when known, else SL_ECANCELED: gRPC hands the
+ * final status only to the receiving side, so sl_rpc_stream_recv() tells
+ * why. Not for server-streaming methods. One sender thread at a time. */
 sl_status sl_rpc_stream_send(sl_rpc_stream *s, const ProtobufCMessage *msg,
                              int timeout_ms, sl_err *err);
 
-/* Half-closes the sending side. */
+/* Half-closes the sending side (a no-op for server streaming). If the
+ * stream is already over: as for sl_rpc_stream_send(). */
 sl_status sl_rpc_stream_close_send(sl_rpc_stream *s, sl_err *err);
 
 /* Receives the next message. SL_OK with *msg set: a message (heap, caller
@@ -91,7 +96,8 @@ sl_status sl_rpc_stream_recv(sl_rpc_stream *s, ProtobufCMessage **msg,
  * SL_ECANCELED. */
 void sl_rpc_stream_cancel(sl_rpc_stream *s);
 
-/* Cancels if still open, waits for outstanding operations, frees. */
+/* Cancels if still open, waits for outstanding operations, frees. No other
+ * thread may be using the stream. NULL is a no-op. */
 void sl_rpc_stream_destroy(sl_rpc_stream *s);
 
 #endif

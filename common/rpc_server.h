@@ -35,7 +35,8 @@ typedef struct sl_rpc_call sl_rpc_call;
 
 typedef struct sl_rpc_server_opts {
   const char *addr;          /* "127.0.0.1:0" picks a free port */
-  int n_threads;             /* worker threads, one completion queue each */
+  int n_threads;             /* worker threads, one completion queue each;
+                                0 = 2 */
   size_t max_message_bytes;  /* 0 = SL_RPC_DEFAULT_MAX_MESSAGE */
   size_t write_queue_max;    /* per-call queued sends, 0 = 64 */
   int shutdown_grace_ms;     /* wait this long for calls, then cancel; 0 = 500 */
@@ -66,23 +67,38 @@ sl_status sl_rpc_server_create(const sl_rpc_server_opts *opts,
                                sl_rpc_server **out, sl_err *err);
 
 /* Registers a method before sl_rpc_server_start(). `method` and `h` are
- * copied; h->ctx is retained until the server is destroyed. */
+ * copied (method->path and the descriptors are retained: use literals or
+ * static tables); h->ctx is retained until the server is destroyed.
+ * SL_EEXIST for a path registered twice or a grpc.health.v1 method;
+ * SL_EPRECOND after start; SL_EINVAL for a bad method or no on_start. */
 sl_status sl_rpc_server_add_method(sl_rpc_server *srv, const sl_rpc_method *method,
                                    const sl_rpc_handler *h, sl_err *err);
 
-/* Binds and starts the worker threads. */
+/* Binds and starts the worker threads. SL_EUNAVAIL if the address cannot
+ * be bound (in use, malformed, or a bad TLS key pair); destroy the server
+ * afterwards in any case. */
 sl_status sl_rpc_server_start(sl_rpc_server *srv, sl_err *err);
 
 /* The bound port (useful after binding port 0). */
 int sl_rpc_server_port(const sl_rpc_server *srv);
 
-/* Health status reported for `service` ("" = the whole server). Starts as
- * SERVING for "" once started. Thread-safe. */
+/* Memory that lives until the server is destroyed (zeroed; aborts on OOM),
+ * e.g. for handler contexts registered with sl_rpc_server_add_method().
+ * Thread-safe. */
+void *sl_rpc_server_alloc(sl_rpc_server *srv, size_t n);
+
+/* Health status reported for `service` ("" = the whole server; NULL is
+ * taken as ""). Starts as SERVING for "" once started; other services are
+ * unknown (Check answers NOT_FOUND) until set. Pushed to Watch streams.
+ * Thread-safe; no effect once destroy has begun. See rpc_health.h. */
 void sl_rpc_server_set_health(sl_rpc_server *srv, const char *service, bool serving);
 
-/* Graceful shutdown: stop accepting, wait up to the grace period for calls,
- * cancel the rest, drain the queues, join the threads, free. NULL is a
- * no-op. Must not be called from a handler callback. */
+/* Graceful shutdown: stop accepting, end health Watch streams, wait up to
+ * the grace period for calls, cancel the rest, wait until every call object
+ * is released (so handlers must drop their sl_rpc_call_ref()s, at the latest
+ * in on_done), drain the queues, join the threads, free. Works on a server
+ * that was never started or failed to start. NULL is a no-op. Must not be
+ * called from a handler callback. */
 void sl_rpc_server_destroy(sl_rpc_server *srv);
 
 /* ---- per call ---- */
@@ -95,7 +111,7 @@ void *sl_rpc_call_user(const sl_rpc_call *call);
 
 /* Client metadata value for a lowercase key, e.g. "authorization".
  * Returns NULL if absent. The value is copied into the call arena and is
- * NUL-terminated. */
+ * NUL-terminated (a binary "-bin" value may hold NULs itself). */
 const char *sl_rpc_call_metadata(sl_rpc_call *call, const char *key);
 
 /* The peer address, e.g. "ipv4:127.0.0.1:5555" (call arena). */
@@ -108,8 +124,10 @@ int64_t sl_rpc_call_time_left_ms(const sl_rpc_call *call);
 void *sl_rpc_call_alloc(sl_rpc_call *call, size_t n);
 
 /* Queues one response message (packed now; `msg` is borrowed).
- * SL_EBUSY: queue full, wait for on_writable. SL_ECANCELED: the call is
- * over or finish was already called. */
+ * SL_EBUSY: queue full (nothing queued), wait for on_writable, which runs
+ * once the queue has drained to half. SL_ECANCELED: the call is over or
+ * finish was already called. SL_EINVAL: msg is not of the method's
+ * response type (a bug; logged). */
 sl_status sl_rpc_call_send(sl_rpc_call *call, const ProtobufCMessage *msg);
 
 /* Ends the call: sends `last` (if non-NULL, e.g. a unary response) after
@@ -117,7 +135,9 @@ sl_status sl_rpc_call_send(sl_rpc_call *call, const ProtobufCMessage *msg);
  * sl_status_to_grpc(); `message` (may be NULL) becomes the status details.
  * Only the first finish counts; later ones return SL_ECANCELED. `last` is
  * packed immediately and may be freed on return. Unlike send, finish never
- * fails for a full queue. */
+ * fails for a full queue. A `last` of the wrong type is a handler bug: it
+ * is logged and the client gets INTERNAL. A unary or client-streaming
+ * method that finishes with SL_OK must pass `last`. */
 sl_status sl_rpc_call_finish(sl_rpc_call *call, sl_status st, const char *message,
                              const ProtobufCMessage *last);
 
@@ -125,6 +145,10 @@ sl_status sl_rpc_call_finish(sl_rpc_call *call, sl_status st, const char *messag
  * resume_reads. gRPC flow control then pushes back on the client. */
 void sl_rpc_call_pause_reads(sl_rpc_call *call);
 void sl_rpc_call_resume_reads(sl_rpc_call *call);
+
+/* Messages accepted by sl_rpc_call_send() and not yet written to gRPC
+ * (the one being written included); never above write_queue_max. */
+size_t sl_rpc_call_write_queue_len(sl_rpc_call *call);
 
 void sl_rpc_call_ref(sl_rpc_call *call);
 void sl_rpc_call_unref(sl_rpc_call *call);

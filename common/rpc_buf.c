@@ -1,0 +1,74 @@
+/* Codec and small helpers shared by the RPC server and client (rpc_int.h). */
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/support/time.h>
+#include <string.h>
+
+#include "common/rpc_int.h"
+
+sl_status sl_rpc_buf_pack(const ProtobufCMessage *msg, size_t max_bytes,
+                          grpc_byte_buffer **out, sl_err *err) {
+  size_t n = protobuf_c_message_get_packed_size(msg);
+  if (max_bytes != 0 && n > max_bytes)
+    return sl_err_set(err, SL_ETOOBIG, "%s: message of %zu bytes exceeds the limit of %zu",
+                      msg->descriptor->name, n, max_bytes);
+  grpc_slice slice = grpc_slice_malloc(n);
+  size_t packed = protobuf_c_message_pack(msg, GRPC_SLICE_START_PTR(slice));
+  SL_ASSERT(packed == n);
+  *out = grpc_raw_byte_buffer_create(&slice, 1);
+  grpc_slice_unref(slice);
+  return SL_OK;
+}
+
+sl_status sl_rpc_buf_unpack(const ProtobufCMessageDescriptor *desc,
+                            grpc_byte_buffer *bb, ProtobufCMessage **out,
+                            sl_err *err) {
+  grpc_byte_buffer_reader reader;
+  *out = NULL;
+  /* Fails only when a compressed buffer does not decompress. */
+  if (!grpc_byte_buffer_reader_init(&reader, bb))
+    return sl_err_set(err, SL_EINVAL, "%s: cannot decompress message", desc->name);
+  grpc_slice all = grpc_byte_buffer_reader_readall(&reader);
+  grpc_byte_buffer_reader_destroy(&reader);
+  ProtobufCMessage *msg = protobuf_c_message_unpack(
+      desc, NULL, GRPC_SLICE_LENGTH(all), GRPC_SLICE_START_PTR(all));
+  size_t len = GRPC_SLICE_LENGTH(all);
+  grpc_slice_unref(all);
+  if (msg == NULL)
+    return sl_err_set(err, SL_EINVAL, "%s: malformed message (%zu bytes)", desc->name, len);
+  *out = msg;
+  return SL_OK;
+}
+
+const grpc_channel_args *sl_rpc_args_init(sl_rpc_args *s, size_t max_message,
+                                          bool server) {
+  if (max_message == 0) max_message = SL_RPC_DEFAULT_MAX_MESSAGE;
+  if (max_message > INT32_MAX) max_message = INT32_MAX; /* gRPC takes an int */
+  memset(s, 0, sizeof(*s));
+  s->arg[0].type = GRPC_ARG_INTEGER;
+  s->arg[0].key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
+  s->arg[0].value.integer = (int)max_message;
+  s->arg[1].type = GRPC_ARG_INTEGER;
+  s->arg[1].key = (char *)GRPC_ARG_MAX_SEND_MESSAGE_LENGTH;
+  s->arg[1].value.integer = (int)max_message;
+  /* Without this two servers can silently share one port. */
+  s->arg[2].type = GRPC_ARG_INTEGER;
+  s->arg[2].key = (char *)GRPC_ARG_ALLOW_REUSEPORT;
+  s->arg[2].value.integer = 0;
+  s->args.num_args = server ? 3 : 2;
+  s->args.args = s->arg;
+  return &s->args;
+}
+
+gpr_timespec sl_rpc_deadline(int64_t ms) {
+  if (ms <= 0) return gpr_inf_future(GPR_CLOCK_MONOTONIC);
+  return gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+                      gpr_time_from_millis(ms, GPR_TIMESPAN));
+}
+
+void sl_rpc_slice_str(grpc_slice s, char *buf, size_t cap) {
+  size_t n = GRPC_SLICE_LENGTH(s);
+  if (cap == 0) return;
+  if (n >= cap) n = cap - 1;
+  memcpy(buf, GRPC_SLICE_START_PTR(s), n);
+  buf[n] = '\0';
+}

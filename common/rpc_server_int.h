@@ -1,0 +1,100 @@
+/*
+ * Internals of the RPC server runtime (not an API): the server, its workers,
+ * posted requests and calls, shared by rpc_server.c (lifecycle, requests),
+ * rpc_server_call.c (one call) and rpc_server_health.c (grpc.health.v1).
+ */
+#ifndef SL_COMMON_RPC_SERVER_INT_H
+#define SL_COMMON_RPC_SERVER_INT_H
+
+#include <grpc/grpc.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "common/rpc_int.h"
+#include "common/rpc_server.h"
+
+/* Requests kept posted per method per completion queue. */
+#define SL_RPC_REQUESTS_PER_METHOD 4
+
+typedef struct sl_rpc_worker {
+  sl_rpc_server *srv;
+  grpc_completion_queue *cq; /* created for next; polled only by `thread` */
+  pthread_t thread;
+} sl_rpc_worker;
+
+/* A registered method. */
+typedef struct sl_rpc_entry {
+  sl_rpc_method method;
+  sl_rpc_handler handler;
+  void *registered; /* grpc_server_register_method() handle */
+} sl_rpc_entry;
+
+/* One posted grpc_server_request_*call; re-posted after each new call. */
+typedef struct sl_rpc_request {
+  sl_rpc_tag tag;
+  sl_rpc_worker *w;
+  sl_rpc_entry *entry; /* NULL: the generic request for unknown methods */
+  grpc_call *call;
+  gpr_timespec deadline;
+  grpc_metadata_array md;
+  grpc_byte_buffer *payload; /* unary and server-streaming only */
+  grpc_call_details details; /* generic request only */
+} sl_rpc_request;
+
+typedef struct sl_rpc_health sl_rpc_health;
+
+struct sl_rpc_server {
+  char *addr;
+  char *tls_cert_pem, *tls_key_pem, *tls_client_ca_pem;
+  size_t max_message_bytes;
+  size_t write_queue_max;
+  int shutdown_grace_ms;
+  int n_workers;
+  sl_rpc_worker *workers;
+  grpc_server *server;
+  int port;
+  bool started;
+
+  sl_rpc_entry **entries; /* fixed once started */
+  size_t n_entries;
+
+  atomic_bool stopping; /* set first thing in destroy: requests stop re-posting */
+
+  pthread_mutex_t lock; /* guards the fields below */
+  pthread_cond_t cond;  /* signalled on shutdown_done and when n_calls hits 0 */
+  bool shutdown_done;   /* the shutdown_and_notify tag arrived */
+  size_t n_calls;       /* sl_rpc_call objects not yet released */
+  sl_rpc_tag shutdown_tag;
+
+  sl_rpc_health *health;
+  void **allocs; /* sl_rpc_server_alloc() blocks, under lock */
+  size_t n_allocs;
+};
+
+/* ---- rpc_server_call.c ---- */
+
+/* Turns a completed request into a call and runs the handler's on_start (or
+ * answers UNIMPLEMENTED / INVALID_ARGUMENT). Takes ownership of the call,
+ * metadata and payload in `req` and leaves `req` ready to re-post. Runs on
+ * the worker thread of req->w. */
+void sl_rpc_call_begin_(sl_rpc_request *req);
+
+/* Number of messages accepted by sl_rpc_call_send() and not yet written. */
+size_t sl_rpc_call_queue_len_(sl_rpc_call *call);
+
+/* ---- rpc_server_health.c ---- */
+
+sl_status sl_rpc_health_create_(sl_rpc_server *srv, sl_err *err);
+/* Before shutdown: report NOT_SERVING to every watcher and end its stream. */
+void sl_rpc_health_stop_(sl_rpc_server *srv);
+void sl_rpc_health_destroy_(sl_rpc_server *srv);
+
+/* ---- rpc_server.c ---- */
+
+/* Registers a method; used for user methods and the built-in health ones. */
+sl_status sl_rpc_server_add_(sl_rpc_server *srv, const sl_rpc_method *method,
+                             const sl_rpc_handler *h, sl_err *err);
+/* A call object was released (n_calls bookkeeping for destroy). */
+void sl_rpc_server_call_released_(sl_rpc_server *srv);
+
+#endif
