@@ -1,0 +1,315 @@
+/*
+ * rpc-bench: throughput of the RPC runtime (common/rpc_*.h) over loopback,
+ * client and server in this one process, against the echo service.
+ *
+ *   bazel run //tools:rpc-bench -- [--seconds N] [--payload BYTES] [--tls]
+ *
+ * Prints one line per measurement:
+ *   unary_seq calls_per_s=...        blocking unary calls, one at a time
+ *   unary_async64 calls_per_s=...    async unary calls, 64 in flight
+ *   stream_seq msgs_per_s=...        bidi stream: send, wait for the echo
+ *   stream_window64 msgs_per_s=...   bidi stream: up to 64 unanswered sends
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/rpc_client.h"
+#include "common/rpc_server.h"
+#include "common/testdata/echo_service.h"
+
+typedef Sluice__Test__EchoRequest echo_req;
+
+enum { WINDOW = 64 };
+
+static double now_s(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+static void die(const char *what, sl_status st, const sl_err *err) {
+  fprintf(stderr, "rpc-bench: %s: %s\n", what, sl_err_msg(err, st));
+  exit(1);
+}
+
+static echo_req make_req(size_t payload) {
+  echo_req req = SLUICE__TEST__ECHO_REQUEST__INIT;
+  req.payload.len = payload;
+  req.payload.data = payload ? calloc(1, payload) : NULL;
+  if (payload && req.payload.data == NULL) die("payload", SL_ENOMEM, NULL);
+  return req;
+}
+
+/* ---- unary ---- */
+
+static double unary_seq(sl_rpc_channel *ch, const echo_req *req, double seconds) {
+  sl_err err = SL_ERR_INIT;
+  long n = 0;
+  double t0 = now_s(), t;
+  do {
+    for (int i = 0; i < 100; i++, n++) {
+      ProtobufCMessage *resp;
+      sl_status st = sl_rpc_unary(ch, &sl_echo_unary, &req->base, &resp, NULL, &err);
+      if (st != SL_OK) die("unary", st, &err);
+      protobuf_c_message_free_unpacked(resp, NULL);
+    }
+    t = now_s();
+  } while (t - t0 < seconds);
+  return (double)n / (t - t0);
+}
+
+typedef struct async_run {
+  sl_rpc_channel *ch;
+  const echo_req *req;
+  double until;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  long done;
+  int inflight;
+  sl_status failed;
+} async_run;
+
+static void on_async(sl_status st, const char *details, ProtobufCMessage *resp, void *arg);
+
+static sl_status start_async(async_run *r) {
+  sl_err err = SL_ERR_INIT;
+  sl_status st = sl_rpc_unary_async(r->ch, &sl_echo_unary, &r->req->base, NULL, on_async, r, &err);
+  if (st != SL_OK) fprintf(stderr, "rpc-bench: async start: %s\n", sl_err_msg(&err, st));
+  return st;
+}
+
+/* Channel completion thread: count, then keep the window full until time
+ * is up. */
+static void on_async(sl_status st, const char *details, ProtobufCMessage *resp, void *arg) {
+  async_run *r = arg;
+  if (resp != NULL) protobuf_c_message_free_unpacked(resp, NULL);
+  bool again = st == SL_OK && now_s() < r->until;
+  if (again && start_async(r) != SL_OK) again = false;
+  pthread_mutex_lock(&r->mu);
+  r->done++;
+  if (st != SL_OK) {
+    r->failed = st;
+    fprintf(stderr, "rpc-bench: async call: %s\n", details);
+  }
+  if (!again && --r->inflight == 0) pthread_cond_signal(&r->cv);
+  pthread_mutex_unlock(&r->mu);
+}
+
+static double unary_async(sl_rpc_channel *ch, const echo_req *req, double seconds) {
+  async_run r = {.ch = ch, .req = req, .failed = SL_OK};
+  pthread_mutex_init(&r.mu, NULL);
+  pthread_cond_init(&r.cv, NULL);
+  double t0 = now_s();
+  r.until = t0 + seconds;
+  pthread_mutex_lock(&r.mu);
+  for (int i = 0; i < WINDOW; i++) {
+    if (start_async(&r) != SL_OK) die("async", SL_EINTERNAL, NULL);
+    r.inflight++;
+  }
+  while (r.inflight > 0) pthread_cond_wait(&r.cv, &r.mu);
+  pthread_mutex_unlock(&r.mu);
+  double t = now_s();
+  if (r.failed != SL_OK) die("async", r.failed, NULL);
+  pthread_cond_destroy(&r.cv);
+  pthread_mutex_destroy(&r.mu);
+  return (double)r.done / (t - t0);
+}
+
+/* ---- streams ---- */
+
+static sl_rpc_stream *open_bidi(sl_rpc_channel *ch) {
+  sl_err err = SL_ERR_INIT;
+  sl_rpc_stream *s;
+  sl_status st = sl_rpc_stream_open(ch, &sl_echo_bidi, NULL, NULL, &s, &err);
+  if (st != SL_OK) die("open", st, &err);
+  return s;
+}
+
+static void recv_one(sl_rpc_stream *s) {
+  sl_err err = SL_ERR_INIT;
+  ProtobufCMessage *msg;
+  sl_status st = sl_rpc_stream_recv(s, &msg, 10000, &err);
+  if (st != SL_OK || msg == NULL) die("recv", st == SL_OK ? SL_EINTERNAL : st, &err);
+  protobuf_c_message_free_unpacked(msg, NULL);
+}
+
+static void end_stream(sl_rpc_stream *s) {
+  sl_err err = SL_ERR_INIT;
+  ProtobufCMessage *msg;
+  sl_status st = sl_rpc_stream_close_send(s, &err);
+  if (st != SL_OK) die("close", st, &err);
+  st = sl_rpc_stream_recv(s, &msg, 10000, &err);
+  if (st != SL_OK || msg != NULL) die("stream end", st == SL_OK ? SL_EINTERNAL : st, &err);
+  sl_rpc_stream_destroy(s);
+}
+
+static double stream_seq(sl_rpc_channel *ch, const echo_req *req, double seconds) {
+  sl_rpc_stream *s = open_bidi(ch);
+  sl_err err = SL_ERR_INIT;
+  long n = 0;
+  double t0 = now_s(), t;
+  do {
+    for (int i = 0; i < 100; i++, n++) {
+      sl_status st = sl_rpc_stream_send(s, &req->base, 10000, &err);
+      if (st != SL_OK) die("send", st, &err);
+      recv_one(s);
+    }
+    t = now_s();
+  } while (t - t0 < seconds);
+  end_stream(s);
+  return (double)n / (t - t0);
+}
+
+typedef struct window_run {
+  sl_rpc_stream *s;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  long sent, received; /* under mu */
+  bool stop;
+} window_run;
+
+/* Receives echoes while any are owed; sender and receiver share one cv. */
+static void *window_receiver(void *arg) {
+  window_run *w = arg;
+  for (;;) {
+    pthread_mutex_lock(&w->mu);
+    while (w->received == w->sent && !w->stop) pthread_cond_wait(&w->cv, &w->mu);
+    bool all = w->received == w->sent; /* and so stop is set */
+    pthread_mutex_unlock(&w->mu);
+    if (all) return NULL;
+    recv_one(w->s);
+    pthread_mutex_lock(&w->mu);
+    w->received++;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+  }
+}
+
+static double stream_window(sl_rpc_channel *ch, const echo_req *req, double seconds) {
+  window_run w = {.s = open_bidi(ch)};
+  sl_err err = SL_ERR_INIT;
+  pthread_mutex_init(&w.mu, NULL);
+  pthread_cond_init(&w.cv, NULL);
+  pthread_t t;
+  if (pthread_create(&t, NULL, window_receiver, &w) != 0) die("thread", SL_ENOMEM, NULL);
+  double t0 = now_s();
+  for (;;) {
+    pthread_mutex_lock(&w.mu);
+    while (w.sent - w.received >= WINDOW) pthread_cond_wait(&w.cv, &w.mu);
+    bool over = now_s() - t0 >= seconds;
+    if (!over) w.sent++; /* counted before the send: the echo may beat us */
+    pthread_cond_broadcast(&w.cv);
+    pthread_mutex_unlock(&w.mu);
+    if (over) break;
+    sl_status st = sl_rpc_stream_send(w.s, &req->base, 10000, &err);
+    if (st != SL_OK) die("send", st, &err);
+  }
+  pthread_mutex_lock(&w.mu);
+  w.stop = true;
+  pthread_cond_broadcast(&w.cv);
+  while (w.received < w.sent) pthread_cond_wait(&w.cv, &w.mu);
+  long n = w.received;
+  pthread_mutex_unlock(&w.mu);
+  double took = now_s() - t0;
+  pthread_join(t, NULL);
+  end_stream(w.s);
+  pthread_cond_destroy(&w.cv);
+  pthread_mutex_destroy(&w.mu);
+  return (double)n / took;
+}
+
+/* ---- main ---- */
+
+static char *read_file(const char *path) {
+  FILE *f = fopen(path, "rb");
+  if (f == NULL) return NULL;
+  char *buf = calloc(1, 1 << 16);
+  size_t n = buf ? fread(buf, 1, (1 << 16) - 1, f) : 0;
+  fclose(f);
+  if (n == 0) {
+    free(buf);
+    return NULL;
+  }
+  return buf;
+}
+
+/* Self-signed certificate for --tls, made with openssl in a temp dir. */
+static void make_cert(char **cert, char **key) {
+  char dir[] = "/tmp/rpc-bench-XXXXXX", cmd[512], path[128];
+  if (mkdtemp(dir) == NULL) die("mkdtemp", SL_EIO, NULL);
+  snprintf(cmd, sizeof(cmd),
+           "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 "
+           "-subj /CN=localhost -addext subjectAltName=IP:127.0.0.1,DNS:localhost "
+           "-keyout %s/k.pem -out %s/c.pem 2>/dev/null",
+           dir, dir);
+  if (system(cmd) != 0) die("openssl", SL_EIO, NULL);
+  snprintf(path, sizeof(path), "%s/c.pem", dir);
+  *cert = read_file(path);
+  remove(path);
+  snprintf(path, sizeof(path), "%s/k.pem", dir);
+  *key = read_file(path);
+  remove(path);
+  remove(dir);
+  if (*cert == NULL || *key == NULL) die("certificate", SL_EIO, NULL);
+}
+
+int main(int argc, char **argv) {
+  double seconds = 2;
+  size_t payload = 16;
+  bool tls = false;
+  for (int i = 1; i < argc; i++) {
+    if (strcmp(argv[i], "--seconds") == 0 && i + 1 < argc) {
+      seconds = atof(argv[++i]);
+    } else if (strcmp(argv[i], "--payload") == 0 && i + 1 < argc) {
+      payload = (size_t)strtoul(argv[++i], NULL, 10);
+    } else if (strcmp(argv[i], "--tls") == 0) {
+      tls = true;
+    } else {
+      fprintf(stderr, "usage: rpc-bench [--seconds N] [--payload BYTES] [--tls]\n");
+      return 2;
+    }
+  }
+  if (seconds <= 0) seconds = 2;
+  char *cert = NULL, *key = NULL;
+  if (tls) make_cert(&cert, &key);
+
+  sl_echo_stats stats;
+  memset(&stats, 0, sizeof(stats));
+  sl_rpc_server *srv;
+  sl_err err = SL_ERR_INIT;
+  sl_rpc_server_opts so = {.addr = "127.0.0.1:0", .n_threads = 2, .tls_cert_pem = cert,
+                           .tls_key_pem = key};
+  sl_status st = sl_echo_server_start(&so, &stats, &srv, &err);
+  if (st != SL_OK) die("server", st, &err);
+  char target[64];
+  snprintf(target, sizeof(target), "127.0.0.1:%d", sl_rpc_server_port(srv));
+  sl_rpc_channel *ch;
+  sl_rpc_channel_opts co = {.target = target, .tls_root_pem = cert};
+  st = sl_rpc_channel_create(&co, &ch, &err);
+  if (st != SL_OK) die("channel", st, &err);
+
+  echo_req req = make_req(payload);
+  unary_seq(ch, &req, 0.2); /* connect and warm up */
+  printf("unary_seq calls_per_s=%.0f payload=%zu tls=%d\n", unary_seq(ch, &req, seconds),
+         payload, tls);
+  fflush(stdout);
+  printf("unary_async64 calls_per_s=%.0f payload=%zu tls=%d\n", unary_async(ch, &req, seconds),
+         payload, tls);
+  fflush(stdout);
+  printf("stream_seq msgs_per_s=%.0f payload=%zu tls=%d\n", stream_seq(ch, &req, seconds),
+         payload, tls);
+  fflush(stdout);
+  printf("stream_window64 msgs_per_s=%.0f payload=%zu tls=%d\n",
+         stream_window(ch, &req, seconds), payload, tls);
+  fflush(stdout);
+
+  free(req.payload.data);
+  sl_rpc_channel_destroy(ch);
+  sl_rpc_server_destroy(srv);
+  free(cert);
+  free(key);
+  return 0;
+}
