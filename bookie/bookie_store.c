@@ -21,7 +21,7 @@
 struct store_op;
 
 /* In-memory state of one ledger. All fields under store->mu, except the
- * batch_* ones, which only the journal thread touches. */
+ * batch_* ones, which only the applier thread touches. */
 typedef struct lstate {
   sl_ledger_meta meta;   /* durable state, as in ledger storage */
   bool persisted;        /* meta is in ledger storage */
@@ -32,9 +32,9 @@ typedef struct lstate {
   bool deleting;         /* a delete was admitted */
   struct store_op **pending; /* admitted adds not yet applied */
   size_t npending, pending_cap;
-  uint64_t batch_gen;    /* journal thread: batch that last touched it */
-  sl_ledger_meta batch_meta; /* journal thread: meta after that batch */
-  bool batch_deleted;    /* journal thread: that batch deletes it */
+  uint64_t batch_gen;    /* applier: batch that last touched it */
+  sl_ledger_meta batch_meta; /* applier: meta after that batch */
+  bool batch_deleted;    /* applier: that batch deletes it */
 } lstate;
 
 typedef enum op_kind { OP_ADD, OP_FENCE, OP_LAC, OP_DELETE } op_kind;
@@ -47,6 +47,15 @@ typedef struct store_op {
   sl_bookie_store_cb cb;
   void *arg;
 } store_op;
+
+/* A batch the journal has synced (or failed), waiting for the applier. */
+typedef struct durable_batch {
+  struct durable_batch *next;
+  sl_journal_req *reqs;
+  sl_status st;
+  sl_journal_pos end;
+  char msg[SL_ERR_MAX];
+} durable_batch;
 
 struct sl_bookie_store {
   sl_bookie_store_opts opts;
@@ -77,7 +86,14 @@ struct sl_bookie_store {
 
   uint64_t replayed;        /* set once at open */
 
-  /* Journal thread only: scratch for one batch. */
+  /* Durable batches, from the journal thread to the applier thread. */
+  pthread_t applier;
+  pthread_mutex_t apply_mu; /* guards aq_*, apply_stop */
+  pthread_cond_t apply_cv;
+  struct durable_batch *aq_head, *aq_tail;
+  bool apply_stop, applier_started;
+
+  /* Applier thread only: scratch for one batch. */
   uint64_t batch_gen;
   sl_ls_op *ops;
   size_t ops_cap;
@@ -154,7 +170,7 @@ static void set_failed(sl_bookie_store *s, const char *msg) {
   pthread_mutex_unlock(&s->mu);
 }
 
-/* ---- applying durable records (journal thread, and replay at open) ---- */
+/* ---- applying durable records (applier thread, and replay at open) ---- */
 
 static void ops_reserve(sl_bookie_store *s, size_t n) {
   if (n > s->ops_cap) {
@@ -207,7 +223,7 @@ static sl_status apply_batch(sl_bookie_store *s, sl_journal_req *batch, sl_err *
     lstate *l = op->l;
     if (l->batch_gen != gen) {
       l->batch_gen = gen;
-      l->batch_meta = l->meta; /* meta is written only by this thread */
+      l->batch_meta = l->meta; /* meta is written only by the applier */
       l->batch_deleted = false;
       s->touched[ntouched++] = l;
     }
@@ -267,10 +283,9 @@ static void finish_batch_locked(sl_bookie_store *s, sl_journal_req *batch, bool 
   if (s->inflight == 0) pthread_cond_broadcast(&s->idle_cv);
 }
 
-/* The journal's on_durable: apply, update memory, run the callbacks. */
-static void on_durable(sl_journal_req *batch, sl_status st, const char *msg,
-                       sl_journal_pos end, void *arg) {
-  sl_bookie_store *s = arg;
+/* Applies one durable batch, updates memory, runs the callbacks (applier). */
+static void complete_batch(sl_bookie_store *s, sl_journal_req *batch, sl_status st,
+                           const char *msg, sl_journal_pos end) {
   sl_err err = SL_ERR_INIT;
   if (st == SL_OK) {
     st = apply_batch(s, batch, &err);
@@ -293,6 +308,58 @@ static void on_durable(sl_journal_req *batch, sl_status st, const char *msg,
     op->cb(st, st == SL_OK ? "" : msg, op->arg);
     free(op);
   }
+}
+
+/* The journal's on_durable (journal thread): hand the batch to the applier,
+ * so that the next write and fdatasync overlap with this batch's leveldb
+ * write and callbacks. */
+static void on_durable(sl_journal_req *batch, sl_status st, const char *msg,
+                       sl_journal_pos end, void *arg) {
+  sl_bookie_store *s = arg;
+  durable_batch *d = sl_xmalloc(sizeof(*d));
+  d->next = NULL;
+  d->reqs = batch;
+  d->st = st;
+  d->end = end;
+  snprintf(d->msg, sizeof(d->msg), "%s", msg);
+  pthread_mutex_lock(&s->apply_mu);
+  if (s->aq_tail != NULL) {
+    s->aq_tail->next = d;
+  } else {
+    s->aq_head = d;
+    pthread_cond_signal(&s->apply_cv);
+  }
+  s->aq_tail = d;
+  pthread_mutex_unlock(&s->apply_mu);
+}
+
+/* Applies batches in journal order until stopped and drained. */
+static void *applier_main(void *arg) {
+  sl_bookie_store *s = arg;
+  pthread_mutex_lock(&s->apply_mu);
+  for (;;) {
+    while (s->aq_head == NULL && !s->apply_stop) pthread_cond_wait(&s->apply_cv, &s->apply_mu);
+    durable_batch *d = s->aq_head;
+    if (d == NULL) break;
+    s->aq_head = d->next;
+    if (s->aq_head == NULL) s->aq_tail = NULL;
+    pthread_mutex_unlock(&s->apply_mu);
+    complete_batch(s, d->reqs, d->st, d->msg, d->end);
+    free(d);
+    pthread_mutex_lock(&s->apply_mu);
+  }
+  pthread_mutex_unlock(&s->apply_mu);
+  return NULL;
+}
+
+static void stop_applier(sl_bookie_store *s) {
+  if (!s->applier_started) return;
+  pthread_mutex_lock(&s->apply_mu);
+  s->apply_stop = true;
+  pthread_cond_broadcast(&s->apply_cv);
+  pthread_mutex_unlock(&s->apply_mu);
+  pthread_join(s->applier, NULL);
+  s->applier_started = false;
 }
 
 /* Replays one journal record into ledger storage (open, single-threaded). */
@@ -440,6 +507,8 @@ static void store_free(sl_bookie_store *s) {
   pthread_mutex_destroy(&s->ckpt_mu);
   pthread_mutex_destroy(&s->maint_mu);
   pthread_cond_destroy(&s->maint_cv);
+  pthread_mutex_destroy(&s->apply_mu);
+  pthread_cond_destroy(&s->apply_cv);
   free(s->ops);
   free(s->touched);
   free(s->dir);
@@ -473,6 +542,9 @@ static sl_status open_storage_and_replay(sl_bookie_store *s, sl_err *err) {
     if (s->ledgers.vals[i] != NULL) ledger_sync_admit(s->ledgers.vals[i]);
   }
   sl_journal_pos after = sl_journal_pos_cmp(rs.end, from) > 0 ? rs.end : from;
+  int rc = pthread_create(&s->applier, NULL, applier_main, s);
+  SL_ASSERT(rc == 0);
+  s->applier_started = true;
   if ((st = sl_journal_start(s->j, after, err)) != SL_OK) return st;
   s->applied = sl_journal_tail(s->j);
   /* Everything replayed is applied: make it durable and drop old segments. */
@@ -502,6 +574,8 @@ sl_status sl_bookie_store_open(const char *dir, const sl_bookie_store_opts *opts
   pthread_cond_init(&s->idle_cv, NULL);
   pthread_mutex_init(&s->ckpt_mu, NULL);
   pthread_mutex_init(&s->maint_mu, NULL);
+  pthread_mutex_init(&s->apply_mu, NULL);
+  pthread_cond_init(&s->apply_cv, NULL);
   pthread_condattr_t ca;
   pthread_condattr_init(&ca);
   pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -529,6 +603,7 @@ sl_status sl_bookie_store_open(const char *dir, const sl_bookie_store_opts *opts
 
 out_close:
   sl_journal_close(s->j);
+  stop_applier(s);
   sl_ledger_storage_close(s->ls);
   store_free(s);
   return st;
@@ -542,7 +617,7 @@ void sl_bookie_store_close(sl_bookie_store *s) {
   pthread_mutex_unlock(&s->maint_mu);
   if (s->maint_started) pthread_join(s->maint, NULL);
   /* Callbacks may still submit while we drain, so the watcher (which adds
-   * consult) stays up until the journal thread is gone. */
+   * consult) stays up until the journal and applier threads are gone. */
   pthread_mutex_lock(&s->mu);
   while (s->inflight > 0) pthread_cond_wait(&s->idle_cv, &s->mu);
   pthread_mutex_unlock(&s->mu);
@@ -551,6 +626,7 @@ void sl_bookie_store_close(sl_bookie_store *s) {
     sl_log(SL_LOG_WARN, "event=final_checkpoint_failed err=\"%s\"", err.msg);
   }
   sl_journal_close(s->j);
+  stop_applier(s);
   sl_disk_watcher_stop(s->dw);
   sl_ledger_storage_close(s->ls);
   sl_log(SL_LOG_INFO, "event=bookie_store_closed dir=%s", s->dir);

@@ -9,9 +9,10 @@
  *      returned at once and the callback is never called.
  *   2. Accepted, it is queued on the journal. The journal thread writes it
  *      with everything else queued, and one fdatasync covers them all.
- *   3. Still on the journal thread, the batch goes into ledger storage (one
- *      unsynced leveldb write), the in-memory state is updated, and then each
- *      callback runs, in journal order.
+ *   3. The synced batch goes to the applier thread: into ledger storage (one
+ *      unsynced leveldb write), then the in-memory state is updated, then
+ *      each callback runs, in journal order. Meanwhile the journal thread
+ *      already writes and syncs the next batch.
  *   4. Every checkpoint_interval_ms (or after checkpoint_bytes of journal)
  *      the maintenance thread syncs ledger storage together with the journal
  *      position everything before which is applied (the checkpoint), writes
@@ -46,17 +47,20 @@
  *
  * Threads
  *   caller threads   add/fence/write_lac/delete submit; reads; info
- *   journal thread   writes, syncs, applies to ledger storage, runs every
+ *   journal thread   writes and syncs batches (journal.h)
+ *   applier thread   applies synced batches to ledger storage, runs every
  *                    completion callback (sl_bookie_store_cb)
  *   maintenance      periodic checkpoints
  *   disk watcher     statvfs samples; runs on_readonly_change
  *
- * Locks: store->mu guards the ledger table and every struct ledger in it,
+ * Locks: store->mu guards the ledger table and every ledger's state in it,
  * the in-flight count and the applied position. It is held while queueing on
  * the journal (lock order store->mu -> journal's lock) and, rarely, during a
  * leveldb read (duplicate check of an entry at or below the highest one).
- * store->ckpt_mu serialises checkpoints. Callbacks run with no lock held and
- * may call any function here except sl_bookie_store_close.
+ * store->ckpt_mu serialises checkpoints (order: ckpt_mu -> mu).
+ * store->apply_mu guards the queue from the journal thread to the applier.
+ * Callbacks run with no lock held and may call any function here except
+ * sl_bookie_store_close.
  */
 #ifndef SL_BOOKIE_BOOKIE_STORE_H
 #define SL_BOOKIE_BOOKIE_STORE_H
@@ -112,8 +116,8 @@ typedef struct sl_bookie_add_req {
 } sl_bookie_add_req;
 
 /*
- * Completion of an accepted request. Runs on the journal thread, exactly
- * once. msg is "" on success, else says why (valid during the call only).
+ * Completion of an accepted request. Runs on the store's applier thread,
+ * exactly once. msg is "" on success, else says why (valid during the call only).
  * Keep it short: the next group commit waits for it.
  */
 typedef void (*sl_bookie_store_cb)(sl_status st, const char *msg, void *arg);

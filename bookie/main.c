@@ -1,38 +1,259 @@
 /*
- * sluice-bookie: entry point. Config table, then sl_service_main().
+ * sluice-bookie: entry point. Config table, then sl_service_main(): opens the
+ * bookie store, serves BookieService, and (with --metadata) keeps a session
+ * with the metadata service that says whether we are read-only.
+ *
+ * Shutdown order (SIGTERM): the server drains (every add in flight
+ * completes, since each holds its call), the session is closed, then the
+ * store takes its final checkpoint and closes.
  */
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
-#include "common/service.h"
 #include "bookie.slrpc.h"
+#include "bookie/bookie_store.h"
+#include "bookie/registration.h"
+#include "bookie/service.h"
+#include "common/log.h"
+#include "common/service.h"
 
 typedef struct bookie_cfg {
   sl_service_opts svc;
-  char *id;        /* unique bookie id */
-  char *data_dir;  /* journal and ledger storage */
-  char *metadata;  /* metadata service gRPC target; empty = no registration */
-  char *advertise; /* address to register; empty = listen address */
+  char *id;          /* unique bookie id */
+  char *data_dir;    /* journal and ledger storage */
+  char *journal_dir; /* empty: <data_dir>/journal */
+  char *metadata;    /* metadata service target; empty = no registration */
+  char *advertise;   /* address to register; empty = listen address */
+  char *rack;
+  long long registration_ttl;
+  long long max_entry_bytes;
+  long long journal_segment_bytes;
+  long long journal_max_batch_bytes;
+  long long checkpoint_interval_ms;
+  long long disk_high_pct;
+  long long disk_low_pct;
+  long long disk_limit_bytes;
+  long long disk_check_interval_ms;
+  long long ledger_cache_bytes;
+  long long ledger_write_buffer_bytes;
+  long long stream_max_adds;
+  long long stream_max_bytes;
 } bookie_cfg;
 
 static bookie_cfg cfg;
 
+#define E "SLUICE_BOOKIE_"
 static const sl_conf_entry table[] = {
-    SL_SERVICE_CONF(bookie_cfg, "SLUICE_BOOKIE_", "127.0.0.1:3181"),
-    SL_CONF_STR(bookie_cfg, id, "bookie-0", "SLUICE_BOOKIE_ID",
-                "unique bookie id, e.g. the pod name"),
-    SL_CONF_STR(bookie_cfg, data_dir, "/var/lib/sluice/bookie",
-                "SLUICE_BOOKIE_DATA_DIR", "directory for journal and ledgers"),
-    SL_CONF_STR(bookie_cfg, metadata, "", "SLUICE_BOOKIE_METADATA",
+    SL_SERVICE_CONF(bookie_cfg, E, "127.0.0.1:3181"),
+    SL_CONF_STR(bookie_cfg, id, "bookie-0", E "ID", "unique bookie id, e.g. the pod name"),
+    SL_CONF_STR(bookie_cfg, data_dir, "/var/lib/sluice/bookie", E "DATA_DIR",
+                "directory for ledger storage (and the journal by default)"),
+    SL_CONF_STR(bookie_cfg, journal_dir, "", E "JOURNAL_DIR",
+                "journal directory, ideally on its own disk; empty = <data_dir>/journal"),
+    SL_CONF_STR(bookie_cfg, metadata, "", E "METADATA",
                 "metadata service target host:port; empty = do not register"),
-    SL_CONF_STR(bookie_cfg, advertise, "", "SLUICE_BOOKIE_ADVERTISE",
+    SL_CONF_STR(bookie_cfg, advertise, "", E "ADVERTISE",
                 "address brokers use to reach this bookie; empty = --listen"),
+    SL_CONF_STR(bookie_cfg, rack, "", E "RACK", "failure domain for ensemble placement"),
+    SL_CONF_INT(bookie_cfg, registration_ttl, "6", 2, 300, E "REGISTRATION_TTL",
+                "session TTL in seconds; the bookie counts as gone this long after it dies"),
+    SL_CONF_INT(bookie_cfg, max_entry_bytes, "5242880", 1, 256 << 20, E "MAX_ENTRY_BYTES",
+                "largest entry payload accepted (must fit in max_message_bytes)"),
+    SL_CONF_INT(bookie_cfg, journal_segment_bytes, "67108864", 4096, 1LL << 34,
+                E "JOURNAL_SEGMENT_BYTES", "journal segment size (preallocated)"),
+    SL_CONF_INT(bookie_cfg, journal_max_batch_bytes, "16777216", 4096, 1LL << 30,
+                E "JOURNAL_MAX_BATCH_BYTES", "most bytes one journal fdatasync covers"),
+    SL_CONF_INT(bookie_cfg, checkpoint_interval_ms, "10000", 10, 3600000,
+                E "CHECKPOINT_INTERVAL_MS", "how often ledger storage is synced and "
+                "old journal segments dropped"),
+    SL_CONF_INT(bookie_cfg, disk_high_pct, "95", 1, 100, E "DISK_HIGH_PCT",
+                "turn read-only at or above this % of the disk used"),
+    SL_CONF_INT(bookie_cfg, disk_low_pct, "90", 0, 99, E "DISK_LOW_PCT",
+                "writable again below this % used (less than disk_high_pct)"),
+    SL_CONF_INT(bookie_cfg, disk_limit_bytes, "0", 0, LLONG_MAX, E "DISK_LIMIT_BYTES",
+                "0 = measure the real disk; else a quota: the files under data_dir "
+                "count against this many bytes"),
+    SL_CONF_INT(bookie_cfg, disk_check_interval_ms, "1000", 10, 600000,
+                E "DISK_CHECK_INTERVAL_MS", "how often disk usage is sampled"),
+    SL_CONF_INT(bookie_cfg, ledger_cache_bytes, "33554432", 0, 1LL << 40,
+                E "LEDGER_CACHE_BYTES", "leveldb block cache"),
+    SL_CONF_INT(bookie_cfg, ledger_write_buffer_bytes, "67108864", 65536, 1LL << 32,
+                E "LEDGER_WRITE_BUFFER_BYTES", "leveldb memtable size"),
+    SL_CONF_INT(bookie_cfg, stream_max_adds, "1024", 1, 1000000, E "STREAM_MAX_ADDS",
+                "adds in flight per AddEntry stream before it stops reading"),
+    SL_CONF_INT(bookie_cfg, stream_max_bytes, "67108864", 1, 1LL << 34,
+                E "STREAM_MAX_BYTES",
+                "payload bytes in flight per AddEntry stream before it stops reading"),
 };
+#undef E
 
-static sl_status start(void *c, sl_rpc_server *srv, void **state, sl_err *err) {
-  (void)c;
-  *state = NULL;
-  static const sl_bookie_service_handlers handlers = {0};
-  return sl_bookie_service_register(srv, &handlers, NULL, err);
+typedef struct bookie {
+  const bookie_cfg *cfg;
+  sl_bookie_store *store;
+  sl_bookie_svc *svc;
+  pthread_mutex_t reg_mu; /* guards reg: the disk watcher pokes it */
+  sl_registration *reg;
+} bookie;
+
+/* Disk watcher thread. */
+static void on_readonly_change(bool readonly, void *arg) {
+  bookie *b = arg;
+  sl_log(SL_LOG_WARN, "event=read_only_changed read_only=%d", (int)readonly);
+  pthread_mutex_lock(&b->reg_mu);
+  if (b->reg != NULL) sl_registration_poke(b->reg);
+  pthread_mutex_unlock(&b->reg_mu);
+}
+
+/* Registration thread. */
+static void get_state(void *arg, bool *read_only, uint64_t *free_bytes,
+                      uint64_t *total_bytes) {
+  bookie *b = arg;
+  sl_bookie_store_info info;
+  sl_bookie_store_info_get(b->store, &info);
+  *read_only = info.readonly || info.failed;
+  *free_bytes = info.free_bytes;
+  *total_bytes = info.total_bytes;
+}
+
+static sl_status mkdir_p(const char *path, sl_err *err) {
+  char buf[PATH_MAX];
+  if (snprintf(buf, sizeof(buf), "%s", path) >= (int)sizeof(buf))
+    return sl_err_set(err, SL_EINVAL, "%s: path too long", path);
+  for (char *p = buf + 1;; p++) {
+    bool end = *p == '\0';
+    if (*p == '/' || end) {
+      *p = '\0';
+      if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+        return sl_err_set(err, SL_EIO, "%s: mkdir: %s", buf, strerror(errno));
+      if (end) return SL_OK;
+      *p = '/';
+    }
+  }
+}
+
+static sl_status check_cfg(const bookie_cfg *c, sl_err *err) {
+  if (c->disk_low_pct >= c->disk_high_pct)
+    return sl_err_set(err, SL_EINVAL, "disk_low_pct (%lld) must be below disk_high_pct (%lld)",
+                      c->disk_low_pct, c->disk_high_pct);
+  /* An entry travels in one gRPC message with a few dozen bytes of fields. */
+  if (c->max_entry_bytes + 1024 > c->svc.max_message_bytes)
+    return sl_err_set(err, SL_EINVAL, "max_entry_bytes (%lld) must be at least 1 KiB below "
+                      "max_message_bytes (%lld)", c->max_entry_bytes, c->svc.max_message_bytes);
+  if (c->id[0] == '\0') return sl_err_set(err, SL_EINVAL, "id must not be empty");
+  return SL_OK;
+}
+
+static void bookie_free(bookie *b) {
+  sl_bookie_svc_destroy(b->svc);
+  sl_bookie_store_close(b->store);
+  pthread_mutex_destroy(&b->reg_mu);
+  free(b);
+}
+
+static sl_status start(void *cv, sl_rpc_server *srv, void **state, sl_err *err) {
+  const bookie_cfg *c = cv;
+  sl_status st = check_cfg(c, err);
+  if (st != SL_OK) return st;
+  if ((st = mkdir_p(c->data_dir, err)) != SL_OK) return st;
+  bookie *b = sl_xcalloc(1, sizeof(*b));
+  b->cfg = c;
+  pthread_mutex_init(&b->reg_mu, NULL);
+  sl_bookie_store_opts so = SL_BOOKIE_STORE_OPTS_INIT;
+  so.journal_dir = c->journal_dir[0] ? c->journal_dir : NULL;
+  so.max_entry_bytes = (uint32_t)c->max_entry_bytes;
+  so.journal_segment_bytes = (uint64_t)c->journal_segment_bytes;
+  so.journal_max_batch_bytes = (size_t)c->journal_max_batch_bytes;
+  so.checkpoint_interval_ms = (int)c->checkpoint_interval_ms;
+  so.disk_high_pct = (double)c->disk_high_pct;
+  so.disk_low_pct = (double)c->disk_low_pct;
+  so.disk_limit_bytes = (uint64_t)c->disk_limit_bytes;
+  so.disk_interval_ms = (int)c->disk_check_interval_ms;
+  so.leveldb.cache_bytes = (size_t)c->ledger_cache_bytes;
+  so.leveldb.write_buffer_bytes = (size_t)c->ledger_write_buffer_bytes;
+  so.on_readonly_change = on_readonly_change;
+  so.arg = b;
+  st = sl_bookie_store_open(c->data_dir, &so, &b->store, err);
+  if (st != SL_OK) goto out_free;
+  sl_bookie_svc_opts vo = SL_BOOKIE_SVC_OPTS_INIT;
+  vo.bookie_id = c->id;
+  vo.max_stream_adds = (uint32_t)c->stream_max_adds;
+  vo.max_stream_bytes = (size_t)c->stream_max_bytes;
+  if ((st = sl_bookie_svc_create(b->store, &vo, &b->svc, err)) != SL_OK) goto out_free;
+  if ((st = sl_bookie_svc_register(b->svc, srv, err)) != SL_OK) goto out_free;
+  *state = b;
+  return SL_OK;
+out_free:
+  bookie_free(b);
+  return st;
+}
+
+/* The address to register: --advertise, else --listen with the bound port
+ * (and this host's name for a wildcard host). */
+static void advertised(const bookie_cfg *c, int port, char *out, size_t n) {
+  if (c->advertise[0] != '\0') {
+    snprintf(out, n, "%s", c->advertise);
+    return;
+  }
+  char host[256];
+  snprintf(host, sizeof(host), "%s", c->svc.listen);
+  char *colon = strrchr(host, ':');
+  if (colon != NULL) *colon = '\0';
+  if (host[0] == '\0' || strcmp(host, "0.0.0.0") == 0 || strcmp(host, "[::]") == 0 ||
+      strcmp(host, "::") == 0) {
+    if (gethostname(host, sizeof(host)) != 0) snprintf(host, sizeof(host), "localhost");
+    host[sizeof(host) - 1] = '\0';
+  }
+  snprintf(out, n, "%s:%d", host, port);
+}
+
+static sl_status serving(void *state, int port, sl_err *err) {
+  bookie *b = state;
+  const bookie_cfg *c = b->cfg;
+  if (c->metadata[0] == '\0') {
+    sl_log(SL_LOG_INFO, "event=registration_disabled reason=\"no --metadata\"");
+    return SL_OK;
+  }
+  char addr[300];
+  advertised(c, port, addr, sizeof(addr));
+  sl_registration_opts ro = SL_REGISTRATION_OPTS_INIT;
+  ro.target = c->metadata;
+  ro.bookie_id = c->id;
+  ro.address = addr;
+  ro.rack = c->rack;
+  ro.ttl_seconds = (uint32_t)c->registration_ttl;
+  ro.get_state = get_state;
+  ro.arg = b;
+  sl_registration *reg = NULL;
+  sl_status st = sl_registration_start(&ro, &reg, err);
+  if (st != SL_OK) return st;
+  pthread_mutex_lock(&b->reg_mu);
+  b->reg = reg;
+  pthread_mutex_unlock(&b->reg_mu);
+  return SL_OK;
+}
+
+static void stop(void *state) {
+  bookie *b = state;
+  if (b == NULL) return;
+  pthread_mutex_lock(&b->reg_mu);
+  sl_registration *reg = b->reg;
+  b->reg = NULL;
+  pthread_mutex_unlock(&b->reg_mu);
+  sl_registration_stop(reg);
+  sl_bookie_svc_stats s;
+  sl_bookie_svc_get_stats(b->svc, &s);
+  sl_log(SL_LOG_INFO, "event=service_stats streams=%llu adds=%llu adds_ok=%llu "
+         "adds_refused=%llu acks_deferred=%llu pauses=%llu",
+         (unsigned long long)s.streams, (unsigned long long)s.adds,
+         (unsigned long long)s.adds_ok, (unsigned long long)s.adds_refused,
+         (unsigned long long)s.acks_deferred, (unsigned long long)s.pauses);
+  bookie_free(b);
 }
 
 int main(int argc, char **argv) {
@@ -43,6 +264,8 @@ int main(int argc, char **argv) {
       .cfg = &cfg,
       .opts = &cfg.svc,
       .start = start,
+      .serving = serving,
+      .stop = stop,
   };
   return sl_service_main(&def, argc, argv);
 }

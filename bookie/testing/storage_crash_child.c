@@ -64,7 +64,7 @@ static void say(const char *fmt, ...) {
   }
 }
 
-/* Journal thread. */
+/* Store applier thread. */
 static void on_added(sl_status st, const char *msg, void *arg) {
   add_ctx *c = arg;
   if (st == SL_OK) {

@@ -1,0 +1,93 @@
+/*
+ * BookieService over gRPC (proto/bookie.proto): the bookie's wire API on top
+ * of the bookie store (bookie/bookie_store.h). It only translates: requests
+ * in, store calls, answers out. Durability, fencing and checksums are the
+ * store's business.
+ *
+ * AddEntry is a bidi stream with many adds in flight. Each add is copied
+ * (the decoded request lives only during the callback), handed to the store,
+ * and acked from the journal thread once durable, so acks come back in the
+ * order of group commits, not of requests; the tag echoes back to match.
+ * A refused add (fenced, read-only, bad checksum, too big) gets its ack at
+ * once with a non-zero code; the stream goes on.
+ *
+ * Memory per stream stays bounded:
+ *   - acks the call's write queue has no room for (a client that does not
+ *     read) wait in a per-stream list and are flushed from on_writable; an
+ *     ack is never dropped while the call is alive;
+ *   - once adds in flight plus waiting acks reach max_stream_adds, or their
+ *     payload bytes reach max_stream_bytes, the stream stops reading; gRPC
+ *     flow control then holds the client back. Reads resume below half.
+ * After the client half-closes, the stream ends with OK once every ack is
+ * out.
+ *
+ * Status codes (one place: sl_status_to_grpc, for call statuses and for the
+ * per-add code in AddEntryResponse alike):
+ *   SL_EFENCED   -> FAILED_PRECONDITION "ledger 7: fenced" / "stale epoch"
+ *   SL_EREADONLY -> FAILED_PRECONDITION "... read-only ..."
+ *   SL_ECORRUPT  -> DATA_LOSS
+ *   SL_ETOOBIG   -> RESOURCE_EXHAUSTED
+ *   SL_EINVAL    -> INVALID_ARGUMENT (bad checksum, negative ids)
+ *   SL_ENOTFOUND -> NOT_FOUND (unknown ledger or entry)
+ * A request that does not decode never reaches us: the RPC runtime answers
+ * INVALID_ARGUMENT.
+ *
+ * ReadEntry with fence set fences the ledger first (durably: the answer
+ * comes from the store's callback after the journal sync) and then reads;
+ * entry_id -1 means the last entry this bookie stores. The password fields
+ * of the protocol are not checked yet: the store keeps no password, so
+ * fencing relies on epochs alone.
+ *
+ * Threads: handlers run on the call's worker thread; add, fence and delete
+ * completions run on the store's journal thread and answer from there, each
+ * holding an sl_rpc_call_ref() until it has answered.
+ */
+#ifndef SL_BOOKIE_SERVICE_H
+#define SL_BOOKIE_SERVICE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "bookie/bookie_store.h"
+#include "common/rpc_server.h"
+#include "common/status.h"
+
+typedef struct sl_bookie_svc sl_bookie_svc;
+
+typedef struct sl_bookie_svc_opts {
+  const char *bookie_id;     /* copied; GetInfo reports it */
+  uint32_t max_stream_adds;  /* adds in flight + acks waiting per stream
+                                before its reads pause; 0 = 1024 */
+  size_t max_stream_bytes;   /* payload bytes in flight per stream before
+                                its reads pause; 0 = 64 MiB */
+} sl_bookie_svc_opts;
+
+#define SL_BOOKIE_SVC_OPTS_INIT {"bookie", 0, 0}
+
+/* Counters since create, for logs and tests. */
+typedef struct sl_bookie_svc_stats {
+  uint64_t streams;        /* AddEntry streams opened */
+  uint64_t adds;           /* add requests received */
+  uint64_t adds_ok;        /* acked with code 0 */
+  uint64_t adds_refused;   /* acked with a non-zero code */
+  uint64_t acks_deferred;  /* acks that waited for room in the write queue */
+  uint64_t pauses;         /* times a stream stopped reading */
+} sl_bookie_svc_stats;
+
+/* Creates the service over `store` (retained: it must outlive the service).
+ * opts may be NULL for defaults. Errors: SL_EINVAL. */
+sl_status sl_bookie_svc_create(sl_bookie_store *store, const sl_bookie_svc_opts *opts,
+                               sl_bookie_svc **out, sl_err *err);
+
+/* Registers BookieService's methods on srv (before sl_rpc_server_start).
+ * svc is retained until the server is destroyed. */
+sl_status sl_bookie_svc_register(sl_bookie_svc *svc, sl_rpc_server *srv, sl_err *err);
+
+void sl_bookie_svc_get_stats(sl_bookie_svc *svc, sl_bookie_svc_stats *out);
+
+/* Frees the service. Only after the server it was registered on has been
+ * destroyed (which waits for every call, and so every add in flight).
+ * NULL does nothing. */
+void sl_bookie_svc_destroy(sl_bookie_svc *svc);
+
+#endif

@@ -1,0 +1,23 @@
+/* Internals shared by service.c (unary methods) and service_add.c (the
+ * AddEntry stream). See service.h for the design. */
+#ifndef SL_BOOKIE_SERVICE_INT_H
+#define SL_BOOKIE_SERVICE_INT_H
+
+#include <stdatomic.h>
+
+#include "bookie.slrpc.h"
+#include "bookie/service.h"
+
+struct sl_bookie_svc {
+  sl_bookie_store *store; /* retained */
+  char *bookie_id;
+  uint32_t max_stream_adds;
+  size_t max_stream_bytes;
+  /* sl_bookie_svc_stats, updated from worker and journal threads */
+  atomic_uint_fast64_t streams, adds, adds_ok, adds_refused, acks_deferred, pauses;
+};
+
+/* Fills the add_entry_* callbacks of h (service_add.c). */
+void sl_bookie_svc_add_handlers_(sl_bookie_service_handlers *h);
+
+#endif
