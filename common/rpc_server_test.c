@@ -63,6 +63,19 @@ static void fx_stop(fixture *fx) {
   sl_rpc_server_destroy(fx->srv);
 }
 
+/* Resident set size in KiB, from /proc/self/status. */
+static long rss_kib(void) {
+  FILE *f = fopen("/proc/self/status", "r");
+  char line[256];
+  long kib = -1;
+  assert_non_null(f);
+  while (fgets(line, sizeof(line), f) != NULL)
+    if (sscanf(line, "VmRSS: %ld kB", &kib) == 1) break;
+  fclose(f);
+  assert_true(kib > 0);
+  return kib;
+}
+
 static int64_t now_ms(void) {
   struct timespec t;
   clock_gettime(CLOCK_MONOTONIC, &t);
@@ -314,6 +327,7 @@ static void test_rpc_server__slow_reader_gets_backpressure(void **state) {
   req.payload.len = payload;
   sl_err err = SL_ERR_INIT;
   sl_rpc_stream *s;
+  long rss_before = rss_kib();
   assert_int_equal(sl_rpc_stream_open(fx.ch, &sl_echo_server_stream, &req.base, NULL, &s, &err),
                    SL_OK);
   /* Not reading: the server must hit a full queue... */
@@ -324,7 +338,12 @@ static void test_rpc_server__slow_reader_gets_backpressure(void **state) {
   struct timespec window = {0, 300 * 1000000L};
   nanosleep(&window, NULL);
   long sent_after = atomic_load(&fx.stats.sent);
+  long rss_growth = rss_kib() - rss_before;
+  printf("backpressure: stalled at %ld of %ld sends (%ld after %d ms), max queue %ld, "
+         "rss +%ld KiB\n", sent_at_stall, total, sent_after, 300,
+         (long)atomic_load(&fx.stats.max_queue), rss_growth);
   assert_true(sent_after < total / 4);
+  assert_true(rss_growth < 48 * 1024); /* unbounded would be 125 MiB */
   assert_true(sent_after - sent_at_stall < total / 4);
   assert_true(atomic_load(&fx.stats.max_queue) <= queue_max);
 
@@ -346,6 +365,114 @@ static void test_rpc_server__slow_reader_gets_backpressure(void **state) {
   sl_rpc_stream_destroy(s);
   free(buf);
   fx_stop(&fx);
+}
+
+static void test_rpc_server__paused_reads_push_back_on_client(void **state) {
+  (void)state;
+  fixture fx;
+  sl_rpc_server_opts so = {.addr = "127.0.0.1:0", .write_queue_max = 4};
+  fx_start(&fx, &so, NULL);
+  const size_t payload = 64 << 10;
+  uint8_t *buf = calloc(1, payload);
+  assert_non_null(buf);
+  echo_req req = SLUICE__TEST__ECHO_REQUEST__INIT;
+  req.payload.data = buf;
+  req.payload.len = payload;
+  sl_err err = SL_ERR_INIT;
+  sl_rpc_stream *s;
+  assert_int_equal(sl_rpc_stream_open(fx.ch, &sl_echo_bidi, NULL, NULL, &s, &err), SL_OK);
+  /* We never read the echoes: the server's queue fills, it pauses reads,
+   * and HTTP/2 flow control stops our sends. */
+  sl_status st = SL_OK;
+  int sent = 0;
+  while (sent < 2000 && (st = sl_rpc_stream_send(s, &req.base, 500, &err)) == SL_OK) sent++;
+  printf("paused reads: client blocked after %d sends, server read %ld\n", sent,
+         (long)atomic_load(&fx.stats.messages));
+  assert_int_equal(st, SL_ETIMEDOUT);
+  assert_true(sent < 2000 / 4);
+  assert_true(atomic_load(&fx.stats.ebusy) >= 1);
+  assert_true(atomic_load(&fx.stats.max_queue) <= 4);
+  /* A send timeout cancels the stream; the handler hears it. */
+  assert_true(sl_echo_wait(&fx.stats.cancelled, 1, 5000));
+  sl_rpc_stream_destroy(s);
+  free(buf);
+  fx_stop(&fx);
+}
+
+/* ---- answering from another thread ---- */
+
+typedef struct deferred {
+  _Atomic(sl_rpc_call *) call;
+  void *mem;
+} deferred;
+
+static void deferred_start(sl_rpc_call *call, const ProtobufCMessage *req, void *ctx) {
+  (void)req;
+  deferred *d = ctx;
+  sl_rpc_call_ref(call); /* answered later by the test thread */
+  d->mem = sl_rpc_call_alloc(call, 100000); /* larger than one arena chunk */
+  memset(d->mem, 0xab, 100000);
+  atomic_store(&d->call, call);
+}
+
+typedef struct unary_done {
+  atomic_int done;
+  sl_status st;
+  int64_t n;
+} unary_done;
+
+static void on_unary_done(sl_status st, const char *details, ProtobufCMessage *resp, void *arg) {
+  (void)details;
+  unary_done *u = arg;
+  u->st = st;
+  if (resp != NULL) {
+    u->n = ((echo_resp *)resp)->n;
+    protobuf_c_message_free_unpacked(resp, NULL);
+  }
+  atomic_store(&u->done, 1);
+}
+
+static void test_rpc_server__handler_answers_from_another_thread(void **state) {
+  (void)state;
+  sl_err err = SL_ERR_INIT;
+  sl_rpc_server *srv;
+  sl_rpc_server_opts so = {.addr = "127.0.0.1:0", .n_threads = 1};
+  assert_int_equal(sl_rpc_server_create(&so, &srv, &err), SL_OK);
+  deferred *d = sl_rpc_server_alloc(srv, sizeof(*d)); /* freed with the server */
+  assert_null(atomic_load(&d->call));
+  sl_rpc_handler h = {.on_start = deferred_start, .ctx = d};
+  assert_int_equal(sl_rpc_server_add_method(srv, &sl_echo_unary, &h, &err), SL_OK);
+  assert_int_equal(sl_rpc_server_start(srv, &err), SL_OK);
+  char target[64];
+  snprintf(target, sizeof(target), "127.0.0.1:%d", sl_rpc_server_port(srv));
+  sl_rpc_channel *ch;
+  sl_rpc_channel_opts co = {.target = target};
+  assert_int_equal(sl_rpc_channel_create(&co, &ch, &err), SL_OK);
+  unary_done u = {0};
+  echo_req req = SLUICE__TEST__ECHO_REQUEST__INIT;
+  assert_int_equal(
+      sl_rpc_unary_async(ch, &sl_echo_unary, &req.base, NULL, on_unary_done, &u, &err), SL_OK);
+  int64_t t0 = now_ms();
+  while (atomic_load(&d->call) == NULL && now_ms() - t0 < 5000) {
+    struct timespec ms = {0, 1000000};
+    nanosleep(&ms, NULL);
+  }
+  sl_rpc_call *call = atomic_load(&d->call);
+  assert_non_null(call);
+  assert_int_equal(atomic_load(&u.done), 0);
+  echo_resp resp = SLUICE__TEST__ECHO_RESPONSE__INIT;
+  resp.n = 77;
+  assert_int_equal(sl_rpc_call_finish(call, SL_OK, NULL, &resp.base), SL_OK);
+  assert_int_equal(sl_rpc_call_finish(call, SL_OK, NULL, &resp.base), SL_ECANCELED);
+  sl_rpc_call_unref(call);
+  while (atomic_load(&u.done) == 0 && now_ms() - t0 < 5000) {
+    struct timespec ms = {0, 1000000};
+    nanosleep(&ms, NULL);
+  }
+  assert_int_equal(u.st, SL_OK);
+  assert_int_equal(u.n, 77);
+  sl_rpc_channel_destroy(ch);
+  sl_rpc_server_destroy(srv);
 }
 
 /* ---- shutdown ---- */
@@ -528,6 +655,8 @@ int main(void) {
       cmocka_unit_test(test_rpc_server__deadline_exceeded_ends_call),
       cmocka_unit_test(test_rpc_server__client_cancel_reaches_handler),
       cmocka_unit_test(test_rpc_server__slow_reader_gets_backpressure),
+      cmocka_unit_test(test_rpc_server__paused_reads_push_back_on_client),
+      cmocka_unit_test(test_rpc_server__handler_answers_from_another_thread),
       cmocka_unit_test(test_rpc_server__shutdown_with_open_streams_is_quick),
       cmocka_unit_test(test_rpc_server__destroy_unstarted_and_null),
       cmocka_unit_test(test_rpc_server__rejects_bad_setup),

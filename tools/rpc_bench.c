@@ -3,6 +3,7 @@
  * client and server in this one process, against the echo service.
  *
  *   bazel run //tools:rpc-bench -- [--seconds N] [--payload BYTES] [--tls]
+ *                                  [--threads N]  (server workers, default 2)
  *
  * Prints one line per measurement:
  *   unary_seq calls_per_s=...        blocking unary calls, one at a time
@@ -260,15 +261,18 @@ int main(int argc, char **argv) {
   double seconds = 2;
   size_t payload = 16;
   bool tls = false;
+  int threads = 2;
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--seconds") == 0 && i + 1 < argc) {
       seconds = atof(argv[++i]);
     } else if (strcmp(argv[i], "--payload") == 0 && i + 1 < argc) {
       payload = (size_t)strtoul(argv[++i], NULL, 10);
+    } else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {
+      threads = atoi(argv[++i]);
     } else if (strcmp(argv[i], "--tls") == 0) {
       tls = true;
     } else {
-      fprintf(stderr, "usage: rpc-bench [--seconds N] [--payload BYTES] [--tls]\n");
+      fprintf(stderr, "usage: rpc-bench [--seconds N] [--payload BYTES] [--tls] [--threads N]\n");
       return 2;
     }
   }
@@ -280,7 +284,7 @@ int main(int argc, char **argv) {
   memset(&stats, 0, sizeof(stats));
   sl_rpc_server *srv;
   sl_err err = SL_ERR_INIT;
-  sl_rpc_server_opts so = {.addr = "127.0.0.1:0", .n_threads = 2, .tls_cert_pem = cert,
+  sl_rpc_server_opts so = {.addr = "127.0.0.1:0", .n_threads = threads, .tls_cert_pem = cert,
                            .tls_key_pem = key};
   sl_status st = sl_echo_server_start(&so, &stats, &srv, &err);
   if (st != SL_OK) die("server", st, &err);
