@@ -1,34 +1,105 @@
 /*
- * sluice-metadata: entry point. Config table, then sl_service_main().
+ * sluice-metadata: the MetadataService process. Config table, store,
+ * service (metadata/service.h), then sl_service_main().
  */
 #include <stdlib.h>
 
+#include "common/log.h"
 #include "common/service.h"
-#include "metadata.slrpc.h"
+#include "metadata/service.h"
+#include "metadata/store.h"
 
 typedef struct metadata_cfg {
   sl_service_opts svc;
-  char *store;           /* etcd:URL[,URL...] or local:DIR */
-  long long session_ttl; /* default session TTL in seconds */
+  char *store;               /* etcd:URL[,URL...] or local:DIR */
+  long long session_ttl;     /* default session TTL in seconds */
+  long long max_session_ttl; /* largest TTL a node may ask for */
+  long long store_timeout_ms;
+  long long ledger_id_block;
+  long long watch_buffer;
 } metadata_cfg;
 
 static metadata_cfg cfg;
 
+#define ENV "SLUICE_METADATA_"
+
+/* SL_SERVICE_CONF's entries one by one: handlers block on the store, so
+ * this service wants more worker threads than the shared default of 2. */
 static const sl_conf_entry table[] = {
-    SL_SERVICE_CONF(metadata_cfg, "SLUICE_METADATA_", "127.0.0.1:6660"),
-    SL_CONF_STR(metadata_cfg, store, "etcd:http://127.0.0.1:2379",
-                "SLUICE_METADATA_STORE",
+    SL_SERVICE_CONF_(metadata_cfg, listen, SL_CONF_TYPE_STR, "127.0.0.1:6660", 0, 0,
+                     ENV "LISTEN", "host:port to serve gRPC on"),
+    SL_SERVICE_CONF_(metadata_cfg, threads, SL_CONF_TYPE_INT, "16", 1, 256, ENV "THREADS",
+                     "gRPC worker threads (handlers block on the store)"),
+    SL_SERVICE_CONF_(metadata_cfg, log_level, SL_CONF_TYPE_STR, "info", 0, 0, ENV "LOG_LEVEL",
+                     "log level: debug, info, warn, error"),
+    SL_SERVICE_CONF_(metadata_cfg, tls_cert, SL_CONF_TYPE_STR, "", 0, 0, ENV "TLS_CERT",
+                     "server certificate PEM file; empty = plaintext"),
+    SL_SERVICE_CONF_(metadata_cfg, tls_key, SL_CONF_TYPE_STR, "", 0, 0, ENV "TLS_KEY",
+                     "server private key PEM file"),
+    SL_SERVICE_CONF_(metadata_cfg, tls_client_ca, SL_CONF_TYPE_STR, "", 0, 0,
+                     ENV "TLS_CLIENT_CA",
+                     "CA PEM file; when set, clients must present certificates"),
+    SL_SERVICE_CONF_(metadata_cfg, max_message_bytes, SL_CONF_TYPE_INT, "16777216", 1024,
+                     1073741824, ENV "MAX_MESSAGE_BYTES",
+                     "largest gRPC message accepted or sent"),
+    SL_CONF_STR(metadata_cfg, store, "etcd:http://127.0.0.1:2379", ENV "STORE",
                 "etcd:http://host:port[,http://...] or local:DIR (standalone)"),
-    SL_CONF_INT(metadata_cfg, session_ttl, "5", 2, 300,
-                "SLUICE_METADATA_SESSION_TTL",
+    SL_CONF_INT(metadata_cfg, session_ttl, "5", 2, 300, ENV "SESSION_TTL",
                 "default session TTL in seconds for brokers and bookies"),
+    SL_CONF_INT(metadata_cfg, max_session_ttl, "300", 2, 3600, ENV "MAX_SESSION_TTL",
+                "largest session TTL in seconds a node may ask for"),
+    SL_CONF_INT(metadata_cfg, store_timeout_ms, "2000", 100, 60000, ENV "STORE_TIMEOUT_MS",
+                "deadline of each store call; calls fail UNAVAILABLE after it"),
+    SL_CONF_INT(metadata_cfg, ledger_id_block, "1000", 1, 1000000, ENV "LEDGER_ID_BLOCK",
+                "ledger ids reserved per store round trip"),
+    SL_CONF_INT(metadata_cfg, watch_buffer, "16384", 2, 10000000, ENV "WATCH_BUFFER",
+                "events buffered for a slow watcher before its stream ends"),
 };
 
-static sl_status start(void *c, sl_rpc_server *srv, void **state, sl_err *err) {
-  (void)c;
-  *state = NULL;
-  static const sl_metadata_service_handlers handlers = {0};
-  return sl_metadata_service_register(srv, &handlers, NULL, err);
+typedef struct state {
+  sl_store *store;
+  sl_md_service *md;
+} state;
+
+static sl_status start(void *c, sl_rpc_server *srv, void **out, sl_err *err) {
+  metadata_cfg *mc = c;
+  state *s = sl_xcalloc(1, sizeof(*s));
+  sl_store_opts so = SL_STORE_OPTS_INIT;
+  so.timeout_ms = (int)mc->store_timeout_ms;
+  if (so.connect_timeout_ms > so.timeout_ms) so.connect_timeout_ms = so.timeout_ms;
+  sl_status st = sl_store_open(mc->store, &so, &s->store, err);
+  if (st != SL_OK) goto out_free;
+  sl_md_service_opts mo = SL_MD_SERVICE_OPTS_INIT;
+  mo.store = s->store;
+  mo.default_ttl_s = mc->session_ttl;
+  mo.max_ttl_s = mc->max_session_ttl < mc->session_ttl ? mc->session_ttl : mc->max_session_ttl;
+  mo.ledger_id_block = (uint64_t)mc->ledger_id_block;
+  mo.watch_buffer = (size_t)mc->watch_buffer;
+  st = sl_md_service_create(&mo, &s->md, err);
+  if (st != SL_OK) goto out_store;
+  st = sl_md_service_register(s->md, srv, err);
+  if (st != SL_OK) goto out_md;
+  sl_log(SL_LOG_INFO, "event=store_opened backend=%s uri=%s", sl_store_backend(s->store),
+         mc->store);
+  *out = s;
+  return SL_OK;
+out_md:
+  /* The server may hold some methods; sl_service_main destroys it before
+   * anything could call them, and never calls stop() after a failed start. */
+  sl_md_service_destroy(s->md);
+out_store:
+  sl_store_close(s->store);
+out_free:
+  free(s);
+  return st;
+}
+
+static void stop(void *p) {
+  state *s = p;
+  if (s == NULL) return;
+  sl_md_service_destroy(s->md);
+  sl_store_close(s->store);
+  free(s);
 }
 
 int main(int argc, char **argv) {
@@ -39,6 +110,7 @@ int main(int argc, char **argv) {
       .cfg = &cfg,
       .opts = &cfg.svc,
       .start = start,
+      .stop = stop,
   };
   return sl_service_main(&def, argc, argv);
 }

@@ -1,0 +1,260 @@
+/*
+ * Store access shared by the MetadataService handlers: keys, protobuf
+ * values, listing, epoch checks and the one compare-and-swap write path.
+ */
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/log.h"
+#include "metadata/service_int.h"
+
+#define KEY_TEXT 128
+
+void sl_md_key_fmt(sl_md_key *k, const char *fmt, ...) {
+  va_list ap;
+  size_t root = sizeof(SL_MD_ROOT) - 1;
+  memcpy(k->s, SL_MD_ROOT, root);
+  va_start(ap, fmt);
+  int n = vsnprintf(k->s + root, sizeof(k->s) - root, fmt, ap);
+  va_end(ap);
+  SL_ASSERT(n >= 0 && (size_t)n < sizeof(k->s) - root);
+  k->len = root + (size_t)n;
+}
+
+int64_t sl_md_now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+sl_status sl_md_store_status(sl_status st) {
+  return st == SL_ETIMEDOUT ? SL_EUNAVAIL : st;
+}
+
+uint8_t *sl_md_pack(const ProtobufCMessage *msg, size_t *len) {
+  size_t n = protobuf_c_message_get_packed_size(msg);
+  uint8_t *buf = sl_xmalloc(n > 0 ? n : 1);
+  size_t got = protobuf_c_message_pack(msg, buf);
+  SL_ASSERT(got == n);
+  *len = n;
+  return buf;
+}
+
+sl_status sl_md_unpack(const sl_store_kv *kv, const ProtobufCMessageDescriptor *desc,
+                       ProtobufCMessage **out, sl_err *err) {
+  char k[KEY_TEXT];
+  *out = protobuf_c_message_unpack(desc, NULL, kv->value_len, kv->value);
+  if (*out == NULL)
+    return sl_err_set(err, SL_ECORRUPT, "key %s: stored value (%zu bytes) is not a valid %s",
+                      sl_store_key_text(kv->key, kv->key_len, k, sizeof(k)),
+                      kv->value_len, desc->name);
+  return SL_OK;
+}
+
+sl_status sl_md_read(sl_md_service *md, const sl_md_key *key,
+                     const ProtobufCMessageDescriptor *desc, ProtobufCMessage **out,
+                     int64_t *version, int64_t *lease, sl_err *err) {
+  sl_store_kv kv;
+  *out = NULL;
+  sl_status st = sl_store_get(md->store, key->s, key->len, &kv, err);
+  if (st != SL_OK) return sl_md_store_status(st);
+  st = sl_md_unpack(&kv, desc, out, err);
+  if (st == SL_OK && version != NULL) *version = kv.mod_revision;
+  if (st == SL_OK && lease != NULL) *lease = kv.lease;
+  sl_store_kv_release(&kv);
+  return st;
+}
+
+/* Appends one page of a range to l; returns the last key for paging. */
+static sl_status list_page(const sl_store_range_result *r, size_t strip,
+                           const ProtobufCMessageDescriptor *desc, sl_md_list *l,
+                           sl_err *err) {
+  l->msgs = sl_xrealloc(l->msgs, (l->n + r->n) * sizeof(*l->msgs) + 1);
+  l->versions = sl_xrealloc(l->versions, (l->n + r->n) * sizeof(*l->versions) + 1);
+  l->keys = sl_xrealloc(l->keys, (l->n + r->n) * sizeof(*l->keys) + 1);
+  for (size_t i = 0; i < r->n; i++) {
+    const sl_store_kv *kv = &r->kvs[i];
+    ProtobufCMessage *m;
+    sl_status st = sl_md_unpack(kv, desc, &m, err);
+    if (st != SL_OK) return st;
+    l->msgs[l->n] = m;
+    l->versions[l->n] = kv->mod_revision;
+    l->keys[l->n] = sl_xstrdup((const char *)kv->key + strip);
+    l->n++;
+  }
+  return SL_OK;
+}
+
+#define LIST_PAGE 1000
+
+sl_status sl_md_list_read(sl_md_service *md, const sl_md_key *prefix,
+                          const ProtobufCMessageDescriptor *desc, sl_md_list *out,
+                          sl_err *err) {
+  memset(out, 0, sizeof(*out));
+  uint8_t *start = NULL;
+  size_t start_len = 0;
+  sl_status st;
+  for (;;) {
+    sl_store_range_result r;
+    st = sl_store_range(md->store, prefix->s, prefix->len, start, start_len, LIST_PAGE,
+                        &r, err);
+    if (st != SL_OK) {
+      st = sl_md_store_status(st);
+      break;
+    }
+    if (out->revision == 0) out->revision = r.revision;
+    st = list_page(&r, prefix->len, desc, out, err);
+    bool more = st == SL_OK && r.more && r.n > 0;
+    if (more) {
+      /* Next page starts just after the last key: key + "\0". */
+      const sl_store_kv *last = &r.kvs[r.n - 1];
+      free(start);
+      start_len = last->key_len + 1;
+      start = sl_xmalloc(start_len);
+      memcpy(start, last->key, last->key_len);
+      start[last->key_len] = 0;
+    }
+    sl_store_range_result_release(&r);
+    if (!more) break;
+  }
+  free(start);
+  if (st != SL_OK) sl_md_list_release(out);
+  return st;
+}
+
+void sl_md_list_release(sl_md_list *l) {
+  for (size_t i = 0; i < l->n; i++) {
+    protobuf_c_message_free_unpacked(l->msgs[i], NULL);
+    free(l->keys[i]);
+  }
+  free(l->msgs);
+  free(l->versions);
+  free(l->keys);
+  memset(l, 0, sizeof(*l));
+}
+
+/* ---- epochs ---- */
+
+sl_status sl_md_epoch_read(sl_md_service *md, const char *partition, sl_md_epoch *out,
+                           sl_err *err) {
+  ProtobufCMessage *m = NULL;
+  sl_md_key_fmt(&out->key, "epochs/%s", partition);
+  out->rev = 0;
+  out->epoch = 0;
+  sl_status st = sl_md_read(md, &out->key, &sluice__v1__owner_info__descriptor, &m,
+                            &out->rev, NULL, err);
+  if (st == SL_ENOTFOUND) return SL_OK; /* never owned: epoch 0 */
+  if (st != SL_OK) return st;
+  out->epoch = ((Sluice__V1__OwnerInfo *)m)->epoch;
+  protobuf_c_message_free_unpacked(m, NULL);
+  return SL_OK;
+}
+
+sl_status sl_md_epoch_check(sl_md_service *md, const char *partition, uint64_t epoch,
+                            sl_md_epoch *out, sl_err *err) {
+  sl_status st = sl_md_epoch_read(md, partition, out, err);
+  if (st != SL_OK) return st;
+  if (epoch < out->epoch)
+    return sl_err_set(err, SL_EFENCED,
+                      "partition %s: epoch %" PRIu64 " is stale, current epoch is %" PRIu64,
+                      partition, epoch, out->epoch);
+  if (epoch > out->epoch)
+    return sl_err_set(err, SL_EFENCED,
+                      "partition %s: epoch %" PRIu64 " was never granted (current is %" PRIu64
+                      ")",
+                      partition, epoch, out->epoch);
+  return SL_OK;
+}
+
+/* ---- the write path ---- */
+
+/* After a failed guarded txn: which compare failed? */
+static sl_status classify(sl_md_service *md, const char *what, const sl_md_key *key,
+                          int64_t expected, const sl_md_epoch *guard, sl_err *err) {
+  sl_md_epoch now;
+  const char *partition = guard->key.s + sizeof(SL_MD_ROOT "epochs/") - 1;
+  sl_status st = sl_md_epoch_read(md, partition, &now, err);
+  if (st != SL_OK) return st;
+  if (now.rev != guard->rev)
+    return sl_err_set(err, SL_EFENCED,
+                      "%s: ownership of %s moved on (epoch %" PRIu64 " is stale, current is %" PRIu64
+                      ")",
+                      what, partition, guard->epoch, now.epoch);
+  sl_store_kv kv;
+  st = sl_store_get(md->store, key->s, key->len, &kv, err);
+  if (st != SL_OK && st != SL_ENOTFOUND) return sl_md_store_status(st);
+  bool exists = st == SL_OK;
+  sl_store_kv_release(&kv);
+  if (!exists && expected > 0)
+    return sl_err_set(err, SL_ENOTFOUND, "%s: not found (deleted meanwhile)", what);
+  if (exists && expected == 0) return sl_err_set(err, SL_EEXIST, "%s: already exists", what);
+  return sl_err_set(err, SL_EVERSION,
+                    "%s: version %" PRId64 " is not the current one; re-read and retry", what,
+                    expected);
+}
+
+static sl_status reword(sl_status st, const char *what, int64_t expected, sl_err *err) {
+  switch (st) {
+    case SL_EVERSION:
+      return sl_err_set(err, st,
+                        "%s: version %" PRId64 " is not the current one; re-read and retry",
+                        what, expected);
+    case SL_ENOTFOUND:
+      return sl_err_set(err, st, "%s: not found", what);
+    case SL_EEXIST:
+      return sl_err_set(err, st, "%s: already exists", what);
+    default:
+      return sl_md_store_status(st);
+  }
+}
+
+sl_status sl_md_cas(sl_md_service *md, const char *what, const sl_md_key *key,
+                    const ProtobufCMessage *value, int64_t expected,
+                    const sl_md_epoch *guard, int64_t *version, sl_err *err) {
+  size_t len;
+  uint8_t *buf = sl_md_pack(value, &len);
+  sl_status st;
+  SL_ASSERT(expected >= 0);
+  if (guard == NULL) {
+    st = sl_store_put(md->store, key->s, key->len, buf, len, expected, 0, version, err);
+    if (st != SL_OK) st = reword(st, what, expected, err);
+  } else {
+    sl_store_cmp cmps[2] = {
+        {key->s, key->len, expected},
+        {guard->key.s, guard->key.len, guard->rev},
+    };
+    sl_store_op op = {SL_STORE_OP_PUT, key->s, key->len, buf, len, 0};
+    st = sl_store_txn(md->store, cmps, 2, &op, 1, version, err);
+    if (st == SL_EVERSION)
+      st = classify(md, what, key, expected, guard, err);
+    else if (st != SL_OK)
+      st = sl_md_store_status(st);
+  }
+  free(buf);
+  return st;
+}
+
+void sl_md_fail(sl_rpc_call *call, sl_status st, const sl_err *err) {
+  const sl_rpc_method *m = sl_rpc_call_method(call);
+  const char *msg = sl_err_msg(err, st);
+  bool ours = st == SL_EUNAVAIL || st == SL_ECORRUPT || st == SL_EIO || st == SL_EINTERNAL;
+  sl_log(ours ? SL_LOG_WARN : SL_LOG_DEBUG, "event=rpc_failed method=%s status=\"%s\" error=\"%s\"",
+         m != NULL ? m->path : "?", sl_status_str(st), msg);
+  sl_rpc_call_finish(call, st, msg, NULL);
+}
+
+sl_status sl_md_check_quorum(const char *what, uint32_t e, uint32_t qw, uint32_t qa,
+                             sl_err *err) {
+  if (e > SL_MD_MAX_ENSEMBLE)
+    return sl_err_set(err, SL_EINVAL, "%s: ensemble size %u exceeds %d", what, e,
+                      SL_MD_MAX_ENSEMBLE);
+  if (!(e >= qw && qw >= qa && qa >= 1))
+    return sl_err_set(err, SL_EINVAL,
+                      "%s: need ensemble >= write quorum >= ack quorum >= 1, got %u/%u/%u",
+                      what, e, qw, qa);
+  return SL_OK;
+}

@@ -1,0 +1,339 @@
+/*
+ * Namespaces (with their policies) and topics.
+ *
+ * Invariants
+ *   1. A topic exists only inside an existing namespace: CreateTopic's txn
+ *      requires the namespace key, and DeleteNamespace deletes only when no
+ *      topic exists, checked atomically through the namespace-topics/<ns>
+ *      guard key, which every CreateTopic rewrites in the same txn. So a
+ *      topic created after DeleteNamespace looked changes the guard and
+ *      makes the delete's txn fail and look again.
+ *   2. Policies are stored complete; readers apply the documented defaults
+ *      (0 = default) themselves.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "metadata/md_names.h"
+#include "metadata/service_int.h"
+
+#define MAX_PERMISSIONS 1000
+#define MAX_MESSAGE_LIMIT (128u << 20)
+
+static sl_status check_permission(const char *ns, const Sluice__V1__Permission *p,
+                                  sl_err *err) {
+  char what[SL_MD_NAME_MAX + 32];
+  snprintf(what, sizeof(what), "namespace %s: role", ns);
+  if (p->role == NULL || p->role[0] == '\0')
+    return sl_err_set(err, SL_EINVAL, "namespace %s: permission with an empty role", ns);
+  sl_status st = sl_md_check_text(what, p->role, SL_MD_NAME_MAX, err);
+  if (st != SL_OK) return st;
+  if (p->n_actions > 16)
+    return sl_err_set(err, SL_EINVAL, "namespace %s: role %s lists %zu actions", ns,
+                      p->role, p->n_actions);
+  for (size_t i = 0; i < p->n_actions; i++) {
+    if ((int)p->actions[i] < 0 || p->actions[i] > SLUICE__V1__ACTION__ACTION_ADMIN)
+      return sl_err_set(err, SL_EINVAL, "namespace %s: role %s: unknown action %d", ns,
+                        p->role, (int)p->actions[i]);
+  }
+  return SL_OK;
+}
+
+static sl_status check_policies(const char *ns, const Sluice__V1__NamespacePolicies *p,
+                                sl_err *err) {
+  if (p == NULL) return SL_OK;
+  char what[SL_MD_NAME_MAX + 16];
+  snprintf(what, sizeof(what), "namespace %s", ns);
+  sl_status st = sl_md_check_quorum(what, p->ensemble_size ? p->ensemble_size : 3,
+                                    p->write_quorum ? p->write_quorum : 2,
+                                    p->ack_quorum ? p->ack_quorum : 2, err);
+  if (st != SL_OK) return st;
+  if (p->retention_minutes < -1 || p->retention_megabytes < -1)
+    return sl_err_set(err, SL_EINVAL, "%s: retention must be -1 (unlimited) or >= 0", what);
+  if (p->message_ttl_seconds < 0 || p->backlog_quota_bytes < 0)
+    return sl_err_set(err, SL_EINVAL, "%s: message TTL and backlog quota must be >= 0", what);
+  if ((int)p->backlog_policy < 0 ||
+      p->backlog_policy > SLUICE__V1__BACKLOG_POLICY__BACKLOG_POLICY_CONSUMER_EVICTION)
+    return sl_err_set(err, SL_EINVAL, "%s: unknown backlog policy %d", what,
+                      (int)p->backlog_policy);
+  if (p->max_message_bytes > MAX_MESSAGE_LIMIT)
+    return sl_err_set(err, SL_EINVAL, "%s: max_message_bytes %u exceeds %u", what,
+                      p->max_message_bytes, MAX_MESSAGE_LIMIT);
+  if (p->n_permissions > MAX_PERMISSIONS)
+    return sl_err_set(err, SL_EINVAL, "%s: %zu permissions, limit is %d", what,
+                      p->n_permissions, MAX_PERMISSIONS);
+  for (size_t i = 0; i < p->n_permissions; i++) {
+    if (p->permissions[i] == NULL) continue;
+    if ((st = check_permission(ns, p->permissions[i], err)) != SL_OK) return st;
+  }
+  return SL_OK;
+}
+
+/* Writes a namespace (create when expected == 0) and fills *out's version. */
+static sl_status put_namespace(sl_md_service *md, const char *name,
+                               Sluice__V1__NamespacePolicies *policies, int64_t expected,
+                               int64_t *version, sl_err *err) {
+  sl_status st = sl_md_check_namespace(name, err);
+  if (st == SL_OK) st = check_policies(name, policies, err);
+  if (st != SL_OK) return st;
+  Sluice__V1__NamespacePolicies empty = SLUICE__V1__NAMESPACE_POLICIES__INIT;
+  Sluice__V1__Namespace ns = SLUICE__V1__NAMESPACE__INIT;
+  ns.name = (char *)name;
+  ns.policies = policies != NULL ? policies : &empty;
+  char what[SL_MD_NAME_MAX + 16];
+  snprintf(what, sizeof(what), "namespace %s", name);
+  sl_md_key key;
+  sl_md_key_fmt(&key, "namespaces/%s", name);
+  return sl_md_cas(md, what, &key, &ns.base, expected, NULL, version, err);
+}
+
+static void reply_namespace(sl_rpc_call *call, const char *name,
+                            Sluice__V1__NamespacePolicies *policies, int64_t version) {
+  Sluice__V1__NamespacePolicies empty = SLUICE__V1__NAMESPACE_POLICIES__INIT;
+  Sluice__V1__Namespace ns = SLUICE__V1__NAMESPACE__INIT;
+  ns.name = (char *)name;
+  ns.policies = policies != NULL ? policies : &empty;
+  ns.version = version;
+  /* Both methods answer a Namespace. */
+  sl_rpc_call_finish(call, SL_OK, NULL, &ns.base);
+}
+
+SL_MD_HANDLER(create_namespace, CreateNamespaceRequest) {
+  sl_err err = SL_ERR_INIT;
+  int64_t version = 0;
+  sl_status st = put_namespace(ctx, req->name, req->policies, 0, &version, &err);
+  if (st != SL_OK) {
+    sl_md_fail(call, st, &err);
+    return;
+  }
+  sl_log(SL_LOG_INFO, "event=namespace_created namespace=%s", req->name);
+  reply_namespace(call, req->name, req->policies, version);
+}
+
+SL_MD_HANDLER(set_namespace_policies, SetNamespacePoliciesRequest) {
+  sl_err err = SL_ERR_INIT;
+  int64_t version = 0;
+  sl_status st = req->expected_version > 0
+                     ? put_namespace(ctx, req->name, req->policies, req->expected_version,
+                                     &version, &err)
+                     : sl_err_set(&err, SL_EINVAL,
+                                  "namespace %.64s: expected_version must be the version read",
+                                  req->name ? req->name : "");
+  if (st != SL_OK) {
+    sl_md_fail(call, st, &err);
+    return;
+  }
+  reply_namespace(call, req->name, req->policies, version);
+}
+
+/* Reads one namespace; SL_ENOTFOUND names it. */
+static sl_status read_namespace(sl_md_service *md, const char *name,
+                                Sluice__V1__Namespace **out, sl_err *err) {
+  sl_md_key key;
+  int64_t version = 0;
+  sl_status st = sl_md_check_namespace(name, err);
+  if (st != SL_OK) return st;
+  sl_md_key_fmt(&key, "namespaces/%s", name);
+  st = sl_md_read(md, &key, &sluice__v1__namespace__descriptor, (ProtobufCMessage **)out,
+                  &version, NULL, err);
+  if (st == SL_ENOTFOUND) return sl_err_set(err, st, "namespace %s: not found", name);
+  if (st == SL_OK) (*out)->version = version;
+  return st;
+}
+
+SL_MD_HANDLER(get_namespace, GetNamespaceRequest) {
+  sl_err err = SL_ERR_INIT;
+  Sluice__V1__Namespace *ns = NULL;
+  sl_status st = read_namespace(ctx, req->name, &ns, &err);
+  if (st != SL_OK) {
+    sl_md_fail(call, st, &err);
+    return;
+  }
+  sl_metadata_service_get_namespace_reply(call, ns);
+  protobuf_c_message_free_unpacked(&ns->base, NULL);
+}
+
+SL_MD_HANDLER(list_namespaces, ListNamespacesRequest) {
+  (void)req;
+  sl_err err = SL_ERR_INIT;
+  sl_md_key prefix;
+  sl_md_list l;
+  sl_md_key_fmt(&prefix, "namespaces/");
+  sl_status st = sl_md_list_read(ctx, &prefix, &sluice__v1__namespace__descriptor, &l, &err);
+  if (st != SL_OK) {
+    sl_md_fail(call, st, &err);
+    return;
+  }
+  for (size_t i = 0; i < l.n; i++) ((Sluice__V1__Namespace *)l.msgs[i])->version = l.versions[i];
+  Sluice__V1__ListNamespacesResponse resp = SLUICE__V1__LIST_NAMESPACES_RESPONSE__INIT;
+  resp.n_namespaces = l.n;
+  resp.namespaces = (Sluice__V1__Namespace **)l.msgs;
+  sl_metadata_service_list_namespaces_reply(call, &resp);
+  sl_md_list_release(&l);
+}
+
+/* One attempt: SL_EVERSION means a concurrent change, look again. */
+static sl_status delete_namespace_once(sl_md_service *md, const char *name, sl_err *err) {
+  sl_md_key key, guard, topics;
+  sl_store_kv kv;
+  int64_t guard_rev = 0, ns_rev;
+  sl_md_key_fmt(&key, "namespaces/%s", name);
+  sl_md_key_fmt(&guard, "namespace-topics/%s", name);
+  sl_md_key_fmt(&topics, "topics/%s/", name);
+  /* Guard first: a topic created after this read changes it (invariant 1). */
+  sl_status st = sl_store_get(md->store, guard.s, guard.len, &kv, err);
+  if (st == SL_OK) guard_rev = kv.mod_revision;
+  sl_store_kv_release(&kv);
+  if (st != SL_OK && st != SL_ENOTFOUND) return sl_md_store_status(st);
+  st = sl_store_get(md->store, key.s, key.len, &kv, err);
+  if (st == SL_ENOTFOUND) return sl_err_set(err, st, "namespace %s: not found", name);
+  if (st != SL_OK) return sl_md_store_status(st);
+  ns_rev = kv.mod_revision;
+  sl_store_kv_release(&kv);
+  sl_store_range_result r;
+  st = sl_store_range(md->store, topics.s, topics.len, NULL, 0, 1, &r, err);
+  if (st != SL_OK) return sl_md_store_status(st);
+  if (r.n > 0)
+    st = sl_err_set(err, SL_EPRECOND, "namespace %s: still holds topics (%s, ...); delete them first",
+                    name, (const char *)r.kvs[0].key + topics.len - strlen(name) - 1);
+  sl_store_range_result_release(&r);
+  if (st != SL_OK) return st;
+  sl_store_cmp cmps[2] = {{key.s, key.len, ns_rev}, {guard.s, guard.len, guard_rev}};
+  sl_store_op ops[2] = {{SL_STORE_OP_DELETE, key.s, key.len, NULL, 0, 0},
+                        {SL_STORE_OP_DELETE, guard.s, guard.len, NULL, 0, 0}};
+  st = sl_store_txn(md->store, cmps, 2, ops, 2, NULL, err);
+  return st == SL_EVERSION ? st : sl_md_store_status(st);
+}
+
+SL_MD_HANDLER(delete_namespace, DeleteNamespaceRequest) {
+  sl_err err = SL_ERR_INIT;
+  sl_status st = sl_md_check_namespace(req->name, &err);
+  for (int i = 0; st == SL_OK; i++) {
+    st = delete_namespace_once(ctx, req->name, &err);
+    if (st != SL_EVERSION || i + 1 == SL_MD_RETRIES) break;
+    st = SL_OK;
+  }
+  if (st == SL_EVERSION)
+    st = sl_err_set(&err, st, "namespace %s: kept changing; try again", req->name);
+  if (st != SL_OK) {
+    sl_md_fail(call, st, &err);
+    return;
+  }
+  sl_log(SL_LOG_INFO, "event=namespace_deleted namespace=%s", req->name);
+  Sluice__V1__DeleteNamespaceResponse resp = SLUICE__V1__DELETE_NAMESPACE_RESPONSE__INIT;
+  sl_metadata_service_delete_namespace_reply(call, &resp);
+}
+
+/* ---- topics ---- */
+
+static sl_status create_topic(sl_md_service *md, const Sluice__V1__CreateTopicRequest *req,
+                              Sluice__V1__TopicInfo *info, sl_err *err) {
+  size_t ns_len;
+  sl_status st = sl_md_check_topic(req->name, &ns_len, err);
+  if (st != SL_OK) return st;
+  if (req->partitions > SL_MD_MAX_PARTITIONS)
+    return sl_err_set(err, SL_EINVAL, "topic %s: %u partitions, limit is %d", req->name,
+                      req->partitions, SL_MD_MAX_PARTITIONS);
+  sl_md_key ns, guard, key;
+  sl_md_key_fmt(&ns, "namespaces/%.*s", (int)ns_len, req->name);
+  sl_md_key_fmt(&guard, "namespace-topics/%.*s", (int)ns_len, req->name);
+  sl_md_key_fmt(&key, "topics/%s", req->name);
+  info->name = req->name;
+  info->partitions = req->partitions;
+  info->create_time_ms = sl_md_now_ms();
+  size_t len;
+  uint8_t *val = sl_md_pack(&info->base, &len);
+  sl_store_cmp cmps[2] = {{ns.s, ns.len, SL_STORE_REV_EXISTS},
+                          {key.s, key.len, SL_STORE_REV_ABSENT}};
+  sl_store_op ops[2] = {{SL_STORE_OP_PUT, key.s, key.len, val, len, 0},
+                        {SL_STORE_OP_PUT, guard.s, guard.len, "", 0, 0}};
+  st = sl_store_txn(md->store, cmps, 2, ops, 2, &info->version, err);
+  free(val);
+  if (st != SL_EVERSION) return sl_md_store_status(st);
+  /* Which compare failed? */
+  sl_store_kv kv;
+  st = sl_store_get(md->store, ns.s, ns.len, &kv, err);
+  sl_store_kv_release(&kv);
+  if (st == SL_ENOTFOUND)
+    return sl_err_set(err, st, "topic %s: namespace %.*s not found", req->name, (int)ns_len,
+                      req->name);
+  if (st != SL_OK) return sl_md_store_status(st);
+  return sl_err_set(err, SL_EEXIST, "topic %s: already exists", req->name);
+}
+
+SL_MD_HANDLER(create_topic, CreateTopicRequest) {
+  sl_err err = SL_ERR_INIT;
+  Sluice__V1__TopicInfo info = SLUICE__V1__TOPIC_INFO__INIT;
+  sl_status st = create_topic(ctx, req, &info, &err);
+  if (st != SL_OK) {
+    sl_md_fail(call, st, &err);
+    return;
+  }
+  sl_log(SL_LOG_INFO, "event=topic_created topic=%s partitions=%u", req->name, req->partitions);
+  sl_metadata_service_create_topic_reply(call, &info);
+}
+
+SL_MD_HANDLER(get_topic, GetTopicRequest) {
+  sl_err err = SL_ERR_INIT;
+  sl_md_key key;
+  ProtobufCMessage *m = NULL;
+  int64_t version = 0;
+  sl_status st = sl_md_check_topic(req->name, NULL, &err);
+  if (st == SL_OK) {
+    sl_md_key_fmt(&key, "topics/%s", req->name);
+    st = sl_md_read(ctx, &key, &sluice__v1__topic_info__descriptor, &m, &version, NULL, &err);
+    if (st == SL_ENOTFOUND) st = sl_err_set(&err, st, "topic %s: not found", req->name);
+  }
+  if (st != SL_OK) {
+    sl_md_fail(call, st, &err);
+    return;
+  }
+  ((Sluice__V1__TopicInfo *)m)->version = version;
+  sl_metadata_service_get_topic_reply(call, (Sluice__V1__TopicInfo *)m);
+  protobuf_c_message_free_unpacked(m, NULL);
+}
+
+SL_MD_HANDLER(list_topics, ListTopicsRequest) {
+  sl_err err = SL_ERR_INIT;
+  Sluice__V1__Namespace *ns = NULL;
+  sl_md_list l = {0};
+  sl_status st = read_namespace(ctx, req->namespace_, &ns, &err);
+  if (st == SL_OK) {
+    sl_md_key prefix;
+    sl_md_key_fmt(&prefix, "topics/%s/", req->namespace_);
+    st = sl_md_list_read(ctx, &prefix, &sluice__v1__topic_info__descriptor, &l, &err);
+  }
+  if (ns != NULL) protobuf_c_message_free_unpacked(&ns->base, NULL);
+  if (st != SL_OK) {
+    sl_md_fail(call, st, &err);
+    return;
+  }
+  for (size_t i = 0; i < l.n; i++) ((Sluice__V1__TopicInfo *)l.msgs[i])->version = l.versions[i];
+  Sluice__V1__ListTopicsResponse resp = SLUICE__V1__LIST_TOPICS_RESPONSE__INIT;
+  resp.n_topics = l.n;
+  resp.topics = (Sluice__V1__TopicInfo **)l.msgs;
+  sl_metadata_service_list_topics_reply(call, &resp);
+  sl_md_list_release(&l);
+}
+
+SL_MD_HANDLER(delete_topic, DeleteTopicRequest) {
+  sl_md_service *md = ctx;
+  sl_err err = SL_ERR_INIT;
+  sl_md_key key;
+  sl_status st = sl_md_check_topic(req->name, NULL, &err);
+  if (st == SL_OK) {
+    sl_md_key_fmt(&key, "topics/%s", req->name);
+    st = sl_store_delete(md->store, key.s, key.len, SL_STORE_REV_ANY, NULL, &err);
+    if (st == SL_ENOTFOUND) st = sl_err_set(&err, st, "topic %s: not found", req->name);
+  }
+  if (st != SL_OK) {
+    sl_md_fail(call, sl_md_store_status(st), &err);
+    return;
+  }
+  sl_log(SL_LOG_INFO, "event=topic_deleted topic=%s", req->name);
+  Sluice__V1__DeleteTopicResponse resp = SLUICE__V1__DELETE_TOPIC_RESPONSE__INIT;
+  sl_metadata_service_delete_topic_reply(call, &resp);
+}

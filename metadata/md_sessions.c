@@ -1,0 +1,253 @@
+/*
+ * Sessions: a broker or bookie registers under brokers/<id> or bookies/<id>
+ * with a key bound to a store lease; the lease id is the session id.
+ *
+ * Invariants
+ *   1. A registration key is only ever written bound to the lease of the
+ *      session that created it, so it vanishes with that session (close or
+ *      lapse) and with nothing else.
+ *   2. One id has at most one live registration: OpenSession creates the
+ *      key only if absent (ALREADY_EXISTS otherwise, naming the holder), so
+ *      a restarted node waits for its old session to lapse, as in
+ *      BookKeeper, rather than two processes sharing an id.
+ *   3. A failed OpenSession leaves no lease behind when the store answers
+ *      (it revokes the lease it granted).
+ */
+#include <inttypes.h>
+#include <stdlib.h>
+
+#include "common/log.h"
+#include "metadata/md_names.h"
+#include "metadata/service_int.h"
+
+/* The registration a request names: its key, id and packed-to-be value. */
+typedef struct node_ref {
+  const char *kind_name; /* "broker" or "bookie" */
+  const char *id;
+  const ProtobufCMessage *info;
+  sl_md_key key;
+} node_ref;
+
+static sl_status check_broker(const Sluice__V1__BrokerInfo *b, sl_err *err) {
+  sl_status st = sl_md_check_segment("broker id", b->id, err);
+  if (st == SL_OK) st = sl_md_check_address("broker address", b->address, err);
+  if (st == SL_OK) st = sl_md_check_text("broker version", b->version, SL_MD_NAME_MAX, err);
+  if (st == SL_OK && b->load_permille > 1000)
+    st = sl_err_set(err, SL_EINVAL, "broker %s: load_permille %u is above 1000", b->id,
+                    b->load_permille);
+  return st;
+}
+
+static sl_status check_bookie(const Sluice__V1__BookieInfo *b, sl_err *err) {
+  sl_status st = sl_md_check_segment("bookie id", b->id, err);
+  if (st == SL_OK) st = sl_md_check_address("bookie address", b->address, err);
+  if (st == SL_OK) st = sl_md_check_text("bookie rack", b->rack, SL_MD_NAME_MAX, err);
+  if (st == SL_OK && b->total_bytes > 0 && b->free_bytes > b->total_bytes)
+    st = sl_err_set(err, SL_EINVAL, "bookie %s: free_bytes %" PRIu64
+                    " exceeds total_bytes %" PRIu64, b->id, b->free_bytes, b->total_bytes);
+  return st;
+}
+
+static sl_status node_from(Sluice__V1__NodeKind kind, const Sluice__V1__BrokerInfo *broker,
+                           const Sluice__V1__BookieInfo *bookie, node_ref *n, sl_err *err) {
+  sl_status st;
+  switch (kind) {
+    case SLUICE__V1__NODE_KIND__NODE_KIND_BROKER:
+      if (broker == NULL) return sl_err_set(err, SL_EINVAL, "kind is BROKER but no broker info");
+      if ((st = check_broker(broker, err)) != SL_OK) return st;
+      *n = (node_ref){"broker", broker->id, &broker->base, {{0}, 0}};
+      sl_md_key_fmt(&n->key, "brokers/%s", broker->id);
+      return SL_OK;
+    case SLUICE__V1__NODE_KIND__NODE_KIND_BOOKIE:
+      if (bookie == NULL) return sl_err_set(err, SL_EINVAL, "kind is BOOKIE but no bookie info");
+      if ((st = check_bookie(bookie, err)) != SL_OK) return st;
+      *n = (node_ref){"bookie", bookie->id, &bookie->base, {{0}, 0}};
+      sl_md_key_fmt(&n->key, "bookies/%s", bookie->id);
+      return SL_OK;
+    default:
+      return sl_err_set(err, SL_EINVAL, "node kind %d: want BROKER or BOOKIE", (int)kind);
+  }
+}
+
+static sl_status check_session(int64_t id, sl_err *err) {
+  if (id <= 0) return sl_err_set(err, SL_EINVAL, "session id %" PRId64 ": must be positive", id);
+  return SL_OK;
+}
+
+static sl_status session_gone(int64_t id, sl_err *err) {
+  return sl_err_set(err, SL_ENOTFOUND,
+                    "session %" PRId64 ": expired or closed; open a new session", id);
+}
+
+/* Explains an ALREADY_EXISTS registration by naming the session holding it. */
+static sl_status taken(sl_md_service *md, const node_ref *n, sl_err *err) {
+  sl_store_kv kv;
+  int64_t holder = 0;
+  if (sl_store_get(md->store, n->key.s, n->key.len, &kv, NULL) == SL_OK) {
+    holder = kv.lease;
+    sl_store_kv_release(&kv);
+  }
+  return sl_err_set(err, SL_EEXIST,
+                    "%s %s: already registered by session %" PRId64
+                    "; retry once that session is closed or lapses",
+                    n->kind_name, n->id, holder);
+}
+
+static sl_status open_session(sl_md_service *md, const Sluice__V1__OpenSessionRequest *req,
+                              Sluice__V1__OpenSessionResponse *resp, sl_err *err) {
+  node_ref n;
+  sl_status st = node_from(req->kind, req->broker, req->bookie, &n, err);
+  if (st != SL_OK) return st;
+  int64_t ttl = req->ttl_seconds == 0 ? md->opts.default_ttl_s : (int64_t)req->ttl_seconds;
+  if (ttl < 2 || ttl > md->opts.max_ttl_s)
+    return sl_err_set(err, SL_EINVAL, "%s %s: ttl_seconds %" PRId64 " not in [2, %" PRId64 "]",
+                      n.kind_name, n.id, ttl, md->opts.max_ttl_s);
+  int64_t lease = 0, granted = 0;
+  st = sl_store_lease_grant(md->store, ttl, &lease, &granted, err);
+  if (st != SL_OK) return sl_md_store_status(st);
+  size_t len;
+  uint8_t *val = sl_md_pack(n.info, &len);
+  st = sl_store_create(md->store, n.key.s, n.key.len, val, len, lease, NULL, err);
+  free(val);
+  if (st != SL_OK) {
+    sl_store_lease_revoke(md->store, lease, NULL); /* invariant 3; best effort */
+    return st == SL_EEXIST ? taken(md, &n, err) : sl_md_store_status(st);
+  }
+  resp->session_id = lease;
+  resp->ttl_seconds = (uint32_t)granted;
+  sl_log(SL_LOG_INFO, "event=session_open kind=%s id=%s session=%" PRId64 " ttl=%" PRId64,
+         n.kind_name, n.id, lease, granted);
+  return SL_OK;
+}
+
+SL_MD_HANDLER(open_session, OpenSessionRequest) {
+  sl_err err = SL_ERR_INIT;
+  Sluice__V1__OpenSessionResponse resp = SLUICE__V1__OPEN_SESSION_RESPONSE__INIT;
+  sl_status st = open_session(ctx, req, &resp, &err);
+  if (st == SL_OK)
+    sl_metadata_service_open_session_reply(call, &resp);
+  else
+    sl_md_fail(call, st, &err);
+}
+
+SL_MD_HANDLER(keep_alive, KeepAliveRequest) {
+  sl_md_service *md = ctx;
+  sl_err err = SL_ERR_INIT;
+  int64_t ttl = 0;
+  sl_status st = check_session(req->session_id, &err);
+  if (st == SL_OK) st = sl_store_lease_keepalive(md->store, req->session_id, &ttl, &err);
+  if (st == SL_ENOTFOUND) st = session_gone(req->session_id, &err);
+  if (st == SL_OK) {
+    Sluice__V1__KeepAliveResponse resp = SLUICE__V1__KEEP_ALIVE_RESPONSE__INIT;
+    resp.ttl_seconds = (uint32_t)ttl;
+    sl_metadata_service_keep_alive_reply(call, &resp);
+  } else {
+    sl_md_fail(call, sl_md_store_status(st), &err);
+  }
+}
+
+static sl_status update_node(sl_md_service *md, const Sluice__V1__UpdateNodeRequest *req,
+                             sl_err *err) {
+  node_ref n;
+  sl_status st = check_session(req->session_id, err);
+  if (st == SL_OK) st = node_from(req->kind, req->broker, req->bookie, &n, err);
+  if (st != SL_OK) return st;
+  size_t len;
+  uint8_t *val = sl_md_pack(n.info, &len);
+  /* Only the node itself writes its key, so a lost race is its own
+   * concurrent update: retry on the fresh version. */
+  for (int i = 0; i < SL_MD_RETRIES; i++) {
+    sl_store_kv kv;
+    st = sl_store_get(md->store, n.key.s, n.key.len, &kv, err);
+    if (st == SL_ENOTFOUND) {
+      st = sl_err_set(err, SL_ENOTFOUND, "%s %s: not registered (session %" PRId64
+                      " lapsed or closed?)", n.kind_name, n.id, req->session_id);
+      break;
+    }
+    if (st != SL_OK) break;
+    int64_t rev = kv.mod_revision, holder = kv.lease;
+    sl_store_kv_release(&kv);
+    if (holder != req->session_id) {
+      st = sl_err_set(err, SL_EPRECOND, "%s %s: registered by session %" PRId64 ", not %" PRId64,
+                      n.kind_name, n.id, holder, req->session_id);
+      break;
+    }
+    st = sl_store_put(md->store, n.key.s, n.key.len, val, len, rev, req->session_id, NULL, err);
+    if (st == SL_ENOTFOUND) st = session_gone(req->session_id, err);
+    if (st != SL_EVERSION) break;
+  }
+  free(val);
+  if (st == SL_EVERSION)
+    st = sl_err_set(err, SL_EVERSION, "%s %s: too many concurrent updates", n.kind_name, n.id);
+  return sl_md_store_status(st);
+}
+
+SL_MD_HANDLER(update_node, UpdateNodeRequest) {
+  sl_err err = SL_ERR_INIT;
+  sl_status st = update_node(ctx, req, &err);
+  if (st == SL_OK) {
+    Sluice__V1__UpdateNodeResponse resp = SLUICE__V1__UPDATE_NODE_RESPONSE__INIT;
+    sl_metadata_service_update_node_reply(call, &resp);
+  } else {
+    sl_md_fail(call, st, &err);
+  }
+}
+
+SL_MD_HANDLER(close_session, CloseSessionRequest) {
+  sl_md_service *md = ctx;
+  sl_err err = SL_ERR_INIT;
+  sl_status st = check_session(req->session_id, &err);
+  if (st == SL_OK) st = sl_store_lease_revoke(md->store, req->session_id, &err);
+  if (st == SL_ENOTFOUND) st = session_gone(req->session_id, &err);
+  if (st == SL_OK) {
+    Sluice__V1__CloseSessionResponse resp = SLUICE__V1__CLOSE_SESSION_RESPONSE__INIT;
+    sl_log(SL_LOG_INFO, "event=session_closed session=%" PRId64, req->session_id);
+    sl_metadata_service_close_session_reply(call, &resp);
+  } else {
+    sl_md_fail(call, sl_md_store_status(st), &err);
+  }
+}
+
+SL_MD_HANDLER(list_brokers, ListBrokersRequest) {
+  (void)req;
+  sl_md_service *md = ctx;
+  sl_err err = SL_ERR_INIT;
+  sl_md_key prefix;
+  sl_md_list l;
+  sl_md_key_fmt(&prefix, "brokers/");
+  sl_status st = sl_md_list_read(md, &prefix, &sluice__v1__broker_info__descriptor, &l, &err);
+  if (st != SL_OK) {
+    sl_md_fail(call, st, &err);
+    return;
+  }
+  Sluice__V1__ListBrokersResponse resp = SLUICE__V1__LIST_BROKERS_RESPONSE__INIT;
+  resp.n_brokers = l.n;
+  resp.brokers = (Sluice__V1__BrokerInfo **)l.msgs;
+  sl_metadata_service_list_brokers_reply(call, &resp);
+  sl_md_list_release(&l);
+}
+
+SL_MD_HANDLER(list_bookies, ListBookiesRequest) {
+  sl_md_service *md = ctx;
+  sl_err err = SL_ERR_INIT;
+  sl_md_key prefix;
+  sl_md_list l;
+  sl_md_key_fmt(&prefix, "bookies/");
+  sl_status st = sl_md_list_read(md, &prefix, &sluice__v1__bookie_info__descriptor, &l, &err);
+  if (st != SL_OK) {
+    sl_md_fail(call, st, &err);
+    return;
+  }
+  Sluice__V1__BookieInfo **keep = sl_xmalloc((l.n + 1) * sizeof(*keep));
+  size_t n = 0;
+  for (size_t i = 0; i < l.n; i++) {
+    Sluice__V1__BookieInfo *b = (Sluice__V1__BookieInfo *)l.msgs[i];
+    if (!req->writable_only || !b->read_only) keep[n++] = b;
+  }
+  Sluice__V1__ListBookiesResponse resp = SLUICE__V1__LIST_BOOKIES_RESPONSE__INIT;
+  resp.n_bookies = n;
+  resp.bookies = keep;
+  sl_metadata_service_list_bookies_reply(call, &resp);
+  free(keep);
+  sl_md_list_release(&l);
+}

@@ -1,0 +1,87 @@
+/*
+ * sl_md_service: the MetadataService gRPC service (proto/metadata.proto)
+ * over an sl_store (metadata/store.h), as DESIGN.md §5 lays it out.
+ *
+ *   sl_md_service_opts o = SL_MD_SERVICE_OPTS_INIT;
+ *   o.store = store;                       // etcd or local, opened by caller
+ *   sl_md_service *md;
+ *   sl_md_service_create(&o, &md, &err);
+ *   sl_md_service_register(md, srv, &err); // before sl_rpc_server_start()
+ *   ... serve ...
+ *   sl_rpc_server_destroy(srv);            // ends every call first
+ *   sl_md_service_destroy(md);
+ *   sl_store_close(store);
+ *
+ * The service itself is stateless apart from a block of reserved ledger ids
+ * and the open watch streams, so any number of replicas may serve one etcd.
+ * Its key layout, under "/sluice/":
+ *
+ *   brokers/<id>, bookies/<id>   BrokerInfo / BookieInfo, bound to the
+ *                                session's lease
+ *   namespaces/<ns>              Namespace (policies)
+ *   namespace-topics/<ns>        empty; touched by every topic create and
+ *                                delete so DeleteNamespace can check
+ *                                "no topics" atomically
+ *   topics/<ns>/<topic>          TopicInfo
+ *   owners/<partition>           OwnerInfo, bound to the owner's lease
+ *   epochs/<partition>           OwnerInfo of the last take-over; persistent,
+ *                                its epoch is the partition's current epoch
+ *   ledger-id                    AllocateLedgerIdResponse: next unreserved id
+ *   ledgers/<id>                 LedgerInfo (id in decimal)
+ *   managed-ledgers/<partition>  ManagedLedgerInfo
+ *   cursors/<partition>/<sub>    CursorInfo
+ *
+ * Values are packed protobuf messages. The `version` of anything is the
+ * key's mod revision; every update is a compare-and-swap on it.
+ *
+ * Status codes: SL_EINVAL bad input; SL_ENOTFOUND unknown names, ids and
+ * sessions; SL_EEXIST create of something that exists; SL_EPRECOND /
+ * SL_EFENCED failed preconditions and stale ownership epochs (gRPC
+ * FAILED_PRECONDITION); SL_EVERSION version mismatch (ABORTED); SL_EUNAVAIL
+ * store unreachable or not answering (UNAVAILABLE; a write may or may not
+ * have happened: re-read); SL_ECORRUPT a stored value that does not decode
+ * (DATA_LOSS, naming the key); SL_ETOOBIG a value past the store's limit
+ * (RESOURCE_EXHAUSTED).
+ *
+ * Threads: handlers run on the gRPC worker threads and block on the store
+ * (run the server with enough threads, e.g. 16). Each Watch stream has a
+ * thread of its own for (re)reading state, plus the store watch's thread.
+ */
+#ifndef SL_METADATA_SERVICE_H
+#define SL_METADATA_SERVICE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/rpc_server.h"
+#include "common/status.h"
+#include "metadata/store.h"
+
+typedef struct sl_md_service sl_md_service;
+
+typedef struct sl_md_service_opts {
+  sl_store *store;            /* retained until destroy; not closed by it */
+  int64_t default_ttl_s;      /* session TTL when a request says 0; >= 2 */
+  int64_t max_ttl_s;          /* largest session TTL accepted */
+  uint64_t ledger_id_block;   /* ledger ids reserved per store round trip */
+  size_t watch_buffer;        /* events buffered per slow watcher before its
+                                 stream ends with RESOURCE_EXHAUSTED */
+} sl_md_service_opts;
+
+#define SL_MD_SERVICE_OPTS_INIT {NULL, 5, 300, 1000, 16384}
+
+/* Checks opts and creates the service. SL_EINVAL for bad opts. */
+sl_status sl_md_service_create(const sl_md_service_opts *opts,
+                               sl_md_service **out, sl_err *err);
+
+/* Registers every MetadataService method on srv (not started yet). The
+ * service must outlive the server. */
+sl_status sl_md_service_register(sl_md_service *md, sl_rpc_server *srv,
+                                 sl_err *err);
+
+/* Frees the service. Precondition: the server it was registered on has been
+ * destroyed (so no handler runs). Waits for watch threads still winding
+ * down. NULL is a no-op. */
+void sl_md_service_destroy(sl_md_service *md);
+
+#endif

@@ -1,0 +1,177 @@
+/*
+ * Internals shared by the MetadataService files:
+ *   service.c        lifecycle, registration, handler table
+ *   md_kv.c          keys, protobuf values, CAS with an epoch guard, errors
+ *   md_sessions.c    OpenSession ... ListBookies
+ *   md_namespaces.c  namespaces and topics
+ *   md_ownership.c   AcquireOwnership, LookupOwner, ReleaseOwnership, epochs
+ *   md_ledgers.c     ledger ids and ledger metadata
+ *   md_cursors.c     managed-ledger lists and cursors
+ *   md_watch.c       Watch streams
+ */
+#ifndef SL_METADATA_SERVICE_INT_H
+#define SL_METADATA_SERVICE_INT_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "metadata.pb-c.h"
+#include "metadata.slrpc.h"
+#include "metadata/service.h"
+#include "metadata/store.h"
+
+#define SL_MD_ROOT "/sluice/"
+#define SL_MD_KEY_MAX 1024
+/* Internal retries of a read-check-write cycle that lost a race to another
+ * writer before the call gives up with ABORTED. */
+#define SL_MD_RETRIES 16
+
+struct sl_md_service {
+  sl_md_service_opts opts;
+  sl_store *store;
+
+  pthread_mutex_t ids_lock; /* guards next_id, end_id */
+  uint64_t next_id;         /* reserved ledger ids are [next_id, end_id) */
+  uint64_t end_id;
+
+  pthread_mutex_t watch_lock; /* guards n_watch_threads */
+  pthread_cond_t watch_cond;  /* signalled when a watch thread exits */
+  int n_watch_threads;
+};
+
+/* ---- md_kv.c ---- */
+
+typedef struct sl_md_key {
+  char s[SL_MD_KEY_MAX];
+  size_t len;
+} sl_md_key;
+
+/* Formats SL_MD_ROOT + fmt into k. Names are validated before, so keys
+ * always fit; overflow is a bug (asserted). */
+void sl_md_key_fmt(sl_md_key *k, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Wall clock in Unix milliseconds. */
+int64_t sl_md_now_ms(void);
+
+/* The store's status as the service reports it: a store that does not
+ * answer in time is UNAVAILABLE to our clients (their own deadline is
+ * separate), everything else passes through. */
+sl_status sl_md_store_status(sl_status st);
+
+/* Packs a message into a heap buffer (sl_xmalloc; caller frees). */
+uint8_t *sl_md_pack(const ProtobufCMessage *msg, size_t *len);
+
+/* Decodes a stored value as `desc`. SL_ECORRUPT naming the key if it does
+ * not decode. *out is a heap message (protobuf_c_message_free_unpacked). */
+sl_status sl_md_unpack(const sl_store_kv *kv, const ProtobufCMessageDescriptor *desc,
+                       ProtobufCMessage **out, sl_err *err);
+
+/* Reads and decodes one key. SL_ENOTFOUND (message left to the caller to
+ * set, naming the object) if missing. *version (may be NULL) gets the
+ * mod revision, *lease (may be NULL) the key's lease. */
+sl_status sl_md_read(sl_md_service *md, const sl_md_key *key,
+                     const ProtobufCMessageDescriptor *desc, ProtobufCMessage **out,
+                     int64_t *version, int64_t *lease, sl_err *err);
+
+/* Every key under a prefix, decoded, in key order. Caller frees with
+ * sl_md_list_release. *revision (may be NULL) gets the revision of the
+ * first page. */
+typedef struct sl_md_list {
+  ProtobufCMessage **msgs;
+  int64_t *versions;
+  char **keys; /* the key after the prefix, heap strings */
+  size_t n;
+  int64_t revision;
+} sl_md_list;
+
+sl_status sl_md_list_read(sl_md_service *md, const sl_md_key *prefix,
+                          const ProtobufCMessageDescriptor *desc, sl_md_list *out,
+                          sl_err *err);
+void sl_md_list_release(sl_md_list *l);
+
+/* The epoch state of a partition, read from epochs/<partition>. */
+typedef struct sl_md_epoch {
+  sl_md_key key; /* epochs/<partition> */
+  int64_t rev;   /* its mod revision; 0 if the partition was never owned */
+  uint64_t epoch; /* the current epoch; 0 if never owned */
+} sl_md_epoch;
+
+/* Reads the partition's current epoch into *out. */
+sl_status sl_md_epoch_read(sl_md_service *md, const char *partition, sl_md_epoch *out,
+                           sl_err *err);
+
+/* Reads the epoch and checks that `epoch` is the current one: lower is
+ * stale (SL_EFENCED), higher was never granted (SL_EFENCED too). */
+sl_status sl_md_epoch_check(sl_md_service *md, const char *partition, uint64_t epoch,
+                            sl_md_epoch *out, sl_err *err);
+
+/*
+ * Writes `value` at key as a compare-and-swap: expected > 0 is the version
+ * read before (SL_EVERSION if it changed, SL_ENOTFOUND if deleted);
+ * expected 0 creates (SL_EEXIST if it exists). With a guard (may be NULL)
+ * the write happens in one txn with a compare on the partition's epoch key,
+ * so a take-over in between refuses it with SL_EFENCED. `what` names the
+ * object in messages ("cursor public/t/s"). *version gets the new version.
+ */
+sl_status sl_md_cas(sl_md_service *md, const char *what, const sl_md_key *key,
+                    const ProtobufCMessage *value, int64_t expected,
+                    const sl_md_epoch *guard, int64_t *version, sl_err *err);
+
+/* Largest ensemble a namespace or ledger may ask for. */
+#define SL_MD_MAX_ENSEMBLE 64
+
+/* Checks E >= Qw >= Qa >= 1 and E <= SL_MD_MAX_ENSEMBLE; `what` names the
+ * owner of the values in the message. */
+sl_status sl_md_check_quorum(const char *what, uint32_t e, uint32_t qw, uint32_t qa,
+                             sl_err *err);
+
+/* Ends a call with a failure status, logging it: client mistakes at debug,
+ * store trouble and corruption at warn. */
+void sl_md_fail(sl_rpc_call *call, sl_status st, const sl_err *err);
+
+/* ---- handlers: one per rpc, with the generated signatures ---- */
+
+#define SL_MD_HANDLER(name, Req)                                               \
+  void sl_md_##name(sl_rpc_call *call, const Sluice__V1__##Req *req, void *ctx)
+
+SL_MD_HANDLER(open_session, OpenSessionRequest);
+SL_MD_HANDLER(keep_alive, KeepAliveRequest);
+SL_MD_HANDLER(update_node, UpdateNodeRequest);
+SL_MD_HANDLER(close_session, CloseSessionRequest);
+SL_MD_HANDLER(list_brokers, ListBrokersRequest);
+SL_MD_HANDLER(list_bookies, ListBookiesRequest);
+
+SL_MD_HANDLER(create_namespace, CreateNamespaceRequest);
+SL_MD_HANDLER(get_namespace, GetNamespaceRequest);
+SL_MD_HANDLER(list_namespaces, ListNamespacesRequest);
+SL_MD_HANDLER(set_namespace_policies, SetNamespacePoliciesRequest);
+SL_MD_HANDLER(delete_namespace, DeleteNamespaceRequest);
+SL_MD_HANDLER(create_topic, CreateTopicRequest);
+SL_MD_HANDLER(get_topic, GetTopicRequest);
+SL_MD_HANDLER(list_topics, ListTopicsRequest);
+SL_MD_HANDLER(delete_topic, DeleteTopicRequest);
+
+SL_MD_HANDLER(acquire_ownership, AcquireOwnershipRequest);
+SL_MD_HANDLER(lookup_owner, LookupOwnerRequest);
+SL_MD_HANDLER(release_ownership, ReleaseOwnershipRequest);
+
+SL_MD_HANDLER(allocate_ledger_id, AllocateLedgerIdRequest);
+SL_MD_HANDLER(create_ledger, CreateLedgerRequest);
+SL_MD_HANDLER(get_ledger, GetLedgerRequest);
+SL_MD_HANDLER(update_ledger, UpdateLedgerRequest);
+SL_MD_HANDLER(delete_ledger, DeleteLedgerRequest);
+
+SL_MD_HANDLER(get_managed_ledger, GetManagedLedgerRequest);
+SL_MD_HANDLER(update_managed_ledger, UpdateManagedLedgerRequest);
+SL_MD_HANDLER(get_cursor, GetCursorRequest);
+SL_MD_HANDLER(update_cursor, UpdateCursorRequest);
+SL_MD_HANDLER(delete_cursor, DeleteCursorRequest);
+SL_MD_HANDLER(list_cursors, ListCursorsRequest);
+
+SL_MD_HANDLER(watch, WatchRequest);
+void sl_md_watch_writable(sl_rpc_call *call, void *ctx);
+void sl_md_watch_done(sl_rpc_call *call, bool cancelled, void *ctx);
+
+#endif
