@@ -1,8 +1,11 @@
 /* Codec and small helpers shared by the RPC server and client (rpc_int.h). */
 #include <grpc/byte_buffer_reader.h>
+#include <grpc/support/log.h>
 #include <grpc/support/time.h>
+#include <pthread.h>
 #include <string.h>
 
+#include "common/log.h"
 #include "common/rpc_int.h"
 
 sl_status sl_rpc_buf_pack(const ProtobufCMessage *msg, size_t max_bytes,
@@ -71,4 +74,27 @@ void sl_rpc_slice_str(grpc_slice s, char *buf, size_t cap) {
   if (n >= cap) n = cap - 1;
   memcpy(buf, GRPC_SLICE_START_PTR(s), n);
   buf[n] = '\0';
+}
+
+/* gRPC's errors are mostly a peer's doing (failed handshakes, bad ports),
+ * so they log as warnings; ours say what they mean to us separately. */
+static void grpc_log_line(gpr_log_func_args *a) {
+  sl_log_level level = a->severity == GPR_LOG_SEVERITY_ERROR  ? SL_LOG_WARN
+                       : a->severity == GPR_LOG_SEVERITY_INFO ? SL_LOG_INFO
+                                                              : SL_LOG_DEBUG;
+  if ((int)level < sl_log_active_level_) return;
+  char msg[1024];
+  size_t n = 0;
+  for (const char *p = a->message; *p != '\0' && n < sizeof(msg) - 1; p++)
+    msg[n++] = *p == '\n' ? ' ' : *p == '"' ? '\'' : *p;
+  msg[n] = '\0';
+  const char *file = strrchr(a->file, '/');
+  sl_log(level, "event=grpc_log src=%s:%d msg=\"%s\"", file ? file + 1 : a->file, a->line, msg);
+}
+
+static void log_init_once(void) { gpr_set_log_function(grpc_log_line); }
+
+void sl_rpc_log_init(void) {
+  static pthread_once_t once = PTHREAD_ONCE_INIT;
+  pthread_once(&once, log_init_once);
 }

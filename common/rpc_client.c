@@ -179,6 +179,7 @@ sl_status sl_rpc_channel_create(const sl_rpc_channel_opts *opts, sl_rpc_channel 
   pthread_mutex_init(&ch->lock, NULL);
   pthread_cond_init(&ch->cond, NULL);
 
+  sl_rpc_log_init();
   grpc_init();
   grpc_channel_credentials *creds;
   if (opts->tls_root_pem != NULL) {

@@ -53,6 +53,10 @@ const grpc_channel_args *sl_rpc_args_init(sl_rpc_args *storage, size_t max_messa
 /* Absolute monotonic deadline `ms` from now; ms <= 0 means never. */
 gpr_timespec sl_rpc_deadline(int64_t ms);
 
+/* Routes gRPC core's own log lines through sl_log() (one line, key=value);
+ * idempotent, called by every server and channel create. */
+void sl_rpc_log_init(void);
+
 /* Copies a slice into a NUL-terminated string in `buf` (truncating). */
 void sl_rpc_slice_str(grpc_slice s, char *buf, size_t cap);
 

@@ -146,6 +146,7 @@ sl_status sl_rpc_server_create(const sl_rpc_server_opts *opts, sl_rpc_server **o
   pthread_cond_init(&srv->cond, NULL);
   srv->shutdown_tag.fn = on_shutdown;
 
+  sl_rpc_log_init();
   grpc_init();
   sl_rpc_args args;
   srv->server = grpc_server_create(sl_rpc_args_init(&args, srv->max_message_bytes, true), NULL);

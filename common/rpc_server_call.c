@@ -267,14 +267,12 @@ sl_status sl_rpc_call_finish(sl_rpc_call *c, sl_status st, const char *message,
   return SL_OK;
 }
 
-size_t sl_rpc_call_queue_len_(sl_rpc_call *c) {
+size_t sl_rpc_call_write_queue_len(sl_rpc_call *c) {
   pthread_mutex_lock(&c->lock);
   size_t n = c->q_len;
   pthread_mutex_unlock(&c->lock);
   return n;
 }
-
-size_t sl_rpc_call_write_queue_len(sl_rpc_call *c) { return sl_rpc_call_queue_len_(c); }
 
 /* ---- reading (client and bidi streaming) ---- */
 

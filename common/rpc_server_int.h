@@ -79,9 +79,6 @@ struct sl_rpc_server {
  * the worker thread of req->w. */
 void sl_rpc_call_begin_(sl_rpc_request *req);
 
-/* Number of messages accepted by sl_rpc_call_send() and not yet written. */
-size_t sl_rpc_call_queue_len_(sl_rpc_call *call);
-
 /* ---- rpc_server_health.c ---- */
 
 sl_status sl_rpc_health_create_(sl_rpc_server *srv, sl_err *err);
