@@ -42,7 +42,8 @@ typedef struct sl_rpc_call_opts {
 sl_status sl_rpc_channel_create(const sl_rpc_channel_opts *opts,
                                 sl_rpc_channel **out, sl_err *err);
 /* Cancels async calls still in flight (their callbacks run with
- * SL_ECANCELED), joins the completion thread, frees. NULL is a no-op. */
+ * SL_ECANCELED), joins the completion thread, frees. Destroy the channel's
+ * streams first, and do not call from an async callback. NULL is a no-op. */
 void sl_rpc_channel_destroy(sl_rpc_channel *ch);
 
 /* Blocking unary call. On SL_OK *resp is a heap message. On failure err
