@@ -4,7 +4,9 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <dirent.h>
 #include <leveldb/c.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -141,6 +143,47 @@ static void test_ledger_storage__checkpoint_survives_reopen(void **state) {
   free(dir);
 }
 
+static uint64_t log_bytes(const char *dir) {
+  DIR *d = opendir(dir);
+  assert_non_null(d);
+  uint64_t total = 0;
+  struct dirent *de;
+  while ((de = readdir(d)) != NULL) {
+    size_t n = strlen(de->d_name);
+    if (n < 4 || strcmp(de->d_name + n - 4, ".log") != 0) continue;
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+    struct stat sb;
+    assert_int_equal(stat(path, &sb), 0);
+    total += (uint64_t)sb.st_size;
+  }
+  closedir(d);
+  return total;
+}
+
+/* leveldb leaves an older log unsynced when it switches logs, so a checkpoint
+ * must move everything out of the logs into synced tables. */
+static void test_ledger_storage__checkpoint_flushes_logs(void **state) {
+  (void)state;
+  char *dir = sl_test_mkdtemp("lsflush");
+  sl_ledger_storage_leveldb_opts o = SL_LEDGER_STORAGE_LEVELDB_OPTS_INIT;
+  o.write_buffer_bytes = 256u << 10; /* several log switches below */
+  sl_ledger_storage *ls = NULL;
+  assert_int_equal(sl_ledger_storage_leveldb_open(dir, &o, &ls, NULL), SL_OK);
+  static char payload[4000];
+  memset(payload, 'p', sizeof(payload) - 1);
+  for (int e = 0; e < 300; e++) put_entry(ls, 3, e, payload);
+  assert_true(log_bytes(dir) > 100000);
+  sl_journal_pos ck = {1, 32};
+  assert_int_equal(sl_ledger_storage_write(ls, NULL, 0, &ck, NULL), SL_OK);
+  /* What remains in logs is the checkpoint record itself. */
+  assert_true(log_bytes(dir) < 1024);
+  expect_entry(ls, 3, 299, payload);
+  sl_ledger_storage_close(ls);
+  sl_test_rm_rf(dir);
+  free(dir);
+}
+
 /* Rewrites an entry's stored value behind the storage's back. */
 static void raw_put(const char *dir, uint64_t ledger, int64_t entry, const void *val,
                     size_t len) {
@@ -210,6 +253,7 @@ int main(void) {
       cmocka_unit_test(test_ledger_storage__put_get_meta),
       cmocka_unit_test(test_ledger_storage__delete_ledger),
       cmocka_unit_test(test_ledger_storage__checkpoint_survives_reopen),
+      cmocka_unit_test(test_ledger_storage__checkpoint_flushes_logs),
       cmocka_unit_test(test_ledger_storage__corruption_detected),
       cmocka_unit_test(test_ledger_storage__bad_input),
   };
