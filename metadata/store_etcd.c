@@ -15,10 +15,12 @@
 typedef struct etcd_store {
   sl_store base;
   sl_etcd *etcd;
+  int n_watches; /* atomic; close requires 0 (watches use the client) */
 } etcd_store;
 
 typedef struct etcd_store_watch {
   sl_store_watch base;
+  etcd_store *store;
   sl_etcd_watch *watch;
   sl_store_watch_cb cb;
   void *arg;
@@ -42,6 +44,8 @@ static void steal_kv(sl_etcd_kv *from, sl_store_kv *to) {
 }
 
 static void etcd_close(sl_store *s) {
+  /* Precondition: every watch stopped (they use the client). */
+  SL_ASSERT(__atomic_load_n(&((etcd_store *)s)->n_watches, __ATOMIC_SEQ_CST) == 0);
   sl_etcd_destroy(client(s));
   free(s);
 }
@@ -204,6 +208,8 @@ static sl_status etcd_watch_start(sl_store *s, const void *prefix, size_t prefix
     free(w);
     return st;
   }
+  w->store = (etcd_store *)s;
+  __atomic_add_fetch(&w->store->n_watches, 1, __ATOMIC_SEQ_CST);
   *out = &w->base;
   return SL_OK;
 }
@@ -211,6 +217,7 @@ static sl_status etcd_watch_start(sl_store *s, const void *prefix, size_t prefix
 static void etcd_watch_stop(sl_store_watch *base) {
   etcd_store_watch *w = (etcd_store_watch *)base;
   sl_etcd_watch_stop(w->watch);
+  __atomic_sub_fetch(&w->store->n_watches, 1, __ATOMIC_SEQ_CST);
   free(w);
 }
 

@@ -125,6 +125,12 @@ sl_status sl_etcd_proc_stop(sl_etcd_proc *e, sl_err *err) {
 
 void sl_etcd_proc_release(sl_etcd_proc *e) {
   sl_proc_stop(&e->proc, 5000, NULL);
+  if (e->dir != NULL) {
+    /* etcd preallocates 64 MB of WAL; keep only the log. */
+    char data[1024];
+    snprintf(data, sizeof(data), "%s/data", e->dir);
+    sl_proc_rmtree(data, NULL);
+  }
   free(e->dir);
   e->dir = NULL;
 }

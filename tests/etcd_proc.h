@@ -9,8 +9,9 @@
  *   sl_etcd_proc_release(&etcd);                // stops it, frees
  *
  * The binary is /usr/bin/etcd, or $SL_ETCD_BIN when set. Its data directory
- * and log live in a fresh temp dir under $TEST_TMPDIR (kept after the test
- * for post-mortems: `<dir>/etcd.log`). One thread drives one handle.
+ * and log live in a fresh temp dir under $TEST_TMPDIR (`<dir>/data`,
+ * `<dir>/etcd.log`; the log is kept after release). One thread drives one
+ * handle.
  */
 #ifndef SL_TESTS_ETCD_PROC_H
 #define SL_TESTS_ETCD_PROC_H
@@ -49,8 +50,8 @@ sl_status sl_etcd_proc_stop(sl_etcd_proc *e, sl_err *err);
 /* Polls until etcd serves a linearizable kv range, up to timeout_ms. */
 sl_status sl_etcd_proc_wait_healthy(sl_etcd_proc *e, int timeout_ms, sl_err *err);
 
-/* Stops etcd if running and frees the handle's memory (the temp dir stays).
- * Safe on SL_ETCD_PROC_INIT. */
+/* Stops etcd if running, deletes its data and frees the handle (the temp
+ * dir with etcd.log stays for post-mortems). Safe on SL_ETCD_PROC_INIT. */
 void sl_etcd_proc_release(sl_etcd_proc *e);
 
 #endif
