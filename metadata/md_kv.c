@@ -58,7 +58,7 @@ sl_status sl_md_unpack(const sl_store_kv *kv, const ProtobufCMessageDescriptor *
 sl_status sl_md_read(sl_md_service *md, const sl_md_key *key,
                      const ProtobufCMessageDescriptor *desc, ProtobufCMessage **out,
                      int64_t *version, int64_t *lease, sl_err *err) {
-  sl_store_kv kv;
+  sl_store_kv kv = {0};
   *out = NULL;
   sl_status st = sl_store_get(md->store, key->s, key->len, &kv, err);
   if (st != SL_OK) return sl_md_store_status(st);
@@ -184,7 +184,7 @@ static sl_status classify(sl_md_service *md, const char *what, const sl_md_key *
                       "%s: ownership of %s moved on (epoch %" PRIu64 " is stale, current is %" PRIu64
                       ")",
                       what, partition, guard->epoch, now.epoch);
-  sl_store_kv kv;
+  sl_store_kv kv = {0};
   st = sl_store_get(md->store, key->s, key->len, &kv, err);
   if (st != SL_OK && st != SL_ENOTFOUND) return sl_md_store_status(st);
   bool exists = st == SL_OK;

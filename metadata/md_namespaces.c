@@ -178,7 +178,7 @@ SL_MD_HANDLER(list_namespaces, ListNamespacesRequest) {
 /* One attempt: SL_EVERSION means a concurrent change, look again. */
 static sl_status delete_namespace_once(sl_md_service *md, const char *name, sl_err *err) {
   sl_md_key key, guard, topics;
-  sl_store_kv kv;
+  sl_store_kv kv = {0};
   int64_t guard_rev = 0, ns_rev;
   sl_md_key_fmt(&key, "namespaces/%s", name);
   sl_md_key_fmt(&guard, "namespace-topics/%s", name);
@@ -254,7 +254,7 @@ static sl_status create_topic(sl_md_service *md, const Sluice__V1__CreateTopicRe
   free(val);
   if (st != SL_EVERSION) return sl_md_store_status(st);
   /* Which compare failed? */
-  sl_store_kv kv;
+  sl_store_kv kv = {0};
   st = sl_store_get(md->store, ns.s, ns.len, &kv, err);
   sl_store_kv_release(&kv);
   if (st == SL_ENOTFOUND)

@@ -81,7 +81,7 @@ static sl_status session_gone(int64_t id, sl_err *err) {
 
 /* Explains an ALREADY_EXISTS registration by naming the session holding it. */
 static sl_status taken(sl_md_service *md, const node_ref *n, sl_err *err) {
-  sl_store_kv kv;
+  sl_store_kv kv = {0};
   int64_t holder = 0;
   if (sl_store_get(md->store, n->key.s, n->key.len, &kv, NULL) == SL_OK) {
     holder = kv.lease;
@@ -157,7 +157,7 @@ static sl_status update_node(sl_md_service *md, const Sluice__V1__UpdateNodeRequ
   /* Only the node itself writes its key, so a lost race is its own
    * concurrent update: retry on the fresh version. */
   for (int i = 0; i < SL_MD_RETRIES; i++) {
-    sl_store_kv kv;
+    sl_store_kv kv = {0};
     st = sl_store_get(md->store, n.key.s, n.key.len, &kv, err);
     if (st == SL_ENOTFOUND) {
       st = sl_err_set(err, SL_ENOTFOUND, "%s %s: not registered (session %" PRId64

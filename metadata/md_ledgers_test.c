@@ -1,0 +1,332 @@
+/* Ledger ids and ledger metadata over real gRPC to a local-store service. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <stdio.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "tests/metadata_util.h"
+
+#define P "public/orders-partition-0"
+
+static int setup(void **state) {
+  mdt_local *l = calloc(1, sizeof(*l));
+  sl_md_service_opts o = SL_MD_SERVICE_OPTS_INIT;
+  o.ledger_id_block = 3; /* cross block boundaries often */
+  mdt_local_start(l, &o);
+  *state = l;
+  return 0;
+}
+
+static int teardown(void **state) {
+  mdt_local_stop(*state);
+  free(*state);
+  return 0;
+}
+
+static uint64_t allocate(sl_rpc_channel *ch) {
+  Sluice__V1__AllocateLedgerIdRequest req = SLUICE__V1__ALLOCATE_LEDGER_ID_REQUEST__INIT;
+  Sluice__V1__AllocateLedgerIdResponse *resp = NULL;
+  sl_err err = SL_ERR_INIT;
+  mdt_expect(sl_metadata_service_allocate_ledger_id(ch, &req, &resp, NULL, &err), SL_OK, &err);
+  uint64_t id = resp->ledger_id;
+  protobuf_c_message_free_unpacked(&resp->base, NULL);
+  return id;
+}
+
+static sl_status create(sl_rpc_channel *ch, Sluice__V1__LedgerInfo *l, uint64_t epoch,
+                        Sluice__V1__LedgerResponse **out, sl_err *err) {
+  Sluice__V1__CreateLedgerRequest req = SLUICE__V1__CREATE_LEDGER_REQUEST__INIT;
+  req.info = l;
+  req.epoch = epoch;
+  Sluice__V1__LedgerResponse *resp = NULL;
+  sl_status st = sl_metadata_service_create_ledger(ch, &req, &resp, NULL, err);
+  if (out != NULL)
+    *out = resp;
+  else if (resp != NULL)
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+  return st;
+}
+
+static sl_status get(sl_rpc_channel *ch, uint64_t id, Sluice__V1__LedgerResponse **out,
+                     sl_err *err) {
+  Sluice__V1__GetLedgerRequest req = SLUICE__V1__GET_LEDGER_REQUEST__INIT;
+  req.ledger_id = id;
+  return sl_metadata_service_get_ledger(ch, &req, out, NULL, err);
+}
+
+static sl_status update(sl_rpc_channel *ch, Sluice__V1__LedgerInfo *l, int64_t expected,
+                        uint64_t epoch, int64_t *version, sl_err *err) {
+  Sluice__V1__UpdateLedgerRequest req = SLUICE__V1__UPDATE_LEDGER_REQUEST__INIT;
+  req.info = l;
+  req.expected_version = expected;
+  req.epoch = epoch;
+  Sluice__V1__LedgerResponse *resp = NULL;
+  sl_status st = sl_metadata_service_update_ledger(ch, &req, &resp, NULL, err);
+  if (st == SL_OK) {
+    if (version) *version = resp->version;
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+  }
+  return st;
+}
+
+static sl_status delete_ledger(sl_rpc_channel *ch, uint64_t id, int64_t expected, sl_err *err) {
+  Sluice__V1__DeleteLedgerRequest req = SLUICE__V1__DELETE_LEDGER_REQUEST__INIT;
+  req.ledger_id = id;
+  req.expected_version = expected;
+  Sluice__V1__DeleteLedgerResponse *resp = NULL;
+  sl_status st = sl_metadata_service_delete_ledger(ch, &req, &resp, NULL, err);
+  if (resp) protobuf_c_message_free_unpacked(&resp->base, NULL);
+  return st;
+}
+
+/* Opens a session for broker and takes P; returns the epoch. */
+static uint64_t own(mdt_local *l, const char *broker, int64_t *session) {
+  *session = mdt_open_broker(l->ch, broker, 0);
+  Sluice__V1__AcquireOwnershipResponse *r = mdt_acquire(l->ch, P, broker, *session);
+  assert_true(r->acquired);
+  uint64_t e = r->owner->epoch;
+  protobuf_c_message_free_unpacked(&r->base, NULL);
+  return e;
+}
+
+static void disown(mdt_local *l, int64_t session, uint64_t epoch) {
+  Sluice__V1__ReleaseOwnershipRequest req = SLUICE__V1__RELEASE_OWNERSHIP_REQUEST__INIT;
+  req.partition = P;
+  req.session_id = session;
+  req.epoch = epoch;
+  Sluice__V1__ReleaseOwnershipResponse *resp = NULL;
+  sl_err err = SL_ERR_INIT;
+  mdt_expect(sl_metadata_service_release_ownership(l->ch, &req, &resp, NULL, &err), SL_OK, &err);
+  protobuf_c_message_free_unpacked(&resp->base, NULL);
+}
+
+static int cmp_u64(const void *a, const void *b) {
+  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+  return x < y ? -1 : x > y;
+}
+
+static void test_md_ledgers__ids_unique_across_replicas(void **state) {
+  mdt_local *l = *state;
+  sl_err err = SL_ERR_INIT;
+  /* A second service on the same store stands for a second replica. */
+  sl_md_service_opts o = SL_MD_SERVICE_OPTS_INIT;
+  o.store = l->store;
+  o.ledger_id_block = 2;
+  sl_md_service *md2 = NULL;
+  sl_rpc_server *srv2 = NULL;
+  mdt_expect(sl_md_service_create(&o, &md2, &err), SL_OK, &err);
+  sl_rpc_server_opts ro = {.addr = "127.0.0.1:0", .n_threads = 2};
+  mdt_expect(sl_rpc_server_create(&ro, &srv2, &err), SL_OK, &err);
+  mdt_expect(sl_md_service_register(md2, srv2, &err), SL_OK, &err);
+  mdt_expect(sl_rpc_server_start(srv2, &err), SL_OK, &err);
+  char addr[64];
+  snprintf(addr, sizeof(addr), "127.0.0.1:%d", sl_rpc_server_port(srv2));
+  sl_rpc_channel *ch2 = mdt_connect(addr);
+  enum { N = 60 };
+  uint64_t ids[N];
+  for (int i = 0; i < N; i++) {
+    ids[i] = allocate(i % 3 == 0 ? ch2 : l->ch);
+    assert_true(ids[i] > 0);
+  }
+  qsort(ids, N, sizeof(ids[0]), cmp_u64);
+  for (int i = 1; i < N; i++) assert_true(ids[i] != ids[i - 1]);
+  sl_rpc_channel_destroy(ch2);
+  sl_rpc_server_destroy(srv2);
+  sl_md_service_destroy(md2);
+}
+
+static void test_md_ledgers__create_get_delete(void **state) {
+  mdt_local *l = *state;
+  sl_err err = SL_ERR_INIT;
+  Sluice__V1__LedgerInfo info;
+  Sluice__V1__EnsembleSegment seg;
+  mdt_ledger_init(&info, &seg, NULL);
+  info.password.data = (uint8_t *)"pw";
+  info.password.len = 2;
+  Sluice__V1__LedgerResponse *r = NULL;
+  mdt_expect(create(l->ch, &info, 0, &r, &err), SL_OK, &err);
+  uint64_t id = r->info->ledger_id;
+  int64_t v = r->version;
+  assert_true(id > 0 && v > 0);
+  assert_true(r->info->create_time_ms > 0);
+  protobuf_c_message_free_unpacked(&r->base, NULL);
+
+  mdt_expect(get(l->ch, id, &r, &err), SL_OK, &err);
+  assert_int_equal(r->version, v);
+  assert_int_equal(r->info->ledger_id, id);
+  assert_int_equal(r->info->password.len, 2);
+  assert_int_equal(r->info->ensembles[0]->n_bookie_ids, 1);
+  protobuf_c_message_free_unpacked(&r->base, NULL);
+
+  /* An explicit id must have been allocated, and only once created. */
+  info.ledger_id = 1000000;
+  mdt_expect(create(l->ch, &info, 0, NULL, &err), SL_EINVAL, &err);
+  assert_non_null(strstr(err.msg, "never allocated"));
+  info.ledger_id = allocate(l->ch);
+  mdt_expect(create(l->ch, &info, 0, NULL, &err), SL_OK, &err);
+  mdt_expect(create(l->ch, &info, 0, NULL, &err), SL_EEXIST, &err);
+
+  mdt_expect(delete_ledger(l->ch, id, v + 100, &err), SL_EVERSION, &err);
+  mdt_expect(delete_ledger(l->ch, id, v, &err), SL_OK, &err);
+  mdt_expect(delete_ledger(l->ch, id, 0, &err), SL_ENOTFOUND, &err);
+  mdt_expect(get(l->ch, id, &r, &err), SL_ENOTFOUND, &err);
+  mdt_expect(delete_ledger(l->ch, info.ledger_id, 0, &err), SL_OK, &err);
+  mdt_expect(get(l->ch, 0, &r, &err), SL_EINVAL, &err);
+  mdt_expect(get(l->ch, 987654321, &r, &err), SL_ENOTFOUND, &err);
+  mdt_expect(delete_ledger(l->ch, 0, 0, &err), SL_EINVAL, &err);
+  mdt_expect(delete_ledger(l->ch, 5, -3, &err), SL_EINVAL, &err);
+}
+
+static void test_md_ledgers__lifecycle_and_epochs(void **state) {
+  mdt_local *l = *state;
+  sl_err err = SL_ERR_INIT;
+  int64_t s1, s2;
+  uint64_t e1 = own(l, "b1", &s1);
+  int64_t v = 0;
+  uint64_t id = mdt_create_ledger(l->ch, P, e1, &v);
+  Sluice__V1__LedgerResponse *r = NULL;
+  mdt_expect(get(l->ch, id, &r, &err), SL_OK, &err);
+  Sluice__V1__LedgerInfo *cur = r->info;
+  assert_int_equal(cur->owner_epoch, e1);
+  assert_string_equal(cur->partition, P);
+
+  /* Ensemble change while open: a new segment from entry 10. */
+  char *bk1[] = {"b1"}, *bk2[] = {"b2"};
+  Sluice__V1__EnsembleSegment s_new = SLUICE__V1__ENSEMBLE_SEGMENT__INIT;
+  s_new.first_entry = 10;
+  s_new.n_bookie_ids = 1;
+  s_new.bookie_ids = bk1;
+  Sluice__V1__EnsembleSegment *seg0 = cur->ensembles[0];
+  Sluice__V1__EnsembleSegment *segs[] = {seg0, &s_new};
+  Sluice__V1__EnsembleSegment **old_segs = cur->ensembles;
+  size_t old_n = cur->n_ensembles;
+  cur->ensembles = segs;
+  cur->n_ensembles = 2;
+  mdt_expect(update(l->ch, cur, v, e1, &v, &err), SL_OK, &err);
+  /* Old versions and bad epochs lose; a version is required. */
+  mdt_expect(update(l->ch, cur, v - 1, e1, NULL, &err), SL_EVERSION, &err);
+  mdt_expect(update(l->ch, cur, v, e1 + 1, NULL, &err), SL_EPRECOND, &err);
+  mdt_expect(update(l->ch, cur, 0, e1, NULL, &err), SL_EINVAL, &err);
+  /* Immutable fields. */
+  cur->ack_quorum = 2;
+  mdt_expect(update(l->ch, cur, v, e1, NULL, &err), SL_EINVAL, &err);
+  cur->ack_quorum = 1;
+  char *old_part = cur->partition;
+  cur->partition = "public/other";
+  mdt_expect(update(l->ch, cur, v, e1, NULL, &err), SL_EINVAL, &err);
+  cur->partition = old_part;
+  /* History cannot be rewritten: segment 0 has entries now. */
+  Sluice__V1__EnsembleSegment s0 = SLUICE__V1__ENSEMBLE_SEGMENT__INIT;
+  s0.n_bookie_ids = 1;
+  s0.bookie_ids = bk2;
+  segs[0] = &s0;
+  mdt_expect(update(l->ch, cur, v, e1, NULL, &err), SL_EINVAL, &err);
+  segs[0] = seg0;
+
+  /* b2 takes over and fences: IN_RECOVERY with its higher epoch. */
+  disown(l, s1, e1);
+  uint64_t e2 = own(l, "b2", &s2);
+  assert_true(e2 > e1);
+  cur->state = SLUICE__V1__LEDGER_STATE__LEDGER_STATE_IN_RECOVERY;
+  mdt_expect(update(l->ch, cur, v, e1, NULL, &err), SL_EPRECOND, &err); /* b1: stale */
+  assert_non_null(strstr(err.msg, "stale"));
+  mdt_expect(update(l->ch, cur, v, e2, &v, &err), SL_OK, &err);
+  /* The old writer cannot reopen or extend it. */
+  cur->state = SLUICE__V1__LEDGER_STATE__LEDGER_STATE_OPEN;
+  mdt_expect(update(l->ch, cur, v, e2, NULL, &err), SL_EPRECOND, &err);
+  mdt_expect(update(l->ch, cur, v, e1, NULL, &err), SL_EPRECOND, &err);
+  /* b2 closes it at the last entry it recovered. */
+  cur->state = SLUICE__V1__LEDGER_STATE__LEDGER_STATE_CLOSED;
+  cur->last_entry_id = 41;
+  cur->length_bytes = 4200;
+  mdt_expect(update(l->ch, cur, v, e2, &v, &err), SL_OK, &err);
+  /* Closed is final... */
+  cur->last_entry_id = 42;
+  mdt_expect(update(l->ch, cur, v, e2, NULL, &err), SL_EPRECOND, &err);
+  cur->last_entry_id = 41;
+  s_new.first_entry = 11;
+  mdt_expect(update(l->ch, cur, v, e2, NULL, &err), SL_EPRECOND, &err);
+  s_new.first_entry = 10;
+  /* ...except that re-replication may swap a bookie, with no epoch. */
+  s_new.bookie_ids = bk2;
+  mdt_expect(update(l->ch, cur, v, 0, &v, &err), SL_OK, &err);
+  cur->ensembles = old_segs;
+  cur->n_ensembles = old_n;
+  protobuf_c_message_free_unpacked(&r->base, NULL);
+  mdt_expect(get(l->ch, id, &r, &err), SL_OK, &err);
+  assert_int_equal(r->version, v);
+  assert_int_equal(r->info->state, SLUICE__V1__LEDGER_STATE__LEDGER_STATE_CLOSED);
+  assert_int_equal(r->info->last_entry_id, 41);
+  assert_string_equal(r->info->ensembles[1]->bookie_ids[0], "b2");
+  protobuf_c_message_free_unpacked(&r->base, NULL);
+  /* A stale owner cannot even create ledgers for the partition. */
+  Sluice__V1__LedgerInfo info;
+  Sluice__V1__EnsembleSegment seg;
+  mdt_ledger_init(&info, &seg, P);
+  mdt_expect(create(l->ch, &info, e1, NULL, &err), SL_EPRECOND, &err);
+}
+
+static void test_md_ledgers__bad_input(void **state) {
+  mdt_local *l = *state;
+  sl_err err = SL_ERR_INIT;
+  Sluice__V1__CreateLedgerRequest req = SLUICE__V1__CREATE_LEDGER_REQUEST__INIT;
+  Sluice__V1__LedgerResponse *resp = NULL;
+  mdt_expect(sl_metadata_service_create_ledger(l->ch, &req, &resp, NULL, &err), SL_EINVAL, &err);
+  Sluice__V1__LedgerInfo info;
+  Sluice__V1__EnsembleSegment seg;
+  mdt_ledger_init(&info, &seg, NULL);
+  info.ensemble_size = 0;
+  mdt_expect(create(l->ch, &info, 0, NULL, &err), SL_EINVAL, &err);
+  info.ensemble_size = 2; /* but the segment lists one bookie */
+  mdt_expect(create(l->ch, &info, 0, NULL, &err), SL_EINVAL, &err);
+  char *dup[] = {"b0", "b0"};
+  seg.n_bookie_ids = 2;
+  seg.bookie_ids = dup;
+  mdt_expect(create(l->ch, &info, 0, NULL, &err), SL_EINVAL, &err);
+  assert_non_null(strstr(err.msg, "twice"));
+  char *bad[] = {"b0", "b/1"};
+  seg.bookie_ids = bad;
+  mdt_expect(create(l->ch, &info, 0, NULL, &err), SL_EINVAL, &err);
+  mdt_ledger_init(&info, &seg, NULL);
+  seg.first_entry = 3;
+  mdt_expect(create(l->ch, &info, 0, NULL, &err), SL_EINVAL, &err);
+  mdt_ledger_init(&info, &seg, NULL);
+  info.n_ensembles = 0;
+  mdt_expect(create(l->ch, &info, 0, NULL, &err), SL_EINVAL, &err);
+  mdt_ledger_init(&info, &seg, NULL);
+  info.state = (Sluice__V1__LedgerState)7;
+  mdt_expect(create(l->ch, &info, 0, NULL, &err), SL_EINVAL, &err);
+  info.state = SLUICE__V1__LEDGER_STATE__LEDGER_STATE_CLOSED;
+  mdt_expect(create(l->ch, &info, 0, NULL, &err), SL_EINVAL, &err);
+  mdt_ledger_init(&info, &seg, NULL);
+  static uint8_t pw[2000];
+  info.password.data = pw;
+  info.password.len = sizeof(pw);
+  mdt_expect(create(l->ch, &info, 0, NULL, &err), SL_EINVAL, &err);
+  mdt_ledger_init(&info, &seg, "not a partition");
+  mdt_expect(create(l->ch, &info, 0, NULL, &err), SL_EINVAL, &err);
+  mdt_ledger_init(&info, &seg, NULL);
+  info.last_entry_id = -5;
+  mdt_expect(create(l->ch, &info, 0, NULL, &err), SL_EINVAL, &err);
+  /* Updates of ledgers that do not exist. */
+  mdt_ledger_init(&info, &seg, NULL);
+  info.ledger_id = 424242;
+  mdt_expect(update(l->ch, &info, 3, 0, NULL, &err), SL_ENOTFOUND, &err);
+  Sluice__V1__UpdateLedgerRequest ur = SLUICE__V1__UPDATE_LEDGER_REQUEST__INIT;
+  mdt_expect(sl_metadata_service_update_ledger(l->ch, &ur, &resp, NULL, &err), SL_EINVAL, &err);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test_setup_teardown(test_md_ledgers__ids_unique_across_replicas, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(test_md_ledgers__create_get_delete, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_md_ledgers__lifecycle_and_epochs, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_md_ledgers__bad_input, setup, teardown),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}

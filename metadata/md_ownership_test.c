@@ -1,0 +1,168 @@
+/* Ownership and epochs over real gRPC to a local-store service. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "tests/metadata_util.h"
+
+#define P "public/orders-partition-0"
+
+static int setup(void **state) {
+  mdt_local *l = calloc(1, sizeof(*l));
+  mdt_local_start(l, NULL);
+  *state = l;
+  return 0;
+}
+
+static int teardown(void **state) {
+  mdt_local_stop(*state);
+  free(*state);
+  return 0;
+}
+
+static sl_status lookup(sl_rpc_channel *ch, const char *p, Sluice__V1__OwnerInfo **out,
+                        sl_err *err) {
+  Sluice__V1__LookupOwnerRequest req = SLUICE__V1__LOOKUP_OWNER_REQUEST__INIT;
+  req.partition = (char *)p;
+  return sl_metadata_service_lookup_owner(ch, &req, out, NULL, err);
+}
+
+static sl_status release(sl_rpc_channel *ch, const char *p, int64_t session, uint64_t epoch,
+                         sl_err *err) {
+  Sluice__V1__ReleaseOwnershipRequest req = SLUICE__V1__RELEASE_OWNERSHIP_REQUEST__INIT;
+  req.partition = (char *)p;
+  req.session_id = session;
+  req.epoch = epoch;
+  Sluice__V1__ReleaseOwnershipResponse *resp = NULL;
+  sl_status st = sl_metadata_service_release_ownership(ch, &req, &resp, NULL, err);
+  if (resp) protobuf_c_message_free_unpacked(&resp->base, NULL);
+  return st;
+}
+
+static void test_md_ownership__acquire_lookup_release(void **state) {
+  mdt_local *l = *state;
+  sl_err err = SL_ERR_INIT;
+  int64_t s1 = mdt_open_broker(l->ch, "b1", 0), s2 = mdt_open_broker(l->ch, "b2", 0);
+  Sluice__V1__OwnerInfo *o = NULL;
+  mdt_expect(lookup(l->ch, P, &o, &err), SL_ENOTFOUND, &err);
+
+  Sluice__V1__AcquireOwnershipResponse *r = mdt_acquire(l->ch, P, "b1", s1);
+  assert_true(r->acquired);
+  assert_int_equal(r->owner->epoch, 1);
+  assert_string_equal(r->owner->broker_id, "b1");
+  assert_int_equal(r->owner->session_id, s1);
+  assert_string_equal(r->owner->partition, P);
+  protobuf_c_message_free_unpacked(&r->base, NULL);
+
+  /* Someone else: not acquired, told who owns it. */
+  r = mdt_acquire(l->ch, P, "b2", s2);
+  assert_false(r->acquired);
+  assert_string_equal(r->owner->broker_id, "b1");
+  protobuf_c_message_free_unpacked(&r->base, NULL);
+  /* The owner again (a retry): acquired, same epoch. */
+  r = mdt_acquire(l->ch, P, "b1", s1);
+  assert_true(r->acquired);
+  assert_int_equal(r->owner->epoch, 1);
+  protobuf_c_message_free_unpacked(&r->base, NULL);
+
+  mdt_expect(lookup(l->ch, P, &o, &err), SL_OK, &err);
+  assert_string_equal(o->broker_id, "b1");
+  assert_non_null(strstr(o->broker_address, "127.0.0.1:")); /* from its registration */
+  protobuf_c_message_free_unpacked(&o->base, NULL);
+
+  mdt_expect(release(l->ch, P, s2, 1, &err), SL_EPRECOND, &err);
+  mdt_expect(release(l->ch, P, s1, 2, &err), SL_EPRECOND, &err);
+  mdt_expect(release(l->ch, P, s1, 1, &err), SL_OK, &err);
+  mdt_expect(release(l->ch, P, s1, 1, &err), SL_ENOTFOUND, &err);
+  mdt_expect(lookup(l->ch, P, &o, &err), SL_ENOTFOUND, &err);
+
+  /* The next owner gets a higher epoch. */
+  r = mdt_acquire(l->ch, P, "b2", s2);
+  assert_true(r->acquired);
+  assert_int_equal(r->owner->epoch, 2);
+  protobuf_c_message_free_unpacked(&r->base, NULL);
+}
+
+static void test_md_ownership__ends_with_session(void **state) {
+  mdt_local *l = *state;
+  sl_err err = SL_ERR_INIT;
+  int64_t s1 = mdt_open_broker(l->ch, "b1", 0), s2 = mdt_open_broker(l->ch, "b2", 0);
+  Sluice__V1__AcquireOwnershipResponse *r = mdt_acquire(l->ch, P, "b1", s1);
+  assert_true(r->acquired);
+  protobuf_c_message_free_unpacked(&r->base, NULL);
+  Sluice__V1__CloseSessionRequest cr = SLUICE__V1__CLOSE_SESSION_REQUEST__INIT;
+  cr.session_id = s1;
+  Sluice__V1__CloseSessionResponse *cresp = NULL;
+  mdt_expect(sl_metadata_service_close_session(l->ch, &cr, &cresp, NULL, &err), SL_OK, &err);
+  protobuf_c_message_free_unpacked(&cresp->base, NULL);
+  Sluice__V1__OwnerInfo *o = NULL;
+  mdt_expect(lookup(l->ch, P, &o, &err), SL_ENOTFOUND, &err);
+  r = mdt_acquire(l->ch, P, "b2", s2);
+  assert_true(r->acquired);
+  assert_int_equal(r->owner->epoch, 2);
+  protobuf_c_message_free_unpacked(&r->base, NULL);
+  /* b1's old session can do nothing any more. */
+  mdt_expect(mdt_st_acquire(l->ch, "public/other", "b1", s1, &r, &err), SL_EPRECOND, &err);
+}
+
+static void test_md_ownership__stale_epoch_refused(void **state) {
+  mdt_local *l = *state;
+  sl_err err = SL_ERR_INIT;
+  int64_t s1 = mdt_open_broker(l->ch, "b1", 0), s2 = mdt_open_broker(l->ch, "b2", 0);
+  Sluice__V1__AcquireOwnershipResponse *r = mdt_acquire(l->ch, P, "b1", s1);
+  uint64_t e1 = r->owner->epoch;
+  protobuf_c_message_free_unpacked(&r->base, NULL);
+  int64_t v = 0;
+  mdt_expect(mdt_st_update_cursor(l->ch, P, "sub", 5, 0, e1, &v, &err), SL_OK, &err);
+  mdt_expect(mdt_st_update_cursor(l->ch, P, "sub", 6, v, e1 + 1, NULL, &err), SL_EPRECOND, &err);
+  assert_non_null(strstr(err.msg, "never granted"));
+  mdt_expect(release(l->ch, P, s1, e1, &err), SL_OK, &err);
+  r = mdt_acquire(l->ch, P, "b2", s2);
+  uint64_t e2 = r->owner->epoch;
+  protobuf_c_message_free_unpacked(&r->base, NULL);
+  assert_true(e2 > e1);
+  /* The old owner's write, even with the right version, is refused. */
+  mdt_expect(mdt_st_update_cursor(l->ch, P, "sub", 6, v, e1, NULL, &err), SL_EPRECOND, &err);
+  assert_non_null(strstr(err.msg, "stale"));
+  mdt_expect(mdt_st_update_cursor(l->ch, P, "sub", 6, v, 0, NULL, &err), SL_EPRECOND, &err);
+  int64_t entry = 0;
+  mdt_expect(mdt_st_get_cursor(l->ch, P, "sub", &entry, NULL, &err), SL_OK, &err);
+  assert_int_equal(entry, 5);
+  mdt_expect(mdt_st_update_cursor(l->ch, P, "sub", 6, v, e2, NULL, &err), SL_OK, &err);
+}
+
+static void test_md_ownership__bad_input(void **state) {
+  mdt_local *l = *state;
+  sl_err err = SL_ERR_INIT;
+  Sluice__V1__AcquireOwnershipResponse *r = NULL;
+  int64_t s = mdt_open_broker(l->ch, "b1", 0);
+  mdt_expect(mdt_st_acquire(l->ch, "nopartition", "b1", s, &r, &err), SL_EINVAL, &err);
+  mdt_expect(mdt_st_acquire(l->ch, "a/b-partition-007", "b1", s, &r, &err), SL_EINVAL, &err);
+  mdt_expect(mdt_st_acquire(l->ch, P, "b1", 0, &r, &err), SL_EINVAL, &err);
+  mdt_expect(mdt_st_acquire(l->ch, P, "", s, &r, &err), SL_EINVAL, &err);
+  /* Not registered, or registered under another session. */
+  mdt_expect(mdt_st_acquire(l->ch, P, "ghost", s, &r, &err), SL_EPRECOND, &err);
+  mdt_expect(mdt_st_acquire(l->ch, P, "b1", s + 1, &r, &err), SL_EPRECOND, &err);
+  Sluice__V1__AcquireOwnershipRequest req = SLUICE__V1__ACQUIRE_OWNERSHIP_REQUEST__INIT;
+  req.partition = P;
+  req.session_id = s;
+  mdt_expect(sl_metadata_service_acquire_ownership(l->ch, &req, &r, NULL, &err), SL_EINVAL, &err);
+  Sluice__V1__OwnerInfo *o = NULL;
+  mdt_expect(lookup(l->ch, "", &o, &err), SL_EINVAL, &err);
+  mdt_expect(release(l->ch, P, 0, 1, &err), SL_EINVAL, &err);
+  mdt_expect(release(l->ch, "x", s, 1, &err), SL_EINVAL, &err);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test_setup_teardown(test_md_ownership__acquire_lookup_release, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_md_ownership__ends_with_session, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_md_ownership__stale_epoch_refused, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_md_ownership__bad_input, setup, teardown),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,94 @@
+/*
+ * Helpers for MetadataService tests: a service in this process on a local
+ * store (fast unit tests), and client-side shorthands over the generated
+ * helpers (metadata.slrpc.h) for those tests and the cluster ones.
+ *
+ * Every helper that can fail fails the current cmocka test with a message
+ * (they are for tests only); the mdt_st_* variants return the status for
+ * tests that expect an error.
+ */
+#ifndef SL_TESTS_METADATA_UTIL_H
+#define SL_TESTS_METADATA_UTIL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/rpc_client.h"
+#include "common/rpc_server.h"
+#include "metadata.pb-c.h"
+#include "metadata.slrpc.h"
+#include "metadata/service.h"
+#include "metadata/store.h"
+
+/* A MetadataService in this process over a local store in a temp dir. */
+typedef struct mdt_local {
+  char *dir;
+  sl_store *store;
+  sl_md_service *md;
+  sl_rpc_server *srv;
+  char addr[64];
+  sl_rpc_channel *ch; /* a client channel to it */
+} mdt_local;
+
+/* Starts one; opts may be NULL (defaults; the store is filled in). */
+void mdt_local_start(mdt_local *l, const sl_md_service_opts *opts);
+void mdt_local_stop(mdt_local *l);
+
+/* A plaintext channel to target. */
+sl_rpc_channel *mdt_connect(const char *target);
+
+/* Call options with a deadline. */
+sl_rpc_call_opts mdt_opts(int timeout_ms);
+
+/* Opens a broker session for id (address 127.0.0.1:<port>), ttl 0 =
+ * server default. Returns the session id. */
+int64_t mdt_open_broker(sl_rpc_channel *ch, const char *id, uint32_t ttl);
+sl_status mdt_st_open_broker(sl_rpc_channel *ch, const char *id, uint32_t ttl,
+                             int64_t *session, sl_err *err);
+int64_t mdt_open_bookie(sl_rpc_channel *ch, const char *id, bool read_only, uint32_t ttl);
+
+/* Acquires partition for (id, session): returns the response (caller frees). */
+Sluice__V1__AcquireOwnershipResponse *mdt_acquire(sl_rpc_channel *ch, const char *partition,
+                                                  const char *id, int64_t session);
+sl_status mdt_st_acquire(sl_rpc_channel *ch, const char *partition, const char *id,
+                         int64_t session, Sluice__V1__AcquireOwnershipResponse **resp,
+                         sl_err *err);
+
+/* Namespace + topic shorthands. */
+void mdt_create_namespace(sl_rpc_channel *ch, const char *ns);
+
+/* A minimal valid OPEN ledger (E=Qw=Qa=1 on bookie "b0") for partition
+ * (may be NULL). Fields point at static storage; copy before changing
+ * repeated fields. */
+void mdt_ledger_init(Sluice__V1__LedgerInfo *l, Sluice__V1__EnsembleSegment *seg,
+                     const char *partition);
+
+/* Creates a ledger; returns its id, *version gets its version. */
+uint64_t mdt_create_ledger(sl_rpc_channel *ch, const char *partition, uint64_t epoch,
+                           int64_t *version);
+
+/* Writes a cursor whose mark-delete entry is `entry`; returns the status
+ * and puts the new version in *version (may be NULL). */
+sl_status mdt_st_update_cursor(sl_rpc_channel *ch, const char *partition, const char *sub,
+                               int64_t entry, int64_t expected, uint64_t epoch,
+                               int64_t *version, sl_err *err);
+
+/* Reads a cursor: its mark-delete entry; version in *version. */
+sl_status mdt_st_get_cursor(sl_rpc_channel *ch, const char *partition, const char *sub,
+                            int64_t *entry, int64_t *version, sl_err *err);
+
+/* Keeps a session alive from a thread every interval_ms until stopped. */
+typedef struct mdt_keeper mdt_keeper;
+mdt_keeper *mdt_keeper_start(sl_rpc_channel *ch, int64_t session, int interval_ms);
+/* Stops it; returns how many keepalives failed. */
+int mdt_keeper_stop(mdt_keeper *k);
+
+/* Milliseconds on a monotonic clock. */
+long long mdt_now_ms(void);
+
+/* Fails the test with the status and message unless st == want. */
+#define mdt_expect(st, want, err)                                                   \
+  mdt_expect_((st), (want), (err), __FILE__, __LINE__)
+void mdt_expect_(sl_status st, sl_status want, const sl_err *err, const char *file, int line);
+
+#endif
