@@ -484,6 +484,30 @@ static void test_bookie_store__readonly_and_back(void **state) {
   free(dir);
 }
 
+/* The real disk with a tiny threshold: read-only from the first sample. */
+static void test_bookie_store__readonly_tiny_threshold(void **state) {
+  (void)state;
+  char *dir = sl_test_mkdtemp("bstiny");
+  sl_bookie_store_opts o = test_opts();
+  o.disk_high_pct = 0.0001;
+  o.disk_low_pct = 0.00005;
+  sl_bookie_store *s = open_store(dir, &o);
+  sl_bookie_store_info info;
+  sl_bookie_store_info_get(s, &info);
+  assert_true(info.readonly);
+  sl_err err = SL_ERR_INIT;
+  assert_int_equal(add_str(s, 1, 0, 1, "refused", &err), SL_EREADONLY);
+  assert_int_equal(read_status(s, 1, 0, NULL), SL_ENOTFOUND);
+  /* An effectively unlimited quota brings usage under the low mark. */
+  sl_bookie_store_set_disk_limit(s, 1ull << 62);
+  sl_bookie_store_info_get(s, &info);
+  assert_false(info.readonly);
+  assert_int_equal(add_str(s, 1, 0, 1, "accepted", NULL), SL_OK);
+  sl_bookie_store_close(s);
+  sl_test_rm_rf(dir);
+  free(dir);
+}
+
 static void test_bookie_store__bad_input(void **state) {
   (void)state;
   char *dir = sl_test_mkdtemp("bsbad");
@@ -860,6 +884,7 @@ int main(void) {
       cmocka_unit_test(test_bookie_store__stale_epoch_refused),
       cmocka_unit_test(test_bookie_store__corrupt_entry_read),
       cmocka_unit_test(test_bookie_store__readonly_and_back),
+      cmocka_unit_test(test_bookie_store__readonly_tiny_threshold),
       cmocka_unit_test(test_bookie_store__bad_input),
       cmocka_unit_test(test_bookie_store__duplicate_add),
       cmocka_unit_test(test_bookie_store__checkpoint_and_replay),
