@@ -1,0 +1,248 @@
+/*
+ * Bad input to a sluice-bookie process: unknown ledgers and entries, bad
+ * ids, a payload over the entry limit and one over the gRPC message limit,
+ * a wrong checksum, an overwrite with other bytes, and bytes on the wire
+ * that are not a protobuf message at all (sent with gRPC core directly).
+ * Each gets a clear status; the process keeps serving and everything stored
+ * before reads back unchanged.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+#include <grpc/byte_buffer.h>
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
+#include <grpc/support/time.h>
+
+#include "common/crc32c.h"
+#include "tests/bookie_testlib.h"
+
+static const char *const args[] = {"--max_entry_bytes", "1048576",
+                                   "--max_message_bytes", "2097152", NULL};
+
+/* Stored before the abuse; checked after it. */
+static void write_known(sl_rpc_channel *ch) {
+  sl_bktest_write(ch, 1, 0, 20, 4096, 1);
+  sl_bktest_write(ch, 2, 0, 5, 0, 1);
+}
+
+static void check_known(sl_rpc_channel *ch) {
+  for (int64_t e = 0; e < 20; e++) sl_bktest_check_entry(ch, 1, e, 4096);
+  for (int64_t e = 0; e < 5; e++) sl_bktest_check_entry(ch, 2, e, 0);
+}
+
+/* One call with `bytes` as the request message, through gRPC core only.
+ * Returns the status code and copies the details. */
+static grpc_status_code raw_call(const char *target, const char *method,
+                                 const void *bytes, size_t n, char *details, size_t dn) {
+  grpc_init();
+  grpc_channel_credentials *cr = grpc_insecure_credentials_create();
+  grpc_channel *ch = grpc_channel_create(target, cr, NULL);
+  grpc_channel_credentials_release(cr);
+  grpc_completion_queue *cq = grpc_completion_queue_create_for_next(NULL);
+  gpr_timespec deadline = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+                                       gpr_time_from_millis(10000, GPR_TIMESPAN));
+  grpc_slice m = grpc_slice_from_copied_string(method);
+  grpc_call *call = grpc_channel_create_call(ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq, m,
+                                             NULL, deadline, NULL);
+  grpc_slice_unref(m);
+  grpc_slice s = grpc_slice_from_copied_buffer(bytes, n);
+  grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&s, 1);
+  grpc_slice_unref(s);
+  grpc_metadata_array init_md, trail_md;
+  grpc_metadata_array_init(&init_md);
+  grpc_metadata_array_init(&trail_md);
+  grpc_byte_buffer *resp = NULL;
+  grpc_status_code status = GRPC_STATUS_UNKNOWN;
+  grpc_slice det = grpc_empty_slice();
+  grpc_op ops[6];
+  memset(ops, 0, sizeof(ops));
+  ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+  ops[1].op = GRPC_OP_SEND_MESSAGE;
+  ops[1].data.send_message.send_message = bb;
+  ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+  ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+  ops[3].data.recv_initial_metadata.recv_initial_metadata = &init_md;
+  ops[4].op = GRPC_OP_RECV_MESSAGE;
+  ops[4].data.recv_message.recv_message = &resp;
+  ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+  ops[5].data.recv_status_on_client.trailing_metadata = &trail_md;
+  ops[5].data.recv_status_on_client.status = &status;
+  ops[5].data.recv_status_on_client.status_details = &det;
+  assert_int_equal(grpc_call_start_batch(call, ops, 6, (void *)1, NULL), GRPC_CALL_OK);
+  grpc_event ev = grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+  assert_int_equal(ev.type, GRPC_OP_COMPLETE);
+  snprintf(details, dn, "%.*s", (int)GRPC_SLICE_LENGTH(det),
+           (const char *)GRPC_SLICE_START_PTR(det));
+  if (resp != NULL) grpc_byte_buffer_destroy(resp);
+  grpc_byte_buffer_destroy(bb);
+  grpc_slice_unref(det);
+  grpc_metadata_array_destroy(&init_md);
+  grpc_metadata_array_destroy(&trail_md);
+  grpc_call_unref(call);
+  grpc_completion_queue_shutdown(cq);
+  while (grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL).type !=
+         GRPC_QUEUE_SHUTDOWN) {
+  }
+  grpc_completion_queue_destroy(cq);
+  grpc_channel_destroy(ch);
+  grpc_shutdown();
+  return status;
+}
+
+static void test_bookie_bad_input__unknown_ids(void **state) {
+  (void)state;
+  sl_cluster *c = sl_bktest_cluster("bookie_bad_ids", 1, args);
+  sl_rpc_channel *ch = sl_bktest_channel(sl_cluster_addr(c, SL_NODE_BOOKIE, 0));
+  write_known(ch);
+  sl_err err = SL_ERR_INIT;
+  Sluice__V1__ReadEntryResponse *r = NULL;
+  assert_int_equal(sl_bktest_read(ch, 999, 0, false, 0, &r, &err), SL_ENOTFOUND);
+  assert_non_null(strstr(err.msg, "999"));
+  assert_int_equal(sl_bktest_read(ch, 999, -1, false, 0, &r, &err), SL_ENOTFOUND);
+  assert_int_equal(sl_bktest_read(ch, 1, 20, false, 0, &r, &err), SL_ENOTFOUND);
+  assert_int_equal(sl_bktest_read(ch, 1, -3, false, 0, &r, &err), SL_EINVAL);
+
+  Sluice__V1__ReadLacRequest lq = SLUICE__V1__READ_LAC_REQUEST__INIT;
+  lq.ledger_id = 999;
+  Sluice__V1__ReadLacResponse *lr = NULL;
+  assert_int_equal(sl_bookie_service_read_lac(ch, &lq, &lr, NULL, &err), SL_ENOTFOUND);
+  Sluice__V1__DeleteLedgerEntriesRequest dq = SLUICE__V1__DELETE_LEDGER_ENTRIES_REQUEST__INIT;
+  dq.ledger_id = 999;
+  Sluice__V1__DeleteLedgerEntriesResponse *dr = NULL;
+  assert_int_equal(sl_bookie_service_delete_ledger(ch, &dq, &dr, NULL, &err), SL_ENOTFOUND);
+
+  /* An add with a negative entry id. */
+  Sluice__V1__AddEntryRequest a;
+  char error[256];
+  sl_bktest_add_req(&a, 1, -5, 100, 1);
+  assert_int_equal(sl_bktest_add(ch, &a, error, sizeof(error)),
+                   GRPC_STATUS_INVALID_ARGUMENT);
+  free(a.payload.data);
+
+  check_known(ch);
+  sl_rpc_channel_destroy(ch);
+  sl_bktest_cluster_destroy(c);
+}
+
+static void test_bookie_bad_input__bad_adds(void **state) {
+  (void)state;
+  sl_cluster *c = sl_bktest_cluster("bookie_bad_adds", 1, args);
+  sl_rpc_channel *ch = sl_bktest_channel(sl_cluster_addr(c, SL_NODE_BOOKIE, 0));
+  write_known(ch);
+  char error[256];
+  sl_err err = SL_ERR_INIT;
+
+  /* Wrong checksum: refused, nothing stored, also not over a stored entry. */
+  Sluice__V1__AddEntryRequest a;
+  sl_bktest_add_req(&a, 1, 20, 4096, 1);
+  a.crc32c ^= 0x1234;
+  assert_int_equal(sl_bktest_add(ch, &a, error, sizeof(error)),
+                   GRPC_STATUS_INVALID_ARGUMENT);
+  assert_non_null(strstr(error, "checksum"));
+  free(a.payload.data);
+  Sluice__V1__ReadEntryResponse *r = NULL;
+  assert_int_equal(sl_bktest_read(ch, 1, 20, false, 0, &r, &err), SL_ENOTFOUND);
+  sl_bktest_add_req(&a, 1, 3, 4096, 1);
+  assert_true(a.payload.len > 0);
+  a.payload.data[0] ^= 0xff;
+  assert_int_equal(sl_bktest_add(ch, &a, error, sizeof(error)),
+                   GRPC_STATUS_INVALID_ARGUMENT);
+  /* Other bytes, right checksum, for a stored entry: refused too. */
+  a.crc32c = sl_crc32c(a.payload.data, a.payload.len);
+  assert_int_equal(sl_bktest_add(ch, &a, error, sizeof(error)),
+                   GRPC_STATUS_ALREADY_EXISTS);
+  free(a.payload.data);
+
+  /* Over the entry limit (1 MiB): refused on a stream that goes on. */
+  sl_rpc_stream *s = NULL;
+  assert_int_equal(sl_bookie_service_add_entry_open(ch, NULL, &s, &err), SL_OK);
+  Sluice__V1__AddEntryRequest big = SLUICE__V1__ADD_ENTRY_REQUEST__INIT;
+  big.ledger_id = 3;
+  big.payload.len = (1u << 20) + 1;
+  big.payload.data = calloc(1, big.payload.len);
+  big.crc32c = sl_crc32c(big.payload.data, big.payload.len);
+  assert_int_equal(sl_bookie_service_add_entry_send(s, &big, 10000, &err), SL_OK);
+  Sluice__V1__AddEntryResponse *ack = NULL;
+  assert_int_equal(sl_bookie_service_add_entry_recv(s, &ack, 10000, &err), SL_OK);
+  assert_int_equal(ack->code, GRPC_STATUS_RESOURCE_EXHAUSTED);
+  print_message("too big: %s\n", ack->error);
+  protobuf_c_message_free_unpacked(&ack->base, NULL);
+  sl_bktest_add_req(&a, 3, 0, 100, 1);
+  assert_int_equal(sl_bookie_service_add_entry_send(s, &a, 10000, &err), SL_OK);
+  free(a.payload.data);
+  assert_int_equal(sl_bookie_service_add_entry_recv(s, &ack, 10000, &err), SL_OK);
+  assert_int_equal(ack->code, 0);
+  protobuf_c_message_free_unpacked(&ack->base, NULL);
+
+  /* Over the gRPC message limit (2 MiB): gRPC itself ends the stream. */
+  free(big.payload.data);
+  big.payload.len = 3u << 20;
+  big.payload.data = calloc(1, big.payload.len);
+  big.crc32c = sl_crc32c(big.payload.data, big.payload.len);
+  sl_status st = sl_bookie_service_add_entry_send(s, &big, 10000, &err);
+  if (st == SL_OK) st = sl_bookie_service_add_entry_recv(s, &ack, 10000, &err);
+  assert_int_equal(sl_status_to_grpc(st), GRPC_STATUS_RESOURCE_EXHAUSTED);
+  print_message("over the message limit: %s\n", err.msg);
+  free(big.payload.data);
+  sl_rpc_stream_destroy(s);
+
+  assert_true(sl_cluster_running(c, SL_NODE_BOOKIE, 0));
+  check_known(ch);
+  sl_bktest_check_entry(ch, 3, 0, 100);
+  sl_rpc_channel_destroy(ch);
+  sl_bktest_cluster_destroy(c);
+}
+
+static void test_bookie_bad_input__garbage_on_the_wire(void **state) {
+  (void)state;
+  sl_cluster *c = sl_bktest_cluster("bookie_garbage", 1, args);
+  const char *addr = sl_cluster_addr(c, SL_NODE_BOOKIE, 0);
+  sl_rpc_channel *ch = sl_bktest_channel(addr);
+  write_known(ch);
+  static const struct {
+    const char *method;
+    const char *bytes;
+    size_t n;
+  } junk[] = {
+      /* field 1 with wire type 7, which does not exist */
+      {"/sluice.v1.BookieService/AddEntry", "\x0f\xff\xff", 3},
+      /* field 4 (payload) says 100 bytes, 3 follow */
+      {"/sluice.v1.BookieService/AddEntry", "\x08\x01\x22\x64" "abc", 7},
+      {"/sluice.v1.BookieService/ReadEntry", "\x22\x64" "abc", 5},
+      /* a varint that never ends */
+      {"/sluice.v1.BookieService/Fence",
+       "\x08\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff", 12},
+      {"/sluice.v1.BookieService/ReadLac", "\x0f", 1},
+      {"/sluice.v1.BookieService/DeleteLedger", "\x0e\x01", 2},
+      {"/sluice.v1.BookieService/ListLedgers", "\x12\x05" "ab", 4},
+      {"/sluice.v1.BookieService/GetInfo", "\xff", 1},
+  };
+  for (size_t i = 0; i < sizeof(junk) / sizeof(junk[0]); i++) {
+    char details[512];
+    grpc_status_code code =
+        raw_call(addr, junk[i].method, junk[i].bytes, junk[i].n, details, sizeof(details));
+    if (code != GRPC_STATUS_INVALID_ARGUMENT)
+      fail_msg("%s with junk: status %d (%s), want INVALID_ARGUMENT", junk[i].method,
+               (int)code, details);
+  }
+  /* The delete above must not have happened; everything is intact. */
+  assert_true(sl_cluster_running(c, SL_NODE_BOOKIE, 0));
+  check_known(ch);
+  sl_bktest_write(ch, 1, 20, 30, 4096, 1);
+  sl_rpc_channel_destroy(ch);
+  sl_bktest_cluster_destroy(c);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_bookie_bad_input__unknown_ids),
+      cmocka_unit_test(test_bookie_bad_input__bad_adds),
+      cmocka_unit_test(test_bookie_bad_input__garbage_on_the_wire),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
