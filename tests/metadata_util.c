@@ -246,6 +246,7 @@ struct mdt_keeper {
   pthread_cond_t cond;
   bool stop;
   int failures;
+  long long last_ok_ms;
 };
 
 static void *keeper_main(void *arg) {
@@ -260,7 +261,10 @@ static void *keeper_main(void *arg) {
     sl_status st = sl_metadata_service_keep_alive(k->ch, &req, &resp, &o, NULL);
     if (resp != NULL) protobuf_c_message_free_unpacked(&resp->base, NULL);
     pthread_mutex_lock(&k->lock);
-    if (st != SL_OK) k->failures++;
+    if (st != SL_OK)
+      k->failures++;
+    else
+      k->last_ok_ms = mdt_now_ms();
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     ts.tv_sec += k->interval_ms / 1000;
@@ -288,13 +292,14 @@ mdt_keeper *mdt_keeper_start(sl_rpc_channel *ch, int64_t session, int interval_m
   return k;
 }
 
-int mdt_keeper_stop(mdt_keeper *k) {
+int mdt_keeper_stop(mdt_keeper *k, long long *last_ok_ms) {
   pthread_mutex_lock(&k->lock);
   k->stop = true;
   pthread_cond_broadcast(&k->cond);
   pthread_mutex_unlock(&k->lock);
   pthread_join(k->thread, NULL);
   int f = k->failures;
+  if (last_ok_ms != NULL) *last_ok_ms = k->last_ok_ms;
   pthread_cond_destroy(&k->cond);
   pthread_mutex_destroy(&k->lock);
   free(k);

@@ -80,8 +80,9 @@ sl_status mdt_st_get_cursor(sl_rpc_channel *ch, const char *partition, const cha
 /* Keeps a session alive from a thread every interval_ms until stopped. */
 typedef struct mdt_keeper mdt_keeper;
 mdt_keeper *mdt_keeper_start(sl_rpc_channel *ch, int64_t session, int interval_ms);
-/* Stops it; returns how many keepalives failed. */
-int mdt_keeper_stop(mdt_keeper *k);
+/* Stops it; returns how many keepalives failed. *last_ok_ms (may be NULL)
+ * gets the mdt_now_ms() at which the last successful keepalive returned. */
+int mdt_keeper_stop(mdt_keeper *k, long long *last_ok_ms);
 
 /* Milliseconds on a monotonic clock. */
 long long mdt_now_ms(void);

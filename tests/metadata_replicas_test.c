@@ -1,0 +1,158 @@
+/*
+ * Two sluice-metadata replicas on one etcd: clients of either see every
+ * change made through the other, and killing one loses nothing.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <cmocka.h>
+
+#include "tests/metadata_cluster.h"
+#include "tests/metadata_util.h"
+
+typedef struct fixture {
+  sl_cluster *c;
+  sl_rpc_channel *a, *b; /* to replica 0 and replica 1 */
+} fixture;
+
+static int setup(void **state) {
+  fixture *f = calloc(1, sizeof(*f));
+  f->c = mdt_cluster_start("mdrepl", 2, false, NULL);
+  f->a = mdt_cluster_connect(f->c, 0);
+  f->b = mdt_cluster_connect(f->c, 1);
+  *state = f;
+  return 0;
+}
+
+static int teardown(void **state) {
+  fixture *f = *state;
+  sl_rpc_channel_destroy(f->a);
+  sl_rpc_channel_destroy(f->b);
+  sl_cluster_destroy(f->c);
+  free(f);
+  return 0;
+}
+
+static void expect_owner_event(sl_rpc_stream *w, const char *p, int64_t session) {
+  Sluice__V1__WatchEvent *ev = NULL;
+  sl_err err = SL_ERR_INIT;
+  mdt_expect(sl_metadata_service_watch_recv(w, &ev, 10000, &err), SL_OK, &err);
+  assert_int_equal(ev->type, SLUICE__V1__WATCH_EVENT_TYPE__WATCH_EVENT_PUT);
+  assert_string_equal(ev->key, p);
+  assert_int_equal(ev->owner->session_id, session);
+  protobuf_c_message_free_unpacked(&ev->base, NULL);
+}
+
+static uint64_t allocate(sl_rpc_channel *ch) {
+  Sluice__V1__AllocateLedgerIdRequest req = SLUICE__V1__ALLOCATE_LEDGER_ID_REQUEST__INIT;
+  Sluice__V1__AllocateLedgerIdResponse *resp = NULL;
+  sl_err err = SL_ERR_INIT;
+  mdt_expect(sl_metadata_service_allocate_ledger_id(ch, &req, &resp, NULL, &err), SL_OK, &err);
+  uint64_t id = resp->ledger_id;
+  protobuf_c_message_free_unpacked(&resp->base, NULL);
+  return id;
+}
+
+static void test_metadata_replicas__kill_one_lose_nothing(void **state) {
+  fixture *f = *state;
+  sl_err err = SL_ERR_INIT;
+  enum { N = 20 };
+  /* B watches ownership through replica 1. */
+  int64_t s = mdt_open_broker(f->a, "b1", 60);
+  Sluice__V1__WatchRequest wr = SLUICE__V1__WATCH_REQUEST__INIT;
+  wr.target = SLUICE__V1__WATCH_TARGET__WATCH_TARGET_OWNERSHIP;
+  sl_rpc_stream *w = NULL;
+  mdt_expect(sl_metadata_service_watch_open(f->b, &wr, NULL, &w, &err), SL_OK, &err);
+  Sluice__V1__AcquireOwnershipResponse *r = mdt_acquire(f->a, "public/first", "b1", s);
+  protobuf_c_message_free_unpacked(&r->base, NULL);
+  expect_owner_event(w, "public/first", s);
+
+  /* Changes through replica 0 reach the watcher on replica 1, in order. */
+  uint64_t ids[2 * N];
+  int64_t cursor_versions[N];
+  for (int i = 0; i < N; i++) {
+    char p[64];
+    snprintf(p, sizeof(p), "public/r-partition-%d", i);
+    r = mdt_acquire(f->a, p, "b1", s);
+    assert_true(r->acquired);
+    uint64_t epoch = r->owner->epoch;
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    mdt_expect(mdt_st_update_cursor(f->a, p, "sub", i, 0, epoch, &cursor_versions[i], &err),
+               SL_OK, &err);
+    ids[2 * i] = allocate(f->a);
+    ids[2 * i + 1] = allocate(f->b);
+  }
+  for (int i = 0; i < N; i++) {
+    char p[64];
+    snprintf(p, sizeof(p), "public/r-partition-%d", i);
+    expect_owner_event(w, p, s);
+  }
+  for (int i = 0; i < 2 * N; i++)
+    for (int j = 0; j < i; j++) assert_true(ids[i] != ids[j]);
+
+  /* Replica 0 dies. */
+  mdt_expect(sl_cluster_kill9(f->c, SL_NODE_METADATA, 0, &err), SL_OK, &err);
+  /* Everything written through it is there through replica 1. */
+  for (int i = 0; i < N; i++) {
+    char p[64];
+    snprintf(p, sizeof(p), "public/r-partition-%d", i);
+    int64_t entry = -1, version = 0;
+    mdt_expect(mdt_st_get_cursor(f->b, p, "sub", &entry, &version, &err), SL_OK, &err);
+    assert_int_equal(entry, i);
+    assert_int_equal(version, cursor_versions[i]);
+  }
+  /* The session opened through replica 0 lives on through replica 1. */
+  Sluice__V1__KeepAliveRequest kr = SLUICE__V1__KEEP_ALIVE_REQUEST__INIT;
+  kr.session_id = s;
+  Sluice__V1__KeepAliveResponse *kresp = NULL;
+  mdt_expect(sl_metadata_service_keep_alive(f->b, &kr, &kresp, NULL, &err), SL_OK, &err);
+  protobuf_c_message_free_unpacked(&kresp->base, NULL);
+  /* The watcher keeps getting changes, and ids stay unique. */
+  r = mdt_acquire(f->b, "public/after", "b1", s);
+  protobuf_c_message_free_unpacked(&r->base, NULL);
+  expect_owner_event(w, "public/after", s);
+  for (int k = 0; k < 5; k++) {
+    uint64_t id = allocate(f->b);
+    for (int i = 0; i < 2 * N; i++) assert_true(id != ids[i]);
+  }
+  sl_rpc_stream_destroy(w);
+
+  /* A client of both replicas fails over to the live one. */
+  sl_rpc_channel *both = mdt_connect(sl_cluster_metadata_target(f->c));
+  long long deadline = mdt_now_ms() + 15000;
+  sl_status st;
+  do {
+    int64_t entry = 0;
+    st = mdt_st_get_cursor(both, "public/r-partition-0", "sub", &entry, NULL, &err);
+    if (st != SL_OK) {
+      struct timespec ts = {0, 50 * 1000 * 1000};
+      nanosleep(&ts, NULL);
+    }
+  } while (st != SL_OK && mdt_now_ms() < deadline);
+  mdt_expect(st, SL_OK, &err);
+  sl_rpc_channel_destroy(both);
+
+  /* And the killed replica comes back into service. */
+  mdt_expect(sl_cluster_restart(f->c, SL_NODE_METADATA, 0, &err), SL_OK, &err);
+  sl_rpc_channel_destroy(f->a);
+  f->a = mdt_cluster_connect(f->c, 0);
+  int64_t entry = -1;
+  mdt_expect(mdt_st_get_cursor(f->a, "public/r-partition-7", "sub", &entry, NULL, &err), SL_OK,
+             &err);
+  assert_int_equal(entry, 7);
+  uint64_t id = allocate(f->a);
+  for (int i = 0; i < 2 * N; i++) assert_true(id != ids[i]);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test_setup_teardown(test_metadata_replicas__kill_one_lose_nothing, setup,
+                                      teardown),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,166 @@
+/*
+ * Watch streams from sluice-metadata on a real etcd: every change arrives,
+ * in order, and the stream carries on across an etcd kill -9 and restart
+ * with nothing lost.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <cmocka.h>
+
+#include "tests/metadata_cluster.h"
+#include "tests/metadata_util.h"
+
+typedef struct fixture {
+  sl_cluster *c;
+  sl_rpc_channel *ch;
+} fixture;
+
+static int setup(void **state) {
+  fixture *f = calloc(1, sizeof(*f));
+  f->c = mdt_cluster_start("mdwatch", 1, false, NULL);
+  f->ch = mdt_cluster_connect(f->c, 0);
+  *state = f;
+  return 0;
+}
+
+static int teardown(void **state) {
+  fixture *f = *state;
+  sl_rpc_channel_destroy(f->ch);
+  sl_cluster_destroy(f->c);
+  free(f);
+  return 0;
+}
+
+static void update_load(sl_rpc_channel *ch, int64_t session, uint32_t load) {
+  Sluice__V1__BrokerInfo b = SLUICE__V1__BROKER_INFO__INIT;
+  b.id = "b1";
+  b.address = "127.0.0.1:7777";
+  b.load_permille = load;
+  Sluice__V1__UpdateNodeRequest up = SLUICE__V1__UPDATE_NODE_REQUEST__INIT;
+  up.session_id = session;
+  up.kind = SLUICE__V1__NODE_KIND__NODE_KIND_BROKER;
+  up.broker = &b;
+  Sluice__V1__UpdateNodeResponse *resp = NULL;
+  sl_err err = SL_ERR_INIT;
+  sl_rpc_call_opts o = mdt_opts(10000);
+  mdt_expect(sl_metadata_service_update_node(ch, &up, &resp, &o, &err), SL_OK, &err);
+  protobuf_c_message_free_unpacked(&resp->base, NULL);
+}
+
+/* Polls a read until the service answers again after an etcd restart. */
+static void wait_serving(sl_rpc_channel *ch, int timeout_ms) {
+  long long deadline = mdt_now_ms() + timeout_ms;
+  sl_status st;
+  sl_err err = SL_ERR_INIT;
+  do {
+    Sluice__V1__ListBrokersRequest req = SLUICE__V1__LIST_BROKERS_REQUEST__INIT;
+    Sluice__V1__ListBrokersResponse *resp = NULL;
+    sl_rpc_call_opts o = mdt_opts(3000);
+    st = sl_metadata_service_list_brokers(ch, &req, &resp, &o, &err);
+    if (st == SL_OK) protobuf_c_message_free_unpacked(&resp->base, NULL);
+    if (st != SL_OK) {
+      struct timespec ts = {0, 50 * 1000 * 1000};
+      nanosleep(&ts, NULL);
+    }
+  } while (st != SL_OK && mdt_now_ms() < deadline);
+  mdt_expect(st, SL_OK, &err);
+}
+
+static void test_metadata_watch__every_change_in_order_across_etcd_crash(void **state) {
+  fixture *f = *state;
+  enum { BEFORE = 150, AFTER = 150 };
+  int64_t s = mdt_open_broker(f->ch, "b1", 60);
+  update_load(f->ch, s, 0);
+  Sluice__V1__WatchRequest req = SLUICE__V1__WATCH_REQUEST__INIT;
+  req.target = SLUICE__V1__WATCH_TARGET__WATCH_TARGET_BROKERS;
+  sl_rpc_stream *w = NULL;
+  sl_err err = SL_ERR_INIT;
+  mdt_expect(sl_metadata_service_watch_open(f->ch, &req, NULL, &w, &err), SL_OK, &err);
+  /* The state comes first: b1 with load 0. */
+  Sluice__V1__WatchEvent *ev = NULL;
+  mdt_expect(sl_metadata_service_watch_recv(w, &ev, 10000, &err), SL_OK, &err);
+  assert_int_equal(ev->broker->load_permille, 0);
+  int64_t last_rev = ev->revision;
+  protobuf_c_message_free_unpacked(&ev->base, NULL);
+  for (uint32_t i = 1; i <= BEFORE; i++) update_load(f->ch, s, i);
+  mdt_etcd_kill9(f->c);
+  mdt_etcd_restart(f->c);
+  wait_serving(f->ch, 20000);
+  for (uint32_t i = BEFORE + 1; i <= BEFORE + AFTER; i++) update_load(f->ch, s, i);
+
+  /* Every update exactly once, in order. */
+  for (uint32_t want = 1; want <= BEFORE + AFTER; want++) {
+    ev = NULL;
+    mdt_expect(sl_metadata_service_watch_recv(w, &ev, 10000, &err), SL_OK, &err);
+    assert_non_null(ev);
+    assert_int_equal(ev->type, SLUICE__V1__WATCH_EVENT_TYPE__WATCH_EVENT_PUT);
+    assert_string_equal(ev->key, "b1");
+    if (ev->broker->load_permille != want)
+      fail_msg("event %u carries load %u", want, ev->broker->load_permille);
+    assert_true(ev->revision > last_rev);
+    last_rev = ev->revision;
+    protobuf_c_message_free_unpacked(&ev->base, NULL);
+  }
+  ev = NULL;
+  mdt_expect(sl_metadata_service_watch_recv(w, &ev, 300, &err), SL_ETIMEDOUT, &err);
+  sl_rpc_stream_destroy(w);
+}
+
+static void test_metadata_watch__ownership_changes_across_etcd_crash(void **state) {
+  fixture *f = *state;
+  sl_err err = SL_ERR_INIT;
+  int64_t s = mdt_open_broker(f->ch, "b1", 60);
+  Sluice__V1__WatchRequest req = SLUICE__V1__WATCH_REQUEST__INIT;
+  req.target = SLUICE__V1__WATCH_TARGET__WATCH_TARGET_OWNERSHIP;
+  req.prefix = "public/";
+  sl_rpc_stream *w = NULL;
+  mdt_expect(sl_metadata_service_watch_open(f->ch, &req, NULL, &w, &err), SL_OK, &err);
+  /* A first change, seen either in the state or as a change: from then on
+   * the watch is in place. */
+  Sluice__V1__AcquireOwnershipResponse *first = mdt_acquire(f->ch, "public/first", "b1", s);
+  protobuf_c_message_free_unpacked(&first->base, NULL);
+  Sluice__V1__WatchEvent *ev0 = NULL;
+  mdt_expect(sl_metadata_service_watch_recv(w, &ev0, 10000, &err), SL_OK, &err);
+  assert_string_equal(ev0->key, "public/first");
+  protobuf_c_message_free_unpacked(&ev0->base, NULL);
+  enum { N = 10 };
+  for (int i = 0; i < N; i++) {
+    char p[64];
+    snprintf(p, sizeof(p), "public/w-partition-%d", i);
+    if (i == N / 2) {
+      mdt_etcd_kill9(f->c);
+      mdt_etcd_restart(f->c);
+      wait_serving(f->ch, 20000);
+    }
+    Sluice__V1__AcquireOwnershipResponse *r = mdt_acquire(f->ch, p, "b1", s);
+    assert_true(r->acquired);
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+  }
+  for (int i = 0; i < N; i++) {
+    char p[64];
+    snprintf(p, sizeof(p), "public/w-partition-%d", i);
+    Sluice__V1__WatchEvent *ev = NULL;
+    mdt_expect(sl_metadata_service_watch_recv(w, &ev, 10000, &err), SL_OK, &err);
+    assert_int_equal(ev->type, SLUICE__V1__WATCH_EVENT_TYPE__WATCH_EVENT_PUT);
+    assert_string_equal(ev->key, p);
+    assert_int_equal(ev->owner->session_id, s);
+    protobuf_c_message_free_unpacked(&ev->base, NULL);
+  }
+  sl_rpc_stream_destroy(w);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test_setup_teardown(
+          test_metadata_watch__every_change_in_order_across_etcd_crash, setup, teardown),
+      cmocka_unit_test_setup_teardown(
+          test_metadata_watch__ownership_changes_across_etcd_crash, setup, teardown),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
