@@ -33,6 +33,8 @@
 typedef struct bench_cfg {
   char *dir;
   long long seconds;
+  long long payload;
+  long long inflight;
   bool keep;
 } bench_cfg;
 
@@ -41,6 +43,10 @@ static const sl_conf_entry table[] = {
                 "directory on the disk to measure (a subdirectory is made and removed)"),
     SL_CONF_INT(bench_cfg, seconds, "3", 1, 3600, "SLUICE_BENCH_SECONDS",
                 "seconds per measurement"),
+    SL_CONF_INT(bench_cfg, payload, "0", 0, 4 << 20, "SLUICE_BENCH_PAYLOAD",
+                "only this payload size in bytes (0: 1 KiB and 64 KiB)"),
+    SL_CONF_INT(bench_cfg, inflight, "0", 0, 65536, "SLUICE_BENCH_INFLIGHT",
+                "only this many adds in flight (0: 1, 16 and 256)"),
     SL_CONF_BOOL(bench_cfg, keep, "false", "SLUICE_BENCH_KEEP",
                  "keep the store directories afterwards"),
 };
@@ -337,11 +343,20 @@ int main(int argc, char **argv) {
   printf("raw disk: 4 KiB append + fdatasync: %.0f ops/s (%.3f ms each)\n\n", raw, 1000.0 / raw);
   printf("%8s %9s %11s %9s %9s %10s %9s %9s %13s\n", "payload", "inflight", "adds/s", "MB/s",
          "syncs/s", "adds/sync", "p50 ms", "p99 ms", "journal-only");
-  static const uint32_t sizes[] = {1024, 65536};
-  static const int inflights[] = {1, 16, 256};
+  uint32_t sizes[] = {1024, 65536};
+  int inflights[] = {1, 16, 256};
+  size_t nsizes = 2, ninflights = 3;
+  if (cfg.payload > 0) {
+    sizes[0] = (uint32_t)cfg.payload;
+    nsizes = 1;
+  }
+  if (cfg.inflight > 0) {
+    inflights[0] = (int)cfg.inflight;
+    ninflights = 1;
+  }
   double gain_rate = 0;
-  for (size_t i = 0; i < 2; i++) {
-    for (size_t k = 0; k < 3; k++) {
+  for (size_t i = 0; i < nsizes; i++) {
+    for (size_t k = 0; k < ninflights; k++) {
       result r = run_case(root, sizes[i], inflights[k], seconds, cfg.keep);
       double jr = run_journal_case(root, sizes[i], inflights[k], seconds);
       printf("%7uK %9d %11.0f %9.1f %9.0f %10.1f %9.3f %9.3f %13.0f\n", sizes[i] / 1024,
@@ -353,7 +368,7 @@ int main(int argc, char **argv) {
   }
   printf("\njournal-only: the same adds written to the journal alone (no leveldb), "
          "adds/s\n");
-  printf("group commit gain at 1 KiB, 256 in flight: %.1fx the raw fdatasync rate "
+  if (gain_rate > 0) printf("group commit gain at 1 KiB, 256 in flight: %.1fx the raw fdatasync rate "
          "(%.0f adds/s vs %.0f syncs/s)\n", gain_rate / raw, gain_rate, raw);
   if (!cfg.keep) rm_tree(root);
   sl_conf_release(table, NTABLE, &cfg);
