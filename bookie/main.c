@@ -30,6 +30,7 @@ typedef struct bookie_cfg {
   char *journal_dir; /* empty: <data_dir>/journal */
   char *metadata;    /* metadata service target; empty = no registration */
   char *advertise;   /* address to register; empty = listen address */
+  char *metadata_tls_ca; /* CA file for the metadata service; empty = plaintext */
   char *rack;
   long long registration_ttl;
   long long max_entry_bytes;
@@ -60,6 +61,9 @@ static const sl_conf_entry table[] = {
                 "metadata service target host:port; empty = do not register"),
     SL_CONF_STR(bookie_cfg, advertise, "", E "ADVERTISE",
                 "address brokers use to reach this bookie; empty = --listen"),
+    SL_CONF_STR(bookie_cfg, metadata_tls_ca, "", E "METADATA_TLS_CA",
+                "CA PEM file to verify the metadata service; empty = plaintext. With "
+                "tls_cert/tls_key set they are presented as the client certificate"),
     SL_CONF_STR(bookie_cfg, rack, "", E "RACK", "failure domain for ensemble placement"),
     SL_CONF_INT(bookie_cfg, registration_ttl, "6", 2, 300, E "REGISTRATION_TTL",
                 "session TTL in seconds; the bookie counts as gone this long after it dies"),
@@ -229,8 +233,24 @@ static sl_status serving(void *state, int port, sl_err *err) {
   ro.ttl_seconds = (uint32_t)c->registration_ttl;
   ro.get_state = get_state;
   ro.arg = b;
+  char *ca = NULL, *cert = NULL, *key = NULL;
   sl_registration *reg = NULL;
-  sl_status st = sl_registration_start(&ro, &reg, err);
+  sl_status st = SL_OK;
+  if (c->metadata_tls_ca[0] != '\0') {
+    if ((st = sl_service_read_file(c->metadata_tls_ca, &ca, err)) != SL_OK) goto out;
+    if (c->svc.tls_cert[0] != '\0' && c->svc.tls_key[0] != '\0' &&
+        ((st = sl_service_read_file(c->svc.tls_cert, &cert, err)) != SL_OK ||
+         (st = sl_service_read_file(c->svc.tls_key, &key, err)) != SL_OK))
+      goto out;
+  }
+  ro.tls_root_pem = ca;
+  ro.tls_cert_pem = cert;
+  ro.tls_key_pem = key;
+  st = sl_registration_start(&ro, &reg, err);
+out:
+  free(ca);
+  free(cert);
+  free(key);
   if (st != SL_OK) return st;
   pthread_mutex_lock(&b->reg_mu);
   b->reg = reg;

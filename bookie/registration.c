@@ -397,7 +397,10 @@ sl_status sl_registration_start(const sl_registration_opts *o, sl_registration *
   pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
   pthread_cond_init(&r->cv, &ca);
   pthread_condattr_destroy(&ca);
-  sl_rpc_channel_opts co = {.target = r->target};
+  sl_rpc_channel_opts co = {.target = r->target,
+                            .tls_root_pem = o->tls_root_pem,
+                            .tls_cert_pem = o->tls_cert_pem,
+                            .tls_key_pem = o->tls_key_pem};
   sl_status st = sl_rpc_channel_create(&co, &r->ch, err);
   if (st != SL_OK) goto out_free;
   if (pthread_create(&r->thread, NULL, reg_main, r) != 0) {

@@ -47,6 +47,10 @@ typedef struct sl_registration_opts {
   const char *bookie_id;    /* copied */
   const char *address;      /* host:port brokers use to reach us; copied */
   const char *rack;         /* failure domain, may be NULL; copied */
+  const char *tls_root_pem; /* CA for the metadata service; NULL = plaintext;
+                               copied */
+  const char *tls_cert_pem; /* client certificate for mutual TLS, or NULL */
+  const char *tls_key_pem;
   uint32_t ttl_seconds;     /* session TTL asked for; 0 = the server's */
   int retry_min_ms;         /* first retry delay; 0 = 100 */
   int retry_max_ms;         /* backoff cap; 0 = 5000 */
@@ -57,7 +61,7 @@ typedef struct sl_registration_opts {
 } sl_registration_opts;
 
 #define SL_REGISTRATION_OPTS_INIT \
-  {NULL, NULL, NULL, NULL, 0, 0, 0, 0, 0, NULL, NULL}
+  {NULL, NULL, NULL, NULL, NULL, NULL, NULL, 0, 0, 0, 0, 0, NULL, NULL}
 
 /* What the registration has done so far (for logs and tests). */
 typedef struct sl_registration_status {

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include "bookie/registration.h"
@@ -110,13 +111,13 @@ static void close_session(sl_rpc_call *call, const Sluice__V1__CloseSessionReque
   sl_metadata_service_close_session_reply(call, &r);
 }
 
-static fake *fake_start(int unimplemented) {
+static fake *fake_start_tls(int unimplemented, const char *cert, const char *key) {
   fake *f = calloc(1, sizeof(*f));
   pthread_mutex_init(&f->mu, NULL);
   f->unimplemented_left = unimplemented;
   f->next_id = 100;
   sl_err err = SL_ERR_INIT;
-  sl_rpc_server_opts o = {.addr = "127.0.0.1:0"};
+  sl_rpc_server_opts o = {.addr = "127.0.0.1:0", .tls_cert_pem = cert, .tls_key_pem = key};
   assert_int_equal(sl_rpc_server_create(&o, &f->srv, &err), SL_OK);
   sl_metadata_service_handlers h;
   memset(&h, 0, sizeof(h));
@@ -128,6 +129,10 @@ static fake *fake_start(int unimplemented) {
   assert_int_equal(sl_rpc_server_start(f->srv, &err), SL_OK);
   snprintf(f->target, sizeof(f->target), "127.0.0.1:%d", sl_rpc_server_port(f->srv));
   return f;
+}
+
+static fake *fake_start(int unimplemented) {
+  return fake_start_tls(unimplemented, NULL, NULL);
 }
 
 static void fake_stop(fake *f) {
@@ -152,8 +157,9 @@ static void get_state(void *arg, bool *ro, uint64_t *free_b, uint64_t *total) {
   *total = 2000;
 }
 
-static sl_registration *reg_start(const char *target, bstate *b) {
+static sl_registration *reg_start_tls(const char *target, bstate *b, const char *ca) {
   sl_registration_opts o = SL_REGISTRATION_OPTS_INIT;
+  o.tls_root_pem = ca;
   o.target = target;
   o.bookie_id = "bookie-7";
   o.address = "127.0.0.1:3181";
@@ -167,6 +173,10 @@ static sl_registration *reg_start(const char *target, bstate *b) {
   sl_err err = SL_ERR_INIT;
   assert_int_equal(sl_registration_start(&o, &r, &err), SL_OK);
   return r;
+}
+
+static sl_registration *reg_start(const char *target, bstate *b) {
+  return reg_start_tls(target, b, NULL);
 }
 
 static int64_t now_ms(void) {
@@ -323,6 +333,51 @@ static void test_registration__stop_is_quick_when_service_down(void **state) {
   assert_true(now_ms() - t0 < 1000);
 }
 
+/* Reads a whole file (test helper; aborts the test on failure). */
+static char *slurp(const char *path) {
+  FILE *f = fopen(path, "rb");
+  if (f == NULL) fail_msg("%s: cannot open", path);
+  fseek(f, 0, SEEK_END);
+  long n = ftell(f);
+  fseek(f, 0, SEEK_SET);
+  char *buf = malloc((size_t)n + 1);
+  assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
+  buf[n] = '\0';
+  fclose(f);
+  return buf;
+}
+
+static void test_registration__over_tls(void **state) {
+  (void)state;
+  const char *base = getenv("TEST_TMPDIR") ? getenv("TEST_TMPDIR") : "/tmp";
+  char dir[4096], cmd[16384], cert_path[4200], key_path[4200];
+  snprintf(dir, sizeof(dir), "%s/regtls.XXXXXX", base);
+  assert_non_null(mkdtemp(dir));
+  snprintf(cert_path, sizeof(cert_path), "%s/cert.pem", dir);
+  snprintf(key_path, sizeof(key_path), "%s/key.pem", dir);
+  snprintf(cmd, sizeof(cmd),
+           "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost "
+           "-addext subjectAltName=IP:127.0.0.1,DNS:localhost -keyout %s -out %s "
+           ">/dev/null 2>&1", key_path, cert_path);
+  assert_int_equal(system(cmd), 0);
+  char *cert = slurp(cert_path), *key = slurp(key_path);
+  fake *f = fake_start_tls(0, cert, key);
+  bstate b;
+  bstate_init(&b);
+  sl_registration *r = reg_start_tls(f->target, &b, cert);
+  assert_true(await(registered, f, r, 10000));
+  sl_registration_stop(r);
+  pthread_mutex_lock(&f->mu);
+  assert_int_equal(f->closes, 1);
+  pthread_mutex_unlock(&f->mu);
+  fake_stop(f);
+  free(cert);
+  free(key);
+  unlink(cert_path);
+  unlink(key_path);
+  rmdir(dir);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_registration__retries_while_unimplemented),
@@ -331,6 +386,7 @@ int main(void) {
       cmocka_unit_test(test_registration__stop_closes_session),
       cmocka_unit_test(test_registration__stop_is_quick_when_service_hangs),
       cmocka_unit_test(test_registration__stop_is_quick_when_service_down),
+      cmocka_unit_test(test_registration__over_tls),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
