@@ -68,7 +68,9 @@ sl_status sl_err_wrap(sl_err *err, sl_status st, const char *fmt, ...) {
     va_end(ap);
     memcpy(old, err->msg, sizeof(old));
     if (old[0] == '\0') snprintf(old, sizeof(old), "%s", sl_status_str(st));
-    snprintf(err->msg, sizeof(err->msg), "%s: %s", prefix, old);
+    /* Messages are capped at SL_ERR_MAX; losing the tail is acceptable. */
+    int n = snprintf(err->msg, sizeof(err->msg), "%s: %s", prefix, old);
+    (void)n;
   }
   return st;
 }
