@@ -27,9 +27,10 @@ static sl_cluster *start_cluster(void) {
   return c;
 }
 
-static int health(const char *addr) {
+static int health_with(const sl_rpc_channel_opts *base, const char *addr) {
   sl_rpc_channel *ch = NULL;
-  sl_rpc_channel_opts co = {.target = addr};
+  sl_rpc_channel_opts co = *base;
+  co.target = addr;
   sl_err err = SL_ERR_INIT;
   assert_int_equal(sl_rpc_channel_create(&co, &ch, &err), SL_OK);
   Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
@@ -43,6 +44,11 @@ static int health(const char *addr) {
   }
   sl_rpc_channel_destroy(ch);
   return status;
+}
+
+static int health(const char *addr) {
+  sl_rpc_channel_opts co = {0};
+  return health_with(&co, addr);
 }
 
 static void test_services__serve_health(void **state) {
@@ -75,10 +81,50 @@ static void test_services__sigterm_exits_within_1s(void **state) {
   sl_cluster_destroy(c);
 }
 
+/* TLS configured the way operators do it: PEM files named by flags. */
+static void test_services__tls_from_flags(void **state) {
+  (void)state;
+  const char *tmp = getenv("TEST_TMPDIR") ? getenv("TEST_TMPDIR") : "/tmp";
+  char cert[512], key[512], cmd[2048];
+  snprintf(cert, sizeof(cert), "%s/svc.crt", tmp);
+  snprintf(key, sizeof(key), "%s/svc.key", tmp);
+  snprintf(cmd, sizeof(cmd),
+           "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 "
+           "-nodes -days 1 -subj /CN=sluice -addext "
+           "subjectAltName=IP:127.0.0.1,DNS:localhost -keyout %s -out %s "
+           "2>/dev/null", key, cert);
+  assert_int_equal(system(cmd), 0);
+  const char *tls_args[] = {"--tls_cert", cert, "--tls_key", key, NULL};
+  sl_cluster_opts o = SL_CLUSTER_OPTS_INIT;
+  o.bookies = 0;
+  o.brokers = 0;
+  o.local_store = true;
+  o.metadata_args = tls_args;
+  o.name = "tls";
+  sl_cluster *c = NULL;
+  sl_err err = SL_ERR_INIT;
+  sl_status st = sl_cluster_start(&o, &c, &err);
+  if (st != SL_OK) fail_msg("cluster: %s", sl_err_msg(&err, st));
+
+  FILE *f = fopen(cert, "r");
+  assert_non_null(f);
+  static char pem[8192];
+  size_t n = fread(pem, 1, sizeof(pem) - 1, f);
+  fclose(f);
+  pem[n] = '\0';
+  sl_rpc_channel_opts tls = {.tls_root_pem = pem};
+  const char *addr = sl_cluster_addr(c, SL_NODE_METADATA, 0);
+  assert_int_equal(health_with(&tls, addr),
+                   GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING);
+  assert_int_equal(health(addr), -1); /* plaintext is refused */
+  sl_cluster_destroy(c);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_services__serve_health),
       cmocka_unit_test(test_services__sigterm_exits_within_1s),
+      cmocka_unit_test(test_services__tls_from_flags),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
