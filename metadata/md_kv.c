@@ -4,6 +4,7 @@
  */
 #include <inttypes.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -139,6 +140,42 @@ void sl_md_list_release(sl_md_list *l) {
 
 /* ---- epochs ---- */
 
+static sl_md_epoch_slot *slot_of(sl_md_service *md, const char *partition) {
+  uint32_t h = 2166136261u; /* FNV-1a */
+  for (const unsigned char *p = (const unsigned char *)partition; *p; p++)
+    h = (h ^ *p) * 16777619u;
+  return &md->epochs[h % SL_MD_EPOCH_CACHE];
+}
+
+void sl_md_epoch_note(sl_md_service *md, const char *partition, int64_t rev, uint64_t epoch) {
+  pthread_mutex_lock(&md->epochs_lock);
+  sl_md_epoch_slot *s = slot_of(md, partition);
+  bool same = s->partition != NULL && strcmp(s->partition, partition) == 0;
+  if (!same) {
+    free(s->partition);
+    s->partition = sl_xstrdup(partition);
+    s->rev = -1;
+  }
+  if (rev > s->rev) { /* never go back to an older reading */
+    s->rev = rev;
+    s->epoch = epoch;
+  }
+  pthread_mutex_unlock(&md->epochs_lock);
+}
+
+static bool epoch_cached(sl_md_service *md, const char *partition, int64_t *rev,
+                         uint64_t *epoch) {
+  pthread_mutex_lock(&md->epochs_lock);
+  sl_md_epoch_slot *s = slot_of(md, partition);
+  bool hit = s->partition != NULL && strcmp(s->partition, partition) == 0;
+  if (hit) {
+    *rev = s->rev;
+    *epoch = s->epoch;
+  }
+  pthread_mutex_unlock(&md->epochs_lock);
+  return hit;
+}
+
 sl_status sl_md_epoch_read(sl_md_service *md, const char *partition, sl_md_epoch *out,
                            sl_err *err) {
   ProtobufCMessage *m = NULL;
@@ -147,27 +184,44 @@ sl_status sl_md_epoch_read(sl_md_service *md, const char *partition, sl_md_epoch
   out->epoch = 0;
   sl_status st = sl_md_read(md, &out->key, &sluice__v1__owner_info__descriptor, &m,
                             &out->rev, NULL, err);
-  if (st == SL_ENOTFOUND) return SL_OK; /* never owned: epoch 0 */
+  if (st == SL_ENOTFOUND) st = SL_OK; /* never owned: epoch 0 */
   if (st != SL_OK) return st;
-  out->epoch = ((Sluice__V1__OwnerInfo *)m)->epoch;
-  protobuf_c_message_free_unpacked(m, NULL);
+  if (m != NULL) {
+    out->epoch = ((Sluice__V1__OwnerInfo *)m)->epoch;
+    protobuf_c_message_free_unpacked(m, NULL);
+  }
+  sl_md_epoch_note(md, partition, out->rev, out->epoch);
+  return SL_OK;
+}
+
+static sl_status compare_epoch(const char *partition, uint64_t epoch, uint64_t current,
+                               sl_err *err) {
+  if (epoch < current)
+    return sl_err_set(err, SL_EFENCED,
+                      "partition %s: epoch %" PRIu64 " is stale, current epoch is %" PRIu64,
+                      partition, epoch, current);
+  if (epoch > current)
+    return sl_err_set(err, SL_EFENCED,
+                      "partition %s: epoch %" PRIu64 " was never granted (current is %" PRIu64
+                      ")",
+                      partition, epoch, current);
   return SL_OK;
 }
 
 sl_status sl_md_epoch_check(sl_md_service *md, const char *partition, uint64_t epoch,
                             sl_md_epoch *out, sl_err *err) {
+  int64_t rev;
+  uint64_t cached;
+  if (epoch_cached(md, partition, &rev, &cached) && epoch <= cached) {
+    sl_md_key_fmt(&out->key, "epochs/%s", partition);
+    out->rev = rev;
+    out->epoch = cached;
+    return compare_epoch(partition, epoch, cached, err);
+  }
+  /* Unknown, or newer than we know: ask the store. */
   sl_status st = sl_md_epoch_read(md, partition, out, err);
   if (st != SL_OK) return st;
-  if (epoch < out->epoch)
-    return sl_err_set(err, SL_EFENCED,
-                      "partition %s: epoch %" PRIu64 " is stale, current epoch is %" PRIu64,
-                      partition, epoch, out->epoch);
-  if (epoch > out->epoch)
-    return sl_err_set(err, SL_EFENCED,
-                      "partition %s: epoch %" PRIu64 " was never granted (current is %" PRIu64
-                      ")",
-                      partition, epoch, out->epoch);
-  return SL_OK;
+  return compare_epoch(partition, epoch, out->epoch, err);
 }
 
 /* ---- the write path ---- */

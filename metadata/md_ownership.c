@@ -71,8 +71,10 @@ static sl_status try_acquire(sl_md_service *md, const char *partition,
                           {ep.key.s, ep.key.len, ep.rev}};
   sl_store_op ops[2] = {{SL_STORE_OP_PUT, owner_key->s, owner_key->len, val, len, session},
                         {SL_STORE_OP_PUT, ep.key.s, ep.key.len, val, len, 0}};
-  st = sl_store_txn(md->store, cmps, 2, ops, 2, NULL, err);
+  int64_t rev = 0;
+  st = sl_store_txn(md->store, cmps, 2, ops, 2, &rev, err);
   free(val);
+  if (st == SL_OK) sl_md_epoch_note(md, partition, rev, mine->epoch);
   if (st == SL_ENOTFOUND)
     return sl_err_set(err, st, "session %" PRId64 ": expired or closed; open a new session",
                       session);

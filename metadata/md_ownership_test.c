@@ -4,6 +4,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 #include <cmocka.h>
 
@@ -135,6 +136,45 @@ static void test_md_ownership__stale_epoch_refused(void **state) {
   mdt_expect(mdt_st_update_cursor(l->ch, P, "sub", 6, v, e2, NULL, &err), SL_OK, &err);
 }
 
+/* Replica A caches P's epoch; the take-over happens through replica B.
+ * A must still refuse the old epoch and accept the new one. */
+static void test_md_ownership__epoch_cache_on_other_replica(void **state) {
+  mdt_local *l = *state;
+  sl_err err = SL_ERR_INIT;
+  sl_md_service_opts o = SL_MD_SERVICE_OPTS_INIT;
+  o.store = l->store;
+  sl_md_service *md2 = NULL;
+  sl_rpc_server *srv2 = NULL;
+  mdt_expect(sl_md_service_create(&o, &md2, &err), SL_OK, &err);
+  sl_rpc_server_opts ro = {.addr = "127.0.0.1:0", .n_threads = 2};
+  mdt_expect(sl_rpc_server_create(&ro, &srv2, &err), SL_OK, &err);
+  mdt_expect(sl_md_service_register(md2, srv2, &err), SL_OK, &err);
+  mdt_expect(sl_rpc_server_start(srv2, &err), SL_OK, &err);
+  char addr[64];
+  snprintf(addr, sizeof(addr), "127.0.0.1:%d", sl_rpc_server_port(srv2));
+  sl_rpc_channel *b = mdt_connect(addr);
+
+  int64_t s1 = mdt_open_broker(l->ch, "b1", 0), s2 = mdt_open_broker(b, "b2", 0);
+  Sluice__V1__AcquireOwnershipResponse *r = mdt_acquire(l->ch, P, "b1", s1);
+  uint64_t e1 = r->owner->epoch;
+  protobuf_c_message_free_unpacked(&r->base, NULL);
+  int64_t v = 0;
+  mdt_expect(mdt_st_update_cursor(l->ch, P, "s", 1, 0, e1, &v, &err), SL_OK, &err); /* A caches e1 */
+  mdt_expect(release(b, P, s1, e1, &err), SL_OK, &err);
+  r = mdt_acquire(b, P, "b2", s2);
+  uint64_t e2 = r->owner->epoch;
+  protobuf_c_message_free_unpacked(&r->base, NULL);
+  assert_true(e2 > e1);
+  /* Through A, whose cache still says e1. */
+  mdt_expect(mdt_st_update_cursor(l->ch, P, "s", 2, v, e1, NULL, &err), SL_EPRECOND, &err);
+  assert_non_null(strstr(err.msg, "stale"));
+  mdt_expect(mdt_st_update_cursor(l->ch, P, "s", 2, v, e2, &v, &err), SL_OK, &err);
+  mdt_expect(mdt_st_update_cursor(l->ch, P, "s", 3, v, e1, NULL, &err), SL_EPRECOND, &err);
+  sl_rpc_channel_destroy(b);
+  sl_rpc_server_destroy(srv2);
+  sl_md_service_destroy(md2);
+}
+
 static void test_md_ownership__bad_input(void **state) {
   mdt_local *l = *state;
   sl_err err = SL_ERR_INIT;
@@ -162,6 +202,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_md_ownership__acquire_lookup_release, setup, teardown),
       cmocka_unit_test_setup_teardown(test_md_ownership__ends_with_session, setup, teardown),
       cmocka_unit_test_setup_teardown(test_md_ownership__stale_epoch_refused, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_md_ownership__epoch_cache_on_other_replica, setup,
+                                      teardown),
       cmocka_unit_test_setup_teardown(test_md_ownership__bad_input, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

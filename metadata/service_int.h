@@ -27,9 +27,21 @@
  * writer before the call gives up with ABORTED. */
 #define SL_MD_RETRIES 16
 
+/* Slots of the epoch cache (see sl_md_epoch_check). */
+#define SL_MD_EPOCH_CACHE 4096
+
+typedef struct sl_md_epoch_slot {
+  char *partition; /* heap; NULL if empty */
+  int64_t rev;     /* mod revision of epochs/<partition> when read */
+  uint64_t epoch;  /* its epoch at that revision */
+} sl_md_epoch_slot;
+
 struct sl_md_service {
   sl_md_service_opts opts;
   sl_store *store;
+
+  pthread_mutex_t epochs_lock; /* guards epochs */
+  sl_md_epoch_slot epochs[SL_MD_EPOCH_CACHE]; /* direct-mapped by hash */
 
   pthread_mutex_t ids_lock; /* guards next_id, end_id */
   uint64_t next_id;         /* reserved ledger ids are [next_id, end_id) */
@@ -102,10 +114,22 @@ typedef struct sl_md_epoch {
 sl_status sl_md_epoch_read(sl_md_service *md, const char *partition, sl_md_epoch *out,
                            sl_err *err);
 
-/* Reads the epoch and checks that `epoch` is the current one: lower is
- * stale (SL_EFENCED), higher was never granted (SL_EFENCED too). */
+/*
+ * Checks that `epoch` is the partition's current one: lower is stale
+ * (SL_EFENCED), higher was never granted (SL_EFENCED too). *out becomes the
+ * guard for sl_md_cas.
+ *
+ * The epoch may come from a cache instead of the store. That is safe
+ * because the guarded txn compares the epoch key's revision, and one
+ * revision of a key names one value: if the compare holds, the cached epoch
+ * was the current one. A stale entry only costs a failed txn and a re-read.
+ * Epochs never decrease, so an epoch below a cached one is stale for sure.
+ */
 sl_status sl_md_epoch_check(sl_md_service *md, const char *partition, uint64_t epoch,
                             sl_md_epoch *out, sl_err *err);
+
+/* Records a partition's epoch as of revision rev (after a take-over). */
+void sl_md_epoch_note(sl_md_service *md, const char *partition, int64_t rev, uint64_t epoch);
 
 /*
  * Writes `value` at key as a compare-and-swap: expected > 0 is the version
