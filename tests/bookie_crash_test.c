@@ -10,7 +10,8 @@
  * and of mixed sizes. The crash moment is random: after a random number of
  * acks (0 included), with adds in flight.
  *
- * 20 cycles by default; SLUICE_LONG=1 runs 200. SLUICE_SEED=N replays a run.
+ * 20 cycles by default; SLUICE_LONG=1 runs 200 (through Bazel:
+ * --test_env=SLUICE_LONG=1). SLUICE_SEED=N replays a run's choices.
  */
 #include <pthread.h>
 #include <setjmp.h>
