@@ -145,6 +145,8 @@ sl_status sl_rpc_server_create(const sl_rpc_server_opts *opts, sl_rpc_server **o
   pthread_mutex_init(&srv->lock, NULL);
   pthread_cond_init(&srv->cond, NULL);
   srv->shutdown_tag.fn = on_shutdown;
+  sl_rpc_metrics_init_(&srv->unknown_metrics, "unknown");
+  srv->write_queue_full = sl_rpc_metrics_queue_full_();
 
   sl_rpc_log_init();
   grpc_init();
@@ -193,6 +195,7 @@ sl_status sl_rpc_server_add_(sl_rpc_server *srv, const sl_rpc_method *method,
   e->method = *method;
   e->handler = *h;
   e->registered = registered;
+  sl_rpc_metrics_init_(&e->metrics, method->path);
   srv->entries = sl_xrealloc(srv->entries, (srv->n_entries + 1) * sizeof(*srv->entries));
   srv->entries[srv->n_entries++] = e;
   return SL_OK;

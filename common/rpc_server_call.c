@@ -22,6 +22,12 @@
  *      call, the request and the arena.
  *   5. Handler callbacks run without call->lock held, and none runs after
  *      on_done; on_done runs only if on_start ran.
+ *   6. Metrics (rpc_server_metrics.c): every call counts as started and
+ *      open in new_call() and ends exactly once (status_counted): when its
+ *      status is handed to gRPC, so a client that has its answer sees it
+ *      counted, or else in on_close(), as DEADLINE_EXCEEDED or CANCELLED.
+ *      A message counts as sent when handed to gRPC, as received when
+ *      gRPC hands it to us.
  *
  * States (by flags under call->lock)
  *   OPEN      after sl_rpc_call_begin_(): close batch posted, on_start ran.
@@ -52,6 +58,8 @@ typedef struct queued_msg {
 struct sl_rpc_call {
   sl_rpc_server *srv;
   const sl_rpc_entry *entry; /* NULL: unknown method, answered UNIMPLEMENTED */
+  const sl_rpc_method_metrics *metrics; /* entry's, or the server's "unknown" */
+  uint64_t t0_ns;            /* sl_metrics_now_ns() at begin */
   grpc_call *call;
   gpr_timespec deadline;
   grpc_metadata_array md;    /* client metadata; slices owned by `call` */
@@ -69,6 +77,7 @@ struct sl_rpc_call {
   bool want_writable;        /* a send got SL_EBUSY: call on_writable */
   bool finished;             /* sl_rpc_call_finish() was called */
   bool done;                 /* RECV_CLOSE_ON_SERVER completed */
+  bool status_counted;       /* the end is in the metrics (invariant 6) */
   bool reading, paused, read_eof; /* client/bidi reads */
   grpc_byte_buffer *inflight; /* message of the send batch in flight */
   grpc_byte_buffer *final_msg;
@@ -130,6 +139,13 @@ static void start_batch(sl_rpc_call *c, const grpc_op *ops, size_t n, sl_rpc_tag
   }
 }
 
+/* Counts the call's end once (invariant 6). call->lock held. */
+static void count_end_locked(sl_rpc_call *c, int grpc_code) {
+  if (c->status_counted) return;
+  c->status_counted = true;
+  sl_rpc_metrics_ended_(c->metrics, grpc_code, c->t0_ns);
+}
+
 /* Starts the next send batch if none is in flight. call->lock held. */
 static void pump_locked(sl_rpc_call *c) {
   grpc_op ops[3];
@@ -150,6 +166,7 @@ static void pump_locked(sl_rpc_call *c) {
     ops[n].op = GRPC_OP_SEND_MESSAGE;
     ops[n++].data.send_message.send_message = c->inflight;
     c->sending_final = false;
+    sl_metrics_counter_inc(c->metrics->msg_sent);
   } else {
     /* invariant 3: queue empty and finish called */
     if (c->final_msg != NULL) {
@@ -157,7 +174,9 @@ static void pump_locked(sl_rpc_call *c) {
       c->final_msg = NULL;
       ops[n].op = GRPC_OP_SEND_MESSAGE;
       ops[n++].data.send_message.send_message = c->inflight;
+      sl_metrics_counter_inc(c->metrics->msg_sent);
     }
+    count_end_locked(c, c->final_code); /* before gRPC can deliver it */
     ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
     ops[n].data.send_status_from_server.status = c->final_code;
     ops[n++].data.send_status_from_server.status_details = &c->final_details;
@@ -210,6 +229,7 @@ sl_status sl_rpc_call_send(sl_rpc_call *c, const ProtobufCMessage *msg) {
        : c->q_len >= c->srv->write_queue_max ? SL_EBUSY : SL_OK;
   if (st == SL_EBUSY) c->want_writable = true;
   pthread_mutex_unlock(&c->lock);
+  if (st == SL_EBUSY) sl_metrics_counter_inc(c->srv->write_queue_full);
   if (st != SL_OK) return st;
 
   sl_rpc_buf_pack(msg, 0, &bb, NULL); /* no limit here: gRPC enforces the cap */
@@ -235,6 +255,7 @@ sl_status sl_rpc_call_send(sl_rpc_call *c, const ProtobufCMessage *msg) {
     grpc_byte_buffer_destroy(bb);
     free(m);
   }
+  if (st == SL_EBUSY) sl_metrics_counter_inc(c->srv->write_queue_full);
   return st;
 }
 
@@ -296,6 +317,7 @@ static void on_recv(sl_rpc_tag *tag, bool ok) {
   bool skip = !ok || c->done;
   if (ok && bb == NULL) c->read_eof = true; /* the client half-closed */
   pthread_mutex_unlock(&c->lock);
+  if (bb != NULL) sl_metrics_counter_inc(c->metrics->msg_received);
 
   if (!skip && bb == NULL) {
     if (h->on_message != NULL) h->on_message(c, NULL, h->ctx);
@@ -348,7 +370,11 @@ static void on_close(sl_rpc_tag *tag, bool ok) {
   }
   c->q_tail = NULL;
   bool cancelled = c->cancelled != 0 || !c->finished;
+  /* No status went out (invariant 6): the deadline or the peer ended it. */
+  count_end_locked(c, sl_rpc_call_time_left_ms(c) == 0 ? GRPC_STATUS_DEADLINE_EXCEEDED
+                                                       : GRPC_STATUS_CANCELLED);
   pthread_mutex_unlock(&c->lock);
+  sl_metrics_gauge_add(c->metrics->open, -1);
   if (c->started && c->entry->handler.on_done != NULL)
     c->entry->handler.on_done(c, cancelled, c->entry->handler.ctx);
   sl_rpc_call_unref(c); /* the runtime's reference (invariant 4) */
@@ -358,6 +384,8 @@ static sl_rpc_call *new_call(sl_rpc_request *req) {
   sl_rpc_call *c = sl_xcalloc(1, sizeof(*c));
   c->srv = req->w->srv;
   c->entry = req->entry;
+  c->metrics = req->entry != NULL ? &req->entry->metrics : &c->srv->unknown_metrics;
+  c->t0_ns = sl_metrics_now_ns();
   c->call = req->call;
   c->deadline = req->entry != NULL ? req->deadline : req->details.deadline;
   c->md = req->md; /* moved; post_request re-inits req->md */
@@ -372,6 +400,8 @@ static sl_rpc_call *new_call(sl_rpc_request *req) {
   pthread_mutex_lock(&c->srv->lock);
   c->srv->n_calls++;
   pthread_mutex_unlock(&c->srv->lock);
+  sl_metrics_counter_inc(c->metrics->started);
+  sl_metrics_gauge_add(c->metrics->open, 1);
 
   grpc_op op;
   memset(&op, 0, sizeof(op));
@@ -401,6 +431,7 @@ void sl_rpc_call_begin_(sl_rpc_request *req) {
   if (m->kind == SL_RPC_UNARY || m->kind == SL_RPC_SERVER_STREAMING) {
     grpc_byte_buffer *bb = req->payload;
     req->payload = NULL;
+    if (bb != NULL) sl_metrics_counter_inc(c->metrics->msg_received);
     sl_err err = SL_ERR_INIT;
     sl_status st = bb == NULL ? sl_err_set(&err, SL_EINVAL, "%s: no request message", m->path)
                               : sl_rpc_buf_unpack(m->request, bb, &c->req, &err);

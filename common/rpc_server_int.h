@@ -10,6 +10,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
+#include "common/metrics.h"
 #include "common/rpc_int.h"
 #include "common/rpc_server.h"
 
@@ -22,11 +23,25 @@ typedef struct sl_rpc_worker {
   pthread_t thread;
 } sl_rpc_worker;
 
+/* gRPC status codes 0 (OK) to 16 (UNAUTHENTICATED). */
+#define SL_RPC_N_CODES 17
+
+/* One method's metric handles (rpc_server_metrics.c); any may be NULL if
+ * registration failed, and updates then skip it. */
+typedef struct sl_rpc_method_metrics {
+  sl_metrics_counter *started;
+  sl_metrics_counter *handled[SL_RPC_N_CODES]; /* by gRPC status code */
+  sl_metrics_histogram *seconds;               /* begin to status sent */
+  sl_metrics_counter *msg_received, *msg_sent;
+  sl_metrics_gauge *open;                      /* calls begun, not yet over */
+} sl_rpc_method_metrics;
+
 /* A registered method. */
 typedef struct sl_rpc_entry {
   sl_rpc_method method;
   sl_rpc_handler handler;
   void *registered; /* grpc_server_register_method() handle */
+  sl_rpc_method_metrics metrics;
 } sl_rpc_entry;
 
 /* One posted grpc_server_request_*call; re-posted after each new call. */
@@ -66,6 +81,9 @@ struct sl_rpc_server {
   size_t n_calls;       /* sl_rpc_call objects not yet released */
   sl_rpc_tag shutdown_tag;
 
+  sl_rpc_method_metrics unknown_metrics; /* calls to unregistered paths */
+  sl_metrics_counter *write_queue_full;  /* sends answered SL_EBUSY */
+
   sl_rpc_health *health;
   void **allocs; /* sl_rpc_server_alloc() blocks, under lock */
   size_t n_allocs;
@@ -78,6 +96,17 @@ struct sl_rpc_server {
  * metadata and payload in `req` and leaves `req` ready to re-post. Runs on
  * the worker thread of req->w. */
 void sl_rpc_call_begin_(sl_rpc_request *req);
+
+/* ---- rpc_server_metrics.c ---- */
+
+/* Registers (or finds) the handles of `method` ("unknown" for the
+ * unregistered) in sl_metrics_default(); failures are logged and leave
+ * NULL handles. `method` is copied. */
+void sl_rpc_metrics_init_(sl_rpc_method_metrics *m, const char *method);
+/* The server-wide write-queue-full counter (NULL if it failed). */
+sl_metrics_counter *sl_rpc_metrics_queue_full_(void);
+/* A call ended with gRPC status `code`, begun at t0_ns (sl_metrics_now_ns). */
+void sl_rpc_metrics_ended_(const sl_rpc_method_metrics *m, int code, uint64_t t0_ns);
 
 /* ---- rpc_server_health.c ---- */
 

@@ -20,6 +20,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/metrics.h"
 #include "common/rpc_client.h"
 #include "common/rpc_health.h"
 #include "common/rpc_server.h"
@@ -645,6 +646,196 @@ static void test_rpc_server__health_watch(void **state) {
   sl_rpc_channel_destroy(fx.ch);
 }
 
+/* ---- metrics (rpc_server_metrics.c) ---- */
+
+/* A series of the runtime's in sl_metrics_default(); 0 if not there yet. */
+static double metric(const char *name, const char *method, const char *code) {
+  const char *const with_code[] = {"method", method, "code", code, NULL};
+  const char *const just_method[] = {"method", method, NULL};
+  double v = 0;
+  sl_status st = sl_metrics_value(sl_metrics_default(), name,
+                                  method == NULL ? NULL : code ? with_code : just_method, &v);
+  return st == SL_OK ? v : 0;
+}
+
+/* Polls until metric(...) == want (things counted when a call closes). */
+static bool metric_reaches(const char *name, const char *method, const char *code, double want) {
+  int64_t until = now_ms() + 5000;
+  while (metric(name, method, code) != want) {
+    if (now_ms() > until) return false;
+    struct timespec t = {0, 2000000};
+    nanosleep(&t, NULL);
+  }
+  return true;
+}
+
+#define STARTED "sluice_rpc_server_started_total"
+#define HANDLED "sluice_rpc_server_handled_total"
+
+/* handled_total of `method` over every code. */
+static double handled_sum(const char *method) {
+  static const char *const codes[] = {
+      "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
+      "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
+      "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
+      "UNAUTHENTICATED"};
+  double sum = 0;
+  for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++)
+    sum += metric(HANDLED, method, codes[i]);
+  return sum;
+}
+#define SECONDS "sluice_rpc_server_handling_seconds"
+#define RECEIVED "sluice_rpc_server_msg_received_total"
+#define SENT "sluice_rpc_server_msg_sent_total"
+#define OPEN "sluice_rpc_server_open_calls"
+
+static void count_ended(sl_status st, const char *details, ProtobufCMessage *resp, void *arg) {
+  (void)st;
+  (void)details;
+  if (resp != NULL) protobuf_c_message_free_unpacked(resp, NULL);
+  atomic_fetch_add((atomic_long *)arg, 1);
+}
+
+static void test_rpc_server__metrics_count_unary_calls_by_code(void **state) {
+  (void)state;
+  fixture fx;
+  fx_start(&fx, NULL, NULL);
+  const char *m = sl_echo_unary.path;
+  double started = metric(STARTED, m, NULL), ok = metric(HANDLED, m, "OK"),
+         not_found = metric(HANDLED, m, "NOT_FOUND"), recv = metric(RECEIVED, m, NULL),
+         sent = metric(SENT, m, NULL), seconds = metric(SECONDS, m, NULL),
+         open = metric(OPEN, m, NULL), unknown = metric(STARTED, "unknown", NULL),
+         unimpl = metric(HANDLED, "unknown", "UNIMPLEMENTED");
+  sl_err err = SL_ERR_INIT;
+  echo_req req = SLUICE__TEST__ECHO_REQUEST__INIT;
+  echo_resp *resp = NULL;
+  for (int i = 0; i < 3; i++) {
+    assert_int_equal(echo_unary(&fx, &req, NULL, &resp, &err), SL_OK);
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+  }
+  req.action = SLUICE__TEST__ECHO_REQUEST__ACTION__FAIL;
+  req.n = SL_ENOTFOUND;
+  for (int i = 0; i < 2; i++)
+    assert_int_equal(echo_unary(&fx, &req, NULL, &resp, &err), SL_ENOTFOUND);
+  /* Counted before the status went out: no waiting needed. */
+  assert_true(metric(STARTED, m, NULL) == started + 5);
+  assert_true(metric(HANDLED, m, "OK") == ok + 3);
+  assert_true(metric(HANDLED, m, "NOT_FOUND") == not_found + 2);
+  assert_true(metric(RECEIVED, m, NULL) == recv + 5);
+  assert_true(metric(SENT, m, NULL) == sent + 3);
+  assert_true(metric(SECONDS, m, NULL) == seconds + 5);
+  assert_true(metric_reaches(OPEN, m, NULL, open)); /* closes land a little later */
+
+  /* Unknown paths share one "unknown" series. */
+  const sl_rpc_method nope = {"/sluice.test.Echo/Nope", SL_RPC_UNARY,
+                              &sluice__test__echo_request__descriptor,
+                              &sluice__test__echo_response__descriptor};
+  ProtobufCMessage *r = NULL;
+  assert_int_equal(sl_rpc_unary(fx.ch, &nope, &req.base, &r, NULL, &err), SL_EUNIMPL);
+  assert_true(metric(STARTED, "unknown", NULL) == unknown + 1);
+  assert_true(metric(HANDLED, "unknown", "UNIMPLEMENTED") == unimpl + 1);
+  assert_true(metric(STARTED, nope.path, NULL) == 0);
+
+  /* A deadline: no status was sent, the close counts it. */
+  double deadline = metric(HANDLED, m, "DEADLINE_EXCEEDED");
+  req.action = SLUICE__TEST__ECHO_REQUEST__ACTION__HANG;
+  sl_rpc_call_opts o = {.timeout_ms = 100};
+  assert_int_equal(echo_unary(&fx, &req, &o, &resp, &err), SL_ETIMEDOUT);
+  assert_true(metric_reaches(HANDLED, m, "DEADLINE_EXCEEDED", deadline + 1));
+  assert_true(metric_reaches(OPEN, m, NULL, open));
+
+  /* The client goes away mid-call: CANCELLED, counted at the close. */
+  double cancelled = metric(HANDLED, m, "CANCELLED");
+  sl_rpc_channel *ch;
+  sl_rpc_channel_opts co = {.target = fx.target};
+  assert_int_equal(sl_rpc_channel_create(&co, &ch, &err), SL_OK);
+  atomic_long ended = 0;
+  assert_int_equal(sl_rpc_unary_async(ch, &sl_echo_unary, &req.base, NULL, count_ended, &ended,
+                                      &err), SL_OK);
+  assert_true(metric_reaches(OPEN, m, NULL, open + 1)); /* the server has it */
+  sl_rpc_channel_destroy(ch); /* cancels it */
+  assert_int_equal(atomic_load(&ended), 1);
+  assert_true(metric_reaches(HANDLED, m, "CANCELLED", cancelled + 1));
+  assert_true(metric_reaches(OPEN, m, NULL, open));
+  fx_stop(&fx);
+}
+
+static void test_rpc_server__metrics_count_stream_messages(void **state) {
+  (void)state;
+  fixture fx;
+  fx_start(&fx, NULL, NULL);
+  const char *ss = sl_echo_server_stream.path, *bidi = sl_echo_bidi.path;
+  double ss_sent = metric(SENT, ss, NULL), ss_ok = metric(HANDLED, ss, "OK"),
+         bidi_recv = metric(RECEIVED, bidi, NULL), bidi_sent = metric(SENT, bidi, NULL),
+         bidi_handled = handled_sum(bidi), bidi_open = metric(OPEN, bidi, NULL);
+  sl_err err = SL_ERR_INIT;
+  echo_req req = SLUICE__TEST__ECHO_REQUEST__INIT;
+  req.n = 4;
+  sl_rpc_stream *s;
+  ProtobufCMessage *msg;
+  assert_int_equal(sl_rpc_stream_open(fx.ch, &sl_echo_server_stream, &req.base, NULL, &s, &err),
+                   SL_OK);
+  int got = 0;
+  while (sl_rpc_stream_recv(s, &msg, 5000, &err) == SL_OK && msg != NULL) {
+    protobuf_c_message_free_unpacked(msg, NULL);
+    got++;
+  }
+  assert_int_equal(got, 4);
+  sl_rpc_stream_destroy(s);
+  assert_true(metric(SENT, ss, NULL) == ss_sent + 4);
+  assert_true(metric(HANDLED, ss, "OK") == ss_ok + 1);
+
+  /* Bidi: three echoed, an open call while it lasts, then a cancel. */
+  assert_int_equal(sl_rpc_stream_open(fx.ch, &sl_echo_bidi, NULL, NULL, &s, &err), SL_OK);
+  for (int i = 0; i < 3; i++) {
+    assert_int_equal(sl_rpc_stream_send(s, &req.base, 5000, &err), SL_OK);
+    assert_int_equal(sl_rpc_stream_recv(s, &msg, 5000, &err), SL_OK);
+    protobuf_c_message_free_unpacked(msg, NULL);
+  }
+  assert_true(metric(RECEIVED, bidi, NULL) == bidi_recv + 3);
+  assert_true(metric(SENT, bidi, NULL) == bidi_sent + 3);
+  assert_true(metric(OPEN, bidi, NULL) == bidi_open + 1);
+  /* A cancel ends the call exactly once, as whatever the handler chose if
+   * it chose first (echo finishes OK when its read ends), else CANCELLED. */
+  sl_rpc_stream_cancel(s);
+  int64_t until = now_ms() + 5000;
+  while (handled_sum(bidi) != bidi_handled + 1 && now_ms() < until) {
+    struct timespec t = {0, 2000000};
+    nanosleep(&t, NULL);
+  }
+  assert_true(handled_sum(bidi) == bidi_handled + 1);
+  assert_true(metric_reaches(OPEN, bidi, NULL, bidi_open));
+  sl_rpc_stream_destroy(s);
+  fx_stop(&fx);
+}
+
+static void test_rpc_server__metrics_count_write_queue_full(void **state) {
+  (void)state;
+  fixture fx;
+  sl_rpc_server_opts so = {.addr = "127.0.0.1:0", .write_queue_max = 2};
+  fx_start(&fx, &so, NULL);
+  double full = metric("sluice_rpc_server_write_queue_full_total", NULL, NULL);
+  echo_req req = SLUICE__TEST__ECHO_REQUEST__INIT;
+  req.n = 200; /* FLOOD-like: a server stream faster than the queue */
+  sl_err err = SL_ERR_INIT;
+  sl_rpc_stream *s;
+  ProtobufCMessage *msg;
+  assert_int_equal(sl_rpc_stream_open(fx.ch, &sl_echo_server_stream, &req.base, NULL, &s, &err),
+                   SL_OK);
+  int got = 0;
+  while (sl_rpc_stream_recv(s, &msg, 5000, &err) == SL_OK && msg != NULL) {
+    protobuf_c_message_free_unpacked(msg, NULL);
+    got++;
+  }
+  assert_int_equal(got, 200);
+  sl_rpc_stream_destroy(s);
+  long ebusy = atomic_load(&fx.stats.ebusy);
+  assert_true(ebusy > 0);
+  /* Other servers in this process may add to the shared counter, never less. */
+  assert_true(metric("sluice_rpc_server_write_queue_full_total", NULL, NULL) >= full + ebusy);
+  fx_stop(&fx);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_rpc_server__unary_sees_metadata_deadline_peer),
@@ -662,6 +853,9 @@ int main(void) {
       cmocka_unit_test(test_rpc_server__rejects_bad_setup),
       cmocka_unit_test(test_rpc_server__health_check),
       cmocka_unit_test(test_rpc_server__health_watch),
+      cmocka_unit_test(test_rpc_server__metrics_count_unary_calls_by_code),
+      cmocka_unit_test(test_rpc_server__metrics_count_stream_messages),
+      cmocka_unit_test(test_rpc_server__metrics_count_write_queue_full),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

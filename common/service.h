@@ -23,12 +23,16 @@ typedef struct sl_service_opts {
   char *tls_key;           /* its private key PEM file */
   char *tls_client_ca;     /* CA PEM file; set = require client certificates */
   long long max_message_bytes; /* largest gRPC message in either direction */
+  char *metrics_listen;    /* host:port for Prometheus GET /metrics; "" = off */
 } sl_service_opts;
 
 #define SL_SERVICE_CONF_(T, f, type, def, min, max, env, help) \
   {#f, type, def, min, max, env, help, offsetof(T, svc.f)}
 /* Table entries for sl_service_opts; ENV is a literal prefix like
- * "SLUICE_BOOKIE_". */
+ * "SLUICE_BOOKIE_". A table that spells the entries out one by one (to
+ * change a default) need not list them all: sl_service_main() appends any
+ * it lacks, with the defaults below and the table's own prefix (taken from
+ * its "listen" entry's variable). */
 #define SL_SERVICE_CONF(T, ENV, default_listen)                                \
   SL_SERVICE_CONF_(T, listen, SL_CONF_TYPE_STR, default_listen, 0, 0,          \
                    ENV "LISTEN", "host:port to serve gRPC on"),                \
@@ -45,7 +49,11 @@ typedef struct sl_service_opts {
                    "CA PEM file; when set, clients must present certificates"),\
   SL_SERVICE_CONF_(T, max_message_bytes, SL_CONF_TYPE_INT, "16777216", 1024,   \
                    1073741824, ENV "MAX_MESSAGE_BYTES",                        \
-                   "largest gRPC message accepted or sent")
+                   "largest gRPC message accepted or sent"),                   \
+  SL_SERVICE_CONF_(T, metrics_listen, SL_CONF_TYPE_STR, "", 0, 0,              \
+                   ENV "METRICS_LISTEN",                                       \
+                   "host:port to serve Prometheus metrics on (GET /metrics); " \
+                   "empty = off")
 
 /* What a binary plugs into sl_service_main(). */
 typedef struct sl_service_def {
@@ -63,9 +71,12 @@ typedef struct sl_service_def {
   void (*stop)(void *state);
 } sl_service_def;
 
-/* The whole life of a service process: config, server, start, the
- * "event=ready port=N" line, wait for SIGTERM/SIGINT, graceful shutdown.
- * Returns the process exit code. */
+/* The whole life of a service process: config, the metrics endpoint (if
+ * metrics_listen is set: process_* and RPC metrics from
+ * sl_metrics_default(), then an "event=metrics_ready port=N" line), server,
+ * start, the "event=ready port=N" line, wait for SIGTERM/SIGINT, graceful
+ * shutdown (the metrics endpoint stops last). Returns the process exit
+ * code. */
 int sl_service_main(const sl_service_def *def, int argc, char **argv);
 
 /* Parses the service's whole config table into cfg and applies
