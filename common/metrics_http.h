@@ -12,9 +12,10 @@
  * "text/plain; version=0.0.4"; any other path -> 404; any other method ->
  * 405 with "Allow: GET, HEAD". Query strings are ignored.
  *
- * Limits: at most max_connections open connections (more are accepted and
- * closed at once), and a connection idle for timeout_s seconds is closed, so
- * a stuck or malicious client cannot pin the thread or the descriptors.
+ * Limits: at most max_connections connections are served at once (more
+ * wait in the kernel's listen backlog until one closes, or are refused),
+ * and a connection idle for timeout_s seconds is closed, so a stuck or
+ * malicious client cannot pin the thread or the descriptors for long.
  */
 #ifndef SL_COMMON_METRICS_HTTP_H
 #define SL_COMMON_METRICS_HTTP_H
