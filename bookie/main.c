@@ -51,7 +51,7 @@ static bookie_cfg cfg;
 
 #define E "SLUICE_BOOKIE_"
 static const sl_conf_entry table[] = {
-    SL_SERVICE_CONF(bookie_cfg, E, "127.0.0.1:3181"),
+    SL_SERVICE_CONF(bookie_cfg, E, "127.0.0.1:3181", "2"),
     SL_CONF_STR(bookie_cfg, id, "bookie-0", E "ID", "unique bookie id, e.g. the pod name"),
     SL_CONF_STR(bookie_cfg, data_dir, "/var/lib/sluice/bookie", E "DATA_DIR",
                 "directory for ledger storage (and the journal by default)"),

@@ -16,7 +16,7 @@ typedef struct broker_cfg {
 static broker_cfg cfg;
 
 static const sl_conf_entry table[] = {
-    SL_SERVICE_CONF(broker_cfg, "SLUICE_BROKER_", "127.0.0.1:6650"),
+    SL_SERVICE_CONF(broker_cfg, "SLUICE_BROKER_", "127.0.0.1:6650", "2"),
     SL_CONF_STR(broker_cfg, id, "broker-0", "SLUICE_BROKER_ID",
                 "unique broker id, e.g. the pod name"),
     SL_CONF_STR(broker_cfg, metadata, "127.0.0.1:6660", "SLUICE_BROKER_METADATA",

@@ -28,6 +28,10 @@ extern volatile int sl_log_active_level_;
     if ((int)(level) >= sl_log_active_level_) sl_log_emit_((level), __VA_ARGS__); \
   } while (0)
 
+/* Logs whatever the active level: for the few lines scripts and tests wait
+ * for (event=ready, event=metrics_ready). */
+#define sl_log_always(level, ...) sl_log_emit_((level), __VA_ARGS__)
+
 void sl_log_emit_(sl_log_level level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 

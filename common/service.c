@@ -117,78 +117,6 @@ int sl_service_wait(void) {
 
 /* ---- the whole process ---- */
 
-/* A service's table completed with the sl_service_opts entries it lacks. */
-typedef struct full_table {
-  sl_conf_entry *entries;
-  size_t n;
-  char **envs; /* env names we built for appended entries */
-  size_t n_envs;
-} full_table;
-
-/* sl_service_opts' own entries; offsets are within sl_service_opts and the
- * variable names are bare suffixes ("LISTEN"). */
-typedef struct svc_only {
-  sl_service_opts svc;
-} svc_only;
-static const sl_conf_entry common_entries[] = {SL_SERVICE_CONF(svc_only, "", "")};
-
-static bool has_entry(const sl_conf_entry *t, size_t n, const char *name) {
-  for (size_t i = 0; i < n; i++)
-    if (strcmp(t[i].name, name) == 0) return true;
-  return false;
-}
-
-/* The variable prefix of def's table: its listen variable minus "LISTEN",
- * else SLUICE_<NAME>_. Heap string. */
-static char *env_prefix(const sl_service_def *def) {
-  for (size_t i = 0; i < def->n_table; i++) {
-    const sl_conf_entry *e = &def->table[i];
-    size_t n = e->env != NULL ? strlen(e->env) : 0;
-    if (strcmp(e->name, "listen") == 0 && n >= 6 && strcmp(e->env + n - 6, "LISTEN") == 0) {
-      char *p = sl_xstrdup(e->env);
-      p[n - 6] = '\0';
-      return p;
-    }
-  }
-  size_t n = strlen(def->name);
-  char *p = sl_xmalloc(n + 9);
-  snprintf(p, n + 9, "SLUICE_%s_", def->name);
-  for (char *q = p; *q != '\0'; q++)
-    if (*q >= 'a' && *q <= 'z') *q = (char)(*q - 'a' + 'A');
-  return p;
-}
-
-/* Service tables that list the common entries one by one predate some of
- * them; appending what is missing keeps every setting on every service. */
-static void complete_table(const sl_service_def *def, full_table *t) {
-  size_t n_common = sizeof(common_entries) / sizeof(common_entries[0]);
-  size_t svc_off = (size_t)((char *)def->opts - (char *)def->cfg);
-  char *prefix = env_prefix(def);
-  memset(t, 0, sizeof(*t));
-  t->entries = sl_xmalloc((def->n_table + n_common) * sizeof(*t->entries));
-  t->envs = sl_xmalloc(n_common * sizeof(*t->envs));
-  memcpy(t->entries, def->table, def->n_table * sizeof(*t->entries));
-  t->n = def->n_table;
-  for (size_t i = 0; i < n_common; i++) {
-    if (has_entry(def->table, def->n_table, common_entries[i].name)) continue;
-    size_t len = strlen(prefix) + strlen(common_entries[i].env) + 1;
-    char *env = sl_xmalloc(len);
-    snprintf(env, len, "%s%s", prefix, common_entries[i].env);
-    t->envs[t->n_envs++] = env;
-    sl_conf_entry e = common_entries[i];
-    e.env = env;
-    e.offset += svc_off;
-    t->entries[t->n++] = e;
-  }
-  free(prefix);
-}
-
-static void full_table_release(full_table *t) {
-  for (size_t i = 0; i < t->n_envs; i++) free(t->envs[i]);
-  free(t->envs);
-  free(t->entries);
-}
-
 /* Serves sl_metrics_default() on opts->metrics_listen, if set. */
 static sl_status start_metrics(const sl_service_opts *opts, sl_metrics_http **out,
                                sl_err *err) {
@@ -199,7 +127,7 @@ static sl_status start_metrics(const sl_service_opts *opts, sl_metrics_http **ou
   sl_metrics_http_opts mo = {.addr = opts->metrics_listen};
   st = sl_metrics_http_start(&mo, out, err);
   if (st != SL_OK) return st;
-  sl_log(SL_LOG_INFO, "event=metrics_ready listen=%s port=%d", opts->metrics_listen,
+  sl_log_always(SL_LOG_INFO, "event=metrics_ready listen=%s port=%d", opts->metrics_listen,
          sl_metrics_http_port(*out));
   return SL_OK;
 }
@@ -210,13 +138,9 @@ int sl_service_main(const sl_service_def *def, int argc, char **argv) {
   sl_rpc_server *srv = NULL;
   sl_metrics_http *metrics = NULL;
   void *state = NULL;
-  full_table t;
-  complete_table(def, &t);
-  if (!sl_service_configure(def->name, t.entries, t.n, def->cfg, def->opts, argc, argv,
-                            &code)) {
-    full_table_release(&t);
+  if (!sl_service_configure(def->name, def->table, def->n_table, def->cfg, def->opts,
+                            argc, argv, &code))
     return code;
-  }
   sl_service_block_signals(); /* before any thread, the metrics one too */
   sl_status st = start_metrics(def->opts, &metrics, &err);
   if (st != SL_OK) goto out_release;
@@ -229,7 +153,7 @@ int sl_service_main(const sl_service_def *def, int argc, char **argv) {
   int port = sl_rpc_server_port(srv);
   if (def->serving != NULL && (st = def->serving(state, port, &err)) != SL_OK)
     goto out_stop;
-  sl_log(SL_LOG_INFO, "event=ready listen=%s port=%d", def->opts->listen, port);
+  sl_log_always(SL_LOG_INFO, "event=ready listen=%s port=%d", def->opts->listen, port);
   int sig = sl_service_wait();
   sl_log(SL_LOG_INFO, "event=stopping signal=%d", sig);
 out_stop:
@@ -249,7 +173,6 @@ out_release:
   } else {
     sl_log(SL_LOG_INFO, "event=stopped");
   }
-  sl_conf_release(t.entries, t.n, def->cfg);
-  full_table_release(&t);
+  sl_conf_release(def->table, def->n_table, def->cfg);
   return code;
 }

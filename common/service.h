@@ -29,14 +29,13 @@ typedef struct sl_service_opts {
 #define SL_SERVICE_CONF_(T, f, type, def, min, max, env, help) \
   {#f, type, def, min, max, env, help, offsetof(T, svc.f)}
 /* Table entries for sl_service_opts; ENV is a literal prefix like
- * "SLUICE_BOOKIE_". A table that spells the entries out one by one (to
- * change a default) need not list them all: sl_service_main() appends any
- * it lacks, with the defaults below and the table's own prefix (taken from
- * its "listen" entry's variable). */
-#define SL_SERVICE_CONF(T, ENV, default_listen)                                \
+ * "SLUICE_BOOKIE_", default_threads a literal like "2" (services whose
+ * handlers block want more). */
+#define SL_SERVICE_CONF(T, ENV, default_listen, default_threads)              \
   SL_SERVICE_CONF_(T, listen, SL_CONF_TYPE_STR, default_listen, 0, 0,          \
                    ENV "LISTEN", "host:port to serve gRPC on"),                \
-  SL_SERVICE_CONF_(T, threads, SL_CONF_TYPE_INT, "2", 1, 256, ENV "THREADS",   \
+  SL_SERVICE_CONF_(T, threads, SL_CONF_TYPE_INT, default_threads, 1, 256,     \
+                   ENV "THREADS",                                              \
                    "gRPC worker threads"),                                     \
   SL_SERVICE_CONF_(T, log_level, SL_CONF_TYPE_STR, "info", 0, 0,               \
                    ENV "LOG_LEVEL", "log level: debug, info, warn, error"),    \

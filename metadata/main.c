@@ -23,25 +23,9 @@ static metadata_cfg cfg;
 
 #define ENV "SLUICE_METADATA_"
 
-/* SL_SERVICE_CONF's entries one by one: handlers block on the store, so
- * this service wants more worker threads than the shared default of 2. */
+/* Handlers block on the store, so 16 worker threads by default. */
 static const sl_conf_entry table[] = {
-    SL_SERVICE_CONF_(metadata_cfg, listen, SL_CONF_TYPE_STR, "127.0.0.1:6660", 0, 0,
-                     ENV "LISTEN", "host:port to serve gRPC on"),
-    SL_SERVICE_CONF_(metadata_cfg, threads, SL_CONF_TYPE_INT, "16", 1, 256, ENV "THREADS",
-                     "gRPC worker threads (handlers block on the store)"),
-    SL_SERVICE_CONF_(metadata_cfg, log_level, SL_CONF_TYPE_STR, "info", 0, 0, ENV "LOG_LEVEL",
-                     "log level: debug, info, warn, error"),
-    SL_SERVICE_CONF_(metadata_cfg, tls_cert, SL_CONF_TYPE_STR, "", 0, 0, ENV "TLS_CERT",
-                     "server certificate PEM file; empty = plaintext"),
-    SL_SERVICE_CONF_(metadata_cfg, tls_key, SL_CONF_TYPE_STR, "", 0, 0, ENV "TLS_KEY",
-                     "server private key PEM file"),
-    SL_SERVICE_CONF_(metadata_cfg, tls_client_ca, SL_CONF_TYPE_STR, "", 0, 0,
-                     ENV "TLS_CLIENT_CA",
-                     "CA PEM file; when set, clients must present certificates"),
-    SL_SERVICE_CONF_(metadata_cfg, max_message_bytes, SL_CONF_TYPE_INT, "16777216", 1024,
-                     1073741824, ENV "MAX_MESSAGE_BYTES",
-                     "largest gRPC message accepted or sent"),
+    SL_SERVICE_CONF(metadata_cfg, ENV, "127.0.0.1:6660", "16"),
     SL_CONF_STR(metadata_cfg, store, "etcd:http://127.0.0.1:2379", ENV "STORE",
                 "etcd:http://host:port[,http://...] or local:DIR (standalone)"),
     SL_CONF_INT(metadata_cfg, session_ttl, "5", 2, 300, ENV "SESSION_TTL",
