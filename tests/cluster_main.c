@@ -2,7 +2,8 @@
  * sluice-cluster: a whole local cluster on loopback, for people.
  * tools/up.sh runs it. It starts etcd, metadata, bookies and brokers through
  * the test harness (tests/cluster.h), checks every node's gRPC health,
- * prints the addresses, and keeps them running until SIGINT/SIGTERM
+ * prints the addresses, shows the parts working together (cluster_demo.h),
+ * and keeps them running until SIGINT/SIGTERM
  * (or exits at once with --check).
  */
 #include <stdio.h>
@@ -14,6 +15,7 @@
 #include "common/rpc_health.h"
 #include "common/service.h"
 #include "tests/cluster.h"
+#include "tests/cluster_demo.h"
 #include "tests/proc.h"
 
 typedef struct cli_cfg {
@@ -90,6 +92,8 @@ int main(int argc, char **argv) {
              sl_cluster_log(c, (sl_node_kind)k, i));
     }
   }
+  if (st == SL_OK) st = sl_cluster_demo(c, stdout, &err);
+  if (st != SL_OK) printf("failed: %s\n", sl_err_msg(&err, st));
   fflush(stdout);
   if (st == SL_OK && !cfg.check) {
     printf("running; press Ctrl-C to stop\n");
