@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "common/log.h"
+#include "metadata/etcd_breaker.h"
 #include "metadata/etcd_int.h"
 
 #define MAX_IDLE_CONNS 16
@@ -31,6 +32,7 @@ struct sl_etcd {
   size_t n_endpoints;
   sl_etcd_opts opts;
   size_t preferred; /* atomic: index of the endpoint to try first */
+  sl_etcd_breaker breaker; /* fail-fast gate; has its own lock */
   pthread_mutex_t lock; /* guards idle, n_idle */
   conn *idle;
   size_t n_idle;
@@ -42,10 +44,10 @@ static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
 static void curl_init_once(void) { curl_global_init(CURL_GLOBAL_DEFAULT); }
 void sl_etcd_global_init_(void) { pthread_once(&curl_once, curl_init_once); }
 
-long long sl_etcd_now_ms_(void) {
+int64_t sl_etcd_now_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 size_t sl_etcd_endpoint_count_(const sl_etcd *c) { return c->n_endpoints; }
@@ -141,6 +143,8 @@ sl_status sl_etcd_create(const char *endpoints, const sl_etcd_opts *opts,
     return sl_err_set(err, SL_EINVAL, "etcd endpoints: none given");
   if (opts->timeout_ms <= 0 || opts->connect_timeout_ms <= 0)
     return sl_err_set(err, SL_EINVAL, "etcd: timeouts must be positive");
+  if (opts->down_ms < 0)
+    return sl_err_set(err, SL_EINVAL, "etcd: down_ms must be >= 0 (0 turns fail-fast off)");
   sl_etcd_global_init_();
   sl_etcd *c = sl_xcalloc(1, sizeof(*c));
   c->opts = *opts;
@@ -150,6 +154,7 @@ sl_status sl_etcd_create(const char *endpoints, const sl_etcd_opts *opts,
     sl_etcd_destroy(c);
     return st;
   }
+  sl_etcd_breaker_init(&c->breaker, c->n_endpoints, c->opts.down_ms);
   *out = c;
   return SL_OK;
 }
@@ -169,6 +174,8 @@ void sl_etcd_destroy(sl_etcd *c) {
     conn_destroy(c->idle);
     c->idle = next;
   }
+  /* A failed parse_endpoints leaves the gate uninitialised. */
+  if (c->breaker.eps != NULL) sl_etcd_breaker_release(&c->breaker);
   for (size_t i = 0; i < c->n_endpoints; i++) free(c->endpoints[i]);
   free(c->endpoints);
   pthread_mutex_destroy(&c->lock);
@@ -238,13 +245,14 @@ typedef enum xfer_kind {
 
 typedef struct xfer {
   xfer_kind kind;
-  long http;      /* XFER_HTTP: status code */
-  bool timed_out; /* the failure was our deadline */
+  long http;           /* XFER_HTTP: status code */
+  bool timed_out;      /* the failure was our deadline */
+  bool connect_failed; /* no connection could be made: feeds the gate */
   char detail[CURL_ERROR_SIZE + 64];
 } xfer;
 
 static xfer perform(sl_etcd *c, conn *cn, size_t ep, const char *path,
-                    const char *body, long long left_ms) {
+                    const char *body, int64_t left_ms) {
   xfer x = {0};
   char url[1024];
   char errbuf[CURL_ERROR_SIZE] = "";
@@ -276,9 +284,27 @@ static xfer perform(sl_etcd *c, conn *cn, size_t ep, const char *path,
     x.kind = XFER_UNSENT;
   else
     x.kind = XFER_LOST;
+  /* A connect cut short by this call's own little time left says nothing
+   * about the endpoint; a full connect timeout does. */
+  x.connect_failed = x.kind == XFER_UNSENT &&
+                     (!x.timed_out || connect_ms >= c->opts.connect_timeout_ms);
   snprintf(x.detail, sizeof(x.detail), "%s: %s", c->endpoints[ep],
            errbuf[0] ? errbuf : curl_easy_strerror(rc));
   return x;
+}
+
+/* Feeds one attempt to the fail-fast gate (invariant 1 of etcd_breaker.h)
+ * and logs the gate's transitions. */
+static void note_attempt(sl_etcd *c, size_t ep, const xfer *x) {
+  int64_t now = sl_etcd_now_ms();
+  if (x->connect_failed) {
+    if (sl_etcd_breaker_failed(&c->breaker, ep, now, x->detail))
+      sl_log(SL_LOG_WARN, "event=etcd_down endpoints=%zu fail_fast_ms=%d last=\"%s\"",
+             c->n_endpoints, c->opts.down_ms, x->detail);
+  } else if (x->kind == XFER_HTTP || x->kind == XFER_TOO_BIG) {
+    if (sl_etcd_breaker_reached(&c->breaker, ep, now))
+      sl_log(SL_LOG_WARN, "event=etcd_up endpoint=%s", c->endpoints[ep]);
+  }
 }
 
 /* A non-200 reply as a status; etcd's JSON error when there is one. */
@@ -297,72 +323,119 @@ static sl_status http_error(conn *cn, long http, const char *what, sl_err *err) 
   return st;
 }
 
+/* What one call is doing: its request, deadline and latest failure. */
+typedef struct attempt {
+  const char *path, *body, *what;
+  bool is_read;     /* safe to repeat (retry rule 2) */
+  int64_t deadline; /* sl_etcd_now_ms() clock */
+  sl_status last_st; /* the latest retryable failure ... */
+  char last[sizeof(((xfer *)0)->detail)]; /* ... and its text */
+} attempt;
+
 /*
- * POSTs `body` to `path` until a 200 reply lands in cn->buf, following the
- * retry rules in etcd.h. `is_read` marks calls that are safe to repeat.
+ * One pass over the endpoints, preferred first, following the retry rules
+ * in etcd.h. Returns true when the call is decided: *st is SL_OK with the
+ * reply in cn->buf, or a final error set in err. Returns false when every
+ * endpoint failed in a retryable way (a->last_st, a->last) or the deadline
+ * came.
  */
-static sl_status call(sl_etcd *c, conn *cn, const char *path, const char *body,
-                      bool is_read, const char *what, sl_err *err) {
-  long long start = sl_etcd_now_ms_();
-  long long deadline = start + c->opts.timeout_ms;
-  int backoff = BACKOFF_FIRST_MS;
-  sl_status last_st = SL_EUNAVAIL;
-  char last[sizeof(((xfer *)0)->detail)] = "no attempt";
-  for (;;) {
-    size_t first = sl_etcd_preferred_(c);
-    for (size_t k = 0; k < c->n_endpoints; k++) {
-      size_t ep = (first + k) % c->n_endpoints;
-      long long left = deadline - sl_etcd_now_ms_();
-      if (left <= 0) goto out_deadline;
-      xfer x = perform(c, cn, ep, path, body, left);
-      if (x.kind == XFER_HTTP && x.http == 200) return SL_OK;
-      if (x.kind == XFER_HTTP) {
-        sl_err e = SL_ERR_INIT;
-        sl_status st = http_error(cn, x.http, what, &e);
-        bool retry = st == SL_EUNAVAIL && (is_read || strstr(e.msg, "no leader"));
-        if (!retry) {
-          sl_err_set(err, st, "%s", e.msg);
-          return st;
-        }
-        last_st = st;
-        snprintf(last, sizeof(last), "%s", e.msg);
-        sl_etcd_endpoint_failed_(c, ep);
-        continue;
-      }
-      if (x.kind == XFER_TOO_BIG)
-        return sl_err_set(err, SL_ETOOBIG, "etcd %s: reply larger than %u bytes",
-                          what, MAX_REPLY_BYTES);
-      if (x.kind == XFER_LOST && !is_read)
-        return sl_err_set(err, x.timed_out ? SL_ETIMEDOUT : SL_EUNAVAIL,
-                          "etcd %s: outcome unknown, connection lost after sending: %s",
-                          what, x.detail);
-      last_st = (x.kind == XFER_LOST && x.timed_out) ? SL_ETIMEDOUT : SL_EUNAVAIL;
-      snprintf(last, sizeof(last), "%s", x.detail);
-      sl_etcd_endpoint_failed_(c, ep);
+static bool one_round(sl_etcd *c, conn *cn, attempt *a, sl_status *st, sl_err *err) {
+  size_t first = sl_etcd_preferred_(c);
+  for (size_t k = 0; k < c->n_endpoints; k++) {
+    size_t ep = (first + k) % c->n_endpoints;
+    int64_t left = a->deadline - sl_etcd_now_ms();
+    if (left <= 0) return false;
+    xfer x = perform(c, cn, ep, a->path, a->body, left);
+    note_attempt(c, ep, &x);
+    if (x.kind == XFER_HTTP && x.http == 200) {
+      *st = SL_OK;
+      return true;
     }
-    long long left = deadline - sl_etcd_now_ms_();
+    if (x.kind == XFER_HTTP) {
+      sl_err e = SL_ERR_INIT;
+      sl_status hst = http_error(cn, x.http, a->what, &e);
+      bool retry = hst == SL_EUNAVAIL && (a->is_read || strstr(e.msg, "no leader"));
+      if (!retry) {
+        *st = sl_err_set(err, hst, "%s", e.msg);
+        return true;
+      }
+      a->last_st = hst;
+      snprintf(a->last, sizeof(a->last), "%s", e.msg);
+      sl_etcd_endpoint_failed_(c, ep);
+      continue;
+    }
+    if (x.kind == XFER_TOO_BIG) {
+      *st = sl_err_set(err, SL_ETOOBIG, "etcd %s: reply larger than %u bytes", a->what,
+                       MAX_REPLY_BYTES);
+      return true;
+    }
+    if (x.kind == XFER_LOST && !a->is_read) {
+      *st = sl_err_set(err, x.timed_out ? SL_ETIMEDOUT : SL_EUNAVAIL,
+                       "etcd %s: outcome unknown, connection lost after sending: %s",
+                       a->what, x.detail);
+      return true;
+    }
+    a->last_st = (x.kind == XFER_LOST && x.timed_out) ? SL_ETIMEDOUT : SL_EUNAVAIL;
+    snprintf(a->last, sizeof(a->last), "%s", x.detail);
+    sl_etcd_endpoint_failed_(c, ep);
+  }
+  return false;
+}
+
+/*
+ * POSTs `body` to `path` until a 200 reply lands in cn->buf, or the call
+ * fails: rounds over the endpoints with backoff in between, until the
+ * deadline, or at once while the fail-fast gate says etcd is down.
+ */
+static sl_status call(sl_etcd *c, conn *cn, int64_t caller_deadline, const char *path,
+                      const char *body, bool is_read, const char *what, sl_err *err) {
+  int64_t start = sl_etcd_now_ms();
+  attempt a = {path, body, what, is_read, start + c->opts.timeout_ms, SL_EUNAVAIL,
+               "no attempt"};
+  bool callers = caller_deadline < a.deadline;
+  if (callers) a.deadline = caller_deadline;
+  int64_t budget = a.deadline - start;
+  if (budget <= 0)
+    return sl_err_set(err, SL_ETIMEDOUT,
+                      "etcd %s: the caller's deadline passed before the call", what);
+  int backoff = BACKOFF_FIRST_MS;
+  bool probe;
+  char why[512];
+  sl_status st;
+  /* The first round goes ahead unless etcd is known down and another call
+   * is already probing; later rounds only while it is not known down. */
+  if (!sl_etcd_breaker_admit(&c->breaker, start, true, &probe, why, sizeof(why)))
+    return sl_err_set(err, SL_EUNAVAIL, "etcd %s: %s", what, why);
+  for (;;) {
+    bool decided = one_round(c, cn, &a, &st, err);
+    if (probe) sl_etcd_breaker_probe_done(&c->breaker);
+    if (decided) return st;
+    if (!sl_etcd_breaker_admit(&c->breaker, sl_etcd_now_ms(), false, &probe, why,
+                               sizeof(why)))
+      return sl_err_set(err, SL_EUNAVAIL, "etcd %s: %s", what, why);
+    int64_t left = a.deadline - sl_etcd_now_ms();
     if (left <= 0) break;
     struct timespec ts = {0, (long)(backoff < left ? backoff : left) * 1000000L};
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
     }
     backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
   }
-out_deadline:
-  return sl_err_set(err, last_st, "etcd %s: %s within %d ms: %s", what,
-                    last_st == SL_ETIMEDOUT ? "no reply" : "unreachable",
-                    c->opts.timeout_ms, last);
+  return sl_err_set(err, a.last_st, "etcd %s: %s within %" PRId64 " ms%s: %s", what,
+                    a.last_st == SL_ETIMEDOUT ? "no reply" : "unreachable", budget,
+                    callers ? " (the caller's deadline)" : "", a.last);
 }
 
 /* Runs one call: serialises req, calls, lets `parse` read the reply. */
 typedef sl_status (*parse_fn)(const char *body, size_t len, const char *what,
                               void *out, sl_err *err);
 
-static sl_status run(sl_etcd *c, const char *path, cJSON *req, bool is_read,
-                     const char *what, parse_fn parse, void *out, sl_err *err) {
+static sl_status run(sl_etcd *c, int64_t deadline_ms, const char *path, cJSON *req,
+                     bool is_read, const char *what, parse_fn parse, void *out,
+                     sl_err *err) {
   char *body = cJSON_PrintUnformatted(req);
   SL_ASSERT(body != NULL); /* out of memory */
   conn *cn = conn_get(c);
-  sl_status st = call(c, cn, path, body, is_read, what, err);
+  sl_status st = call(c, cn, deadline_ms, path, body, is_read, what, err);
   if (st == SL_OK) st = parse(cn->buf, cn->len, what, out, err);
   conn_put(c, cn);
   cJSON_free(body);
@@ -484,7 +557,7 @@ static const char *what_key(char *buf, const char *verb, const void *key, size_t
   return buf;
 }
 
-sl_status sl_etcd_range(sl_etcd *c, const void *key, size_t key_len,
+sl_status sl_etcd_range(sl_etcd *c, int64_t deadline_ms, const void *key, size_t key_len,
                         const void *range_end, size_t range_end_len,
                         int64_t limit, sl_etcd_range_reply *out, sl_err *err) {
   char what[WHAT_MAX];
@@ -492,13 +565,13 @@ sl_status sl_etcd_range(sl_etcd *c, const void *key, size_t key_len,
                    .range_end = range_end, .range_end_len = range_end_len,
                    .limit = limit};
   cJSON *req = op_body(&op);
-  sl_status st = run(c, "/v3/kv/range", req, true, what_key(what, "range", key, key_len),
-                     parse_range_cb, out, err);
+  sl_status st = run(c, deadline_ms, "/v3/kv/range", req, true,
+                     what_key(what, "range", key, key_len), parse_range_cb, out, err);
   cJSON_Delete(req);
   return st;
 }
 
-sl_status sl_etcd_put(sl_etcd *c, const void *key, size_t key_len,
+sl_status sl_etcd_put(sl_etcd *c, int64_t deadline_ms, const void *key, size_t key_len,
                       const void *value, size_t value_len, int64_t lease,
                       int64_t *revision, sl_err *err) {
   char what[WHAT_MAX];
@@ -506,28 +579,28 @@ sl_status sl_etcd_put(sl_etcd *c, const void *key, size_t key_len,
   sl_etcd_op op = {.type = SL_ETCD_OP_PUT, .key = key, .key_len = key_len,
                    .value = value, .value_len = value_len, .lease = lease};
   cJSON *req = op_body(&op);
-  sl_status st = run(c, "/v3/kv/put", req, false, what_key(what, "put", key, key_len),
-                     parse_header_cb, &rev, err);
+  sl_status st = run(c, deadline_ms, "/v3/kv/put", req, false,
+                     what_key(what, "put", key, key_len), parse_header_cb, &rev, err);
   cJSON_Delete(req);
   if (st == SL_OK && revision != NULL) *revision = rev;
   return st;
 }
 
-sl_status sl_etcd_delete(sl_etcd *c, const void *key, size_t key_len,
+sl_status sl_etcd_delete(sl_etcd *c, int64_t deadline_ms, const void *key, size_t key_len,
                          const void *range_end, size_t range_end_len,
                          sl_etcd_delete_reply *out, sl_err *err) {
   char what[WHAT_MAX];
   sl_etcd_op op = {.type = SL_ETCD_OP_DELETE, .key = key, .key_len = key_len,
                    .range_end = range_end, .range_end_len = range_end_len};
   cJSON *req = op_body(&op);
-  sl_status st = run(c, "/v3/kv/deleterange", req, false,
+  sl_status st = run(c, deadline_ms, "/v3/kv/deleterange", req, false,
                      what_key(what, "delete", key, key_len), parse_delete_cb, out, err);
   cJSON_Delete(req);
   return st;
 }
 
-sl_status sl_etcd_txn(sl_etcd *c, const sl_etcd_cmp *cmps, size_t n_cmps,
-                      const sl_etcd_op *success, size_t n_success,
+sl_status sl_etcd_txn(sl_etcd *c, int64_t deadline_ms, const sl_etcd_cmp *cmps,
+                      size_t n_cmps, const sl_etcd_op *success, size_t n_success,
                       const sl_etcd_op *failure, size_t n_failure,
                       sl_etcd_txn_reply *out, sl_err *err) {
   char what[WHAT_MAX];
@@ -545,31 +618,34 @@ sl_status sl_etcd_txn(sl_etcd *c, const sl_etcd_cmp *cmps, size_t n_cmps,
   add_item(req, "compare", cmps_array(cmps, n_cmps));
   add_item(req, "success", ops_array(success, n_success));
   add_item(req, "failure", ops_array(failure, n_failure));
-  sl_status st = run(c, "/v3/kv/txn", req, is_read, what, parse_txn_cb, out, err);
+  sl_status st =
+      run(c, deadline_ms, "/v3/kv/txn", req, is_read, what, parse_txn_cb, out, err);
   cJSON_Delete(req);
   return st;
 }
 
-sl_status sl_etcd_lease_grant(sl_etcd *c, int64_t ttl_s, sl_etcd_lease_reply *out,
-                              sl_err *err) {
+sl_status sl_etcd_lease_grant(sl_etcd *c, int64_t deadline_ms, int64_t ttl_s,
+                              sl_etcd_lease_reply *out, sl_err *err) {
   char what[WHAT_MAX];
   snprintf(what, sizeof(what), "lease grant ttl=%" PRId64 "s", ttl_s);
   cJSON *req = new_object();
   sl_etcd_json_add_int64(req, "TTL", ttl_s);
-  sl_status st = run(c, "/v3/lease/grant", req, true, what, parse_lease_cb, out, err);
+  sl_status st =
+      run(c, deadline_ms, "/v3/lease/grant", req, true, what, parse_lease_cb, out, err);
   cJSON_Delete(req);
   if (st == SL_OK && (out->id == 0 || out->ttl <= 0))
     st = sl_err_set(err, SL_EINTERNAL, "etcd %s: reply has no lease id or ttl", what);
   return st;
 }
 
-sl_status sl_etcd_lease_keepalive(sl_etcd *c, int64_t id, sl_etcd_lease_reply *out,
-                                  sl_err *err) {
+sl_status sl_etcd_lease_keepalive(sl_etcd *c, int64_t deadline_ms, int64_t id,
+                                  sl_etcd_lease_reply *out, sl_err *err) {
   char what[WHAT_MAX];
   snprintf(what, sizeof(what), "lease %" PRId64 " keepalive", id);
   cJSON *req = new_object();
   sl_etcd_json_add_int64(req, "ID", id);
-  sl_status st = run(c, "/v3/lease/keepalive", req, true, what, parse_lease_cb, out, err);
+  sl_status st =
+      run(c, deadline_ms, "/v3/lease/keepalive", req, true, what, parse_lease_cb, out, err);
   cJSON_Delete(req);
   /* A lapsed lease gets a reply without TTL rather than an error. */
   if (st == SL_OK && out->ttl <= 0)
@@ -578,37 +654,41 @@ sl_status sl_etcd_lease_keepalive(sl_etcd *c, int64_t id, sl_etcd_lease_reply *o
   return st;
 }
 
-sl_status sl_etcd_lease_revoke(sl_etcd *c, int64_t id, sl_err *err) {
+sl_status sl_etcd_lease_revoke(sl_etcd *c, int64_t deadline_ms, int64_t id, sl_err *err) {
   char what[WHAT_MAX];
   int64_t rev;
   snprintf(what, sizeof(what), "lease %" PRId64 " revoke", id);
   cJSON *req = new_object();
   sl_etcd_json_add_int64(req, "ID", id);
-  sl_status st = run(c, "/v3/lease/revoke", req, false, what, parse_header_cb, &rev, err);
+  sl_status st =
+      run(c, deadline_ms, "/v3/lease/revoke", req, false, what, parse_header_cb, &rev, err);
   cJSON_Delete(req);
   return st;
 }
 
-sl_status sl_etcd_compact(sl_etcd *c, int64_t revision, sl_err *err) {
+sl_status sl_etcd_compact(sl_etcd *c, int64_t deadline_ms, int64_t revision, sl_err *err) {
   char what[WHAT_MAX];
   int64_t rev;
   snprintf(what, sizeof(what), "compact at %" PRId64, revision);
   cJSON *req = new_object();
   sl_etcd_json_add_int64(req, "revision", revision);
   add_bool(req, "physical", true);
-  sl_status st = run(c, "/v3/kv/compaction", req, false, what, parse_header_cb, &rev, err);
+  sl_status st = run(c, deadline_ms, "/v3/kv/compaction", req, false, what,
+                     parse_header_cb, &rev, err);
   cJSON_Delete(req);
   return st;
 }
 
-sl_status sl_etcd_revision(sl_etcd *c, int64_t *revision, sl_err *err) {
+sl_status sl_etcd_revision(sl_etcd *c, int64_t deadline_ms, int64_t *revision,
+                           sl_err *err) {
   /* The header of any linearizable read carries the current revision; a
    * one-key, count-only range is the cheapest. */
   cJSON *req = new_object();
   sl_etcd_json_add_bytes(req, "key", "\0", 1);
   add_bool(req, "count_only", true);
   sl_etcd_range_reply r;
-  sl_status st = run(c, "/v3/kv/range", req, true, "revision", parse_range_cb, &r, err);
+  sl_status st =
+      run(c, deadline_ms, "/v3/kv/range", req, true, "revision", parse_range_cb, &r, err);
   cJSON_Delete(req);
   if (st == SL_OK) {
     *revision = r.revision;

@@ -12,12 +12,22 @@
  *    so N threads calling at once use N connections and never share a handle.
  *  - Endpoints: the client keeps a preferred endpoint. A connection failure
  *    moves the preference to the next endpoint and the call tries it at once.
- *  - Deadline: every call has one (opts.timeout_ms from the call's start).
- *    Within it a call retries with backoff (25 ms doubling to 500 ms) while
- *    etcd is unreachable, and gives up at the deadline: SL_EUNAVAIL when no
- *    endpoint could be reached, SL_ETIMEDOUT when etcd was reached but did
- *    not answer in time. Every curl transfer has CURLOPT_TIMEOUT set to the
- *    time left.
+ *  - Deadline: every call has one: opts.timeout_ms from the call's start,
+ *    or the caller's `deadline_ms` if that comes first. Within it a call
+ *    retries with backoff (25 ms doubling to 500 ms) and gives up at the
+ *    deadline: SL_EUNAVAIL when no endpoint could be reached, SL_ETIMEDOUT
+ *    when etcd was reached but did not answer in time. Every curl transfer
+ *    has CURLOPT_TIMEOUT set to the time left.
+ *  - Fail fast (metadata/etcd_breaker.h): the client remembers, per
+ *    endpoint, when a connection attempt last failed (refused, unresolvable,
+ *    connect timeout; an etcd error reply does not count). While every
+ *    endpoint has failed within the last opts.down_ms, a call does not
+ *    retry: it fails at once with SL_EUNAVAIL, "all endpoints unreachable
+ *    (last: ...)". One call at a time is still let through as a probe, so
+ *    the first call after etcd is back reaches it. So during an outage a
+ *    call costs at most one connection attempt per endpoint, not a thread
+ *    blocked for the whole deadline. Watches keep their own reconnect loop
+ *    and neither consult nor feed this gate.
  *  - Retry safety:
  *      1. A request that was never sent (connect refused or timed out) is
  *         always retried, on any endpoint.
@@ -53,9 +63,22 @@ typedef struct sl_etcd sl_etcd;
 typedef struct sl_etcd_opts {
   int timeout_ms;         /* whole-call deadline, retries included; > 0 */
   int connect_timeout_ms; /* one connection attempt; > 0 */
+  int down_ms;            /* fail fast while every endpoint failed to
+                             connect within this long; 0 = never (retry
+                             until the deadline); >= 0 */
 } sl_etcd_opts;
 
-#define SL_ETCD_OPTS_INIT {5000, 1000}
+#define SL_ETCD_OPTS_INIT {5000, 1000, 500}
+
+/* `deadline_ms` of the calls below: an absolute time on the CLOCK_MONOTONIC
+ * clock in milliseconds (sl_etcd_now_ms), by which the call must end even
+ * if opts.timeout_ms would allow more. SL_ETCD_NO_DEADLINE: opts.timeout_ms
+ * alone. A deadline already passed fails the call with SL_ETIMEDOUT before
+ * any attempt. */
+#define SL_ETCD_NO_DEADLINE INT64_MAX
+
+/* Now on the clock of deadline_ms. */
+int64_t sl_etcd_now_ms(void);
 
 /*
  * Creates a client for `endpoints`: one or more comma-separated base URLs,
@@ -105,51 +128,57 @@ typedef struct sl_etcd_op {
   int64_t limit;         /* RANGE: 0 for no limit */
 } sl_etcd_op;
 
-/* ---- calls; each fills *out only on SL_OK (release it after) ---- */
+/* ---- calls; each fills *out only on SL_OK (release it after); each
+ * ends by deadline_ms (see above) ---- */
 
 /* Linearizable range [key, range_end) (range_end NULL: just key), sorted by
  * key, at most `limit` kvs (0: all). */
-sl_status sl_etcd_range(sl_etcd *c, const void *key, size_t key_len,
-                        const void *range_end, size_t range_end_len,
-                        int64_t limit, sl_etcd_range_reply *out, sl_err *err);
+sl_status sl_etcd_range(sl_etcd *c, int64_t deadline_ms, const void *key,
+                        size_t key_len, const void *range_end,
+                        size_t range_end_len, int64_t limit,
+                        sl_etcd_range_reply *out, sl_err *err);
 
 /* Unconditional put; *revision (may be NULL) gets the new revision. */
-sl_status sl_etcd_put(sl_etcd *c, const void *key, size_t key_len,
-                      const void *value, size_t value_len, int64_t lease,
-                      int64_t *revision, sl_err *err);
+sl_status sl_etcd_put(sl_etcd *c, int64_t deadline_ms, const void *key,
+                      size_t key_len, const void *value, size_t value_len,
+                      int64_t lease, int64_t *revision, sl_err *err);
 
 /* Deletes [key, range_end) (range_end NULL: just key). */
-sl_status sl_etcd_delete(sl_etcd *c, const void *key, size_t key_len,
-                         const void *range_end, size_t range_end_len,
-                         sl_etcd_delete_reply *out, sl_err *err);
+sl_status sl_etcd_delete(sl_etcd *c, int64_t deadline_ms, const void *key,
+                         size_t key_len, const void *range_end,
+                         size_t range_end_len, sl_etcd_delete_reply *out,
+                         sl_err *err);
 
 /*
  * Atomic txn: if every compare holds, runs `success`, else `failure`.
  * out->succeeded tells which; out->ops holds one reply per op of the branch
  * that ran. etcd allows at most 128 ops per branch and no key written twice.
  */
-sl_status sl_etcd_txn(sl_etcd *c, const sl_etcd_cmp *cmps, size_t n_cmps,
-                      const sl_etcd_op *success, size_t n_success,
+sl_status sl_etcd_txn(sl_etcd *c, int64_t deadline_ms, const sl_etcd_cmp *cmps,
+                      size_t n_cmps, const sl_etcd_op *success, size_t n_success,
                       const sl_etcd_op *failure, size_t n_failure,
                       sl_etcd_txn_reply *out, sl_err *err);
 
 /* Grants a lease of ttl_s seconds (etcd raises it to its minimum, 2 s). */
-sl_status sl_etcd_lease_grant(sl_etcd *c, int64_t ttl_s, sl_etcd_lease_reply *out,
-                              sl_err *err);
+sl_status sl_etcd_lease_grant(sl_etcd *c, int64_t deadline_ms, int64_t ttl_s,
+                              sl_etcd_lease_reply *out, sl_err *err);
 
 /* Renews a lease to its full TTL. SL_ENOTFOUND if it expired or never was. */
-sl_status sl_etcd_lease_keepalive(sl_etcd *c, int64_t id, sl_etcd_lease_reply *out,
-                                  sl_err *err);
+sl_status sl_etcd_lease_keepalive(sl_etcd *c, int64_t deadline_ms, int64_t id,
+                                  sl_etcd_lease_reply *out, sl_err *err);
 
 /* Revokes a lease, deleting its keys. SL_ENOTFOUND if unknown. */
-sl_status sl_etcd_lease_revoke(sl_etcd *c, int64_t id, sl_err *err);
+sl_status sl_etcd_lease_revoke(sl_etcd *c, int64_t deadline_ms, int64_t id,
+                               sl_err *err);
 
 /* Compacts history before `revision`. SL_ERANGE if already compacted there
  * or if revision is in the future. */
-sl_status sl_etcd_compact(sl_etcd *c, int64_t revision, sl_err *err);
+sl_status sl_etcd_compact(sl_etcd *c, int64_t deadline_ms, int64_t revision,
+                          sl_err *err);
 
 /* The current store revision (linearizable). */
-sl_status sl_etcd_revision(sl_etcd *c, int64_t *revision, sl_err *err);
+sl_status sl_etcd_revision(sl_etcd *c, int64_t deadline_ms, int64_t *revision,
+                           sl_err *err);
 
 /*
  * Writes a printable, quoted rendering of a key into buf (bytes outside

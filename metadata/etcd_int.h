@@ -33,7 +33,5 @@ bool sl_etcd_setup_handle_(CURL *h, struct curl_slist **headers);
 /* Initialises libcurl once per process (thread-safe). */
 void sl_etcd_global_init_(void);
 
-/* Monotonic milliseconds. */
-long long sl_etcd_now_ms_(void);
 
 #endif

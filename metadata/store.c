@@ -7,6 +7,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "metadata/etcd.h"
 #include "metadata/store_int.h"
@@ -47,6 +48,31 @@ void sl_store_prefix_end_(const void *prefix, size_t len, uint8_t **end,
   *end_len = len;
 }
 
+/* ---- per-thread deadline ---- */
+
+/* This thread's deadline; INT64_MAX: none (see store.h for why per thread). */
+static _Thread_local int64_t thread_deadline = INT64_MAX;
+
+int64_t sl_store_deadline_(void) { return thread_deadline; }
+
+void sl_store_deadline_begin(sl_store_deadline *d, int64_t time_left_ms) {
+  d->outer = thread_deadline;
+  d->set = thread_deadline;
+  if (time_left_ms != INT64_MAX) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    int64_t at = time_left_ms <= 0 ? now : now + time_left_ms;
+    if (at < d->set) d->set = at;
+  }
+  thread_deadline = d->set;
+}
+
+void sl_store_deadline_end(sl_store_deadline *d) {
+  SL_ASSERT(thread_deadline == d->set); /* scopes end innermost first */
+  thread_deadline = d->outer;
+}
+
 /* ---- open / close ---- */
 
 sl_status sl_store_open(const char *uri, const sl_store_opts *opts,
@@ -57,6 +83,8 @@ sl_status sl_store_open(const char *uri, const sl_store_opts *opts,
   if (opts->timeout_ms <= 0 || opts->connect_timeout_ms <= 0 || opts->local_history < 1)
     return sl_err_set(err, SL_EINVAL, "store %s: timeouts and history must be positive",
                       uri);
+  if (opts->etcd_down_ms < 0)
+    return sl_err_set(err, SL_EINVAL, "store %s: etcd_down_ms must be >= 0 (0: off)", uri);
   if (strncmp(uri, "etcd:", 5) == 0) return sl_store_etcd_open_(uri + 5, opts, out, err);
   if (strncmp(uri, "local:", 6) == 0) return sl_store_local_open_(uri + 6, opts, out, err);
   return sl_err_set(err, SL_EINVAL,

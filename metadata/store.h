@@ -33,13 +33,17 @@
  *   SL_EEXIST     create (expected revision 0) of a key that exists
  *   SL_ENOTFOUND  missing key on get/delete/CAS, unknown or lapsed lease
  *   SL_EUNAVAIL   etcd unreachable after bounded retries within the deadline,
- *                 or a write's outcome is unknown (connection lost after
- *                 sending: re-read to find out)
- *   SL_ETIMEDOUT  etcd reached but no answer within the deadline
+ *                 or at once while every etcd endpoint is known to be down
+ *                 (opts.etcd_down_ms), or a write's outcome is unknown
+ *                 (connection lost after sending: re-read to find out)
+ *   SL_ETIMEDOUT  etcd reached but no answer within the deadline, or the
+ *                 calling thread's deadline (sl_store_deadline_begin) had
+ *                 passed before the call
  *   SL_EINVAL     bad input (empty or oversized key, bad revision, ...)
  *   SL_ERANGE     compaction at a compacted or future revision
  *   SL_EIO        local backend: disk error
- * Every call on the etcd backend has a deadline of opts.timeout_ms.
+ * Every call on the etcd backend has a deadline of opts.timeout_ms, or the
+ * calling thread's deadline if that comes first (see "per-thread deadline").
  *
  * Threads: a store may be used by any number of threads at once (the etcd
  * backend gives each concurrent caller its own keep-alive connection).
@@ -77,9 +81,12 @@ typedef struct sl_store_opts {
   bool local_sync;        /* local: fsync each write before returning */
   int64_t local_history;  /* local: revisions of history kept for watches
                              (older ones are compacted automatically) */
+  int etcd_down_ms;       /* etcd: fail at once while every endpoint failed
+                             to connect within this long (metadata/etcd.h,
+                             "Fail fast"); 0 = retry until the deadline */
 } sl_store_opts;
 
-#define SL_STORE_OPTS_INIT {5000, 1000, true, 100000}
+#define SL_STORE_OPTS_INIT {5000, 1000, true, 100000, 500}
 
 /* One key-value. key and value are heap buffers, each followed by a NUL
  * byte that is not counted in its length (so text keys print directly). */
@@ -270,6 +277,43 @@ sl_status sl_store_watch_start(sl_store *s, const void *prefix,
 /* Stops the watch and frees it; no callback runs after it returns. Not from
  * the callback itself. NULL is a no-op. */
 void sl_store_watch_stop(sl_store_watch *w);
+
+/* ---- per-thread deadline ----
+ *
+ * A thread serving a request that has a deadline of its own (a gRPC handler)
+ * bounds the store calls it makes for that request:
+ *
+ *   sl_store_deadline d;
+ *   sl_store_deadline_begin(&d, time_left_ms);
+ *   ... store calls, however deep in helpers ...
+ *   sl_store_deadline_end(&d);
+ *
+ * In between, every call this thread makes (except sl_store_watch_start and
+ * the watch itself, which are long-lived) ends by the deadline or by
+ * opts.timeout_ms after it starts, whichever comes first; a call made once
+ * the deadline has passed fails with SL_ETIMEDOUT without trying. Scopes
+ * nest: an inner one can only shorten the deadline, and end restores the
+ * enclosing one. The local backend has nothing to wait for and ignores it.
+ *
+ * Why per thread and not a parameter: the deadline belongs to the request,
+ * not to one store call, and a request's store calls are made several helper
+ * layers down (reads, compare-and-swap retry loops, epoch checks). Passing
+ * it would add a parameter to every sl_store call and to every helper in
+ * between, to carry the same number for all of them. The scope is still
+ * explicit where it matters: set in the one place that knows the deadline,
+ * and undone by the matching end, so it cannot outlive the request.
+ */
+typedef struct sl_store_deadline {
+  int64_t outer; /* the enclosing deadline, restored by end */
+  int64_t set;   /* the deadline this scope put in place */
+} sl_store_deadline;
+
+/* Starts a scope ending time_left_ms from now (<= 0: already passed;
+ * INT64_MAX: no deadline of its own). Must be ended on this thread. */
+void sl_store_deadline_begin(sl_store_deadline *d, int64_t time_left_ms);
+
+/* Ends the innermost scope of this thread, which must be d. */
+void sl_store_deadline_end(sl_store_deadline *d);
 
 /* ---- maintenance ---- */
 

@@ -30,6 +30,13 @@ static const sl_store_vtable etcd_vtable;
 
 static sl_etcd *client(sl_store *s) { return ((etcd_store *)s)->etcd; }
 
+/* Every unary call ends by the calling thread's deadline, if it has one
+ * (sl_store_deadline_begin); both use the CLOCK_MONOTONIC ms clock. */
+static int64_t deadline(void) {
+  int64_t d = sl_store_deadline_();
+  return d == INT64_MAX ? SL_ETCD_NO_DEADLINE : d;
+}
+
 /* Moves an etcd kv's buffers into a store kv (both are heap + NUL). */
 static void steal_kv(sl_etcd_kv *from, sl_store_kv *to) {
   to->key = from->key;
@@ -53,7 +60,7 @@ static void etcd_close(sl_store *s) {
 static sl_status etcd_get(sl_store *s, const void *key, size_t key_len,
                           sl_store_kv *out, sl_err *err) {
   sl_etcd_range_reply r;
-  sl_status st = sl_etcd_range(client(s), key, key_len, NULL, 0, 0, &r, err);
+  sl_status st = sl_etcd_range(client(s), deadline(), key, key_len, NULL, 0, 0, &r, err);
   if (st != SL_OK) return st;
   if (r.n == 0) {
     char k[96];
@@ -83,8 +90,9 @@ static sl_status etcd_range(sl_store *s, const void *prefix, size_t prefix_len,
     from_len = 1;
   }
   sl_etcd_range_reply r;
-  sl_status st = sl_etcd_range(client(s), from, from_len, end_len ? end : zero_byte,
-                               end_len ? end_len : 1, (int64_t)limit, &r, err);
+  sl_status st = sl_etcd_range(client(s), deadline(), from, from_len,
+                               end_len ? end : zero_byte, end_len ? end_len : 1,
+                               (int64_t)limit, &r, err);
   free(end);
   if (st != SL_OK) return st;
   memset(out, 0, sizeof(*out));
@@ -120,8 +128,8 @@ static sl_status etcd_txn(sl_store *s, const sl_store_cmp *cmps, size_t n_cmps,
                               .lease = put ? ops[i].lease : 0};
   }
   sl_etcd_txn_reply r;
-  sl_status st = sl_etcd_txn(client(s), ecmps, n_cmps, success, n_ops, failure, n_cmps,
-                             &r, err);
+  sl_status st = sl_etcd_txn(client(s), deadline(), ecmps, n_cmps, success, n_ops, failure,
+                             n_cmps, &r, err);
   if (st != SL_OK) return st;
   if (r.succeeded) {
     *revision = r.revision;
@@ -143,7 +151,7 @@ static sl_status etcd_txn(sl_store *s, const sl_store_cmp *cmps, size_t n_cmps,
 static sl_status etcd_lease_grant(sl_store *s, int64_t ttl_s, int64_t *lease,
                                   int64_t *granted_ttl, sl_err *err) {
   sl_etcd_lease_reply r;
-  sl_status st = sl_etcd_lease_grant(client(s), ttl_s, &r, err);
+  sl_status st = sl_etcd_lease_grant(client(s), deadline(), ttl_s, &r, err);
   if (st != SL_OK) return st;
   *lease = r.id;
   *granted_ttl = r.ttl;
@@ -153,13 +161,13 @@ static sl_status etcd_lease_grant(sl_store *s, int64_t ttl_s, int64_t *lease,
 static sl_status etcd_lease_keepalive(sl_store *s, int64_t lease, int64_t *ttl,
                                       sl_err *err) {
   sl_etcd_lease_reply r;
-  sl_status st = sl_etcd_lease_keepalive(client(s), lease, &r, err);
+  sl_status st = sl_etcd_lease_keepalive(client(s), deadline(), lease, &r, err);
   if (st == SL_OK) *ttl = r.ttl;
   return st;
 }
 
 static sl_status etcd_lease_revoke(sl_store *s, int64_t lease, sl_err *err) {
-  return sl_etcd_lease_revoke(client(s), lease, err);
+  return sl_etcd_lease_revoke(client(s), deadline(), lease, err);
 }
 
 /* etcd watch callback -> one store event per etcd event. */
@@ -222,11 +230,11 @@ static void etcd_watch_stop(sl_store_watch *base) {
 }
 
 static sl_status etcd_revision(sl_store *s, int64_t *revision, sl_err *err) {
-  return sl_etcd_revision(client(s), revision, err);
+  return sl_etcd_revision(client(s), deadline(), revision, err);
 }
 
 static sl_status etcd_compact(sl_store *s, int64_t revision, sl_err *err) {
-  return sl_etcd_compact(client(s), revision, err);
+  return sl_etcd_compact(client(s), deadline(), revision, err);
 }
 
 static const sl_store_vtable etcd_vtable = {
@@ -246,7 +254,7 @@ static const sl_store_vtable etcd_vtable = {
 
 sl_status sl_store_etcd_open_(const char *where, const sl_store_opts *opts,
                               sl_store **out, sl_err *err) {
-  sl_etcd_opts eo = {opts->timeout_ms, opts->connect_timeout_ms};
+  sl_etcd_opts eo = {opts->timeout_ms, opts->connect_timeout_ms, opts->etcd_down_ms};
   etcd_store *s = sl_xcalloc(1, sizeof(*s));
   sl_status st = sl_etcd_create(where, &eo, &s->etcd, err);
   if (st != SL_OK) {

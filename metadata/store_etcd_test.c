@@ -1,7 +1,8 @@
 /*
  * The conformance suite on the etcd backend against a real etcd, plus the
  * fault cases only a remote store has: etcd killed (-9) and restarted under
- * a watch and under calls, etcd hanging (SIGSTOP), endpoint failover.
+ * a watch and under calls, etcd hanging (SIGSTOP), endpoint failover,
+ * failing fast while etcd is down, and the calling thread's deadline.
  * Conformance cases share one etcd (started in the group setup); each
  * fault case starts its own, so a failure cannot leak into other cases.
  */
@@ -10,10 +11,13 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include <dirent.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "metadata/store_conformance.h"
 #include "tests/etcd_proc.h"
@@ -70,6 +74,43 @@ static void start_private(sl_etcd_proc *e, sl_store **s, int timeout_ms) {
   opts.connect_timeout_ms = 500;
   st = sl_store_open(uri, &opts, s, &err);
   if (st != SL_OK) fail_msg("open: %s", sl_err_msg(&err, st));
+}
+
+/* True once every thread of pid is stopped ('T' in /proc/pid/task/N/stat). */
+static bool all_stopped(pid_t pid) {
+  char path[64];
+  snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+  DIR *d = opendir(path);
+  if (d == NULL) return false;
+  bool stopped = true;
+  struct dirent *de;
+  while (stopped && (de = readdir(d)) != NULL) {
+    if (de->d_name[0] == '.') continue;
+    char stat[384], buf[512];
+    snprintf(stat, sizeof(stat), "%s/%s/stat", path, de->d_name);
+    FILE *f = fopen(stat, "r");
+    if (f == NULL) continue; /* the thread just exited */
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *paren = strrchr(buf, ')'); /* state follows "(comm) " */
+    stopped = paren != NULL && paren[1] == ' ' && paren[2] == 'T';
+  }
+  closedir(d);
+  return stopped;
+}
+
+/* SIGSTOP etcd and wait until it really is stopped: a signal lands
+ * asynchronously, and a request sent just after kill() could still be
+ * answered. */
+static void freeze(sl_etcd_proc *e) {
+  assert_int_equal(kill(e->proc.pid, SIGSTOP), 0);
+  long long deadline = sl_store_conf_now_ms() + 5000;
+  while (!all_stopped(e->proc.pid)) {
+    if (sl_store_conf_now_ms() > deadline) fail_msg("etcd did not stop within 5 s");
+    struct timespec ts = {0, 1000000};
+    nanosleep(&ts, NULL);
+  }
 }
 
 static void put_n(sl_store *s, int from, int to) {
@@ -130,7 +171,9 @@ static void test_store_etcd__unavailable_then_recovers(void **state) {
   EXPECT(SL_OK, sl_store_put(s, "/a", 2, "A", 1, SL_STORE_REV_ANY, 0, NULL, &err));
   EXPECT(SL_OK, sl_etcd_proc_kill9(&e, &err));
 
-  /* Every kind of call fails with SL_EUNAVAIL, within its deadline. */
+  /* Every kind of call fails with SL_EUNAVAIL: unary calls at once (one
+   * refused connection, then the fail-fast gate), a watch at its deadline
+   * (watches keep retrying on their own). */
   sl_store_kv kv;
   int64_t x;
   sl_store_watch *w = NULL;
@@ -153,20 +196,31 @@ static void test_store_etcd__unavailable_then_recovers(void **state) {
     }
     long long took = sl_store_conf_now_ms() - t0;
     if (took > timeout + 700) fail_msg("call %d took %lld ms, deadline %d ms", call, took, timeout);
-    assert_true(took >= timeout - 100); /* it did retry until the deadline */
+    if (call < 5) {
+      if (took > 300) fail_msg("call %d took %lld ms with etcd down, want fail-fast", call, took);
+      assert_non_null(strstr(err.msg, "all endpoints unreachable"));
+    } else {
+      assert_true(took >= timeout - 100); /* the watch retried until its deadline */
+    }
     assert_non_null(strstr(err.msg, e.endpoint + strlen("http://")));
   }
   assert_null(w);
   sl_store_conf_events_release(&ev);
 
-  /* Same handle, after a restart: works again, data intact. */
+  /* Same handle, after a restart: works again, data intact, and soon: the
+   * gate lets a probe through as soon as one comes (restart returns once
+   * etcd answers its own client). */
   EXPECT(SL_OK, sl_etcd_proc_restart(&e, &err));
-  long long deadline = sl_store_conf_now_ms() + 20000;
+  long long back = sl_store_conf_now_ms();
+  long long deadline = back + 20000;
   sl_status st;
   while ((st = sl_store_get(s, "/a", 2, &kv, &err)) != SL_OK &&
          sl_store_conf_now_ms() < deadline) {
   }
   if (st != SL_OK) fail_msg("after restart: %s", sl_err_msg(&err, st));
+  long long recovered = sl_store_conf_now_ms() - back;
+  print_message("store recovered %lld ms after etcd answered again\n", recovered);
+  assert_true(recovered < 3000);
   assert_string_equal((char *)kv.value, "A");
   sl_store_kv_release(&kv);
   EXPECT(SL_OK, sl_store_put(s, "/a", 2, "C", 1, SL_STORE_REV_ANY, 0, NULL, &err));
@@ -183,7 +237,7 @@ static void test_store_etcd__timeout_when_etcd_hangs(void **state) {
   start_private(&e, &s, timeout);
   EXPECT(SL_OK, sl_store_put(s, "/a", 2, "A", 1, SL_STORE_REV_ANY, 0, NULL, &err));
   /* Stopped, not dead: connections open, no answers. */
-  assert_int_equal(kill(e.proc.pid, SIGSTOP), 0);
+  freeze(&e);
   sl_store_kv kv;
   long long t0 = sl_store_conf_now_ms();
   EXPECT(SL_ETIMEDOUT, sl_store_get(s, "/a", 2, &kv, &err));
@@ -196,6 +250,115 @@ static void test_store_etcd__timeout_when_etcd_hangs(void **state) {
   took = sl_store_conf_now_ms() - t0;
   assert_true(took < timeout + 700);
   assert_int_equal(kill(e.proc.pid, SIGCONT), 0);
+  EXPECT(SL_OK, sl_store_get(s, "/a", 2, &kv, &err));
+  sl_store_kv_release(&kv);
+  sl_store_close(s);
+  sl_etcd_proc_release(&e);
+}
+
+/* A store on a port where nothing listens. */
+static sl_store *open_dead(int timeout_ms, int down_ms) {
+  sl_err err;
+  int port = 0;
+  EXPECT(SL_OK, sl_proc_free_port(&port, &err));
+  char uri[128];
+  snprintf(uri, sizeof(uri), "etcd:http://127.0.0.1:%d", port);
+  sl_store_opts opts = SL_STORE_OPTS_INIT;
+  opts.timeout_ms = timeout_ms;
+  opts.etcd_down_ms = down_ms;
+  sl_store *s = NULL;
+  EXPECT(SL_OK, sl_store_open(uri, &opts, &s, &err));
+  return s;
+}
+
+static void test_store_etcd__fail_fast_off_retries_until_deadline(void **state) {
+  (void)state;
+  sl_err err;
+  sl_store *s = open_dead(400, 0);
+  int64_t rev;
+  for (int i = 0; i < 2; i++) {
+    long long t0 = sl_store_conf_now_ms();
+    EXPECT(SL_EUNAVAIL, sl_store_revision(s, &rev, &err));
+    long long took = sl_store_conf_now_ms() - t0;
+    assert_true(took >= 350 && took < 1500);
+    assert_non_null(strstr(err.msg, "unreachable within 400 ms"));
+  }
+  sl_store_close(s);
+}
+
+#define FF_THREADS 8
+#define FF_CALLS 50
+
+static void *fail_fast_caller(void *arg) {
+  sl_store *s = arg;
+  for (int i = 0; i < FF_CALLS; i++) {
+    int64_t rev;
+    sl_err err = SL_ERR_INIT;
+    sl_status st = sl_store_revision(s, &rev, &err);
+    if (st != SL_EUNAVAIL) return (void *)"not unavailable";
+  }
+  return NULL;
+}
+
+static void test_store_etcd__fail_fast_many_threads(void **state) {
+  (void)state;
+  /* With a 2 s deadline, 400 calls that each retried until it would hold
+   * their threads for 100 s. */
+  sl_store *s = open_dead(2000, 500);
+  pthread_t t[FF_THREADS];
+  long long t0 = sl_store_conf_now_ms();
+  for (int i = 0; i < FF_THREADS; i++)
+    assert_int_equal(pthread_create(&t[i], NULL, fail_fast_caller, s), 0);
+  for (int i = 0; i < FF_THREADS; i++) {
+    void *res;
+    assert_int_equal(pthread_join(t[i], &res), 0);
+    if (res != NULL) fail_msg("thread %d: %s", i, (const char *)res);
+  }
+  long long took = sl_store_conf_now_ms() - t0;
+  print_message("%d calls on %d threads with etcd down: %lld ms\n", FF_THREADS * FF_CALLS,
+                FF_THREADS, took);
+  assert_true(took < 2000);
+  sl_store_close(s);
+}
+
+static void test_store_etcd__thread_deadline_bounds_calls(void **state) {
+  (void)state;
+  sl_err err;
+  sl_etcd_proc e = SL_ETCD_PROC_INIT;
+  sl_store *s = NULL;
+  start_private(&e, &s, 5000);
+  EXPECT(SL_OK, sl_store_put(s, "/a", 2, "A", 1, SL_STORE_REV_ANY, 0, NULL, &err));
+  sl_store_kv kv;
+  /* A generous scope changes nothing. */
+  sl_store_deadline outer;
+  sl_store_deadline_begin(&outer, 10000);
+  EXPECT(SL_OK, sl_store_get(s, "/a", 2, &kv, &err));
+  sl_store_kv_release(&kv);
+  /* etcd hangs: the call ends at the thread's 300 ms, not the store's 5 s. */
+  freeze(&e);
+  sl_store_deadline inner;
+  sl_store_deadline_begin(&inner, 300);
+  long long t0 = sl_store_conf_now_ms();
+  EXPECT(SL_ETIMEDOUT, sl_store_get(s, "/a", 2, &kv, &err));
+  long long took = sl_store_conf_now_ms() - t0;
+  assert_true(took >= 250 && took < 1000);
+  assert_non_null(strstr(err.msg, "caller's deadline"));
+  /* Once passed, calls fail without trying. */
+  t0 = sl_store_conf_now_ms();
+  EXPECT(SL_ETIMEDOUT, sl_store_put(s, "/a", 2, "B", 1, SL_STORE_REV_ANY, 0, NULL, &err));
+  assert_true(sl_store_conf_now_ms() - t0 < 100);
+  assert_non_null(strstr(err.msg, "deadline passed before the call"));
+  sl_store_deadline_end(&inner);
+  assert_int_equal(kill(e.proc.pid, SIGCONT), 0);
+  /* The outer scope is back in force: 10 s, plenty. */
+  EXPECT(SL_OK, sl_store_get(s, "/a", 2, &kv, &err));
+  sl_store_kv_release(&kv);
+  sl_store_deadline_end(&outer);
+  /* A scope of a passed deadline, then none at all. */
+  sl_store_deadline gone;
+  sl_store_deadline_begin(&gone, 0);
+  EXPECT(SL_ETIMEDOUT, sl_store_get(s, "/a", 2, &kv, &err));
+  sl_store_deadline_end(&gone);
   EXPECT(SL_OK, sl_store_get(s, "/a", 2, &kv, &err));
   sl_store_kv_release(&kv);
   sl_store_close(s);
@@ -237,6 +400,11 @@ static void test_store_etcd__bad_uris(void **state) {
   opts.timeout_ms = 0;
   EXPECT(SL_EINVAL, sl_store_open("etcd:http://127.0.0.1:1", &opts, &s, &err));
   assert_null(s);
+  opts = (sl_store_opts)SL_STORE_OPTS_INIT;
+  opts.etcd_down_ms = -1;
+  EXPECT(SL_EINVAL, sl_store_open("etcd:http://127.0.0.1:1", &opts, &s, &err));
+  assert_non_null(strstr(err.msg, "etcd_down_ms"));
+  assert_null(s);
 }
 
 int main(void) {
@@ -247,6 +415,9 @@ int main(void) {
       cmocka_unit_test(test_store_etcd__watch_resumes_after_kill9),
       cmocka_unit_test(test_store_etcd__unavailable_then_recovers),
       cmocka_unit_test(test_store_etcd__timeout_when_etcd_hangs),
+      cmocka_unit_test(test_store_etcd__fail_fast_off_retries_until_deadline),
+      cmocka_unit_test(test_store_etcd__fail_fast_many_threads),
+      cmocka_unit_test(test_store_etcd__thread_deadline_bounds_calls),
       cmocka_unit_test(test_store_etcd__failover_to_second_endpoint),
       cmocka_unit_test(test_store_etcd__bad_uris),
   };

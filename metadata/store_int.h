@@ -50,6 +50,11 @@ struct sl_store_watch {
   const sl_store_vtable *vt;
 };
 
+/* The calling thread's deadline (sl_store_deadline_begin) on the
+ * CLOCK_MONOTONIC millisecond clock (the one of sl_etcd_now_ms), or
+ * INT64_MAX when it has none. */
+int64_t sl_store_deadline_(void);
+
 /* Backend constructors; `where` is the URI after "etcd:" / "local:". */
 sl_status sl_store_etcd_open_(const char *where, const sl_store_opts *opts,
                               sl_store **out, sl_err *err);
