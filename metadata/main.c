@@ -15,6 +15,7 @@ typedef struct metadata_cfg {
   long long session_ttl;     /* default session TTL in seconds */
   long long max_session_ttl; /* largest TTL a node may ask for */
   long long store_timeout_ms;
+  long long store_down_ms;   /* etcd fail-fast window (metadata/etcd.h) */
   long long ledger_id_block;
   long long watch_buffer;
 } metadata_cfg;
@@ -34,6 +35,9 @@ static const sl_conf_entry table[] = {
                 "largest session TTL in seconds a node may ask for"),
     SL_CONF_INT(metadata_cfg, store_timeout_ms, "2000", 100, 60000, ENV "STORE_TIMEOUT_MS",
                 "deadline of each store call; calls fail UNAVAILABLE after it"),
+    SL_CONF_INT(metadata_cfg, store_down_ms, "500", 0, 60000, ENV "STORE_DOWN_MS",
+                "while every etcd endpoint failed to connect within this many ms, "
+                "store calls fail at once (one probe at a time); 0 = always retry"),
     SL_CONF_INT(metadata_cfg, ledger_id_block, "1000", 1, 1000000, ENV "LEDGER_ID_BLOCK",
                 "ledger ids reserved per store round trip"),
     SL_CONF_INT(metadata_cfg, watch_buffer, "16384", 2, 10000000, ENV "WATCH_BUFFER",
@@ -50,6 +54,7 @@ static sl_status start(void *c, sl_rpc_server *srv, void **out, sl_err *err) {
   state *s = sl_xcalloc(1, sizeof(*s));
   sl_store_opts so = SL_STORE_OPTS_INIT;
   so.timeout_ms = (int)mc->store_timeout_ms;
+  so.etcd_down_ms = (int)mc->store_down_ms;
   if (so.connect_timeout_ms > so.timeout_ms) so.connect_timeout_ms = so.timeout_ms;
   sl_status st = sl_store_open(mc->store, &so, &s->store, err);
   if (st != SL_OK) goto out_free;

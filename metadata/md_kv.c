@@ -26,6 +26,15 @@ void sl_md_key_fmt(sl_md_key *k, const char *fmt, ...) {
   k->len = root + (size_t)n;
 }
 
+void sl_md_deadline_begin(sl_store_deadline *d, const sl_rpc_call *call) {
+  int64_t left = sl_rpc_call_time_left_ms(call);
+  if (left != INT64_MAX) {
+    int64_t margin = left / 10;
+    left -= margin < SL_MD_DEADLINE_MARGIN_MS ? margin : SL_MD_DEADLINE_MARGIN_MS;
+  }
+  sl_store_deadline_begin(d, left);
+}
+
 int64_t sl_md_now_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);

@@ -30,37 +30,83 @@ sl_status sl_md_service_create(const sl_md_service_opts *opts, sl_md_service **o
   return SL_OK;
 }
 
+/*
+ * Every unary handler runs inside its call's store deadline, set here once
+ * rather than in each handler so none can miss it: bounded_<name> wraps
+ * sl_md_<name>. Handlers finish their calls before returning and make
+ * their store calls on this thread (Watch, which hands its store work to a
+ * thread of its own, is not wrapped), so the scope covers all of them.
+ */
+#define BOUNDED(name, Req)                                                        \
+  static void bounded_##name(sl_rpc_call *call, const Sluice__V1__##Req *req,     \
+                             void *ctx) {                                         \
+    sl_store_deadline d;                                                          \
+    sl_md_deadline_begin(&d, call);                                               \
+    sl_md_##name(call, req, ctx);                                                 \
+    sl_store_deadline_end(&d);                                                    \
+  }
+
+BOUNDED(open_session, OpenSessionRequest)
+BOUNDED(keep_alive, KeepAliveRequest)
+BOUNDED(update_node, UpdateNodeRequest)
+BOUNDED(close_session, CloseSessionRequest)
+BOUNDED(list_brokers, ListBrokersRequest)
+BOUNDED(list_bookies, ListBookiesRequest)
+BOUNDED(create_namespace, CreateNamespaceRequest)
+BOUNDED(get_namespace, GetNamespaceRequest)
+BOUNDED(list_namespaces, ListNamespacesRequest)
+BOUNDED(set_namespace_policies, SetNamespacePoliciesRequest)
+BOUNDED(delete_namespace, DeleteNamespaceRequest)
+BOUNDED(create_topic, CreateTopicRequest)
+BOUNDED(get_topic, GetTopicRequest)
+BOUNDED(list_topics, ListTopicsRequest)
+BOUNDED(delete_topic, DeleteTopicRequest)
+BOUNDED(acquire_ownership, AcquireOwnershipRequest)
+BOUNDED(lookup_owner, LookupOwnerRequest)
+BOUNDED(release_ownership, ReleaseOwnershipRequest)
+BOUNDED(allocate_ledger_id, AllocateLedgerIdRequest)
+BOUNDED(create_ledger, CreateLedgerRequest)
+BOUNDED(get_ledger, GetLedgerRequest)
+BOUNDED(update_ledger, UpdateLedgerRequest)
+BOUNDED(delete_ledger, DeleteLedgerRequest)
+BOUNDED(get_managed_ledger, GetManagedLedgerRequest)
+BOUNDED(update_managed_ledger, UpdateManagedLedgerRequest)
+BOUNDED(get_cursor, GetCursorRequest)
+BOUNDED(update_cursor, UpdateCursorRequest)
+BOUNDED(delete_cursor, DeleteCursorRequest)
+BOUNDED(list_cursors, ListCursorsRequest)
+
 sl_status sl_md_service_register(sl_md_service *md, sl_rpc_server *srv, sl_err *err) {
   static const sl_metadata_service_handlers h = {
-      .open_session = sl_md_open_session,
-      .keep_alive = sl_md_keep_alive,
-      .update_node = sl_md_update_node,
-      .close_session = sl_md_close_session,
-      .list_brokers = sl_md_list_brokers,
-      .list_bookies = sl_md_list_bookies,
-      .create_namespace = sl_md_create_namespace,
-      .get_namespace = sl_md_get_namespace,
-      .list_namespaces = sl_md_list_namespaces,
-      .set_namespace_policies = sl_md_set_namespace_policies,
-      .delete_namespace = sl_md_delete_namespace,
-      .create_topic = sl_md_create_topic,
-      .get_topic = sl_md_get_topic,
-      .list_topics = sl_md_list_topics,
-      .delete_topic = sl_md_delete_topic,
-      .acquire_ownership = sl_md_acquire_ownership,
-      .lookup_owner = sl_md_lookup_owner,
-      .release_ownership = sl_md_release_ownership,
-      .allocate_ledger_id = sl_md_allocate_ledger_id,
-      .create_ledger = sl_md_create_ledger,
-      .get_ledger = sl_md_get_ledger,
-      .update_ledger = sl_md_update_ledger,
-      .delete_ledger = sl_md_delete_ledger,
-      .get_managed_ledger = sl_md_get_managed_ledger,
-      .update_managed_ledger = sl_md_update_managed_ledger,
-      .get_cursor = sl_md_get_cursor,
-      .update_cursor = sl_md_update_cursor,
-      .delete_cursor = sl_md_delete_cursor,
-      .list_cursors = sl_md_list_cursors,
+      .open_session = bounded_open_session,
+      .keep_alive = bounded_keep_alive,
+      .update_node = bounded_update_node,
+      .close_session = bounded_close_session,
+      .list_brokers = bounded_list_brokers,
+      .list_bookies = bounded_list_bookies,
+      .create_namespace = bounded_create_namespace,
+      .get_namespace = bounded_get_namespace,
+      .list_namespaces = bounded_list_namespaces,
+      .set_namespace_policies = bounded_set_namespace_policies,
+      .delete_namespace = bounded_delete_namespace,
+      .create_topic = bounded_create_topic,
+      .get_topic = bounded_get_topic,
+      .list_topics = bounded_list_topics,
+      .delete_topic = bounded_delete_topic,
+      .acquire_ownership = bounded_acquire_ownership,
+      .lookup_owner = bounded_lookup_owner,
+      .release_ownership = bounded_release_ownership,
+      .allocate_ledger_id = bounded_allocate_ledger_id,
+      .create_ledger = bounded_create_ledger,
+      .get_ledger = bounded_get_ledger,
+      .update_ledger = bounded_update_ledger,
+      .delete_ledger = bounded_delete_ledger,
+      .get_managed_ledger = bounded_get_managed_ledger,
+      .update_managed_ledger = bounded_update_managed_ledger,
+      .get_cursor = bounded_get_cursor,
+      .update_cursor = bounded_update_cursor,
+      .delete_cursor = bounded_delete_cursor,
+      .list_cursors = bounded_list_cursors,
       .watch = sl_md_watch,
       .watch_writable = sl_md_watch_writable,
       .watch_done = sl_md_watch_done,

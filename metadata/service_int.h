@@ -27,6 +27,10 @@
  * writer before the call gives up with ABORTED. */
 #define SL_MD_RETRIES 16
 
+/* Upper bound of the margin kept between a call's store deadline and the
+ * client's own deadline (see sl_md_deadline_begin). */
+#define SL_MD_DEADLINE_MARGIN_MS 100
+
 /* Slots of the epoch cache (see sl_md_epoch_check). */
 #define SL_MD_EPOCH_CACHE 4096
 
@@ -63,6 +67,18 @@ typedef struct sl_md_key {
  * always fit; overflow is a bug (asserted). */
 void sl_md_key_fmt(sl_md_key *k, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+
+/*
+ * Bounds this thread's store calls by the call's deadline (store.h,
+ * "per-thread deadline"): the client's time left minus a margin of a tenth
+ * of it, at most SL_MD_DEADLINE_MARGIN_MS, so that a store that does not
+ * answer ends the call with our UNAVAILABLE while the client still waits
+ * for it, rather than with the client's own DEADLINE_EXCEEDED. A call with
+ * no deadline keeps the store's timeout alone. End with
+ * sl_store_deadline_end(d) on the same thread. service.c does this around
+ * every unary handler.
+ */
+void sl_md_deadline_begin(sl_store_deadline *d, const sl_rpc_call *call);
 
 /* Wall clock in Unix milliseconds. */
 int64_t sl_md_now_ms(void);
