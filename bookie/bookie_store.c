@@ -4,6 +4,8 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -28,6 +30,8 @@ typedef struct lstate {
   bool admit_fenced;     /* a fence was admitted (maybe not yet durable) */
   uint64_t admit_epoch;  /* highest epoch admitted */
   int64_t admit_last;    /* highest entry id admitted or stored */
+  bool admit_has_key;    /* a key was admitted or stored (invariant 7) */
+  uint8_t admit_key[SL_LEDGER_KEY_BYTES];
   uint32_t inflight;     /* admitted requests not yet completed */
   bool deleting;         /* a delete was admitted */
   struct store_op **pending; /* admitted adds not yet applied */
@@ -44,6 +48,8 @@ typedef struct store_op {
   op_kind kind;
   lstate *l;
   bool is_new;         /* ADD: the entry was not stored or queued before */
+  uint8_t key[SL_LEDGER_KEY_BYTES]; /* jreq.rec.key points here when this
+                                       op records the ledger's key */
   sl_bookie_store_cb cb;
   void *arg;
 } store_op;
@@ -105,7 +111,7 @@ struct sl_bookie_store {
 
 static lstate *ledger_new(uint64_t id) {
   lstate *l = sl_xcalloc(1, sizeof(*l));
-  l->meta = (sl_ledger_meta){id, false, 0, -1, -1, 0, 0};
+  l->meta = (sl_ledger_meta){.ledger = id, .lac = -1, .last_entry = -1};
   l->admit_last = -1;
   return l;
 }
@@ -121,6 +127,8 @@ static void ledger_sync_admit(lstate *l) {
   l->admit_fenced = l->meta.fenced;
   l->admit_epoch = l->meta.max_epoch;
   l->admit_last = l->meta.last_entry;
+  l->admit_has_key = l->meta.has_key;
+  memcpy(l->admit_key, l->meta.key, sizeof(l->admit_key));
 }
 
 /* Finds or creates a ledger; *created says which. Under s->mu. */
@@ -182,6 +190,10 @@ static void ops_reserve(sl_bookie_store *s, size_t n) {
 /* Applies one record's effect to a meta. */
 static void meta_apply(sl_ledger_meta *m, const sl_journal_record *r, bool is_new) {
   if (r->epoch > m->max_epoch) m->max_epoch = r->epoch;
+  if (r->key != NULL) { /* invariant 7: only the record that records it */
+    m->has_key = true;
+    memcpy(m->key, r->key, SL_LEDGER_KEY_BYTES);
+  }
   switch (r->type) {
     case SL_JOURNAL_ADD:
       if (r->lac > m->lac) m->lac = r->lac;
@@ -259,7 +271,7 @@ static void finish_batch_locked(sl_bookie_store *s, sl_journal_req *batch, bool 
     lstate *l = op->l;
     if (op->kind == OP_ADD) pending_remove(l, op);
     l->inflight--;
-    bytes += SL_JOURNAL_RECORD_HEADER + r->rec.len;
+    bytes += sl_journal_record_bytes(&r->rec);
     n++;
     if (!ok) {
       if (op->kind == OP_DELETE) l->deleting = false;
@@ -675,6 +687,46 @@ static sl_status check_duplicate(sl_bookie_store *s, lstate *l,
                     ": already stored with a different payload", req->ledger, req->entry);
 }
 
+/* The ledger key of a password: its SHA-256 digest (caller's thread, no
+ * lock held). */
+static sl_status password_key(uint64_t ledger, const void *password, size_t len,
+                              uint8_t key[SL_LEDGER_KEY_BYTES], sl_err *err) {
+  if (password == NULL && len > 0) {
+    return sl_err_set(err, SL_EINVAL, "ledger %" PRIu64 ": password missing", ledger);
+  }
+  unsigned int n = 0;
+  if (EVP_Digest(len > 0 ? password : "", len, key, &n, EVP_sha256(), NULL) != 1 ||
+      n != SL_LEDGER_KEY_BYTES) {
+    return sl_err_set(err, SL_EINTERNAL, "ledger %" PRIu64 ": sha-256 failed", ledger);
+  }
+  return SL_OK;
+}
+
+/* Invariant 7: checks a request's key against the ledger's. *records says
+ * whether the request would record it (the ledger has none yet). Checked
+ * before anything else, so a wrong password learns nothing about the
+ * ledger. Under s->mu. */
+static sl_status check_key(const lstate *l, const uint8_t *key, bool *records,
+                           sl_err *err) {
+  *records = !l->admit_has_key;
+  if (*records || CRYPTO_memcmp(l->admit_key, key, SL_LEDGER_KEY_BYTES) == 0) return SL_OK;
+  return sl_err_set(err, SL_EPERM, "ledger %" PRIu64 ": wrong password", l->meta.ledger);
+}
+
+/* Before submitting an op that records the ledger's key: its journal
+ * record carries the key (the journal may write it at once). */
+static void carry_key(store_op *op, bool records) {
+  if (records) op->jreq.rec.key = op->key;
+}
+
+/* After that op was admitted: later requests are checked against its key.
+ * Under s->mu. */
+static void admit_key(lstate *l, const store_op *op, bool records) {
+  if (!records) return;
+  l->admit_has_key = true;
+  memcpy(l->admit_key, op->key, SL_LEDGER_KEY_BYTES);
+}
+
 /* Epoch and fence rules shared by adds and LAC updates. Under s->mu. */
 static sl_status check_writer(const lstate *l, uint64_t epoch, bool recovery,
                               sl_err *err) {
@@ -722,8 +774,9 @@ static store_op *op_new(op_kind kind, sl_journal_rec_type type, uint64_t ledger,
   return op;
 }
 
+/* Checks what needs no lock and computes the request's key into `key`. */
 static sl_status validate_add(sl_bookie_store *s, const sl_bookie_add_req *req,
-                              sl_err *err) {
+                              uint8_t key[SL_LEDGER_KEY_BYTES], sl_err *err) {
   if (req->entry < 0 || req->lac < -1 || (req->payload == NULL && req->len > 0) ||
       (req->flags & ~SL_BOOKIE_ADD_RECOVERY) != 0) {
     return sl_err_set(err, SL_EINVAL, "ledger %" PRIu64 " entry %" PRId64
@@ -748,7 +801,7 @@ static sl_status validate_add(sl_bookie_store *s, const sl_bookie_add_req *req,
                       ": checksum mismatch (sent %08" PRIx32 ", payload has %08" PRIx32 ")",
                       req->ledger, req->entry, req->crc, crc);
   }
-  return SL_OK;
+  return password_key(req->ledger, req->password, req->password_len, key, err);
 }
 
 sl_status sl_bookie_store_add(sl_bookie_store *s, const sl_bookie_add_req *req,
@@ -756,21 +809,30 @@ sl_status sl_bookie_store_add(sl_bookie_store *s, const sl_bookie_add_req *req,
   if (s == NULL || req == NULL || cb == NULL) {
     return sl_err_set(err, SL_EINVAL, "bookie store: add needs a request and a callback");
   }
-  sl_status st = validate_add(s, req, err);
-  if (st != SL_OK) return st;
   store_op *op = op_new(OP_ADD, SL_JOURNAL_ADD, req->ledger, req->epoch, cb, arg);
+  sl_status st = validate_add(s, req, op->key, err);
+  if (st != SL_OK) {
+    free(op);
+    return st;
+  }
   op->jreq.rec.entry = req->entry;
   op->jreq.rec.lac = req->lac;
   op->jreq.rec.payload = req->payload;
   op->jreq.rec.len = req->len;
   op->jreq.rec.payload_crc = req->crc;
-  bool created;
+  bool created, records = false;
   pthread_mutex_lock(&s->mu);
   lstate *l = ledger_get_or_create(s, req->ledger, &created);
-  st = check_writer(l, req->epoch, (req->flags & SL_BOOKIE_ADD_RECOVERY) != 0, err);
+  st = check_key(l, op->key, &records, err);
+  if (st == SL_OK)
+    st = check_writer(l, req->epoch, (req->flags & SL_BOOKIE_ADD_RECOVERY) != 0, err);
   if (st == SL_OK) st = check_duplicate(s, l, req, &op->is_new, err);
-  if (st == SL_OK) st = submit_locked(s, l, op, err);
   if (st == SL_OK) {
+    carry_key(op, records);
+    st = submit_locked(s, l, op, err);
+  }
+  if (st == SL_OK) {
+    admit_key(l, op, records);
     if (req->epoch > l->admit_epoch) l->admit_epoch = req->epoch;
     if (req->entry > l->admit_last) l->admit_last = req->entry;
   } else {
@@ -782,23 +844,34 @@ sl_status sl_bookie_store_add(sl_bookie_store *s, const sl_bookie_add_req *req,
 }
 
 sl_status sl_bookie_store_fence(sl_bookie_store *s, uint64_t ledger, uint64_t epoch,
+                                const void *password, size_t password_len,
                                 sl_bookie_store_cb cb, void *arg, sl_err *err) {
   if (s == NULL || cb == NULL) return sl_err_set(err, SL_EINVAL, "bookie store: fence needs a callback");
   sl_status st = refuse_if_failed(s, err);
   if (st != SL_OK) return st;
   store_op *op = op_new(OP_FENCE, SL_JOURNAL_FENCE, ledger, epoch, cb, arg);
-  bool created;
+  st = password_key(ledger, password, password_len, op->key, err);
+  if (st != SL_OK) {
+    free(op);
+    return st;
+  }
+  bool created, records = false;
   pthread_mutex_lock(&s->mu);
   lstate *l = ledger_get_or_create(s, ledger, &created);
-  if (l->deleting) {
+  st = check_key(l, op->key, &records, err);
+  if (st != SL_OK) {
+    /* wrong password: nothing else is looked at */
+  } else if (l->deleting) {
     st = sl_err_set(err, SL_EBUSY, "ledger %" PRIu64 ": being deleted", ledger);
   } else if (epoch < l->admit_epoch) {
     st = sl_err_set(err, SL_EFENCED, "ledger %" PRIu64 ": stale epoch %" PRIu64
                     " < %" PRIu64, ledger, epoch, l->admit_epoch);
   } else {
+    carry_key(op, records);
     st = submit_locked(s, l, op, err);
   }
   if (st == SL_OK) {
+    admit_key(l, op, records);
     /* Invariant 3: refuse adds from now on, before the fence is durable. */
     l->admit_fenced = true;
     l->admit_epoch = epoch;
@@ -959,6 +1032,7 @@ void sl_bookie_store_info_get(sl_bookie_store *s, sl_bookie_store_info *out) {
   out->journal_segments = js.segments;
   pthread_mutex_lock(&s->ckpt_mu);
   out->checkpoints = s->checkpoints;
+  out->journal_bytes = sl_journal_bytes_after(s->j, s->last_ckpt);
   pthread_mutex_unlock(&s->ckpt_mu);
   out->replayed_records = s->replayed;
 }

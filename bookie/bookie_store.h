@@ -5,8 +5,8 @@
  *
  * Life of an add
  *   1. sl_bookie_store_add (any thread) checks the request: size, the
- *      writer's CRC32C, read-only, fenced, epoch, duplicate. A refusal is
- *      returned at once and the callback is never called.
+ *      writer's CRC32C, read-only, password, fenced, epoch, duplicate. A
+ *      refusal is returned at once and the callback is never called.
  *   2. Accepted, it is queued on the journal. The journal thread writes it
  *      with everything else queued, and one fdatasync covers them all.
  *   3. The synced batch goes to the applier thread: into ledger storage (one
@@ -18,6 +18,17 @@
  *      position everything before which is applied (the checkpoint), writes
  *      a marker into the journal and deletes the segments before it.
  *   5. Opening replays the journal from the checkpoint into ledger storage.
+ *
+ * Ledger master key (as in BookKeeper): every add, fence and fencing read
+ * carries the ledger's password from its metadata. The first add or fence
+ * of a ledger here records the key, the SHA-256 digest of that password
+ * (OpenSSL EVP, computed on the caller's thread outside every lock); the
+ * password itself is never stored. Later requests must bring a password
+ * with the same digest, or are refused with SL_EPERM ("ledger 42: wrong
+ * password"). The empty password is a password like any other. A state
+ * without a key (written before keys existed, or created by
+ * sl_bookie_store_write_lac, which carries no password) adopts the key of
+ * the next add or fence. Reads need no password.
  *
  * Invariants
  *  1. An add, fence, LAC update or delete is acknowledged (callback with
@@ -36,6 +47,13 @@
  *     entries whose add is durable (applied after the sync).
  *  6. Journal segments are deleted only after a synced ledger-storage write
  *     recorded a checkpoint at or past their end.
+ *  7. Once an add or fence that records a ledger's key is admitted, no add
+ *     or fence with a password of another digest is admitted to that ledger
+ *     (checked before the fence and epoch rules, under store->mu), and a
+ *     refusal changes nothing. The key is journaled in the very record that
+ *     records it (journal.h, SL_JOURNAL_F_KEY), so it is durable exactly when
+ *     that add or fence is, then stored in the ledger's state: it survives
+ *     restart and replay. Only a delete of the ledger removes it.
  *
  * States
  *   OPEN      serving                            sl_bookie_store_open
@@ -113,6 +131,9 @@ typedef struct sl_bookie_add_req {
   uint32_t len;
   uint32_t crc;         /* writer's CRC32C of the payload */
   uint32_t flags;       /* SL_BOOKIE_ADD_* */
+  const void *password; /* the ledger's password (borrowed for the call);
+                           NULL with password_len 0 is the empty password */
+  size_t password_len;
 } sl_bookie_add_req;
 
 /*
@@ -133,11 +154,13 @@ sl_status sl_bookie_store_open(const char *dir, const sl_bookie_store_opts *opts
 
 /*
  * Adds an entry. On SL_OK, cb(arg) will run once the entry is durable (or
- * with SL_EIO if the journal failed). Otherwise cb is never called and:
+ * with SL_EIO if the journal failed). The first add of a ledger records its
+ * key (see the design note). Otherwise cb is never called and:
  *   SL_EINVAL     bad field, or the payload does not match req->crc
  *                 ("ledger 42 entry 7: checksum mismatch ...")
  *   SL_ETOOBIG    payload over max_entry_bytes
  *   SL_EREADONLY  the disk is nearly full
+ *   SL_EPERM      "ledger 42: wrong password" (its digest is not the key)
  *   SL_EFENCED    "ledger 42: fenced" or "ledger 42: stale epoch 3 < 5"
  *   SL_EEXIST     the entry is stored with a different payload
  *   SL_EBUSY      the ledger is being deleted
@@ -149,18 +172,23 @@ sl_status sl_bookie_store_add(sl_bookie_store *s, const sl_bookie_add_req *req,
                               sl_bookie_store_cb cb, void *arg, sl_err *err);
 
 /*
- * Fences a ledger (creating its state if unknown) and raises its epoch to
- * `epoch`. cb runs once the fence is durable. Adds admitted after this call
- * are refused. Errors (cb not called): SL_EFENCED (epoch below the highest
- * seen), SL_EBUSY (being deleted), SL_EIO. Allowed while read-only.
+ * Fences a ledger (creating its state, and recording its key, if unknown)
+ * and raises its epoch to `epoch`. password (borrowed; NULL with
+ * password_len 0 is the empty password) must match the ledger's key. cb runs
+ * once the fence is durable. Adds admitted after this call are refused.
+ * Errors (cb not called): SL_EINVAL (NULL password with a length),
+ * SL_EPERM ("ledger 42: wrong password"), SL_EFENCED (epoch below the
+ * highest seen), SL_EBUSY (being deleted), SL_EIO. Allowed while read-only.
  */
 sl_status sl_bookie_store_fence(sl_bookie_store *s, uint64_t ledger,
-                                uint64_t epoch, sl_bookie_store_cb cb,
+                                uint64_t epoch, const void *password,
+                                size_t password_len, sl_bookie_store_cb cb,
                                 void *arg, sl_err *err);
 
 /*
  * Records a last-add-confirmed for a ledger (kept if higher than the
  * stored one). Same epoch rules and errors as an add; SL_EINVAL if lac < -1.
+ * It carries no password: it neither checks nor records the key.
  */
 sl_status sl_bookie_store_write_lac(sl_bookie_store *s, uint64_t ledger,
                                     uint64_t epoch, int64_t lac,
@@ -190,7 +218,8 @@ sl_status sl_bookie_store_read(sl_bookie_store *s, uint64_t ledger, int64_t entr
 sl_status sl_bookie_store_read_lac(sl_bookie_store *s, uint64_t ledger,
                                    int64_t *lac, sl_err *err);
 
-/* The durable state of a ledger. Errors: SL_ENOTFOUND. */
+/* The durable state of a ledger (with its key, if recorded). Errors:
+ * SL_ENOTFOUND. */
 sl_status sl_bookie_store_ledger_meta(sl_bookie_store *s, uint64_t ledger,
                                       sl_ledger_meta *out, sl_err *err);
 
@@ -212,6 +241,9 @@ typedef struct sl_bookie_store_info {
   uint64_t journal_segments;
   uint64_t checkpoints;
   uint64_t replayed_records; /* at open */
+  uint64_t journal_bytes;    /* journal after the last checkpoint: what a
+                                restart now would replay (and a little more:
+                                markers, segment headers) */
 } sl_bookie_store_info;
 
 void sl_bookie_store_info_get(sl_bookie_store *s, sl_bookie_store_info *out);

@@ -2,7 +2,9 @@
  * kill -9 test for the bookie store: a child process (storage_crash_child)
  * adds entries and reports each acknowledgement on stdout; we SIGKILL it at
  * a random moment, reopen the store here and check that every acknowledged
- * entry reads back byte-exact, that acknowledged fences and deletes held.
+ * entry reads back byte-exact, that acknowledged fences and deletes held,
+ * and that every ledger with an acknowledged add or fence kept the key of
+ * the password the child sent (and refuses another).
  * 20 cycles on the same directory, so later cycles also replay journals
  * left by earlier crashes.
  */
@@ -14,6 +16,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <openssl/evp.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -163,6 +166,23 @@ static bool is_in(const uint64_t *ids, size_t n, uint64_t id, size_t *at) {
   return false;
 }
 
+/* Stored key of a ledger with an acked add or fence: the digest of the
+ * child's password; a wrong password is refused. */
+static void verify_key(sl_bookie_store *s, uint64_t ledger) {
+  sl_ledger_meta m;
+  if (sl_bookie_store_ledger_meta(s, ledger, &m, NULL) != SL_OK) return; /* deleted */
+  char pw[32];
+  sl_crash_password(ledger, pw, sizeof(pw));
+  uint8_t want[32];
+  unsigned int n = 0;
+  assert_int_equal(EVP_Digest(pw, strlen(pw), want, &n, EVP_sha256(), NULL), 1);
+  if (!m.has_key) fail_msg("ledger %" PRIu64 ": key lost", ledger);
+  assert_memory_equal(m.key, want, sizeof(want));
+  sl_err err = SL_ERR_INIT;
+  assert_int_equal(sl_bookie_store_fence(s, ledger, 9, "wrong", 5, sl_test_waiter_cb, NULL,
+                                         &err), SL_EPERM);
+}
+
 static void verify(sl_bookie_store *s, const report *r) {
   static uint8_t want[SL_CRASH_PAYLOAD_MAX];
   for (size_t i = 0; i < r->nacks; i++) {
@@ -197,6 +217,16 @@ static void verify(sl_bookie_store *s, const report *r) {
     assert_true(m.fenced);
     assert_int_equal(m.max_epoch, 2);
   }
+  /* Ledger ids are (cycle + 1) * 100 + 0..3 (storage_crash_child). */
+  static bool seen[(CYCLES + 1) * 100 + 4];
+  memset(seen, 0, sizeof(seen));
+  for (size_t i = 0; i < r->nacks; i++) {
+    uint64_t l = r->acks[i].ledger;
+    assert_true(l < sizeof(seen));
+    if (!seen[l]) verify_key(s, l);
+    seen[l] = true;
+  }
+  for (size_t i = 0; i < r->nfenced; i++) verify_key(s, r->fenced[i]);
 }
 
 static void test_bookie_store_crash__kill9_loses_no_ack(void **state) {

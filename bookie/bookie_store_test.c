@@ -4,9 +4,11 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <leveldb/c.h>
+#include <openssl/evp.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -86,7 +88,7 @@ static sl_bookie_add_req make_add(uint64_t ledger, int64_t entry, uint64_t epoch
                                   const char *payload) {
   uint32_t len = (uint32_t)strlen(payload);
   sl_bookie_add_req r = {ledger, entry, epoch, entry - 1, payload, len,
-                         sl_crc32c(payload, len), 0};
+                         sl_crc32c(payload, len), 0, NULL, 0};
   return r;
 }
 
@@ -112,17 +114,25 @@ static sl_status add_str(sl_bookie_store *s, uint64_t ledger, int64_t entry,
   return add_wait(s, &r, err);
 }
 
-static sl_status fence_wait(sl_bookie_store *s, uint64_t ledger, uint64_t epoch,
-                            sl_err *err) {
+/* Fences with a password and waits for the callback. */
+static sl_status fence_pw(sl_bookie_store *s, uint64_t ledger, uint64_t epoch,
+                          const char *password, size_t password_len, sl_err *err) {
   sl_test_waiter w;
   sl_test_waiter_init(&w);
-  sl_status st = sl_bookie_store_fence(s, ledger, epoch, sl_test_waiter_cb, &w, err);
+  sl_status st = sl_bookie_store_fence(s, ledger, epoch, password, password_len,
+                                       sl_test_waiter_cb, &w, err);
   if (st == SL_OK) {
     assert_true(sl_test_waiter_wait(&w, 1, 10000));
     if (w.ok != 1) st = w.last_st;
   }
   sl_test_waiter_release(&w);
   return st;
+}
+
+/* Fences with the empty password (the one add_str sends). */
+static sl_status fence_wait(sl_bookie_store *s, uint64_t ledger, uint64_t epoch,
+                            sl_err *err) {
+  return fence_pw(s, ledger, epoch, NULL, 0, err);
 }
 
 static sl_status delete_wait(sl_bookie_store *s, uint64_t ledger, sl_err *err) {
@@ -170,6 +180,62 @@ static char *fresh_path(const char *tag) {
   char *p = sl_test_mkdtemp(tag);
   assert_int_equal(rmdir(p), 0);
   return p;
+}
+
+/* SHA-256 of a password: what the store must keep as the ledger's key. */
+static void sha256(const void *password, size_t len, uint8_t out[SL_LEDGER_KEY_BYTES]) {
+  unsigned int n = 0;
+  assert_int_equal(EVP_Digest(len > 0 ? password : "", len, out, &n, EVP_sha256(), NULL), 1);
+  assert_int_equal(n, SL_LEDGER_KEY_BYTES);
+}
+
+static sl_status add_pw(sl_bookie_store *s, uint64_t ledger, int64_t entry, uint64_t epoch,
+                        const char *payload, const char *password, sl_err *err) {
+  sl_bookie_add_req r = make_add(ledger, entry, epoch, payload);
+  r.password = password;
+  r.password_len = password != NULL ? strlen(password) : 0;
+  return add_wait(s, &r, err);
+}
+
+/* Fails unless the ledger's stored key is the digest of `password`. */
+static void expect_key(sl_bookie_store *s, uint64_t ledger, const char *password) {
+  sl_ledger_meta m;
+  assert_int_equal(sl_bookie_store_ledger_meta(s, ledger, &m, NULL), SL_OK);
+  uint8_t want[SL_LEDGER_KEY_BYTES];
+  sha256(password, strlen(password), want);
+  assert_true(m.has_key);
+  assert_memory_equal(m.key, want, sizeof(want));
+}
+
+/* True if some file under `dir` holds the bytes needle[0..n). */
+static bool tree_contains(const char *dir, const void *needle, size_t n) {
+  DIR *d = opendir(dir);
+  assert_non_null(d);
+  bool found = false;
+  struct dirent *de;
+  while (!found && (de = readdir(d)) != NULL) {
+    if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0) continue;
+    char *path = subdir(dir, de->d_name);
+    if (de->d_type == DT_DIR) {
+      found = tree_contains(path, needle, n);
+    } else {
+      FILE *f = fopen(path, "rb");
+      assert_non_null(f);
+      assert_int_equal(fseek(f, 0, SEEK_END), 0);
+      long size = ftell(f);
+      assert_true(size >= 0);
+      rewind(f);
+      char *buf = malloc((size_t)size + 1);
+      assert_non_null(buf);
+      assert_int_equal(fread(buf, 1, (size_t)size, f), (size_t)size);
+      found = memmem(buf, (size_t)size, needle, n) != NULL;
+      free(buf);
+      fclose(f);
+    }
+    free(path);
+  }
+  closedir(d);
+  return found;
 }
 
 /* ---- tests ---- */
@@ -341,7 +407,7 @@ static void test_bookie_store__fence_refuses_before_durable(void **state) {
   sl_bookie_add_req r0 = make_add(5, 0, 1, "before");
   assert_int_equal(sl_bookie_store_add(s, &r0, sl_test_waiter_cb, &w, NULL), SL_OK);
   gate_wait_blocked(&g_gate);
-  assert_int_equal(sl_bookie_store_fence(s, 5, 1, sl_test_waiter_cb, &w, NULL), SL_OK);
+  assert_int_equal(sl_bookie_store_fence(s, 5, 1, NULL, 0, sl_test_waiter_cb, &w, NULL), SL_OK);
   sl_err err = SL_ERR_INIT;
   sl_bookie_add_req r1 = make_add(5, 1, 1, "after");
   assert_int_equal(sl_bookie_store_add(s, &r1, sl_test_waiter_cb, &w, &err), SL_EFENCED);
@@ -528,7 +594,8 @@ static void test_bookie_store__bad_input(void **state) {
   assert_int_equal(sl_bookie_store_add(s, &r, sl_test_waiter_cb, &w, &err), SL_EINVAL);
   assert_non_null(strstr(err.msg, "ledger 42 entry 7: checksum mismatch"));
   static char big[(256u << 10) + 1];
-  r = (sl_bookie_add_req){42, 7, 1, -1, big, sizeof(big), sl_crc32c(big, sizeof(big)), 0};
+  r = (sl_bookie_add_req){42, 7, 1, -1, big, sizeof(big), sl_crc32c(big, sizeof(big)), 0,
+                         NULL, 0};
   assert_int_equal(sl_bookie_store_add(s, &r, sl_test_waiter_cb, &w, &err), SL_ETOOBIG);
   r = make_add(42, -1, 1, "x");
   assert_int_equal(sl_bookie_store_add(s, &r, sl_test_waiter_cb, &w, &err), SL_EINVAL);
@@ -875,6 +942,260 @@ static void test_bookie_store__concurrent_adds_and_reads(void **state) {
   free(dir);
 }
 
+/* Invariant 7: the first add records the digest of its password; another
+ * password is refused on add and fence and changes nothing. */
+static void test_bookie_store__password_recorded_and_checked(void **state) {
+  (void)state;
+  char *dir = sl_test_mkdtemp("bspw");
+  sl_bookie_store_opts o = test_opts();
+  sl_bookie_store *s = open_store(dir, &o);
+  sl_err err = SL_ERR_INIT;
+  const char *pw = "ledger-42-password-3f9a7c";
+  assert_int_equal(add_pw(s, 42, 0, 1, "first", pw, NULL), SL_OK);
+  expect_key(s, 42, pw);
+  sl_ledger_meta before, after;
+  assert_int_equal(sl_bookie_store_ledger_meta(s, 42, &before, NULL), SL_OK);
+
+  assert_int_equal(add_pw(s, 42, 1, 1, "intruder", "ledger-42-password-3f9a7d", &err),
+                   SL_EPERM);
+  assert_string_equal(err.msg, "ledger 42: wrong password");
+  assert_int_equal(add_pw(s, 42, 1, 1, "intruder", NULL, &err), SL_EPERM); /* empty */
+  assert_int_equal(add_pw(s, 42, 0, 1, "first", "x", &err), SL_EPERM);     /* resend */
+  assert_int_equal(fence_pw(s, 42, 5, "nope", 4, &err), SL_EPERM);
+  assert_string_equal(err.msg, "ledger 42: wrong password");
+  /* Checked first: even a stale epoch hears only about the password. */
+  assert_int_equal(fence_pw(s, 42, 0, "nope", 4, &err), SL_EPERM);
+  assert_int_equal(sl_bookie_store_ledger_meta(s, 42, &after, NULL), SL_OK);
+  assert_false(after.fenced);
+  assert_int_equal(after.max_epoch, before.max_epoch);
+  assert_int_equal(after.entries, before.entries);
+  assert_int_equal(after.last_entry, before.last_entry);
+  assert_int_equal(after.lac, before.lac);
+  assert_true(after.has_key);
+  assert_memory_equal(after.key, before.key, sizeof(after.key));
+  assert_int_equal(read_status(s, 42, 1, NULL), SL_ENOTFOUND);
+
+  /* The right password goes on working, for adds and for the fence. */
+  assert_int_equal(add_pw(s, 42, 1, 1, "second", pw, NULL), SL_OK);
+  assert_int_equal(fence_pw(s, 42, 2, pw, strlen(pw), NULL), SL_OK);
+  assert_int_equal(add_pw(s, 42, 2, 2, "late", pw, &err), SL_EFENCED);
+  expect_key(s, 42, pw);
+
+  /* The empty password is a password: it is recorded and must match. */
+  assert_int_equal(add_str(s, 43, 0, 1, "empty", NULL), SL_OK);
+  expect_key(s, 43, "");
+  assert_int_equal(add_pw(s, 43, 1, 1, "x", "x", &err), SL_EPERM);
+  assert_int_equal(add_str(s, 43, 1, 1, "empty again", NULL), SL_OK);
+
+  /* A fence of an unknown ledger records the key too. */
+  assert_int_equal(fence_pw(s, 44, 1, "fencer", 6, NULL), SL_OK);
+  expect_key(s, 44, "fencer");
+  assert_int_equal(fence_pw(s, 44, 2, "other", 5, &err), SL_EPERM);
+  sl_bookie_add_req r = make_add(44, 0, 1, "recovered");
+  r.flags = SL_BOOKIE_ADD_RECOVERY;
+  r.password = "fencer";
+  r.password_len = 6;
+  assert_int_equal(add_wait(s, &r, NULL), SL_OK);
+
+  /* A NULL password with a length is a bad request, and creates nothing. */
+  sl_test_waiter w;
+  sl_test_waiter_init(&w);
+  r = make_add(45, 0, 1, "x");
+  r.password_len = 3;
+  assert_int_equal(sl_bookie_store_add(s, &r, sl_test_waiter_cb, &w, &err), SL_EINVAL);
+  assert_int_equal(sl_bookie_store_fence(s, 45, 1, NULL, 3, sl_test_waiter_cb, &w, &err),
+                   SL_EINVAL);
+  assert_int_equal(w.done, 0);
+  sl_test_waiter_release(&w);
+  assert_int_equal(sl_bookie_store_ledger_meta(s, 45, &after, &err), SL_ENOTFOUND);
+  sl_bookie_store_close(s);
+
+  /* Only the digest is kept, never the password (leveldb does not compress
+   * here, so a stored copy would show). */
+  uint8_t key[SL_LEDGER_KEY_BYTES];
+  sha256(pw, strlen(pw), key);
+  assert_true(tree_contains(dir, key, sizeof(key)));
+  assert_false(tree_contains(dir, pw, strlen(pw)));
+  sl_test_rm_rf(dir);
+  free(dir);
+}
+
+/* The key survives a clean restart, and replay rebuilds it from the journal
+ * alone (the ledger storage copy predates it: the power-cut model). */
+static void test_bookie_store__password_survives_reopen_and_replay(void **state) {
+  (void)state;
+  char *dir = sl_test_mkdtemp("bspwre");
+  char *copy = sl_test_mkdtemp("bspwre-copy");
+  char *ledgers = subdir(dir, "ledgers"), *journal = subdir(dir, "journal");
+  char *copy_ledgers = subdir(copy, "ledgers"), *copy_journal = subdir(copy, "journal");
+  sl_bookie_store_opts o = test_opts();
+  sl_bookie_store *s = open_store(dir, &o);
+  sl_err err = SL_ERR_INIT;
+  assert_int_equal(add_str(s, 1, 0, 1, "bystander", NULL), SL_OK);
+  assert_int_equal(sl_bookie_store_checkpoint(s, NULL), SL_OK);
+  sl_test_copy_tree(ledgers, copy_ledgers); /* synced state: no ledger 7 or 8 */
+  for (int e = 0; e < 3; e++) assert_int_equal(add_pw(s, 7, e, 1, "seven", "pw7", NULL), SL_OK);
+  assert_int_equal(fence_pw(s, 8, 1, "pw8", 3, NULL), SL_OK);
+  sl_test_copy_tree(journal, copy_journal); /* everything acked, synced */
+  sl_bookie_store_close(s);
+
+  s = open_store(dir, &o);
+  expect_key(s, 7, "pw7");
+  expect_key(s, 8, "pw8");
+  assert_int_equal(add_pw(s, 7, 3, 1, "x", "pw8", &err), SL_EPERM);
+  assert_int_equal(fence_pw(s, 8, 2, "pw7", 3, &err), SL_EPERM);
+  sl_bookie_store_close(s);
+
+  s = open_store(copy, &o);
+  sl_bookie_store_info info;
+  sl_bookie_store_info_get(s, &info);
+  assert_int_equal(info.replayed_records, 4);
+  expect_key(s, 7, "pw7");
+  expect_key(s, 8, "pw8");
+  sl_ledger_meta m;
+  assert_int_equal(sl_bookie_store_ledger_meta(s, 8, &m, NULL), SL_OK);
+  assert_true(m.fenced);
+  assert_int_equal(add_pw(s, 7, 3, 1, "x", "", &err), SL_EPERM);
+  assert_string_equal(err.msg, "ledger 7: wrong password");
+  assert_int_equal(fence_pw(s, 8, 2, "", 0, &err), SL_EPERM);
+  assert_int_equal(add_pw(s, 7, 3, 1, "eight", "pw7", NULL), SL_OK);
+  sl_bookie_store_close(s);
+  s = open_store(copy, &o); /* replayed state was checkpointed: still keyed */
+  expect_key(s, 7, "pw7");
+  expect_read(s, 7, 3, "eight");
+  assert_int_equal(add_pw(s, 7, 4, 1, "x", "pw8", &err), SL_EPERM);
+  sl_bookie_store_close(s);
+  sl_test_rm_rf(copy);
+  sl_test_rm_rf(dir);
+  free(ledgers);
+  free(journal);
+  free(copy_ledgers);
+  free(copy_journal);
+  free(copy);
+  free(dir);
+}
+
+/* Rewrites a ledger's stored state in the format from before keys (version
+ * 1, 42 bytes, no key), through the raw leveldb API. */
+static void make_legacy_state(const char *store_dir, uint64_t ledger) {
+  char *path = subdir(store_dir, "ledgers");
+  char *errptr = NULL;
+  leveldb_options_t *o = leveldb_options_create();
+  leveldb_t *db = leveldb_open(o, path, &errptr);
+  assert_null(errptr);
+  leveldb_readoptions_t *ro = leveldb_readoptions_create();
+  leveldb_writeoptions_t *wo = leveldb_writeoptions_create();
+  leveldb_writeoptions_set_sync(wo, 1);
+  uint8_t k[9] = {'L'};
+  for (int i = 0; i < 8; i++) k[1 + i] = (uint8_t)(ledger >> (56 - 8 * i));
+  size_t vlen;
+  char *v = leveldb_get(db, ro, (const char *)k, sizeof(k), &vlen, &errptr);
+  assert_null(errptr);
+  assert_non_null(v);
+  assert_int_equal(vlen, 42 + SL_LEDGER_KEY_BYTES);
+  assert_int_equal(v[0], 2);
+  v[0] = 1;
+  v[1] &= 1; /* only "fenced" existed */
+  leveldb_put(db, wo, (const char *)k, sizeof(k), v, 42, &errptr);
+  assert_null(errptr);
+  leveldb_free(v);
+  leveldb_readoptions_destroy(ro);
+  leveldb_writeoptions_destroy(wo);
+  leveldb_close(db);
+  leveldb_options_destroy(o);
+  free(path);
+}
+
+/* A state from before keys stays readable and adopts the next password. */
+static void test_bookie_store__legacy_state_adopts_key(void **state) {
+  (void)state;
+  char *dir = sl_test_mkdtemp("bslegacy");
+  sl_bookie_store_opts o = test_opts();
+  sl_bookie_store *s = open_store(dir, &o);
+  sl_err err = SL_ERR_INIT;
+  for (int e = 0; e < 3; e++) assert_int_equal(add_pw(s, 9, e, 1, "old", "forgotten", NULL), SL_OK);
+  assert_int_equal(add_pw(s, 10, 0, 1, "old", "forgotten", NULL), SL_OK);
+  assert_int_equal(fence_pw(s, 10, 1, "forgotten", 9, NULL), SL_OK);
+  sl_bookie_store_close(s);
+  make_legacy_state(dir, 9);
+  make_legacy_state(dir, 10);
+
+  s = open_store(dir, &o);
+  sl_ledger_meta m;
+  assert_int_equal(sl_bookie_store_ledger_meta(s, 9, &m, NULL), SL_OK);
+  assert_false(m.has_key);
+  assert_int_equal(m.entries, 3);
+  assert_int_equal(m.last_entry, 2);
+  for (int e = 0; e < 3; e++) expect_read(s, 9, e, "old");
+  assert_int_equal(sl_bookie_store_ledger_meta(s, 10, &m, NULL), SL_OK);
+  assert_false(m.has_key);
+  assert_true(m.fenced);
+  /* The next add adopts its password; the one before is now refused. */
+  assert_int_equal(add_pw(s, 9, 3, 1, "new", "adopted", NULL), SL_OK);
+  expect_key(s, 9, "adopted");
+  assert_int_equal(add_pw(s, 9, 4, 1, "x", "forgotten", &err), SL_EPERM);
+  /* A fence adopts too. */
+  assert_int_equal(fence_pw(s, 10, 2, "fencer", 6, NULL), SL_OK);
+  expect_key(s, 10, "fencer");
+  assert_int_equal(fence_pw(s, 10, 3, "forgotten", 9, &err), SL_EPERM);
+  /* So does a state created by a LAC update, which carries no password. */
+  sl_test_waiter w;
+  sl_test_waiter_init(&w);
+  assert_int_equal(sl_bookie_store_write_lac(s, 11, 1, 0, sl_test_waiter_cb, &w, NULL), SL_OK);
+  assert_true(sl_test_waiter_wait(&w, 1, 10000));
+  assert_int_equal(w.ok, 1);
+  sl_test_waiter_release(&w);
+  assert_int_equal(sl_bookie_store_ledger_meta(s, 11, &m, NULL), SL_OK);
+  assert_false(m.has_key);
+  assert_int_equal(add_pw(s, 11, 0, 1, "a", "lac-first", NULL), SL_OK);
+  expect_key(s, 11, "lac-first");
+  sl_bookie_store_close(s);
+
+  s = open_store(dir, &o);
+  expect_key(s, 9, "adopted");
+  expect_key(s, 10, "fencer");
+  expect_key(s, 11, "lac-first");
+  assert_int_equal(add_pw(s, 9, 4, 1, "x", "forgotten", &err), SL_EPERM);
+  expect_read(s, 9, 3, "new");
+  sl_bookie_store_close(s);
+  sl_test_rm_rf(dir);
+  free(dir);
+}
+
+/* journal_bytes: the journal after the last checkpoint, across segments. */
+static void test_bookie_store__journal_bytes(void **state) {
+  (void)state;
+  char *dir = sl_test_mkdtemp("bsjbytes");
+  sl_bookie_store_opts o = test_opts();
+  o.journal_segment_bytes = 64u << 10;
+  sl_bookie_store *s = open_store(dir, &o);
+  sl_bookie_store_info info;
+  sl_bookie_store_info_get(s, &info);
+  uint64_t idle = info.journal_bytes; /* the open's checkpoint marker */
+  assert_true(idle < 1024);
+  char payload[2001];
+  memset(payload, 'j', sizeof(payload) - 1);
+  payload[sizeof(payload) - 1] = '\0';
+  uint64_t prev = idle;
+  for (int e = 0; e < 100; e++) {
+    assert_int_equal(add_str(s, 3, e, 1, payload, NULL), SL_OK);
+    sl_bookie_store_info_get(s, &info);
+    assert_true(info.journal_bytes >= prev + 2000);
+    prev = info.journal_bytes;
+  }
+  assert_true(info.journal_segments > 2);
+  assert_true(info.journal_bytes >= idle + 100 * (2000 + SL_JOURNAL_RECORD_HEADER));
+  assert_int_equal(sl_bookie_store_checkpoint(s, NULL), SL_OK);
+  sl_bookie_store_info_get(s, &info);
+  assert_true(info.journal_bytes < 1024);
+  assert_int_equal(add_str(s, 3, 100, 1, "small", NULL), SL_OK);
+  sl_bookie_store_info_get(s, &info);
+  assert_true(info.journal_bytes >= 5 + SL_JOURNAL_RECORD_HEADER);
+  sl_bookie_store_close(s);
+  sl_test_rm_rf(dir);
+  free(dir);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_bookie_store__add_read_reopen),
@@ -892,6 +1213,10 @@ int main(void) {
       cmocka_unit_test(test_bookie_store__delete_ledger),
       cmocka_unit_test(test_bookie_store__sync_failure_fails_store),
       cmocka_unit_test(test_bookie_store__concurrent_adds_and_reads),
+      cmocka_unit_test(test_bookie_store__password_recorded_and_checked),
+      cmocka_unit_test(test_bookie_store__password_survives_reopen_and_replay),
+      cmocka_unit_test(test_bookie_store__legacy_state_adopts_key),
+      cmocka_unit_test(test_bookie_store__journal_bytes),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -17,10 +17,17 @@
 #include "common/log.h"
 
 #define SEG_MAGIC "SLJOURN1"
-#define SEG_VERSION 1u
+#define SEG_VERSION 2u     /* written; 1 (no record flags) is still read */
+#define SEG_VERSION_MIN 1u
 #define IOV_CHUNK 512 /* iovecs per pwritev, well under IOV_MAX */
 
 typedef enum jstate { J_OPEN, J_RUNNING, J_FAILED } jstate;
+
+/* A segment file on disk and how many of its bytes hold data. */
+typedef struct seg {
+  uint64_t id;
+  uint64_t bytes; /* header + records written (or found valid by replay) */
+} seg;
 
 struct sl_journal {
   sl_journal_opts opts;
@@ -34,7 +41,7 @@ struct sl_journal {
   bool stopping;
   char errmsg[SL_ERR_MAX];   /* why FAILED */
   sl_journal_req *head, *tail;
-  uint64_t *segs;            /* ids of segment files on disk, ascending */
+  seg *segs;                 /* segment files on disk, ascending ids */
   size_t nsegs, segs_cap;
   sl_journal_pos tail_pos;
   uint64_t cur_seg;          /* segment being written, 0 before start */
@@ -78,18 +85,37 @@ static bool valid_type(uint8_t t) {
   return t >= SL_JOURNAL_ADD && t <= SL_JOURNAL_DELETE;
 }
 
-/* Fills the 48-byte header. Its CRC covers the header, and through
- * payload_crc the payload, so the journal thread never hashes payloads. */
+/* Only adds and fences may carry a ledger key. */
+static bool key_allowed(uint8_t t) {
+  return t == SL_JOURNAL_ADD || t == SL_JOURNAL_FENCE;
+}
+
+uint64_t sl_journal_record_bytes(const sl_journal_record *r) {
+  return SL_JOURNAL_RECORD_HEADER + (r->key != NULL ? SL_LEDGER_KEY_BYTES : 0) +
+         (uint64_t)r->len;
+}
+
+/* CRC of a record's header bytes [4, 48) and its key (key may be NULL). */
+static uint32_t header_crc(const uint8_t *h, const uint8_t *key) {
+  uint32_t crc = sl_crc32c(h + 4, SL_JOURNAL_RECORD_HEADER - 4);
+  if (key != NULL) crc = sl_crc32c_extend(crc, key, SL_LEDGER_KEY_BYTES);
+  return crc;
+}
+
+/* Fills the 48-byte header. Its CRC covers the header and the key, and
+ * through payload_crc the payload, so the journal thread never hashes
+ * payloads. */
 static void encode_header(uint8_t *h, const sl_journal_record *r) {
   memset(h, 0, SL_JOURNAL_RECORD_HEADER);
   put32(h + 4, r->len);
   h[8] = (uint8_t)r->type;
+  h[9] = r->key != NULL ? SL_JOURNAL_F_KEY : 0;
   put32(h + 12, r->payload_crc);
   put64(h + 16, r->ledger);
   put64(h + 24, (uint64_t)r->entry);
   put64(h + 32, r->epoch);
   put64(h + 40, (uint64_t)r->lac);
-  put32(h, sl_crc32c(h + 4, SL_JOURNAL_RECORD_HEADER - 4));
+  put32(h, header_crc(h, r->key));
 }
 
 static void decode_header(const uint8_t *h, sl_journal_record *r) {
@@ -101,6 +127,15 @@ static void decode_header(const uint8_t *h, sl_journal_record *r) {
   r->epoch = get64(h + 32);
   r->lac = (int64_t)get64(h + 40);
   r->payload = NULL;
+  r->key = NULL;
+}
+
+/* Header fields a valid record has, before its CRC is checked. */
+static bool header_plausible(const uint8_t *h) {
+  uint8_t flags = h[9];
+  if (!valid_type(h[8]) || h[10] != 0 || h[11] != 0) return false;
+  if ((flags & ~SL_JOURNAL_F_KEY) != 0) return false;
+  return (flags & SL_JOURNAL_F_KEY) == 0 || key_allowed(h[8]);
 }
 
 static void encode_seg_header(uint8_t *h, uint64_t id) {
@@ -113,7 +148,8 @@ static void encode_seg_header(uint8_t *h, uint64_t id) {
 }
 
 static bool seg_header_ok(const uint8_t *h, uint64_t id) {
-  return memcmp(h, SEG_MAGIC, 8) == 0 && get32(h + 8) == SEG_VERSION &&
+  uint32_t v = get32(h + 8);
+  return memcmp(h, SEG_MAGIC, 8) == 0 && v >= SEG_VERSION_MIN && v <= SEG_VERSION &&
          get32(h + 12) == SL_JOURNAL_SEGMENT_HEADER && get64(h + 16) == id &&
          get32(h + 28) == sl_crc32c(h, 28);
 }
@@ -143,17 +179,28 @@ static int do_sync(sl_journal *j, int fd, bool data_only) {
   return data_only ? fdatasync(fd) : fsync(fd);
 }
 
-static int cmp_u64(const void *a, const void *b) {
-  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+static int cmp_seg(const void *a, const void *b) {
+  uint64_t x = ((const seg *)a)->id, y = ((const seg *)b)->id;
   return x < y ? -1 : x > y;
 }
 
-static void segs_push(sl_journal *j, uint64_t id) {
+/* Under j->mu once the journal is shared. */
+static void segs_push(sl_journal *j, uint64_t id, uint64_t bytes) {
   if (j->nsegs == j->segs_cap) {
     j->segs_cap = j->segs_cap ? j->segs_cap * 2 : 16;
     j->segs = sl_xrealloc(j->segs, j->segs_cap * sizeof(*j->segs));
   }
-  j->segs[j->nsegs++] = id;
+  j->segs[j->nsegs++] = (seg){id, bytes};
+}
+
+/* Records how many bytes of segment `id` hold data. Under j->mu. */
+static void segs_set_bytes(sl_journal *j, uint64_t id, uint64_t bytes) {
+  for (size_t i = j->nsegs; i-- > 0;) { /* usually the last one */
+    if (j->segs[i].id == id) {
+      j->segs[i].bytes = bytes;
+      return;
+    }
+  }
 }
 
 static sl_status list_segments(sl_journal *j, sl_err *err) {
@@ -165,10 +212,10 @@ static sl_status list_segments(sl_journal *j, sl_err *err) {
   struct dirent *de;
   while ((de = readdir(d)) != NULL) {
     uint64_t id;
-    if (parse_seg_name(de->d_name, &id)) segs_push(j, id);
+    if (parse_seg_name(de->d_name, &id)) segs_push(j, id, 0);
   }
   closedir(d);
-  if (j->nsegs > 0) qsort(j->segs, j->nsegs, sizeof(*j->segs), cmp_u64);
+  if (j->nsegs > 0) qsort(j->segs, j->nsegs, sizeof(*j->segs), cmp_seg);
   j->stats.segments = j->nsegs;
   return SL_OK;
 }
@@ -250,25 +297,41 @@ typedef struct replay_ctx {
   size_t cap;
 } replay_ctx;
 
+/* Reads the record at `off` into *r (payload in c->buf, key in `key`);
+ * false if it is not a valid record. */
+static bool read_record(replay_ctx *c, int fd, uint64_t off, uint64_t size,
+                        sl_journal_record *r, uint8_t *key) {
+  uint8_t h[SL_JOURNAL_RECORD_HEADER];
+  if (off + sizeof(h) > size || !read_full(fd, h, sizeof(h), off)) return false;
+  if (!header_plausible(h)) return false;
+  decode_header(h, r);
+  uint64_t at = off + sizeof(h);
+  if ((h[9] & SL_JOURNAL_F_KEY) != 0) {
+    if (at + SL_LEDGER_KEY_BYTES > size || !read_full(fd, key, SL_LEDGER_KEY_BYTES, at))
+      return false;
+    r->key = key;
+    at += SL_LEDGER_KEY_BYTES;
+  }
+  if (get32(h) != header_crc(h, r->key) || r->len > c->j->opts.max_record_bytes ||
+      at + r->len > size)
+    return false;
+  if (r->len > c->cap) {
+    c->cap = r->len;
+    c->buf = sl_xrealloc(c->buf, c->cap);
+  }
+  if (!read_full(fd, c->buf, r->len, at)) return false;
+  r->payload = c->buf;
+  return sl_crc32c(c->buf, r->len) == r->payload_crc;
+}
+
 /* Reads records of one open segment from `off`; stops at the first bad one. */
 static sl_status replay_records(replay_ctx *c, int fd, uint64_t id,
                                 uint64_t off, uint64_t size, sl_err *err) {
   uint8_t h[SL_JOURNAL_RECORD_HEADER];
+  uint8_t key[SL_LEDGER_KEY_BYTES];
   for (;;) {
     sl_journal_record r;
-    bool ok = off + sizeof(h) <= size && read_full(fd, h, sizeof(h), off);
-    if (ok) {
-      decode_header(h, &r);
-      ok = get32(h) == sl_crc32c(h + 4, sizeof(h) - 4) && valid_type(h[8]) &&
-           r.len <= c->j->opts.max_record_bytes &&
-           off + sizeof(h) + r.len <= size;
-    }
-    if (ok && r.len > c->cap) {
-      c->cap = r.len;
-      c->buf = sl_xrealloc(c->buf, c->cap);
-    }
-    ok = ok && read_full(fd, c->buf, r.len, off + sizeof(h));
-    ok = ok && sl_crc32c(c->buf, r.len) == r.payload_crc;
+    bool ok = read_record(c, fd, off, size, &r, key);
     if (!ok) {
       /* Zeros are the unused preallocated space; anything else is a torn
        * write that was never acknowledged. */
@@ -282,14 +345,13 @@ static sl_status replay_records(replay_ctx *c, int fd, uint64_t id,
       break;
     }
     sl_journal_pos pos = {id, off};
-    off += sizeof(h) + r.len;
+    off += sl_journal_record_bytes(&r);
     c->stats->end = (sl_journal_pos){id, off};
     if (r.type == SL_JOURNAL_CHECKPOINT) {
       c->stats->have_marker = true;
       c->stats->marker = (sl_journal_pos){r.ledger, (uint64_t)r.entry};
       continue;
     }
-    r.payload = c->buf;
     sl_status st = c->cb(&r, pos, c->arg);
     if (st != SL_OK) {
       return sl_err_wrap(err, st, "journal segment %" PRIu64 " offset %" PRIu64,
@@ -325,6 +387,10 @@ static sl_status replay_segment(replay_ctx *c, uint64_t id, sl_journal_pos from,
   if (id == from.segment && from.offset > off) off = from.offset;
   c->stats->end = (sl_journal_pos){id, off};
   st = replay_records(c, fd, id, off, (uint64_t)sb.st_size, err);
+  /* Single-threaded here (before start), but keep the lock's contract. */
+  pthread_mutex_lock(&c->j->mu);
+  segs_set_bytes(c->j, id, c->stats->end.offset);
+  pthread_mutex_unlock(&c->j->mu);
 out_close:
   close(fd);
   return st;
@@ -342,8 +408,8 @@ sl_status sl_journal_replay(sl_journal *j, sl_journal_pos from,
   replay_ctx c = {j, cb, arg, stats, NULL, 0};
   sl_status st = SL_OK;
   for (size_t i = 0; i < j->nsegs && st == SL_OK; i++) {
-    if (j->segs[i] < from.segment) continue;
-    st = replay_segment(&c, j->segs[i], from, err);
+    if (j->segs[i].id < from.segment) continue;
+    st = replay_segment(&c, j->segs[i].id, from, err);
   }
   free(c.buf);
   if (st == SL_OK) {
@@ -383,11 +449,12 @@ static sl_status new_segment(sl_journal *j, uint64_t id, sl_err *err) {
     goto out_unlink;
   }
   if (j->fd >= 0) close(j->fd);
+  pthread_mutex_lock(&j->mu);
+  if (j->cur_seg != 0) segs_set_bytes(j, j->cur_seg, j->off); /* final size */
   j->fd = fd;
   j->seg_id = id;
   j->off = SL_JOURNAL_SEGMENT_HEADER;
-  pthread_mutex_lock(&j->mu);
-  segs_push(j, id);
+  segs_push(j, id, j->off);
   j->cur_seg = id;
   j->stats.segments_created++;
   j->stats.segments = j->nsegs;
@@ -462,19 +529,21 @@ static sl_status write_batch(sl_journal *j, sl_journal_req *batch, size_t n,
   w->n = 0;
   uint8_t *h = j->hdrs;
   for (sl_journal_req *r = batch; r != NULL; r = r->next) {
-    uint64_t reclen = SL_JOURNAL_RECORD_HEADER + (uint64_t)r->rec.len;
+    uint64_t reclen = sl_journal_record_bytes(&r->rec);
     if (j->off + reclen > j->opts.segment_bytes && j->off > SL_JOURNAL_SEGMENT_HEADER) {
       if ((st = wbuf_flush(j, w, err)) != SL_OK) goto out;
       if ((st = sync_current(j, err)) != SL_OK) goto out;
       if ((st = new_segment(j, j->seg_id + 1, err)) != SL_OK) goto out;
     }
-    if (w->n + 2 > IOV_CHUNK) {
+    if (w->n + 3 > IOV_CHUNK) {
       if ((st = wbuf_flush(j, w, err)) != SL_OK) goto out;
     }
     if (w->n == 0) w->start = j->off;
     encode_header(h, &r->rec);
     r->pos = (sl_journal_pos){j->seg_id, j->off};
     w->iov[w->n++] = (struct iovec){h, SL_JOURNAL_RECORD_HEADER};
+    if (r->rec.key != NULL)
+      w->iov[w->n++] = (struct iovec){(void *)r->rec.key, SL_LEDGER_KEY_BYTES};
     if (r->rec.len > 0) w->iov[w->n++] = (struct iovec){(void *)r->rec.payload, r->rec.len};
     h += SL_JOURNAL_RECORD_HEADER;
     j->off += reclen;
@@ -492,7 +561,7 @@ static sl_journal_req *take_batch(sl_journal *j, size_t *count, uint64_t *bytes)
   size_t n = 0;
   uint64_t b = 0;
   while (r != NULL) {
-    uint64_t len = SL_JOURNAL_RECORD_HEADER + (uint64_t)r->rec.len;
+    uint64_t len = sl_journal_record_bytes(&r->rec);
     if (n > 0 && b + len > j->opts.max_batch_bytes) break;
     b += len;
     n++;
@@ -545,6 +614,7 @@ static void *journal_main(void *arg) {
       j->stats.records += n;
       j->stats.bytes += bytes;
       j->tail_pos = (sl_journal_pos){j->seg_id, j->off};
+      segs_set_bytes(j, j->seg_id, j->off);
     } else if (!failed) {
       j->state = J_FAILED;
       snprintf(j->errmsg, sizeof(j->errmsg), "%s", err.msg);
@@ -567,7 +637,7 @@ sl_status sl_journal_start(sl_journal *j, sl_journal_pos after, sl_err *err) {
   SL_ASSERT(j != NULL);
   if (j->started) return sl_err_set(err, SL_EPRECOND, "journal %s: already started", j->dir);
   uint64_t id = after.segment;
-  if (j->nsegs > 0 && j->segs[j->nsegs - 1] > id) id = j->segs[j->nsegs - 1];
+  if (j->nsegs > 0 && j->segs[j->nsegs - 1].id > id) id = j->segs[j->nsegs - 1].id;
   sl_status st = new_segment(j, id + 1, err);
   if (st != SL_OK) return st;
   j->tail_pos = (sl_journal_pos){j->seg_id, j->off};
@@ -610,6 +680,10 @@ sl_status sl_journal_submit(sl_journal *j, sl_journal_req *req, sl_err *err) {
   if (r->payload == NULL && r->len > 0) {
     return sl_err_set(err, SL_EINVAL, "journal: payload missing");
   }
+  if (r->key != NULL && !key_allowed((uint8_t)r->type)) {
+    return sl_err_set(err, SL_EINVAL, "journal: a key on a record of type %d",
+                      (int)r->type);
+  }
   if (r->len > j->opts.max_record_bytes) {
     return sl_err_set(err, SL_ETOOBIG, "journal: record of %" PRIu32
                       " bytes over limit %" PRIu32, r->len, j->opts.max_record_bytes);
@@ -638,16 +712,16 @@ sl_status sl_journal_release(sl_journal *j, sl_journal_pos upto, sl_err *err) {
   pthread_mutex_lock(&j->mu);
   size_t keep = 0;
   for (size_t i = 0; i < j->nsegs; i++) {
-    uint64_t id = j->segs[i];
+    uint64_t id = j->segs[i].id;
     /* Invariant 4: never the segment being written. */
     if (id >= upto.segment || id == j->cur_seg) {
-      j->segs[keep++] = id;
+      j->segs[keep++] = j->segs[i];
       continue;
     }
     seg_path(j, id, path, sizeof(path));
     if (unlink(path) != 0 && errno != ENOENT) {
       st = sl_err_set(err, SL_EIO, "journal %s: unlink: %s", path, strerror(errno));
-      j->segs[keep++] = id;
+      j->segs[keep++] = j->segs[i];
       continue;
     }
     j->stats.segments_deleted++;
@@ -663,6 +737,18 @@ sl_journal_pos sl_journal_tail(sl_journal *j) {
   sl_journal_pos p = j->tail_pos;
   pthread_mutex_unlock(&j->mu);
   return p;
+}
+
+uint64_t sl_journal_bytes_after(sl_journal *j, sl_journal_pos pos) {
+  uint64_t n = 0;
+  pthread_mutex_lock(&j->mu);
+  for (size_t i = 0; i < j->nsegs; i++) {
+    const seg *g = &j->segs[i];
+    if (g->id > pos.segment) n += g->bytes;
+    if (g->id == pos.segment && g->bytes > pos.offset) n += g->bytes - pos.offset;
+  }
+  pthread_mutex_unlock(&j->mu);
+  return n;
 }
 
 void sl_journal_get_stats(sl_journal *j, sl_journal_stats *out) {

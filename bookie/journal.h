@@ -15,19 +15,28 @@
  * Records follow back to back:
  *
  *   off size field
- *    0   4   crc          CRC32C of header bytes [4, 48)
+ *    0   4   crc          CRC32C of header bytes [4, 48), then of the key
  *    4   4   len          payload length
  *    8   1   type         sl_journal_rec_type
- *    9   3   zero
+ *    9   1   flags        SL_JOURNAL_F_KEY: a ledger key follows the header
+ *   10   2   zero
  *   12   4   payload_crc  CRC32C of the payload (0 when empty)
  *   16   8   ledger       (CHECKPOINT: segment of the recorded position)
  *   24   8   entry        (int64; CHECKPOINT: offset of the position)
  *   32   8   epoch
  *   40   8   lac          (int64)
- *   48 len   payload
+ *   48  32   key          only with SL_JOURNAL_F_KEY (SL_LEDGER_KEY_BYTES)
+ *   .. len   payload
  *
- * A record is valid when both CRCs match: the header CRC covers payload_crc,
- * so the journal thread never hashes payloads (the submitter already did).
+ * A record is valid when both CRCs match: the header CRC covers payload_crc
+ * and the key, so the journal thread never hashes payloads (the submitter
+ * already did). The key is the ledger's master key (a SHA-256 digest of its
+ * password, see bookie_store.h), carried by the record that first records
+ * it, so that the key is durable exactly when that record is.
+ * Segment format version 2 added the flags byte; version 1 segments (written
+ * before it, flags always zero) are read the same way. An older bookie does
+ * not read version 2 segments, so a downgrade needs a clean stop first (its
+ * final checkpoint leaves nothing to replay).
  * All integers are little-endian. Replay reads a segment until the first
  * record that fails its checks (short, bad CRC, unknown type, too long): a
  * torn tail after a crash, or the zeros of the preallocated space. Nothing
@@ -79,6 +88,12 @@ typedef enum sl_journal_rec_type {
 #define SL_JOURNAL_RECORD_HEADER 48u
 #define SL_JOURNAL_SEGMENT_HEADER 32u
 
+/* Size of a ledger master key (a SHA-256 digest) in records and state. */
+#define SL_LEDGER_KEY_BYTES 32u
+
+/* Record flags (byte 9 of the header). */
+#define SL_JOURNAL_F_KEY 1u /* SL_LEDGER_KEY_BYTES of key follow the header */
+
 /* A place in the journal: a segment id and a byte offset inside it. */
 typedef struct sl_journal_pos {
   uint64_t segment;
@@ -97,7 +112,12 @@ typedef struct sl_journal_record {
   uint32_t payload_crc; /* must equal sl_crc32c(payload, len): see submit */
   const void *payload;  /* retained until the request is handed back */
   uint32_t len;
+  const uint8_t *key;   /* NULL, or SL_LEDGER_KEY_BYTES retained like payload
+                           (ADD and FENCE only) */
 } sl_journal_record;
+
+/* Bytes the record takes in a segment: header, key if any, payload. */
+uint64_t sl_journal_record_bytes(const sl_journal_record *r);
 
 /*
  * One journal write. The caller owns the memory (embed it in a larger
@@ -165,8 +185,8 @@ typedef struct sl_journal_replay_stats {
   sl_journal_pos end;      /* just after the last valid record read */
 } sl_journal_replay_stats;
 
-/* Called for each record at or after `from`, in journal order. The record
- * and its payload are valid only during the call. Non-OK stops replay and is
+/* Called for each record at or after `from`, in journal order. The record,
+ * its payload and its key are valid only during the call. Non-OK stops replay and is
  * returned by sl_journal_replay. Checkpoint markers are not passed on. */
 typedef sl_status (*sl_journal_replay_cb)(const sl_journal_record *rec,
                                           sl_journal_pos pos, void *arg);
@@ -194,8 +214,9 @@ sl_status sl_journal_start(sl_journal *j, sl_journal_pos after, sl_err *err);
  * callers verify (the bookie store checks every writer's CRC before it
  * submits). On SL_OK, on_durable
  * will see it exactly once; on any error it will not. Errors: SL_EINVAL (bad
- * type), SL_ETOOBIG (payload over max_record_bytes), SL_EPRECOND (not
- * started or closing), SL_EIO (journal FAILED).
+ * type, or a key on a record other than ADD or FENCE), SL_ETOOBIG (payload
+ * over max_record_bytes), SL_EPRECOND (not started or closing), SL_EIO
+ * (journal FAILED).
  */
 sl_status sl_journal_submit(sl_journal *j, sl_journal_req *req, sl_err *err);
 
@@ -214,6 +235,15 @@ sl_status sl_journal_release(sl_journal *j, sl_journal_pos upto, sl_err *err);
 
 /* Current position of the writer (end of the last written batch). */
 sl_journal_pos sl_journal_tail(sl_journal *j);
+
+/*
+ * Bytes of journal after `pos` up to the tail, counting every segment still
+ * on disk after it (records, checkpoint markers and segment headers as
+ * written; the preallocated space beyond is not counted). Segments that
+ * existed before open count what replay found valid in them (0 if they were
+ * not replayed). A position past the tail gives 0.
+ */
+uint64_t sl_journal_bytes_after(sl_journal *j, sl_journal_pos pos);
 
 void sl_journal_get_stats(sl_journal *j, sl_journal_stats *out);
 

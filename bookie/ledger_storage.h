@@ -34,6 +34,10 @@ typedef struct sl_ledger_meta {
   int64_t last_entry;  /* highest entry id stored here, -1 none */
   uint64_t entries;    /* entries stored here */
   uint64_t bytes;      /* payload bytes stored here */
+  bool has_key;        /* the master key below is set (a state written before
+                          keys existed has none) */
+  uint8_t key[SL_LEDGER_KEY_BYTES]; /* SHA-256 of the ledger's password,
+                          never the password itself (bookie_store.h) */
 } sl_ledger_meta;
 
 typedef enum sl_ls_op_kind {
@@ -140,8 +144,11 @@ typedef struct sl_ledger_storage_leveldb_opts {
  * Layout, all integers big-endian in keys so that range scans follow id
  * order, little-endian in values:
  *   'E' ledger(8) entry(8) -> version(1)=1 crc(4) payload
- *   'L' ledger(8)          -> version(1)=1 flags(1) max_epoch(8) lac(8)
- *                             last_entry(8) entries(8) bytes(8)
+ *   'L' ledger(8)          -> version(1)=2 flags(1) max_epoch(8) lac(8)
+ *                             last_entry(8) entries(8) bytes(8) key(32)
+ *                             flags: 1 fenced, 2 has key (key is zeros
+ *                             without it). Version 1 (42 bytes, no key) is
+ *                             still read, as a state without a key.
  *   'C' "checkpoint"       -> segment(8) offset(8)
  */
 sl_status sl_ledger_storage_leveldb_open(const char *path,

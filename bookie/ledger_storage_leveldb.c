@@ -51,9 +51,14 @@
 
 #define ENTRY_KEY_LEN 17
 #define META_KEY_LEN 9
-#define META_VAL_LEN 42
+#define META_VAL_LEN_V1 42 /* before ledger keys; read, never written */
+#define META_VAL_LEN (META_VAL_LEN_V1 + SL_LEDGER_KEY_BYTES)
+#define META_VERSION_V1 1
+#define META_VERSION 2
+#define META_F_FENCED 1
+#define META_F_KEY 2
 #define ENTRY_HDR 5
-#define FORMAT_VERSION 1
+#define FORMAT_VERSION 1 /* of entry values */
 static const char ckpt_key[] = "Ccheckpoint";
 
 typedef struct ldb_storage {
@@ -106,25 +111,37 @@ static void meta_key(uint8_t *k, uint64_t ledger) {
 }
 
 static void encode_meta(uint8_t *v, const sl_ledger_meta *m) {
-  v[0] = FORMAT_VERSION;
-  v[1] = m->fenced ? 1 : 0;
+  v[0] = META_VERSION;
+  v[1] = (uint8_t)((m->fenced ? META_F_FENCED : 0) | (m->has_key ? META_F_KEY : 0));
   put_le64(v + 2, m->max_epoch);
   put_le64(v + 10, (uint64_t)m->lac);
   put_le64(v + 18, (uint64_t)m->last_entry);
   put_le64(v + 26, m->entries);
   put_le64(v + 34, m->bytes);
+  if (m->has_key)
+    memcpy(v + META_VAL_LEN_V1, m->key, SL_LEDGER_KEY_BYTES);
+  else
+    memset(v + META_VAL_LEN_V1, 0, SL_LEDGER_KEY_BYTES);
 }
 
+/* Reads version 2, and version 1 (written before ledger keys) as a state
+ * without a key, so that old ledgers stay readable and adopt a key later. */
 static bool decode_meta(const uint8_t *k, size_t klen, const uint8_t *v,
                         size_t vlen, sl_ledger_meta *m) {
-  if (klen != META_KEY_LEN || vlen != META_VAL_LEN || v[0] != FORMAT_VERSION) return false;
+  if (klen != META_KEY_LEN || vlen < 1) return false;
+  bool v1 = v[0] == META_VERSION_V1 && vlen == META_VAL_LEN_V1;
+  bool v2 = v[0] == META_VERSION && vlen == META_VAL_LEN;
+  if (!v1 && !v2) return false;
+  memset(m, 0, sizeof(*m));
   m->ledger = get_be64(k + 1);
-  m->fenced = (v[1] & 1) != 0;
+  m->fenced = (v[1] & META_F_FENCED) != 0;
   m->max_epoch = get_le64(v + 2);
   m->lac = (int64_t)get_le64(v + 10);
   m->last_entry = (int64_t)get_le64(v + 18);
   m->entries = get_le64(v + 26);
   m->bytes = get_le64(v + 34);
+  m->has_key = v2 && (v[1] & META_F_KEY) != 0;
+  if (m->has_key) memcpy(m->key, v + META_VAL_LEN_V1, SL_LEDGER_KEY_BYTES);
   return true;
 }
 

@@ -103,6 +103,7 @@ static void read_entry(sl_rpc_call *call, const Sluice__V1__ReadEntryRequest *re
   }
   pending_call *p = pending_new(svc, call, req->ledger_id, req->entry_id);
   sl_status st = sl_bookie_store_fence(svc->store, req->ledger_id, req->epoch,
+                                       req->password.data, req->password.len,
                                        on_read_fenced, p, &err);
   if (st != SL_OK) {
     pending_free(p);
@@ -155,7 +156,8 @@ static void fence(sl_rpc_call *call, const Sluice__V1__FenceRequest *req, void *
   sl_bookie_svc *svc = ctx;
   sl_err err = SL_ERR_INIT;
   pending_call *p = pending_new(svc, call, req->ledger_id, -1);
-  sl_status st = sl_bookie_store_fence(svc->store, req->ledger_id, req->epoch, on_fenced,
+  sl_status st = sl_bookie_store_fence(svc->store, req->ledger_id, req->epoch,
+                                       req->password.data, req->password.len, on_fenced,
                                        p, &err);
   if (st != SL_OK) {
     pending_free(p);
@@ -233,8 +235,7 @@ static void get_info(sl_rpc_call *call, const Sluice__V1__GetInfoRequest *req, v
   r.read_only = info.readonly || info.failed;
   r.ledger_count = info.ledgers;
   r.entry_count = info.entries;
-  /* The store does not report un-checkpointed journal bytes (yet). */
-  r.journal_bytes = 0;
+  r.journal_bytes = info.journal_bytes;
   sl_bookie_service_get_info_reply(call, &r);
 }
 

@@ -23,6 +23,7 @@
  *
  * Status codes (one place: sl_status_to_grpc, for call statuses and for the
  * per-add code in AddEntryResponse alike):
+ *   SL_EPERM     -> PERMISSION_DENIED "ledger 7: wrong password"
  *   SL_EFENCED   -> FAILED_PRECONDITION "ledger 7: fenced" / "stale epoch"
  *   SL_EREADONLY -> FAILED_PRECONDITION "... read-only ..."
  *   SL_ECORRUPT  -> DATA_LOSS
@@ -34,9 +35,10 @@
  *
  * ReadEntry with fence set fences the ledger first (durably: the answer
  * comes from the store's callback after the journal sync) and then reads;
- * entry_id -1 means the last entry this bookie stores. The password fields
- * of the protocol are not checked yet: the store keeps no password, so
- * fencing relies on epochs alone.
+ * entry_id -1 means the last entry this bookie stores. The password of
+ * AddEntry, Fence and a fencing ReadEntry goes to the store, which checks it
+ * against the ledger's master key (bookie_store.h); a plain read needs none.
+ * GetInfo's journal_bytes is the journal written after the last checkpoint.
  *
  * Threads: handlers run on the call's worker thread; add, fence and delete
  * completions run on the store's journal thread and answer from there, each

@@ -221,6 +221,8 @@ static void submit(add_stream *s, const Sluice__V1__AddEntryRequest *m) {
         .len = op->len,
         .crc = m->crc32c,
         .flags = m->recovery ? SL_BOOKIE_ADD_RECOVERY : 0,
+        .password = m->password.data,
+        .password_len = m->password.len,
     };
     st = sl_bookie_store_add(svc->store, &req, on_added, op, &err);
     if (st != SL_OK) {

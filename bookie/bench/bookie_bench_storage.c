@@ -197,7 +197,7 @@ static result run_case(const char *root, uint32_t size, int inflight, int second
     slot *sl = b.free_slots[--b.nfree];
     pthread_mutex_unlock(&b.mu);
     sl->started_ns = now_ns();
-    sl_bookie_add_req r = {1, entry, 1, entry - 1, sl->buf, size, sl->crc, 0};
+    sl_bookie_add_req r = {1, entry, 1, entry - 1, sl->buf, size, sl->crc, 0, NULL, 0};
     entry++;
     st = sl_bookie_store_add(s, &r, on_ack, sl, &err);
     if (st != SL_OK) {
@@ -300,7 +300,7 @@ static double run_journal_case(const char *root, uint32_t size, int inflight, in
     /* What the store does per add on the caller's thread: hash the payload. */
     if (sl_crc32c(buf, size) != crc) abort();
     memset(&js->req, 0, sizeof(js->req));
-    js->req.rec = (sl_journal_record){SL_JOURNAL_ADD, 1, entry, 1, entry - 1, crc, buf, size};
+    js->req.rec = (sl_journal_record){SL_JOURNAL_ADD, 1, entry, 1, entry - 1, crc, buf, size, NULL};
     entry++;
     if (sl_journal_submit(j, &js->req, &err) != SL_OK) {
       fprintf(stderr, "journal submit: %s\n", err.msg);

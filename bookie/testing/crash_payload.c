@@ -1,5 +1,8 @@
 #include "bookie/testing/crash_payload.h"
 
+#include <inttypes.h>
+#include <stdio.h>
+
 static uint64_t mix(uint64_t x) {
   x ^= x >> 33;
   x *= 0xff51afd7ed558ccdull;
@@ -22,4 +25,8 @@ void sl_crash_payload_fill(uint64_t ledger, int64_t entry, uint8_t *buf) {
     if (i % 8 == 0) x = mix(x + i);
     buf[i] = (uint8_t)(x >> (8 * (i % 8)));
   }
+}
+
+void sl_crash_password(uint64_t ledger, char *buf, size_t n) {
+  snprintf(buf, n, "crash-%" PRIu64, ledger);
 }

@@ -14,6 +14,7 @@
  *   DONE              it ran out of work and closed the store cleanly
  *
  * Ledger +2 is fenced after 100 acked adds; ledger +3 is deleted after 100.
+ * Every add and fence sends the ledger's password (sl_crash_password).
  * bookie_store_crash_test SIGKILLs it at a random moment and checks that
  * everything reported survived.
  */
@@ -102,8 +103,10 @@ static void submit_add(sl_bookie_store *s, int k, uint64_t ledger) {
   uint32_t len = sl_crash_payload_len(ledger, c->entry);
   c->buf = sl_xmalloc(len);
   sl_crash_payload_fill(ledger, c->entry, c->buf);
+  char pw[32];
+  sl_crash_password(ledger, pw, sizeof(pw));
   sl_bookie_add_req r = {ledger, c->entry, 1, c->entry - 1, c->buf, len,
-                         sl_crc32c(c->buf, len), 0};
+                         sl_crc32c(c->buf, len), 0, pw, strlen(pw)};
   g.inflight++;
   g.outstanding[k]++;
   sl_err err = SL_ERR_INIT;
@@ -122,7 +125,13 @@ static void run(sl_bookie_store *s, uint64_t base) {
     while (g.inflight >= WINDOW) pthread_cond_wait(&g.cv, &g.mu);
     if (!fenced && g.acked[2] >= 100) {
       fenced = true;
-      if (sl_bookie_store_fence(s, base + 2, 2, on_fenced, (void *)(uintptr_t)(base + 2), &err) != SL_OK) exit(1);
+      char pw[32];
+      sl_crash_password(base + 2, pw, sizeof(pw));
+      if (sl_bookie_store_fence(s, base + 2, 2, pw, strlen(pw), on_fenced,
+                                (void *)(uintptr_t)(base + 2), &err) != SL_OK) {
+        fprintf(stderr, "fence refused: %s\n", err.msg);
+        exit(1);
+      }
     }
     if (!deleted && g.acked[3] >= 100 && g.outstanding[3] == 0) {
       deleted = true;
