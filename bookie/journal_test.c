@@ -121,6 +121,7 @@ typedef struct collected {
   int n;
   sl_journal_record recs[256];
   uint8_t payloads[256][1024];
+  uint8_t keys[256][SL_LEDGER_KEY_BYTES];
   sl_journal_pos pos[256];
 } collected;
 
@@ -130,6 +131,10 @@ static sl_status collect(const sl_journal_record *r, sl_journal_pos pos, void *a
   c->recs[c->n] = *r;
   if (r->len > 0) memcpy(c->payloads[c->n], r->payload, r->len);
   c->recs[c->n].payload = c->payloads[c->n];
+  if (r->key != NULL) {
+    memcpy(c->keys[c->n], r->key, SL_LEDGER_KEY_BYTES);
+    c->recs[c->n].key = c->keys[c->n];
+  }
   c->pos[c->n] = pos;
   c->n++;
   return SL_OK;
@@ -158,6 +163,8 @@ static void assert_same_record(const sl_journal_record *got, const sl_journal_re
   assert_int_equal(got->len, want->rec.len);
   assert_int_equal(got->payload_crc, want->rec.payload_crc);
   if (got->len > 0) assert_memory_equal(got->payload, want->rec.payload, got->len);
+  assert_int_equal(got->key != NULL, want->rec.key != NULL);
+  if (got->key != NULL) assert_memory_equal(got->key, want->rec.key, SL_LEDGER_KEY_BYTES);
 }
 
 static char *segment_path(const char *dir, uint64_t id) {
@@ -538,6 +545,183 @@ static void test_journal__checkpoint_marker(void **state) {
   free(dir);
 }
 
+/* Records that carry a ledger key: the key reads back, the header CRC
+ * covers it, and only adds and fences may carry one. */
+static void test_journal__records_with_keys(void **state) {
+  (void)state;
+  char *dir = sl_test_mkdtemp("jkey");
+  sink k;
+  sink_init(&k);
+  sl_journal_opts o = opts_for(dir, &k);
+  sl_journal *j = NULL;
+  sl_err err = SL_ERR_INIT;
+  assert_int_equal(sl_journal_open(&o, &j, NULL), SL_OK);
+  assert_int_equal(sl_journal_start(j, (sl_journal_pos){0, 0}, NULL), SL_OK);
+  enum { N = 40 };
+  static uint8_t bufs[N][1024];
+  static uint8_t keys[N][SL_LEDGER_KEY_BYTES];
+  static sl_journal_req reqs[N];
+  for (int i = 0; i < N; i++) {
+    make_req(&reqs[i], bufs[i], i);
+    bool keyed = (reqs[i].rec.type == SL_JOURNAL_ADD || reqs[i].rec.type == SL_JOURNAL_FENCE) &&
+                 i % 3 != 1;
+    if (keyed) {
+      for (int b = 0; b < (int)SL_LEDGER_KEY_BYTES; b++) keys[i][b] = (uint8_t)(i * 7 + b);
+      reqs[i].rec.key = keys[i];
+    }
+    assert_int_equal(sl_journal_submit(j, &reqs[i], NULL), SL_OK);
+  }
+  sink_wait(&k, N);
+  assert_int_equal(k.failed, 0);
+  for (int i = 1; i < N; i++) {
+    assert_int_equal(reqs[i].pos.offset - reqs[i - 1].pos.offset,
+                     sl_journal_record_bytes(&reqs[i - 1].rec));
+  }
+  /* A key on a LAC, delete or checkpoint record is refused. */
+  sl_journal_req bad;
+  static uint8_t badbuf[1024];
+  make_req(&bad, badbuf, 3);
+  assert_int_equal(bad.rec.type, SL_JOURNAL_LAC);
+  bad.rec.key = keys[0];
+  assert_int_equal(sl_journal_submit(j, &bad, &err), SL_EINVAL);
+  assert_non_null(strstr(err.msg, "key"));
+  sl_journal_close(j);
+
+  collected *c = malloc(sizeof(*c));
+  sl_journal_replay_stats rs;
+  assert_int_equal(replay_all(dir, (sl_journal_pos){0, 0}, c, &rs), SL_OK);
+  assert_int_equal(c->n, N);
+  int keyed = 0;
+  for (int i = 0; i < N; i++) {
+    assert_same_record(&c->recs[i], &reqs[i]);
+    keyed += c->recs[i].key != NULL;
+  }
+  assert_true(keyed > 5);
+  /* One flipped key byte: that record and the rest of the segment are a
+   * torn tail. */
+  int victim = 20;
+  while (reqs[victim].rec.key == NULL) victim++;
+  char *seg = segment_path(dir, reqs[victim].pos.segment);
+  int fd = open(seg, O_RDWR);
+  assert_true(fd >= 0);
+  uint8_t b;
+  off_t at = (off_t)(reqs[victim].pos.offset + SL_JOURNAL_RECORD_HEADER + 9);
+  assert_int_equal(pread(fd, &b, 1, at), 1);
+  b ^= 0x01;
+  assert_int_equal(pwrite(fd, &b, 1, at), 1);
+  close(fd);
+  assert_int_equal(replay_all(dir, (sl_journal_pos){0, 0}, c, &rs), SL_OK);
+  assert_int_equal(c->n, victim);
+  assert_int_equal(rs.torn_tails, 1);
+  free(seg);
+  free(c);
+  sink_release(&k);
+  sl_test_rm_rf(dir);
+  free(dir);
+}
+
+/* Segments written before record flags (format version 1) still replay. */
+static void test_journal__reads_version_1_segments(void **state) {
+  (void)state;
+  char *dir = sl_test_mkdtemp("jv1");
+  static uint8_t bufs[30][1024];
+  sl_journal_req *reqs = write_records(dir, 30, bufs, (sl_journal_pos){0, 0});
+  /* Records without a key are byte-identical in both versions: only the
+   * segment header says 2. Make it say 1, as an older bookie wrote it. */
+  char *seg = segment_path(dir, reqs[0].pos.segment);
+  int fd = open(seg, O_RDWR);
+  assert_true(fd >= 0);
+  uint8_t h[SL_JOURNAL_SEGMENT_HEADER];
+  assert_int_equal(pread(fd, h, sizeof(h), 0), (ssize_t)sizeof(h));
+  assert_int_equal(h[8], 2);
+  h[8] = 1;
+  uint32_t crc = sl_crc32c(h, 28);
+  for (int i = 0; i < 4; i++) h[28 + i] = (uint8_t)(crc >> (8 * i));
+  assert_int_equal(pwrite(fd, h, sizeof(h), 0), (ssize_t)sizeof(h));
+  close(fd);
+  collected *c = malloc(sizeof(*c));
+  sl_journal_replay_stats rs;
+  assert_int_equal(replay_all(dir, (sl_journal_pos){0, 0}, c, &rs), SL_OK);
+  assert_int_equal(c->n, 30);
+  for (int i = 0; i < 30; i++) assert_same_record(&c->recs[i], &reqs[i]);
+  /* An unknown future version is not guessed at. */
+  h[8] = 3;
+  crc = sl_crc32c(h, 28);
+  for (int i = 0; i < 4; i++) h[28 + i] = (uint8_t)(crc >> (8 * i));
+  fd = open(seg, O_RDWR);
+  assert_true(fd >= 0);
+  assert_int_equal(pwrite(fd, h, sizeof(h), 0), (ssize_t)sizeof(h));
+  close(fd);
+  assert_int_equal(replay_all(dir, (sl_journal_pos){0, 0}, c, &rs), SL_OK);
+  assert_int_equal(c->n, 0);
+  free(c);
+  free(seg);
+  free(reqs);
+  sl_test_rm_rf(dir);
+  free(dir);
+}
+
+/* sl_journal_bytes_after counts record bytes exactly, plus the header of
+ * each later segment, while writing and after a reopen. */
+static void test_journal__bytes_after(void **state) {
+  (void)state;
+  char *dir = sl_test_mkdtemp("jbytes");
+  sink k;
+  sink_init(&k);
+  sl_journal_opts o = opts_for(dir, &k);
+  o.segment_bytes = 4096;
+  sl_journal *j = NULL;
+  assert_int_equal(sl_journal_open(&o, &j, NULL), SL_OK);
+  assert_int_equal(sl_journal_start(j, (sl_journal_pos){0, 0}, NULL), SL_OK);
+  sl_journal_pos start = sl_journal_tail(j);
+  assert_int_equal(sl_journal_bytes_after(j, start), 0);
+  assert_int_equal(sl_journal_bytes_after(j, (sl_journal_pos){0, 0}),
+                   SL_JOURNAL_SEGMENT_HEADER);
+  enum { N = 100 };
+  static uint8_t bufs[N][1024];
+  static uint8_t key[SL_LEDGER_KEY_BYTES];
+  static sl_journal_req reqs[N];
+  uint64_t records = 0;
+  for (int i = 0; i < N; i++) {
+    make_req(&reqs[i], bufs[i], i);
+    if (reqs[i].rec.type == SL_JOURNAL_FENCE) reqs[i].rec.key = key;
+    records += sl_journal_record_bytes(&reqs[i].rec);
+    assert_int_equal(sl_journal_submit(j, &reqs[i], NULL), SL_OK);
+    if (i % 10 == 9) sink_wait(&k, (uint64_t)i + 1);
+  }
+  sink_wait(&k, N);
+  sl_journal_pos tail = sl_journal_tail(j);
+  uint64_t later_headers = (tail.segment - start.segment) * SL_JOURNAL_SEGMENT_HEADER;
+  assert_true(later_headers > 0);
+  assert_int_equal(sl_journal_bytes_after(j, start), records + later_headers);
+  assert_int_equal(sl_journal_bytes_after(j, tail), 0);
+  assert_int_equal(sl_journal_bytes_after(j, (sl_journal_pos){tail.segment + 1, 0}), 0);
+  for (int i = 1; i < N; i++) {
+    uint64_t diff = sl_journal_bytes_after(j, reqs[i - 1].pos) -
+                    sl_journal_bytes_after(j, reqs[i].pos);
+    bool crossed = reqs[i].pos.segment != reqs[i - 1].pos.segment;
+    assert_int_equal(diff, sl_journal_record_bytes(&reqs[i - 1].rec) +
+                               (crossed ? SL_JOURNAL_SEGMENT_HEADER : 0));
+  }
+  uint64_t total = sl_journal_bytes_after(j, (sl_journal_pos){0, 0});
+  uint64_t at50 = sl_journal_bytes_after(j, reqs[50].pos);
+  sl_journal_close(j);
+  /* After a reopen, replay measures the segments it reads. */
+  assert_int_equal(sl_journal_open(&o, &j, NULL), SL_OK);
+  assert_int_equal(sl_journal_bytes_after(j, (sl_journal_pos){0, 0}), 0);
+  sl_journal_replay_stats rs;
+  collected *c = malloc(sizeof(*c));
+  memset(c, 0, sizeof(*c));
+  assert_int_equal(sl_journal_replay(j, (sl_journal_pos){0, 0}, collect, c, &rs, NULL), SL_OK);
+  assert_int_equal(sl_journal_bytes_after(j, (sl_journal_pos){0, 0}), total);
+  assert_int_equal(sl_journal_bytes_after(j, reqs[50].pos), at50);
+  free(c);
+  sl_journal_close(j);
+  sink_release(&k);
+  sl_test_rm_rf(dir);
+  free(dir);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_journal__write_replay),
@@ -548,6 +732,9 @@ int main(void) {
       cmocka_unit_test(test_journal__sync_failure_is_sticky),
       cmocka_unit_test(test_journal__bad_input),
       cmocka_unit_test(test_journal__checkpoint_marker),
+      cmocka_unit_test(test_journal__records_with_keys),
+      cmocka_unit_test(test_journal__reads_version_1_segments),
+      cmocka_unit_test(test_journal__bytes_after),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
