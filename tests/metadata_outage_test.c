@@ -1,7 +1,12 @@
 /*
  * sluice-metadata while etcd is down: every call that needs etcd fails with
- * UNAVAILABLE within its deadline (the service's --store_timeout_ms bounds
- * each store call), and once etcd is back the same process serves again.
+ * UNAVAILABLE within its deadline, and once etcd is back the same process
+ * serves again. The service runs with --store_timeout_ms 2000, as deployed:
+ *  - etcd killed: calls fail at once (the etcd client's fail-fast gate), so
+ *    a 500 ms deadline still gets UNAVAILABLE, and a burst of calls does
+ *    not hold every worker thread for 2 s each;
+ *  - etcd hung (SIGSTOP): each store call ends by the RPC's own deadline
+ *    minus a margin, so the client gets UNAVAILABLE, not DEADLINE_EXCEEDED.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -13,11 +18,16 @@
 #include <time.h>
 #include <cmocka.h>
 
+#include <dirent.h>
+#include <pthread.h>
+#include <signal.h>
+
 #include "tests/metadata_cluster.h"
 #include "tests/metadata_util.h"
 
 #define P "public/outage"
 #define DEADLINE_MS 3000
+#define SHORT_DEADLINE_MS 500 /* shorter than the store timeout */
 
 typedef struct fixture {
   sl_cluster *c;
@@ -28,7 +38,7 @@ typedef struct fixture {
 } fixture;
 
 static int setup(void **state) {
-  static const char *const args[] = {"--store_timeout_ms", "1000", NULL};
+  static const char *const args[] = {"--store_timeout_ms", "2000", NULL};
   fixture *f = calloc(1, sizeof(*f));
   f->c = mdt_cluster_start("mdoutage", 1, false, args);
   f->ch = mdt_cluster_connect(f->c, 0);
@@ -51,9 +61,10 @@ static int teardown(void **state) {
   return 0;
 }
 
-/* One call of each kind that needs etcd; returns its status. */
-static sl_status call(fixture *f, int which, sl_err *err) {
-  sl_rpc_call_opts o = mdt_opts(DEADLINE_MS);
+/* One call of each kind that needs etcd, with a deadline of deadline_ms;
+ * returns its status. */
+static sl_status call(fixture *f, int which, int deadline_ms, sl_err *err) {
+  sl_rpc_call_opts o = mdt_opts(deadline_ms);
   ProtobufCMessage *resp = NULL;
   sl_status st;
   switch (which) {
@@ -65,8 +76,22 @@ static sl_status call(fixture *f, int which, sl_err *err) {
                                           err);
       break;
     }
-    case 1:
-      return mdt_st_update_cursor(f->ch, P, "s", 2, f->cursor_version, f->epoch, NULL, err);
+    case 1: {
+      Sluice__V1__Position pos = SLUICE__V1__POSITION__INIT;
+      pos.ledger_id = 1;
+      pos.entry_id = 2;
+      Sluice__V1__CursorInfo c = SLUICE__V1__CURSOR_INFO__INIT;
+      c.partition = P;
+      c.subscription = "s";
+      c.mark_delete = &pos;
+      Sluice__V1__UpdateCursorRequest r = SLUICE__V1__UPDATE_CURSOR_REQUEST__INIT;
+      r.info = &c;
+      r.expected_version = f->cursor_version;
+      r.epoch = f->epoch;
+      st = sl_metadata_service_update_cursor(f->ch, &r, (Sluice__V1__CursorResponse **)&resp,
+                                             &o, err);
+      break;
+    }
     case 2: {
       Sluice__V1__KeepAliveRequest r = SLUICE__V1__KEEP_ALIVE_REQUEST__INIT;
       r.session_id = f->session;
@@ -94,8 +119,16 @@ static sl_status call(fixture *f, int which, sl_err *err) {
       break;
     }
     default: {
-      int64_t s = 0;
-      return mdt_st_open_broker(f->ch, "b9", 0, &s, err);
+      Sluice__V1__BrokerInfo b = SLUICE__V1__BROKER_INFO__INIT;
+      b.id = "b9";
+      b.address = "127.0.0.1:1";
+      b.version = "test";
+      Sluice__V1__OpenSessionRequest r = SLUICE__V1__OPEN_SESSION_REQUEST__INIT;
+      r.kind = SLUICE__V1__NODE_KIND__NODE_KIND_BROKER;
+      r.broker = &b;
+      st = sl_metadata_service_open_session(f->ch, &r, (Sluice__V1__OpenSessionResponse **)&resp,
+                                            &o, err);
+      break;
     }
   }
   if (resp != NULL) protobuf_c_message_free_unpacked(resp, NULL);
@@ -106,12 +139,13 @@ static sl_status call(fixture *f, int which, sl_err *err) {
 static void test_metadata_outage__unavailable_then_back(void **state) {
   fixture *f = *state;
   sl_err err = SL_ERR_INIT;
-  for (int i = 0; i < N_CALLS - 2; i++) mdt_expect(call(f, i == 1 ? 0 : i, &err), SL_OK, &err);
+  for (int i = 0; i < N_CALLS - 2; i++)
+    mdt_expect(call(f, i == 1 ? 0 : i, DEADLINE_MS, &err), SL_OK, &err);
 
   mdt_etcd_kill9(f->c);
   for (int i = 0; i < N_CALLS; i++) {
     long long t0 = mdt_now_ms();
-    sl_status st = call(f, i, &err);
+    sl_status st = call(f, i, DEADLINE_MS, &err);
     long long took = mdt_now_ms() - t0;
     if (st != SL_EUNAVAIL)
       fail_msg("call %d with etcd down: %s (%s), want unavailable", i, sl_status_str(st),
@@ -131,7 +165,7 @@ static void test_metadata_outage__unavailable_then_back(void **state) {
   long long deadline = mdt_now_ms() + 20000;
   sl_status st;
   do {
-    st = call(f, 0, &err);
+    st = call(f, 0, DEADLINE_MS, &err);
     if (st != SL_OK) {
       struct timespec ts = {0, 50 * 1000 * 1000};
       nanosleep(&ts, NULL);
@@ -140,16 +174,160 @@ static void test_metadata_outage__unavailable_then_back(void **state) {
   mdt_expect(st, SL_OK, &err);
   /* The session survived (an etcd restart renews leases), the CAS works,
    * and ownership is still ours. */
-  for (int i = 1; i < N_CALLS - 1; i++) mdt_expect(call(f, i, &err), SL_OK, &err);
+  for (int i = 1; i < N_CALLS - 1; i++)
+    mdt_expect(call(f, i, DEADLINE_MS, &err), SL_OK, &err);
   int64_t entry = 0;
   mdt_expect(mdt_st_get_cursor(f->ch, P, "s", &entry, NULL, &err), SL_OK, &err);
   assert_int_equal(entry, 2);
+}
+
+/* Polls a read until the service answers it again; returns how long that
+ * took, failing the test past limit_ms. */
+static long long wait_serving(fixture *f, long long limit_ms) {
+  sl_err err = SL_ERR_INIT;
+  long long t0 = mdt_now_ms();
+  sl_status st;
+  while ((st = call(f, 0, DEADLINE_MS, &err)) != SL_OK) {
+    if (mdt_now_ms() - t0 > limit_ms)
+      fail_msg("service not back %lld ms after etcd: %s", limit_ms, sl_err_msg(&err, st));
+    struct timespec ts = {0, 20 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+  }
+  return mdt_now_ms() - t0;
+}
+
+/* True once every thread of pid is stopped ('T' in /proc/pid/task/N/stat). */
+static bool all_stopped(pid_t pid) {
+  char path[64];
+  snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+  DIR *d = opendir(path);
+  if (d == NULL) return false;
+  bool stopped = true;
+  struct dirent *de;
+  while (stopped && (de = readdir(d)) != NULL) {
+    if (de->d_name[0] == '.') continue;
+    char stat[384], buf[512];
+    snprintf(stat, sizeof(stat), "%s/%s/stat", path, de->d_name);
+    FILE *fp = fopen(stat, "r");
+    if (fp == NULL) continue; /* the thread just exited */
+    size_t n = fread(buf, 1, sizeof(buf) - 1, fp);
+    fclose(fp);
+    buf[n] = '\0';
+    const char *paren = strrchr(buf, ')'); /* the state follows "(comm) " */
+    stopped = paren != NULL && paren[1] == ' ' && paren[2] == 'T';
+  }
+  closedir(d);
+  return stopped;
+}
+
+/* SIGSTOP etcd: it keeps its sockets (connections still succeed) but never
+ * answers. Waits until it really is stopped, since a signal lands
+ * asynchronously. */
+static void freeze_etcd(fixture *f) {
+  pid_t pid = sl_cluster_etcd(f->c)->proc.pid;
+  assert_int_equal(kill(pid, SIGSTOP), 0);
+  long long deadline = mdt_now_ms() + 5000;
+  while (!all_stopped(pid)) {
+    if (mdt_now_ms() > deadline) fail_msg("etcd did not stop within 5 s");
+    struct timespec ts = {0, 1000 * 1000};
+    nanosleep(&ts, NULL);
+  }
+}
+
+/* Each kind of call with a deadline shorter than the store timeout, while
+ * etcd is `how`; every one must be UNAVAILABLE within its deadline. */
+static void expect_unavailable_in_time(fixture *f, int n_kinds, const char *how) {
+  sl_err err = SL_ERR_INIT;
+  for (int i = 0; i < n_kinds; i++) {
+    long long t0 = mdt_now_ms();
+    sl_status st = call(f, i, SHORT_DEADLINE_MS, &err);
+    long long took = mdt_now_ms() - t0;
+    print_message("etcd %s: call %d -> %s in %lld ms (deadline %d ms)\n", how, i,
+                  sl_status_str(st), took, SHORT_DEADLINE_MS);
+    if (st != SL_EUNAVAIL)
+      fail_msg("etcd %s, call %d with a %d ms deadline: %s (%s), want unavailable", how, i,
+               SHORT_DEADLINE_MS, sl_status_str(st), sl_err_msg(&err, st));
+    assert_true(took <= SHORT_DEADLINE_MS);
+  }
+}
+
+static void test_metadata_outage__short_deadline_gets_unavailable(void **state) {
+  fixture *f = *state;
+  /* Killed: connections are refused, the etcd client fails fast. */
+  mdt_etcd_kill9(f->c);
+  expect_unavailable_in_time(f, N_CALLS, "killed");
+  mdt_etcd_restart(f->c);
+  wait_serving(f, 5000);
+  /* Hung: nothing is refused, so only the call's own deadline (minus a
+   * margin) ends the store call before the client's deadline. */
+  freeze_etcd(f);
+  expect_unavailable_in_time(f, 3, "hung");
+  assert_int_equal(kill(sl_cluster_etcd(f->c)->proc.pid, SIGCONT), 0);
+  wait_serving(f, 5000);
+}
+
+#define BURST_THREADS 8
+#define BURST_CALLS 25 /* per thread: 200 in all */
+
+typedef struct burst {
+  fixture *f;
+  int index;
+  int unavailable; /* calls that got UNAVAILABLE */
+  char first_bad[256]; /* the first other outcome, if any */
+} burst;
+
+static void *burst_main(void *arg) {
+  burst *b = arg;
+  for (int i = 0; i < BURST_CALLS; i++) {
+    sl_err err = SL_ERR_INIT;
+    sl_status st = call(b->f, (b->index + i) % 5, DEADLINE_MS, &err);
+    if (st == SL_EUNAVAIL)
+      b->unavailable++;
+    else if (b->first_bad[0] == '\0')
+      snprintf(b->first_bad, sizeof(b->first_bad), "%s (%s)", sl_status_str(st),
+               sl_err_msg(&err, st));
+  }
+  return NULL;
+}
+
+static void test_metadata_outage__burst_fails_fast_then_recovers(void **state) {
+  fixture *f = *state;
+  mdt_etcd_kill9(f->c);
+  /* 200 calls that each retried until the 2 s store timeout would keep the
+   * 16 workers busy for 25 s at least. */
+  burst b[BURST_THREADS];
+  pthread_t t[BURST_THREADS];
+  long long t0 = mdt_now_ms();
+  for (int i = 0; i < BURST_THREADS; i++) {
+    b[i] = (burst){.f = f, .index = i};
+    assert_int_equal(pthread_create(&t[i], NULL, burst_main, &b[i]), 0);
+  }
+  for (int i = 0; i < BURST_THREADS; i++) assert_int_equal(pthread_join(t[i], NULL), 0);
+  long long took = mdt_now_ms() - t0;
+  print_message("%d calls from %d threads with etcd down: %lld ms\n",
+                BURST_THREADS * BURST_CALLS, BURST_THREADS, took);
+  for (int i = 0; i < BURST_THREADS; i++)
+    if (b[i].unavailable != BURST_CALLS)
+      fail_msg("thread %d: %d of %d calls unavailable; first other: %s", i, b[i].unavailable,
+               BURST_CALLS, b[i].first_bad);
+  assert_true(took < 10000);
+
+  /* etcd returns: the same process serves again within a few seconds. */
+  mdt_etcd_restart(f->c);
+  long long back = wait_serving(f, 5000);
+  print_message("service back %lld ms after etcd answered again\n", back);
+  sl_err err = SL_ERR_INIT;
+  mdt_expect(call(f, 1, DEADLINE_MS, &err), SL_OK, &err);
 }
 
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_metadata_outage__unavailable_then_back, setup,
                                       teardown),
+      cmocka_unit_test_setup_teardown(test_metadata_outage__short_deadline_gets_unavailable,
+                                      setup, teardown),
+      cmocka_unit_test_setup_teardown(test_metadata_outage__burst_fails_fast_then_recovers,
+                                      setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
