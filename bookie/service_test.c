@@ -69,6 +69,7 @@ static fx *fx_start(uint32_t max_stream_adds, size_t write_queue_max) {
   so.max_entry_bytes = 64u << 10;
   so.sync_hook = gated_sync;
   so.hook_arg = &f->g;
+  so.checkpoint_interval_ms = 600000; /* tests checkpoint explicitly */
   sl_status st = sl_bookie_store_open(f->dir, &so, &f->store, &err);
   if (st != SL_OK) fail_msg("store: %s", sl_err_msg(&err, st));
   sl_bookie_svc_opts vo = SL_BOOKIE_SVC_OPTS_INIT;
@@ -120,8 +121,9 @@ static sl_rpc_stream *open_adds(fx *f) {
   return s;
 }
 
-static void send_add(sl_rpc_stream *s, uint64_t ledger, int64_t entry, size_t len,
-                     uint64_t epoch, bool bad_crc, uint64_t tag) {
+/* Sends one add with the ledger password `password` (NULL: empty). */
+static void send_add_pw(sl_rpc_stream *s, uint64_t ledger, int64_t entry, size_t len,
+                        uint64_t epoch, bool bad_crc, uint64_t tag, const char *password) {
   uint8_t *buf = malloc(len + 1);
   payload_of(ledger, entry, buf, len);
   Sluice__V1__AddEntryRequest r = SLUICE__V1__ADD_ENTRY_REQUEST__INIT;
@@ -133,10 +135,19 @@ static void send_add(sl_rpc_stream *s, uint64_t ledger, int64_t entry, size_t le
   r.crc32c = sl_crc32c(buf, len) ^ (bad_crc ? 1u : 0u);
   r.epoch = epoch;
   r.tag = tag;
+  if (password != NULL) {
+    r.password.data = (uint8_t *)password;
+    r.password.len = strlen(password);
+  }
   sl_err err = SL_ERR_INIT;
   sl_status st = sl_bookie_service_add_entry_send(s, &r, 10000, &err);
   free(buf);
   if (st != SL_OK) fail_msg("send: %s", sl_err_msg(&err, st));
+}
+
+static void send_add(sl_rpc_stream *s, uint64_t ledger, int64_t entry, size_t len,
+                     uint64_t epoch, bool bad_crc, uint64_t tag) {
+  send_add_pw(s, ledger, entry, len, epoch, bad_crc, tag, NULL);
 }
 
 /* Receives one ack; returns its code and copies its error. */
@@ -162,16 +173,63 @@ static int add_one(fx *f, uint64_t ledger, int64_t entry, size_t len, uint64_t e
   return code;
 }
 
-static sl_status read_entry(fx *f, uint64_t ledger, int64_t entry, bool fence,
-                            uint64_t epoch, Sluice__V1__ReadEntryResponse **out,
-                            sl_err *err) {
+/* ReadEntry with a password (NULL: empty; only a fencing read uses it). */
+static sl_status read_entry_pw(fx *f, uint64_t ledger, int64_t entry, bool fence,
+                               uint64_t epoch, const char *password,
+                               Sluice__V1__ReadEntryResponse **out, sl_err *err) {
   Sluice__V1__ReadEntryRequest r = SLUICE__V1__READ_ENTRY_REQUEST__INIT;
   r.ledger_id = ledger;
   r.entry_id = entry;
   r.fence = fence;
   r.epoch = epoch;
+  if (password != NULL) {
+    r.password.data = (uint8_t *)password;
+    r.password.len = strlen(password);
+  }
   *out = NULL;
   return sl_bookie_service_read_entry(f->ch, &r, out, NULL, err);
+}
+
+static sl_status read_entry(fx *f, uint64_t ledger, int64_t entry, bool fence,
+                            uint64_t epoch, Sluice__V1__ReadEntryResponse **out,
+                            sl_err *err) {
+  return read_entry_pw(f, ledger, entry, fence, epoch, NULL, out, err);
+}
+
+static sl_status fence_pw(fx *f, uint64_t ledger, uint64_t epoch, const char *password,
+                          sl_err *err) {
+  Sluice__V1__FenceRequest q = SLUICE__V1__FENCE_REQUEST__INIT;
+  q.ledger_id = ledger;
+  q.epoch = epoch;
+  q.password.data = (uint8_t *)password;
+  q.password.len = strlen(password);
+  Sluice__V1__FenceResponse *r = NULL;
+  sl_status st = sl_bookie_service_fence(f->ch, &q, &r, NULL, err);
+  if (r != NULL) protobuf_c_message_free_unpacked(&r->base, NULL);
+  return st;
+}
+
+static bool is_fenced(fx *f, uint64_t ledger) {
+  Sluice__V1__ReadLacRequest q = SLUICE__V1__READ_LAC_REQUEST__INIT;
+  q.ledger_id = ledger;
+  Sluice__V1__ReadLacResponse *r = NULL;
+  sl_err err = SL_ERR_INIT;
+  sl_status st = sl_bookie_service_read_lac(f->ch, &q, &r, NULL, &err);
+  if (st != SL_OK) fail_msg("ReadLac: %s", sl_err_msg(&err, st));
+  bool fenced = r->fenced;
+  protobuf_c_message_free_unpacked(&r->base, NULL);
+  return fenced;
+}
+
+static uint64_t journal_bytes(fx *f) {
+  Sluice__V1__GetInfoRequest q = SLUICE__V1__GET_INFO_REQUEST__INIT;
+  Sluice__V1__GetInfoResponse *r = NULL;
+  sl_err err = SL_ERR_INIT;
+  sl_status st = sl_bookie_service_get_info(f->ch, &q, &r, NULL, &err);
+  if (st != SL_OK) fail_msg("GetInfo: %s", sl_err_msg(&err, st));
+  uint64_t n = r->journal_bytes;
+  protobuf_c_message_free_unpacked(&r->base, NULL);
+  return n;
 }
 
 static void check_entry(fx *f, uint64_t ledger, int64_t entry, size_t len) {
@@ -479,6 +537,81 @@ static void test_service__cancel_with_adds_in_flight(void **state) {
   fx_stop(f);
 }
 
+/* The ledger password over gRPC: a wrong one is PERMISSION_DENIED for an
+ * add (the stream goes on), a fencing read and a fence, and changes
+ * nothing; plain reads need none. */
+static void test_service__wrong_password_denied(void **state) {
+  (void)state;
+  fx *f = fx_start(0, 0);
+  char error[256];
+  sl_err err = SL_ERR_INIT;
+  sl_rpc_stream *s = open_adds(f);
+  for (int64_t e = 0; e < 3; e++) {
+    send_add_pw(s, 21, e, 40, 1, false, (uint64_t)e, "pw-21");
+    assert_int_equal(recv_ack(s, NULL, error, sizeof(error)), 0);
+  }
+  send_add_pw(s, 21, 3, 40, 1, false, 3, "pw-22");
+  assert_int_equal(recv_ack(s, NULL, error, sizeof(error)), GRPC_STATUS_PERMISSION_DENIED);
+  assert_string_equal(error, "ledger 21: wrong password");
+  send_add(s, 21, 3, 40, 1, false, 4); /* the empty password is wrong too */
+  assert_int_equal(recv_ack(s, NULL, error, sizeof(error)), GRPC_STATUS_PERMISSION_DENIED);
+  send_add_pw(s, 21, 3, 40, 1, false, 5, "pw-21"); /* same stream, right one */
+  assert_int_equal(recv_ack(s, NULL, error, sizeof(error)), 0);
+  sl_rpc_stream_destroy(s);
+  check_entry(f, 21, 3, 40); /* written by the right add only */
+
+  /* Fencing read and fence with the wrong password: refused, not fenced. */
+  Sluice__V1__ReadEntryResponse *r = NULL;
+  assert_int_equal(read_entry_pw(f, 21, -1, true, 2, "pw-22", &r, &err), SL_EPERM);
+  assert_null(r);
+  assert_string_equal(err.msg, "ledger 21: wrong password");
+  assert_int_equal(read_entry(f, 21, -1, true, 2, &r, &err), SL_EPERM);
+  assert_int_equal(fence_pw(f, 21, 2, "", &err), SL_EPERM);
+  assert_string_equal(err.msg, "ledger 21: wrong password");
+  assert_false(is_fenced(f, 21));
+  assert_int_equal(add_one(f, 21, 4, 40, 1, false, error, sizeof(error)),
+                   GRPC_STATUS_PERMISSION_DENIED);
+
+  /* Plain reads need no password. */
+  assert_int_equal(read_entry(f, 21, -1, false, 0, &r, &err), SL_OK);
+  assert_int_equal(r->entry_id, 3);
+  protobuf_c_message_free_unpacked(&r->base, NULL);
+
+  /* The right password fences. */
+  assert_int_equal(read_entry_pw(f, 21, -1, true, 2, "pw-21", &r, &err), SL_OK);
+  assert_int_equal(r->entry_id, 3);
+  protobuf_c_message_free_unpacked(&r->base, NULL);
+  assert_true(is_fenced(f, 21));
+  assert_int_equal(fence_pw(f, 21, 3, "pw-21", &err), SL_OK);
+  assert_int_equal(fence_pw(f, 21, 4, "pw-2", &err), SL_EPERM);
+
+  /* A Fence of a ledger the bookie never saw records its password. */
+  assert_int_equal(fence_pw(f, 23, 1, "pw-23", &err), SL_OK);
+  assert_int_equal(read_entry_pw(f, 23, -1, true, 1, "pw-21", &r, &err), SL_EPERM);
+  fx_stop(f);
+}
+
+/* GetInfo's journal_bytes grows with adds and drops after a checkpoint. */
+static void test_service__journal_bytes_until_checkpoint(void **state) {
+  (void)state;
+  fx *f = fx_start(0, 0);
+  uint64_t idle = journal_bytes(f);
+  assert_true(idle < 1024); /* the open's checkpoint marker */
+  uint64_t prev = idle;
+  for (int64_t e = 0; e < 20; e++) {
+    assert_int_equal(add_one(f, 31, e, 1000, 1, false, NULL, 0), 0);
+    uint64_t now = journal_bytes(f);
+    assert_true(now >= prev + 1000);
+    prev = now;
+  }
+  assert_true(prev >= idle + 20 * 1000);
+  sl_err err = SL_ERR_INIT;
+  assert_int_equal(sl_bookie_store_checkpoint(f->store, &err), SL_OK);
+  assert_true(journal_bytes(f) < 1024);
+  assert_true(journal_bytes(f) < prev);
+  fx_stop(f);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_service__add_read_list_info),
@@ -487,6 +620,8 @@ int main(void) {
       cmocka_unit_test(test_service__pauses_reads_at_limit),
       cmocka_unit_test(test_service__slow_reader_loses_no_ack),
       cmocka_unit_test(test_service__cancel_with_adds_in_flight),
+      cmocka_unit_test(test_service__wrong_password_denied),
+      cmocka_unit_test(test_service__journal_bytes_until_checkpoint),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
