@@ -92,16 +92,27 @@ uint8_t *sl_bktest_payload(uint64_t ledger, int64_t entry, uint32_t max_len,
   return buf;
 }
 
+char *sl_bktest_password(uint64_t ledger, char *buf, size_t n) {
+  snprintf(buf, n, "ledger-%llu", (unsigned long long)ledger);
+  return buf;
+}
+
 void sl_bktest_add_req(Sluice__V1__AddEntryRequest *r, uint64_t ledger, int64_t entry,
                        uint32_t max_len, uint64_t epoch) {
   sluice__v1__add_entry_request__init(r);
   uint32_t len;
   uint8_t *p = sl_bktest_payload(ledger, entry, max_len, &len);
+  /* The password lives after the payload, so one free releases both. */
+  p = realloc(p, (size_t)len + SL_BKTEST_PASSWORD_MAX);
+  if (p == NULL) fail_msg("out of memory");
+  char *pw = sl_bktest_password(ledger, (char *)p + len, SL_BKTEST_PASSWORD_MAX);
   r->ledger_id = ledger;
   r->entry_id = entry;
   r->lac = entry - 1;
   r->payload.data = p;
   r->payload.len = len;
+  r->password.data = (uint8_t *)pw;
+  r->password.len = strlen(pw);
   r->crc32c = sl_crc32c(p, len);
   r->epoch = epoch;
   r->tag = (uint64_t)entry;
@@ -151,15 +162,28 @@ void sl_bktest_write(sl_rpc_channel *ch, uint64_t ledger, int64_t from, int64_t 
   sl_rpc_stream_destroy(s);
 }
 
-sl_status sl_bktest_read(sl_rpc_channel *ch, uint64_t ledger, int64_t entry, bool fence,
-                         uint64_t epoch, Sluice__V1__ReadEntryResponse **out, sl_err *err) {
+sl_status sl_bktest_read_pw(sl_rpc_channel *ch, uint64_t ledger, int64_t entry, bool fence,
+                            uint64_t epoch, const char *password,
+                            Sluice__V1__ReadEntryResponse **out, sl_err *err) {
   Sluice__V1__ReadEntryRequest r = SLUICE__V1__READ_ENTRY_REQUEST__INIT;
   r.ledger_id = ledger;
   r.entry_id = entry;
   r.fence = fence;
   r.epoch = epoch;
+  if (password != NULL) {
+    r.password.data = (uint8_t *)password;
+    r.password.len = strlen(password);
+  }
   *out = NULL;
   return sl_bookie_service_read_entry(ch, &r, out, NULL, err);
+}
+
+sl_status sl_bktest_read(sl_rpc_channel *ch, uint64_t ledger, int64_t entry, bool fence,
+                         uint64_t epoch, Sluice__V1__ReadEntryResponse **out, sl_err *err) {
+  char pw[SL_BKTEST_PASSWORD_MAX];
+  return sl_bktest_read_pw(ch, ledger, entry, fence, epoch,
+                           fence ? sl_bktest_password(ledger, pw, sizeof(pw)) : NULL, out,
+                           err);
 }
 
 void sl_bktest_check_entry(sl_rpc_channel *ch, uint64_t ledger, int64_t entry,

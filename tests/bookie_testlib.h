@@ -39,8 +39,16 @@ sl_rpc_channel *sl_bktest_channel(const char *addr);
 uint8_t *sl_bktest_payload(uint64_t ledger, int64_t entry, uint32_t max_len,
                            uint32_t *len);
 
-/* Fills an add request for (ledger, entry) with its payload (the caller
- * frees r->payload.data). */
+/* The ledger's password, as a writer would read it from the ledger's
+ * metadata: "ledger-<id>". Every helper below sends it wherever the protocol
+ * carries one (adds, fencing reads), so a bookie records and checks it
+ * consistently. Writes it (NUL-terminated) into buf and returns buf. */
+#define SL_BKTEST_PASSWORD_MAX 32
+char *sl_bktest_password(uint64_t ledger, char *buf, size_t n);
+
+/* Fills an add request for (ledger, entry) with its payload and the ledger's
+ * password. The caller frees r->payload.data, which also holds the
+ * password's bytes (r->password points into it). */
 void sl_bktest_add_req(Sluice__V1__AddEntryRequest *r, uint64_t ledger, int64_t entry,
                        uint32_t max_len, uint64_t epoch);
 
@@ -54,9 +62,15 @@ int sl_bktest_add(sl_rpc_channel *ch, const Sluice__V1__AddEntryRequest *r, char
 void sl_bktest_write(sl_rpc_channel *ch, uint64_t ledger, int64_t from, int64_t to,
                      uint32_t max_len, uint64_t epoch);
 
-/* ReadEntry. On SL_OK *out is a heap message. */
+/* ReadEntry (with the ledger's password when fencing). On SL_OK *out is a
+ * heap message. */
 sl_status sl_bktest_read(sl_rpc_channel *ch, uint64_t ledger, int64_t entry, bool fence,
                          uint64_t epoch, Sluice__V1__ReadEntryResponse **out, sl_err *err);
+
+/* ReadEntry with a given password (NULL: none sent). */
+sl_status sl_bktest_read_pw(sl_rpc_channel *ch, uint64_t ledger, int64_t entry, bool fence,
+                            uint64_t epoch, const char *password,
+                            Sluice__V1__ReadEntryResponse **out, sl_err *err);
 
 /* Reads (ledger, entry) and fails the test unless it is byte-exact with its
  * deterministic payload and the CRC32C matches. */
