@@ -43,6 +43,12 @@
  * (DATA_LOSS, naming the key); SL_ETOOBIG a value past the store's limit
  * (RESOURCE_EXHAUSTED).
  *
+ * Store outages: a unary call's store calls end by the call's own deadline
+ * minus a small margin (or the store timeout, if sooner), so the client
+ * reads UNAVAILABLE rather than DEADLINE_EXCEEDED; while every etcd
+ * endpoint is known to be unreachable, calls fail UNAVAILABLE at once
+ * (metadata/etcd.h, "Fail fast") instead of holding a worker thread.
+ *
  * Threads: handlers run on the gRPC worker threads and block on the store
  * (run the server with enough threads, e.g. 16). Each Watch stream has a
  * thread of its own for (re)reading state, plus the store watch's thread.
