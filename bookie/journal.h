@@ -63,7 +63,7 @@
  *   CLOSED (queue drained, thread joined)    sl_journal_close
  *
  * Threads and locks: j->mu guards the queue, the state, the error message,
- * the segment list and the stats. The journal thread owns the current
+ * the segment list (ids, and bytes written in each) and the stats. The journal thread owns the current
  * segment's fd and offset and holds no lock while writing, syncing or calling
  * on_durable. Submitting is allowed from any thread, including from inside
  * on_durable.
