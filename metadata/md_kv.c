@@ -118,22 +118,25 @@ sl_status sl_md_list_read(sl_md_service *md, const sl_md_key *prefix,
     }
     if (out->revision == 0) out->revision = r.revision;
     st = list_page(&r, prefix->len, desc, out, err);
-    bool more = st == SL_OK && r.more && r.n > 0;
-    if (more) {
-      /* Next page starts just after the last key: key + "\0". */
-      const sl_store_kv *last = &r.kvs[r.n - 1];
-      free(start);
-      start_len = last->key_len + 1;
-      start = sl_xmalloc(start_len);
-      memcpy(start, last->key, last->key_len);
-      start[last->key_len] = 0;
-    }
+    bool more = st == SL_OK && sl_md_next_page(&r, &start, &start_len);
     sl_store_range_result_release(&r);
     if (!more) break;
   }
   free(start);
   if (st != SL_OK) sl_md_list_release(out);
   return st;
+}
+
+bool sl_md_next_page(const sl_store_range_result *r, uint8_t **start, size_t *start_len) {
+  if (!r->more || r->n == 0) return false;
+  /* The next page starts just after the last key: key + "\0". */
+  const sl_store_kv *last = &r->kvs[r->n - 1];
+  free(*start);
+  *start_len = last->key_len + 1;
+  *start = sl_xmalloc(*start_len);
+  memcpy(*start, last->key, last->key_len);
+  (*start)[last->key_len] = 0;
+  return true;
 }
 
 void sl_md_list_release(sl_md_list *l) {

@@ -258,15 +258,7 @@ static sl_status send_state(watcher *w, bool reset, int64_t *rev, sl_err *err) {
       st = event_make(w, true, &r.kvs[i], *rev, &ev, err);
       if (st == SL_OK) deliver_paced(w, ev);
     }
-    bool more = st == SL_OK && r.more && r.n > 0;
-    if (more) {
-      const sl_store_kv *last = &r.kvs[r.n - 1];
-      free(start);
-      start_len = last->key_len + 1;
-      start = sl_xmalloc(start_len);
-      memcpy(start, last->key, last->key_len);
-      start[last->key_len] = 0;
-    }
+    bool more = st == SL_OK && sl_md_next_page(&r, &start, &start_len);
     sl_store_range_result_release(&r);
     if (!more) break;
   }

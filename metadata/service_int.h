@@ -119,6 +119,11 @@ sl_status sl_md_list_read(sl_md_service *md, const sl_md_key *prefix,
                           sl_err *err);
 void sl_md_list_release(sl_md_list *l);
 
+/* Paging a range: if page r said there is more, replaces *start (heap, may
+ * be NULL) with the start of the next page (its last key + "\0") and returns
+ * true; else returns false and leaves *start for the caller to free. */
+bool sl_md_next_page(const sl_store_range_result *r, uint8_t **start, size_t *start_len);
+
 /* The epoch state of a partition, read from epochs/<partition>. */
 typedef struct sl_md_epoch {
   sl_md_key key; /* epochs/<partition> */

@@ -26,6 +26,7 @@
 
 #include "bookie/bookie_store.h"
 #include "bookie/journal.h"
+#include "bookie/bench/bench_util.h"
 #include "common/config.h"
 #include "common/crc32c.h"
 #include "common/log.h"
@@ -52,12 +53,6 @@ static const sl_conf_entry table[] = {
 };
 #define NTABLE (sizeof(table) / sizeof(table[0]))
 
-static int64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
   (void)sb;
   (void)flag;
@@ -67,36 +62,6 @@ static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW 
 }
 
 static void rm_tree(const char *path) { nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS); }
-
-/* ---- raw disk ---- */
-
-/* 4 KiB appends, each followed by fdatasync, for `seconds`. Returns ops/s. */
-static double raw_fsync_rate(const char *dir, int seconds) {
-  char path[4200];
-  snprintf(path, sizeof(path), "%s/raw-fsync.dat", dir);
-  int fd = open(path, O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0644);
-  if (fd < 0) {
-    fprintf(stderr, "open %s: %s\n", path, strerror(errno));
-    exit(1);
-  }
-  char buf[4096];
-  memset(buf, 0xA5, sizeof(buf));
-  int64_t start = now_ns(), end = start + (int64_t)seconds * 1000000000;
-  uint64_t ops = 0;
-  off_t off = 0;
-  while (now_ns() < end) {
-    if (pwrite(fd, buf, sizeof(buf), off) != (ssize_t)sizeof(buf) || fdatasync(fd) != 0) {
-      fprintf(stderr, "raw write/fdatasync: %s\n", strerror(errno));
-      exit(1);
-    }
-    off += (off_t)sizeof(buf);
-    ops++;
-  }
-  double secs = (double)(now_ns() - start) / 1e9;
-  close(fd);
-  unlink(path);
-  return (double)ops / secs;
-}
 
 /* ---- store ---- */
 
@@ -123,7 +88,7 @@ typedef struct bench {
 static void on_ack(sl_status st, const char *msg, void *arg) {
   slot *s = arg;
   bench *b = s->b;
-  int64_t lat = now_ns() - s->started_ns;
+  int64_t lat = sl_bench_now_ns() - s->started_ns;
   pthread_mutex_lock(&b->mu);
   if (st != SL_OK) {
     b->failed++;
@@ -140,11 +105,6 @@ static void on_ack(sl_status st, const char *msg, void *arg) {
   b->free_slots[b->nfree++] = s;
   pthread_cond_signal(&b->cv);
   pthread_mutex_unlock(&b->mu);
-}
-
-static int cmp_i64(const void *a, const void *b) {
-  int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-  return x < y ? -1 : x > y;
 }
 
 typedef struct result {
@@ -180,14 +140,14 @@ static result run_case(const char *root, uint32_t size, int inflight, int second
     b.free_slots[b.nfree++] = &slots[i];
   }
   /* Half a second of warm-up, then the measured window. */
-  int64_t t0 = now_ns();
+  int64_t t0 = sl_bench_now_ns();
   int64_t measure_from = t0 + 500000000, measure_to = measure_from + (int64_t)seconds * 1000000000;
   sl_bookie_store_info before = {0}, after = {0};
   int64_t entry = 0;
   pthread_mutex_lock(&b.mu);
   for (;;) {
     while (b.nfree == 0) pthread_cond_wait(&b.cv, &b.mu);
-    int64_t now = now_ns();
+    int64_t now = sl_bench_now_ns();
     if (!b.measuring && now >= measure_from) {
       sl_bookie_store_info_get(s, &before);
       b.measuring = true;
@@ -196,7 +156,7 @@ static result run_case(const char *root, uint32_t size, int inflight, int second
     if (now >= measure_to) break;
     slot *sl = b.free_slots[--b.nfree];
     pthread_mutex_unlock(&b.mu);
-    sl->started_ns = now_ns();
+    sl->started_ns = sl_bench_now_ns();
     sl_bookie_add_req r = {1, entry, 1, entry - 1, sl->buf, size, sl->crc, 0, NULL, 0};
     entry++;
     st = sl_bookie_store_add(s, &r, on_ack, sl, &err);
@@ -206,7 +166,7 @@ static result run_case(const char *root, uint32_t size, int inflight, int second
     }
     pthread_mutex_lock(&b.mu);
   }
-  int64_t measured_ns = now_ns() - measure_from;
+  int64_t measured_ns = sl_bench_now_ns() - measure_from;
   b.measuring = false;
   uint64_t acked = b.acked;
   pthread_mutex_unlock(&b.mu);
@@ -220,9 +180,9 @@ static result run_case(const char *root, uint32_t size, int inflight, int second
   res.mb_per_s = res.adds_per_s * size / 1e6;
   res.syncs_per_s = (double)syncs / secs;
   res.adds_per_sync = syncs ? (double)acked / (double)syncs : 0;
-  qsort(b.lat_ns, b.nlat, sizeof(*b.lat_ns), cmp_i64);
-  res.p50_ms = b.nlat ? (double)b.lat_ns[b.nlat / 2] / 1e6 : 0;
-  res.p99_ms = b.nlat ? (double)b.lat_ns[b.nlat * 99 / 100] / 1e6 : 0;
+  sl_bench_sort(b.lat_ns, b.nlat);
+  res.p50_ms = sl_bench_pct_ms(b.lat_ns, b.nlat, 0.50);
+  res.p99_ms = sl_bench_pct_ms(b.lat_ns, b.nlat, 0.99);
   if (b.failed) {
     fprintf(stderr, "%" PRIu64 " adds failed\n", b.failed);
     exit(1);
@@ -283,13 +243,13 @@ static double run_journal_case(const char *root, uint32_t size, int inflight, in
   jslot *slots = sl_xcalloc((size_t)inflight, sizeof(*slots));
   b.free_slots = sl_xcalloc((size_t)inflight, sizeof(*b.free_slots));
   for (int i = 0; i < inflight; i++) b.free_slots[b.nfree++] = (slot *)(void *)&slots[i];
-  int64_t measure_from = now_ns() + 500000000;
+  int64_t measure_from = sl_bench_now_ns() + 500000000;
   int64_t measure_to = measure_from + (int64_t)seconds * 1000000000;
   int64_t entry = 0;
   pthread_mutex_lock(&b.mu);
   for (;;) {
     while (b.nfree == 0) pthread_cond_wait(&b.cv, &b.mu);
-    int64_t now = now_ns();
+    int64_t now = sl_bench_now_ns();
     if (!b.measuring && now >= measure_from) {
       b.measuring = true;
       measure_from = now;
@@ -308,7 +268,7 @@ static double run_journal_case(const char *root, uint32_t size, int inflight, in
     }
     pthread_mutex_lock(&b.mu);
   }
-  double rate = (double)b.acked / ((double)(now_ns() - measure_from) / 1e9);
+  double rate = (double)b.acked / ((double)(sl_bench_now_ns() - measure_from) / 1e9);
   b.measuring = false;
   pthread_mutex_unlock(&b.mu);
   sl_journal_close(j);
@@ -339,8 +299,11 @@ int main(int argc, char **argv) {
   int seconds = (int)cfg.seconds;
   printf("bookie storage benchmark: dir=%s, %d s per case, crc32c %s\n", root, seconds,
          sl_crc32c_hw_available() ? "sse4.2" : "table");
-  double raw = raw_fsync_rate(root, seconds);
-  printf("raw disk: 4 KiB append + fdatasync: %.0f ops/s (%.3f ms each)\n\n", raw, 1000.0 / raw);
+  sl_bench_raw raw_disk;
+  if (sl_bench_raw_fsync(root, seconds, &raw_disk) != 0) exit(1);
+  double raw = raw_disk.per_sec;
+  printf("raw disk: 4 KiB append + fdatasync: %.0f ops/s (p50 %.3f ms, p99 %.3f ms)\n\n", raw,
+         raw_disk.p50_ms, raw_disk.p99_ms);
   printf("%8s %9s %11s %9s %9s %10s %9s %9s %13s\n", "payload", "inflight", "adds/s", "MB/s",
          "syncs/s", "adds/sync", "p50 ms", "p99 ms", "journal-only");
   uint32_t sizes[] = {1024, 65536};

@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "bookie.slrpc.h"
+#include "bookie/bench/bench_util.h"
 #include "common/config.h"
 #include "common/crc32c.h"
 #include "common/rpc_client.h"
@@ -52,70 +53,9 @@ static const sl_conf_entry table[] = {
 };
 #define NTABLE (sizeof(table) / sizeof(table[0]))
 
-static int64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 static void sleep_ms(int ms) {
   struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
   nanosleep(&ts, NULL);
-}
-
-static int cmp_i64(const void *a, const void *b) {
-  int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-  return x < y ? -1 : x > y;
-}
-
-static double pct_ms(int64_t *v, size_t n, double p) {
-  if (n == 0) return 0;
-  size_t i = (size_t)(p * (double)(n - 1));
-  return (double)v[i] / 1e6;
-}
-
-/* ---- raw disk ---- */
-
-typedef struct raw_result {
-  double per_sec;
-  double p50_ms, p99_ms;
-} raw_result;
-
-/* 4 KiB append + fdatasync on a fresh file in dir, for `seconds`. */
-static int raw_fsync(const char *dir, int seconds, raw_result *out) {
-  char path[4096];
-  snprintf(path, sizeof(path), "%s/raw-fsync.bench", dir);
-  int fd = open(path, O_CREAT | O_TRUNC | O_WRONLY | O_APPEND | O_CLOEXEC, 0644);
-  if (fd < 0) {
-    fprintf(stderr, "bookie-bench: %s: %s\n", path, strerror(errno));
-    return -1;
-  }
-  char buf[4096];
-  memset(buf, 'x', sizeof(buf));
-  size_t cap = 1 << 16, n = 0;
-  int64_t *lat = malloc(cap * sizeof(*lat));
-  int64_t t0 = now_ns(), end = t0 + (int64_t)seconds * 1000000000;
-  int64_t t = t0;
-  int rc = 0;
-  while (t < end) {
-    if (write(fd, buf, sizeof(buf)) != (ssize_t)sizeof(buf) || fdatasync(fd) != 0) {
-      fprintf(stderr, "bookie-bench: %s: %s\n", path, strerror(errno));
-      rc = -1;
-      break;
-    }
-    int64_t t2 = now_ns();
-    if (n == cap) lat = realloc(lat, (cap *= 2) * sizeof(*lat));
-    lat[n++] = t2 - t;
-    t = t2;
-  }
-  close(fd);
-  unlink(path);
-  qsort(lat, n, sizeof(*lat), cmp_i64);
-  out->per_sec = (double)n / ((double)(t - t0) / 1e9);
-  out->p50_ms = pct_ms(lat, n, 0.50);
-  out->p99_ms = pct_ms(lat, n, 0.99);
-  free(lat);
-  return rc;
 }
 
 /* ---- adds over gRPC ---- */
@@ -149,7 +89,7 @@ static void *sender_main(void *arg) {
     bool stop = r->stop;
     if (!stop) {
       r->inflight++;
-      r->sent_at[(size_t)e % r->ring] = now_ns();
+      r->sent_at[(size_t)e % r->ring] = sl_bench_now_ns();
     }
     pthread_mutex_unlock(&r->mu);
     if (stop) break;
@@ -181,7 +121,7 @@ static void *receiver_main(void *arg) {
     sl_status st = sl_bookie_service_add_entry_recv(r->s, &a, 60000, &err);
     if (st != SL_OK) fprintf(stderr, "bookie-bench: recv: %s\n", sl_err_msg(&err, st));
     if (st != SL_OK || a == NULL) break;
-    int64_t t = now_ns();
+    int64_t t = sl_bench_now_ns();
     pthread_mutex_lock(&r->mu);
     r->inflight--;
     if (a->code != 0) {
@@ -235,13 +175,13 @@ static int bench_adds(sl_rpc_channel *ch, uint64_t ledger, uint32_t size, int wi
   pthread_mutex_lock(&r.mu);
   r.measuring = true;
   uint64_t a0 = r.acked;
-  int64_t t0 = now_ns();
+  int64_t t0 = sl_bench_now_ns();
   pthread_mutex_unlock(&r.mu);
   sleep_ms(seconds * 1000);
   pthread_mutex_lock(&r.mu);
   r.measuring = false;
   uint64_t a1 = r.acked;
-  int64_t t1 = now_ns();
+  int64_t t1 = sl_bench_now_ns();
   r.stop = true;
   pthread_cond_broadcast(&r.cv);
   pthread_mutex_unlock(&r.mu);
@@ -251,9 +191,9 @@ static int bench_adds(sl_rpc_channel *ch, uint64_t ledger, uint32_t size, int wi
   double secs = (double)(t1 - t0) / 1e9;
   out->adds_per_sec = (double)(a1 - a0) / secs;
   out->mb_per_sec = out->adds_per_sec * size / 1e6;
-  qsort(r.lat, r.n_lat, sizeof(*r.lat), cmp_i64);
-  out->p50_ms = pct_ms(r.lat, r.n_lat, 0.50);
-  out->p99_ms = pct_ms(r.lat, r.n_lat, 0.99);
+  sl_bench_sort(r.lat, r.n_lat);
+  out->p50_ms = sl_bench_pct_ms(r.lat, r.n_lat, 0.50);
+  out->p99_ms = sl_bench_pct_ms(r.lat, r.n_lat, 0.99);
   out->failed = r.failed;
   if (r.failed > 0)
     fprintf(stderr, "bookie-bench: %" PRIu64 " adds refused, first: %s\n", r.failed,
@@ -297,8 +237,8 @@ int main(int argc, char **argv) {
   printf("bookie-bench: sluice-bookie at %s, journal in %s, %lld s per case\n", addr,
          journal_dir, cfg.seconds);
 
-  raw_result raw;
-  if (raw_fsync(journal_dir, (int)cfg.seconds, &raw) != 0) goto out;
+  sl_bench_raw raw;
+  if (sl_bench_raw_fsync(journal_dir, (int)cfg.seconds, &raw) != 0) goto out;
   printf("raw disk: 4 KiB append + fdatasync: %.0f /s (p50 %.3f ms, p99 %.3f ms)\n\n",
          raw.per_sec, raw.p50_ms, raw.p99_ms);
 
