@@ -75,6 +75,15 @@ static sl_bookie_store_opts test_opts(void) {
   return o;
 }
 
+/* test_opts with the journal's syncs going through g_gate, left open. */
+static sl_bookie_store_opts gated_opts(void) {
+  sl_bookie_store_opts o = test_opts();
+  o.sync_hook = gate_hook;
+  o.hook_arg = &g_gate;
+  gate_set(&g_gate, false, false);
+  return o;
+}
+
 static sl_bookie_store *open_store(const char *dir, const sl_bookie_store_opts *o) {
   sl_bookie_store *s = NULL;
   sl_err err = SL_ERR_INIT;
@@ -175,11 +184,36 @@ static char *subdir(const char *dir, const char *name) {
   return p;
 }
 
+/* Ends a test: closes its store and removes its directory. */
+static void close_and_drop(sl_bookie_store *s, char *dir) {
+  sl_bookie_store_close(s);
+  sl_test_rmdtemp(dir);
+}
+
 /* A path under $TEST_TMPDIR that does not exist yet. */
 static char *fresh_path(const char *tag) {
   char *p = sl_test_mkdtemp(tag);
   assert_int_equal(rmdir(p), 0);
   return p;
+}
+
+/* The two halves of a store and of its copy, for the power-cut model: the
+ * copy takes ledger storage and journal from different moments. */
+typedef struct split_dirs {
+  char *ledgers, *journal, *copy_ledgers, *copy_journal;
+} split_dirs;
+
+static split_dirs split_dirs_make(const char *dir, const char *copy) {
+  split_dirs sd = {subdir(dir, "ledgers"), subdir(dir, "journal"), subdir(copy, "ledgers"),
+                   subdir(copy, "journal")};
+  return sd;
+}
+
+static void split_dirs_free(split_dirs *sd) {
+  free(sd->ledgers);
+  free(sd->journal);
+  free(sd->copy_ledgers);
+  free(sd->copy_journal);
 }
 
 /* SHA-256 of a password: what the store must keep as the ledger's key. */
@@ -286,9 +320,7 @@ static void test_bookie_store__add_read_reopen(void **state) {
   sl_bookie_store_info_get(s, &info);
   assert_int_equal(info.entries, 41);
   assert_int_equal(info.replayed_records, 0); /* clean close checkpointed */
-  sl_bookie_store_close(s);
-  sl_test_rm_rf(dir);
-  free(dir);
+  close_and_drop(s, dir);
 }
 
 typedef struct adder_arg {
@@ -328,9 +360,7 @@ static void test_bookie_store__group_commit_batches(void **state) {
   print_message("adds=%d syncs=%" PRIu64 "\n", THREADS * PER, syncs);
   assert_int_equal(after.entries, THREADS * PER);
   assert_true(syncs < (uint64_t)(THREADS * PER));
-  sl_bookie_store_close(s);
-  sl_test_rm_rf(dir);
-  free(dir);
+  close_and_drop(s, dir);
 }
 
 static void test_bookie_store__fence_durable_across_reopen(void **state) {
@@ -385,10 +415,8 @@ static void test_bookie_store__fence_durable_across_reopen(void **state) {
   assert_true(info.replayed_records >= 2);
   sl_bookie_store_close(c);
   sl_bookie_store_close(s);
-  sl_test_rm_rf(copy);
-  sl_test_rm_rf(dir);
-  free(copy);
-  free(dir);
+  sl_test_rmdtemp(copy);
+  sl_test_rmdtemp(dir);
 }
 
 /* A fence admitted while earlier adds wait for their sync refuses later adds
@@ -396,10 +424,7 @@ static void test_bookie_store__fence_durable_across_reopen(void **state) {
 static void test_bookie_store__fence_refuses_before_durable(void **state) {
   (void)state;
   char *dir = sl_test_mkdtemp("bsfence2");
-  sl_bookie_store_opts o = test_opts();
-  o.sync_hook = gate_hook;
-  o.hook_arg = &g_gate;
-  gate_set(&g_gate, false, false);
+  sl_bookie_store_opts o = gated_opts();
   sl_bookie_store *s = open_store(dir, &o);
   sl_test_waiter w;
   sl_test_waiter_init(&w);
@@ -420,8 +445,7 @@ static void test_bookie_store__fence_refuses_before_durable(void **state) {
   expect_read(s, 5, 0, "before");
   sl_bookie_store_close(s);
   sl_test_waiter_release(&w);
-  sl_test_rm_rf(dir);
-  free(dir);
+  sl_test_rmdtemp(dir);
 }
 
 static void test_bookie_store__stale_epoch_refused(void **state) {
@@ -455,39 +479,70 @@ static void test_bookie_store__stale_epoch_refused(void **state) {
   assert_string_equal(err.msg, "ledger 42: stale epoch 5 < 6");
   assert_int_equal(sl_bookie_store_read_lac(s, 42, &lac, NULL), SL_OK);
   assert_int_equal(lac, 2);
-  sl_bookie_store_close(s);
-  sl_test_rm_rf(dir);
-  free(dir);
+  close_and_drop(s, dir);
+}
+
+/* The store's ledger database opened through the raw leveldb API, to plant
+ * state the store itself would never write. The store must be closed. */
+typedef struct raw_db {
+  char *path;
+  leveldb_options_t *o;
+  leveldb_t *db;
+  leveldb_readoptions_t *ro;
+  leveldb_writeoptions_t *wo;
+} raw_db;
+
+static raw_db raw_open(const char *store_dir, bool sync) {
+  raw_db r;
+  char *errptr = NULL;
+  r.path = subdir(store_dir, "ledgers");
+  r.o = leveldb_options_create();
+  r.db = leveldb_open(r.o, r.path, &errptr);
+  assert_null(errptr);
+  r.ro = leveldb_readoptions_create();
+  r.wo = leveldb_writeoptions_create();
+  if (sync) leveldb_writeoptions_set_sync(r.wo, 1);
+  return r;
+}
+
+/* The stored value of key k (must exist); free with leveldb_free. */
+static char *raw_get(raw_db *r, const uint8_t *k, size_t klen, size_t *vlen) {
+  char *errptr = NULL;
+  char *v = leveldb_get(r->db, r->ro, (const char *)k, klen, vlen, &errptr);
+  assert_null(errptr);
+  assert_non_null(v);
+  return v;
+}
+
+static void raw_put(raw_db *r, const uint8_t *k, size_t klen, const char *v, size_t vlen) {
+  char *errptr = NULL;
+  leveldb_put(r->db, r->wo, (const char *)k, klen, v, vlen, &errptr);
+  assert_null(errptr);
+}
+
+static void raw_close(raw_db *r) {
+  leveldb_readoptions_destroy(r->ro);
+  leveldb_writeoptions_destroy(r->wo);
+  leveldb_close(r->db);
+  leveldb_options_destroy(r->o);
+  free(r->path);
 }
 
 /* Writes a bad stored value for (ledger, entry) through the raw leveldb API. */
 static void corrupt_entry(const char *store_dir, uint64_t ledger, int64_t entry) {
-  char *path = subdir(store_dir, "ledgers");
-  char *errptr = NULL;
-  leveldb_options_t *o = leveldb_options_create();
-  leveldb_t *db = leveldb_open(o, path, &errptr);
-  assert_null(errptr);
-  leveldb_readoptions_t *ro = leveldb_readoptions_create();
-  leveldb_writeoptions_t *wo = leveldb_writeoptions_create();
+  raw_db r = raw_open(store_dir, false);
   uint8_t k[17] = {'E'};
   for (int i = 0; i < 8; i++) {
     k[1 + i] = (uint8_t)(ledger >> (56 - 8 * i));
     k[9 + i] = (uint8_t)((uint64_t)entry >> (56 - 8 * i));
   }
   size_t vlen;
-  char *v = leveldb_get(db, ro, (const char *)k, sizeof(k), &vlen, &errptr);
-  assert_null(errptr);
-  assert_non_null(v);
+  char *v = raw_get(&r, k, sizeof(k), &vlen);
   assert_true(vlen > 6);
   v[vlen - 1] ^= 0x20; /* flip one payload bit, keep the stored crc */
-  leveldb_put(db, wo, (const char *)k, sizeof(k), v, vlen, &errptr);
-  assert_null(errptr);
+  raw_put(&r, k, sizeof(k), v, vlen);
   leveldb_free(v);
-  leveldb_readoptions_destroy(ro);
-  leveldb_writeoptions_destroy(wo);
-  leveldb_close(db);
-  leveldb_options_destroy(o);
-  free(path);
+  raw_close(&r);
 }
 
 static void test_bookie_store__corrupt_entry_read(void **state) {
@@ -507,9 +562,7 @@ static void test_bookie_store__corrupt_entry_read(void **state) {
   /* The writer's resend repairs the corrupt copy. */
   assert_int_equal(add_str(s, 42, 7, 1, "the payload", NULL), SL_OK);
   expect_read(s, 42, 7, "the payload");
-  sl_bookie_store_close(s);
-  sl_test_rm_rf(dir);
-  free(dir);
+  close_and_drop(s, dir);
 }
 
 static atomic_int ro_changes_on, ro_changes_off;
@@ -545,9 +598,7 @@ static void test_bookie_store__readonly_and_back(void **state) {
   assert_false(info.readonly);
   assert_int_equal(atomic_load(&ro_changes_off), 1);
   assert_int_equal(add_str(s, 2, 0, 1, "after", NULL), SL_OK);
-  sl_bookie_store_close(s);
-  sl_test_rm_rf(dir);
-  free(dir);
+  close_and_drop(s, dir);
 }
 
 /* The real disk with a tiny threshold: read-only from the first sample. */
@@ -569,9 +620,7 @@ static void test_bookie_store__readonly_tiny_threshold(void **state) {
   sl_bookie_store_info_get(s, &info);
   assert_false(info.readonly);
   assert_int_equal(add_str(s, 1, 0, 1, "accepted", NULL), SL_OK);
-  sl_bookie_store_close(s);
-  sl_test_rm_rf(dir);
-  free(dir);
+  close_and_drop(s, dir);
 }
 
 static void test_bookie_store__bad_input(void **state) {
@@ -631,17 +680,13 @@ static void test_bookie_store__bad_input(void **state) {
   sl_test_waiter_release(&w);
   sl_bookie_store_close(s);
   sl_bookie_store_close(NULL);
-  sl_test_rm_rf(dir);
-  free(dir);
+  sl_test_rmdtemp(dir);
 }
 
 static void test_bookie_store__duplicate_add(void **state) {
   (void)state;
   char *dir = sl_test_mkdtemp("bsdup");
-  sl_bookie_store_opts o = test_opts();
-  o.sync_hook = gate_hook;
-  o.hook_arg = &g_gate;
-  gate_set(&g_gate, false, false);
+  sl_bookie_store_opts o = gated_opts();
   sl_bookie_store *s = open_store(dir, &o);
   sl_err err = SL_ERR_INIT;
   assert_int_equal(add_str(s, 9, 0, 1, "same", NULL), SL_OK);
@@ -672,9 +717,14 @@ static void test_bookie_store__duplicate_add(void **state) {
   assert_int_equal(m.entries, 4); /* resends are not counted twice */
   assert_int_equal(m.last_entry, 3);
   sl_test_waiter_release(&w);
-  sl_bookie_store_close(s);
-  sl_test_rm_rf(dir);
-  free(dir);
+  close_and_drop(s, dir);
+}
+
+/* A large payload that differs per entry in its first byte and its letter. */
+static void fill_payload(char *payload, size_t size, int e) {
+  memset(payload, 'a' + e % 26, size - 1);
+  payload[size - 1] = '\0';
+  payload[0] = (char)('0' + e % 10);
 }
 
 static void test_bookie_store__checkpoint_and_replay(void **state) {
@@ -685,9 +735,7 @@ static void test_bookie_store__checkpoint_and_replay(void **state) {
   sl_bookie_store *s = open_store(dir, &o);
   char payload[2000];
   for (int e = 0; e < 200; e++) {
-    memset(payload, 'a' + e % 26, sizeof(payload) - 1);
-    payload[sizeof(payload) - 1] = '\0';
-    payload[0] = (char)('0' + e % 10);
+    fill_payload(payload, sizeof(payload), e);
     assert_int_equal(add_str(s, 11, e, 1, payload, NULL), SL_OK);
   }
   sl_bookie_store_info info;
@@ -717,9 +765,7 @@ static void test_bookie_store__checkpoint_and_replay(void **state) {
   assert_int_equal(info.entries, 260);
   for (int e = 0; e < 260; e += 7) {
     if (e < 200) {
-      memset(payload, 'a' + e % 26, sizeof(payload) - 1);
-      payload[sizeof(payload) - 1] = '\0';
-      payload[0] = (char)('0' + e % 10);
+      fill_payload(payload, sizeof(payload), e);
     } else {
       snprintf(payload, sizeof(payload), "after checkpoint %d", e);
     }
@@ -739,10 +785,8 @@ static void test_bookie_store__checkpoint_and_replay(void **state) {
   assert_int_equal(info.entries, 260);
   sl_bookie_store_close(c);
   sl_bookie_store_close(s);
-  sl_test_rm_rf(copy);
-  sl_test_rm_rf(dir);
-  free(copy);
-  free(dir);
+  sl_test_rmdtemp(copy);
+  sl_test_rmdtemp(dir);
 }
 
 /* Power-cut model: ledger storage loses everything since the last checkpoint
@@ -752,8 +796,7 @@ static void test_bookie_store__power_cut_replays_from_checkpoint(void **state) {
   (void)state;
   char *dir = sl_test_mkdtemp("bspower");
   char *copy = sl_test_mkdtemp("bspower-copy");
-  char *ledgers = subdir(dir, "ledgers"), *journal = subdir(dir, "journal");
-  char *copy_ledgers = subdir(copy, "ledgers"), *copy_journal = subdir(copy, "journal");
+  split_dirs sd = split_dirs_make(dir, copy);
   sl_bookie_store_opts o = test_opts();
   o.journal_segment_bytes = 8u << 10;
   sl_bookie_store *s = open_store(dir, &o);
@@ -764,7 +807,7 @@ static void test_bookie_store__power_cut_replays_from_checkpoint(void **state) {
     assert_int_equal(add_str(s, 22, e, 1, payload, NULL), SL_OK);
   }
   assert_int_equal(sl_bookie_store_checkpoint(s, NULL), SL_OK);
-  sl_test_copy_tree(ledgers, copy_ledgers); /* synced state at the checkpoint */
+  sl_test_copy_tree(sd.ledgers, sd.copy_ledgers); /* synced state at the checkpoint */
   for (int e = 100; e < 400; e++) {
     snprintf(payload, sizeof(payload), "late %d", e);
     assert_int_equal(add_str(s, 21, e, 2, payload, NULL), SL_OK);
@@ -774,7 +817,7 @@ static void test_bookie_store__power_cut_replays_from_checkpoint(void **state) {
   sl_bookie_store_info info;
   sl_bookie_store_info_get(s, &info);
   assert_true(info.journal_segments > 1);
-  sl_test_copy_tree(journal, copy_journal); /* everything acked, synced */
+  sl_test_copy_tree(sd.journal, sd.copy_journal); /* everything acked, synced */
   sl_bookie_store_close(s);
 
   s = open_store(copy, &o);
@@ -793,14 +836,9 @@ static void test_bookie_store__power_cut_replays_from_checkpoint(void **state) {
   assert_int_equal(m.max_epoch, 3);
   assert_int_equal(m.lac, 398);
   sl_bookie_store_close(s);
-  sl_test_rm_rf(copy);
-  sl_test_rm_rf(dir);
-  free(ledgers);
-  free(journal);
-  free(copy_ledgers);
-  free(copy_journal);
-  free(copy);
-  free(dir);
+  split_dirs_free(&sd);
+  sl_test_rmdtemp(copy);
+  sl_test_rmdtemp(dir);
 }
 
 static void test_bookie_store__delete_ledger(void **state) {
@@ -835,18 +873,13 @@ static void test_bookie_store__delete_ledger(void **state) {
   sl_bookie_store_info info;
   sl_bookie_store_info_get(s, &info);
   assert_int_equal(info.entries, 31);
-  sl_bookie_store_close(s);
-  sl_test_rm_rf(dir);
-  free(dir);
+  close_and_drop(s, dir);
 }
 
 static void test_bookie_store__sync_failure_fails_store(void **state) {
   (void)state;
   char *dir = sl_test_mkdtemp("bsfail");
-  sl_bookie_store_opts o = test_opts();
-  o.sync_hook = gate_hook;
-  o.hook_arg = &g_gate;
-  gate_set(&g_gate, false, false);
+  sl_bookie_store_opts o = gated_opts();
   sl_bookie_store *s = open_store(dir, &o);
   assert_int_equal(add_str(s, 1, 0, 1, "good", NULL), SL_OK);
   gate_set(&g_gate, false, true);
@@ -868,9 +901,7 @@ static void test_bookie_store__sync_failure_fails_store(void **state) {
    * to disk before the failed sync, and either way the resend succeeds. */
   assert_int_equal(add_str(s, 1, 1, 1, "lost", NULL), SL_OK);
   expect_read(s, 1, 1, "lost");
-  sl_bookie_store_close(s);
-  sl_test_rm_rf(dir);
-  free(dir);
+  close_and_drop(s, dir);
 }
 
 typedef struct rw_arg {
@@ -937,9 +968,7 @@ static void test_bookie_store__concurrent_adds_and_reads(void **state) {
   sl_bookie_store_info info;
   sl_bookie_store_info_get(s, &info);
   assert_int_equal(info.entries, THREADS * 300);
-  sl_bookie_store_close(s);
-  sl_test_rm_rf(dir);
-  free(dir);
+  close_and_drop(s, dir);
 }
 
 /* Invariant 7: the first add records the digest of its password; another
@@ -1016,8 +1045,7 @@ static void test_bookie_store__password_recorded_and_checked(void **state) {
   sha256(pw, strlen(pw), key);
   assert_true(tree_contains(dir, key, sizeof(key)));
   assert_false(tree_contains(dir, pw, strlen(pw)));
-  sl_test_rm_rf(dir);
-  free(dir);
+  sl_test_rmdtemp(dir);
 }
 
 /* The key survives a clean restart, and replay rebuilds it from the journal
@@ -1026,17 +1054,16 @@ static void test_bookie_store__password_survives_reopen_and_replay(void **state)
   (void)state;
   char *dir = sl_test_mkdtemp("bspwre");
   char *copy = sl_test_mkdtemp("bspwre-copy");
-  char *ledgers = subdir(dir, "ledgers"), *journal = subdir(dir, "journal");
-  char *copy_ledgers = subdir(copy, "ledgers"), *copy_journal = subdir(copy, "journal");
+  split_dirs sd = split_dirs_make(dir, copy);
   sl_bookie_store_opts o = test_opts();
   sl_bookie_store *s = open_store(dir, &o);
   sl_err err = SL_ERR_INIT;
   assert_int_equal(add_str(s, 1, 0, 1, "bystander", NULL), SL_OK);
   assert_int_equal(sl_bookie_store_checkpoint(s, NULL), SL_OK);
-  sl_test_copy_tree(ledgers, copy_ledgers); /* synced state: no ledger 7 or 8 */
+  sl_test_copy_tree(sd.ledgers, sd.copy_ledgers); /* synced state: no ledger 7 or 8 */
   for (int e = 0; e < 3; e++) assert_int_equal(add_pw(s, 7, e, 1, "seven", "pw7", NULL), SL_OK);
   assert_int_equal(fence_pw(s, 8, 1, "pw8", 3, NULL), SL_OK);
-  sl_test_copy_tree(journal, copy_journal); /* everything acked, synced */
+  sl_test_copy_tree(sd.journal, sd.copy_journal); /* everything acked, synced */
   sl_bookie_store_close(s);
 
   s = open_store(dir, &o);
@@ -1065,45 +1092,26 @@ static void test_bookie_store__password_survives_reopen_and_replay(void **state)
   expect_read(s, 7, 3, "eight");
   assert_int_equal(add_pw(s, 7, 4, 1, "x", "pw8", &err), SL_EPERM);
   sl_bookie_store_close(s);
-  sl_test_rm_rf(copy);
-  sl_test_rm_rf(dir);
-  free(ledgers);
-  free(journal);
-  free(copy_ledgers);
-  free(copy_journal);
-  free(copy);
-  free(dir);
+  split_dirs_free(&sd);
+  sl_test_rmdtemp(copy);
+  sl_test_rmdtemp(dir);
 }
 
 /* Rewrites a ledger's stored state in the format from before keys (version
  * 1, 42 bytes, no key), through the raw leveldb API. */
 static void make_legacy_state(const char *store_dir, uint64_t ledger) {
-  char *path = subdir(store_dir, "ledgers");
-  char *errptr = NULL;
-  leveldb_options_t *o = leveldb_options_create();
-  leveldb_t *db = leveldb_open(o, path, &errptr);
-  assert_null(errptr);
-  leveldb_readoptions_t *ro = leveldb_readoptions_create();
-  leveldb_writeoptions_t *wo = leveldb_writeoptions_create();
-  leveldb_writeoptions_set_sync(wo, 1);
+  raw_db r = raw_open(store_dir, true);
   uint8_t k[9] = {'L'};
   for (int i = 0; i < 8; i++) k[1 + i] = (uint8_t)(ledger >> (56 - 8 * i));
   size_t vlen;
-  char *v = leveldb_get(db, ro, (const char *)k, sizeof(k), &vlen, &errptr);
-  assert_null(errptr);
-  assert_non_null(v);
+  char *v = raw_get(&r, k, sizeof(k), &vlen);
   assert_int_equal(vlen, 42 + SL_LEDGER_KEY_BYTES);
   assert_int_equal(v[0], 2);
   v[0] = 1;
   v[1] &= 1; /* only "fenced" existed */
-  leveldb_put(db, wo, (const char *)k, sizeof(k), v, 42, &errptr);
-  assert_null(errptr);
+  raw_put(&r, k, sizeof(k), v, 42);
   leveldb_free(v);
-  leveldb_readoptions_destroy(ro);
-  leveldb_writeoptions_destroy(wo);
-  leveldb_close(db);
-  leveldb_options_destroy(o);
-  free(path);
+  raw_close(&r);
 }
 
 /* A state from before keys stays readable and adopts the next password. */
@@ -1157,9 +1165,7 @@ static void test_bookie_store__legacy_state_adopts_key(void **state) {
   expect_key(s, 11, "lac-first");
   assert_int_equal(add_pw(s, 9, 4, 1, "x", "forgotten", &err), SL_EPERM);
   expect_read(s, 9, 3, "new");
-  sl_bookie_store_close(s);
-  sl_test_rm_rf(dir);
-  free(dir);
+  close_and_drop(s, dir);
 }
 
 /* journal_bytes: the journal after the last checkpoint, across segments. */
@@ -1191,9 +1197,7 @@ static void test_bookie_store__journal_bytes(void **state) {
   assert_int_equal(add_str(s, 3, 100, 1, "small", NULL), SL_OK);
   sl_bookie_store_info_get(s, &info);
   assert_true(info.journal_bytes >= 5 + SL_JOURNAL_RECORD_HEADER);
-  sl_bookie_store_close(s);
-  sl_test_rm_rf(dir);
-  free(dir);
+  close_and_drop(s, dir);
 }
 
 int main(void) {

@@ -76,8 +76,7 @@ static void test_disk_watcher__quota_hysteresis(void **state) {
   assert_int_equal(atomic_load(&c.to_rw), 1);
   assert_int_equal(atomic_load(&c.to_ro), 1);
   sl_disk_watcher_stop(w);
-  sl_test_rm_rf(dir);
-  free(dir);
+  sl_test_rmdtemp(dir);
 }
 
 typedef struct poll_arg {
@@ -110,8 +109,7 @@ static void test_disk_watcher__periodic_sampling(void **state) {
   p.want = false;
   assert_true(sl_test_poll(is_state, &p, 5000));
   sl_disk_watcher_stop(w);
-  sl_test_rm_rf(dir);
-  free(dir);
+  sl_test_rmdtemp(dir);
 }
 
 static void test_disk_watcher__real_disk(void **state) {
@@ -128,8 +126,7 @@ static void test_disk_watcher__real_disk(void **state) {
   assert_true(u.used_pct >= 0.0 && u.used_pct <= 100.0);
   sl_disk_watcher_stop(w);
   sl_disk_watcher_stop(NULL);
-  sl_test_rm_rf(dir);
-  free(dir);
+  sl_test_rmdtemp(dir);
 }
 
 static void test_disk_watcher__bad_input(void **state) {

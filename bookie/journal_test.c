@@ -94,16 +94,22 @@ static void make_req(sl_journal_req *r, uint8_t *buf, int i) {
   r->rec.payload_crc = sl_crc32c(r->rec.payload, r->rec.len);
 }
 
+/* Opens the journal in o and starts it writing after `after`. */
+static sl_journal *open_started(const sl_journal_opts *o, sl_journal_pos after, sl_err *err) {
+  sl_journal *j = NULL;
+  assert_int_equal(sl_journal_open(o, &j, err), SL_OK);
+  assert_int_equal(sl_journal_start(j, after, err), SL_OK);
+  return j;
+}
+
 /* Writes n records (and waits for them); returns their reqs (caller frees). */
 static sl_journal_req *write_records(const char *dir, int n, uint8_t (*bufs)[1024],
                                      sl_journal_pos after) {
   sink k;
   sink_init(&k);
   sl_journal_opts o = opts_for(dir, &k);
-  sl_journal *j = NULL;
   sl_err err = SL_ERR_INIT;
-  assert_int_equal(sl_journal_open(&o, &j, &err), SL_OK);
-  assert_int_equal(sl_journal_start(j, after, &err), SL_OK);
+  sl_journal *j = open_started(&o, after, &err);
   sl_journal_req *reqs = calloc((size_t)n, sizeof(*reqs));
   assert_non_null(reqs);
   for (int i = 0; i < n; i++) {
@@ -184,14 +190,48 @@ static int count_segments(const char *dir) {
   return n;
 }
 
+/* Replays the whole journal in dir into a new collection (caller frees). */
+static collected *replay_new(const char *dir, sl_journal_replay_stats *rs) {
+  collected *c = malloc(sizeof(*c));
+  assert_int_equal(replay_all(dir, (sl_journal_pos){0, 0}, c, rs), SL_OK);
+  return c;
+}
+
+/* Writes n bytes at `at` of a segment file, as damage from outside would. */
+static void pwrite_segment(const char *seg, const void *buf, size_t n, off_t at) {
+  int fd = open(seg, O_RDWR);
+  assert_true(fd >= 0);
+  assert_int_equal(pwrite(fd, buf, n, at), (ssize_t)n);
+  close(fd);
+}
+
+/* Flips the bits in `mask` of the byte at `at` of a segment file. */
+static void flip_byte(const char *seg, off_t at, uint8_t mask) {
+  int fd = open(seg, O_RDWR);
+  assert_true(fd >= 0);
+  uint8_t b;
+  assert_int_equal(pread(fd, &b, 1, at), 1);
+  b ^= mask;
+  assert_int_equal(pwrite(fd, &b, 1, at), 1);
+  close(fd);
+}
+
+/* Rewrites a segment header h to say format `version`, with a valid CRC. */
+static void write_header_version(const char *seg, uint8_t h[SL_JOURNAL_SEGMENT_HEADER],
+                                 uint8_t version) {
+  h[8] = version;
+  uint32_t crc = sl_crc32c(h, 28);
+  for (int i = 0; i < 4; i++) h[28 + i] = (uint8_t)(crc >> (8 * i));
+  pwrite_segment(seg, h, SL_JOURNAL_SEGMENT_HEADER, 0);
+}
+
 static void test_journal__write_replay(void **state) {
   (void)state;
   char *dir = sl_test_mkdtemp("jwr");
   static uint8_t bufs[100][1024];
   sl_journal_req *reqs = write_records(dir, 100, bufs, (sl_journal_pos){0, 0});
-  collected *c = malloc(sizeof(*c));
   sl_journal_replay_stats rs;
-  assert_int_equal(replay_all(dir, (sl_journal_pos){0, 0}, c, &rs), SL_OK);
+  collected *c = replay_new(dir, &rs);
   assert_int_equal(c->n, 100);
   assert_int_equal(rs.records, 100);
   assert_int_equal(rs.torn_tails, 0);
@@ -205,8 +245,7 @@ static void test_journal__write_replay(void **state) {
   assert_same_record(&c->recs[0], &reqs[60]);
   free(c);
   free(reqs);
-  sl_test_rm_rf(dir);
-  free(dir);
+  sl_test_rmdtemp(dir);
 }
 
 static void test_journal__torn_tail_truncated(void **state) {
@@ -219,9 +258,8 @@ static void test_journal__torn_tail_truncated(void **state) {
   assert_true(reqs[15].rec.len > 10);
   char *seg = segment_path(dir, reqs[15].pos.segment);
   assert_int_equal(truncate(seg, (off_t)(reqs[15].pos.offset + SL_JOURNAL_RECORD_HEADER + 5)), 0);
-  collected *c = malloc(sizeof(*c));
   sl_journal_replay_stats rs;
-  assert_int_equal(replay_all(dir, (sl_journal_pos){0, 0}, c, &rs), SL_OK);
+  collected *c = replay_new(dir, &rs);
   assert_int_equal(c->n, 15);
   for (int i = 0; i < 15; i++) assert_same_record(&c->recs[i], &reqs[i]);
   assert_int_equal(rs.torn_tails, 1);
@@ -232,8 +270,7 @@ static void test_journal__torn_tail_truncated(void **state) {
   free(c);
   free(seg);
   free(reqs);
-  sl_test_rm_rf(dir);
-  free(dir);
+  sl_test_rmdtemp(dir);
 }
 
 static void test_journal__garbage_tail_and_restart(void **state) {
@@ -242,25 +279,17 @@ static void test_journal__garbage_tail_and_restart(void **state) {
   static uint8_t bufs[30][1024];
   sl_journal_req *reqs = write_records(dir, 30, bufs, (sl_journal_pos){0, 0});
   char *seg = segment_path(dir, reqs[29].pos.segment);
-  int fd = open(seg, O_RDWR);
-  assert_true(fd >= 0);
   /* Garbage where the next record would go (inside the preallocated space). */
   uint64_t tail = reqs[29].pos.offset + SL_JOURNAL_RECORD_HEADER + reqs[29].rec.len;
   uint8_t junk[300];
   for (size_t i = 0; i < sizeof(junk); i++) junk[i] = (uint8_t)(i * 31 + 7);
-  assert_int_equal(pwrite(fd, junk, sizeof(junk), (off_t)tail), (ssize_t)sizeof(junk));
+  pwrite_segment(seg, junk, sizeof(junk), (off_t)tail);
   /* And one flipped payload byte in record 25 (an ADD): it and everything
    * after it in this segment is dropped. */
   assert_int_equal(reqs[25].rec.type, SL_JOURNAL_ADD);
-  uint8_t b;
-  off_t at = (off_t)(reqs[25].pos.offset + SL_JOURNAL_RECORD_HEADER + 1);
-  assert_int_equal(pread(fd, &b, 1, at), 1);
-  b ^= 0x40;
-  assert_int_equal(pwrite(fd, &b, 1, at), 1);
-  close(fd);
-  collected *c = malloc(sizeof(*c));
+  flip_byte(seg, (off_t)(reqs[25].pos.offset + SL_JOURNAL_RECORD_HEADER + 1), 0x40);
   sl_journal_replay_stats rs;
-  assert_int_equal(replay_all(dir, (sl_journal_pos){0, 0}, c, &rs), SL_OK);
+  collected *c = replay_new(dir, &rs);
   assert_int_equal(c->n, 25);
   assert_int_equal(rs.torn_tails, 1);
 
@@ -276,8 +305,7 @@ static void test_journal__garbage_tail_and_restart(void **state) {
   free(c);
   free(seg);
   free(reqs);
-  sl_test_rm_rf(dir);
-  free(dir);
+  sl_test_rmdtemp(dir);
 }
 
 typedef struct adder_ctx {
@@ -351,9 +379,7 @@ static void test_journal__group_commit_batches(void **state) {
   sink_init(&k);
   sl_journal_opts o = opts_for(dir, &k);
   o.on_durable = signal_each;
-  sl_journal *j = NULL;
-  assert_int_equal(sl_journal_open(&o, &j, NULL), SL_OK);
-  assert_int_equal(sl_journal_start(j, (sl_journal_pos){0, 0}, NULL), SL_OK);
+  sl_journal *j = open_started(&o, (sl_journal_pos){0, 0}, NULL);
   pthread_t th[THREADS];
   adder_ctx a = {j, PER};
   for (int i = 0; i < THREADS; i++) assert_int_equal(pthread_create(&th[i], NULL, adder_main, &a), 0);
@@ -371,8 +397,7 @@ static void test_journal__group_commit_batches(void **state) {
   assert_true(js.syncs < (uint64_t)(THREADS * PER));
   assert_true(js.syncs * 2 < (uint64_t)(THREADS * PER));
   sink_release(&k);
-  sl_test_rm_rf(dir);
-  free(dir);
+  sl_test_rmdtemp(dir);
 }
 
 static void test_journal__rotation_and_release(void **state) {
@@ -382,9 +407,7 @@ static void test_journal__rotation_and_release(void **state) {
   sink_init(&k);
   sl_journal_opts o = opts_for(dir, &k);
   o.segment_bytes = 4096;
-  sl_journal *j = NULL;
-  assert_int_equal(sl_journal_open(&o, &j, NULL), SL_OK);
-  assert_int_equal(sl_journal_start(j, (sl_journal_pos){0, 0}, NULL), SL_OK);
+  sl_journal *j = open_started(&o, (sl_journal_pos){0, 0}, NULL);
   static uint8_t bufs[200][1024];
   static sl_journal_req reqs[200];
   for (int i = 0; i < 200; i++) {
@@ -409,9 +432,8 @@ static void test_journal__rotation_and_release(void **state) {
   assert_int_equal(sl_journal_release(j, (sl_journal_pos){tail.segment + 5, 0}, NULL), SL_OK);
   assert_int_equal(count_segments(dir), 1);
   sl_journal_close(j);
-  collected *c = malloc(sizeof(*c));
   sl_journal_replay_stats rs;
-  assert_int_equal(replay_all(dir, (sl_journal_pos){0, 0}, c, &rs), SL_OK);
+  collected *c = replay_new(dir, &rs);
   /* Only the records of the last segment remain. */
   int first = 200 - c->n;
   assert_true(c->n > 0 && c->n < 50);
@@ -419,8 +441,7 @@ static void test_journal__rotation_and_release(void **state) {
   assert_int_equal(reqs[first].pos.segment, tail.segment);
   free(c);
   sink_release(&k);
-  sl_test_rm_rf(dir);
-  free(dir);
+  sl_test_rmdtemp(dir);
 }
 
 static int fail_after;
@@ -441,10 +462,8 @@ static void test_journal__sync_failure_is_sticky(void **state) {
   sl_journal_opts o = opts_for(dir, &k);
   o.sync_hook = fail_hook;
   fail_after = 2 + 1; /* segment creation: file + dir; then one good batch */
-  sl_journal *j = NULL;
   sl_err err = SL_ERR_INIT;
-  assert_int_equal(sl_journal_open(&o, &j, NULL), SL_OK);
-  assert_int_equal(sl_journal_start(j, (sl_journal_pos){0, 0}, NULL), SL_OK);
+  sl_journal *j = open_started(&o, (sl_journal_pos){0, 0}, NULL);
   static uint8_t bufs[3][1024];
   sl_journal_req r[3];
   make_req(&r[0], bufs[0], 0);
@@ -462,8 +481,7 @@ static void test_journal__sync_failure_is_sticky(void **state) {
   assert_non_null(strstr(err.msg, "fdatasync"));
   sl_journal_close(j);
   sink_release(&k);
-  sl_test_rm_rf(dir);
-  free(dir);
+  sl_test_rmdtemp(dir);
 }
 
 static void test_journal__bad_input(void **state) {
@@ -505,8 +523,7 @@ static void test_journal__bad_input(void **state) {
   sl_journal_close(j);
   sl_journal_close(NULL);
   sink_release(&k);
-  sl_test_rm_rf(dir);
-  free(dir);
+  sl_test_rmdtemp(dir);
 }
 
 static void test_journal__checkpoint_marker(void **state) {
@@ -515,9 +532,7 @@ static void test_journal__checkpoint_marker(void **state) {
   sink k;
   sink_init(&k);
   sl_journal_opts o = opts_for(dir, &k);
-  sl_journal *j = NULL;
-  assert_int_equal(sl_journal_open(&o, &j, NULL), SL_OK);
-  assert_int_equal(sl_journal_start(j, (sl_journal_pos){0, 0}, NULL), SL_OK);
+  sl_journal *j = open_started(&o, (sl_journal_pos){0, 0}, NULL);
   static uint8_t bufs[4][1024];
   sl_journal_req r[4];
   for (int i = 0; i < 2; i++) {
@@ -533,16 +548,14 @@ static void test_journal__checkpoint_marker(void **state) {
   }
   sink_wait(&k, 4);
   sl_journal_close(j);
-  collected *c = malloc(sizeof(*c));
   sl_journal_replay_stats rs;
-  assert_int_equal(replay_all(dir, (sl_journal_pos){0, 0}, c, &rs), SL_OK);
+  collected *c = replay_new(dir, &rs);
   assert_int_equal(c->n, 4); /* the marker itself is not passed on */
   assert_true(rs.have_marker);
   assert_int_equal(sl_journal_pos_cmp(rs.marker, mark), 0);
   free(c);
   sink_release(&k);
-  sl_test_rm_rf(dir);
-  free(dir);
+  sl_test_rmdtemp(dir);
 }
 
 /* Records that carry a ledger key: the key reads back, the header CRC
@@ -553,10 +566,8 @@ static void test_journal__records_with_keys(void **state) {
   sink k;
   sink_init(&k);
   sl_journal_opts o = opts_for(dir, &k);
-  sl_journal *j = NULL;
   sl_err err = SL_ERR_INIT;
-  assert_int_equal(sl_journal_open(&o, &j, NULL), SL_OK);
-  assert_int_equal(sl_journal_start(j, (sl_journal_pos){0, 0}, NULL), SL_OK);
+  sl_journal *j = open_started(&o, (sl_journal_pos){0, 0}, NULL);
   enum { N = 40 };
   static uint8_t bufs[N][1024];
   static uint8_t keys[N][SL_LEDGER_KEY_BYTES];
@@ -587,9 +598,8 @@ static void test_journal__records_with_keys(void **state) {
   assert_non_null(strstr(err.msg, "key"));
   sl_journal_close(j);
 
-  collected *c = malloc(sizeof(*c));
   sl_journal_replay_stats rs;
-  assert_int_equal(replay_all(dir, (sl_journal_pos){0, 0}, c, &rs), SL_OK);
+  collected *c = replay_new(dir, &rs);
   assert_int_equal(c->n, N);
   int keyed = 0;
   for (int i = 0; i < N; i++) {
@@ -602,22 +612,14 @@ static void test_journal__records_with_keys(void **state) {
   int victim = 20;
   while (reqs[victim].rec.key == NULL) victim++;
   char *seg = segment_path(dir, reqs[victim].pos.segment);
-  int fd = open(seg, O_RDWR);
-  assert_true(fd >= 0);
-  uint8_t b;
-  off_t at = (off_t)(reqs[victim].pos.offset + SL_JOURNAL_RECORD_HEADER + 9);
-  assert_int_equal(pread(fd, &b, 1, at), 1);
-  b ^= 0x01;
-  assert_int_equal(pwrite(fd, &b, 1, at), 1);
-  close(fd);
+  flip_byte(seg, (off_t)(reqs[victim].pos.offset + SL_JOURNAL_RECORD_HEADER + 9), 0x01);
   assert_int_equal(replay_all(dir, (sl_journal_pos){0, 0}, c, &rs), SL_OK);
   assert_int_equal(c->n, victim);
   assert_int_equal(rs.torn_tails, 1);
   free(seg);
   free(c);
   sink_release(&k);
-  sl_test_rm_rf(dir);
-  free(dir);
+  sl_test_rmdtemp(dir);
 }
 
 /* Segments written before record flags (format version 1) still replay. */
@@ -633,32 +635,21 @@ static void test_journal__reads_version_1_segments(void **state) {
   assert_true(fd >= 0);
   uint8_t h[SL_JOURNAL_SEGMENT_HEADER];
   assert_int_equal(pread(fd, h, sizeof(h), 0), (ssize_t)sizeof(h));
-  assert_int_equal(h[8], 2);
-  h[8] = 1;
-  uint32_t crc = sl_crc32c(h, 28);
-  for (int i = 0; i < 4; i++) h[28 + i] = (uint8_t)(crc >> (8 * i));
-  assert_int_equal(pwrite(fd, h, sizeof(h), 0), (ssize_t)sizeof(h));
   close(fd);
-  collected *c = malloc(sizeof(*c));
+  assert_int_equal(h[8], 2);
+  write_header_version(seg, h, 1);
   sl_journal_replay_stats rs;
-  assert_int_equal(replay_all(dir, (sl_journal_pos){0, 0}, c, &rs), SL_OK);
+  collected *c = replay_new(dir, &rs);
   assert_int_equal(c->n, 30);
   for (int i = 0; i < 30; i++) assert_same_record(&c->recs[i], &reqs[i]);
   /* An unknown future version is not guessed at. */
-  h[8] = 3;
-  crc = sl_crc32c(h, 28);
-  for (int i = 0; i < 4; i++) h[28 + i] = (uint8_t)(crc >> (8 * i));
-  fd = open(seg, O_RDWR);
-  assert_true(fd >= 0);
-  assert_int_equal(pwrite(fd, h, sizeof(h), 0), (ssize_t)sizeof(h));
-  close(fd);
+  write_header_version(seg, h, 3);
   assert_int_equal(replay_all(dir, (sl_journal_pos){0, 0}, c, &rs), SL_OK);
   assert_int_equal(c->n, 0);
   free(c);
   free(seg);
   free(reqs);
-  sl_test_rm_rf(dir);
-  free(dir);
+  sl_test_rmdtemp(dir);
 }
 
 /* sl_journal_bytes_after counts record bytes exactly, plus the header of
@@ -670,9 +661,7 @@ static void test_journal__bytes_after(void **state) {
   sink_init(&k);
   sl_journal_opts o = opts_for(dir, &k);
   o.segment_bytes = 4096;
-  sl_journal *j = NULL;
-  assert_int_equal(sl_journal_open(&o, &j, NULL), SL_OK);
-  assert_int_equal(sl_journal_start(j, (sl_journal_pos){0, 0}, NULL), SL_OK);
+  sl_journal *j = open_started(&o, (sl_journal_pos){0, 0}, NULL);
   sl_journal_pos start = sl_journal_tail(j);
   assert_int_equal(sl_journal_bytes_after(j, start), 0);
   assert_int_equal(sl_journal_bytes_after(j, (sl_journal_pos){0, 0}),
@@ -718,8 +707,7 @@ static void test_journal__bytes_after(void **state) {
   free(c);
   sl_journal_close(j);
   sink_release(&k);
-  sl_test_rm_rf(dir);
-  free(dir);
+  sl_test_rmdtemp(dir);
 }
 
 int main(void) {

@@ -91,8 +91,7 @@ static void test_ledger_storage__put_get_meta(void **state) {
   assert_int_equal(c.m[2].entries, 5);
   assert_int_equal(c.m[2].bytes, 6);
   sl_ledger_storage_close(ls);
-  sl_test_rm_rf(dir);
-  free(dir);
+  sl_test_rmdtemp(dir);
 }
 
 static void test_ledger_storage__delete_ledger(void **state) {
@@ -119,8 +118,7 @@ static void test_ledger_storage__delete_ledger(void **state) {
   assert_int_equal(sl_ledger_storage_scan_meta(ls, collect_meta, &c, NULL), SL_OK);
   assert_int_equal(c.n, 0);
   sl_ledger_storage_close(ls);
-  sl_test_rm_rf(dir);
-  free(dir);
+  sl_test_rmdtemp(dir);
 }
 
 static void test_ledger_storage__checkpoint_survives_reopen(void **state) {
@@ -139,8 +137,7 @@ static void test_ledger_storage__checkpoint_survives_reopen(void **state) {
   assert_int_equal(sl_journal_pos_cmp(p, want), 0);
   expect_entry(ls, 1, 0, "a");
   sl_ledger_storage_close(ls);
-  sl_test_rm_rf(dir);
-  free(dir);
+  sl_test_rmdtemp(dir);
 }
 
 static uint64_t log_bytes(const char *dir) {
@@ -180,28 +177,33 @@ static void test_ledger_storage__checkpoint_flushes_logs(void **state) {
   assert_true(log_bytes(dir) < 1024);
   expect_entry(ls, 3, 299, payload);
   sl_ledger_storage_close(ls);
-  sl_test_rm_rf(dir);
-  free(dir);
+  sl_test_rmdtemp(dir);
+}
+
+/* Writes key k = val straight into the leveldb under dir (storage closed). */
+static void raw_put_key(const char *dir, const uint8_t *k, size_t klen, const void *val,
+                        size_t len) {
+  char *errptr = NULL;
+  leveldb_options_t *o = leveldb_options_create();
+  leveldb_t *db = leveldb_open(o, dir, &errptr);
+  assert_null(errptr);
+  leveldb_writeoptions_t *wo = leveldb_writeoptions_create();
+  leveldb_put(db, wo, (const char *)k, klen, val, len, &errptr);
+  assert_null(errptr);
+  leveldb_writeoptions_destroy(wo);
+  leveldb_close(db);
+  leveldb_options_destroy(o);
 }
 
 /* Rewrites an entry's stored value behind the storage's back. */
 static void raw_put(const char *dir, uint64_t ledger, int64_t entry, const void *val,
                     size_t len) {
-  char *errptr = NULL;
-  leveldb_options_t *o = leveldb_options_create();
-  leveldb_t *db = leveldb_open(o, dir, &errptr);
-  assert_null(errptr);
   uint8_t k[17] = {'E'};
   for (int i = 0; i < 8; i++) {
     k[1 + i] = (uint8_t)(ledger >> (56 - 8 * i));
     k[9 + i] = (uint8_t)((uint64_t)entry >> (56 - 8 * i));
   }
-  leveldb_writeoptions_t *wo = leveldb_writeoptions_create();
-  leveldb_put(db, wo, (const char *)k, sizeof(k), val, len, &errptr);
-  assert_null(errptr);
-  leveldb_writeoptions_destroy(wo);
-  leveldb_close(db);
-  leveldb_options_destroy(o);
+  raw_put_key(dir, k, sizeof(k), val, len);
 }
 
 static void test_ledger_storage__corruption_detected(void **state) {
@@ -232,24 +234,14 @@ static void test_ledger_storage__corruption_detected(void **state) {
   put_entry(ls, 42, 7, "hello world");
   expect_entry(ls, 42, 7, "hello world");
   sl_ledger_storage_close(ls);
-  sl_test_rm_rf(dir);
-  free(dir);
+  sl_test_rmdtemp(dir);
 }
 
 /* Writes a raw 'L' value for a ledger behind the storage's back. */
 static void raw_put_meta(const char *dir, uint64_t ledger, const void *val, size_t len) {
-  char *errptr = NULL;
-  leveldb_options_t *o = leveldb_options_create();
-  leveldb_t *db = leveldb_open(o, dir, &errptr);
-  assert_null(errptr);
   uint8_t k[9] = {'L'};
   for (int i = 0; i < 8; i++) k[1 + i] = (uint8_t)(ledger >> (56 - 8 * i));
-  leveldb_writeoptions_t *wo = leveldb_writeoptions_create();
-  leveldb_put(db, wo, (const char *)k, sizeof(k), val, len, &errptr);
-  assert_null(errptr);
-  leveldb_writeoptions_destroy(wo);
-  leveldb_close(db);
-  leveldb_options_destroy(o);
+  raw_put_key(dir, k, sizeof(k), val, len);
 }
 
 static void put_le64(uint8_t *p, uint64_t v) {
@@ -314,8 +306,7 @@ static void test_ledger_storage__meta_key_and_version_1(void **state) {
   assert_int_equal(sl_ledger_storage_scan_meta(ls, collect_meta, &c, &err), SL_ECORRUPT);
   assert_non_null(strstr(err.msg, "malformed ledger state"));
   sl_ledger_storage_close(ls);
-  sl_test_rm_rf(dir);
-  free(dir);
+  sl_test_rmdtemp(dir);
 }
 
 static void test_ledger_storage__bad_input(void **state) {

@@ -157,7 +157,15 @@ static void get_state(void *arg, bool *ro, uint64_t *free_b, uint64_t *total) {
   *total = 2000;
 }
 
+static bool bstate_init(bstate *b) {
+  pthread_mutex_init(&b->mu, NULL);
+  b->read_only = false;
+  return true;
+}
+
+/* Starts a registration reporting b's state, after initializing b. */
 static sl_registration *reg_start_tls(const char *target, bstate *b, const char *ca) {
+  bstate_init(b);
   sl_registration_opts o = SL_REGISTRATION_OPTS_INIT;
   o.tls_root_pem = ca;
   o.target = target;
@@ -232,10 +240,25 @@ static bool updated_read_only(fake *f, sl_registration *r) {
   return ok && status(r).reported_read_only;
 }
 
-static bool bstate_init(bstate *b) {
-  pthread_mutex_init(&b->mu, NULL);
-  b->read_only = false;
-  return true;
+/* Starts a registration against f and waits until it has a session. */
+static sl_registration *reg_registered(fake *f, bstate *b) {
+  sl_registration *r = reg_start(f->target, b);
+  assert_true(await(registered, f, r, 10000));
+  return r;
+}
+
+/* Stops r and fails unless that took under a second. */
+static void stop_quickly(sl_registration *r) {
+  int64_t t0 = now_ms();
+  sl_registration_stop(r);
+  assert_true(now_ms() - t0 < 1000);
+}
+
+/* Fails unless f saw exactly `n` CloseSession calls. */
+static void expect_closes(fake *f, int n) {
+  pthread_mutex_lock(&f->mu);
+  assert_int_equal(f->closes, n);
+  pthread_mutex_unlock(&f->mu);
 }
 
 /* ---- tests ---- */
@@ -244,9 +267,7 @@ static void test_registration__retries_while_unimplemented(void **state) {
   (void)state;
   fake *f = fake_start(3);
   bstate b;
-  bstate_init(&b);
-  sl_registration *r = reg_start(f->target, &b);
-  assert_true(await(registered, f, r, 10000));
+  sl_registration *r = reg_registered(f, &b);
   sl_registration_status s = status(r);
   assert_int_equal(s.failures, 3);
   assert_int_equal(s.last_error, SL_EUNIMPL);
@@ -263,7 +284,6 @@ static void test_registration__keepalive_then_reopen_lapsed(void **state) {
   (void)state;
   fake *f = fake_start(0);
   bstate b;
-  bstate_init(&b);
   sl_registration *r = reg_start(f->target, &b);
   assert_true(await(two_keepalives, f, r, 10000));
   /* The lease lapses on the service's side: the next keep-alive gets
@@ -280,9 +300,7 @@ static void test_registration__poke_reports_read_only(void **state) {
   (void)state;
   fake *f = fake_start(0);
   bstate b;
-  bstate_init(&b);
-  sl_registration *r = reg_start(f->target, &b);
-  assert_true(await(registered, f, r, 10000));
+  sl_registration *r = reg_registered(f, &b);
   assert_false(status(r).reported_read_only);
   pthread_mutex_lock(&b.mu);
   b.read_only = true;
@@ -297,9 +315,7 @@ static void test_registration__stop_closes_session(void **state) {
   (void)state;
   fake *f = fake_start(0);
   bstate b;
-  bstate_init(&b);
-  sl_registration *r = reg_start(f->target, &b);
-  assert_true(await(registered, f, r, 10000));
+  sl_registration *r = reg_registered(f, &b);
   int64_t id = status(r).session_id;
   sl_registration_stop(r);
   pthread_mutex_lock(&f->mu);
@@ -315,22 +331,16 @@ static void test_registration__stop_is_quick_when_service_hangs(void **state) {
   fake *f = fake_start(0);
   f->hang = true;
   bstate b;
-  bstate_init(&b);
   sl_registration *r = reg_start(f->target, &b); /* rpc timeout 5 s */
-  int64_t t0 = now_ms();
-  sl_registration_stop(r);
-  assert_true(now_ms() - t0 < 1000);
+  stop_quickly(r);
   fake_stop(f);
 }
 
 static void test_registration__stop_is_quick_when_service_down(void **state) {
   (void)state;
   bstate b;
-  bstate_init(&b);
   sl_registration *r = reg_start("127.0.0.1:1", &b);
-  int64_t t0 = now_ms();
-  sl_registration_stop(r);
-  assert_true(now_ms() - t0 < 1000);
+  stop_quickly(r);
 }
 
 /* Reads a whole file (test helper; aborts the test on failure). */
@@ -363,13 +373,10 @@ static void test_registration__over_tls(void **state) {
   char *cert = slurp(cert_path), *key = slurp(key_path);
   fake *f = fake_start_tls(0, cert, key);
   bstate b;
-  bstate_init(&b);
   sl_registration *r = reg_start_tls(f->target, &b, cert);
   assert_true(await(registered, f, r, 10000));
   sl_registration_stop(r);
-  pthread_mutex_lock(&f->mu);
-  assert_int_equal(f->closes, 1);
-  pthread_mutex_unlock(&f->mu);
+  expect_closes(f, 1);
   fake_stop(f);
   free(cert);
   free(key);

@@ -36,6 +36,12 @@ void sl_test_rm_rf(const char *path) {
   nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS);
 }
 
+void sl_test_rmdtemp(char *path) {
+  if (path == NULL) return;
+  sl_test_rm_rf(path);
+  free(path);
+}
+
 static void copy_file(const char *src, const char *dst) {
   int in = open(src, O_RDONLY);
   int out = open(dst, O_CREAT | O_EXCL | O_WRONLY, 0644);

@@ -18,6 +18,10 @@ char *sl_test_mkdtemp(const char *tag);
 /* Removes a directory tree (best effort). */
 void sl_test_rm_rf(const char *path);
 
+/* Removes a directory from sl_test_mkdtemp (best effort) and frees its path;
+ * NULL is a no-op. */
+void sl_test_rmdtemp(char *path);
+
 /* Copies a directory tree of regular files (dst must not exist). Copying a
  * live store's directory while nothing is being written is what a kill -9
  * at that moment would leave behind. Aborts on failure. */
