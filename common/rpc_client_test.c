@@ -23,42 +23,10 @@
 #include "common/rpc_client.h"
 #include "common/rpc_server.h"
 #include "common/testdata/echo_service.h"
+#include "common/testdata/rpc_fixture.h"
 
 typedef Sluice__Test__EchoRequest echo_req;
 typedef Sluice__Test__EchoResponse echo_resp;
-
-typedef struct fixture {
-  sl_rpc_server *srv;
-  sl_rpc_channel *ch;
-  sl_echo_stats stats;
-  char target[64];
-} fixture;
-
-static void fx_start(fixture *fx, const sl_rpc_server_opts *so, const sl_rpc_channel_opts *co) {
-  sl_err err = SL_ERR_INIT;
-  sl_rpc_server_opts sopts = {.addr = "127.0.0.1:0", .n_threads = 2};
-  if (so != NULL) sopts = *so;
-  memset(fx, 0, sizeof(*fx));
-  sl_status st = sl_echo_server_start(&sopts, &fx->stats, &fx->srv, &err);
-  if (st != SL_OK) fail_msg("server: %s", sl_err_msg(&err, st));
-  snprintf(fx->target, sizeof(fx->target), "127.0.0.1:%d", sl_rpc_server_port(fx->srv));
-  sl_rpc_channel_opts copts = {0};
-  if (co != NULL) copts = *co;
-  copts.target = fx->target;
-  st = sl_rpc_channel_create(&copts, &fx->ch, &err);
-  if (st != SL_OK) fail_msg("channel: %s", sl_err_msg(&err, st));
-}
-
-static void fx_stop(fixture *fx) {
-  sl_rpc_channel_destroy(fx->ch);
-  sl_rpc_server_destroy(fx->srv);
-}
-
-static int64_t now_ms(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
 
 static echo_resp *recv_echo(sl_rpc_stream *s) {
   ProtobufCMessage *msg = NULL;
@@ -81,8 +49,8 @@ static void expect_end(sl_rpc_stream *s, sl_status want) {
 
 static void test_rpc_client__unary(void **state) {
   (void)state;
-  fixture fx;
-  fx_start(&fx, NULL, NULL);
+  sl_echo_fx fx;
+  sl_echo_fx_start(&fx, NULL, NULL);
   sl_err err = SL_ERR_INIT;
   echo_req req = SLUICE__TEST__ECHO_REQUEST__INIT;
   req.n = -5;
@@ -95,14 +63,14 @@ static void test_rpc_client__unary(void **state) {
   assert_true(((echo_resp *)resp)->time_left_ms > 8000);
   assert_string_equal(((echo_resp *)resp)->authorization, "");
   protobuf_c_message_free_unpacked(resp, NULL);
-  fx_stop(&fx);
+  sl_echo_fx_stop(&fx);
 }
 
 static void test_rpc_client__rejects_misuse(void **state) {
   (void)state;
-  fixture fx;
+  sl_echo_fx fx;
   sl_rpc_channel_opts co = {.max_message_bytes = 1024};
-  fx_start(&fx, NULL, &co);
+  sl_echo_fx_start(&fx, NULL, &co);
   sl_err err = SL_ERR_INIT;
   echo_req req = SLUICE__TEST__ECHO_REQUEST__INIT;
   echo_resp wrong = SLUICE__TEST__ECHO_RESPONSE__INIT;
@@ -127,13 +95,13 @@ static void test_rpc_client__rejects_misuse(void **state) {
   sl_rpc_channel *ch;
   sl_rpc_channel_opts bad = {.target = "127.0.0.1:1", .tls_cert_pem = "c"};
   assert_int_equal(sl_rpc_channel_create(&bad, &ch, &err), SL_EINVAL);
-  fx_stop(&fx);
+  sl_echo_fx_stop(&fx);
 }
 
 static void test_rpc_client__server_streaming(void **state) {
   (void)state;
-  fixture fx;
-  fx_start(&fx, NULL, NULL);
+  sl_echo_fx fx;
+  sl_echo_fx_start(&fx, NULL, NULL);
   sl_err err = SL_ERR_INIT;
   echo_req req = SLUICE__TEST__ECHO_REQUEST__INIT;
   req.n = 100;
@@ -159,13 +127,13 @@ static void test_rpc_client__server_streaming(void **state) {
                    SL_OK);
   expect_end(s, SL_EPERM);
   sl_rpc_stream_destroy(s);
-  fx_stop(&fx);
+  sl_echo_fx_stop(&fx);
 }
 
 static void test_rpc_client__client_streaming(void **state) {
   (void)state;
-  fixture fx;
-  fx_start(&fx, NULL, NULL);
+  sl_echo_fx fx;
+  sl_echo_fx_start(&fx, NULL, NULL);
   sl_err err = SL_ERR_INIT;
   sl_rpc_stream *s;
   sl_rpc_call_opts o = {.timeout_ms = 10000, .authorization = "tok"};
@@ -203,7 +171,7 @@ static void test_rpc_client__client_streaming(void **state) {
   assert_string_equal(err.msg, "echo: failing as asked");
   assert_int_equal(sl_rpc_stream_send(s, &req.base, 5000, &err), SL_EPRECOND);
   sl_rpc_stream_destroy(s);
-  fx_stop(&fx);
+  sl_echo_fx_stop(&fx);
 }
 
 typedef struct sender {
@@ -226,16 +194,16 @@ static void *send_all(void *arg) {
 
 static void test_rpc_client__bidi_send_and_recv_on_two_threads(void **state) {
   (void)state;
-  fixture fx;
-  fx_start(&fx, NULL, NULL);
+  sl_echo_fx fx;
+  sl_echo_fx_start(&fx, NULL, NULL);
   sl_err err = SL_ERR_INIT;
   sl_rpc_stream *s;
   assert_int_equal(sl_rpc_stream_open(fx.ch, &sl_echo_bidi, NULL, NULL, &s, &err), SL_OK);
   /* Nothing sent yet: a receive times out and the stream stays usable. */
   ProtobufCMessage *msg = NULL;
-  int64_t t0 = now_ms();
+  int64_t t0 = sl_echo_fx_now_ms();
   assert_int_equal(sl_rpc_stream_recv(s, &msg, 100, &err), SL_ETIMEDOUT);
-  assert_true(now_ms() - t0 >= 90);
+  assert_true(sl_echo_fx_now_ms() - t0 >= 90);
   sender x = {s, 2000, SL_OK};
   pthread_t t;
   assert_int_equal(pthread_create(&t, NULL, send_all, &x), 0);
@@ -250,13 +218,13 @@ static void test_rpc_client__bidi_send_and_recv_on_two_threads(void **state) {
   sl_rpc_stream_destroy(s);
   assert_true(sl_echo_wait(&fx.stats.done, 1, 5000));
   assert_int_equal(atomic_load(&fx.stats.cancelled), 0);
-  fx_stop(&fx);
+  sl_echo_fx_stop(&fx);
 }
 
 static void test_rpc_client__stream_deadline(void **state) {
   (void)state;
-  fixture fx;
-  fx_start(&fx, NULL, NULL);
+  sl_echo_fx fx;
+  sl_echo_fx_start(&fx, NULL, NULL);
   sl_err err = SL_ERR_INIT;
   sl_rpc_stream *s;
   sl_rpc_call_opts o = {.timeout_ms = 200};
@@ -271,7 +239,7 @@ static void test_rpc_client__stream_deadline(void **state) {
   assert_true(sl_echo_wait(&fx.stats.started, 2, 5000));
   sl_rpc_stream_destroy(s);
   assert_true(sl_echo_wait(&fx.stats.cancelled, 2, 5000));
-  fx_stop(&fx);
+  sl_echo_fx_stop(&fx);
 }
 
 /* ---- async ---- */
@@ -322,13 +290,13 @@ static void async_ctx_free(async_ctx *c) {
 
 static void test_rpc_client__1000_concurrent_async_calls(void **state) {
   (void)state;
-  fixture fx;
-  fx_start(&fx, NULL, NULL);
+  sl_echo_fx fx;
+  sl_echo_fx_start(&fx, NULL, NULL);
   async_ctx *c = async_ctx_new();
   sl_err err = SL_ERR_INIT;
   echo_req req = SLUICE__TEST__ECHO_REQUEST__INIT;
   sl_rpc_call_opts o = {.timeout_ms = 30000};
-  int64_t t0 = now_ms();
+  int64_t t0 = sl_echo_fx_now_ms();
   for (int i = 0; i < N_ASYNC; i++) {
     req.n = i;
     assert_int_equal(sl_rpc_unary_async(fx.ch, &sl_echo_unary, &req.base, &o, on_async,
@@ -338,19 +306,19 @@ static void test_rpc_client__1000_concurrent_async_calls(void **state) {
   pthread_mutex_lock(&c->mu);
   while (c->done < N_ASYNC) pthread_cond_wait(&c->cv, &c->mu); /* calls carry deadlines */
   pthread_mutex_unlock(&c->mu);
-  printf("%d async calls in %lld ms\n", N_ASYNC, (long long)(now_ms() - t0));
+  printf("%d async calls in %lld ms\n", N_ASYNC, (long long)(sl_echo_fx_now_ms() - t0));
   assert_int_equal(c->ok, N_ASYNC);
   /* The server's on_done may trail the client's callback a little. */
   assert_true(sl_echo_wait(&fx.stats.done, N_ASYNC, 5000));
   assert_int_equal(atomic_load(&fx.stats.cancelled), 0);
-  fx_stop(&fx);
+  sl_echo_fx_stop(&fx);
   async_ctx_free(c);
 }
 
 static void test_rpc_client__channel_destroy_cancels_async(void **state) {
   (void)state;
-  fixture fx;
-  fx_start(&fx, NULL, NULL);
+  sl_echo_fx fx;
+  sl_echo_fx_start(&fx, NULL, NULL);
   async_ctx *c = async_ctx_new();
   sl_err err = SL_ERR_INIT;
   echo_req req = SLUICE__TEST__ECHO_REQUEST__INIT;
@@ -361,9 +329,9 @@ static void test_rpc_client__channel_destroy_cancels_async(void **state) {
                                         &c->slots[i], &err),
                      SL_OK);
   assert_true(sl_echo_wait(&fx.stats.started, 5, 5000));
-  int64_t t0 = now_ms();
+  int64_t t0 = sl_echo_fx_now_ms();
   sl_rpc_channel_destroy(fx.ch);
-  assert_true(now_ms() - t0 < 5000);
+  assert_true(sl_echo_fx_now_ms() - t0 < 5000);
   assert_int_equal(c->done, 5);
   assert_int_equal(c->cancelled, 5);
   assert_true(sl_echo_wait(&fx.stats.cancelled, 5, 5000));
@@ -396,14 +364,14 @@ static void test_rpc_client__no_server_fails_fast_or_waits(void **state) {
   echo_req req = SLUICE__TEST__ECHO_REQUEST__INIT;
   ProtobufCMessage *resp = NULL;
   sl_rpc_call_opts o = {.timeout_ms = 5000};
-  int64_t t0 = now_ms();
+  int64_t t0 = sl_echo_fx_now_ms();
   assert_int_equal(sl_rpc_unary(ch, &sl_echo_unary, &req.base, &resp, &o, &err), SL_EUNAVAIL);
-  assert_true(now_ms() - t0 < 4000);
+  assert_true(sl_echo_fx_now_ms() - t0 < 4000);
   o.timeout_ms = 300;
   o.wait_for_ready = true;
-  t0 = now_ms();
+  t0 = sl_echo_fx_now_ms();
   assert_int_equal(sl_rpc_unary(ch, &sl_echo_unary, &req.base, &resp, &o, &err), SL_ETIMEDOUT);
-  assert_true(now_ms() - t0 >= 250);
+  assert_true(sl_echo_fx_now_ms() - t0 >= 250);
   sl_rpc_channel_destroy(ch);
 }
 
@@ -468,11 +436,11 @@ static void test_rpc_client__tls_and_mutual_tls(void **state) {
   sl_err err = SL_ERR_INIT;
 
   /* Server TLS only. */
-  fixture fx;
+  sl_echo_fx fx;
   sl_rpc_server_opts so = {.addr = "127.0.0.1:0", .tls_cert_pem = srv_cert,
                            .tls_key_pem = srv_key};
   sl_rpc_channel_opts co = {.tls_root_pem = srv_cert};
-  fx_start(&fx, &so, &co);
+  sl_echo_fx_start(&fx, &so, &co);
   ProtobufCMessage *resp = NULL;
   echo_req req = SLUICE__TEST__ECHO_REQUEST__INIT;
   assert_int_equal(sl_rpc_unary(fx.ch, &sl_echo_unary, &req.base, &resp, NULL, &err), SL_OK);
@@ -481,17 +449,17 @@ static void test_rpc_client__tls_and_mutual_tls(void **state) {
   assert_int_equal(tls_unary(fx.target, &plain, &err), SL_EUNAVAIL);
   sl_rpc_channel_opts wrong_root = {.tls_root_pem = cli_cert};
   assert_int_equal(tls_unary(fx.target, &wrong_root, &err), SL_EUNAVAIL);
-  fx_stop(&fx);
+  sl_echo_fx_stop(&fx);
 
   /* Mutual TLS: the client's certificate is its own CA here. */
   so.tls_client_ca_pem = cli_cert;
   sl_rpc_channel_opts mutual = {.tls_root_pem = srv_cert, .tls_cert_pem = cli_cert,
                                 .tls_key_pem = cli_key};
-  fx_start(&fx, &so, &mutual);
+  sl_echo_fx_start(&fx, &so, &mutual);
   assert_int_equal(sl_rpc_unary(fx.ch, &sl_echo_unary, &req.base, &resp, NULL, &err), SL_OK);
   protobuf_c_message_free_unpacked(resp, NULL);
   assert_int_equal(tls_unary(fx.target, &co, &err), SL_EUNAVAIL); /* no client cert */
-  fx_stop(&fx);
+  sl_echo_fx_stop(&fx);
   free(srv_cert);
   free(srv_key);
   free(cli_cert);

@@ -25,6 +25,7 @@
 #include "common/rpc_health.h"
 #include "common/rpc_server.h"
 #include "common/testdata/echo_service.h"
+#include "common/testdata/rpc_fixture.h"
 
 typedef Sluice__Test__EchoRequest echo_req;
 typedef Sluice__Test__EchoResponse echo_resp;
@@ -34,35 +35,6 @@ typedef Grpc__Health__V1__HealthCheckResponse health_resp;
 #define SERVING GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING
 #define NOT_SERVING GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING
 #define SERVICE_UNKNOWN GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVICE_UNKNOWN
-
-typedef struct fixture {
-  sl_rpc_server *srv;
-  sl_rpc_channel *ch;
-  sl_echo_stats stats;
-  char target[64];
-} fixture;
-
-/* Starts an echo server on a free loopback port and a channel to it.
- * Either opts may be NULL for defaults. */
-static void fx_start(fixture *fx, const sl_rpc_server_opts *so, const sl_rpc_channel_opts *co) {
-  sl_err err = SL_ERR_INIT;
-  sl_rpc_server_opts sopts = {.addr = "127.0.0.1:0", .n_threads = 2};
-  if (so != NULL) sopts = *so;
-  memset(fx, 0, sizeof(*fx));
-  sl_status st = sl_echo_server_start(&sopts, &fx->stats, &fx->srv, &err);
-  if (st != SL_OK) fail_msg("server: %s", sl_err_msg(&err, st));
-  snprintf(fx->target, sizeof(fx->target), "127.0.0.1:%d", sl_rpc_server_port(fx->srv));
-  sl_rpc_channel_opts copts = {0};
-  if (co != NULL) copts = *co;
-  copts.target = fx->target;
-  st = sl_rpc_channel_create(&copts, &fx->ch, &err);
-  if (st != SL_OK) fail_msg("channel: %s", sl_err_msg(&err, st));
-}
-
-static void fx_stop(fixture *fx) {
-  sl_rpc_channel_destroy(fx->ch);
-  sl_rpc_server_destroy(fx->srv);
-}
 
 /* Resident set size in KiB, from /proc/self/status. */
 static long rss_kib(void) {
@@ -77,13 +49,7 @@ static long rss_kib(void) {
   return kib;
 }
 
-static int64_t now_ms(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
-
-static sl_status echo_unary(fixture *fx, const echo_req *req, const sl_rpc_call_opts *o,
+static sl_status echo_unary(sl_echo_fx *fx, const echo_req *req, const sl_rpc_call_opts *o,
                             echo_resp **resp, sl_err *err) {
   return sl_rpc_unary(fx->ch, &sl_echo_unary, &req->base, (ProtobufCMessage **)resp, o, err);
 }
@@ -146,9 +112,9 @@ static grpc_status_code raw_call(const char *target, const char *path, const voi
 
 static void test_rpc_server__unary_sees_metadata_deadline_peer(void **state) {
   (void)state;
-  fixture fx;
+  sl_echo_fx fx;
   sl_rpc_channel_opts co = {.authorization = "Bearer channel-token"};
-  fx_start(&fx, NULL, &co);
+  sl_echo_fx_start(&fx, NULL, &co);
   sl_err err = SL_ERR_INIT;
   echo_req req = SLUICE__TEST__ECHO_REQUEST__INIT;
   req.payload.data = (uint8_t *)"hello";
@@ -172,13 +138,13 @@ static void test_rpc_server__unary_sees_metadata_deadline_peer(void **state) {
   protobuf_c_message_free_unpacked(&resp->base, NULL);
   assert_true(sl_echo_wait(&fx.stats.done, 2, 5000));
   assert_int_equal(atomic_load(&fx.stats.cancelled), 0);
-  fx_stop(&fx);
+  sl_echo_fx_stop(&fx);
 }
 
 static void test_rpc_server__error_status_carries_details(void **state) {
   (void)state;
-  fixture fx;
-  fx_start(&fx, NULL, NULL);
+  sl_echo_fx fx;
+  sl_echo_fx_start(&fx, NULL, NULL);
   sl_err err = SL_ERR_INIT;
   echo_req req = SLUICE__TEST__ECHO_REQUEST__INIT;
   req.action = SLUICE__TEST__ECHO_REQUEST__ACTION__FAIL;
@@ -187,35 +153,35 @@ static void test_rpc_server__error_status_carries_details(void **state) {
   assert_int_equal(echo_unary(&fx, &req, NULL, &resp, &err), SL_ENOTFOUND);
   assert_null(resp);
   assert_string_equal(err.msg, "echo: failing as asked");
-  fx_stop(&fx);
+  sl_echo_fx_stop(&fx);
 }
 
 static void test_rpc_server__unknown_method_is_unimplemented(void **state) {
   (void)state;
-  fixture fx;
-  fx_start(&fx, NULL, NULL);
+  sl_echo_fx fx;
+  sl_echo_fx_start(&fx, NULL, NULL);
   const sl_rpc_method nope = {"/sluice.test.Echo/Nope", SL_RPC_UNARY,
                               &sluice__test__echo_request__descriptor,
                               &sluice__test__echo_response__descriptor};
   sl_err err = SL_ERR_INIT;
   echo_req req = SLUICE__TEST__ECHO_REQUEST__INIT;
   ProtobufCMessage *resp = NULL;
-  int64_t t0 = now_ms();
+  int64_t t0 = sl_echo_fx_now_ms();
   assert_int_equal(sl_rpc_unary(fx.ch, &nope, &req.base, &resp, NULL, &err), SL_EUNIMPL);
-  assert_true(now_ms() - t0 < 2000); /* answered, not left to the deadline */
+  assert_true(sl_echo_fx_now_ms() - t0 < 2000); /* answered, not left to the deadline */
   assert_non_null(strstr(err.msg, "/sluice.test.Echo/Nope"));
   /* The server keeps answering after it. */
   assert_int_equal(sl_rpc_unary(fx.ch, &nope, &req.base, &resp, NULL, &err), SL_EUNIMPL);
   echo_resp *ok = NULL;
   assert_int_equal(echo_unary(&fx, &req, NULL, &ok, &err), SL_OK);
   protobuf_c_message_free_unpacked(&ok->base, NULL);
-  fx_stop(&fx);
+  sl_echo_fx_stop(&fx);
 }
 
 static void test_rpc_server__malformed_request_is_invalid_argument(void **state) {
   (void)state;
-  fixture fx;
-  fx_start(&fx, NULL, NULL);
+  sl_echo_fx fx;
+  sl_echo_fx_start(&fx, NULL, NULL);
   char details[256];
   /* Wire type 7 does not exist. */
   const uint8_t bad_wire[] = {0xff, 0xff, 0xff, 0xff};
@@ -241,15 +207,15 @@ static void test_rpc_server__malformed_request_is_invalid_argument(void **state)
   echo_resp *resp = NULL;
   assert_int_equal(echo_unary(&fx, &req, NULL, &resp, &err), SL_OK);
   protobuf_c_message_free_unpacked(&resp->base, NULL);
-  fx_stop(&fx);
+  sl_echo_fx_stop(&fx);
 }
 
 static void test_rpc_server__oversized_request_is_resource_exhausted(void **state) {
   (void)state;
-  fixture fx;
+  sl_echo_fx fx;
   sl_rpc_server_opts so = {.addr = "127.0.0.1:0", .max_message_bytes = 64 << 10};
   sl_rpc_channel_opts co = {.max_message_bytes = 4 << 20};
-  fx_start(&fx, &so, &co);
+  sl_echo_fx_start(&fx, &so, &co);
   size_t n = 100 << 10;
   uint8_t *big = calloc(1, n);
   assert_non_null(big);
@@ -265,34 +231,34 @@ static void test_rpc_server__oversized_request_is_resource_exhausted(void **stat
   assert_int_equal(echo_unary(&fx, &req, NULL, &resp, &err), SL_OK);
   protobuf_c_message_free_unpacked(&resp->base, NULL);
   free(big);
-  fx_stop(&fx);
+  sl_echo_fx_stop(&fx);
 }
 
 /* ---- deadlines and cancellation ---- */
 
 static void test_rpc_server__deadline_exceeded_ends_call(void **state) {
   (void)state;
-  fixture fx;
-  fx_start(&fx, NULL, NULL);
+  sl_echo_fx fx;
+  sl_echo_fx_start(&fx, NULL, NULL);
   echo_req req = SLUICE__TEST__ECHO_REQUEST__INIT;
   req.action = SLUICE__TEST__ECHO_REQUEST__ACTION__HANG;
   sl_rpc_call_opts o = {.timeout_ms = 200};
   sl_err err = SL_ERR_INIT;
   echo_resp *resp = NULL;
-  int64_t t0 = now_ms();
+  int64_t t0 = sl_echo_fx_now_ms();
   assert_int_equal(echo_unary(&fx, &req, &o, &resp, &err), SL_ETIMEDOUT);
-  int64_t took = now_ms() - t0;
+  int64_t took = sl_echo_fx_now_ms() - t0;
   assert_true(took >= 150 && took < 3000);
   /* The server's handler hears about it. */
   assert_true(sl_echo_wait(&fx.stats.cancelled, 1, 5000));
   assert_int_equal(atomic_load(&fx.stats.done), 1);
-  fx_stop(&fx);
+  sl_echo_fx_stop(&fx);
 }
 
 static void test_rpc_server__client_cancel_reaches_handler(void **state) {
   (void)state;
-  fixture fx;
-  fx_start(&fx, NULL, NULL);
+  sl_echo_fx fx;
+  sl_echo_fx_start(&fx, NULL, NULL);
   sl_err err = SL_ERR_INIT;
   sl_rpc_stream *s;
   assert_int_equal(sl_rpc_stream_open(fx.ch, &sl_echo_bidi, NULL, NULL, &s, &err), SL_OK);
@@ -308,18 +274,18 @@ static void test_rpc_server__client_cancel_reaches_handler(void **state) {
   assert_int_equal(sl_rpc_stream_send(s, &req.base, 5000, &err), SL_ECANCELED);
   assert_true(sl_echo_wait(&fx.stats.cancelled, 1, 5000));
   sl_rpc_stream_destroy(s);
-  fx_stop(&fx);
+  sl_echo_fx_stop(&fx);
 }
 
 /* ---- back-pressure ---- */
 
 static void test_rpc_server__slow_reader_gets_backpressure(void **state) {
   (void)state;
-  fixture fx;
+  sl_echo_fx fx;
   const long total = 2000, queue_max = 8;
   const size_t payload = 64 << 10; /* 2000 x 64 KiB = 125 MiB if unbounded */
   sl_rpc_server_opts so = {.addr = "127.0.0.1:0", .write_queue_max = (size_t)queue_max};
-  fx_start(&fx, &so, NULL);
+  sl_echo_fx_start(&fx, &so, NULL);
   uint8_t *buf = calloc(1, payload);
   assert_non_null(buf);
   echo_req req = SLUICE__TEST__ECHO_REQUEST__INIT;
@@ -365,14 +331,14 @@ static void test_rpc_server__slow_reader_gets_backpressure(void **state) {
   assert_true(atomic_load(&fx.stats.max_queue) <= queue_max);
   sl_rpc_stream_destroy(s);
   free(buf);
-  fx_stop(&fx);
+  sl_echo_fx_stop(&fx);
 }
 
 static void test_rpc_server__paused_reads_push_back_on_client(void **state) {
   (void)state;
-  fixture fx;
+  sl_echo_fx fx;
   sl_rpc_server_opts so = {.addr = "127.0.0.1:0", .write_queue_max = 4};
-  fx_start(&fx, &so, NULL);
+  sl_echo_fx_start(&fx, &so, NULL);
   const size_t payload = 64 << 10;
   uint8_t *buf = calloc(1, payload);
   assert_non_null(buf);
@@ -397,7 +363,7 @@ static void test_rpc_server__paused_reads_push_back_on_client(void **state) {
   assert_true(sl_echo_wait(&fx.stats.cancelled, 1, 5000));
   sl_rpc_stream_destroy(s);
   free(buf);
-  fx_stop(&fx);
+  sl_echo_fx_stop(&fx);
 }
 
 /* ---- answering from another thread ---- */
@@ -453,8 +419,8 @@ static void test_rpc_server__handler_answers_from_another_thread(void **state) {
   echo_req req = SLUICE__TEST__ECHO_REQUEST__INIT;
   assert_int_equal(
       sl_rpc_unary_async(ch, &sl_echo_unary, &req.base, NULL, on_unary_done, &u, &err), SL_OK);
-  int64_t t0 = now_ms();
-  while (atomic_load(&d->call) == NULL && now_ms() - t0 < 5000) {
+  int64_t t0 = sl_echo_fx_now_ms();
+  while (atomic_load(&d->call) == NULL && sl_echo_fx_now_ms() - t0 < 5000) {
     struct timespec ms = {0, 1000000};
     nanosleep(&ms, NULL);
   }
@@ -466,7 +432,7 @@ static void test_rpc_server__handler_answers_from_another_thread(void **state) {
   assert_int_equal(sl_rpc_call_finish(call, SL_OK, NULL, &resp.base), SL_OK);
   assert_int_equal(sl_rpc_call_finish(call, SL_OK, NULL, &resp.base), SL_ECANCELED);
   sl_rpc_call_unref(call);
-  while (atomic_load(&u.done) == 0 && now_ms() - t0 < 5000) {
+  while (atomic_load(&u.done) == 0 && sl_echo_fx_now_ms() - t0 < 5000) {
     struct timespec ms = {0, 1000000};
     nanosleep(&ms, NULL);
   }
@@ -480,8 +446,8 @@ static void test_rpc_server__handler_answers_from_another_thread(void **state) {
 
 static void test_rpc_server__shutdown_with_open_streams_is_quick(void **state) {
   (void)state;
-  fixture fx;
-  fx_start(&fx, NULL, NULL); /* default grace: 500 ms */
+  sl_echo_fx fx;
+  sl_echo_fx_start(&fx, NULL, NULL); /* default grace: 500 ms */
   sl_err err = SL_ERR_INIT;
   enum { N = 3 };
   sl_rpc_stream *s[N + 1];
@@ -501,9 +467,9 @@ static void test_rpc_server__shutdown_with_open_streams_is_quick(void **state) {
   assert_int_equal(sl_rpc_stream_recv(s[N], &hmsg, 5000, &err), SL_OK);
   protobuf_c_message_free_unpacked(hmsg, NULL);
 
-  int64_t t0 = now_ms();
+  int64_t t0 = sl_echo_fx_now_ms();
   sl_rpc_server_destroy(fx.srv);
-  int64_t took = now_ms() - t0;
+  int64_t took = sl_echo_fx_now_ms() - t0;
   printf("shutdown with %d open streams took %lld ms\n", N + 1, (long long)took);
   assert_true(took < 1000);
   assert_int_equal(atomic_load(&fx.stats.done), N);
@@ -572,7 +538,7 @@ static void test_rpc_server__rejects_bad_setup(void **state) {
 
 /* ---- health ---- */
 
-static sl_status health_check(fixture *fx, const char *service, int *status, sl_err *err) {
+static sl_status health_check(sl_echo_fx *fx, const char *service, int *status, sl_err *err) {
   health_req req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
   req.service = (char *)service;
   ProtobufCMessage *resp = NULL;
@@ -586,8 +552,8 @@ static sl_status health_check(fixture *fx, const char *service, int *status, sl_
 
 static void test_rpc_server__health_check(void **state) {
   (void)state;
-  fixture fx;
-  fx_start(&fx, NULL, NULL);
+  sl_echo_fx fx;
+  sl_echo_fx_start(&fx, NULL, NULL);
   sl_err err = SL_ERR_INIT;
   int status = -1;
   assert_int_equal(health_check(&fx, "", &status, &err), SL_OK);
@@ -600,7 +566,7 @@ static void test_rpc_server__health_check(void **state) {
   sl_rpc_server_set_health(fx.srv, "sluice.test.Echo", true);
   assert_int_equal(health_check(&fx, "sluice.test.Echo", &status, &err), SL_OK);
   assert_int_equal(status, SERVING);
-  fx_stop(&fx);
+  sl_echo_fx_stop(&fx);
 }
 
 static int watch_next(sl_rpc_stream *s, int timeout_ms, sl_status *st_out) {
@@ -616,8 +582,8 @@ static int watch_next(sl_rpc_stream *s, int timeout_ms, sl_status *st_out) {
 
 static void test_rpc_server__health_watch(void **state) {
   (void)state;
-  fixture fx;
-  fx_start(&fx, NULL, NULL);
+  sl_echo_fx fx;
+  sl_echo_fx_start(&fx, NULL, NULL);
   sl_err err = SL_ERR_INIT;
   sl_status st;
   health_req req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
@@ -660,9 +626,9 @@ static double metric(const char *name, const char *method, const char *code) {
 
 /* Polls until metric(...) == want (things counted when a call closes). */
 static bool metric_reaches(const char *name, const char *method, const char *code, double want) {
-  int64_t until = now_ms() + 5000;
+  int64_t until = sl_echo_fx_now_ms() + 5000;
   while (metric(name, method, code) != want) {
-    if (now_ms() > until) return false;
+    if (sl_echo_fx_now_ms() > until) return false;
     struct timespec t = {0, 2000000};
     nanosleep(&t, NULL);
   }
@@ -698,8 +664,8 @@ static void count_ended(sl_status st, const char *details, ProtobufCMessage *res
 
 static void test_rpc_server__metrics_count_unary_calls_by_code(void **state) {
   (void)state;
-  fixture fx;
-  fx_start(&fx, NULL, NULL);
+  sl_echo_fx fx;
+  sl_echo_fx_start(&fx, NULL, NULL);
   const char *m = sl_echo_unary.path;
   double started = metric(STARTED, m, NULL), ok = metric(HANDLED, m, "OK"),
          not_found = metric(HANDLED, m, "NOT_FOUND"), recv = metric(RECEIVED, m, NULL),
@@ -757,13 +723,13 @@ static void test_rpc_server__metrics_count_unary_calls_by_code(void **state) {
   assert_int_equal(atomic_load(&ended), 1);
   assert_true(metric_reaches(HANDLED, m, "CANCELLED", cancelled + 1));
   assert_true(metric_reaches(OPEN, m, NULL, open));
-  fx_stop(&fx);
+  sl_echo_fx_stop(&fx);
 }
 
 static void test_rpc_server__metrics_count_stream_messages(void **state) {
   (void)state;
-  fixture fx;
-  fx_start(&fx, NULL, NULL);
+  sl_echo_fx fx;
+  sl_echo_fx_start(&fx, NULL, NULL);
   const char *ss = sl_echo_server_stream.path, *bidi = sl_echo_bidi.path;
   double ss_sent = metric(SENT, ss, NULL), ss_ok = metric(HANDLED, ss, "OK"),
          bidi_recv = metric(RECEIVED, bidi, NULL), bidi_sent = metric(SENT, bidi, NULL),
@@ -775,11 +741,7 @@ static void test_rpc_server__metrics_count_stream_messages(void **state) {
   ProtobufCMessage *msg;
   assert_int_equal(sl_rpc_stream_open(fx.ch, &sl_echo_server_stream, &req.base, NULL, &s, &err),
                    SL_OK);
-  int got = 0;
-  while (sl_rpc_stream_recv(s, &msg, 5000, &err) == SL_OK && msg != NULL) {
-    protobuf_c_message_free_unpacked(msg, NULL);
-    got++;
-  }
+  int got = sl_echo_fx_drain(s);
   assert_int_equal(got, 4);
   sl_rpc_stream_destroy(s);
   assert_true(metric(SENT, ss, NULL) == ss_sent + 4);
@@ -798,42 +760,37 @@ static void test_rpc_server__metrics_count_stream_messages(void **state) {
   /* A cancel ends the call exactly once, as whatever the handler chose if
    * it chose first (echo finishes OK when its read ends), else CANCELLED. */
   sl_rpc_stream_cancel(s);
-  int64_t until = now_ms() + 5000;
-  while (handled_sum(bidi) != bidi_handled + 1 && now_ms() < until) {
+  int64_t until = sl_echo_fx_now_ms() + 5000;
+  while (handled_sum(bidi) != bidi_handled + 1 && sl_echo_fx_now_ms() < until) {
     struct timespec t = {0, 2000000};
     nanosleep(&t, NULL);
   }
   assert_true(handled_sum(bidi) == bidi_handled + 1);
   assert_true(metric_reaches(OPEN, bidi, NULL, bidi_open));
   sl_rpc_stream_destroy(s);
-  fx_stop(&fx);
+  sl_echo_fx_stop(&fx);
 }
 
 static void test_rpc_server__metrics_count_write_queue_full(void **state) {
   (void)state;
-  fixture fx;
+  sl_echo_fx fx;
   sl_rpc_server_opts so = {.addr = "127.0.0.1:0", .write_queue_max = 2};
-  fx_start(&fx, &so, NULL);
+  sl_echo_fx_start(&fx, &so, NULL);
   double full = metric("sluice_rpc_server_write_queue_full_total", NULL, NULL);
   echo_req req = SLUICE__TEST__ECHO_REQUEST__INIT;
   req.n = 200; /* FLOOD-like: a server stream faster than the queue */
   sl_err err = SL_ERR_INIT;
   sl_rpc_stream *s;
-  ProtobufCMessage *msg;
   assert_int_equal(sl_rpc_stream_open(fx.ch, &sl_echo_server_stream, &req.base, NULL, &s, &err),
                    SL_OK);
-  int got = 0;
-  while (sl_rpc_stream_recv(s, &msg, 5000, &err) == SL_OK && msg != NULL) {
-    protobuf_c_message_free_unpacked(msg, NULL);
-    got++;
-  }
+  int got = sl_echo_fx_drain(s);
   assert_int_equal(got, 200);
   sl_rpc_stream_destroy(s);
   long ebusy = atomic_load(&fx.stats.ebusy);
   assert_true(ebusy > 0);
   /* Other servers in this process may add to the shared counter, never less. */
   assert_true(metric("sluice_rpc_server_write_queue_full_total", NULL, NULL) >= full + ebusy);
-  fx_stop(&fx);
+  sl_echo_fx_stop(&fx);
 }
 
 int main(void) {
