@@ -13,17 +13,9 @@
 #define P "public/orders-partition-0"
 
 static int setup(void **state) {
-  mdt_local *l = calloc(1, sizeof(*l));
   sl_md_service_opts o = SL_MD_SERVICE_OPTS_INIT;
   o.ledger_id_block = 3; /* cross block boundaries often */
-  mdt_local_start(l, &o);
-  *state = l;
-  return 0;
-}
-
-static int teardown(void **state) {
-  mdt_local_stop(*state);
-  free(*state);
+  *state = mdt_local_new(&o);
   return 0;
 }
 
@@ -111,21 +103,12 @@ static int cmp_u64(const void *a, const void *b) {
 
 static void test_md_ledgers__ids_unique_across_replicas(void **state) {
   mdt_local *l = *state;
-  sl_err err = SL_ERR_INIT;
   /* A second service on the same store stands for a second replica. */
   sl_md_service_opts o = SL_MD_SERVICE_OPTS_INIT;
-  o.store = l->store;
   o.ledger_id_block = 2;
-  sl_md_service *md2 = NULL;
-  sl_rpc_server *srv2 = NULL;
-  mdt_expect(sl_md_service_create(&o, &md2, &err), SL_OK, &err);
-  sl_rpc_server_opts ro = {.addr = "127.0.0.1:0", .n_threads = 2};
-  mdt_expect(sl_rpc_server_create(&ro, &srv2, &err), SL_OK, &err);
-  mdt_expect(sl_md_service_register(md2, srv2, &err), SL_OK, &err);
-  mdt_expect(sl_rpc_server_start(srv2, &err), SL_OK, &err);
-  char addr[64];
-  snprintf(addr, sizeof(addr), "127.0.0.1:%d", sl_rpc_server_port(srv2));
-  sl_rpc_channel *ch2 = mdt_connect(addr);
+  mdt_local r2;
+  mdt_replica_start(&r2, l->store, &o);
+  sl_rpc_channel *ch2 = r2.ch;
   enum { N = 60 };
   uint64_t ids[N];
   for (int i = 0; i < N; i++) {
@@ -134,9 +117,7 @@ static void test_md_ledgers__ids_unique_across_replicas(void **state) {
   }
   qsort(ids, N, sizeof(ids[0]), cmp_u64);
   for (int i = 1; i < N; i++) assert_true(ids[i] != ids[i - 1]);
-  sl_rpc_channel_destroy(ch2);
-  sl_rpc_server_destroy(srv2);
-  sl_md_service_destroy(md2);
+  mdt_local_stop(&r2);
 }
 
 static void test_md_ledgers__create_get_delete(void **state) {
@@ -323,10 +304,12 @@ static void test_md_ledgers__bad_input(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_md_ledgers__ids_unique_across_replicas, setup,
-                                      teardown),
-      cmocka_unit_test_setup_teardown(test_md_ledgers__create_get_delete, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_md_ledgers__lifecycle_and_epochs, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_md_ledgers__bad_input, setup, teardown),
+                                      mdt_local_teardown),
+      cmocka_unit_test_setup_teardown(test_md_ledgers__create_get_delete, setup,
+                                      mdt_local_teardown),
+      cmocka_unit_test_setup_teardown(test_md_ledgers__lifecycle_and_epochs, setup,
+                                      mdt_local_teardown),
+      cmocka_unit_test_setup_teardown(test_md_ledgers__bad_input, setup, mdt_local_teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

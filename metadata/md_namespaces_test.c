@@ -9,19 +9,6 @@
 
 #include "tests/metadata_util.h"
 
-static int setup(void **state) {
-  mdt_local *l = calloc(1, sizeof(*l));
-  mdt_local_start(l, NULL);
-  *state = l;
-  return 0;
-}
-
-static int teardown(void **state) {
-  mdt_local_stop(*state);
-  free(*state);
-  return 0;
-}
-
 static sl_status create_ns(sl_rpc_channel *ch, const char *name,
                            Sluice__V1__NamespacePolicies *p, int64_t *version, sl_err *err) {
   Sluice__V1__CreateNamespaceRequest req = SLUICE__V1__CREATE_NAMESPACE_REQUEST__INIT;
@@ -237,9 +224,12 @@ static void test_md_namespaces__topics(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test_setup_teardown(test_md_namespaces__create_get_set_cas, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_md_namespaces__bad_policies, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_md_namespaces__topics, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_md_namespaces__create_get_set_cas, mdt_local_setup,
+                                      mdt_local_teardown),
+      cmocka_unit_test_setup_teardown(test_md_namespaces__bad_policies, mdt_local_setup,
+                                      mdt_local_teardown),
+      cmocka_unit_test_setup_teardown(test_md_namespaces__topics, mdt_local_setup,
+                                      mdt_local_teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

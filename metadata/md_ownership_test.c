@@ -12,19 +12,6 @@
 
 #define P "public/orders-partition-0"
 
-static int setup(void **state) {
-  mdt_local *l = calloc(1, sizeof(*l));
-  mdt_local_start(l, NULL);
-  *state = l;
-  return 0;
-}
-
-static int teardown(void **state) {
-  mdt_local_stop(*state);
-  free(*state);
-  return 0;
-}
-
 static sl_status lookup(sl_rpc_channel *ch, const char *p, Sluice__V1__OwnerInfo **out,
                         sl_err *err) {
   Sluice__V1__LookupOwnerRequest req = SLUICE__V1__LOOKUP_OWNER_REQUEST__INIT;
@@ -141,18 +128,9 @@ static void test_md_ownership__stale_epoch_refused(void **state) {
 static void test_md_ownership__epoch_cache_on_other_replica(void **state) {
   mdt_local *l = *state;
   sl_err err = SL_ERR_INIT;
-  sl_md_service_opts o = SL_MD_SERVICE_OPTS_INIT;
-  o.store = l->store;
-  sl_md_service *md2 = NULL;
-  sl_rpc_server *srv2 = NULL;
-  mdt_expect(sl_md_service_create(&o, &md2, &err), SL_OK, &err);
-  sl_rpc_server_opts ro = {.addr = "127.0.0.1:0", .n_threads = 2};
-  mdt_expect(sl_rpc_server_create(&ro, &srv2, &err), SL_OK, &err);
-  mdt_expect(sl_md_service_register(md2, srv2, &err), SL_OK, &err);
-  mdt_expect(sl_rpc_server_start(srv2, &err), SL_OK, &err);
-  char addr[64];
-  snprintf(addr, sizeof(addr), "127.0.0.1:%d", sl_rpc_server_port(srv2));
-  sl_rpc_channel *b = mdt_connect(addr);
+  mdt_local r2;
+  mdt_replica_start(&r2, l->store, NULL);
+  sl_rpc_channel *b = r2.ch;
 
   int64_t s1 = mdt_open_broker(l->ch, "b1", 0), s2 = mdt_open_broker(b, "b2", 0);
   Sluice__V1__AcquireOwnershipResponse *r = mdt_acquire(l->ch, P, "b1", s1);
@@ -170,9 +148,7 @@ static void test_md_ownership__epoch_cache_on_other_replica(void **state) {
   assert_non_null(strstr(err.msg, "stale"));
   mdt_expect(mdt_st_update_cursor(l->ch, P, "s", 2, v, e2, &v, &err), SL_OK, &err);
   mdt_expect(mdt_st_update_cursor(l->ch, P, "s", 3, v, e1, NULL, &err), SL_EPRECOND, &err);
-  sl_rpc_channel_destroy(b);
-  sl_rpc_server_destroy(srv2);
-  sl_md_service_destroy(md2);
+  mdt_local_stop(&r2);
 }
 
 static void test_md_ownership__bad_input(void **state) {
@@ -199,12 +175,16 @@ static void test_md_ownership__bad_input(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test_setup_teardown(test_md_ownership__acquire_lookup_release, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_md_ownership__ends_with_session, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_md_ownership__stale_epoch_refused, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_md_ownership__epoch_cache_on_other_replica, setup,
-                                      teardown),
-      cmocka_unit_test_setup_teardown(test_md_ownership__bad_input, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_md_ownership__acquire_lookup_release, mdt_local_setup,
+                                      mdt_local_teardown),
+      cmocka_unit_test_setup_teardown(test_md_ownership__ends_with_session, mdt_local_setup,
+                                      mdt_local_teardown),
+      cmocka_unit_test_setup_teardown(test_md_ownership__stale_epoch_refused, mdt_local_setup,
+                                      mdt_local_teardown),
+      cmocka_unit_test_setup_teardown(test_md_ownership__epoch_cache_on_other_replica,
+                                      mdt_local_setup, mdt_local_teardown),
+      cmocka_unit_test_setup_teardown(test_md_ownership__bad_input, mdt_local_setup,
+                                      mdt_local_teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -10,19 +10,6 @@
 
 #include "tests/metadata_util.h"
 
-static int setup(void **state) {
-  mdt_local *l = calloc(1, sizeof(*l));
-  mdt_local_start(l, NULL);
-  *state = l;
-  return 0;
-}
-
-static int teardown(void **state) {
-  mdt_local_stop(*state);
-  free(*state);
-  return 0;
-}
-
 static Sluice__V1__ListBrokersResponse *list_brokers(sl_rpc_channel *ch) {
   Sluice__V1__ListBrokersRequest req = SLUICE__V1__LIST_BROKERS_REQUEST__INIT;
   Sluice__V1__ListBrokersResponse *resp = NULL;
@@ -208,12 +195,16 @@ static void test_md_sessions__bad_input(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test_setup_teardown(test_md_sessions__open_list_close, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_md_sessions__one_registration_per_id, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_md_sessions__bookies_writable_only, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_md_sessions__lapse_removes_registration, setup,
-                                      teardown),
-      cmocka_unit_test_setup_teardown(test_md_sessions__bad_input, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_md_sessions__open_list_close, mdt_local_setup,
+                                      mdt_local_teardown),
+      cmocka_unit_test_setup_teardown(test_md_sessions__one_registration_per_id, mdt_local_setup,
+                                      mdt_local_teardown),
+      cmocka_unit_test_setup_teardown(test_md_sessions__bookies_writable_only, mdt_local_setup,
+                                      mdt_local_teardown),
+      cmocka_unit_test_setup_teardown(test_md_sessions__lapse_removes_registration, mdt_local_setup,
+                                      mdt_local_teardown),
+      cmocka_unit_test_setup_teardown(test_md_sessions__bad_input, mdt_local_setup,
+                                      mdt_local_teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

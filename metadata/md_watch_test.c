@@ -15,25 +15,10 @@ typedef Sluice__V1__WatchEvent event;
 #define DEL SLUICE__V1__WATCH_EVENT_TYPE__WATCH_EVENT_DELETE
 #define RESET SLUICE__V1__WATCH_EVENT_TYPE__WATCH_EVENT_RESET
 
-static int setup(void **state) {
-  mdt_local *l = calloc(1, sizeof(*l));
-  mdt_local_start(l, NULL);
-  *state = l;
-  return 0;
-}
-
 static int setup_small_buffer(void **state) {
-  mdt_local *l = calloc(1, sizeof(*l));
   sl_md_service_opts o = SL_MD_SERVICE_OPTS_INIT;
   o.watch_buffer = 16;
-  mdt_local_start(l, &o);
-  *state = l;
-  return 0;
-}
-
-static int teardown(void **state) {
-  mdt_local_stop(*state);
-  free(*state);
+  *state = mdt_local_new(&o);
   return 0;
 }
 
@@ -251,14 +236,18 @@ static void test_md_watch__many_watchers_come_and_go(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test_setup_teardown(test_md_watch__state_then_changes, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_md_watch__ownership_prefix_and_resume, setup,
-                                      teardown),
-      cmocka_unit_test_setup_teardown(test_md_watch__compacted_history_resets, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_md_watch__state_then_changes, mdt_local_setup,
+                                      mdt_local_teardown),
+      cmocka_unit_test_setup_teardown(test_md_watch__ownership_prefix_and_resume, mdt_local_setup,
+                                      mdt_local_teardown),
+      cmocka_unit_test_setup_teardown(test_md_watch__compacted_history_resets, mdt_local_setup,
+                                      mdt_local_teardown),
       cmocka_unit_test_setup_teardown(test_md_watch__slow_reader_is_cut_off, setup_small_buffer,
-                                      teardown),
-      cmocka_unit_test_setup_teardown(test_md_watch__bad_requests, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_md_watch__many_watchers_come_and_go, setup, teardown),
+                                      mdt_local_teardown),
+      cmocka_unit_test_setup_teardown(test_md_watch__bad_requests, mdt_local_setup,
+                                      mdt_local_teardown),
+      cmocka_unit_test_setup_teardown(test_md_watch__many_watchers_come_and_go, mdt_local_setup,
+                                      mdt_local_teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -3,6 +3,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <cmocka.h>
 
 #include "tests/metadata_util.h"
@@ -25,6 +26,20 @@ sl_cluster *mdt_cluster_start(const char *name, int replicas, bool local_store,
 
 sl_rpc_channel *mdt_cluster_connect(sl_cluster *c, int i) {
   return mdt_connect(sl_cluster_addr(c, SL_NODE_METADATA, i));
+}
+
+mdt_cluster_fx *mdt_cluster_fx_new(const char *name, const char *const *extra) {
+  mdt_cluster_fx *f = calloc(1, sizeof(*f));
+  if (f == NULL) fail_msg("out of memory");
+  f->c = mdt_cluster_start(name, 1, false, extra);
+  f->ch = mdt_cluster_connect(f->c, 0);
+  return f;
+}
+
+void mdt_cluster_fx_free(mdt_cluster_fx *f) {
+  sl_rpc_channel_destroy(f->ch);
+  sl_cluster_destroy(f->c);
+  free(f);
 }
 
 void mdt_etcd_kill9(sl_cluster *c) {

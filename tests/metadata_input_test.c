@@ -16,16 +16,10 @@
 #include "tests/metadata_cluster.h"
 #include "tests/metadata_util.h"
 
-typedef struct fixture {
-  sl_cluster *c;
-  sl_rpc_channel *ch;
-} fixture;
+typedef mdt_cluster_fx fixture;
 
 static int setup(void **state) {
-  fixture *f = calloc(1, sizeof(*f));
-  f->c = mdt_cluster_start("mdinput", 1, false, NULL);
-  f->ch = mdt_cluster_connect(f->c, 0);
-  *state = f;
+  *state = mdt_cluster_fx_new("mdinput", NULL);
   return 0;
 }
 
@@ -38,9 +32,7 @@ static int teardown(void **state) {
   sl_err err = SL_ERR_INIT;
   mdt_expect(sl_metadata_service_list_namespaces(f->ch, &req, &resp, NULL, &err), SL_OK, &err);
   protobuf_c_message_free_unpacked(&resp->base, NULL);
-  sl_rpc_channel_destroy(f->ch);
-  sl_cluster_destroy(f->c);
-  free(f);
+  mdt_cluster_fx_free(f);
   return 0;
 }
 

@@ -17,24 +17,15 @@
 #include "tests/metadata_cluster.h"
 #include "tests/metadata_util.h"
 
-typedef struct fixture {
-  sl_cluster *c;
-  sl_rpc_channel *ch;
-} fixture;
+typedef mdt_cluster_fx fixture;
 
 static int setup(void **state) {
-  fixture *f = calloc(1, sizeof(*f));
-  f->c = mdt_cluster_start("mdown", 1, false, NULL);
-  f->ch = mdt_cluster_connect(f->c, 0);
-  *state = f;
+  *state = mdt_cluster_fx_new("mdown", NULL);
   return 0;
 }
 
 static int teardown(void **state) {
-  fixture *f = *state;
-  sl_rpc_channel_destroy(f->ch);
-  sl_cluster_destroy(f->c);
-  free(f);
+  mdt_cluster_fx_free(*state);
   return 0;
 }
 

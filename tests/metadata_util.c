@@ -34,6 +34,21 @@ sl_rpc_channel *mdt_connect(const char *target) {
   return ch;
 }
 
+/* The service, its server and a channel, over l->store. */
+static void start_service(mdt_local *l, const sl_md_service_opts *opts, int n_threads) {
+  sl_err err = SL_ERR_INIT;
+  sl_md_service_opts mo = SL_MD_SERVICE_OPTS_INIT;
+  if (opts != NULL) mo = *opts;
+  mo.store = l->store;
+  mdt_expect(sl_md_service_create(&mo, &l->md, &err), SL_OK, &err);
+  sl_rpc_server_opts ro = {.addr = "127.0.0.1:0", .n_threads = n_threads};
+  mdt_expect(sl_rpc_server_create(&ro, &l->srv, &err), SL_OK, &err);
+  mdt_expect(sl_md_service_register(l->md, l->srv, &err), SL_OK, &err);
+  mdt_expect(sl_rpc_server_start(l->srv, &err), SL_OK, &err);
+  snprintf(l->addr, sizeof(l->addr), "127.0.0.1:%d", sl_rpc_server_port(l->srv));
+  l->ch = mdt_connect(l->addr);
+}
+
 void mdt_local_start(mdt_local *l, const sl_md_service_opts *opts) {
   sl_err err = SL_ERR_INIT;
   memset(l, 0, sizeof(*l));
@@ -43,25 +58,40 @@ void mdt_local_start(mdt_local *l, const sl_md_service_opts *opts) {
   sl_store_opts so = SL_STORE_OPTS_INIT;
   so.local_sync = false; /* durability is the store's own tests' business */
   mdt_expect(sl_store_open(uri, &so, &l->store, &err), SL_OK, &err);
-  sl_md_service_opts mo = SL_MD_SERVICE_OPTS_INIT;
-  if (opts != NULL) mo = *opts;
-  mo.store = l->store;
-  mdt_expect(sl_md_service_create(&mo, &l->md, &err), SL_OK, &err);
-  sl_rpc_server_opts ro = {.addr = "127.0.0.1:0", .n_threads = 8};
-  mdt_expect(sl_rpc_server_create(&ro, &l->srv, &err), SL_OK, &err);
-  mdt_expect(sl_md_service_register(l->md, l->srv, &err), SL_OK, &err);
-  mdt_expect(sl_rpc_server_start(l->srv, &err), SL_OK, &err);
-  snprintf(l->addr, sizeof(l->addr), "127.0.0.1:%d", sl_rpc_server_port(l->srv));
-  l->ch = mdt_connect(l->addr);
+  start_service(l, opts, 8);
+}
+
+void mdt_replica_start(mdt_local *l, sl_store *store, const sl_md_service_opts *opts) {
+  memset(l, 0, sizeof(*l));
+  l->store = store;
+  start_service(l, opts, 2);
 }
 
 void mdt_local_stop(mdt_local *l) {
   sl_rpc_channel_destroy(l->ch);
   sl_rpc_server_destroy(l->srv);
   sl_md_service_destroy(l->md);
-  sl_store_close(l->store);
+  if (l->dir != NULL) sl_store_close(l->store); /* a replica borrows it */
   free(l->dir);
   memset(l, 0, sizeof(*l));
+}
+
+mdt_local *mdt_local_new(const sl_md_service_opts *opts) {
+  mdt_local *l = calloc(1, sizeof(*l));
+  if (l == NULL) fail_msg("out of memory");
+  mdt_local_start(l, opts);
+  return l;
+}
+
+int mdt_local_setup(void **state) {
+  *state = mdt_local_new(NULL);
+  return 0;
+}
+
+int mdt_local_teardown(void **state) {
+  mdt_local_stop(*state);
+  free(*state);
+  return 0;
 }
 
 /* ---- sessions ---- */

@@ -22,8 +22,8 @@
 
 /* A MetadataService in this process over a local store in a temp dir. */
 typedef struct mdt_local {
-  char *dir;
-  sl_store *store;
+  char *dir;       /* NULL for a replica (mdt_replica_start) */
+  sl_store *store; /* owned unless this is a replica */
   sl_md_service *md;
   sl_rpc_server *srv;
   char addr[64];
@@ -33,6 +33,17 @@ typedef struct mdt_local {
 /* Starts one; opts may be NULL (defaults; the store is filled in). */
 void mdt_local_start(mdt_local *l, const sl_md_service_opts *opts);
 void mdt_local_stop(mdt_local *l);
+
+/* Starts a second service over `store` (retained; another mdt_local's),
+ * standing for another replica; opts may be NULL. mdt_local_stop() stops
+ * it and leaves the store open. */
+void mdt_replica_start(mdt_local *l, sl_store *store, const sl_md_service_opts *opts);
+
+/* cmocka setup/teardown: *state is a calloc'd mdt_local started with
+ * default options (mdt_local_new() for others). */
+int mdt_local_setup(void **state);
+int mdt_local_teardown(void **state);
+mdt_local *mdt_local_new(const sl_md_service_opts *opts);
 
 /* A plaintext channel to target. */
 sl_rpc_channel *mdt_connect(const char *target);
