@@ -97,7 +97,7 @@ static grpc_status_code raw_call(const char *target, const char *method,
 static void test_bookie_bad_input__unknown_ids(void **state) {
   (void)state;
   sl_cluster *c = sl_bktest_cluster("bookie_bad_ids", 1, args);
-  sl_rpc_channel *ch = sl_bktest_channel(sl_cluster_addr(c, SL_NODE_BOOKIE, 0));
+  sl_rpc_channel *ch = sl_bktest_bookie_channel(c, 0);
   write_known(ch);
   sl_err err = SL_ERR_INIT;
   Sluice__V1__ReadEntryResponse *r = NULL;
@@ -125,14 +125,13 @@ static void test_bookie_bad_input__unknown_ids(void **state) {
   free(a.payload.data);
 
   check_known(ch);
-  sl_rpc_channel_destroy(ch);
-  sl_bktest_cluster_destroy(c);
+  sl_bktest_finish(c, ch);
 }
 
 static void test_bookie_bad_input__bad_adds(void **state) {
   (void)state;
   sl_cluster *c = sl_bktest_cluster("bookie_bad_adds", 1, args);
-  sl_rpc_channel *ch = sl_bktest_channel(sl_cluster_addr(c, SL_NODE_BOOKIE, 0));
+  sl_rpc_channel *ch = sl_bktest_bookie_channel(c, 0);
   write_known(ch);
   char error[256];
   sl_err err = SL_ERR_INIT;
@@ -194,8 +193,7 @@ static void test_bookie_bad_input__bad_adds(void **state) {
   assert_true(sl_cluster_running(c, SL_NODE_BOOKIE, 0));
   check_known(ch);
   sl_bktest_check_entry(ch, 3, 0, 100);
-  sl_rpc_channel_destroy(ch);
-  sl_bktest_cluster_destroy(c);
+  sl_bktest_finish(c, ch);
 }
 
 static void test_bookie_bad_input__garbage_on_the_wire(void **state) {
@@ -234,8 +232,7 @@ static void test_bookie_bad_input__garbage_on_the_wire(void **state) {
   assert_true(sl_cluster_running(c, SL_NODE_BOOKIE, 0));
   check_known(ch);
   sl_bktest_write(ch, 1, 20, 30, 4096, 1);
-  sl_rpc_channel_destroy(ch);
-  sl_bktest_cluster_destroy(c);
+  sl_bktest_finish(c, ch);
 }
 
 int main(void) {

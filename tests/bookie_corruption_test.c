@@ -132,7 +132,7 @@ static void stop(sl_cluster *c) {
 static void test_bookie_corruption__flipped_byte_gives_data_loss(void **state) {
   (void)state;
   sl_cluster *c = sl_bktest_cluster("bookie_corruption", 1, NULL);
-  sl_rpc_channel *ch = sl_bktest_channel(sl_cluster_addr(c, SL_NODE_BOOKIE, 0));
+  sl_rpc_channel *ch = sl_bktest_bookie_channel(c, 0);
   for (int64_t e = 0; e < 20; e++) assert_int_equal(add(ch, e), 0);
   sl_bktest_write(ch, 10, 0, 10, 2048, 1); /* a bystander ledger */
   sl_rpc_channel_destroy(ch);
@@ -146,7 +146,7 @@ static void test_bookie_corruption__flipped_byte_gives_data_loss(void **state) {
   assert_true(flip_in_tables(dir) >= 1);
   restart(c);
 
-  ch = sl_bktest_channel(sl_cluster_addr(c, SL_NODE_BOOKIE, 0));
+  ch = sl_bktest_bookie_channel(c, 0);
   Sluice__V1__ReadEntryResponse *r = NULL;
   sl_err err = SL_ERR_INIT;
   assert_int_equal(sl_bktest_read(ch, LEDGER, TARGET, false, 0, &r, &err), SL_ECORRUPT);
@@ -164,8 +164,7 @@ static void test_bookie_corruption__flipped_byte_gives_data_loss(void **state) {
   /* The writer (or recovery) resends the entry: the bad copy is replaced. */
   assert_int_equal(add(ch, TARGET), 0);
   check(ch, TARGET);
-  sl_rpc_channel_destroy(ch);
-  sl_bktest_cluster_destroy(c);
+  sl_bktest_finish(c, ch);
 }
 
 int main(void) {

@@ -127,7 +127,7 @@ static void push_item(sl_bktest_item **v, size_t *n, size_t *cap, uint64_t ledge
 /* One cycle: write, kill at a random moment, restart, verify. Returns the
  * number of adds acked in it. */
 static uint64_t cycle(sl_cluster *c, writer *w, unsigned *seed, int n) {
-  sl_rpc_channel *ch = sl_bktest_channel(sl_cluster_addr(c, SL_NODE_BOOKIE, 0));
+  sl_rpc_channel *ch = sl_bktest_bookie_channel(c, 0);
   sl_err err = SL_ERR_INIT;
   for (int k = 0; k < NL; k++) {
     ledger_log *l = &w->l[k];
@@ -157,7 +157,7 @@ static uint64_t cycle(sl_cluster *c, writer *w, unsigned *seed, int n) {
   if (st != SL_OK) fail_msg("cycle %d: restart: %s", n, sl_err_msg(&err, st));
   /* Acked: byte-exact. Sent, not acked: absent or byte-exact. Plus a few
    * acked in earlier cycles. */
-  ch = sl_bktest_channel(sl_cluster_addr(c, SL_NODE_BOOKIE, 0));
+  ch = sl_bktest_bookie_channel(c, 0);
   sl_bktest_item *items = NULL;
   size_t n_items = 0, cap = 0;
   for (int k = 0; k < NL; k++) {
@@ -195,7 +195,7 @@ static void test_bookie_crash__acked_adds_survive_kill9(void **state) {
   for (int n = 0; n < cycles; n++) total += cycle(c, w, &seed, n);
 
   /* Everything acked in every cycle, once more. */
-  sl_rpc_channel *ch = sl_bktest_channel(sl_cluster_addr(c, SL_NODE_BOOKIE, 0));
+  sl_rpc_channel *ch = sl_bktest_bookie_channel(c, 0);
   sl_bktest_item *items = NULL;
   size_t checked = 0, cap = 0;
   for (int k = 0; k < NL; k++) {

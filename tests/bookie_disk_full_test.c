@@ -124,7 +124,7 @@ static void test_bookie_disk_full__read_only_and_back(void **state) {
   (void)state;
   sl_cluster *c = sl_bktest_cluster("bookie_disk_full", 1, args);
   ctx x = {
-      .ch = sl_bktest_channel(sl_cluster_addr(c, SL_NODE_BOOKIE, 0)),
+      .ch = sl_bktest_bookie_channel(c, 0),
       .md = sl_bktest_channel(sl_cluster_addr(c, SL_NODE_METADATA, 0)),
       .id = sl_cluster_id(c, SL_NODE_BOOKIE, 0),
   };

@@ -77,7 +77,7 @@ static sl_rpc_channel *stop_and_restart(sl_cluster *c, sl_rpc_channel *ch) {
   assert_int_equal(sl_cluster_stop_node(c, SL_NODE_BOOKIE, 0, &err), SL_OK);
   sl_status st = sl_cluster_restart(c, SL_NODE_BOOKIE, 0, &err);
   if (st != SL_OK) fail_msg("restart: %s", sl_err_msg(&err, st));
-  return sl_bktest_channel(sl_cluster_addr(c, SL_NODE_BOOKIE, 0));
+  return sl_bktest_bookie_channel(c, 0);
 }
 
 static sl_rpc_channel *kill_and_restart(sl_cluster *c, sl_rpc_channel *ch) {
@@ -86,13 +86,13 @@ static sl_rpc_channel *kill_and_restart(sl_cluster *c, sl_rpc_channel *ch) {
   assert_int_equal(sl_cluster_kill9(c, SL_NODE_BOOKIE, 0, &err), SL_OK);
   sl_status st = sl_cluster_restart(c, SL_NODE_BOOKIE, 0, &err);
   if (st != SL_OK) fail_msg("restart: %s", sl_err_msg(&err, st));
-  return sl_bktest_channel(sl_cluster_addr(c, SL_NODE_BOOKIE, 0));
+  return sl_bktest_bookie_channel(c, 0);
 }
 
 static void test_bookie_fence__fence_survives_kill9(void **state) {
   (void)state;
   sl_cluster *c = sl_bktest_cluster("bookie_fence", 1, NULL);
-  sl_rpc_channel *ch = sl_bktest_channel(sl_cluster_addr(c, SL_NODE_BOOKIE, 0));
+  sl_rpc_channel *ch = sl_bktest_bookie_channel(c, 0);
   char error[256];
   sl_err err = SL_ERR_INIT;
   sl_bktest_write(ch, 1, 0, 10, 512, 1);
@@ -135,14 +135,13 @@ static void test_bookie_fence__fence_survives_kill9(void **state) {
   assert_non_null(strstr(error, "stale epoch"));
   sl_bktest_check_entry(ch, 1, 10, 512);
 
-  sl_rpc_channel_destroy(ch);
-  sl_bktest_cluster_destroy(c);
+  sl_bktest_finish(c, ch);
 }
 
 static void test_bookie_fence__fencing_read_returns_last_entry(void **state) {
   (void)state;
   sl_cluster *c = sl_bktest_cluster("bookie_fence_read", 1, NULL);
-  sl_rpc_channel *ch = sl_bktest_channel(sl_cluster_addr(c, SL_NODE_BOOKIE, 0));
+  sl_rpc_channel *ch = sl_bktest_bookie_channel(c, 0);
   char error[256];
   sl_err err = SL_ERR_INIT;
   sl_bktest_write(ch, 5, 0, 25, 4096, 3);
@@ -178,8 +177,7 @@ static void test_bookie_fence__fencing_read_returns_last_entry(void **state) {
   protobuf_c_message_free_unpacked(&lac->base, NULL);
   for (int64_t e = 0; e < 25; e++) sl_bktest_check_entry(ch, 5, e, 4096);
 
-  sl_rpc_channel_destroy(ch);
-  sl_bktest_cluster_destroy(c);
+  sl_bktest_finish(c, ch);
 }
 
 /* The ledger's key (digest of the first password the bookie saw for it)
@@ -189,7 +187,7 @@ static void test_bookie_fence__fencing_read_returns_last_entry(void **state) {
 static void test_bookie_fence__wrong_password_refused_across_restart(void **state) {
   (void)state;
   sl_cluster *c = sl_bktest_cluster("bookie_fence_pw", 1, NULL);
-  sl_rpc_channel *ch = sl_bktest_channel(sl_cluster_addr(c, SL_NODE_BOOKIE, 0));
+  sl_rpc_channel *ch = sl_bktest_bookie_channel(c, 0);
   char error[256];
   sl_err err = SL_ERR_INIT;
   sl_bktest_write(ch, 3, 0, 8, 512, 1); /* records "ledger-3" */
@@ -240,8 +238,7 @@ static void test_bookie_fence__wrong_password_refused_across_restart(void **stat
   assert_non_null(strstr(error, "fenced"));
   for (int64_t e = 0; e < 9; e++) sl_bktest_check_entry(ch, 3, e, 512);
 
-  sl_rpc_channel_destroy(ch);
-  sl_bktest_cluster_destroy(c);
+  sl_bktest_finish(c, ch);
 }
 
 int main(void) {

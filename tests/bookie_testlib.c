@@ -61,6 +61,15 @@ sl_rpc_channel *sl_bktest_channel(const char *addr) {
   return ch;
 }
 
+sl_rpc_channel *sl_bktest_bookie_channel(const sl_cluster *c, int i) {
+  return sl_bktest_channel(sl_cluster_addr(c, SL_NODE_BOOKIE, i));
+}
+
+void sl_bktest_finish(sl_cluster *c, sl_rpc_channel *ch) {
+  sl_rpc_channel_destroy(ch);
+  sl_bktest_cluster_destroy(c);
+}
+
 static uint64_t mix(uint64_t x) {
   x += 0x9e3779b97f4a7c15ull;
   x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;

@@ -33,6 +33,13 @@ void sl_bktest_check_log_clean(const char *log_path);
  * reconnect backoff slows the test). */
 sl_rpc_channel *sl_bktest_channel(const char *addr);
 
+/* sl_bktest_channel to bookie i of c. */
+sl_rpc_channel *sl_bktest_bookie_channel(const sl_cluster *c, int i);
+
+/* Ends a test: destroys the channel ch, then the cluster as
+ * sl_bktest_cluster_destroy does. */
+void sl_bktest_finish(sl_cluster *c, sl_rpc_channel *ch);
+
 /* Deterministic payload of (ledger, entry): *len bytes (size drawn from the
  * pair too, up to max_len; max_len 0 = the usual mix: mostly < 16 KiB, now
  * and then empty or up to 200 KiB). Heap buffer; caller frees. */
