@@ -19,16 +19,6 @@ static int setup(void **state) {
   return 0;
 }
 
-static uint64_t allocate(sl_rpc_channel *ch) {
-  Sluice__V1__AllocateLedgerIdRequest req = SLUICE__V1__ALLOCATE_LEDGER_ID_REQUEST__INIT;
-  Sluice__V1__AllocateLedgerIdResponse *resp = NULL;
-  sl_err err = SL_ERR_INIT;
-  mdt_expect(sl_metadata_service_allocate_ledger_id(ch, &req, &resp, NULL, &err), SL_OK, &err);
-  uint64_t id = resp->ledger_id;
-  protobuf_c_message_free_unpacked(&resp->base, NULL);
-  return id;
-}
-
 static sl_status create(sl_rpc_channel *ch, Sluice__V1__LedgerInfo *l, uint64_t epoch,
                         Sluice__V1__LedgerResponse **out, sl_err *err) {
   Sluice__V1__CreateLedgerRequest req = SLUICE__V1__CREATE_LEDGER_REQUEST__INIT;
@@ -112,7 +102,7 @@ static void test_md_ledgers__ids_unique_across_replicas(void **state) {
   enum { N = 60 };
   uint64_t ids[N];
   for (int i = 0; i < N; i++) {
-    ids[i] = allocate(i % 3 == 0 ? ch2 : l->ch);
+    ids[i] = mdt_allocate_ledger_id(i % 3 == 0 ? ch2 : l->ch);
     assert_true(ids[i] > 0);
   }
   qsort(ids, N, sizeof(ids[0]), cmp_u64);
@@ -147,7 +137,7 @@ static void test_md_ledgers__create_get_delete(void **state) {
   info.ledger_id = 1000000;
   mdt_expect(create(l->ch, &info, 0, NULL, &err), SL_EINVAL, &err);
   assert_non_null(strstr(err.msg, "never allocated"));
-  info.ledger_id = allocate(l->ch);
+  info.ledger_id = mdt_allocate_ledger_id(l->ch);
   mdt_expect(create(l->ch, &info, 0, NULL, &err), SL_OK, &err);
   mdt_expect(create(l->ch, &info, 0, NULL, &err), SL_EEXIST, &err);
 

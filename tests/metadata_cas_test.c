@@ -159,8 +159,7 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
   fixture *f = *state;
-  sl_rpc_channel_destroy(f->ch);
-  sl_cluster_destroy(f->c);
+  mdt_cluster_stop(f->c, f->ch);
   free(f);
   return 0;
 }

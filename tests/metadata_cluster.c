@@ -36,10 +36,19 @@ mdt_cluster_fx *mdt_cluster_fx_new(const char *name, const char *const *extra) {
   return f;
 }
 
+void mdt_cluster_stop(sl_cluster *c, sl_rpc_channel *ch) {
+  sl_rpc_channel_destroy(ch);
+  sl_cluster_destroy(c);
+}
+
 void mdt_cluster_fx_free(mdt_cluster_fx *f) {
-  sl_rpc_channel_destroy(f->ch);
-  sl_cluster_destroy(f->c);
+  mdt_cluster_stop(f->c, f->ch);
   free(f);
+}
+
+int mdt_cluster_fx_teardown(void **state) {
+  mdt_cluster_fx_free(*state);
+  return 0;
 }
 
 void mdt_etcd_kill9(sl_cluster *c) {

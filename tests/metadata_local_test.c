@@ -16,16 +16,6 @@
 
 #define P "public/local-partition-0"
 
-static uint64_t allocate(sl_rpc_channel *ch) {
-  Sluice__V1__AllocateLedgerIdRequest req = SLUICE__V1__ALLOCATE_LEDGER_ID_REQUEST__INIT;
-  Sluice__V1__AllocateLedgerIdResponse *resp = NULL;
-  sl_err err = SL_ERR_INIT;
-  mdt_expect(sl_metadata_service_allocate_ledger_id(ch, &req, &resp, NULL, &err), SL_OK, &err);
-  uint64_t id = resp->ledger_id;
-  protobuf_c_message_free_unpacked(&resp->base, NULL);
-  return id;
-}
-
 static void test_metadata_local__standalone_and_restart(void **state) {
   (void)state;
   sl_err err = SL_ERR_INIT;
@@ -49,7 +39,7 @@ static void test_metadata_local__standalone_and_restart(void **state) {
   int64_t lv = 0, cv = 0;
   uint64_t ledger = mdt_create_ledger(ch, P, e1, &lv);
   mdt_expect(mdt_st_update_cursor(ch, P, "sub", 41, 0, e1, &cv, &err), SL_OK, &err);
-  uint64_t before = allocate(ch);
+  uint64_t before = mdt_allocate_ledger_id(ch);
 
   Sluice__V1__WatchRequest wr = SLUICE__V1__WATCH_REQUEST__INIT;
   wr.target = SLUICE__V1__WATCH_TARGET__WATCH_TARGET_BOOKIES;
@@ -81,7 +71,7 @@ static void test_metadata_local__standalone_and_restart(void **state) {
   mdt_expect(sl_metadata_service_get_ledger(ch, &gl, &l, NULL, &err), SL_OK, &err);
   assert_int_equal(l->version, lv);
   protobuf_c_message_free_unpacked(&l->base, NULL);
-  assert_true(allocate(ch) > before); /* a fresh block: never handed out twice */
+  assert_true(mdt_allocate_ledger_id(ch) > before); /* a fresh block: never handed out twice */
 
   /* The owner's session ends; the next owner's epoch is higher. */
   Sluice__V1__CloseSessionRequest cr = SLUICE__V1__CLOSE_SESSION_REQUEST__INIT;

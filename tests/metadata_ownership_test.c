@@ -24,11 +24,6 @@ static int setup(void **state) {
   return 0;
 }
 
-static int teardown(void **state) {
-  mdt_cluster_fx_free(*state);
-  return 0;
-}
-
 static void sleep_ms(int ms) {
   struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
   nanosleep(&ts, NULL);
@@ -199,11 +194,11 @@ static void test_metadata_ownership__epochs_survive_restarts(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_metadata_ownership__race_has_one_winner, setup,
-                                      teardown),
+                                      mdt_cluster_fx_teardown),
       cmocka_unit_test_setup_teardown(test_metadata_ownership__lapses_with_session, setup,
-                                      teardown),
+                                      mdt_cluster_fx_teardown),
       cmocka_unit_test_setup_teardown(test_metadata_ownership__epochs_survive_restarts, setup,
-                                      teardown),
+                                      mdt_cluster_fx_teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

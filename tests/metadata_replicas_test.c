@@ -48,16 +48,6 @@ static void expect_owner_event(sl_rpc_stream *w, const char *p, int64_t session)
   protobuf_c_message_free_unpacked(&ev->base, NULL);
 }
 
-static uint64_t allocate(sl_rpc_channel *ch) {
-  Sluice__V1__AllocateLedgerIdRequest req = SLUICE__V1__ALLOCATE_LEDGER_ID_REQUEST__INIT;
-  Sluice__V1__AllocateLedgerIdResponse *resp = NULL;
-  sl_err err = SL_ERR_INIT;
-  mdt_expect(sl_metadata_service_allocate_ledger_id(ch, &req, &resp, NULL, &err), SL_OK, &err);
-  uint64_t id = resp->ledger_id;
-  protobuf_c_message_free_unpacked(&resp->base, NULL);
-  return id;
-}
-
 static void test_metadata_replicas__kill_one_lose_nothing(void **state) {
   fixture *f = *state;
   sl_err err = SL_ERR_INIT;
@@ -84,8 +74,8 @@ static void test_metadata_replicas__kill_one_lose_nothing(void **state) {
     protobuf_c_message_free_unpacked(&r->base, NULL);
     mdt_expect(mdt_st_update_cursor(f->a, p, "sub", i, 0, epoch, &cursor_versions[i], &err),
                SL_OK, &err);
-    ids[2 * i] = allocate(f->a);
-    ids[2 * i + 1] = allocate(f->b);
+    ids[2 * i] = mdt_allocate_ledger_id(f->a);
+    ids[2 * i + 1] = mdt_allocate_ledger_id(f->b);
   }
   for (int i = 0; i < N; i++) {
     char p[64];
@@ -117,7 +107,7 @@ static void test_metadata_replicas__kill_one_lose_nothing(void **state) {
   protobuf_c_message_free_unpacked(&r->base, NULL);
   expect_owner_event(w, "public/after", s);
   for (int k = 0; k < 5; k++) {
-    uint64_t id = allocate(f->b);
+    uint64_t id = mdt_allocate_ledger_id(f->b);
     for (int i = 0; i < 2 * N; i++) assert_true(id != ids[i]);
   }
   sl_rpc_stream_destroy(w);
@@ -145,7 +135,7 @@ static void test_metadata_replicas__kill_one_lose_nothing(void **state) {
   mdt_expect(mdt_st_get_cursor(f->a, "public/r-partition-7", "sub", &entry, NULL, &err), SL_OK,
              &err);
   assert_int_equal(entry, 7);
-  uint64_t id = allocate(f->a);
+  uint64_t id = mdt_allocate_ledger_id(f->a);
   for (int i = 0; i < 2 * N; i++) assert_true(id != ids[i]);
 }
 

@@ -190,6 +190,16 @@ void mdt_create_namespace(sl_rpc_channel *ch, const char *ns) {
   protobuf_c_message_free_unpacked(&resp->base, NULL);
 }
 
+uint64_t mdt_allocate_ledger_id(sl_rpc_channel *ch) {
+  Sluice__V1__AllocateLedgerIdRequest req = SLUICE__V1__ALLOCATE_LEDGER_ID_REQUEST__INIT;
+  Sluice__V1__AllocateLedgerIdResponse *resp = NULL;
+  sl_err err = SL_ERR_INIT;
+  mdt_expect(sl_metadata_service_allocate_ledger_id(ch, &req, &resp, NULL, &err), SL_OK, &err);
+  uint64_t id = resp->ledger_id;
+  protobuf_c_message_free_unpacked(&resp->base, NULL);
+  return id;
+}
+
 void mdt_ledger_init(Sluice__V1__LedgerInfo *l, Sluice__V1__EnsembleSegment *seg,
                      const char *partition) {
   static char *bookies[] = {"b0"};

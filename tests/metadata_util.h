@@ -65,6 +65,9 @@ sl_status mdt_st_acquire(sl_rpc_channel *ch, const char *partition, const char *
                          int64_t session, Sluice__V1__AcquireOwnershipResponse **resp,
                          sl_err *err);
 
+/* Allocates a ledger id; fails the test on error. */
+uint64_t mdt_allocate_ledger_id(sl_rpc_channel *ch);
+
 /* Namespace + topic shorthands. */
 void mdt_create_namespace(sl_rpc_channel *ch, const char *ns);
 

@@ -23,11 +23,6 @@ static int setup(void **state) {
   return 0;
 }
 
-static int teardown(void **state) {
-  mdt_cluster_fx_free(*state);
-  return 0;
-}
-
 static void update_load(sl_rpc_channel *ch, int64_t session, uint32_t load) {
   Sluice__V1__BrokerInfo b = SLUICE__V1__BROKER_INFO__INIT;
   b.id = "b1";
@@ -149,9 +144,11 @@ static void test_metadata_watch__ownership_changes_across_etcd_crash(void **stat
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(
-          test_metadata_watch__every_change_in_order_across_etcd_crash, setup, teardown),
+          test_metadata_watch__every_change_in_order_across_etcd_crash, setup,
+          mdt_cluster_fx_teardown),
       cmocka_unit_test_setup_teardown(
-          test_metadata_watch__ownership_changes_across_etcd_crash, setup, teardown),
+          test_metadata_watch__ownership_changes_across_etcd_crash, setup,
+          mdt_cluster_fx_teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
