@@ -1,0 +1,299 @@
+/*
+ * grpc-core-baseline: bare gRPC core ping-pong over loopback, the reference
+ * for rpc-bench's unary_seq figure (tools/rpc_bench.c). No Sluice runtime:
+ * what this prints is what gRPC core itself costs on this machine now.
+ *
+ *   bazel run -c opt //tools:grpc-core-baseline -- [--seconds N]
+ *       [--payload BYTES] [--threads N] [--close] [--cq-per-call]
+ *
+ * Server: N threads (default 1), each polling its own next-queue with one
+ * registered unary method; every call is answered with a single
+ * SEND_INITIAL_METADATA + SEND_MESSAGE + SEND_STATUS_FROM_SERVER batch
+ * started on the polling thread. --close adds a separate
+ * RECV_CLOSE_ON_SERVER batch per call, as the runtime does.
+ * Client: blocking unary calls one at a time (one 6-op batch each) plucked
+ * from one pluck queue; --cq-per-call makes a pluck queue per call, as
+ * sl_rpc_unary does.
+ *
+ * Prints: baseline_unary_seq calls_per_s=... payload=... threads=...
+ */
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
+#include <grpc/support/time.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define METHOD "/baseline.Echo/Unary"
+enum { SLOTS_PER_CQ = 4 };
+
+typedef enum { EV_REQUEST, EV_REPLY, EV_CLOSE, EV_SHUTDOWN } ev_kind;
+
+typedef struct slot slot;
+typedef struct tag {
+  ev_kind kind;
+  slot *s;
+} tag;
+
+typedef struct worker {
+  grpc_completion_queue *cq;
+  pthread_t thread;
+} worker;
+
+/* One posted request; after a call arrives it also holds that call until
+ * its batches completed, then it is posted again. Touched only by the
+ * worker thread that polls s->w->cq. */
+struct slot {
+  worker *w;
+  tag req_tag, reply_tag, close_tag;
+  grpc_call *call;
+  gpr_timespec deadline;
+  grpc_metadata_array md;
+  grpc_byte_buffer *payload;
+  grpc_byte_buffer *reply;
+  int cancelled;
+  int pending; /* batches of `call` in flight */
+};
+
+static grpc_server *server;
+static void *registered;
+static bool with_close;
+static tag shutdown_tag = {EV_SHUTDOWN, NULL};
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
+static bool shutdown_done; /* under mu */
+static atomic_bool stopping; /* set before shutdown: no more re-posting */
+
+static double now_s(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+static void die(const char *what) {
+  fprintf(stderr, "grpc-core-baseline: %s\n", what);
+  exit(1);
+}
+
+static void post(slot *s) {
+  s->call = NULL;
+  s->payload = NULL;
+  grpc_metadata_array_init(&s->md);
+  if (grpc_server_request_registered_call(server, registered, &s->call, &s->deadline, &s->md,
+                                          &s->payload, s->w->cq, s->w->cq,
+                                          &s->req_tag) != GRPC_CALL_OK)
+    die("request_registered_call refused");
+}
+
+/* The request payload is echoed back as is. */
+static void reply(slot *s) {
+  grpc_op ops[4];
+  size_t n = 0;
+  memset(ops, 0, sizeof(ops));
+  s->reply = s->payload;
+  s->payload = NULL;
+  ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+  ops[n].op = GRPC_OP_SEND_MESSAGE;
+  ops[n++].data.send_message.send_message = s->reply;
+  ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+  ops[n++].data.send_status_from_server.status = GRPC_STATUS_OK;
+  s->pending = 1;
+  if (grpc_call_start_batch(s->call, ops, n, &s->reply_tag, NULL) != GRPC_CALL_OK)
+    die("reply batch refused");
+  if (with_close) {
+    grpc_op op;
+    memset(&op, 0, sizeof(op));
+    op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+    op.data.recv_close_on_server.cancelled = &s->cancelled;
+    s->pending++;
+    if (grpc_call_start_batch(s->call, &op, 1, &s->close_tag, NULL) != GRPC_CALL_OK)
+      die("close batch refused");
+  }
+}
+
+static void batch_done(slot *s) {
+  if (--s->pending > 0) return;
+  if (s->reply != NULL) grpc_byte_buffer_destroy(s->reply);
+  s->reply = NULL;
+  grpc_metadata_array_destroy(&s->md);
+  grpc_call_unref(s->call);
+  if (!atomic_load(&stopping)) post(s);
+}
+
+static void *worker_main(void *arg) {
+  worker *w = arg;
+  for (;;) {
+    grpc_event ev = grpc_completion_queue_next(w->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    if (ev.type == GRPC_QUEUE_SHUTDOWN) return NULL;
+    tag *t = ev.tag;
+    if (t->kind == EV_SHUTDOWN) {
+      pthread_mutex_lock(&mu);
+      shutdown_done = true;
+      pthread_cond_signal(&cv);
+      pthread_mutex_unlock(&mu);
+    } else if (t->kind == EV_REQUEST && !ev.success) {
+      grpc_metadata_array_destroy(&t->s->md); /* shutting down: never re-post */
+    } else if (t->kind == EV_REQUEST) {
+      reply(t->s);
+    } else {
+      batch_done(t->s);
+    }
+  }
+}
+
+/* One blocking unary call; returns false on a non-OK status. */
+static bool call_once(grpc_channel *ch, grpc_completion_queue *cq, grpc_byte_buffer *req) {
+  grpc_metadata_array initial, trailing;
+  grpc_byte_buffer *resp = NULL;
+  grpc_status_code code = GRPC_STATUS_UNKNOWN;
+  grpc_slice details = grpc_empty_slice();
+  grpc_op ops[6];
+  grpc_metadata_array_init(&initial);
+  grpc_metadata_array_init(&trailing);
+  grpc_call *call = grpc_channel_create_call(
+      ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq, grpc_slice_from_static_string(METHOD), NULL,
+      gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(10000, GPR_TIMESPAN)),
+      NULL);
+  memset(ops, 0, sizeof(ops));
+  ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+  ops[1].op = GRPC_OP_SEND_MESSAGE;
+  ops[1].data.send_message.send_message = req;
+  ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+  ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+  ops[3].data.recv_initial_metadata.recv_initial_metadata = &initial;
+  ops[4].op = GRPC_OP_RECV_MESSAGE;
+  ops[4].data.recv_message.recv_message = &resp;
+  ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+  ops[5].data.recv_status_on_client.trailing_metadata = &trailing;
+  ops[5].data.recv_status_on_client.status = &code;
+  ops[5].data.recv_status_on_client.status_details = &details;
+  if (grpc_call_start_batch(call, ops, 6, ops, NULL) != GRPC_CALL_OK) die("call refused");
+  grpc_event ev = grpc_completion_queue_pluck(cq, ops, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+  if (ev.type != GRPC_OP_COMPLETE) die("pluck failed");
+  grpc_call_unref(call);
+  grpc_metadata_array_destroy(&initial);
+  grpc_metadata_array_destroy(&trailing);
+  grpc_slice_unref(details);
+  if (resp != NULL) grpc_byte_buffer_destroy(resp);
+  return code == GRPC_STATUS_OK && resp != NULL;
+}
+
+static double unary_seq(grpc_channel *ch, grpc_byte_buffer *req, double seconds,
+                        bool cq_per_call) {
+  grpc_completion_queue *shared = cq_per_call ? NULL : grpc_completion_queue_create_for_pluck(NULL);
+  long n = 0;
+  double t0 = now_s(), t;
+  do {
+    for (int i = 0; i < 100; i++, n++) {
+      grpc_completion_queue *cq = shared ? shared : grpc_completion_queue_create_for_pluck(NULL);
+      if (!call_once(ch, cq, req)) die("call failed");
+      if (shared == NULL) {
+        grpc_completion_queue_shutdown(cq);
+        grpc_completion_queue_destroy(cq);
+      }
+    }
+    t = now_s();
+  } while (t - t0 < seconds);
+  if (shared != NULL) {
+    grpc_completion_queue_shutdown(shared);
+    grpc_completion_queue_destroy(shared);
+  }
+  return (double)n / (t - t0);
+}
+
+int main(int argc, char **argv) {
+  double seconds = 2;
+  size_t payload = 16;
+  int threads = 1;
+  bool cq_per_call = false;
+  for (int i = 1; i < argc; i++) {
+    if (strcmp(argv[i], "--seconds") == 0 && i + 1 < argc) {
+      seconds = atof(argv[++i]);
+    } else if (strcmp(argv[i], "--payload") == 0 && i + 1 < argc) {
+      payload = (size_t)strtoul(argv[++i], NULL, 10);
+    } else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {
+      threads = atoi(argv[++i]);
+    } else if (strcmp(argv[i], "--close") == 0) {
+      with_close = true;
+    } else if (strcmp(argv[i], "--cq-per-call") == 0) {
+      cq_per_call = true;
+    } else {
+      fprintf(stderr, "usage: grpc-core-baseline [--seconds N] [--payload BYTES] "
+                      "[--threads N] [--close] [--cq-per-call]\n");
+      return 2;
+    }
+  }
+  if (seconds <= 0) seconds = 2;
+  if (threads < 1 || threads > 64) threads = 1;
+
+  grpc_init();
+  grpc_arg reuse = {.type = GRPC_ARG_INTEGER, .key = (char *)GRPC_ARG_ALLOW_REUSEPORT,
+                    .value.integer = 0};
+  grpc_channel_args sargs = {1, &reuse};
+  server = grpc_server_create(&sargs, NULL);
+  registered = grpc_server_register_method(server, METHOD, NULL,
+                                           GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+  worker *workers = calloc((size_t)threads, sizeof(*workers));
+  slot *slots = calloc((size_t)threads * SLOTS_PER_CQ, sizeof(*slots));
+  if (workers == NULL || slots == NULL || registered == NULL) die("setup failed");
+  for (int i = 0; i < threads; i++) {
+    workers[i].cq = grpc_completion_queue_create_for_next(NULL);
+    grpc_server_register_completion_queue(server, workers[i].cq, NULL);
+  }
+  grpc_server_credentials *screds = grpc_insecure_server_credentials_create();
+  int port = grpc_server_add_http2_port(server, "127.0.0.1:0", screds);
+  grpc_server_credentials_release(screds);
+  if (port == 0) die("cannot listen");
+  grpc_server_start(server);
+  for (int i = 0; i < threads * SLOTS_PER_CQ; i++) {
+    slot *s = &slots[i];
+    s->w = &workers[i / SLOTS_PER_CQ];
+    s->req_tag = (tag){EV_REQUEST, s};
+    s->reply_tag = (tag){EV_REPLY, s};
+    s->close_tag = (tag){EV_CLOSE, s};
+    post(s);
+  }
+  for (int i = 0; i < threads; i++)
+    if (pthread_create(&workers[i].thread, NULL, worker_main, &workers[i]) != 0)
+      die("cannot start thread");
+
+  char target[64];
+  snprintf(target, sizeof(target), "127.0.0.1:%d", port);
+  grpc_channel_credentials *creds = grpc_insecure_credentials_create();
+  grpc_channel *ch = grpc_channel_create(target, creds, NULL);
+  grpc_channel_credentials_release(creds);
+  char *data = calloc(1, payload ? payload : 1);
+  if (data == NULL) die("out of memory");
+  grpc_slice sl = grpc_slice_from_copied_buffer(data, payload);
+  grpc_byte_buffer *req = grpc_raw_byte_buffer_create(&sl, 1);
+  grpc_slice_unref(sl);
+  free(data);
+
+  unary_seq(ch, req, 0.2, cq_per_call); /* connect and warm up */
+  printf("baseline_unary_seq calls_per_s=%.0f payload=%zu threads=%d close=%d cq_per_call=%d\n",
+         unary_seq(ch, req, seconds, cq_per_call), payload, threads, with_close, cq_per_call);
+  fflush(stdout);
+
+  grpc_byte_buffer_destroy(req);
+  grpc_channel_destroy(ch);
+  atomic_store(&stopping, true);
+  grpc_server_shutdown_and_notify(server, workers[0].cq, &shutdown_tag);
+  grpc_server_cancel_all_calls(server);
+  pthread_mutex_lock(&mu);
+  while (!shutdown_done) pthread_cond_wait(&cv, &mu);
+  pthread_mutex_unlock(&mu);
+  grpc_server_destroy(server);
+  for (int i = 0; i < threads; i++) grpc_completion_queue_shutdown(workers[i].cq);
+  for (int i = 0; i < threads; i++) {
+    pthread_join(workers[i].thread, NULL);
+    grpc_completion_queue_destroy(workers[i].cq);
+  }
+  free(slots);
+  free(workers);
+  grpc_shutdown();
+  return 0;
+}
