@@ -15,7 +15,13 @@
  * from one pluck queue; --cq-per-call makes a pluck queue per call, as
  * sl_rpc_unary does.
  *
- * Prints: baseline_unary_seq calls_per_s=... payload=... threads=...
+ * Then one bidi stream, the reference for stream_seq: the client sends a
+ * message (one batch, plucked), then receives its echo (one batch, plucked);
+ * the server (worker 0) keeps a RECV_MESSAGE posted and echoes each message
+ * with its own SEND_MESSAGE batch.
+ *
+ * Prints baseline_unary_seq calls_per_s=... and baseline_stream_seq
+ * msgs_per_s=..., each with cpu_us and switches per call or message.
  */
 #include <grpc/grpc.h>
 #include <grpc/grpc_security.h>
@@ -26,12 +32,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #define METHOD "/baseline.Echo/Unary"
+#define METHOD_BIDI "/baseline.Echo/Bidi"
 enum { SLOTS_PER_CQ = 4 };
 
-typedef enum { EV_REQUEST, EV_REPLY, EV_CLOSE, EV_SHUTDOWN } ev_kind;
+typedef enum {
+  EV_REQUEST, EV_REPLY, EV_CLOSE, EV_SHUTDOWN,
+  EV_BIDI_REQUEST, EV_BIDI_RECV, EV_BIDI_SEND, EV_BIDI_STATUS
+} ev_kind;
 
 typedef struct slot slot;
 typedef struct tag {
@@ -60,7 +71,7 @@ struct slot {
 };
 
 static grpc_server *server;
-static void *registered;
+static void *registered, *registered_bidi;
 static bool with_close;
 static tag shutdown_tag = {EV_SHUTDOWN, NULL};
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
@@ -72,6 +83,30 @@ static double now_s(void) {
   struct timespec t;
   clock_gettime(CLOCK_MONOTONIC, &t);
   return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+/* Process CPU seconds and context switches so far: per-call figures that,
+ * unlike calls/s, hold up while other work shares the machine. */
+typedef struct usage {
+  double cpu_s;
+  long switches;
+} usage;
+
+static usage usage_now(void) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  usage u = {(double)ru.ru_utime.tv_sec + (double)ru.ru_stime.tv_sec +
+                 ((double)ru.ru_utime.tv_usec + (double)ru.ru_stime.tv_usec) / 1e6,
+             ru.ru_nvcsw + ru.ru_nivcsw};
+  return u;
+}
+
+/* Prints " cpu_us=... switches=..." per operation since `u0`. */
+static void print_usage(usage u0, double ops) {
+  usage u = usage_now();
+  if (ops < 1) ops = 1;
+  printf(" cpu_us=%.0f switches=%.1f\n", (u.cpu_s - u0.cpu_s) * 1e6 / ops,
+         (double)(u.switches - u0.switches) / ops);
 }
 
 static void die(const char *what) {
@@ -124,6 +159,90 @@ static void batch_done(slot *s) {
   if (!atomic_load(&stopping)) post(s);
 }
 
+/* The one bidi stream the benchmark opens: every message is echoed back,
+ * one send in flight at a time; the client's half-close gets an OK status.
+ * Worker thread 0 only. */
+static struct {
+  tag req_tag, recv_tag, send_tag, status_tag;
+  grpc_call *call;
+  gpr_timespec deadline;
+  grpc_metadata_array md;
+  grpc_byte_buffer *recv_bb, *send_bb, *stash;
+  bool md_sent, sending, eof, status_started;
+  int pending; /* batches in flight */
+} bidi;
+
+static void bidi_batch(grpc_op *ops, size_t n, tag *t) {
+  bidi.pending++;
+  if (grpc_call_start_batch(bidi.call, ops, n, t, NULL) != GRPC_CALL_OK)
+    die("bidi batch refused");
+}
+
+static void bidi_post_recv(void) {
+  grpc_op op;
+  memset(&op, 0, sizeof(op));
+  op.op = GRPC_OP_RECV_MESSAGE;
+  op.data.recv_message.recv_message = &bidi.recv_bb;
+  bidi_batch(&op, 1, &bidi.recv_tag);
+}
+
+/* Sends `bb` (taking it), or the status once the client half-closed. */
+static void bidi_send(grpc_byte_buffer *bb) {
+  grpc_op ops[2];
+  size_t n = 0;
+  memset(ops, 0, sizeof(ops));
+  if (!bidi.md_sent) ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+  bidi.md_sent = true;
+  if (bb != NULL) {
+    bidi.send_bb = bb;
+    ops[n].op = GRPC_OP_SEND_MESSAGE;
+    ops[n++].data.send_message.send_message = bb;
+    bidi.sending = true;
+    bidi_batch(ops, n, &bidi.send_tag);
+  } else {
+    ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+    ops[n++].data.send_status_from_server.status = GRPC_STATUS_OK;
+    bidi.status_started = true;
+    bidi_batch(ops, n, &bidi.status_tag);
+  }
+}
+
+static void bidi_event(ev_kind kind, bool ok) {
+  if (kind == EV_BIDI_REQUEST) {
+    if (!ok) return; /* shut down before the stream came */
+    bidi_post_recv();
+    return;
+  }
+  bidi.pending--;
+  if (kind == EV_BIDI_RECV) {
+    grpc_byte_buffer *bb = bidi.recv_bb;
+    bidi.recv_bb = NULL;
+    if (!ok || bb == NULL) {
+      bidi.eof = true;
+    } else if (bidi.sending) {
+      bidi.stash = bb; /* the client waits for each echo: one is enough */
+    } else {
+      bidi_send(bb);
+    }
+    if (!bidi.eof) bidi_post_recv();
+  } else if (kind == EV_BIDI_SEND) {
+    grpc_byte_buffer_destroy(bidi.send_bb);
+    bidi.send_bb = NULL;
+    bidi.sending = false;
+    if (bidi.stash != NULL) {
+      grpc_byte_buffer *bb = bidi.stash;
+      bidi.stash = NULL;
+      bidi_send(bb);
+    }
+  }
+  if (bidi.eof && !bidi.sending && !bidi.status_started) bidi_send(NULL);
+  if (bidi.pending == 0 && bidi.status_started) {
+    grpc_metadata_array_destroy(&bidi.md);
+    grpc_call_unref(bidi.call);
+    bidi.call = NULL;
+  }
+}
+
 static void *worker_main(void *arg) {
   worker *w = arg;
   for (;;) {
@@ -135,6 +254,8 @@ static void *worker_main(void *arg) {
       shutdown_done = true;
       pthread_cond_signal(&cv);
       pthread_mutex_unlock(&mu);
+    } else if (t->kind >= EV_BIDI_REQUEST) {
+      bidi_event(t->kind, ev.success != 0);
     } else if (t->kind == EV_REQUEST && !ev.success) {
       grpc_metadata_array_destroy(&t->s->md); /* shutting down: never re-post */
     } else if (t->kind == EV_REQUEST) {
@@ -205,6 +326,81 @@ static double unary_seq(grpc_channel *ch, grpc_byte_buffer *req, double seconds,
   return (double)n / (t - t0);
 }
 
+/* Client side of the bidi stream, all plucked from one queue: open, then
+ * per message one send batch and one receive batch, each plucked. */
+static double stream_seq(grpc_channel *ch, grpc_byte_buffer *req, double seconds) {
+  grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
+  grpc_metadata_array initial, trailing;
+  grpc_status_code code = GRPC_STATUS_UNKNOWN;
+  grpc_slice details = grpc_empty_slice();
+  grpc_byte_buffer *resp = NULL;
+  char t_open, t_status, t_send, t_recv; /* addresses used as tags */
+  grpc_op ops[2];
+  grpc_metadata_array_init(&initial);
+  grpc_metadata_array_init(&trailing);
+  grpc_call *call = grpc_channel_create_call(
+      ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq, grpc_slice_from_static_string(METHOD_BIDI), NULL,
+      gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+  memset(ops, 0, sizeof(ops));
+  ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+  if (grpc_call_start_batch(call, ops, 1, &t_open, NULL) != GRPC_CALL_OK) die("open refused");
+  memset(ops, 0, sizeof(ops));
+  ops[0].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+  ops[0].data.recv_status_on_client.trailing_metadata = &trailing;
+  ops[0].data.recv_status_on_client.status = &code;
+  ops[0].data.recv_status_on_client.status_details = &details;
+  if (grpc_call_start_batch(call, ops, 1, &t_status, NULL) != GRPC_CALL_OK) die("status refused");
+  grpc_completion_queue_pluck(cq, &t_open, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+  long n = 0;
+  bool first = true;
+  double t0 = now_s(), t;
+  do {
+    for (int i = 0; i < 100; i++, n++) {
+      memset(ops, 0, sizeof(ops));
+      ops[0].op = GRPC_OP_SEND_MESSAGE;
+      ops[0].data.send_message.send_message = req;
+      if (grpc_call_start_batch(call, ops, 1, &t_send, NULL) != GRPC_CALL_OK) die("send refused");
+      if (!grpc_completion_queue_pluck(cq, &t_send, gpr_inf_future(GPR_CLOCK_REALTIME), NULL)
+               .success)
+        die("send failed");
+      memset(ops, 0, sizeof(ops));
+      size_t k = 0;
+      if (first) {
+        ops[k].op = GRPC_OP_RECV_INITIAL_METADATA;
+        ops[k++].data.recv_initial_metadata.recv_initial_metadata = &initial;
+        first = false;
+      }
+      ops[k].op = GRPC_OP_RECV_MESSAGE;
+      ops[k++].data.recv_message.recv_message = &resp;
+      if (grpc_call_start_batch(call, ops, k, &t_recv, NULL) != GRPC_CALL_OK) die("recv refused");
+      grpc_completion_queue_pluck(cq, &t_recv, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+      if (resp == NULL) die("stream ended early");
+      grpc_byte_buffer_destroy(resp);
+      resp = NULL;
+    }
+    t = now_s();
+  } while (t - t0 < seconds);
+  memset(ops, 0, sizeof(ops));
+  ops[0].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+  if (grpc_call_start_batch(call, ops, 1, &t_send, NULL) != GRPC_CALL_OK) die("close refused");
+  grpc_completion_queue_pluck(cq, &t_send, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+  memset(ops, 0, sizeof(ops));
+  ops[0].op = GRPC_OP_RECV_MESSAGE;
+  ops[0].data.recv_message.recv_message = &resp;
+  if (grpc_call_start_batch(call, ops, 1, &t_recv, NULL) != GRPC_CALL_OK) die("recv refused");
+  grpc_completion_queue_pluck(cq, &t_recv, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+  if (resp != NULL) die("echo after half-close");
+  grpc_completion_queue_pluck(cq, &t_status, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+  if (code != GRPC_STATUS_OK) die("stream status not OK");
+  grpc_call_unref(call);
+  grpc_metadata_array_destroy(&initial);
+  grpc_metadata_array_destroy(&trailing);
+  grpc_slice_unref(details);
+  grpc_completion_queue_shutdown(cq);
+  grpc_completion_queue_destroy(cq);
+  return (double)n / (t - t0);
+}
+
 int main(int argc, char **argv) {
   double seconds = 2;
   size_t payload = 16;
@@ -237,6 +433,8 @@ int main(int argc, char **argv) {
   server = grpc_server_create(&sargs, NULL);
   registered = grpc_server_register_method(server, METHOD, NULL,
                                            GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+  registered_bidi = grpc_server_register_method(server, METHOD_BIDI, NULL,
+                                                GRPC_SRM_PAYLOAD_NONE, 0);
   worker *workers = calloc((size_t)threads, sizeof(*workers));
   slot *slots = calloc((size_t)threads * SLOTS_PER_CQ, sizeof(*slots));
   if (workers == NULL || slots == NULL || registered == NULL) die("setup failed");
@@ -257,6 +455,15 @@ int main(int argc, char **argv) {
     s->close_tag = (tag){EV_CLOSE, s};
     post(s);
   }
+  bidi.req_tag = (tag){EV_BIDI_REQUEST, NULL};
+  bidi.recv_tag = (tag){EV_BIDI_RECV, NULL};
+  bidi.send_tag = (tag){EV_BIDI_SEND, NULL};
+  bidi.status_tag = (tag){EV_BIDI_STATUS, NULL};
+  grpc_metadata_array_init(&bidi.md);
+  if (grpc_server_request_registered_call(server, registered_bidi, &bidi.call, &bidi.deadline,
+                                          &bidi.md, NULL, workers[0].cq, workers[0].cq,
+                                          &bidi.req_tag) != GRPC_CALL_OK)
+    die("bidi request refused");
   for (int i = 0; i < threads; i++)
     if (pthread_create(&workers[i].thread, NULL, worker_main, &workers[i]) != 0)
       die("cannot start thread");
@@ -274,8 +481,20 @@ int main(int argc, char **argv) {
   free(data);
 
   unary_seq(ch, req, 0.2, cq_per_call); /* connect and warm up */
-  printf("baseline_unary_seq calls_per_s=%.0f payload=%zu threads=%d close=%d cq_per_call=%d\n",
-         unary_seq(ch, req, seconds, cq_per_call), payload, threads, with_close, cq_per_call);
+  usage u0 = usage_now();
+  double t0 = now_s();
+  double rate = unary_seq(ch, req, seconds, cq_per_call);
+  double took = now_s() - t0;
+  printf("baseline_unary_seq calls_per_s=%.0f payload=%zu threads=%d close=%d cq_per_call=%d",
+         rate, payload, threads, with_close, cq_per_call);
+  print_usage(u0, rate * took);
+  fflush(stdout);
+  u0 = usage_now();
+  t0 = now_s();
+  rate = stream_seq(ch, req, seconds);
+  took = now_s() - t0;
+  printf("baseline_stream_seq msgs_per_s=%.0f payload=%zu threads=%d", rate, payload, threads);
+  print_usage(u0, rate * took);
   fflush(stdout);
 
   grpc_byte_buffer_destroy(req);
