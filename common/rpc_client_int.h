@@ -21,8 +21,9 @@ struct sl_rpc_channel {
 
   pthread_mutex_t lock;     /* guards the async fields below */
   pthread_cond_t cond;      /* signalled when n_async drops to 0 */
+  pthread_cond_t work;      /* signalled when n_async leaves 0 or closing is set */
   grpc_completion_queue *cq; /* async next-queue, created on first use */
-  pthread_t thread;         /* polls cq; runs async callbacks */
+  pthread_t thread;         /* polls cq while n_async > 0; runs async callbacks */
   sl_rpc_async *async;      /* in-flight async calls (for destroy) */
   size_t n_async;
   bool closing;             /* destroy has begun: no new async calls */
