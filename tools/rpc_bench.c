@@ -15,14 +15,22 @@
  * the machine; the rates do not, so compare them first.
  *
  * Reference: //tools:grpc-core-baseline (tools/grpc_core_baseline.c) is the
- * same sequential unary ping-pong on bare gRPC core, without this runtime.
- * Run both back to back with the same --threads and compare unary_seq with
- * baseline_unary_seq: a gap there is ours, a drop in both is the machine.
- * Measured on the 2-core machine (2026-11, busy with other builds):
- * baseline 5.2-6.6k calls/s at ~150 us and ~3.5 switches per call with one
- * server thread, unary_seq the same within noise; with two server threads
- * both lose alike (~5-7 switches per call): that cost is gRPC core's, from
- * a call's events crossing completion queues.
+ * same sequential unary and bidi ping-pongs on bare gRPC core, without this
+ * runtime. Run both back to back with the same --threads and compare
+ * unary_seq and stream_seq with baseline_unary_seq and baseline_stream_seq:
+ * a gap there is ours, a drop in both is the machine.
+ * Measured 2026-11-22 on the 2-core Firecracker VM, one server thread
+ * (--threads 1), rates vary 2x from run to run, per-call figures do not:
+ *   baseline_unary_seq  2.2-4.7k/s  ~230-370 us  3.2-3.4 switches
+ *   unary_seq           2.8-3.7k/s  ~290-330 us  3.7-3.8 switches
+ *   baseline_stream_seq 3.7-8.6k/s  ~130-220 us  3.0-3.3 switches
+ *   stream_seq          5.1-7.0k/s  ~160-190 us  3.3 switches
+ * The 12-16k/s in /work/shared/FACTS.md is not reachable on this VM today
+ * even by bare gRPC core. unary_seq's extra ~0.4 switches are its
+ * RECV_CLOSE_ON_SERVER batch (baseline --close shows the same), which
+ * on_done and cancellation need. With two server threads (the default)
+ * both lose alike (~5-7 switches per call): a second thread blocked in its
+ * queue becomes gRPC's poller for the other's calls, gRPC core's cost.
  */
 #include <pthread.h>
 #include <stdio.h>
