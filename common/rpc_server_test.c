@@ -25,6 +25,7 @@
 #include "common/rpc_health.h"
 #include "common/rpc_server.h"
 #include "common/testdata/echo_service.h"
+#include "common/testdata/raw_call.h"
 #include "common/testdata/rpc_fixture.h"
 
 typedef Sluice__Test__EchoRequest echo_req;
@@ -54,61 +55,13 @@ static sl_status echo_unary(sl_echo_fx *fx, const echo_req *req, const sl_rpc_ca
   return sl_rpc_unary(fx->ch, &sl_echo_unary, &req->base, (ProtobufCMessage **)resp, o, err);
 }
 
-/* One raw gRPC call sending `bytes` as the only message, bypassing our
- * client so that the server sees bytes no encoder would produce. */
-static grpc_status_code raw_call(const char *target, const char *path, const void *bytes,
-                                 size_t n, char *details, size_t cap) {
-  grpc_init();
-  grpc_channel_credentials *creds = grpc_insecure_credentials_create();
-  grpc_channel *chan = grpc_channel_create(target, creds, NULL);
-  grpc_channel_credentials_release(creds);
-  grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
-  grpc_call *call = grpc_channel_create_call(
-      chan, NULL, GRPC_PROPAGATE_DEFAULTS, cq, grpc_slice_from_static_string(path), NULL,
-      gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(5000, GPR_TIMESPAN)),
-      NULL);
-  grpc_slice s = grpc_slice_from_copied_buffer(bytes, n);
-  grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&s, 1), *recv = NULL;
-  grpc_slice_unref(s);
-  grpc_metadata_array initial, trailing;
-  grpc_metadata_array_init(&initial);
-  grpc_metadata_array_init(&trailing);
-  grpc_status_code code = GRPC_STATUS_OK;
-  grpc_slice det = grpc_empty_slice();
-  grpc_op ops[6];
-  memset(ops, 0, sizeof(ops));
-  ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-  ops[1].op = GRPC_OP_SEND_MESSAGE;
-  ops[1].data.send_message.send_message = bb;
-  ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-  ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
-  ops[3].data.recv_initial_metadata.recv_initial_metadata = &initial;
-  ops[4].op = GRPC_OP_RECV_MESSAGE;
-  ops[4].data.recv_message.recv_message = &recv;
-  ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
-  ops[5].data.recv_status_on_client.trailing_metadata = &trailing;
-  ops[5].data.recv_status_on_client.status = &code;
-  ops[5].data.recv_status_on_client.status_details = &det;
-  assert_int_equal(grpc_call_start_batch(call, ops, 6, ops, NULL), GRPC_CALL_OK);
-  grpc_event ev = grpc_completion_queue_pluck(cq, ops, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
-  assert_int_equal(ev.type, GRPC_OP_COMPLETE);
-  size_t len = GRPC_SLICE_LENGTH(det) < cap - 1 ? GRPC_SLICE_LENGTH(det) : cap - 1;
-  memcpy(details, GRPC_SLICE_START_PTR(det), len);
-  details[len] = '\0';
-  if (recv != NULL) grpc_byte_buffer_destroy(recv);
-  grpc_byte_buffer_destroy(bb);
-  grpc_slice_unref(det);
-  grpc_metadata_array_destroy(&initial);
-  grpc_metadata_array_destroy(&trailing);
-  grpc_call_unref(call);
-  grpc_completion_queue_shutdown(cq);
-  grpc_completion_queue_destroy(cq);
-  grpc_channel_destroy(chan);
-  grpc_shutdown();
-  return code;
-}
-
 /* ---- basics ---- */
+
+/* A raw call with this file's 5 s deadline (see common/testdata/raw_call.h). */
+static grpc_status_code raw(const char *target, const char *path, const void *bytes,
+                            size_t n, char *details, size_t cap) {
+  return sl_test_raw_call(target, path, bytes, n, 5000, details, cap);
+}
 
 static void test_rpc_server__unary_sees_metadata_deadline_peer(void **state) {
   (void)state;
@@ -187,18 +140,18 @@ static void test_rpc_server__malformed_request_is_invalid_argument(void **state)
   const uint8_t bad_wire[] = {0xff, 0xff, 0xff, 0xff};
   /* Field 1 claims 16 bytes, has 1. */
   const uint8_t truncated[] = {0x0a, 0x10, 'a'};
-  assert_int_equal(raw_call(fx.target, sl_echo_unary.path, bad_wire, sizeof(bad_wire), details,
-                            sizeof(details)),
+  assert_int_equal(raw(fx.target, sl_echo_unary.path, bad_wire, sizeof(bad_wire), details,
+                       sizeof(details)),
                    GRPC_STATUS_INVALID_ARGUMENT);
   assert_non_null(strstr(details, "malformed"));
-  assert_int_equal(raw_call(fx.target, sl_echo_server_stream.path, truncated, sizeof(truncated),
-                            details, sizeof(details)),
+  assert_int_equal(raw(fx.target, sl_echo_server_stream.path, truncated, sizeof(truncated),
+                       details, sizeof(details)),
                    GRPC_STATUS_INVALID_ARGUMENT);
-  assert_int_equal(raw_call(fx.target, sl_echo_client_stream.path, bad_wire, sizeof(bad_wire),
-                            details, sizeof(details)),
+  assert_int_equal(raw(fx.target, sl_echo_client_stream.path, bad_wire, sizeof(bad_wire),
+                       details, sizeof(details)),
                    GRPC_STATUS_INVALID_ARGUMENT);
-  assert_int_equal(raw_call(fx.target, sl_echo_bidi.path, truncated, sizeof(truncated), details,
-                            sizeof(details)),
+  assert_int_equal(raw(fx.target, sl_echo_bidi.path, truncated, sizeof(truncated), details,
+                       sizeof(details)),
                    GRPC_STATUS_INVALID_ARGUMENT);
   /* Handlers of unary calls never saw the bad ones; the server lives on. */
   assert_int_equal(atomic_load(&fx.stats.started), 2); /* the two streams' on_start */

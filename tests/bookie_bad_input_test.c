@@ -13,12 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
-#include <grpc/byte_buffer.h>
-#include <grpc/grpc.h>
-#include <grpc/grpc_security.h>
-#include <grpc/support/time.h>
 
 #include "common/crc32c.h"
+#include "common/testdata/raw_call.h"
 #include "tests/bookie_testlib.h"
 
 static const char *const args[] = {"--max_entry_bytes", "1048576",
@@ -33,65 +30,6 @@ static void write_known(sl_rpc_channel *ch) {
 static void check_known(sl_rpc_channel *ch) {
   for (int64_t e = 0; e < 20; e++) sl_bktest_check_entry(ch, 1, e, 4096);
   for (int64_t e = 0; e < 5; e++) sl_bktest_check_entry(ch, 2, e, 0);
-}
-
-/* One call with `bytes` as the request message, through gRPC core only.
- * Returns the status code and copies the details. */
-static grpc_status_code raw_call(const char *target, const char *method,
-                                 const void *bytes, size_t n, char *details, size_t dn) {
-  grpc_init();
-  grpc_channel_credentials *cr = grpc_insecure_credentials_create();
-  grpc_channel *ch = grpc_channel_create(target, cr, NULL);
-  grpc_channel_credentials_release(cr);
-  grpc_completion_queue *cq = grpc_completion_queue_create_for_next(NULL);
-  gpr_timespec deadline = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
-                                       gpr_time_from_millis(10000, GPR_TIMESPAN));
-  grpc_slice m = grpc_slice_from_copied_string(method);
-  grpc_call *call = grpc_channel_create_call(ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq, m,
-                                             NULL, deadline, NULL);
-  grpc_slice_unref(m);
-  grpc_slice s = grpc_slice_from_copied_buffer(bytes, n);
-  grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&s, 1);
-  grpc_slice_unref(s);
-  grpc_metadata_array init_md, trail_md;
-  grpc_metadata_array_init(&init_md);
-  grpc_metadata_array_init(&trail_md);
-  grpc_byte_buffer *resp = NULL;
-  grpc_status_code status = GRPC_STATUS_UNKNOWN;
-  grpc_slice det = grpc_empty_slice();
-  grpc_op ops[6];
-  memset(ops, 0, sizeof(ops));
-  ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-  ops[1].op = GRPC_OP_SEND_MESSAGE;
-  ops[1].data.send_message.send_message = bb;
-  ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-  ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
-  ops[3].data.recv_initial_metadata.recv_initial_metadata = &init_md;
-  ops[4].op = GRPC_OP_RECV_MESSAGE;
-  ops[4].data.recv_message.recv_message = &resp;
-  ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
-  ops[5].data.recv_status_on_client.trailing_metadata = &trail_md;
-  ops[5].data.recv_status_on_client.status = &status;
-  ops[5].data.recv_status_on_client.status_details = &det;
-  assert_int_equal(grpc_call_start_batch(call, ops, 6, (void *)1, NULL), GRPC_CALL_OK);
-  grpc_event ev = grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
-  assert_int_equal(ev.type, GRPC_OP_COMPLETE);
-  snprintf(details, dn, "%.*s", (int)GRPC_SLICE_LENGTH(det),
-           (const char *)GRPC_SLICE_START_PTR(det));
-  if (resp != NULL) grpc_byte_buffer_destroy(resp);
-  grpc_byte_buffer_destroy(bb);
-  grpc_slice_unref(det);
-  grpc_metadata_array_destroy(&init_md);
-  grpc_metadata_array_destroy(&trail_md);
-  grpc_call_unref(call);
-  grpc_completion_queue_shutdown(cq);
-  while (grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL).type !=
-         GRPC_QUEUE_SHUTDOWN) {
-  }
-  grpc_completion_queue_destroy(cq);
-  grpc_channel_destroy(ch);
-  grpc_shutdown();
-  return status;
 }
 
 static void test_bookie_bad_input__unknown_ids(void **state) {
@@ -223,7 +161,8 @@ static void test_bookie_bad_input__garbage_on_the_wire(void **state) {
   for (size_t i = 0; i < sizeof(junk) / sizeof(junk[0]); i++) {
     char details[512];
     grpc_status_code code =
-        raw_call(addr, junk[i].method, junk[i].bytes, junk[i].n, details, sizeof(details));
+        sl_test_raw_call(addr, junk[i].method, junk[i].bytes, junk[i].n, 10000, details,
+                         sizeof(details));
     if (code != GRPC_STATUS_INVALID_ARGUMENT)
       fail_msg("%s with junk: status %d (%s), want INVALID_ARGUMENT", junk[i].method,
                (int)code, details);

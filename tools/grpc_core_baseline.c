@@ -32,8 +32,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <time.h>
+
+#include "tools/bench_util.h"
 
 #define METHOD "/baseline.Echo/Unary"
 #define METHOD_BIDI "/baseline.Echo/Bidi"
@@ -78,36 +79,6 @@ static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
 static bool shutdown_done; /* under mu */
 static atomic_bool stopping; /* set before shutdown: no more re-posting */
-
-static double now_s(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
-}
-
-/* Process CPU seconds and context switches so far: per-call figures that,
- * unlike calls/s, hold up while other work shares the machine. */
-typedef struct usage {
-  double cpu_s;
-  long switches;
-} usage;
-
-static usage usage_now(void) {
-  struct rusage ru;
-  getrusage(RUSAGE_SELF, &ru);
-  usage u = {(double)ru.ru_utime.tv_sec + (double)ru.ru_stime.tv_sec +
-                 ((double)ru.ru_utime.tv_usec + (double)ru.ru_stime.tv_usec) / 1e6,
-             ru.ru_nvcsw + ru.ru_nivcsw};
-  return u;
-}
-
-/* Prints " cpu_us=... switches=..." per operation since `u0`. */
-static void print_usage(usage u0, double ops) {
-  usage u = usage_now();
-  if (ops < 1) ops = 1;
-  printf(" cpu_us=%.0f switches=%.1f\n", (u.cpu_s - u0.cpu_s) * 1e6 / ops,
-         (double)(u.switches - u0.switches) / ops);
-}
 
 static void die(const char *what) {
   fprintf(stderr, "grpc-core-baseline: %s\n", what);
@@ -307,7 +278,7 @@ static double unary_seq(grpc_channel *ch, grpc_byte_buffer *req, double seconds,
                         bool cq_per_call) {
   grpc_completion_queue *shared = cq_per_call ? NULL : grpc_completion_queue_create_for_pluck(NULL);
   long n = 0;
-  double t0 = now_s(), t;
+  double t0 = sl_bench_now_s(), t;
   do {
     for (int i = 0; i < 100; i++, n++) {
       grpc_completion_queue *cq = shared ? shared : grpc_completion_queue_create_for_pluck(NULL);
@@ -317,7 +288,7 @@ static double unary_seq(grpc_channel *ch, grpc_byte_buffer *req, double seconds,
         grpc_completion_queue_destroy(cq);
       }
     }
-    t = now_s();
+    t = sl_bench_now_s();
   } while (t - t0 < seconds);
   if (shared != NULL) {
     grpc_completion_queue_shutdown(shared);
@@ -353,7 +324,7 @@ static double stream_seq(grpc_channel *ch, grpc_byte_buffer *req, double seconds
   grpc_completion_queue_pluck(cq, &t_open, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
   long n = 0;
   bool first = true;
-  double t0 = now_s(), t;
+  double t0 = sl_bench_now_s(), t;
   do {
     for (int i = 0; i < 100; i++, n++) {
       memset(ops, 0, sizeof(ops));
@@ -378,7 +349,7 @@ static double stream_seq(grpc_channel *ch, grpc_byte_buffer *req, double seconds
       grpc_byte_buffer_destroy(resp);
       resp = NULL;
     }
-    t = now_s();
+    t = sl_bench_now_s();
   } while (t - t0 < seconds);
   memset(ops, 0, sizeof(ops));
   ops[0].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
@@ -481,20 +452,20 @@ int main(int argc, char **argv) {
   free(data);
 
   unary_seq(ch, req, 0.2, cq_per_call); /* connect and warm up */
-  usage u0 = usage_now();
-  double t0 = now_s();
+  sl_bench_usage u0 = sl_bench_usage_now();
+  double t0 = sl_bench_now_s();
   double rate = unary_seq(ch, req, seconds, cq_per_call);
-  double took = now_s() - t0;
+  double took = sl_bench_now_s() - t0;
   printf("baseline_unary_seq calls_per_s=%.0f payload=%zu threads=%d close=%d cq_per_call=%d",
          rate, payload, threads, with_close, cq_per_call);
-  print_usage(u0, rate * took);
+  sl_bench_usage_print(u0, rate * took);
   fflush(stdout);
-  u0 = usage_now();
-  t0 = now_s();
+  u0 = sl_bench_usage_now();
+  t0 = sl_bench_now_s();
   rate = stream_seq(ch, req, seconds);
-  took = now_s() - t0;
+  took = sl_bench_now_s() - t0;
   printf("baseline_stream_seq msgs_per_s=%.0f payload=%zu threads=%d", rate, payload, threads);
-  print_usage(u0, rate * took);
+  sl_bench_usage_print(u0, rate * took);
   fflush(stdout);
 
   grpc_byte_buffer_destroy(req);

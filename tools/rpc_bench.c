@@ -36,46 +36,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <time.h>
 
 #include "common/rpc_client.h"
 #include "common/rpc_server.h"
 #include "common/testdata/echo_service.h"
+#include "tools/bench_util.h"
 
 typedef Sluice__Test__EchoRequest echo_req;
 
 enum { WINDOW = 64 };
-
-static double now_s(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
-}
-
-/* Process CPU seconds and context switches so far: per-call figures that,
- * unlike calls/s, hold up while other work shares the machine. */
-typedef struct usage {
-  double cpu_s;
-  long switches;
-} usage;
-
-static usage usage_now(void) {
-  struct rusage ru;
-  getrusage(RUSAGE_SELF, &ru);
-  usage u = {(double)ru.ru_utime.tv_sec + (double)ru.ru_stime.tv_sec +
-                 ((double)ru.ru_utime.tv_usec + (double)ru.ru_stime.tv_usec) / 1e6,
-             ru.ru_nvcsw + ru.ru_nivcsw};
-  return u;
-}
-
-/* Prints " cpu_us=... switches=..." per operation since `u0`. */
-static void print_usage(usage u0, double ops) {
-  usage u = usage_now();
-  if (ops < 1) ops = 1;
-  printf(" cpu_us=%.0f switches=%.1f\n", (u.cpu_s - u0.cpu_s) * 1e6 / ops,
-         (double)(u.switches - u0.switches) / ops);
-}
 
 static void die(const char *what, sl_status st, const sl_err *err) {
   fprintf(stderr, "rpc-bench: %s: %s\n", what, sl_err_msg(err, st));
@@ -95,7 +65,7 @@ static echo_req make_req(size_t payload) {
 static double unary_seq(sl_rpc_channel *ch, const echo_req *req, double seconds) {
   sl_err err = SL_ERR_INIT;
   long n = 0;
-  double t0 = now_s(), t;
+  double t0 = sl_bench_now_s(), t;
   do {
     for (int i = 0; i < 100; i++, n++) {
       ProtobufCMessage *resp;
@@ -103,7 +73,7 @@ static double unary_seq(sl_rpc_channel *ch, const echo_req *req, double seconds)
       if (st != SL_OK) die("unary", st, &err);
       protobuf_c_message_free_unpacked(resp, NULL);
     }
-    t = now_s();
+    t = sl_bench_now_s();
   } while (t - t0 < seconds);
   return (double)n / (t - t0);
 }
@@ -133,7 +103,7 @@ static sl_status start_async(async_run *r) {
 static void on_async(sl_status st, const char *details, ProtobufCMessage *resp, void *arg) {
   async_run *r = arg;
   if (resp != NULL) protobuf_c_message_free_unpacked(resp, NULL);
-  bool again = st == SL_OK && now_s() < r->until;
+  bool again = st == SL_OK && sl_bench_now_s() < r->until;
   if (again && start_async(r) != SL_OK) again = false;
   pthread_mutex_lock(&r->mu);
   r->done++;
@@ -149,7 +119,7 @@ static double unary_async(sl_rpc_channel *ch, const echo_req *req, double second
   async_run r = {.ch = ch, .req = req, .failed = SL_OK};
   pthread_mutex_init(&r.mu, NULL);
   pthread_cond_init(&r.cv, NULL);
-  double t0 = now_s();
+  double t0 = sl_bench_now_s();
   r.until = t0 + seconds;
   pthread_mutex_lock(&r.mu);
   for (int i = 0; i < WINDOW; i++) {
@@ -158,7 +128,7 @@ static double unary_async(sl_rpc_channel *ch, const echo_req *req, double second
   }
   while (r.inflight > 0) pthread_cond_wait(&r.cv, &r.mu);
   pthread_mutex_unlock(&r.mu);
-  double t = now_s();
+  double t = sl_bench_now_s();
   if (r.failed != SL_OK) die("async", r.failed, NULL);
   pthread_cond_destroy(&r.cv);
   pthread_mutex_destroy(&r.mu);
@@ -197,14 +167,14 @@ static double stream_seq(sl_rpc_channel *ch, const echo_req *req, double seconds
   sl_rpc_stream *s = open_bidi(ch);
   sl_err err = SL_ERR_INIT;
   long n = 0;
-  double t0 = now_s(), t;
+  double t0 = sl_bench_now_s(), t;
   do {
     for (int i = 0; i < 100; i++, n++) {
       sl_status st = sl_rpc_stream_send(s, &req->base, 10000, &err);
       if (st != SL_OK) die("send", st, &err);
       recv_one(s);
     }
-    t = now_s();
+    t = sl_bench_now_s();
   } while (t - t0 < seconds);
   end_stream(s);
   return (double)n / (t - t0);
@@ -242,11 +212,11 @@ static double stream_window(sl_rpc_channel *ch, const echo_req *req, double seco
   pthread_cond_init(&w.cv, NULL);
   pthread_t t;
   if (pthread_create(&t, NULL, window_receiver, &w) != 0) die("thread", SL_ENOMEM, NULL);
-  double t0 = now_s();
+  double t0 = sl_bench_now_s();
   for (;;) {
     pthread_mutex_lock(&w.mu);
     while (w.sent - w.received >= WINDOW) pthread_cond_wait(&w.cv, &w.mu);
-    bool over = now_s() - t0 >= seconds;
+    bool over = sl_bench_now_s() - t0 >= seconds;
     if (!over) w.sent++; /* counted before the send: the echo may beat us */
     pthread_cond_broadcast(&w.cv);
     pthread_mutex_unlock(&w.mu);
@@ -260,7 +230,7 @@ static double stream_window(sl_rpc_channel *ch, const echo_req *req, double seco
   while (w.received < w.sent) pthread_cond_wait(&w.cv, &w.mu);
   long n = w.received;
   pthread_mutex_unlock(&w.mu);
-  double took = now_s() - t0;
+  double took = sl_bench_now_s() - t0;
   pthread_join(t, NULL);
   end_stream(w.s);
   pthread_cond_destroy(&w.cv);
@@ -351,13 +321,13 @@ int main(int argc, char **argv) {
               {"stream_seq", "msgs", stream_seq},
               {"stream_window64", "msgs", stream_window}};
   for (size_t i = 0; i < sizeof(runs) / sizeof(runs[0]); i++) {
-    usage u0 = usage_now();
-    double t0 = now_s();
+    sl_bench_usage u0 = sl_bench_usage_now();
+    double t0 = sl_bench_now_s();
     double rate = runs[i].run(ch, &req, seconds);
-    double took = now_s() - t0;
+    double took = sl_bench_now_s() - t0;
     printf("%s %s_per_s=%.0f payload=%zu tls=%d threads=%d", runs[i].name, runs[i].unit, rate,
            payload, tls, threads);
-    print_usage(u0, rate * took);
+    sl_bench_usage_print(u0, rate * took);
     fflush(stdout);
   }
 

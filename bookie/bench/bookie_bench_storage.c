@@ -26,9 +26,9 @@
 
 #include "bookie/bookie_store.h"
 #include "bookie/journal.h"
-#include "bookie/bench/bench_util.h"
 #include "common/config.h"
 #include "common/crc32c.h"
+#include "tools/bench_util.h"
 #include "common/log.h"
 
 typedef struct bench_cfg {

@@ -24,9 +24,9 @@
 #include <unistd.h>
 
 #include "bookie.slrpc.h"
-#include "bookie/bench/bench_util.h"
 #include "common/config.h"
 #include "common/crc32c.h"
+#include "tools/bench_util.h"
 #include "common/rpc_client.h"
 #include "tests/cluster.h"
 #include "tests/proc.h"

@@ -1,10 +1,11 @@
-#include "bookie/bench/bench_util.h"
+#include "tools/bench_util.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -14,6 +15,28 @@ int64_t sl_bench_now_ns(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+double sl_bench_now_s(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+sl_bench_usage sl_bench_usage_now(void) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  sl_bench_usage u = {(double)ru.ru_utime.tv_sec + (double)ru.ru_stime.tv_sec +
+                          ((double)ru.ru_utime.tv_usec + (double)ru.ru_stime.tv_usec) / 1e6,
+                      ru.ru_nvcsw + ru.ru_nivcsw};
+  return u;
+}
+
+void sl_bench_usage_print(sl_bench_usage since, double ops) {
+  sl_bench_usage u = sl_bench_usage_now();
+  if (ops < 1) ops = 1;
+  printf(" cpu_us=%.0f switches=%.1f\n", (u.cpu_s - since.cpu_s) * 1e6 / ops,
+         (double)(u.switches - since.switches) / ops);
 }
 
 static int cmp_i64(const void *a, const void *b) {

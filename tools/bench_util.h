@@ -1,16 +1,31 @@
 /*
- * What both bookie benchmarks share: the clock, latency percentiles, and the
- * raw disk baseline (4 KiB append + fdatasync) they report their adds
- * against, so the two print comparable figures.
+ * What the benchmarks share, so they print comparable figures: the clock,
+ * latency percentiles, per-operation CPU and context switches (figures that,
+ * unlike ops/s, hold up while other work shares the machine), and the raw
+ * disk baseline (4 KiB append + fdatasync) that bookie adds are set against.
  */
-#ifndef SL_BOOKIE_BENCH_UTIL_H
-#define SL_BOOKIE_BENCH_UTIL_H
+#ifndef SL_TOOLS_BENCH_UTIL_H
+#define SL_TOOLS_BENCH_UTIL_H
 
 #include <stddef.h>
 #include <stdint.h>
 
 /* Monotonic clock in nanoseconds. */
 int64_t sl_bench_now_ns(void);
+
+/* Monotonic clock in seconds. */
+double sl_bench_now_s(void);
+
+/* Process CPU seconds and context switches so far. */
+typedef struct sl_bench_usage {
+  double cpu_s;
+  long switches;
+} sl_bench_usage;
+
+sl_bench_usage sl_bench_usage_now(void);
+
+/* Prints " cpu_us=... switches=...\n": per operation since `since`. */
+void sl_bench_usage_print(sl_bench_usage since, double ops);
 
 /* Sorts v ascending (for sl_bench_pct_ms). */
 void sl_bench_sort(int64_t *v, size_t n);
