@@ -35,7 +35,12 @@
   X(SL_EUNAUTH, -18, GRPC_STATUS_UNAUTHENTICATED, "unauthenticated")          \
   X(SL_ERANGE, -19, GRPC_STATUS_OUT_OF_RANGE, "out of range")                 \
   X(SL_EREDIRECT, -20, GRPC_STATUS_FAILED_PRECONDITION, "not the owner")      \
-  X(SL_EINTERNAL, -21, GRPC_STATUS_INTERNAL, "internal error")
+  X(SL_EINTERNAL, -21, GRPC_STATUS_INTERNAL, "internal error")              \
+  X(SL_ESTALE_EPOCH, -22, GRPC_STATUS_FAILED_PRECONDITION, "stale epoch")    \
+  X(SL_ECONFLICT, -23, GRPC_STATUS_FAILED_PRECONDITION, "entry conflict")    \
+  X(SL_EBADCRC, -24, GRPC_STATUS_DATA_LOSS, "bad checksum")                  \
+  X(SL_EFAILED, -25, GRPC_STATUS_UNAVAILABLE, "node failed, needs a restart") \
+  X(SL_EDELETED, -26, GRPC_STATUS_NOT_FOUND, "deleted")
 
 typedef enum sl_status {
 #define SL_STATUS_ENUM_(name, value, grpc, text) name = value,
