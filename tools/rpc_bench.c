@@ -4,6 +4,7 @@
  *
  *   bazel run //tools:rpc-bench -- [--seconds N] [--payload BYTES] [--tls]
  *                                  [--threads N]  (server workers, default 2)
+ *                                  [--astream-only]  (only the astream rows)
  *
  * Prints one line per measurement:
  *   unary_seq calls_per_s=...        blocking unary calls, one at a time
@@ -288,10 +289,11 @@ static void astream_row(sl_rpc_channel *ch, size_t payload, int k, int threads,
   double took = sl_bench_now_s() - t0;
   sl_bench_usage u1 = sl_bench_usage_now();
   double cpu_us = (u1.cpu_s - u0.cpu_s) * 1e6 / (rate * took);
+  double switches = (double)(u1.switches - u0.switches) / (rate * took);
   double b_rate = 0, b_cpu = 0;
   bool have = baseline_astream(k, payload, threads, seconds, &b_rate, &b_cpu);
-  printf("astream%d_w%d msgs_per_s=%.0f cpu_us=%.1f payload=%zu threads=%d", k, AWINDOW, rate,
-         cpu_us, payload, threads);
+  printf("astream%d_w%d msgs_per_s=%.0f cpu_us=%.1f switches=%.1f payload=%zu threads=%d", k,
+         AWINDOW, rate, cpu_us, switches, payload, threads);
   if (have)
     printf(" | baseline msgs_per_s=%.0f cpu_us=%.1f | ratio=%.2f cpu_ratio=%.2f\n", b_rate,
            b_cpu, rate / b_rate, cpu_us / b_cpu);
@@ -443,6 +445,7 @@ int main(int argc, char **argv) {
   double seconds = 2;
   size_t payload = 16;
   bool tls = false;
+  bool astream_only = false;
   int threads = 2;
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--seconds") == 0 && i + 1 < argc) {
@@ -453,8 +456,11 @@ int main(int argc, char **argv) {
       threads = atoi(argv[++i]);
     } else if (strcmp(argv[i], "--tls") == 0) {
       tls = true;
+    } else if (strcmp(argv[i], "--astream-only") == 0) {
+      astream_only = true;
     } else {
-      fprintf(stderr, "usage: rpc-bench [--seconds N] [--payload BYTES] [--tls] [--threads N]\n");
+      fprintf(stderr, "usage: rpc-bench [--seconds N] [--payload BYTES] [--tls] [--threads N] "
+                      "[--astream-only]\n");
       return 2;
     }
   }
@@ -486,7 +492,7 @@ int main(int argc, char **argv) {
               {"unary_async64", "calls", unary_async},
               {"stream_seq", "msgs", stream_seq},
               {"stream_window64", "msgs", stream_window}};
-  for (size_t i = 0; i < sizeof(runs) / sizeof(runs[0]); i++) {
+  for (size_t i = 0; i < sizeof(runs) / sizeof(runs[0]) && !astream_only; i++) {
     sl_bench_usage u0 = sl_bench_usage_now();
     double t0 = sl_bench_now_s();
     double rate = runs[i].run(ch, &req, seconds);
