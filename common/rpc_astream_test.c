@@ -30,7 +30,7 @@
 typedef Sluice__Test__EchoRequest echo_req;
 typedef Sluice__Test__EchoResponse echo_resp;
 
-#define WAIT_MS 10000
+#define WAIT_MS 30000 /* an upper bound only: generous for TSan and loaded machines */
 
 /* What a stream's callbacks saw. Callbacks run serially (that is under
  * test: `inside` catches overlap), so plain fields are written only there
