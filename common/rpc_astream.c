@@ -33,9 +33,7 @@
  *   5. The call stays tracked on the channel while any batch is in flight
  *      (batches > 0) or on_done has not run (channel invariant 1).
  */
-#include <grpc/support/time.h>
 #include <stdatomic.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
