@@ -180,7 +180,7 @@ static void test_md_ledgers__lifecycle_and_epochs(void **state) {
   mdt_expect(update(l->ch, cur, v, e1, &v, &err), SL_OK, &err);
   /* Old versions and bad epochs lose; a version is required. */
   mdt_expect(update(l->ch, cur, v - 1, e1, NULL, &err), SL_EVERSION, &err);
-  mdt_expect(update(l->ch, cur, v, e1 + 1, NULL, &err), SL_EPRECOND, &err);
+  mdt_expect(update(l->ch, cur, v, e1 + 1, NULL, &err), SL_EFENCED, &err);
   mdt_expect(update(l->ch, cur, 0, e1, NULL, &err), SL_EINVAL, &err);
   /* Immutable fields. */
   cur->ack_quorum = 2;

@@ -238,7 +238,7 @@ static void test_metadata_cas__stale_epoch_refused(void **state) {
   assert_true(e2 > e1);
 
   /* b1, with the versions it read and its old epoch: refused everywhere. */
-  mdt_expect(mdt_st_update_cursor(f->ch, P, "s", 2, cv, e1, NULL, &err), SL_EPRECOND, &err);
+  mdt_expect(mdt_st_update_cursor(f->ch, P, "s", 2, cv, e1, NULL, &err), SL_EFENCED, &err);
   mdt_expect(sl_metadata_service_update_managed_ledger(f->ch, &mr, &mresp, NULL, &err),
              SL_EPRECOND, &err); /* expected 0 would also fail: it exists */
   mr.expected_version = mv;
