@@ -18,10 +18,11 @@
  *      before another node can have taken over anything bound to it. The
  *      clock starts when a keep-alive (or the OpenSession) that succeeded
  *      was SENT, on this host's monotonic clock: the service renews the
- *      lease only after that, so the lease lasts at least until send + TTL,
- *      and on_lost fires at send + TTL at the latest. It does not wait for
- *      the service to say so: a call still in flight at that moment is
- *      abandoned.
+ *      lease only after that, so the lease lasts at least until send + TTL.
+ *      on_lost is due at send + TTL - SL_SESSION_LOST_GUARD_MS, the guard
+ *      covering this thread's wake-up and the callback's own start. It does
+ *      not wait for the service to say so: a call still in flight at that
+ *      moment is abandoned.
  *   2. Every session id handed to on_established is followed by exactly one
  *      on_lost for it, unless stop comes first. Sessions never overlap: the
  *      next OpenSession goes out only after on_lost has returned.
@@ -53,6 +54,9 @@
 #include "metadata.pb-c.h"
 
 typedef struct sl_session sl_session;
+
+/* How long before send + TTL on_lost is due (invariant 1). */
+#define SL_SESSION_LOST_GUARD_MS 50
 
 /* Fills the registration: `info` is a Sluice__V1__BrokerInfo or a
  * Sluice__V1__BookieInfo (by opts.kind), with id and address already set.
