@@ -220,6 +220,7 @@ static sl_status open_session(sl_session *s) {
   s->status.live = true;
   s->status.session_id = ev.session_id;
   s->status.ttl_seconds = ev.ttl_seconds;
+  s->status.renewed_ms = sent;
   s->status.opens++;
   if (ev.took_over) s->status.takeovers++;
   pthread_mutex_unlock(&s->mu);
@@ -252,6 +253,7 @@ static sl_status keep_alive(sl_session *s) {
   s->lost_at = sent + (int64_t)s->ttl * 1000 - SL_SESSION_LOST_GUARD_MS;
   s->next_ka = sent + (int64_t)s->ttl * 1000 / 3;
   pthread_mutex_lock(&s->mu);
+  s->status.renewed_ms = sent;
   s->status.keepalives++;
   pthread_mutex_unlock(&s->mu);
   s->streak = 0;

@@ -110,6 +110,9 @@ typedef struct sl_session_status {
   int64_t session_id;       /* 0 when none; private (invariant 4) */
   uint64_t generation;      /* of the current or last session */
   uint32_t ttl_seconds;     /* granted TTL */
+  int64_t renewed_ms;       /* CLOCK_MONOTONIC ms at which the last
+                               OpenSession or keep-alive that succeeded was
+                               sent (invariant 1's clock starts there) */
   uint64_t opens;           /* sessions opened */
   uint64_t takeovers;       /* of which took over a live registration */
   uint64_t losses;          /* on_lost calls */
