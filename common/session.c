@@ -213,7 +213,7 @@ static sl_status open_session(sl_session *s) {
   }
   s->session = ev.session_id;
   s->ttl = ev.ttl_seconds;
-  s->lost_at = sent + (int64_t)s->ttl * 1000 - SL_SESSION_LOST_GUARD_MS;
+  s->lost_at = sent + (int64_t)s->ttl * 1000 - sl_session_lost_guard_ms(s->ttl);
   s->next_ka = sent + (int64_t)s->ttl * 1000 / 3;
   pthread_mutex_lock(&s->mu);
   ev.generation = ++s->status.generation;
@@ -250,7 +250,7 @@ static sl_status keep_alive(sl_session *s) {
   }
   protobuf_c_message_free_unpacked(resp, NULL);
   /* Invariant 1: renewed by the service after `sent`, to the full TTL. */
-  s->lost_at = sent + (int64_t)s->ttl * 1000 - SL_SESSION_LOST_GUARD_MS;
+  s->lost_at = sent + (int64_t)s->ttl * 1000 - sl_session_lost_guard_ms(s->ttl);
   s->next_ka = sent + (int64_t)s->ttl * 1000 / 3;
   pthread_mutex_lock(&s->mu);
   s->status.renewed_ms = sent;

@@ -300,8 +300,8 @@ static void test_session__lost_at_ttl_then_reopened(void **state) {
   int64_t after = e.at_ms - last_ok;
   print_message("on_lost %lld ms after the last keep-alive the service answered (TTL %d ms)\n",
                 (long long)after, TTL_S * 1000);
-  assert_true(after <= TTL_S * 1000 - SL_SESSION_LOST_GUARD_MS + scaled(40));
-  assert_true(after >= TTL_S * 1000 - SL_SESSION_LOST_GUARD_MS - 100);
+  assert_true(after <= TTL_S * 1000 - sl_session_lost_guard_ms(TTL_S) + scaled(40));
+  assert_true(after >= TTL_S * 1000 - sl_session_lost_guard_ms(TTL_S) - 100);
   /* The service is back: a new session, generation 2, taking over. */
   fake_set(f, ANSWER);
   await_events(&u, 3, 10000);
