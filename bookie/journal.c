@@ -34,7 +34,8 @@ typedef struct seg {
 struct sl_journal {
   sl_journal_opts opts;
   char *dir;
-  uint8_t instance[SL_JOURNAL_INSTANCE_BYTES]; /* stamped into segments */
+  const uint8_t *instance;   /* SL_JOURNAL_INSTANCE_BYTES, stamped into
+                                segments; opts.instance_id or zeros */
   int dirfd;
 
   pthread_mutex_t mu;        /* guards everything down to `stats` */
@@ -290,8 +291,8 @@ sl_status sl_journal_open(const sl_journal_opts *opts, sl_journal **out,
   sl_journal *j = sl_xcalloc(1, sizeof(*j));
   j->opts = *opts;
   j->dir = sl_xstrdup(opts->dir);
-  if (opts->instance_id != NULL) memcpy(j->instance, opts->instance_id, sizeof(j->instance));
-  j->opts.instance_id = NULL; /* borrowed: the copy above is used */
+  static const uint8_t no_instance[SL_JOURNAL_INSTANCE_BYTES];
+  j->instance = opts->instance_id != NULL ? opts->instance_id : no_instance;
   j->fd = -1;
   j->state = J_OPEN;
   j->dirfd = open(j->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);

@@ -174,7 +174,9 @@ typedef struct sl_journal_opts {
   int (*sync_hook)(int fd, void *hook_arg);
   void *hook_arg;
   /* SL_JOURNAL_INSTANCE_BYTES stamped into each new segment and required of
-   * version 3 segments at replay (copied at open); NULL means all zeros. */
+   * version 3 segments at replay; NULL means all zeros. Retained while the
+   * journal is open and read at replay and start, so the owner may fill it
+   * in after open (e.g. once it knows the journal's segments). */
   const uint8_t *instance_id;
   /* Where the journal registers its metrics (sync latency, batch sizes);
    * NULL: none. Retained while the journal is open. */
