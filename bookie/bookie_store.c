@@ -1174,6 +1174,7 @@ sl_status sl_bookie_store_delete_ledger(sl_bookie_store *s, uint64_t ledger,
   if (st == SL_OK) st = submit_locked(s, l, op, err);
   if (st == SL_OK) {
     l->admit_deleted = true; /* invariant 8 */
+    l->admit_has_key = false; /* as the tombstone will be, also after restart */
   } else {
     ledger_drop_if_unused(s, l, created);
   }

@@ -97,7 +97,7 @@ static sl_bookie_add_req make_add(uint64_t ledger, int64_t entry, uint64_t epoch
                                   const char *payload) {
   uint32_t len = (uint32_t)strlen(payload);
   sl_bookie_add_req r = {ledger, entry, epoch, entry - 1, payload, len,
-                         sl_crc32c(payload, len), 0, NULL, 0};
+                         sl_entry_crc(ledger, entry, payload, len), 0, NULL, 0};
   return r;
 }
 
@@ -144,16 +144,25 @@ static sl_status fence_wait(sl_bookie_store *s, uint64_t ledger, uint64_t epoch,
   return fence_pw(s, ledger, epoch, NULL, 0, err);
 }
 
-static sl_status delete_wait(sl_bookie_store *s, uint64_t ledger, sl_err *err) {
+/* Deletes with a password and waits for the callback. */
+static sl_status delete_pw(sl_bookie_store *s, uint64_t ledger, const char *password,
+                           sl_err *err) {
   sl_test_waiter w;
   sl_test_waiter_init(&w);
-  sl_status st = sl_bookie_store_delete_ledger(s, ledger, sl_test_waiter_cb, &w, err);
+  sl_status st = sl_bookie_store_delete_ledger(s, ledger, password,
+                                               password ? strlen(password) : 0,
+                                               sl_test_waiter_cb, &w, err);
   if (st == SL_OK) {
     assert_true(sl_test_waiter_wait(&w, 1, 10000));
     if (w.ok != 1) st = w.last_st;
   }
   sl_test_waiter_release(&w);
   return st;
+}
+
+/* Deletes with the empty password (the one add_str sends). */
+static sl_status delete_wait(sl_bookie_store *s, uint64_t ledger, sl_err *err) {
+  return delete_pw(s, ledger, NULL, err);
 }
 
 static void expect_read(sl_bookie_store *s, uint64_t ledger, int64_t entry,
@@ -165,7 +174,7 @@ static void expect_read(sl_bookie_store *s, uint64_t ledger, int64_t entry,
   assert_int_equal(st, SL_OK);
   assert_int_equal(e.len, strlen(payload));
   assert_memory_equal(e.payload, payload, e.len);
-  assert_int_equal(e.crc, sl_crc32c(payload, e.len));
+  assert_int_equal(e.crc, sl_entry_crc(ledger, entry, payload, e.len));
   sl_ledger_entry_release(&e);
 }
 
@@ -393,10 +402,10 @@ static void test_bookie_store__fence_durable_across_reopen(void **state) {
   assert_int_equal(add_wait(s, &r, NULL), SL_OK);
   r = make_add(42, 6, 4, "old recovery");
   r.flags = SL_BOOKIE_ADD_RECOVERY;
-  assert_int_equal(add_wait(s, &r, &err), SL_EFENCED);
+  assert_int_equal(add_wait(s, &r, &err), SL_ESTALE_EPOCH);
   assert_string_equal(err.msg, "ledger 42: stale epoch 4 < 5");
   /* A stale fence is refused too. */
-  assert_int_equal(fence_wait(s, 42, 2, &err), SL_EFENCED);
+  assert_int_equal(fence_wait(s, 42, 2, &err), SL_ESTALE_EPOCH);
   expect_read(s, 42, 5, "recovered");
 
   /* Durable before completion: snapshot the live directory right after the
@@ -437,7 +446,7 @@ static void test_bookie_store__fence_refuses_before_durable(void **state) {
   sl_bookie_add_req r1 = make_add(5, 1, 1, "after");
   assert_int_equal(sl_bookie_store_add(s, &r1, sl_test_waiter_cb, &w, &err), SL_EFENCED);
   /* A delete must wait for the requests in flight. */
-  assert_int_equal(sl_bookie_store_delete_ledger(s, 5, sl_test_waiter_cb, &w, &err), SL_EBUSY);
+  assert_int_equal(sl_bookie_store_delete_ledger(s, 5, NULL, 0, sl_test_waiter_cb, &w, &err), SL_EBUSY);
   assert_int_equal(w.done, 0);
   gate_set(&g_gate, false, false);
   assert_true(sl_test_waiter_wait(&w, 2, 10000));
@@ -455,18 +464,18 @@ static void test_bookie_store__stale_epoch_refused(void **state) {
   sl_bookie_store *s = open_store(dir, &o);
   sl_err err = SL_ERR_INIT;
   assert_int_equal(add_str(s, 42, 0, 5, "a", NULL), SL_OK);
-  assert_int_equal(add_str(s, 42, 1, 3, "b", &err), SL_EFENCED);
+  assert_int_equal(add_str(s, 42, 1, 3, "b", &err), SL_ESTALE_EPOCH);
   assert_string_equal(err.msg, "ledger 42: stale epoch 3 < 5");
   assert_int_equal(read_status(s, 42, 1, NULL), SL_ENOTFOUND);
   assert_int_equal(add_str(s, 42, 1, 5, "b", NULL), SL_OK);
   assert_int_equal(add_str(s, 42, 2, 6, "c", NULL), SL_OK);
-  assert_int_equal(add_str(s, 42, 3, 5, "d", &err), SL_EFENCED);
+  assert_int_equal(add_str(s, 42, 3, 5, "d", &err), SL_ESTALE_EPOCH);
   assert_string_equal(err.msg, "ledger 42: stale epoch 5 < 6");
   sl_test_waiter w;
   sl_test_waiter_init(&w);
-  assert_int_equal(sl_bookie_store_write_lac(s, 42, 4, 2, sl_test_waiter_cb, &w, &err),
-                   SL_EFENCED);
-  assert_int_equal(sl_bookie_store_write_lac(s, 42, 6, 2, sl_test_waiter_cb, &w, &err), SL_OK);
+  assert_int_equal(sl_bookie_store_write_lac(s, 42, 4, 2, NULL, 0, sl_test_waiter_cb, &w, &err),
+                   SL_ESTALE_EPOCH);
+  assert_int_equal(sl_bookie_store_write_lac(s, 42, 6, 2, NULL, 0, sl_test_waiter_cb, &w, &err), SL_OK);
   assert_true(sl_test_waiter_wait(&w, 1, 10000));
   sl_test_waiter_release(&w);
   int64_t lac;
@@ -475,7 +484,7 @@ static void test_bookie_store__stale_epoch_refused(void **state) {
   sl_bookie_store_close(s);
   /* The epoch survives restart. */
   s = open_store(dir, &o);
-  assert_int_equal(add_str(s, 42, 3, 5, "d", &err), SL_EFENCED);
+  assert_int_equal(add_str(s, 42, 3, 5, "d", &err), SL_ESTALE_EPOCH);
   assert_string_equal(err.msg, "ledger 42: stale epoch 5 < 6");
   assert_int_equal(sl_bookie_store_read_lac(s, 42, &lac, NULL), SL_OK);
   assert_int_equal(lac, 2);
@@ -640,10 +649,10 @@ static void test_bookie_store__bad_input(void **state) {
 
   sl_bookie_add_req r = make_add(42, 7, 1, "payload");
   r.crc ^= 1;
-  assert_int_equal(sl_bookie_store_add(s, &r, sl_test_waiter_cb, &w, &err), SL_EINVAL);
+  assert_int_equal(sl_bookie_store_add(s, &r, sl_test_waiter_cb, &w, &err), SL_EBADCRC);
   assert_non_null(strstr(err.msg, "ledger 42 entry 7: checksum mismatch"));
   static char big[(256u << 10) + 1];
-  r = (sl_bookie_add_req){42, 7, 1, -1, big, sizeof(big), sl_crc32c(big, sizeof(big)), 0,
+  r = (sl_bookie_add_req){42, 7, 1, -1, big, sizeof(big), sl_entry_crc(42, 7, big, sizeof(big)), 0,
                          NULL, 0};
   assert_int_equal(sl_bookie_store_add(s, &r, sl_test_waiter_cb, &w, &err), SL_ETOOBIG);
   r = make_add(42, -1, 1, "x");
@@ -659,7 +668,7 @@ static void test_bookie_store__bad_input(void **state) {
   assert_int_equal(sl_bookie_store_add(s, &r, sl_test_waiter_cb, &w, &err), SL_EINVAL);
   assert_int_equal(sl_bookie_store_add(s, &r, NULL, &w, &err), SL_EINVAL);
   assert_int_equal(sl_bookie_store_add(s, NULL, sl_test_waiter_cb, &w, &err), SL_EINVAL);
-  assert_int_equal(sl_bookie_store_write_lac(s, 42, 1, -5, sl_test_waiter_cb, &w, &err), SL_EINVAL);
+  assert_int_equal(sl_bookie_store_write_lac(s, 42, 1, -5, NULL, 0, sl_test_waiter_cb, &w, &err), SL_EINVAL);
   assert_int_equal(w.done, 0); /* refused requests never call back */
   /* Nothing was stored by any of them. */
   uint64_t *ids;
@@ -676,7 +685,7 @@ static void test_bookie_store__bad_input(void **state) {
   assert_int_equal(read_status(s, 42, -1, &err), SL_EINVAL);
   int64_t lac;
   assert_int_equal(sl_bookie_store_read_lac(s, 99, &lac, &err), SL_ENOTFOUND);
-  assert_int_equal(delete_wait(s, 99, &err), SL_ENOTFOUND);
+  assert_int_equal(delete_wait(s, 99, &err), SL_OK);
   sl_test_waiter_release(&w);
   sl_bookie_store_close(s);
   sl_bookie_store_close(NULL);
@@ -692,7 +701,7 @@ static void test_bookie_store__duplicate_add(void **state) {
   assert_int_equal(add_str(s, 9, 0, 1, "same", NULL), SL_OK);
   assert_int_equal(add_str(s, 9, 1, 1, "one", NULL), SL_OK);
   assert_int_equal(add_str(s, 9, 0, 1, "same", NULL), SL_OK); /* resend: ok */
-  assert_int_equal(add_str(s, 9, 0, 1, "different", &err), SL_EEXIST);
+  assert_int_equal(add_str(s, 9, 0, 1, "different", &err), SL_ECONFLICT);
   assert_non_null(strstr(err.msg, "ledger 9 entry 0"));
   expect_read(s, 9, 0, "same");
 
@@ -707,7 +716,7 @@ static void test_bookie_store__duplicate_add(void **state) {
   assert_int_equal(sl_bookie_store_add(s, &b, sl_test_waiter_cb, &w, NULL), SL_OK);
   assert_int_equal(sl_bookie_store_add(s, &a, sl_test_waiter_cb, &w, NULL), SL_OK);
   sl_bookie_add_req c = make_add(9, 2, 1, "other");
-  assert_int_equal(sl_bookie_store_add(s, &c, sl_test_waiter_cb, &w, &err), SL_EEXIST);
+  assert_int_equal(sl_bookie_store_add(s, &c, sl_test_waiter_cb, &w, &err), SL_ECONFLICT);
   gate_set(&g_gate, false, false);
   assert_true(sl_test_waiter_wait(&w, 3, 10000));
   assert_int_equal(w.ok, 3);
@@ -771,7 +780,7 @@ static void test_bookie_store__checkpoint_and_replay(void **state) {
     }
     expect_read(c, 11, e, payload);
   }
-  assert_int_equal(read_status(c, 12, 0, NULL), SL_ENOTFOUND);
+  assert_int_equal(read_status(c, 12, 0, NULL), SL_EDELETED);
   sl_ledger_meta m;
   assert_int_equal(sl_bookie_store_ledger_meta(c, 11, &m, NULL), SL_OK);
   assert_true(m.fenced);
@@ -829,7 +838,7 @@ static void test_bookie_store__power_cut_replays_from_checkpoint(void **state) {
     snprintf(payload, sizeof(payload), e < 100 ? "early %d" : "late %d", e);
     expect_read(s, 21, e, payload);
   }
-  assert_int_equal(read_status(s, 22, 0, NULL), SL_ENOTFOUND);
+  assert_int_equal(read_status(s, 22, 0, NULL), SL_EDELETED);
   sl_ledger_meta m;
   assert_int_equal(sl_bookie_store_ledger_meta(s, 21, &m, NULL), SL_OK);
   assert_true(m.fenced);
@@ -841,39 +850,101 @@ static void test_bookie_store__power_cut_replays_from_checkpoint(void **state) {
   sl_test_rmdtemp(dir);
 }
 
-static void test_bookie_store__delete_ledger(void **state) {
+/* Writes a LAC and waits for the callback. */
+static sl_status write_lac_wait(sl_bookie_store *s, uint64_t ledger, uint64_t epoch,
+                                int64_t lac, sl_err *err) {
+  sl_test_waiter w;
+  sl_test_waiter_init(&w);
+  sl_status st = sl_bookie_store_write_lac(s, ledger, epoch, lac, NULL, 0,
+                                           sl_test_waiter_cb, &w, err);
+  if (st == SL_OK) {
+    assert_true(sl_test_waiter_wait(&w, 1, 10000));
+    if (w.ok != 1) st = w.last_st;
+  }
+  sl_test_waiter_release(&w);
+  return st;
+}
+
+/* Everything that could bring a deleted ledger back is refused. */
+static void expect_tombstone(sl_bookie_store *s, uint64_t ledger) {
+  sl_err err = SL_ERR_INIT;
+  assert_int_equal(read_status(s, ledger, 0, &err), SL_EDELETED);
+  int64_t lac;
+  assert_int_equal(sl_bookie_store_read_lac(s, ledger, &lac, NULL), SL_EDELETED);
+  assert_int_equal(add_str(s, ledger, 0, 1, "reborn", &err), SL_EDELETED);
+  assert_string_equal(err.msg, "ledger 2: deleted");
+  sl_bookie_add_req r = make_add(ledger, 30, 9, "recovery");
+  r.flags = SL_BOOKIE_ADD_RECOVERY;
+  assert_int_equal(add_wait(s, &r, NULL), SL_EDELETED);
+  assert_int_equal(fence_wait(s, ledger, 9, NULL), SL_EDELETED);
+  assert_int_equal(write_lac_wait(s, ledger, 9, 5, NULL), SL_EDELETED);
+}
+
+static void test_bookie_store__delete_leaves_tombstone(void **state) {
   (void)state;
   char *dir = sl_test_mkdtemp("bsdel");
   sl_bookie_store_opts o = test_opts();
   sl_bookie_store *s = open_store(dir, &o);
   for (int e = 0; e < 30; e++) {
-    assert_int_equal(add_str(s, 1, e, 1, "keep", NULL), SL_OK);
-    assert_int_equal(add_str(s, 2, e, 1, "drop", NULL), SL_OK);
+    assert_int_equal(add_pw(s, 1, e, 1, "keep", "pw1", NULL), SL_OK);
+    assert_int_equal(add_pw(s, 2, e, 1, "drop", "pw2", NULL), SL_OK);
   }
-  assert_int_equal(fence_wait(s, 2, 1, NULL), SL_OK);
-  assert_int_equal(delete_wait(s, 2, NULL), SL_OK);
+  assert_int_equal(fence_pw(s, 2, 1, "pw2", 3, NULL), SL_OK);
   sl_err err = SL_ERR_INIT;
-  assert_int_equal(read_status(s, 2, 0, &err), SL_ENOTFOUND);
-  int64_t lac;
-  assert_int_equal(sl_bookie_store_read_lac(s, 2, &lac, NULL), SL_ENOTFOUND);
-  assert_int_equal(delete_wait(s, 2, NULL), SL_ENOTFOUND);
+  assert_int_equal(delete_pw(s, 2, "pw1", &err), SL_EPERM); /* not its password */
+  expect_read(s, 2, 0, "drop");
+  assert_int_equal(delete_pw(s, 2, "pw2", NULL), SL_OK);
+  expect_tombstone(s, 2);
+  assert_int_equal(delete_pw(s, 2, "pw2", NULL), SL_OK); /* again: idempotent */
   uint64_t *ids;
   size_t n;
   sl_bookie_store_list_ledgers(s, &ids, &n);
   assert_int_equal(n, 1);
   assert_int_equal(ids[0], 1);
   free(ids);
-  /* A new ledger with the same id starts from scratch (not fenced). */
-  assert_int_equal(add_str(s, 2, 0, 1, "reborn", NULL), SL_OK);
+  /* An unknown ledger is tombstoned too, so a late add cannot create it. */
+  assert_int_equal(delete_wait(s, 3, NULL), SL_OK);
+  assert_int_equal(add_str(s, 3, 0, 1, "late", NULL), SL_EDELETED);
+
+  /* Clean restart: tombstones come from ledger storage. */
   sl_bookie_store_close(s);
   s = open_store(dir, &o);
   expect_read(s, 1, 29, "keep");
-  expect_read(s, 2, 0, "reborn");
-  assert_int_equal(read_status(s, 2, 1, NULL), SL_ENOTFOUND);
+  expect_tombstone(s, 2);
   sl_bookie_store_info info;
   sl_bookie_store_info_get(s, &info);
-  assert_int_equal(info.entries, 31);
-  close_and_drop(s, dir);
+  assert_int_equal(info.entries, 30);
+  assert_int_equal(info.ledgers, 1);
+  assert_int_equal(info.tombstones, 2);
+  sl_bookie_store_close(s);
+  sl_test_rmdtemp(dir);
+}
+
+/* Power-cut model: the delete is only in the journal; replay must rebuild
+ * the tombstone, not just drop the entries. */
+static void test_bookie_store__tombstone_replayed(void **state) {
+  (void)state;
+  char *dir = sl_test_mkdtemp("bsdelp");
+  char *copy = sl_test_mkdtemp("bsdelp-copy");
+  split_dirs sd = split_dirs_make(dir, copy);
+  sl_bookie_store_opts o = test_opts();
+  sl_bookie_store *s = open_store(dir, &o);
+  for (int e = 0; e < 10; e++) assert_int_equal(add_str(s, 2, e, 1, "drop", NULL), SL_OK);
+  assert_int_equal(sl_bookie_store_checkpoint(s, NULL), SL_OK);
+  sl_test_copy_tree(sd.ledgers, sd.copy_ledgers); /* holds ledger 2's entries */
+  assert_int_equal(delete_wait(s, 2, NULL), SL_OK);
+  sl_test_copy_tree(sd.journal, sd.copy_journal);
+  sl_bookie_store_close(s);
+  s = open_store(copy, &o);
+  sl_bookie_store_info info;
+  sl_bookie_store_info_get(s, &info);
+  assert_int_equal(info.replayed_records, 1);
+  assert_int_equal(info.entries, 0);
+  expect_tombstone(s, 2);
+  sl_bookie_store_close(s);
+  split_dirs_free(&sd);
+  sl_test_rmdtemp(copy);
+  sl_test_rmdtemp(dir);
 }
 
 static void test_bookie_store__sync_failure_fails_store(void **state) {
@@ -884,11 +955,11 @@ static void test_bookie_store__sync_failure_fails_store(void **state) {
   assert_int_equal(add_str(s, 1, 0, 1, "good", NULL), SL_OK);
   gate_set(&g_gate, false, true);
   sl_err err = SL_ERR_INIT;
-  assert_int_equal(add_str(s, 1, 1, 1, "lost", &err), SL_EIO);
+  assert_int_equal(add_str(s, 1, 1, 1, "lost", &err), SL_EFAILED);
   assert_non_null(strstr(err.msg, "fdatasync"));
   gate_set(&g_gate, false, false);
-  assert_int_equal(add_str(s, 1, 2, 1, "refused", &err), SL_EIO);
-  assert_int_equal(fence_wait(s, 1, 1, &err), SL_EIO);
+  assert_int_equal(add_str(s, 1, 2, 1, "refused", &err), SL_EFAILED);
+  assert_int_equal(fence_wait(s, 1, 1, &err), SL_EFAILED);
   expect_read(s, 1, 0, "good"); /* reads still served */
   sl_bookie_store_info info;
   sl_bookie_store_info_get(s, &info);
@@ -1149,7 +1220,7 @@ static void test_bookie_store__legacy_state_adopts_key(void **state) {
   /* So does a state created by a LAC update, which carries no password. */
   sl_test_waiter w;
   sl_test_waiter_init(&w);
-  assert_int_equal(sl_bookie_store_write_lac(s, 11, 1, 0, sl_test_waiter_cb, &w, NULL), SL_OK);
+  assert_int_equal(sl_bookie_store_write_lac(s, 11, 1, 0, NULL, 0, sl_test_waiter_cb, &w, NULL), SL_OK);
   assert_true(sl_test_waiter_wait(&w, 1, 10000));
   assert_int_equal(w.ok, 1);
   sl_test_waiter_release(&w);
@@ -1214,7 +1285,8 @@ int main(void) {
       cmocka_unit_test(test_bookie_store__duplicate_add),
       cmocka_unit_test(test_bookie_store__checkpoint_and_replay),
       cmocka_unit_test(test_bookie_store__power_cut_replays_from_checkpoint),
-      cmocka_unit_test(test_bookie_store__delete_ledger),
+      cmocka_unit_test(test_bookie_store__delete_leaves_tombstone),
+      cmocka_unit_test(test_bookie_store__tombstone_replayed),
       cmocka_unit_test(test_bookie_store__sync_failure_fails_store),
       cmocka_unit_test(test_bookie_store__concurrent_adds_and_reads),
       cmocka_unit_test(test_bookie_store__password_recorded_and_checked),
