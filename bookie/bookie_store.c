@@ -585,13 +585,13 @@ static sl_status setup_instance(sl_bookie_store *s, sl_journal_pos ckpt, sl_err 
   if (st != SL_OK) return st;
   bool has_data = store_has_data(s, ckpt);
   if (lfound && jfound && memcmp(lid, jid, sizeof(lid)) != 0) {
-    return sl_err_set(err, SL_ECORRUPT, "bookie store %s: journal dir %s and ledger "
-                      "dir belong to different bookie instances", s->dir, s->journal_dir);
+    return sl_err_set(err, SL_ECORRUPT, "bookie store %s: journal and ledger dirs of "
+                      "different bookie instances", s->dir);
   }
   if (lfound != jfound && has_data) {
-    return sl_err_set(err, SL_ECORRUPT, "bookie store %s: the %s dir has no instance "
-                      "id but the %s dir has one: one of them was wiped or replaced",
-                      s->dir, lfound ? "journal" : "ledger", lfound ? "ledger" : "journal");
+    return sl_err_set(err, SL_ECORRUPT, "bookie store %s: %s dir has no instance id, "
+                      "%s dir has: one was wiped", s->dir, lfound ? "journal" : "ledger",
+                      lfound ? "ledger" : "journal");
   }
   if (lfound || jfound) {
     memcpy(s->instance, lfound ? lid : jid, sizeof(s->instance));

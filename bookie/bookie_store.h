@@ -180,8 +180,8 @@ typedef void (*sl_bookie_store_cb)(sl_status st, const char *msg, void *arg);
  * and starts the threads. opts may be NULL for defaults. Only one process
  * may open a dir at a time (leveldb's lock). Errors: SL_EINVAL, SL_EIO,
  * SL_ECORRUPT (also: the journal and ledger dirs disagree on the instance
- * id, "bookie store d: journal dir has no instance id but the ledger dir
- * has 1f2e...: one of them was wiped").
+ * id, "bookie store d: journal dir has no instance id, ledger dir has: one
+ * was wiped", or a journal segment carries another instance's id).
  */
 sl_status sl_bookie_store_open(const char *dir, const sl_bookie_store_opts *opts,
                                sl_bookie_store **out, sl_err *err);

@@ -1271,6 +1271,279 @@ static void test_bookie_store__journal_bytes(void **state) {
   close_and_drop(s, dir);
 }
 
+/* ---- contracts a ledger writer relies on (issue 8) ---- */
+
+/* The checksum binds ledger and entry ids: the right bytes under the wrong
+ * id are refused, and so is the old payload-only CRC. */
+static void test_bookie_store__checksum_covers_ids(void **state) {
+  (void)state;
+  char *dir = sl_test_mkdtemp("bscrcid");
+  sl_bookie_store_opts o = test_opts();
+  sl_bookie_store *s = open_store(dir, &o);
+  sl_err err = SL_ERR_INIT;
+  sl_bookie_add_req r = make_add(42, 7, 1, "payload");
+  r.crc = sl_entry_crc(42, 8, "payload", 7); /* another entry's checksum */
+  assert_int_equal(add_wait(s, &r, &err), SL_EBADCRC);
+  assert_non_null(strstr(err.msg, "ledger 42 entry 7: checksum mismatch"));
+  r.crc = sl_entry_crc(43, 7, "payload", 7); /* another ledger's */
+  assert_int_equal(add_wait(s, &r, NULL), SL_EBADCRC);
+  r.crc = sl_crc32c("payload", 7); /* payload only */
+  assert_int_equal(add_wait(s, &r, NULL), SL_EBADCRC);
+  assert_int_equal(read_status(s, 42, 7, NULL), SL_ENOTFOUND);
+  r.crc = sl_entry_crc(42, 7, "payload", 7);
+  assert_int_equal(add_wait(s, &r, NULL), SL_OK);
+  expect_read(s, 42, 7, "payload");
+  close_and_drop(s, dir);
+}
+
+/* An entry cannot be confirmed before it is written. */
+static void test_bookie_store__lac_must_be_below_entry(void **state) {
+  (void)state;
+  char *dir = sl_test_mkdtemp("bslac");
+  sl_bookie_store_opts o = test_opts();
+  sl_bookie_store *s = open_store(dir, &o);
+  sl_err err = SL_ERR_INIT;
+  sl_bookie_add_req r = make_add(5, 3, 1, "x");
+  r.lac = 3;
+  assert_int_equal(add_wait(s, &r, &err), SL_EINVAL);
+  assert_string_equal(err.msg, "ledger 5 entry 3: lac 3 is not below the entry");
+  r.lac = 10;
+  assert_int_equal(add_wait(s, &r, NULL), SL_EINVAL);
+  r = make_add(5, 0, 1, "x");
+  r.lac = 0;
+  assert_int_equal(add_wait(s, &r, NULL), SL_EINVAL);
+  int64_t lac;
+  assert_int_equal(sl_bookie_store_read_lac(s, 5, &lac, NULL), SL_ENOTFOUND);
+  r.lac = -1;
+  assert_int_equal(add_wait(s, &r, NULL), SL_OK);
+  r = make_add(5, 1, 1, "y"); /* lac 0 */
+  assert_int_equal(add_wait(s, &r, NULL), SL_OK);
+  assert_int_equal(sl_bookie_store_read_lac(s, 5, &lac, NULL), SL_OK);
+  assert_int_equal(lac, 0);
+  close_and_drop(s, dir);
+}
+
+/* Read-only refuses adds but takes recovery adds, down to the hard floor. */
+static void test_bookie_store__readonly_takes_recovery_adds_to_floor(void **state) {
+  (void)state;
+  char *dir = sl_test_mkdtemp("bsfloor");
+  sl_bookie_store_opts o = test_opts();
+  o.disk_limit_bytes = 1ull << 40;
+  o.disk_high_pct = 50;
+  o.disk_low_pct = 40;
+  o.disk_floor_pct = 90;
+  sl_bookie_store *s = open_store(dir, &o);
+  assert_int_equal(add_str(s, 1, 0, 1, "before", NULL), SL_OK);
+  sl_bookie_store_info info;
+  sl_bookie_store_info_get(s, &info);
+  uint64_t used = info.total_bytes - info.free_bytes;
+  sl_bookie_store_set_disk_limit(s, used * 100 / 70); /* 70% used */
+  sl_bookie_store_info_get(s, &info);
+  assert_true(info.readonly);
+  sl_err err = SL_ERR_INIT;
+  assert_int_equal(add_str(s, 1, 1, 1, "plain", &err), SL_EREADONLY);
+  sl_bookie_add_req r = make_add(1, 1, 1, "recovered");
+  r.flags = SL_BOOKIE_ADD_RECOVERY;
+  assert_int_equal(add_wait(s, &r, &err), SL_OK);
+  expect_read(s, 1, 1, "recovered");
+  sl_bookie_store_info_get(s, &info);
+  used = info.total_bytes - info.free_bytes;
+  sl_bookie_store_set_disk_limit(s, used * 100 / 95); /* 95%: past the floor */
+  r = make_add(1, 2, 1, "too late");
+  r.flags = SL_BOOKIE_ADD_RECOVERY;
+  assert_int_equal(add_wait(s, &r, &err), SL_EREADONLY);
+  assert_non_null(strstr(err.msg, "hard floor"));
+  close_and_drop(s, dir);
+}
+
+static bool file_exists(const char *dir, const char *name) {
+  char *p = subdir(dir, name);
+  bool ok = access(p, F_OK) == 0;
+  free(p);
+  return ok;
+}
+
+static sl_status try_open(const char *dir, const sl_bookie_store_opts *o, sl_err *err) {
+  sl_bookie_store *s = NULL;
+  sl_status st = sl_bookie_store_open(dir, o, &s, err);
+  sl_bookie_store_close(s);
+  return st;
+}
+
+static void hex_decode(const char *hex, uint8_t *out, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    unsigned v;
+    assert_int_equal(sscanf(hex + 2 * i, "%2x", &v), 1);
+    out[i] = (uint8_t)v;
+  }
+}
+
+/* The instance id: kept across restarts, stamped into the journal, new
+ * after a wipe, and a store whose two dirs disagree does not open. */
+static void test_bookie_store__instance_id(void **state) {
+  (void)state;
+  char *dir = sl_test_mkdtemp("bsinst");
+  sl_bookie_store_opts o = test_opts();
+  sl_bookie_store *s = open_store(dir, &o);
+  char id[SL_BOOKIE_INSTANCE_ID_LEN];
+  snprintf(id, sizeof(id), "%s", sl_bookie_store_instance_id(s));
+  assert_int_equal(strlen(id), 32);
+  assert_int_equal(strspn(id, "0123456789abcdef"), 32);
+  assert_int_equal(add_str(s, 1, 0, 1, "x", NULL), SL_OK);
+  sl_bookie_store_close(s);
+  s = open_store(dir, &o);
+  assert_string_equal(sl_bookie_store_instance_id(s), id);
+  sl_bookie_store_close(s);
+  char *journal = subdir(dir, "journal"), *ledgers = subdir(dir, "ledgers");
+  assert_true(file_exists(journal, "INSTANCE"));
+  assert_true(file_exists(ledgers, "INSTANCE"));
+  uint8_t raw[16];
+  hex_decode(id, raw, sizeof(raw));
+  assert_true(tree_contains(journal, raw, sizeof(raw))); /* in segment headers */
+
+  /* One dir wiped (journal, then ledgers): refuses to start. */
+  sl_err err = SL_ERR_INIT;
+  char *copy = fresh_path("bsinst-copy");
+  char *copy_journal = subdir(copy, "journal"), *copy_ledgers = subdir(copy, "ledgers");
+  sl_test_copy_tree(dir, copy);
+  sl_test_rm_rf(copy_journal);
+  assert_int_equal(try_open(copy, &o, &err), SL_ECORRUPT);
+  assert_non_null(strstr(err.msg, "journal dir has no instance id, ledger dir has"));
+  sl_test_rm_rf(copy);
+  sl_test_copy_tree(dir, copy);
+  sl_test_rm_rf(copy_ledgers);
+  assert_int_equal(try_open(copy, &o, &err), SL_ECORRUPT);
+  sl_test_rm_rf(copy);
+
+  /* A journal segment stamped by another instance is never replayed. */
+  sl_test_copy_tree(dir, copy);
+  char *other = fresh_path("bsinst-other");
+  s = open_store(other, &o);
+  assert_string_not_equal(sl_bookie_store_instance_id(s), id);
+  sl_bookie_store_close(s);
+  char *other_journal = subdir(other, "journal");
+  sl_test_rm_rf(copy_journal);
+  sl_test_copy_tree(other_journal, copy_journal); /* a journal from another disk */
+  assert_int_equal(try_open(copy, &o, &err), SL_ECORRUPT);
+  assert_non_null(strstr(err.msg, "different bookie instances"));
+  sl_test_rm_rf(copy);
+
+  /* Whole disk wiped: a new instance. */
+  sl_test_rm_rf(dir);
+  s = open_store(dir, &o);
+  assert_string_not_equal(sl_bookie_store_instance_id(s), id);
+  sl_bookie_store_close(s);
+
+  free(other_journal);
+  sl_test_rmdtemp(other);
+  free(copy_journal);
+  free(copy_ledgers);
+  free(copy);
+  free(journal);
+  free(ledgers);
+  sl_test_rmdtemp(dir);
+}
+
+/* The id of the newest journal segment in `journal`. */
+static uint64_t newest_segment(const char *journal) {
+  DIR *d = opendir(journal);
+  assert_non_null(d);
+  uint64_t newest = 0;
+  struct dirent *de;
+  while ((de = readdir(d)) != NULL) {
+    unsigned long long id;
+    if (strstr(de->d_name, ".jnl") != NULL && sscanf(de->d_name, "%16llx", &id) == 1 &&
+        id > newest)
+      newest = id;
+  }
+  closedir(d);
+  assert_true(newest > 0);
+  return newest;
+}
+
+static char *segment_path(const char *journal, uint64_t id) {
+  char name[32];
+  snprintf(name, sizeof(name), "%016" PRIx64 ".jnl", id);
+  return subdir(journal, name);
+}
+
+/* A segment whose header claims this segment but another instance: replay
+ * refuses it instead of serving its records. */
+static void test_bookie_store__foreign_segment_refused(void **state) {
+  (void)state;
+  char *dir = sl_test_mkdtemp("bsforeign");
+  sl_bookie_store_opts o = test_opts();
+  sl_bookie_store *s = open_store(dir, &o);
+  assert_int_equal(add_str(s, 1, 0, 1, "x", NULL), SL_OK);
+  sl_bookie_store_close(s);
+  /* Restamp the newest segment (the one replay starts in). */
+  char *journal = subdir(dir, "journal");
+  char *seg = segment_path(journal, newest_segment(journal));
+  FILE *f = fopen(seg, "r+b");
+  assert_non_null(f);
+  uint8_t h[SL_JOURNAL_SEGMENT_HEADER];
+  assert_int_equal(fread(h, 1, sizeof(h), f), sizeof(h));
+  h[24] ^= 0xff;
+  uint32_t crc = sl_crc32c(h, 44);
+  for (int i = 0; i < 4; i++) h[44 + i] = (uint8_t)(crc >> (8 * i));
+  rewind(f);
+  assert_int_equal(fwrite(h, 1, sizeof(h), f), sizeof(h));
+  fclose(f);
+  sl_err err = SL_ERR_INIT;
+  assert_int_equal(try_open(dir, &o, &err), SL_ECORRUPT);
+  assert_non_null(strstr(err.msg, "of another bookie instance"));
+  free(seg);
+  free(journal);
+  sl_test_rmdtemp(dir);
+}
+
+/* Power cut during a journal segment rotation: the new segment was created
+ * but its header never reached the disk (empty, torn, or preallocated
+ * zeros). Everything acked is in earlier segments; the store must open,
+ * serve it, skip the broken segment and keep writing after it. */
+static void test_bookie_store__power_cut_during_rotation(void **state) {
+  (void)state;
+  static const long kTorn[] = {0, 20, 64 << 10}; /* file sizes left behind */
+  char *dir = sl_test_mkdtemp("bsrot");
+  sl_bookie_store_opts o = test_opts();
+  o.journal_segment_bytes = 8u << 10;
+  sl_bookie_store *s = open_store(dir, &o);
+  char payload[256];
+  for (int e = 0; e < 100; e++) {
+    snprintf(payload, sizeof(payload), "%0200d", e);
+    assert_int_equal(add_str(s, 7, e, 1, payload, NULL), SL_OK);
+  }
+  sl_bookie_store_info info;
+  sl_bookie_store_info_get(s, &info);
+  assert_true(info.journal_segments > 2); /* rotations happened */
+  for (size_t t = 0; t < sizeof(kTorn) / sizeof(kTorn[0]); t++) {
+    /* Snapshot a live store (no close, no checkpoint): acked = durable. */
+    char *copy = fresh_path("bsrot-copy");
+    sl_test_copy_tree(dir, copy);
+    char *cj = subdir(copy, "journal");
+    char *seg = segment_path(cj, newest_segment(cj) + 1); /* the rotation's */
+    FILE *f = fopen(seg, "wb");
+    assert_non_null(f);
+    for (long i = 0; i < kTorn[t]; i++) fputc(i < 8 ? "SLJOURN1"[i] : 0, f);
+    fclose(f);
+    sl_bookie_store *c = open_store(copy, &o);
+    for (int e = 0; e < 100; e++) {
+      snprintf(payload, sizeof(payload), "%0200d", e);
+      expect_read(c, 7, e, payload);
+    }
+    assert_int_equal(add_str(c, 7, 100, 1, "after", NULL), SL_OK);
+    sl_bookie_store_close(c);
+    c = open_store(copy, &o); /* and again, with the broken segment still there */
+    expect_read(c, 7, 100, "after");
+    sl_bookie_store_close(c);
+    free(seg);
+    free(cj);
+    sl_test_rmdtemp(copy);
+  }
+  sl_bookie_store_close(s);
+  sl_test_rmdtemp(dir);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_bookie_store__add_read_reopen),
@@ -1293,6 +1566,12 @@ int main(void) {
       cmocka_unit_test(test_bookie_store__password_survives_reopen_and_replay),
       cmocka_unit_test(test_bookie_store__legacy_state_adopts_key),
       cmocka_unit_test(test_bookie_store__journal_bytes),
+      cmocka_unit_test(test_bookie_store__checksum_covers_ids),
+      cmocka_unit_test(test_bookie_store__lac_must_be_below_entry),
+      cmocka_unit_test(test_bookie_store__readonly_takes_recovery_adds_to_floor),
+      cmocka_unit_test(test_bookie_store__instance_id),
+      cmocka_unit_test(test_bookie_store__foreign_segment_refused),
+      cmocka_unit_test(test_bookie_store__power_cut_during_rotation),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

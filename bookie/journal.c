@@ -447,8 +447,8 @@ static sl_status replay_segment(replay_ctx *c, uint64_t id, sl_journal_pos from,
   if (c->version >= 3 && memcmp(h + 24, c->j->instance, SL_JOURNAL_INSTANCE_BYTES) != 0) {
     /* Another bookie's (or another life's) journal: replaying it would
      * serve entries this instance never acknowledged. */
-    st = sl_err_set(err, SL_ECORRUPT, "journal %s: segment of another bookie "
-                    "instance", path);
+    st = sl_err_set(err, SL_ECORRUPT, "journal segment %" PRIu64 ": of another bookie "
+                    "instance", id);
     goto out_close;
   }
   uint64_t off = c->version >= 3 ? SL_JOURNAL_SEGMENT_HEADER : SEG_HEADER_V2;
