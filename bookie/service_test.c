@@ -131,7 +131,7 @@ static void send_add_pw(sl_rpc_stream *s, uint64_t ledger, int64_t entry, size_t
   r.lac = entry - 1;
   r.payload.data = buf;
   r.payload.len = len;
-  r.crc32c = sl_crc32c(buf, len) ^ (bad_crc ? 1u : 0u);
+  r.crc32c = sl_entry_crc(ledger, entry, buf, len) ^ (bad_crc ? 1u : 0u);
   r.epoch = epoch;
   r.tag = tag;
   if (password != NULL) {
@@ -149,17 +149,24 @@ static void send_add(sl_rpc_stream *s, uint64_t ledger, int64_t entry, size_t le
   send_add_pw(s, ledger, entry, len, epoch, bad_crc, tag, NULL);
 }
 
-/* Receives one ack; returns its code and copies its error. */
-static int recv_ack(sl_rpc_stream *s, uint64_t *tag, char *error, size_t n) {
+/* Receives one ack; returns its typed status (an sl_status) and copies
+ * its error. The gRPC code must always agree with the typed status. */
+static sl_status recv_ack_st(sl_rpc_stream *s, uint64_t *tag, char *error, size_t n) {
   Sluice__V1__AddEntryResponse *a = NULL;
   sl_err err = SL_ERR_INIT;
   sl_status st = sl_bookie_service_add_entry_recv(s, &a, 10000, &err);
   if (st != SL_OK || a == NULL) fail_msg("recv: %s", sl_err_msg(&err, st));
-  int code = a->code;
+  sl_status typed = (sl_status)(-(int)a->status);
+  assert_int_equal(a->code, sl_status_to_grpc(typed));
   if (tag) *tag = a->tag;
   if (error) snprintf(error, n, "%s", a->error);
   protobuf_c_message_free_unpacked(&a->base, NULL);
-  return code;
+  return typed;
+}
+
+/* Receives one ack; returns its gRPC code. */
+static int recv_ack(sl_rpc_stream *s, uint64_t *tag, char *error, size_t n) {
+  return sl_status_to_grpc(recv_ack_st(s, tag, error, n));
 }
 
 /* One add on its own stream, waiting for the ack. */
@@ -241,7 +248,8 @@ static void check_entry(fx *f, uint64_t ledger, int64_t entry, size_t len) {
   payload_of(ledger, entry, want, len);
   assert_int_equal(r->payload.len, len);
   assert_memory_equal(r->payload.data, want, len);
-  assert_int_equal(r->crc32c, sl_crc32c(want, len));
+  assert_int_equal(r->crc32c, sl_entry_crc(ledger, entry, want, len));
+  assert_true(r->found);
   free(want);
   protobuf_c_message_free_unpacked(&r->base, NULL);
 }
@@ -345,16 +353,18 @@ static void test_service__add_read_list_info(void **state) {
   assert_false(info->read_only);
   protobuf_c_message_free_unpacked(&info->base, NULL);
 
-  /* Delete: gone from reads and lists. */
+  /* Delete: gone from reads and lists; deleting again is OK. */
   Sluice__V1__DeleteLedgerEntriesRequest dr = SLUICE__V1__DELETE_LEDGER_ENTRIES_REQUEST__INIT;
   dr.ledger_id = 7;
   Sluice__V1__DeleteLedgerEntriesResponse *dresp = NULL;
   assert_int_equal(sl_bookie_service_delete_ledger(f->ch, &dr, &dresp, NULL, NULL), SL_OK);
   protobuf_c_message_free_unpacked(&dresp->base, NULL);
   Sluice__V1__ReadEntryResponse *gone = NULL;
-  assert_int_equal(read_entry(f, 7, 3, false, 0, &gone, NULL), SL_ENOTFOUND);
-  assert_int_equal(sl_bookie_service_delete_ledger(f->ch, &dr, &dresp, NULL, NULL),
-                   SL_ENOTFOUND);
+  sl_err err = SL_ERR_INIT;
+  assert_int_not_equal(read_entry(f, 7, 3, false, 0, &gone, &err), SL_OK);
+  assert_string_equal(err.msg, "ledger 7: deleted");
+  assert_int_equal(sl_bookie_service_delete_ledger(f->ch, &dr, &dresp, NULL, NULL), SL_OK);
+  protobuf_c_message_free_unpacked(&dresp->base, NULL);
   check_entry(f, 9, 3, 100);
   fx_stop(f);
 }
@@ -366,7 +376,7 @@ static void test_service__refusals_keep_the_stream(void **state) {
   /* Bad checksum, too big, negative entry: each its own code, same stream. */
   sl_rpc_stream *s = open_adds(f);
   send_add(s, 3, 0, 10, 1, true, 1);
-  assert_int_equal(recv_ack(s, NULL, error, sizeof(error)), GRPC_STATUS_INVALID_ARGUMENT);
+  assert_int_equal(recv_ack(s, NULL, error, sizeof(error)), GRPC_STATUS_DATA_LOSS);
   assert_non_null(strstr(error, "checksum"));
   send_add(s, 3, 0, (64u << 10) + 1, 1, false, 2);
   assert_int_equal(recv_ack(s, NULL, error, sizeof(error)), GRPC_STATUS_RESOURCE_EXHAUSTED);
@@ -377,11 +387,14 @@ static void test_service__refusals_keep_the_stream(void **state) {
   sl_rpc_stream_destroy(s);
   check_entry(f, 3, 0, 10);
 
-  /* Unknown ledger and entry. */
+  /* Unknown ledger; unknown entry of a known ledger is an answer. */
   Sluice__V1__ReadEntryResponse *r = NULL;
   sl_err err = SL_ERR_INIT;
   assert_int_equal(read_entry(f, 4242, 0, false, 0, &r, &err), SL_ENOTFOUND);
-  assert_int_equal(read_entry(f, 3, 5, false, 0, &r, &err), SL_ENOTFOUND);
+  assert_int_equal(read_entry(f, 3, 5, false, 0, &r, &err), SL_OK);
+  assert_false(r->found);
+  assert_int_equal(r->last_entry_id, 0);
+  protobuf_c_message_free_unpacked(&r->base, NULL);
   assert_int_equal(read_entry(f, 3, -2, false, 0, &r, &err), SL_EINVAL);
   fx_stop(f);
 }
@@ -415,8 +428,14 @@ static void test_service__fence_and_fencing_read(void **state) {
   assert_int_equal(fresp->lac, 3);
   protobuf_c_message_free_unpacked(&fresp->base, NULL);
 
-  /* A fencing read of a ledger this bookie never saw fences it all the same. */
-  assert_int_equal(read_entry(f, 12, -1, true, 1, &r, &err), SL_ENOTFOUND);
+  /* A fencing read of a ledger this bookie never saw fences it all the same,
+   * and says so: found=false, fenced. */
+  assert_int_equal(read_entry(f, 12, -1, true, 1, &r, &err), SL_OK);
+  assert_false(r->found);
+  assert_true(r->fenced);
+  assert_int_equal(r->last_entry_id, -1);
+  assert_int_equal(r->lac, -1);
+  protobuf_c_message_free_unpacked(&r->base, NULL);
   assert_int_equal(add_one(f, 12, 0, 32, 1, false, error, sizeof(error)),
                    GRPC_STATUS_FAILED_PRECONDITION);
   assert_non_null(strstr(error, "fenced"));
@@ -499,7 +518,8 @@ static void test_service__slow_reader_loses_no_ack(void **state) {
     sl_status st = sl_bookie_service_add_entry_recv(s, &a, 30000, &err);
     if (st != SL_OK) fail_msg("recv: %s", sl_err_msg(&err, st));
     if (a == NULL) break; /* all acks out, stream ended with OK */
-    assert_int_equal(a->code, GRPC_STATUS_INVALID_ARGUMENT);
+    assert_int_equal(a->code, GRPC_STATUS_DATA_LOSS);
+    assert_int_equal(a->status, SLUICE__V1__STATUS__STATUS_BAD_CHECKSUM);
     if (a->tag >= cap) {
       seen = realloc(seen, a->tag * 2);
       memset(seen + cap, 0, a->tag * 2 - cap);
