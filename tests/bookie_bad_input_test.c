@@ -114,6 +114,7 @@ static void test_bookie_bad_input__bad_adds(void **state) {
   assert_int_equal(sl_bookie_service_add_entry_open(ch, NULL, &s, &err), SL_OK);
   Sluice__V1__AddEntryRequest big = SLUICE__V1__ADD_ENTRY_REQUEST__INIT;
   big.ledger_id = 3;
+  big.lac = -1;
   big.payload.len = (1u << 20) + 1;
   big.payload.data = calloc(1, big.payload.len);
   big.crc32c = sl_entry_crc(big.ledger_id, big.entry_id, big.payload.data, big.payload.len);
