@@ -10,7 +10,7 @@
 #include "common/session.h"
 
 struct sl_registration {
-  char *rack;
+  char *rack, *instance_id;
   int64_t start_time_ms;
   sl_registration_state_fn get_state;
   void *arg;
@@ -39,6 +39,7 @@ static void describe(void *arg, ProtobufCMessage *m) {
   sl_registration *r = arg;
   Sluice__V1__BookieInfo *info = (Sluice__V1__BookieInfo *)m;
   info->rack = r->rack;
+  info->instance_id = r->instance_id;
   info->start_time_ms = r->start_time_ms;
   bool ro;
   read_state(r, &ro, &info->free_bytes, &info->total_bytes);
@@ -96,6 +97,7 @@ void sl_registration_get_status(sl_registration *r, sl_registration_status *out)
 static void reg_free(sl_registration *r) {
   pthread_mutex_destroy(&r->mu);
   free(r->rack);
+  free(r->instance_id);
   free(r);
 }
 
@@ -105,6 +107,7 @@ sl_status sl_registration_start(const sl_registration_opts *o, sl_registration *
     return sl_err_set(err, SL_EINVAL, "registration: needs a target, an id and an address");
   sl_registration *r = sl_xcalloc(1, sizeof(*r));
   r->rack = sl_xstrdup(o->rack ? o->rack : "");
+  r->instance_id = sl_xstrdup(o->instance_id ? o->instance_id : "");
   r->start_time_ms = wall_ms();
   r->get_state = o->get_state;
   r->arg = o->arg;

@@ -6,7 +6,7 @@
  * registers and when that changed.
  *
  * - OpenSession carries NodeKind BOOKIE and a BookieInfo: id, address,
- *   rack, start time, and the changing part (read-only flag, free and total
+ *   rack, instance id, start time, and the changing part (read-only flag, free and total
  *   bytes) read through get_state.
  * - sl_registration_poke (the disk watcher flipped read-only) sends
  *   UpdateNode with fresh state. Free space is also re-reported when it
@@ -50,6 +50,7 @@ typedef struct sl_registration_opts {
   int retry_max_ms;         /* backoff cap; 0 = 5000 */
   int rpc_timeout_ms;       /* per call; 0 = 2000 */
   int close_timeout_ms;     /* CloseSession at stop; 0 = 300 */
+  const char *instance_id;  /* the store's instance id, may be NULL; copied */
   sl_registration_state_fn get_state; /* may be NULL: writable, sizes 0 */
   void *arg;                /* retained for get_state until stop returns */
 } sl_registration_opts;

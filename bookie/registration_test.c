@@ -32,6 +32,7 @@ typedef struct fake {
   int64_t closed_id;
   bool last_read_only;
   char last_address[64];
+  char last_instance[64];
   sl_rpc_server *srv;
   char target[64];
 } fake;
@@ -56,6 +57,7 @@ static void open_session(sl_rpc_call *call, const Sluice__V1__OpenSessionRequest
     f->opens++;
     f->last_read_only = req->bookie->read_only;
     snprintf(f->last_address, sizeof(f->last_address), "%s", req->bookie->address);
+    snprintf(f->last_instance, sizeof(f->last_instance), "%s", req->bookie->instance_id);
   }
   Sluice__V1__OpenSessionResponse r = SLUICE__V1__OPEN_SESSION_RESPONSE__INIT;
   r.session_id = f->live;
@@ -178,6 +180,7 @@ static sl_registration *reg_start_tls(const char *target, bstate *b, const char 
   o.target = target;
   o.bookie_id = "bookie-7";
   o.address = "127.0.0.1:3181";
+  o.instance_id = "inst-7";
   o.ttl_seconds = 2;
   o.retry_min_ms = 10;
   o.retry_max_ms = 50;
@@ -282,6 +285,7 @@ static void test_registration__retries_while_unimplemented(void **state) {
   assert_int_equal(s.ttl_seconds, 2);
   pthread_mutex_lock(&f->mu);
   assert_string_equal(f->last_address, "127.0.0.1:3181");
+  assert_string_equal(f->last_instance, "inst-7");
   pthread_mutex_unlock(&f->mu);
   sl_registration_stop(r);
   fake_stop(f);
