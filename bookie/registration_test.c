@@ -33,6 +33,7 @@ typedef struct fake {
   int64_t closed_id;
   bool last_read_only;
   char last_address[64];
+  char last_instance[64];
   sl_rpc_server *srv;
   char target[64];
 } fake;
@@ -57,6 +58,7 @@ static void open_session(sl_rpc_call *call, const Sluice__V1__OpenSessionRequest
     f->opens++;
     f->last_read_only = req->bookie->read_only;
     snprintf(f->last_address, sizeof(f->last_address), "%s", req->bookie->address);
+    snprintf(f->last_instance, sizeof(f->last_instance), "%s", req->bookie->instance_id);
   }
   Sluice__V1__OpenSessionResponse r = SLUICE__V1__OPEN_SESSION_RESPONSE__INIT;
   r.session_id = f->live;
@@ -72,7 +74,10 @@ static void keep_alive(sl_rpc_call *call, const Sluice__V1__KeepAliveRequest *re
                        void *ctx) {
   fake *f = ctx;
   pthread_mutex_lock(&f->mu);
-  bool live = req->session_id != 0 && req->session_id == f->live;
+  /* Calls that carry the session name the holder, as the real service wants. */
+  bool live = req->session_id != 0 && req->session_id == f->live &&
+              req->kind == SLUICE__V1__NODE_KIND__NODE_KIND_BOOKIE &&
+              strcmp(req->node_id, "bookie-7") == 0;
   if (live) f->keepalives++;
   pthread_mutex_unlock(&f->mu);
   Sluice__V1__KeepAliveResponse r = SLUICE__V1__KEEP_ALIVE_RESPONSE__INIT;
@@ -104,9 +109,13 @@ static void close_session(sl_rpc_call *call, const Sluice__V1__CloseSessionReque
                           void *ctx) {
   fake *f = ctx;
   pthread_mutex_lock(&f->mu);
-  f->closes++;
-  f->closed_id = req->session_id;
-  if (req->session_id == f->live) f->live = 0;
+  /* Counted only when it names the holder (the tests expect one). */
+  if (req->kind == SLUICE__V1__NODE_KIND__NODE_KIND_BOOKIE &&
+      strcmp(req->node_id, "bookie-7") == 0) {
+    f->closes++;
+    f->closed_id = req->session_id;
+    if (req->session_id == f->live) f->live = 0;
+  }
   pthread_mutex_unlock(&f->mu);
   Sluice__V1__CloseSessionResponse r = SLUICE__V1__CLOSE_SESSION_RESPONSE__INIT;
   sl_metadata_service_close_session_reply(call, &r);
@@ -172,6 +181,7 @@ static sl_registration *reg_start_tls(const char *target, bstate *b, const char 
   o.target = target;
   o.bookie_id = "bookie-7";
   o.address = "127.0.0.1:3181";
+  o.instance_id = "inst-7";
   o.ttl_seconds = 2;
   o.retry_min_ms = 10;
   o.retry_max_ms = 50;
@@ -276,6 +286,7 @@ static void test_registration__retries_while_unimplemented(void **state) {
   assert_int_equal(s.ttl_seconds, 2);
   pthread_mutex_lock(&f->mu);
   assert_string_equal(f->last_address, "127.0.0.1:3181");
+  assert_string_equal(f->last_instance, "inst-7");
   pthread_mutex_unlock(&f->mu);
   sl_registration_stop(r);
   fake_stop(f);

@@ -9,7 +9,9 @@
  */
 #include "tests/cluster.h"
 
+#include <errno.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -314,6 +316,16 @@ sl_status sl_cluster_restart(sl_cluster *c, sl_node_kind kind, int i,
   if (sl_proc_running(&nd->proc))
     return sl_err_set(err, SL_EPRECOND, "%s: still running", nd->id);
   return start_node(c, nd, err);
+}
+
+sl_status sl_cluster_signal(sl_cluster *c, sl_node_kind kind, int i, int sig,
+                            sl_err *err) {
+  node *nd = get_node(c, kind, i);
+  if (nd == NULL || !sl_proc_running(&nd->proc))
+    return sl_err_set(err, SL_EINVAL, "cluster: no such running node");
+  if (kill(nd->proc.pid, sig) != 0)
+    return sl_err_set(err, SL_EIO, "%s: kill(%d): %s", nd->id, sig, strerror(errno));
+  return SL_OK;
 }
 
 bool sl_cluster_running(sl_cluster *c, sl_node_kind kind, int i) {

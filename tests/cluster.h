@@ -98,6 +98,11 @@ sl_status sl_cluster_restart(sl_cluster *c, sl_node_kind kind, int i,
 sl_status sl_cluster_add(sl_cluster *c, sl_node_kind kind, int *index,
                          sl_err *err);
 
+/* Sends signal sig to node i, e.g. SIGSTOP and SIGCONT to hang a node
+ * without closing its sockets. */
+sl_status sl_cluster_signal(sl_cluster *c, sl_node_kind kind, int i, int sig,
+                            sl_err *err);
+
 /* True if node i's process is running. */
 bool sl_cluster_running(sl_cluster *c, sl_node_kind kind, int i);
 
