@@ -97,7 +97,10 @@
  * the in-flight count and the applied position. It is held while queueing on
  * the journal (lock order store->mu -> journal's lock) and, rarely, during a
  * leveldb read (duplicate check of an entry at or below the highest one).
- * store->ckpt_mu serialises checkpoints (order: ckpt_mu -> mu).
+ * store->ckpt_mu serialises checkpoints (order: ckpt_mu -> mu). Metrics
+ * callbacks (opts.metrics) run under the registry's lock and take mu and
+ * ckpt_mu (order: registry -> ckpt_mu/mu); nothing here calls into the
+ * registry with either held except lock-free histogram updates.
  * store->apply_mu guards the queue from the journal thread to the applier.
  * Callbacks run with no lock held and may call any function here except
  * sl_bookie_store_close.

@@ -150,6 +150,10 @@ static sl_status check_cfg(const bookie_cfg *c, sl_err *err) {
   if (c->disk_low_pct >= c->disk_high_pct)
     return sl_err_set(err, SL_EINVAL, "disk_low_pct (%lld) must be below disk_high_pct (%lld)",
                       c->disk_low_pct, c->disk_high_pct);
+  /* Between the two a read-only bookie still takes recovery adds. */
+  if (c->disk_floor_pct < c->disk_high_pct)
+    return sl_err_set(err, SL_EINVAL, "disk_floor_pct (%lld) must not be below "
+                      "disk_high_pct (%lld)", c->disk_floor_pct, c->disk_high_pct);
   /* An entry travels in one gRPC message with a few dozen bytes of fields. */
   if (c->max_entry_bytes + 1024 > c->svc.max_message_bytes)
     return sl_err_set(err, SL_EINVAL, "max_entry_bytes (%lld) must be at least 1 KiB below "
