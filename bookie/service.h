@@ -61,7 +61,10 @@
  *
  * Threads: handlers run on the call's worker thread; add, fence, WriteLac
  * and delete completions run on the store's applier thread and answer from
- * there, each holding an sl_rpc_call_ref() until it has answered.
+ * there, each holding an sl_rpc_call_ref() until it has answered. A fencing
+ * ReadEntries is the exception: its worker waits for the fence (one journal
+ * sync) and streams from there, so that a long range is never read on the
+ * applier thread.
  */
 #ifndef SL_BOOKIE_SERVICE_H
 #define SL_BOOKIE_SERVICE_H
