@@ -137,7 +137,7 @@ sl_status sl_md_epoch_read(sl_md_service *md, const char *partition, sl_md_epoch
 
 /*
  * Checks that `epoch` is the partition's current one: lower is stale
- * (SL_EFENCED), higher was never granted (SL_EFENCED too). *out becomes the
+ * (SL_ESTALE_EPOCH), higher was never granted (SL_EPRECOND). *out becomes the
  * guard for sl_md_cas.
  *
  * The epoch may come from a cache instead of the store. That is safe
@@ -157,12 +157,33 @@ void sl_md_epoch_note(sl_md_service *md, const char *partition, int64_t rev, uin
  * read before (SL_EVERSION if it changed, SL_ENOTFOUND if deleted);
  * expected 0 creates (SL_EEXIST if it exists). With a guard (may be NULL)
  * the write happens in one txn with a compare on the partition's epoch key,
- * so a take-over in between refuses it with SL_EFENCED. `what` names the
+ * so a take-over in between refuses it with SL_ESTALE_EPOCH. `what` names the
  * object in messages ("cursor public/t/s"). *version gets the new version.
  */
 sl_status sl_md_cas(sl_md_service *md, const char *what, const sl_md_key *key,
                     const ProtobufCMessage *value, int64_t expected,
                     const sl_md_epoch *guard, int64_t *version, sl_err *err);
+
+/* More of one txn, beyond sl_md_write's own key and guard: compares that
+ * must hold too and ops applied with it (e.g. a tombstone that must be
+ * absent, a second key written at the same revision). */
+typedef struct sl_md_extra {
+  const sl_store_cmp *cmps;
+  size_t n_cmps; /* at most SL_STORE_TXN_MAX - 2 */
+  const sl_store_op *ops;
+  size_t n_ops;  /* at most SL_STORE_TXN_MAX - 1 */
+} sl_md_extra;
+
+/*
+ * sl_md_cas generalised, in one txn: value NULL deletes the key instead of
+ * writing it; expected may also be SL_STORE_REV_EXISTS; `extra` (may be
+ * NULL) adds compares and ops. Failure as for sl_md_cas; if only an extra
+ * compare failed, SL_EVERSION (re-read and retry).
+ */
+sl_status sl_md_write(sl_md_service *md, const char *what, const sl_md_key *key,
+                      const ProtobufCMessage *value, int64_t expected,
+                      const sl_md_epoch *guard, const sl_md_extra *extra, int64_t *version,
+                      sl_err *err);
 
 /* Largest ensemble a namespace or ledger may ask for. */
 #define SL_MD_MAX_ENSEMBLE 64
