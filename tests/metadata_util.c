@@ -161,8 +161,9 @@ int64_t mdt_open_bookie(sl_rpc_channel *ch, const char *id, bool read_only, uint
 
 void mdt_ensure_topic(sl_rpc_channel *ch, const char *partition) {
   char ns[256], topic[600];
-  const char *slash = strchr(partition, '/');
-  assert_non_null(slash);
+  /* Bad names are left for the call under test to refuse. */
+  const char *slash = partition != NULL ? strchr(partition, '/') : NULL;
+  if (slash == NULL || strlen(partition) >= 512) return;
   snprintf(ns, sizeof(ns), "%.*s", (int)(slash - partition), partition);
   snprintf(topic, sizeof(topic), "%s", partition);
   char *suffix = strstr(topic, "-partition-");
@@ -178,14 +179,14 @@ void mdt_ensure_topic(sl_rpc_channel *ch, const char *partition) {
   nr.name = ns;
   Sluice__V1__Namespace *nresp = NULL;
   sl_status st = sl_metadata_service_create_namespace(ch, &nr, &nresp, &o, &err);
-  if (st != SL_EEXIST) mdt_expect(st, SL_OK, &err);
+  if (st != SL_EEXIST && st != SL_EINVAL) mdt_expect(st, SL_OK, &err);
   if (nresp != NULL) protobuf_c_message_free_unpacked(&nresp->base, NULL);
   Sluice__V1__CreateTopicRequest tr = SLUICE__V1__CREATE_TOPIC_REQUEST__INIT;
   tr.name = topic;
   tr.partitions = n;
   Sluice__V1__TopicInfo *tresp = NULL;
   st = sl_metadata_service_create_topic(ch, &tr, &tresp, &o, &err);
-  if (st != SL_EEXIST) mdt_expect(st, SL_OK, &err);
+  if (st != SL_EEXIST && st != SL_EINVAL) mdt_expect(st, SL_OK, &err);
   if (tresp != NULL) protobuf_c_message_free_unpacked(&tresp->base, NULL);
 }
 
