@@ -101,6 +101,12 @@ static sl_status list_page(const sl_store_range_result *r, size_t strip,
 
 #define LIST_PAGE 1000
 
+size_t sl_md_page_limit(const sl_md_service *md) {
+  /* The local store reads no older revision; one whole read is one
+   * snapshot there (and it is in-process, so size is no concern). */
+  return strcmp(sl_store_backend(md->store), "local") == 0 ? 0 : LIST_PAGE;
+}
+
 sl_status sl_md_list_read(sl_md_service *md, const sl_md_key *prefix,
                           const ProtobufCMessageDescriptor *desc, sl_md_list *out,
                           sl_err *err) {
@@ -110,8 +116,8 @@ sl_status sl_md_list_read(sl_md_service *md, const sl_md_key *prefix,
   sl_status st;
   for (;;) {
     sl_store_range_result r;
-    st = sl_store_range(md->store, prefix->s, prefix->len, start, start_len, LIST_PAGE,
-                        &r, err);
+    st = sl_store_range_at(md->store, prefix->s, prefix->len, start, start_len,
+                           sl_md_page_limit(md), out->revision, &r, err);
     if (st != SL_OK) {
       st = sl_md_store_status(st);
       break;

@@ -103,9 +103,8 @@ sl_status sl_md_read(sl_md_service *md, const sl_md_key *key,
                      const ProtobufCMessageDescriptor *desc, ProtobufCMessage **out,
                      int64_t *version, int64_t *lease, sl_err *err);
 
-/* Every key under a prefix, decoded, in key order. Caller frees with
- * sl_md_list_release. *revision (may be NULL) gets the revision of the
- * first page. */
+/* Every key under a prefix, decoded, in key order, all pages read at one
+ * revision (out->revision). Caller frees with sl_md_list_release. */
 typedef struct sl_md_list {
   ProtobufCMessage **msgs;
   int64_t *versions;
@@ -118,6 +117,11 @@ sl_status sl_md_list_read(sl_md_service *md, const sl_md_key *prefix,
                           const ProtobufCMessageDescriptor *desc, sl_md_list *out,
                           sl_err *err);
 void sl_md_list_release(sl_md_list *l);
+
+/* Keys per page of a listing: pages after the first are read at the
+ * first's revision (sl_store_range_at); 0 (all at once) on the local store,
+ * which reads only the latest. */
+size_t sl_md_page_limit(const sl_md_service *md);
 
 /* Paging a range: if page r said there is more, replaces *start (heap, may
  * be NULL) with the start of the next page (its last key + "\0") and returns

@@ -60,7 +60,7 @@ int64_t mdt_open_bookie(sl_rpc_channel *ch, const char *id, bool read_only, uint
 
 /* Creates the namespace and topic of `partition` unless they exist; a
  * partitioned topic gets at least MDT_TOPIC_PARTITIONS partitions. */
-#define MDT_TOPIC_PARTITIONS 8
+#define MDT_TOPIC_PARTITIONS 64
 void mdt_ensure_topic(sl_rpc_channel *ch, const char *partition);
 
 /* Acquires partition for (id, session), creating its topic first if needed
