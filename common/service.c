@@ -157,6 +157,7 @@ int sl_service_main(const sl_service_def *def, int argc, char **argv) {
   int sig = sl_service_wait();
   sl_log(SL_LOG_INFO, "event=stopping signal=%d", sig);
 out_stop:
+  if (def->stopping != NULL) def->stopping(state);
   sl_rpc_server_destroy(srv);
   srv = NULL;
   if (def->stop != NULL) def->stop(state);

@@ -309,6 +309,7 @@ static void *watcher_main(void *arg) {
   /* Tell destroy we are gone; it joins us. */
   pthread_mutex_lock(&md->watch_lock);
   md->n_watch_threads--;
+  sl_md_watches_add(-1);
   pthread_cond_broadcast(&md->watch_cond);
   pthread_mutex_unlock(&md->watch_lock);
   return NULL;
@@ -367,6 +368,7 @@ SL_MD_HANDLER(watch, WatchRequest) {
   int rc = pthread_create(&t, NULL, watcher_main, w);
   if (rc == 0) {
     md->n_watch_threads++;
+    sl_md_watches_add(1);
     pthread_detach(t);
   }
   pthread_mutex_unlock(&md->watch_lock);
