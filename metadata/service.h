@@ -26,18 +26,25 @@
  *   owners/<partition>           OwnerInfo, bound to the owner's lease
  *   epochs/<partition>           OwnerInfo of the last take-over; persistent,
  *                                its epoch is the partition's current epoch
+ *   deleted-topics/<ns>/<topic>  TopicInfo of a topic whose partitions are
+ *                                being wiped (md_namespaces.c, invariant 3)
  *   ledger-id                    AllocateLedgerIdResponse: next unreserved id
  *   ledgers/<id>                 LedgerInfo (id in decimal)
+ *   deleted-ledgers/<id>         empty: the id was deleted, never reused
+ *   last-ledger/<partition>      AllocateLedgerIdResponse: the highest ledger
+ *                                id created for the partition
  *   managed-ledgers/<partition>  ManagedLedgerInfo
  *   cursors/<partition>/<sub>    CursorInfo
  *
  * Values are packed protobuf messages. The `version` of anything is the
  * key's mod revision; every update is a compare-and-swap on it.
  *
- * Status codes: SL_EINVAL bad input; SL_ENOTFOUND unknown names, ids and
- * sessions; SL_EEXIST create of something that exists; SL_EPRECOND /
- * SL_EFENCED failed preconditions and stale ownership epochs (gRPC
- * FAILED_PRECONDITION); SL_EVERSION version mismatch (ABORTED); SL_EUNAVAIL
+ * Status codes: SL_EINVAL bad input (overflowing numbers included);
+ * SL_ENOTFOUND unknown names, ids and sessions; SL_EDELETED a deleted
+ * ledger id (NOT_FOUND); SL_EEXIST create of something that exists;
+ * SL_EPRECOND failed preconditions, SL_ESTALE_EPOCH an ownership epoch that
+ * is no longer (or, for an OPEN ledger, not) the one allowed, SL_EFENCED a
+ * writer's update of a ledger in recovery (all gRPC FAILED_PRECONDITION); SL_EVERSION version mismatch (ABORTED); SL_EUNAVAIL
  * store unreachable or not answering (UNAVAILABLE; a write may or may not
  * have happened: re-read); SL_ECORRUPT a stored value that does not decode
  * (DATA_LOSS, naming the key); SL_ETOOBIG a value past the store's limit
