@@ -267,9 +267,11 @@ static void test_metadata_cas__stale_epoch_refused(void **state) {
   clr.epoch = e1;
   mdt_expect(sl_metadata_service_create_ledger(f->ch, &clr, &uresp, NULL, &err), SL_EPRECOND,
              &err);
-  /* b2, with the same versions and its epoch: accepted. */
+  /* b2, with the same versions and its epoch, recovering: accepted. */
   got->info->state = SLUICE__V1__LEDGER_STATE__LEDGER_STATE_IN_RECOVERY;
+  got->info->recovery_epoch = e2;
   ur.epoch = e2;
+  ur.kind = SLUICE__V1__LEDGER_UPDATE_KIND__LEDGER_UPDATE_RECOVER;
   mdt_expect(sl_metadata_service_update_ledger(f->ch, &ur, &uresp, NULL, &err), SL_OK, &err);
   protobuf_c_message_free_unpacked(&uresp->base, NULL);
   protobuf_c_message_free_unpacked(&got->base, NULL);

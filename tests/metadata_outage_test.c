@@ -39,7 +39,7 @@ typedef struct fixture {
 } fixture;
 
 static int setup(void **state) {
-  static const char *const args[] = {"--store_timeout_ms", "2000", "--health_interval_ms", "100",
+  static const char *const args[] = {"--store_timeout_ms", "2000", "--health_interval_ms", "250",
                                      NULL};
   fixture *f = calloc(1, sizeof(*f));
   f->c = mdt_cluster_start("mdoutage", 1, false, args);
