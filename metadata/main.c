@@ -50,6 +50,8 @@ static const sl_conf_entry table[] = {
 typedef struct state {
   sl_store *store;
   sl_md_service *md;
+  sl_rpc_server *srv;
+  int health_interval_ms;
 } state;
 
 static sl_status start(void *c, sl_rpc_server *srv, void **out, sl_err *err) {
@@ -71,8 +73,8 @@ static sl_status start(void *c, sl_rpc_server *srv, void **out, sl_err *err) {
   if (st != SL_OK) goto out_store;
   st = sl_md_service_register(s->md, srv, err);
   if (st != SL_OK) goto out_md;
-  st = sl_md_service_monitor_start(s->md, srv, (int)mc->health_interval_ms, err);
-  if (st != SL_OK) goto out_md;
+  s->srv = srv;
+  s->health_interval_ms = (int)mc->health_interval_ms;
   sl_log(SL_LOG_INFO, "event=store_opened backend=%s uri=%s", sl_store_backend(s->store),
          mc->store);
   *out = s;
@@ -88,7 +90,15 @@ out_free:
   return st;
 }
 
-static void stopping(void *p) {
+/* The monitor sets the server's health, so it runs only while the server
+ * does: from here until quiesce. */
+static sl_status serving(void *p, int port, sl_err *err) {
+  (void)port;
+  state *s = p;
+  return sl_md_service_monitor_start(s->md, s->srv, s->health_interval_ms, err);
+}
+
+static void quiesce(void *p) {
   state *s = p;
   if (s != NULL) sl_md_service_monitor_stop(s->md);
 }
@@ -109,7 +119,8 @@ int main(int argc, char **argv) {
       .cfg = &cfg,
       .opts = &cfg.svc,
       .start = start,
-      .stopping = stopping,
+      .serving = serving,
+      .quiesce = quiesce,
       .stop = stop,
   };
   return sl_service_main(&def, argc, argv);

@@ -103,7 +103,8 @@ sl_status sl_md_service_register(sl_md_service *md, sl_rpc_server *srv,
  * Every replica also keeps sluice_metadata_watches (open Watch streams),
  * and the store sluice_metadata_store_request_duration_seconds{op} and
  * sluice_metadata_store_cas_conflicts_total (metadata/store.c).
- * Stop it before destroying srv (sl_service_def.stopping does).
+ * Start it once srv is started and stop it before destroying srv
+ * (sluice-metadata: sl_service_def.serving and .quiesce).
  */
 sl_status sl_md_service_monitor_start(sl_md_service *md, sl_rpc_server *srv,
                                       int interval_ms, sl_err *err);
