@@ -106,10 +106,18 @@ static void test_md_monitor__gauges_and_store_metrics(void **state) {
   sl_md_service_monitor_stop(l->md); /* a no-op */
 }
 
+
+/* The monitor touches the server: stop it first, even after a failure. */
+static int teardown(void **state) {
+  mdt_local *l = *state;
+  sl_md_service_monitor_stop(l->md);
+  return mdt_local_teardown(state);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_md_monitor__gauges_and_store_metrics, mdt_local_setup,
-                                      mdt_local_teardown),
+                                      teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
