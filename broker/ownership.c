@@ -429,22 +429,40 @@ static uint64_t spread_hash(const char *partition, const char *broker_id) {
   return h;
 }
 
-/* The least loaded live broker for partition, or NULL (none, or only this
- * one when exclude_self). */
+/* Brokers within this margin of the least loaded count as equally loaded.
+ * Reported counts lag by a keep-alive period, so a burst of lookups would
+ * otherwise all pile onto the one broker that looked idlest. */
+static bool near_least(const Sluice__V1__BrokerInfo *b, uint32_t min_owned,
+                       uint32_t min_permille) {
+  return b->owned_partitions <= min_owned + 1 + min_owned / 8 &&
+         b->load_permille <= min_permille + 100;
+}
+
+static bool pickable(sl_ownership *o, const Sluice__V1__BrokerInfo *b, bool exclude_self) {
+  return b->address != NULL && b->address[0] != '\0' &&
+         !(exclude_self && strcmp(b->id, o->broker_id) == 0);
+}
+
+/* A live broker for partition among the least loaded, spread by a hash of
+ * the partition name; NULL if none (or only this one when exclude_self). */
 static const Sluice__V1__BrokerInfo *pick(sl_ownership *o,
                                           const Sluice__V1__ListBrokersResponse *l,
                                           const char *partition, bool exclude_self) {
-  const Sluice__V1__BrokerInfo *best = NULL;
-  uint64_t best_load = 0, best_hash = 0;
+  uint32_t min_owned = UINT32_MAX, min_permille = UINT32_MAX;
   for (size_t i = 0; i < l->n_brokers; i++) {
     const Sluice__V1__BrokerInfo *b = l->brokers[i];
-    if (b->address == NULL || b->address[0] == '\0') continue;
-    if (exclude_self && strcmp(b->id, o->broker_id) == 0) continue;
-    uint64_t load = (uint64_t)b->owned_partitions * 1000u + b->load_permille;
+    if (!pickable(o, b, exclude_self)) continue;
+    if (b->owned_partitions < min_owned) min_owned = b->owned_partitions;
+    if (b->load_permille < min_permille) min_permille = b->load_permille;
+  }
+  const Sluice__V1__BrokerInfo *best = NULL;
+  uint64_t best_hash = 0;
+  for (size_t i = 0; i < l->n_brokers; i++) {
+    const Sluice__V1__BrokerInfo *b = l->brokers[i];
+    if (!pickable(o, b, exclude_self) || !near_least(b, min_owned, min_permille)) continue;
     uint64_t h = spread_hash(partition, b->id);
-    if (best == NULL || load < best_load || (load == best_load && h < best_hash)) {
+    if (best == NULL || h < best_hash) {
       best = b;
-      best_load = load;
       best_hash = h;
     }
   }

@@ -9,6 +9,7 @@
  *   sl_cluster_start(&o, &c, &err);             // returns once all are ready
  *   sl_cluster_addr(c, SL_NODE_BOOKIE, 0);      // "127.0.0.1:PORT"
  *   sl_cluster_kill9(c, SL_NODE_BOOKIE, 0, &err);
+ *   sl_cluster_pause(c, SL_NODE_BROKER, 1, &err);    // SIGSTOP; _resume: SIGCONT
  *   sl_cluster_restart(c, SL_NODE_BOOKIE, 0, &err);  // same data, same port
  *   sl_cluster_destroy(c);                      // stops every process
  *
@@ -17,6 +18,11 @@
  * no race for free ports. Logs are <dir>/<node>.log (kept for post-mortems).
  * Binaries are found under $SLUICE_BIN_DIR/<pkg>/<name> if set, else in the
  * Bazel runfiles of the running program.
+ *
+ * A fresh cluster has the namespace "public" (unless opts.bare), and start
+ * returns only once every broker has registered (ListBrokers shows it), so
+ * a test can look topics up at once. Nodes are named "metadata-0",
+ * "bookie-2", "broker-1"; sl_cluster_find() maps a name back.
  *
  * One thread drives one cluster.
  */
@@ -48,9 +54,10 @@ typedef struct sl_cluster_opts {
   const char *const *bookie_args;
   const char *const *broker_args;
   int ready_timeout_ms;     /* per node; 0 = 20 s */
+  bool bare;                /* no namespace "public" */
 } sl_cluster_opts;
 
-#define SL_CLUSTER_OPTS_INIT {1, 3, 1, false, "cluster", NULL, NULL, NULL, 0}
+#define SL_CLUSTER_OPTS_INIT {1, 3, 1, false, "cluster", NULL, NULL, NULL, 0, false}
 
 typedef struct sl_cluster sl_cluster;
 
@@ -94,6 +101,21 @@ sl_status sl_cluster_restart(sl_cluster *c, sl_node_kind kind, int i,
 /* Adds and starts one more node of a kind; its index goes to *index. */
 sl_status sl_cluster_add(sl_cluster *c, sl_node_kind kind, int *index,
                          sl_err *err);
+
+/* SIGSTOP / SIGCONT node i (a hung process that keeps its sockets). */
+sl_status sl_cluster_pause(sl_cluster *c, sl_node_kind kind, int i, sl_err *err);
+sl_status sl_cluster_resume(sl_cluster *c, sl_node_kind kind, int i, sl_err *err);
+
+/* The node named `name` ("broker-1"); SL_ENOTFOUND if there is none. */
+sl_status sl_cluster_find(const sl_cluster *c, const char *name, sl_node_kind *kind,
+                          int *i, sl_err *err);
+
+/* The node's process id, 0 when not running. */
+int sl_cluster_pid(const sl_cluster *c, sl_node_kind kind, int i);
+
+/* Polls ListBrokers until `want` brokers are registered or timeout_ms passes
+ * (SL_ETIMEDOUT). */
+sl_status sl_cluster_wait_brokers(sl_cluster *c, int want, int timeout_ms, sl_err *err);
 
 /* True if node i's process is running. */
 bool sl_cluster_running(sl_cluster *c, sl_node_kind kind, int i);
