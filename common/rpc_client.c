@@ -28,6 +28,7 @@
 
 #include "common/log.h"
 #include "common/rpc_client_int.h"
+#include "common/rpc_status.h"
 
 /* Default deadline of a unary call without timeout_ms. */
 #define UNARY_DEFAULT_TIMEOUT_MS 10000
@@ -77,8 +78,9 @@ grpc_call *sl_rpc_client_call(sl_rpc_channel *ch, const sl_rpc_method *m,
 }
 
 sl_status sl_rpc_client_status(const sl_rpc_method *m, grpc_status_code code,
-                               grpc_slice details, sl_err *err) {
-  sl_status st = sl_status_from_grpc(code);
+                               const grpc_metadata_array *trailing, grpc_slice details,
+                               sl_err *err) {
+  sl_status st = sl_rpc_status_decode(code, trailing);
   if (st == SL_OK) return SL_OK;
   if (GRPC_SLICE_LENGTH(details) == 0)
     return sl_err_set(err, st, "%s: %s", m->path, sl_status_str(st));
@@ -105,10 +107,10 @@ void sl_rpc_client_cq_destroy(grpc_completion_queue *cq) {
 
 /* Turns a finished unary call into (status, response). */
 static sl_status unary_result(const sl_rpc_method *m, grpc_status_code code,
-                              grpc_slice details, grpc_byte_buffer *bb,
-                              ProtobufCMessage **resp, sl_err *err) {
+                              const grpc_metadata_array *trailing, grpc_slice details,
+                              grpc_byte_buffer *bb, ProtobufCMessage **resp, sl_err *err) {
   *resp = NULL;
-  sl_status st = sl_rpc_client_status(m, code, details, err);
+  sl_status st = sl_rpc_client_status(m, code, trailing, details, err);
   if (st != SL_OK) return st;
   if (bb == NULL) return sl_err_set(err, SL_EINTERNAL, "%s: no response message", m->path);
   st = sl_rpc_buf_unpack(m->response, bb, resp, err);
@@ -284,7 +286,7 @@ sl_status sl_rpc_unary(sl_rpc_channel *ch, const sl_rpc_method *m,
   }
   grpc_event ev = grpc_completion_queue_pluck(cq, &ops[0], gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
   SL_ASSERT(ev.type == GRPC_OP_COMPLETE);
-  st = unary_result(m, code, details, recv_bb, resp, err);
+  st = unary_result(m, code, &trailing, details, recv_bb, resp, err);
 
 out_unref_call:
   grpc_call_unref(call);
@@ -326,7 +328,7 @@ static void on_async_done(sl_rpc_tag *tag, bool ok) {
   sl_rpc_async *a = SL_RPC_CONTAINER_OF(tag, sl_rpc_async, tag);
   sl_err err = SL_ERR_INIT;
   ProtobufCMessage *resp;
-  sl_status st = unary_result(a->m, a->code, a->details, a->recv_bb, &resp, &err);
+  sl_status st = unary_result(a->m, a->code, &a->trailing, a->details, a->recv_bb, &resp, &err);
   a->cb(st, st == SL_OK ? "" : err.msg, resp, a->arg);
   /* Unlinking after the callback keeps destroy waiting for it (invariant 1);
    * destroy joins this thread before it frees the channel. */

@@ -45,10 +45,12 @@ void sl_rpc_client_md_release(sl_rpc_client_md *md);
 grpc_call *sl_rpc_client_call(sl_rpc_channel *ch, const sl_rpc_method *m,
                               grpc_completion_queue *cq, int timeout_ms);
 
-/* The sl_status for a received gRPC status; fills err with the details,
+/* The sl_status for a received gRPC status and its trailing metadata (the
+ * exact code the server raised, rpc_status.h); fills err with the details,
  * or "<path>: <status text>" when there are none. */
 sl_status sl_rpc_client_status(const sl_rpc_method *m, grpc_status_code code,
-                               grpc_slice details, sl_err *err);
+                               const grpc_metadata_array *trailing, grpc_slice details,
+                               sl_err *err);
 
 /* Checks that msg is a `want` message and packs it within the channel's
  * limit. */

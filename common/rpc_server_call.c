@@ -43,6 +43,7 @@
 
 #include "common/log.h"
 #include "common/rpc_server_int.h"
+#include "common/rpc_status.h"
 
 typedef struct arena_chunk {
   struct arena_chunk *next;
@@ -82,6 +83,7 @@ struct sl_rpc_call {
   grpc_byte_buffer *inflight; /* message of the send batch in flight */
   grpc_byte_buffer *final_msg;
   grpc_status_code final_code;
+  const grpc_metadata *final_trailer; /* sl-status entry or NULL (rpc_status.h) */
   grpc_slice final_details;
   grpc_byte_buffer *recv_bb;
   int cancelled;             /* RECV_CLOSE_ON_SERVER output */
@@ -179,6 +181,8 @@ static void pump_locked(sl_rpc_call *c) {
     count_end_locked(c, c->final_code); /* before gRPC can deliver it */
     ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
     ops[n].data.send_status_from_server.status = c->final_code;
+    ops[n].data.send_status_from_server.trailing_metadata_count = c->final_trailer ? 1 : 0;
+    ops[n].data.send_status_from_server.trailing_metadata = (grpc_metadata *)c->final_trailer;
     ops[n++].data.send_status_from_server.status_details = &c->final_details;
     c->sending_final = true;
   }
@@ -280,6 +284,7 @@ sl_status sl_rpc_call_finish(sl_rpc_call *c, sl_status st, const char *message,
   c->finished = true;
   c->final_msg = bb;
   c->final_code = (grpc_status_code)sl_status_to_grpc(st);
+  c->final_trailer = sl_rpc_status_encode(st);
   c->final_details = message != NULL ? grpc_slice_from_copied_string(message)
                      : st != SL_OK   ? grpc_slice_from_copied_string(sl_status_str(st))
                                      : grpc_empty_slice();

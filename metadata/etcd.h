@@ -41,7 +41,7 @@
  *         could turn our own successful CAS into a reported conflict.
  *      4. etcd's "no leader" (code 14) is refused before proposing, so it is
  *         retried for writes too; other code 14 errors only for reads.
- *  - Errors from etcd map through sl_etcd_status_for_code and the message
+ *  - Errors from etcd map through sl_status_from_grpc and the message
  *    names the call and key: `etcd put "/sluice/a": etcdserver: requested
  *    lease not found (code 5)`.
  *

@@ -180,7 +180,7 @@ static void test_md_ledgers__lifecycle_and_epochs(void **state) {
   mdt_expect(update(l->ch, cur, v, e1, &v, &err), SL_OK, &err);
   /* Old versions and bad epochs lose; a version is required. */
   mdt_expect(update(l->ch, cur, v - 1, e1, NULL, &err), SL_EVERSION, &err);
-  mdt_expect(update(l->ch, cur, v, e1 + 1, NULL, &err), SL_EPRECOND, &err);
+  mdt_expect(update(l->ch, cur, v, e1 + 1, NULL, &err), SL_EFENCED, &err);
   mdt_expect(update(l->ch, cur, 0, e1, NULL, &err), SL_EINVAL, &err);
   /* Immutable fields. */
   cur->ack_quorum = 2;
@@ -203,7 +203,7 @@ static void test_md_ledgers__lifecycle_and_epochs(void **state) {
   uint64_t e2 = own(l, "b2", &s2);
   assert_true(e2 > e1);
   cur->state = SLUICE__V1__LEDGER_STATE__LEDGER_STATE_IN_RECOVERY;
-  mdt_expect(update(l->ch, cur, v, e1, NULL, &err), SL_EPRECOND, &err); /* b1: stale */
+  mdt_expect(update(l->ch, cur, v, e1, NULL, &err), SL_EFENCED, &err); /* b1: stale */
   assert_non_null(strstr(err.msg, "stale"));
   mdt_expect(update(l->ch, cur, v, e2, &v, &err), SL_OK, &err);
   /* The old writer cannot reopen or extend it. */
@@ -238,7 +238,7 @@ static void test_md_ledgers__lifecycle_and_epochs(void **state) {
   Sluice__V1__LedgerInfo info;
   Sluice__V1__EnsembleSegment seg;
   mdt_ledger_init(&info, &seg, P);
-  mdt_expect(create(l->ch, &info, e1, NULL, &err), SL_EPRECOND, &err);
+  mdt_expect(create(l->ch, &info, e1, NULL, &err), SL_EFENCED, &err);
 }
 
 static void test_md_ledgers__bad_input(void **state) {
