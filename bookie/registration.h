@@ -1,32 +1,26 @@
 /*
  * Registration: keeps this bookie registered with the metadata service in a
- * session bound to a lease (DESIGN.md §4-5), from a background thread.
- *
- *   NO_SESSION --OpenSession ok--> REGISTERED --KeepAlive NOT_FOUND--+
- *       ^  |                          |  every ttl/3: KeepAlive       |
- *       |  +-- failure: retry with    |  state changed: UpdateNode    |
- *       |      backoff (min..max ms)  |  stop: CloseSession           |
- *       +-----------------------------+-------------------------------+
+ * session bound to a lease (DESIGN.md §4-5). A thin user of the shared
+ * session keeper (common/session.h), which owns the thread, the keep-alives,
+ * the loss rule and re-registration; this module only says what a bookie
+ * registers and when that changed.
  *
  * - OpenSession carries NodeKind BOOKIE and a BookieInfo: id, address,
  *   rack, start time, and the changing part (read-only flag, free and total
  *   bytes) read through get_state.
- * - KeepAlive runs every granted_ttl/3. NOT_FOUND (the lease lapsed, e.g.
- *   after a long pause or a metadata outage) opens a new session at once.
- * - sl_registration_poke (the disk watcher flipped read-only) wakes the
- *   thread, which sends UpdateNode with fresh state. Free space is also
- *   re-reported when it moved by more than 5% of the disk since the last
- *   report, checked at each keep-alive.
- * - Any other failure (metadata service down, UNIMPLEMENTED while it is being
- *   built) is logged (warn on the first of a streak or a new status, debug
- *   after) and retried with exponential backoff and jitter. Registration
- *   never fails the bookie.
+ * - sl_registration_poke (the disk watcher flipped read-only) sends
+ *   UpdateNode with fresh state. Free space is also re-reported when it
+ *   moved by more than 5% of the disk since the last report, checked at
+ *   each keep-alive.
+ * - A restarted bookie (same id, same address) takes its registration over
+ *   at once; failures are retried with backoff. Registration never fails
+ *   the bookie.
  * - sl_registration_stop sends CloseSession (bounded by close_timeout_ms) so
  *   the registration disappears at once instead of after the TTL.
  *
- * Threads: one registration thread does every RPC and calls get_state.
- * poke, status and stop may be called from any thread (stop from one).
- * Lock: r->mu guards the request flags, the wake-up and the status.
+ * Threads: get_state runs on the session thread. poke, status and stop may
+ * be called from any thread (stop from one).
+ * Lock: r->mu guards what was last reported.
  */
 #ifndef SL_BOOKIE_REGISTRATION_H
 #define SL_BOOKIE_REGISTRATION_H
@@ -60,23 +54,26 @@ typedef struct sl_registration_opts {
   void *arg;                /* retained for get_state until stop returns */
 } sl_registration_opts;
 
-#define SL_REGISTRATION_OPTS_INIT \
-  {NULL, NULL, NULL, NULL, NULL, NULL, NULL, 0, 0, 0, 0, 0, NULL, NULL}
+#define SL_REGISTRATION_OPTS_INIT {.target = NULL}
 
 /* What the registration has done so far (for logs and tests). */
 typedef struct sl_registration_status {
   bool registered;          /* a session is open */
-  int64_t session_id;       /* 0 when not registered */
+  int64_t session_id;       /* 0 when not registered; private */
   uint32_t ttl_seconds;     /* granted TTL */
   bool reported_read_only;  /* read-only flag the metadata service has */
   uint64_t opens;           /* sessions opened */
+  uint64_t takeovers;       /* of which took over our live registration */
+  uint64_t losses;          /* sessions lost (lapsed, or TTL without a
+                               keep-alive that succeeded) */
   uint64_t keepalives;      /* successful keep-alives */
   uint64_t updates;         /* successful UpdateNode calls */
   uint64_t failures;        /* failed calls of any kind */
   sl_status last_error;     /* status of the last failed call, SL_OK if none */
 } sl_registration_status;
 
-/* Starts the registration thread; the first OpenSession goes out at once.
+/* Starts registering; the first OpenSession goes out at once. Call it once
+ * the bookie serves on `address` (session.h, invariant 5).
  * Errors: SL_EINVAL (missing target, id or address), or the channel's. */
 sl_status sl_registration_start(const sl_registration_opts *opts,
                                 sl_registration **out, sl_err *err);

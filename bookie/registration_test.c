@@ -72,7 +72,10 @@ static void keep_alive(sl_rpc_call *call, const Sluice__V1__KeepAliveRequest *re
                        void *ctx) {
   fake *f = ctx;
   pthread_mutex_lock(&f->mu);
-  bool live = req->session_id != 0 && req->session_id == f->live;
+  /* Calls that carry the session name the holder, as the real service wants. */
+  bool live = req->session_id != 0 && req->session_id == f->live &&
+              req->kind == SLUICE__V1__NODE_KIND__NODE_KIND_BOOKIE &&
+              strcmp(req->node_id, "bookie-7") == 0;
   if (live) f->keepalives++;
   pthread_mutex_unlock(&f->mu);
   Sluice__V1__KeepAliveResponse r = SLUICE__V1__KEEP_ALIVE_RESPONSE__INIT;
@@ -104,9 +107,13 @@ static void close_session(sl_rpc_call *call, const Sluice__V1__CloseSessionReque
                           void *ctx) {
   fake *f = ctx;
   pthread_mutex_lock(&f->mu);
-  f->closes++;
-  f->closed_id = req->session_id;
-  if (req->session_id == f->live) f->live = 0;
+  /* Counted only when it names the holder (the tests expect one). */
+  if (req->kind == SLUICE__V1__NODE_KIND__NODE_KIND_BOOKIE &&
+      strcmp(req->node_id, "bookie-7") == 0) {
+    f->closes++;
+    f->closed_id = req->session_id;
+    if (req->session_id == f->live) f->live = 0;
+  }
   pthread_mutex_unlock(&f->mu);
   Sluice__V1__CloseSessionResponse r = SLUICE__V1__CLOSE_SESSION_RESPONSE__INIT;
   sl_metadata_service_close_session_reply(call, &r);

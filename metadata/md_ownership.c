@@ -15,6 +15,9 @@
  *      epochs/<p> in their own txn (sl_md_cas with a guard), so a take-over
  *      committed first makes them fail with FAILED_PRECONDITION.
  *   3. Only a broker registered under the session it names may own.
+ *   4. The owner's session is private: it is the lease of owners/<p>, not
+ *      a field of the OwnerInfo that LookupOwner and watches show, and no
+ *      error text names it.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -25,11 +28,13 @@
 #include "metadata/md_names.h"
 #include "metadata/service_int.h"
 
+/* *session (may be NULL) gets the owner's session (invariant 4). */
 static sl_status read_owner(sl_md_service *md, const char *partition, sl_md_key *key,
-                            Sluice__V1__OwnerInfo **owner, int64_t *rev, sl_err *err) {
+                            Sluice__V1__OwnerInfo **owner, int64_t *rev, int64_t *session,
+                            sl_err *err) {
   sl_md_key_fmt(key, "owners/%s", partition);
   return sl_md_read(md, key, &sluice__v1__owner_info__descriptor, (ProtobufCMessage **)owner,
-                    rev, NULL, err);
+                    rev, session, err);
 }
 
 /* Invariant 3: the broker's registration, bound to this session. */
@@ -46,9 +51,7 @@ static sl_status registered_broker(sl_md_service *md, const char *id, int64_t se
   if (lease != session) {
     protobuf_c_message_free_unpacked(&(*out)->base, NULL);
     *out = NULL;
-    return sl_err_set(err, SL_EPRECOND,
-                      "broker %s: registered by session %" PRId64 ", not %" PRId64, id, lease,
-                      session);
+    return sl_err_set(err, SL_EPRECOND, "broker %s: registered under another session", id);
   }
   return SL_OK;
 }
@@ -64,7 +67,6 @@ static sl_status try_acquire(sl_md_service *md, const char *partition,
   mine->broker_id = broker->id;
   mine->broker_address = broker->address;
   mine->epoch = ep.epoch + 1;
-  mine->session_id = session;
   size_t len;
   uint8_t *val = sl_md_pack(&mine->base, &len);
   sl_store_cmp cmps[2] = {{owner_key->s, owner_key->len, SL_STORE_REV_ABSENT},
@@ -76,8 +78,8 @@ static sl_status try_acquire(sl_md_service *md, const char *partition,
   free(val);
   if (st == SL_OK) sl_md_epoch_note(md, partition, rev, mine->epoch);
   if (st == SL_ENOTFOUND)
-    return sl_err_set(err, st, "session %" PRId64 ": expired or closed; open a new session",
-                      session);
+    return sl_err_set(err, st, "broker %s: session expired or closed; open a new session",
+                      broker->id);
   return st == SL_EVERSION ? st : sl_md_store_status(st);
 }
 
@@ -95,11 +97,11 @@ static sl_status acquire(sl_md_service *md, const Sluice__V1__AcquireOwnershipRe
     return st;
   sl_md_key key;
   for (int i = 0; i < SL_MD_RETRIES; i++) {
-    int64_t rev;
-    st = read_owner(md, req->partition, &key, other, &rev, err);
+    int64_t rev, holder = 0;
+    st = read_owner(md, req->partition, &key, other, &rev, &holder, err);
     if (st == SL_OK) {
       /* Owned already; by us means a retried call that had succeeded. */
-      resp->acquired = (*other)->session_id == req->session_id;
+      resp->acquired = holder == req->session_id;
       resp->owner = *other;
       return SL_OK;
     }
@@ -138,7 +140,7 @@ SL_MD_HANDLER(lookup_owner, LookupOwnerRequest) {
   sl_md_key key;
   Sluice__V1__OwnerInfo *owner = NULL;
   sl_status st = sl_md_check_partition(req->partition, NULL, NULL, &err);
-  if (st == SL_OK) st = read_owner(ctx, req->partition, &key, &owner, NULL, &err);
+  if (st == SL_OK) st = read_owner(ctx, req->partition, &key, &owner, NULL, NULL, &err);
   if (st == SL_ENOTFOUND) st = sl_err_set(&err, st, "partition %s: no owner", req->partition);
   if (st != SL_OK) {
     sl_md_fail(call, st, &err);
@@ -152,14 +154,13 @@ static sl_status release_once(sl_md_service *md, const Sluice__V1__ReleaseOwners
                               sl_err *err) {
   sl_md_key key;
   Sluice__V1__OwnerInfo *owner = NULL;
-  int64_t rev = 0;
-  sl_status st = read_owner(md, req->partition, &key, &owner, &rev, err);
+  int64_t rev = 0, holder = 0;
+  sl_status st = read_owner(md, req->partition, &key, &owner, &rev, &holder, err);
   if (st == SL_ENOTFOUND) return sl_err_set(err, st, "partition %s: no owner", req->partition);
   if (st != SL_OK) return st;
-  if (owner->session_id != req->session_id)
-    st = sl_err_set(err, SL_EPRECOND,
-                    "partition %s: owned by broker %s (session %" PRId64 "), not session %" PRId64,
-                    req->partition, owner->broker_id, owner->session_id, req->session_id);
+  if (holder != req->session_id)
+    st = sl_err_set(err, SL_EPRECOND, "partition %s: owned by broker %s under another session",
+                    req->partition, owner->broker_id);
   else if (owner->epoch != req->epoch)
     st = sl_err_set(err, SL_EFENCED,
                     "partition %s: epoch %" PRIu64 " is not the current epoch %" PRIu64,

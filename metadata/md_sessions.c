@@ -4,17 +4,25 @@
  *
  * Invariants
  *   1. A registration key is only ever written bound to the lease of the
- *      session that created it, so it vanishes with that session (close or
- *      lapse) and with nothing else.
- *   2. One id has at most one live registration: OpenSession creates the
- *      key only if absent (ALREADY_EXISTS otherwise, naming the holder), so
- *      a restarted node waits for its old session to lapse, as in
- *      BookKeeper, rather than two processes sharing an id.
- *   3. A failed OpenSession leaves no lease behind when the store answers
+ *      session that created or took it over, so it vanishes with that
+ *      session (close or lapse) and with nothing else.
+ *   2. One id has at most one live registration. OpenSession creates the
+ *      key if absent; if a live session holds it, the same advertised
+ *      address takes it over (a restart: the old process cannot still serve
+ *      on that address) and another address gets ALREADY_EXISTS.
+ *   3. A take-over is one CAS on the key's revision as read, so of two
+ *      racing OpenSessions one wins; the old lease is revoked after it, so
+ *      the old session's keys and credentials die with it (or lapse by
+ *      TTL if the revoke does not get through).
+ *   4. A failed OpenSession leaves no lease behind when the store answers
  *      (it revokes the lease it granted).
+ *   5. Session ids are private: KeepAlive, UpdateNode and CloseSession act
+ *      only for the session that holds the named node's registration, and
+ *      no answer or error text names another session's id.
  */
 #include <inttypes.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "common/log.h"
 #include "metadata/md_names.h"
@@ -24,6 +32,7 @@
 typedef struct node_ref {
   const char *kind_name; /* "broker" or "bookie" */
   const char *id;
+  const char *address;
   const ProtobufCMessage *info;
   sl_md_key key;
 } node_ref;
@@ -55,13 +64,13 @@ static sl_status node_from(Sluice__V1__NodeKind kind, const Sluice__V1__BrokerIn
     case SLUICE__V1__NODE_KIND__NODE_KIND_BROKER:
       if (broker == NULL) return sl_err_set(err, SL_EINVAL, "kind is BROKER but no broker info");
       if ((st = check_broker(broker, err)) != SL_OK) return st;
-      *n = (node_ref){"broker", broker->id, &broker->base, {{0}, 0}};
+      *n = (node_ref){"broker", broker->id, broker->address, &broker->base, {{0}, 0}};
       sl_md_key_fmt(&n->key, "brokers/%s", broker->id);
       return SL_OK;
     case SLUICE__V1__NODE_KIND__NODE_KIND_BOOKIE:
       if (bookie == NULL) return sl_err_set(err, SL_EINVAL, "kind is BOOKIE but no bookie info");
       if ((st = check_bookie(bookie, err)) != SL_OK) return st;
-      *n = (node_ref){"bookie", bookie->id, &bookie->base, {{0}, 0}};
+      *n = (node_ref){"bookie", bookie->id, bookie->address, &bookie->base, {{0}, 0}};
       sl_md_key_fmt(&n->key, "bookies/%s", bookie->id);
       return SL_OK;
     default:
@@ -74,23 +83,103 @@ static sl_status check_session(int64_t id, sl_err *err) {
   return SL_OK;
 }
 
-static sl_status session_gone(int64_t id, sl_err *err) {
+static sl_status session_gone(const node_ref *n, sl_err *err) {
   return sl_err_set(err, SL_ENOTFOUND,
-                    "session %" PRId64 ": expired or closed; open a new session", id);
+                    "%s %s: not registered (session expired or closed); open a new session",
+                    n->kind_name, n->id);
 }
 
-/* Explains an ALREADY_EXISTS registration by naming the session holding it. */
-static sl_status taken(sl_md_service *md, const node_ref *n, sl_err *err) {
+static sl_status not_holder(const node_ref *n, sl_err *err) {
+  return sl_err_set(err, SL_EPERM,
+                    "%s %s: registered under another session (taken over, or not yours);"
+                    " open a new session", n->kind_name, n->id);
+}
+
+/* The registration key of (kind, id), for calls that name a node by id. */
+static sl_status node_key(Sluice__V1__NodeKind kind, const char *id, node_ref *n, sl_err *err) {
+  bool broker = kind == SLUICE__V1__NODE_KIND__NODE_KIND_BROKER;
+  if (!broker && kind != SLUICE__V1__NODE_KIND__NODE_KIND_BOOKIE)
+    return sl_err_set(err, SL_EINVAL, "node kind %d: want BROKER or BOOKIE", (int)kind);
+  *n = (node_ref){broker ? "broker" : "bookie", id, NULL, NULL, {{0}, 0}};
+  sl_status st = sl_md_check_segment(broker ? "broker id" : "bookie id", id, err);
+  if (st == SL_OK) sl_md_key_fmt(&n->key, broker ? "brokers/%s" : "bookies/%s", id);
+  return st;
+}
+
+/* Invariant 5: `session` holds n's registration, whose revision goes to
+ * *rev (may be NULL). */
+static sl_status check_holder(sl_md_service *md, const node_ref *n, int64_t session,
+                              int64_t *rev, sl_err *err) {
   sl_store_kv kv = {0};
-  int64_t holder = 0;
-  if (sl_store_get(md->store, n->key.s, n->key.len, &kv, NULL) == SL_OK) {
-    holder = kv.lease;
-    sl_store_kv_release(&kv);
+  sl_status st = check_session(session, err);
+  if (st == SL_OK) st = sl_store_get(md->store, n->key.s, n->key.len, &kv, err);
+  if (st == SL_ENOTFOUND) return session_gone(n, err);
+  if (st != SL_OK) return sl_md_store_status(st);
+  if (kv.lease != session) st = not_holder(n, err);
+  if (rev != NULL) *rev = kv.mod_revision;
+  sl_store_kv_release(&kv);
+  return st;
+}
+
+static sl_status stored_address(const node_ref *n, const sl_store_kv *kv, char **addr,
+                                sl_err *err) {
+  bool broker = n->kind_name[1] == 'r';
+  ProtobufCMessage *m = NULL;
+  sl_status st = sl_md_unpack(kv, broker ? &sluice__v1__broker_info__descriptor
+                                         : &sluice__v1__bookie_info__descriptor,
+                              &m, err);
+  if (st != SL_OK) return st;
+  const char *a = broker ? ((Sluice__V1__BrokerInfo *)m)->address
+                         : ((Sluice__V1__BookieInfo *)m)->address;
+  *addr = sl_xstrdup(a ? a : "");
+  protobuf_c_message_free_unpacked(m, NULL);
+  return SL_OK;
+}
+
+/* Invariants 2 and 3: the key exists; take it over from the same address
+ * (SL_EVERSION: it changed under us, look again), refuse another. *old gets
+ * the lease taken over. */
+static sl_status take_over(sl_md_service *md, const node_ref *n, const uint8_t *val,
+                           size_t len, int64_t lease, int64_t *old, sl_err *err) {
+  sl_store_kv kv = {0};
+  sl_status st = sl_store_get(md->store, n->key.s, n->key.len, &kv, err);
+  if (st == SL_ENOTFOUND) return SL_EVERSION; /* lapsed meanwhile: create it */
+  if (st != SL_OK) return st;
+  char *addr = NULL;
+  st = stored_address(n, &kv, &addr, err);
+  if (st == SL_OK && strcmp(addr, n->address) != 0)
+    st = sl_err_set(err, SL_EEXIST,
+                    "%s %s: registered by a live session from %s, not %s; two nodes with one"
+                    " id? retry once that session is closed or lapses",
+                    n->kind_name, n->id, addr, n->address);
+  if (st == SL_OK) {
+    *old = kv.lease;
+    st = sl_store_put(md->store, n->key.s, n->key.len, val, len, kv.mod_revision, lease, NULL,
+                      err);
+    if (st == SL_ENOTFOUND) st = SL_EVERSION; /* the old key lapsed: create it */
   }
-  return sl_err_set(err, SL_EEXIST,
-                    "%s %s: already registered by session %" PRId64
-                    "; retry once that session is closed or lapses",
-                    n->kind_name, n->id, holder);
+  free(addr);
+  sl_store_kv_release(&kv);
+  return st;
+}
+
+/* Creates or takes over the registration; *old gets the lease taken over
+ * (0 if none). */
+static sl_status register_node(sl_md_service *md, const node_ref *n, int64_t lease,
+                               int64_t *old, sl_err *err) {
+  size_t len;
+  uint8_t *val = sl_md_pack(n->info, &len);
+  sl_status st = SL_EVERSION;
+  *old = 0;
+  for (int i = 0; i < SL_MD_RETRIES && st == SL_EVERSION; i++) {
+    st = sl_store_create(md->store, n->key.s, n->key.len, val, len, lease, NULL, err);
+    if (st == SL_EEXIST) st = take_over(md, n, val, len, lease, old, err);
+  }
+  free(val);
+  if (st == SL_EVERSION)
+    st = sl_err_set(err, SL_EVERSION, "%s %s: registration keeps changing; try again",
+                    n->kind_name, n->id);
+  return st;
 }
 
 static sl_status open_session(sl_md_service *md, const Sluice__V1__OpenSessionRequest *req,
@@ -102,21 +191,26 @@ static sl_status open_session(sl_md_service *md, const Sluice__V1__OpenSessionRe
   if (ttl < 2 || ttl > md->opts.max_ttl_s)
     return sl_err_set(err, SL_EINVAL, "%s %s: ttl_seconds %" PRId64 " not in [2, %" PRId64 "]",
                       n.kind_name, n.id, ttl, md->opts.max_ttl_s);
-  int64_t lease = 0, granted = 0;
+  int64_t lease = 0, granted = 0, old = 0;
   st = sl_store_lease_grant(md->store, ttl, &lease, &granted, err);
   if (st != SL_OK) return sl_md_store_status(st);
-  size_t len;
-  uint8_t *val = sl_md_pack(n.info, &len);
-  st = sl_store_create(md->store, n.key.s, n.key.len, val, len, lease, NULL, err);
-  free(val);
+  st = register_node(md, &n, lease, &old, err);
   if (st != SL_OK) {
-    sl_store_lease_revoke(md->store, lease, NULL); /* invariant 3; best effort */
-    return st == SL_EEXIST ? taken(md, &n, err) : sl_md_store_status(st);
+    sl_store_lease_revoke(md->store, lease, NULL); /* invariant 4; best effort */
+    return st == SL_EEXIST ? st : sl_md_store_status(st);
+  }
+  if (old != 0) {
+    /* Invariant 3: the old session ends now rather than after its TTL. */
+    sl_status rst = sl_store_lease_revoke(md->store, old, NULL);
+    sl_log(rst == SL_OK || rst == SL_ENOTFOUND ? SL_LOG_INFO : SL_LOG_WARN,
+           "event=session_taken_over kind=%s id=%s address=%s revoke=\"%s\"", n.kind_name,
+           n.id, n.address, sl_status_str(rst));
   }
   resp->session_id = lease;
   resp->ttl_seconds = (uint32_t)granted;
-  sl_log(SL_LOG_INFO, "event=session_open kind=%s id=%s session=%" PRId64 " ttl=%" PRId64,
-         n.kind_name, n.id, lease, granted);
+  resp->took_over = old != 0;
+  sl_log(SL_LOG_INFO, "event=session_open kind=%s id=%s ttl=%" PRId64 " took_over=%d",
+         n.kind_name, n.id, granted, (int)(old != 0));
   return SL_OK;
 }
 
@@ -133,10 +227,12 @@ SL_MD_HANDLER(open_session, OpenSessionRequest) {
 SL_MD_HANDLER(keep_alive, KeepAliveRequest) {
   sl_md_service *md = ctx;
   sl_err err = SL_ERR_INIT;
+  node_ref n;
   int64_t ttl = 0;
-  sl_status st = check_session(req->session_id, &err);
+  sl_status st = node_key(req->kind, req->node_id, &n, &err);
+  if (st == SL_OK) st = check_holder(md, &n, req->session_id, NULL, &err);
   if (st == SL_OK) st = sl_store_lease_keepalive(md->store, req->session_id, &ttl, &err);
-  if (st == SL_ENOTFOUND) st = session_gone(req->session_id, &err);
+  if (st == SL_ENOTFOUND) st = session_gone(&n, &err);
   if (st == SL_OK) {
     Sluice__V1__KeepAliveResponse resp = SLUICE__V1__KEEP_ALIVE_RESPONSE__INIT;
     resp.ttl_seconds = (uint32_t)ttl;
@@ -157,23 +253,11 @@ static sl_status update_node(sl_md_service *md, const Sluice__V1__UpdateNodeRequ
   /* Only the node itself writes its key, so a lost race is its own
    * concurrent update: retry on the fresh version. */
   for (int i = 0; i < SL_MD_RETRIES; i++) {
-    sl_store_kv kv = {0};
-    st = sl_store_get(md->store, n.key.s, n.key.len, &kv, err);
-    if (st == SL_ENOTFOUND) {
-      st = sl_err_set(err, SL_ENOTFOUND, "%s %s: not registered (session %" PRId64
-                      " lapsed or closed?)", n.kind_name, n.id, req->session_id);
-      break;
-    }
+    int64_t rev = 0;
+    st = check_holder(md, &n, req->session_id, &rev, err);
     if (st != SL_OK) break;
-    int64_t rev = kv.mod_revision, holder = kv.lease;
-    sl_store_kv_release(&kv);
-    if (holder != req->session_id) {
-      st = sl_err_set(err, SL_EPRECOND, "%s %s: registered by session %" PRId64 ", not %" PRId64,
-                      n.kind_name, n.id, holder, req->session_id);
-      break;
-    }
     st = sl_store_put(md->store, n.key.s, n.key.len, val, len, rev, req->session_id, NULL, err);
-    if (st == SL_ENOTFOUND) st = session_gone(req->session_id, err);
+    if (st == SL_ENOTFOUND) st = session_gone(&n, err);
     if (st != SL_EVERSION) break;
   }
   free(val);
@@ -196,12 +280,14 @@ SL_MD_HANDLER(update_node, UpdateNodeRequest) {
 SL_MD_HANDLER(close_session, CloseSessionRequest) {
   sl_md_service *md = ctx;
   sl_err err = SL_ERR_INIT;
-  sl_status st = check_session(req->session_id, &err);
+  node_ref n;
+  sl_status st = node_key(req->kind, req->node_id, &n, &err);
+  if (st == SL_OK) st = check_holder(md, &n, req->session_id, NULL, &err);
   if (st == SL_OK) st = sl_store_lease_revoke(md->store, req->session_id, &err);
-  if (st == SL_ENOTFOUND) st = session_gone(req->session_id, &err);
+  if (st == SL_ENOTFOUND) st = session_gone(&n, &err);
   if (st == SL_OK) {
     Sluice__V1__CloseSessionResponse resp = SLUICE__V1__CLOSE_SESSION_RESPONSE__INIT;
-    sl_log(SL_LOG_INFO, "event=session_closed session=%" PRId64, req->session_id);
+    sl_log(SL_LOG_INFO, "event=session_closed kind=%s id=%s", n.kind_name, n.id);
     sl_metadata_service_close_session_reply(call, &resp);
   } else {
     sl_md_fail(call, sl_md_store_status(st), &err);

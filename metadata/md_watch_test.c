@@ -57,6 +57,8 @@ static void expect(sl_rpc_stream *s, int64_t *rev, Sluice__V1__WatchEventType ty
 static void close_session(sl_rpc_channel *ch, int64_t s) {
   Sluice__V1__CloseSessionRequest req = SLUICE__V1__CLOSE_SESSION_REQUEST__INIT;
   req.session_id = s;
+  req.kind = SLUICE__V1__NODE_KIND__NODE_KIND_BROKER;
+  req.node_id = "b1";
   Sluice__V1__CloseSessionResponse *resp = NULL;
   sl_err err = SL_ERR_INIT;
   mdt_expect(sl_metadata_service_close_session(ch, &req, &resp, NULL, &err), SL_OK, &err);

@@ -9,6 +9,7 @@
  */
 #include "tests/cluster.h"
 
+#include <errno.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -377,28 +378,19 @@ sl_status sl_cluster_restart(sl_cluster *c, sl_node_kind kind, int i,
   return start_node(c, nd, err);
 }
 
-bool sl_cluster_running(sl_cluster *c, sl_node_kind kind, int i) {
+sl_status sl_cluster_signal(sl_cluster *c, sl_node_kind kind, int i, int sig,
+                            sl_err *err) {
   node *nd = get_node(c, kind, i);
-  return nd != NULL && sl_proc_running(&nd->proc);
-}
-
-static sl_status signal_node(sl_cluster *c, sl_node_kind kind, int i, int sig,
-                             sl_err *err) {
-  node *nd = get_node(c, kind, i);
-  if (nd == NULL) return sl_err_set(err, SL_EINVAL, "cluster: no such node");
-  if (!sl_proc_running(&nd->proc))
-    return sl_err_set(err, SL_EPRECOND, "%s: not running", nd->id);
-  if (kill(-nd->proc.pid, sig) != 0)
-    return sl_err_set(err, SL_EIO, "%s: cannot signal", nd->id);
+  if (nd == NULL || !sl_proc_running(&nd->proc))
+    return sl_err_set(err, SL_EINVAL, "cluster: no such running node");
+  if (kill(nd->proc.pid, sig) != 0)
+    return sl_err_set(err, SL_EIO, "%s: kill(%d): %s", nd->id, sig, strerror(errno));
   return SL_OK;
 }
 
-sl_status sl_cluster_pause(sl_cluster *c, sl_node_kind kind, int i, sl_err *err) {
-  return signal_node(c, kind, i, SIGSTOP, err);
-}
-
-sl_status sl_cluster_resume(sl_cluster *c, sl_node_kind kind, int i, sl_err *err) {
-  return signal_node(c, kind, i, SIGCONT, err);
+bool sl_cluster_running(sl_cluster *c, sl_node_kind kind, int i) {
+  node *nd = get_node(c, kind, i);
+  return nd != NULL && sl_proc_running(&nd->proc);
 }
 
 sl_status sl_cluster_find(const sl_cluster *c, const char *name, sl_node_kind *kind,

@@ -9,7 +9,6 @@
  *   sl_cluster_start(&o, &c, &err);             // returns once all are ready
  *   sl_cluster_addr(c, SL_NODE_BOOKIE, 0);      // "127.0.0.1:PORT"
  *   sl_cluster_kill9(c, SL_NODE_BOOKIE, 0, &err);
- *   sl_cluster_pause(c, SL_NODE_BROKER, 1, &err);    // SIGSTOP; _resume: SIGCONT
  *   sl_cluster_restart(c, SL_NODE_BOOKIE, 0, &err);  // same data, same port
  *   sl_cluster_destroy(c);                      // stops every process
  *
@@ -102,9 +101,10 @@ sl_status sl_cluster_restart(sl_cluster *c, sl_node_kind kind, int i,
 sl_status sl_cluster_add(sl_cluster *c, sl_node_kind kind, int *index,
                          sl_err *err);
 
-/* SIGSTOP / SIGCONT node i (a hung process that keeps its sockets). */
-sl_status sl_cluster_pause(sl_cluster *c, sl_node_kind kind, int i, sl_err *err);
-sl_status sl_cluster_resume(sl_cluster *c, sl_node_kind kind, int i, sl_err *err);
+/* Sends signal sig to node i, e.g. SIGSTOP and SIGCONT to hang a node
+ * without closing its sockets. */
+sl_status sl_cluster_signal(sl_cluster *c, sl_node_kind kind, int i, int sig,
+                            sl_err *err);
 
 /* The node named `name` ("broker-1"); SL_ENOTFOUND if there is none. */
 sl_status sl_cluster_find(const sl_cluster *c, const char *name, sl_node_kind *kind,

@@ -227,6 +227,8 @@ static void test_metadata_cas__stale_epoch_refused(void **state) {
   /* b1's session ends; b2 takes over with a higher epoch. */
   Sluice__V1__CloseSessionRequest cr = SLUICE__V1__CLOSE_SESSION_REQUEST__INIT;
   cr.session_id = f->session;
+  cr.kind = SLUICE__V1__NODE_KIND__NODE_KIND_BROKER;
+  cr.node_id = "b1";
   Sluice__V1__CloseSessionResponse *cresp = NULL;
   mdt_expect(sl_metadata_service_close_session(f->ch, &cr, &cresp, NULL, &err), SL_OK, &err);
   protobuf_c_message_free_unpacked(&cresp->base, NULL);

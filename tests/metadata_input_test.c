@@ -129,6 +129,8 @@ static void test_metadata_input__bad_names_and_unknown_ids(void **state) {
   assert_non_null(strstr(err.msg, "ledger 99999999"));
   Sluice__V1__KeepAliveRequest ka = SLUICE__V1__KEEP_ALIVE_REQUEST__INIT;
   ka.session_id = 0x7fffffffffff;
+  ka.kind = SLUICE__V1__NODE_KIND__NODE_KIND_BROKER;
+  ka.node_id = "nobody";
   mdt_expect(raw(f->ch, SL_METADATA_SERVICE_KEEP_ALIVE, &ka.base, &err), SL_ENOTFOUND, &err);
   mdt_expect(mdt_st_get_cursor(f->ch, "a/b", "nosub", NULL, NULL, &err), SL_ENOTFOUND, &err);
   Sluice__V1__LookupOwnerRequest lo = SLUICE__V1__LOOKUP_OWNER_REQUEST__INIT;

@@ -76,6 +76,8 @@ static void test_metadata_local__standalone_and_restart(void **state) {
   /* The owner's session ends; the next owner's epoch is higher. */
   Sluice__V1__CloseSessionRequest cr = SLUICE__V1__CLOSE_SESSION_REQUEST__INIT;
   cr.session_id = s1;
+  cr.kind = SLUICE__V1__NODE_KIND__NODE_KIND_BROKER;
+  cr.node_id = "b1";
   Sluice__V1__CloseSessionResponse *cresp = NULL;
   mdt_expect(sl_metadata_service_close_session(ch, &cr, &cresp, NULL, &err), SL_OK, &err);
   protobuf_c_message_free_unpacked(&cresp->base, NULL);

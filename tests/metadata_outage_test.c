@@ -94,6 +94,8 @@ static sl_status call(fixture *f, int which, int deadline_ms, sl_err *err) {
     case 2: {
       Sluice__V1__KeepAliveRequest r = SLUICE__V1__KEEP_ALIVE_REQUEST__INIT;
       r.session_id = f->session;
+      r.kind = SLUICE__V1__NODE_KIND__NODE_KIND_BROKER;
+      r.node_id = "b1";
       st = sl_metadata_service_keep_alive(f->ch, &r, (Sluice__V1__KeepAliveResponse **)&resp,
                                           &o, err);
       break;

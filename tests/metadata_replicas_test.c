@@ -38,13 +38,15 @@ static int teardown(void **state) {
   return 0;
 }
 
-static void expect_owner_event(sl_rpc_stream *w, const char *p, int64_t session) {
+/* An ownership PUT for p by b1, which shows no session (they are private). */
+static void expect_owner_event(sl_rpc_stream *w, const char *p) {
   Sluice__V1__WatchEvent *ev = NULL;
   sl_err err = SL_ERR_INIT;
   mdt_expect(sl_metadata_service_watch_recv(w, &ev, 10000, &err), SL_OK, &err);
   assert_int_equal(ev->type, SLUICE__V1__WATCH_EVENT_TYPE__WATCH_EVENT_PUT);
   assert_string_equal(ev->key, p);
-  assert_int_equal(ev->owner->session_id, session);
+  assert_string_equal(ev->owner->broker_id, "b1");
+  assert_int_equal(ev->owner->base.n_unknown_fields, 0);
   protobuf_c_message_free_unpacked(&ev->base, NULL);
 }
 
@@ -60,7 +62,7 @@ static void test_metadata_replicas__kill_one_lose_nothing(void **state) {
   mdt_expect(sl_metadata_service_watch_open(f->b, &wr, NULL, &w, &err), SL_OK, &err);
   Sluice__V1__AcquireOwnershipResponse *r = mdt_acquire(f->a, "public/first", "b1", s);
   protobuf_c_message_free_unpacked(&r->base, NULL);
-  expect_owner_event(w, "public/first", s);
+  expect_owner_event(w, "public/first");
 
   /* Changes through replica 0 reach the watcher on replica 1, in order. */
   uint64_t ids[2 * N];
@@ -80,7 +82,7 @@ static void test_metadata_replicas__kill_one_lose_nothing(void **state) {
   for (int i = 0; i < N; i++) {
     char p[64];
     snprintf(p, sizeof(p), "public/r-partition-%d", i);
-    expect_owner_event(w, p, s);
+    expect_owner_event(w, p);
   }
   for (int i = 0; i < 2 * N; i++)
     for (int j = 0; j < i; j++) assert_true(ids[i] != ids[j]);
@@ -99,13 +101,15 @@ static void test_metadata_replicas__kill_one_lose_nothing(void **state) {
   /* The session opened through replica 0 lives on through replica 1. */
   Sluice__V1__KeepAliveRequest kr = SLUICE__V1__KEEP_ALIVE_REQUEST__INIT;
   kr.session_id = s;
+  kr.kind = SLUICE__V1__NODE_KIND__NODE_KIND_BROKER;
+  kr.node_id = "b1";
   Sluice__V1__KeepAliveResponse *kresp = NULL;
   mdt_expect(sl_metadata_service_keep_alive(f->b, &kr, &kresp, NULL, &err), SL_OK, &err);
   protobuf_c_message_free_unpacked(&kresp->base, NULL);
   /* The watcher keeps getting changes, and ids stay unique. */
   r = mdt_acquire(f->b, "public/after", "b1", s);
   protobuf_c_message_free_unpacked(&r->base, NULL);
-  expect_owner_event(w, "public/after", s);
+  expect_owner_event(w, "public/after");
   for (int k = 0; k < 5; k++) {
     uint64_t id = mdt_allocate_ledger_id(f->b);
     for (int i = 0; i < 2 * N; i++) assert_true(id != ids[i]);

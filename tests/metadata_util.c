@@ -279,6 +279,7 @@ sl_status mdt_st_get_cursor(sl_rpc_channel *ch, const char *partition, const cha
 
 struct mdt_keeper {
   sl_rpc_channel *ch;
+  const char *broker_id;
   int64_t session;
   int interval_ms;
   pthread_t thread;
@@ -296,6 +297,8 @@ static void *keeper_main(void *arg) {
     pthread_mutex_unlock(&k->lock);
     Sluice__V1__KeepAliveRequest req = SLUICE__V1__KEEP_ALIVE_REQUEST__INIT;
     req.session_id = k->session;
+    req.kind = SLUICE__V1__NODE_KIND__NODE_KIND_BROKER;
+    req.node_id = (char *)k->broker_id;
     Sluice__V1__KeepAliveResponse *resp = NULL;
     sl_rpc_call_opts o = mdt_opts(2000);
     sl_status st = sl_metadata_service_keep_alive(k->ch, &req, &resp, &o, NULL);
@@ -320,10 +323,12 @@ static void *keeper_main(void *arg) {
   return NULL;
 }
 
-mdt_keeper *mdt_keeper_start(sl_rpc_channel *ch, int64_t session, int interval_ms) {
+mdt_keeper *mdt_keeper_start(sl_rpc_channel *ch, const char *broker_id, int64_t session,
+                             int interval_ms) {
   mdt_keeper *k = calloc(1, sizeof(*k));
   assert_non_null(k);
   k->ch = ch;
+  k->broker_id = broker_id;
   k->session = session;
   k->interval_ms = interval_ms;
   pthread_mutex_init(&k->lock, NULL);

@@ -91,9 +91,11 @@ sl_status mdt_st_update_cursor(sl_rpc_channel *ch, const char *partition, const 
 sl_status mdt_st_get_cursor(sl_rpc_channel *ch, const char *partition, const char *sub,
                             int64_t *entry, int64_t *version, sl_err *err);
 
-/* Keeps a session alive from a thread every interval_ms until stopped. */
+/* Keeps broker broker_id's session alive from a thread every interval_ms
+ * until stopped. broker_id is retained until mdt_keeper_stop. */
 typedef struct mdt_keeper mdt_keeper;
-mdt_keeper *mdt_keeper_start(sl_rpc_channel *ch, int64_t session, int interval_ms);
+mdt_keeper *mdt_keeper_start(sl_rpc_channel *ch, const char *broker_id, int64_t session,
+                             int interval_ms);
 /* Stops it; returns how many keepalives failed. *last_ok_ms (may be NULL)
  * gets the mdt_now_ms() at which the last successful keepalive returned. */
 int mdt_keeper_stop(mdt_keeper *k, long long *last_ok_ms);

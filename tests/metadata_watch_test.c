@@ -135,7 +135,7 @@ static void test_metadata_watch__ownership_changes_across_etcd_crash(void **stat
     mdt_expect(sl_metadata_service_watch_recv(w, &ev, 10000, &err), SL_OK, &err);
     assert_int_equal(ev->type, SLUICE__V1__WATCH_EVENT_TYPE__WATCH_EVENT_PUT);
     assert_string_equal(ev->key, p);
-    assert_int_equal(ev->owner->session_id, s);
+    assert_string_equal(ev->owner->broker_id, "b1");
     protobuf_c_message_free_unpacked(&ev->base, NULL);
   }
   sl_rpc_stream_destroy(w);
