@@ -12,6 +12,7 @@
 #include "common/log.h"
 #include "common/metrics.h"
 #include "common/rpc_client.h"
+#include "common/session.h"
 #include "metadata.slrpc.h"
 
 typedef enum entry_state { ENTRY_OWNED, ENTRY_UNLOADING } entry_state;
@@ -55,7 +56,6 @@ typedef struct peer {
 
 struct sl_ownership {
   char *target, *broker_id, *address, *version;
-  uint32_t ttl_asked;
   int rpc_timeout_ms, cache_ms;
   sl_ownership_hooks hooks;
   int64_t start_wall_ms;
@@ -75,12 +75,10 @@ struct sl_ownership {
   peer *peers;
   int64_t session_id;  /* 0 = none */
 
-  /* Ownership thread only. */
-  uint32_t ttl_ms;
-  int64_t last_ok_ms;  /* send time of the last keep-alive that succeeded */
-  int64_t next_due_ms; /* next session step */
-  int retry_ms;
-  uint32_t reported_owned;
+  uint32_t reported_owned; /* owned count the metadata service has */
+
+  sl_session *session; /* NULL once closed (drain or destroy); the thread
+                          that closes it is the only one touching it then */
 };
 
 static sl_metrics_gauge *owned_gauge;
@@ -261,11 +259,12 @@ static void cancel_job(job *j) {
   }
 }
 
-/* ---- session (invariant 2) ---- */
+/* ---- session (invariant 2): common/session.h keeps it ---- */
 
-static void report_count(sl_ownership *o, Sluice__V1__BrokerInfo *info) {
-  info->id = o->broker_id;
-  info->address = o->address;
+/* Session thread: what the registration says about us. */
+static void describe(void *arg, ProtobufCMessage *msg) {
+  sl_ownership *o = arg;
+  Sluice__V1__BrokerInfo *info = (Sluice__V1__BrokerInfo *)msg;
   info->version = o->version;
   info->start_time_ms = o->start_wall_ms;
   pthread_mutex_lock(&o->mu);
@@ -273,19 +272,49 @@ static void report_count(sl_ownership *o, Sluice__V1__BrokerInfo *info) {
   pthread_mutex_unlock(&o->mu);
 }
 
-/* Every partition leaves the table at once; the holders hear it. */
-static void session_lost(sl_ownership *o, const char *why) {
+/* Session thread: brokers pick by the owned count, so re-report it. */
+static bool changed(void *arg) {
+  sl_ownership *o = arg;
+  pthread_mutex_lock(&o->mu);
+  bool c = o->n_entries != o->reported_owned;
+  pthread_mutex_unlock(&o->mu);
+  return c;
+}
+
+static void reported(void *arg, const ProtobufCMessage *msg) {
+  sl_ownership *o = arg;
+  const Sluice__V1__BrokerInfo *info = (const Sluice__V1__BrokerInfo *)msg;
+  pthread_mutex_lock(&o->mu);
+  o->reported_owned = info->owned_partitions;
+  pthread_mutex_unlock(&o->mu);
+}
+
+static void on_established(void *arg, const sl_session_event *ev) {
+  sl_ownership *o = arg;
+  pthread_mutex_lock(&o->mu);
+  o->session_id = ev->session_id;
+  pthread_mutex_unlock(&o->mu);
+  sl_log(SL_LOG_INFO, "event=session_opened broker=%s generation=%" PRIu64
+         " ttl_s=%u took_over=%d", o->broker_id, ev->generation, ev->ttl_seconds,
+         (int)ev->took_over);
+}
+
+/* Session thread, before the lease can have lapsed: every partition leaves
+ * the table at once and the holders hear it. */
+static void on_lost(void *arg, const sl_session_event *ev) {
+  sl_ownership *o = arg;
   pthread_mutex_lock(&o->mu);
   entry *lost = o->entries;
   size_t n = o->n_entries;
-  int64_t id = o->session_id;
   o->entries = NULL;
   o->n_entries = o->cap_entries = 0;
   o->session_id = 0;
+  bool stopping = o->stopping;
   sl_metrics_gauge_set(owned_gauge, 0);
   pthread_mutex_unlock(&o->mu);
-  sl_log(SL_LOG_WARN, "event=session_lost broker=%s session=%" PRId64
-         " partitions=%zu reason=\"%s\"", o->broker_id, id, n, why);
+  sl_log(SL_LOG_WARN, "event=session_lost broker=%s generation=%" PRIu64
+         " partitions=%zu reason=\"%s\"", o->broker_id, ev->generation, n,
+         sl_status_str(ev->why));
   for (size_t i = 0; i < n; i++) {
     if (o->hooks.lost) o->hooks.lost(o->hooks.arg, lost[i].partition, lost[i].epoch);
     /* The lease is gone, so the partition is released as asked. */
@@ -293,130 +322,8 @@ static void session_lost(sl_ownership *o, const char *why) {
     free(lost[i].partition);
   }
   free(lost);
-}
-
-static void session_retry(sl_ownership *o, const char *op, sl_status st,
-                          const sl_err *err) {
-  sl_log(o->retry_ms >= 1600 ? SL_LOG_DEBUG : SL_LOG_WARN,
-         "event=session_failed op=%s broker=%s status=\"%s\" error=\"%s\"", op,
-         o->broker_id, sl_status_str(st), sl_err_msg(err, st));
-  o->next_due_ms = now_ms() + o->retry_ms;
-  o->retry_ms = o->retry_ms * 2 > 2000 ? 2000 : o->retry_ms * 2;
-}
-
-static void open_session(sl_ownership *o) {
-  sl_err err = SL_ERR_INIT;
-  Sluice__V1__BrokerInfo info = SLUICE__V1__BROKER_INFO__INIT;
-  report_count(o, &info);
-  Sluice__V1__OpenSessionRequest req = SLUICE__V1__OPEN_SESSION_REQUEST__INIT;
-  req.kind = SLUICE__V1__NODE_KIND__NODE_KIND_BROKER;
-  req.broker = &info;
-  req.ttl_seconds = o->ttl_asked;
-  Sluice__V1__OpenSessionResponse *resp = NULL;
-  sl_rpc_call_opts co = call_opts(o);
-  int64_t t0 = now_ms();
-  sl_status st = sl_metadata_service_open_session(o->ch, &req, &resp, &co, &err);
-  if (st != SL_OK) {
-    session_retry(o, "open", st, &err);
-    return;
-  }
-  o->ttl_ms = resp->ttl_seconds * 1000u;
-  o->last_ok_ms = t0;
-  o->next_due_ms = now_ms() + o->ttl_ms / 4;
-  o->retry_ms = 100;
-  o->reported_owned = info.owned_partitions;
-  pthread_mutex_lock(&o->mu);
-  o->session_id = resp->session_id;
-  pthread_mutex_unlock(&o->mu);
-  sl_log(SL_LOG_INFO, "event=session_opened broker=%s ttl_s=%u", o->broker_id,
-         resp->ttl_seconds);
-  protobuf_c_message_free_unpacked(&resp->base, NULL);
-}
-
-/* Reports the owned-partition count, which brokers pick by (invariant 4). */
-static void update_node(sl_ownership *o) {
-  Sluice__V1__BrokerInfo info = SLUICE__V1__BROKER_INFO__INIT;
-  report_count(o, &info);
-  if (info.owned_partitions == o->reported_owned) return;
-  Sluice__V1__UpdateNodeRequest req = SLUICE__V1__UPDATE_NODE_REQUEST__INIT;
-  req.session_id = sl_ownership_session(o);
-  req.kind = SLUICE__V1__NODE_KIND__NODE_KIND_BROKER;
-  req.broker = &info;
-  Sluice__V1__UpdateNodeResponse *resp = NULL;
-  sl_rpc_call_opts co = call_opts(o);
-  sl_err err = SL_ERR_INIT;
-  sl_status st = sl_metadata_service_update_node(o->ch, &req, &resp, &co, &err);
-  if (st == SL_OK) {
-    o->reported_owned = info.owned_partitions;
-    protobuf_c_message_free_unpacked(&resp->base, NULL);
-  } else {
-    sl_log(SL_LOG_DEBUG, "event=update_node_failed status=\"%s\" error=\"%s\"",
-           sl_status_str(st), sl_err_msg(&err, st));
-  }
-}
-
-static void keep_alive(sl_ownership *o) {
-  Sluice__V1__KeepAliveRequest req = SLUICE__V1__KEEP_ALIVE_REQUEST__INIT;
-  req.session_id = sl_ownership_session(o);
-  Sluice__V1__KeepAliveResponse *resp = NULL;
-  sl_rpc_call_opts co = call_opts(o);
-  /* Never wait past the point where the session would count as lost. */
-  int64_t left = o->last_ok_ms + o->ttl_ms - now_ms();
-  if (left < co.timeout_ms) co.timeout_ms = left > 50 ? (int)left : 50;
-  sl_err err = SL_ERR_INIT;
-  int64_t t0 = now_ms();
-  sl_status st = sl_metadata_service_keep_alive(o->ch, &req, &resp, &co, &err);
-  if (st == SL_OK) {
-    o->last_ok_ms = t0;
-    o->next_due_ms = now_ms() + o->ttl_ms / 4;
-    o->retry_ms = 100;
-    protobuf_c_message_free_unpacked(&resp->base, NULL);
-    update_node(o);
-  } else if (st == SL_ENOTFOUND) {
-    session_lost(o, "lease expired");
-    o->next_due_ms = now_ms();
-  } else {
-    session_retry(o, "keepalive", st, &err);
-    if (o->next_due_ms > o->last_ok_ms + o->ttl_ms)
-      o->next_due_ms = o->last_ok_ms + o->ttl_ms;
-  }
-}
-
-static void close_session(sl_ownership *o) {
-  int64_t id = sl_ownership_session(o);
-  if (id == 0) return;
-  Sluice__V1__CloseSessionRequest req = SLUICE__V1__CLOSE_SESSION_REQUEST__INIT;
-  req.session_id = id;
-  Sluice__V1__CloseSessionResponse *resp = NULL;
-  sl_rpc_call_opts co = call_opts(o);
-  sl_err err = SL_ERR_INIT;
-  sl_status st = sl_metadata_service_close_session(o->ch, &req, &resp, &co, &err);
-  if (resp) protobuf_c_message_free_unpacked(&resp->base, NULL);
-  pthread_mutex_lock(&o->mu);
-  o->session_id = 0;
-  pthread_mutex_unlock(&o->mu);
-  sl_log(SL_LOG_INFO, "event=session_closed broker=%s status=\"%s\"", o->broker_id,
-         sl_status_str(st));
-}
-
-static void finish_drain_if_empty(sl_ownership *o);
-
-static void session_step(sl_ownership *o) {
-  pthread_mutex_lock(&o->mu);
-  bool closed = o->drained, stopping = o->stopping;
-  pthread_mutex_unlock(&o->mu);
-  if (closed) {
-    o->next_due_ms = INT64_MAX;
-    return;
-  }
-  if (sl_ownership_session(o) != 0 && now_ms() - o->last_ok_ms >= o->ttl_ms)
-    session_lost(o, "no successful keep-alive within the TTL");
-  if (sl_ownership_session(o) == 0) {
-    if (!stopping) open_session(o);
-  } else {
-    keep_alive(o);
-  }
-  finish_drain_if_empty(o); /* a lost session ends a drain too */
+  /* A drain waiting for these is over; the ownership thread finishes it. */
+  if (stopping) post(o, new_job(o, JOB_DRAIN, NULL));
 }
 
 /* ---- picking a broker (invariant 4) ---- */
@@ -614,8 +521,9 @@ static void run_resolve(sl_ownership *o, job *j) {
   sl_rpc_call_opts co = call_opts(o);
   sl_status st = sl_metadata_service_lookup_owner(o->ch, &lreq, &owner, &co, &err);
   if (st == SL_OK) {
-    if (owner->session_id == session) {
-      /* Ours (e.g. dropped by its holder): acquiring again is idempotent. */
+    if (strcmp(owner->broker_id, o->broker_id) == 0) {
+      /* Ours (e.g. dropped by its holder): acquiring again under the same
+       * session is idempotent, and a session of ours taken over is gone. */
       protobuf_c_message_free_unpacked(&owner->base, NULL);
       acquire(o, j);
       return;
@@ -682,7 +590,6 @@ static void run_unload(sl_ownership *o, job *j) {
     free_job(j);
     return;
   }
-  int64_t session = o->session_id;
   pthread_mutex_unlock(&o->mu);
   if (e != NULL) {
     finish_unload(j->unload_cb, j->arg, SL_EBUSY, "partition is being unloaded already", 0);
@@ -700,11 +607,10 @@ static void run_unload(sl_ownership *o, job *j) {
     free_job(j);
     return;
   }
-  if (st != SL_OK || strcmp(owner->broker_id, o->broker_id) == 0 ||
-      owner->session_id == session) {
-    if (st == SL_OK)
-      st = sl_err_set(&err, SL_EUNAVAIL, "partition %s: held by an earlier session of "
-                      "this broker, which lapses within its TTL", j->partition);
+  if (st != SL_OK || strcmp(owner->broker_id, o->broker_id) == 0) {
+    if (st == SL_OK) /* dropped by its holder: nothing left to unload here */
+      st = sl_err_set(&err, SL_EUNAVAIL, "partition %s: owned by this broker but not "
+                      "served; look it up again", j->partition);
     finish_unload(j->unload_cb, j->arg, st, sl_err_msg(&err, st), 0);
     if (owner) protobuf_c_message_free_unpacked(&owner->base, NULL);
     free_job(j);
@@ -753,8 +659,11 @@ static void finish_drain_if_empty(sl_ownership *o) {
   bool done = o->stopping && !o->drained && o->n_entries == 0;
   pthread_mutex_unlock(&o->mu);
   if (!done) return;
-  close_session(o);
+  /* CloseSession: this broker's registration goes at once. */
+  sl_session_stop(o->session);
+  o->session = NULL;
   pthread_mutex_lock(&o->mu);
+  o->session_id = 0;
   o->drained = true;
   pthread_cond_broadcast(&o->cv);
   pthread_mutex_unlock(&o->mu);
@@ -835,35 +744,17 @@ static void *run(void *arg) {
   sl_ownership *o = arg;
   pthread_mutex_lock(&o->mu);
   for (;;) {
-    while (!o->stop && o->head == NULL) {
-      int64_t left = o->next_due_ms - now_ms();
-      if (left <= 0) break;
-      if (left > 60000) left = 60000;
-      struct timespec ts;
-      clock_gettime(CLOCK_REALTIME, &ts);
-      ts.tv_sec += left / 1000;
-      ts.tv_nsec += (left % 1000) * 1000000;
-      if (ts.tv_nsec >= 1000000000) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000;
-      }
-      pthread_cond_timedwait(&o->cv, &o->mu, &ts);
-    }
+    while (!o->stop && o->head == NULL) pthread_cond_wait(&o->cv, &o->mu);
     if (o->stop) break;
     job *j = o->head;
-    if (j != NULL) {
-      o->head = j->next;
-      if (o->head == NULL) o->tail = NULL;
-    }
+    o->head = j->next;
+    if (o->head == NULL) o->tail = NULL;
     pthread_mutex_unlock(&o->mu);
-    if (now_ms() >= o->next_due_ms) session_step(o);
-    if (j != NULL) {
-      switch (j->kind) {
-        case JOB_RESOLVE: run_resolve(o, j); break;
-        case JOB_UNLOAD: run_unload(o, j); break;
-        case JOB_RELEASE: run_release(o, j); break;
-        case JOB_DRAIN: run_drain(o, j); break;
-      }
+    switch (j->kind) {
+      case JOB_RESOLVE: run_resolve(o, j); break;
+      case JOB_UNLOAD: run_unload(o, j); break;
+      case JOB_RELEASE: run_release(o, j); break;
+      case JOB_DRAIN: run_drain(o, j); break;
     }
     pthread_mutex_lock(&o->mu);
   }
@@ -906,12 +797,10 @@ sl_status sl_ownership_create(const sl_ownership_opts *opts, sl_ownership **out,
   o->broker_id = sl_xstrdup(opts->broker_id);
   o->address = sl_xstrdup(opts->address);
   o->version = dup_or_empty(opts->version);
-  o->ttl_asked = opts->ttl_seconds;
   o->rpc_timeout_ms = opts->rpc_timeout_ms > 0 ? opts->rpc_timeout_ms : 1000;
   o->cache_ms = opts->cache_ms > 0 ? opts->cache_ms : 1000;
   o->hooks = opts->hooks;
   o->start_wall_ms = wall_ms();
-  o->retry_ms = 100;
   pthread_mutex_init(&o->mu, NULL);
   pthread_condattr_t ca;
   pthread_condattr_init(&ca);
@@ -924,8 +813,30 @@ sl_status sl_ownership_create(const sl_ownership_opts *opts, sl_ownership **out,
     st = sl_err_set(err, SL_EINTERNAL, "ownership: cannot start its thread");
     goto out_channel;
   }
+  sl_session_opts so = {
+      .target = o->target,
+      .kind = SLUICE__V1__NODE_KIND__NODE_KIND_BROKER,
+      .node_id = o->broker_id,
+      .address = o->address,
+      .ttl_seconds = opts->ttl_seconds,
+      .rpc_timeout_ms = o->rpc_timeout_ms,
+      .describe = describe,
+      .changed = changed,
+      .reported = reported,
+      .on_established = on_established,
+      .on_lost = on_lost,
+      .arg = o,
+  };
+  st = sl_session_start(&so, &o->session, err);
+  if (st != SL_OK) goto out_thread;
   *out = o;
   return SL_OK;
+out_thread:
+  pthread_mutex_lock(&o->mu);
+  o->stop = true;
+  pthread_cond_broadcast(&o->cv);
+  pthread_mutex_unlock(&o->mu);
+  pthread_join(o->thread, NULL);
 out_channel:
   sl_rpc_channel_destroy(o->ch);
 out_free:
@@ -972,7 +883,7 @@ void sl_ownership_destroy(sl_ownership *o) {
   pthread_cond_broadcast(&o->cv);
   pthread_mutex_unlock(&o->mu);
   pthread_join(o->thread, NULL);
-  close_session(o);
+  sl_session_stop(o->session); /* CloseSession, unless the drain did */
   /* Forwarded calls still in flight end here, their callbacks with
    * SL_ECANCELED (they see o->stop and do not post again). */
   for (peer *p = o->peers; p != NULL;) {

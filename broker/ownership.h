@@ -4,20 +4,21 @@
  *
  * A broker serves a partition only while it owns it: the metadata service
  * holds owners/<p> = (broker, epoch) bound to the owner's session lease, and
- * each take-over gets a higher epoch. This module keeps the broker's session
- * alive, acquires and releases partitions, answers "who owns p" (with a short
- * cache for partitions owned elsewhere) and tells the partitions' holders (the
- * managed ledgers) when they must stop.
+ * each take-over gets a higher epoch. This module holds the broker's session
+ * (common/session.h, reporting the owned count as its load), acquires and
+ * releases partitions, answers "who owns p" (with a short cache for
+ * partitions owned elsewhere) and tells the partitions' holders (the managed
+ * ledgers) when they must stop.
  *
  * Invariants:
  *   1. A partition is in the local table as OWNED only after AcquireOwnership
  *      answered acquired=true under the current session; its epoch is the one
  *      that answer gave. Nothing else adds OWNED entries.
- *   2. Once a TTL has passed since the last keep-alive that succeeded (timed
- *      from when it was sent), the session counts as lost: every partition
+ *   2. When the session keeper says the session is lost (a TTL since the last
+ *      keep-alive that succeeded, before the lease can lapse), every partition
  *      leaves the table at once and hooks.lost runs for each, before any other
- *      broker can have taken over (its lease cannot lapse earlier). A new
- *      session is then opened; partitions are acquired afresh, with new epochs.
+ *      broker can have taken over. The keeper then opens a new session;
+ *      partitions are acquired afresh, with new epochs.
  *   3. A partition leaves the table in exactly one of three ways: session loss
  *      (hooks.lost), sl_ownership_drop() (its holder was fenced), or a finished
  *      unload (hooks.unload, then sl_ownership_unloaded(), then
@@ -36,8 +37,9 @@
  *   OWNED|UNLOADING --session lost / sl_ownership_drop--> (absent)
  *
  * Threads: one ownership thread does every metadata call (blocking, bounded
- * by rpc_timeout_ms) and runs the hooks and most callbacks; callbacks of
- * requests forwarded to other brokers run on a channel completion thread.
+ * by rpc_timeout_ms) and runs hooks.unload and most callbacks; callbacks of
+ * requests forwarded to other brokers run on a channel completion thread;
+ * hooks.lost runs on the session keeper's thread.
  * Every public function may be called from any thread and never blocks on the
  * network, except sl_ownership_stop() and sl_ownership_destroy().
  * Lock: o->mu guards the table, the job queue, the cache and the session
@@ -53,8 +55,8 @@
 
 typedef struct sl_ownership sl_ownership;
 
-/* Called by the partitions' holders (the managed-ledger registry). Both run
- * on the ownership thread and must not block. */
+/* Called by the partitions' holders (the managed-ledger registry). Neither
+ * may block (see Threads above). */
 typedef struct sl_ownership_hooks {
   /* Unload (Unload or graceful stop): stop taking sends, flush in-flight ones,
    * close the ledgers, then call sl_ownership_unloaded(o, partition) from any
@@ -99,8 +101,10 @@ typedef void (*sl_ownership_resolve_cb)(sl_status st, const char *msg,
 typedef void (*sl_ownership_unload_cb)(sl_status st, const char *msg,
                                        uint64_t released_epoch, void *arg);
 
-/* Starts the ownership thread, which opens the session at once (and retries
- * until it succeeds). SL_EINVAL for a missing target, id or address. */
+/* Starts the ownership thread and the session keeper, which opens the
+ * session at once (and retries until it succeeds). Call once this process
+ * serves on opts->address (common/session.h, invariant 5). SL_EINVAL for a
+ * missing target, id or address. */
 sl_status sl_ownership_create(const sl_ownership_opts *opts, sl_ownership **out,
                               sl_err *err);
 
