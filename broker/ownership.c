@@ -77,8 +77,8 @@ struct sl_ownership {
 
   uint32_t reported_owned; /* owned count the metadata service has */
 
-  sl_session *session; /* NULL once closed (drain or destroy); the thread
-                          that closes it is the only one touching it then */
+  sl_session *session; /* set before the thread runs; NULL once the drain
+                          closed it (taken out under o->mu, then stopped) */
 };
 
 static sl_metrics_gauge *owned_gauge;
@@ -100,6 +100,18 @@ static int64_t wall_ms(void) {
 }
 
 static char *dup_or_empty(const char *s) { return sl_xstrdup(s ? s : ""); }
+
+/* Under o->mu. Whether the session still certainly holds: the table means
+ * nothing once a TTL may have passed since the last keep-alive that
+ * succeeded, even before on_lost has run (a process paused past its TTL
+ * resumes with a stale table). */
+static bool lease_fresh_locked(sl_ownership *o) {
+  if (o->session == NULL) return false;
+  sl_session_status st;
+  sl_session_get_status(o->session, &st);
+  return st.live &&
+         now_ms() < st.renewed_ms + (int64_t)st.ttl_seconds * 1000 - SL_SESSION_LOST_GUARD_MS;
+}
 
 /* Under o->mu. */
 static entry *find_entry(sl_ownership *o, const char *partition) {
@@ -464,7 +476,7 @@ static void acquire(sl_ownership *o, job *j) {
   if (resp->acquired && ow != NULL) {
     pthread_mutex_lock(&o->mu);
     /* A session lost meanwhile makes the answer worthless (invariant 1). */
-    bool valid = o->session_id == session && !o->stopping;
+    bool valid = o->session_id == session && !o->stopping && lease_fresh_locked(o);
     if (valid && find_entry(o, j->partition) == NULL)
       add_entry(o, j->partition, ow->epoch);
     pthread_mutex_unlock(&o->mu);
@@ -492,10 +504,16 @@ static void run_resolve(sl_ownership *o, job *j) {
   if (e != NULL) {
     entry_state state = e->state;
     uint64_t epoch = e->epoch;
+    bool fresh = lease_fresh_locked(o);
     pthread_mutex_unlock(&o->mu);
-    if (state == ENTRY_OWNED) resolve_local(j, epoch, lookups_local);
-    else finish_resolve(j, SL_EUNAVAIL, "partition is being unloaded; look it up again",
-                        NULL, NULL);
+    if (!fresh)
+      finish_resolve(j, SL_EUNAVAIL, "this broker's session is expiring; look it up again",
+                     NULL, NULL);
+    else if (state == ENTRY_OWNED)
+      resolve_local(j, epoch, lookups_local);
+    else
+      finish_resolve(j, SL_EUNAVAIL, "partition is being unloaded; look it up again",
+                     NULL, NULL);
     return;
   }
   cached *c = find_cached(o, j->partition);
@@ -659,9 +677,12 @@ static void finish_drain_if_empty(sl_ownership *o) {
   bool done = o->stopping && !o->drained && o->n_entries == 0;
   pthread_mutex_unlock(&o->mu);
   if (!done) return;
-  /* CloseSession: this broker's registration goes at once. */
-  sl_session_stop(o->session);
+  pthread_mutex_lock(&o->mu);
+  sl_session *sess = o->session;
   o->session = NULL;
+  pthread_mutex_unlock(&o->mu);
+  /* CloseSession: this broker's registration goes at once. */
+  sl_session_stop(sess);
   pthread_mutex_lock(&o->mu);
   o->session_id = 0;
   o->drained = true;
@@ -827,8 +848,12 @@ sl_status sl_ownership_create(const sl_ownership_opts *opts, sl_ownership **out,
       .on_lost = on_lost,
       .arg = o,
   };
-  st = sl_session_start(&so, &o->session, err);
+  sl_session *sess = NULL;
+  st = sl_session_start(&so, &sess, err);
   if (st != SL_OK) goto out_thread;
+  pthread_mutex_lock(&o->mu);
+  o->session = sess;
+  pthread_mutex_unlock(&o->mu);
   *out = o;
   return SL_OK;
 out_thread:
@@ -924,7 +949,7 @@ void sl_ownership_resolve(sl_ownership *o, const char *partition, bool authorita
 bool sl_ownership_owns(sl_ownership *o, const char *partition, uint64_t *epoch) {
   pthread_mutex_lock(&o->mu);
   entry *e = find_entry(o, partition);
-  bool owned = e != NULL && e->state == ENTRY_OWNED;
+  bool owned = e != NULL && e->state == ENTRY_OWNED && lease_fresh_locked(o);
   if (owned && epoch != NULL) *epoch = e->epoch;
   pthread_mutex_unlock(&o->mu);
   return owned;

@@ -252,6 +252,52 @@ static void test_broker_ownership__kill9_owner_fails_over(void **state) {
   bkt_reconnect(k, 1);
 }
 
+/* SIGSTOP the owner past its session TTL: the other broker takes over; on
+ * SIGCONT the old owner no longer acts as owner (it redirects), never
+ * answering with its stale table. */
+static void test_broker_ownership__paused_owner_stops_acting_as_owner(void **state) {
+  (void)state;
+  bkt_create_topic(k, 0, "public/paused", 0);
+  uint64_t epoch = 0;
+  own_on(1, "public/paused", &epoch);
+  sl_err err = SL_ERR_INIT;
+  assert_int_equal(sl_cluster_signal(k->c, SL_NODE_BROKER, 1, SIGSTOP, &err), SL_OK);
+  const char *survivor = sl_cluster_id(k->c, SL_NODE_BROKER, 0);
+  long long t0 = sl_proc_now_ms();
+  uint64_t new_epoch = 0;
+  while (new_epoch == 0 && sl_proc_now_ms() - t0 < 15000) {
+    Sluice__V1__LookupResponse *r = NULL;
+    if (bkt_lookup(k, 0, "public/paused", false, &r, &err) == SL_OK &&
+        strcmp(r->owners[0]->broker_id, survivor) == 0)
+      new_epoch = r->owners[0]->epoch;
+    if (r != NULL) free_lookup(r);
+    if (new_epoch == 0) bkt_sleep_ms(50);
+  }
+  print_message("SIGSTOP owner: taken over after %lld ms\n", sl_proc_now_ms() - t0);
+  assert_true(new_epoch > epoch);
+  assert_int_equal(sl_cluster_signal(k->c, SL_NODE_BROKER, 1, SIGCONT, &err), SL_OK);
+  /* Until it has a new session the old owner answers UNAVAILABLE; every
+   * answer it gives names the new owner, with a redirect. */
+  int answers = 0;
+  t0 = sl_proc_now_ms();
+  while (answers < 5 && sl_proc_now_ms() - t0 < 10000) {
+    Sluice__V1__LookupResponse *r = NULL;
+    sl_status st = bkt_lookup(k, 1, "public/paused", false, &r, &err);
+    if (st == SL_OK) {
+      assert_string_equal(r->owners[0]->broker_id, survivor);
+      assert_int_equal(r->owners[0]->epoch, new_epoch);
+      assert_non_null(r->owners[0]->redirect);
+      answers++;
+      free_lookup(r);
+    } else {
+      assert_int_equal(st, SL_EUNAVAIL);
+    }
+    bkt_sleep_ms(20);
+  }
+  assert_int_equal(answers, 5);
+  assert_true(sl_cluster_wait_brokers(k->c, 2, 10000, &err) == SL_OK);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_broker_ownership__same_owner_from_either_broker),
@@ -259,6 +305,7 @@ int main(void) {
       cmocka_unit_test(test_broker_ownership__unload_moves_partition),
       cmocka_unit_test(test_broker_ownership__sigterm_releases_within_a_second),
       cmocka_unit_test(test_broker_ownership__kill9_owner_fails_over),
+      cmocka_unit_test(test_broker_ownership__paused_owner_stops_acting_as_owner),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
