@@ -1,9 +1,12 @@
 /*
  * Admin calls. Namespace and topic calls are the metadata service's own
  * messages: the request is forwarded as is (async) and the answer, or the
- * exact failure, goes back. Unload goes to ownership. ClusterStatus reads
- * brokers, bookies and every partition's owner on a short-lived thread of
- * its own, because it takes many metadata round trips.
+ * exact failure, goes back. Unload goes to ownership. ClusterStatus (brokers,
+ * bookies, every partition's owner) and GetTopicStats (what the metadata
+ * service knows: owner epoch, ledger chain) take several metadata round trips
+ * each, so each runs on a short-lived thread of its own. Stats of what only
+ * the owner knows (producers, subscriptions, rates) are filled in by the
+ * managed ledger and consume modules, not here.
  */
 #include <inttypes.h>
 #include <pthread.h>
@@ -87,57 +90,102 @@ static void unload(sl_rpc_call *call, const Sluice__V1__UnloadRequest *req, void
   sl_ownership_unload(b->own, req->topic, on_unloaded, call);
 }
 
-/* ---- ClusterStatus ---- */
+/* ---- calls that take many metadata round trips ---- */
 
-typedef struct status_job {
+/* One such call, run on a short-lived thread of its own so that no server
+ * worker blocks on it. The request is the call's (valid while we hold the
+ * call's reference). */
+typedef struct slow_call {
   sl_rpc_call *call;
   sl_broker *b;
-  Sluice__V1__ClusterStatusResponse resp;
-  size_t cap;
-} status_job;
+  const ProtobufCMessage *req;
+  void (*fn)(struct slow_call *sc);
+} slow_call;
 
-static void add_partition(status_job *s, const char *name) {
-  if (s->resp.n_partitions == s->cap) {
-    s->cap = s->cap ? 2 * s->cap : 64;
-    s->resp.partitions = realloc(s->resp.partitions, s->cap * sizeof(*s->resp.partitions));
-    if (s->resp.partitions == NULL) sl_xmalloc(SIZE_MAX); /* aborts with a message */
+static void *slow_run(void *arg) {
+  slow_call *sc = arg;
+  sc->fn(sc);
+  sl_rpc_call_unref(sc->call);
+  free(sc);
+  return NULL;
+}
+
+static void run_slow(sl_rpc_call *call, void *ctx, const ProtobufCMessage *req,
+                     void (*fn)(slow_call *sc)) {
+  slow_call *sc = sl_xcalloc(1, sizeof(*sc));
+  *sc = (slow_call){call, ctx, req, fn};
+  sl_rpc_call_ref(call);
+  pthread_t t;
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  int rc = pthread_create(&t, &attr, slow_run, sc);
+  pthread_attr_destroy(&attr);
+  if (rc != 0) {
+    sl_rpc_call_finish(call, SL_EBUSY, "cannot start a thread for this call", NULL);
+    sl_rpc_call_unref(call);
+    free(sc);
+  }
+}
+
+/* ---- ClusterStatus ---- */
+
+typedef struct partition_list {
+  Sluice__V1__OwnedPartition **items;
+  size_t n, cap;
+} partition_list;
+
+static void add_partition(partition_list *pl, const char *name) {
+  if (pl->n == pl->cap) {
+    pl->cap = pl->cap ? 2 * pl->cap : 64;
+    pl->items = realloc(pl->items, pl->cap * sizeof(*pl->items));
+    if (pl->items == NULL) sl_xmalloc(SIZE_MAX); /* aborts with a message */
   }
   Sluice__V1__OwnedPartition *p = sl_xcalloc(1, sizeof(*p));
   sluice__v1__owned_partition__init(p);
   p->partition = sl_xstrdup(name);
   p->broker_id = sl_xstrdup("");
-  s->resp.partitions[s->resp.n_partitions++] = p;
+  pl->items[pl->n++] = p;
+}
+
+static void free_partitions(partition_list *pl) {
+  for (size_t i = 0; i < pl->n; i++) {
+    free(pl->items[i]->partition);
+    free(pl->items[i]->broker_id);
+    free(pl->items[i]);
+  }
+  free(pl->items);
 }
 
 /* Every partition of every topic of every namespace, with its owner. */
-static sl_status list_partitions(status_job *s, sl_err *err) {
-  sl_rpc_call_opts co = {.timeout_ms = s->b->rpc_timeout_ms};
+static sl_status list_partitions(sl_broker *b, partition_list *pl, sl_err *err) {
+  sl_rpc_call_opts co = {.timeout_ms = b->rpc_timeout_ms};
   Sluice__V1__ListNamespacesRequest nreq = SLUICE__V1__LIST_NAMESPACES_REQUEST__INIT;
   Sluice__V1__ListNamespacesResponse *ns = NULL;
-  sl_status st = sl_metadata_service_list_namespaces(s->b->md, &nreq, &ns, &co, err);
+  sl_status st = sl_metadata_service_list_namespaces(b->md, &nreq, &ns, &co, err);
   for (size_t i = 0; st == SL_OK && i < ns->n_namespaces; i++) {
     Sluice__V1__ListTopicsRequest treq = SLUICE__V1__LIST_TOPICS_REQUEST__INIT;
     treq.namespace_ = ns->namespaces[i]->name;
     Sluice__V1__ListTopicsResponse *ts = NULL;
-    st = sl_metadata_service_list_topics(s->b->md, &treq, &ts, &co, err);
+    st = sl_metadata_service_list_topics(b->md, &treq, &ts, &co, err);
     for (size_t t = 0; st == SL_OK && t < ts->n_topics; t++) {
       const Sluice__V1__TopicInfo *ti = ts->topics[t];
-      if (ti->partitions == 0) add_partition(s, ti->name);
+      if (ti->partitions == 0) add_partition(pl, ti->name);
       for (uint32_t p = 0; p < ti->partitions; p++) {
         char name[SL_MD_PARTITION_MAX + 1];
         snprintf(name, sizeof(name), "%s-partition-%u", ti->name, p);
-        add_partition(s, name);
+        add_partition(pl, name);
       }
     }
     if (ts) protobuf_c_message_free_unpacked(&ts->base, NULL);
   }
   if (ns) protobuf_c_message_free_unpacked(&ns->base, NULL);
-  for (size_t i = 0; st == SL_OK && i < s->resp.n_partitions; i++) {
-    Sluice__V1__OwnedPartition *p = s->resp.partitions[i];
+  for (size_t i = 0; st == SL_OK && i < pl->n; i++) {
+    Sluice__V1__OwnedPartition *p = pl->items[i];
     Sluice__V1__LookupOwnerRequest lreq = SLUICE__V1__LOOKUP_OWNER_REQUEST__INIT;
     lreq.partition = p->partition;
     Sluice__V1__OwnerInfo *ow = NULL;
-    sl_status lst = sl_metadata_service_lookup_owner(s->b->md, &lreq, &ow, &co, err);
+    sl_status lst = sl_metadata_service_lookup_owner(b->md, &lreq, &ow, &co, err);
     if (lst == SL_OK) {
       free(p->broker_id);
       p->broker_id = sl_xstrdup(ow->broker_id);
@@ -150,59 +198,99 @@ static sl_status list_partitions(status_job *s, sl_err *err) {
   return st;
 }
 
-static void *cluster_status_run(void *arg) {
-  status_job *s = arg;
+static void cluster_status_run(slow_call *sc) {
   sl_err err = SL_ERR_INIT;
-  sl_rpc_call_opts co = {.timeout_ms = s->b->rpc_timeout_ms};
+  sl_rpc_call_opts co = {.timeout_ms = sc->b->rpc_timeout_ms};
   Sluice__V1__ListBrokersRequest breq = SLUICE__V1__LIST_BROKERS_REQUEST__INIT;
   Sluice__V1__ListBrokersResponse *brokers = NULL;
   Sluice__V1__ListBookiesRequest kreq = SLUICE__V1__LIST_BOOKIES_REQUEST__INIT;
   Sluice__V1__ListBookiesResponse *bookies = NULL;
-  sl_status st = sl_metadata_service_list_brokers(s->b->md, &breq, &brokers, &co, &err);
+  partition_list pl = {0};
+  sl_status st = sl_metadata_service_list_brokers(sc->b->md, &breq, &brokers, &co, &err);
   if (st == SL_OK)
-    st = sl_metadata_service_list_bookies(s->b->md, &kreq, &bookies, &co, &err);
-  if (st == SL_OK) st = list_partitions(s, &err);
+    st = sl_metadata_service_list_bookies(sc->b->md, &kreq, &bookies, &co, &err);
+  if (st == SL_OK) st = list_partitions(sc->b, &pl, &err);
   if (st == SL_OK) {
-    s->resp.n_brokers = brokers->n_brokers;
-    s->resp.brokers = brokers->brokers;
-    s->resp.n_bookies = bookies->n_bookies;
-    s->resp.bookies = bookies->bookies;
-    sl_broker_service_cluster_status_reply(s->call, &s->resp);
+    Sluice__V1__ClusterStatusResponse resp = SLUICE__V1__CLUSTER_STATUS_RESPONSE__INIT;
+    resp.n_brokers = brokers->n_brokers;
+    resp.brokers = brokers->brokers;
+    resp.n_bookies = bookies->n_bookies;
+    resp.bookies = bookies->bookies;
+    resp.n_partitions = pl.n;
+    resp.partitions = pl.items;
+    sl_broker_service_cluster_status_reply(sc->call, &resp);
   } else {
-    sl_rpc_call_finish(s->call, st, sl_err_msg(&err, st), NULL);
+    sl_rpc_call_finish(sc->call, st, sl_err_msg(&err, st), NULL);
   }
   if (brokers) protobuf_c_message_free_unpacked(&brokers->base, NULL);
   if (bookies) protobuf_c_message_free_unpacked(&bookies->base, NULL);
-  for (size_t i = 0; i < s->resp.n_partitions; i++) {
-    free(s->resp.partitions[i]->partition);
-    free(s->resp.partitions[i]->broker_id);
-    free(s->resp.partitions[i]);
-  }
-  free(s->resp.partitions);
-  sl_rpc_call_unref(s->call);
-  free(s);
-  return NULL;
+  free_partitions(&pl);
 }
 
 static void cluster_status(sl_rpc_call *call, const Sluice__V1__ClusterStatusRequest *req,
                            void *ctx) {
-  (void)req;
-  status_job *s = sl_xcalloc(1, sizeof(*s));
-  s->call = call;
-  s->b = ctx;
-  sluice__v1__cluster_status_response__init(&s->resp);
-  sl_rpc_call_ref(call);
-  pthread_t t;
-  pthread_attr_t attr;
-  pthread_attr_init(&attr);
-  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-  int rc = pthread_create(&t, &attr, cluster_status_run, s);
-  pthread_attr_destroy(&attr);
-  if (rc != 0) {
-    sl_rpc_call_finish(call, SL_EBUSY, "cannot start a thread for ClusterStatus", NULL);
-    sl_rpc_call_unref(call);
-    free(s);
+  run_slow(call, ctx, &req->base, cluster_status_run);
+}
+
+/* ---- GetTopicStats: what the metadata service knows of one partition ---- */
+
+static void topic_stats_run(slow_call *sc) {
+  const Sluice__V1__TopicStatsRequest *req = (const Sluice__V1__TopicStatsRequest *)sc->req;
+  sl_err err = SL_ERR_INIT;
+  sl_rpc_call_opts co = {.timeout_ms = sc->b->rpc_timeout_ms};
+  size_t topic_len = 0;
+  int64_t index = -1;
+  sl_status st = sl_md_check_partition(req->topic, &topic_len, &index, &err);
+  char topic[SL_MD_PARTITION_MAX + 1];
+  snprintf(topic, sizeof(topic), "%.*s", (int)topic_len, req->topic);
+  Sluice__V1__TopicInfo *ti = NULL;
+  if (st == SL_OK) {
+    Sluice__V1__GetTopicRequest treq = SLUICE__V1__GET_TOPIC_REQUEST__INIT;
+    treq.name = topic;
+    st = sl_metadata_service_get_topic(sc->b->md, &treq, &ti, &co, &err);
   }
+  if (st == SL_OK && (index >= 0 ? index >= (int64_t)ti->partitions : ti->partitions > 0))
+    st = sl_err_set(&err, SL_EINVAL, "topic %s has %u partitions: ask for one of them "
+                    "(%s-partition-N)", topic, ti->partitions, topic);
+  Sluice__V1__TopicStats stats = SLUICE__V1__TOPIC_STATS__INIT;
+  stats.topic = req->topic;
+  if (st == SL_OK) {
+    Sluice__V1__LookupOwnerRequest lreq = SLUICE__V1__LOOKUP_OWNER_REQUEST__INIT;
+    lreq.partition = req->topic;
+    Sluice__V1__OwnerInfo *ow = NULL;
+    sl_status lst = sl_metadata_service_lookup_owner(sc->b->md, &lreq, &ow, &co, &err);
+    if (lst == SL_OK) {
+      stats.owner_epoch = ow->epoch;
+      protobuf_c_message_free_unpacked(&ow->base, NULL);
+    } else if (lst != SL_ENOTFOUND) {
+      st = lst;
+    }
+  }
+  if (st == SL_OK) {
+    Sluice__V1__GetManagedLedgerRequest mreq = SLUICE__V1__GET_MANAGED_LEDGER_REQUEST__INIT;
+    mreq.partition = req->topic;
+    Sluice__V1__ManagedLedgerResponse *ml = NULL;
+    sl_status mst = sl_metadata_service_get_managed_ledger(sc->b->md, &mreq, &ml, &co, &err);
+    if (mst == SL_OK && ml->info != NULL) {
+      stats.ledgers = (uint32_t)ml->info->n_ledgers;
+      for (size_t i = 0; i < ml->info->n_ledgers; i++) {
+        const Sluice__V1__LedgerRef *r = ml->info->ledgers[i];
+        if (r->entries > 0) stats.entries += (uint64_t)r->entries;
+        stats.size_bytes += r->size_bytes;
+      }
+    } else if (mst != SL_OK && mst != SL_ENOTFOUND) {
+      st = mst;
+    }
+    if (ml) protobuf_c_message_free_unpacked(&ml->base, NULL);
+  }
+  if (st == SL_OK) sl_broker_service_get_topic_stats_reply(sc->call, &stats);
+  else sl_rpc_call_finish(sc->call, st, sl_err_msg(&err, st), NULL);
+  if (ti) protobuf_c_message_free_unpacked(&ti->base, NULL);
+}
+
+static void get_topic_stats(sl_rpc_call *call, const Sluice__V1__TopicStatsRequest *req,
+                            void *ctx) {
+  run_slow(call, ctx, &req->base, topic_stats_run);
 }
 
 void sl_broker_admin_handlers(sl_broker_service_handlers *h) {
@@ -217,4 +305,5 @@ void sl_broker_admin_handlers(sl_broker_service_handlers *h) {
   h->list_topics = list_topics;
   h->unload = unload;
   h->cluster_status = cluster_status;
+  h->get_topic_stats = get_topic_stats;
 }

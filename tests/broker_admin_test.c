@@ -136,7 +136,7 @@ static void test_broker_admin__namespaces_and_topics(void **state) {
   assert_false(has_namespace(1, "orders"));
 }
 
-static void test_broker_admin__cluster_status(void **state) {
+static void test_broker_admin__cluster_status_and_stats(void **state) {
   (void)state;
   bkt_create_topic(k, 0, "public/status", 2);
   Sluice__V1__LookupResponse *l = NULL;
@@ -162,6 +162,23 @@ static void test_broker_admin__cluster_status(void **state) {
   }
   assert_int_equal(found, 2);
   protobuf_c_message_free_unpacked(&s->base, NULL);
+
+  /* Stats of one partition: its owner's epoch, no ledgers yet. */
+  Sluice__V1__TopicStatsRequest sreq = SLUICE__V1__TOPIC_STATS_REQUEST__INIT;
+  sreq.topic = "public/status-partition-1";
+  Sluice__V1__TopicStats *ts = NULL;
+  st = sl_broker_service_get_topic_stats(k->broker[0], &sreq, &ts, &co, &err);
+  if (st != SL_OK) fail_msg("stats: %s", sl_err_msg(&err, st));
+  assert_string_equal(ts->topic, "public/status-partition-1");
+  assert_int_equal(ts->owner_epoch, l->owners[1]->epoch);
+  assert_int_equal(ts->ledgers, 0);
+  protobuf_c_message_free_unpacked(&ts->base, NULL);
+  sreq.topic = "public/status"; /* partitioned: ask for one partition */
+  assert_int_equal(sl_broker_service_get_topic_stats(k->broker[0], &sreq, &ts, &co, NULL),
+                   SL_EINVAL);
+  sreq.topic = "public/none";
+  assert_int_equal(sl_broker_service_get_topic_stats(k->broker[1], &sreq, &ts, &co, NULL),
+                   SL_ENOTFOUND);
   protobuf_c_message_free_unpacked(&l->base, NULL);
 }
 
@@ -228,7 +245,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_broker_admin__fresh_cluster_has_public),
       cmocka_unit_test(test_broker_admin__namespaces_and_topics),
-      cmocka_unit_test(test_broker_admin__cluster_status),
+      cmocka_unit_test(test_broker_admin__cluster_status_and_stats),
       cmocka_unit_test(test_broker_admin__bad_input),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
