@@ -68,7 +68,7 @@ typedef struct sl_etcd_opts {
                              until the deadline); >= 0 */
 } sl_etcd_opts;
 
-#define SL_ETCD_OPTS_INIT {5000, 1000, 500}
+#define SL_ETCD_OPTS_INIT {.timeout_ms = 5000, .connect_timeout_ms = 1000, .down_ms = 500}
 
 /* `deadline_ms` of the calls below: an absolute time on the CLOCK_MONOTONIC
  * clock in milliseconds (sl_etcd_now_ms), by which the call must end even
