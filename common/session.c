@@ -213,7 +213,7 @@ static sl_status open_session(sl_session *s) {
   }
   s->session = ev.session_id;
   s->ttl = ev.ttl_seconds;
-  s->lost_at = sent + (int64_t)s->ttl * 1000 - SL_SESSION_LOST_GUARD_MS;
+  s->lost_at = sent + (int64_t)s->ttl * 1000 - sl_session_lost_guard_ms(s->ttl);
   s->next_ka = sent + (int64_t)s->ttl * 1000 / 3;
   pthread_mutex_lock(&s->mu);
   ev.generation = ++s->status.generation;
@@ -250,7 +250,7 @@ static sl_status keep_alive(sl_session *s) {
   }
   protobuf_c_message_free_unpacked(resp, NULL);
   /* Invariant 1: renewed by the service after `sent`, to the full TTL. */
-  s->lost_at = sent + (int64_t)s->ttl * 1000 - SL_SESSION_LOST_GUARD_MS;
+  s->lost_at = sent + (int64_t)s->ttl * 1000 - sl_session_lost_guard_ms(s->ttl);
   s->next_ka = sent + (int64_t)s->ttl * 1000 / 3;
   pthread_mutex_lock(&s->mu);
   s->status.renewed_ms = sent;
@@ -324,23 +324,28 @@ static void close_session(sl_session *s) {
   pthread_mutex_unlock(&s->mu);
 }
 
-/* One step with a live session; returns when to look again. */
+/* The service says the session is over. */
+static bool gone(sl_status st) { return st == SL_ENOTFOUND || st == SL_EPERM; }
+
+/* One step with a live session; returns when to look again. An UpdateNode
+ * never stands in for a due keep-alive (UpdateNode does not renew), so one
+ * that keeps failing cannot starve the session. */
 static int64_t step_live(sl_session *s, bool *want_update) {
-  sl_status st = SL_OK;
   if (now_ms() >= s->lost_at) {
     lose(s, SL_ETIMEDOUT);
     return 0;
   }
-  if (*want_update || (now_ms() >= s->next_ka && s->o.changed != NULL &&
-                       s->o.changed(s->o.arg))) {
-    st = update_node(s);
-    if (st == SL_OK) *want_update = false;
-    else *want_update = true; /* retried at the next step */
-  } else if (now_ms() >= s->next_ka) {
-    st = keep_alive(s);
+  bool due = now_ms() >= s->next_ka;
+  sl_status up = SL_OK, ka = SL_OK;
+  if (*want_update || (due && s->o.changed != NULL && s->o.changed(s->o.arg))) {
+    up = update_node(s);
+    *want_update = up != SL_OK; /* retried at the next step */
   }
-  if (st == SL_ENOTFOUND || st == SL_EPERM) {
-    lose(s, st); /* the service says it is gone: open a new one at once */
+  if (due && !gone(up) && up != SL_ECANCELED) ka = keep_alive(s);
+  /* The worse of the two: "gone" or stop first, then any failure. */
+  sl_status st = gone(up) || up == SL_ECANCELED ? up : (ka != SL_OK ? ka : up);
+  if (gone(st)) {
+    lose(s, st); /* open a new session at once */
     return 0;
   }
   if (st == SL_ECANCELED) return 0;

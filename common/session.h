@@ -19,10 +19,10 @@
  *      clock starts when a keep-alive (or the OpenSession) that succeeded
  *      was SENT, on this host's monotonic clock: the service renews the
  *      lease only after that, so the lease lasts at least until send + TTL.
- *      on_lost is due at send + TTL - SL_SESSION_LOST_GUARD_MS, the guard
- *      covering this thread's wake-up and the callback's own start. It does
- *      not wait for the service to say so: a call still in flight at that
- *      moment is abandoned.
+ *      on_lost is due at send + TTL - sl_session_lost_guard_ms(TTL), the
+ *      guard covering this thread's wake-up, the callback's own work and a
+ *      take-over's first steps. It does not wait for the service to say
+ *      so: a call still in flight at that moment is abandoned.
  *   2. Every session id handed to on_established is followed by exactly one
  *      on_lost for it, unless stop comes first. Sessions never overlap: the
  *      next OpenSession goes out only after on_lost has returned.
@@ -36,6 +36,22 @@
  *      call that carries it also names this node (kind + id).
  *   5. Open the session only once this process serves on `address`: the
  *      take-over rule relies on the old process being unable to serve there.
+ *
+ * A broker, say:
+ *
+ *   static void on_established(void *arg, const sl_session_event *ev) {
+ *     broker_set_session(arg, ev->session_id);  // acquire ownership with it
+ *   }
+ *   static void on_lost(void *arg, const sl_session_event *ev) {
+ *     broker_stop_owning_all(arg);  // before anyone else can take over
+ *   }
+ *   sl_session_opts o = {.target = md, .kind = SLUICE__V1__NODE_KIND__NODE_KIND_BROKER,
+ *                        .node_id = id, .address = advertised,
+ *                        .on_established = on_established, .on_lost = on_lost,
+ *                        .arg = broker};
+ *   sl_session_start(&o, &broker->session, &err);  // after the server is bound
+ *   ...
+ *   sl_session_stop(broker->session);               // CloseSession
  *
  * Threads: one session thread makes every RPC and runs every callback
  * (describe, changed, reported, on_established, on_lost), one at a time
@@ -55,8 +71,14 @@
 
 typedef struct sl_session sl_session;
 
-/* How long before send + TTL on_lost is due (invariant 1). */
-#define SL_SESSION_LOST_GUARD_MS 50
+/* How long before send + TTL on_lost is due (invariant 1): a tenth of the
+ * TTL, at least 100 ms. The lease lapses TTL after the service renewed it
+ * at the earliest, so this is about the time the user has, from on_lost,
+ * to stop acting before a take-over can begin. */
+static inline int64_t sl_session_lost_guard_ms(uint32_t ttl_s) {
+  int64_t g = (int64_t)ttl_s * 100;
+  return g > 100 ? g : 100;
+}
 
 /* Fills the registration: `info` is a Sluice__V1__BrokerInfo or a
  * Sluice__V1__BookieInfo (by opts.kind), with id and address already set.

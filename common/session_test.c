@@ -49,6 +49,7 @@ typedef struct fake {
   int64_t last_ok_ms;   /* when the last answered keep-alive arrived */
   int opens, keepalives, updates, closes;
   bool named_holder;    /* every session call named (BROKER, "b1") */
+  bool update_fails;    /* UpdateNode answers INVALID_ARGUMENT */
   uint32_t last_load;   /* load_permille of the last OpenSession/UpdateNode */
   sl_rpc_server *srv;
   char target[64];
@@ -118,7 +119,7 @@ static void update_node(sl_rpc_call *call, const Sluice__V1__UpdateNodeRequest *
   sl_status st = SL_OK;
   pthread_mutex_lock(&f->mu);
   bool answer = session_answer(f, req->session_id, &st);
-  if (req->broker == NULL) st = SL_EINVAL;
+  if (req->broker == NULL || f->update_fails) st = SL_EINVAL;
   if (answer && st == SL_OK) {
     f->updates++;
     f->last_load = req->broker->load_permille;
@@ -300,8 +301,8 @@ static void test_session__lost_at_ttl_then_reopened(void **state) {
   int64_t after = e.at_ms - last_ok;
   print_message("on_lost %lld ms after the last keep-alive the service answered (TTL %d ms)\n",
                 (long long)after, TTL_S * 1000);
-  assert_true(after <= TTL_S * 1000 - SL_SESSION_LOST_GUARD_MS + scaled(40));
-  assert_true(after >= TTL_S * 1000 - SL_SESSION_LOST_GUARD_MS - 100);
+  assert_true(after <= TTL_S * 1000 - sl_session_lost_guard_ms(TTL_S) + scaled(40));
+  assert_true(after >= TTL_S * 1000 - sl_session_lost_guard_ms(TTL_S) - 100);
   /* The service is back: a new session, generation 2, taking over. */
   fake_set(f, ANSWER);
   await_events(&u, 3, 10000);
@@ -383,6 +384,36 @@ static void test_session__poke_sends_update(void **state) {
   pthread_mutex_destroy(&u.mu);
 }
 
+/* An UpdateNode that keeps failing does not stand in for keep-alives: the
+ * session outlives several TTLs. */
+static void test_session__failing_update_does_not_starve(void **state) {
+  (void)state;
+  fake *f = fake_start();
+  user u;
+  sl_session *s = start(f, &u);
+  await_events(&u, 1, 5000);
+  pthread_mutex_lock(&f->mu);
+  f->update_fails = true;
+  int ka0 = f->keepalives;
+  pthread_mutex_unlock(&f->mu);
+  sl_session_poke(s);
+  /* Keep-alives every TTL/3: ten of them span more than three TTLs. */
+  int64_t end = now_ms() + scaled(4 * TTL_S * 1000);
+  while (counter(f, &f->keepalives) < ka0 + 10 && now_ms() < end) {
+    struct timespec ts = {0, 10 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+  }
+  assert_true(counter(f, &f->keepalives) >= ka0 + 10);
+  assert_int_equal(events(&u), 1); /* never lost */
+  sl_session_status st;
+  sl_session_get_status(s, &st);
+  assert_true(st.failures > 0);
+  assert_int_equal(st.last_error, SL_EINVAL);
+  sl_session_stop(s);
+  fake_stop(f);
+  pthread_mutex_destroy(&u.mu);
+}
+
 static void test_session__bad_opts(void **state) {
   (void)state;
   sl_session *s = NULL;
@@ -405,6 +436,7 @@ int main(void) {
       cmocka_unit_test(test_session__lost_when_service_says_gone),
       cmocka_unit_test(test_session__lost_when_taken_over),
       cmocka_unit_test(test_session__poke_sends_update),
+      cmocka_unit_test(test_session__failing_update_does_not_starve),
       cmocka_unit_test(test_session__bad_opts),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

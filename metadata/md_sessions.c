@@ -18,7 +18,8 @@
  *      (it revokes the lease it granted).
  *   5. Session ids are private: KeepAlive, UpdateNode and CloseSession act
  *      only for the session that holds the named node's registration, and
- *      no answer or error text names another session's id.
+ *      no answer or error text names a session id. A registration's address
+ *      never changes within a session (invariant 2 rests on it).
  */
 #include <inttypes.h>
 #include <stdlib.h>
@@ -106,24 +107,10 @@ static sl_status node_key(Sluice__V1__NodeKind kind, const char *id, node_ref *n
   return st;
 }
 
-/* Invariant 5: `session` holds n's registration, whose revision goes to
- * *rev (may be NULL). */
-static sl_status check_holder(sl_md_service *md, const node_ref *n, int64_t session,
-                              int64_t *rev, sl_err *err) {
-  sl_store_kv kv = {0};
-  sl_status st = check_session(session, err);
-  if (st == SL_OK) st = sl_store_get(md->store, n->key.s, n->key.len, &kv, err);
-  if (st == SL_ENOTFOUND) return session_gone(n, err);
-  if (st != SL_OK) return sl_md_store_status(st);
-  if (kv.lease != session) st = not_holder(n, err);
-  if (rev != NULL) *rev = kv.mod_revision;
-  sl_store_kv_release(&kv);
-  return st;
-}
-
+/* The advertised address in a stored registration of n's kind. */
 static sl_status stored_address(const node_ref *n, const sl_store_kv *kv, char **addr,
                                 sl_err *err) {
-  bool broker = n->kind_name[1] == 'r';
+  bool broker = strcmp(n->kind_name, "broker") == 0;
   ProtobufCMessage *m = NULL;
   sl_status st = sl_md_unpack(kv, broker ? &sluice__v1__broker_info__descriptor
                                          : &sluice__v1__bookie_info__descriptor,
@@ -134,6 +121,29 @@ static sl_status stored_address(const node_ref *n, const sl_store_kv *kv, char *
   *addr = sl_xstrdup(a ? a : "");
   protobuf_c_message_free_unpacked(m, NULL);
   return SL_OK;
+}
+
+/* Invariant 5: `session` holds n's registration, whose revision goes to
+ * *rev (may be NULL). With n->address set, the registration must have that
+ * address too: it never changes within a session, since invariant 2 rests
+ * on it. */
+static sl_status check_holder(sl_md_service *md, const node_ref *n, int64_t session,
+                              int64_t *rev, sl_err *err) {
+  sl_store_kv kv = {0};
+  sl_status st = check_session(session, err);
+  if (st == SL_OK) st = sl_store_get(md->store, n->key.s, n->key.len, &kv, err);
+  if (st == SL_ENOTFOUND) return session_gone(n, err);
+  if (st != SL_OK) return sl_md_store_status(st);
+  if (kv.lease != session) st = not_holder(n, err);
+  char *addr = NULL;
+  if (st == SL_OK && n->address != NULL && (st = stored_address(n, &kv, &addr, err)) == SL_OK &&
+      strcmp(addr, n->address) != 0)
+    st = sl_err_set(err, SL_EINVAL, "%s %s: address %s is registered; it cannot become %s"
+                    " within a session", n->kind_name, n->id, addr, n->address);
+  free(addr);
+  if (rev != NULL) *rev = kv.mod_revision;
+  sl_store_kv_release(&kv);
+  return st;
 }
 
 /* Invariants 2 and 3: the key exists; take it over from the same address

@@ -87,6 +87,18 @@ static sl_status lookup(sl_rpc_channel *ch, const char *p, Sluice__V1__OwnerInfo
   return sl_metadata_service_lookup_owner(ch, &req, o, NULL, err);
 }
 
+/* Creates topic public/t with partitions 0 and 1 (owning needs a topic). */
+static void create_topic(sl_rpc_channel *ch) {
+  mdt_create_namespace(ch, "public");
+  Sluice__V1__CreateTopicRequest req = SLUICE__V1__CREATE_TOPIC_REQUEST__INIT;
+  req.name = "public/t";
+  req.partitions = 2;
+  Sluice__V1__TopicInfo *t = NULL;
+  sl_err err = SL_ERR_INIT;
+  mdt_expect(sl_metadata_service_create_topic(ch, &req, &t, NULL, &err), SL_OK, &err);
+  protobuf_c_message_free_unpacked(&t->base, NULL);
+}
+
 /* Fails if text shows session s (a credential): as "session <number>",
  * or s itself when it is long enough not to match by chance (the local
  * store's lease ids are small; etcd's are 19 digits). */
@@ -155,6 +167,7 @@ static void test_md_sessions__restart_takes_over(void **state) {
   sl_err err = SL_ERR_INIT;
   const char *p = "public/t-partition-0";
   int64_t s1 = 0, s2 = 0;
+  create_topic(l->ch);
   bool took = true;
   mdt_expect(open_at(l->ch, "b", "10.0.0.1:6650", &s1, &took, &err), SL_OK, &err);
   assert_false(took);
@@ -219,6 +232,7 @@ static void test_md_sessions__ids_not_in_answers(void **state) {
   mdt_local *l = *state;
   sl_err err = SL_ERR_INIT;
   const char *p = "public/t-partition-1";
+  create_topic(l->ch);
   int64_t s1 = mdt_open_broker(l->ch, "b1", 0), s2 = mdt_open_broker(l->ch, "b2", 0);
   Sluice__V1__AcquireOwnershipResponse *r = mdt_acquire(l->ch, p, "b1", s1);
   protobuf_c_message_free_unpacked(&r->base, NULL);
@@ -254,6 +268,8 @@ static void test_md_sessions__bookies_writable_only(void **state) {
   mdt_open_bookie(l->ch, "bookie-2", true, 0);
   Sluice__V1__ListBookiesResponse *r = list_bookies(l->ch, false);
   assert_int_equal(r->n_bookies, 3);
+  char addr[64];
+  snprintf(addr, sizeof(addr), "%s", r->bookies[1]->address);
   protobuf_c_message_free_unpacked(&r->base, NULL);
   r = list_bookies(l->ch, true);
   assert_int_equal(r->n_bookies, 2);
@@ -271,6 +287,10 @@ static void test_md_sessions__bookies_writable_only(void **state) {
   up.kind = SLUICE__V1__NODE_KIND__NODE_KIND_BOOKIE;
   up.bookie = &b;
   Sluice__V1__UpdateNodeResponse *ur = NULL;
+  /* The address is what take-over rests on: it stays within a session. */
+  mdt_expect(sl_metadata_service_update_node(l->ch, &up, &ur, NULL, &err), SL_EINVAL, &err);
+  assert_non_null(strstr(err.msg, "cannot become 127.0.0.1:4000"));
+  b.address = addr;
   mdt_expect(sl_metadata_service_update_node(l->ch, &up, &ur, NULL, &err), SL_OK, &err);
   protobuf_c_message_free_unpacked(&ur->base, NULL);
   r = list_bookies(l->ch, true);

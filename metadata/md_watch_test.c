@@ -148,7 +148,15 @@ static void test_md_watch__compacted_history_resets(void **state) {
 static void test_md_watch__slow_reader_is_cut_off(void **state) {
   mdt_local *l = *state;
   sl_err err = SL_ERR_INIT;
-  int64_t s = mdt_open_broker(l->ch, "b1", 120);
+  /* Big events: a long address (registered at open: it cannot change
+   * within a session) and a long version. */
+  char address[256], version[256];
+  memset(address, 'a', 249);
+  memcpy(address + 249, ":9", 3);
+  memset(version, 'v', 255);
+  version[255] = '\0';
+  int64_t s = 0;
+  mdt_expect(mdt_st_open_broker_at(l->ch, "b1", address, 120, &s, &err), SL_OK, &err);
   sl_rpc_stream *w = open_watch(l->ch, SLUICE__V1__WATCH_TARGET__WATCH_TARGET_BROKERS, NULL, 0);
   int64_t rev = 0;
   expect(w, &rev, PUT, "b1");
@@ -156,11 +164,6 @@ static void test_md_watch__slow_reader_is_cut_off(void **state) {
    * then the write queue, then the 16-event buffer. */
   Sluice__V1__BrokerInfo b = SLUICE__V1__BROKER_INFO__INIT;
   b.id = "b1";
-  char address[256], version[256];
-  memset(address, 'a', 249);
-  memcpy(address + 249, ":9", 3);
-  memset(version, 'v', 255);
-  version[255] = '\0';
   b.address = address;
   b.version = version;
   Sluice__V1__UpdateNodeRequest up = SLUICE__V1__UPDATE_NODE_REQUEST__INIT;

@@ -96,7 +96,7 @@ int mdt_local_teardown(void **state) {
 
 /* ---- sessions ---- */
 
-static char *addr_for(const char *id) {
+char *mdt_addr_for(const char *id) {
   static __thread char buf[64];
   unsigned h = 0;
   for (const char *p = id; *p; p++) h = h * 31 + (unsigned char)*p;
@@ -106,9 +106,14 @@ static char *addr_for(const char *id) {
 
 sl_status mdt_st_open_broker(sl_rpc_channel *ch, const char *id, uint32_t ttl,
                              int64_t *session, sl_err *err) {
+  return mdt_st_open_broker_at(ch, id, mdt_addr_for(id), ttl, session, err);
+}
+
+sl_status mdt_st_open_broker_at(sl_rpc_channel *ch, const char *id, const char *address,
+                                uint32_t ttl, int64_t *session, sl_err *err) {
   Sluice__V1__BrokerInfo b = SLUICE__V1__BROKER_INFO__INIT;
   b.id = (char *)id;
-  b.address = addr_for(id);
+  b.address = (char *)address;
   b.version = "test";
   Sluice__V1__OpenSessionRequest req = SLUICE__V1__OPEN_SESSION_REQUEST__INIT;
   req.kind = SLUICE__V1__NODE_KIND__NODE_KIND_BROKER;
@@ -135,7 +140,7 @@ int64_t mdt_open_broker(sl_rpc_channel *ch, const char *id, uint32_t ttl) {
 int64_t mdt_open_bookie(sl_rpc_channel *ch, const char *id, bool read_only, uint32_t ttl) {
   Sluice__V1__BookieInfo b = SLUICE__V1__BOOKIE_INFO__INIT;
   b.id = (char *)id;
-  b.address = addr_for(id);
+  b.address = mdt_addr_for(id);
   b.read_only = read_only;
   b.free_bytes = 10;
   b.total_bytes = 100;
@@ -160,7 +165,7 @@ sl_status mdt_st_acquire(sl_rpc_channel *ch, const char *partition, const char *
                          sl_err *err) {
   Sluice__V1__BrokerInfo b = SLUICE__V1__BROKER_INFO__INIT;
   b.id = (char *)id;
-  b.address = addr_for(id);
+  b.address = mdt_addr_for(id);
   Sluice__V1__AcquireOwnershipRequest req = SLUICE__V1__ACQUIRE_OWNERSHIP_REQUEST__INIT;
   req.partition = (char *)partition;
   req.session_id = session;

@@ -51,11 +51,19 @@ sl_rpc_channel *mdt_connect(const char *target);
 /* Call options with a deadline. */
 sl_rpc_call_opts mdt_opts(int timeout_ms);
 
-/* Opens a broker session for id (address 127.0.0.1:<port>), ttl 0 =
+/* Opens a broker session for id (address mdt_addr_for(id)), ttl 0 =
  * server default. Returns the session id. */
 int64_t mdt_open_broker(sl_rpc_channel *ch, const char *id, uint32_t ttl);
 sl_status mdt_st_open_broker(sl_rpc_channel *ch, const char *id, uint32_t ttl,
                              int64_t *session, sl_err *err);
+/* The same, advertising `address`. */
+sl_status mdt_st_open_broker_at(sl_rpc_channel *ch, const char *id, const char *address,
+                                uint32_t ttl, int64_t *session, sl_err *err);
+
+/* The address the helpers register id with ("127.0.0.1:<port from id>"),
+ * in a thread-local buffer valid until the next call. A registration's
+ * address cannot change within a session. */
+char *mdt_addr_for(const char *id);
 int64_t mdt_open_bookie(sl_rpc_channel *ch, const char *id, bool read_only, uint32_t ttl);
 
 /* Acquires partition for (id, session): returns the response (caller frees). */

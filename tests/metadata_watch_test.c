@@ -26,7 +26,7 @@ static int setup(void **state) {
 static void update_load(sl_rpc_channel *ch, int64_t session, uint32_t load) {
   Sluice__V1__BrokerInfo b = SLUICE__V1__BROKER_INFO__INIT;
   b.id = "b1";
-  b.address = "127.0.0.1:7777";
+  b.address = mdt_addr_for("b1"); /* the registered one: it cannot change */
   b.load_permille = load;
   Sluice__V1__UpdateNodeRequest up = SLUICE__V1__UPDATE_NODE_REQUEST__INIT;
   up.session_id = session;
