@@ -110,7 +110,8 @@ static bool lease_fresh_locked(sl_ownership *o) {
   sl_session_status st;
   sl_session_get_status(o->session, &st);
   return st.live &&
-         now_ms() < st.renewed_ms + (int64_t)st.ttl_seconds * 1000 - SL_SESSION_LOST_GUARD_MS;
+         now_ms() < st.renewed_ms + (int64_t)st.ttl_seconds * 1000 -
+                        sl_session_lost_guard_ms(st.ttl_seconds);
 }
 
 /* Under o->mu. */
