@@ -34,7 +34,13 @@ typedef struct cached {
   int64_t until_ms;
 } cached;
 
-typedef enum job_kind { JOB_RESOLVE, JOB_UNLOAD, JOB_RELEASE, JOB_DRAIN } job_kind;
+typedef enum job_kind {
+  JOB_RESOLVE,
+  JOB_UNLOAD,
+  JOB_RELEASE, /* the holder unloaded: release (async) */
+  JOB_HANDOFF, /* released after an Unload: offer it to another broker */
+  JOB_DRAIN,
+} job_kind;
 
 typedef struct job {
   struct job *next;
@@ -45,6 +51,8 @@ typedef struct job {
   sl_ownership_resolve_cb resolve_cb;
   sl_ownership_unload_cb unload_cb;
   void *arg;
+  uint64_t epoch;      /* JOB_HANDOFF: the epoch released */
+  int64_t start_ms;    /* JOB_HANDOFF: when the unload began */
 } job;
 
 /* A channel to another broker, for forwarded Lookup and Unload calls. */
@@ -68,6 +76,7 @@ struct sl_ownership {
   bool stopping;       /* graceful stop under way (invariant 5) */
   bool drained;        /* graceful stop finished: released, session closed */
   job *head, *tail;
+  size_t releasing;    /* ReleaseOwnership calls in flight */
   entry *entries;
   size_t n_entries, cap_entries;
   cached *cache;
@@ -675,7 +684,7 @@ static void handoff_done(sl_status st, const char *msg, const sl_ownership_owner
 
 static void finish_drain_if_empty(sl_ownership *o) {
   pthread_mutex_lock(&o->mu);
-  bool done = o->stopping && !o->drained && o->n_entries == 0;
+  bool done = o->stopping && !o->drained && o->n_entries == 0 && o->releasing == 0;
   pthread_mutex_unlock(&o->mu);
   if (!done) return;
   pthread_mutex_lock(&o->mu);
@@ -691,6 +700,31 @@ static void finish_drain_if_empty(sl_ownership *o) {
   pthread_mutex_unlock(&o->mu);
 }
 
+/* Channel thread: ReleaseOwnership answered. Partitions are released in
+ * parallel, so a drain of many takes about one round trip. */
+static void on_released(sl_status st, const char *details, ProtobufCMessage *resp,
+                        void *arg) {
+  job *j = arg;
+  sl_ownership *o = j->o;
+  if (resp != NULL) protobuf_c_message_free_unpacked(resp, NULL);
+  sl_log(st == SL_OK ? SL_LOG_INFO : SL_LOG_WARN,
+         "event=ownership_released partition=%s epoch=%" PRIu64 " ms=%" PRId64
+         " status=\"%s\"", j->partition, j->epoch, now_ms() - j->start_ms,
+         sl_status_str(st));
+  pthread_mutex_lock(&o->mu);
+  o->releasing--;
+  bool stopping = o->stopping, stopped = o->stop;
+  pthread_mutex_unlock(&o->mu);
+  if (st == SL_OK && j->unload_cb != NULL && !stopping && !stopped) {
+    j->kind = JOB_HANDOFF;
+    post(o, j);
+    return;
+  }
+  finish_unload(j->unload_cb, j->arg, st, details, j->epoch);
+  free_job(j);
+  if (stopping && !stopped) post(o, new_job(o, JOB_DRAIN, NULL));
+}
+
 static void run_release(sl_ownership *o, job *j) {
   pthread_mutex_lock(&o->mu);
   entry *e = find_entry(o, j->partition);
@@ -701,41 +735,44 @@ static void run_release(sl_ownership *o, job *j) {
   }
   entry gone = take_entry(o, e);
   int64_t session = o->session_id;
-  bool stopping = o->stopping;
+  o->releasing++;
   pthread_mutex_unlock(&o->mu);
+  free(gone.partition);
+  j->unload_cb = gone.unload_cb;
+  j->arg = gone.unload_arg;
+  j->epoch = gone.epoch;
+  j->start_ms = gone.unload_start_ms;
   Sluice__V1__ReleaseOwnershipRequest req = SLUICE__V1__RELEASE_OWNERSHIP_REQUEST__INIT;
-  req.partition = gone.partition;
+  req.partition = j->partition;
   req.session_id = session;
-  req.epoch = gone.epoch;
-  Sluice__V1__ReleaseOwnershipResponse *resp = NULL;
+  req.epoch = j->epoch;
   sl_rpc_call_opts co = call_opts(o);
   sl_err err = SL_ERR_INIT;
-  sl_status st = sl_metadata_service_release_ownership(o->ch, &req, &resp, &co, &err);
-  if (resp) protobuf_c_message_free_unpacked(&resp->base, NULL);
-  sl_log(st == SL_OK ? SL_LOG_INFO : SL_LOG_WARN,
-         "event=ownership_released partition=%s epoch=%" PRIu64 " ms=%" PRId64
-         " status=\"%s\"", gone.partition, gone.epoch, now_ms() - gone.unload_start_ms,
-         sl_status_str(st));
+  sl_status st = sl_metadata_service_release_ownership_async(o->ch, &req, &co, on_released,
+                                                             j, &err);
+  if (st != SL_OK) on_released(st, sl_err_msg(&err, st), NULL, j);
+}
+
+/* Offers a partition just unloaded to another live broker, so that it moves
+ * at once; the Unload answers once that is done (handoff_done). */
+static void run_handoff(sl_ownership *o, job *j) {
   Sluice__V1__ListBrokersResponse *l = NULL;
   const Sluice__V1__BrokerInfo *b = NULL;
-  if (st == SL_OK && gone.unload_cb != NULL && !stopping &&
-      list_brokers(o, &l, &err) == SL_OK)
-    b = pick(o, l, gone.partition, true);
+  sl_err err = SL_ERR_INIT;
+  if (list_brokers(o, &l, &err) == SL_OK) b = pick(o, l, j->partition, true);
   if (b != NULL) {
     handoff *h = sl_xcalloc(1, sizeof(*h));
-    *h = (handoff){gone.unload_cb, gone.unload_arg, gone.epoch, gone.unload_start_ms};
-    job *next = new_job(o, JOB_RESOLVE, gone.partition);
+    *h = (handoff){j->unload_cb, j->arg, j->epoch, j->start_ms};
+    job *next = new_job(o, JOB_RESOLVE, j->partition);
     next->authoritative = true;
     next->resolve_cb = handoff_done;
     next->arg = h;
     forward(o, next, b->address);
   } else {
-    finish_unload(gone.unload_cb, gone.unload_arg, st, sl_err_msg(&err, st), gone.epoch);
+    finish_unload(j->unload_cb, j->arg, SL_OK, NULL, j->epoch);
   }
   if (l) protobuf_c_message_free_unpacked(&l->base, NULL);
-  free(gone.partition);
   free_job(j);
-  finish_drain_if_empty(o);
 }
 
 static void run_drain(sl_ownership *o, job *j) {
@@ -762,6 +799,19 @@ static void run_drain(sl_ownership *o, job *j) {
 
 /* ---- the thread ---- */
 
+/* Ends every queued job with SL_ECANCELED (the thread has stopped). */
+static void cancel_queued(sl_ownership *o) {
+  pthread_mutex_lock(&o->mu);
+  job *left = o->head;
+  o->head = o->tail = NULL;
+  pthread_mutex_unlock(&o->mu);
+  while (left != NULL) {
+    job *next = left->next;
+    cancel_job(left);
+    left = next;
+  }
+}
+
 static void *run(void *arg) {
   sl_ownership *o = arg;
   pthread_mutex_lock(&o->mu);
@@ -776,18 +826,13 @@ static void *run(void *arg) {
       case JOB_RESOLVE: run_resolve(o, j); break;
       case JOB_UNLOAD: run_unload(o, j); break;
       case JOB_RELEASE: run_release(o, j); break;
+      case JOB_HANDOFF: run_handoff(o, j); break;
       case JOB_DRAIN: run_drain(o, j); break;
     }
     pthread_mutex_lock(&o->mu);
   }
-  job *left = o->head;
-  o->head = o->tail = NULL;
   pthread_mutex_unlock(&o->mu);
-  while (left != NULL) {
-    job *next = left->next;
-    cancel_job(left);
-    left = next;
-  }
+  cancel_queued(o);
   return NULL;
 }
 
@@ -911,7 +956,7 @@ void sl_ownership_destroy(sl_ownership *o) {
   pthread_join(o->thread, NULL);
   sl_session_stop(o->session); /* CloseSession, unless the drain did */
   /* Forwarded calls still in flight end here, their callbacks with
-   * SL_ECANCELED (they see o->stop and do not post again). */
+   * SL_ECANCELED (they see o->stop and finish their jobs themselves). */
   for (peer *p = o->peers; p != NULL;) {
     peer *next = p->next;
     sl_rpc_channel_destroy(p->ch);
@@ -927,6 +972,7 @@ void sl_ownership_destroy(sl_ownership *o) {
   for (size_t i = 0; i < o->n_cache; i++) free_cached(&o->cache[i]);
   sl_metrics_gauge_set(owned_gauge, 0);
   sl_rpc_channel_destroy(o->ch);
+  cancel_queued(o); /* what callbacks of the calls just ended posted */
   free(o->entries);
   free(o->cache);
   pthread_cond_destroy(&o->cv);

@@ -16,6 +16,7 @@
 
 #include <cmocka.h>
 
+#include "common/testing.h"
 #include "tests/metadata_util.h"
 #include "tests/proc.h"
 
@@ -289,7 +290,7 @@ static void test_ownership__stop_drains_and_closes_the_session(void **state) {
   sl_ownership_stop(f->o, 5000);
   long long ms = sl_proc_now_ms() - t0;
   pthread_join(t, NULL);
-  assert_true(ms < 1000);
+  assert_true(ms < sl_test_scaled_ms(1000));
   assert_string_equal(S.hook_partition, "public/e");
   char id[64];
   assert_int_equal(owner_of(f, "public/e", id, sizeof(id)), SL_ENOTFOUND);
