@@ -1,5 +1,5 @@
 /*
- * Ownership and Lookup on a real cluster: etcd, two metadata replicas, two
+ * Ownership and Lookup on a real cluster: etcd, two metadata replicas, four
  * bookies and two brokers on loopback. The cases share one cluster and run
  * in order; those that stop a broker start it again before they end.
  */
@@ -21,7 +21,7 @@ static bkt_cluster *k;
 
 static int setup(void **state) {
   (void)state;
-  k = bkt_start("broker_ownership", 2, 2);
+  k = bkt_start("broker_ownership", 4, 2);
   return 0;
 }
 
