@@ -19,6 +19,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/rpc_client.h"
+#include "metadata.slrpc.h"
 #include "tests/proc.h"
 
 #define MAX_ARGS 64
@@ -224,6 +226,56 @@ sl_status sl_cluster_add(sl_cluster *c, sl_node_kind kind, int *index,
   return SL_OK;
 }
 
+static sl_status metadata_channel(const sl_cluster *c, sl_rpc_channel **ch,
+                                  sl_err *err) {
+  sl_rpc_channel_opts co = {.target = c->metadata_target};
+  return sl_rpc_channel_create(&co, ch, err);
+}
+
+/* The namespace every fresh cluster has (issue 11). */
+static sl_status create_public(sl_cluster *c, sl_err *err) {
+  sl_rpc_channel *ch = NULL;
+  sl_status st = metadata_channel(c, &ch, err);
+  if (st != SL_OK) return st;
+  Sluice__V1__CreateNamespaceRequest req = SLUICE__V1__CREATE_NAMESPACE_REQUEST__INIT;
+  req.name = "public";
+  Sluice__V1__Namespace *ns = NULL;
+  sl_rpc_call_opts opts = {.timeout_ms = 5000, .wait_for_ready = true};
+  st = sl_metadata_service_create_namespace(ch, &req, &ns, &opts, err);
+  if (ns != NULL) protobuf_c_message_free_unpacked(&ns->base, NULL);
+  sl_rpc_channel_destroy(ch);
+  if (st == SL_EEXIST) st = SL_OK;
+  return st == SL_OK ? SL_OK : sl_err_wrap(err, st, "cluster: namespace public");
+}
+
+sl_status sl_cluster_wait_brokers(sl_cluster *c, int want, int timeout_ms, sl_err *err) {
+  sl_rpc_channel *ch = NULL;
+  sl_status st = metadata_channel(c, &ch, err);
+  if (st != SL_OK) return st;
+  long long deadline = sl_proc_now_ms() + timeout_ms;
+  int have = 0;
+  for (;;) {
+    Sluice__V1__ListBrokersRequest req = SLUICE__V1__LIST_BROKERS_REQUEST__INIT;
+    Sluice__V1__ListBrokersResponse *resp = NULL;
+    sl_rpc_call_opts opts = {.timeout_ms = 2000};
+    st = sl_metadata_service_list_brokers(ch, &req, &resp, &opts, NULL);
+    if (st == SL_OK) {
+      have = (int)resp->n_brokers;
+      protobuf_c_message_free_unpacked(&resp->base, NULL);
+      if (have >= want) break;
+    }
+    if (sl_proc_now_ms() > deadline) {
+      st = sl_err_set(err, SL_ETIMEDOUT, "cluster: %d of %d brokers registered after %d ms",
+                      have, want, timeout_ms);
+      break;
+    }
+    struct timespec ts = {0, 20 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+  }
+  sl_rpc_channel_destroy(ch);
+  return st;
+}
+
 sl_status sl_cluster_start(const sl_cluster_opts *opts, sl_cluster **out,
                            sl_err *err) {
   if (opts->metadata < 1 || opts->bookies < 0 || opts->brokers < 0 ||
@@ -249,6 +301,14 @@ sl_status sl_cluster_start(const sl_cluster_opts *opts, sl_cluster **out,
       st = sl_cluster_add(c, order[k], NULL, err);
       if (st != SL_OK) goto fail;
     }
+  }
+  if (!opts->bare) {
+    st = create_public(c, err);
+    if (st != SL_OK) goto fail;
+  }
+  if (opts->brokers > 0) {
+    st = sl_cluster_wait_brokers(c, opts->brokers, 20000, err);
+    if (st != SL_OK) goto fail;
   }
   *out = c;
   return SL_OK;
@@ -331,4 +391,23 @@ sl_status sl_cluster_signal(sl_cluster *c, sl_node_kind kind, int i, int sig,
 bool sl_cluster_running(sl_cluster *c, sl_node_kind kind, int i) {
   node *nd = get_node(c, kind, i);
   return nd != NULL && sl_proc_running(&nd->proc);
+}
+
+sl_status sl_cluster_find(const sl_cluster *c, const char *name, sl_node_kind *kind,
+                          int *i, sl_err *err) {
+  for (int k = SL_NODE_METADATA; k <= SL_NODE_BROKER; k++) {
+    for (int j = 0; j < c->count[k]; j++) {
+      if (strcmp(c->nodes[k][j].id, name) == 0) {
+        *kind = (sl_node_kind)k;
+        *i = j;
+        return SL_OK;
+      }
+    }
+  }
+  return sl_err_set(err, SL_ENOTFOUND, "cluster: no node named %s", name);
+}
+
+int sl_cluster_pid(const sl_cluster *c, sl_node_kind kind, int i) {
+  node *nd = get_node(c, kind, i);
+  return nd != NULL ? (int)nd->proc.pid : 0;
 }

@@ -18,6 +18,11 @@
  * Binaries are found under $SLUICE_BIN_DIR/<pkg>/<name> if set, else in the
  * Bazel runfiles of the running program.
  *
+ * A fresh cluster has the namespace "public" (unless opts.bare), and start
+ * returns only once every broker has registered (ListBrokers shows it), so
+ * a test can look topics up at once. Nodes are named "metadata-0",
+ * "bookie-2", "broker-1"; sl_cluster_find() maps a name back.
+ *
  * One thread drives one cluster.
  */
 #ifndef SL_TESTS_CLUSTER_H
@@ -48,12 +53,13 @@ typedef struct sl_cluster_opts {
   const char *const *bookie_args;
   const char *const *broker_args;
   int ready_timeout_ms;     /* per node; 0 = 20 s */
+  bool bare;                /* no namespace "public" */
 } sl_cluster_opts;
 
 #define SL_CLUSTER_OPTS_INIT                                              \
   {.metadata = 1, .bookies = 3, .brokers = 1, .local_store = false,       \
    .name = "cluster", .metadata_args = NULL, .bookie_args = NULL,          \
-   .broker_args = NULL, .ready_timeout_ms = 0}
+   .broker_args = NULL, .ready_timeout_ms = 0, .bare = false}
 
 typedef struct sl_cluster sl_cluster;
 
@@ -102,6 +108,17 @@ sl_status sl_cluster_add(sl_cluster *c, sl_node_kind kind, int *index,
  * without closing its sockets. */
 sl_status sl_cluster_signal(sl_cluster *c, sl_node_kind kind, int i, int sig,
                             sl_err *err);
+
+/* The node named `name` ("broker-1"); SL_ENOTFOUND if there is none. */
+sl_status sl_cluster_find(const sl_cluster *c, const char *name, sl_node_kind *kind,
+                          int *i, sl_err *err);
+
+/* The node's process id, 0 when not running. */
+int sl_cluster_pid(const sl_cluster *c, sl_node_kind kind, int i);
+
+/* Polls ListBrokers until `want` brokers are registered or timeout_ms passes
+ * (SL_ETIMEDOUT). */
+sl_status sl_cluster_wait_brokers(sl_cluster *c, int want, int timeout_ms, sl_err *err);
 
 /* True if node i's process is running. */
 bool sl_cluster_running(sl_cluster *c, sl_node_kind kind, int i);

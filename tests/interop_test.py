@@ -34,8 +34,8 @@ class Cluster:
 
     def __init__(self):
         self.proc = subprocess.Popen(
-            [runfile("tests/sluice-cluster"), "--local", "--bookies", "1",
-             "--brokers", "0"],
+            [runfile("tests/sluice-cluster"), "--local", "--metadata", "1",
+             "--bookies", "1", "--brokers", "1"],
             stdout=subprocess.PIPE, text=True, start_new_session=True)
         self.addrs = {}
         for line in self.proc.stdout:
@@ -105,6 +105,50 @@ class InteropTest(unittest.TestCase):
             with self.assertRaises(grpc.RpcError) as ctx:
                 create(metadata_pb2.CreateNamespaceRequest(name="bad name!"), timeout=5)
             self.assertEqual(ctx.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+
+    def broker_stub(self, ch, method, req, resp):
+        return ch.unary_unary("/sluice.v1.BrokerService/" + method,
+                              request_serializer=req.SerializeToString,
+                              response_deserializer=resp.FromString)
+
+    def test_interop__broker_admin_and_lookup(self):
+        import broker_pb2
+        import metadata_pb2
+        with self.channel("broker") as ch:
+            create = self.broker_stub(ch, "CreateTopic", metadata_pb2.CreateTopicRequest,
+                                      metadata_pb2.TopicInfo)
+            made = create(metadata_pb2.CreateTopicRequest(name="public/py", partitions=2),
+                          timeout=5)
+            self.assertEqual(made.partitions, 2)
+            listing = self.broker_stub(ch, "ListTopics", metadata_pb2.ListTopicsRequest,
+                                       metadata_pb2.ListTopicsResponse)
+            names = [t.name for t in listing(
+                metadata_pb2.ListTopicsRequest(namespace="public"), timeout=5).topics]
+            self.assertIn("public/py", names)
+            lookup = self.broker_stub(ch, "Lookup", broker_pb2.LookupRequest,
+                                      broker_pb2.LookupResponse)
+            resp = lookup(broker_pb2.LookupRequest(topic="public/py"), timeout=5)
+            self.assertEqual(resp.partitions, 2)
+            self.assertEqual([o.partition for o in resp.owners],
+                             ["public/py-partition-0", "public/py-partition-1"])
+            for owner in resp.owners:
+                # One broker: it owns everything, so no redirect.
+                self.assertEqual(owner.broker_address, self.cluster.addrs["broker"])
+                self.assertGreater(owner.epoch, 0)
+                self.assertFalse(owner.HasField("redirect"))
+            status = self.broker_stub(ch, "ClusterStatus",
+                                      broker_pb2.ClusterStatusRequest,
+                                      broker_pb2.ClusterStatusResponse)
+            st = status(broker_pb2.ClusterStatusRequest(), timeout=5)
+            self.assertEqual(len(st.brokers), 1)
+            self.assertEqual(len(st.bookies), 1)
+            owned = {p.partition: p.broker_id for p in st.partitions}
+            self.assertEqual(owned["public/py-partition-1"], st.brokers[0].id)
+            for bad, code in (("bad name!", grpc.StatusCode.INVALID_ARGUMENT),
+                              ("public/missing", grpc.StatusCode.NOT_FOUND)):
+                with self.assertRaises(grpc.RpcError) as ctx:
+                    lookup(broker_pb2.LookupRequest(topic=bad), timeout=5)
+                self.assertEqual(ctx.exception.code(), code)
 
     def test_interop__unknown_method_unimplemented(self):
         with self.channel("bookie") as ch:

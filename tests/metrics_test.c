@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "common/rpc_client.h"
+#include "broker.slrpc.h"
 #include "metadata.slrpc.h"
 #include "tests/cluster.h"
 
@@ -39,9 +40,9 @@ static sl_cluster *start_metadata(const char *name, const char *const *args) {
   return c;
 }
 
-/* The port of the node's "event=metrics_ready ... port=N" line, or 0. */
-static int metrics_port(sl_cluster *c) {
-  FILE *f = fopen(sl_cluster_log(c, SL_NODE_METADATA, 0), "r");
+/* The port of node 0's "event=metrics_ready ... port=N" line, or 0. */
+static int node_metrics_port(sl_cluster *c, sl_node_kind kind) {
+  FILE *f = fopen(sl_cluster_log(c, kind, 0), "r");
   assert_non_null(f);
   char line[4096];
   int port = 0;
@@ -54,6 +55,8 @@ static int metrics_port(sl_cluster *c) {
   fclose(f);
   return port;
 }
+
+static int metrics_port(sl_cluster *c) { return node_metrics_port(c, SL_NODE_METADATA); }
 
 typedef struct page {
   char *body;
@@ -317,12 +320,57 @@ static void test_metrics__bad_address_fails_start(void **state) {
   assert_true(said);
 }
 
+/* A broker's ownership metrics: owned partitions, lookups by outcome. */
+static void test_metrics__broker_ownership(void **state) {
+  (void)state;
+  const char *const args[] = {"--metrics_listen", "127.0.0.1:0", NULL};
+  sl_cluster_opts o = SL_CLUSTER_OPTS_INIT;
+  o.bookies = 0;
+  o.brokers = 1;
+  o.local_store = true;
+  o.broker_args = args;
+  o.name = "metrics_broker";
+  sl_cluster *c = NULL;
+  sl_err err = SL_ERR_INIT;
+  sl_status st = sl_cluster_start(&o, &c, &err);
+  if (st != SL_OK) fail_msg("cluster: %s", sl_err_msg(&err, st));
+  int port = node_metrics_port(c, SL_NODE_BROKER);
+  assert_true(port > 0);
+  sl_rpc_channel *ch = NULL;
+  sl_rpc_channel_opts co = {.target = sl_cluster_addr(c, SL_NODE_BROKER, 0)};
+  assert_int_equal(sl_rpc_channel_create(&co, &ch, &err), SL_OK);
+  sl_rpc_call_opts opts = {.timeout_ms = 5000};
+  Sluice__V1__CreateTopicRequest creq = SLUICE__V1__CREATE_TOPIC_REQUEST__INIT;
+  creq.name = "public/m";
+  creq.partitions = 3;
+  Sluice__V1__TopicInfo *t = NULL;
+  assert_int_equal(sl_broker_service_create_topic(ch, &creq, &t, &opts, &err), SL_OK);
+  protobuf_c_message_free_unpacked(&t->base, NULL);
+  Sluice__V1__LookupRequest lreq = SLUICE__V1__LOOKUP_REQUEST__INIT;
+  lreq.topic = "public/m";
+  for (int i = 0; i < 2; i++) { /* first acquires all three, then owns them */
+    Sluice__V1__LookupResponse *l = NULL;
+    assert_int_equal(sl_broker_service_lookup(ch, &lreq, &l, &opts, &err), SL_OK);
+    protobuf_c_message_free_unpacked(&l->base, NULL);
+  }
+  page pg = http(port, "/metrics", false);
+  assert_int_equal(pg.code, 200);
+  assert_true(sample(pg.body, "sluice_broker_owned_partitions") == 3);
+  assert_true(sample(pg.body, "sluice_broker_lookups_total{outcome=\"acquired\"}") == 3);
+  assert_true(sample(pg.body, "sluice_broker_lookups_total{outcome=\"local\"}") == 3);
+  assert_true(sample(pg.body, "sluice_broker_lookups_total{outcome=\"error\"}") == 0);
+  free(pg.body);
+  sl_rpc_channel_destroy(ch);
+  sl_cluster_destroy(c);
+}
+
 int main(void) {
   curl_global_init(CURL_GLOBAL_DEFAULT);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_metrics__rpc_counters_move_by_calls_made),
       cmocka_unit_test(test_metrics__off_by_default_on_by_environment),
       cmocka_unit_test(test_metrics__bad_address_fails_start),
+      cmocka_unit_test(test_metrics__broker_ownership),
   };
   int rc = cmocka_run_group_tests(tests, NULL, NULL);
   curl_global_cleanup();

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Brings up a local Sluice cluster on loopback: installs missing Debian
+# Brings up a local Sluice cluster on loopback in the foreground (tools/cluster
+# starts one that outlives the command): installs missing Debian
 # packages, builds, then runs sluice-cluster (etcd, metadata, bookies,
 # brokers) until Ctrl-C. Flags go to sluice-cluster (see --help), e.g.
 #   tools/up.sh --bookies 5 --brokers 2

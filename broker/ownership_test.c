@@ -1,0 +1,340 @@
+/*
+ * Ownership against a MetadataService in this process (local store): acquire,
+ * the holders' hooks on unload and drain, remote owners, drop, session loss.
+ * Forwarding to other brokers is covered by tests/broker_ownership_test.
+ */
+#include "broker/ownership.h"
+
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cmocka.h>
+
+#include "common/testing.h"
+#include "tests/metadata_util.h"
+#include "tests/proc.h"
+
+/* What the callbacks saw; the test waits on it. */
+typedef struct seen {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int resolves, unloads_done, unload_hooks, lost_hooks;
+  sl_status st;
+  char owner_id[64], owner_addr[64], hook_partition[64];
+  uint64_t epoch, hook_epoch;
+  bool local;
+} seen;
+
+static seen S;
+
+static void reset(void) {
+  pthread_mutex_lock(&S.mu);
+  S.resolves = S.unloads_done = S.unload_hooks = S.lost_hooks = 0;
+  S.st = SL_OK;
+  S.epoch = S.hook_epoch = 0;
+  pthread_mutex_unlock(&S.mu);
+}
+
+/* Waits until *counter reaches want (5 s at most). */
+static void await(int *counter, int want) {
+  struct timespec dl;
+  clock_gettime(CLOCK_REALTIME, &dl);
+  dl.tv_sec += 5;
+  pthread_mutex_lock(&S.mu);
+  while (*counter < want)
+    if (pthread_cond_timedwait(&S.cv, &S.mu, &dl) != 0) break;
+  int got = *counter;
+  pthread_mutex_unlock(&S.mu);
+  assert_int_equal(got, want);
+}
+
+static void on_resolved(sl_status st, const char *msg, const sl_ownership_owner *ow,
+                        void *arg) {
+  (void)msg;
+  (void)arg;
+  pthread_mutex_lock(&S.mu);
+  S.st = st;
+  if (st == SL_OK) {
+    snprintf(S.owner_id, sizeof(S.owner_id), "%s", ow->broker_id);
+    snprintf(S.owner_addr, sizeof(S.owner_addr), "%s", ow->address);
+    S.epoch = ow->epoch;
+    S.local = ow->local;
+  }
+  S.resolves++;
+  pthread_cond_broadcast(&S.cv);
+  pthread_mutex_unlock(&S.mu);
+}
+
+static void on_unloaded(sl_status st, const char *msg, uint64_t epoch, void *arg) {
+  (void)msg;
+  (void)arg;
+  pthread_mutex_lock(&S.mu);
+  S.st = st;
+  S.epoch = epoch;
+  S.unloads_done++;
+  pthread_cond_broadcast(&S.cv);
+  pthread_mutex_unlock(&S.mu);
+}
+
+static void hook_unload(void *arg, const char *partition, uint64_t epoch) {
+  (void)arg;
+  pthread_mutex_lock(&S.mu);
+  snprintf(S.hook_partition, sizeof(S.hook_partition), "%s", partition);
+  S.hook_epoch = epoch;
+  S.unload_hooks++;
+  pthread_cond_broadcast(&S.cv);
+  pthread_mutex_unlock(&S.mu);
+}
+
+static void hook_lost(void *arg, const char *partition, uint64_t epoch) {
+  (void)arg;
+  pthread_mutex_lock(&S.mu);
+  snprintf(S.hook_partition, sizeof(S.hook_partition), "%s", partition);
+  S.hook_epoch = epoch;
+  S.lost_hooks++;
+  pthread_cond_broadcast(&S.cv);
+  pthread_mutex_unlock(&S.mu);
+}
+
+typedef struct fx {
+  mdt_local *md;
+  sl_ownership *o;
+} fx;
+
+static sl_ownership *start_ownership(mdt_local *md, uint32_t ttl) {
+  sl_ownership_opts oo = {
+      .target = md->addr,
+      .broker_id = "b1",
+      .address = "127.0.0.1:7001",
+      .ttl_seconds = ttl,
+      .rpc_timeout_ms = 500,
+      .hooks = {hook_unload, hook_lost, NULL},
+  };
+  sl_ownership *o = NULL;
+  sl_err err = SL_ERR_INIT;
+  sl_status st = sl_ownership_create(&oo, &o, &err);
+  if (st != SL_OK) fail_msg("create: %s", sl_err_msg(&err, st));
+  long long deadline = sl_proc_now_ms() + 5000;
+  while (sl_ownership_session(o) == 0 && sl_proc_now_ms() < deadline) {
+    struct timespec ts = {0, 5 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+  }
+  assert_true(sl_ownership_session(o) != 0);
+  return o;
+}
+
+static int setup(void **state) {
+  fx *f = calloc(1, sizeof(*f));
+  f->md = mdt_local_new(NULL);
+  mdt_create_namespace(f->md->ch, "public");
+  f->o = start_ownership(f->md, 2);
+  reset();
+  *state = f;
+  return 0;
+}
+
+static int teardown(void **state) {
+  fx *f = *state;
+  sl_ownership_destroy(f->o);
+  mdt_local_stop(f->md);
+  free(f->md);
+  free(f);
+  return 0;
+}
+
+static void create_topic(fx *f, const char *name) {
+  Sluice__V1__CreateTopicRequest req = SLUICE__V1__CREATE_TOPIC_REQUEST__INIT;
+  req.name = (char *)name;
+  Sluice__V1__TopicInfo *t = NULL;
+  sl_rpc_call_opts co = mdt_opts(5000);
+  sl_err err = SL_ERR_INIT;
+  sl_status st = sl_metadata_service_create_topic(f->md->ch, &req, &t, &co, &err);
+  if (st != SL_OK) fail_msg("create topic: %s", sl_err_msg(&err, st));
+  protobuf_c_message_free_unpacked(&t->base, NULL);
+}
+
+static sl_status owner_of(fx *f, const char *partition, char *id, size_t cap) {
+  Sluice__V1__LookupOwnerRequest req = SLUICE__V1__LOOKUP_OWNER_REQUEST__INIT;
+  req.partition = (char *)partition;
+  Sluice__V1__OwnerInfo *o = NULL;
+  sl_rpc_call_opts co = mdt_opts(5000);
+  sl_status st = sl_metadata_service_lookup_owner(f->md->ch, &req, &o, &co, NULL);
+  if (st == SL_OK) {
+    snprintf(id, cap, "%s", o->broker_id);
+    protobuf_c_message_free_unpacked(&o->base, NULL);
+  }
+  return st;
+}
+
+static void resolve(fx *f, const char *partition, bool authoritative) {
+  int before = S.resolves;
+  sl_ownership_resolve(f->o, partition, authoritative, on_resolved, NULL);
+  await(&S.resolves, before + 1);
+}
+
+static void test_ownership__unowned_partition_is_acquired(void **state) {
+  fx *f = *state;
+  create_topic(f, "public/a");
+  resolve(f, "public/a", false); /* the only live broker: picks itself */
+  assert_int_equal(S.st, SL_OK);
+  assert_true(S.local);
+  assert_string_equal(S.owner_id, "b1");
+  assert_string_equal(S.owner_addr, "127.0.0.1:7001");
+  uint64_t epoch = 0;
+  assert_true(sl_ownership_owns(f->o, "public/a", &epoch));
+  assert_int_equal(epoch, S.epoch);
+  assert_int_equal(sl_ownership_count(f->o), 1);
+  char id[64];
+  assert_int_equal(owner_of(f, "public/a", id, sizeof(id)), SL_OK);
+  assert_string_equal(id, "b1");
+  /* Again: the same epoch, from the table. */
+  resolve(f, "public/a", false);
+  assert_int_equal(S.epoch, epoch);
+}
+
+static void test_ownership__owned_elsewhere_is_remote(void **state) {
+  fx *f = *state;
+  create_topic(f, "public/b");
+  int64_t other = mdt_open_broker(f->md->ch, "b2", 30);
+  Sluice__V1__AcquireOwnershipResponse *a = mdt_acquire(f->md->ch, "public/b", "b2", other);
+  assert_true(a->acquired);
+  uint64_t epoch = a->owner->epoch;
+  char addr[64];
+  snprintf(addr, sizeof(addr), "%s", a->owner->broker_address);
+  protobuf_c_message_free_unpacked(&a->base, NULL);
+  resolve(f, "public/b", false);
+  assert_int_equal(S.st, SL_OK);
+  assert_false(S.local);
+  assert_string_equal(S.owner_id, "b2");
+  assert_string_equal(S.owner_addr, addr);
+  assert_int_equal(S.epoch, epoch);
+  /* Even authoritative: b2 holds it, so b1 cannot take it. */
+  resolve(f, "public/b", true);
+  assert_false(S.local);
+  assert_false(sl_ownership_owns(f->o, "public/b", NULL));
+}
+
+static void test_ownership__unload_waits_for_the_holder(void **state) {
+  fx *f = *state;
+  create_topic(f, "public/c");
+  resolve(f, "public/c", false);
+  uint64_t epoch = S.epoch;
+  sl_ownership_unload(f->o, "public/c", on_unloaded, NULL);
+  await(&S.unload_hooks, 1);
+  assert_string_equal(S.hook_partition, "public/c");
+  assert_int_equal(S.hook_epoch, epoch);
+  /* Unloading: not served, not re-acquired, still held in the metadata. */
+  assert_false(sl_ownership_owns(f->o, "public/c", NULL));
+  resolve(f, "public/c", false);
+  assert_int_equal(S.st, SL_EUNAVAIL);
+  char id[64];
+  assert_int_equal(owner_of(f, "public/c", id, sizeof(id)), SL_OK);
+  assert_int_equal(S.unloads_done, 0);
+  sl_ownership_unloaded(f->o, "public/c");
+  await(&S.unloads_done, 1);
+  assert_int_equal(S.st, SL_OK);
+  assert_int_equal(S.epoch, epoch);
+  assert_int_equal(owner_of(f, "public/c", id, sizeof(id)), SL_ENOTFOUND);
+  assert_int_equal(sl_ownership_count(f->o), 0);
+}
+
+static void test_ownership__drop_forgets_without_release(void **state) {
+  fx *f = *state;
+  create_topic(f, "public/d");
+  resolve(f, "public/d", false);
+  uint64_t epoch = S.epoch;
+  sl_ownership_drop(f->o, "public/d", epoch + 1); /* another epoch: ignored */
+  assert_true(sl_ownership_owns(f->o, "public/d", NULL));
+  sl_ownership_drop(f->o, "public/d", epoch);
+  assert_false(sl_ownership_owns(f->o, "public/d", NULL));
+  assert_int_equal(sl_ownership_count(f->o), 0);
+}
+
+/* Plays the holder: answers the first unload hook from another thread. */
+static void *holder(void *arg) {
+  await(&S.unload_hooks, 1);
+  pthread_mutex_lock(&S.mu);
+  char partition[64];
+  snprintf(partition, sizeof(partition), "%s", S.hook_partition);
+  pthread_mutex_unlock(&S.mu);
+  sl_ownership_unloaded(arg, partition);
+  return NULL;
+}
+
+static int brokers_listed(fx *f) {
+  Sluice__V1__ListBrokersRequest req = SLUICE__V1__LIST_BROKERS_REQUEST__INIT;
+  Sluice__V1__ListBrokersResponse *l = NULL;
+  sl_rpc_call_opts co = mdt_opts(5000);
+  sl_err err = SL_ERR_INIT;
+  sl_status st = sl_metadata_service_list_brokers(f->md->ch, &req, &l, &co, &err);
+  if (st != SL_OK) fail_msg("list brokers: %s", sl_err_msg(&err, st));
+  int n = (int)l->n_brokers;
+  protobuf_c_message_free_unpacked(&l->base, NULL);
+  return n;
+}
+
+static void test_ownership__stop_drains_and_closes_the_session(void **state) {
+  fx *f = *state;
+  create_topic(f, "public/e");
+  resolve(f, "public/e", false);
+  assert_int_equal(brokers_listed(f), 1);
+  pthread_t t;
+  assert_int_equal(pthread_create(&t, NULL, holder, f->o), 0);
+  long long t0 = sl_proc_now_ms();
+  sl_ownership_stop(f->o, 5000);
+  long long ms = sl_proc_now_ms() - t0;
+  pthread_join(t, NULL);
+  assert_true(ms < sl_test_scaled_ms(1000));
+  assert_string_equal(S.hook_partition, "public/e");
+  char id[64];
+  assert_int_equal(owner_of(f, "public/e", id, sizeof(id)), SL_ENOTFOUND);
+  assert_int_equal(brokers_listed(f), 0); /* CloseSession, not a lapse */
+  /* Stopping: nothing new is acquired. */
+  create_topic(f, "public/f");
+  resolve(f, "public/f", false);
+  assert_int_equal(S.st, SL_EUNAVAIL);
+}
+
+/* The metadata service goes away: within the TTL the holders hear that the
+ * session is lost, and the table is empty. */
+static void test_ownership__session_loss_tells_the_holders(void **state) {
+  fx *f = *state;
+  create_topic(f, "public/g");
+  resolve(f, "public/g", false);
+  uint64_t epoch = S.epoch;
+  long long t0 = sl_proc_now_ms();
+  sl_rpc_server_destroy(f->md->srv); /* keep the store: only the service dies */
+  f->md->srv = NULL;
+  await(&S.lost_hooks, 1);
+  long long ms = sl_proc_now_ms() - t0;
+  print_message("session lost %lld ms after the service went away (TTL 2 s)\n", ms);
+  assert_true(ms <= 2000);
+  assert_string_equal(S.hook_partition, "public/g");
+  assert_int_equal(S.hook_epoch, epoch);
+  assert_false(sl_ownership_owns(f->o, "public/g", NULL));
+  assert_int_equal(sl_ownership_count(f->o), 0);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test_setup_teardown(test_ownership__unowned_partition_is_acquired, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(test_ownership__owned_elsewhere_is_remote, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(test_ownership__unload_waits_for_the_holder, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(test_ownership__drop_forgets_without_release, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(test_ownership__stop_drains_and_closes_the_session,
+                                      setup, teardown),
+      cmocka_unit_test_setup_teardown(test_ownership__session_loss_tells_the_holders, setup,
+                                      teardown),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,309 @@
+/*
+ * Admin calls. Namespace and topic calls are the metadata service's own
+ * messages: the request is forwarded as is (async) and the answer, or the
+ * exact failure, goes back. Unload goes to ownership. ClusterStatus (brokers,
+ * bookies, every partition's owner) and GetTopicStats (what the metadata
+ * service knows: owner epoch, ledger chain) take several metadata round trips
+ * each, so each runs on a short-lived thread of its own. Stats of what only
+ * the owner knows (producers, subscriptions, rates) are filled in by the
+ * managed ledger and consume modules, not here.
+ */
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "broker/service.h"
+#include "common/log.h"
+#include "metadata.slrpc.h"
+#include "metadata/md_names.h"
+
+/* ---- forwarded calls ---- */
+
+static void on_forwarded(sl_status st, const char *details, ProtobufCMessage *resp,
+                         void *arg) {
+  sl_rpc_call *call = arg;
+  if (st == SL_OK) sl_rpc_call_finish(call, SL_OK, NULL, resp);
+  else sl_rpc_call_finish(call, st, details, NULL);
+  if (resp != NULL) protobuf_c_message_free_unpacked(resp, NULL);
+  sl_rpc_call_unref(call);
+}
+
+/* Sends req to the metadata service's method m; its answer ends call. */
+static void forward(sl_rpc_call *call, const ProtobufCMessage *req, void *ctx,
+                    const sl_rpc_method *m) {
+  sl_broker *b = ctx;
+  sl_err err = SL_ERR_INIT;
+  sl_rpc_call_ref(call);
+  sl_rpc_call_opts co = {.timeout_ms = b->rpc_timeout_ms};
+  sl_status st = sl_rpc_unary_async(b->md, m, req, &co, on_forwarded, call, &err);
+  if (st != SL_OK) {
+    sl_rpc_call_finish(call, st, sl_err_msg(&err, st), NULL);
+    sl_rpc_call_unref(call);
+  }
+}
+
+/* One typed handler per forwarded method, all calling forward(). */
+#define FORWARD(fn, Req, METHOD)                                       \
+  static void fn(sl_rpc_call *call, const Req *req, void *ctx) {       \
+    forward(call, &req->base, ctx, METHOD);                            \
+  }
+FORWARD(create_namespace, Sluice__V1__CreateNamespaceRequest,
+        SL_METADATA_SERVICE_CREATE_NAMESPACE)
+FORWARD(get_namespace, Sluice__V1__GetNamespaceRequest, SL_METADATA_SERVICE_GET_NAMESPACE)
+FORWARD(set_namespace_policies, Sluice__V1__SetNamespacePoliciesRequest,
+        SL_METADATA_SERVICE_SET_NAMESPACE_POLICIES)
+FORWARD(list_namespaces, Sluice__V1__ListNamespacesRequest,
+        SL_METADATA_SERVICE_LIST_NAMESPACES)
+FORWARD(delete_namespace, Sluice__V1__DeleteNamespaceRequest,
+        SL_METADATA_SERVICE_DELETE_NAMESPACE)
+FORWARD(create_topic, Sluice__V1__CreateTopicRequest, SL_METADATA_SERVICE_CREATE_TOPIC)
+FORWARD(get_topic, Sluice__V1__GetTopicRequest, SL_METADATA_SERVICE_GET_TOPIC)
+FORWARD(delete_topic, Sluice__V1__DeleteTopicRequest, SL_METADATA_SERVICE_DELETE_TOPIC)
+FORWARD(list_topics, Sluice__V1__ListTopicsRequest, SL_METADATA_SERVICE_LIST_TOPICS)
+#undef FORWARD
+
+/* ---- Unload ---- */
+
+static void on_unloaded(sl_status st, const char *msg, uint64_t epoch, void *arg) {
+  sl_rpc_call *call = arg;
+  if (st == SL_OK) {
+    Sluice__V1__UnloadResponse resp = SLUICE__V1__UNLOAD_RESPONSE__INIT;
+    resp.released_epoch = epoch;
+    sl_broker_service_unload_reply(call, &resp);
+  } else {
+    sl_rpc_call_finish(call, st, msg, NULL);
+  }
+  sl_rpc_call_unref(call);
+}
+
+static void unload(sl_rpc_call *call, const Sluice__V1__UnloadRequest *req, void *ctx) {
+  sl_broker *b = ctx;
+  sl_err err = SL_ERR_INIT;
+  sl_status st = sl_md_check_partition(req->topic, NULL, NULL, &err);
+  if (st != SL_OK) {
+    sl_rpc_call_finish(call, st, sl_err_msg(&err, st), NULL);
+    return;
+  }
+  sl_rpc_call_ref(call);
+  sl_ownership_unload(b->own, req->topic, on_unloaded, call);
+}
+
+/* ---- calls that take many metadata round trips ---- */
+
+/* One such call, run on a short-lived thread of its own so that no server
+ * worker blocks on it. The request is the call's (valid while we hold the
+ * call's reference). */
+typedef struct slow_call {
+  sl_rpc_call *call;
+  sl_broker *b;
+  const ProtobufCMessage *req;
+  void (*fn)(struct slow_call *sc);
+} slow_call;
+
+static void *slow_run(void *arg) {
+  slow_call *sc = arg;
+  sc->fn(sc);
+  sl_rpc_call_unref(sc->call);
+  free(sc);
+  return NULL;
+}
+
+static void run_slow(sl_rpc_call *call, void *ctx, const ProtobufCMessage *req,
+                     void (*fn)(slow_call *sc)) {
+  slow_call *sc = sl_xcalloc(1, sizeof(*sc));
+  *sc = (slow_call){call, ctx, req, fn};
+  sl_rpc_call_ref(call);
+  pthread_t t;
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  int rc = pthread_create(&t, &attr, slow_run, sc);
+  pthread_attr_destroy(&attr);
+  if (rc != 0) {
+    sl_rpc_call_finish(call, SL_EBUSY, "cannot start a thread for this call", NULL);
+    sl_rpc_call_unref(call);
+    free(sc);
+  }
+}
+
+/* ---- ClusterStatus ---- */
+
+typedef struct partition_list {
+  Sluice__V1__OwnedPartition **items;
+  size_t n, cap;
+} partition_list;
+
+static void add_partition(partition_list *pl, const char *name) {
+  if (pl->n == pl->cap) {
+    pl->cap = pl->cap ? 2 * pl->cap : 64;
+    pl->items = realloc(pl->items, pl->cap * sizeof(*pl->items));
+    if (pl->items == NULL) sl_xmalloc(SIZE_MAX); /* aborts with a message */
+  }
+  Sluice__V1__OwnedPartition *p = sl_xcalloc(1, sizeof(*p));
+  sluice__v1__owned_partition__init(p);
+  p->partition = sl_xstrdup(name);
+  p->broker_id = sl_xstrdup("");
+  pl->items[pl->n++] = p;
+}
+
+static void free_partitions(partition_list *pl) {
+  for (size_t i = 0; i < pl->n; i++) {
+    free(pl->items[i]->partition);
+    free(pl->items[i]->broker_id);
+    free(pl->items[i]);
+  }
+  free(pl->items);
+}
+
+/* Every partition of every topic of every namespace, with its owner. */
+static sl_status list_partitions(sl_broker *b, partition_list *pl, sl_err *err) {
+  sl_rpc_call_opts co = {.timeout_ms = b->rpc_timeout_ms};
+  Sluice__V1__ListNamespacesRequest nreq = SLUICE__V1__LIST_NAMESPACES_REQUEST__INIT;
+  Sluice__V1__ListNamespacesResponse *ns = NULL;
+  sl_status st = sl_metadata_service_list_namespaces(b->md, &nreq, &ns, &co, err);
+  for (size_t i = 0; st == SL_OK && i < ns->n_namespaces; i++) {
+    Sluice__V1__ListTopicsRequest treq = SLUICE__V1__LIST_TOPICS_REQUEST__INIT;
+    treq.namespace_ = ns->namespaces[i]->name;
+    Sluice__V1__ListTopicsResponse *ts = NULL;
+    st = sl_metadata_service_list_topics(b->md, &treq, &ts, &co, err);
+    for (size_t t = 0; st == SL_OK && t < ts->n_topics; t++) {
+      const Sluice__V1__TopicInfo *ti = ts->topics[t];
+      if (ti->partitions == 0) add_partition(pl, ti->name);
+      for (uint32_t p = 0; p < ti->partitions; p++) {
+        char name[SL_MD_PARTITION_MAX + 1];
+        snprintf(name, sizeof(name), "%s-partition-%u", ti->name, p);
+        add_partition(pl, name);
+      }
+    }
+    if (ts) protobuf_c_message_free_unpacked(&ts->base, NULL);
+  }
+  if (ns) protobuf_c_message_free_unpacked(&ns->base, NULL);
+  for (size_t i = 0; st == SL_OK && i < pl->n; i++) {
+    Sluice__V1__OwnedPartition *p = pl->items[i];
+    Sluice__V1__LookupOwnerRequest lreq = SLUICE__V1__LOOKUP_OWNER_REQUEST__INIT;
+    lreq.partition = p->partition;
+    Sluice__V1__OwnerInfo *ow = NULL;
+    sl_status lst = sl_metadata_service_lookup_owner(b->md, &lreq, &ow, &co, err);
+    if (lst == SL_OK) {
+      free(p->broker_id);
+      p->broker_id = sl_xstrdup(ow->broker_id);
+      p->epoch = ow->epoch;
+      protobuf_c_message_free_unpacked(&ow->base, NULL);
+    } else if (lst != SL_ENOTFOUND) {
+      st = lst;
+    }
+  }
+  return st;
+}
+
+static void cluster_status_run(slow_call *sc) {
+  sl_err err = SL_ERR_INIT;
+  sl_rpc_call_opts co = {.timeout_ms = sc->b->rpc_timeout_ms};
+  Sluice__V1__ListBrokersRequest breq = SLUICE__V1__LIST_BROKERS_REQUEST__INIT;
+  Sluice__V1__ListBrokersResponse *brokers = NULL;
+  Sluice__V1__ListBookiesRequest kreq = SLUICE__V1__LIST_BOOKIES_REQUEST__INIT;
+  Sluice__V1__ListBookiesResponse *bookies = NULL;
+  partition_list pl = {0};
+  sl_status st = sl_metadata_service_list_brokers(sc->b->md, &breq, &brokers, &co, &err);
+  if (st == SL_OK)
+    st = sl_metadata_service_list_bookies(sc->b->md, &kreq, &bookies, &co, &err);
+  if (st == SL_OK) st = list_partitions(sc->b, &pl, &err);
+  if (st == SL_OK) {
+    Sluice__V1__ClusterStatusResponse resp = SLUICE__V1__CLUSTER_STATUS_RESPONSE__INIT;
+    resp.n_brokers = brokers->n_brokers;
+    resp.brokers = brokers->brokers;
+    resp.n_bookies = bookies->n_bookies;
+    resp.bookies = bookies->bookies;
+    resp.n_partitions = pl.n;
+    resp.partitions = pl.items;
+    sl_broker_service_cluster_status_reply(sc->call, &resp);
+  } else {
+    sl_rpc_call_finish(sc->call, st, sl_err_msg(&err, st), NULL);
+  }
+  if (brokers) protobuf_c_message_free_unpacked(&brokers->base, NULL);
+  if (bookies) protobuf_c_message_free_unpacked(&bookies->base, NULL);
+  free_partitions(&pl);
+}
+
+static void cluster_status(sl_rpc_call *call, const Sluice__V1__ClusterStatusRequest *req,
+                           void *ctx) {
+  run_slow(call, ctx, &req->base, cluster_status_run);
+}
+
+/* ---- GetTopicStats: what the metadata service knows of one partition ---- */
+
+static void topic_stats_run(slow_call *sc) {
+  const Sluice__V1__TopicStatsRequest *req = (const Sluice__V1__TopicStatsRequest *)sc->req;
+  sl_err err = SL_ERR_INIT;
+  sl_rpc_call_opts co = {.timeout_ms = sc->b->rpc_timeout_ms};
+  size_t topic_len = 0;
+  int64_t index = -1;
+  sl_status st = sl_md_check_partition(req->topic, &topic_len, &index, &err);
+  char topic[SL_MD_PARTITION_MAX + 1];
+  snprintf(topic, sizeof(topic), "%.*s", (int)topic_len, req->topic);
+  Sluice__V1__TopicInfo *ti = NULL;
+  if (st == SL_OK) {
+    Sluice__V1__GetTopicRequest treq = SLUICE__V1__GET_TOPIC_REQUEST__INIT;
+    treq.name = topic;
+    st = sl_metadata_service_get_topic(sc->b->md, &treq, &ti, &co, &err);
+  }
+  if (st == SL_OK && (index >= 0 ? index >= (int64_t)ti->partitions : ti->partitions > 0))
+    st = sl_err_set(&err, SL_EINVAL, "topic %s has %u partitions: ask for one of them "
+                    "(%s-partition-N)", topic, ti->partitions, topic);
+  Sluice__V1__TopicStats stats = SLUICE__V1__TOPIC_STATS__INIT;
+  stats.topic = req->topic;
+  if (st == SL_OK) {
+    Sluice__V1__LookupOwnerRequest lreq = SLUICE__V1__LOOKUP_OWNER_REQUEST__INIT;
+    lreq.partition = req->topic;
+    Sluice__V1__OwnerInfo *ow = NULL;
+    sl_status lst = sl_metadata_service_lookup_owner(sc->b->md, &lreq, &ow, &co, &err);
+    if (lst == SL_OK) {
+      stats.owner_epoch = ow->epoch;
+      protobuf_c_message_free_unpacked(&ow->base, NULL);
+    } else if (lst != SL_ENOTFOUND) {
+      st = lst;
+    }
+  }
+  if (st == SL_OK) {
+    Sluice__V1__GetManagedLedgerRequest mreq = SLUICE__V1__GET_MANAGED_LEDGER_REQUEST__INIT;
+    mreq.partition = req->topic;
+    Sluice__V1__ManagedLedgerResponse *ml = NULL;
+    sl_status mst = sl_metadata_service_get_managed_ledger(sc->b->md, &mreq, &ml, &co, &err);
+    if (mst == SL_OK && ml->info != NULL) {
+      stats.ledgers = (uint32_t)ml->info->n_ledgers;
+      for (size_t i = 0; i < ml->info->n_ledgers; i++) {
+        const Sluice__V1__LedgerRef *r = ml->info->ledgers[i];
+        if (r->entries > 0) stats.entries += (uint64_t)r->entries;
+        stats.size_bytes += r->size_bytes;
+      }
+    } else if (mst != SL_OK && mst != SL_ENOTFOUND) {
+      st = mst;
+    }
+    if (ml) protobuf_c_message_free_unpacked(&ml->base, NULL);
+  }
+  if (st == SL_OK) sl_broker_service_get_topic_stats_reply(sc->call, &stats);
+  else sl_rpc_call_finish(sc->call, st, sl_err_msg(&err, st), NULL);
+  if (ti) protobuf_c_message_free_unpacked(&ti->base, NULL);
+}
+
+static void get_topic_stats(sl_rpc_call *call, const Sluice__V1__TopicStatsRequest *req,
+                            void *ctx) {
+  run_slow(call, ctx, &req->base, topic_stats_run);
+}
+
+void sl_broker_admin_handlers(sl_broker_service_handlers *h) {
+  h->create_namespace = create_namespace;
+  h->get_namespace = get_namespace;
+  h->set_namespace_policies = set_namespace_policies;
+  h->list_namespaces = list_namespaces;
+  h->delete_namespace = delete_namespace;
+  h->create_topic = create_topic;
+  h->get_topic = get_topic;
+  h->delete_topic = delete_topic;
+  h->list_topics = list_topics;
+  h->unload = unload;
+  h->cluster_status = cluster_status;
+  h->get_topic_stats = get_topic_stats;
+}
