@@ -43,16 +43,20 @@
  *   first unconfirmed entry). It is written with a compare-and-swap on the
  *   ledger's metadata version, with our epoch. Only after the CAS succeeds
  *   are the unconfirmed entries resent (the very same packed requests) to
- *   the replacements, and completions resume. A lost CAS (version mismatch)
+ *   the replacements, and completions resume. The writer's metadata
+ *   updates (ensemble change, close) are UpdateLedger kind WRITE with the
+ *   epoch that created the ledger. A lost CAS (version mismatch)
  *   re-reads the metadata: if it is still OPEN and ours, the change is
  *   retried on the new version; IN_RECOVERY, CLOSED or a stale epoch means
  *   FENCED. No bookie to replace with, or a metadata service unreachable past
  *   metadata_timeout_ms, moves the handle to FAILED.
  *
  * Recovery (sl_ledger_recover_async), for a ledger whose writer is gone
- *   1. Read the metadata. CLOSED: done (idempotent). OPEN or IN_RECOVERY with
- *      an epoch at or below ours: CAS it to IN_RECOVERY with our epoch. A
- *      higher epoch: SL_ESTALE_EPOCH.
+ *   1. Read the metadata. CLOSED: done (idempotent). OPEN, or IN_RECOVERY
+ *      with a recovery epoch at or below ours: CAS it to IN_RECOVERY with
+ *      recovery_epoch = our epoch (UpdateLedger kind RECOVER). Our epoch must
+ *      be above the ledger's owner epoch, and a higher recovery epoch wins:
+ *      SL_ESTALE_EPOCH.
  *   2. Fence every bookie of the last ensemble (Fence with our epoch and the
  *      ledger password). Wait until, in every write quorum of that ensemble,
  *      at least Qw - Qa + 1 bookies answered the fence: then no write set can
@@ -66,8 +70,11 @@
  *      recovered once Qa acks are in. An entry is absent only when Qw - Qa + 1
  *      bookies of its write set say "not found" with a valid vote: a vote is
  *      valid only from a fenced bookie whose instance id is the one the
- *      ledger's metadata recorded for it (a bookie wiped and restarted under
- *      the same id is a new instance and votes for nothing). Neither found
+ *      ledger's metadata recorded for it in that segment
+ *      (EnsembleSegment.instance_ids, taken from the bookie's registration
+ *      when the segment was written). A bookie wiped and restarted under the
+ *      same id is a new instance and votes for nothing; so does one for
+ *      which no instance id was recorded. Neither found
  *      nor absent (too few valid answers): the recovery fails with
  *      SL_EUNAVAIL and changes nothing more; a re-run continues.
  *   4. The last recovered entry (the one before the first absent one) is the
