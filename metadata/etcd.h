@@ -126,16 +126,18 @@ typedef struct sl_etcd_op {
   size_t value_len;
   int64_t lease;         /* PUT: 0 for none */
   int64_t limit;         /* RANGE: 0 for no limit */
+  int64_t revision;      /* RANGE: read as of this revision; 0 = latest */
 } sl_etcd_op;
 
 /* ---- calls; each fills *out only on SL_OK (release it after); each
  * ends by deadline_ms (see above) ---- */
 
 /* Linearizable range [key, range_end) (range_end NULL: just key), sorted by
- * key, at most `limit` kvs (0: all). */
+ * key, at most `limit` kvs (0: all), as of `revision` (0: the latest;
+ * SL_ERANGE once compacted). */
 sl_status sl_etcd_range(sl_etcd *c, int64_t deadline_ms, const void *key,
                         size_t key_len, const void *range_end,
-                        size_t range_end_len, int64_t limit,
+                        size_t range_end_len, int64_t limit, int64_t revision,
                         sl_etcd_range_reply *out, sl_err *err);
 
 /* Unconditional put; *revision (may be NULL) gets the new revision. */

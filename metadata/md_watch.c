@@ -237,12 +237,13 @@ static sl_status send_state(watcher *w, bool reset, int64_t *rev, sl_err *err) {
   sl_status st;
   *rev = 0;
   for (;;) {
-    st = sl_store_range(w->md->store, w->prefix.s, w->prefix.len, start, start_len, 1000, &r,
-                        err);
+    /* Every page at the first page's revision R: a later page read newer
+     * would show a key ahead of the changes replayed from R + 1, and the
+     * client would see it go backwards. */
+    st = sl_store_range_at(w->md->store, w->prefix.s, w->prefix.len, start, start_len,
+                           sl_md_page_limit(w->md), *rev, &r, err);
     if (st != SL_OK) break;
     if (*rev == 0) {
-      /* Pages after the first may be newer; replaying changes from R + 1
-       * over them converges to the same state. */
       *rev = r.revision;
       if (reset) {
         Sluice__V1__WatchEvent *ev = sl_xmalloc(sizeof(*ev));

@@ -188,6 +188,13 @@ sl_status sl_store_get(sl_store *s, const void *key, size_t key_len,
 sl_status sl_store_range(sl_store *s, const void *prefix, size_t prefix_len,
                          const void *start, size_t start_len, size_t limit,
                          sl_store_range_result *out, sl_err *err) {
+  return sl_store_range_at(s, prefix, prefix_len, start, start_len, limit, 0, out, err);
+}
+
+sl_status sl_store_range_at(sl_store *s, const void *prefix, size_t prefix_len,
+                            const void *start, size_t start_len, size_t limit,
+                            int64_t revision, sl_store_range_result *out, sl_err *err) {
+  if (revision < 0) return sl_err_set(err, SL_EINVAL, "range: negative revision");
   sl_status st = check_prefix(prefix, prefix_len, err);
   if (st != SL_OK) return st;
   if (start != NULL) {
@@ -198,7 +205,7 @@ sl_status sl_store_range(sl_store *s, const void *prefix, size_t prefix_len,
     if (start_len > SL_STORE_MAX_KEY + 1)
       return sl_err_set(err, SL_EINVAL, "range: start key too long");
   }
-  return s->vt->range(s, prefix, prefix_len, start, start_len, limit, out, err);
+  return s->vt->range(s, prefix, prefix_len, start, start_len, limit, revision, out, err);
 }
 
 sl_status sl_store_revision(sl_store *s, int64_t *revision, sl_err *err) {
