@@ -29,7 +29,8 @@
  *      only after e and every entry before it are complete.
  *   4. A bookie that ends its stream, answers a typed refusal that means
  *      "not here" (READ_ONLY, UNAVAILABLE, FAILED, I/O, BUSY), or holds an
- *      add unanswered past add_timeout_ms (a silent peer, e.g. SIGSTOP) is
+ *      add unanswered past add_timeout_ms while acking nothing else either (a
+ *      silent peer, e.g. SIGSTOP) is
  *      replaced: ensemble change (below).
  *   5. FENCED, STALE_EPOCH or an entry CONFLICT from a bookie, or a metadata
  *      update refused because the ledger is no longer ours, moves the handle

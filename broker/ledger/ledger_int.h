@@ -92,6 +92,7 @@ typedef struct lh_slot {
   sl_rpc_astream *add;       /* AddEntry stream; NULL when none */
   struct lh_stream *sctx;    /* its callback argument */
   int64_t next_send;         /* first entry not yet considered for sending */
+  int64_t last_ack_ms;       /* last ack from it (or when its stream opened) */
   bool failed;               /* to be replaced by the ensemble change */
 } lh_slot;
 

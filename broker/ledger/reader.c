@@ -21,7 +21,7 @@
 #include "broker/ledger/ledger_int.h"
 #include "common/crc32c.h"
 
-#define WINDOW 32
+#define WINDOW 128
 
 typedef struct rd_op rd_op;
 

@@ -86,6 +86,7 @@ static void add_on_message(sl_rpc_astream *s, const ProtobufCMessage *msg,
     slot_failed(ctx->lh, ctx->slot, st, r->error);
     return;
   }
+  ctx->lh->slots[ctx->slot].last_ack_ms = sl_lc_now_ms();
   if (sl_addq_ack(&ctx->lh->pending, r->entry_id, ctx->slot))
     complete_front(ctx->lh);
 }
@@ -134,6 +135,7 @@ static sl_status slot_open(sl_ledger *lh, uint32_t s) {
     return st;
   }
   sl->sctx = ctx;
+  sl->last_ack_ms = sl_lc_now_ms();
   return SL_OK;
 }
 
@@ -206,8 +208,9 @@ static void arm_tick(sl_ledger *lh) {
 }
 
 /* Add timeouts: a bookie of the oldest pending entry's write set that has
- * not acked it within add_timeout_ms is treated as failed (a SIGSTOPped
- * bookie keeps its connection open and says nothing). */
+ * not acked it within add_timeout_ms, and has acked nothing else in that
+ * time either, is treated as failed (a SIGSTOPped bookie keeps its
+ * connection open and says nothing; a slow one still makes progress). */
 static void tick_run(void *arg) {
   sl_ledger *lh = arg;
   lh->tick_armed = false;
@@ -218,7 +221,8 @@ static void tick_run(void *arg) {
   if (now - it->sent_ms >= lh->client->opts.add_timeout_ms) {
     uint64_t ws = sl_quorum_write_set(&lh->q, it->entry);
     for (uint32_t s = 0; s < lh->q.e; s++)
-      if ((ws & bit(s)) && !(it->acked & bit(s)) && !lh->slots[s].failed)
+      if ((ws & bit(s)) && !(it->acked & bit(s)) && !lh->slots[s].failed &&
+          now - lh->slots[s].last_ack_ms >= lh->client->opts.add_timeout_ms)
         slot_failed(lh, s, SL_ETIMEDOUT, "add timed out");
   }
   arm_tick(lh);
