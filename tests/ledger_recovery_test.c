@@ -231,11 +231,42 @@ static void test_ledger_recovery__wiped_bookie_votes_for_nothing(void **state) {
   sl_ledger_client_destroy(patient);
 }
 
+/* A bookie of the last ensemble is dead during recovery: write-backs that
+ * need it go to a replacement through a segment the recovery adds. */
+static void test_ledger_recovery__dead_bookie_replaced(void **state) {
+  sl_lt *t = *state;
+  sl_ledger *lh = sl_lt_create(t, 3, 2, 2, 1, NULL, NULL);
+  uint64_t id = sl_ledger_id(lh);
+  int dead = sl_lt_ensemble_bookie(t, lh, 1);
+  sl_lt_appends a;
+  sl_lt_appends_init(&a, id);
+  for (int i = 0; i < 300; i++) assert_int_equal(sl_lt_append(lh, &a), SL_OK);
+  sl_lt_wait_done(&a, 150, 30000);
+  sl_lt_destroy(lh);
+  sl_err err = SL_ERR_INIT;
+  assert_int_equal(sl_cluster_kill9(t->cluster, SL_NODE_BOOKIE, dead, &err), SL_OK);
+
+  sl_ledger *r = NULL;
+  char why[256];
+  sl_status st = sl_lt_recover(t, id, 2, &r, why, sizeof(why));
+  if (st != SL_OK) fail_msg("recover: %s: %s", sl_status_str(st), why);
+  int64_t end = sl_ledger_last_entry(r);
+  assert_true(end >= a.last_ok);
+  assert_int_equal(sl_lt_read_check(r, 0, end, NULL), SL_OK);
+  for (uint32_t slot = 0; slot < 3; slot++)
+    assert_int_not_equal(sl_lt_ensemble_bookie(t, r, slot), dead);
+  sl_lt_destroy(r);
+  sl_lt_appends_release(&a);
+  assert_int_equal(sl_cluster_restart(t->cluster, SL_NODE_BOOKIE, dead, &err), SL_OK);
+  sl_lt_wait_registered(t, dead, 20000);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_ledger_recovery__writer_killed_loop),
       cmocka_unit_test(test_ledger_recovery__old_writer_fenced),
       cmocka_unit_test(test_ledger_recovery__wiped_bookie_votes_for_nothing),
+      cmocka_unit_test(test_ledger_recovery__dead_bookie_replaced),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

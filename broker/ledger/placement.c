@@ -59,7 +59,9 @@ sl_status sl_placement_pick(const sl_placement_bookie *cands, size_t n,
   if (n_usable < want) {
     free(usable);
     return sl_err_set(err, SL_EUNAVAIL,
-                      "ledger: %zu usable bookies, need %zu", n_usable, want);
+                      "ledger: %zu usable bookies, need %zu (%zu known, %zu "
+                      "excluded, %zu in the ensemble)",
+                      n_usable, want, n, n_exclude, n_taken);
   }
   for (size_t k = 0; k < want; k++) {
     size_t best = n, best_load = 0;

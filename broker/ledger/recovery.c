@@ -10,7 +10,20 @@
  *   FENCE      Fence every bookie of the last segment      rec_fence
  *   READ       fencing reads of entry e from its write set rec_read
  *   WRITE      recovery adds of e to its write set         rec_write
- *   CLOSE      CAS CLOSED at the last recovered entry      rec_close
+ *   CHANGE     replace dead bookies of the write ensemble  rec_change
+ *   CLOSE      CAS CLOSED at the last recovered entry, with
+ *              the pending segments                        rec_close
+ *
+ * Fencing and reads go to the ledger's last segment as the old writer left
+ * it (`seg`, a copy); write-backs go to the write ensemble (`wid`), which
+ * starts as that segment. A bookie whose write-back failed is replaced
+ * (CHANGE): the write ensemble from the entry being written on becomes a
+ * pending segment, kept here and written into the metadata only by the
+ * closing CAS. So the metadata never names a bookie that holds only part of
+ * what recovery wrote, and a re-run after a crash reads the old writer's
+ * bookies again. A pending segment records the instance ids of the bookies
+ * it kept and none for the replacements: a replacement never saw the old
+ * writer's adds, so its "not found" must never count.
  * A failure at any step ends the op with its status; nothing after the
  * failed step was changed, so a re-run continues where this one stopped.
  */
@@ -32,6 +45,13 @@
 #define MAX_CAS_TRIES 3
 
 typedef struct rec_op rec_op;
+
+/* A segment recovery adds to the metadata when it closes the ledger. */
+typedef struct rec_seg {
+  int64_t first;
+  char **ids;         /* [E] */
+  char **inst;        /* [E], "" for replacements */
+} rec_seg;
 
 /* Callback argument of one RPC of the op. */
 typedef struct rec_call {
@@ -62,7 +82,7 @@ struct rec_op {
   int outstanding;                /* calls and streams not yet released */
   sl_timer deadline;
 
-  const Sluice__V1__EnsembleSegment *seg;   /* last segment (in info) */
+  Sluice__V1__EnsembleSegment *seg; /* the old writer's last segment (copy) */
   sl_rpc_channel *ch[SL_QUORUM_MAX_ENSEMBLE];
   uint64_t fenced;                /* slots that answered the fence */
   uint64_t fence_answered;
@@ -75,9 +95,20 @@ struct rec_op {
   uint8_t *data;                  /* the good copy of entry */
   size_t len;
   uint32_t crc;
-  uint64_t wb_acked, wb_failed;
+  uint64_t wb_acked;              /* write-back acks of entry */
   sl_rpc_astream *wb[SL_QUORUM_MAX_ENSEMBLE];
   rec_stream *wbctx[SL_QUORUM_MAX_ENSEMBLE];
+
+  /* write ensemble (CHANGE) */
+  char *wid[SL_QUORUM_MAX_ENSEMBLE];   /* bookie ids */
+  char *winst[SL_QUORUM_MAX_ENSEMBLE]; /* recorded instance ids ("" none) */
+  sl_rpc_channel *wch[SL_QUORUM_MAX_ENSEMBLE];
+  uint64_t wbroken;               /* slots whose write-back failed */
+  int64_t last_first;             /* first entry of the ledger's last segment */
+  rec_seg *pend;                  /* segments for the close (CHANGE) */
+  size_t n_pend;
+  char *avoid[2 * SL_QUORUM_MAX_ENSEMBLE]; /* never pick these again */
+  size_t n_avoid;
   int64_t recovered;              /* entries written back (for the log) */
 };
 
@@ -86,6 +117,21 @@ static uint64_t bit(uint32_t s) { return UINT64_C(1) << s; }
 static void op_put(rec_op *op) {
   if (--op->outstanding > 0 || !op->finished) return;
   if (op->info) protobuf_c_message_free_unpacked(&op->info->base, NULL);
+  if (op->seg) protobuf_c_message_free_unpacked(&op->seg->base, NULL);
+  for (size_t i = 0; i < SL_QUORUM_MAX_ENSEMBLE; i++) {
+    free(op->wid[i]);
+    free(op->winst[i]);
+  }
+  for (size_t i = 0; i < op->n_pend; i++) {
+    for (uint32_t s = 0; s < op->q.e; s++) {
+      if (op->pend[i].ids) free(op->pend[i].ids[s]);
+      if (op->pend[i].inst) free(op->pend[i].inst[s]);
+    }
+    free(op->pend[i].ids);
+    free(op->pend[i].inst);
+  }
+  free(op->pend);
+  for (size_t i = 0; i < op->n_avoid; i++) free(op->avoid[i]);
   free(op->data);
   sl_serial_unref(op->serial);
   free(op);
@@ -281,8 +327,9 @@ static void fence_done(sl_status st, const char *details, ProtobufCMessage *resp
   if (op->reading) goto out;
   if (sl_quorum_fence_covers(&op->q, op->fenced)) {
     op->reading = true;
+    /* Entries before the last segment were complete when it was made. */
     int64_t lac_next = op->max_lac + 1;
-    op->entry = lac_next > op->seg->first_entry ? lac_next : op->seg->first_entry;
+    op->entry = lac_next > op->last_first ? lac_next : op->last_first;
     rec_read(op);
   } else if (op->fence_answered == seg_mask(op)) {
     char msg[128];
@@ -310,6 +357,7 @@ static void fence_all(sl_status st, const char *details, void *arg) {
   req.password = op->info->password;
   for (uint32_t s = 0; s < op->q.e && !op->finished; s++) {
     op->ch[s] = sl_lc_channel(op->c, op->seg->bookie_ids[s]);
+    op->wch[s] = sl_lc_channel(op->c, op->wid[s]);
     bool sent = op->ch[s] &&
                 call(op, op->ch[s], SL_BOOKIE_SERVICE_FENCE, &req.base,
                      op->c->opts.read_timeout_ms, s, fence_done) == SL_OK;
@@ -319,10 +367,46 @@ static void fence_all(sl_status st, const char *details, void *arg) {
     finish(op, SL_EUNAVAIL, "ledger: no bookie of the last ensemble reachable");
 }
 
+static sl_status avoid_add(rec_op *op, const char *id) {
+  for (size_t i = 0; i < op->n_avoid; i++)
+    if (strcmp(op->avoid[i], id) == 0) return SL_OK;
+  if (op->n_avoid == 2 * SL_QUORUM_MAX_ENSEMBLE) return SL_OK; /* best effort */
+  if (!(op->avoid[op->n_avoid] = strdup(id))) return SL_ENOMEM;
+  op->n_avoid++;
+  return SL_OK;
+}
+
+/* A deep copy of the last segment, and the write ensemble set to it. */
+static sl_status take_segment(rec_op *op) {
+  const Sluice__V1__LedgerInfo *i = op->info;
+  const Sluice__V1__EnsembleSegment *last = i->ensembles[i->n_ensembles - 1];
+  if (last->n_bookie_ids != op->q.e) return SL_ECORRUPT;
+  op->last_first = last->first_entry;
+  size_t n = protobuf_c_message_get_packed_size(&last->base);
+  uint8_t *buf = malloc(n ? n : 1);
+  if (!buf) return SL_ENOMEM;
+  protobuf_c_message_pack(&last->base, buf);
+  if (op->seg) protobuf_c_message_free_unpacked(&op->seg->base, NULL);
+  op->seg = sluice__v1__ensemble_segment__unpack(NULL, n, buf);
+  free(buf);
+  if (!op->seg) return SL_ENOMEM;
+  op->wbroken = 0;
+  for (uint32_t s = 0; s < op->q.e; s++) {
+    free(op->wid[s]);
+    free(op->winst[s]);
+    op->wid[s] = strdup(last->bookie_ids[s]);
+    op->winst[s] = strdup(s < last->n_instance_ids ? last->instance_ids[s] : "");
+    if (!op->wid[s] || !op->winst[s] || avoid_add(op, last->bookie_ids[s]) != SL_OK)
+      return SL_ENOMEM;
+  }
+  return SL_OK;
+}
+
 static void rec_fence(rec_op *op) {
-  op->seg = op->info->ensembles[op->info->n_ensembles - 1];
-  if (op->seg->n_bookie_ids != op->q.e) {
-    finish(op, SL_ECORRUPT, "ledger: segment size differs from E");
+  sl_status st = take_segment(op);
+  if (st != SL_OK) {
+    finish(op, st, st == SL_ECORRUPT ? "ledger: segment size differs from E"
+                                     : "ledger: out of memory");
     return;
   }
   op->max_lac = -1;
@@ -417,28 +501,48 @@ static void rec_read(rec_op *op) {
   if (!op->finished && op->answered) decide(op);
 }
 
+/* Stops using the write-back stream of slot s. */
+static void wb_drop(rec_op *op, uint32_t s) {
+  if (!op->wb[s]) return;
+  op->wbctx[s]->done = true;
+  sl_rpc_astream_cancel(op->wb[s]);
+  sl_rpc_astream_unref(op->wb[s]);
+  op->wb[s] = NULL;
+}
+
+/* A write-back to slot s failed: replace its bookie, then write again. */
+static void wb_broken(rec_op *op, uint32_t s, sl_status st, const char *details) {
+  sl_log(SL_LOG_WARN,
+         "event=writeback_failed ledger=%" PRIu64 " entry=%" PRId64 " bookie=%s "
+         "status=%s details=\"%s\"",
+         op->ledger_id, op->entry, op->wid[s], sl_status_str(st), details ? details : "");
+  if (st == SL_ESTALE_EPOCH || st == SL_EPERM || st == SL_EDELETED) {
+    finish(op, st, details);
+    return;
+  }
+  wb_drop(op, s);
+  op->wbroken |= bit(s);
+  rec_write(op);
+}
+
 static void wb_on_message(sl_rpc_astream *s, const ProtobufCMessage *msg, void *arg) {
   (void)s;
   rec_stream *ctx = arg;
   rec_op *op = ctx->op;
   if (ctx->done || op->finished) return;
   const Sluice__V1__AddEntryResponse *r = (const Sluice__V1__AddEntryResponse *)msg;
-  if (r->entry_id != op->entry) return; /* an earlier entry's late ack */
-  bool ok = r->status == SLUICE__V1__STATUS__STATUS_OK && r->code == 0;
-  if (ok)
-    op->wb_acked |= bit(ctx->slot);
-  else
-    op->wb_failed |= bit(ctx->slot);
-  uint64_t ws = sl_quorum_write_set(&op->q, op->entry);
+  if (r->entry_id != op->entry || (op->wb_acked & bit(ctx->slot)))
+    return; /* an earlier entry's late ack, or a resend's */
+  sl_status st = r->status ? -(int)r->status : r->code ? sl_status_from_grpc(r->code) : SL_OK;
+  if (st != SL_OK) {
+    wb_broken(op, ctx->slot, st, r->error);
+    return;
+  }
+  op->wb_acked |= bit(ctx->slot);
   if (sl_quorum_complete(&op->q, op->entry, op->wb_acked)) {
     op->recovered++;
     op->entry++;
     rec_read(op);
-  } else if (sl_quorum_count(ws & ~op->wb_failed) < op->q.qa) {
-    char m[160];
-    snprintf(m, sizeof(m), "ledger %" PRIu64 " entry %" PRId64
-             ": write-back refused (%s)", op->ledger_id, op->entry, r->error);
-    finish(op, SL_EUNAVAIL, m);
   }
 }
 
@@ -448,17 +552,7 @@ static void wb_on_done(sl_rpc_astream *s, sl_status st, const char *details,
   rec_stream *ctx = arg;
   rec_op *op = ctx->op;
   if (ctx->done || op->finished) return;
-  ctx->done = true;
-  sl_rpc_astream_unref(op->wb[ctx->slot]);
-  op->wb[ctx->slot] = NULL;
-  op->wb_failed |= bit(ctx->slot);
-  uint64_t ws = sl_quorum_write_set(&op->q, op->entry);
-  if (sl_quorum_count(ws & ~op->wb_failed) < op->q.qa) {
-    char m[160];
-    snprintf(m, sizeof(m), "ledger %" PRIu64 ": write-back stream ended: %s (%s)",
-             op->ledger_id, sl_status_str(st), details);
-    finish(op, SL_EUNAVAIL, m);
-  }
+  wb_broken(op, ctx->slot, st == SL_OK ? SL_EUNAVAIL : st, details);
 }
 
 static void wb_on_release(void *arg) {
@@ -475,7 +569,7 @@ static sl_status wb_open(rec_op *op, uint32_t s) {
   ctx->slot = s;
   sl_rpc_call_opts o = sl_lc_bookie_opts(op->c, op->serial, 0);
   const sl_rpc_astream_handler h = {wb_on_message, NULL, wb_on_done, wb_on_release};
-  sl_status st = sl_rpc_astream_open(op->ch[s], SL_BOOKIE_SERVICE_ADD_ENTRY, NULL, &o,
+  sl_status st = sl_rpc_astream_open(op->wch[s], SL_BOOKIE_SERVICE_ADD_ENTRY, NULL, &o,
                                      &h, ctx, &op->wb[s], NULL);
   if (st != SL_OK) {
     free(ctx);
@@ -486,9 +580,19 @@ static sl_status wb_open(rec_op *op, uint32_t s) {
   return SL_OK;
 }
 
+static void rec_change(rec_op *op, uint64_t dead);
+
 static void rec_write(rec_op *op) {
+  if (op->finished) return;
   op->gen++; /* late read answers of this entry no longer matter */
-  op->wb_acked = op->wb_failed = 0;
+  op->wb_acked = 0;
+  uint64_t ws = sl_quorum_write_set(&op->q, op->entry), dead = 0;
+  for (uint32_t s = 0; s < op->q.e; s++)
+    if ((ws & bit(s)) && ((op->wbroken & bit(s)) || !op->wch[s])) dead |= bit(s);
+  if (dead) {
+    rec_change(op, dead);
+    return;
+  }
   Sluice__V1__AddEntryRequest req = SLUICE__V1__ADD_ENTRY_REQUEST__INIT;
   req.ledger_id = op->ledger_id;
   req.entry_id = op->entry;
@@ -500,16 +604,77 @@ static void rec_write(rec_op *op) {
   req.password = op->info->password;
   req.recovery = true;
   req.tag = (uint64_t)op->entry;
-  for (uint32_t i = 0; i < op->q.qw; i++) {
+  for (uint32_t i = 0; i < op->q.qw && !op->finished; i++) {
     uint32_t s = sl_quorum_slot(&op->q, op->entry, i);
-    sl_status st = SL_EUNAVAIL;
-    if (op->ch[s] && (op->wb[s] || wb_open(op, s) == SL_OK))
-      st = sl_rpc_astream_send(op->wb[s], &req.base);
-    if (st != SL_OK) op->wb_failed |= bit(s);
+    sl_status st = op->wb[s] ? SL_OK : wb_open(op, s);
+    if (st == SL_OK) st = sl_rpc_astream_send(op->wb[s], &req.base);
+    if (st != SL_OK) {
+      wb_broken(op, s, st, "write-back not sent");
+      return;
+    }
   }
-  uint64_t ws = sl_quorum_write_set(&op->q, op->entry);
-  if (sl_quorum_count(ws & ~op->wb_failed) < op->q.qa)
-    finish(op, SL_EUNAVAIL, "ledger: too few bookies for the write-back");
+}
+
+/* Remembers the write ensemble as a segment from op->entry on (replacing a
+ * pending one that starts there). */
+static sl_status pend_push(rec_op *op) {
+  rec_seg *p = op->n_pend ? &op->pend[op->n_pend - 1] : NULL;
+  if (!p || p->first != op->entry) {
+    rec_seg *grown = realloc(op->pend, (op->n_pend + 1) * sizeof(*grown));
+    if (!grown) return SL_ENOMEM;
+    op->pend = grown;
+    p = &op->pend[op->n_pend++];
+    p->first = op->entry;
+    p->ids = calloc(op->q.e, sizeof(char *));
+    p->inst = calloc(op->q.e, sizeof(char *));
+    if (!p->ids || !p->inst) return SL_ENOMEM;
+  }
+  for (uint32_t s = 0; s < op->q.e; s++) {
+    free(p->ids[s]);
+    free(p->inst[s]);
+    p->ids[s] = strdup(op->wid[s]);
+    p->inst[s] = strdup(op->winst[s]);
+    if (!p->ids[s] || !p->inst[s]) return SL_ENOMEM;
+  }
+  return SL_OK;
+}
+
+/* Replaces the dead slots of the write ensemble (see the design note). */
+static void rec_change(rec_op *op, uint64_t dead) {
+  const char *taken[SL_QUORUM_MAX_ENSEMBLE];
+  char *ids[SL_QUORUM_MAX_ENSEMBLE], *inst[SL_QUORUM_MAX_ENSEMBLE];
+  size_t n_taken = 0, want = 0;
+  for (uint32_t s = 0; s < op->q.e; s++)
+    if (dead & bit(s)) want++;
+    else taken[n_taken++] = op->wid[s];
+  sl_err err = SL_ERR_INIT;
+  sl_status st = sl_lc_pick(op->c, (const char *const *)op->avoid, op->n_avoid, taken,
+                            n_taken, want, ids, inst, &err);
+  if (st != SL_OK) {
+    finish(op, st, err.msg);
+    return;
+  }
+  size_t k = 0;
+  for (uint32_t s = 0; s < op->q.e; s++) {
+    if (!(dead & bit(s))) continue;
+    wb_drop(op, s);
+    sl_log(SL_LOG_INFO, "event=recovery_ensemble_change ledger=%" PRIu64 " entry=%" PRId64
+           " from=%s to=%s", op->ledger_id, op->entry, op->wid[s], ids[k]);
+    free(op->wid[s]);
+    free(op->winst[s]);
+    free(inst[k]);
+    op->wid[s] = ids[k++];
+    op->winst[s] = strdup(""); /* a replacement votes for nothing */
+    op->wch[s] = sl_lc_channel(op->c, op->wid[s]);
+    op->wbroken &= ~bit(s);
+    if (!op->winst[s] || avoid_add(op, op->wid[s]) != SL_OK) st = SL_ENOMEM;
+  }
+  if (st == SL_OK) st = pend_push(op);
+  if (st != SL_OK) {
+    finish(op, st, "ledger: out of memory");
+    return;
+  }
+  rec_write(op);
 }
 
 /* ------------------------------------------------------------------ CLOSE */
@@ -534,6 +699,31 @@ static void close_done(sl_status st, const char *details, ProtobufCMessage *resp
 static void rec_close(rec_op *op) {
   op->gen++;
   Sluice__V1__LedgerInfo info = *op->info;
+  size_t n = info.n_ensembles;
+  Sluice__V1__EnsembleSegment **ens = malloc((n + op->n_pend) * sizeof(*ens));
+  Sluice__V1__EnsembleSegment *segs = calloc(op->n_pend ? op->n_pend : 1, sizeof(*segs));
+  if (!ens || !segs) {
+    free(ens);
+    free(segs);
+    finish(op, SL_ENOMEM, "ledger: out of memory");
+    return;
+  }
+  memcpy(ens, info.ensembles, n * sizeof(*ens));
+  for (size_t i = 0; i < op->n_pend; i++) {
+    sluice__v1__ensemble_segment__init(&segs[i]);
+    segs[i].first_entry = op->pend[i].first;
+    segs[i].n_bookie_ids = segs[i].n_instance_ids = op->q.e;
+    segs[i].bookie_ids = op->pend[i].ids;
+    segs[i].instance_ids = op->pend[i].inst;
+    /* Starting where the last one does: everything from there on was
+     * written back to the new ensemble, so it takes the old one's place. */
+    if (ens[n - 1]->first_entry == segs[i].first_entry)
+      ens[n - 1] = &segs[i];
+    else
+      ens[n++] = &segs[i];
+  }
+  info.ensembles = ens;
+  info.n_ensembles = n;
   info.state = STATE_CLOSED;
   info.last_entry_id = op->entry - 1;
   info.recovery_epoch = op->epoch;
@@ -543,6 +733,8 @@ static void rec_close(rec_op *op) {
   req.epoch = op->epoch;
   req.kind = UPDATE_RECOVER;
   sl_status st = meta_call(op, SL_METADATA_SERVICE_UPDATE_LEDGER, &req.base, close_done);
+  free(ens);
+  free(segs);
   if (st != SL_OK) finish(op, st, "ledger: metadata call failed");
 }
 
