@@ -115,3 +115,14 @@ uint32_t sl_crc32c_extend(uint32_t crc, const void *buf, size_t len) {
 uint32_t sl_crc32c(const void *buf, size_t len) {
   return sl_crc32c_extend(0, buf, len);
 }
+
+uint32_t sl_entry_crc(uint64_t ledger, int64_t entry, const void *payload,
+                      size_t len) {
+  uint8_t ids[16];
+  uint64_t e = (uint64_t)entry;
+  for (int i = 0; i < 8; i++) {
+    ids[i] = (uint8_t)(ledger >> (8 * i));
+    ids[8 + i] = (uint8_t)(e >> (8 * i));
+  }
+  return sl_crc32c_extend(sl_crc32c(ids, sizeof(ids)), payload, len);
+}

@@ -25,6 +25,18 @@ uint32_t sl_crc32c(const void *buf, size_t len);
  */
 uint32_t sl_crc32c_extend(uint32_t crc, const void *buf, size_t len);
 
+/*
+ * The checksum of one ledger entry, defined here and nowhere else: CRC32C
+ * over the 8-byte ledger id, then the 8-byte entry id (two's complement),
+ * both little-endian, then the payload. Binding the ids into the checksum
+ * means an entry's bytes never verify under another (ledger, entry): a
+ * payload misfiled by a bug or a corrupt index fails its check. Writers put
+ * it in AddEntryRequest.crc32c; bookies store it and check it on every read.
+ * `payload` may be NULL when len is 0.
+ */
+uint32_t sl_entry_crc(uint64_t ledger, int64_t entry, const void *payload,
+                      size_t len);
+
 /* True if the hardware path is in use on this CPU. */
 bool sl_crc32c_hw_available(void);
 

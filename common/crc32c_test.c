@@ -69,12 +69,33 @@ static void test_crc32c__extend_concatenates(void **state) {
   }
 }
 
+/* The entry checksum binds the ids, in the documented byte order. */
+static void test_crc32c__entry_crc_covers_ids(void **state) {
+  (void)state;
+  const char payload[] = "hello";
+  uint8_t buf[16 + 5];
+  uint64_t ledger = 0x0102030405060708ull;
+  int64_t entry = 7;
+  for (int i = 0; i < 8; i++) {
+    buf[i] = (uint8_t)(ledger >> (8 * i));
+    buf[8 + i] = (uint8_t)((uint64_t)entry >> (8 * i));
+  }
+  memcpy(buf + 16, payload, 5);
+  uint32_t crc = sl_entry_crc(ledger, entry, payload, 5);
+  assert_int_equal(crc, sl_crc32c(buf, sizeof(buf)));
+  assert_int_not_equal(crc, sl_entry_crc(ledger, entry + 1, payload, 5));
+  assert_int_not_equal(crc, sl_entry_crc(ledger + 1, entry, payload, 5));
+  assert_int_not_equal(crc, sl_crc32c(payload, 5));
+  assert_int_equal(sl_entry_crc(1, 0, NULL, 0), sl_entry_crc(1, 0, "", 0));
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_crc32c__known_vectors),
       cmocka_unit_test(test_crc32c__sw_matches_vectors),
       cmocka_unit_test(test_crc32c__hw_equals_sw),
       cmocka_unit_test(test_crc32c__extend_concatenates),
+      cmocka_unit_test(test_crc32c__entry_crc_covers_ids),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -14,7 +14,13 @@
  * Lifetime of a call: the runtime holds one reference until on_done has run.
  * A handler that answers from another thread (e.g. after a journal fsync)
  * takes a reference with sl_rpc_call_ref() and drops it when done. Memory
- * from sl_rpc_call_alloc() lives until the last reference is dropped.
+ * from sl_rpc_call_alloc() lives until the last reference is dropped, and
+ * the destructor from sl_rpc_call_set_user_destroy() runs then.
+ *
+ * Keepalive: servers accept HTTP/2 pings from clients every
+ * SL_RPC_MIN_PING_INTERVAL_MS (rpc_client.h), also without calls in flight,
+ * and never answer frequent pings with GOAWAY, so clients' keepalive
+ * (on by default) works against every Sluice server.
  *
  * Writes: each call has a bounded write queue (opts.write_queue_max
  * messages). sl_rpc_call_send() returns SL_EBUSY when it is full; the
@@ -108,6 +114,16 @@ const sl_rpc_method *sl_rpc_call_method(const sl_rpc_call *call);
 /* Per-call user pointer for the handler's own state. */
 void sl_rpc_call_set_user(sl_rpc_call *call, void *user);
 void *sl_rpc_call_user(const sl_rpc_call *call);
+
+/* Sets the user pointer and a destructor that runs destroy(user) at the
+ * call's last unref, on the thread that drops it (a worker, or a thread
+ * that held an sl_rpc_call_ref), after on_done. Freeing handler state there
+ * instead of in on_done means another thread still holding a reference (an
+ * fsync completion about to send an ack) can never touch freed state, so the
+ * handler needs no refcount of its own. Set it at most once, from on_start
+ * (or before anything else can hold a reference). */
+void sl_rpc_call_set_user_destroy(sl_rpc_call *call, void *user,
+                                  void (*destroy)(void *user));
 
 /* Client metadata value for a lowercase key, e.g. "authorization".
  * Returns NULL if absent. The value is copied into the call arena and is
