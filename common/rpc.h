@@ -32,4 +32,12 @@ typedef struct sl_rpc_service {
 /* Default cap on one message in either direction (gRPC's own is 4 MiB). */
 #define SL_RPC_DEFAULT_MAX_MESSAGE (16u << 20)
 
+/* Client keepalive defaults (rpc_client.h): a dead peer is noticed within
+ * about 10 s. */
+#define SL_RPC_KEEPALIVE_TIME_MS 5000
+#define SL_RPC_KEEPALIVE_TIMEOUT_MS 5000
+/* Servers accept client pings this often, without strikes; clients never
+ * ping more often (rpc_server.h). */
+#define SL_RPC_MIN_PING_INTERVAL_MS 1000
+
 #endif

@@ -82,8 +82,9 @@ sl_status sl_rpc_astream_open(sl_rpc_channel *ch, const sl_rpc_method *m,
  * the method's request type, or a server-streaming method. SL_ETOOBIG:
  * over the channel's message limit. */
 sl_status sl_rpc_astream_send(sl_rpc_astream *s, const ProtobufCMessage *msg);
-/* As send, with bytes packed once by sl_rpc_pack(); takes its own reference
- * on p when it returns SL_OK (the caller keeps theirs). */
+/* As send, with bytes packed once by sl_rpc_pack() (not copied): the
+ * stream holds its own reference to the bytes for as long as it needs them,
+ * and the caller keeps its reference on p (it may drop it at once). */
 sl_status sl_rpc_astream_send_packed(sl_rpc_astream *s, sl_rpc_packed *p);
 /* Half-closes after every queued message. SL_ECANCELED if over or already
  * closed; SL_OK (no-op) for server streaming. */

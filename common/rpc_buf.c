@@ -42,23 +42,41 @@ sl_status sl_rpc_buf_unpack(const ProtobufCMessageDescriptor *desc,
   return SL_OK;
 }
 
+void sl_rpc_args_add_int(sl_rpc_args *s, const char *key, int value) {
+  SL_ASSERT(s->args.num_args < SL_RPC_ARGS_MAX);
+  grpc_arg *a = &s->arg[s->args.num_args++];
+  a->type = GRPC_ARG_INTEGER;
+  a->key = (char *)key;
+  a->value.integer = value;
+}
+
+void sl_rpc_args_add_str(sl_rpc_args *s, const char *key, const char *value) {
+  SL_ASSERT(s->args.num_args < SL_RPC_ARGS_MAX);
+  grpc_arg *a = &s->arg[s->args.num_args++];
+  a->type = GRPC_ARG_STRING;
+  a->key = (char *)key;
+  a->value.string = (char *)value;
+}
+
 const grpc_channel_args *sl_rpc_args_init(sl_rpc_args *s, size_t max_message,
                                           bool server) {
   if (max_message == 0) max_message = SL_RPC_DEFAULT_MAX_MESSAGE;
   if (max_message > INT32_MAX) max_message = INT32_MAX; /* gRPC takes an int */
   memset(s, 0, sizeof(*s));
-  s->arg[0].type = GRPC_ARG_INTEGER;
-  s->arg[0].key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
-  s->arg[0].value.integer = (int)max_message;
-  s->arg[1].type = GRPC_ARG_INTEGER;
-  s->arg[1].key = (char *)GRPC_ARG_MAX_SEND_MESSAGE_LENGTH;
-  s->arg[1].value.integer = (int)max_message;
-  /* Without this two servers can silently share one port. */
-  s->arg[2].type = GRPC_ARG_INTEGER;
-  s->arg[2].key = (char *)GRPC_ARG_ALLOW_REUSEPORT;
-  s->arg[2].value.integer = 0;
-  s->args.num_args = server ? 3 : 2;
   s->args.args = s->arg;
+  sl_rpc_args_add_int(s, GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, (int)max_message);
+  sl_rpc_args_add_int(s, GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, (int)max_message);
+  if (!server) return &s->args;
+  /* Without this two servers can silently share one port. */
+  sl_rpc_args_add_int(s, GRPC_ARG_ALLOW_REUSEPORT, 0);
+  /* Clients ping every keepalive_time_ms (>= SL_RPC_MIN_PING_INTERVAL_MS),
+   * also on idle connections. gRPC's server default wants 5 minutes between
+   * pings without data and, after two "strikes", sends GOAWAY
+   * too_many_pings, which kills every call on the connection. */
+  sl_rpc_args_add_int(s, GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
+                      SL_RPC_MIN_PING_INTERVAL_MS);
+  sl_rpc_args_add_int(s, GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0); /* 0 = never */
+  sl_rpc_args_add_int(s, GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   return &s->args;
 }
 

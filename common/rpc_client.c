@@ -1,12 +1,13 @@
 /*
- * RPC client: channels and unary calls.
+ * RPC client: channels, unary calls and the channel's completion thread.
  *
  * Design
  *   Blocking unary calls use a pluck queue of their own (a shared pluck
  *   queue allows only 6 concurrent pluckers), one 6-op batch, and one pluck.
- *   Async unary calls share the channel's next-queue, polled by one
- *   completion thread that runs the callbacks; both are made on first use.
- *   The thread polls only while async calls are in flight and otherwise
+ *   Async calls (async streams, and async unary calls, which are async
+ *   streams of a unary method: rpc_astream.c) share the channel's
+ *   next-queue, polled by one completion thread; both are made on first
+ *   use. The thread polls only while tracked calls exist and otherwise
  *   waits on ch->work: gRPC's poller hands socket events of every call in
  *   the process to any thread blocked in a queue, so an idle thread parked
  *   in grpc_completion_queue_next() costs every other call extra wake-ups
@@ -14,14 +15,16 @@
  *   and half the rate; see tools/grpc_core_baseline.c).
  *
  * Invariants
- *   1. Every async call is on ch->async from start until its callback has
- *      run, so destroy can cancel it and wait for it.
+ *   1. Every async call is on ch->tracked from creation until no event of
+ *      it can arrive on ch->cq, so destroy can cancel it and wait for it.
  *   2. Once ch->closing is set no async call starts, and the completion
- *      thread and queue go away only after ch->n_async reached 0.
- *   3. An event arrives on ch->cq only for a listed call, so while
- *      ch->n_async is 0 nothing needs polling and the thread may wait.
+ *      thread and queue go away only after ch->n_tracked reached 0.
+ *   3. An event arrives on ch->cq only for a tracked call, so while
+ *      ch->n_tracked is 0 nothing needs polling and the thread may wait.
  */
+#include <arpa/inet.h>
 #include <grpc/grpc_security.h>
+#include <stdio.h>
 #include <grpc/support/time.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,25 +32,7 @@
 #include "common/log.h"
 #include "common/rpc_client_int.h"
 
-/* Default deadline of a unary call without timeout_ms. */
-#define UNARY_DEFAULT_TIMEOUT_MS 10000
-
-struct sl_rpc_async {
-  sl_rpc_tag tag;
-  sl_rpc_async *prev, *next; /* on ch->async */
-  sl_rpc_channel *ch;
-  const sl_rpc_method *m;
-  sl_rpc_unary_cb cb;
-  void *arg;
-  grpc_call *call;
-  sl_rpc_client_md md;
-  grpc_byte_buffer *send_bb, *recv_bb;
-  grpc_metadata_array initial, trailing;
-  grpc_status_code code;
-  grpc_slice details;
-};
-
-/* ---- helpers shared with rpc_client_stream.c ---- */
+/* ---- helpers shared with rpc_astream.c and rpc_client_stream.c ---- */
 
 void sl_rpc_client_md_init(sl_rpc_client_md *md, const sl_rpc_channel *ch,
                            const sl_rpc_call_opts *opts) {
@@ -77,7 +62,9 @@ grpc_call *sl_rpc_client_call(sl_rpc_channel *ch, const sl_rpc_method *m,
 }
 
 sl_status sl_rpc_client_status(const sl_rpc_method *m, grpc_status_code code,
-                               grpc_slice details, sl_err *err) {
+                               grpc_slice details, const grpc_metadata_array *trailing,
+                               sl_err *err) {
+  (void)trailing; /* the exact sl_status travels here (branch `shared`) */
   sl_status st = sl_status_from_grpc(code);
   if (st == SL_OK) return SL_OK;
   if (GRPC_SLICE_LENGTH(details) == 0)
@@ -105,10 +92,10 @@ void sl_rpc_client_cq_destroy(grpc_completion_queue *cq) {
 
 /* Turns a finished unary call into (status, response). */
 static sl_status unary_result(const sl_rpc_method *m, grpc_status_code code,
-                              grpc_slice details, grpc_byte_buffer *bb,
-                              ProtobufCMessage **resp, sl_err *err) {
+                              grpc_slice details, const grpc_metadata_array *trailing,
+                              grpc_byte_buffer *bb, ProtobufCMessage **resp, sl_err *err) {
   *resp = NULL;
-  sl_status st = sl_rpc_client_status(m, code, details, err);
+  sl_status st = sl_rpc_client_status(m, code, details, trailing, err);
   if (st != SL_OK) return st;
   if (bb == NULL) return sl_err_set(err, SL_EINTERNAL, "%s: no response message", m->path);
   st = sl_rpc_buf_unpack(m->response, bb, resp, err);
@@ -140,7 +127,8 @@ static void unary_ops(grpc_op ops[6], sl_rpc_client_md *md, grpc_byte_buffer *se
 }
 
 static int unary_timeout(const sl_rpc_call_opts *opts) {
-  return opts != NULL && opts->timeout_ms > 0 ? opts->timeout_ms : UNARY_DEFAULT_TIMEOUT_MS;
+  return opts != NULL && opts->timeout_ms > 0 ? opts->timeout_ms
+                                              : SL_RPC_UNARY_DEFAULT_TIMEOUT_MS;
 }
 
 static sl_status check_kind(const sl_rpc_method *m, sl_rpc_kind want, sl_err *err) {
@@ -160,6 +148,104 @@ static char *dup_or_null(const char *s, bool *oom) {
   return d;
 }
 
+/* Whether `p` (up to `end`) is one numeric "a.b.c.d:port" or
+ * "[v6]:port". */
+static bool numeric_endpoint(const char *p, const char *end, bool *v6) {
+  char host[64];
+  const char *colon;
+  *v6 = p < end && *p == '[';
+  if (*v6) {
+    const char *close = memchr(p, ']', (size_t)(end - p));
+    if (close == NULL || close + 1 >= end || close[1] != ':') return false;
+    if ((size_t)(close - p - 1) >= sizeof(host)) return false;
+    memcpy(host, p + 1, (size_t)(close - p - 1));
+    host[close - p - 1] = '\0';
+    colon = close + 1;
+  } else {
+    colon = NULL;
+    for (const char *q = p; q < end; q++)
+      if (*q == ':') colon = q;
+    if (colon == NULL || (size_t)(colon - p) >= sizeof(host)) return false;
+    memcpy(host, p, (size_t)(colon - p));
+    host[colon - p] = '\0';
+  }
+  if (colon + 1 >= end) return false;
+  for (const char *q = colon + 1; q < end; q++)
+    if (*q < '0' || *q > '9') return false;
+  unsigned char buf[16];
+  return inet_pton(*v6 ? AF_INET6 : AF_INET, host, buf) == 1;
+}
+
+/* The gRPC target for ours: a comma-separated list of numeric endpoints
+ * becomes gRPC's "ipv4:a:p,b:p" (or "ipv6:[a]:p,[b]:p"); anything else
+ * (one host:port, a DNS name, a URI) goes as is, and gRPC's DNS resolver
+ * uses every address a name has. */
+static sl_status channel_target(const char *target, char **out, sl_err *err) {
+  *out = NULL;
+  if (strchr(target, ',') == NULL || strstr(target, ":/") != NULL ||
+      strncmp(target, "ipv4:", 5) == 0 || strncmp(target, "ipv6:", 5) == 0) {
+    *out = strdup(target);
+    return *out != NULL ? SL_OK : sl_err_set(err, SL_ENOMEM, "rpc channel: out of memory");
+  }
+  int n4 = 0, n6 = 0;
+  for (const char *p = target;;) {
+    const char *end = strchr(p, ',');
+    if (end == NULL) end = p + strlen(p);
+    bool v6;
+    if (!numeric_endpoint(p, end, &v6))
+      return sl_err_set(err, SL_EINVAL,
+                        "rpc channel %s: a list takes numeric ip:port endpoints "
+                        "(for names, use one DNS name with several addresses)",
+                        target);
+    v6 ? n6++ : n4++;
+    if (*end == '\0') break;
+    p = end + 1;
+  }
+  if (n4 > 0 && n6 > 0)
+    return sl_err_set(err, SL_EINVAL, "rpc channel %s: cannot mix IPv4 and IPv6 in one list",
+                      target);
+  size_t len = strlen(target) + 6;
+  *out = malloc(len);
+  if (*out == NULL) return sl_err_set(err, SL_ENOMEM, "rpc channel: out of memory");
+  snprintf(*out, len, "%s:%s", n6 > 0 ? "ipv6" : "ipv4", target);
+  return SL_OK;
+}
+
+/* Our arguments then the caller's (gRPC takes the first of a key given
+ * twice). *out is heap memory; `ours` must outlive it. */
+static sl_status channel_args(const sl_rpc_channel_opts *opts, size_t max_message,
+                              sl_rpc_args *ours, grpc_channel_args *out, sl_err *err) {
+  sl_rpc_args_init(ours, max_message, false);
+  int ka = opts->keepalive_time_ms == 0 ? SL_RPC_KEEPALIVE_TIME_MS : opts->keepalive_time_ms;
+  if (ka > 0) {
+    if (ka < SL_RPC_MIN_PING_INTERVAL_MS) ka = SL_RPC_MIN_PING_INTERVAL_MS;
+    int kt = opts->keepalive_timeout_ms > 0 ? opts->keepalive_timeout_ms
+                                            : SL_RPC_KEEPALIVE_TIMEOUT_MS;
+    sl_rpc_args_add_int(ours, GRPC_ARG_KEEPALIVE_TIME_MS, ka);
+    sl_rpc_args_add_int(ours, GRPC_ARG_KEEPALIVE_TIMEOUT_MS, kt);
+    /* A stream waiting for acks may carry no data for a while: ping anyway. */
+    sl_rpc_args_add_int(ours, GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+    sl_rpc_args_add_int(ours, GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+  }
+  sl_rpc_args_add_str(ours, GRPC_ARG_LB_POLICY_NAME,
+                      opts->lb_policy != NULL ? opts->lb_policy : "pick_first");
+  size_t n_extra = opts->extra_args != NULL ? opts->extra_args->num_args : 0;
+  out->num_args = ours->args.num_args + n_extra;
+  out->args = calloc(out->num_args, sizeof(grpc_arg));
+  if (out->args == NULL) return sl_err_set(err, SL_ENOMEM, "rpc channel: out of memory");
+  memcpy(out->args, ours->arg, ours->args.num_args * sizeof(grpc_arg));
+  if (n_extra > 0)
+    memcpy(out->args + ours->args.num_args, opts->extra_args->args, n_extra * sizeof(grpc_arg));
+  return SL_OK;
+}
+
+static grpc_channel_credentials *channel_creds(const sl_rpc_channel_opts *opts) {
+  if (opts->tls_root_pem == NULL) return grpc_insecure_credentials_create();
+  grpc_ssl_pem_key_cert_pair pair = {opts->tls_key_pem, opts->tls_cert_pem};
+  return grpc_ssl_credentials_create(opts->tls_root_pem,
+                                     opts->tls_cert_pem != NULL ? &pair : NULL, NULL, NULL);
+}
+
 sl_status sl_rpc_channel_create(const sl_rpc_channel_opts *opts, sl_rpc_channel **out,
                                 sl_err *err) {
   *out = NULL;
@@ -171,15 +257,22 @@ sl_status sl_rpc_channel_create(const sl_rpc_channel_opts *opts, sl_rpc_channel 
   if (opts->tls_cert_pem != NULL && opts->tls_root_pem == NULL)
     return sl_err_set(err, SL_EINVAL, "rpc channel %s: client cert without tls roots",
                       opts->target);
+  char *grpc_target;
+  sl_status st = channel_target(opts->target, &grpc_target, err);
+  if (st != SL_OK) return st;
   sl_rpc_channel *ch = calloc(1, sizeof(*ch));
-  if (ch == NULL) return sl_err_set(err, SL_ENOMEM, "rpc channel %s: out of memory", opts->target);
-  bool oom = false;
-  ch->target = dup_or_null(opts->target, &oom);
-  ch->authorization = dup_or_null(opts->authorization, &oom);
+  bool oom = ch == NULL;
+  if (ch != NULL) {
+    ch->target = dup_or_null(opts->target, &oom);
+    ch->authorization = dup_or_null(opts->authorization, &oom);
+  }
   if (oom) {
-    free(ch->target);
-    free(ch->authorization);
+    if (ch != NULL) {
+      free(ch->target);
+      free(ch->authorization);
+    }
     free(ch);
+    free(grpc_target);
     return sl_err_set(err, SL_ENOMEM, "rpc channel %s: out of memory", opts->target);
   }
   ch->max_message_bytes =
@@ -190,31 +283,34 @@ sl_status sl_rpc_channel_create(const sl_rpc_channel_opts *opts, sl_rpc_channel 
 
   sl_rpc_log_init();
   grpc_init();
-  grpc_channel_credentials *creds;
-  if (opts->tls_root_pem != NULL) {
-    grpc_ssl_pem_key_cert_pair pair = {opts->tls_key_pem, opts->tls_cert_pem};
-    creds = grpc_ssl_credentials_create(opts->tls_root_pem,
-                                        opts->tls_cert_pem != NULL ? &pair : NULL, NULL, NULL);
-  } else {
-    creds = grpc_insecure_credentials_create();
-  }
+  sl_rpc_args ours;
+  grpc_channel_args args = {0, NULL};
+  st = channel_args(opts, ch->max_message_bytes, &ours, &args, err);
+  if (st != SL_OK) goto out_destroy;
+  grpc_channel_credentials *creds = channel_creds(opts);
   if (creds == NULL) {
-    sl_rpc_channel_destroy(ch);
-    return sl_err_set(err, SL_EINVAL, "rpc channel %s: bad tls settings", opts->target);
+    st = sl_err_set(err, SL_EINVAL, "rpc channel %s: bad tls settings", opts->target);
+    goto out_destroy;
   }
-  sl_rpc_args args;
-  ch->channel = grpc_channel_create(ch->target, creds,
-                                    sl_rpc_args_init(&args, ch->max_message_bytes, false));
+  ch->channel = grpc_channel_create(grpc_target, creds, &args);
   grpc_channel_credentials_release(creds);
+  free(args.args);
+  free(grpc_target);
   *out = ch;
   return SL_OK;
+
+out_destroy:
+  free(args.args);
+  free(grpc_target);
+  sl_rpc_channel_destroy(ch);
+  return st;
 }
 
 /* Waits until there is something to poll for (invariant 3); once closing,
  * it polls on until the queue is shut down. */
 static void wait_for_work(sl_rpc_channel *ch) {
   pthread_mutex_lock(&ch->lock);
-  while (ch->n_async == 0 && !ch->closing) pthread_cond_wait(&ch->work, &ch->lock);
+  while (ch->n_tracked == 0 && !ch->closing) pthread_cond_wait(&ch->work, &ch->lock);
   pthread_mutex_unlock(&ch->lock);
 }
 
@@ -231,13 +327,54 @@ static void *completion_main(void *arg) {
   return NULL;
 }
 
+sl_status sl_rpc_client_track(sl_rpc_channel *ch, sl_rpc_tracked *t, const sl_rpc_method *m,
+                              int timeout_ms, sl_err *err) {
+  sl_status st = SL_OK;
+  pthread_mutex_lock(&ch->lock);
+  if (ch->closing) {
+    st = sl_err_set(err, SL_ECANCELED, "rpc channel %s: closing", ch->target);
+    goto out_unlock;
+  }
+  if (ch->cq == NULL) {
+    ch->cq = grpc_completion_queue_create_for_next(NULL);
+    int rc = pthread_create(&ch->thread, NULL, completion_main, ch);
+    if (rc != 0) {
+      grpc_completion_queue_destroy(ch->cq);
+      ch->cq = NULL;
+      st = sl_err_set(err, SL_ENOMEM, "rpc channel %s: cannot start thread: %s", ch->target,
+                      strerror(rc));
+      goto out_unlock;
+    }
+  }
+  /* Created under the lock so destroy never sees a listed call without a
+   * grpc call to cancel. */
+  t->call = sl_rpc_client_call(ch, m, ch->cq, timeout_ms);
+  t->prev = NULL;
+  t->next = ch->tracked;
+  if (ch->tracked != NULL) ch->tracked->prev = t;
+  ch->tracked = t;
+  if (ch->n_tracked++ == 0) pthread_cond_signal(&ch->work);
+out_unlock:
+  pthread_mutex_unlock(&ch->lock);
+  return st;
+}
+
+void sl_rpc_client_untrack(sl_rpc_channel *ch, sl_rpc_tracked *t) {
+  pthread_mutex_lock(&ch->lock);
+  if (t->prev != NULL) t->prev->next = t->next;
+  else ch->tracked = t->next;
+  if (t->next != NULL) t->next->prev = t->prev;
+  if (--ch->n_tracked == 0) pthread_cond_broadcast(&ch->cond);
+  pthread_mutex_unlock(&ch->lock);
+}
+
 void sl_rpc_channel_destroy(sl_rpc_channel *ch) {
   if (ch == NULL) return;
   pthread_mutex_lock(&ch->lock);
   ch->closing = true;
   pthread_cond_signal(&ch->work);
-  for (sl_rpc_async *a = ch->async; a != NULL; a = a->next) grpc_call_cancel(a->call, NULL);
-  while (ch->n_async > 0) pthread_cond_wait(&ch->cond, &ch->lock);
+  for (sl_rpc_tracked *t = ch->tracked; t != NULL; t = t->next) grpc_call_cancel(t->call, NULL);
+  while (ch->n_tracked > 0) pthread_cond_wait(&ch->cond, &ch->lock);
   pthread_mutex_unlock(&ch->lock);
   if (ch->cq != NULL) {
     grpc_completion_queue_shutdown(ch->cq);
@@ -284,7 +421,7 @@ sl_status sl_rpc_unary(sl_rpc_channel *ch, const sl_rpc_method *m,
   }
   grpc_event ev = grpc_completion_queue_pluck(cq, &ops[0], gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
   SL_ASSERT(ev.type == GRPC_OP_COMPLETE);
-  st = unary_result(m, code, details, recv_bb, resp, err);
+  st = unary_result(m, code, details, &trailing, recv_bb, resp, err);
 
 out_unref_call:
   grpc_call_unref(call);
@@ -298,108 +435,78 @@ out_unref_call:
   return st;
 }
 
-/* ---- async unary ---- */
+/* ---- async unary: an async stream of a unary method ---- */
 
-static void async_free(sl_rpc_async *a) {
-  if (a->call != NULL) grpc_call_unref(a->call);
-  sl_rpc_client_md_release(&a->md);
-  grpc_metadata_array_destroy(&a->initial);
-  grpc_metadata_array_destroy(&a->trailing);
-  grpc_slice_unref(a->details);
-  if (a->send_bb != NULL) grpc_byte_buffer_destroy(a->send_bb);
-  if (a->recv_bb != NULL) grpc_byte_buffer_destroy(a->recv_bb);
-  free(a);
+struct sl_rpc_ucall {
+  sl_rpc_astream *s;
+  sl_rpc_unary_cb cb;
+  void *arg;
+  ProtobufCMessage *resp; /* taken in on_message; serial only */
+};
+
+static void ucall_on_message(sl_rpc_astream *s, const ProtobufCMessage *msg, void *arg) {
+  sl_rpc_ucall *c = arg;
+  if (c->resp != NULL) return; /* gRPC ends a unary call that sends two */
+  sl_rpc_astream_take_message_(s);
+  c->resp = (ProtobufCMessage *)msg;
 }
 
-static void async_unlink(sl_rpc_async *a) {
-  sl_rpc_channel *ch = a->ch;
-  pthread_mutex_lock(&ch->lock);
-  if (a->prev != NULL) a->prev->next = a->next;
-  else ch->async = a->next;
-  if (a->next != NULL) a->next->prev = a->prev;
-  if (--ch->n_async == 0) pthread_cond_broadcast(&ch->cond);
-  pthread_mutex_unlock(&ch->lock);
+static void ucall_on_done(sl_rpc_astream *s, sl_status st, const char *details, void *arg) {
+  (void)s;
+  sl_rpc_ucall *c = arg;
+  ProtobufCMessage *resp = c->resp;
+  c->resp = NULL;
+  char msg[128];
+  if (st == SL_OK && resp == NULL) {
+    st = SL_EINTERNAL;
+    snprintf(msg, sizeof(msg), "%s: no response message", sl_rpc_astream_method_(s)->path);
+    details = msg;
+  }
+  if (st != SL_OK && resp != NULL) {
+    protobuf_c_message_free_unpacked(resp, NULL);
+    resp = NULL;
+  }
+  c->cb(st, st == SL_OK ? "" : details, resp, c->arg);
 }
 
-static void on_async_done(sl_rpc_tag *tag, bool ok) {
-  (void)ok; /* the status says it all */
-  sl_rpc_async *a = SL_RPC_CONTAINER_OF(tag, sl_rpc_async, tag);
-  sl_err err = SL_ERR_INIT;
-  ProtobufCMessage *resp;
-  sl_status st = unary_result(a->m, a->code, a->details, a->recv_bb, &resp, &err);
-  a->cb(st, st == SL_OK ? "" : err.msg, resp, a->arg);
-  /* Unlinking after the callback keeps destroy waiting for it (invariant 1);
-   * destroy joins this thread before it frees the channel. */
-  async_unlink(a);
-  async_free(a);
-}
+static void ucall_on_release(void *arg) { free(arg); }
 
-/* Registers `a` on the channel (making the queue and thread on first use)
- * and starts its batch. Under ch->lock so that destroy never sees a listed
- * call without a grpc call to cancel. */
-static sl_status async_start(sl_rpc_channel *ch, sl_rpc_async *a, int timeout_ms,
-                             sl_err *err) {
-  grpc_op ops[6];
-  sl_status st = SL_OK;
-  pthread_mutex_lock(&ch->lock);
-  if (ch->closing) {
-    st = sl_err_set(err, SL_ECANCELED, "rpc channel %s: closing", ch->target);
-    goto out_unlock;
+sl_status sl_rpc_unary_start(sl_rpc_channel *ch, const sl_rpc_method *m,
+                             const ProtobufCMessage *req, const sl_rpc_call_opts *opts,
+                             sl_rpc_unary_cb cb, void *arg, sl_rpc_ucall **out, sl_err *err) {
+  static const sl_rpc_astream_handler h = {
+      .on_message = ucall_on_message,
+      .on_done = ucall_on_done,
+      .on_release = ucall_on_release,
+  };
+  if (out != NULL) *out = NULL;
+  if (cb == NULL) return sl_err_set(err, SL_EINVAL, "rpc: async call without callback");
+  sl_status st = check_kind(m, SL_RPC_UNARY, err);
+  if (st != SL_OK) return st;
+  sl_rpc_ucall *c = calloc(1, sizeof(*c));
+  if (c == NULL) return sl_err_set(err, SL_ENOMEM, "%s: out of memory", m->path);
+  c->cb = cb;
+  c->arg = arg;
+  sl_rpc_call_opts o = opts != NULL ? *opts : (sl_rpc_call_opts){0};
+  o.timeout_ms = unary_timeout(opts);
+  st = sl_rpc_astream_open(ch, m, req, &o, &h, c, &c->s, err);
+  if (st != SL_OK) {
+    free(c);
+    return st;
   }
-  if (ch->cq == NULL) {
-    ch->cq = grpc_completion_queue_create_for_next(NULL);
-    int rc = pthread_create(&ch->thread, NULL, completion_main, ch);
-    if (rc != 0) {
-      grpc_completion_queue_destroy(ch->cq);
-      ch->cq = NULL;
-      st = sl_err_set(err, SL_ENOMEM, "rpc channel %s: cannot start thread: %s", ch->target,
-                      strerror(rc));
-      goto out_unlock;
-    }
-  }
-  a->call = sl_rpc_client_call(ch, a->m, ch->cq, timeout_ms);
-  unary_ops(ops, &a->md, a->send_bb, &a->initial, &a->recv_bb, &a->trailing, &a->code,
-            &a->details);
-  grpc_call_error e = grpc_call_start_batch(a->call, ops, 6, &a->tag, NULL);
-  if (e != GRPC_CALL_OK) {
-    st = sl_err_set(err, SL_EINTERNAL, "%s: cannot start call: %s", a->m->path,
-                    grpc_call_error_to_string(e));
-    goto out_unlock;
-  }
-  a->next = ch->async;
-  if (ch->async != NULL) ch->async->prev = a;
-  ch->async = a;
-  if (ch->n_async++ == 0) pthread_cond_signal(&ch->work);
-out_unlock:
-  pthread_mutex_unlock(&ch->lock);
-  return st;
+  if (out != NULL) *out = c;
+  else sl_rpc_astream_unref(c->s);
+  return SL_OK;
 }
 
 sl_status sl_rpc_unary_async(sl_rpc_channel *ch, const sl_rpc_method *m,
                              const ProtobufCMessage *req, const sl_rpc_call_opts *opts,
                              sl_rpc_unary_cb cb, void *arg, sl_err *err) {
-  grpc_byte_buffer *send_bb;
-  if (cb == NULL) return sl_err_set(err, SL_EINVAL, "rpc: async call without callback");
-  sl_status st = check_kind(m, SL_RPC_UNARY, err);
-  if (st == SL_OK) st = sl_rpc_client_pack(ch, m, m->request, req, &send_bb, err);
-  if (st != SL_OK) return st;
-  sl_rpc_async *a = calloc(1, sizeof(*a));
-  if (a == NULL) {
-    grpc_byte_buffer_destroy(send_bb);
-    return sl_err_set(err, SL_ENOMEM, "%s: out of memory", m->path);
-  }
-  a->tag.fn = on_async_done;
-  a->ch = ch;
-  a->m = m;
-  a->cb = cb;
-  a->arg = arg;
-  a->send_bb = send_bb;
-  a->code = GRPC_STATUS_UNKNOWN;
-  a->details = grpc_empty_slice();
-  grpc_metadata_array_init(&a->initial);
-  grpc_metadata_array_init(&a->trailing);
-  sl_rpc_client_md_init(&a->md, ch, opts);
-  st = async_start(ch, a, unary_timeout(opts), err);
-  if (st != SL_OK) async_free(a);
-  return st;
+  return sl_rpc_unary_start(ch, m, req, opts, cb, arg, NULL, err);
+}
+
+void sl_rpc_ucall_cancel(sl_rpc_ucall *c) { sl_rpc_astream_cancel(c->s); }
+
+void sl_rpc_ucall_unref(sl_rpc_ucall *c) {
+  if (c != NULL) sl_rpc_astream_unref(c->s);
 }

@@ -3,11 +3,11 @@
  *
  * A channel is thread-safe and long-lived. Calls are
  *   - unary, blocking: sl_rpc_unary();
- *   - unary, asynchronous: sl_rpc_unary_async(); the callback runs on the
- *     channel's own completion thread (started on first use), so many calls
- *     can be in flight from one thread;
- *   - unary, asynchronous and cancellable: sl_rpc_unary_start(), with a
- *     handle (sl_rpc_ucall) and the callback posted on opts->serial;
+ *   - unary, asynchronous: sl_rpc_unary_start() (cancellable, with a handle)
+ *     or sl_rpc_unary_async() (fire and forget); the callback is posted on
+ *     opts->serial, by default a private one, so it runs on the channel's
+ *     own completion thread (started on first use). Many calls can be in
+ *     flight from one thread;
  *   - streams of any shape, asynchronous: sl_rpc_astream_*() (rpc_astream.h),
  *     callbacks on a serial, no thread per stream. The threading model is
  *     written down in serial.h;
@@ -44,11 +44,6 @@ typedef struct sl_rpc_stream sl_rpc_stream;
 typedef struct sl_rpc_ucall sl_rpc_ucall;
 typedef struct sl_rpc_packed sl_rpc_packed;
 
-/* Keepalive defaults: a dead peer is noticed within about 10 s. */
-#define SL_RPC_KEEPALIVE_TIME_MS 5000
-#define SL_RPC_KEEPALIVE_TIMEOUT_MS 5000
-/* Servers accept client pings this often without strikes (rpc_server.c). */
-#define SL_RPC_MIN_PING_INTERVAL_MS 1000
 
 typedef struct sl_rpc_channel_opts {
   const char *target;          /* "127.0.0.1:7000" */
@@ -93,13 +88,13 @@ sl_status sl_rpc_unary(sl_rpc_channel *ch, const sl_rpc_method *m,
                        const ProtobufCMessage *req, ProtobufCMessage **resp,
                        const sl_rpc_call_opts *opts, sl_err *err);
 
-/* Completion of an async unary call: runs on the channel's completion
- * thread. `resp` is transferred to the callback (NULL unless st == SL_OK);
+/* Completion of an async unary call: posted on opts->serial, or on a
+ * private serial (then it runs on the channel's completion thread). `resp` is transferred to the callback (NULL unless st == SL_OK);
  * `details` is borrowed, valid during the callback. */
 typedef void (*sl_rpc_unary_cb)(sl_status st, const char *details,
                                 ProtobufCMessage *resp, void *arg);
 
-/* Starts an async unary call; `req` is packed before return. */
+/* sl_rpc_unary_start() without a handle. */
 sl_status sl_rpc_unary_async(sl_rpc_channel *ch, const sl_rpc_method *m,
                              const ProtobufCMessage *req,
                              const sl_rpc_call_opts *opts, sl_rpc_unary_cb cb,

@@ -41,14 +41,19 @@ sl_status sl_rpc_buf_unpack(const ProtobufCMessageDescriptor *desc,
                             sl_err *err);
 
 /* Channel arguments both sides use: message size caps (0 = the default
- * SL_RPC_DEFAULT_MAX_MESSAGE) and, on servers, SO_REUSEPORT off. `storage`
- * must outlive `out`. */
+ * SL_RPC_DEFAULT_MAX_MESSAGE); on servers also SO_REUSEPORT off and the
+ * keepalive policy that accepts clients' pings (rpc_server.h). Clients add
+ * their own with sl_rpc_args_add_int/str. `storage` must outlive `out`. */
+#define SL_RPC_ARGS_MAX 12
 typedef struct sl_rpc_args {
-  grpc_arg arg[3];
+  grpc_arg arg[SL_RPC_ARGS_MAX];
   grpc_channel_args args;
 } sl_rpc_args;
 const grpc_channel_args *sl_rpc_args_init(sl_rpc_args *storage, size_t max_message,
                                           bool server);
+/* Appends one argument (key and string value are retained). */
+void sl_rpc_args_add_int(sl_rpc_args *storage, const char *key, int value);
+void sl_rpc_args_add_str(sl_rpc_args *storage, const char *key, const char *value);
 
 /* Absolute monotonic deadline `ms` from now; ms <= 0 means never. */
 gpr_timespec sl_rpc_deadline(int64_t ms);

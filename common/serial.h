@@ -42,6 +42,8 @@
 #ifndef SL_COMMON_SERIAL_H
 #define SL_COMMON_SERIAL_H
 
+#include <stdbool.h>
+
 #include "common/status.h"
 
 typedef struct sl_serial sl_serial;
