@@ -1,16 +1,32 @@
 /*
  * sluice-broker: entry point. Config table, then sl_service_main().
+ *
+ * Life of the process: start registers the BrokerService handlers; serving
+ * (the port is known now) starts ownership, which opens the broker's session
+ * with the metadata service; on SIGTERM, quiesce runs the graceful stop while
+ * the server still answers (stop taking sends, flush, close ledgers, release
+ * partitions, close the session: see sl_ownership_stop); then the server
+ * stops and stop frees the rest.
  */
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
+#include "broker/service.h"
+#include "common/log.h"
 #include "common/service.h"
-#include "broker.slrpc.h"
+
+#define SL_BROKER_VERSION "0.1.0"
 
 typedef struct broker_cfg {
   sl_service_opts svc;
-  char *id;        /* unique broker id */
-  char *metadata;  /* metadata service gRPC target */
-  char *advertise; /* address clients use; empty = listen address */
+  char *id;                 /* unique broker id */
+  char *metadata;           /* metadata service gRPC target */
+  char *advertise;          /* address clients use; empty = listen address */
+  long long session_ttl;    /* seconds */
+  long long rpc_timeout_ms; /* metadata and peer calls */
+  long long lookup_cache_ms;/* how long other brokers' partitions are remembered */
+  long long drain_timeout_ms;/* graceful stop: wait this long for unloads */
 } broker_cfg;
 
 static broker_cfg cfg;
@@ -23,13 +39,104 @@ static const sl_conf_entry table[] = {
                 "metadata service target host:port[,host:port]"),
     SL_CONF_STR(broker_cfg, advertise, "", "SLUICE_BROKER_ADVERTISE",
                 "address clients use to reach this broker; empty = --listen"),
+    SL_CONF_INT(broker_cfg, session_ttl, "5", 2, 300, "SLUICE_BROKER_SESSION_TTL",
+                "session TTL in seconds: how long after a crash its partitions "
+                "stay owned"),
+    SL_CONF_INT(broker_cfg, rpc_timeout_ms, "1000", 50, 60000,
+                "SLUICE_BROKER_RPC_TIMEOUT_MS",
+                "deadline of each metadata service and peer broker call"),
+    SL_CONF_INT(broker_cfg, lookup_cache_ms, "1000", 1, 600000,
+                "SLUICE_BROKER_LOOKUP_CACHE_MS",
+                "how long owners of other brokers' partitions are cached"),
+    SL_CONF_INT(broker_cfg, drain_timeout_ms, "5000", 0, 600000,
+                "SLUICE_BROKER_DRAIN_TIMEOUT_MS",
+                "graceful stop: how long to wait for partitions to unload"),
 };
 
+typedef struct broker_state {
+  sl_broker b;              /* handlers' ctx; b.own is set once serving */
+  sl_rpc_server *srv;
+} broker_state;
+
+/* Until serving has started ownership, Lookup and Unload answer UNAVAILABLE. */
+static void not_ready(sl_rpc_call *call) {
+  sl_rpc_call_finish(call, SL_EUNAVAIL, "broker is starting", NULL);
+}
+
+static sl_broker_service_handlers real;
+
+static void lookup_guard(sl_rpc_call *call, const Sluice__V1__LookupRequest *req,
+                         void *ctx) {
+  sl_broker *b = ctx;
+  if (b->own == NULL) not_ready(call);
+  else real.lookup(call, req, ctx);
+}
+
+static void unload_guard(sl_rpc_call *call, const Sluice__V1__UnloadRequest *req,
+                         void *ctx) {
+  sl_broker *b = ctx;
+  if (b->own == NULL) not_ready(call);
+  else real.unload(call, req, ctx);
+}
+
 static sl_status start(void *c, sl_rpc_server *srv, void **state, sl_err *err) {
-  (void)c;
-  *state = NULL;
-  static const sl_broker_service_handlers handlers = {0};
-  return sl_broker_service_register(srv, &handlers, NULL, err);
+  broker_cfg *bc = c;
+  broker_state *s = sl_xcalloc(1, sizeof(*s));
+  s->srv = srv;
+  s->b.rpc_timeout_ms = (int)bc->rpc_timeout_ms;
+  sl_rpc_channel_opts co = {.target = bc->metadata};
+  sl_status st = sl_rpc_channel_create(&co, &s->b.md, err);
+  if (st != SL_OK) {
+    free(s);
+    return st;
+  }
+  sl_broker_lookup_handlers(&real);
+  sl_broker_admin_handlers(&real);
+  sl_broker_service_handlers h = real;
+  h.lookup = lookup_guard;
+  h.unload = unload_guard;
+  *state = s;
+  return sl_broker_service_register(srv, &h, &s->b, err);
+}
+
+static sl_status serving(void *state, int port, sl_err *err) {
+  broker_state *s = state;
+  char address[300];
+  if (cfg.advertise[0] != '\0') {
+    snprintf(address, sizeof(address), "%s", cfg.advertise);
+  } else {
+    /* --listen host:0 binds a free port: advertise the one bound. */
+    const char *colon = strrchr(cfg.svc.listen, ':');
+    int host_len = colon ? (int)(colon - cfg.svc.listen) : (int)strlen(cfg.svc.listen);
+    snprintf(address, sizeof(address), "%.*s:%d", host_len, cfg.svc.listen, port);
+  }
+  sl_ownership_opts oo = {
+      .target = cfg.metadata,
+      .broker_id = cfg.id,
+      .address = address,
+      .version = SL_BROKER_VERSION,
+      .ttl_seconds = (uint32_t)cfg.session_ttl,
+      .rpc_timeout_ms = (int)cfg.rpc_timeout_ms,
+      .cache_ms = (int)cfg.lookup_cache_ms,
+  };
+  sl_ownership *own = NULL;
+  sl_status st = sl_ownership_create(&oo, &own, err);
+  if (st != SL_OK) return st;
+  s->b.own = own;
+  sl_log(SL_LOG_INFO, "event=broker_serving id=%s address=%s", cfg.id, address);
+  return SL_OK;
+}
+
+static void quiesce(void *state) {
+  broker_state *s = state;
+  if (s->b.own != NULL) sl_ownership_stop(s->b.own, (int)cfg.drain_timeout_ms);
+}
+
+static void stop(void *state) {
+  broker_state *s = state;
+  sl_ownership_destroy(s->b.own);
+  sl_rpc_channel_destroy(s->b.md);
+  free(s);
 }
 
 int main(int argc, char **argv) {
@@ -40,6 +147,9 @@ int main(int argc, char **argv) {
       .cfg = &cfg,
       .opts = &cfg.svc,
       .start = start,
+      .serving = serving,
+      .quiesce = quiesce,
+      .stop = stop,
   };
   return sl_service_main(&def, argc, argv);
 }

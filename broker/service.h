@@ -1,0 +1,31 @@
+/*
+ * BrokerService handlers: thin gRPC glue over the broker's modules. Each
+ * handler decodes, checks names, calls ownership (broker/ownership.h) or the
+ * metadata service, and encodes. None blocks a server worker thread on a
+ * metadata round trip: metadata calls are async (their callbacks answer the
+ * call) and ownership work runs on the ownership thread.
+ *
+ *   service_lookup.c  Lookup: topic -> partitions -> owners, with redirects
+ *   service_admin.c   namespaces, topics, Unload, ClusterStatus
+ */
+#ifndef SL_BROKER_SERVICE_H
+#define SL_BROKER_SERVICE_H
+
+#include "broker.slrpc.h"
+#include "broker/ownership.h"
+#include "common/rpc_client.h"
+
+/* What every handler reaches (the ctx of sl_broker_service_register). */
+typedef struct sl_broker {
+  sl_ownership *_Atomic own; /* retained; NULL until the broker serves */
+  sl_rpc_channel *md;       /* metadata service channel; retained */
+  int rpc_timeout_ms;       /* per forwarded metadata call */
+} sl_broker;
+
+/* Fill in the Lookup handler. */
+void sl_broker_lookup_handlers(sl_broker_service_handlers *h);
+
+/* Fill in the admin handlers (namespaces, topics, Unload, ClusterStatus). */
+void sl_broker_admin_handlers(sl_broker_service_handlers *h);
+
+#endif
