@@ -158,6 +158,7 @@ int sl_service_main(const sl_service_def *def, int argc, char **argv) {
   sl_log(SL_LOG_INFO, "event=stopping signal=%d", sig);
   if (def->quiesce != NULL) def->quiesce(state);
 out_stop:
+  if (def->stopping != NULL) def->stopping(state);
   sl_rpc_server_destroy(srv);
   srv = NULL;
   if (def->stop != NULL) def->stop(state);

@@ -69,6 +69,9 @@ typedef struct sl_service_def {
   /* Runs after SIGTERM/SIGINT, before the server shuts down, while handlers
    * still run (e.g. a broker hands its partitions over). May be NULL. */
   void (*quiesce)(void *state);
+  /* May be NULL. Runs before the server shuts down: stop background work
+   * that uses the server (say, a thread setting its health). */
+  void (*stopping)(void *state);
   /* Runs after the server has shut down (no handler runs any more). */
   void (*stop)(void *state);
 } sl_service_def;

@@ -474,6 +474,7 @@ static cJSON *op_body(const sl_etcd_op *op) {
       if (op->range_end != NULL)
         sl_etcd_json_add_bytes(o, "range_end", op->range_end, op->range_end_len);
       if (op->limit > 0) sl_etcd_json_add_int64(o, "limit", op->limit);
+      if (op->revision > 0) sl_etcd_json_add_int64(o, "revision", op->revision);
       break;
     case SL_ETCD_OP_PUT:
       sl_etcd_json_add_bytes(o, "value", op->value, op->value_len);
@@ -559,11 +560,12 @@ static const char *what_key(char *buf, const char *verb, const void *key, size_t
 
 sl_status sl_etcd_range(sl_etcd *c, int64_t deadline_ms, const void *key, size_t key_len,
                         const void *range_end, size_t range_end_len,
-                        int64_t limit, sl_etcd_range_reply *out, sl_err *err) {
+                        int64_t limit, int64_t revision, sl_etcd_range_reply *out,
+                        sl_err *err) {
   char what[WHAT_MAX];
   sl_etcd_op op = {.type = SL_ETCD_OP_RANGE, .key = key, .key_len = key_len,
                    .range_end = range_end, .range_end_len = range_end_len,
-                   .limit = limit};
+                   .limit = limit, .revision = revision};
   cJSON *req = op_body(&op);
   sl_status st = run(c, deadline_ms, "/v3/kv/range", req, true,
                      what_key(what, "range", key, key_len), parse_range_cb, out, err);
@@ -677,6 +679,10 @@ sl_status sl_etcd_compact(sl_etcd *c, int64_t deadline_ms, int64_t revision, sl_
                      parse_header_cb, &rev, err);
   cJSON_Delete(req);
   return st;
+}
+
+bool sl_etcd_failing_fast(sl_etcd *c) {
+  return sl_etcd_breaker_is_open(&c->breaker, sl_etcd_now_ms());
 }
 
 sl_status sl_etcd_revision(sl_etcd *c, int64_t deadline_ms, int64_t *revision,

@@ -80,6 +80,10 @@ typedef struct sl_etcd_opts {
 /* Now on the clock of deadline_ms. */
 int64_t sl_etcd_now_ms(void);
 
+/* True while the fail-fast gate is open (etcd_breaker.h, invariant 2):
+ * every endpoint failed to connect within down_ms. */
+bool sl_etcd_failing_fast(sl_etcd *c);
+
 /*
  * Creates a client for `endpoints`: one or more comma-separated base URLs,
  * e.g. "http://127.0.0.1:2379,http://10.0.0.2:2379". Nothing is contacted
@@ -126,16 +130,18 @@ typedef struct sl_etcd_op {
   size_t value_len;
   int64_t lease;         /* PUT: 0 for none */
   int64_t limit;         /* RANGE: 0 for no limit */
+  int64_t revision;      /* RANGE: read as of this revision; 0 = latest */
 } sl_etcd_op;
 
 /* ---- calls; each fills *out only on SL_OK (release it after); each
  * ends by deadline_ms (see above) ---- */
 
 /* Linearizable range [key, range_end) (range_end NULL: just key), sorted by
- * key, at most `limit` kvs (0: all). */
+ * key, at most `limit` kvs (0: all), as of `revision` (0: the latest;
+ * SL_ERANGE once compacted). */
 sl_status sl_etcd_range(sl_etcd *c, int64_t deadline_ms, const void *key,
                         size_t key_len, const void *range_end,
-                        size_t range_end_len, int64_t limit,
+                        size_t range_end_len, int64_t limit, int64_t revision,
                         sl_etcd_range_reply *out, sl_err *err);
 
 /* Unconditional put; *revision (may be NULL) gets the new revision. */

@@ -8,8 +8,14 @@
  *      the caller's epoch, which must be the partition's current one. So a
  *      broker that lost ownership can no longer move a cursor or change the
  *      ledger list, even if it still believes it owns the partition.
- *   2. Stored lists name each ledger once; stored acked ranges are sorted,
- *      non-overlapping, and each ledger has at most one AckedRanges.
+ *   2. Stored lists have strictly increasing ledger ids; stored acked
+ *      ranges are sorted, non-overlapping, and each ledger has at most one
+ *      AckedRanges.
+ *   3. A list update adds no ledger at or below the stored list's last one
+ *      (positions are ordered by ledger id, so a partition's message ids
+ *      never go backwards), and none at all once the list is terminated;
+ *      terminated never goes back to false.
+ *   4. Deleting a cursor is guarded by the epoch like updating it.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -21,6 +27,8 @@
 #include "metadata/service_int.h"
 
 #define MAX_LEDGERS 1000000
+#define MAX_PROPERTIES 1024
+#define MAX_PROPERTY_BYTES (64 * 1024)
 
 static int cmp_u64(const void *a, const void *b) {
   uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
@@ -37,27 +45,75 @@ static uint64_t first_duplicate(uint64_t *ids, size_t n) {
 
 /* ---- managed ledgers ---- */
 
+static sl_status check_properties(const Sluice__V1__ManagedLedgerInfo *ml, sl_err *err) {
+  if (ml->n_properties > MAX_PROPERTIES)
+    return sl_err_set(err, SL_EINVAL, "managed ledger %s: %zu properties, limit is %d",
+                      ml->partition, ml->n_properties, MAX_PROPERTIES);
+  size_t bytes = 0;
+  for (size_t i = 0; i < ml->n_properties; i++) {
+    const Sluice__V1__KeyValue *kv = ml->properties[i];
+    const char *k = kv->key ? kv->key : "", *v = kv->value ? kv->value : "";
+    if (k[0] == '\0')
+      return sl_err_set(err, SL_EINVAL, "managed ledger %s: property %zu has an empty key",
+                        ml->partition, i);
+    bytes += strlen(k) + strlen(v); /* each below the gRPC message limit */
+    if (bytes > MAX_PROPERTY_BYTES)
+      return sl_err_set(err, SL_EINVAL, "managed ledger %s: properties exceed %d bytes",
+                        ml->partition, MAX_PROPERTY_BYTES);
+    for (size_t j = 0; j < i; j++)
+      if (strcmp(ml->properties[j]->key ? ml->properties[j]->key : "", k) == 0)
+        return sl_err_set(err, SL_EINVAL, "managed ledger %s: property %s given twice",
+                          ml->partition, k);
+  }
+  return SL_OK;
+}
+
+/* Invariant 2 for a list. */
 static sl_status check_ledger_list(const Sluice__V1__ManagedLedgerInfo *ml, sl_err *err) {
   if (ml->n_ledgers > MAX_LEDGERS)
     return sl_err_set(err, SL_EINVAL, "managed ledger %s: %zu ledgers, limit is %d",
                       ml->partition, ml->n_ledgers, MAX_LEDGERS);
-  uint64_t *ids = sl_xmalloc((ml->n_ledgers + 1) * sizeof(*ids));
-  sl_status st = SL_OK;
-  for (size_t i = 0; i < ml->n_ledgers && st == SL_OK; i++) {
+  for (size_t i = 0; i < ml->n_ledgers; i++) {
     const Sluice__V1__LedgerRef *r = ml->ledgers[i];
-    ids[i] = r->ledger_id;
     if (r->ledger_id == 0)
-      st = sl_err_set(err, SL_EINVAL, "managed ledger %s: ledger %zu has id 0", ml->partition, i);
-    else if (r->entries < 0)
-      st = sl_err_set(err, SL_EINVAL, "managed ledger %s: ledger %" PRIu64 " has %" PRId64
-                      " entries", ml->partition, r->ledger_id, r->entries);
+      return sl_err_set(err, SL_EINVAL, "managed ledger %s: ledger %zu has id 0", ml->partition,
+                        i);
+    if (r->entries < 0)
+      return sl_err_set(err, SL_EINVAL, "managed ledger %s: ledger %" PRIu64 " has %" PRId64
+                        " entries", ml->partition, r->ledger_id, r->entries);
+    if (i > 0 && r->ledger_id <= ml->ledgers[i - 1]->ledger_id)
+      return sl_err_set(err, SL_EINVAL, "managed ledger %s: ledger %" PRIu64 " follows ledger %"
+                        PRIu64 "; ids must increase along the list", ml->partition,
+                        r->ledger_id, ml->ledgers[i - 1]->ledger_id);
   }
-  uint64_t dup = st == SL_OK ? first_duplicate(ids, ml->n_ledgers) : 0;
-  if (dup != 0)
-    st = sl_err_set(err, SL_EINVAL, "managed ledger %s: ledger %" PRIu64 " listed twice",
-                    ml->partition, dup);
-  free(ids);
-  return st;
+  return check_properties(ml, err);
+}
+
+static bool lists_ledger(const Sluice__V1__ManagedLedgerInfo *ml, uint64_t id) {
+  for (size_t i = 0; i < ml->n_ledgers; i++)
+    if (ml->ledgers[i]->ledger_id == id) return true;
+  return false;
+}
+
+/* Invariant 3, against the stored list. */
+static sl_status check_growth(const Sluice__V1__ManagedLedgerInfo *cur,
+                              const Sluice__V1__ManagedLedgerInfo *ml, sl_err *err) {
+  uint64_t last = cur->n_ledgers > 0 ? cur->ledgers[cur->n_ledgers - 1]->ledger_id : 0;
+  if (cur->terminated && !ml->terminated)
+    return sl_err_set(err, SL_EPRECOND, "managed ledger %s: terminated; it stays terminated",
+                      ml->partition);
+  for (size_t i = 0; i < ml->n_ledgers; i++) {
+    uint64_t id = ml->ledgers[i]->ledger_id;
+    if (lists_ledger(cur, id)) continue;
+    if (cur->terminated)
+      return sl_err_set(err, SL_EPRECOND, "managed ledger %s: terminated; ledger %" PRIu64
+                        " cannot be added", ml->partition, id);
+    if (id <= last)
+      return sl_err_set(err, SL_EINVAL, "managed ledger %s: ledger %" PRIu64 " is below the "
+                        "partition's last ledger %" PRIu64 "; ids must increase",
+                        ml->partition, id, last);
+  }
+  return SL_OK;
 }
 
 static sl_status read_managed(sl_md_service *md, const char *partition,
@@ -100,6 +156,18 @@ static sl_status update_managed(sl_md_service *md,
   if ((st = check_ledger_list(ml, err)) != SL_OK) return st;
   sl_md_epoch guard;
   if ((st = sl_md_epoch_check(md, ml->partition, req->epoch, &guard, err)) != SL_OK) return st;
+  if (req->expected_version > 0) {
+    Sluice__V1__ManagedLedgerInfo *cur = NULL;
+    int64_t cur_version = 0;
+    if ((st = read_managed(md, ml->partition, &cur, &cur_version, err)) != SL_OK) return st;
+    if (cur_version != req->expected_version)
+      st = sl_err_set(err, SL_EVERSION, "managed ledger %s: version %" PRId64 " is not the "
+                      "current one; re-read and retry", ml->partition, req->expected_version);
+    else
+      st = check_growth(cur, ml, err);
+    protobuf_c_message_free_unpacked(&cur->base, NULL);
+    if (st != SL_OK) return st;
+  }
   ml->epoch = req->epoch;
   char what[SL_MD_PARTITION_MAX + 32];
   snprintf(what, sizeof(what), "managed ledger %s", ml->partition);
@@ -224,20 +292,26 @@ SL_MD_HANDLER(update_cursor, UpdateCursorRequest) {
   sl_metadata_service_update_cursor_reply(call, &resp);
 }
 
+/* Invariant 4. */
+static sl_status delete_cursor(sl_md_service *md, const Sluice__V1__DeleteCursorRequest *req,
+                               sl_err *err) {
+  sl_status st = sl_md_check_partition(req->partition, NULL, NULL, err);
+  if (st == SL_OK) st = sl_md_check_segment("subscription", req->subscription, err);
+  if (st != SL_OK) return st;
+  sl_md_epoch guard;
+  if ((st = sl_md_epoch_check(md, req->partition, req->epoch, &guard, err)) != SL_OK) return st;
+  char what[SL_MD_PARTITION_MAX + SL_MD_NAME_MAX + 16];
+  snprintf(what, sizeof(what), "cursor %s/%s", req->partition, req->subscription);
+  sl_md_key key;
+  sl_md_key_fmt(&key, "cursors/%s/%s", req->partition, req->subscription);
+  return sl_md_write(md, what, &key, NULL, SL_STORE_REV_EXISTS, &guard, NULL, NULL, err);
+}
+
 SL_MD_HANDLER(delete_cursor, DeleteCursorRequest) {
-  sl_md_service *md = ctx;
   sl_err err = SL_ERR_INIT;
-  sl_status st = sl_md_check_partition(req->partition, NULL, NULL, &err);
-  if (st == SL_OK) st = sl_md_check_segment("subscription", req->subscription, &err);
-  if (st == SL_OK) {
-    sl_md_key key;
-    sl_md_key_fmt(&key, "cursors/%s/%s", req->partition, req->subscription);
-    st = sl_store_delete(md->store, key.s, key.len, SL_STORE_REV_ANY, NULL, &err);
-    if (st == SL_ENOTFOUND)
-      st = sl_err_set(&err, st, "cursor %s/%s: not found", req->partition, req->subscription);
-  }
+  sl_status st = delete_cursor(ctx, req, &err);
   if (st != SL_OK) {
-    sl_md_fail(call, sl_md_store_status(st), &err);
+    sl_md_fail(call, st, &err);
     return;
   }
   Sluice__V1__DeleteCursorResponse resp = SLUICE__V1__DELETE_CURSOR_RESPONSE__INIT;

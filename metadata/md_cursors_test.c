@@ -67,7 +67,7 @@ static void test_md_cursors__managed_ledger(void **state) {
   Sluice__V1__LedgerRef a = SLUICE__V1__LEDGER_REF__INIT, b = SLUICE__V1__LEDGER_REF__INIT;
   a.ledger_id = 7;
   a.entries = 100;
-  b.ledger_id = 3; /* ids come from several replicas' blocks: any order */
+  b.ledger_id = 9;
   Sluice__V1__LedgerRef *refs[] = {&a, &b};
   int64_t v1 = 0, v2 = 0;
   mdt_expect(update_ml(ch, P, refs, 1, 0, f->epoch, &v1, &err), SL_OK, &err);
@@ -82,10 +82,19 @@ static void test_md_cursors__managed_ledger(void **state) {
   assert_int_equal(got->info->ledgers[0]->entries, 100);
   assert_int_equal(got->info->epoch, f->epoch);
   protobuf_c_message_free_unpacked(&got->base, NULL);
+  /* A partition never rolls back to a lower ledger id, even after the
+   * list's last ledger was dropped. */
+  Sluice__V1__LedgerRef c = SLUICE__V1__LEDGER_REF__INIT;
+  c.ledger_id = 8;
+  Sluice__V1__LedgerRef *back[] = {&a, &c};
+  mdt_expect(update_ml(ch, P, back, 2, v2, f->epoch, NULL, &err), SL_EINVAL, &err);
+  assert_non_null(strstr(err.msg, "must increase"));
+  Sluice__V1__LedgerRef *down[] = {&b, &a};
+  mdt_expect(update_ml(ch, P, down, 2, v2, f->epoch, NULL, &err), SL_EINVAL, &err);
   /* Garbage lists. */
   b.ledger_id = 7;
   mdt_expect(update_ml(ch, P, refs, 2, v2, f->epoch, NULL, &err), SL_EINVAL, &err);
-  assert_non_null(strstr(err.msg, "twice"));
+  assert_non_null(strstr(err.msg, "must increase"));
   b.ledger_id = 0;
   mdt_expect(update_ml(ch, P, refs, 2, v2, f->epoch, NULL, &err), SL_EINVAL, &err);
   b.ledger_id = 8;
@@ -98,6 +107,85 @@ static void test_md_cursors__managed_ledger(void **state) {
   Sluice__V1__UpdateManagedLedgerRequest empty = SLUICE__V1__UPDATE_MANAGED_LEDGER_REQUEST__INIT;
   mdt_expect(sl_metadata_service_update_managed_ledger(ch, &empty, &got, NULL, &err), SL_EINVAL,
              &err);
+}
+
+static sl_status update_ml_info(sl_rpc_channel *ch, Sluice__V1__ManagedLedgerInfo *ml,
+                                int64_t expected, uint64_t epoch, int64_t *version,
+                                sl_err *err) {
+  Sluice__V1__UpdateManagedLedgerRequest req = SLUICE__V1__UPDATE_MANAGED_LEDGER_REQUEST__INIT;
+  req.info = ml;
+  req.expected_version = expected;
+  req.epoch = epoch;
+  Sluice__V1__ManagedLedgerResponse *resp = NULL;
+  sl_status st = sl_metadata_service_update_managed_ledger(ch, &req, &resp, NULL, err);
+  if (st == SL_OK && version != NULL) *version = resp->version;
+  if (resp != NULL) protobuf_c_message_free_unpacked(&resp->base, NULL);
+  return st;
+}
+
+static void test_md_cursors__properties_and_terminated(void **state) {
+  fixture *f = *state;
+  sl_rpc_channel *ch = f->l.ch;
+  sl_err err = SL_ERR_INIT;
+  Sluice__V1__LedgerRef a = SLUICE__V1__LEDGER_REF__INIT, b = SLUICE__V1__LEDGER_REF__INIT;
+  a.ledger_id = 5;
+  b.ledger_id = 6;
+  Sluice__V1__LedgerRef *refs[] = {&a, &b};
+  Sluice__V1__KeyValue p1 = SLUICE__V1__KEY_VALUE__INIT, p2 = SLUICE__V1__KEY_VALUE__INIT;
+  p1.key = "dedup/producer-1";
+  p1.value = "seq=41;pos=5:3";
+  p2.key = "dedup/producer-2";
+  p2.value = "seq=7;pos=5:2";
+  Sluice__V1__KeyValue *props[] = {&p1, &p2};
+  Sluice__V1__ManagedLedgerInfo ml = SLUICE__V1__MANAGED_LEDGER_INFO__INIT;
+  ml.partition = P;
+  ml.ledgers = refs;
+  ml.n_ledgers = 1;
+  ml.properties = props;
+  ml.n_properties = 2;
+  int64_t v = 0;
+  mdt_expect(update_ml_info(ch, &ml, 0, f->epoch, &v, &err), SL_OK, &err);
+  Sluice__V1__GetManagedLedgerRequest gr = SLUICE__V1__GET_MANAGED_LEDGER_REQUEST__INIT;
+  gr.partition = P;
+  Sluice__V1__ManagedLedgerResponse *got = NULL;
+  mdt_expect(sl_metadata_service_get_managed_ledger(ch, &gr, &got, NULL, &err), SL_OK, &err);
+  assert_int_equal(got->info->n_properties, 2);
+  assert_string_equal(got->info->properties[0]->key, "dedup/producer-1");
+  assert_string_equal(got->info->properties[0]->value, "seq=41;pos=5:3");
+  assert_false(got->info->terminated);
+  protobuf_c_message_free_unpacked(&got->base, NULL);
+  /* Properties go with the list's CAS: an old version loses. */
+  p1.value = "seq=42;pos=5:4";
+  mdt_expect(update_ml_info(ch, &ml, v - 1, f->epoch, NULL, &err), SL_EVERSION, &err);
+  /* Bad maps. */
+  p2.key = "dedup/producer-1";
+  mdt_expect(update_ml_info(ch, &ml, v, f->epoch, NULL, &err), SL_EINVAL, &err);
+  assert_non_null(strstr(err.msg, "twice"));
+  p2.key = "";
+  mdt_expect(update_ml_info(ch, &ml, v, f->epoch, NULL, &err), SL_EINVAL, &err);
+  p2.key = "dedup/producer-2";
+  static char big[70 * 1024];
+  memset(big, 'x', sizeof(big) - 1);
+  p2.value = big;
+  mdt_expect(update_ml_info(ch, &ml, v, f->epoch, NULL, &err), SL_EINVAL, &err);
+  p2.value = "seq=7;pos=5:2";
+  /* Terminate: then nothing is added, and it stays terminated. */
+  ml.terminated = true;
+  mdt_expect(update_ml_info(ch, &ml, v, f->epoch, &v, &err), SL_OK, &err);
+  ml.n_ledgers = 2;
+  mdt_expect(update_ml_info(ch, &ml, v, f->epoch, NULL, &err), SL_EPRECOND, &err);
+  assert_non_null(strstr(err.msg, "terminated"));
+  ml.n_ledgers = 1;
+  ml.terminated = false;
+  mdt_expect(update_ml_info(ch, &ml, v, f->epoch, NULL, &err), SL_EPRECOND, &err);
+  /* Trimming a terminated list is fine. */
+  ml.terminated = true;
+  ml.n_ledgers = 0;
+  mdt_expect(update_ml_info(ch, &ml, v, f->epoch, &v, &err), SL_OK, &err);
+  mdt_expect(sl_metadata_service_get_managed_ledger(ch, &gr, &got, NULL, &err), SL_OK, &err);
+  assert_true(got->info->terminated);
+  assert_string_equal(got->info->properties[0]->value, "seq=42;pos=5:4");
+  protobuf_c_message_free_unpacked(&got->base, NULL);
 }
 
 static void test_md_cursors__crud_and_list(void **state) {
@@ -128,7 +216,12 @@ static void test_md_cursors__crud_and_list(void **state) {
   Sluice__V1__DeleteCursorRequest dr = SLUICE__V1__DELETE_CURSOR_REQUEST__INIT;
   dr.partition = P;
   dr.subscription = "s0";
+  dr.epoch = f->epoch - 1; /* a stale owner cannot delete it */
   Sluice__V1__DeleteCursorResponse *dresp = NULL;
+  mdt_expect(sl_metadata_service_delete_cursor(ch, &dr, &dresp, NULL, &err), SL_ESTALE_EPOCH,
+             &err);
+  assert_non_null(strstr(err.msg, "stale"));
+  dr.epoch = f->epoch;
   mdt_expect(sl_metadata_service_delete_cursor(ch, &dr, &dresp, NULL, &err), SL_OK, &err);
   protobuf_c_message_free_unpacked(&dresp->base, NULL);
   mdt_expect(sl_metadata_service_delete_cursor(ch, &dr, &dresp, NULL, &err), SL_ENOTFOUND, &err);
@@ -239,6 +332,8 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_md_cursors__managed_ledger, setup, teardown),
       cmocka_unit_test_setup_teardown(test_md_cursors__crud_and_list, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_md_cursors__properties_and_terminated, setup,
+                                      teardown),
       cmocka_unit_test_setup_teardown(test_md_cursors__acked_ranges, setup, teardown),
       cmocka_unit_test_setup_teardown(test_md_cursors__bad_input, setup, teardown),
   };

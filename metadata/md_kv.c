@@ -101,6 +101,12 @@ static sl_status list_page(const sl_store_range_result *r, size_t strip,
 
 #define LIST_PAGE 1000
 
+size_t sl_md_page_limit(const sl_md_service *md) {
+  /* The local store reads no older revision; one whole read is one
+   * snapshot there (and it is in-process, so size is no concern). */
+  return strcmp(sl_store_backend(md->store), "local") == 0 ? 0 : LIST_PAGE;
+}
+
 sl_status sl_md_list_read(sl_md_service *md, const sl_md_key *prefix,
                           const ProtobufCMessageDescriptor *desc, sl_md_list *out,
                           sl_err *err) {
@@ -110,8 +116,8 @@ sl_status sl_md_list_read(sl_md_service *md, const sl_md_key *prefix,
   sl_status st;
   for (;;) {
     sl_store_range_result r;
-    st = sl_store_range(md->store, prefix->s, prefix->len, start, start_len, LIST_PAGE,
-                        &r, err);
+    st = sl_store_range_at(md->store, prefix->s, prefix->len, start, start_len,
+                           sl_md_page_limit(md), out->revision, &r, err);
     if (st != SL_OK) {
       st = sl_md_store_status(st);
       break;
@@ -209,11 +215,11 @@ sl_status sl_md_epoch_read(sl_md_service *md, const char *partition, sl_md_epoch
 static sl_status compare_epoch(const char *partition, uint64_t epoch, uint64_t current,
                                sl_err *err) {
   if (epoch < current)
-    return sl_err_set(err, SL_EFENCED,
+    return sl_err_set(err, SL_ESTALE_EPOCH,
                       "partition %s: epoch %" PRIu64 " is stale, current epoch is %" PRIu64,
                       partition, epoch, current);
   if (epoch > current)
-    return sl_err_set(err, SL_EFENCED,
+    return sl_err_set(err, SL_EPRECOND,
                       "partition %s: epoch %" PRIu64 " was never granted (current is %" PRIu64
                       ")",
                       partition, epoch, current);
@@ -238,24 +244,28 @@ sl_status sl_md_epoch_check(sl_md_service *md, const char *partition, uint64_t e
 
 /* ---- the write path ---- */
 
-/* After a failed guarded txn: which compare failed? */
+/* After a failed txn: which compare failed? The guard's (stale epoch), the
+ * key's (gone, exists, or changed), or else one of the caller's extra
+ * compares (SL_EVERSION: re-read and retry). */
 static sl_status classify(sl_md_service *md, const char *what, const sl_md_key *key,
                           int64_t expected, const sl_md_epoch *guard, sl_err *err) {
-  sl_md_epoch now;
-  const char *partition = guard->key.s + sizeof(SL_MD_ROOT "epochs/") - 1;
-  sl_status st = sl_md_epoch_read(md, partition, &now, err);
-  if (st != SL_OK) return st;
-  if (now.rev != guard->rev)
-    return sl_err_set(err, SL_EFENCED,
-                      "%s: ownership of %s moved on (epoch %" PRIu64 " is stale, current is %" PRIu64
-                      ")",
-                      what, partition, guard->epoch, now.epoch);
+  sl_status st;
+  if (guard != NULL) {
+    sl_md_epoch now;
+    const char *partition = guard->key.s + sizeof(SL_MD_ROOT "epochs/") - 1;
+    if ((st = sl_md_epoch_read(md, partition, &now, err)) != SL_OK) return st;
+    if (now.rev != guard->rev)
+      return sl_err_set(err, SL_ESTALE_EPOCH,
+                        "%s: ownership of %s moved on (epoch %" PRIu64
+                        " is stale, current is %" PRIu64 ")",
+                        what, partition, guard->epoch, now.epoch);
+  }
   sl_store_kv kv = {0};
   st = sl_store_get(md->store, key->s, key->len, &kv, err);
   if (st != SL_OK && st != SL_ENOTFOUND) return sl_md_store_status(st);
   bool exists = st == SL_OK;
   sl_store_kv_release(&kv);
-  if (!exists && expected > 0)
+  if (!exists && expected != SL_STORE_REV_ABSENT)
     return sl_err_set(err, SL_ENOTFOUND, "%s: not found (deleted meanwhile)", what);
   if (exists && expected == 0) return sl_err_set(err, SL_EEXIST, "%s: already exists", what);
   return sl_err_set(err, SL_EVERSION,
@@ -281,25 +291,34 @@ static sl_status reword(sl_status st, const char *what, int64_t expected, sl_err
 sl_status sl_md_cas(sl_md_service *md, const char *what, const sl_md_key *key,
                     const ProtobufCMessage *value, int64_t expected,
                     const sl_md_epoch *guard, int64_t *version, sl_err *err) {
-  size_t len;
-  uint8_t *buf = sl_md_pack(value, &len);
-  sl_status st;
   SL_ASSERT(expected >= 0);
-  if (guard == NULL) {
-    st = sl_store_put(md->store, key->s, key->len, buf, len, expected, 0, version, err);
-    if (st != SL_OK) st = reword(st, what, expected, err);
-  } else {
-    sl_store_cmp cmps[2] = {
-        {key->s, key->len, expected},
-        {guard->key.s, guard->key.len, guard->rev},
-    };
-    sl_store_op op = {SL_STORE_OP_PUT, key->s, key->len, buf, len, 0};
-    st = sl_store_txn(md->store, cmps, 2, &op, 1, version, err);
-    if (st == SL_EVERSION)
-      st = classify(md, what, key, expected, guard, err);
-    else if (st != SL_OK)
-      st = sl_md_store_status(st);
-  }
+  return sl_md_write(md, what, key, value, expected, guard, NULL, version, err);
+}
+
+sl_status sl_md_write(sl_md_service *md, const char *what, const sl_md_key *key,
+                      const ProtobufCMessage *value, int64_t expected,
+                      const sl_md_epoch *guard, const sl_md_extra *extra, int64_t *version,
+                      sl_err *err) {
+  size_t len = 0;
+  uint8_t *buf = value != NULL ? sl_md_pack(value, &len) : NULL;
+  size_t n_extra_cmps = extra != NULL ? extra->n_cmps : 0;
+  size_t n_extra_ops = extra != NULL ? extra->n_ops : 0;
+  SL_ASSERT(n_extra_cmps + 2 <= SL_STORE_TXN_MAX && n_extra_ops + 1 <= SL_STORE_TXN_MAX);
+  sl_store_cmp cmps[SL_STORE_TXN_MAX];
+  sl_store_op ops[SL_STORE_TXN_MAX];
+  size_t nc = 0, no = 0;
+  cmps[nc++] = (sl_store_cmp){key->s, key->len, expected};
+  if (guard != NULL) cmps[nc++] = (sl_store_cmp){guard->key.s, guard->key.len, guard->rev};
+  for (size_t i = 0; i < n_extra_cmps; i++) cmps[nc++] = extra->cmps[i];
+  ops[no++] = value != NULL
+                  ? (sl_store_op){SL_STORE_OP_PUT, key->s, key->len, buf, len, 0}
+                  : (sl_store_op){SL_STORE_OP_DELETE, key->s, key->len, NULL, 0, 0};
+  for (size_t i = 0; i < n_extra_ops; i++) ops[no++] = extra->ops[i];
+  sl_status st = sl_store_txn(md->store, cmps, nc, ops, no, version, err);
+  if (st == SL_EVERSION)
+    st = classify(md, what, key, expected, guard, err);
+  else if (st != SL_OK)
+    st = reword(st, what, expected, err);
   free(buf);
   return st;
 }

@@ -40,12 +40,18 @@ static sl_status get(sl_rpc_channel *ch, uint64_t id, Sluice__V1__LedgerResponse
   return sl_metadata_service_get_ledger(ch, &req, out, NULL, err);
 }
 
-static sl_status update(sl_rpc_channel *ch, Sluice__V1__LedgerInfo *l, int64_t expected,
-                        uint64_t epoch, int64_t *version, sl_err *err) {
+#define WRITE SLUICE__V1__LEDGER_UPDATE_KIND__LEDGER_UPDATE_WRITE
+#define RECOVER SLUICE__V1__LEDGER_UPDATE_KIND__LEDGER_UPDATE_RECOVER
+#define REREPLICATE SLUICE__V1__LEDGER_UPDATE_KIND__LEDGER_UPDATE_REREPLICATE
+
+static sl_status update_kind(sl_rpc_channel *ch, Sluice__V1__LedgerInfo *l, int64_t expected,
+                             uint64_t epoch, Sluice__V1__LedgerUpdateKind kind, int64_t *version,
+                             sl_err *err) {
   Sluice__V1__UpdateLedgerRequest req = SLUICE__V1__UPDATE_LEDGER_REQUEST__INIT;
   req.info = l;
   req.expected_version = expected;
   req.epoch = epoch;
+  req.kind = kind;
   Sluice__V1__LedgerResponse *resp = NULL;
   sl_status st = sl_metadata_service_update_ledger(ch, &req, &resp, NULL, err);
   if (st == SL_OK) {
@@ -55,14 +61,39 @@ static sl_status update(sl_rpc_channel *ch, Sluice__V1__LedgerInfo *l, int64_t e
   return st;
 }
 
-static sl_status delete_ledger(sl_rpc_channel *ch, uint64_t id, int64_t expected, sl_err *err) {
+/* A writer's update (kind WRITE). */
+static sl_status update(sl_rpc_channel *ch, Sluice__V1__LedgerInfo *l, int64_t expected,
+                        uint64_t epoch, int64_t *version, sl_err *err) {
+  return update_kind(ch, l, expected, epoch, WRITE, version, err);
+}
+
+static sl_status delete_ledger_at(sl_rpc_channel *ch, uint64_t id, int64_t expected,
+                                  uint64_t epoch, sl_err *err) {
   Sluice__V1__DeleteLedgerRequest req = SLUICE__V1__DELETE_LEDGER_REQUEST__INIT;
   req.ledger_id = id;
   req.expected_version = expected;
+  req.epoch = epoch;
   Sluice__V1__DeleteLedgerResponse *resp = NULL;
   sl_status st = sl_metadata_service_delete_ledger(ch, &req, &resp, NULL, err);
   if (resp) protobuf_c_message_free_unpacked(&resp->base, NULL);
   return st;
+}
+
+static sl_status delete_ledger(sl_rpc_channel *ch, uint64_t id, int64_t expected, sl_err *err) {
+  return delete_ledger_at(ch, id, expected, 0, err);
+}
+
+/* Closes a ledger of no partition at entry -1 (empty) as its writer. */
+static int64_t close_ledger(sl_rpc_channel *ch, uint64_t id) {
+  Sluice__V1__LedgerResponse *r = NULL;
+  sl_err err = SL_ERR_INIT;
+  mdt_expect(get(ch, id, &r, &err), SL_OK, &err);
+  r->info->state = SLUICE__V1__LEDGER_STATE__LEDGER_STATE_CLOSED;
+  r->info->last_entry_id = -1;
+  int64_t v = 0;
+  mdt_expect(update(ch, r->info, r->version, r->info->owner_epoch, &v, &err), SL_OK, &err);
+  protobuf_c_message_free_unpacked(&r->base, NULL);
+  return v;
 }
 
 /* Opens a session for broker and takes P; returns the epoch. */
@@ -141,11 +172,20 @@ static void test_md_ledgers__create_get_delete(void **state) {
   mdt_expect(create(l->ch, &info, 0, NULL, &err), SL_OK, &err);
   mdt_expect(create(l->ch, &info, 0, NULL, &err), SL_EEXIST, &err);
 
+  /* Only CLOSED ledgers are deleted. */
+  mdt_expect(delete_ledger(l->ch, id, v, &err), SL_EPRECOND, &err);
+  assert_non_null(strstr(err.msg, "not closed"));
+  v = close_ledger(l->ch, id);
   mdt_expect(delete_ledger(l->ch, id, v + 100, &err), SL_EVERSION, &err);
   mdt_expect(delete_ledger(l->ch, id, v, &err), SL_OK, &err);
   mdt_expect(delete_ledger(l->ch, id, 0, &err), SL_ENOTFOUND, &err);
-  mdt_expect(get(l->ch, id, &r, &err), SL_ENOTFOUND, &err);
+  mdt_expect(get(l->ch, id, &r, &err), SL_EDELETED, &err);
+  assert_non_null(strstr(err.msg, "deleted"));
+  close_ledger(l->ch, info.ledger_id);
   mdt_expect(delete_ledger(l->ch, info.ledger_id, 0, &err), SL_OK, &err);
+  /* A deleted id can never be created again. */
+  mdt_expect(create(l->ch, &info, 0, NULL, &err), SL_EDELETED, &err);
+  assert_non_null(strstr(err.msg, "deleted"));
   mdt_expect(get(l->ch, 0, &r, &err), SL_EINVAL, &err);
   mdt_expect(get(l->ch, 987654321, &r, &err), SL_ENOTFOUND, &err);
   mdt_expect(delete_ledger(l->ch, 0, 0, &err), SL_EINVAL, &err);
@@ -203,28 +243,52 @@ static void test_md_ledgers__lifecycle_and_epochs(void **state) {
   uint64_t e2 = own(l, "b2", &s2);
   assert_true(e2 > e1);
   cur->state = SLUICE__V1__LEDGER_STATE__LEDGER_STATE_IN_RECOVERY;
-  mdt_expect(update(l->ch, cur, v, e1, NULL, &err), SL_EPRECOND, &err); /* b1: stale */
-  assert_non_null(strstr(err.msg, "stale"));
-  mdt_expect(update(l->ch, cur, v, e2, &v, &err), SL_OK, &err);
-  /* The old writer cannot reopen or extend it. */
+  cur->recovery_epoch = e2;
+  mdt_expect(update_kind(l->ch, cur, v, e1, RECOVER, NULL, &err), SL_ESTALE_EPOCH, &err);
+  assert_non_null(strstr(err.msg, "stale")); /* b1 */
+  /* A writer's update by the new owner is no way to recover. */
+  mdt_expect(update(l->ch, cur, v, e2, NULL, &err), SL_ESTALE_EPOCH, &err);
+  cur->recovery_epoch = e1;
+  mdt_expect(update_kind(l->ch, cur, v, e2, RECOVER, NULL, &err), SL_EINVAL, &err);
+  cur->recovery_epoch = e2;
+  mdt_expect(update_kind(l->ch, cur, v, e2, RECOVER, &v, &err), SL_OK, &err);
+  /* Nobody reopens or extends it: not the old writer, not the new owner. */
   cur->state = SLUICE__V1__LEDGER_STATE__LEDGER_STATE_OPEN;
-  mdt_expect(update(l->ch, cur, v, e2, NULL, &err), SL_EPRECOND, &err);
-  mdt_expect(update(l->ch, cur, v, e1, NULL, &err), SL_EPRECOND, &err);
+  mdt_expect(update_kind(l->ch, cur, v, e2, RECOVER, NULL, &err), SL_EPRECOND, &err);
+  mdt_expect(update(l->ch, cur, v, e2, NULL, &err), SL_EFENCED, &err);
+  mdt_expect(update(l->ch, cur, v, e1, NULL, &err), SL_ESTALE_EPOCH, &err);
   /* b2 closes it at the last entry it recovered. */
   cur->state = SLUICE__V1__LEDGER_STATE__LEDGER_STATE_CLOSED;
   cur->last_entry_id = 41;
   cur->length_bytes = 4200;
-  mdt_expect(update(l->ch, cur, v, e2, &v, &err), SL_OK, &err);
+  mdt_expect(update(l->ch, cur, v, e2, NULL, &err), SL_EFENCED, &err);
+  mdt_expect(update_kind(l->ch, cur, v, e2, RECOVER, &v, &err), SL_OK, &err);
   /* Closed is final... */
   cur->last_entry_id = 42;
-  mdt_expect(update(l->ch, cur, v, e2, NULL, &err), SL_EPRECOND, &err);
+  mdt_expect(update_kind(l->ch, cur, v, e2, RECOVER, NULL, &err), SL_EPRECOND, &err);
+  mdt_expect(update_kind(l->ch, cur, v, 0, REREPLICATE, NULL, &err), SL_EPRECOND, &err);
   cur->last_entry_id = 41;
   s_new.first_entry = 11;
-  mdt_expect(update(l->ch, cur, v, e2, NULL, &err), SL_EPRECOND, &err);
+  mdt_expect(update_kind(l->ch, cur, v, 0, REREPLICATE, NULL, &err), SL_EPRECOND, &err);
   s_new.first_entry = 10;
-  /* ...except that re-replication may swap a bookie, with no epoch. */
+  /* ...except that re-replication may swap a bookie, with no epoch, if it
+   * records where the copies went. */
   s_new.bookie_ids = bk2;
-  mdt_expect(update(l->ch, cur, v, 0, &v, &err), SL_OK, &err);
+  mdt_expect(update_kind(l->ch, cur, v, 0, REREPLICATE, NULL, &err), SL_EINVAL, &err);
+  assert_non_null(strstr(err.msg, "re-replication record"));
+  mdt_expect(update_kind(l->ch, cur, v, e2, WRITE, NULL, &err), SL_EPRECOND, &err);
+  Sluice__V1__Rereplication rr = SLUICE__V1__REREPLICATION__INIT;
+  rr.segment = 1;
+  rr.from_bookie = "b2"; /* wrong: b1 was there */
+  rr.to_bookie = "b2";
+  Sluice__V1__Rereplication *rrs[] = {&rr};
+  cur->rereplications = rrs;
+  cur->n_rereplications = 1;
+  mdt_expect(update_kind(l->ch, cur, v, 0, REREPLICATE, NULL, &err), SL_EINVAL, &err);
+  rr.from_bookie = "b1";
+  mdt_expect(update_kind(l->ch, cur, v, 0, REREPLICATE, &v, &err), SL_OK, &err);
+  cur->rereplications = NULL;
+  cur->n_rereplications = 0;
   cur->ensembles = old_segs;
   cur->n_ensembles = old_n;
   protobuf_c_message_free_unpacked(&r->base, NULL);
@@ -233,12 +297,149 @@ static void test_md_ledgers__lifecycle_and_epochs(void **state) {
   assert_int_equal(r->info->state, SLUICE__V1__LEDGER_STATE__LEDGER_STATE_CLOSED);
   assert_int_equal(r->info->last_entry_id, 41);
   assert_string_equal(r->info->ensembles[1]->bookie_ids[0], "b2");
+  assert_int_equal(r->info->recovery_epoch, e2);
+  assert_int_equal(r->info->n_rereplications, 1);
+  assert_string_equal(r->info->rereplications[0]->from_bookie, "b1");
+  /* The record stays: dropping it is refused. */
+  Sluice__V1__Rereplication **kept = r->info->rereplications;
+  r->info->n_rereplications = 0;
+  mdt_expect(update_kind(l->ch, r->info, v, 0, REREPLICATE, NULL, &err), SL_EINVAL, &err);
+  r->info->n_rereplications = 1;
+  r->info->rereplications = kept;
+  /* Deletes need the owner's current epoch. */
+  mdt_expect(delete_ledger_at(l->ch, id, v, e1, &err), SL_ESTALE_EPOCH, &err);
+  assert_non_null(strstr(err.msg, "stale"));
+  mdt_expect(delete_ledger_at(l->ch, id, v, e2, &err), SL_OK, &err);
   protobuf_c_message_free_unpacked(&r->base, NULL);
   /* A stale owner cannot even create ledgers for the partition. */
   Sluice__V1__LedgerInfo info;
   Sluice__V1__EnsembleSegment seg;
   mdt_ledger_init(&info, &seg, P);
-  mdt_expect(create(l->ch, &info, e1, NULL, &err), SL_EPRECOND, &err);
+  mdt_expect(create(l->ch, &info, e1, NULL, &err), SL_ESTALE_EPOCH, &err);
+}
+
+/* Pulsar's message-id rollback: a newer owner must not keep the old
+ * owner's ledger OPEN and append to it; it may only recover and close. */
+static void test_md_ledgers__newer_owner_cannot_keep_old_ledger_open(void **state) {
+  mdt_local *l = *state;
+  sl_err err = SL_ERR_INIT;
+  int64_t s1, s2, v = 0;
+  uint64_t e1 = own(l, "b1", &s1);
+  uint64_t id = mdt_create_ledger(l->ch, P, e1, &v);
+  disown(l, s1, e1);
+  uint64_t e2 = own(l, "b2", &s2);
+  Sluice__V1__LedgerResponse *r = NULL;
+  mdt_expect(get(l->ch, id, &r, &err), SL_OK, &err);
+  Sluice__V1__LedgerInfo *cur = r->info;
+  /* Appending a segment (keeping it OPEN) as the new owner: refused. */
+  char *bk[] = {"b9"};
+  Sluice__V1__EnsembleSegment more = SLUICE__V1__ENSEMBLE_SEGMENT__INIT;
+  more.first_entry = 5;
+  more.n_bookie_ids = 1;
+  more.bookie_ids = bk;
+  Sluice__V1__EnsembleSegment *segs[] = {cur->ensembles[0], &more};
+  Sluice__V1__EnsembleSegment **old = cur->ensembles;
+  cur->ensembles = segs;
+  cur->n_ensembles = 2;
+  mdt_expect(update(l->ch, cur, r->version, e2, NULL, &err), SL_ESTALE_EPOCH, &err);
+  assert_non_null(strstr(err.msg, "only its creating epoch"));
+  mdt_expect(update_kind(l->ch, cur, r->version, e2, RECOVER, NULL, &err), SL_EPRECOND, &err);
+  assert_non_null(strstr(err.msg, "cannot keep it open"));
+  /* The old owner cannot either: its epoch is stale. */
+  mdt_expect(update(l->ch, cur, r->version, e1, NULL, &err), SL_ESTALE_EPOCH, &err);
+  /* Closing it as the writer would also be the old epoch's business. */
+  cur->ensembles = old;
+  cur->n_ensembles = 1;
+  cur->state = SLUICE__V1__LEDGER_STATE__LEDGER_STATE_CLOSED;
+  mdt_expect(update(l->ch, cur, r->version, e2, NULL, &err), SL_ESTALE_EPOCH, &err);
+  /* Recovery, then close: fine. And the partition's next ledger is newer. */
+  cur->state = SLUICE__V1__LEDGER_STATE__LEDGER_STATE_IN_RECOVERY;
+  cur->recovery_epoch = e2;
+  int64_t v2 = 0;
+  mdt_expect(update_kind(l->ch, cur, r->version, e2, RECOVER, &v2, &err), SL_OK, &err);
+  cur->state = SLUICE__V1__LEDGER_STATE__LEDGER_STATE_CLOSED;
+  mdt_expect(update_kind(l->ch, cur, v2, e2, RECOVER, &v2, &err), SL_OK, &err);
+  uint64_t next = mdt_create_ledger(l->ch, P, e2, NULL);
+  assert_true(next > id);
+  protobuf_c_message_free_unpacked(&r->base, NULL);
+}
+
+static void test_md_ledgers__segment_start_never_moves_back(void **state) {
+  mdt_local *l = *state;
+  sl_err err = SL_ERR_INIT;
+  int64_t s1, v = 0;
+  uint64_t e1 = own(l, "b1", &s1);
+  uint64_t id = mdt_create_ledger(l->ch, P, e1, &v);
+  Sluice__V1__LedgerResponse *r = NULL;
+  mdt_expect(get(l->ch, id, &r, &err), SL_OK, &err);
+  Sluice__V1__LedgerInfo *cur = r->info;
+  char *bk1[] = {"b1"}, *bk2[] = {"b2"};
+  Sluice__V1__EnsembleSegment s1seg = SLUICE__V1__ENSEMBLE_SEGMENT__INIT;
+  s1seg.first_entry = 100;
+  s1seg.n_bookie_ids = 1;
+  s1seg.bookie_ids = bk1;
+  Sluice__V1__EnsembleSegment *segs[] = {cur->ensembles[0], &s1seg};
+  Sluice__V1__EnsembleSegment **old = cur->ensembles;
+  cur->ensembles = segs;
+  cur->n_ensembles = 2;
+  mdt_expect(update(l->ch, cur, v, e1, &v, &err), SL_OK, &err);
+  /* Replacing the last segment by one that starts earlier: refused. */
+  s1seg.first_entry = 99;
+  s1seg.bookie_ids = bk2;
+  mdt_expect(update(l->ch, cur, v, e1, NULL, &err), SL_EINVAL, &err);
+  assert_non_null(strstr(err.msg, "cannot move back"));
+  /* Dropping the last segment moves its start back too. */
+  cur->n_ensembles = 1;
+  mdt_expect(update(l->ch, cur, v, e1, NULL, &err), SL_EINVAL, &err);
+  assert_non_null(strstr(err.msg, "cannot move back"));
+  /* Same start, other bookie (the writer's retry of an ensemble change): ok. */
+  cur->n_ensembles = 2;
+  s1seg.first_entry = 100;
+  mdt_expect(update(l->ch, cur, v, e1, &v, &err), SL_OK, &err);
+  /* Overflow on the wire: a segment after INT64_MAX is INVALID_ARGUMENT. */
+  Sluice__V1__EnsembleSegment s2seg = SLUICE__V1__ENSEMBLE_SEGMENT__INIT;
+  s2seg.first_entry = INT64_MAX;
+  s2seg.n_bookie_ids = 1;
+  s2seg.bookie_ids = bk1;
+  s1seg.first_entry = INT64_MAX;
+  Sluice__V1__EnsembleSegment *segs3[] = {old[0], &s1seg, &s2seg};
+  cur->ensembles = segs3;
+  cur->n_ensembles = 3;
+  mdt_expect(update(l->ch, cur, v, e1, NULL, &err), SL_EINVAL, &err);
+  cur->ensembles = old;
+  cur->n_ensembles = 1;
+  protobuf_c_message_free_unpacked(&r->base, NULL);
+}
+
+/* Ledger ids of one partition increase, even when a replica holding an
+ * old block creates the next one. */
+static void test_md_ledgers__partition_ids_increase_across_replicas(void **state) {
+  mdt_local *l = *state;
+  sl_err err = SL_ERR_INIT;
+  sl_md_service_opts o = SL_MD_SERVICE_OPTS_INIT;
+  o.ledger_id_block = 1000;
+  mdt_local r2;
+  mdt_replica_start(&r2, l->store, &o);
+  int64_t s1;
+  uint64_t e1 = own(l, "b1", &s1);
+  /* r2 reserves [x, x+1000) first; l's next block lies above it. */
+  uint64_t low = mdt_create_ledger(r2.ch, P, e1, NULL);
+  for (int i = 0; i < 4; i++) (void)mdt_allocate_ledger_id(l->ch); /* l: new block */
+  uint64_t high = mdt_create_ledger(l->ch, P, e1, NULL);
+  assert_true(high > low + 3);
+  /* r2 still holds ids just above `low`; it must not use them for P. */
+  uint64_t next = mdt_create_ledger(r2.ch, P, e1, NULL);
+  assert_true(next > high);
+  /* An explicit id below the partition's last is refused. */
+  uint64_t old_id = mdt_allocate_ledger_id(r2.ch); /* from r2's new block: above */
+  (void)old_id;
+  Sluice__V1__LedgerInfo info;
+  Sluice__V1__EnsembleSegment seg;
+  mdt_ledger_init(&info, &seg, P);
+  info.ledger_id = low + 1;
+  mdt_expect(create(l->ch, &info, e1, NULL, &err), SL_EINVAL, &err);
+  assert_non_null(strstr(err.msg, "must increase"));
+  mdt_local_stop(&r2);
 }
 
 static void test_md_ledgers__bad_input(void **state) {
@@ -300,6 +501,12 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_md_ledgers__lifecycle_and_epochs, setup,
                                       mdt_local_teardown),
       cmocka_unit_test_setup_teardown(test_md_ledgers__bad_input, setup, mdt_local_teardown),
+      cmocka_unit_test_setup_teardown(test_md_ledgers__newer_owner_cannot_keep_old_ledger_open,
+                                      setup, mdt_local_teardown),
+      cmocka_unit_test_setup_teardown(test_md_ledgers__segment_start_never_moves_back, setup,
+                                      mdt_local_teardown),
+      cmocka_unit_test_setup_teardown(test_md_ledgers__partition_ids_increase_across_replicas,
+                                      setup, mdt_local_teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

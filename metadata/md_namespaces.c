@@ -10,6 +10,14 @@
  *      makes the delete's txn fail and look again.
  *   2. Policies are stored complete; readers apply the documented defaults
  *      (0 = default) themselves.
+ *   3. A re-created topic inherits nothing. DeleteTopic swaps topics/<t>
+ *      for a tombstone deleted-topics/<t> in one txn (from then on nobody
+ *      can take ownership: AcquireOwnership compares the topic key), then
+ *      wipes each partition: its epoch goes up by one (the old owner's
+ *      writes fail STALE_EPOCH) in one txn with deleting its owner and
+ *      managed-ledger list, then its cursors go, and last the tombstone.
+ *      CreateTopic finishes a wipe that a crash interrupted before it
+ *      creates, and compares the tombstone absent in its txn.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -229,6 +237,96 @@ SL_MD_HANDLER(delete_namespace, DeleteNamespaceRequest) {
 
 /* ---- topics ---- */
 
+/* Partition p of a topic with n partitions (n 0: the topic itself). */
+static void partition_name(char *buf, size_t cap, const char *topic, uint32_t n, uint32_t p) {
+  if (n == 0)
+    snprintf(buf, cap, "%s", topic);
+  else
+    snprintf(buf, cap, "%s-partition-%u", topic, p);
+}
+
+/* Invariant 3 for one partition: bump its epoch and drop its owner and
+ * list in one txn, then its cursors (nobody can write them any more). */
+static sl_status wipe_partition(sl_md_service *md, const char *partition, sl_err *err) {
+  sl_status st = SL_EVERSION;
+  for (int i = 0; i < SL_MD_RETRIES && st == SL_EVERSION; i++) {
+    sl_md_epoch ep;
+    if ((st = sl_md_epoch_read(md, partition, &ep, err)) != SL_OK) return st;
+    if (ep.epoch == UINT64_MAX)
+      return sl_err_set(err, SL_ERANGE, "partition %s: epochs exhausted", partition);
+    Sluice__V1__OwnerInfo bump = SLUICE__V1__OWNER_INFO__INIT;
+    bump.partition = (char *)partition;
+    bump.epoch = ep.epoch + 1;
+    size_t len;
+    uint8_t *val = sl_md_pack(&bump.base, &len);
+    sl_md_key owner, ml;
+    sl_md_key_fmt(&owner, "owners/%s", partition);
+    sl_md_key_fmt(&ml, "managed-ledgers/%s", partition);
+    sl_store_cmp cmp = {ep.key.s, ep.key.len, ep.rev};
+    sl_store_op ops[3] = {{SL_STORE_OP_PUT, ep.key.s, ep.key.len, val, len, 0},
+                          {SL_STORE_OP_DELETE, owner.s, owner.len, NULL, 0, 0},
+                          {SL_STORE_OP_DELETE, ml.s, ml.len, NULL, 0, 0}};
+    int64_t rev = 0;
+    st = sl_store_txn(md->store, &cmp, 1, ops, 3, &rev, err);
+    free(val);
+    if (st == SL_OK) sl_md_epoch_note(md, partition, rev, bump.epoch);
+  }
+  if (st == SL_EVERSION)
+    return sl_err_set(err, st, "partition %s: epoch keeps changing; try again", partition);
+  if (st != SL_OK) return sl_md_store_status(st);
+  sl_md_key prefix;
+  sl_md_key_fmt(&prefix, "cursors/%s/", partition);
+  for (;;) {
+    sl_store_range_result r;
+    st = sl_store_range(md->store, prefix.s, prefix.len, NULL, 0, SL_STORE_TXN_MAX, &r, err);
+    if (st != SL_OK) return sl_md_store_status(st);
+    sl_store_op ops[SL_STORE_TXN_MAX];
+    for (size_t i = 0; i < r.n; i++)
+      ops[i] = (sl_store_op){SL_STORE_OP_DELETE, r.kvs[i].key, r.kvs[i].key_len, NULL, 0, 0};
+    size_t n = r.n;
+    if (n > 0) st = sl_store_txn(md->store, NULL, 0, ops, n, NULL, err);
+    sl_store_range_result_release(&r);
+    if (st != SL_OK) return sl_md_store_status(st);
+    if (n == 0) return SL_OK;
+  }
+}
+
+/* Wipes every partition of a deleted topic, then drops its tombstone
+ * (compared at the revision read, so a newer delete's stays). */
+static sl_status finish_delete(sl_md_service *md, const char *name, const sl_store_kv *tomb,
+                               sl_err *err) {
+  ProtobufCMessage *m = NULL;
+  sl_status st = sl_md_unpack(tomb, &sluice__v1__topic_info__descriptor, &m, err);
+  if (st != SL_OK) return st;
+  uint32_t n = ((Sluice__V1__TopicInfo *)m)->partitions;
+  protobuf_c_message_free_unpacked(m, NULL);
+  char partition[SL_MD_PARTITION_MAX + 1];
+  for (uint32_t p = 0; p < (n == 0 ? 1 : n) && st == SL_OK; p++) {
+    partition_name(partition, sizeof(partition), name, n, p);
+    st = wipe_partition(md, partition, err);
+  }
+  if (st != SL_OK) return st;
+  st = sl_store_delete(md->store, tomb->key, tomb->key_len, tomb->mod_revision, NULL, err);
+  if (st == SL_ENOTFOUND || st == SL_EVERSION) st = SL_OK; /* someone else finished */
+  if (st == SL_OK) sl_log(SL_LOG_INFO, "event=topic_wiped topic=%s partitions=%u", name, n);
+  return sl_md_store_status(st);
+}
+
+/* Finishes an interrupted delete of `name`, if any (invariant 3). *found
+ * (may be NULL) says whether there was one. */
+static sl_status finish_pending_delete(sl_md_service *md, const char *name, bool *found,
+                                       sl_err *err) {
+  sl_md_key key;
+  sl_md_key_fmt(&key, "deleted-topics/%s", name);
+  sl_store_kv kv = {0};
+  sl_status st = sl_store_get(md->store, key.s, key.len, &kv, err);
+  if (found != NULL) *found = st == SL_OK;
+  if (st == SL_ENOTFOUND) return SL_OK;
+  if (st == SL_OK) st = finish_delete(md, name, &kv, err);
+  sl_store_kv_release(&kv);
+  return sl_md_store_status(st);
+}
+
 static sl_status create_topic(sl_md_service *md, const Sluice__V1__CreateTopicRequest *req,
                               Sluice__V1__TopicInfo *info, sl_err *err) {
   size_t ns_len;
@@ -237,22 +335,29 @@ static sl_status create_topic(sl_md_service *md, const Sluice__V1__CreateTopicRe
   if (req->partitions > SL_MD_MAX_PARTITIONS)
     return sl_err_set(err, SL_EINVAL, "topic %s: %u partitions, limit is %d", req->name,
                       req->partitions, SL_MD_MAX_PARTITIONS);
-  sl_md_key ns, guard, key;
+  if ((st = finish_pending_delete(md, req->name, NULL, err)) != SL_OK) return st;
+  sl_md_key ns, guard, key, tomb;
   sl_md_key_fmt(&ns, "namespaces/%.*s", (int)ns_len, req->name);
   sl_md_key_fmt(&guard, "namespace-topics/%.*s", (int)ns_len, req->name);
   sl_md_key_fmt(&key, "topics/%s", req->name);
+  sl_md_key_fmt(&tomb, "deleted-topics/%s", req->name);
   info->name = req->name;
   info->partitions = req->partitions;
   info->create_time_ms = sl_md_now_ms();
   size_t len;
   uint8_t *val = sl_md_pack(&info->base, &len);
-  sl_store_cmp cmps[2] = {{ns.s, ns.len, SL_STORE_REV_EXISTS},
-                          {key.s, key.len, SL_STORE_REV_ABSENT}};
+  sl_store_cmp cmps[3] = {{ns.s, ns.len, SL_STORE_REV_EXISTS},
+                          {key.s, key.len, SL_STORE_REV_ABSENT},
+                          {tomb.s, tomb.len, SL_STORE_REV_ABSENT}};
   sl_store_op ops[2] = {{SL_STORE_OP_PUT, key.s, key.len, val, len, 0},
                         {SL_STORE_OP_PUT, guard.s, guard.len, "", 0, 0}};
-  st = sl_store_txn(md->store, cmps, 2, ops, 2, &info->version, err);
+  st = sl_store_txn(md->store, cmps, 3, ops, 2, &info->version, err);
   free(val);
   if (st != SL_EVERSION) return sl_md_store_status(st);
+  bool deleting = false;
+  if ((st = finish_pending_delete(md, req->name, &deleting, err)) != SL_OK) return st;
+  if (deleting)
+    return sl_err_set(err, SL_EVERSION, "topic %s: was being deleted; try again", req->name);
   /* Which compare failed? */
   sl_store_kv kv = {0};
   st = sl_store_get(md->store, ns.s, ns.len, &kv, err);
@@ -319,18 +424,47 @@ SL_MD_HANDLER(list_topics, ListTopicsRequest) {
   sl_md_list_release(&l);
 }
 
-SL_MD_HANDLER(delete_topic, DeleteTopicRequest) {
-  sl_md_service *md = ctx;
-  sl_err err = SL_ERR_INIT;
-  sl_md_key key;
-  sl_status st = sl_md_check_topic(req->name, NULL, &err);
-  if (st == SL_OK) {
-    sl_md_key_fmt(&key, "topics/%s", req->name);
-    st = sl_store_delete(md->store, key.s, key.len, SL_STORE_REV_ANY, NULL, &err);
-    if (st == SL_ENOTFOUND) st = sl_err_set(&err, st, "topic %s: not found", req->name);
+/* Invariant 3. A delete that finds only a tombstone finishes it and
+ * succeeds (a retry after a crash or UNAVAILABLE). */
+static sl_status delete_topic(sl_md_service *md, const char *name, sl_err *err) {
+  size_t ns_len;
+  sl_status st = sl_md_check_topic(name, &ns_len, err);
+  if (st != SL_OK) return st;
+  sl_md_key key, tomb, guard;
+  sl_md_key_fmt(&key, "topics/%s", name);
+  sl_md_key_fmt(&tomb, "deleted-topics/%s", name);
+  sl_md_key_fmt(&guard, "namespace-topics/%.*s", (int)ns_len, name);
+  sl_store_kv kv = {0};
+  for (int i = 0; i < SL_MD_RETRIES; i++) {
+    st = sl_store_get(md->store, key.s, key.len, &kv, err);
+    if (st == SL_ENOTFOUND) {
+      bool found = false;
+      st = finish_pending_delete(md, name, &found, err);
+      if (st == SL_OK && !found) st = sl_err_set(err, SL_ENOTFOUND, "topic %s: not found", name);
+      return st;
+    }
+    if (st != SL_OK) return sl_md_store_status(st);
+    sl_store_cmp cmp = {key.s, key.len, kv.mod_revision};
+    sl_store_op ops[3] = {{SL_STORE_OP_DELETE, key.s, key.len, NULL, 0, 0},
+                          {SL_STORE_OP_PUT, tomb.s, tomb.len, kv.value, kv.value_len, 0},
+                          {SL_STORE_OP_PUT, guard.s, guard.len, "", 0, 0}};
+    int64_t rev = 0;
+    st = sl_store_txn(md->store, &cmp, 1, ops, 3, &rev, err);
+    if (st == SL_OK) {
+      sl_store_kv done = {(uint8_t *)tomb.s, tomb.len, kv.value, kv.value_len, rev, rev, 0};
+      st = finish_delete(md, name, &done, err);
+    }
+    sl_store_kv_release(&kv);
+    if (st != SL_EVERSION) return sl_md_store_status(st);
   }
+  return sl_err_set(err, SL_EVERSION, "topic %s: kept changing; try again", name);
+}
+
+SL_MD_HANDLER(delete_topic, DeleteTopicRequest) {
+  sl_err err = SL_ERR_INIT;
+  sl_status st = delete_topic(ctx, req->name, &err);
   if (st != SL_OK) {
-    sl_md_fail(call, sl_md_store_status(st), &err);
+    sl_md_fail(call, st, &err);
     return;
   }
   sl_log(SL_LOG_INFO, "event=topic_deleted topic=%s", req->name);

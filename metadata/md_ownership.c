@@ -15,6 +15,9 @@
  *      epochs/<p> in their own txn (sl_md_cas with a guard), so a take-over
  *      committed first makes them fail with FAILED_PRECONDITION.
  *   3. Only a broker registered under the session it names may own.
+ *   4. Only a partition of an existing topic may be owned: the take-over
+ *      txn compares topics/<topic> at the revision whose partition count
+ *      was checked, so a topic deleted (or re-created) meanwhile fails it.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -53,13 +56,45 @@ static sl_status registered_broker(sl_md_service *md, const char *id, int64_t se
   return SL_OK;
 }
 
+/* Invariant 4: the topic exists and has this partition; *topic_key and
+ * *topic_rev are for the take-over's compare. */
+static sl_status check_topic(sl_md_service *md, const char *partition, sl_md_key *topic_key,
+                             int64_t *topic_rev, sl_err *err) {
+  size_t topic_len;
+  int64_t index;
+  sl_status st = sl_md_check_partition(partition, &topic_len, &index, err);
+  if (st != SL_OK) return st;
+  sl_md_key_fmt(topic_key, "topics/%.*s", (int)topic_len, partition);
+  ProtobufCMessage *m = NULL;
+  st = sl_md_read(md, topic_key, &sluice__v1__topic_info__descriptor, &m, topic_rev, NULL, err);
+  if (st == SL_ENOTFOUND)
+    return sl_err_set(err, st, "partition %s: topic %.*s not found", partition, (int)topic_len,
+                      partition);
+  if (st != SL_OK) return st;
+  uint32_t n = ((Sluice__V1__TopicInfo *)m)->partitions;
+  protobuf_c_message_free_unpacked(m, NULL);
+  if (n == 0 && index >= 0)
+    return sl_err_set(err, SL_ENOTFOUND, "partition %s: topic %.*s is not partitioned",
+                      partition, (int)topic_len, partition);
+  if (n > 0 && (index < 0 || index >= (int64_t)n))
+    return sl_err_set(err, SL_ENOTFOUND, "partition %s: topic %.*s has partitions 0..%u",
+                      partition, (int)topic_len, partition, n - 1);
+  return SL_OK;
+}
+
 /* One attempt at the take-over txn; SL_EVERSION means someone raced us. */
 static sl_status try_acquire(sl_md_service *md, const char *partition,
                              const sl_md_key *owner_key, const Sluice__V1__BrokerInfo *broker,
                              int64_t session, Sluice__V1__OwnerInfo *mine, sl_err *err) {
-  sl_md_epoch ep;
-  sl_status st = sl_md_epoch_read(md, partition, &ep, err);
+  sl_md_key topic_key;
+  int64_t topic_rev = 0;
+  sl_status st = check_topic(md, partition, &topic_key, &topic_rev, err);
   if (st != SL_OK) return st;
+  sl_md_epoch ep;
+  st = sl_md_epoch_read(md, partition, &ep, err);
+  if (st != SL_OK) return st;
+  if (ep.epoch == UINT64_MAX)
+    return sl_err_set(err, SL_ERANGE, "partition %s: epochs exhausted", partition);
   mine->partition = (char *)partition;
   mine->broker_id = broker->id;
   mine->broker_address = broker->address;
@@ -67,12 +102,13 @@ static sl_status try_acquire(sl_md_service *md, const char *partition,
   mine->session_id = session;
   size_t len;
   uint8_t *val = sl_md_pack(&mine->base, &len);
-  sl_store_cmp cmps[2] = {{owner_key->s, owner_key->len, SL_STORE_REV_ABSENT},
-                          {ep.key.s, ep.key.len, ep.rev}};
+  sl_store_cmp cmps[3] = {{owner_key->s, owner_key->len, SL_STORE_REV_ABSENT},
+                          {ep.key.s, ep.key.len, ep.rev},
+                          {topic_key.s, topic_key.len, topic_rev}};
   sl_store_op ops[2] = {{SL_STORE_OP_PUT, owner_key->s, owner_key->len, val, len, session},
                         {SL_STORE_OP_PUT, ep.key.s, ep.key.len, val, len, 0}};
   int64_t rev = 0;
-  st = sl_store_txn(md->store, cmps, 2, ops, 2, &rev, err);
+  st = sl_store_txn(md->store, cmps, 3, ops, 2, &rev, err);
   free(val);
   if (st == SL_OK) sl_md_epoch_note(md, partition, rev, mine->epoch);
   if (st == SL_ENOTFOUND)
@@ -161,7 +197,7 @@ static sl_status release_once(sl_md_service *md, const Sluice__V1__ReleaseOwners
                     "partition %s: owned by broker %s (session %" PRId64 "), not session %" PRId64,
                     req->partition, owner->broker_id, owner->session_id, req->session_id);
   else if (owner->epoch != req->epoch)
-    st = sl_err_set(err, SL_EFENCED,
+    st = sl_err_set(err, SL_ESTALE_EPOCH,
                     "partition %s: epoch %" PRIu64 " is not the current epoch %" PRIu64,
                     req->partition, req->epoch, owner->epoch);
   protobuf_c_message_free_unpacked(&owner->base, NULL);

@@ -173,6 +173,128 @@ static void test_md_ownership__bad_input(void **state) {
   mdt_expect(release(l->ch, "x", s, 1, &err), SL_EINVAL, &err);
 }
 
+static Sluice__V1__AcquireOwnershipRequest acquire_req(const char *p, const char *id,
+                                                      int64_t session,
+                                                      Sluice__V1__BrokerInfo *b) {
+  Sluice__V1__AcquireOwnershipRequest req = SLUICE__V1__ACQUIRE_OWNERSHIP_REQUEST__INIT;
+  b->id = (char *)id;
+  b->address = "127.0.0.1:7000";
+  req.partition = (char *)p;
+  req.session_id = session;
+  req.broker = b;
+  return req;
+}
+
+/* AcquireOwnership only for partitions of topics that exist. */
+static void test_md_ownership__topic_must_exist(void **state) {
+  mdt_local *l = *state;
+  sl_err err = SL_ERR_INIT;
+  int64_t s = mdt_open_broker(l->ch, "b1", 0);
+  Sluice__V1__BrokerInfo b = SLUICE__V1__BROKER_INFO__INIT;
+  Sluice__V1__AcquireOwnershipResponse *r = NULL;
+  Sluice__V1__AcquireOwnershipRequest req = acquire_req("public/nothing", "b1", s, &b);
+  mdt_expect(sl_metadata_service_acquire_ownership(l->ch, &req, &r, NULL, &err), SL_ENOTFOUND,
+             &err);
+  assert_non_null(strstr(err.msg, "not found"));
+  mdt_ensure_topic(l->ch, P); /* public/orders, MDT_TOPIC_PARTITIONS partitions */
+  char name[64];
+  snprintf(name, sizeof(name), "public/orders-partition-%d", MDT_TOPIC_PARTITIONS);
+  req = acquire_req(name, "b1", s, &b);
+  mdt_expect(sl_metadata_service_acquire_ownership(l->ch, &req, &r, NULL, &err), SL_ENOTFOUND,
+             &err);
+  assert_non_null(strstr(err.msg, "has partitions"));
+  req = acquire_req("public/orders", "b1", s, &b); /* partitioned: no plain name */
+  mdt_expect(sl_metadata_service_acquire_ownership(l->ch, &req, &r, NULL, &err), SL_ENOTFOUND,
+             &err);
+  mdt_ensure_topic(l->ch, "public/plain");
+  req = acquire_req("public/plain-partition-0", "b1", s, &b);
+  mdt_expect(sl_metadata_service_acquire_ownership(l->ch, &req, &r, NULL, &err), SL_ENOTFOUND,
+             &err);
+  assert_non_null(strstr(err.msg, "not partitioned"));
+  req = acquire_req("public/plain", "b1", s, &b);
+  mdt_expect(sl_metadata_service_acquire_ownership(l->ch, &req, &r, NULL, &err), SL_OK, &err);
+  assert_true(r->acquired);
+  protobuf_c_message_free_unpacked(&r->base, NULL);
+}
+
+static sl_status delete_topic(sl_rpc_channel *ch, const char *name, sl_err *err) {
+  Sluice__V1__DeleteTopicRequest req = SLUICE__V1__DELETE_TOPIC_REQUEST__INIT;
+  req.name = (char *)name;
+  Sluice__V1__DeleteTopicResponse *resp = NULL;
+  sl_status st = sl_metadata_service_delete_topic(ch, &req, &resp, NULL, err);
+  if (resp != NULL) protobuf_c_message_free_unpacked(&resp->base, NULL);
+  return st;
+}
+
+/* DeleteTopic, then CreateTopic under the same name: nothing old comes
+ * back, and the old owner's writes are refused. */
+static void test_md_ownership__delete_topic_leaves_nothing(void **state) {
+  mdt_local *l = *state;
+  sl_err err = SL_ERR_INIT;
+  int64_t s1 = mdt_open_broker(l->ch, "b1", 0);
+  Sluice__V1__AcquireOwnershipResponse *r = mdt_acquire(l->ch, P, "b1", s1);
+  uint64_t e1 = r->owner->epoch;
+  protobuf_c_message_free_unpacked(&r->base, NULL);
+  int64_t cv = 0;
+  mdt_expect(mdt_st_update_cursor(l->ch, P, "sub", 41, 0, e1, &cv, &err), SL_OK, &err);
+  Sluice__V1__LedgerRef ref = SLUICE__V1__LEDGER_REF__INIT;
+  ref.ledger_id = mdt_create_ledger(l->ch, P, e1, NULL);
+  Sluice__V1__LedgerRef *refs[] = {&ref};
+  Sluice__V1__ManagedLedgerInfo ml = SLUICE__V1__MANAGED_LEDGER_INFO__INIT;
+  ml.partition = P;
+  ml.ledgers = refs;
+  ml.n_ledgers = 1;
+  Sluice__V1__UpdateManagedLedgerRequest mr = SLUICE__V1__UPDATE_MANAGED_LEDGER_REQUEST__INIT;
+  mr.info = &ml;
+  mr.epoch = e1;
+  Sluice__V1__ManagedLedgerResponse *mresp = NULL;
+  mdt_expect(sl_metadata_service_update_managed_ledger(l->ch, &mr, &mresp, NULL, &err), SL_OK,
+             &err);
+  int64_t mlv = mresp->version;
+  protobuf_c_message_free_unpacked(&mresp->base, NULL);
+
+  mdt_expect(delete_topic(l->ch, "public/orders", &err), SL_OK, &err);
+  mdt_expect(delete_topic(l->ch, "public/orders", &err), SL_ENOTFOUND, &err);
+  /* Gone: owner, list, cursor; and the partition cannot be owned. */
+  Sluice__V1__OwnerInfo *o = NULL;
+  mdt_expect(lookup(l->ch, P, &o, &err), SL_ENOTFOUND, &err);
+  Sluice__V1__BrokerInfo b = SLUICE__V1__BROKER_INFO__INIT;
+  Sluice__V1__AcquireOwnershipRequest req = acquire_req(P, "b1", s1, &b);
+  mdt_expect(sl_metadata_service_acquire_ownership(l->ch, &req, &r, NULL, &err), SL_ENOTFOUND,
+             &err);
+  /* The old owner, still believing it owns P, is refused. */
+  mdt_expect(mdt_st_update_cursor(l->ch, P, "sub", 42, cv, e1, NULL, &err), SL_ESTALE_EPOCH,
+             &err);
+  assert_non_null(strstr(err.msg, "stale"));
+  mr.expected_version = mlv;
+  mdt_expect(sl_metadata_service_update_managed_ledger(l->ch, &mr, &mresp, NULL, &err),
+             SL_ESTALE_EPOCH, &err);
+  mr.expected_version = 0; /* nor can it re-create the list */
+  mdt_expect(sl_metadata_service_update_managed_ledger(l->ch, &mr, &mresp, NULL, &err),
+             SL_ESTALE_EPOCH, &err);
+  mdt_expect(mdt_st_update_cursor(l->ch, P, "sub", 42, 0, e1, NULL, &err), SL_ESTALE_EPOCH,
+             &err);
+
+  /* Re-created: empty, and a new owner gets a higher epoch. */
+  mdt_ensure_topic(l->ch, P);
+  int64_t s2 = mdt_open_broker(l->ch, "b2", 0);
+  r = mdt_acquire(l->ch, P, "b2", s2);
+  assert_true(r->acquired);
+  assert_true(r->owner->epoch > e1 + 1);
+  protobuf_c_message_free_unpacked(&r->base, NULL);
+  mdt_expect(mdt_st_get_cursor(l->ch, P, "sub", NULL, NULL, &err), SL_ENOTFOUND, &err);
+  Sluice__V1__GetManagedLedgerRequest gr = SLUICE__V1__GET_MANAGED_LEDGER_REQUEST__INIT;
+  gr.partition = P;
+  mdt_expect(sl_metadata_service_get_managed_ledger(l->ch, &gr, &mresp, NULL, &err),
+             SL_ENOTFOUND, &err);
+  Sluice__V1__ListCursorsRequest lr = SLUICE__V1__LIST_CURSORS_REQUEST__INIT;
+  lr.partition = P;
+  Sluice__V1__ListCursorsResponse *list = NULL;
+  mdt_expect(sl_metadata_service_list_cursors(l->ch, &lr, &list, NULL, &err), SL_OK, &err);
+  assert_int_equal(list->n_cursors, 0);
+  protobuf_c_message_free_unpacked(&list->base, NULL);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_md_ownership__acquire_lookup_release, mdt_local_setup,
@@ -185,6 +307,10 @@ int main(void) {
                                       mdt_local_setup, mdt_local_teardown),
       cmocka_unit_test_setup_teardown(test_md_ownership__bad_input, mdt_local_setup,
                                       mdt_local_teardown),
+      cmocka_unit_test_setup_teardown(test_md_ownership__topic_must_exist, mdt_local_setup,
+                                      mdt_local_teardown),
+      cmocka_unit_test_setup_teardown(test_md_ownership__delete_topic_leaves_nothing,
+                                      mdt_local_setup, mdt_local_teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

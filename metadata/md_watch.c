@@ -237,12 +237,13 @@ static sl_status send_state(watcher *w, bool reset, int64_t *rev, sl_err *err) {
   sl_status st;
   *rev = 0;
   for (;;) {
-    st = sl_store_range(w->md->store, w->prefix.s, w->prefix.len, start, start_len, 1000, &r,
-                        err);
+    /* Every page at the first page's revision R: a later page read newer
+     * would show a key ahead of the changes replayed from R + 1, and the
+     * client would see it go backwards. */
+    st = sl_store_range_at(w->md->store, w->prefix.s, w->prefix.len, start, start_len,
+                           sl_md_page_limit(w->md), *rev, &r, err);
     if (st != SL_OK) break;
     if (*rev == 0) {
-      /* Pages after the first may be newer; replaying changes from R + 1
-       * over them converges to the same state. */
       *rev = r.revision;
       if (reset) {
         Sluice__V1__WatchEvent *ev = sl_xmalloc(sizeof(*ev));
@@ -308,6 +309,7 @@ static void *watcher_main(void *arg) {
   /* Tell destroy we are gone; it joins us. */
   pthread_mutex_lock(&md->watch_lock);
   md->n_watch_threads--;
+  sl_md_watches_add(-1);
   pthread_cond_broadcast(&md->watch_cond);
   pthread_mutex_unlock(&md->watch_lock);
   return NULL;
@@ -366,6 +368,7 @@ SL_MD_HANDLER(watch, WatchRequest) {
   int rc = pthread_create(&t, NULL, watcher_main, w);
   if (rc == 0) {
     md->n_watch_threads++;
+    sl_md_watches_add(1);
     pthread_detach(t);
   }
   pthread_mutex_unlock(&md->watch_lock);

@@ -85,6 +85,24 @@ sl_status sl_md_service_create(const sl_md_service_opts *opts,
 sl_status sl_md_service_register(sl_md_service *md, sl_rpc_server *srv,
                                  sl_err *err);
 
+/*
+ * Monitor: a thread that probes the store every interval_ms (10..60000)
+ * with a revision read bounded by interval_ms, and reports
+ *   - gRPC health for "" and "sluice.v1.MetadataService" on srv: NOT_SERVING
+ *     while the store does not answer, SERVING once it does (so Kubernetes
+ *     stops routing to a replica that can only fail);
+ *   - gauges on sl_metrics_default(): sluice_metadata_store_up,
+ *     sluice_metadata_store_breaker_open, sluice_metadata_sessions{kind}.
+ * Every replica also keeps sluice_metadata_watches (open Watch streams),
+ * and the store sluice_metadata_store_request_duration_seconds{op} and
+ * sluice_metadata_store_cas_conflicts_total (metadata/store.c).
+ * Stop it before destroying srv (sl_service_def.stopping does).
+ */
+sl_status sl_md_service_monitor_start(sl_md_service *md, sl_rpc_server *srv,
+                                      int interval_ms, sl_err *err);
+/* Stops the monitor thread; a no-op if it is not running. */
+void sl_md_service_monitor_stop(sl_md_service *md);
+
 /* Frees the service. Precondition: the server it was registered on has been
  * destroyed (so no handler runs). Waits for watch threads still winding
  * down. NULL is a no-op. */

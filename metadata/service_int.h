@@ -8,6 +8,7 @@
  *   md_ledgers.c     ledger ids and ledger metadata
  *   md_cursors.c     managed-ledger lists and cursors
  *   md_watch.c       Watch streams
+ *   md_monitor.c     store probe: health and gauges
  */
 #ifndef SL_METADATA_SERVICE_INT_H
 #define SL_METADATA_SERVICE_INT_H
@@ -54,7 +55,22 @@ struct sl_md_service {
   pthread_mutex_t watch_lock; /* guards n_watch_threads */
   pthread_cond_t watch_cond;  /* signalled when a watch thread exits */
   int n_watch_threads;
+
+  /* md_monitor.c */
+  pthread_mutex_t monitor_lock; /* guards monitor_stop */
+  pthread_cond_t monitor_cond;  /* signalled on stop */
+  bool monitor_stop;
+  bool monitor_running;         /* owner thread only */
+  bool monitor_up;              /* the monitor thread only */
+  pthread_t monitor;
+  sl_rpc_server *monitor_srv;
+  int monitor_interval_ms;
 };
+
+/* ---- md_monitor.c ---- */
+
+/* Adds d to the open-watches gauge. */
+void sl_md_watches_add(int d);
 
 /* ---- md_kv.c ---- */
 
@@ -103,9 +119,8 @@ sl_status sl_md_read(sl_md_service *md, const sl_md_key *key,
                      const ProtobufCMessageDescriptor *desc, ProtobufCMessage **out,
                      int64_t *version, int64_t *lease, sl_err *err);
 
-/* Every key under a prefix, decoded, in key order. Caller frees with
- * sl_md_list_release. *revision (may be NULL) gets the revision of the
- * first page. */
+/* Every key under a prefix, decoded, in key order, all pages read at one
+ * revision (out->revision). Caller frees with sl_md_list_release. */
 typedef struct sl_md_list {
   ProtobufCMessage **msgs;
   int64_t *versions;
@@ -118,6 +133,11 @@ sl_status sl_md_list_read(sl_md_service *md, const sl_md_key *prefix,
                           const ProtobufCMessageDescriptor *desc, sl_md_list *out,
                           sl_err *err);
 void sl_md_list_release(sl_md_list *l);
+
+/* Keys per page of a listing: pages after the first are read at the
+ * first's revision (sl_store_range_at); 0 (all at once) on the local store,
+ * which reads only the latest. */
+size_t sl_md_page_limit(const sl_md_service *md);
 
 /* Paging a range: if page r said there is more, replaces *start (heap, may
  * be NULL) with the start of the next page (its last key + "\0") and returns
@@ -137,7 +157,7 @@ sl_status sl_md_epoch_read(sl_md_service *md, const char *partition, sl_md_epoch
 
 /*
  * Checks that `epoch` is the partition's current one: lower is stale
- * (SL_EFENCED), higher was never granted (SL_EFENCED too). *out becomes the
+ * (SL_ESTALE_EPOCH), higher was never granted (SL_EPRECOND). *out becomes the
  * guard for sl_md_cas.
  *
  * The epoch may come from a cache instead of the store. That is safe
@@ -157,12 +177,33 @@ void sl_md_epoch_note(sl_md_service *md, const char *partition, int64_t rev, uin
  * read before (SL_EVERSION if it changed, SL_ENOTFOUND if deleted);
  * expected 0 creates (SL_EEXIST if it exists). With a guard (may be NULL)
  * the write happens in one txn with a compare on the partition's epoch key,
- * so a take-over in between refuses it with SL_EFENCED. `what` names the
+ * so a take-over in between refuses it with SL_ESTALE_EPOCH. `what` names the
  * object in messages ("cursor public/t/s"). *version gets the new version.
  */
 sl_status sl_md_cas(sl_md_service *md, const char *what, const sl_md_key *key,
                     const ProtobufCMessage *value, int64_t expected,
                     const sl_md_epoch *guard, int64_t *version, sl_err *err);
+
+/* More of one txn, beyond sl_md_write's own key and guard: compares that
+ * must hold too and ops applied with it (e.g. a tombstone that must be
+ * absent, a second key written at the same revision). */
+typedef struct sl_md_extra {
+  const sl_store_cmp *cmps;
+  size_t n_cmps; /* at most SL_STORE_TXN_MAX - 2 */
+  const sl_store_op *ops;
+  size_t n_ops;  /* at most SL_STORE_TXN_MAX - 1 */
+} sl_md_extra;
+
+/*
+ * sl_md_cas generalised, in one txn: value NULL deletes the key instead of
+ * writing it; expected may also be SL_STORE_REV_EXISTS; `extra` (may be
+ * NULL) adds compares and ops. Failure as for sl_md_cas; if only an extra
+ * compare failed, SL_EVERSION (re-read and retry).
+ */
+sl_status sl_md_write(sl_md_service *md, const char *what, const sl_md_key *key,
+                      const ProtobufCMessage *value, int64_t expected,
+                      const sl_md_epoch *guard, const sl_md_extra *extra, int64_t *version,
+                      sl_err *err);
 
 /* Largest ensemble a namespace or ledger may ask for. */
 #define SL_MD_MAX_ENSEMBLE 64

@@ -60,7 +60,7 @@ static void etcd_close(sl_store *s) {
 static sl_status etcd_get(sl_store *s, const void *key, size_t key_len,
                           sl_store_kv *out, sl_err *err) {
   sl_etcd_range_reply r;
-  sl_status st = sl_etcd_range(client(s), deadline(), key, key_len, NULL, 0, 0, &r, err);
+  sl_status st = sl_etcd_range(client(s), deadline(), key, key_len, NULL, 0, 0, 0, &r, err);
   if (st != SL_OK) return st;
   if (r.n == 0) {
     char k[96];
@@ -79,7 +79,7 @@ static const uint8_t zero_byte[1] = {0};
 
 static sl_status etcd_range(sl_store *s, const void *prefix, size_t prefix_len,
                             const void *start, size_t start_len, size_t limit,
-                            sl_store_range_result *out, sl_err *err) {
+                            int64_t revision, sl_store_range_result *out, sl_err *err) {
   uint8_t *end;
   size_t end_len;
   sl_store_prefix_end_(prefix, prefix_len, &end, &end_len);
@@ -92,7 +92,7 @@ static sl_status etcd_range(sl_store *s, const void *prefix, size_t prefix_len,
   sl_etcd_range_reply r;
   sl_status st = sl_etcd_range(client(s), deadline(), from, from_len,
                                end_len ? end : zero_byte, end_len ? end_len : 1,
-                               (int64_t)limit, &r, err);
+                               (int64_t)limit, revision, &r, err);
   free(end);
   if (st != SL_OK) return st;
   memset(out, 0, sizeof(*out));
@@ -237,6 +237,8 @@ static sl_status etcd_compact(sl_store *s, int64_t revision, sl_err *err) {
   return sl_etcd_compact(client(s), deadline(), revision, err);
 }
 
+static bool etcd_failing_fast(sl_store *s) { return sl_etcd_failing_fast(client(s)); }
+
 static const sl_store_vtable etcd_vtable = {
     .name = "etcd",
     .close = etcd_close,
@@ -250,6 +252,7 @@ static const sl_store_vtable etcd_vtable = {
     .watch_stop = etcd_watch_stop,
     .revision = etcd_revision,
     .compact = etcd_compact,
+    .failing_fast = etcd_failing_fast,
 };
 
 sl_status sl_store_etcd_open_(const char *where, const sl_store_opts *opts,

@@ -13,10 +13,12 @@ typedef struct sl_store_vtable {
   void (*close)(sl_store *s);
   sl_status (*get)(sl_store *s, const void *key, size_t key_len,
                    sl_store_kv *out, sl_err *err);
-  /* Keys in [from, prefix_end) where from = max(prefix, start). */
+  /* Keys in [from, prefix_end) where from = max(prefix, start), as of
+   * `revision` (0: the latest; a backend that keeps no old versions
+   * returns SL_EUNIMPL for any other). */
   sl_status (*range)(sl_store *s, const void *prefix, size_t prefix_len,
                      const void *start, size_t start_len, size_t limit,
-                     sl_store_range_result *out, sl_err *err);
+                     int64_t revision, sl_store_range_result *out, sl_err *err);
   /*
    * As sl_store_txn, except that on a failed compare it returns SL_EVERSION
    * without a message and fills found[i] (for every i < n_cmps) with the
@@ -37,6 +39,9 @@ typedef struct sl_store_vtable {
   void (*watch_stop)(sl_store_watch *w);
   sl_status (*revision)(sl_store *s, int64_t *revision, sl_err *err);
   sl_status (*compact)(sl_store *s, int64_t revision, sl_err *err);
+  /* May be NULL (never fails fast): true while calls fail at once because
+   * the store is known to be unreachable. */
+  bool (*failing_fast)(sl_store *s);
 } sl_store_vtable;
 
 /* First member of every backend's store struct. */

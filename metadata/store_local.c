@@ -415,7 +415,10 @@ static sl_status local_get(sl_store *base, const void *key, size_t key_len,
 
 static sl_status local_range(sl_store *base, const void *prefix, size_t prefix_len,
                              const void *start, size_t start_len, size_t limit,
-                             sl_store_range_result *out, sl_err *err) {
+                             int64_t revision, sl_store_range_result *out, sl_err *err) {
+  /* History holds events, not old values: a read is only ever "now". */
+  if (revision != 0)
+    return sl_err_set(err, SL_EUNIMPL, "local store: no reads at an older revision");
   local_store *s = L(base);
   uint8_t from[KEY_BUF], pre[KEY_BUF];
   size_t from_len = start ? tagged(from, 'k', start, start_len)

@@ -58,7 +58,13 @@ sl_status mdt_st_open_broker(sl_rpc_channel *ch, const char *id, uint32_t ttl,
                              int64_t *session, sl_err *err);
 int64_t mdt_open_bookie(sl_rpc_channel *ch, const char *id, bool read_only, uint32_t ttl);
 
-/* Acquires partition for (id, session): returns the response (caller frees). */
+/* Creates the namespace and topic of `partition` unless they exist; a
+ * partitioned topic gets at least MDT_TOPIC_PARTITIONS partitions. */
+#define MDT_TOPIC_PARTITIONS 64
+void mdt_ensure_topic(sl_rpc_channel *ch, const char *partition);
+
+/* Acquires partition for (id, session), creating its topic first if needed
+ * (mdt_ensure_topic): returns the response (caller frees). */
 Sluice__V1__AcquireOwnershipResponse *mdt_acquire(sl_rpc_channel *ch, const char *partition,
                                                   const char *id, int64_t session);
 sl_status mdt_st_acquire(sl_rpc_channel *ch, const char *partition, const char *id,
