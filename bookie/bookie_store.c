@@ -2,6 +2,7 @@
 #include "bookie/bookie_store.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <openssl/crypto.h>
@@ -11,14 +12,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "bookie/disk_watcher.h"
 #include "bookie/journal.h"
 #include "bookie/ledger_table.h"
 #include "common/crc32c.h"
 #include "common/log.h"
+#include "common/metrics.h"
+
+#define INSTANCE_FILE "INSTANCE"
 
 struct store_op;
 
@@ -32,13 +38,12 @@ typedef struct lstate {
   int64_t admit_last;    /* highest entry id admitted or stored */
   bool admit_has_key;    /* a key was admitted or stored (invariant 7) */
   uint8_t admit_key[SL_LEDGER_KEY_BYTES];
+  bool admit_deleted;    /* a delete was admitted or stored (invariant 8) */
   uint32_t inflight;     /* admitted requests not yet completed */
-  bool deleting;         /* a delete was admitted */
   struct store_op **pending; /* admitted adds not yet applied */
   size_t npending, pending_cap;
   uint64_t batch_gen;    /* applier: batch that last touched it */
   sl_ledger_meta batch_meta; /* applier: meta after that batch */
-  bool batch_deleted;    /* applier: that batch deletes it */
 } lstate;
 
 typedef enum op_kind { OP_ADD, OP_FENCE, OP_LAC, OP_DELETE } op_kind;
@@ -91,6 +96,13 @@ struct sl_bookie_store {
   bool maint_stop, maint_kick, maint_started;
 
   uint64_t replayed;        /* set once at open */
+  uint8_t instance[SL_JOURNAL_INSTANCE_BYTES]; /* set once at open */
+  char instance_hex[SL_BOOKIE_INSTANCE_ID_LEN];
+
+  /* Metrics (NULL handles without a registry). */
+  sl_metrics_histogram *m_ckpt_seconds;
+  sl_metrics_callback *m_cbs[8];
+  size_t n_m_cbs;
 
   /* Durable batches, from the journal thread to the applier thread. */
   pthread_t applier;
@@ -129,6 +141,7 @@ static void ledger_sync_admit(lstate *l) {
   l->admit_last = l->meta.last_entry;
   l->admit_has_key = l->meta.has_key;
   memcpy(l->admit_key, l->meta.key, sizeof(l->admit_key));
+  l->admit_deleted = l->meta.deleted;
 }
 
 /* Finds or creates a ledger; *created says which. Under s->mu. */
@@ -209,6 +222,11 @@ static void meta_apply(sl_ledger_meta *m, const sl_journal_record *r, bool is_ne
     case SL_JOURNAL_LAC:
       if (r->lac > m->lac) m->lac = r->lac;
       break;
+    case SL_JOURNAL_DELETE:
+      /* Invariant 8: what is left is a tombstone. */
+      *m = (sl_ledger_meta){.ledger = m->ledger, .lac = -1, .last_entry = -1,
+                            .deleted = true};
+      break;
     default:
       break;
   }
@@ -236,19 +254,18 @@ static sl_status apply_batch(sl_bookie_store *s, sl_journal_req *batch, sl_err *
     if (l->batch_gen != gen) {
       l->batch_gen = gen;
       l->batch_meta = l->meta; /* meta is written only by the applier */
-      l->batch_deleted = false;
       s->touched[ntouched++] = l;
     }
     if (op->kind == OP_ADD) s->ops[nops++] = put_entry_op(&r->rec);
-    if (op->kind == OP_DELETE) {
+    /* A delete is admitted only with nothing else in flight for its ledger,
+     * so no entry of this batch is lost to it. */
+    if (op->kind == OP_DELETE)
       s->ops[nops++] = (sl_ls_op){.kind = SL_LS_DELETE_LEDGER, .ledger = l->meta.ledger};
-      l->batch_deleted = true;
-    }
     meta_apply(&l->batch_meta, &r->rec, op->is_new);
   }
+  /* After the deletes: a deleted ledger's state is rewritten as a tombstone. */
   for (size_t i = 0; i < ntouched; i++) {
     lstate *l = s->touched[i];
-    if (l->batch_deleted) continue; /* its only op in flight is the delete */
     s->ops[nops++] = (sl_ls_op){.kind = SL_LS_PUT_META, .meta = l->batch_meta};
   }
   return sl_ledger_storage_write(s->ls, s->ops, nops, NULL, err);
@@ -273,17 +290,7 @@ static void finish_batch_locked(sl_bookie_store *s, sl_journal_req *batch, bool 
     l->inflight--;
     bytes += sl_journal_record_bytes(&r->rec);
     n++;
-    if (!ok) {
-      if (op->kind == OP_DELETE) l->deleting = false;
-      continue;
-    }
-    if (op->kind == OP_DELETE) {
-      SL_ASSERT(l->inflight == 0);
-      sl_ledger_table_remove(&s->ledgers, l->meta.ledger);
-      ledger_free(l);
-      op->l = NULL;
-      continue;
-    }
+    if (!ok) continue;
     l->meta = l->batch_meta;
     l->persisted = true;
   }
@@ -308,6 +315,7 @@ static void complete_batch(sl_bookie_store *s, sl_journal_req *batch, sl_status 
   } else {
     set_failed(s, msg);
   }
+  if (st != SL_OK) st = SL_EFAILED; /* the store needs a restart now */
   pthread_mutex_lock(&s->mu);
   finish_batch_locked(s, batch, st == SL_OK, end);
   bool kick = s->bytes_since_ckpt >= s->opts.checkpoint_bytes;
@@ -385,31 +393,24 @@ static sl_status replay_record(const sl_journal_record *r, sl_journal_pos pos,
   size_t n = 0;
   bool is_new = false;
   sl_status st;
-  if (r->type == SL_JOURNAL_DELETE) {
+  if (r->type == SL_JOURNAL_DELETE)
     ops[n++] = (sl_ls_op){.kind = SL_LS_DELETE_LEDGER, .ledger = r->ledger};
-  } else {
-    if (r->type == SL_JOURNAL_ADD) {
-      sl_ledger_entry e = SL_LEDGER_ENTRY_INIT;
-      st = sl_ledger_storage_get_entry(s->ls, r->ledger, r->entry, &e, NULL);
-      sl_ledger_entry_release(&e);
-      /* A corrupt stored copy is rewritten from the journal, not counted. */
-      if (st != SL_OK && st != SL_ENOTFOUND && st != SL_ECORRUPT) return st;
-      is_new = st == SL_ENOTFOUND;
-      ops[n++] = put_entry_op(r);
-    }
-    sl_ledger_meta m = l->meta;
-    meta_apply(&m, r, is_new);
-    ops[n++] = (sl_ls_op){.kind = SL_LS_PUT_META, .meta = m};
-    l->meta = m;
+  if (r->type == SL_JOURNAL_ADD) {
+    sl_ledger_entry e = SL_LEDGER_ENTRY_INIT;
+    st = sl_ledger_storage_get_entry(s->ls, r->ledger, r->entry, &e, NULL);
+    sl_ledger_entry_release(&e);
+    /* A corrupt stored copy is rewritten from the journal, not counted. */
+    if (st != SL_OK && st != SL_ENOTFOUND && st != SL_ECORRUPT) return st;
+    is_new = st == SL_ENOTFOUND;
+    ops[n++] = put_entry_op(r);
   }
+  sl_ledger_meta m = l->meta;
+  meta_apply(&m, r, is_new);
+  ops[n++] = (sl_ls_op){.kind = SL_LS_PUT_META, .meta = m};
   st = sl_ledger_storage_write(s->ls, ops, n, NULL, NULL);
   if (st != SL_OK) return st;
-  if (r->type == SL_JOURNAL_DELETE) {
-    sl_ledger_table_remove(&s->ledgers, r->ledger);
-    ledger_free(l);
-  } else {
-    l->persisted = true;
-  }
+  l->meta = m;
+  l->persisted = true;
   return SL_OK;
 }
 
@@ -419,6 +420,7 @@ sl_status sl_bookie_store_checkpoint(sl_bookie_store *s, sl_err *err) {
   SL_ASSERT(s != NULL);
   sl_status st = SL_OK;
   pthread_mutex_lock(&s->ckpt_mu);
+  uint64_t t0 = sl_metrics_now_ns();
   pthread_mutex_lock(&s->mu);
   sl_journal_pos pos = s->applied;
   s->bytes_since_ckpt = 0;
@@ -440,6 +442,7 @@ sl_status sl_bookie_store_checkpoint(sl_bookie_store *s, sl_err *err) {
   st = sl_journal_release(s->j, pos, err);
   s->last_ckpt = pos;
   s->checkpoints++;
+  sl_metrics_histogram_observe_since(s->m_ckpt_seconds, t0);
   sl_log(SL_LOG_DEBUG, "event=checkpoint segment=%" PRIu64 " offset=%" PRIu64,
          pos.segment, pos.offset);
 out:
@@ -488,6 +491,204 @@ static sl_status load_meta(const sl_ledger_meta *m, void *arg) {
   return SL_OK;
 }
 
+/* ---- instance id ---- */
+
+static char *path_join(const char *a, const char *b) {
+  size_t n = strlen(a) + strlen(b) + 2;
+  char *p = sl_xmalloc(n);
+  snprintf(p, n, "%s/%s", a, b);
+  return p;
+}
+
+static void hex_encode(const uint8_t *b, size_t n, char *out) {
+  static const char digits[] = "0123456789abcdef";
+  for (size_t i = 0; i < n; i++) {
+    out[2 * i] = digits[b[i] >> 4];
+    out[2 * i + 1] = digits[b[i] & 15];
+  }
+  out[2 * n] = '\0';
+}
+
+static int hex_digit(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  return -1;
+}
+
+/* Reads dir/INSTANCE into id; *found says whether the file exists. */
+static sl_status read_instance(const char *dir, uint8_t id[SL_JOURNAL_INSTANCE_BYTES],
+                               bool *found, sl_err *err) {
+  char *path = path_join(dir, INSTANCE_FILE);
+  char buf[2 * SL_JOURNAL_INSTANCE_BYTES + 2];
+  sl_status st = SL_OK;
+  *found = false;
+  FILE *f = fopen(path, "r");
+  if (f == NULL) {
+    if (errno != ENOENT)
+      st = sl_err_set(err, SL_EIO, "bookie store: %s: %s", path, strerror(errno));
+    goto out;
+  }
+  size_t n = fread(buf, 1, sizeof(buf), f);
+  fclose(f);
+  *found = true;
+  bool ok = n == sizeof(buf) - 1 && buf[sizeof(buf) - 2] == '\n';
+  for (size_t i = 0; ok && i < SL_JOURNAL_INSTANCE_BYTES; i++) {
+    int hi = hex_digit(buf[2 * i]), lo = hex_digit(buf[2 * i + 1]);
+    ok = hi >= 0 && lo >= 0;
+    id[i] = (uint8_t)(hi << 4 | lo);
+  }
+  if (!ok) st = sl_err_set(err, SL_ECORRUPT, "bookie store: %s: malformed instance id", path);
+out:
+  free(path);
+  return st;
+}
+
+/* Writes dir/INSTANCE durably: a temporary file, fsync, rename, fsync dir. */
+static sl_status write_instance(const char *dir, const char *hex, sl_err *err) {
+  char *path = path_join(dir, INSTANCE_FILE);
+  char *tmp = path_join(dir, INSTANCE_FILE ".tmp");
+  sl_status st = SL_OK;
+  int fd = open(tmp, O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    st = sl_err_set(err, SL_EIO, "bookie store: %s: %s", tmp, strerror(errno));
+    goto out;
+  }
+  char line[SL_BOOKIE_INSTANCE_ID_LEN + 1];
+  int n = snprintf(line, sizeof(line), "%s\n", hex);
+  bool ok = write(fd, line, (size_t)n) == n && fsync(fd) == 0;
+  ok = close(fd) == 0 && ok;
+  ok = ok && rename(tmp, path) == 0;
+  int dfd = ok ? open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+  ok = dfd >= 0 && fsync(dfd) == 0;
+  if (dfd >= 0) close(dfd);
+  if (!ok) st = sl_err_set(err, SL_EIO, "bookie store: %s: %s", path, strerror(errno));
+out:
+  free(tmp);
+  free(path);
+  return st;
+}
+
+/* Whether the store holds anything a new instance id would disown. Before
+ * replay: ledger states loaded, checkpoint read, journal segments listed. */
+static bool store_has_data(sl_bookie_store *s, sl_journal_pos ckpt) {
+  sl_journal_stats js;
+  sl_journal_get_stats(s->j, &js);
+  return s->ledgers.count > 0 || ckpt.segment != 0 || js.segments > 0;
+}
+
+/* Loads, checks or creates the instance id (see the design note). */
+static sl_status setup_instance(sl_bookie_store *s, sl_journal_pos ckpt, sl_err *err) {
+  uint8_t lid[SL_JOURNAL_INSTANCE_BYTES], jid[SL_JOURNAL_INSTANCE_BYTES];
+  bool lfound, jfound;
+  sl_status st = read_instance(s->ledgers_dir, lid, &lfound, err);
+  if (st == SL_OK) st = read_instance(s->journal_dir, jid, &jfound, err);
+  if (st != SL_OK) return st;
+  bool has_data = store_has_data(s, ckpt);
+  if (lfound && jfound && memcmp(lid, jid, sizeof(lid)) != 0) {
+    return sl_err_set(err, SL_ECORRUPT, "bookie store %s: journal and ledger dirs of "
+                      "different bookie instances", s->dir);
+  }
+  if (lfound != jfound && has_data) {
+    return sl_err_set(err, SL_ECORRUPT, "bookie store %s: %s dir has no instance id, "
+                      "%s dir has: one was wiped", s->dir, lfound ? "journal" : "ledger",
+                      lfound ? "ledger" : "journal");
+  }
+  if (lfound || jfound) {
+    memcpy(s->instance, lfound ? lid : jid, sizeof(s->instance));
+  } else if (getrandom(s->instance, sizeof(s->instance), 0) != (ssize_t)sizeof(s->instance)) {
+    return sl_err_set(err, SL_EIO, "bookie store %s: getrandom: %s", s->dir, strerror(errno));
+  }
+  hex_encode(s->instance, sizeof(s->instance), s->instance_hex);
+  if (!lfound) st = write_instance(s->ledgers_dir, s->instance_hex, err);
+  if (st == SL_OK && !jfound) st = write_instance(s->journal_dir, s->instance_hex, err);
+  if (st == SL_OK && !(lfound && jfound)) {
+    sl_log(SL_LOG_INFO, "event=bookie_instance_created dir=%s instance=%s had_data=%d",
+           s->dir, s->instance_hex, (int)has_data);
+  }
+  return st;
+}
+
+const char *sl_bookie_store_instance_id(const sl_bookie_store *s) {
+  return s->instance_hex;
+}
+
+/* ---- metrics ---- */
+
+static double m_ledgers(void *arg) {
+  sl_bookie_store_info i;
+  sl_bookie_store_info_get(arg, &i);
+  return (double)i.ledgers;
+}
+static double m_entries(void *arg) {
+  sl_bookie_store_info i;
+  sl_bookie_store_info_get(arg, &i);
+  return (double)i.entries;
+}
+static double m_entry_bytes(void *arg) {
+  sl_bookie_store_info i;
+  sl_bookie_store_info_get(arg, &i);
+  return (double)i.entry_bytes;
+}
+static double m_journal_bytes(void *arg) {
+  sl_bookie_store_info i;
+  sl_bookie_store_info_get(arg, &i);
+  return (double)i.journal_bytes;
+}
+static double m_disk_used(void *arg) {
+  sl_bookie_store_info i;
+  sl_bookie_store_info_get(arg, &i);
+  return (double)(i.total_bytes - i.free_bytes);
+}
+static double m_disk_total(void *arg) {
+  sl_bookie_store_info i;
+  sl_bookie_store_info_get(arg, &i);
+  return (double)i.total_bytes;
+}
+static double m_read_only(void *arg) {
+  sl_bookie_store_info i;
+  sl_bookie_store_info_get(arg, &i);
+  return i.readonly || i.failed ? 1.0 : 0.0;
+}
+
+static const struct {
+  const char *name, *help;
+  double (*fn)(void *);
+} kGauges[] = {
+    {"sluice_bookie_ledgers", "ledgers stored (tombstones left out)", m_ledgers},
+    {"sluice_bookie_entries", "entries stored", m_entries},
+    {"sluice_bookie_entry_bytes", "payload bytes of the entries stored", m_entry_bytes},
+    {"sluice_bookie_journal_uncheckpointed_bytes",
+     "journal bytes written since the last checkpoint (what a restart replays)",
+     m_journal_bytes},
+    {"sluice_bookie_disk_used_bytes", "bytes used on the ledger disk (or quota)", m_disk_used},
+    {"sluice_bookie_disk_total_bytes", "size of the ledger disk (or quota)", m_disk_total},
+    {"sluice_bookie_read_only", "1 while the bookie refuses new adds (disk nearly "
+     "full, or failed), else 0", m_read_only},
+};
+
+static sl_status register_metrics(sl_bookie_store *s, sl_err *err) {
+  sl_metrics *m = s->opts.metrics;
+  if (m == NULL) return SL_OK;
+  SL_ASSERT(sizeof(kGauges) / sizeof(kGauges[0]) <= sizeof(s->m_cbs) / sizeof(s->m_cbs[0]));
+  sl_status st = sl_metrics_register_histogram(
+      m, "sluice_bookie_checkpoint_seconds",
+      "duration of one checkpoint (ledger storage flush and sync)", NULL, NULL, 0,
+      &s->m_ckpt_seconds, err);
+  for (size_t i = 0; st == SL_OK && i < sizeof(kGauges) / sizeof(kGauges[0]); i++) {
+    st = sl_metrics_register_callback(m, SL_METRICS_GAUGE, kGauges[i].name,
+                                      kGauges[i].help, NULL, kGauges[i].fn, s,
+                                      &s->m_cbs[s->n_m_cbs], err);
+    if (st == SL_OK) s->n_m_cbs++;
+  }
+  return st;
+}
+
+static void unregister_metrics(sl_bookie_store *s) {
+  for (size_t i = 0; i < s->n_m_cbs; i++)
+    sl_metrics_unregister_callback(s->opts.metrics, s->m_cbs[i]);
+  s->n_m_cbs = 0;
+}
+
 static void on_disk_change(bool readonly, void *arg) {
   sl_bookie_store *s = arg;
   if (s->opts.on_readonly_change != NULL) s->opts.on_readonly_change(readonly, s->opts.arg);
@@ -497,18 +698,11 @@ static sl_status check_opts(const char *dir, const sl_bookie_store_opts *o, sl_e
   if (o->max_entry_bytes == 0 || o->max_entry_bytes > (256u << 20) ||
       o->journal_segment_bytes < 4096 || o->journal_max_batch_bytes == 0 ||
       o->checkpoint_interval_ms <= 0 || o->checkpoint_bytes == 0 ||
-      o->disk_interval_ms <= 0) {
+      o->disk_interval_ms <= 0 || !(o->disk_floor_pct > 0 && o->disk_floor_pct <= 100)) {
     return sl_err_set(err, SL_EINVAL, "bookie store %s: bad options (entry size "
-                      "1..256 MiB, segment >= 4096, intervals > 0)", dir);
+                      "1..256 MiB, segment >= 4096, intervals > 0, floor 0..100%%)", dir);
   }
   return SL_OK;
-}
-
-static char *path_join(const char *a, const char *b) {
-  size_t n = strlen(a) + strlen(b) + 2;
-  char *p = sl_xmalloc(n);
-  snprintf(p, n, "%s/%s", a, b);
-  return p;
 }
 
 static void store_free(sl_bookie_store *s) {
@@ -545,7 +739,10 @@ static sl_status open_storage_and_replay(sl_bookie_store *s, sl_err *err) {
   jo.arg = s;
   jo.sync_hook = s->opts.sync_hook;
   jo.hook_arg = s->opts.hook_arg;
+  jo.instance_id = s->instance; /* filled in just below, before replay */
+  jo.metrics = s->opts.metrics;
   if ((st = sl_journal_open(&jo, &s->j, err)) != SL_OK) return st;
+  if ((st = setup_instance(s, from, err)) != SL_OK) return st;
   sl_journal_replay_stats rs;
   st = sl_journal_replay(s->j, from, replay_record, s, &rs, err);
   if (st != SL_OK) return sl_err_wrap(err, st, "bookie store %s: replay", s->dir);
@@ -605,14 +802,18 @@ sl_status sl_bookie_store_open(const char *dir, const sl_bookie_store_opts *opts
   wo.on_change = on_disk_change;
   wo.arg = s;
   if ((st = sl_disk_watcher_start(&wo, &s->dw, err)) != SL_OK) goto out_close;
+  if ((st = register_metrics(s, err)) != SL_OK) goto out_unregister;
   int rc = pthread_create(&s->maint, NULL, maintenance_main, s);
   SL_ASSERT(rc == 0);
   s->maint_started = true;
-  sl_log(SL_LOG_INFO, "event=bookie_store_open dir=%s ledgers=%zu replayed=%" PRIu64,
-         s->dir, s->ledgers.count, s->replayed);
+  sl_log(SL_LOG_INFO, "event=bookie_store_open dir=%s instance=%s ledgers=%zu replayed=%" PRIu64,
+         s->dir, s->instance_hex, s->ledgers.count, s->replayed);
   *out = s;
   return SL_OK;
 
+out_unregister:
+  unregister_metrics(s);
+  sl_disk_watcher_stop(s->dw);
 out_close:
   sl_journal_close(s->j);
   stop_applier(s);
@@ -637,6 +838,7 @@ void sl_bookie_store_close(sl_bookie_store *s) {
   if (!atomic_load(&s->failed) && sl_bookie_store_checkpoint(s, &err) != SL_OK) {
     sl_log(SL_LOG_WARN, "event=final_checkpoint_failed err=\"%s\"", err.msg);
   }
+  unregister_metrics(s); /* its callbacks read the store */
   sl_journal_close(s->j);
   stop_applier(s);
   sl_disk_watcher_stop(s->dw);
@@ -665,7 +867,7 @@ static sl_status check_duplicate(sl_bookie_store *s, lstate *l,
     if (p->entry != req->entry) continue;
     *is_new = false;
     if (same_payload(p, req->payload, req->len, req->crc)) return SL_OK;
-    return sl_err_set(err, SL_EEXIST, "ledger %" PRIu64 " entry %" PRId64
+    return sl_err_set(err, SL_ECONFLICT, "ledger %" PRIu64 " entry %" PRId64
                       ": already queued with a different payload", req->ledger, req->entry);
   }
   if (req->entry > l->meta.last_entry) return SL_OK;
@@ -683,7 +885,7 @@ static sl_status check_duplicate(sl_bookie_store *s, lstate *l,
   bool same = same_payload(&stored, req->payload, req->len, req->crc);
   sl_ledger_entry_release(&e);
   if (same) return SL_OK;
-  return sl_err_set(err, SL_EEXIST, "ledger %" PRIu64 " entry %" PRId64
+  return sl_err_set(err, SL_ECONFLICT, "ledger %" PRIu64 " entry %" PRId64
                     ": already stored with a different payload", req->ledger, req->entry);
 }
 
@@ -727,19 +929,29 @@ static void admit_key(lstate *l, const store_op *op, bool records) {
   memcpy(l->admit_key, op->key, SL_LEDGER_KEY_BYTES);
 }
 
-/* Epoch and fence rules shared by adds and LAC updates. Under s->mu. */
+/* Invariant 8. Under s->mu. */
+static sl_status check_not_deleted(const lstate *l, sl_err *err) {
+  if (!l->admit_deleted) return SL_OK;
+  return sl_err_set(err, SL_EDELETED, "ledger %" PRIu64 ": deleted", l->meta.ledger);
+}
+
+/* Epoch rule shared by adds, fences and LAC updates. Under s->mu. */
+static sl_status check_epoch(const lstate *l, uint64_t epoch, sl_err *err) {
+  if (epoch >= l->admit_epoch) return SL_OK;
+  return sl_err_set(err, SL_ESTALE_EPOCH, "ledger %" PRIu64 ": stale epoch %" PRIu64
+                    " < %" PRIu64, l->meta.ledger, epoch, l->admit_epoch);
+}
+
+/* Tombstone, fence and epoch rules shared by adds and LAC updates. Under
+ * s->mu. */
 static sl_status check_writer(const lstate *l, uint64_t epoch, bool recovery,
                               sl_err *err) {
-  uint64_t id = l->meta.ledger;
-  if (l->deleting) return sl_err_set(err, SL_EBUSY, "ledger %" PRIu64 ": being deleted", id);
+  sl_status st = check_not_deleted(l, err);
+  if (st != SL_OK) return st;
   if (l->admit_fenced && !recovery) {
-    return sl_err_set(err, SL_EFENCED, "ledger %" PRIu64 ": fenced", id);
+    return sl_err_set(err, SL_EFENCED, "ledger %" PRIu64 ": fenced", l->meta.ledger);
   }
-  if (epoch < l->admit_epoch) {
-    return sl_err_set(err, SL_EFENCED, "ledger %" PRIu64 ": stale epoch %" PRIu64
-                      " < %" PRIu64, id, epoch, l->admit_epoch);
-  }
-  return SL_OK;
+  return check_epoch(l, epoch, err);
 }
 
 /* Queues an admitted op on the journal and records it. Under s->mu. */
@@ -756,7 +968,8 @@ static sl_status submit_locked(sl_bookie_store *s, lstate *l, store_op *op, sl_e
 static sl_status refuse_if_failed(sl_bookie_store *s, sl_err *err) {
   if (!atomic_load(&s->failed)) return SL_OK;
   pthread_mutex_lock(&s->mu);
-  sl_status st = sl_err_set(err, SL_EIO, "bookie store %s: failed: %s", s->dir, s->failmsg);
+  sl_status st = sl_err_set(err, SL_EFAILED, "bookie store %s: failed: %s", s->dir,
+                            s->failmsg);
   pthread_mutex_unlock(&s->mu);
   return st;
 }
@@ -774,6 +987,24 @@ static store_op *op_new(op_kind kind, sl_journal_rec_type type, uint64_t ledger,
   return op;
 }
 
+/* Read-only refuses adds, except recovery adds below the hard floor: they
+ * complete a dead writer's entries, and refusing them would stall recovery
+ * exactly when a disk is nearly full. */
+static sl_status check_space(sl_bookie_store *s, const sl_bookie_add_req *req,
+                             sl_err *err) {
+  if (!sl_disk_watcher_readonly(s->dw)) return SL_OK;
+  if ((req->flags & SL_BOOKIE_ADD_RECOVERY) == 0) {
+    return sl_err_set(err, SL_EREADONLY, "ledger %" PRIu64 " entry %" PRId64
+                      ": bookie is read-only (disk nearly full)", req->ledger, req->entry);
+  }
+  sl_disk_usage u;
+  sl_disk_watcher_usage(s->dw, &u);
+  if (u.used_pct < s->opts.disk_floor_pct) return SL_OK;
+  return sl_err_set(err, SL_EREADONLY, "ledger %" PRIu64 " entry %" PRId64
+                    ": bookie is read-only and past its hard floor (%.1f%% used)",
+                    req->ledger, req->entry, u.used_pct);
+}
+
 /* Checks what needs no lock and computes the request's key into `key`. */
 static sl_status validate_add(sl_bookie_store *s, const sl_bookie_add_req *req,
                               uint8_t key[SL_LEDGER_KEY_BYTES], sl_err *err) {
@@ -783,21 +1014,25 @@ static sl_status validate_add(sl_bookie_store *s, const sl_bookie_add_req *req,
                       ": bad request (entry >= 0, lac >= -1, payload, flags)",
                       req->ledger, req->entry);
   }
+  if (req->lac >= req->entry) {
+    /* An entry cannot be confirmed before it is written: such a writer is
+     * broken, and its LAC would let readers past unreplicated entries. */
+    return sl_err_set(err, SL_EINVAL, "ledger %" PRIu64 " entry %" PRId64
+                      ": lac %" PRId64 " is not below the entry", req->ledger,
+                      req->entry, req->lac);
+  }
   if (req->len > s->opts.max_entry_bytes) {
     return sl_err_set(err, SL_ETOOBIG, "ledger %" PRIu64 " entry %" PRId64
                       ": payload of %" PRIu32 " bytes over limit %" PRIu32,
                       req->ledger, req->entry, req->len, s->opts.max_entry_bytes);
   }
   sl_status st = refuse_if_failed(s, err);
+  if (st == SL_OK) st = check_space(s, req, err);
   if (st != SL_OK) return st;
-  if (sl_disk_watcher_readonly(s->dw)) {
-    return sl_err_set(err, SL_EREADONLY, "ledger %" PRIu64 " entry %" PRId64
-                      ": bookie is read-only (disk nearly full)", req->ledger, req->entry);
-  }
   /* Hashing happens here, on the caller's thread, outside every lock. */
-  uint32_t crc = sl_crc32c(req->payload, req->len);
+  uint32_t crc = sl_entry_crc(req->ledger, req->entry, req->payload, req->len);
   if (crc != req->crc) {
-    return sl_err_set(err, SL_EINVAL, "ledger %" PRIu64 " entry %" PRId64
+    return sl_err_set(err, SL_EBADCRC, "ledger %" PRIu64 " entry %" PRId64
                       ": checksum mismatch (sent %08" PRIx32 ", payload has %08" PRIx32 ")",
                       req->ledger, req->entry, req->crc, crc);
   }
@@ -858,15 +1093,11 @@ sl_status sl_bookie_store_fence(sl_bookie_store *s, uint64_t ledger, uint64_t ep
   bool created, records = false;
   pthread_mutex_lock(&s->mu);
   lstate *l = ledger_get_or_create(s, ledger, &created);
+  /* A wrong password learns nothing else about the ledger. */
   st = check_key(l, op->key, &records, err);
-  if (st != SL_OK) {
-    /* wrong password: nothing else is looked at */
-  } else if (l->deleting) {
-    st = sl_err_set(err, SL_EBUSY, "ledger %" PRIu64 ": being deleted", ledger);
-  } else if (epoch < l->admit_epoch) {
-    st = sl_err_set(err, SL_EFENCED, "ledger %" PRIu64 ": stale epoch %" PRIu64
-                    " < %" PRIu64, ledger, epoch, l->admit_epoch);
-  } else {
+  if (st == SL_OK) st = check_not_deleted(l, err);
+  if (st == SL_OK) st = check_epoch(l, epoch, err);
+  if (st == SL_OK) {
     carry_key(op, records);
     st = submit_locked(s, l, op, err);
   }
@@ -884,8 +1115,9 @@ sl_status sl_bookie_store_fence(sl_bookie_store *s, uint64_t ledger, uint64_t ep
 }
 
 sl_status sl_bookie_store_write_lac(sl_bookie_store *s, uint64_t ledger, uint64_t epoch,
-                                    int64_t lac, sl_bookie_store_cb cb, void *arg,
-                                    sl_err *err) {
+                                    int64_t lac, const void *password,
+                                    size_t password_len, sl_bookie_store_cb cb,
+                                    void *arg, sl_err *err) {
   if (s == NULL || cb == NULL) return sl_err_set(err, SL_EINVAL, "bookie store: write_lac needs a callback");
   if (lac < -1) return sl_err_set(err, SL_EINVAL, "ledger %" PRIu64 ": bad lac %" PRId64, ledger, lac);
   sl_status st = refuse_if_failed(s, err);
@@ -895,10 +1127,16 @@ sl_status sl_bookie_store_write_lac(sl_bookie_store *s, uint64_t ledger, uint64_
   }
   store_op *op = op_new(OP_LAC, SL_JOURNAL_LAC, ledger, epoch, cb, arg);
   op->jreq.rec.lac = lac;
-  bool created;
+  st = password_key(ledger, password, password_len, op->key, err);
+  if (st != SL_OK) {
+    free(op);
+    return st;
+  }
+  bool created, records;
   pthread_mutex_lock(&s->mu);
   lstate *l = ledger_get_or_create(s, ledger, &created);
-  st = check_writer(l, epoch, false, err);
+  st = check_key(l, op->key, &records, err);
+  if (st == SL_OK) st = check_writer(l, epoch, false, err);
   if (st == SL_OK) st = submit_locked(s, l, op, err);
   if (st == SL_OK) {
     if (epoch > l->admit_epoch) l->admit_epoch = epoch;
@@ -911,23 +1149,34 @@ sl_status sl_bookie_store_write_lac(sl_bookie_store *s, uint64_t ledger, uint64_
 }
 
 sl_status sl_bookie_store_delete_ledger(sl_bookie_store *s, uint64_t ledger,
+                                        const void *password, size_t password_len,
                                         sl_bookie_store_cb cb, void *arg, sl_err *err) {
   if (s == NULL || cb == NULL) return sl_err_set(err, SL_EINVAL, "bookie store: delete needs a callback");
   sl_status st = refuse_if_failed(s, err);
   if (st != SL_OK) return st;
   store_op *op = op_new(OP_DELETE, SL_JOURNAL_DELETE, ledger, 0, cb, arg);
+  st = password_key(ledger, password, password_len, op->key, err);
+  if (st != SL_OK) {
+    free(op);
+    return st;
+  }
+  bool created, records;
   pthread_mutex_lock(&s->mu);
-  lstate *l = sl_ledger_table_get(&s->ledgers, ledger);
-  if (l == NULL || (!l->persisted && l->inflight == 0)) {
-    st = sl_err_set(err, SL_ENOTFOUND, "ledger %" PRIu64 ": not found", ledger);
-  } else if (l->deleting || l->inflight > 0) {
+  /* An unknown ledger gets a tombstone too: a late add must not create it. */
+  lstate *l = ledger_get_or_create(s, ledger, &created);
+  st = check_key(l, op->key, &records, err);
+  if (st == SL_OK && l->inflight > 0) {
     /* Ordering adds before a delete in one batch would need the delete to
      * see unapplied entries; refusing keeps apply simple. */
     st = sl_err_set(err, SL_EBUSY, "ledger %" PRIu64 ": %" PRIu32
                     " requests in flight, retry", ledger, l->inflight);
+  }
+  if (st == SL_OK) st = submit_locked(s, l, op, err);
+  if (st == SL_OK) {
+    l->admit_deleted = true; /* invariant 8 */
+    l->admit_has_key = false; /* as the tombstone will be, also after restart */
   } else {
-    st = submit_locked(s, l, op, err);
-    if (st == SL_OK) l->deleting = true;
+    ledger_drop_if_unused(s, l, created);
   }
   pthread_mutex_unlock(&s->mu);
   if (st != SL_OK) free(op);
@@ -943,6 +1192,7 @@ static sl_status find_meta_locked(sl_bookie_store *s, uint64_t ledger,
   if (l == NULL || !l->persisted) {
     return sl_err_set(err, SL_ENOTFOUND, "ledger %" PRIu64 ": not found", ledger);
   }
+  if (l->meta.deleted) return sl_err_set(err, SL_EDELETED, "ledger %" PRIu64 ": deleted", ledger);
   *out = l->meta;
   return SL_OK;
 }
@@ -995,7 +1245,7 @@ void sl_bookie_store_list_ledgers(sl_bookie_store *s, uint64_t **ids, size_t *n)
     *ids = sl_xmalloc(s->ledgers.count * sizeof(**ids));
     for (size_t i = 0; i < s->ledgers.cap; i++) {
       lstate *l = s->ledgers.vals[i];
-      if (l != NULL && l->persisted) (*ids)[(*n)++] = l->meta.ledger;
+      if (l != NULL && l->persisted && !l->meta.deleted) (*ids)[(*n)++] = l->meta.ledger;
     }
   }
   pthread_mutex_unlock(&s->mu);
@@ -1020,6 +1270,10 @@ void sl_bookie_store_info_get(sl_bookie_store *s, sl_bookie_store_info *out) {
   for (size_t i = 0; i < s->ledgers.cap; i++) {
     lstate *l = s->ledgers.vals[i];
     if (l == NULL || !l->persisted) continue;
+    if (l->meta.deleted) {
+      out->tombstones++;
+      continue;
+    }
     out->ledgers++;
     out->entries += l->meta.entries;
     out->entry_bytes += l->meta.bytes;

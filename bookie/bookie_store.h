@@ -4,9 +4,10 @@
  * (entries and per-ledger state in leveldb) and the disk watcher.
  *
  * Life of an add
- *   1. sl_bookie_store_add (any thread) checks the request: size, the
- *      writer's CRC32C, read-only, password, fenced, epoch, duplicate. A
- *      refusal is returned at once and the callback is never called.
+ *   1. sl_bookie_store_add (any thread) checks the request: size, lac below
+ *      the entry, the writer's entry checksum, read-only, password, deleted,
+ *      fenced, epoch, duplicate. A refusal is returned at once, with a typed
+ *      status (see sl_bookie_store_add), and the callback is never called.
  *   2. Accepted, it is queued on the journal. The journal thread writes it
  *      with everything else queued, and one fdatasync covers them all.
  *   3. The synced batch goes to the applier thread: into ledger storage (one
@@ -30,6 +31,23 @@
  * sl_bookie_store_write_lac, which carries no password) adopts the key of
  * the next add or fence. Reads need no password.
  *
+ * Instance id (BookKeeper's cookie). The first open of an empty store draws
+ * 16 random bytes and writes them, as 32 hex digits, to a file INSTANCE in
+ * the ledger dir (<dir>/ledgers) and in the journal dir; every journal
+ * segment header carries them too (journal.h). Open compares the two files:
+ * both present and equal, or the store is empty (a crash during the first
+ * open), or the store refuses to open with SL_ECORRUPT. Both missing with
+ * data present is a store from before instance ids: it gets one. So a
+ * bookie whose disk was wiped comes back with a new instance id, and one
+ * whose journal or ledger dir alone was wiped does not start at all.
+ *
+ * Tombstones. A delete removes a ledger's entries and leaves its state as a
+ * tombstone (meta.deleted) in ledger storage. Adds, fences and LAC updates
+ * of a tombstoned ledger are refused with SL_EDELETED, also after restart
+ * and replay, so a late writer or fencer cannot bring it back. Ledger ids
+ * are never reused (DESIGN.md §2), so tombstones are never removed (each
+ * takes one small leveldb value and one table slot).
+ *
  * Invariants
  *  1. An add, fence, LAC update or delete is acknowledged (callback with
  *     SL_OK) only after the fdatasync of the journal segment that holds it.
@@ -43,7 +61,8 @@
  *  4. An entry, once acknowledged, is never replaced by different bytes:
  *     a second add of (ledger, entry) is accepted only with the same payload
  *     (a resend), or if the stored copy fails its checksum (a repair).
- *  5. Reads return only bytes whose CRC32C matches the stored CRC, and only
+ *  5. Reads return only bytes whose entry checksum (sl_entry_crc over
+ *     ledger id, entry id and payload) matches the stored one, and only
  *     entries whose add is durable (applied after the sync).
  *  6. Journal segments are deleted only after a synced ledger-storage write
  *     recorded a checkpoint at or past their end.
@@ -54,12 +73,15 @@
  *     records it (journal.h, SL_JOURNAL_F_KEY), so it is durable exactly when
  *     that add or fence is, then stored in the ledger's state: it survives
  *     restart and replay. Only a delete of the ledger removes it.
+ *  8. Once a delete is admitted, nothing but another delete is admitted to
+ *     that ledger, ever (tombstones).
  *
  * States
  *   OPEN      serving                            sl_bookie_store_open
- *   READONLY  adds refused, reads served         disk watcher over high_pct
+ *   READONLY  adds refused, except recovery      disk watcher over high_pct
+ *             adds below floor_pct; reads served
  *             (a flag beside OPEN; back below low_pct clears it)
- *   FAILED    adds refused with SL_EIO,          a journal or ledger-storage
+ *   FAILED    writes refused with SL_EFAILED,    a journal or ledger-storage
  *             reads served                       write failed
  *   CLOSED                                       sl_bookie_store_close
  *
@@ -102,6 +124,9 @@ typedef struct sl_bookie_store_opts {
   uint64_t checkpoint_bytes;      /* checkpoint early after this much journal */
   double disk_high_pct;           /* read-only at or above this % used */
   double disk_low_pct;            /* writable again below this % used */
+  double disk_floor_pct;          /* hard floor: recovery adds, which a
+                                     read-only store still takes, are refused
+                                     at or above this % used */
   uint64_t disk_limit_bytes;      /* 0: the real disk; else a quota for dir */
   int disk_interval_ms;
   sl_ledger_storage_leveldb_opts leveldb;
@@ -112,24 +137,30 @@ typedef struct sl_bookie_store_opts {
   /* Fault injection for tests: replaces the journal's fdatasync/fsync. */
   int (*sync_hook)(int fd, void *hook_arg);
   void *hook_arg;
+  /* Registry for the store's and journal's metrics (sluice_bookie_*);
+   * NULL: none. Retained until close. */
+  struct sl_metrics *metrics;
 } sl_bookie_store_opts;
 
 #define SL_BOOKIE_STORE_OPTS_INIT                                          \
-  {NULL, 5u << 20, 64u << 20, 16u << 20, 10000, 256u << 20, 95.0, 90.0, 0, \
-   1000, SL_LEDGER_STORAGE_LEVELDB_OPTS_INIT, NULL, NULL, NULL, NULL}
+  {NULL, 5u << 20, 64u << 20, 16u << 20, 10000, 256u << 20, 95.0, 90.0,   \
+   98.0, 0, 1000, SL_LEDGER_STORAGE_LEVELDB_OPTS_INIT, NULL, NULL, NULL,  \
+   NULL, NULL}
 
 /* Add flags. */
 #define SL_BOOKIE_ADD_RECOVERY 1u /* recovery write-back: allowed on a fenced
-                                     ledger (epoch rules still apply) */
+                                     ledger (epoch rules still apply) and on
+                                     a read-only store below floor_pct */
 
 typedef struct sl_bookie_add_req {
   uint64_t ledger;
   int64_t entry;        /* >= 0 */
   uint64_t epoch;       /* the writer's ownership epoch */
-  int64_t lac;          /* writer's last add confirmed, -1 if none */
+  int64_t lac;          /* writer's last add confirmed, -1 if none; must be
+                           below entry */
   const void *payload;  /* retained until the callback runs */
   uint32_t len;
-  uint32_t crc;         /* writer's CRC32C of the payload */
+  uint32_t crc;         /* writer's sl_entry_crc(ledger, entry, payload) */
   uint32_t flags;       /* SL_BOOKIE_ADD_* */
   const void *password; /* the ledger's password (borrowed for the call);
                            NULL with password_len 0 is the empty password */
@@ -144,27 +175,32 @@ typedef struct sl_bookie_add_req {
 typedef void (*sl_bookie_store_cb)(sl_status st, const char *msg, void *arg);
 
 /*
- * Opens (creating if missing) the store in `dir` (borrowed), replays the
- * journal since the last checkpoint and starts the threads. opts may be NULL
- * for defaults. Only one process may open a dir at a time (leveldb's lock).
- * Errors: SL_EINVAL, SL_EIO, SL_ECORRUPT.
+ * Opens (creating if missing) the store in `dir` (borrowed), checks (or
+ * creates) the instance id, replays the journal since the last checkpoint
+ * and starts the threads. opts may be NULL for defaults. Only one process
+ * may open a dir at a time (leveldb's lock). Errors: SL_EINVAL, SL_EIO,
+ * SL_ECORRUPT (also: the journal and ledger dirs disagree on the instance
+ * id, "bookie store d: journal dir has no instance id, ledger dir has: one
+ * was wiped", or a journal segment carries another instance's id).
  */
 sl_status sl_bookie_store_open(const char *dir, const sl_bookie_store_opts *opts,
                                sl_bookie_store **out, sl_err *err);
 
 /*
  * Adds an entry. On SL_OK, cb(arg) will run once the entry is durable (or
- * with SL_EIO if the journal failed). The first add of a ledger records its
- * key (see the design note). Otherwise cb is never called and:
- *   SL_EINVAL     bad field, or the payload does not match req->crc
- *                 ("ledger 42 entry 7: checksum mismatch ...")
- *   SL_ETOOBIG    payload over max_entry_bytes
- *   SL_EREADONLY  the disk is nearly full
- *   SL_EPERM      "ledger 42: wrong password" (its digest is not the key)
- *   SL_EFENCED    "ledger 42: fenced" or "ledger 42: stale epoch 3 < 5"
- *   SL_EEXIST     the entry is stored with a different payload
- *   SL_EBUSY      the ledger is being deleted
- *   SL_EIO        the store FAILED earlier
+ * with SL_EFAILED if the journal failed). The first add of a ledger records
+ * its key (see the design note). Otherwise cb is never called and:
+ *   SL_EINVAL       bad field: entry < 0, lac < -1, lac >= entry, flags
+ *   SL_EBADCRC      req->crc is not sl_entry_crc(ledger, entry, payload)
+ *                   ("ledger 42 entry 7: checksum mismatch ...")
+ *   SL_ETOOBIG      payload over max_entry_bytes
+ *   SL_EREADONLY    the disk is nearly full (a recovery add: past the floor)
+ *   SL_EPERM        "ledger 42: wrong password" (its digest is not the key)
+ *   SL_EDELETED     "ledger 42: deleted" (a tombstone)
+ *   SL_EFENCED      "ledger 42: fenced" (and not a recovery add)
+ *   SL_ESTALE_EPOCH "ledger 42: stale epoch 3 < 5"
+ *   SL_ECONFLICT    the entry is stored or queued with a different payload
+ *   SL_EFAILED      the store FAILED earlier (needs a restart)
  * A resend of a stored or queued entry with the same payload is accepted.
  * req is borrowed for the call; req->payload is retained until cb.
  */
@@ -177,8 +213,9 @@ sl_status sl_bookie_store_add(sl_bookie_store *s, const sl_bookie_add_req *req,
  * password_len 0 is the empty password) must match the ledger's key. cb runs
  * once the fence is durable. Adds admitted after this call are refused.
  * Errors (cb not called): SL_EINVAL (NULL password with a length),
- * SL_EPERM ("ledger 42: wrong password"), SL_EFENCED (epoch below the
- * highest seen), SL_EBUSY (being deleted), SL_EIO. Allowed while read-only.
+ * SL_EPERM ("ledger 42: wrong password"), SL_ESTALE_EPOCH (epoch below the
+ * highest seen), SL_EDELETED (a tombstone), SL_EFAILED. Allowed while
+ * read-only.
  */
 sl_status sl_bookie_store_fence(sl_bookie_store *s, uint64_t ledger,
                                 uint64_t epoch, const void *password,
@@ -187,43 +224,51 @@ sl_status sl_bookie_store_fence(sl_bookie_store *s, uint64_t ledger,
 
 /*
  * Records a last-add-confirmed for a ledger (kept if higher than the
- * stored one). Same epoch rules and errors as an add; SL_EINVAL if lac < -1.
- * It carries no password: it neither checks nor records the key.
+ * stored one). Same epoch, fence, deleted and read-only rules and errors as
+ * an add; SL_EINVAL if lac < -1. password (borrowed; NULL with password_len
+ * 0 is the empty password) is checked against the ledger's key like an
+ * add's, but never records one.
  */
 sl_status sl_bookie_store_write_lac(sl_bookie_store *s, uint64_t ledger,
                                     uint64_t epoch, int64_t lac,
+                                    const void *password, size_t password_len,
                                     sl_bookie_store_cb cb, void *arg,
                                     sl_err *err);
 
 /*
- * Deletes a ledger: its entries and its state. cb runs once the deletion is
- * durable and applied. Errors (cb not called): SL_ENOTFOUND, SL_EBUSY
- * (requests for it in flight; retry), SL_EIO. Allowed while read-only (it
- * frees space).
+ * Deletes a ledger: its entries, leaving its state as a tombstone (see the
+ * design note). password (borrowed, as for fence) must match the ledger's
+ * key if it has one. A ledger unknown here gets a tombstone too, and
+ * deleting a tombstone again is OK. cb runs once the deletion is durable and
+ * applied. Errors (cb not called): SL_EINVAL, SL_EPERM, SL_EBUSY (requests
+ * for it in flight; retry), SL_EFAILED. Allowed while read-only (it frees
+ * space).
  */
 sl_status sl_bookie_store_delete_ledger(sl_bookie_store *s, uint64_t ledger,
+                                        const void *password, size_t password_len,
                                         sl_bookie_store_cb cb, void *arg,
                                         sl_err *err);
 
 /*
  * Reads an entry into *out (release it with sl_ledger_entry_release). The
- * stored CRC32C is checked first. Errors: SL_EINVAL (entry < 0),
- * SL_ENOTFOUND (ledger or entry), SL_ECORRUPT (checksum mismatch; the bytes
- * are not returned), SL_EIO.
+ * stored entry checksum is checked first. Errors: SL_EINVAL (entry < 0),
+ * SL_ENOTFOUND (ledger or entry), SL_EDELETED (a tombstone), SL_ECORRUPT
+ * (checksum mismatch; the bytes are not returned), SL_EIO.
  */
 sl_status sl_bookie_store_read(sl_bookie_store *s, uint64_t ledger, int64_t entry,
                                sl_ledger_entry *out, sl_err *err);
 
-/* The stored LAC of a ledger (-1 if none yet). Errors: SL_ENOTFOUND. */
+/* The stored LAC of a ledger (-1 if none yet). Errors: SL_ENOTFOUND,
+ * SL_EDELETED. */
 sl_status sl_bookie_store_read_lac(sl_bookie_store *s, uint64_t ledger,
                                    int64_t *lac, sl_err *err);
 
 /* The durable state of a ledger (with its key, if recorded). Errors:
- * SL_ENOTFOUND. */
+ * SL_ENOTFOUND, SL_EDELETED (a tombstone). */
 sl_status sl_bookie_store_ledger_meta(sl_bookie_store *s, uint64_t ledger,
                                       sl_ledger_meta *out, sl_err *err);
 
-/* Ledger ids stored here, ascending, as a malloc'd array the caller frees
+/* Ledger ids stored here (tombstones left out), ascending, as a malloc'd array the caller frees
  * (NULL when *n is 0). */
 void sl_bookie_store_list_ledgers(sl_bookie_store *s, uint64_t **ids, size_t *n);
 
@@ -244,7 +289,15 @@ typedef struct sl_bookie_store_info {
   uint64_t journal_bytes;    /* journal after the last checkpoint: what a
                                 restart now would replay (and a little more:
                                 markers, segment headers) */
+  uint64_t tombstones;       /* deleted ledgers remembered */
 } sl_bookie_store_info;
+
+/* Size of an instance id as text: 32 hex digits and a NUL. */
+#define SL_BOOKIE_INSTANCE_ID_LEN 33
+
+/* This store's instance id, 32 lowercase hex digits (see the design note).
+ * Valid until close. */
+const char *sl_bookie_store_instance_id(const sl_bookie_store *s);
 
 void sl_bookie_store_info_get(sl_bookie_store *s, sl_bookie_store_info *out);
 

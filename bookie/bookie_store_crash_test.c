@@ -193,11 +193,11 @@ static void verify(sl_bookie_store *s, const report *r) {
     sl_status st = sl_bookie_store_read(s, a->ledger, a->entry, &e, &err);
     if (is_in(r->deleting, r->ndeleting, a->ledger, &at)) {
       sl_ledger_meta m;
-      bool gone = sl_bookie_store_ledger_meta(s, a->ledger, &m, NULL) == SL_ENOTFOUND;
+      bool gone = sl_bookie_store_ledger_meta(s, a->ledger, &m, NULL) == SL_EDELETED;
       /* An acked delete held; an unacked one took effect wholly or not. */
       if (r->deleted[at]) assert_true(gone);
       if (gone) {
-        assert_int_equal(st, SL_ENOTFOUND);
+        assert_int_equal(st, SL_EDELETED);
         continue;
       }
     }

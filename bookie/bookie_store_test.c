@@ -97,7 +97,7 @@ static sl_bookie_add_req make_add(uint64_t ledger, int64_t entry, uint64_t epoch
                                   const char *payload) {
   uint32_t len = (uint32_t)strlen(payload);
   sl_bookie_add_req r = {ledger, entry, epoch, entry - 1, payload, len,
-                         sl_crc32c(payload, len), 0, NULL, 0};
+                         sl_entry_crc(ledger, entry, payload, len), 0, NULL, 0};
   return r;
 }
 
@@ -144,16 +144,25 @@ static sl_status fence_wait(sl_bookie_store *s, uint64_t ledger, uint64_t epoch,
   return fence_pw(s, ledger, epoch, NULL, 0, err);
 }
 
-static sl_status delete_wait(sl_bookie_store *s, uint64_t ledger, sl_err *err) {
+/* Deletes with a password and waits for the callback. */
+static sl_status delete_pw(sl_bookie_store *s, uint64_t ledger, const char *password,
+                           sl_err *err) {
   sl_test_waiter w;
   sl_test_waiter_init(&w);
-  sl_status st = sl_bookie_store_delete_ledger(s, ledger, sl_test_waiter_cb, &w, err);
+  sl_status st = sl_bookie_store_delete_ledger(s, ledger, password,
+                                               password ? strlen(password) : 0,
+                                               sl_test_waiter_cb, &w, err);
   if (st == SL_OK) {
     assert_true(sl_test_waiter_wait(&w, 1, 10000));
     if (w.ok != 1) st = w.last_st;
   }
   sl_test_waiter_release(&w);
   return st;
+}
+
+/* Deletes with the empty password (the one add_str sends). */
+static sl_status delete_wait(sl_bookie_store *s, uint64_t ledger, sl_err *err) {
+  return delete_pw(s, ledger, NULL, err);
 }
 
 static void expect_read(sl_bookie_store *s, uint64_t ledger, int64_t entry,
@@ -165,7 +174,7 @@ static void expect_read(sl_bookie_store *s, uint64_t ledger, int64_t entry,
   assert_int_equal(st, SL_OK);
   assert_int_equal(e.len, strlen(payload));
   assert_memory_equal(e.payload, payload, e.len);
-  assert_int_equal(e.crc, sl_crc32c(payload, e.len));
+  assert_int_equal(e.crc, sl_entry_crc(ledger, entry, payload, e.len));
   sl_ledger_entry_release(&e);
 }
 
@@ -393,10 +402,10 @@ static void test_bookie_store__fence_durable_across_reopen(void **state) {
   assert_int_equal(add_wait(s, &r, NULL), SL_OK);
   r = make_add(42, 6, 4, "old recovery");
   r.flags = SL_BOOKIE_ADD_RECOVERY;
-  assert_int_equal(add_wait(s, &r, &err), SL_EFENCED);
+  assert_int_equal(add_wait(s, &r, &err), SL_ESTALE_EPOCH);
   assert_string_equal(err.msg, "ledger 42: stale epoch 4 < 5");
   /* A stale fence is refused too. */
-  assert_int_equal(fence_wait(s, 42, 2, &err), SL_EFENCED);
+  assert_int_equal(fence_wait(s, 42, 2, &err), SL_ESTALE_EPOCH);
   expect_read(s, 42, 5, "recovered");
 
   /* Durable before completion: snapshot the live directory right after the
@@ -437,7 +446,7 @@ static void test_bookie_store__fence_refuses_before_durable(void **state) {
   sl_bookie_add_req r1 = make_add(5, 1, 1, "after");
   assert_int_equal(sl_bookie_store_add(s, &r1, sl_test_waiter_cb, &w, &err), SL_EFENCED);
   /* A delete must wait for the requests in flight. */
-  assert_int_equal(sl_bookie_store_delete_ledger(s, 5, sl_test_waiter_cb, &w, &err), SL_EBUSY);
+  assert_int_equal(sl_bookie_store_delete_ledger(s, 5, NULL, 0, sl_test_waiter_cb, &w, &err), SL_EBUSY);
   assert_int_equal(w.done, 0);
   gate_set(&g_gate, false, false);
   assert_true(sl_test_waiter_wait(&w, 2, 10000));
@@ -455,18 +464,18 @@ static void test_bookie_store__stale_epoch_refused(void **state) {
   sl_bookie_store *s = open_store(dir, &o);
   sl_err err = SL_ERR_INIT;
   assert_int_equal(add_str(s, 42, 0, 5, "a", NULL), SL_OK);
-  assert_int_equal(add_str(s, 42, 1, 3, "b", &err), SL_EFENCED);
+  assert_int_equal(add_str(s, 42, 1, 3, "b", &err), SL_ESTALE_EPOCH);
   assert_string_equal(err.msg, "ledger 42: stale epoch 3 < 5");
   assert_int_equal(read_status(s, 42, 1, NULL), SL_ENOTFOUND);
   assert_int_equal(add_str(s, 42, 1, 5, "b", NULL), SL_OK);
   assert_int_equal(add_str(s, 42, 2, 6, "c", NULL), SL_OK);
-  assert_int_equal(add_str(s, 42, 3, 5, "d", &err), SL_EFENCED);
+  assert_int_equal(add_str(s, 42, 3, 5, "d", &err), SL_ESTALE_EPOCH);
   assert_string_equal(err.msg, "ledger 42: stale epoch 5 < 6");
   sl_test_waiter w;
   sl_test_waiter_init(&w);
-  assert_int_equal(sl_bookie_store_write_lac(s, 42, 4, 2, sl_test_waiter_cb, &w, &err),
-                   SL_EFENCED);
-  assert_int_equal(sl_bookie_store_write_lac(s, 42, 6, 2, sl_test_waiter_cb, &w, &err), SL_OK);
+  assert_int_equal(sl_bookie_store_write_lac(s, 42, 4, 2, NULL, 0, sl_test_waiter_cb, &w, &err),
+                   SL_ESTALE_EPOCH);
+  assert_int_equal(sl_bookie_store_write_lac(s, 42, 6, 2, NULL, 0, sl_test_waiter_cb, &w, &err), SL_OK);
   assert_true(sl_test_waiter_wait(&w, 1, 10000));
   sl_test_waiter_release(&w);
   int64_t lac;
@@ -475,7 +484,7 @@ static void test_bookie_store__stale_epoch_refused(void **state) {
   sl_bookie_store_close(s);
   /* The epoch survives restart. */
   s = open_store(dir, &o);
-  assert_int_equal(add_str(s, 42, 3, 5, "d", &err), SL_EFENCED);
+  assert_int_equal(add_str(s, 42, 3, 5, "d", &err), SL_ESTALE_EPOCH);
   assert_string_equal(err.msg, "ledger 42: stale epoch 5 < 6");
   assert_int_equal(sl_bookie_store_read_lac(s, 42, &lac, NULL), SL_OK);
   assert_int_equal(lac, 2);
@@ -640,10 +649,10 @@ static void test_bookie_store__bad_input(void **state) {
 
   sl_bookie_add_req r = make_add(42, 7, 1, "payload");
   r.crc ^= 1;
-  assert_int_equal(sl_bookie_store_add(s, &r, sl_test_waiter_cb, &w, &err), SL_EINVAL);
+  assert_int_equal(sl_bookie_store_add(s, &r, sl_test_waiter_cb, &w, &err), SL_EBADCRC);
   assert_non_null(strstr(err.msg, "ledger 42 entry 7: checksum mismatch"));
   static char big[(256u << 10) + 1];
-  r = (sl_bookie_add_req){42, 7, 1, -1, big, sizeof(big), sl_crc32c(big, sizeof(big)), 0,
+  r = (sl_bookie_add_req){42, 7, 1, -1, big, sizeof(big), sl_entry_crc(42, 7, big, sizeof(big)), 0,
                          NULL, 0};
   assert_int_equal(sl_bookie_store_add(s, &r, sl_test_waiter_cb, &w, &err), SL_ETOOBIG);
   r = make_add(42, -1, 1, "x");
@@ -659,7 +668,7 @@ static void test_bookie_store__bad_input(void **state) {
   assert_int_equal(sl_bookie_store_add(s, &r, sl_test_waiter_cb, &w, &err), SL_EINVAL);
   assert_int_equal(sl_bookie_store_add(s, &r, NULL, &w, &err), SL_EINVAL);
   assert_int_equal(sl_bookie_store_add(s, NULL, sl_test_waiter_cb, &w, &err), SL_EINVAL);
-  assert_int_equal(sl_bookie_store_write_lac(s, 42, 1, -5, sl_test_waiter_cb, &w, &err), SL_EINVAL);
+  assert_int_equal(sl_bookie_store_write_lac(s, 42, 1, -5, NULL, 0, sl_test_waiter_cb, &w, &err), SL_EINVAL);
   assert_int_equal(w.done, 0); /* refused requests never call back */
   /* Nothing was stored by any of them. */
   uint64_t *ids;
@@ -676,7 +685,7 @@ static void test_bookie_store__bad_input(void **state) {
   assert_int_equal(read_status(s, 42, -1, &err), SL_EINVAL);
   int64_t lac;
   assert_int_equal(sl_bookie_store_read_lac(s, 99, &lac, &err), SL_ENOTFOUND);
-  assert_int_equal(delete_wait(s, 99, &err), SL_ENOTFOUND);
+  assert_int_equal(delete_wait(s, 99, &err), SL_OK);
   sl_test_waiter_release(&w);
   sl_bookie_store_close(s);
   sl_bookie_store_close(NULL);
@@ -692,7 +701,7 @@ static void test_bookie_store__duplicate_add(void **state) {
   assert_int_equal(add_str(s, 9, 0, 1, "same", NULL), SL_OK);
   assert_int_equal(add_str(s, 9, 1, 1, "one", NULL), SL_OK);
   assert_int_equal(add_str(s, 9, 0, 1, "same", NULL), SL_OK); /* resend: ok */
-  assert_int_equal(add_str(s, 9, 0, 1, "different", &err), SL_EEXIST);
+  assert_int_equal(add_str(s, 9, 0, 1, "different", &err), SL_ECONFLICT);
   assert_non_null(strstr(err.msg, "ledger 9 entry 0"));
   expect_read(s, 9, 0, "same");
 
@@ -707,7 +716,7 @@ static void test_bookie_store__duplicate_add(void **state) {
   assert_int_equal(sl_bookie_store_add(s, &b, sl_test_waiter_cb, &w, NULL), SL_OK);
   assert_int_equal(sl_bookie_store_add(s, &a, sl_test_waiter_cb, &w, NULL), SL_OK);
   sl_bookie_add_req c = make_add(9, 2, 1, "other");
-  assert_int_equal(sl_bookie_store_add(s, &c, sl_test_waiter_cb, &w, &err), SL_EEXIST);
+  assert_int_equal(sl_bookie_store_add(s, &c, sl_test_waiter_cb, &w, &err), SL_ECONFLICT);
   gate_set(&g_gate, false, false);
   assert_true(sl_test_waiter_wait(&w, 3, 10000));
   assert_int_equal(w.ok, 3);
@@ -771,7 +780,7 @@ static void test_bookie_store__checkpoint_and_replay(void **state) {
     }
     expect_read(c, 11, e, payload);
   }
-  assert_int_equal(read_status(c, 12, 0, NULL), SL_ENOTFOUND);
+  assert_int_equal(read_status(c, 12, 0, NULL), SL_EDELETED);
   sl_ledger_meta m;
   assert_int_equal(sl_bookie_store_ledger_meta(c, 11, &m, NULL), SL_OK);
   assert_true(m.fenced);
@@ -829,7 +838,7 @@ static void test_bookie_store__power_cut_replays_from_checkpoint(void **state) {
     snprintf(payload, sizeof(payload), e < 100 ? "early %d" : "late %d", e);
     expect_read(s, 21, e, payload);
   }
-  assert_int_equal(read_status(s, 22, 0, NULL), SL_ENOTFOUND);
+  assert_int_equal(read_status(s, 22, 0, NULL), SL_EDELETED);
   sl_ledger_meta m;
   assert_int_equal(sl_bookie_store_ledger_meta(s, 21, &m, NULL), SL_OK);
   assert_true(m.fenced);
@@ -841,39 +850,101 @@ static void test_bookie_store__power_cut_replays_from_checkpoint(void **state) {
   sl_test_rmdtemp(dir);
 }
 
-static void test_bookie_store__delete_ledger(void **state) {
+/* Writes a LAC and waits for the callback. */
+static sl_status write_lac_wait(sl_bookie_store *s, uint64_t ledger, uint64_t epoch,
+                                int64_t lac, sl_err *err) {
+  sl_test_waiter w;
+  sl_test_waiter_init(&w);
+  sl_status st = sl_bookie_store_write_lac(s, ledger, epoch, lac, NULL, 0,
+                                           sl_test_waiter_cb, &w, err);
+  if (st == SL_OK) {
+    assert_true(sl_test_waiter_wait(&w, 1, 10000));
+    if (w.ok != 1) st = w.last_st;
+  }
+  sl_test_waiter_release(&w);
+  return st;
+}
+
+/* Everything that could bring a deleted ledger back is refused. */
+static void expect_tombstone(sl_bookie_store *s, uint64_t ledger) {
+  sl_err err = SL_ERR_INIT;
+  assert_int_equal(read_status(s, ledger, 0, &err), SL_EDELETED);
+  int64_t lac;
+  assert_int_equal(sl_bookie_store_read_lac(s, ledger, &lac, NULL), SL_EDELETED);
+  assert_int_equal(add_str(s, ledger, 0, 1, "reborn", &err), SL_EDELETED);
+  assert_string_equal(err.msg, "ledger 2: deleted");
+  sl_bookie_add_req r = make_add(ledger, 30, 9, "recovery");
+  r.flags = SL_BOOKIE_ADD_RECOVERY;
+  assert_int_equal(add_wait(s, &r, NULL), SL_EDELETED);
+  assert_int_equal(fence_wait(s, ledger, 9, NULL), SL_EDELETED);
+  assert_int_equal(write_lac_wait(s, ledger, 9, 5, NULL), SL_EDELETED);
+}
+
+static void test_bookie_store__delete_leaves_tombstone(void **state) {
   (void)state;
   char *dir = sl_test_mkdtemp("bsdel");
   sl_bookie_store_opts o = test_opts();
   sl_bookie_store *s = open_store(dir, &o);
   for (int e = 0; e < 30; e++) {
-    assert_int_equal(add_str(s, 1, e, 1, "keep", NULL), SL_OK);
-    assert_int_equal(add_str(s, 2, e, 1, "drop", NULL), SL_OK);
+    assert_int_equal(add_pw(s, 1, e, 1, "keep", "pw1", NULL), SL_OK);
+    assert_int_equal(add_pw(s, 2, e, 1, "drop", "pw2", NULL), SL_OK);
   }
-  assert_int_equal(fence_wait(s, 2, 1, NULL), SL_OK);
-  assert_int_equal(delete_wait(s, 2, NULL), SL_OK);
+  assert_int_equal(fence_pw(s, 2, 1, "pw2", 3, NULL), SL_OK);
   sl_err err = SL_ERR_INIT;
-  assert_int_equal(read_status(s, 2, 0, &err), SL_ENOTFOUND);
-  int64_t lac;
-  assert_int_equal(sl_bookie_store_read_lac(s, 2, &lac, NULL), SL_ENOTFOUND);
-  assert_int_equal(delete_wait(s, 2, NULL), SL_ENOTFOUND);
+  assert_int_equal(delete_pw(s, 2, "pw1", &err), SL_EPERM); /* not its password */
+  expect_read(s, 2, 0, "drop");
+  assert_int_equal(delete_pw(s, 2, "pw2", NULL), SL_OK);
+  expect_tombstone(s, 2);
+  assert_int_equal(delete_pw(s, 2, "pw2", NULL), SL_OK); /* again: idempotent */
   uint64_t *ids;
   size_t n;
   sl_bookie_store_list_ledgers(s, &ids, &n);
   assert_int_equal(n, 1);
   assert_int_equal(ids[0], 1);
   free(ids);
-  /* A new ledger with the same id starts from scratch (not fenced). */
-  assert_int_equal(add_str(s, 2, 0, 1, "reborn", NULL), SL_OK);
+  /* An unknown ledger is tombstoned too, so a late add cannot create it. */
+  assert_int_equal(delete_wait(s, 3, NULL), SL_OK);
+  assert_int_equal(add_str(s, 3, 0, 1, "late", NULL), SL_EDELETED);
+
+  /* Clean restart: tombstones come from ledger storage. */
   sl_bookie_store_close(s);
   s = open_store(dir, &o);
   expect_read(s, 1, 29, "keep");
-  expect_read(s, 2, 0, "reborn");
-  assert_int_equal(read_status(s, 2, 1, NULL), SL_ENOTFOUND);
+  expect_tombstone(s, 2);
   sl_bookie_store_info info;
   sl_bookie_store_info_get(s, &info);
-  assert_int_equal(info.entries, 31);
-  close_and_drop(s, dir);
+  assert_int_equal(info.entries, 30);
+  assert_int_equal(info.ledgers, 1);
+  assert_int_equal(info.tombstones, 2);
+  sl_bookie_store_close(s);
+  sl_test_rmdtemp(dir);
+}
+
+/* Power-cut model: the delete is only in the journal; replay must rebuild
+ * the tombstone, not just drop the entries. */
+static void test_bookie_store__tombstone_replayed(void **state) {
+  (void)state;
+  char *dir = sl_test_mkdtemp("bsdelp");
+  char *copy = sl_test_mkdtemp("bsdelp-copy");
+  split_dirs sd = split_dirs_make(dir, copy);
+  sl_bookie_store_opts o = test_opts();
+  sl_bookie_store *s = open_store(dir, &o);
+  for (int e = 0; e < 10; e++) assert_int_equal(add_str(s, 2, e, 1, "drop", NULL), SL_OK);
+  assert_int_equal(sl_bookie_store_checkpoint(s, NULL), SL_OK);
+  sl_test_copy_tree(sd.ledgers, sd.copy_ledgers); /* holds ledger 2's entries */
+  assert_int_equal(delete_wait(s, 2, NULL), SL_OK);
+  sl_test_copy_tree(sd.journal, sd.copy_journal);
+  sl_bookie_store_close(s);
+  s = open_store(copy, &o);
+  sl_bookie_store_info info;
+  sl_bookie_store_info_get(s, &info);
+  assert_int_equal(info.replayed_records, 1);
+  assert_int_equal(info.entries, 0);
+  expect_tombstone(s, 2);
+  sl_bookie_store_close(s);
+  split_dirs_free(&sd);
+  sl_test_rmdtemp(copy);
+  sl_test_rmdtemp(dir);
 }
 
 static void test_bookie_store__sync_failure_fails_store(void **state) {
@@ -884,11 +955,11 @@ static void test_bookie_store__sync_failure_fails_store(void **state) {
   assert_int_equal(add_str(s, 1, 0, 1, "good", NULL), SL_OK);
   gate_set(&g_gate, false, true);
   sl_err err = SL_ERR_INIT;
-  assert_int_equal(add_str(s, 1, 1, 1, "lost", &err), SL_EIO);
+  assert_int_equal(add_str(s, 1, 1, 1, "lost", &err), SL_EFAILED);
   assert_non_null(strstr(err.msg, "fdatasync"));
   gate_set(&g_gate, false, false);
-  assert_int_equal(add_str(s, 1, 2, 1, "refused", &err), SL_EIO);
-  assert_int_equal(fence_wait(s, 1, 1, &err), SL_EIO);
+  assert_int_equal(add_str(s, 1, 2, 1, "refused", &err), SL_EFAILED);
+  assert_int_equal(fence_wait(s, 1, 1, &err), SL_EFAILED);
   expect_read(s, 1, 0, "good"); /* reads still served */
   sl_bookie_store_info info;
   sl_bookie_store_info_get(s, &info);
@@ -1149,7 +1220,7 @@ static void test_bookie_store__legacy_state_adopts_key(void **state) {
   /* So does a state created by a LAC update, which carries no password. */
   sl_test_waiter w;
   sl_test_waiter_init(&w);
-  assert_int_equal(sl_bookie_store_write_lac(s, 11, 1, 0, sl_test_waiter_cb, &w, NULL), SL_OK);
+  assert_int_equal(sl_bookie_store_write_lac(s, 11, 1, 0, NULL, 0, sl_test_waiter_cb, &w, NULL), SL_OK);
   assert_true(sl_test_waiter_wait(&w, 1, 10000));
   assert_int_equal(w.ok, 1);
   sl_test_waiter_release(&w);
@@ -1200,6 +1271,279 @@ static void test_bookie_store__journal_bytes(void **state) {
   close_and_drop(s, dir);
 }
 
+/* ---- contracts a ledger writer relies on (issue 8) ---- */
+
+/* The checksum binds ledger and entry ids: the right bytes under the wrong
+ * id are refused, and so is the old payload-only CRC. */
+static void test_bookie_store__checksum_covers_ids(void **state) {
+  (void)state;
+  char *dir = sl_test_mkdtemp("bscrcid");
+  sl_bookie_store_opts o = test_opts();
+  sl_bookie_store *s = open_store(dir, &o);
+  sl_err err = SL_ERR_INIT;
+  sl_bookie_add_req r = make_add(42, 7, 1, "payload");
+  r.crc = sl_entry_crc(42, 8, "payload", 7); /* another entry's checksum */
+  assert_int_equal(add_wait(s, &r, &err), SL_EBADCRC);
+  assert_non_null(strstr(err.msg, "ledger 42 entry 7: checksum mismatch"));
+  r.crc = sl_entry_crc(43, 7, "payload", 7); /* another ledger's */
+  assert_int_equal(add_wait(s, &r, NULL), SL_EBADCRC);
+  r.crc = sl_crc32c("payload", 7); /* payload only */
+  assert_int_equal(add_wait(s, &r, NULL), SL_EBADCRC);
+  assert_int_equal(read_status(s, 42, 7, NULL), SL_ENOTFOUND);
+  r.crc = sl_entry_crc(42, 7, "payload", 7);
+  assert_int_equal(add_wait(s, &r, NULL), SL_OK);
+  expect_read(s, 42, 7, "payload");
+  close_and_drop(s, dir);
+}
+
+/* An entry cannot be confirmed before it is written. */
+static void test_bookie_store__lac_must_be_below_entry(void **state) {
+  (void)state;
+  char *dir = sl_test_mkdtemp("bslac");
+  sl_bookie_store_opts o = test_opts();
+  sl_bookie_store *s = open_store(dir, &o);
+  sl_err err = SL_ERR_INIT;
+  sl_bookie_add_req r = make_add(5, 3, 1, "x");
+  r.lac = 3;
+  assert_int_equal(add_wait(s, &r, &err), SL_EINVAL);
+  assert_string_equal(err.msg, "ledger 5 entry 3: lac 3 is not below the entry");
+  r.lac = 10;
+  assert_int_equal(add_wait(s, &r, NULL), SL_EINVAL);
+  r = make_add(5, 0, 1, "x");
+  r.lac = 0;
+  assert_int_equal(add_wait(s, &r, NULL), SL_EINVAL);
+  int64_t lac;
+  assert_int_equal(sl_bookie_store_read_lac(s, 5, &lac, NULL), SL_ENOTFOUND);
+  r.lac = -1;
+  assert_int_equal(add_wait(s, &r, NULL), SL_OK);
+  r = make_add(5, 1, 1, "y"); /* lac 0 */
+  assert_int_equal(add_wait(s, &r, NULL), SL_OK);
+  assert_int_equal(sl_bookie_store_read_lac(s, 5, &lac, NULL), SL_OK);
+  assert_int_equal(lac, 0);
+  close_and_drop(s, dir);
+}
+
+/* Read-only refuses adds but takes recovery adds, down to the hard floor. */
+static void test_bookie_store__readonly_takes_recovery_adds_to_floor(void **state) {
+  (void)state;
+  char *dir = sl_test_mkdtemp("bsfloor");
+  sl_bookie_store_opts o = test_opts();
+  o.disk_limit_bytes = 1ull << 40;
+  o.disk_high_pct = 50;
+  o.disk_low_pct = 40;
+  o.disk_floor_pct = 90;
+  sl_bookie_store *s = open_store(dir, &o);
+  assert_int_equal(add_str(s, 1, 0, 1, "before", NULL), SL_OK);
+  sl_bookie_store_info info;
+  sl_bookie_store_info_get(s, &info);
+  uint64_t used = info.total_bytes - info.free_bytes;
+  sl_bookie_store_set_disk_limit(s, used * 100 / 70); /* 70% used */
+  sl_bookie_store_info_get(s, &info);
+  assert_true(info.readonly);
+  sl_err err = SL_ERR_INIT;
+  assert_int_equal(add_str(s, 1, 1, 1, "plain", &err), SL_EREADONLY);
+  sl_bookie_add_req r = make_add(1, 1, 1, "recovered");
+  r.flags = SL_BOOKIE_ADD_RECOVERY;
+  assert_int_equal(add_wait(s, &r, &err), SL_OK);
+  expect_read(s, 1, 1, "recovered");
+  sl_bookie_store_info_get(s, &info);
+  used = info.total_bytes - info.free_bytes;
+  sl_bookie_store_set_disk_limit(s, used * 100 / 95); /* 95%: past the floor */
+  r = make_add(1, 2, 1, "too late");
+  r.flags = SL_BOOKIE_ADD_RECOVERY;
+  assert_int_equal(add_wait(s, &r, &err), SL_EREADONLY);
+  assert_non_null(strstr(err.msg, "hard floor"));
+  close_and_drop(s, dir);
+}
+
+static bool file_exists(const char *dir, const char *name) {
+  char *p = subdir(dir, name);
+  bool ok = access(p, F_OK) == 0;
+  free(p);
+  return ok;
+}
+
+static sl_status try_open(const char *dir, const sl_bookie_store_opts *o, sl_err *err) {
+  sl_bookie_store *s = NULL;
+  sl_status st = sl_bookie_store_open(dir, o, &s, err);
+  sl_bookie_store_close(s);
+  return st;
+}
+
+static void hex_decode(const char *hex, uint8_t *out, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    unsigned v;
+    assert_int_equal(sscanf(hex + 2 * i, "%2x", &v), 1);
+    out[i] = (uint8_t)v;
+  }
+}
+
+/* The instance id: kept across restarts, stamped into the journal, new
+ * after a wipe, and a store whose two dirs disagree does not open. */
+static void test_bookie_store__instance_id(void **state) {
+  (void)state;
+  char *dir = sl_test_mkdtemp("bsinst");
+  sl_bookie_store_opts o = test_opts();
+  sl_bookie_store *s = open_store(dir, &o);
+  char id[SL_BOOKIE_INSTANCE_ID_LEN];
+  snprintf(id, sizeof(id), "%s", sl_bookie_store_instance_id(s));
+  assert_int_equal(strlen(id), 32);
+  assert_int_equal(strspn(id, "0123456789abcdef"), 32);
+  assert_int_equal(add_str(s, 1, 0, 1, "x", NULL), SL_OK);
+  sl_bookie_store_close(s);
+  s = open_store(dir, &o);
+  assert_string_equal(sl_bookie_store_instance_id(s), id);
+  sl_bookie_store_close(s);
+  char *journal = subdir(dir, "journal"), *ledgers = subdir(dir, "ledgers");
+  assert_true(file_exists(journal, "INSTANCE"));
+  assert_true(file_exists(ledgers, "INSTANCE"));
+  uint8_t raw[16];
+  hex_decode(id, raw, sizeof(raw));
+  assert_true(tree_contains(journal, raw, sizeof(raw))); /* in segment headers */
+
+  /* One dir wiped (journal, then ledgers): refuses to start. */
+  sl_err err = SL_ERR_INIT;
+  char *copy = fresh_path("bsinst-copy");
+  char *copy_journal = subdir(copy, "journal"), *copy_ledgers = subdir(copy, "ledgers");
+  sl_test_copy_tree(dir, copy);
+  sl_test_rm_rf(copy_journal);
+  assert_int_equal(try_open(copy, &o, &err), SL_ECORRUPT);
+  assert_non_null(strstr(err.msg, "journal dir has no instance id, ledger dir has"));
+  sl_test_rm_rf(copy);
+  sl_test_copy_tree(dir, copy);
+  sl_test_rm_rf(copy_ledgers);
+  assert_int_equal(try_open(copy, &o, &err), SL_ECORRUPT);
+  sl_test_rm_rf(copy);
+
+  /* A journal segment stamped by another instance is never replayed. */
+  sl_test_copy_tree(dir, copy);
+  char *other = fresh_path("bsinst-other");
+  s = open_store(other, &o);
+  assert_string_not_equal(sl_bookie_store_instance_id(s), id);
+  sl_bookie_store_close(s);
+  char *other_journal = subdir(other, "journal");
+  sl_test_rm_rf(copy_journal);
+  sl_test_copy_tree(other_journal, copy_journal); /* a journal from another disk */
+  assert_int_equal(try_open(copy, &o, &err), SL_ECORRUPT);
+  assert_non_null(strstr(err.msg, "different bookie instances"));
+  sl_test_rm_rf(copy);
+
+  /* Whole disk wiped: a new instance. */
+  sl_test_rm_rf(dir);
+  s = open_store(dir, &o);
+  assert_string_not_equal(sl_bookie_store_instance_id(s), id);
+  sl_bookie_store_close(s);
+
+  free(other_journal);
+  sl_test_rmdtemp(other);
+  free(copy_journal);
+  free(copy_ledgers);
+  free(copy);
+  free(journal);
+  free(ledgers);
+  sl_test_rmdtemp(dir);
+}
+
+/* The id of the newest journal segment in `journal`. */
+static uint64_t newest_segment(const char *journal) {
+  DIR *d = opendir(journal);
+  assert_non_null(d);
+  uint64_t newest = 0;
+  struct dirent *de;
+  while ((de = readdir(d)) != NULL) {
+    unsigned long long id;
+    if (strstr(de->d_name, ".jnl") != NULL && sscanf(de->d_name, "%16llx", &id) == 1 &&
+        id > newest)
+      newest = id;
+  }
+  closedir(d);
+  assert_true(newest > 0);
+  return newest;
+}
+
+static char *segment_path(const char *journal, uint64_t id) {
+  char name[32];
+  snprintf(name, sizeof(name), "%016" PRIx64 ".jnl", id);
+  return subdir(journal, name);
+}
+
+/* A segment whose header claims this segment but another instance: replay
+ * refuses it instead of serving its records. */
+static void test_bookie_store__foreign_segment_refused(void **state) {
+  (void)state;
+  char *dir = sl_test_mkdtemp("bsforeign");
+  sl_bookie_store_opts o = test_opts();
+  sl_bookie_store *s = open_store(dir, &o);
+  assert_int_equal(add_str(s, 1, 0, 1, "x", NULL), SL_OK);
+  sl_bookie_store_close(s);
+  /* Restamp the newest segment (the one replay starts in). */
+  char *journal = subdir(dir, "journal");
+  char *seg = segment_path(journal, newest_segment(journal));
+  FILE *f = fopen(seg, "r+b");
+  assert_non_null(f);
+  uint8_t h[SL_JOURNAL_SEGMENT_HEADER];
+  assert_int_equal(fread(h, 1, sizeof(h), f), sizeof(h));
+  h[24] ^= 0xff;
+  uint32_t crc = sl_crc32c(h, 44);
+  for (int i = 0; i < 4; i++) h[44 + i] = (uint8_t)(crc >> (8 * i));
+  rewind(f);
+  assert_int_equal(fwrite(h, 1, sizeof(h), f), sizeof(h));
+  fclose(f);
+  sl_err err = SL_ERR_INIT;
+  assert_int_equal(try_open(dir, &o, &err), SL_ECORRUPT);
+  assert_non_null(strstr(err.msg, "of another bookie instance"));
+  free(seg);
+  free(journal);
+  sl_test_rmdtemp(dir);
+}
+
+/* Power cut during a journal segment rotation: the new segment was created
+ * but its header never reached the disk (empty, torn, or preallocated
+ * zeros). Everything acked is in earlier segments; the store must open,
+ * serve it, skip the broken segment and keep writing after it. */
+static void test_bookie_store__power_cut_during_rotation(void **state) {
+  (void)state;
+  static const long kTorn[] = {0, 20, 64 << 10}; /* file sizes left behind */
+  char *dir = sl_test_mkdtemp("bsrot");
+  sl_bookie_store_opts o = test_opts();
+  o.journal_segment_bytes = 8u << 10;
+  sl_bookie_store *s = open_store(dir, &o);
+  char payload[256];
+  for (int e = 0; e < 100; e++) {
+    snprintf(payload, sizeof(payload), "%0200d", e);
+    assert_int_equal(add_str(s, 7, e, 1, payload, NULL), SL_OK);
+  }
+  sl_bookie_store_info info;
+  sl_bookie_store_info_get(s, &info);
+  assert_true(info.journal_segments > 2); /* rotations happened */
+  for (size_t t = 0; t < sizeof(kTorn) / sizeof(kTorn[0]); t++) {
+    /* Snapshot a live store (no close, no checkpoint): acked = durable. */
+    char *copy = fresh_path("bsrot-copy");
+    sl_test_copy_tree(dir, copy);
+    char *cj = subdir(copy, "journal");
+    char *seg = segment_path(cj, newest_segment(cj) + 1); /* the rotation's */
+    FILE *f = fopen(seg, "wb");
+    assert_non_null(f);
+    for (long i = 0; i < kTorn[t]; i++) fputc(i < 8 ? "SLJOURN1"[i] : 0, f);
+    fclose(f);
+    sl_bookie_store *c = open_store(copy, &o);
+    for (int e = 0; e < 100; e++) {
+      snprintf(payload, sizeof(payload), "%0200d", e);
+      expect_read(c, 7, e, payload);
+    }
+    assert_int_equal(add_str(c, 7, 100, 1, "after", NULL), SL_OK);
+    sl_bookie_store_close(c);
+    c = open_store(copy, &o); /* and again, with the broken segment still there */
+    expect_read(c, 7, 100, "after");
+    sl_bookie_store_close(c);
+    free(seg);
+    free(cj);
+    sl_test_rmdtemp(copy);
+  }
+  sl_bookie_store_close(s);
+  sl_test_rmdtemp(dir);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_bookie_store__add_read_reopen),
@@ -1214,13 +1558,20 @@ int main(void) {
       cmocka_unit_test(test_bookie_store__duplicate_add),
       cmocka_unit_test(test_bookie_store__checkpoint_and_replay),
       cmocka_unit_test(test_bookie_store__power_cut_replays_from_checkpoint),
-      cmocka_unit_test(test_bookie_store__delete_ledger),
+      cmocka_unit_test(test_bookie_store__delete_leaves_tombstone),
+      cmocka_unit_test(test_bookie_store__tombstone_replayed),
       cmocka_unit_test(test_bookie_store__sync_failure_fails_store),
       cmocka_unit_test(test_bookie_store__concurrent_adds_and_reads),
       cmocka_unit_test(test_bookie_store__password_recorded_and_checked),
       cmocka_unit_test(test_bookie_store__password_survives_reopen_and_replay),
       cmocka_unit_test(test_bookie_store__legacy_state_adopts_key),
       cmocka_unit_test(test_bookie_store__journal_bytes),
+      cmocka_unit_test(test_bookie_store__checksum_covers_ids),
+      cmocka_unit_test(test_bookie_store__lac_must_be_below_entry),
+      cmocka_unit_test(test_bookie_store__readonly_takes_recovery_adds_to_floor),
+      cmocka_unit_test(test_bookie_store__instance_id),
+      cmocka_unit_test(test_bookie_store__foreign_segment_refused),
+      cmocka_unit_test(test_bookie_store__power_cut_during_rotation),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

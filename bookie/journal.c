@@ -15,10 +15,12 @@
 
 #include "common/crc32c.h"
 #include "common/log.h"
+#include "common/metrics.h"
 
 #define SEG_MAGIC "SLJOURN1"
-#define SEG_VERSION 2u     /* written; 1 (no record flags) is still read */
+#define SEG_VERSION 3u     /* written; 1 and 2 are still read (journal.h) */
 #define SEG_VERSION_MIN 1u
+#define SEG_HEADER_V2 32u  /* segment header size of versions 1 and 2 */
 #define IOV_CHUNK 512 /* iovecs per pwritev, well under IOV_MAX */
 
 typedef enum jstate { J_OPEN, J_RUNNING, J_FAILED } jstate;
@@ -32,6 +34,8 @@ typedef struct seg {
 struct sl_journal {
   sl_journal_opts opts;
   char *dir;
+  const uint8_t *instance;   /* SL_JOURNAL_INSTANCE_BYTES, stamped into
+                                segments; opts.instance_id or zeros */
   int dirfd;
 
   pthread_mutex_t mu;        /* guards everything down to `stats` */
@@ -54,7 +58,37 @@ struct sl_journal {
   uint64_t off;
   uint8_t *hdrs;             /* record headers of the batch being written */
   size_t hdrs_cap;
+
+  /* Metrics (NULL without a registry; updates are lock-free). */
+  sl_metrics_histogram *m_sync_seconds, *m_batch_records, *m_batch_bytes;
 };
+
+/* Group-commit batch sizes: records, then bytes, per fdatasync. */
+static const double kBatchRecordBounds[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096};
+static const double kBatchByteBounds[] = {512, 4096, 16384, 65536, 262144, 1048576,
+                                          4194304, 16777216};
+
+static sl_status register_metrics(sl_journal *j, sl_err *err) {
+  sl_metrics *m = j->opts.metrics;
+  if (m == NULL) return SL_OK;
+  sl_status st = sl_metrics_register_histogram(
+      m, "sluice_bookie_journal_sync_seconds",
+      "latency of one journal fdatasync (the floor of add latency)", NULL, NULL, 0,
+      &j->m_sync_seconds, err);
+  if (st == SL_OK)
+    st = sl_metrics_register_histogram(
+        m, "sluice_bookie_journal_batch_records",
+        "records made durable by one group commit (one fdatasync)", NULL,
+        kBatchRecordBounds, sizeof(kBatchRecordBounds) / sizeof(double),
+        &j->m_batch_records, err);
+  if (st == SL_OK)
+    st = sl_metrics_register_histogram(
+        m, "sluice_bookie_journal_batch_bytes",
+        "record bytes made durable by one group commit (one fdatasync)", NULL,
+        kBatchByteBounds, sizeof(kBatchByteBounds) / sizeof(double),
+        &j->m_batch_bytes, err);
+  return st;
+}
 
 int sl_journal_pos_cmp(sl_journal_pos a, sl_journal_pos b) {
   if (a.segment != b.segment) return a.segment < b.segment ? -1 : 1;
@@ -102,6 +136,13 @@ static uint32_t header_crc(const uint8_t *h, const uint8_t *key) {
   return crc;
 }
 
+/* The CRC a record's payload_crc must hold (journal.h): ADD records carry
+ * the entry checksum, which binds the ledger and entry ids. */
+static uint32_t expected_payload_crc(const sl_journal_record *r) {
+  if (r->type == SL_JOURNAL_ADD) return sl_entry_crc(r->ledger, r->entry, r->payload, r->len);
+  return sl_crc32c(r->payload, r->len);
+}
+
 /* Fills the 48-byte header. Its CRC covers the header and the key, and
  * through payload_crc the payload, so the journal thread never hashes
  * payloads. */
@@ -138,20 +179,28 @@ static bool header_plausible(const uint8_t *h) {
   return (flags & SL_JOURNAL_F_KEY) == 0 || key_allowed(h[8]);
 }
 
-static void encode_seg_header(uint8_t *h, uint64_t id) {
+static void encode_seg_header(const sl_journal *j, uint8_t *h, uint64_t id) {
   memset(h, 0, SL_JOURNAL_SEGMENT_HEADER);
   memcpy(h, SEG_MAGIC, 8);
   put32(h + 8, SEG_VERSION);
   put32(h + 12, SL_JOURNAL_SEGMENT_HEADER);
   put64(h + 16, id);
-  put32(h + 28, sl_crc32c(h, 28));
+  memcpy(h + 24, j->instance, SL_JOURNAL_INSTANCE_BYTES);
+  put32(h + 44, sl_crc32c(h, 44));
 }
 
-static bool seg_header_ok(const uint8_t *h, uint64_t id) {
+/* Checks a segment header (h holds SL_JOURNAL_SEGMENT_HEADER bytes, fewer
+ * valid for old versions) and returns its version, or 0 if it is not a
+ * valid header of segment `id`. */
+static uint32_t seg_header_version(const uint8_t *h, uint64_t id) {
   uint32_t v = get32(h + 8);
-  return memcmp(h, SEG_MAGIC, 8) == 0 && v >= SEG_VERSION_MIN && v <= SEG_VERSION &&
-         get32(h + 12) == SL_JOURNAL_SEGMENT_HEADER && get64(h + 16) == id &&
-         get32(h + 28) == sl_crc32c(h, 28);
+  if (memcmp(h, SEG_MAGIC, 8) != 0 || v < SEG_VERSION_MIN || v > SEG_VERSION ||
+      get64(h + 16) != id)
+    return 0;
+  if (v < 3)
+    return get32(h + 12) == SEG_HEADER_V2 && get32(h + 28) == sl_crc32c(h, 28) ? v : 0;
+  return get32(h + 12) == SL_JOURNAL_SEGMENT_HEADER && get32(h + 44) == sl_crc32c(h, 44)
+             ? v : 0;
 }
 
 /* ---- file helpers ---- */
@@ -242,6 +291,8 @@ sl_status sl_journal_open(const sl_journal_opts *opts, sl_journal **out,
   sl_journal *j = sl_xcalloc(1, sizeof(*j));
   j->opts = *opts;
   j->dir = sl_xstrdup(opts->dir);
+  static const uint8_t no_instance[SL_JOURNAL_INSTANCE_BYTES];
+  j->instance = opts->instance_id != NULL ? opts->instance_id : no_instance;
   j->fd = -1;
   j->state = J_OPEN;
   j->dirfd = open(j->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -251,6 +302,7 @@ sl_status sl_journal_open(const sl_journal_opts *opts, sl_journal **out,
     goto out_free;
   }
   st = list_segments(j, err);
+  if (st == SL_OK) st = register_metrics(j, err);
   if (st != SL_OK) goto out_close_dir;
   pthread_mutex_init(&j->mu, NULL);
   pthread_cond_init(&j->cv, NULL);
@@ -295,6 +347,7 @@ typedef struct replay_ctx {
   sl_journal_replay_stats *stats;
   uint8_t *buf;
   size_t cap;
+  uint32_t version; /* of the segment being read */
 } replay_ctx;
 
 /* Reads the record at `off` into *r (payload in c->buf, key in `key`);
@@ -321,7 +374,12 @@ static bool read_record(replay_ctx *c, int fd, uint64_t off, uint64_t size,
   }
   if (!read_full(fd, c->buf, r->len, at)) return false;
   r->payload = c->buf;
-  return sl_crc32c(c->buf, r->len) == r->payload_crc;
+  if (c->version >= 3) return expected_payload_crc(r) == r->payload_crc;
+  /* Before version 3 an ADD's payload_crc covered the payload only; hand
+   * it on as the entry checksum of today. */
+  if (sl_crc32c(c->buf, r->len) != r->payload_crc) return false;
+  r->payload_crc = expected_payload_crc(r);
+  return true;
 }
 
 /* Reads records of one open segment from `off`; stops at the first bad one. */
@@ -378,12 +436,22 @@ static sl_status replay_segment(replay_ctx *c, uint64_t id, sl_journal_pos from,
     goto out_close;
   }
   c->stats->segments++;
-  if (!read_full(fd, h, sizeof(h), 0) || !seg_header_ok(h, id)) {
+  memset(h, 0, sizeof(h));
+  uint64_t hsize = (uint64_t)sb.st_size < sizeof(h) ? (uint64_t)sb.st_size : sizeof(h);
+  c->version = read_full(fd, h, hsize, 0) ? seg_header_version(h, id) : 0;
+  if (c->version == 0) {
     /* A crash while creating the segment: nothing in it was acknowledged. */
     sl_log(SL_LOG_WARN, "event=journal_bad_segment_header segment=%" PRIu64, id);
     goto out_close;
   }
-  uint64_t off = SL_JOURNAL_SEGMENT_HEADER;
+  if (c->version >= 3 && memcmp(h + 24, c->j->instance, SL_JOURNAL_INSTANCE_BYTES) != 0) {
+    /* Another bookie's (or another life's) journal: replaying it would
+     * serve entries this instance never acknowledged. */
+    st = sl_err_set(err, SL_ECORRUPT, "journal segment %" PRIu64 ": of another bookie "
+                    "instance", id);
+    goto out_close;
+  }
+  uint64_t off = c->version >= 3 ? SL_JOURNAL_SEGMENT_HEADER : SEG_HEADER_V2;
   if (id == from.segment && from.offset > off) off = from.offset;
   c->stats->end = (sl_journal_pos){id, off};
   st = replay_records(c, fd, id, off, (uint64_t)sb.st_size, err);
@@ -405,7 +473,7 @@ sl_status sl_journal_replay(sl_journal *j, sl_journal_pos from,
   memset(stats, 0, sizeof(*stats));
   stats->end = from;
   if (j->started) return sl_err_set(err, SL_EPRECOND, "journal %s: replay after start", j->dir);
-  replay_ctx c = {j, cb, arg, stats, NULL, 0};
+  replay_ctx c = {j, cb, arg, stats, NULL, 0, 0};
   sl_status st = SL_OK;
   for (size_t i = 0; i < j->nsegs && st == SL_OK; i++) {
     if (j->segs[i].id < from.segment) continue;
@@ -437,7 +505,7 @@ static sl_status new_segment(sl_journal *j, uint64_t id, sl_err *err) {
     sl_err_set(err, SL_EIO, "journal %s: fallocate: %s", path, strerror(rc));
     goto out_unlink;
   }
-  encode_seg_header(h, id);
+  encode_seg_header(j, h, id);
   if (pwrite(fd, h, sizeof(h), 0) != (ssize_t)sizeof(h)) {
     sl_err_set(err, SL_EIO, "journal %s: write header: %s", path, strerror(errno));
     goto out_unlink;
@@ -507,7 +575,10 @@ static sl_status wbuf_flush(sl_journal *j, wbuf *w, sl_err *err) {
 }
 
 static sl_status sync_current(sl_journal *j, sl_err *err) {
-  if (do_sync(j, j->fd, true) != 0) {
+  uint64_t t0 = sl_metrics_now_ns();
+  int rc = do_sync(j, j->fd, true);
+  sl_metrics_histogram_observe_since(j->m_sync_seconds, t0);
+  if (rc != 0) {
     return sl_err_set(err, SL_EIO, "journal segment %" PRIu64 ": fdatasync: %s",
                       j->seg_id, strerror(errno));
   }
@@ -610,6 +681,8 @@ static void *journal_main(void *arg) {
     if (!failed) st = write_batch(j, batch, n, &err);
     pthread_mutex_lock(&j->mu);
     if (st == SL_OK) {
+      sl_metrics_histogram_observe(j->m_batch_records, (double)n);
+      sl_metrics_histogram_observe(j->m_batch_bytes, (double)bytes);
       j->stats.batches++;
       j->stats.records += n;
       j->stats.bytes += bytes;

@@ -11,7 +11,20 @@
  * On disk: a directory of segment files named <16 hex digit id>.jnl, ids
  * increasing. Each segment is preallocated (posix_fallocate) to
  * segment_bytes so that fdatasync does not have to write a new file size, and
- * starts with a 32-byte header (magic "SLJOURN1", version, segment id, CRC).
+ * starts with a 48-byte header:
+ *
+ *   off size field
+ *    0   8   magic "SLJOURN1"
+ *    8   4   version (3)
+ *   12   4   header size (48)
+ *   16   8   segment id
+ *   24  16   instance id of the bookie that wrote it (bookie_store.h)
+ *   40   4   zero
+ *   44   4   CRC32C of bytes [0, 44)
+ *
+ * Replay refuses (SL_ECORRUPT) a version 3 segment stamped with another
+ * instance id than the journal's: a journal dir from another disk or another
+ * life of the bookie must never be replayed into this one.
  * Records follow back to back:
  *
  *   off size field
@@ -20,7 +33,9 @@
  *    8   1   type         sl_journal_rec_type
  *    9   1   flags        SL_JOURNAL_F_KEY: a ledger key follows the header
  *   10   2   zero
- *   12   4   payload_crc  CRC32C of the payload (0 when empty)
+ *   12   4   payload_crc  ADD: sl_entry_crc(ledger, entry, payload), the
+ *                        entry checksum of common/crc32c.h; other types:
+ *                        CRC32C of the payload (0 when empty)
  *   16   8   ledger       (CHECKPOINT: segment of the recorded position)
  *   24   8   entry        (int64; CHECKPOINT: offset of the position)
  *   32   8   epoch
@@ -34,9 +49,12 @@
  * password, see bookie_store.h), carried by the record that first records
  * it, so that the key is durable exactly when that record is.
  * Segment format version 2 added the flags byte; version 1 segments (written
- * before it, flags always zero) are read the same way. An older bookie does
- * not read version 2 segments, so a downgrade needs a clean stop first (its
- * final checkpoint leaves nothing to replay).
+ * before it, flags always zero) are read the same way. Version 3 added the
+ * instance id and the entry checksum; version 1 and 2 segments (32-byte
+ * header, payload-only CRC on ADD) are still read, and replay hands their
+ * ADD records on with the entry checksum. An older bookie does not read
+ * newer segments, so a downgrade needs a clean stop first (its final
+ * checkpoint leaves nothing to replay).
  * All integers are little-endian. Replay reads a segment until the first
  * record that fails its checks (short, bad CRC, unknown type, too long): a
  * torn tail after a crash, or the zeros of the preallocated space. Nothing
@@ -86,7 +104,10 @@ typedef enum sl_journal_rec_type {
 } sl_journal_rec_type;
 
 #define SL_JOURNAL_RECORD_HEADER 48u
-#define SL_JOURNAL_SEGMENT_HEADER 32u
+#define SL_JOURNAL_SEGMENT_HEADER 48u
+
+/* Size of a bookie instance id, stamped into every segment header. */
+#define SL_JOURNAL_INSTANCE_BYTES 16u
 
 /* Size of a ledger master key (a SHA-256 digest) in records and state. */
 #define SL_LEDGER_KEY_BYTES 32u
@@ -109,7 +130,8 @@ typedef struct sl_journal_record {
   int64_t entry;
   uint64_t epoch;
   int64_t lac;
-  uint32_t payload_crc; /* must equal sl_crc32c(payload, len): see submit */
+  uint32_t payload_crc; /* ADD: sl_entry_crc(ledger, entry, payload, len);
+                           else sl_crc32c(payload, len): see submit */
   const void *payload;  /* retained until the request is handed back */
   uint32_t len;
   const uint8_t *key;   /* NULL, or SL_LEDGER_KEY_BYTES retained like payload
@@ -151,10 +173,18 @@ typedef struct sl_journal_opts {
   /* Fault injection for tests: replaces fdatasync/fsync when set. */
   int (*sync_hook)(int fd, void *hook_arg);
   void *hook_arg;
+  /* SL_JOURNAL_INSTANCE_BYTES stamped into each new segment and required of
+   * version 3 segments at replay; NULL means all zeros. Retained while the
+   * journal is open and read at replay and start, so the owner may fill it
+   * in after open (e.g. once it knows the journal's segments). */
+  const uint8_t *instance_id;
+  /* Where the journal registers its metrics (sync latency, batch sizes);
+   * NULL: none. Retained while the journal is open. */
+  struct sl_metrics *metrics;
 } sl_journal_opts;
 
 #define SL_JOURNAL_OPTS_INIT \
-  {NULL, 64u << 20, 8u << 20, 16u << 20, NULL, NULL, NULL, NULL}
+  {NULL, 64u << 20, 8u << 20, 16u << 20, NULL, NULL, NULL, NULL, NULL, NULL}
 
 typedef struct sl_journal_stats {
   uint64_t syncs;    /* fdatasync/fsync calls that covered records */
@@ -194,7 +224,8 @@ typedef sl_status (*sl_journal_replay_cb)(const sl_journal_record *rec,
 /*
  * Reads every valid record at or after `from` (only before sl_journal_start).
  * Segments wholly before `from` are skipped. Fills *stats if not NULL.
- * Errors: SL_EPRECOND (already started), SL_EIO, or the callback's status.
+ * Errors: SL_EPRECOND (already started), SL_EIO, SL_ECORRUPT (a segment of
+ * another instance), or the callback's status.
  */
 sl_status sl_journal_replay(sl_journal *j, sl_journal_pos from,
                             sl_journal_replay_cb cb, void *arg,
@@ -209,7 +240,7 @@ sl_status sl_journal_start(sl_journal *j, sl_journal_pos after, sl_err *err);
 
 /*
  * Queues req (retained until handed back by on_durable). Precondition:
- * req->rec.payload_crc is the CRC32C of the payload. The journal does not
+ * req->rec.payload_crc is the record's checksum (see sl_journal_record). The journal does not
  * hash payloads again; a wrong value makes replay stop at that record, so
  * callers verify (the bookie store checks every writer's CRC before it
  * submits). On SL_OK, on_durable

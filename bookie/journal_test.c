@@ -91,7 +91,9 @@ static void make_req(sl_journal_req *r, uint8_t *buf, int i) {
     r->rec.payload = buf;
     r->rec.len = len;
   }
-  r->rec.payload_crc = sl_crc32c(r->rec.payload, r->rec.len);
+  r->rec.payload_crc = r->rec.type == SL_JOURNAL_ADD
+                           ? sl_entry_crc(r->rec.ledger, r->rec.entry, r->rec.payload, r->rec.len)
+                           : sl_crc32c(r->rec.payload, r->rec.len);
 }
 
 /* Opens the journal in o and starts it writing after `after`. */
@@ -216,13 +218,40 @@ static void flip_byte(const char *seg, off_t at, uint8_t mask) {
   close(fd);
 }
 
-/* Rewrites a segment header h to say format `version`, with a valid CRC. */
-static void write_header_version(const char *seg, uint8_t h[SL_JOURNAL_SEGMENT_HEADER],
-                                 uint8_t version) {
-  h[8] = version;
-  uint32_t crc = sl_crc32c(h, 28);
-  for (int i = 0; i < 4; i++) h[28 + i] = (uint8_t)(crc >> (8 * i));
-  pwrite_segment(seg, h, SL_JOURNAL_SEGMENT_HEADER, 0);
+static void put_le(uint8_t *p, uint64_t v, int n) {
+  for (int i = 0; i < n; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+
+/* Writes segment `id` of dir as a bookie before format version 3 did: a
+ * 32-byte header saying `version`, then the records of reqs (without keys),
+ * each ADD with the CRC of its payload only. */
+static void write_old_segment(const char *dir, uint64_t id, uint32_t version,
+                              const sl_journal_req *reqs, int n) {
+  char *seg = segment_path(dir, id);
+  FILE *f = fopen(seg, "wb");
+  assert_non_null(f);
+  uint8_t h[48] = "SLJOURN1";
+  put_le(h + 8, version, 4);
+  put_le(h + 12, 32, 4);
+  put_le(h + 16, id, 8);
+  put_le(h + 28, sl_crc32c(h, 28), 4);
+  assert_int_equal(fwrite(h, 1, 32, f), 32);
+  for (int i = 0; i < n; i++) {
+    const sl_journal_record *r = &reqs[i].rec;
+    memset(h, 0, sizeof(h));
+    put_le(h + 4, r->len, 4);
+    h[8] = (uint8_t)r->type;
+    put_le(h + 12, sl_crc32c(r->payload, r->len), 4);
+    put_le(h + 16, r->ledger, 8);
+    put_le(h + 24, (uint64_t)r->entry, 8);
+    put_le(h + 32, r->epoch, 8);
+    put_le(h + 40, (uint64_t)r->lac, 8);
+    put_le(h, sl_crc32c(h + 4, 44), 4);
+    assert_int_equal(fwrite(h, 1, 48, f), 48);
+    if (r->len > 0) assert_int_equal(fwrite(r->payload, 1, r->len, f), r->len);
+  }
+  fclose(f);
+  free(seg);
 }
 
 static void test_journal__write_replay(void **state) {
@@ -359,7 +388,7 @@ static void *adder_main(void *arg) {
     /* The payload is the waiter itself: any bytes will do. */
     r.rec.payload = &d;
     r.rec.len = (uint32_t)sizeof(d);
-    r.rec.payload_crc = sl_crc32c(&d, sizeof(d));
+    r.rec.payload_crc = sl_entry_crc(1, i, &d, sizeof(d));
     d.done = false;
     if (sl_journal_submit(a->j, &r, NULL) != SL_OK) abort();
     pthread_mutex_lock(&d.mu);
@@ -622,34 +651,24 @@ static void test_journal__records_with_keys(void **state) {
   sl_test_rmdtemp(dir);
 }
 
-/* Segments written before record flags (format version 1) still replay. */
-static void test_journal__reads_version_1_segments(void **state) {
+/* Segments of format versions 1 and 2 (32-byte header, ADD records with a
+ * payload-only CRC) still replay, their ADDs handed on with the entry
+ * checksum; an unknown future version is not guessed at. */
+static void test_journal__reads_old_segments(void **state) {
   (void)state;
-  char *dir = sl_test_mkdtemp("jv1");
   static uint8_t bufs[30][1024];
-  sl_journal_req *reqs = write_records(dir, 30, bufs, (sl_journal_pos){0, 0});
-  /* Records without a key are byte-identical in both versions: only the
-   * segment header says 2. Make it say 1, as an older bookie wrote it. */
-  char *seg = segment_path(dir, reqs[0].pos.segment);
-  int fd = open(seg, O_RDWR);
-  assert_true(fd >= 0);
-  uint8_t h[SL_JOURNAL_SEGMENT_HEADER];
-  assert_int_equal(pread(fd, h, sizeof(h), 0), (ssize_t)sizeof(h));
-  close(fd);
-  assert_int_equal(h[8], 2);
-  write_header_version(seg, h, 1);
-  sl_journal_replay_stats rs;
-  collected *c = replay_new(dir, &rs);
-  assert_int_equal(c->n, 30);
-  for (int i = 0; i < 30; i++) assert_same_record(&c->recs[i], &reqs[i]);
-  /* An unknown future version is not guessed at. */
-  write_header_version(seg, h, 3);
-  assert_int_equal(replay_all(dir, (sl_journal_pos){0, 0}, c, &rs), SL_OK);
-  assert_int_equal(c->n, 0);
-  free(c);
-  free(seg);
-  free(reqs);
-  sl_test_rmdtemp(dir);
+  static sl_journal_req reqs[30];
+  for (int i = 0; i < 30; i++) make_req(&reqs[i], bufs[i], i);
+  for (uint32_t version = 1; version <= 4; version++) {
+    char *dir = sl_test_mkdtemp("jold");
+    write_old_segment(dir, 1, version, reqs, 30);
+    sl_journal_replay_stats rs;
+    collected *c = replay_new(dir, &rs);
+    assert_int_equal(c->n, version <= 2 ? 30 : 0);
+    for (int i = 0; i < c->n; i++) assert_same_record(&c->recs[i], &reqs[i]);
+    free(c);
+    sl_test_rmdtemp(dir);
+  }
 }
 
 /* sl_journal_bytes_after counts record bytes exactly, plus the header of
@@ -710,6 +729,41 @@ static void test_journal__bytes_after(void **state) {
   sl_test_rmdtemp(dir);
 }
 
+/* Segments carry the writer's instance id; replay under another refuses. */
+static void test_journal__instance_id_stamped(void **state) {
+  (void)state;
+  char *dir = sl_test_mkdtemp("jinst");
+  static const uint8_t mine[SL_JOURNAL_INSTANCE_BYTES] = "0123456789abcdef";
+  static const uint8_t other[SL_JOURNAL_INSTANCE_BYTES] = "fedcba9876543210";
+  sink k;
+  sink_init(&k);
+  sl_journal_opts o = opts_for(dir, &k);
+  o.instance_id = mine;
+  sl_journal *j = open_started(&o, (sl_journal_pos){0, 0}, NULL);
+  static uint8_t buf[1024];
+  sl_journal_req r;
+  make_req(&r, buf, 0);
+  assert_int_equal(sl_journal_submit(j, &r, NULL), SL_OK);
+  sink_wait(&k, 1);
+  sl_journal_close(j);
+  collected *c = malloc(sizeof(*c));
+  assert_int_equal(sl_journal_open(&o, &j, NULL), SL_OK);
+  memset(c, 0, sizeof(*c));
+  assert_int_equal(sl_journal_replay(j, (sl_journal_pos){0, 0}, collect, c, NULL, NULL), SL_OK);
+  assert_int_equal(c->n, 1);
+  sl_journal_close(j);
+  o.instance_id = other;
+  sl_err err = SL_ERR_INIT;
+  assert_int_equal(sl_journal_open(&o, &j, NULL), SL_OK);
+  assert_int_equal(sl_journal_replay(j, (sl_journal_pos){0, 0}, collect, c, NULL, &err),
+                   SL_ECORRUPT);
+  assert_non_null(strstr(err.msg, "of another bookie instance"));
+  sl_journal_close(j);
+  free(c);
+  sink_release(&k);
+  sl_test_rmdtemp(dir);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_journal__write_replay),
@@ -721,7 +775,8 @@ int main(void) {
       cmocka_unit_test(test_journal__bad_input),
       cmocka_unit_test(test_journal__checkpoint_marker),
       cmocka_unit_test(test_journal__records_with_keys),
-      cmocka_unit_test(test_journal__reads_version_1_segments),
+      cmocka_unit_test(test_journal__reads_old_segments),
+      cmocka_unit_test(test_journal__instance_id_stamped),
       cmocka_unit_test(test_journal__bytes_after),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -38,6 +38,8 @@ typedef struct sl_ledger_meta {
                           keys existed has none) */
   uint8_t key[SL_LEDGER_KEY_BYTES]; /* SHA-256 of the ledger's password,
                           never the password itself (bookie_store.h) */
+  bool deleted;        /* a tombstone: the ledger was deleted here, its
+                          entries are gone and it never comes back */
 } sl_ledger_meta;
 
 typedef enum sl_ls_op_kind {
@@ -51,7 +53,7 @@ typedef struct sl_ls_op {
   sl_ls_op_kind kind;
   uint64_t ledger;
   int64_t entry;
-  uint32_t crc;         /* writer's CRC32C of payload, stored with it */
+  uint32_t crc;         /* sl_entry_crc(ledger, entry, payload), stored */
   const void *payload;
   uint32_t len;
   sl_ledger_meta meta;  /* SL_LS_PUT_META */
@@ -61,7 +63,8 @@ typedef struct sl_ls_op {
 typedef struct sl_ledger_entry {
   const uint8_t *payload;
   uint32_t len;
-  uint32_t crc;          /* the stored CRC32C; the payload matches it */
+  uint32_t crc;          /* the stored sl_entry_crc; the payload matches it
+                            under the (ledger, entry) it was read as */
   void *base_;           /* implementation's allocation */
   void (*free_)(void *); /* releases base_ */
 } sl_ledger_entry;
@@ -107,7 +110,9 @@ sl_status sl_ledger_storage_write(sl_ledger_storage *ls, const sl_ls_op *ops,
                                   sl_err *err);
 
 /*
- * Reads one entry and checks its stored CRC32C. Errors: SL_ENOTFOUND,
+ * Reads one entry and checks its stored checksum against sl_entry_crc of
+ * (ledger, entry, payload), so bytes stored under another id fail it.
+ * Errors: SL_ENOTFOUND,
  * SL_ECORRUPT ("ledger 42 entry 7: checksum mismatch"; the bytes are never
  * returned), SL_EIO. On success release *out with sl_ledger_entry_release.
  */
@@ -143,11 +148,13 @@ typedef struct sl_ledger_storage_leveldb_opts {
  *
  * Layout, all integers big-endian in keys so that range scans follow id
  * order, little-endian in values:
- *   'E' ledger(8) entry(8) -> version(1)=1 crc(4) payload
+ *   'E' ledger(8) entry(8) -> version(1)=2 crc(4) payload
+ *                             crc: sl_entry_crc (common/crc32c.h). Version 1
+ *                             (crc of the payload only) is still read.
  *   'L' ledger(8)          -> version(1)=2 flags(1) max_epoch(8) lac(8)
  *                             last_entry(8) entries(8) bytes(8) key(32)
  *                             flags: 1 fenced, 2 has key (key is zeros
- *                             without it). Version 1 (42 bytes, no key) is
+ *                             without it), 4 deleted (a tombstone). Version 1 (42 bytes, no key) is
  *                             still read, as a state without a key.
  *   'C' "checkpoint"       -> segment(8) offset(8)
  */

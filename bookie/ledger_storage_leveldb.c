@@ -29,8 +29,9 @@
  *     the memtable into a synced table file (compact_range over an empty key
  *     range does exactly that and waits for it), then writes the checkpoint
  *     key with sync.
- *  3. An entry's bytes are never returned unless CRC32C(payload) equals the
- *     CRC stored with it.
+ *  3. An entry's bytes are never returned unless sl_entry_crc(ledger, entry,
+ *     payload) of the key it was read under equals the CRC stored with it:
+ *     bytes filed under another id never verify.
  *  4. paranoid_checks is off: after a power cut leveldb's own unsynced log
  *     may end in garbage, and with paranoid checks leveldb would refuse to
  *     open. Everything in that log since the last checkpoint is rebuilt from
@@ -57,8 +58,10 @@
 #define META_VERSION 2
 #define META_F_FENCED 1
 #define META_F_KEY 2
+#define META_F_DELETED 4
 #define ENTRY_HDR 5
-#define FORMAT_VERSION 1 /* of entry values */
+#define FORMAT_VERSION 2    /* of entry values: crc is the entry checksum */
+#define FORMAT_VERSION_V1 1 /* crc of the payload only; read, never written */
 static const char ckpt_key[] = "Ccheckpoint";
 
 typedef struct ldb_storage {
@@ -112,7 +115,8 @@ static void meta_key(uint8_t *k, uint64_t ledger) {
 
 static void encode_meta(uint8_t *v, const sl_ledger_meta *m) {
   v[0] = META_VERSION;
-  v[1] = (uint8_t)((m->fenced ? META_F_FENCED : 0) | (m->has_key ? META_F_KEY : 0));
+  v[1] = (uint8_t)((m->fenced ? META_F_FENCED : 0) | (m->has_key ? META_F_KEY : 0) |
+                   (m->deleted ? META_F_DELETED : 0));
   put_le64(v + 2, m->max_epoch);
   put_le64(v + 10, (uint64_t)m->lac);
   put_le64(v + 18, (uint64_t)m->last_entry);
@@ -135,6 +139,7 @@ static bool decode_meta(const uint8_t *k, size_t klen, const uint8_t *v,
   memset(m, 0, sizeof(*m));
   m->ledger = get_be64(k + 1);
   m->fenced = (v[1] & META_F_FENCED) != 0;
+  m->deleted = (v[1] & META_F_DELETED) != 0;
   m->max_epoch = get_le64(v + 2);
   m->lac = (int64_t)get_le64(v + 10);
   m->last_entry = (int64_t)get_le64(v + 18);
@@ -253,14 +258,23 @@ static sl_status ldb_get_entry(sl_ledger_storage *ls, uint64_t ledger, int64_t e
                       ": not found", ledger, entry);
   }
   const uint8_t *u = (const uint8_t *)v;
-  if (vlen < ENTRY_HDR || u[0] != FORMAT_VERSION || vlen - ENTRY_HDR > UINT32_MAX) {
+  if (vlen < ENTRY_HDR || (u[0] != FORMAT_VERSION && u[0] != FORMAT_VERSION_V1) ||
+      vlen - ENTRY_HDR > UINT32_MAX) {
     leveldb_free(v);
     return sl_err_set(err, SL_ECORRUPT, "ledger %" PRIu64 " entry %" PRId64
                       ": malformed stored value", ledger, entry);
   }
   uint32_t crc = get_le32(u + 1);
   uint32_t len = (uint32_t)(vlen - ENTRY_HDR);
-  if (sl_crc32c(u + ENTRY_HDR, len) != crc) {
+  bool ok;
+  if (u[0] == FORMAT_VERSION_V1) {
+    /* Old value: check what it stored, hand out today's entry checksum. */
+    ok = sl_crc32c(u + ENTRY_HDR, len) == crc;
+    crc = sl_entry_crc(ledger, entry, u + ENTRY_HDR, len);
+  } else {
+    ok = sl_entry_crc(ledger, entry, u + ENTRY_HDR, len) == crc;
+  }
+  if (!ok) {
     leveldb_free(v); /* invariant 3: never hand out the bad bytes */
     sl_log(SL_LOG_ERROR, "event=entry_corrupt ledger=%" PRIu64 " entry=%" PRId64,
            ledger, entry);

@@ -25,7 +25,8 @@ static sl_ledger_storage *open_ls(const char *path) {
 static void put_entry(sl_ledger_storage *ls, uint64_t ledger, int64_t entry,
                       const char *payload) {
   uint32_t len = (uint32_t)strlen(payload);
-  sl_ls_op op = {SL_LS_PUT_ENTRY, ledger, entry, sl_crc32c(payload, len), payload, len, {0}};
+  sl_ls_op op = {SL_LS_PUT_ENTRY, ledger, entry, sl_entry_crc(ledger, entry, payload, len),
+                 payload, len, {0}};
   assert_int_equal(sl_ledger_storage_write(ls, &op, 1, NULL, NULL), SL_OK);
 }
 
@@ -35,7 +36,7 @@ static void expect_entry(sl_ledger_storage *ls, uint64_t ledger, int64_t entry,
   assert_int_equal(sl_ledger_storage_get_entry(ls, ledger, entry, &e, NULL), SL_OK);
   assert_int_equal(e.len, strlen(payload));
   assert_memory_equal(e.payload, payload, e.len);
-  assert_int_equal(e.crc, sl_crc32c(payload, e.len));
+  assert_int_equal(e.crc, sl_entry_crc(ledger, entry, payload, e.len));
   sl_ledger_entry_release(&e);
 }
 
@@ -237,6 +238,63 @@ static void test_ledger_storage__corruption_detected(void **state) {
   sl_test_rmdtemp(dir);
 }
 
+/* A stored value moved under another id (a misfiled write, a bad index)
+ * never verifies there; a version 1 value (payload-only CRC) still reads,
+ * with today's entry checksum. */
+static void test_ledger_storage__entry_bound_to_its_id(void **state) {
+  (void)state;
+  char *dir = sl_test_mkdtemp("lsid");
+  sl_ledger_storage *ls = open_ls(dir);
+  sl_ledger_storage_close(ls);
+  uint8_t val[5 + 5];
+  uint32_t crc = sl_entry_crc(42, 7, "hello", 5);
+  val[0] = 2;
+  for (int i = 0; i < 4; i++) val[1 + i] = (uint8_t)(crc >> (8 * i));
+  memcpy(val + 5, "hello", 5);
+  raw_put(dir, 42, 7, val, sizeof(val));
+  raw_put(dir, 42, 8, val, sizeof(val)); /* entry 7's bytes under entry 8 */
+  raw_put(dir, 43, 7, val, sizeof(val)); /* and under ledger 43 */
+  crc = sl_crc32c("hello", 5);
+  val[0] = 1;
+  for (int i = 0; i < 4; i++) val[1 + i] = (uint8_t)(crc >> (8 * i));
+  raw_put(dir, 44, 0, val, sizeof(val));
+  ls = open_ls(dir);
+  expect_entry(ls, 42, 7, "hello");
+  sl_ledger_entry e = SL_LEDGER_ENTRY_INIT;
+  sl_err err = SL_ERR_INIT;
+  assert_int_equal(sl_ledger_storage_get_entry(ls, 42, 8, &e, &err), SL_ECORRUPT);
+  assert_string_equal(err.msg, "ledger 42 entry 8: checksum mismatch");
+  assert_int_equal(sl_ledger_storage_get_entry(ls, 43, 7, &e, &err), SL_ECORRUPT);
+  assert_null(e.payload);
+  expect_entry(ls, 44, 0, "hello");
+  sl_ledger_storage_close(ls);
+  sl_test_rmdtemp(dir);
+}
+
+/* A tombstone's deleted flag survives a write and a scan. */
+static void test_ledger_storage__tombstone_meta(void **state) {
+  (void)state;
+  char *dir = sl_test_mkdtemp("lstomb");
+  sl_ledger_storage *ls = open_ls(dir);
+  put_entry(ls, 9, 0, "x");
+  sl_ls_op ops[2] = {{.kind = SL_LS_DELETE_LEDGER, .ledger = 9},
+                     {.kind = SL_LS_PUT_META,
+                      .meta = {.ledger = 9, .lac = -1, .last_entry = -1, .deleted = true}}};
+  assert_int_equal(sl_ledger_storage_write(ls, ops, 2, NULL, NULL), SL_OK);
+  sl_ledger_storage_close(ls);
+  ls = open_ls(dir);
+  sl_ledger_entry e = SL_LEDGER_ENTRY_INIT;
+  assert_int_equal(sl_ledger_storage_get_entry(ls, 9, 0, &e, NULL), SL_ENOTFOUND);
+  metas c = {0};
+  assert_int_equal(sl_ledger_storage_scan_meta(ls, collect_meta, &c, NULL), SL_OK);
+  assert_int_equal(c.n, 1);
+  assert_int_equal(c.m[0].ledger, 9);
+  assert_true(c.m[0].deleted);
+  assert_false(c.m[0].fenced);
+  sl_ledger_storage_close(ls);
+  sl_test_rmdtemp(dir);
+}
+
 /* Writes a raw 'L' value for a ledger behind the storage's back. */
 static void raw_put_meta(const char *dir, uint64_t ledger, const void *val, size_t len) {
   uint8_t k[9] = {'L'};
@@ -328,6 +386,8 @@ int main(void) {
       cmocka_unit_test(test_ledger_storage__checkpoint_survives_reopen),
       cmocka_unit_test(test_ledger_storage__checkpoint_flushes_logs),
       cmocka_unit_test(test_ledger_storage__corruption_detected),
+      cmocka_unit_test(test_ledger_storage__entry_bound_to_its_id),
+      cmocka_unit_test(test_ledger_storage__tombstone_meta),
       cmocka_unit_test(test_ledger_storage__bad_input),
       cmocka_unit_test(test_ledger_storage__meta_key_and_version_1),
   };

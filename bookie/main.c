@@ -21,6 +21,7 @@
 #include "bookie/registration.h"
 #include "bookie/service.h"
 #include "common/log.h"
+#include "common/metrics.h"
 #include "common/service.h"
 
 typedef struct bookie_cfg {
@@ -39,6 +40,7 @@ typedef struct bookie_cfg {
   long long checkpoint_interval_ms;
   long long disk_high_pct;
   long long disk_low_pct;
+  long long disk_floor_pct;
   long long disk_limit_bytes;
   long long disk_check_interval_ms;
   long long ledger_cache_bytes;
@@ -80,6 +82,9 @@ static const sl_conf_entry table[] = {
                 "turn read-only at or above this % of the disk used"),
     SL_CONF_INT(bookie_cfg, disk_low_pct, "90", 0, 99, E "DISK_LOW_PCT",
                 "writable again below this % used (less than disk_high_pct)"),
+    SL_CONF_INT(bookie_cfg, disk_floor_pct, "98", 1, 100, E "DISK_FLOOR_PCT",
+                "hard floor: recovery adds, which a read-only bookie still takes, "
+                "are refused at or above this % used"),
     SL_CONF_INT(bookie_cfg, disk_limit_bytes, "0", 0, LLONG_MAX, E "DISK_LIMIT_BYTES",
                 "0 = measure the real disk; else a quota: the files under data_dir "
                 "count against this many bytes"),
@@ -176,6 +181,8 @@ static sl_status start(void *cv, sl_rpc_server *srv, void **state, sl_err *err) 
   so.checkpoint_interval_ms = (int)c->checkpoint_interval_ms;
   so.disk_high_pct = (double)c->disk_high_pct;
   so.disk_low_pct = (double)c->disk_low_pct;
+  so.disk_floor_pct = (double)c->disk_floor_pct;
+  so.metrics = sl_metrics_default();
   so.disk_limit_bytes = (uint64_t)c->disk_limit_bytes;
   so.disk_interval_ms = (int)c->disk_check_interval_ms;
   so.leveldb.cache_bytes = (size_t)c->ledger_cache_bytes;
@@ -188,6 +195,7 @@ static sl_status start(void *cv, sl_rpc_server *srv, void **state, sl_err *err) 
   vo.bookie_id = c->id;
   vo.max_stream_adds = (uint32_t)c->stream_max_adds;
   vo.max_stream_bytes = (size_t)c->stream_max_bytes;
+  vo.metrics = sl_metrics_default();
   if ((st = sl_bookie_svc_create(b->store, &vo, &b->svc, err)) != SL_OK) goto out_free;
   if ((st = sl_bookie_svc_register(b->svc, srv, err)) != SL_OK) goto out_free;
   *state = b;
@@ -230,6 +238,7 @@ static sl_status serving(void *state, int port, sl_err *err) {
   ro.bookie_id = c->id;
   ro.address = addr;
   ro.rack = c->rack;
+  ro.instance_id = sl_bookie_store_instance_id(b->store);
   ro.ttl_seconds = (uint32_t)c->registration_ttl;
   ro.get_state = get_state;
   ro.arg = b;

@@ -13,7 +13,7 @@
 #include "metadata.slrpc.h"
 
 struct sl_registration {
-  char *target, *bookie_id, *address, *rack;
+  char *target, *bookie_id, *address, *rack, *instance_id;
   uint32_t ttl_seconds;
   int retry_min_ms, retry_max_ms, rpc_timeout_ms, close_timeout_ms;
   sl_registration_state_fn get_state;
@@ -135,6 +135,7 @@ static void fill_info(sl_registration *r, Sluice__V1__BookieInfo *info) {
   info->id = r->bookie_id;
   info->address = r->address;
   info->rack = r->rack;
+  info->instance_id = r->instance_id;
   info->start_time_ms = r->start_time_ms;
   info->read_only = ro;
   info->free_bytes = free_b;
@@ -368,6 +369,7 @@ static void reg_free(sl_registration *r) {
   free(r->bookie_id);
   free(r->address);
   free(r->rack);
+  free(r->instance_id);
   free(r);
 }
 
@@ -381,6 +383,7 @@ sl_status sl_registration_start(const sl_registration_opts *o, sl_registration *
   r->bookie_id = sl_xstrdup(o->bookie_id);
   r->address = sl_xstrdup(o->address);
   r->rack = sl_xstrdup(o->rack ? o->rack : "");
+  r->instance_id = sl_xstrdup(o->instance_id ? o->instance_id : "");
   r->ttl_seconds = o->ttl_seconds;
   r->retry_min_ms = o->retry_min_ms > 0 ? o->retry_min_ms : 100;
   r->retry_max_ms = o->retry_max_ms > 0 ? o->retry_max_ms : 5000;

@@ -56,12 +56,13 @@ typedef struct sl_registration_opts {
   int retry_max_ms;         /* backoff cap; 0 = 5000 */
   int rpc_timeout_ms;       /* per call; 0 = 2000 */
   int close_timeout_ms;     /* CloseSession at stop; 0 = 300 */
+  const char *instance_id;  /* the store's instance id, may be NULL; copied */
   sl_registration_state_fn get_state; /* may be NULL: writable, sizes 0 */
   void *arg;                /* retained for get_state until stop returns */
 } sl_registration_opts;
 
 #define SL_REGISTRATION_OPTS_INIT \
-  {NULL, NULL, NULL, NULL, NULL, NULL, NULL, 0, 0, 0, 0, 0, NULL, NULL}
+  {NULL, NULL, NULL, NULL, NULL, NULL, NULL, 0, 0, 0, 0, 0, NULL, NULL, NULL}
 
 /* What the registration has done so far (for logs and tests). */
 typedef struct sl_registration_status {

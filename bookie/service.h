@@ -51,6 +51,7 @@
 #include <stdint.h>
 
 #include "bookie/bookie_store.h"
+#include "common/metrics.h"
 #include "common/rpc_server.h"
 #include "common/status.h"
 
@@ -62,9 +63,11 @@ typedef struct sl_bookie_svc_opts {
                                 before its reads pause; 0 = 1024 */
   size_t max_stream_bytes;   /* payload bytes in flight per stream before
                                 its reads pause; 0 = 64 MiB */
+  sl_metrics *metrics;       /* where adds/reads by outcome and add latency
+                                go; NULL: none. Retained. */
 } sl_bookie_svc_opts;
 
-#define SL_BOOKIE_SVC_OPTS_INIT {"bookie", 0, 0}
+#define SL_BOOKIE_SVC_OPTS_INIT {"bookie", 0, 0, NULL}
 
 /* Counters since create, for logs and tests. */
 typedef struct sl_bookie_svc_stats {

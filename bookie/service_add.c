@@ -35,7 +35,7 @@ typedef struct waiting_ack {
   uint64_t ledger;
   int64_t entry;
   uint64_t tag;
-  int32_t code;
+  sl_status st;
   char error[]; /* "" on success */
 } waiting_ack;
 
@@ -61,6 +61,7 @@ typedef struct add_op {
   uint64_t ledger;
   int64_t entry;
   uint64_t tag;
+  uint64_t arrival_ns; /* sl_metrics_now_ns() when the add arrived */
   uint32_t len;
   uint8_t payload[];
 } add_op;
@@ -78,12 +79,13 @@ static void stream_unref(add_stream *s) {
 
 /* Sends one ack now. SL_EBUSY: the write queue is full. */
 static sl_status send_ack(add_stream *s, uint64_t ledger, int64_t entry, uint64_t tag,
-                          int32_t code, const char *error) {
+                          sl_status st, const char *error) {
   Sluice__V1__AddEntryResponse r = SLUICE__V1__ADD_ENTRY_RESPONSE__INIT;
   r.ledger_id = ledger;
   r.entry_id = entry;
   r.tag = tag;
-  r.code = code;
+  r.code = sl_status_to_grpc(st);
+  r.status = (Sluice__V1__Status)(-(int)st); /* proto/common.proto: negated */
   r.error = (char *)error;
   return sl_bookie_service_add_entry_write(s->call, &r);
 }
@@ -92,7 +94,7 @@ static sl_status send_ack(add_stream *s, uint64_t ledger, int64_t entry, uint64_
 static void flush_waiting_locked(add_stream *s) {
   while (s->head != NULL && !s->done && !s->finished) {
     waiting_ack *a = s->head;
-    sl_status st = send_ack(s, a->ledger, a->entry, a->tag, a->code, a->error);
+    sl_status st = send_ack(s, a->ledger, a->entry, a->tag, a->st, a->error);
     if (st == SL_EBUSY) return;
     /* SL_OK, or SL_ECANCELED: the call is over and the ack has nowhere to go. */
     s->head = a->next;
@@ -104,10 +106,10 @@ static void flush_waiting_locked(add_stream *s) {
 
 /* Invariant 1: send now if nothing waits before it, else wait in line. */
 static void ack_locked(add_stream *s, uint64_t ledger, int64_t entry, uint64_t tag,
-                       int32_t code, const char *error) {
+                       sl_status st, const char *error) {
   if (s->done || s->finished) return;
   if (s->head == NULL &&
-      send_ack(s, ledger, entry, tag, code, error) != SL_EBUSY)
+      send_ack(s, ledger, entry, tag, st, error) != SL_EBUSY)
     return;
   size_t n = strlen(error) + 1;
   waiting_ack *a = sl_xmalloc(sizeof(*a) + n);
@@ -115,7 +117,7 @@ static void ack_locked(add_stream *s, uint64_t ledger, int64_t entry, uint64_t t
   a->ledger = ledger;
   a->entry = entry;
   a->tag = tag;
-  a->code = code;
+  a->st = st;
   memcpy(a->error, error, n);
   if (s->tail != NULL)
     s->tail->next = a;
@@ -159,6 +161,8 @@ static void on_added(sl_status st, const char *msg, void *arg) {
   add_stream *s = op->s;
   sl_bookie_svc *svc = s->svc;
   atomic_fetch_add(st == SL_OK ? &svc->adds_ok : &svc->adds_refused, 1);
+  sl_bookie_svc_count_(svc->m_adds, st);
+  if (st == SL_OK) sl_metrics_histogram_observe_since(svc->m_add_seconds, op->arrival_ns);
   if (st != SL_OK) {
     sl_log(SL_LOG_WARN, "event=add_failed ledger=%" PRIu64 " entry=%" PRId64
            " status=\"%s\" error=\"%s\"", op->ledger, op->entry, sl_status_str(st), msg);
@@ -166,7 +170,7 @@ static void on_added(sl_status st, const char *msg, void *arg) {
   pthread_mutex_lock(&s->mu);
   s->inflight--;
   s->inflight_bytes -= op->len;
-  ack_locked(s, op->ledger, op->entry, op->tag, sl_status_to_grpc(st),
+  ack_locked(s, op->ledger, op->entry, op->tag, st,
              st == SL_OK ? "" : (msg[0] ? msg : sl_status_str(st)));
   settle_locked(s);
   sl_rpc_call *call = s->call;
@@ -190,6 +194,7 @@ static void on_start(sl_rpc_call *call, void *ctx) {
 /* Submits one add; a refusal is acked at once. */
 static void submit(add_stream *s, const Sluice__V1__AddEntryRequest *m) {
   sl_bookie_svc *svc = s->svc;
+  uint64_t arrival_ns = sl_metrics_now_ns();
   sl_err err = SL_ERR_INIT;
   sl_status st = SL_OK;
   if (m->payload.len > UINT32_MAX) {
@@ -203,6 +208,7 @@ static void submit(add_stream *s, const Sluice__V1__AddEntryRequest *m) {
     op->ledger = m->ledger_id;
     op->entry = m->entry_id;
     op->tag = m->tag;
+    op->arrival_ns = arrival_ns;
     op->len = (uint32_t)m->payload.len;
     if (op->len > 0) memcpy(op->payload, m->payload.data, op->len);
     /* Count it first: the completion may run before the store returns. */
@@ -238,11 +244,11 @@ static void submit(add_stream *s, const Sluice__V1__AddEntryRequest *m) {
   pthread_mutex_lock(&s->mu);
   if (st != SL_OK) {
     atomic_fetch_add(&svc->adds_refused, 1);
+    sl_bookie_svc_count_(svc->m_adds, st);
     sl_log(SL_LOG_DEBUG, "event=add_refused ledger=%" PRIu64 " entry=%" PRId64
            " status=\"%s\" error=\"%s\"", m->ledger_id, m->entry_id,
            sl_status_str(st), sl_err_msg(&err, st));
-    ack_locked(s, m->ledger_id, m->entry_id, m->tag, sl_status_to_grpc(st),
-               sl_err_msg(&err, st));
+    ack_locked(s, m->ledger_id, m->entry_id, m->tag, st, sl_err_msg(&err, st));
   }
   settle_locked(s);
   pthread_mutex_unlock(&s->mu);

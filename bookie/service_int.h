@@ -7,6 +7,10 @@
 
 #include "bookie.slrpc.h"
 #include "bookie/service.h"
+#include "common/metrics.h"
+
+/* One counter per sl_status (indexed by -st), labelled with its outcome. */
+#define SVC_N_OUTCOMES 27
 
 struct sl_bookie_svc {
   sl_bookie_store *store; /* retained */
@@ -15,9 +19,16 @@ struct sl_bookie_svc {
   size_t max_stream_bytes;
   /* sl_bookie_svc_stats, updated from worker and journal threads */
   atomic_uint_fast64_t streams, adds, adds_ok, adds_refused, acks_deferred, pauses;
+  /* Metrics (NULL handles without a registry). */
+  sl_metrics_counter *m_adds[SVC_N_OUTCOMES];  /* sluice_bookie_adds_total */
+  sl_metrics_counter *m_reads[SVC_N_OUTCOMES]; /* sluice_bookie_reads_total */
+  sl_metrics_histogram *m_add_seconds;         /* arrival to ack, accepted adds */
 };
 
 /* Fills the add_entry_* callbacks of h (service_add.c). */
 void sl_bookie_svc_add_handlers_(sl_bookie_service_handlers *h);
+
+/* Counts one add or read by outcome (any thread). */
+void sl_bookie_svc_count_(sl_metrics_counter *const *by_outcome, sl_status st);
 
 #endif

@@ -106,7 +106,7 @@ static void submit_add(sl_bookie_store *s, int k, uint64_t ledger) {
   char pw[32];
   sl_crash_password(ledger, pw, sizeof(pw));
   sl_bookie_add_req r = {ledger, c->entry, 1, c->entry - 1, c->buf, len,
-                         sl_crc32c(c->buf, len), 0, pw, strlen(pw)};
+                         sl_entry_crc(ledger, c->entry, c->buf, len), 0, pw, strlen(pw)};
   g.inflight++;
   g.outstanding[k]++;
   sl_err err = SL_ERR_INIT;
@@ -136,7 +136,10 @@ static void run(sl_bookie_store *s, uint64_t base) {
     if (!deleted && g.acked[3] >= 100 && g.outstanding[3] == 0) {
       deleted = true;
       say("d %" PRIu64 "\n", base + 3);
-      if (sl_bookie_store_delete_ledger(s, base + 3, on_deleted, (void *)(uintptr_t)(base + 3), &err) != SL_OK) {
+      char dpw[32];
+      sl_crash_password(base + 3, dpw, sizeof(dpw));
+      if (sl_bookie_store_delete_ledger(s, base + 3, dpw, strlen(dpw), on_deleted,
+                                        (void *)(uintptr_t)(base + 3), &err) != SL_OK) {
         fprintf(stderr, "delete refused: %s\n", err.msg);
         exit(1);
       }

@@ -127,12 +127,12 @@ struct sl_ledger {
   int64_t version;               /* its version for CAS */
   bool writer;                   /* created here: appends allowed */
   _Atomic int state;             /* sl_ledger_state */
-  atomic_llong lac;
-  atomic_llong last_entry;       /* end once CLOSED, else = lac */
+  _Atomic int64_t lac;
+  _Atomic int64_t last_entry;       /* end once CLOSED, else = lac */
   bool destroyed;                /* sl_ledger_destroy ran on the serial */
 
   /* writer (serial only, except where atomic) */
-  atomic_llong next_entry;       /* caller side: the next append's id */
+  _Atomic int64_t next_entry;       /* caller side: the next append's id */
   atomic_bool close_called;
   sl_addq pending;               /* lh_add * in entry order */
   lh_slot *slots;                /* E positions of the current ensemble */
@@ -156,10 +156,10 @@ struct sl_ledger {
   bool close_cas_inflight;
 
   /* stats */
-  atomic_ullong pending_count;
-  atomic_ullong pending_bytes;
-  atomic_ullong ensemble_changes;
-  atomic_ullong bytes_appended;
+  _Atomic uint64_t pending_count;
+  _Atomic uint64_t pending_bytes;
+  _Atomic uint64_t ensemble_changes;
+  _Atomic uint64_t bytes_appended;
 };
 
 /* A handle with one reference (the caller's), state `state`, on `serial`
