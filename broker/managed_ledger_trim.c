@@ -98,7 +98,7 @@ static void cursors_listed(sl_status st, const char *details, ProtobufCMessage *
     if (!all_passed) break;
     /* Closed when the next one was created. */
     int64_t age = now - ml->refs_v[k + 1].ctime_ms;
-    bool expired = ml->policy.retention_ms >= 0 && age > ml->policy.retention_ms;
+    bool expired = ml->policy.retention_ms >= 0 && age >= ml->policy.retention_ms;
     bool over_size = ml->policy.retention_bytes >= 0 &&
                      total - dropped_bytes - ref->size >= (uint64_t)ml->policy.retention_bytes;
     if (!expired && !over_size) break;
