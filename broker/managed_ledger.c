@@ -482,6 +482,8 @@ static void new_ledger_ready(sl_ml *ml) {
       q->cb(st, none, q->arg);
     }
     free(q);
+    /* The rest waits for the next ledger if this one is full already. */
+    if (st == SL_OK && !ml->close_wanted && rollover_due(ml)) start_rollover(ml);
   }
   if (ml->close_wanted && ml->state == SL_ML_WRITING) {
     ml->close_wanted = false;

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <cmocka.h>
 
 #include "broker/managed_ledger.h"
@@ -213,6 +214,19 @@ static void ml_destroy(ml_handle *h) {
   sl_serial_unref(h->serial);
 }
 
+/* Waits until a rollover in progress is over (state WRITING). */
+static void wait_writing(ml_handle *h) {
+  int64_t end = sl_clock_mono_ms() + WAIT_MS;
+  for (;;) {
+    sl_ml_stats st;
+    sl_ml_stats_get(h->ml, &st);
+    if (st.state == SL_ML_WRITING) return;
+    if (sl_clock_mono_ms() > end) fail_msg("managed ledger not WRITING: %d", st.state);
+    struct timespec ts = {0, 5 * 1000000};
+    nanosleep(&ts, NULL);
+  }
+}
+
 /* ---- appends ---- */
 
 #define MAX_APPENDS 256
@@ -361,16 +375,20 @@ static void test_managed_ledger__append_rollover_scan(void **state) {
   assert_int_equal(a.pos[0].entry_id, 0);
   assert_int_equal(a.pos[20].entry_id, 0);
   assert_true(a.pos[20].ledger_id > a.pos[19].ledger_id);
+  wait_writing(&h);
   sl_ml_stats_get(h.ml, &st);
-  assert_true(st.rollovers >= 2);
+  assert_int_equal(st.rollovers, 2);
   assert_int_equal(st.entries_appended, 50);
 
   size_t n = list_ledgers(f, part, ids, entries, 16);
-  assert_true(n >= 3);
+  assert_int_equal(n, 3);
   for (size_t i = 1; i < n; i++) assert_true(ids[i] > ids[i - 1]);
   assert_int_equal(entries[0], 20);
   assert_int_equal(entries[1], 20);
 
+  /* Close first: a reader of an open ledger sees only what bookies know
+   * to be confirmed. */
+  assert_int_equal(ml_close(&h), SL_OK);
   static scanned sc;
   scan(f, part, &sc);
   assert_int_equal(sc.n, 50);
@@ -382,7 +400,6 @@ static void test_managed_ledger__append_rollover_scan(void **state) {
     assert_int_equal(sc.pos[i].entry_id, a.pos[i].entry_id);
   }
 
-  assert_int_equal(ml_close(&h), SL_OK);
   n = list_ledgers(f, part, ids, entries, 16);
   assert_int_equal(entries[n - 1], 10);
   sl_ml_stats_get(h.ml, &st);
@@ -436,11 +453,18 @@ static void test_managed_ledger__takeover_fences_old_owner(void **state) {
     assert_int_equal(b.st[i], SL_OK);
     assert_true(sl_ml_pos_cmp(a.pos[9], b.pos[i]) < 0);
   }
+  /* While B writes, a reader sees A's entries and at most B's confirmed
+   * ones; once B closed, everything. */
   static scanned sc;
+  scan(f, part, &sc);
+  assert_true(sc.n >= 10 && sc.n <= 15);
+  assert_string_equal(sc.data[9], "a-9");
+  assert_int_equal(ml_close(&hb), SL_OK);
   scan(f, part, &sc);
   assert_int_equal(sc.n, 15);
   assert_string_equal(sc.data[9], "a-9");
   assert_string_equal(sc.data[10], "b-0");
+  assert_string_equal(sc.data[14], "b-4");
 
   /* The old owner cannot come back with its epoch. */
   ml_handle hc;
@@ -505,8 +529,9 @@ static void test_managed_ledger__properties_survive_reopen(void **state) {
   ml_destroy(&h);
 }
 
-static void update_cursor(fixture *f, const char *part, const char *sub, sl_ml_pos md,
-                          uint64_t epoch) {
+/* Writes a cursor (expected: its version, 0 = new); returns the new version. */
+static int64_t update_cursor(fixture *f, const char *part, const char *sub, sl_ml_pos md,
+                             uint64_t epoch, int64_t expected) {
   Sluice__V1__Position pos = SLUICE__V1__POSITION__INIT;
   pos.ledger_id = md.ledger_id;
   pos.entry_id = md.entry_id;
@@ -517,12 +542,15 @@ static void update_cursor(fixture *f, const char *part, const char *sub, sl_ml_p
   Sluice__V1__UpdateCursorRequest req = SLUICE__V1__UPDATE_CURSOR_REQUEST__INIT;
   req.info = &c;
   req.epoch = epoch;
+  req.expected_version = expected;
   Sluice__V1__CursorResponse *resp = NULL;
   sl_rpc_call_opts o = mdt_opts(10000);
   sl_err err = SL_ERR_INIT;
   mdt_expect(sl_metadata_service_update_cursor(f->lt.meta, &req, &resp, &o, &err), SL_OK,
              &err);
+  int64_t version = resp->version;
   protobuf_c_message_free_unpacked(&resp->base, NULL);
+  return version;
 }
 
 typedef struct trim_job {
@@ -565,13 +593,14 @@ static void test_managed_ledger__trim_follows_slowest_cursor(void **state) {
   sync_init(&a.s);
   append_wait(&h, &a, 0, 20, "t");
   sync_wait(&a.s, 20);
+  wait_writing(&h);
   uint64_t ids[16];
   size_t n = list_ledgers(f, part, ids, NULL, 16);
   assert_true(n >= 4);
 
   /* Slow cursor at the end of the second ledger, fast one at the end. */
-  update_cursor(f, part, "slow", a.pos[9], e);
-  update_cursor(f, part, "fast", a.pos[19], e);
+  int64_t slow = update_cursor(f, part, "slow", a.pos[9], e, 0);
+  update_cursor(f, part, "fast", a.pos[19], e, 0);
   trim(&h);
   uint64_t after[16];
   size_t m = list_ledgers(f, part, after, NULL, 16);
@@ -582,7 +611,7 @@ static void test_managed_ledger__trim_follows_slowest_cursor(void **state) {
   assert_int_equal(st.ledgers_trimmed, 2);
 
   /* Everyone at the end: all but the current ledger go. */
-  update_cursor(f, part, "slow", a.pos[19], e);
+  update_cursor(f, part, "slow", a.pos[19], e, slow);
   trim(&h);
   m = list_ledgers(f, part, after, NULL, 16);
   assert_int_equal(m, 1);
