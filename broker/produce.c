@@ -214,8 +214,9 @@ bool ps_opened(pstream *ps, ptopic *t, const char *producer, int64_t last_seq,
   }
   pt_ref(t);
   ps->topic = t;
+  char *name = xstrdup(producer); /* producer may be ps->producer itself */
   free(ps->producer);
-  ps->producer = xstrdup(producer);
+  ps->producer = name;
   ps->state = PS_OPEN;
   Sluice__V1__ProducerOpened op = SLUICE__V1__PRODUCER_OPENED__INIT;
   Sluice__V1__MessageId id = SLUICE__V1__MESSAGE_ID__INIT;

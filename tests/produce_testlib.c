@@ -249,6 +249,17 @@ int sl_pt_ack_cmp(const sl_pt_ack *a, const sl_pt_ack *b) {
   return a->batch_index < b->batch_index ? -1 : a->batch_index > b->batch_index;
 }
 
+void sl_pt_unload(sl_pt *t, int via, const char *partition) {
+  Sluice__V1__UnloadRequest req = SLUICE__V1__UNLOAD_REQUEST__INIT;
+  req.topic = (char *)partition;
+  Sluice__V1__UnloadResponse *resp = NULL;
+  sl_rpc_call_opts o = opts(20000);
+  sl_err err = SL_ERR_INIT;
+  sl_status st = sl_broker_service_unload(t->broker[via], &req, &resp, &o, &err);
+  if (st != SL_OK) fail_msg("unload %s: %s", partition, err_msg(&err, st));
+  protobuf_c_message_free_unpacked(&resp->base, NULL);
+}
+
 /* ---- the log ---- */
 
 typedef struct reader {

@@ -84,6 +84,10 @@ sl_status sl_pt_recv_acks(sl_pt_producer *p, sl_pt_ack *acks, int n, int *got,
 /* <0, 0, >0 over (ledger, entry, batch index). */
 int sl_pt_ack_cmp(const sl_pt_ack *a, const sl_pt_ack *b);
 
+/* Unloads the partition through broker `via` (its owner closes the ledger,
+ * so that a reader sees everything acked; the next open moves it). */
+void sl_pt_unload(sl_pt *t, int via, const char *partition);
+
 /* One stored message as read back from the log. */
 typedef struct sl_pt_msg {
   char producer[64];
