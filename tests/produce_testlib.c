@@ -89,22 +89,59 @@ void sl_pt_topic(sl_pt *t, const char *topic, uint32_t partitions) {
   protobuf_c_message_free_unpacked(&resp->base, NULL);
 }
 
-int sl_pt_owner(sl_pt *t, int via, const char *partition, uint64_t *epoch) {
+int sl_pt_try_owner(sl_pt *t, int via, const char *partition, uint64_t *epoch) {
   Sluice__V1__LookupRequest req = SLUICE__V1__LOOKUP_REQUEST__INIT;
   req.topic = (char *)partition;
   Sluice__V1__LookupResponse *resp = NULL;
-  sl_rpc_call_opts o = opts(10000);
+  sl_rpc_call_opts o = {0};
+  o.timeout_ms = 5000;
   sl_err err = SL_ERR_INIT;
   sl_status st = sl_broker_service_lookup(t->broker[via], &req, &resp, &o, &err);
-  if (st != SL_OK) fail_msg("lookup %s: %s", partition, err_msg(&err, st));
-  assert_int_equal(resp->n_owners, 1);
+  if (st != SL_OK) return -1;
   int found = -1;
-  for (int i = 0; i < sl_cluster_count(t->c, SL_NODE_BROKER); i++)
-    if (strcmp(sl_cluster_addr(t->c, SL_NODE_BROKER, i), resp->owners[0]->broker_address) == 0)
-      found = i;
-  if (epoch != NULL) *epoch = resp->owners[0]->epoch;
+  if (resp->n_owners == 1) {
+    for (int i = 0; i < sl_cluster_count(t->c, SL_NODE_BROKER); i++)
+      if (strcmp(sl_cluster_addr(t->c, SL_NODE_BROKER, i), resp->owners[0]->broker_address) == 0)
+        found = i;
+    if (epoch != NULL) *epoch = resp->owners[0]->epoch;
+  }
   protobuf_c_message_free_unpacked(&resp->base, NULL);
-  if (found < 0) fail_msg("lookup %s: owner is no broker of the cluster", partition);
+  return found;
+}
+
+int sl_pt_owner(sl_pt *t, int via, const char *partition, uint64_t *epoch) {
+  int64_t end = sl_clock_mono_ms() + 20000;
+  for (;;) {
+    int i = sl_pt_try_owner(t, via, partition, epoch);
+    if (i >= 0) return i;
+    if (sl_clock_mono_ms() > end) fail_msg("lookup %s: no owner", partition);
+    struct timespec ts = {0, 50 * 1000000};
+    nanosleep(&ts, NULL);
+  }
+}
+
+int sl_pt_ensemble_bookie(sl_pt *t, const char *partition, uint32_t slot) {
+  Sluice__V1__GetManagedLedgerRequest mreq = SLUICE__V1__GET_MANAGED_LEDGER_REQUEST__INIT;
+  mreq.partition = (char *)partition;
+  Sluice__V1__ManagedLedgerResponse *ml = NULL;
+  sl_rpc_call_opts o = opts(10000);
+  sl_err err = SL_ERR_INIT;
+  sl_status st = sl_metadata_service_get_managed_ledger(t->meta, &mreq, &ml, &o, &err);
+  if (st != SL_OK) fail_msg("list %s: %s", partition, err_msg(&err, st));
+  assert_true(ml->info->n_ledgers > 0);
+  Sluice__V1__GetLedgerRequest lreq = SLUICE__V1__GET_LEDGER_REQUEST__INIT;
+  lreq.ledger_id = ml->info->ledgers[ml->info->n_ledgers - 1]->ledger_id;
+  protobuf_c_message_free_unpacked(&ml->base, NULL);
+  Sluice__V1__LedgerResponse *l = NULL;
+  st = sl_metadata_service_get_ledger(t->meta, &lreq, &l, &o, &err);
+  if (st != SL_OK) fail_msg("ledger: %s", err_msg(&err, st));
+  const Sluice__V1__EnsembleSegment *seg = l->info->ensembles[l->info->n_ensembles - 1];
+  assert_true(slot < seg->n_bookie_ids);
+  int found = -1;
+  for (int i = 0; i < sl_cluster_count(t->c, SL_NODE_BOOKIE); i++)
+    if (strcmp(sl_cluster_id(t->c, SL_NODE_BOOKIE, i), seg->bookie_ids[slot]) == 0) found = i;
+  protobuf_c_message_free_unpacked(&l->base, NULL);
+  assert_true(found >= 0);
   return found;
 }
 

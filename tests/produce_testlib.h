@@ -42,6 +42,14 @@ void sl_pt_topic(sl_pt *t, const char *topic, uint32_t partitions);
  * (by address), *epoch its epoch. Fails the test if no owner. */
 int sl_pt_owner(sl_pt *t, int via, const char *partition, uint64_t *epoch);
 
+/* Like sl_pt_owner, but returns -1 when the lookup fails or names no
+ * broker of the cluster (e.g. during a failover). */
+int sl_pt_try_owner(sl_pt *t, int via, const char *partition, uint64_t *epoch);
+
+/* The cluster index of the bookie in `slot` of the last ensemble of the
+ * partition's current (last) ledger. */
+int sl_pt_ensemble_bookie(sl_pt *t, const char *partition, uint32_t slot);
+
 /* A producer on one Produce stream. */
 typedef struct sl_pt_producer {
   sl_rpc_stream *s;
