@@ -713,8 +713,14 @@ static void unload_run(void *arg) {
       flush(t);
       drain(t);
       break;
-    default:
+    case PT_CLOSING:
+      break; /* already on its way */
+    case PT_GONE: {
+      /* Gone between the lookup and now: nothing to flush or close. */
+      sl_ownership *own = atomic_load(&t->p->own);
+      if (own != NULL) sl_ownership_unloaded(own, t->name);
       break;
+    }
   }
   task_free(k);
 }

@@ -30,6 +30,7 @@ static int setup(void **state) {
   sl_pt_topic(t, "pf/bookie-kill", 0);
   sl_pt_topic(t, "pf/bookie-stop", 0);
   sl_pt_topic(t, "pf/owner-kill", 0);
+  sl_pt_topic(t, "pf/fence", 0);
   *state = t;
   return 0;
 }
@@ -198,11 +199,56 @@ static void test_produce_failover__owner_kill9(void **state) {
   assert_int_equal(sl_cluster_restart(t->c, SL_NODE_BROKER, owner, &err), SL_OK);
 }
 
+/* SIGSTOP the owner until the other broker took over, then SIGCONT it:
+ * the batch its producer sent meanwhile is never acked or stored (its adds
+ * are refused), that stream ends, and the log holds exactly what was acked,
+ * ids increasing across the move. */
+static void test_produce_failover__stopped_owner_is_fenced(void **state) {
+  sl_pt *t = *state;
+  static pub u;
+  memset(&u, 0, sizeof(u));
+  u.t = t;
+  u.topic = "pf/fence";
+  u.dead_broker = -1;
+  for (int i = 0; i < 10; i++) pub_round(&u);
+  int old = sl_pt_owner(t, 0, u.topic, NULL);
+  sl_pt_producer stale = u.p; /* keeps its stream to the old owner */
+  u.open = false;
+  sl_pt_signal_broker(t, old, SIGSTOP);
+  sl_err err = SL_ERR_INIT;
+  assert_int_equal(sl_pt_send(&stale, 900000, BATCH, 1024, &err), SL_OK);
+
+  /* The other broker takes over once the stopped one's session lapsed. */
+  int64_t end = sl_clock_mono_ms() + 30000;
+  while (sl_pt_try_owner(t, 1 - old, u.topic, NULL) != 1 - old) {
+    if (sl_clock_mono_ms() > end) fail_msg("no take-over");
+    struct timespec ts = {0, 100 * 1000000};
+    nanosleep(&ts, NULL);
+  }
+  u.dead_broker = old;
+  for (int i = 0; i < 5; i++) pub_round(&u);
+  sl_pt_signal_broker(t, old, SIGCONT);
+
+  /* The stale stream gets no OK receipt: it ends (redirect or error). */
+  sl_pt_ack acks[BATCH];
+  int got = 0;
+  err = (sl_err)SL_ERR_INIT;
+  sl_status st = sl_pt_recv_acks(&stale, acks, BATCH, &got, 20000, &err);
+  assert_int_not_equal(st, SL_OK);
+  for (int i = 0; i < got; i++) assert_int_not_equal(acks[i].status, 0);
+  printf("# stopped owner resumed: its stream ended with %s (%s)\n", sl_status_str(st),
+         err.msg);
+  sl_pt_close(&stale);
+  for (int i = 0; i < 5; i++) pub_round(&u);
+  check(&u);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_produce_failover__bookie_kill9),
       cmocka_unit_test(test_produce_failover__bookie_sigstop),
       cmocka_unit_test(test_produce_failover__owner_kill9),
+      cmocka_unit_test(test_produce_failover__stopped_owner_is_fenced),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -8,6 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <dirent.h>
+#include <signal.h>
+#include <sys/types.h>
 #include <cmocka.h>
 
 #include "broker.slrpc.h"
@@ -118,6 +121,34 @@ int sl_pt_owner(sl_pt *t, int via, const char *partition, uint64_t *epoch) {
     struct timespec ts = {0, 50 * 1000000};
     nanosleep(&ts, NULL);
   }
+}
+
+/* The pid whose command line holds "--id" followed by id, or -1. */
+static pid_t pid_of_node(const char *id) {
+  DIR *d = opendir("/proc");
+  pid_t found = -1;
+  struct dirent *e;
+  while (d != NULL && found < 0 && (e = readdir(d)) != NULL) {
+    char path[300], buf[8192];
+    snprintf(path, sizeof(path), "/proc/%s/cmdline", e->d_name);
+    FILE *f = fopen(path, "r");
+    if (f == NULL) continue;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    for (size_t i = 0; i + 1 < n; i += strlen(buf + i) + 1)
+      if (strcmp(buf + i, "--id") == 0 && strcmp(buf + i + strlen(buf + i) + 1, id) == 0)
+        found = (pid_t)atoi(e->d_name);
+  }
+  if (d != NULL) closedir(d);
+  return found;
+}
+
+void sl_pt_signal_broker(sl_pt *t, int i, int sig) {
+  const char *id = sl_cluster_id(t->c, SL_NODE_BROKER, i);
+  pid_t pid = pid_of_node(id);
+  if (pid <= 0) fail_msg("broker %s: no process", id);
+  assert_int_equal(kill(pid, sig), 0);
 }
 
 int sl_pt_ensemble_bookie(sl_pt *t, const char *partition, uint32_t slot) {

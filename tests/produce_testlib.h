@@ -50,6 +50,9 @@ int sl_pt_try_owner(sl_pt *t, int via, const char *partition, uint64_t *epoch);
  * partition's current (last) ledger. */
 int sl_pt_ensemble_bookie(sl_pt *t, const char *partition, uint32_t slot);
 
+/* Sends sig (SIGSTOP, SIGCONT) to broker i's process. */
+void sl_pt_signal_broker(sl_pt *t, int i, int sig);
+
 /* A producer on one Produce stream. */
 typedef struct sl_pt_producer {
   sl_rpc_stream *s;
