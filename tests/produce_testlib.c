@@ -149,6 +149,23 @@ void sl_pt_signal_broker(sl_pt *t, int i, int sig) {
   pid_t pid = pid_of_node(id);
   if (pid <= 0) fail_msg("broker %s: no process", id);
   assert_int_equal(kill(pid, sig), 0);
+  if (sig != SIGSTOP) return;
+  /* kill() returns before the stop lands: wait until it did, so that what
+   * the test sends next surely reaches a stopped process. */
+  char path[64], buf[512];
+  snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+  int64_t end = sl_clock_mono_ms() + 5000;
+  for (;;) {
+    FILE *f = fopen(path, "r");
+    size_t n = f != NULL ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
+    if (f != NULL) fclose(f);
+    buf[n] = '\0';
+    const char *rp = strrchr(buf, ')');
+    if (rp != NULL && rp[1] == ' ' && rp[2] == 'T') return;
+    if (sl_clock_mono_ms() > end) fail_msg("broker %s: not stopped", id);
+    struct timespec ts = {0, 1000000};
+    nanosleep(&ts, NULL);
+  }
 }
 
 int sl_pt_ensemble_bookie(sl_pt *t, const char *partition, uint32_t slot) {
