@@ -144,6 +144,10 @@ static pid_t pid_of_node(const char *id) {
   return found;
 }
 
+int sl_pt_pid(sl_pt *t, sl_node_kind kind, int i) {
+  return (int)pid_of_node(sl_cluster_id(t->c, kind, i));
+}
+
 void sl_pt_signal_broker(sl_pt *t, int i, int sig) {
   const char *id = sl_cluster_id(t->c, SL_NODE_BROKER, i);
   pid_t pid = pid_of_node(id);

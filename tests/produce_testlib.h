@@ -50,6 +50,9 @@ int sl_pt_try_owner(sl_pt *t, int via, const char *partition, uint64_t *epoch);
  * partition's current (last) ledger. */
 int sl_pt_ensemble_bookie(sl_pt *t, const char *partition, uint32_t slot);
 
+/* The pid of node i of a kind (by its --id), or -1. */
+int sl_pt_pid(sl_pt *t, sl_node_kind kind, int i);
+
 /* Sends sig (SIGSTOP, SIGCONT) to broker i's process. */
 void sl_pt_signal_broker(sl_pt *t, int i, int sig);
 
