@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "broker/ledger/ledger.h"
+#include "broker/produce.h"
 #include "broker/service.h"
 #include "common/log.h"
 #include "common/service.h"
@@ -56,6 +58,7 @@ static const sl_conf_entry table[] = {
 typedef struct broker_state {
   sl_broker b;              /* handlers' ctx; b.own is set once serving */
   sl_rpc_server *srv;
+  sl_ledger_client *ledgers;/* the produce path's ledger client */
 } broker_state;
 
 /* Until serving has started ownership, Lookup and Unload answer UNAVAILABLE. */
@@ -90,8 +93,22 @@ static sl_status start(void *c, sl_rpc_server *srv, void **state, sl_err *err) {
     free(s);
     return st;
   }
+  sl_ledger_client_opts lo = SL_LEDGER_CLIENT_OPTS_INIT;
+  lo.metadata = s->b.md;
+  st = sl_ledger_client_create(&lo, &s->ledgers, err);
+  if (st == SL_OK) {
+    sl_produce_opts po = {.metadata = s->b.md, .ledgers = s->ledgers};
+    st = sl_produce_create(&po, &s->b.produce, err);
+  }
+  if (st != SL_OK) {
+    sl_ledger_client_destroy(s->ledgers);
+    sl_rpc_channel_destroy(s->b.md);
+    free(s);
+    return st;
+  }
   sl_broker_lookup_handlers(&real);
   sl_broker_admin_handlers(&real);
+  sl_produce_handlers(&real);
   sl_broker_service_handlers h = real;
   h.lookup = lookup_guard;
   h.unload = unload_guard;
@@ -118,11 +135,13 @@ static sl_status serving(void *state, int port, sl_err *err) {
       .ttl_seconds = (uint32_t)cfg.session_ttl,
       .rpc_timeout_ms = (int)cfg.rpc_timeout_ms,
       .cache_ms = (int)cfg.lookup_cache_ms,
+      .hooks = sl_produce_hooks(s->b.produce),
   };
   sl_ownership *own = NULL;
   sl_status st = sl_ownership_create(&oo, &own, err);
   if (st != SL_OK) return st;
   s->b.own = own;
+  sl_produce_set_ownership(s->b.produce, own);
   sl_log(SL_LOG_INFO, "event=broker_serving id=%s address=%s", cfg.id, address);
   return SL_OK;
 }
@@ -134,7 +153,10 @@ static void quiesce(void *state) {
 
 static void stop(void *state) {
   broker_state *s = state;
+  sl_produce_set_ownership(s->b.produce, NULL);
   sl_ownership_destroy(s->b.own);
+  sl_produce_destroy(s->b.produce);
+  sl_ledger_client_destroy(s->ledgers);
   sl_rpc_channel_destroy(s->b.md);
   free(s);
 }

@@ -20,6 +20,7 @@ typedef struct sl_broker {
   sl_ownership *_Atomic own; /* retained; NULL until the broker serves */
   sl_rpc_channel *md;       /* metadata service channel; retained */
   int rpc_timeout_ms;       /* per forwarded metadata call */
+  struct sl_produce *produce; /* Produce handlers' state (broker/produce.h) */
 } sl_broker;
 
 /* Fill in the Lookup handler. */

@@ -300,6 +300,12 @@ static void open_read_lacs(sl_status st, const char *details, void *arg) {
   if (--op->waiting == 0) open_finish(op, SL_OK, "");
 }
 
+static void open_closed_refreshed(sl_status st, const char *details, void *arg) {
+  (void)st;
+  (void)details;
+  open_finish(arg, SL_OK, "");
+}
+
 static void open_got(sl_status st, const char *details, ProtobufCMessage *resp,
                      void *arg) {
   open_op *op = arg;
@@ -317,7 +323,9 @@ static void open_got(sl_status st, const char *details, ProtobufCMessage *resp,
   if (sl_quorum_check(&q, NULL) != SL_OK || op->info->n_ensembles == 0)
     open_finish(op, SL_ECORRUPT, "ledger: bad metadata");
   else if (op->info->state == SLUICE__V1__LEDGER_STATE__LEDGER_STATE_CLOSED)
-    open_finish(op, SL_OK, "");
+    /* Reads need the bookies' addresses: a client that has written
+     * nothing yet knows none. */
+    sl_lc_refresh(op->c, op->serial, false, open_closed_refreshed, op);
   else
     sl_lc_refresh(op->c, op->serial, false, open_read_lacs, op);
 }

@@ -1,0 +1,246 @@
+/*
+ * Managed ledger: one partition's log as a chain of ledgers (DESIGN.md §3,
+ * §6). It sits between the Produce/Consume handlers and the ledger client
+ * (broker/ledger/ledger.h): handlers append entries and read them back by
+ * position; the managed ledger decides which ledger they go to, rolls over
+ * to a new ledger, recovers the chain when it takes a partition over, and
+ * trims ledgers nobody needs any more.
+ *
+ * The chain lives in the metadata service as the partition's managed-ledger
+ * list (ManagedLedgerInfo: ledger refs oldest first, small properties such
+ * as the dedup snapshot, a terminated flag). Every change is an
+ * UpdateManagedLedger compare-and-swap on the version we last read or wrote,
+ * with our ownership epoch; a lost CAS or a stale epoch means another owner
+ * exists, and the managed ledger becomes FENCED.
+ *
+ * Positions: (ledger id, entry id). Positions of one partition are totally
+ * ordered by ledger id, then entry id (ledger ids increase along the chain).
+ *
+ * Open (sl_ml_open_async), as the partition's new owner with epoch E
+ *   1. Read the list (NOT_FOUND: a new partition, empty chain).
+ *   2. Recover the last ledger with epoch E (fence, read forward, close:
+ *      ledger.h). Afterwards the old owner can complete nothing more in it.
+ *      Earlier ledgers were closed by earlier owners (each owner recovered
+ *      its predecessor's last ledger before writing), so they are not
+ *      touched.
+ *   3. Create a new ledger (OPEN, epoch E) and CAS the list: the recovered
+ *      ledger's entry count filled in, the new ledger appended. Only then is
+ *      the managed ledger WRITING and the open callback runs.
+ *
+ * Rollover: after an append makes the current ledger reach the entry,
+ * byte or age limit (whichever first), the managed ledger moves to ROLLING:
+ * new appends wait in a queue (their bytes copied), the current ledger is
+ * closed (its pending appends complete first), a new ledger is created and
+ * CASed into the list, and the queued appends go to it in order.
+ *
+ * Trim (sl_ml_trim_async, and every trim_interval_ms): a ledger before the
+ * current one is deleted when every cursor of the partition (ListCursors)
+ * has its mark-delete position past the ledger's last entry, and the ledger
+ * is outside retention: it closed more than retention_ms ago, or the
+ * ledgers after it already hold more than retention_bytes. -1 keeps
+ * forever / unlimited. First the list loses the ledger (CAS), then the
+ * ledger's metadata is deleted: a crash in between leaves an orphan
+ * ledger, never a list naming a deleted ledger.
+ *
+ * Invariants
+ *  1. A ledger is in the list (CAS done) before any entry is appended to it.
+ *  2. Ledger ids strictly increase along the list; a new ledger's id is above
+ *     every id the list ever held (the metadata service enforces it too).
+ *  3. Append callbacks run in append order, across ledgers too: a rollover
+ *     sends nothing to the new ledger before the old one is closed (all its
+ *     appends completed). So positions handed to callbacks strictly increase.
+ *  4. Every list write is a CAS on the version from our last read or write,
+ *     and at most one is in flight. A CAS we lose is never retried blindly:
+ *     it moves the managed ledger to FENCED.
+ *  5. Once FENCED or FAILED, nothing more is appended or written to the list;
+ *     pending and queued appends fail (SL_EFENCED, or the failure's status).
+ *  6. Trim never removes the current ledger, never one a cursor still needs,
+ *     and removes a ledger from the list before deleting its metadata.
+ *
+ * States and the function behind each transition
+ *   OPENING   reading, recovering, creating   sl_ml_open_async
+ *   WRITING   appends go to the current ledger   open done; rollover done
+ *   ROLLING   appends queue; closing the current ledger, creating the next
+ *             and CASing the list                a rollover limit reached
+ *   CLOSING   appends refused; pending ones complete, then the ledger is
+ *             closed and the list written        sl_ml_close_async
+ *   CLOSED    reads only                          close done
+ *   FENCED    another owner took over: appends fail with SL_EFENCED
+ *             ledger FENCED, lost list CAS, stale epoch
+ *   FAILED    the ledger or metadata failed for good (no bookies, I/O):
+ *             appends fail; the owner should give the partition up
+ *
+ * Threads: everything of one managed ledger runs on its serial (the one in
+ * the open options, shared with its ledger handles, timers and metadata
+ * calls). sl_ml_append, sl_ml_close_async, sl_ml_set_properties,
+ * sl_ml_read_async and sl_ml_trim_async must be called on that serial; every
+ * callback runs on it, never inside the call that started the operation.
+ * The getters are thread-safe.
+ */
+#ifndef SL_BROKER_MANAGED_LEDGER_H
+#define SL_BROKER_MANAGED_LEDGER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "broker/ledger/ledger.h"
+#include "common/rpc_client.h"
+#include "common/serial.h"
+#include "common/status.h"
+
+typedef struct sl_ml sl_ml;
+
+/* Where one entry is: positions of a partition are ordered by ledger id,
+ * then entry id. */
+typedef struct sl_ml_pos {
+  uint64_t ledger_id;
+  int64_t entry_id;
+} sl_ml_pos;
+
+/* <0, 0, >0 like strcmp. */
+int sl_ml_pos_cmp(sl_ml_pos a, sl_ml_pos b);
+
+/* Namespace policy that the managed ledger applies (0 = default). */
+typedef struct sl_ml_policy {
+  uint32_t ensemble_size;       /* E; 0 = 3 */
+  uint32_t write_quorum;        /* Qw; 0 = 2 */
+  uint32_t ack_quorum;          /* Qa; 0 = 2 */
+  uint64_t rollover_entries;    /* 0 = 50000 */
+  uint64_t rollover_bytes;      /* 0 = 256 MiB */
+  int64_t rollover_ms;          /* 0 = 4 hours */
+  int64_t retention_ms;         /* -1 = forever; 0 = none */
+  int64_t retention_bytes;      /* -1 = unlimited; 0 = none */
+  int64_t trim_interval_ms;     /* 0 = 60 s; < 0 = only on sl_ml_trim_async */
+} sl_ml_policy;
+
+/* A managed-ledger property (key and value are borrowed where passed in). */
+typedef struct sl_ml_prop {
+  const char *key;
+  const char *value;
+} sl_ml_prop;
+
+/* Called once, on the serial, when the managed ledger becomes FENCED
+ * (another owner) or FAILED. st: SL_EFENCED, SL_ESTALE_EPOCH, SL_EVERSION,
+ * or the failure. details is borrowed. The owner gives the partition up. */
+typedef void (*sl_ml_lost_cb)(sl_ml *ml, sl_status st, const char *details,
+                              void *arg);
+
+typedef struct sl_ml_opts {
+  sl_ledger_client *ledgers;    /* retained: outlives the managed ledger */
+  sl_rpc_channel *metadata;     /* retained: outlives the managed ledger */
+  const char *partition;        /* copied */
+  uint64_t epoch;               /* our ownership epoch of the partition */
+  sl_serial *serial;            /* retained (referenced); required */
+  sl_ml_policy policy;
+  int metadata_timeout_ms;      /* per metadata call; 0 = 5000 */
+  sl_ml_lost_cb on_lost;        /* may be NULL */
+  void *lost_arg;
+} sl_ml_opts;
+
+/* Completion of open: on SL_OK the callback owns *ml (sl_ml_destroy). Else
+ * ml is NULL and details says why: SL_EFENCED / SL_ESTALE_EPOCH /
+ * SL_EVERSION (another owner), SL_EUNAVAIL (bookies or metadata), or the
+ * recovery's error. */
+typedef void (*sl_ml_open_cb)(sl_status st, const char *details, sl_ml *ml,
+                              void *arg);
+
+/* Opens the partition's log as its owner (steps above). Returns SL_OK and
+ * cb runs later on opts->serial, or SL_EINVAL (missing option) and cb never
+ * runs. */
+sl_status sl_ml_open_async(const sl_ml_opts *opts, sl_ml_open_cb cb, void *arg,
+                           sl_err *err);
+
+/* Completion of one append, in append order (invariant 3). SL_OK: durable
+ * on Qa bookies at pos. Else SL_EFENCED (redirect the producer), SL_EUNAVAIL
+ * / SL_EIO (FAILED), SL_ECANCELED (destroyed). */
+typedef void (*sl_ml_append_cb)(sl_status st, sl_ml_pos pos, void *arg);
+
+/* Appends one entry (data is borrowed: packed or copied before return).
+ * Returns SL_OK and cb runs later, or an error and cb never runs:
+ * SL_EPRECOND (CLOSING or CLOSED), SL_EFENCED, SL_EUNAVAIL (FAILED),
+ * SL_ETOOBIG, SL_EINVAL. */
+sl_status sl_ml_append(sl_ml *ml, const void *data, size_t len,
+                       sl_ml_append_cb cb, void *arg, sl_err *err);
+
+/* Completion of a list write or close. */
+typedef void (*sl_ml_done_cb)(sl_status st, const char *details, void *arg);
+
+/* Replaces the properties whose keys start with `prefix` by `props` (the
+ * others stay), in the next list write. Properties are copied. Writes
+ * coalesce: while one is in flight, later calls replace the waiting one (its
+ * cb gets the outcome of the write that carried it or superseded it).
+ * cb may be NULL. SL_EPRECOND unless WRITING or ROLLING. */
+sl_status sl_ml_set_properties(sl_ml *ml, const char *prefix,
+                               const sl_ml_prop *props, size_t n,
+                               sl_ml_done_cb cb, void *arg, sl_err *err);
+
+/* The properties as last read or written (borrowed until the next list
+ * write; serial only). */
+size_t sl_ml_properties(const sl_ml *ml, const sl_ml_prop **out);
+
+/* Graceful close: refuses new appends, lets pending ones complete, closes
+ * the current ledger and writes the list. cb runs once. */
+sl_status sl_ml_close_async(sl_ml *ml, sl_ml_done_cb cb, void *arg, sl_err *err);
+
+/* Frees the managed ledger without closing (its current ledger is left OPEN
+ * for the next owner's recovery, as after a crash). Pending appends get
+ * SL_ECANCELED, possibly after this returns. Serial only; NULL is a no-op. */
+void sl_ml_destroy(sl_ml *ml);
+
+/* One entry read back: data borrowed for the call. */
+typedef void (*sl_ml_entry_cb)(sl_ml_pos pos, const void *data, size_t len,
+                               void *arg);
+
+/* Reads every entry from `from` (inclusive) up to the last confirmed entry
+ * at the time of the call, in order, across ledgers; then on_done. A `from`
+ * before the first ledger starts at the first ledger. */
+sl_status sl_ml_read_async(sl_ml *ml, sl_ml_pos from, sl_ml_entry_cb on_entry,
+                           sl_ml_done_cb on_done, void *arg, sl_err *err);
+
+/* Reads a partition's whole log without owning it (tools and tests): gets
+ * the list, opens each ledger for reading (an OPEN one up to the LAC its
+ * bookies report), reads from `from` on. Callbacks run on `serial`
+ * (retained for the read; NULL = a private one). */
+sl_status sl_ml_scan_async(sl_ledger_client *ledgers, sl_rpc_channel *metadata,
+                           const char *partition, sl_ml_pos from,
+                           sl_serial *serial, sl_ml_entry_cb on_entry,
+                           sl_ml_done_cb on_done, void *arg, sl_err *err);
+
+/* Runs a trim pass now (rules above); cb (may be NULL) runs once it is done
+ * (sl_ml_stats.ledgers_trimmed counts what went). SL_EBUSY while a pass
+ * runs; SL_EPRECOND unless WRITING or ROLLING. */
+sl_status sl_ml_trim_async(sl_ml *ml, sl_ml_done_cb cb, void *arg, sl_err *err);
+
+typedef enum sl_ml_state {
+  SL_ML_OPENING = 0,
+  SL_ML_WRITING = 1,
+  SL_ML_ROLLING = 2,
+  SL_ML_CLOSING = 3,
+  SL_ML_CLOSED = 4,
+  SL_ML_FENCED = 5,
+  SL_ML_FAILED = 6,
+} sl_ml_state;
+
+typedef struct sl_ml_stats {
+  sl_ml_state state;
+  uint32_t ledgers;            /* in the list */
+  uint64_t current_ledger;     /* 0 if none */
+  sl_ml_pos last_confirmed;    /* last entry appended durably (or recovered) */
+  uint64_t entries_appended;   /* by this managed ledger */
+  uint64_t bytes_appended;
+  uint64_t pending_appends;    /* appended, callback not yet run */
+  uint64_t pending_bytes;
+  uint64_t rollovers;
+  uint64_t ledgers_trimmed;
+  uint64_t recovered_entries;  /* entries the open's recovery found */
+} sl_ml_stats;
+
+/* Thread-safe snapshot (fields read one by one). */
+void sl_ml_stats_get(const sl_ml *ml, sl_ml_stats *out);
+
+/* The partition name (borrowed for the managed ledger's life). */
+const char *sl_ml_partition(const sl_ml *ml);
+uint64_t sl_ml_epoch(const sl_ml *ml);
+
+#endif

@@ -1,0 +1,212 @@
+/* Managed ledger reads: a chain of ledgers read in order, for the dedup
+ * replay after a take-over (sl_ml_read_async) and for tools and tests that
+ * check a partition's log without owning it (sl_ml_scan_async). */
+#include "broker/managed_ledger_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "metadata.slrpc.h"
+
+/* Entries asked of the ledger client per range read: bounds the memory one
+ * read holds. */
+#define READ_CHUNK 256
+
+typedef struct chain_read {
+  sl_ledger_client *client;
+  sl_serial *serial;
+  uint64_t *ids;
+  size_t n, i;
+  sl_ml_pos from;
+  sl_ledger *lh;        /* the ledger being read */
+  int64_t next, last;   /* next entry to ask for, last readable entry */
+  sl_ml_entry_cb on_entry;
+  sl_ml_done_cb on_done;
+  void *arg;
+} chain_read;
+
+static void chain_free(chain_read *r) {
+  sl_ledger_destroy(r->lh);
+  sl_serial_unref(r->serial);
+  free(r->ids);
+  free(r);
+}
+
+static void chain_finish(chain_read *r, sl_status st, const char *details) {
+  r->on_done(st, details, r->arg);
+  chain_free(r);
+}
+
+static void next_ledger(chain_read *r);
+
+static void chunk_entry(int64_t entry_id, const void *data, size_t len, void *arg) {
+  chain_read *r = arg;
+  sl_ml_pos pos = {r->ids[r->i], entry_id};
+  r->on_entry(pos, data, len, r->arg);
+}
+
+static void read_chunk(chain_read *r);
+
+static void chunk_done(sl_status st, const char *details, void *arg) {
+  chain_read *r = arg;
+  if (st != SL_OK) {
+    chain_finish(r, st, details);
+    return;
+  }
+  read_chunk(r);
+}
+
+static void read_chunk(chain_read *r) {
+  if (r->next > r->last) {
+    sl_ledger_destroy(r->lh);
+    r->lh = NULL;
+    r->i++;
+    next_ledger(r);
+    return;
+  }
+  int64_t end = r->next + READ_CHUNK - 1;
+  if (end > r->last) end = r->last;
+  int64_t first = r->next;
+  r->next = end + 1;
+  sl_err err = SL_ERR_INIT;
+  sl_status st = sl_ledger_read_async(r->lh, first, end, chunk_entry, chunk_done, r, &err);
+  if (st != SL_OK) chain_finish(r, st, err.msg);
+}
+
+static void ledger_opened(sl_status st, const char *details, sl_ledger *lh, void *arg) {
+  chain_read *r = arg;
+  if (st != SL_OK) {
+    char msg[SL_ERR_MAX];
+    snprintf(msg, sizeof(msg), "ledger %llu: %s", (unsigned long long)r->ids[r->i],
+             details != NULL ? details : sl_status_str(st));
+    chain_finish(r, st, msg);
+    return;
+  }
+  r->lh = lh;
+  r->next = r->ids[r->i] == r->from.ledger_id && r->from.entry_id > 0 ? r->from.entry_id : 0;
+  r->last = sl_ledger_last_entry(lh);
+  read_chunk(r);
+}
+
+static void next_ledger(chain_read *r) {
+  while (r->i < r->n && r->ids[r->i] < r->from.ledger_id) r->i++;
+  if (r->i == r->n) {
+    chain_finish(r, SL_OK, NULL);
+    return;
+  }
+  sl_ledger_open_opts o = {r->serial};
+  sl_err err = SL_ERR_INIT;
+  sl_status st = sl_ledger_open_async(r->client, r->ids[r->i], &o, ledger_opened, r, &err);
+  if (st != SL_OK) ledger_opened(st, err.msg, NULL, r);
+}
+
+static void chain_start(void *arg) { next_ledger(arg); }
+
+sl_status ml_read_chain(sl_ledger_client *c, sl_serial *serial,
+                        const uint64_t *ids, size_t n, sl_ml_pos from,
+                        sl_ml_entry_cb on_entry, sl_ml_done_cb on_done,
+                        void *arg, sl_err *err) {
+  if (on_entry == NULL || on_done == NULL)
+    return sl_err_set(err, SL_EINVAL, "read: callbacks required");
+  chain_read *r = calloc(1, sizeof(*r));
+  if (r == NULL) return sl_err_set(err, SL_ENOMEM, "read: out of memory");
+  r->ids = calloc(n + 1, sizeof(*ids));
+  if (r->ids == NULL) {
+    free(r);
+    return sl_err_set(err, SL_ENOMEM, "read: out of memory");
+  }
+  if (n > 0) memcpy(r->ids, ids, n * sizeof(*ids));
+  r->n = n;
+  r->client = c;
+  sl_serial_ref(serial);
+  r->serial = serial;
+  r->from = from;
+  r->on_entry = on_entry;
+  r->on_done = on_done;
+  r->arg = arg;
+  sl_serial_post(serial, chain_start, r);
+  return SL_OK;
+}
+
+sl_status sl_ml_read_async(sl_ml *ml, sl_ml_pos from, sl_ml_entry_cb on_entry,
+                           sl_ml_done_cb on_done, void *arg, sl_err *err) {
+  SL_ASSERT(sl_serial_running_here(ml->serial));
+  uint64_t *ids = calloc(ml->n_refs + 1, sizeof(*ids));
+  if (ids == NULL) return sl_err_set(err, SL_ENOMEM, "read: out of memory");
+  for (size_t i = 0; i < ml->n_refs; i++) ids[i] = ml->refs_v[i].id;
+  sl_status st = ml_read_chain(ml->ledgers, ml->serial, ids, ml->n_refs, from,
+                               on_entry, on_done, arg, err);
+  free(ids);
+  return st;
+}
+
+/* ---- scan: read a partition's log without owning it ---- */
+
+typedef struct scan {
+  sl_ledger_client *client;
+  sl_serial *serial;
+  sl_ml_pos from;
+  sl_ml_entry_cb on_entry;
+  sl_ml_done_cb on_done;
+  void *arg;
+} scan;
+
+static void scan_listed(sl_status st, const char *details, ProtobufCMessage *resp,
+                        void *arg) {
+  scan *s = arg;
+  const Sluice__V1__ManagedLedgerResponse *r = (const void *)resp;
+  if (st == SL_OK && r->info == NULL) st = SL_ECORRUPT;
+  if (st == SL_OK) {
+    uint64_t *ids = calloc(r->info->n_ledgers + 1, sizeof(*ids));
+    if (ids == NULL) abort();
+    for (size_t i = 0; i < r->info->n_ledgers; i++) ids[i] = r->info->ledgers[i]->ledger_id;
+    sl_err err = SL_ERR_INIT;
+    st = ml_read_chain(s->client, s->serial, ids, r->info->n_ledgers, s->from,
+                       s->on_entry, s->on_done, s->arg, &err);
+    free(ids);
+    if (st != SL_OK) s->on_done(st, err.msg, s->arg);
+  } else {
+    s->on_done(st, details, s->arg);
+  }
+  if (resp != NULL) protobuf_c_message_free_unpacked(resp, NULL);
+  sl_serial_unref(s->serial);
+  free(s);
+}
+
+sl_status sl_ml_scan_async(sl_ledger_client *ledgers, sl_rpc_channel *metadata,
+                           const char *partition, sl_ml_pos from,
+                           sl_serial *serial, sl_ml_entry_cb on_entry,
+                           sl_ml_done_cb on_done, void *arg, sl_err *err) {
+  if (ledgers == NULL || metadata == NULL || partition == NULL ||
+      on_entry == NULL || on_done == NULL)
+    return sl_err_set(err, SL_EINVAL, "scan: missing argument");
+  scan *s = calloc(1, sizeof(*s));
+  if (s == NULL) return sl_err_set(err, SL_ENOMEM, "scan: out of memory");
+  if (serial == NULL) {
+    sl_status st = sl_serial_create(&s->serial, err);
+    if (st != SL_OK) {
+      free(s);
+      return st;
+    }
+  } else {
+    sl_serial_ref(serial);
+    s->serial = serial;
+  }
+  s->client = ledgers;
+  s->from = from;
+  s->on_entry = on_entry;
+  s->on_done = on_done;
+  s->arg = arg;
+  Sluice__V1__GetManagedLedgerRequest req = SLUICE__V1__GET_MANAGED_LEDGER_REQUEST__INIT;
+  req.partition = (char *)partition;
+  sl_rpc_call_opts o = {0};
+  o.serial = s->serial;
+  sl_status st = sl_rpc_unary_start(metadata, SL_METADATA_SERVICE_GET_MANAGED_LEDGER,
+                                    &req.base, &o, scan_listed, s, NULL, err);
+  if (st != SL_OK) {
+    sl_serial_unref(s->serial);
+    free(s);
+  }
+  return st;
+}

@@ -1,0 +1,661 @@
+/*
+ * Managed ledger against a real cluster (etcd, metadata service, 4 bookies)
+ * with the real ledger client: registration before writing, rollover,
+ * positions increasing across ledgers, take-over with recovery that fences
+ * the old owner, properties across a reopen, trim by cursors and retention,
+ * bad input.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <cmocka.h>
+
+#include "broker/managed_ledger.h"
+#include "common/clock.h"
+#include "metadata.slrpc.h"
+#include "tests/ledger_testlib.h"
+#include "tests/metadata_util.h"
+
+#define WAIT_MS 30000
+
+/* ---- waiting for callbacks on the managed ledger's serial ---- */
+
+typedef struct sync_ {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int done;
+  sl_status st;
+  char details[256];
+  sl_ml *ml;
+} sync_;
+
+static void sync_init(sync_ *s) {
+  memset(s, 0, sizeof(*s));
+  pthread_mutex_init(&s->mu, NULL);
+  pthread_cond_init(&s->cv, NULL);
+}
+
+static void sync_signal(sync_ *s, sl_status st, const char *details) {
+  pthread_mutex_lock(&s->mu);
+  s->st = st;
+  snprintf(s->details, sizeof(s->details), "%s", details != NULL ? details : "");
+  s->done++;
+  pthread_cond_broadcast(&s->cv);
+  pthread_mutex_unlock(&s->mu);
+}
+
+static void sync_wait(sync_ *s, int n) {
+  int64_t end = sl_clock_mono_ms() + WAIT_MS;
+  pthread_mutex_lock(&s->mu);
+  while (s->done < n) {
+    if (sl_clock_mono_ms() > end) {
+      pthread_mutex_unlock(&s->mu);
+      fail_msg("timed out waiting for a callback");
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += 20 * 1000000;
+    if (ts.tv_nsec >= 1000000000) {
+      ts.tv_sec++;
+      ts.tv_nsec -= 1000000000;
+    }
+    pthread_cond_timedwait(&s->cv, &s->mu, &ts);
+  }
+  pthread_mutex_unlock(&s->mu);
+}
+
+static void opened(sl_status st, const char *details, sl_ml *ml, void *arg) {
+  sync_ *s = arg;
+  s->ml = ml;
+  sync_signal(s, st, details);
+}
+
+static void done_cb(sl_status st, const char *details, void *arg) {
+  sync_signal(arg, st, details);
+}
+
+/* Runs fn(arg) on the serial and waits until it returned. */
+typedef struct on_serial {
+  void (*fn)(void *arg);
+  void *arg;
+  sync_ s;
+} on_serial;
+
+static void on_serial_run(void *arg) {
+  on_serial *o = arg;
+  o->fn(o->arg);
+  sync_signal(&o->s, SL_OK, NULL);
+}
+
+static void run_on(sl_serial *serial, void (*fn)(void *arg), void *arg) {
+  on_serial o = {.fn = fn, .arg = arg};
+  sync_init(&o.s);
+  sl_serial_post(serial, on_serial_run, &o);
+  sync_wait(&o.s, 1);
+}
+
+/* ---- the fixture ---- */
+
+typedef struct fixture {
+  sl_lt lt;
+  int64_t session_a, session_b;
+  mdt_keeper *keep_a, *keep_b;
+} fixture;
+
+static int setup(void **state) {
+  fixture *f = calloc(1, sizeof(*f));
+  sl_lt_start(&f->lt, "produce_ml", 4, NULL);
+  f->session_a = mdt_open_broker(f->lt.meta, "broker-a", 0);
+  f->session_b = mdt_open_broker(f->lt.meta, "broker-b", 0);
+  f->keep_a = mdt_keeper_start(f->lt.meta, f->session_a, 500);
+  f->keep_b = mdt_keeper_start(f->lt.meta, f->session_b, 500);
+  *state = f;
+  return 0;
+}
+
+static int teardown(void **state) {
+  fixture *f = *state;
+  mdt_keeper_stop(f->keep_a, NULL);
+  mdt_keeper_stop(f->keep_b, NULL);
+  sl_lt_stop(&f->lt);
+  free(f);
+  return 0;
+}
+
+static uint64_t acquire(fixture *f, const char *partition, const char *broker,
+                        int64_t session) {
+  Sluice__V1__AcquireOwnershipResponse *r = mdt_acquire(f->lt.meta, partition, broker, session);
+  assert_true(r->acquired);
+  uint64_t epoch = r->owner->epoch;
+  protobuf_c_message_free_unpacked(&r->base, NULL);
+  return epoch;
+}
+
+static void release(fixture *f, const char *partition, int64_t session, uint64_t epoch) {
+  Sluice__V1__ReleaseOwnershipRequest req = SLUICE__V1__RELEASE_OWNERSHIP_REQUEST__INIT;
+  req.partition = (char *)partition;
+  req.session_id = session;
+  req.epoch = epoch;
+  Sluice__V1__ReleaseOwnershipResponse *resp = NULL;
+  sl_rpc_call_opts o = mdt_opts(10000);
+  sl_err err = SL_ERR_INIT;
+  mdt_expect(sl_metadata_service_release_ownership(f->lt.meta, &req, &resp, &o, &err),
+             SL_OK, &err);
+  protobuf_c_message_free_unpacked(&resp->base, NULL);
+}
+
+/* The stored list: ledger ids (at most max) and their entry counts. */
+static size_t list_ledgers(fixture *f, const char *partition, uint64_t *ids,
+                           int64_t *entries, size_t max) {
+  Sluice__V1__GetManagedLedgerRequest req = SLUICE__V1__GET_MANAGED_LEDGER_REQUEST__INIT;
+  req.partition = (char *)partition;
+  Sluice__V1__ManagedLedgerResponse *resp = NULL;
+  sl_rpc_call_opts o = mdt_opts(10000);
+  sl_err err = SL_ERR_INIT;
+  mdt_expect(sl_metadata_service_get_managed_ledger(f->lt.meta, &req, &resp, &o, &err),
+             SL_OK, &err);
+  size_t n = resp->info->n_ledgers;
+  for (size_t i = 0; i < n && i < max; i++) {
+    ids[i] = resp->info->ledgers[i]->ledger_id;
+    if (entries != NULL) entries[i] = resp->info->ledgers[i]->entries;
+  }
+  protobuf_c_message_free_unpacked(&resp->base, NULL);
+  return n;
+}
+
+typedef struct ml_handle {
+  sl_serial *serial;
+  sl_ml *ml;
+  sync_ lost;
+} ml_handle;
+
+static void lost_cb(sl_ml *ml, sl_status st, const char *details, void *arg) {
+  (void)ml;
+  sync_signal(arg, st, details);
+}
+
+static sl_status ml_open(fixture *f, ml_handle *h, const char *partition, uint64_t epoch,
+                         const sl_ml_policy *policy, char *details) {
+  memset(h, 0, sizeof(*h));
+  sync_init(&h->lost);
+  assert_int_equal(sl_serial_create(&h->serial, NULL), SL_OK);
+  sl_ml_opts o = {0};
+  o.ledgers = f->lt.client;
+  o.metadata = f->lt.meta;
+  o.partition = partition;
+  o.epoch = epoch;
+  o.serial = h->serial;
+  if (policy != NULL) o.policy = *policy;
+  else o.policy.trim_interval_ms = -1;
+  o.on_lost = lost_cb;
+  o.lost_arg = &h->lost;
+  sync_ s;
+  sync_init(&s);
+  sl_err err = SL_ERR_INIT;
+  assert_int_equal(sl_ml_open_async(&o, opened, &s, &err), SL_OK);
+  sync_wait(&s, 1);
+  h->ml = s.ml;
+  if (details != NULL) snprintf(details, 256, "%s", s.details);
+  return s.st;
+}
+
+static void destroy_run(void *arg) { sl_ml_destroy(arg); }
+
+static void ml_destroy(ml_handle *h) {
+  if (h->ml != NULL) run_on(h->serial, destroy_run, h->ml);
+  h->ml = NULL;
+  /* Let completions cancelled by the destroy drain before the serial goes. */
+  run_on(h->serial, destroy_run, NULL);
+  sl_serial_unref(h->serial);
+}
+
+/* Waits until a rollover in progress is over (state WRITING). */
+static void wait_writing(ml_handle *h) {
+  int64_t end = sl_clock_mono_ms() + WAIT_MS;
+  for (;;) {
+    sl_ml_stats st;
+    sl_ml_stats_get(h->ml, &st);
+    if (st.state == SL_ML_WRITING) return;
+    if (sl_clock_mono_ms() > end) fail_msg("managed ledger not WRITING: %d", st.state);
+    struct timespec ts = {0, 5 * 1000000};
+    nanosleep(&ts, NULL);
+  }
+}
+
+/* ---- appends ---- */
+
+#define MAX_APPENDS 256
+
+typedef struct appends {
+  sync_ s;
+  int n;
+  sl_status st[MAX_APPENDS];
+  sl_ml_pos pos[MAX_APPENDS];
+  bool out_of_order;
+  int last_cb;
+} appends;
+
+typedef struct append_cb_arg {
+  appends *a;
+  int i;
+} append_cb_arg;
+
+static append_cb_arg cb_args[MAX_APPENDS];
+
+static void append_cb(sl_status st, sl_ml_pos pos, void *arg) {
+  append_cb_arg *c = arg;
+  appends *a = c->a;
+  a->st[c->i] = st;
+  a->pos[c->i] = pos;
+  if (c->i < a->last_cb) a->out_of_order = true;
+  a->last_cb = c->i;
+  sync_signal(&a->s, st, NULL);
+}
+
+typedef struct append_job {
+  sl_ml *ml;
+  appends *a;
+  int from, count;
+  const char *tag;
+  sl_status ret;
+} append_job;
+
+static void append_run(void *arg) {
+  append_job *j = arg;
+  for (int i = j->from; i < j->from + j->count; i++) {
+    char data[64];
+    int len = snprintf(data, sizeof(data), "%s-%d", j->tag, i);
+    cb_args[i].a = j->a;
+    cb_args[i].i = i;
+    j->ret = sl_ml_append(j->ml, data, (size_t)len, append_cb, &cb_args[i], NULL);
+    if (j->ret != SL_OK) return;
+    j->a->n++;
+  }
+}
+
+/* Appends [from, from+count) tagged `tag`, waits for their callbacks. */
+static sl_status append_wait(ml_handle *h, appends *a, int from, int count, const char *tag) {
+  append_job j = {h->ml, a, from, count, tag, SL_OK};
+  run_on(h->serial, append_run, &j);
+  sync_wait(&a->s, a->n);
+  return j.ret;
+}
+
+/* ---- scanning ---- */
+
+typedef struct scanned {
+  sync_ s;
+  int n;
+  char data[MAX_APPENDS][64];
+  sl_ml_pos pos[MAX_APPENDS];
+} scanned;
+
+static void scan_entry(sl_ml_pos pos, const void *data, size_t len, void *arg) {
+  scanned *sc = arg;
+  if (sc->n < MAX_APPENDS) {
+    snprintf(sc->data[sc->n], sizeof(sc->data[0]), "%.*s", (int)len, (const char *)data);
+    sc->pos[sc->n] = pos;
+  }
+  sc->n++;
+}
+
+static void scan(fixture *f, const char *partition, scanned *sc) {
+  memset(sc, 0, sizeof(*sc));
+  sync_init(&sc->s);
+  sl_ml_pos from = {0, 0};
+  sl_err err = SL_ERR_INIT;
+  assert_int_equal(sl_ml_scan_async(f->lt.client, f->lt.meta, partition, from, NULL,
+                                    scan_entry, done_cb, sc, &err),
+                   SL_OK);
+  sync_wait(&sc->s, 1);
+  assert_int_equal(sc->s.st, SL_OK);
+  for (int i = 1; i < sc->n && i < MAX_APPENDS; i++)
+    assert_true(sl_ml_pos_cmp(sc->pos[i - 1], sc->pos[i]) < 0);
+}
+
+typedef struct close_job {
+  sl_ml *ml;
+  sync_ *s;
+  sl_status ret;
+} close_job;
+
+static void close_run(void *arg) {
+  close_job *c = arg;
+  c->ret = sl_ml_close_async(c->ml, done_cb, c->s, NULL);
+}
+
+static sl_status ml_close(ml_handle *h) {
+  sync_ s;
+  sync_init(&s);
+  close_job c = {h->ml, &s, SL_OK};
+  run_on(h->serial, close_run, &c);
+  if (c.ret != SL_OK) return c.ret;
+  sync_wait(&s, 1);
+  return s.st;
+}
+
+/* ---- cases ---- */
+
+/* The ledger is in the list before anything is written; appends roll over
+ * by entry count; positions strictly increase across ledgers; a reader
+ * without ownership gets every entry back in order; close records counts. */
+static void test_managed_ledger__append_rollover_scan(void **state) {
+  fixture *f = *state;
+  const char *part = "mlt/rollover";
+  uint64_t epoch = acquire(f, part, "broker-a", f->session_a);
+  sl_ml_policy pol = {0};
+  pol.rollover_entries = 20;
+  pol.trim_interval_ms = -1;
+  ml_handle h;
+  assert_int_equal(ml_open(f, &h, part, epoch, &pol, NULL), SL_OK);
+
+  uint64_t ids[16];
+  int64_t entries[16];
+  assert_int_equal(list_ledgers(f, part, ids, NULL, 16), 1);
+  sl_ml_stats st;
+  sl_ml_stats_get(h.ml, &st);
+  assert_int_equal(st.state, SL_ML_WRITING);
+  assert_int_equal(st.current_ledger, ids[0]);
+
+  static appends a;
+  memset(&a, 0, sizeof(a));
+  sync_init(&a.s);
+  assert_int_equal(append_wait(&h, &a, 0, 50, "r"), SL_OK);
+  sync_wait(&a.s, 50);
+  assert_false(a.out_of_order);
+  for (int i = 0; i < 50; i++) {
+    assert_int_equal(a.st[i], SL_OK);
+    if (i > 0) assert_true(sl_ml_pos_cmp(a.pos[i - 1], a.pos[i]) < 0);
+  }
+  assert_int_equal(a.pos[0].entry_id, 0);
+  assert_int_equal(a.pos[20].entry_id, 0);
+  assert_true(a.pos[20].ledger_id > a.pos[19].ledger_id);
+  wait_writing(&h);
+  sl_ml_stats_get(h.ml, &st);
+  assert_int_equal(st.rollovers, 2);
+  assert_int_equal(st.entries_appended, 50);
+
+  size_t n = list_ledgers(f, part, ids, entries, 16);
+  assert_int_equal(n, 3);
+  for (size_t i = 1; i < n; i++) assert_true(ids[i] > ids[i - 1]);
+  assert_int_equal(entries[0], 20);
+  assert_int_equal(entries[1], 20);
+
+  /* Close first: a reader of an open ledger sees only what bookies know
+   * to be confirmed. */
+  assert_int_equal(ml_close(&h), SL_OK);
+  static scanned sc;
+  scan(f, part, &sc);
+  assert_int_equal(sc.n, 50);
+  for (int i = 0; i < 50; i++) {
+    char want[64];
+    snprintf(want, sizeof(want), "r-%d", i);
+    assert_string_equal(sc.data[i], want);
+    assert_int_equal(sc.pos[i].ledger_id, a.pos[i].ledger_id);
+    assert_int_equal(sc.pos[i].entry_id, a.pos[i].entry_id);
+  }
+
+  n = list_ledgers(f, part, ids, entries, 16);
+  assert_int_equal(entries[n - 1], 10);
+  sl_ml_stats_get(h.ml, &st);
+  assert_int_equal(st.state, SL_ML_CLOSED);
+  ml_destroy(&h);
+}
+
+/* A new owner recovers the old owner's open ledger (fencing it): the old
+ * owner's next append fails with SL_EFENCED and it is told it lost the
+ * partition; every entry the old owner had acked is in the log, followed by
+ * the new owner's, positions still increasing. */
+static void test_managed_ledger__takeover_fences_old_owner(void **state) {
+  fixture *f = *state;
+  const char *part = "mlt/takeover";
+  uint64_t e1 = acquire(f, part, "broker-a", f->session_a);
+  ml_handle ha;
+  assert_int_equal(ml_open(f, &ha, part, e1, NULL, NULL), SL_OK);
+  static appends a;
+  memset(&a, 0, sizeof(a));
+  sync_init(&a.s);
+  append_wait(&ha, &a, 0, 10, "a");
+  sync_wait(&a.s, 10);
+  for (int i = 0; i < 10; i++) assert_int_equal(a.st[i], SL_OK);
+
+  release(f, part, f->session_a, e1);
+  uint64_t e2 = acquire(f, part, "broker-b", f->session_b);
+  assert_true(e2 > e1);
+  ml_handle hb;
+  assert_int_equal(ml_open(f, &hb, part, e2, NULL, NULL), SL_OK);
+  sl_ml_stats st;
+  sl_ml_stats_get(hb.ml, &st);
+  assert_int_equal(st.recovered_entries, 10);
+  assert_int_equal(st.last_confirmed.ledger_id, a.pos[9].ledger_id);
+  assert_int_equal(st.last_confirmed.entry_id, 9);
+
+  /* The old owner is fenced on its next write. */
+  append_wait(&ha, &a, 10, 1, "a");
+  sync_wait(&a.s, 11);
+  assert_int_equal(a.st[10], SL_EFENCED);
+  sync_wait(&ha.lost, 1);
+  assert_true(ha.lost.st == SL_EFENCED || ha.lost.st == SL_ESTALE_EPOCH);
+  sl_ml_stats_get(ha.ml, &st);
+  assert_int_equal(st.state, SL_ML_FENCED);
+
+  static appends b;
+  memset(&b, 0, sizeof(b));
+  sync_init(&b.s);
+  append_wait(&hb, &b, 0, 5, "b");
+  sync_wait(&b.s, 5);
+  for (int i = 0; i < 5; i++) {
+    assert_int_equal(b.st[i], SL_OK);
+    assert_true(sl_ml_pos_cmp(a.pos[9], b.pos[i]) < 0);
+  }
+  /* While B writes, a reader sees A's entries and at most B's confirmed
+   * ones; once B closed, everything. */
+  static scanned sc;
+  scan(f, part, &sc);
+  assert_true(sc.n >= 10 && sc.n <= 15);
+  assert_string_equal(sc.data[9], "a-9");
+  assert_int_equal(ml_close(&hb), SL_OK);
+  scan(f, part, &sc);
+  assert_int_equal(sc.n, 15);
+  assert_string_equal(sc.data[9], "a-9");
+  assert_string_equal(sc.data[10], "b-0");
+  assert_string_equal(sc.data[14], "b-4");
+
+  /* The old owner cannot come back with its epoch. */
+  ml_handle hc;
+  char details[256];
+  assert_int_not_equal(ml_open(f, &hc, part, e1, NULL, details), SL_OK);
+  ml_destroy(&hc);
+  ml_destroy(&ha);
+  ml_destroy(&hb);
+}
+
+typedef struct props_job {
+  sl_ml *ml;
+  const char *prefix;
+  const sl_ml_prop *props;
+  size_t n;
+  sync_ *s;
+  sl_status ret;
+} props_job;
+
+static void props_run(void *arg) {
+  props_job *j = arg;
+  j->ret = sl_ml_set_properties(j->ml, j->prefix, j->props, j->n, done_cb, j->s, NULL);
+}
+
+static const char *prop(sl_ml *ml, const char *key) {
+  const sl_ml_prop *p;
+  size_t n = sl_ml_properties(ml, &p);
+  for (size_t i = 0; i < n; i++)
+    if (strcmp(p[i].key, key) == 0) return p[i].value;
+  return NULL;
+}
+
+/* Properties are written with the list and read back by the next open;
+ * a prefix replaces only its own keys. */
+static void test_managed_ledger__properties_survive_reopen(void **state) {
+  fixture *f = *state;
+  const char *part = "mlt/props";
+  uint64_t e1 = acquire(f, part, "broker-a", f->session_a);
+  ml_handle h;
+  assert_int_equal(ml_open(f, &h, part, e1, NULL, NULL), SL_OK);
+  sync_ s;
+  sync_init(&s);
+  sl_ml_prop first[] = {{"dedup:p1", "5"}, {"other", "keep"}};
+  props_job j = {h.ml, "", first, 2, &s, SL_OK};
+  run_on(h.serial, props_run, &j);
+  assert_int_equal(j.ret, SL_OK);
+  sl_ml_prop second[] = {{"dedup:p2", "7 1 2 3"}};
+  props_job k = {h.ml, "dedup", second, 1, &s, SL_OK};
+  run_on(h.serial, props_run, &k);
+  assert_int_equal(k.ret, SL_OK);
+  sync_wait(&s, 2);
+  assert_int_equal(s.st, SL_OK);
+  assert_int_equal(ml_close(&h), SL_OK);
+  ml_destroy(&h);
+
+  release(f, part, f->session_a, e1);
+  uint64_t e2 = acquire(f, part, "broker-b", f->session_b);
+  assert_int_equal(ml_open(f, &h, part, e2, NULL, NULL), SL_OK);
+  assert_null(prop(h.ml, "dedup:p1"));
+  assert_string_equal(prop(h.ml, "dedup:p2"), "7 1 2 3");
+  assert_string_equal(prop(h.ml, "other"), "keep");
+  ml_destroy(&h);
+}
+
+/* Writes a cursor (expected: its version, 0 = new); returns the new version. */
+static int64_t update_cursor(fixture *f, const char *part, const char *sub, sl_ml_pos md,
+                             uint64_t epoch, int64_t expected) {
+  Sluice__V1__Position pos = SLUICE__V1__POSITION__INIT;
+  pos.ledger_id = md.ledger_id;
+  pos.entry_id = md.entry_id;
+  Sluice__V1__CursorInfo c = SLUICE__V1__CURSOR_INFO__INIT;
+  c.partition = (char *)part;
+  c.subscription = (char *)sub;
+  c.mark_delete = &pos;
+  Sluice__V1__UpdateCursorRequest req = SLUICE__V1__UPDATE_CURSOR_REQUEST__INIT;
+  req.info = &c;
+  req.epoch = epoch;
+  req.expected_version = expected;
+  Sluice__V1__CursorResponse *resp = NULL;
+  sl_rpc_call_opts o = mdt_opts(10000);
+  sl_err err = SL_ERR_INIT;
+  mdt_expect(sl_metadata_service_update_cursor(f->lt.meta, &req, &resp, &o, &err), SL_OK,
+             &err);
+  int64_t version = resp->version;
+  protobuf_c_message_free_unpacked(&resp->base, NULL);
+  return version;
+}
+
+typedef struct trim_job {
+  sl_ml *ml;
+  sync_ *s;
+  sl_status ret;
+} trim_job;
+
+static void trim_run(void *arg) {
+  trim_job *j = arg;
+  j->ret = sl_ml_trim_async(j->ml, done_cb, j->s, NULL);
+}
+
+static void trim(ml_handle *h) {
+  sync_ s;
+  sync_init(&s);
+  trim_job j = {h->ml, &s, SL_OK};
+  run_on(h->serial, trim_run, &j);
+  assert_int_equal(j.ret, SL_OK);
+  sync_wait(&s, 1);
+  assert_int_equal(s.st, SL_OK);
+}
+
+/* Without retention, ledgers every cursor has passed go (list first, then
+ * their metadata); the slowest cursor holds the rest; the current ledger
+ * always stays. */
+static void test_managed_ledger__trim_follows_slowest_cursor(void **state) {
+  fixture *f = *state;
+  const char *part = "mlt/trim";
+  uint64_t e = acquire(f, part, "broker-a", f->session_a);
+  sl_ml_policy pol = {0};
+  pol.rollover_entries = 5;
+  pol.retention_ms = 0;
+  pol.retention_bytes = -1;
+  pol.trim_interval_ms = -1;
+  ml_handle h;
+  assert_int_equal(ml_open(f, &h, part, e, &pol, NULL), SL_OK);
+  static appends a;
+  memset(&a, 0, sizeof(a));
+  sync_init(&a.s);
+  append_wait(&h, &a, 0, 20, "t");
+  sync_wait(&a.s, 20);
+  wait_writing(&h);
+  uint64_t ids[16];
+  size_t n = list_ledgers(f, part, ids, NULL, 16);
+  assert_true(n >= 4);
+
+  /* Slow cursor at the end of the second ledger, fast one at the end. */
+  int64_t slow = update_cursor(f, part, "slow", a.pos[9], e, 0);
+  update_cursor(f, part, "fast", a.pos[19], e, 0);
+  trim(&h);
+  uint64_t after[16];
+  size_t m = list_ledgers(f, part, after, NULL, 16);
+  assert_int_equal(m, n - 2);
+  assert_int_equal(after[0], a.pos[10].ledger_id);
+  sl_ml_stats st;
+  sl_ml_stats_get(h.ml, &st);
+  assert_int_equal(st.ledgers_trimmed, 2);
+
+  /* Everyone at the end: all but the current ledger go. */
+  update_cursor(f, part, "slow", a.pos[19], e, slow);
+  trim(&h);
+  m = list_ledgers(f, part, after, NULL, 16);
+  assert_int_equal(m, 1);
+  sl_ml_stats_get(h.ml, &st);
+  assert_int_equal(after[0], st.current_ledger);
+  ml_destroy(&h);
+}
+
+/* Bad options, appends after close, a stale epoch: clear statuses. */
+static void test_managed_ledger__bad_input(void **state) {
+  fixture *f = *state;
+  sl_err err = SL_ERR_INIT;
+  sl_ml_opts o = {0};
+  assert_int_equal(sl_ml_open_async(NULL, opened, NULL, &err), SL_EINVAL);
+  assert_int_equal(sl_ml_open_async(&o, opened, NULL, &err), SL_EINVAL);
+  assert_non_null(strstr(err.msg, "missing option"));
+
+  const char *part = "mlt/bad";
+  uint64_t e = acquire(f, part, "broker-a", f->session_a);
+  ml_handle h;
+  /* An epoch that is not the partition's: the metadata service refuses. */
+  char details[256];
+  sl_status st = ml_open(f, &h, part, e + 100, NULL, details);
+  assert_int_not_equal(st, SL_OK);
+  assert_null(h.ml);
+  ml_destroy(&h);
+
+  assert_int_equal(ml_open(f, &h, part, e, NULL, NULL), SL_OK);
+  assert_int_equal(ml_close(&h), SL_OK);
+  assert_int_equal(ml_close(&h), SL_EPRECOND);
+  static appends a;
+  memset(&a, 0, sizeof(a));
+  sync_init(&a.s);
+  assert_int_equal(append_wait(&h, &a, 0, 1, "x"), SL_EPRECOND);
+  ml_destroy(&h);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_managed_ledger__append_rollover_scan),
+      cmocka_unit_test(test_managed_ledger__takeover_fences_old_owner),
+      cmocka_unit_test(test_managed_ledger__properties_survive_reopen),
+      cmocka_unit_test(test_managed_ledger__trim_follows_slowest_cursor),
+      cmocka_unit_test(test_managed_ledger__bad_input),
+  };
+  return cmocka_run_group_tests(tests, setup, teardown);
+}
