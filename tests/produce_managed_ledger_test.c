@@ -112,8 +112,8 @@ static int setup(void **state) {
   sl_lt_start(&f->lt, "produce_ml", 4, NULL);
   f->session_a = mdt_open_broker(f->lt.meta, "broker-a", 0);
   f->session_b = mdt_open_broker(f->lt.meta, "broker-b", 0);
-  f->keep_a = mdt_keeper_start(f->lt.meta, f->session_a, 500);
-  f->keep_b = mdt_keeper_start(f->lt.meta, f->session_b, 500);
+  f->keep_a = mdt_keeper_start(f->lt.meta, "broker-a", f->session_a, 500);
+  f->keep_b = mdt_keeper_start(f->lt.meta, "broker-b", f->session_b, 500);
   *state = f;
   return 0;
 }
