@@ -65,6 +65,7 @@ struct sl_rpc_call {
   grpc_metadata_array md;    /* client metadata; slices owned by `call` */
   ProtobufCMessage *req;     /* decoded request (unary, server streaming) */
   void *user;
+  void (*user_destroy)(void *user); /* runs at the last unref */
   atomic_int refs;
   bool started;              /* on_start ran, so on_done must run */
 
@@ -95,6 +96,8 @@ struct sl_rpc_call {
 static void release(sl_rpc_call *c) {
   sl_rpc_server *srv = c->srv;
   SL_ASSERT(!c->sending && !c->reading);
+  /* First: the handler's state may point into the arena or the request. */
+  if (c->user_destroy != NULL) c->user_destroy(c->user);
   while (c->q_head != NULL) {
     queued_msg *m = c->q_head;
     c->q_head = m->next;
@@ -458,6 +461,11 @@ const sl_rpc_method *sl_rpc_call_method(const sl_rpc_call *c) {
 }
 
 void sl_rpc_call_set_user(sl_rpc_call *c, void *user) { c->user = user; }
+
+void sl_rpc_call_set_user_destroy(sl_rpc_call *c, void *user, void (*destroy)(void *user)) {
+  c->user = user;
+  c->user_destroy = destroy;
+}
 void *sl_rpc_call_user(const sl_rpc_call *c) { return c->user; }
 
 void *sl_rpc_call_alloc(sl_rpc_call *c, size_t n) {
