@@ -312,11 +312,12 @@ static void shutdown_started(sl_rpc_server *srv) {
   sl_rpc_health_stop_(srv); /* watch streams never end by themselves */
   pthread_mutex_lock(&srv->lock);
   bool clean = wait_until(srv, is_idle, &until);
+  size_t open_calls = srv->n_calls; /* read under the lock: calls end on workers */
   pthread_mutex_unlock(&srv->lock);
   if (!clean) {
     /* Open streams would block shutdown forever. */
     sl_log(SL_LOG_INFO, "event=rpc_server_cancel_calls addr=%s calls=%zu", srv->addr,
-           srv->n_calls);
+           open_calls);
     grpc_server_cancel_all_calls(srv->server);
   }
   pthread_mutex_lock(&srv->lock);
