@@ -11,6 +11,7 @@
 #include "common/log.h"
 #include "metadata/etcd_breaker.h"
 #include "metadata/etcd_int.h"
+#include "common/clock.h"
 
 #define MAX_IDLE_CONNS 16
 #define MAX_REPLY_BYTES (256u << 20) /* a reply past this is refused */
@@ -44,11 +45,7 @@ static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
 static void curl_init_once(void) { curl_global_init(CURL_GLOBAL_DEFAULT); }
 void sl_etcd_global_init_(void) { pthread_once(&curl_once, curl_init_once); }
 
-int64_t sl_etcd_now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
+int64_t sl_etcd_now_ms(void) { return sl_clock_mono_ms(); }
 
 size_t sl_etcd_endpoint_count_(const sl_etcd *c) { return c->n_endpoints; }
 const char *sl_etcd_endpoint_(const sl_etcd *c, size_t i) { return c->endpoints[i]; }
