@@ -37,11 +37,6 @@
 #include "common/buf.h"
 #include "common/clock.h"
 
-/* The text, never NULL (an empty buffer gives ""); the buffer is left empty. */
-static char *buf_take(sl_buf *b) {
-  sl_buf_reserve(b, 1); /* allocates, so that detach never returns NULL */
-  return sl_buf_detach(b, NULL);
-}
 const double sl_metrics_latency_buckets[] = {
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
     0.05,   0.1,     0.25,   0.5,   1,      2.5,   5,     10,
@@ -207,7 +202,7 @@ static sl_status render_labels(const char *name, const char *const *labels,
     put_escaped(&b, v, true);
     sl_buf_append(&b, "\"", 1);
   }
-  *out = buf_take(&b);
+  *out = sl_buf_detach_str(&b);
   return SL_OK;
 }
 
@@ -532,5 +527,5 @@ char *sl_metrics_render(sl_metrics *reg, size_t *len) {
   for (const family *f = reg->head; f != NULL; f = f->next) render_family(&b, f);
   pthread_mutex_unlock(&reg->lock);
   if (len != NULL) *len = b.len;
-  return buf_take(&b);
+  return sl_buf_detach_str(&b);
 }

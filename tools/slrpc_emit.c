@@ -27,10 +27,7 @@ char *sl_emit_strf(const char *fmt, ...) {
   return sl_emit_take(&e);
 }
 
-char *sl_emit_take(sl_emit *e) {
-  char *s = sl_buf_detach(e, NULL);
-  return s != NULL ? s : sl_xstrdup("");
-}
+char *sl_emit_take(sl_emit *e) { return sl_buf_detach_str(e); }
 
 void sl_emit_release(sl_emit *e) { sl_buf_release(e); }
 
