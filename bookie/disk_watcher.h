@@ -39,7 +39,9 @@ typedef struct sl_disk_watcher_opts {
   void *arg;
 } sl_disk_watcher_opts;
 
-#define SL_DISK_WATCHER_OPTS_INIT {NULL, 95.0, 90.0, 0, 1000, NULL, NULL}
+#define SL_DISK_WATCHER_OPTS_INIT                                          \
+  {.dir = NULL, .high_pct = 95.0, .low_pct = 90.0, .limit_bytes = 0,       \
+   .interval_ms = 1000, .on_change = NULL, .arg = NULL}
 
 typedef struct sl_disk_usage {
   uint64_t total_bytes;

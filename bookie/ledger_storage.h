@@ -69,7 +69,8 @@ typedef struct sl_ledger_entry {
   void (*free_)(void *); /* releases base_ */
 } sl_ledger_entry;
 
-#define SL_LEDGER_ENTRY_INIT {NULL, 0, 0, NULL, NULL}
+#define SL_LEDGER_ENTRY_INIT \
+  {.payload = NULL, .len = 0, .crc = 0, .base_ = NULL, .free_ = NULL}
 
 /* Frees what a successful get_entry returned; safe on an INIT entry. */
 void sl_ledger_entry_release(sl_ledger_entry *e);
@@ -140,7 +141,9 @@ typedef struct sl_ledger_storage_leveldb_opts {
   bool compress;             /* snappy; off by default: payloads are opaque */
 } sl_ledger_storage_leveldb_opts;
 
-#define SL_LEDGER_STORAGE_LEVELDB_OPTS_INIT {32u << 20, 64u << 20, 64u << 20, false}
+#define SL_LEDGER_STORAGE_LEVELDB_OPTS_INIT                               \
+  {.cache_bytes = 32u << 20, .write_buffer_bytes = 64u << 20,           \
+   .max_file_bytes = 64u << 20, .compress = false}
 
 /*
  * Opens (creating if missing) a leveldb database at `path` (borrowed).

@@ -15,7 +15,7 @@ typedef struct sl_ledger_table {
   size_t count;
 } sl_ledger_table;
 
-#define SL_LEDGER_TABLE_INIT {NULL, NULL, 0, 0}
+#define SL_LEDGER_TABLE_INIT {.keys = NULL, .vals = NULL, .cap = 0, .count = 0}
 
 /* Frees the table's arrays (not the values). */
 void sl_ledger_table_release(sl_ledger_table *t);

@@ -407,7 +407,7 @@ static void test_service__fence_and_fencing_read(void **state) {
   fr.ledger_id = 11;
   fr.epoch = 1;
   Sluice__V1__FenceResponse *fresp = NULL;
-  assert_int_equal(sl_bookie_service_fence(f->ch, &fr, &fresp, NULL, &err), SL_EPRECOND);
+  assert_int_equal(sl_bookie_service_fence(f->ch, &fr, &fresp, NULL, &err), SL_EFENCED);
   assert_non_null(strstr(err.msg, "stale epoch"));
   fr.epoch = 3;
   assert_int_equal(sl_bookie_service_fence(f->ch, &fr, &fresp, NULL, &err), SL_OK);

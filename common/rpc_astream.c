@@ -33,9 +33,7 @@
  *   5. The call stays tracked on the channel while any batch is in flight
  *      (batches > 0) or on_done has not run (channel invariant 1).
  */
-#include <grpc/support/time.h>
 #include <stdatomic.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -143,7 +141,7 @@ static void run_done(void *arg) {
   else if (cancelled && s->code == GRPC_STATUS_CANCELLED)
     st = sl_err_set(&err, SL_ECANCELED, "%s: stream cancelled", s->m->path);
   else
-    st = sl_rpc_client_status(s->m, s->code, s->details, &s->trailing, &err);
+    st = sl_rpc_client_status(s->m, s->code, &s->trailing, s->details, &err);
   if (s->h.on_done != NULL) s->h.on_done(s, st, st == SL_OK ? "" : err.msg, s->arg);
   pthread_mutex_lock(&s->lock);
   s->done_ran = true;

@@ -65,9 +65,10 @@ typedef struct sl_rpc_astream_handler {
   void (*on_release)(void *arg);
 } sl_rpc_astream_handler;
 
-/* Opens a stream of method m (any streaming kind). For server-streaming
- * methods `first` is the request (packed before return); for client/bidi it
- * must be NULL. `h` is copied; `arg` is retained until on_release.
+/* Opens a stream of method m. For server-streaming methods `first` is the
+ * request (packed before return); for client/bidi it must be NULL. (A unary
+ * method with `first` as its request also works: one on_message, then
+ * on_done; sl_rpc_unary_start() is built on that.) `h` is copied; `arg` is retained until on_release.
  * opts may be NULL (no deadline, private serial, queue of 64). *out holds
  * one reference owned by the caller. On failure no callback runs. */
 sl_status sl_rpc_astream_open(sl_rpc_channel *ch, const sl_rpc_method *m,

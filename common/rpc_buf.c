@@ -22,24 +22,36 @@ sl_status sl_rpc_buf_pack(const ProtobufCMessage *msg, size_t max_bytes,
   return SL_OK;
 }
 
+/* Unpacks `len` bytes at `data`. */
+static sl_status unpack_bytes(const ProtobufCMessageDescriptor *desc, size_t len,
+                              const uint8_t *data, ProtobufCMessage **out, sl_err *err) {
+  ProtobufCMessage *msg = protobuf_c_message_unpack(desc, NULL, len, data);
+  if (msg == NULL)
+    return sl_err_set(err, SL_EINVAL, "%s: malformed message (%zu bytes)", desc->name, len);
+  *out = msg;
+  return SL_OK;
+}
+
 sl_status sl_rpc_buf_unpack(const ProtobufCMessageDescriptor *desc,
                             grpc_byte_buffer *bb, ProtobufCMessage **out,
                             sl_err *err) {
   grpc_byte_buffer_reader reader;
   *out = NULL;
+  /* The common case, one uncompressed slice, needs no gathering copy (a
+   * 64 KiB message costs one memcpy less on each side). */
+  if (bb->type == GRPC_BB_RAW && bb->data.raw.compression == GRPC_COMPRESS_NONE &&
+      bb->data.raw.slice_buffer.count == 1) {
+    grpc_slice one = bb->data.raw.slice_buffer.slices[0];
+    return unpack_bytes(desc, GRPC_SLICE_LENGTH(one), GRPC_SLICE_START_PTR(one), out, err);
+  }
   /* Fails only when a compressed buffer does not decompress. */
   if (!grpc_byte_buffer_reader_init(&reader, bb))
     return sl_err_set(err, SL_EINVAL, "%s: cannot decompress message", desc->name);
   grpc_slice all = grpc_byte_buffer_reader_readall(&reader);
   grpc_byte_buffer_reader_destroy(&reader);
-  ProtobufCMessage *msg = protobuf_c_message_unpack(
-      desc, NULL, GRPC_SLICE_LENGTH(all), GRPC_SLICE_START_PTR(all));
-  size_t len = GRPC_SLICE_LENGTH(all);
+  sl_status st = unpack_bytes(desc, GRPC_SLICE_LENGTH(all), GRPC_SLICE_START_PTR(all), out, err);
   grpc_slice_unref(all);
-  if (msg == NULL)
-    return sl_err_set(err, SL_EINVAL, "%s: malformed message (%zu bytes)", desc->name, len);
-  *out = msg;
-  return SL_OK;
+  return st;
 }
 
 void sl_rpc_args_add_int(sl_rpc_args *s, const char *key, int value) {

@@ -31,6 +31,7 @@
 
 #include "common/log.h"
 #include "common/rpc_client_int.h"
+#include "common/rpc_status.h"
 
 /* ---- helpers shared with rpc_astream.c and rpc_client_stream.c ---- */
 
@@ -62,10 +63,9 @@ grpc_call *sl_rpc_client_call(sl_rpc_channel *ch, const sl_rpc_method *m,
 }
 
 sl_status sl_rpc_client_status(const sl_rpc_method *m, grpc_status_code code,
-                               grpc_slice details, const grpc_metadata_array *trailing,
+                               const grpc_metadata_array *trailing, grpc_slice details,
                                sl_err *err) {
-  (void)trailing; /* the exact sl_status travels here (branch `shared`) */
-  sl_status st = sl_status_from_grpc(code);
+  sl_status st = sl_rpc_status_decode(code, trailing);
   if (st == SL_OK) return SL_OK;
   if (GRPC_SLICE_LENGTH(details) == 0)
     return sl_err_set(err, st, "%s: %s", m->path, sl_status_str(st));
@@ -92,10 +92,10 @@ void sl_rpc_client_cq_destroy(grpc_completion_queue *cq) {
 
 /* Turns a finished unary call into (status, response). */
 static sl_status unary_result(const sl_rpc_method *m, grpc_status_code code,
-                              grpc_slice details, const grpc_metadata_array *trailing,
+                              const grpc_metadata_array *trailing, grpc_slice details,
                               grpc_byte_buffer *bb, ProtobufCMessage **resp, sl_err *err) {
   *resp = NULL;
-  sl_status st = sl_rpc_client_status(m, code, details, trailing, err);
+  sl_status st = sl_rpc_client_status(m, code, trailing, details, err);
   if (st != SL_OK) return st;
   if (bb == NULL) return sl_err_set(err, SL_EINTERNAL, "%s: no response message", m->path);
   st = sl_rpc_buf_unpack(m->response, bb, resp, err);
@@ -421,7 +421,7 @@ sl_status sl_rpc_unary(sl_rpc_channel *ch, const sl_rpc_method *m,
   }
   grpc_event ev = grpc_completion_queue_pluck(cq, &ops[0], gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
   SL_ASSERT(ev.type == GRPC_OP_COMPLETE);
-  st = unary_result(m, code, details, &trailing, recv_bb, resp, err);
+  st = unary_result(m, code, &trailing, details, recv_bb, resp, err);
 
 out_unref_call:
   grpc_call_unref(call);

@@ -59,11 +59,12 @@ sl_status sl_rpc_client_track(sl_rpc_channel *ch, sl_rpc_tracked *t, const sl_rp
 /* Unlists t; the caller unrefs t->call afterwards. */
 void sl_rpc_client_untrack(sl_rpc_channel *ch, sl_rpc_tracked *t);
 
-/* The single place where a finished client call becomes an sl_status:
- * from the trailing metadata (may be NULL) and the gRPC code; fills err
- * with the details, or "<path>: <status text>" when there are none. */
+/* The single place where a finished client call becomes an sl_status: the
+ * exact code the server raised, from the trailing metadata (rpc_status.h;
+ * may be NULL), else the gRPC code; fills err with the details, or
+ * "<path>: <status text>" when there are none. */
 sl_status sl_rpc_client_status(const sl_rpc_method *m, grpc_status_code code,
-                               grpc_slice details, const grpc_metadata_array *trailing,
+                               const grpc_metadata_array *trailing, grpc_slice details,
                                sl_err *err);
 
 /* Checks that msg is a `want` message and packs it within the channel's

@@ -92,7 +92,7 @@ static sl_status final_status(sl_rpc_stream *s, bool wait, sl_err *err) {
                       s->m->path);
   if (atomic_load(&s->cancelled) && s->code == GRPC_STATUS_CANCELLED)
     return sl_err_set(err, SL_ECANCELED, "%s: stream cancelled", s->m->path);
-  return sl_rpc_client_status(s->m, s->code, s->details, &s->trailing, err);
+  return sl_rpc_client_status(s->m, s->code, &s->trailing, s->details, err);
 }
 
 static bool status_known(sl_rpc_stream *s) {

@@ -164,12 +164,12 @@ static void test_rpc_client__client_streaming(void **state) {
   sl_status st = SL_OK;
   for (int i = 0; i < 1000 && st == SL_OK; i++) st = sl_rpc_stream_send(s, &req.base, 5000, &err);
   /* The sender learns that the stream is over; the receiver gets why. */
-  assert_true(st == SL_ECANCELED || st == SL_EPRECOND);
+  assert_true(st == SL_ECANCELED || st == SL_EFENCED);
   ProtobufCMessage *none = NULL;
-  assert_int_equal(sl_rpc_stream_recv(s, &none, 5000, &err), SL_EPRECOND); /* FAILED_PRECONDITION */
+  assert_int_equal(sl_rpc_stream_recv(s, &none, 5000, &err), SL_EFENCED); /* exact, not FAILED_PRECONDITION */
   assert_null(none);
   assert_string_equal(err.msg, "echo: failing as asked");
-  assert_int_equal(sl_rpc_stream_send(s, &req.base, 5000, &err), SL_EPRECOND);
+  assert_int_equal(sl_rpc_stream_send(s, &req.base, 5000, &err), SL_EFENCED);
   sl_rpc_stream_destroy(s);
   sl_echo_fx_stop(&fx);
 }

@@ -43,6 +43,7 @@
 
 #include "common/log.h"
 #include "common/rpc_server_int.h"
+#include "common/rpc_status.h"
 
 typedef struct arena_chunk {
   struct arena_chunk *next;
@@ -65,6 +66,7 @@ struct sl_rpc_call {
   grpc_metadata_array md;    /* client metadata; slices owned by `call` */
   ProtobufCMessage *req;     /* decoded request (unary, server streaming) */
   void *user;
+  void (*user_destroy)(void *user); /* runs at the last unref */
   atomic_int refs;
   bool started;              /* on_start ran, so on_done must run */
 
@@ -82,6 +84,7 @@ struct sl_rpc_call {
   grpc_byte_buffer *inflight; /* message of the send batch in flight */
   grpc_byte_buffer *final_msg;
   grpc_status_code final_code;
+  const grpc_metadata *final_trailer; /* sl-status entry or NULL (rpc_status.h) */
   grpc_slice final_details;
   grpc_byte_buffer *recv_bb;
   int cancelled;             /* RECV_CLOSE_ON_SERVER output */
@@ -95,6 +98,8 @@ struct sl_rpc_call {
 static void release(sl_rpc_call *c) {
   sl_rpc_server *srv = c->srv;
   SL_ASSERT(!c->sending && !c->reading);
+  /* First: the handler's state may point into the arena or the request. */
+  if (c->user_destroy != NULL) c->user_destroy(c->user);
   while (c->q_head != NULL) {
     queued_msg *m = c->q_head;
     c->q_head = m->next;
@@ -179,6 +184,8 @@ static void pump_locked(sl_rpc_call *c) {
     count_end_locked(c, c->final_code); /* before gRPC can deliver it */
     ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
     ops[n].data.send_status_from_server.status = c->final_code;
+    ops[n].data.send_status_from_server.trailing_metadata_count = c->final_trailer ? 1 : 0;
+    ops[n].data.send_status_from_server.trailing_metadata = (grpc_metadata *)c->final_trailer;
     ops[n++].data.send_status_from_server.status_details = &c->final_details;
     c->sending_final = true;
   }
@@ -280,6 +287,7 @@ sl_status sl_rpc_call_finish(sl_rpc_call *c, sl_status st, const char *message,
   c->finished = true;
   c->final_msg = bb;
   c->final_code = (grpc_status_code)sl_status_to_grpc(st);
+  c->final_trailer = sl_rpc_status_encode(st);
   c->final_details = message != NULL ? grpc_slice_from_copied_string(message)
                      : st != SL_OK   ? grpc_slice_from_copied_string(sl_status_str(st))
                                      : grpc_empty_slice();
@@ -458,6 +466,11 @@ const sl_rpc_method *sl_rpc_call_method(const sl_rpc_call *c) {
 }
 
 void sl_rpc_call_set_user(sl_rpc_call *c, void *user) { c->user = user; }
+
+void sl_rpc_call_set_user_destroy(sl_rpc_call *c, void *user, void (*destroy)(void *user)) {
+  c->user = user;
+  c->user_destroy = destroy;
+}
 void *sl_rpc_call_user(const sl_rpc_call *c) { return c->user; }
 
 void *sl_rpc_call_alloc(sl_rpc_call *c, size_t n) {

@@ -395,6 +395,90 @@ static void test_rpc_server__handler_answers_from_another_thread(void **state) {
   sl_rpc_server_destroy(srv);
 }
 
+/* ---- user-state destructor at the last unref ---- */
+
+typedef struct held {
+  _Atomic(sl_rpc_call *) call;
+  atomic_int done_seen;    /* on_done ran */
+  atomic_int destroyed;    /* the destructor ran */
+  atomic_int done_at_destroy;
+} held;
+
+typedef struct held_state {
+  held *h;
+  char *buf; /* malloc'd: ASan reports it if the destructor never runs */
+} held_state;
+
+static void held_destroy(void *user) {
+  held_state *hs = user;
+  atomic_store(&hs->h->done_at_destroy, atomic_load(&hs->h->done_seen));
+  atomic_fetch_add(&hs->h->destroyed, 1);
+  free(hs->buf);
+  free(hs);
+}
+
+static void held_start(sl_rpc_call *call, const ProtobufCMessage *req, void *ctx) {
+  (void)req;
+  held *h = ctx;
+  held_state *hs = calloc(1, sizeof(*hs));
+  hs->h = h;
+  hs->buf = malloc(64);
+  sl_rpc_call_set_user_destroy(call, hs, held_destroy);
+  sl_rpc_call_ref(call); /* "another thread" (the test) still holds it */
+  atomic_store(&h->call, call);
+}
+
+static void held_done(sl_rpc_call *call, bool cancelled, void *ctx) {
+  (void)cancelled;
+  held *h = ctx;
+  held_state *hs = sl_rpc_call_user(call);
+  assert_ptr_equal(hs->h, h); /* state still there in on_done */
+  atomic_store(&h->done_seen, 1);
+}
+
+static void test_rpc_server__user_destroy_runs_at_last_unref(void **state) {
+  (void)state;
+  sl_err err = SL_ERR_INIT;
+  sl_rpc_server *srv;
+  sl_rpc_server_opts so = {.addr = "127.0.0.1:0", .n_threads = 1};
+  assert_int_equal(sl_rpc_server_create(&so, &srv, &err), SL_OK);
+  held *h = sl_rpc_server_alloc(srv, sizeof(*h));
+  sl_rpc_handler hd = {.on_start = held_start, .on_done = held_done, .ctx = h};
+  assert_int_equal(sl_rpc_server_add_method(srv, &sl_echo_unary, &hd, &err), SL_OK);
+  assert_int_equal(sl_rpc_server_start(srv, &err), SL_OK);
+  char target[64];
+  snprintf(target, sizeof(target), "127.0.0.1:%d", sl_rpc_server_port(srv));
+  sl_rpc_channel *ch;
+  sl_rpc_channel_opts co = {.target = target};
+  assert_int_equal(sl_rpc_channel_create(&co, &ch, &err), SL_OK);
+  echo_req req = SLUICE__TEST__ECHO_REQUEST__INIT;
+  ProtobufCMessage *resp = NULL;
+  sl_rpc_call_opts o = {.timeout_ms = 200}; /* the handler never answers */
+  assert_int_equal(sl_rpc_unary(ch, &sl_echo_unary, &req.base, &resp, &o, &err), SL_ETIMEDOUT);
+  int64_t t0 = sl_echo_fx_now_ms();
+  while (atomic_load(&h->done_seen) == 0 && sl_echo_fx_now_ms() - t0 < 5000) {
+    struct timespec ms = {0, 1000000};
+    nanosleep(&ms, NULL);
+  }
+  /* on_done ran, but our reference keeps the state alive. */
+  assert_int_equal(atomic_load(&h->done_seen), 1);
+  assert_int_equal(atomic_load(&h->destroyed), 0);
+  sl_rpc_call *call = atomic_load(&h->call);
+  held_state *hs = sl_rpc_call_user(call);
+  assert_ptr_equal(hs->h, h);
+  /* Ours or the runtime's (just after on_done) is the last; either way the
+   * destructor runs once, after on_done. */
+  sl_rpc_call_unref(call);
+  while (atomic_load(&h->destroyed) == 0 && sl_echo_fx_now_ms() - t0 < 5000) {
+    struct timespec ms = {0, 1000000};
+    nanosleep(&ms, NULL);
+  }
+  assert_int_equal(atomic_load(&h->destroyed), 1);
+  assert_int_equal(atomic_load(&h->done_at_destroy), 1);
+  sl_rpc_channel_destroy(ch);
+  sl_rpc_server_destroy(srv);
+}
+
 /* ---- shutdown ---- */
 
 static void test_rpc_server__shutdown_with_open_streams_is_quick(void **state) {
@@ -758,6 +842,7 @@ int main(void) {
       cmocka_unit_test(test_rpc_server__slow_reader_gets_backpressure),
       cmocka_unit_test(test_rpc_server__paused_reads_push_back_on_client),
       cmocka_unit_test(test_rpc_server__handler_answers_from_another_thread),
+      cmocka_unit_test(test_rpc_server__user_destroy_runs_at_last_unref),
       cmocka_unit_test(test_rpc_server__shutdown_with_open_streams_is_quick),
       cmocka_unit_test(test_rpc_server__destroy_unstarted_and_null),
       cmocka_unit_test(test_rpc_server__rejects_bad_setup),

@@ -7,7 +7,7 @@
 
 const char *sl_status_str(sl_status st) {
   switch (st) {
-#define SL_STATUS_STR_(name, value, grpc, text) \
+#define SL_STATUS_STR_(name, value, grpc, proto, text) \
   case name:                                    \
     return text;
     SL_STATUS_MAP(SL_STATUS_STR_)
@@ -18,7 +18,7 @@ const char *sl_status_str(sl_status st) {
 
 int sl_status_to_grpc(sl_status st) {
   switch (st) {
-#define SL_STATUS_GRPC_(name, value, grpc, text) \
+#define SL_STATUS_GRPC_(name, value, grpc, proto, text) \
   case name:                                     \
     return grpc;
     SL_STATUS_MAP(SL_STATUS_GRPC_)

@@ -3,8 +3,10 @@
  *
  * Every fallible call returns an sl_status (0 is OK, failures are negative)
  * and hands results back through out-parameters. The list below is the only
- * place a code is defined; it also yields sl_status_str() and, in status.c,
- * the single mapping to and from gRPC status codes.
+ * place a code is defined; it also yields sl_status_str(), in status.c the
+ * single mapping to and from gRPC status codes, and the proto enum
+ * sluice.v1.Status that per-item responses carry. Across an RPC the exact
+ * code travels beside the gRPC code (rpc_status.h).
  */
 #ifndef SL_COMMON_STATUS_H
 #define SL_COMMON_STATUS_H
@@ -12,38 +14,41 @@
 #include <stdarg.h>
 #include <stddef.h>
 
-/* X(name, value, grpc code, text) */
-#define SL_STATUS_MAP(X)                                                      \
-  X(SL_OK, 0, GRPC_STATUS_OK, "ok")                                           \
-  X(SL_EINVAL, -1, GRPC_STATUS_INVALID_ARGUMENT, "invalid argument")          \
-  X(SL_ENOTFOUND, -2, GRPC_STATUS_NOT_FOUND, "not found")                     \
-  X(SL_EEXIST, -3, GRPC_STATUS_ALREADY_EXISTS, "already exists")              \
-  X(SL_EPRECOND, -4, GRPC_STATUS_FAILED_PRECONDITION, "failed precondition")  \
-  X(SL_EFENCED, -5, GRPC_STATUS_FAILED_PRECONDITION, "fenced")                \
-  X(SL_EREADONLY, -6, GRPC_STATUS_FAILED_PRECONDITION, "read-only")           \
-  X(SL_EVERSION, -7, GRPC_STATUS_ABORTED, "version mismatch")                 \
-  X(SL_EUNAVAIL, -8, GRPC_STATUS_UNAVAILABLE, "unavailable")                  \
-  X(SL_ETIMEDOUT, -9, GRPC_STATUS_DEADLINE_EXCEEDED, "deadline exceeded")     \
-  X(SL_ECANCELED, -10, GRPC_STATUS_CANCELLED, "cancelled")                    \
-  X(SL_ENOMEM, -11, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory")          \
-  X(SL_ETOOBIG, -12, GRPC_STATUS_RESOURCE_EXHAUSTED, "too large")             \
-  X(SL_EBUSY, -13, GRPC_STATUS_RESOURCE_EXHAUSTED, "busy, try again")         \
-  X(SL_EIO, -14, GRPC_STATUS_INTERNAL, "i/o error")                           \
-  X(SL_ECORRUPT, -15, GRPC_STATUS_DATA_LOSS, "data corrupted")                \
-  X(SL_EUNIMPL, -16, GRPC_STATUS_UNIMPLEMENTED, "not implemented")            \
-  X(SL_EPERM, -17, GRPC_STATUS_PERMISSION_DENIED, "permission denied")        \
-  X(SL_EUNAUTH, -18, GRPC_STATUS_UNAUTHENTICATED, "unauthenticated")          \
-  X(SL_ERANGE, -19, GRPC_STATUS_OUT_OF_RANGE, "out of range")                 \
-  X(SL_EREDIRECT, -20, GRPC_STATUS_FAILED_PRECONDITION, "not the owner")      \
-  X(SL_EINTERNAL, -21, GRPC_STATUS_INTERNAL, "internal error")              \
-  X(SL_ESTALE_EPOCH, -22, GRPC_STATUS_FAILED_PRECONDITION, "stale epoch")    \
-  X(SL_ECONFLICT, -23, GRPC_STATUS_FAILED_PRECONDITION, "entry conflict")    \
-  X(SL_EBADCRC, -24, GRPC_STATUS_DATA_LOSS, "bad checksum")                  \
-  X(SL_EFAILED, -25, GRPC_STATUS_UNAVAILABLE, "node failed, needs a restart") \
-  X(SL_EDELETED, -26, GRPC_STATUS_NOT_FOUND, "deleted")
+/* X(name, value, grpc code, proto, text). `proto` names the value of the
+ * enum sluice.v1.Status (proto/common.proto) that mirrors this code:
+ * STATUS_<proto> = -value. common/status_test.c checks that the two lists
+ * agree, so add a code to both or the build's tests fail. */
+#define SL_STATUS_MAP(X)                                                                     \
+  X(SL_OK, 0, GRPC_STATUS_OK, OK, "ok")                                                     \
+  X(SL_EINVAL, -1, GRPC_STATUS_INVALID_ARGUMENT, INVALID, "invalid argument")               \
+  X(SL_ENOTFOUND, -2, GRPC_STATUS_NOT_FOUND, NOT_FOUND, "not found")                        \
+  X(SL_EEXIST, -3, GRPC_STATUS_ALREADY_EXISTS, EXISTS, "already exists")                    \
+  X(SL_EPRECOND, -4, GRPC_STATUS_FAILED_PRECONDITION, PRECONDITION, "failed precondition")  \
+  X(SL_EFENCED, -5, GRPC_STATUS_FAILED_PRECONDITION, FENCED, "fenced")                      \
+  X(SL_EREADONLY, -6, GRPC_STATUS_FAILED_PRECONDITION, READ_ONLY, "read-only")              \
+  X(SL_EVERSION, -7, GRPC_STATUS_ABORTED, VERSION, "version mismatch")                      \
+  X(SL_EUNAVAIL, -8, GRPC_STATUS_UNAVAILABLE, UNAVAILABLE, "unavailable")                   \
+  X(SL_ETIMEDOUT, -9, GRPC_STATUS_DEADLINE_EXCEEDED, TIMED_OUT, "deadline exceeded")        \
+  X(SL_ECANCELED, -10, GRPC_STATUS_CANCELLED, CANCELLED, "cancelled")                       \
+  X(SL_ENOMEM, -11, GRPC_STATUS_RESOURCE_EXHAUSTED, NO_MEMORY, "out of memory")             \
+  X(SL_ETOOBIG, -12, GRPC_STATUS_RESOURCE_EXHAUSTED, TOO_LARGE, "too large")                \
+  X(SL_EBUSY, -13, GRPC_STATUS_RESOURCE_EXHAUSTED, BUSY, "busy, try again")                 \
+  X(SL_EIO, -14, GRPC_STATUS_INTERNAL, IO, "i/o error")                                     \
+  X(SL_ECORRUPT, -15, GRPC_STATUS_DATA_LOSS, CORRUPT, "data corrupted")                     \
+  X(SL_EUNIMPL, -16, GRPC_STATUS_UNIMPLEMENTED, UNIMPLEMENTED, "not implemented")           \
+  X(SL_EPERM, -17, GRPC_STATUS_PERMISSION_DENIED, WRONG_PASSWORD, "permission denied")      \
+  X(SL_EUNAUTH, -18, GRPC_STATUS_UNAUTHENTICATED, UNAUTHENTICATED, "unauthenticated")       \
+  X(SL_ERANGE, -19, GRPC_STATUS_OUT_OF_RANGE, OUT_OF_RANGE, "out of range")                 \
+  X(SL_EREDIRECT, -20, GRPC_STATUS_FAILED_PRECONDITION, REDIRECT, "not the owner")          \
+  X(SL_EINTERNAL, -21, GRPC_STATUS_INTERNAL, INTERNAL, "internal error")                    \
+  X(SL_ESTALE_EPOCH, -22, GRPC_STATUS_FAILED_PRECONDITION, STALE_EPOCH, "stale epoch")      \
+  X(SL_ECONFLICT, -23, GRPC_STATUS_FAILED_PRECONDITION, CONFLICT, "entry conflict")         \
+  X(SL_EBADCRC, -24, GRPC_STATUS_DATA_LOSS, BAD_CHECKSUM, "bad checksum")                   \
+  X(SL_EFAILED, -25, GRPC_STATUS_UNAVAILABLE, FAILED, "node failed, needs a restart")       \
+  X(SL_EDELETED, -26, GRPC_STATUS_NOT_FOUND, DELETED, "deleted")
 
 typedef enum sl_status {
-#define SL_STATUS_ENUM_(name, value, grpc, text) name = value,
+#define SL_STATUS_ENUM_(name, value, grpc, proto, text) name = value,
   SL_STATUS_MAP(SL_STATUS_ENUM_)
 #undef SL_STATUS_ENUM_
 } sl_status;
@@ -54,7 +59,9 @@ const char *sl_status_str(sl_status st);
 /* The gRPC status code (grpc_status_code as int) for a code. */
 int sl_status_to_grpc(sl_status st);
 
-/* The closest sl_status for a gRPC status code received from a peer. */
+/* The closest sl_status for a gRPC status code alone (several codes share
+ * one gRPC code; rpc_status.h recovers the exact one from a Sluice server).
+ * Unknown codes give SL_EINTERNAL. */
 sl_status sl_status_from_grpc(int grpc_code);
 
 /*

@@ -41,7 +41,7 @@
  *         could turn our own successful CAS into a reported conflict.
  *      4. etcd's "no leader" (code 14) is refused before proposing, so it is
  *         retried for writes too; other code 14 errors only for reads.
- *  - Errors from etcd map through sl_etcd_status_for_code and the message
+ *  - Errors from etcd map through sl_status_from_grpc and the message
  *    names the call and key: `etcd put "/sluice/a": etcdserver: requested
  *    lease not found (code 5)`.
  *
@@ -68,7 +68,7 @@ typedef struct sl_etcd_opts {
                              until the deadline); >= 0 */
 } sl_etcd_opts;
 
-#define SL_ETCD_OPTS_INIT {5000, 1000, 500}
+#define SL_ETCD_OPTS_INIT {.timeout_ms = 5000, .connect_timeout_ms = 1000, .down_ms = 500}
 
 /* `deadline_ms` of the calls below: an absolute time on the CLOCK_MONOTONIC
  * clock in milliseconds (sl_etcd_now_ms), by which the call must end even

@@ -98,22 +98,6 @@ void sl_etcd_json_add_int64(cJSON *obj, const char *name, int64_t v) {
 
 /* ---- reply parsing helpers ---- */
 
-sl_status sl_etcd_status_for_code(int code) {
-  switch (code) {
-    case 3: return SL_EINVAL;       /* INVALID_ARGUMENT */
-    case 4: return SL_ETIMEDOUT;    /* DEADLINE_EXCEEDED */
-    case 5: return SL_ENOTFOUND;    /* NOT_FOUND (lease) */
-    case 8: return SL_EBUSY;        /* RESOURCE_EXHAUSTED (quota, rate) */
-    case 9: return SL_EPRECOND;     /* FAILED_PRECONDITION */
-    case 11: return SL_ERANGE;      /* OUT_OF_RANGE (compacted, future rev) */
-    case 14: return SL_EUNAVAIL;    /* UNAVAILABLE (no leader, timeout) */
-    case 16: return SL_EUNAUTH;     /* UNAUTHENTICATED */
-    case 7: return SL_EPERM;        /* PERMISSION_DENIED */
-    case 1: return SL_ECANCELED;
-    default: return SL_EINTERNAL;
-  }
-}
-
 static sl_status bad(sl_err *err, const char *what, const char *field,
                      const char *problem) {
   return sl_err_set(err, SL_EINTERNAL, "etcd %s: reply field %s: %s", what,
@@ -213,8 +197,9 @@ static sl_status error_reply(const cJSON *root, const cJSON *error, const char *
            code->valuedouble <= 64) ? (int)code->valuedouble : 2;
   const char *text = (cJSON_IsString(msg) && msg->valuestring != NULL)
                          ? msg->valuestring : "(no message)";
-  return sl_err_set(err, sl_etcd_status_for_code(c), "etcd %s: %s (code %d)",
-                    what, text, c);
+  sl_status st = sl_status_from_grpc(c);
+  if (st == SL_OK) st = SL_EINTERNAL; /* an error reply must not read as OK */
+  return sl_err_set(err, st, "etcd %s: %s (code %d)", what, text, c);
 }
 
 /* A short printable copy of untrusted bytes, for error messages. */

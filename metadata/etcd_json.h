@@ -7,7 +7,7 @@
  * message saying which field was wrong. They never crash; a libFuzzer target
  * (metadata/fuzz/etcd_parse_fuzz.c) holds them to that.
  *
- * Gateway conventions these functions handle (see /work/shared/FACTS.md):
+ * Gateway conventions these functions handle (as etcd 3.4's gateway behaves):
  *  - keys and values are standard base64 with padding;
  *  - int64 fields (revisions, lease ids, TTLs, counts) are JSON strings.
  *    They are parsed with strtoll, never through a double: a lease id that
@@ -19,7 +19,7 @@
  *    stream, {"error":{"grpc_code","http_code","message","http_status"}}.
  *
  * Statuses from the parsers: SL_OK; the mapped status of an etcd error reply
- * (see sl_etcd_status_for_code); SL_EINTERNAL for a reply that is not what
+ * (its gRPC code through sl_status_from_grpc, the one map); SL_EINTERNAL for a reply that is not what
  * etcd sends ("etcd reply: kvs[0].key: not valid base64").
  */
 #ifndef SL_METADATA_ETCD_JSON_H
@@ -128,9 +128,6 @@ typedef struct sl_etcd_watch_reply {
   sl_etcd_event *events;
   size_t n;
 } sl_etcd_watch_reply;
-
-/* The sl_status for an etcd/gRPC error code (14 -> SL_EUNAVAIL, ...). */
-sl_status sl_etcd_status_for_code(int code);
 
 /*
  * Each parser reads `len` bytes of `body` (need not be NUL-terminated) into

@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include "tests/metadata_util.h"
+#include "common/testing.h"
 
 static Sluice__V1__ListBrokersResponse *list_brokers(sl_rpc_channel *ch) {
   Sluice__V1__ListBrokersRequest req = SLUICE__V1__LIST_BROKERS_REQUEST__INIT;
@@ -136,7 +137,7 @@ static void test_md_sessions__lapse_removes_registration(void **state) {
   int64_t s = mdt_open_broker(l->ch, "short", 2);
   long long t0 = mdt_now_ms(), gone_at = 0;
   /* Poll until the registration disappears (TTL 2 s, lapse by TTL + 1 s). */
-  while (mdt_now_ms() - t0 < 5000) {
+  while (mdt_now_ms() - t0 < sl_test_scaled_ms(5000)) {
     Sluice__V1__ListBrokersResponse *lb = list_brokers(l->ch);
     size_t n = lb->n_brokers;
     protobuf_c_message_free_unpacked(&lb->base, NULL);
@@ -148,7 +149,7 @@ static void test_md_sessions__lapse_removes_registration(void **state) {
     nanosleep(&ts, NULL);
   }
   assert_true(gone_at > 0);
-  assert_true(gone_at - t0 <= 3000 + 500);
+  assert_true(gone_at - t0 <= 3000 + sl_test_scaled_ms(500));
   mdt_expect(keep_alive(l->ch, s, NULL, &err), SL_ENOTFOUND, &err);
 }
 

@@ -74,7 +74,9 @@ typedef struct sl_md_service_opts {
                                  stream ends with RESOURCE_EXHAUSTED */
 } sl_md_service_opts;
 
-#define SL_MD_SERVICE_OPTS_INIT {NULL, 5, 300, 1000, 16384}
+#define SL_MD_SERVICE_OPTS_INIT                                              \
+  {.store = NULL, .default_ttl_s = 5, .max_ttl_s = 300, .ledger_id_block = 1000, \
+   .watch_buffer = 16384}
 
 /* Checks opts and creates the service. SL_EINVAL for bad opts. */
 sl_status sl_md_service_create(const sl_md_service_opts *opts,

@@ -86,7 +86,9 @@ typedef struct sl_store_opts {
                              "Fail fast"); 0 = retry until the deadline */
 } sl_store_opts;
 
-#define SL_STORE_OPTS_INIT {5000, 1000, true, 100000, 500}
+#define SL_STORE_OPTS_INIT                                            \
+  {.timeout_ms = 5000, .connect_timeout_ms = 1000, .local_sync = true, \
+   .local_history = 100000, .etcd_down_ms = 500}
 
 /* One key-value. key and value are heap buffers, each followed by a NUL
  * byte that is not counted in its length (so text keys print directly). */

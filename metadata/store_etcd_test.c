@@ -21,6 +21,7 @@
 
 #include "metadata/store_conformance.h"
 #include "tests/etcd_proc.h"
+#include "common/testing.h"
 
 #define EXPECT(want, expr)                                                         \
   do {                                                                             \
@@ -195,9 +196,9 @@ static void test_store_etcd__unavailable_then_recovers(void **state) {
         break;
     }
     long long took = sl_store_conf_now_ms() - t0;
-    if (took > timeout + 700) fail_msg("call %d took %lld ms, deadline %d ms", call, took, timeout);
+    if (took > timeout + sl_test_scaled_ms(700)) fail_msg("call %d took %lld ms, deadline %d ms", call, took, timeout);
     if (call < 5) {
-      if (took > 300) fail_msg("call %d took %lld ms with etcd down, want fail-fast", call, took);
+      if (took > sl_test_scaled_ms(300)) fail_msg("call %d took %lld ms with etcd down, want fail-fast", call, took);
       assert_non_null(strstr(err.msg, "all endpoints unreachable"));
     } else {
       assert_true(took >= timeout - 100); /* the watch retried until its deadline */
@@ -220,7 +221,7 @@ static void test_store_etcd__unavailable_then_recovers(void **state) {
   if (st != SL_OK) fail_msg("after restart: %s", sl_err_msg(&err, st));
   long long recovered = sl_store_conf_now_ms() - back;
   print_message("store recovered %lld ms after etcd answered again\n", recovered);
-  assert_true(recovered < 3000);
+  assert_true(recovered < sl_test_scaled_ms(3000));
   assert_string_equal((char *)kv.value, "A");
   sl_store_kv_release(&kv);
   EXPECT(SL_OK, sl_store_put(s, "/a", 2, "C", 1, SL_STORE_REV_ANY, 0, NULL, &err));
@@ -242,13 +243,13 @@ static void test_store_etcd__timeout_when_etcd_hangs(void **state) {
   long long t0 = sl_store_conf_now_ms();
   EXPECT(SL_ETIMEDOUT, sl_store_get(s, "/a", 2, &kv, &err));
   long long took = sl_store_conf_now_ms() - t0;
-  assert_true(took >= timeout - 100 && took < timeout + 700);
+  assert_true(took >= timeout - 100 && took < timeout + sl_test_scaled_ms(700));
   /* A write that may have been sent reports that its outcome is unknown. */
   t0 = sl_store_conf_now_ms();
   EXPECT(SL_ETIMEDOUT, sl_store_put(s, "/a", 2, "B", 1, SL_STORE_REV_ANY, 0, NULL, &err));
   assert_non_null(strstr(err.msg, "outcome unknown"));
   took = sl_store_conf_now_ms() - t0;
-  assert_true(took < timeout + 700);
+  assert_true(took < timeout + sl_test_scaled_ms(700));
   assert_int_equal(kill(e.proc.pid, SIGCONT), 0);
   EXPECT(SL_OK, sl_store_get(s, "/a", 2, &kv, &err));
   sl_store_kv_release(&kv);
@@ -280,7 +281,7 @@ static void test_store_etcd__fail_fast_off_retries_until_deadline(void **state) 
     long long t0 = sl_store_conf_now_ms();
     EXPECT(SL_EUNAVAIL, sl_store_revision(s, &rev, &err));
     long long took = sl_store_conf_now_ms() - t0;
-    assert_true(took >= 350 && took < 1500);
+    assert_true(took >= 350 && took < sl_test_scaled_ms(1500));
     assert_non_null(strstr(err.msg, "unreachable within 400 ms"));
   }
   sl_store_close(s);
@@ -317,7 +318,7 @@ static void test_store_etcd__fail_fast_many_threads(void **state) {
   long long took = sl_store_conf_now_ms() - t0;
   print_message("%d calls on %d threads with etcd down: %lld ms\n", FF_THREADS * FF_CALLS,
                 FF_THREADS, took);
-  assert_true(took < 2000);
+  assert_true(took < sl_test_scaled_ms(2000));
   sl_store_close(s);
 }
 
@@ -341,12 +342,12 @@ static void test_store_etcd__thread_deadline_bounds_calls(void **state) {
   long long t0 = sl_store_conf_now_ms();
   EXPECT(SL_ETIMEDOUT, sl_store_get(s, "/a", 2, &kv, &err));
   long long took = sl_store_conf_now_ms() - t0;
-  assert_true(took >= 250 && took < 1000);
+  assert_true(took >= 250 && took < sl_test_scaled_ms(1000));
   assert_non_null(strstr(err.msg, "caller's deadline"));
   /* Once passed, calls fail without trying. */
   t0 = sl_store_conf_now_ms();
   EXPECT(SL_ETIMEDOUT, sl_store_put(s, "/a", 2, "B", 1, SL_STORE_REV_ANY, 0, NULL, &err));
-  assert_true(sl_store_conf_now_ms() - t0 < 100);
+  assert_true(sl_store_conf_now_ms() - t0 < sl_test_scaled_ms(100));
   assert_non_null(strstr(err.msg, "deadline passed before the call"));
   sl_store_deadline_end(&inner);
   assert_int_equal(kill(e.proc.pid, SIGCONT), 0);

@@ -50,7 +50,10 @@ typedef struct sl_cluster_opts {
   int ready_timeout_ms;     /* per node; 0 = 20 s */
 } sl_cluster_opts;
 
-#define SL_CLUSTER_OPTS_INIT {1, 3, 1, false, "cluster", NULL, NULL, NULL, 0}
+#define SL_CLUSTER_OPTS_INIT                                              \
+  {.metadata = 1, .bookies = 3, .brokers = 1, .local_store = false,       \
+   .name = "cluster", .metadata_args = NULL, .bookie_args = NULL,          \
+   .broker_args = NULL, .ready_timeout_ms = 0}
 
 typedef struct sl_cluster sl_cluster;
 

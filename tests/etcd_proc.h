@@ -27,7 +27,9 @@ typedef struct sl_etcd_proc {
   char endpoint[64];  /* "http://127.0.0.1:<client_port>" */
 } sl_etcd_proc;
 
-#define SL_ETCD_PROC_INIT {SL_PROC_INIT, NULL, 0, 0, {0}}
+#define SL_ETCD_PROC_INIT                                                \
+  {.proc = SL_PROC_INIT, .dir = NULL, .client_port = 0, .peer_port = 0, \
+   .endpoint = {0}}
 
 /*
  * Picks free ports, starts etcd, waits until a kv range answers (up to 30 s).

@@ -31,7 +31,7 @@ typedef struct sl_proc {
   bool exited;     /* true once a started process has been reaped */
 } sl_proc;
 
-#define SL_PROC_INIT {0, 0, false}
+#define SL_PROC_INIT {.pid = 0, .wait_status = 0, .exited = false}
 
 /*
  * Starts argv[0] (an absolute path; no PATH search) with argv, in its own

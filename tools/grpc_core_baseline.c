@@ -22,6 +22,14 @@
  *
  * Prints baseline_unary_seq calls_per_s=... and baseline_stream_seq
  * msgs_per_s=..., each with cpu_us and switches per call or message.
+ *
+ * With --astream W [--streams K], instead the reference for rpc-bench's
+ * async stream rows: K bidi streams (default 1) on one client next-queue
+ * polled by one thread, each keeping W messages unanswered (one
+ * SEND_MESSAGE in flight per stream, the next sent when it completes and
+ * the window allows; one RECV_MESSAGE posted). The server echoes each
+ * message and reads the next only once its echo went out, so flow control,
+ * not memory, absorbs the window. Prints baseline_astream ... msgs_per_s.
  */
 #include <grpc/grpc.h>
 #include <grpc/grpc_security.h>
@@ -130,10 +138,13 @@ static void batch_done(slot *s) {
   if (!atomic_load(&stopping)) post(s);
 }
 
-/* The one bidi stream the benchmark opens: every message is echoed back,
- * one send in flight at a time; the client's half-close gets an OK status.
- * Worker thread 0 only. */
-static struct {
+/* One bidi stream the benchmark opens: every message is echoed back, one
+ * send in flight at a time, and the next message is read only once the
+ * previous echo went out; the client's half-close gets an OK status.
+ * Touched only by the thread of worker `w`. */
+#define MAX_BIDI 8
+typedef struct bidi_srv {
+  worker *w;
   tag req_tag, recv_tag, send_tag, status_tag;
   grpc_call *call;
   gpr_timespec deadline;
@@ -141,76 +152,78 @@ static struct {
   grpc_byte_buffer *recv_bb, *send_bb, *stash;
   bool md_sent, sending, eof, status_started;
   int pending; /* batches in flight */
-} bidi;
+} bidi_srv;
+static bidi_srv bidis[MAX_BIDI];
 
-static void bidi_batch(grpc_op *ops, size_t n, tag *t) {
-  bidi.pending++;
-  if (grpc_call_start_batch(bidi.call, ops, n, t, NULL) != GRPC_CALL_OK)
+static void bidi_batch(bidi_srv *b, grpc_op *ops, size_t n, tag *t) {
+  b->pending++;
+  if (grpc_call_start_batch(b->call, ops, n, t, NULL) != GRPC_CALL_OK)
     die("bidi batch refused");
 }
 
-static void bidi_post_recv(void) {
+static void bidi_post_recv(bidi_srv *b) {
   grpc_op op;
   memset(&op, 0, sizeof(op));
   op.op = GRPC_OP_RECV_MESSAGE;
-  op.data.recv_message.recv_message = &bidi.recv_bb;
-  bidi_batch(&op, 1, &bidi.recv_tag);
+  op.data.recv_message.recv_message = &b->recv_bb;
+  bidi_batch(b, &op, 1, &b->recv_tag);
 }
 
 /* Sends `bb` (taking it), or the status once the client half-closed. */
-static void bidi_send(grpc_byte_buffer *bb) {
+static void bidi_send(bidi_srv *b, grpc_byte_buffer *bb) {
   grpc_op ops[2];
   size_t n = 0;
   memset(ops, 0, sizeof(ops));
-  if (!bidi.md_sent) ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
-  bidi.md_sent = true;
+  if (!b->md_sent) ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+  b->md_sent = true;
   if (bb != NULL) {
-    bidi.send_bb = bb;
+    b->send_bb = bb;
     ops[n].op = GRPC_OP_SEND_MESSAGE;
     ops[n++].data.send_message.send_message = bb;
-    bidi.sending = true;
-    bidi_batch(ops, n, &bidi.send_tag);
+    b->sending = true;
+    bidi_batch(b, ops, n, &b->send_tag);
   } else {
     ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
     ops[n++].data.send_status_from_server.status = GRPC_STATUS_OK;
-    bidi.status_started = true;
-    bidi_batch(ops, n, &bidi.status_tag);
+    b->status_started = true;
+    bidi_batch(b, ops, n, &b->status_tag);
   }
 }
 
-static void bidi_event(ev_kind kind, bool ok) {
+static void bidi_event(bidi_srv *b, ev_kind kind, bool ok) {
   if (kind == EV_BIDI_REQUEST) {
     if (!ok) return; /* shut down before the stream came */
-    bidi_post_recv();
+    bidi_post_recv(b);
     return;
   }
-  bidi.pending--;
+  b->pending--;
   if (kind == EV_BIDI_RECV) {
-    grpc_byte_buffer *bb = bidi.recv_bb;
-    bidi.recv_bb = NULL;
+    grpc_byte_buffer *bb = b->recv_bb;
+    b->recv_bb = NULL;
     if (!ok || bb == NULL) {
-      bidi.eof = true;
-    } else if (bidi.sending) {
-      bidi.stash = bb; /* the client waits for each echo: one is enough */
+      b->eof = true;
+    } else if (b->sending) {
+      b->stash = bb; /* read on once this one is echoed */
     } else {
-      bidi_send(bb);
+      bidi_send(b, bb);
+      bidi_post_recv(b);
     }
-    if (!bidi.eof) bidi_post_recv();
   } else if (kind == EV_BIDI_SEND) {
-    grpc_byte_buffer_destroy(bidi.send_bb);
-    bidi.send_bb = NULL;
-    bidi.sending = false;
-    if (bidi.stash != NULL) {
-      grpc_byte_buffer *bb = bidi.stash;
-      bidi.stash = NULL;
-      bidi_send(bb);
+    grpc_byte_buffer_destroy(b->send_bb);
+    b->send_bb = NULL;
+    b->sending = false;
+    if (b->stash != NULL) {
+      grpc_byte_buffer *bb = b->stash;
+      b->stash = NULL;
+      bidi_send(b, bb);
+      bidi_post_recv(b);
     }
   }
-  if (bidi.eof && !bidi.sending && !bidi.status_started) bidi_send(NULL);
-  if (bidi.pending == 0 && bidi.status_started) {
-    grpc_metadata_array_destroy(&bidi.md);
-    grpc_call_unref(bidi.call);
-    bidi.call = NULL;
+  if (b->eof && !b->sending && !b->status_started) bidi_send(b, NULL);
+  if (b->pending == 0 && b->status_started) {
+    grpc_metadata_array_destroy(&b->md);
+    grpc_call_unref(b->call);
+    b->call = NULL;
   }
 }
 
@@ -226,7 +239,7 @@ static void *worker_main(void *arg) {
       pthread_cond_signal(&cv);
       pthread_mutex_unlock(&mu);
     } else if (t->kind >= EV_BIDI_REQUEST) {
-      bidi_event(t->kind, ev.success != 0);
+      bidi_event((bidi_srv *)(void *)t->s, t->kind, ev.success != 0);
     } else if (t->kind == EV_REQUEST && !ev.success) {
       grpc_metadata_array_destroy(&t->s->md); /* shutting down: never re-post */
     } else if (t->kind == EV_REQUEST) {
@@ -238,7 +251,14 @@ static void *worker_main(void *arg) {
 }
 
 /* One blocking unary call; returns false on a non-OK status. */
-static bool call_once(grpc_channel *ch, grpc_completion_queue *cq, grpc_byte_buffer *req) {
+/* gRPC core empties a byte buffer it sends (it takes the slices), so every
+ * send gets a fresh buffer over the one payload slice (no copy). */
+static grpc_byte_buffer *fresh(grpc_slice payload) {
+  return grpc_raw_byte_buffer_create(&payload, 1);
+}
+
+static bool call_once(grpc_channel *ch, grpc_completion_queue *cq, grpc_slice req) {
+  grpc_byte_buffer *bb = fresh(req);
   grpc_metadata_array initial, trailing;
   grpc_byte_buffer *resp = NULL;
   grpc_status_code code = GRPC_STATUS_UNKNOWN;
@@ -253,7 +273,7 @@ static bool call_once(grpc_channel *ch, grpc_completion_queue *cq, grpc_byte_buf
   memset(ops, 0, sizeof(ops));
   ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
   ops[1].op = GRPC_OP_SEND_MESSAGE;
-  ops[1].data.send_message.send_message = req;
+  ops[1].data.send_message.send_message = bb;
   ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
   ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
   ops[3].data.recv_initial_metadata.recv_initial_metadata = &initial;
@@ -267,6 +287,7 @@ static bool call_once(grpc_channel *ch, grpc_completion_queue *cq, grpc_byte_buf
   grpc_event ev = grpc_completion_queue_pluck(cq, ops, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
   if (ev.type != GRPC_OP_COMPLETE) die("pluck failed");
   grpc_call_unref(call);
+  grpc_byte_buffer_destroy(bb);
   grpc_metadata_array_destroy(&initial);
   grpc_metadata_array_destroy(&trailing);
   grpc_slice_unref(details);
@@ -274,7 +295,7 @@ static bool call_once(grpc_channel *ch, grpc_completion_queue *cq, grpc_byte_buf
   return code == GRPC_STATUS_OK && resp != NULL;
 }
 
-static double unary_seq(grpc_channel *ch, grpc_byte_buffer *req, double seconds,
+static double unary_seq(grpc_channel *ch, grpc_slice req, double seconds,
                         bool cq_per_call) {
   grpc_completion_queue *shared = cq_per_call ? NULL : grpc_completion_queue_create_for_pluck(NULL);
   long n = 0;
@@ -299,7 +320,7 @@ static double unary_seq(grpc_channel *ch, grpc_byte_buffer *req, double seconds,
 
 /* Client side of the bidi stream, all plucked from one queue: open, then
  * per message one send batch and one receive batch, each plucked. */
-static double stream_seq(grpc_channel *ch, grpc_byte_buffer *req, double seconds) {
+static double stream_seq(grpc_channel *ch, grpc_slice req, double seconds) {
   grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
   grpc_metadata_array initial, trailing;
   grpc_status_code code = GRPC_STATUS_UNKNOWN;
@@ -328,12 +349,14 @@ static double stream_seq(grpc_channel *ch, grpc_byte_buffer *req, double seconds
   do {
     for (int i = 0; i < 100; i++, n++) {
       memset(ops, 0, sizeof(ops));
+      grpc_byte_buffer *bb = fresh(req);
       ops[0].op = GRPC_OP_SEND_MESSAGE;
-      ops[0].data.send_message.send_message = req;
+      ops[0].data.send_message.send_message = bb;
       if (grpc_call_start_batch(call, ops, 1, &t_send, NULL) != GRPC_CALL_OK) die("send refused");
       if (!grpc_completion_queue_pluck(cq, &t_send, gpr_inf_future(GPR_CLOCK_REALTIME), NULL)
                .success)
         die("send failed");
+      grpc_byte_buffer_destroy(bb);
       memset(ops, 0, sizeof(ops));
       size_t k = 0;
       if (first) {
@@ -372,11 +395,147 @@ static double stream_seq(grpc_channel *ch, grpc_byte_buffer *req, double seconds
   return (double)n / (t - t0);
 }
 
+/* Client side of --astream: K streams, W unanswered messages each, all on
+ * one next-queue polled by this thread. */
+typedef struct bidi_cli {
+  tag t_open, t_status, t_send, t_recv; /* .s is unused; kind tells which */
+  grpc_call *call;
+  grpc_metadata_array initial, trailing;
+  grpc_status_code code;
+  grpc_slice details;
+  grpc_byte_buffer *resp, *send_bb;
+  int in_flight;     /* sent, echo not yet received */
+  bool sending, closing, first_recv, ended;
+} bidi_cli;
+
+static void cli_batch(bidi_cli *c, grpc_op *ops, size_t n, tag *t) {
+  if (grpc_call_start_batch(c->call, ops, n, t, NULL) != GRPC_CALL_OK) die("batch refused");
+}
+
+static void cli_send(bidi_cli *c, grpc_slice req) {
+  grpc_op op;
+  memset(&op, 0, sizeof(op));
+  if (c->closing) {
+    op.op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+  } else {
+    c->send_bb = fresh(req);
+    op.op = GRPC_OP_SEND_MESSAGE;
+    op.data.send_message.send_message = c->send_bb;
+    c->in_flight++;
+  }
+  c->sending = true;
+  cli_batch(c, &op, 1, &c->t_send);
+}
+
+static void cli_recv(bidi_cli *c) {
+  grpc_op ops[2];
+  size_t k = 0;
+  memset(ops, 0, sizeof(ops));
+  if (c->first_recv) {
+    ops[k].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[k++].data.recv_initial_metadata.recv_initial_metadata = &c->initial;
+    c->first_recv = false;
+  }
+  ops[k].op = GRPC_OP_RECV_MESSAGE;
+  ops[k++].data.recv_message.recv_message = &c->resp;
+  cli_batch(c, ops, k, &c->t_recv);
+}
+
+static double astream(grpc_channel *ch, grpc_slice req, double seconds, int window,
+                      int k) {
+  grpc_completion_queue *cq = grpc_completion_queue_create_for_next(NULL);
+  bidi_cli *cs = calloc((size_t)k, sizeof(*cs));
+  if (cs == NULL) die("out of memory");
+  for (int i = 0; i < k; i++) {
+    bidi_cli *c = &cs[i];
+    c->t_open = (tag){EV_BIDI_REQUEST, NULL};
+    c->t_status = (tag){EV_BIDI_STATUS, NULL};
+    c->t_send = (tag){EV_BIDI_SEND, NULL};
+    c->t_recv = (tag){EV_BIDI_RECV, NULL};
+    c->first_recv = true;
+    c->details = grpc_empty_slice();
+    grpc_metadata_array_init(&c->initial);
+    grpc_metadata_array_init(&c->trailing);
+    c->call = grpc_channel_create_call(ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq,
+                                       grpc_slice_from_static_string(METHOD_BIDI), NULL,
+                                       gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+    grpc_op ops[1];
+    memset(ops, 0, sizeof(ops));
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    cli_batch(c, ops, 1, &c->t_open);
+    memset(ops, 0, sizeof(ops));
+    ops[0].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    ops[0].data.recv_status_on_client.trailing_metadata = &c->trailing;
+    ops[0].data.recv_status_on_client.status = &c->code;
+    ops[0].data.recv_status_on_client.status_details = &c->details;
+    cli_batch(c, ops, 1, &c->t_status);
+    cli_recv(c);
+    cli_send(c, req);
+  }
+  long n = 0;
+  int ended = 0;
+  double t0 = sl_bench_now_s(), t = t0;
+  bool stop = false;
+  while (ended < k) {
+    grpc_event ev = grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    if (ev.type != GRPC_OP_COMPLETE) die("queue failed");
+    tag *tg = ev.tag;
+    bidi_cli *c = NULL;
+    for (int i = 0; i < k && c == NULL; i++) {
+      bidi_cli *x = &cs[i];
+      if (tg == &x->t_open || tg == &x->t_status || tg == &x->t_send || tg == &x->t_recv) c = x;
+    }
+    if (tg->kind == EV_BIDI_STATUS) {
+      if (c->code != GRPC_STATUS_OK) die("stream status not OK");
+      ended++;
+      continue;
+    }
+    if (tg->kind == EV_BIDI_RECV) {
+      if (c->resp == NULL) continue; /* end of stream; status follows */
+      grpc_byte_buffer_destroy(c->resp);
+      c->resp = NULL;
+      c->in_flight--;
+      if (!stop && ++n % 256 == 0) {
+        t = sl_bench_now_s();
+        stop = t - t0 >= seconds;
+      }
+      cli_recv(c);
+    } else if (tg->kind == EV_BIDI_SEND) {
+      if (!ev.success) die("send failed");
+      if (c->send_bb != NULL) grpc_byte_buffer_destroy(c->send_bb);
+      c->send_bb = NULL;
+      c->sending = false;
+    } else {
+      continue; /* open */
+    }
+    if (stop && !c->closing && c->in_flight == 0 && !c->sending) {
+      c->closing = true;
+      cli_send(c, req);
+    } else if (!stop && !c->sending && c->in_flight < window) {
+      cli_send(c, req);
+    }
+  }
+  for (int i = 0; i < k; i++) {
+    grpc_call_unref(cs[i].call);
+    grpc_metadata_array_destroy(&cs[i].initial);
+    grpc_metadata_array_destroy(&cs[i].trailing);
+    grpc_slice_unref(cs[i].details);
+  }
+  free(cs);
+  grpc_completion_queue_shutdown(cq);
+  while (grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
+         GRPC_QUEUE_SHUTDOWN) {
+  }
+  grpc_completion_queue_destroy(cq);
+  return (double)n / (t - t0);
+}
+
 int main(int argc, char **argv) {
   double seconds = 2;
   size_t payload = 16;
   int threads = 1;
   bool cq_per_call = false;
+  int window = 0, n_bidi = 1;
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--seconds") == 0 && i + 1 < argc) {
       seconds = atof(argv[++i]);
@@ -388,14 +547,20 @@ int main(int argc, char **argv) {
       with_close = true;
     } else if (strcmp(argv[i], "--cq-per-call") == 0) {
       cq_per_call = true;
+    } else if (strcmp(argv[i], "--astream") == 0 && i + 1 < argc) {
+      window = atoi(argv[++i]);
+    } else if (strcmp(argv[i], "--streams") == 0 && i + 1 < argc) {
+      n_bidi = atoi(argv[++i]);
     } else {
       fprintf(stderr, "usage: grpc-core-baseline [--seconds N] [--payload BYTES] "
-                      "[--threads N] [--close] [--cq-per-call]\n");
+                      "[--threads N] [--close] [--cq-per-call] "
+                      "[--astream WINDOW [--streams K]]\n");
       return 2;
     }
   }
   if (seconds <= 0) seconds = 2;
   if (threads < 1 || threads > 64) threads = 1;
+  if (n_bidi < 1 || n_bidi > MAX_BIDI) n_bidi = 1;
 
   grpc_init();
   grpc_arg reuse = {.type = GRPC_ARG_INTEGER, .key = (char *)GRPC_ARG_ALLOW_REUSEPORT,
@@ -426,15 +591,20 @@ int main(int argc, char **argv) {
     s->close_tag = (tag){EV_CLOSE, s};
     post(s);
   }
-  bidi.req_tag = (tag){EV_BIDI_REQUEST, NULL};
-  bidi.recv_tag = (tag){EV_BIDI_RECV, NULL};
-  bidi.send_tag = (tag){EV_BIDI_SEND, NULL};
-  bidi.status_tag = (tag){EV_BIDI_STATUS, NULL};
-  grpc_metadata_array_init(&bidi.md);
-  if (grpc_server_request_registered_call(server, registered_bidi, &bidi.call, &bidi.deadline,
-                                          &bidi.md, NULL, workers[0].cq, workers[0].cq,
-                                          &bidi.req_tag) != GRPC_CALL_OK)
-    die("bidi request refused");
+  for (int i = 0; i < n_bidi; i++) {
+    bidi_srv *b = &bidis[i];
+    slot *as_slot = (slot *)(void *)b; /* tags carry one pointer */
+    b->w = &workers[i % threads];
+    b->req_tag = (tag){EV_BIDI_REQUEST, as_slot};
+    b->recv_tag = (tag){EV_BIDI_RECV, as_slot};
+    b->send_tag = (tag){EV_BIDI_SEND, as_slot};
+    b->status_tag = (tag){EV_BIDI_STATUS, as_slot};
+    grpc_metadata_array_init(&b->md);
+    if (grpc_server_request_registered_call(server, registered_bidi, &b->call, &b->deadline,
+                                            &b->md, NULL, b->w->cq, b->w->cq,
+                                            &b->req_tag) != GRPC_CALL_OK)
+      die("bidi request refused");
+  }
   for (int i = 0; i < threads; i++)
     if (pthread_create(&workers[i].thread, NULL, worker_main, &workers[i]) != 0)
       die("cannot start thread");
@@ -446,13 +616,21 @@ int main(int argc, char **argv) {
   grpc_channel_credentials_release(creds);
   char *data = calloc(1, payload ? payload : 1);
   if (data == NULL) die("out of memory");
-  grpc_slice sl = grpc_slice_from_copied_buffer(data, payload);
-  grpc_byte_buffer *req = grpc_raw_byte_buffer_create(&sl, 1);
-  grpc_slice_unref(sl);
+  grpc_slice req = grpc_slice_from_copied_buffer(data, payload);
   free(data);
 
   unary_seq(ch, req, 0.2, cq_per_call); /* connect and warm up */
   sl_bench_usage u0 = sl_bench_usage_now();
+  if (window > 0) {
+    double t1 = sl_bench_now_s();
+    double r = astream(ch, req, seconds, window, n_bidi);
+    double took1 = sl_bench_now_s() - t1;
+    printf("baseline_astream msgs_per_s=%.0f window=%d streams=%d payload=%zu threads=%d", r,
+           window, n_bidi, payload, threads);
+    sl_bench_usage_print(u0, r * took1);
+    fflush(stdout);
+    goto out_shutdown;
+  }
   double t0 = sl_bench_now_s();
   double rate = unary_seq(ch, req, seconds, cq_per_call);
   double took = sl_bench_now_s() - t0;
@@ -468,7 +646,8 @@ int main(int argc, char **argv) {
   sl_bench_usage_print(u0, rate * took);
   fflush(stdout);
 
-  grpc_byte_buffer_destroy(req);
+out_shutdown:
+  grpc_slice_unref(req);
   grpc_channel_destroy(ch);
   atomic_store(&stopping, true);
   grpc_server_shutdown_and_notify(server, workers[0].cq, &shutdown_tag);

@@ -435,6 +435,65 @@ static void test_plugin__bidi_streaming_round_trip(void **state) {
   assert_int_equal(atomic_load(&fx->state.cancelled), 0);
 }
 
+/* The typed async openers: bidi through _astream_open/_asend, server
+ * streaming with its one request. */
+typedef struct achat {
+  atomic_long msgs, done;
+  int64_t seq_sum;
+  sl_status st;
+} achat;
+
+static void achat_message(sl_rpc_astream *s, const ProtobufCMessage *msg, void *arg) {
+  (void)s;
+  achat *a = arg;
+  a->seq_sum += ((const echo *)msg)->seq;
+  atomic_fetch_add(&a->msgs, 1);
+}
+
+static void achat_done(sl_rpc_astream *s, sl_status st, const char *details, void *arg) {
+  (void)s;
+  (void)details;
+  achat *a = arg;
+  a->st = st;
+  atomic_fetch_add(&a->done, 1);
+}
+
+static const sl_rpc_astream_handler achat_handler = {.on_message = achat_message,
+                                                     .on_done = achat_done};
+
+static void test_plugin__async_stream_openers(void **state) {
+  fixture *fx = *state;
+  sl_err err = SL_ERR_INIT;
+  achat a = {.st = 1};
+  sl_rpc_astream *s = NULL;
+  assert_int_equal(
+      sl_echo_service_chat_astream_open(fx->ch, NULL, &achat_handler, &a, &s, &err), SL_OK);
+  for (int64_t i = 1; i <= 3; i++) {
+    echo msg = SLUICE__TEST__PLUGIN__ECHO__INIT;
+    msg.text = "ping";
+    msg.seq = i;
+    assert_int_equal(sl_echo_service_chat_asend(s, &msg), SL_OK);
+  }
+  assert_int_equal(sl_rpc_astream_close_send(s), SL_OK);
+  assert_true(wait_count(&a.done, 1));
+  assert_int_equal(a.st, SL_OK);
+  assert_int_equal(atomic_load(&a.msgs), 3);
+  assert_int_equal(a.seq_sum, 60); /* the server answers seq * 10 */
+  sl_rpc_astream_unref(s);
+
+  achat w = {.st = 1};
+  echo req = SLUICE__TEST__PLUGIN__ECHO__INIT;
+  req.text = "w";
+  req.seq = 3;
+  assert_int_equal(
+      sl_echo_service_watch_astream_open(fx->ch, &req, NULL, &achat_handler, &w, &s, &err),
+      SL_OK);
+  assert_true(wait_count(&w.done, 1));
+  assert_int_equal(w.st, SL_OK);
+  assert_true(atomic_load(&w.msgs) > 0);
+  sl_rpc_astream_unref(s);
+}
+
 static void test_plugin__awkward_names_round_trip(void **state) {
   fixture *fx = *state;
   sl_err err = SL_ERR_INIT;
@@ -521,6 +580,7 @@ int main(void) {
                                       fx_teardown),
       cmocka_unit_test_setup_teardown(test_plugin__awkward_names_round_trip, fx_setup,
                                       fx_teardown),
+      cmocka_unit_test_setup_teardown(test_plugin__async_stream_openers, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_plugin__unimplemented_unary, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_plugin__unimplemented_stream, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_plugin__bad_arguments, fx_setup, fx_teardown),

@@ -49,7 +49,7 @@ def sl_proto_library(name, srcs, visibility = None, rpc = True):
             ":" + name + "_pb",
             "//common:rpc_server",
             "//common:rpc_client",
-            "//tools:slrpc_support",
+            "//common:slrpc_support",
         ],
         visibility = visibility,
     )

@@ -4,12 +4,18 @@
  *
  *   bazel run //tools:rpc-bench -- [--seconds N] [--payload BYTES] [--tls]
  *                                  [--threads N]  (server workers, default 2)
+ *                                  [--astream-only]  (only the astream rows)
  *
  * Prints one line per measurement:
  *   unary_seq calls_per_s=...        blocking unary calls, one at a time
  *   unary_async64 calls_per_s=...    async unary calls, 64 in flight
  *   stream_seq msgs_per_s=...        bidi stream: send, wait for the echo
  *   stream_window64 msgs_per_s=...   bidi stream: up to 64 unanswered sends
+ *   astreamK_w256 msgs_per_s=...     K async bidi streams (rpc_astream.h) on
+ *                                    one serial, 256 unanswered each, 1 KiB
+ *                                    and 64 KiB, K = 1 and 3; each printed
+ *                                    beside grpc-core-baseline --astream
+ *                                    doing the same work, with the ratios
  * each with cpu_us (process CPU per call or message) and switches (context
  * switches per call or message). Those two hold up when other work shares
  * the machine; the rates do not, so compare them first.
@@ -37,7 +43,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
+#include "common/rpc_astream.h"
 #include "common/rpc_client.h"
 #include "common/rpc_server.h"
 #include "common/testdata/echo_service.h"
@@ -133,6 +141,166 @@ static double unary_async(sl_rpc_channel *ch, const echo_req *req, double second
   pthread_cond_destroy(&r.cv);
   pthread_mutex_destroy(&r.mu);
   return (double)r.done / (t - t0);
+}
+
+/* ---- async streams (rpc_astream.h) ---- */
+
+/* K bidi streams sharing one serial (as a ledger writer's Qw bookie
+ * streams would), each keeping AWINDOW messages unanswered. Every send is
+ * the same sl_rpc_packed message, packed once, as the broker sends one
+ * entry to each bookie; the baseline likewise reuses one byte buffer. */
+enum { AWINDOW = 256, MAX_ASTREAMS = 3 };
+
+typedef struct arun arun;
+typedef struct astream_slot {
+  arun *run;
+  sl_rpc_astream *s;
+  int in_flight;  /* sent, echo not yet received; serial only */
+  bool closed;
+} astream_slot;
+
+struct arun {
+  sl_rpc_packed *msg;
+  double t0, t_end, seconds;
+  long n;         /* echoes received before the time was up; serial only */
+  bool stop;
+  astream_slot slot[MAX_ASTREAMS];
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int ended;      /* under mu */
+  sl_status failed;
+};
+
+static void refill(astream_slot *sl) {
+  if (sl->run->stop) {
+    if (sl->in_flight == 0 && !sl->closed) {
+      sl->closed = true;
+      sl_rpc_astream_close_send(sl->s);
+    }
+    return;
+  }
+  /* SL_EBUSY: on_writable calls back here. */
+  while (sl->in_flight < AWINDOW && sl_rpc_astream_send_packed(sl->s, sl->run->msg) == SL_OK)
+    sl->in_flight++;
+}
+
+static void arun_message(sl_rpc_astream *s, const ProtobufCMessage *msg, void *arg) {
+  (void)s;
+  (void)msg;
+  astream_slot *sl = arg;
+  arun *r = sl->run;
+  sl->in_flight--;
+  if (!r->stop && ++r->n % 256 == 0) {
+    r->t_end = sl_bench_now_s();
+    r->stop = r->t_end - r->t0 >= r->seconds;
+  }
+  refill(sl);
+  if (r->stop)
+    for (int i = 0; i < MAX_ASTREAMS; i++)
+      if (r->slot[i].s != NULL) refill(&r->slot[i]);
+}
+
+static void arun_writable(sl_rpc_astream *s, void *arg) {
+  (void)s;
+  refill(arg);
+}
+
+static void arun_done(sl_rpc_astream *s, sl_status st, const char *details, void *arg) {
+  (void)s;
+  astream_slot *sl = arg;
+  pthread_mutex_lock(&sl->run->mu);
+  if (st != SL_OK) {
+    sl->run->failed = st;
+    fprintf(stderr, "rpc-bench: async stream: %s\n", details);
+  }
+  sl->run->ended++;
+  pthread_cond_signal(&sl->run->cv);
+  pthread_mutex_unlock(&sl->run->mu);
+}
+
+static double astreams(sl_rpc_channel *ch, const echo_req *req, double seconds, int k) {
+  static const sl_rpc_astream_handler h = {
+      .on_message = arun_message, .on_writable = arun_writable, .on_done = arun_done};
+  sl_err err = SL_ERR_INIT;
+  arun r = {.seconds = seconds, .failed = SL_OK};
+  pthread_mutex_init(&r.mu, NULL);
+  pthread_cond_init(&r.cv, NULL);
+  sl_serial *serial;
+  sl_status st = sl_serial_create(&serial, &err);
+  if (st == SL_OK) st = sl_rpc_pack(&req->base, 0, &r.msg, &err);
+  if (st != SL_OK) die("astream setup", st, &err);
+  sl_rpc_call_opts o = {.serial = serial, .send_queue_max = AWINDOW};
+  for (int i = 0; i < k; i++) {
+    r.slot[i].run = &r;
+    st = sl_rpc_astream_open(ch, &sl_echo_bidi, NULL, &o, &h, &r.slot[i], &r.slot[i].s, &err);
+    if (st != SL_OK) die("astream open", st, &err);
+  }
+  r.t0 = sl_bench_now_s();
+  for (int i = 0; i < k; i++) sl_serial_post(serial, (void (*)(void *))refill, &r.slot[i]);
+  pthread_mutex_lock(&r.mu);
+  while (r.ended < k) pthread_cond_wait(&r.cv, &r.mu);
+  pthread_mutex_unlock(&r.mu);
+  if (r.failed != SL_OK) die("astream", r.failed, NULL);
+  for (int i = 0; i < k; i++) sl_rpc_astream_unref(r.slot[i].s);
+  sl_rpc_packed_unref(r.msg);
+  sl_serial_unref(serial);
+  pthread_cond_destroy(&r.cv);
+  pthread_mutex_destroy(&r.mu);
+  return (double)r.n / (r.t_end - r.t0);
+}
+
+/* The same work on bare gRPC core: runs grpc-core-baseline --astream (built
+ * next to this binary) and reads its rate and CPU per message. */
+static bool baseline_astream(int k, size_t payload, int threads, double seconds,
+                             double *rate, double *cpu_us) {
+  char exe[4096], cmd[4200];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+  if (n <= 0) return false;
+  exe[n] = '\0';
+  char *slash = strrchr(exe, '/');
+  if (slash == NULL) return false;
+  *slash = '\0';
+  snprintf(cmd, sizeof(cmd),
+           "'%s/grpc-core-baseline' --astream %d --streams %d --payload %zu --threads %d "
+           "--seconds %g",
+           exe, AWINDOW, k, payload, threads, seconds);
+  FILE *f = popen(cmd, "r");
+  if (f == NULL) return false;
+  char line[512];
+  bool ok = false;
+  while (fgets(line, sizeof(line), f) != NULL) {
+    const char *r = strstr(line, "msgs_per_s="), *c = strstr(line, "cpu_us=");
+    if (strncmp(line, "baseline_astream", 16) == 0 && r != NULL && c != NULL) {
+      *rate = atof(r + 11);
+      *cpu_us = atof(c + 7);
+      ok = true;
+    }
+  }
+  return pclose(f) == 0 && ok;
+}
+
+/* One async-stream row and its baseline beside it. */
+static void astream_row(sl_rpc_channel *ch, size_t payload, int k, int threads,
+                        double seconds) {
+  echo_req req = make_req(payload);
+  sl_bench_usage u0 = sl_bench_usage_now();
+  double t0 = sl_bench_now_s();
+  double rate = astreams(ch, &req, seconds, k);
+  double took = sl_bench_now_s() - t0;
+  sl_bench_usage u1 = sl_bench_usage_now();
+  double cpu_us = (u1.cpu_s - u0.cpu_s) * 1e6 / (rate * took);
+  double switches = (double)(u1.switches - u0.switches) / (rate * took);
+  double b_rate = 0, b_cpu = 0;
+  bool have = baseline_astream(k, payload, threads, seconds, &b_rate, &b_cpu);
+  printf("astream%d_w%d msgs_per_s=%.0f cpu_us=%.1f switches=%.1f payload=%zu threads=%d", k,
+         AWINDOW, rate, cpu_us, switches, payload, threads);
+  if (have)
+    printf(" | baseline msgs_per_s=%.0f cpu_us=%.1f | ratio=%.2f cpu_ratio=%.2f\n", b_rate,
+           b_cpu, rate / b_rate, cpu_us / b_cpu);
+  else
+    printf(" | baseline unavailable (build //tools:grpc-core-baseline)\n");
+  fflush(stdout);
+  free(req.payload.data);
 }
 
 /* ---- streams ---- */
@@ -277,6 +445,7 @@ int main(int argc, char **argv) {
   double seconds = 2;
   size_t payload = 16;
   bool tls = false;
+  bool astream_only = false;
   int threads = 2;
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--seconds") == 0 && i + 1 < argc) {
@@ -287,8 +456,11 @@ int main(int argc, char **argv) {
       threads = atoi(argv[++i]);
     } else if (strcmp(argv[i], "--tls") == 0) {
       tls = true;
+    } else if (strcmp(argv[i], "--astream-only") == 0) {
+      astream_only = true;
     } else {
-      fprintf(stderr, "usage: rpc-bench [--seconds N] [--payload BYTES] [--tls] [--threads N]\n");
+      fprintf(stderr, "usage: rpc-bench [--seconds N] [--payload BYTES] [--tls] [--threads N] "
+                      "[--astream-only]\n");
       return 2;
     }
   }
@@ -320,7 +492,7 @@ int main(int argc, char **argv) {
               {"unary_async64", "calls", unary_async},
               {"stream_seq", "msgs", stream_seq},
               {"stream_window64", "msgs", stream_window}};
-  for (size_t i = 0; i < sizeof(runs) / sizeof(runs[0]); i++) {
+  for (size_t i = 0; i < sizeof(runs) / sizeof(runs[0]) && !astream_only; i++) {
     sl_bench_usage u0 = sl_bench_usage_now();
     double t0 = sl_bench_now_s();
     double rate = runs[i].run(ch, &req, seconds);
@@ -329,6 +501,14 @@ int main(int argc, char **argv) {
            payload, tls, threads);
     sl_bench_usage_print(u0, rate * took);
     fflush(stdout);
+  }
+
+  /* The rows a broker lives on: one bookie stream, then three (Qw = 3),
+   * small and large entries. */
+  static const size_t kAPayloads[] = {1024, 64 * 1024};
+  for (size_t p = 0; p < 2; p++) {
+    astream_row(ch, kAPayloads[p], 1, threads, seconds);
+    astream_row(ch, kAPayloads[p], 3, threads, seconds);
   }
 
   free(req.payload.data);

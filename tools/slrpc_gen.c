@@ -213,7 +213,7 @@ static sl_status plan_service(gen *g, const service_proto *s, sl_emit_vars *v) {
 
 /* The identifiers one method adds, as suffixes of sl_<svc>_<m> (functions)
  * and of <svc>__<m> (static trampolines). NULL-terminated. */
-static void method_suffixes(shape s, const char *fns[8], const char *statics[5]) {
+static void method_suffixes(shape s, const char *fns[10], const char *statics[5]) {
   size_t f = 0, t = 0;
   fns[f++] = "_reply";
   if (streams_responses(s)) fns[f++] = "_write";
@@ -223,8 +223,12 @@ static void method_suffixes(shape s, const char *fns[8], const char *statics[5])
   } else {
     fns[f++] = "_open";
     fns[f++] = "_recv";
+    fns[f++] = "_astream_open";
   }
-  if (streams_requests(s)) fns[f++] = "_send";
+  if (streams_requests(s)) {
+    fns[f++] = "_send";
+    fns[f++] = "_asend";
+  }
   fns[f] = NULL;
   statics[t++] = "_on_start";
   if (streams_requests(s)) statics[t++] = "_on_message";
@@ -257,7 +261,7 @@ static sl_status plan_method(gen *g, const sl_emit_vars *sv, const method_proto 
 
   char *owner = sl_emit_strf("method %s", var(v, "what"));
   const char *svc = var(sv, "svc"), *mm = var(v, "m");
-  const char *fns[8], *statics[5];
+  const char *fns[10], *statics[5];
   method_suffixes(s, fns, statics);
   sl_status st = claim(g, &g->globals,
                        sl_emit_strf("SL_%s_%s", var(sv, "SVC"), var(v, "M")), owner);
@@ -299,6 +303,7 @@ static const char kHeaderIncludes[] =
     "#include <stdbool.h>\n"
     "\n"
     "#include \"$base$.pb-c.h\"\n"
+    "#include \"common/rpc_astream.h\"\n"
     "#include \"common/rpc_client.h\"\n"
     "#include \"common/rpc_server.h\"\n";
 
@@ -397,6 +402,8 @@ static const char kHeaderClientTop[] =
     " * stream's final status, or SL_ETIMEDOUT after timeout_ms (> 0) with the\n"
     " * stream still usable. Half-close with sl_rpc_stream_close_send(); free\n"
     " * with sl_rpc_stream_destroy() (it cancels a stream still open).\n"
+    " * Async streams (_astream_open, _asend): callbacks on opts->serial, no\n"
+    " * thread per stream; see common/rpc_astream.h for the rest of their API.\n"
     " */\n";
 
 static const char kHeaderUnary[] =
@@ -423,6 +430,22 @@ static const char kHeaderOpenMany[] =
     "/* Sends one $name$ request. */\n"
     "sl_status sl_$svc$_$m$_send(sl_rpc_stream *s, const $Req$ *msg,\n"
     "    int timeout_ms, sl_err *err);\n";
+
+static const char kHeaderAOpenOne[] =
+    "/* Opens an async $name$ stream with its one request; h->on_message gets\n"
+    " * $Resp$ messages (see common/rpc_astream.h). */\n"
+    "sl_status sl_$svc$_$m$_astream_open(sl_rpc_channel *ch, const $Req$ *req,\n"
+    "    const sl_rpc_call_opts *opts, const sl_rpc_astream_handler *h, void *arg,\n"
+    "    sl_rpc_astream **out, sl_err *err);\n";
+
+static const char kHeaderAOpenMany[] =
+    "/* Opens an async $name$ stream; requests follow with _asend, and\n"
+    " * h->on_message gets $Resp$ messages (see common/rpc_astream.h). */\n"
+    "sl_status sl_$svc$_$m$_astream_open(sl_rpc_channel *ch,\n"
+    "    const sl_rpc_call_opts *opts, const sl_rpc_astream_handler *h, void *arg,\n"
+    "    sl_rpc_astream **out, sl_err *err);\n"
+    "/* Queues one $name$ request (sl_rpc_astream_send). */\n"
+    "sl_status sl_$svc$_$m$_asend(sl_rpc_astream *s, const $Req$ *msg);\n";
 
 static const char kHeaderRecv[] =
     "/* Receives $recv_what$. */\n"
@@ -483,6 +506,7 @@ static void header_service(gen *g, const service_proto *s, size_t s_index,
                      var(&mv[i], "name"));
     sl_emit_tmpl(e, &mv[i], sh == SERVER_STREAM ? kHeaderOpenOne : kHeaderOpenMany);
     sl_emit_tmpl(e, &mv[i], kHeaderRecv);
+    sl_emit_tmpl(e, &mv[i], sh == SERVER_STREAM ? kHeaderAOpenOne : kHeaderAOpenMany);
   }
 }
 
@@ -497,7 +521,7 @@ static const char kSourceIncludes[] =
     "#include <stddef.h>\n"
     "#include <string.h>\n"
     "\n"
-    "#include \"tools/slrpc_support.h\"\n";
+    "#include \"common/slrpc_support.h\"\n";
 
 static const char kSourceTable[] =
     "\n"
@@ -656,6 +680,27 @@ static const char kSourceRecv[] =
     "  return st;\n"
     "}\n";
 
+static const char kSourceAOpenOne[] =
+    "\n"
+    "sl_status sl_$svc$_$m$_astream_open(sl_rpc_channel *ch, const $Req$ *req,\n"
+    "    const sl_rpc_call_opts *opts, const sl_rpc_astream_handler *h, void *arg,\n"
+    "    sl_rpc_astream **out, sl_err *err) {\n"
+    "  return sl_rpc_astream_open(ch, SL_$SVC$_$M$, (const ProtobufCMessage *)req,\n"
+    "                             opts, h, arg, out, err);\n"
+    "}\n";
+
+static const char kSourceAOpenMany[] =
+    "\n"
+    "sl_status sl_$svc$_$m$_astream_open(sl_rpc_channel *ch,\n"
+    "    const sl_rpc_call_opts *opts, const sl_rpc_astream_handler *h, void *arg,\n"
+    "    sl_rpc_astream **out, sl_err *err) {\n"
+    "  return sl_rpc_astream_open(ch, SL_$SVC$_$M$, NULL, opts, h, arg, out, err);\n"
+    "}\n"
+    "\n"
+    "sl_status sl_$svc$_$m$_asend(sl_rpc_astream *s, const $Req$ *msg) {\n"
+    "  return sl_rpc_astream_send(s, (const ProtobufCMessage *)msg);\n"
+    "}\n";
+
 static void source_service(gen *g, const service_proto *s, const sl_emit_vars *sv,
                            sl_emit_vars *mv) {
   sl_emit *e = &g->c;
@@ -687,6 +732,7 @@ static void source_service(gen *g, const service_proto *s, const sl_emit_vars *s
     }
     sl_emit_tmpl(e, &mv[i], sh == SERVER_STREAM ? kSourceOpenOne : kSourceOpenMany);
     sl_emit_tmpl(e, &mv[i], kSourceRecv);
+    sl_emit_tmpl(e, &mv[i], sh == SERVER_STREAM ? kSourceAOpenOne : kSourceAOpenMany);
   }
 }
 

@@ -2,8 +2,8 @@
  * Run-time support for the code protoc-gen-slrpc generates (*.slrpc.c).
  * Not for hand-written code: use the generated functions instead.
  */
-#ifndef SL_TOOLS_SLRPC_SUPPORT_H
-#define SL_TOOLS_SLRPC_SUPPORT_H
+#ifndef SL_COMMON_SLRPC_SUPPORT_H
+#define SL_COMMON_SLRPC_SUPPORT_H
 
 #include <stddef.h>
 

@@ -1,4 +1,4 @@
-#include "tools/slrpc_support.h"
+#include "common/slrpc_support.h"
 
 #include <stdio.h>
 
