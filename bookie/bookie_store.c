@@ -82,6 +82,7 @@ struct sl_bookie_store {
   pthread_cond_t idle_cv;   /* inflight dropped to 0 */
   sl_ledger_table ledgers;  /* id -> ledger* */
   uint64_t inflight;
+  uint64_t inflight_bytes;  /* payload bytes of admitted, uncompleted adds */
   sl_journal_pos applied;   /* every record before it is in ledger storage */
   uint64_t bytes_since_ckpt;
   char failmsg[SL_ERR_MAX];
@@ -286,7 +287,10 @@ static void finish_batch_locked(sl_bookie_store *s, sl_journal_req *batch, bool 
   for (sl_journal_req *r = batch; r != NULL; r = r->next) {
     store_op *op = (store_op *)r;
     lstate *l = op->l;
-    if (op->kind == OP_ADD) pending_remove(l, op);
+    if (op->kind == OP_ADD) {
+      pending_remove(l, op);
+      s->inflight_bytes -= r->rec.len;
+    }
     l->inflight--;
     bytes += sl_journal_record_bytes(&r->rec);
     n++;
@@ -698,7 +702,8 @@ static sl_status check_opts(const char *dir, const sl_bookie_store_opts *o, sl_e
   if (o->max_entry_bytes == 0 || o->max_entry_bytes > (256u << 20) ||
       o->journal_segment_bytes < 4096 || o->journal_max_batch_bytes == 0 ||
       o->checkpoint_interval_ms <= 0 || o->checkpoint_bytes == 0 ||
-      o->disk_interval_ms <= 0 || !(o->disk_floor_pct > 0 && o->disk_floor_pct <= 100)) {
+      o->disk_interval_ms <= 0 || !(o->disk_floor_pct > 0 && o->disk_floor_pct <= 100) ||
+      o->max_inflight_bytes == 0) {
     return sl_err_set(err, SL_EINVAL, "bookie store %s: bad options (entry size "
                       "1..256 MiB, segment >= 4096, intervals > 0, floor 0..100%%)", dir);
   }
@@ -961,7 +966,10 @@ static sl_status submit_locked(sl_bookie_store *s, lstate *l, store_op *op, sl_e
   if (st != SL_OK) return st;
   l->inflight++;
   s->inflight++;
-  if (op->kind == OP_ADD) pending_push(l, op);
+  if (op->kind == OP_ADD) {
+    pending_push(l, op);
+    s->inflight_bytes += op->jreq.rec.len;
+  }
   return SL_OK;
 }
 
@@ -1061,6 +1069,12 @@ sl_status sl_bookie_store_add(sl_bookie_store *s, const sl_bookie_add_req *req,
   st = check_key(l, op->key, &records, err);
   if (st == SL_OK)
     st = check_writer(l, req->epoch, (req->flags & SL_BOOKIE_ADD_RECOVERY) != 0, err);
+  if (st == SL_OK && s->inflight_bytes > 0 &&
+      s->inflight_bytes + req->len > s->opts.max_inflight_bytes) {
+    st = sl_err_set(err, SL_EBUSY, "ledger %" PRIu64 " entry %" PRId64 ": %" PRIu64
+                    " bytes of adds in flight, retry", req->ledger, req->entry,
+                    s->inflight_bytes);
+  }
   if (st == SL_OK) st = check_duplicate(s, l, req, &op->is_new, err);
   if (st == SL_OK) {
     carry_key(op, records);

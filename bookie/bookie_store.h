@@ -97,7 +97,10 @@
  * the in-flight count and the applied position. It is held while queueing on
  * the journal (lock order store->mu -> journal's lock) and, rarely, during a
  * leveldb read (duplicate check of an entry at or below the highest one).
- * store->ckpt_mu serialises checkpoints (order: ckpt_mu -> mu).
+ * store->ckpt_mu serialises checkpoints (order: ckpt_mu -> mu). Metrics
+ * callbacks (opts.metrics) run under the registry's lock and take mu and
+ * ckpt_mu (order: registry -> ckpt_mu/mu); nothing here calls into the
+ * registry with either held except lock-free histogram updates.
  * store->apply_mu guards the queue from the journal thread to the applier.
  * Callbacks run with no lock held and may call any function here except
  * sl_bookie_store_close.
@@ -127,6 +130,9 @@ typedef struct sl_bookie_store_opts {
   double disk_floor_pct;          /* hard floor: recovery adds, which a
                                      read-only store still takes, are refused
                                      at or above this % used */
+  uint64_t max_inflight_bytes;    /* payload bytes of adds admitted and not
+                                     yet completed, over all writers; more is
+                                     SL_EBUSY (bounds the memory they pin) */
   uint64_t disk_limit_bytes;      /* 0: the real disk; else a quota for dir */
   int disk_interval_ms;
   sl_ledger_storage_leveldb_opts leveldb;
@@ -144,8 +150,8 @@ typedef struct sl_bookie_store_opts {
 
 #define SL_BOOKIE_STORE_OPTS_INIT                                          \
   {NULL, 5u << 20, 64u << 20, 16u << 20, 10000, 256u << 20, 95.0, 90.0,   \
-   98.0, 0, 1000, SL_LEDGER_STORAGE_LEVELDB_OPTS_INIT, NULL, NULL, NULL,  \
-   NULL, NULL}
+   98.0, 256u << 20, 0, 1000, SL_LEDGER_STORAGE_LEVELDB_OPTS_INIT, NULL,  \
+   NULL, NULL, NULL, NULL}
 
 /* Add flags. */
 #define SL_BOOKIE_ADD_RECOVERY 1u /* recovery write-back: allowed on a fenced
@@ -200,6 +206,8 @@ sl_status sl_bookie_store_open(const char *dir, const sl_bookie_store_opts *opts
  *   SL_EFENCED      "ledger 42: fenced" (and not a recovery add)
  *   SL_ESTALE_EPOCH "ledger 42: stale epoch 3 < 5"
  *   SL_ECONFLICT    the entry is stored or queued with a different payload
+ *   SL_EBUSY        max_inflight_bytes of adds are in flight (one add alone
+ *                   is always admitted, however large)
  *   SL_EFAILED      the store FAILED earlier (needs a restart)
  * A resend of a stored or queued entry with the same payload is accepted.
  * req is borrowed for the call; req->payload is retained until cb.

@@ -1271,6 +1271,36 @@ static void test_bookie_store__journal_bytes(void **state) {
   close_and_drop(s, dir);
 }
 
+/* Adds in flight over all writers are bounded: past the cap, BUSY (and
+ * nothing queued); once they complete, adds are admitted again. */
+static void test_bookie_store__busy_past_inflight_cap(void **state) {
+  (void)state;
+  char *dir = sl_test_mkdtemp("bsbusy");
+  sl_bookie_store_opts o = gated_opts();
+  o.max_inflight_bytes = 100;
+  sl_bookie_store *s = open_store(dir, &o);
+  sl_test_waiter w;
+  sl_test_waiter_init(&w);
+  gate_set(&g_gate, true, false);
+  char big[151];
+  memset(big, 'b', 150);
+  big[150] = '\0';
+  sl_bookie_add_req r0 = make_add(6, 0, 1, big); /* alone: admitted */
+  assert_int_equal(sl_bookie_store_add(s, &r0, sl_test_waiter_cb, &w, NULL), SL_OK);
+  gate_wait_blocked(&g_gate);
+  sl_err err = SL_ERR_INIT;
+  sl_bookie_add_req r1 = make_add(7, 0, 1, "x");
+  assert_int_equal(sl_bookie_store_add(s, &r1, sl_test_waiter_cb, &w, &err), SL_EBUSY);
+  assert_non_null(strstr(err.msg, "150 bytes of adds in flight"));
+  gate_set(&g_gate, false, false);
+  assert_true(sl_test_waiter_wait(&w, 1, 10000));
+  assert_int_equal(w.ok, 1);
+  assert_int_equal(add_str(s, 7, 0, 1, "x", NULL), SL_OK);
+  sl_bookie_store_close(s);
+  sl_test_waiter_release(&w);
+  sl_test_rmdtemp(dir);
+}
+
 /* ---- contracts a ledger writer relies on (issue 8) ---- */
 
 /* The checksum binds ledger and entry ids: the right bytes under the wrong
@@ -1572,6 +1602,7 @@ int main(void) {
       cmocka_unit_test(test_bookie_store__instance_id),
       cmocka_unit_test(test_bookie_store__foreign_segment_refused),
       cmocka_unit_test(test_bookie_store__power_cut_during_rotation),
+      cmocka_unit_test(test_bookie_store__busy_past_inflight_cap),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -47,6 +47,7 @@ typedef struct bookie_cfg {
   long long ledger_write_buffer_bytes;
   long long stream_max_adds;
   long long stream_max_bytes;
+  long long max_inflight_bytes;
 } bookie_cfg;
 
 static bookie_cfg cfg;
@@ -99,6 +100,9 @@ static const sl_conf_entry table[] = {
     SL_CONF_INT(bookie_cfg, stream_max_bytes, "67108864", 1, 1LL << 34,
                 E "STREAM_MAX_BYTES",
                 "payload bytes in flight per AddEntry stream before it stops reading"),
+    SL_CONF_INT(bookie_cfg, max_inflight_bytes, "268435456", 1, 1LL << 40,
+                E "MAX_INFLIGHT_BYTES",
+                "payload bytes of adds in flight over all streams; more are refused BUSY"),
 };
 #undef E
 
@@ -150,6 +154,10 @@ static sl_status check_cfg(const bookie_cfg *c, sl_err *err) {
   if (c->disk_low_pct >= c->disk_high_pct)
     return sl_err_set(err, SL_EINVAL, "disk_low_pct (%lld) must be below disk_high_pct (%lld)",
                       c->disk_low_pct, c->disk_high_pct);
+  /* Between the two a read-only bookie still takes recovery adds. */
+  if (c->disk_floor_pct < c->disk_high_pct)
+    return sl_err_set(err, SL_EINVAL, "disk_floor_pct (%lld) must not be below "
+                      "disk_high_pct (%lld)", c->disk_floor_pct, c->disk_high_pct);
   /* An entry travels in one gRPC message with a few dozen bytes of fields. */
   if (c->max_entry_bytes + 1024 > c->svc.max_message_bytes)
     return sl_err_set(err, SL_EINVAL, "max_entry_bytes (%lld) must be at least 1 KiB below "
@@ -182,6 +190,7 @@ static sl_status start(void *cv, sl_rpc_server *srv, void **state, sl_err *err) 
   so.disk_high_pct = (double)c->disk_high_pct;
   so.disk_low_pct = (double)c->disk_low_pct;
   so.disk_floor_pct = (double)c->disk_floor_pct;
+  so.max_inflight_bytes = (uint64_t)c->max_inflight_bytes;
   so.metrics = sl_metrics_default();
   so.disk_limit_bytes = (uint64_t)c->disk_limit_bytes;
   so.disk_interval_ms = (int)c->disk_check_interval_ms;

@@ -2,6 +2,8 @@
  * AddEntry stream is in service_add.c. */
 #include <ctype.h>
 #include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -130,9 +132,9 @@ static void read_entry(sl_rpc_call *call, const Sluice__V1__ReadEntryRequest *re
 /* ---- ReadEntries ----
  *
  * State of one range read, in call memory. pump() runs first from the
- * handler (or, for a fencing read, from the fence's completion) and then
- * only from on_writable, which the runtime calls only after a send came
- * back SL_EBUSY and pump returned: so pumps never overlap and need no lock.
+ * handler and then only from on_writable, which the runtime calls only
+ * after a send came back SL_EBUSY and pump returned: so pumps never overlap
+ * and need no lock.
  */
 typedef struct range_read {
   sl_bookie_svc *svc;
@@ -225,15 +227,47 @@ static void pump(sl_rpc_call *call, range_read *rr) {
   free(ents);
 }
 
+/* A fence the handler waits for. A range read streams many entries, so
+ * unlike ReadEntry it does not answer from the fence's completion, which
+ * runs on the store's applier thread and would hold up every group commit
+ * while it read; the worker waits one journal sync instead. */
+typedef struct fence_wait {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  bool done;
+  sl_status st;
+  char msg[SL_ERR_MAX];
+} fence_wait;
+
 static void on_range_fenced(sl_status st, const char *msg, void *arg) {
-  pending_call *p = arg;
-  if (st != SL_OK) {
-    count_read(p->svc, st, false);
-    fail(p->call, st, msg[0] ? msg : sl_status_str(st));
-  } else {
-    pump(p->call, sl_rpc_call_user(p->call));
+  fence_wait *w = arg;
+  pthread_mutex_lock(&w->mu);
+  w->st = st;
+  snprintf(w->msg, sizeof(w->msg), "%s", msg[0] ? msg : sl_status_str(st));
+  w->done = true;
+  pthread_cond_signal(&w->cv);
+  pthread_mutex_unlock(&w->mu);
+}
+
+/* Fences and waits until the fence is durable (or failed). */
+static sl_status fence_and_wait(sl_bookie_svc *svc, const Sluice__V1__ReadEntriesRequest *req,
+                                sl_err *err) {
+  fence_wait w = {.done = false};
+  pthread_mutex_init(&w.mu, NULL);
+  pthread_cond_init(&w.cv, NULL);
+  sl_status st = sl_bookie_store_fence(svc->store, req->ledger_id, req->epoch,
+                                       req->password.data, req->password.len,
+                                       on_range_fenced, &w, err);
+  if (st == SL_OK) {
+    pthread_mutex_lock(&w.mu);
+    while (!w.done) pthread_cond_wait(&w.cv, &w.mu);
+    pthread_mutex_unlock(&w.mu);
+    st = w.st;
+    if (st != SL_OK) sl_err_set(err, st, "%s", w.msg);
   }
-  pending_free(p);
+  pthread_cond_destroy(&w.cv);
+  pthread_mutex_destroy(&w.mu);
+  return st;
 }
 
 static void read_entries(sl_rpc_call *call, const Sluice__V1__ReadEntriesRequest *req,
@@ -257,19 +291,13 @@ static void read_entries(sl_rpc_call *call, const Sluice__V1__ReadEntriesRequest
   if (rr->max_entries > 4096) rr->max_entries = 4096; /* bounds one batch's arrays */
   rr->max_bytes = req->max_bytes ? req->max_bytes : RANGE_DEFAULT_BYTES;
   sl_rpc_call_set_user(call, rr);
-  if (!req->fence) {
-    pump(call, rr);
-    return;
-  }
-  pending_call *p = pending_new(svc, call, req->ledger_id, -1);
-  sl_status st = sl_bookie_store_fence(svc->store, req->ledger_id, req->epoch,
-                                       req->password.data, req->password.len,
-                                       on_range_fenced, p, &err);
+  sl_status st = req->fence ? fence_and_wait(svc, req, &err) : SL_OK;
   if (st != SL_OK) {
-    pending_free(p);
     count_read(svc, st, false);
     fail(call, st, sl_err_msg(&err, st));
+    return;
   }
+  pump(call, rr);
 }
 
 static void read_entries_writable(sl_rpc_call *call, void *ctx) {

@@ -8,8 +8,10 @@
  * (the decoded request lives only during the callback), handed to the store,
  * and acked from the journal thread once durable, so acks come back in the
  * order of group commits, not of requests; the tag echoes back to match.
- * A refused add (fenced, read-only, bad checksum, too big) gets its ack at
- * once with a non-zero code; the stream goes on.
+ * A refused add gets its ack at once; the stream goes on. Every ack carries
+ * the typed outcome (AddEntryResponse.status, the negated sl_status) and
+ * the gRPC code derived from it, so a writer can tell FENCED from
+ * STALE_EPOCH from READ_ONLY (proto/bookie.proto lists them all).
  *
  * Memory per stream stays bounded:
  *   - acks the call's write queue has no room for (a client that does not
@@ -23,26 +25,46 @@
  *
  * Status codes (one place: sl_status_to_grpc, for call statuses and for the
  * per-add code in AddEntryResponse alike):
- *   SL_EPERM     -> PERMISSION_DENIED "ledger 7: wrong password"
- *   SL_EFENCED   -> FAILED_PRECONDITION "ledger 7: fenced" / "stale epoch"
- *   SL_EREADONLY -> FAILED_PRECONDITION "... read-only ..."
- *   SL_ECORRUPT  -> DATA_LOSS
- *   SL_ETOOBIG   -> RESOURCE_EXHAUSTED
- *   SL_EINVAL    -> INVALID_ARGUMENT (bad checksum, negative ids)
- *   SL_ENOTFOUND -> NOT_FOUND (unknown ledger or entry)
+ *   SL_EPERM        -> PERMISSION_DENIED "ledger 7: wrong password"
+ *   SL_EFENCED      -> FAILED_PRECONDITION "ledger 7: fenced"
+ *   SL_ESTALE_EPOCH -> FAILED_PRECONDITION "ledger 7: stale epoch 3 < 5"
+ *   SL_ECONFLICT    -> FAILED_PRECONDITION (same entry id, other bytes)
+ *   SL_EREADONLY    -> FAILED_PRECONDITION "... read-only ..."
+ *   SL_EBADCRC      -> DATA_LOSS (the writer's entry checksum is wrong)
+ *   SL_ECORRUPT     -> DATA_LOSS (a stored entry fails its checksum)
+ *   SL_ETOOBIG      -> RESOURCE_EXHAUSTED
+ *   SL_EFAILED      -> UNAVAILABLE (the journal failed; needs a restart)
+ *   SL_EINVAL       -> INVALID_ARGUMENT (negative ids, lac >= entry)
+ *   SL_EDELETED     -> NOT_FOUND "ledger 7: deleted" (a tombstone)
+ *   SL_ENOTFOUND    -> NOT_FOUND (a ledger this bookie never saw)
  * A request that does not decode never reaches us: the RPC runtime answers
  * INVALID_ARGUMENT.
  *
  * ReadEntry with fence set fences the ledger first (durably: the answer
  * comes from the store's callback after the journal sync) and then reads;
- * entry_id -1 means the last entry this bookie stores. The password of
+ * entry_id -1 means the last entry this bookie stores. An entry the bookie
+ * does not have is an OK answer with found=false; every read answer also
+ * carries the LAC, last entry id, fenced flag and instance id. ReadEntries
+ * does the same for a range, as a stream of batches (max entries and max
+ * bytes per message), stopping at the first missing entry; it pumps from
+ * on_writable when the call's write queue is full. WriteLac and
+ * DeleteLedger carry the ledger's password; a delete leaves a tombstone. The password of
  * AddEntry, Fence and a fencing ReadEntry goes to the store, which checks it
  * against the ledger's master key (bookie_store.h); a plain read needs none.
  * GetInfo's journal_bytes is the journal written after the last checkpoint.
  *
- * Threads: handlers run on the call's worker thread; add, fence and delete
- * completions run on the store's journal thread and answer from there, each
- * holding an sl_rpc_call_ref() until it has answered.
+ * Metrics (opts.metrics): sluice_bookie_adds_total and
+ * sluice_bookie_reads_total by outcome (the typed status, lowercased:
+ * "ok", "fenced", "stale_epoch" ...; a read answered found=false counts as
+ * "not_found"), sluice_bookie_add_latency_seconds from an add's arrival to
+ * its ack (accepted adds). The store and journal add their own.
+ *
+ * Threads: handlers run on the call's worker thread; add, fence, WriteLac
+ * and delete completions run on the store's applier thread and answer from
+ * there, each holding an sl_rpc_call_ref() until it has answered. A fencing
+ * ReadEntries is the exception: its worker waits for the fence (one journal
+ * sync) and streams from there, so that a long range is never read on the
+ * applier thread.
  */
 #ifndef SL_BOOKIE_SERVICE_H
 #define SL_BOOKIE_SERVICE_H

@@ -1,11 +1,11 @@
 /*
  * The AddEntry stream (design in service.h).
  *
- * State of one stream lives in an add_stream, reference-counted: one
- * reference for the call (dropped in on_done) and one per add in flight in
- * the store (dropped by its completion on the journal thread). Each add in
- * flight also holds an sl_rpc_call_ref(), so stream->call stays valid for
- * whoever holds a reference.
+ * State of one stream lives in an add_stream, the call's user state: the
+ * runtime frees it (stream_destroy) at the call's last unref. Each add in
+ * flight in the store holds an sl_rpc_call_ref() until its completion on the
+ * applier thread has acked, so the stream and its call stay valid for it,
+ * even after on_done.
  *
  * Invariants (under stream->mu)
  *   1. Every add the store accepted gets exactly one ack attempt, from its
@@ -42,7 +42,6 @@ typedef struct waiting_ack {
 typedef struct add_stream {
   sl_bookie_svc *svc;
   sl_rpc_call *call;        /* valid while a reference is held */
-  atomic_int refs;
   pthread_mutex_t mu;       /* guards everything below */
   uint32_t inflight;        /* adds the store accepted, not completed */
   size_t inflight_bytes;
@@ -66,8 +65,9 @@ typedef struct add_op {
   uint8_t payload[];
 } add_op;
 
-static void stream_unref(add_stream *s) {
-  if (atomic_fetch_sub(&s->refs, 1) != 1) return;
+/* The call's last unref: nothing else can reach the stream now. */
+static void stream_destroy(void *user) {
+  add_stream *s = user;
   while (s->head != NULL) {
     waiting_ack *a = s->head;
     s->head = a->next;
@@ -176,8 +176,7 @@ static void on_added(sl_status st, const char *msg, void *arg) {
   sl_rpc_call *call = s->call;
   pthread_mutex_unlock(&s->mu);
   free(op);
-  stream_unref(s);
-  sl_rpc_call_unref(call);
+  sl_rpc_call_unref(call); /* may run stream_destroy */
 }
 
 static void on_start(sl_rpc_call *call, void *ctx) {
@@ -185,9 +184,8 @@ static void on_start(sl_rpc_call *call, void *ctx) {
   add_stream *s = sl_xcalloc(1, sizeof(*s));
   s->svc = svc;
   s->call = call;
-  atomic_init(&s->refs, 1);
   pthread_mutex_init(&s->mu, NULL);
-  sl_rpc_call_set_user(call, s);
+  sl_rpc_call_set_user_destroy(call, s, stream_destroy);
   atomic_fetch_add(&svc->streams, 1);
 }
 
@@ -216,7 +214,6 @@ static void submit(add_stream *s, const Sluice__V1__AddEntryRequest *m) {
     s->inflight++;
     s->inflight_bytes += op->len;
     pthread_mutex_unlock(&s->mu);
-    atomic_fetch_add(&s->refs, 1);
     sl_rpc_call_ref(s->call);
     sl_bookie_add_req req = {
         .ledger = m->ledger_id,
@@ -237,8 +234,7 @@ static void submit(add_stream *s, const Sluice__V1__AddEntryRequest *m) {
       s->inflight_bytes -= op->len;
       pthread_mutex_unlock(&s->mu);
       free(op);
-      atomic_fetch_sub(&s->refs, 1); /* the call's reference remains */
-      sl_rpc_call_unref(s->call);
+      sl_rpc_call_unref(s->call); /* the runtime's reference remains */
     }
   }
   pthread_mutex_lock(&s->mu);
@@ -287,7 +283,6 @@ static void on_done(sl_rpc_call *call, bool cancelled, void *ctx) {
            " waiting_acks=%" PRIu32, s->inflight, s->waiting);
   }
   pthread_mutex_unlock(&s->mu);
-  stream_unref(s);
 }
 
 void sl_bookie_svc_add_handlers_(sl_bookie_service_handlers *h) {

@@ -4,6 +4,8 @@
  * helpers. A gate in the store's sync hook holds group commits back, so
  * adds can be kept in flight on purpose (back-pressure, cancellation).
  */
+#include <errno.h>
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -20,6 +22,7 @@
 #include "bookie/service.h"
 #include "bookie/testing/test_util.h"
 #include "common/crc32c.h"
+#include "common/metrics.h"
 #include "common/rpc_client.h"
 #include "common/rpc_server.h"
 
@@ -29,6 +32,7 @@ typedef struct gate {
   pthread_mutex_t mu;
   pthread_cond_t cv;
   bool closed;
+  bool fail;     /* syncs fail with EIO (the store then FAILS) */
   uint64_t held; /* syncs waiting at the gate */
 } gate;
 
@@ -39,6 +43,7 @@ typedef struct fx {
   sl_bookie_svc *svc;
   sl_rpc_server *srv;
   sl_rpc_channel *ch;
+  sl_metrics *metrics; /* private registry for the store and the service */
 } fx;
 
 static int gated_sync(int fd, void *arg) {
@@ -47,7 +52,12 @@ static int gated_sync(int fd, void *arg) {
   g->held++;
   while (g->closed) pthread_cond_wait(&g->cv, &g->mu);
   g->held--;
+  bool fail = g->fail;
   pthread_mutex_unlock(&g->mu);
+  if (fail) {
+    errno = EIO;
+    return -1;
+  }
   return fdatasync(fd);
 }
 
@@ -70,11 +80,14 @@ static fx *fx_start(uint32_t max_stream_adds, size_t write_queue_max) {
   so.sync_hook = gated_sync;
   so.hook_arg = &f->g;
   so.checkpoint_interval_ms = 600000; /* tests checkpoint explicitly */
+  f->metrics = sl_metrics_create();
+  so.metrics = f->metrics;
   sl_status st = sl_bookie_store_open(f->dir, &so, &f->store, &err);
   if (st != SL_OK) fail_msg("store: %s", sl_err_msg(&err, st));
   sl_bookie_svc_opts vo = SL_BOOKIE_SVC_OPTS_INIT;
   vo.bookie_id = "bookie-test";
   vo.max_stream_adds = max_stream_adds;
+  vo.metrics = f->metrics;
   assert_int_equal(sl_bookie_svc_create(f->store, &vo, &f->svc, &err), SL_OK);
   sl_rpc_server_opts ro = {.addr = "127.0.0.1:0", .write_queue_max = write_queue_max};
   assert_int_equal(sl_rpc_server_create(&ro, &f->srv, &err), SL_OK);
@@ -94,6 +107,7 @@ static void fx_stop(fx *f) {
   sl_rpc_server_destroy(f->srv);
   sl_bookie_svc_destroy(f->svc);
   sl_bookie_store_close(f->store);
+  sl_metrics_destroy(f->metrics);
   sl_test_rmdtemp(f->dir);
   pthread_mutex_destroy(&f->g.mu);
   pthread_cond_destroy(&f->g.cv);
@@ -131,7 +145,7 @@ static void send_add_pw(sl_rpc_stream *s, uint64_t ledger, int64_t entry, size_t
   r.lac = entry - 1;
   r.payload.data = buf;
   r.payload.len = len;
-  r.crc32c = sl_crc32c(buf, len) ^ (bad_crc ? 1u : 0u);
+  r.crc32c = sl_entry_crc(ledger, entry, buf, len) ^ (bad_crc ? 1u : 0u);
   r.epoch = epoch;
   r.tag = tag;
   if (password != NULL) {
@@ -149,17 +163,24 @@ static void send_add(sl_rpc_stream *s, uint64_t ledger, int64_t entry, size_t le
   send_add_pw(s, ledger, entry, len, epoch, bad_crc, tag, NULL);
 }
 
-/* Receives one ack; returns its code and copies its error. */
-static int recv_ack(sl_rpc_stream *s, uint64_t *tag, char *error, size_t n) {
+/* Receives one ack; returns its typed status (an sl_status) and copies
+ * its error. The gRPC code must always agree with the typed status. */
+static sl_status recv_ack_st(sl_rpc_stream *s, uint64_t *tag, char *error, size_t n) {
   Sluice__V1__AddEntryResponse *a = NULL;
   sl_err err = SL_ERR_INIT;
   sl_status st = sl_bookie_service_add_entry_recv(s, &a, 10000, &err);
   if (st != SL_OK || a == NULL) fail_msg("recv: %s", sl_err_msg(&err, st));
-  int code = a->code;
+  sl_status typed = (sl_status)(-(int)a->status);
+  assert_int_equal(a->code, sl_status_to_grpc(typed));
   if (tag) *tag = a->tag;
   if (error) snprintf(error, n, "%s", a->error);
   protobuf_c_message_free_unpacked(&a->base, NULL);
-  return code;
+  return typed;
+}
+
+/* Receives one ack; returns its gRPC code. */
+static int recv_ack(sl_rpc_stream *s, uint64_t *tag, char *error, size_t n) {
+  return sl_status_to_grpc(recv_ack_st(s, tag, error, n));
 }
 
 /* One add on its own stream, waiting for the ack. */
@@ -241,7 +262,8 @@ static void check_entry(fx *f, uint64_t ledger, int64_t entry, size_t len) {
   payload_of(ledger, entry, want, len);
   assert_int_equal(r->payload.len, len);
   assert_memory_equal(r->payload.data, want, len);
-  assert_int_equal(r->crc32c, sl_crc32c(want, len));
+  assert_int_equal(r->crc32c, sl_entry_crc(ledger, entry, want, len));
+  assert_true(r->found);
   free(want);
   protobuf_c_message_free_unpacked(&r->base, NULL);
 }
@@ -345,16 +367,18 @@ static void test_service__add_read_list_info(void **state) {
   assert_false(info->read_only);
   protobuf_c_message_free_unpacked(&info->base, NULL);
 
-  /* Delete: gone from reads and lists. */
+  /* Delete: gone from reads and lists; deleting again is OK. */
   Sluice__V1__DeleteLedgerEntriesRequest dr = SLUICE__V1__DELETE_LEDGER_ENTRIES_REQUEST__INIT;
   dr.ledger_id = 7;
   Sluice__V1__DeleteLedgerEntriesResponse *dresp = NULL;
   assert_int_equal(sl_bookie_service_delete_ledger(f->ch, &dr, &dresp, NULL, NULL), SL_OK);
   protobuf_c_message_free_unpacked(&dresp->base, NULL);
   Sluice__V1__ReadEntryResponse *gone = NULL;
-  assert_int_equal(read_entry(f, 7, 3, false, 0, &gone, NULL), SL_ENOTFOUND);
-  assert_int_equal(sl_bookie_service_delete_ledger(f->ch, &dr, &dresp, NULL, NULL),
-                   SL_ENOTFOUND);
+  sl_err err = SL_ERR_INIT;
+  assert_int_not_equal(read_entry(f, 7, 3, false, 0, &gone, &err), SL_OK);
+  assert_string_equal(err.msg, "ledger 7: deleted");
+  assert_int_equal(sl_bookie_service_delete_ledger(f->ch, &dr, &dresp, NULL, NULL), SL_OK);
+  protobuf_c_message_free_unpacked(&dresp->base, NULL);
   check_entry(f, 9, 3, 100);
   fx_stop(f);
 }
@@ -366,7 +390,7 @@ static void test_service__refusals_keep_the_stream(void **state) {
   /* Bad checksum, too big, negative entry: each its own code, same stream. */
   sl_rpc_stream *s = open_adds(f);
   send_add(s, 3, 0, 10, 1, true, 1);
-  assert_int_equal(recv_ack(s, NULL, error, sizeof(error)), GRPC_STATUS_INVALID_ARGUMENT);
+  assert_int_equal(recv_ack(s, NULL, error, sizeof(error)), GRPC_STATUS_DATA_LOSS);
   assert_non_null(strstr(error, "checksum"));
   send_add(s, 3, 0, (64u << 10) + 1, 1, false, 2);
   assert_int_equal(recv_ack(s, NULL, error, sizeof(error)), GRPC_STATUS_RESOURCE_EXHAUSTED);
@@ -377,11 +401,14 @@ static void test_service__refusals_keep_the_stream(void **state) {
   sl_rpc_stream_destroy(s);
   check_entry(f, 3, 0, 10);
 
-  /* Unknown ledger and entry. */
+  /* Unknown ledger; unknown entry of a known ledger is an answer. */
   Sluice__V1__ReadEntryResponse *r = NULL;
   sl_err err = SL_ERR_INIT;
   assert_int_equal(read_entry(f, 4242, 0, false, 0, &r, &err), SL_ENOTFOUND);
-  assert_int_equal(read_entry(f, 3, 5, false, 0, &r, &err), SL_ENOTFOUND);
+  assert_int_equal(read_entry(f, 3, 5, false, 0, &r, &err), SL_OK);
+  assert_false(r->found);
+  assert_int_equal(r->last_entry_id, 0);
+  protobuf_c_message_free_unpacked(&r->base, NULL);
   assert_int_equal(read_entry(f, 3, -2, false, 0, &r, &err), SL_EINVAL);
   fx_stop(f);
 }
@@ -415,8 +442,14 @@ static void test_service__fence_and_fencing_read(void **state) {
   assert_int_equal(fresp->lac, 3);
   protobuf_c_message_free_unpacked(&fresp->base, NULL);
 
-  /* A fencing read of a ledger this bookie never saw fences it all the same. */
-  assert_int_equal(read_entry(f, 12, -1, true, 1, &r, &err), SL_ENOTFOUND);
+  /* A fencing read of a ledger this bookie never saw fences it all the same,
+   * and says so: found=false, fenced. */
+  assert_int_equal(read_entry(f, 12, -1, true, 1, &r, &err), SL_OK);
+  assert_false(r->found);
+  assert_true(r->fenced);
+  assert_int_equal(r->last_entry_id, -1);
+  assert_int_equal(r->lac, -1);
+  protobuf_c_message_free_unpacked(&r->base, NULL);
   assert_int_equal(add_one(f, 12, 0, 32, 1, false, error, sizeof(error)),
                    GRPC_STATUS_FAILED_PRECONDITION);
   assert_non_null(strstr(error, "fenced"));
@@ -499,7 +532,8 @@ static void test_service__slow_reader_loses_no_ack(void **state) {
     sl_status st = sl_bookie_service_add_entry_recv(s, &a, 30000, &err);
     if (st != SL_OK) fail_msg("recv: %s", sl_err_msg(&err, st));
     if (a == NULL) break; /* all acks out, stream ended with OK */
-    assert_int_equal(a->code, GRPC_STATUS_INVALID_ARGUMENT);
+    assert_int_equal(a->code, GRPC_STATUS_DATA_LOSS);
+    assert_int_equal(a->status, SLUICE__V1__STATUS__STATUS_BAD_CHECKSUM);
     if (a->tag >= cap) {
       seen = realloc(seen, a->tag * 2);
       memset(seen + cap, 0, a->tag * 2 - cap);
@@ -616,6 +650,450 @@ static void test_service__journal_bytes_until_checkpoint(void **state) {
   fx_stop(f);
 }
 
+/* ---- issue 8: contracts a ledger writer relies on ---- */
+
+static char *instance_of(fx *f) {
+  Sluice__V1__GetInfoRequest q = SLUICE__V1__GET_INFO_REQUEST__INIT;
+  Sluice__V1__GetInfoResponse *r = NULL;
+  assert_int_equal(sl_bookie_service_get_info(f->ch, &q, &r, NULL, NULL), SL_OK);
+  char *id = strdup(r->instance_id);
+  protobuf_c_message_free_unpacked(&r->base, NULL);
+  assert_int_equal(strlen(id), 32);
+  assert_string_equal(id, sl_bookie_store_instance_id(f->store));
+  return id;
+}
+
+/* Sends a raw add and returns its typed outcome. */
+static sl_status add_req(sl_rpc_stream *s, Sluice__V1__AddEntryRequest *r, char *error,
+                         size_t n) {
+  sl_err err = SL_ERR_INIT;
+  sl_status st = sl_bookie_service_add_entry_send(s, r, 10000, &err);
+  if (st != SL_OK) fail_msg("send: %s", sl_err_msg(&err, st));
+  return recv_ack_st(s, NULL, error, n);
+}
+
+static sl_status delete_pw(fx *f, uint64_t ledger, const char *password, sl_err *err) {
+  Sluice__V1__DeleteLedgerEntriesRequest q = SLUICE__V1__DELETE_LEDGER_ENTRIES_REQUEST__INIT;
+  q.ledger_id = ledger;
+  q.password.data = (uint8_t *)password;
+  q.password.len = strlen(password);
+  Sluice__V1__DeleteLedgerEntriesResponse *r = NULL;
+  sl_status st = sl_bookie_service_delete_ledger(f->ch, &q, &r, NULL, err);
+  if (r != NULL) protobuf_c_message_free_unpacked(&r->base, NULL);
+  return st;
+}
+
+/* Every refusal of an add carries its own typed status, on one stream. */
+static void test_service__typed_status_on_every_refusal(void **state) {
+  (void)state;
+  fx *f = fx_start(0, 0);
+  char error[256];
+  sl_err err = SL_ERR_INIT;
+  sl_rpc_stream *s = open_adds(f);
+  uint8_t p[8] = "payload";
+  Sluice__V1__AddEntryRequest r = SLUICE__V1__ADD_ENTRY_REQUEST__INIT;
+  r.ledger_id = 40;
+  r.entry_id = 0;
+  r.lac = -1;
+  r.payload.data = p;
+  r.payload.len = 7;
+  r.crc32c = sl_entry_crc(40, 0, p, 7);
+  r.epoch = 5;
+  r.password.data = (uint8_t *)"pw";
+  r.password.len = 2;
+  assert_int_equal(add_req(s, &r, error, sizeof(error)), SL_OK);
+  assert_int_equal(add_req(s, &r, error, sizeof(error)), SL_OK); /* same bytes: idempotent */
+  r.payload.data = (uint8_t *)"PAYLOAD";
+  r.crc32c = sl_entry_crc(40, 0, r.payload.data, 7);
+  assert_int_equal(add_req(s, &r, error, sizeof(error)), SL_ECONFLICT);
+  r.payload.data = p;
+  r.entry_id = 1;
+  r.lac = 0;
+  r.crc32c = sl_entry_crc(40, 0, p, 7); /* entry 0's checksum on entry 1 */
+  assert_int_equal(add_req(s, &r, error, sizeof(error)), SL_EBADCRC);
+  r.crc32c = sl_entry_crc(40, 1, p, 7);
+  r.lac = 1;
+  assert_int_equal(add_req(s, &r, error, sizeof(error)), SL_EINVAL);
+  r.lac = 0;
+  r.epoch = 4;
+  assert_int_equal(add_req(s, &r, error, sizeof(error)), SL_ESTALE_EPOCH);
+  r.epoch = 5;
+  r.password.data = (uint8_t *)"px";
+  assert_int_equal(add_req(s, &r, error, sizeof(error)), SL_EPERM);
+  r.password.data = (uint8_t *)"pw";
+  static uint8_t big[(64u << 10) + 1];
+  r.payload.data = big;
+  r.payload.len = sizeof(big);
+  r.crc32c = sl_entry_crc(40, 1, big, sizeof(big));
+  assert_int_equal(add_req(s, &r, error, sizeof(error)), SL_ETOOBIG);
+  r.payload.data = p;
+  r.payload.len = 7;
+  r.crc32c = sl_entry_crc(40, 1, p, 7);
+  assert_int_equal(fence_pw(f, 40, 6, "pw", &err), SL_OK);
+  r.epoch = 6;
+  assert_int_equal(add_req(s, &r, error, sizeof(error)), SL_EFENCED);
+  r.recovery = true; /* recovery write-back on a fenced ledger: accepted */
+  assert_int_equal(add_req(s, &r, error, sizeof(error)), SL_OK);
+
+  /* Read-only: plain adds refused with READ_ONLY. */
+  sl_bookie_store_set_disk_limit(f->store, 1); /* a 1-byte quota: full */
+  r.ledger_id = 41;
+  r.entry_id = 0;
+  r.lac = -1;
+  r.recovery = false;
+  r.crc32c = sl_entry_crc(41, 0, p, 7);
+  assert_int_equal(add_req(s, &r, error, sizeof(error)), SL_EREADONLY);
+  sl_bookie_store_set_disk_limit(f->store, 0);
+
+  /* Deleted: late adds, even recovery ones, are refused with DELETED. */
+  assert_int_equal(delete_pw(f, 40, "px", &err), SL_EPERM);
+  assert_int_equal(delete_pw(f, 40, "pw", &err), SL_OK);
+  r.ledger_id = 40;
+  r.entry_id = 2;
+  r.lac = 1;
+  r.recovery = true;
+  r.crc32c = sl_entry_crc(40, 2, p, 7);
+  assert_int_equal(add_req(s, &r, error, sizeof(error)), SL_EDELETED);
+  assert_string_equal(error, "ledger 40: deleted");
+
+  /* A failed journal: FAILED, for this add and every later one. */
+  pthread_mutex_lock(&f->g.mu);
+  f->g.fail = true;
+  pthread_mutex_unlock(&f->g.mu);
+  r.ledger_id = 42;
+  r.entry_id = 0;
+  r.lac = -1;
+  r.recovery = false;
+  r.crc32c = sl_entry_crc(42, 0, p, 7);
+  assert_int_equal(add_req(s, &r, error, sizeof(error)), SL_EFAILED);
+  r.entry_id = 1;
+  r.lac = 0;
+  r.crc32c = sl_entry_crc(42, 1, p, 7);
+  assert_int_equal(add_req(s, &r, error, sizeof(error)), SL_EFAILED);
+  sl_rpc_stream_destroy(s);
+  fx_stop(f);
+}
+
+/* A missing entry is an answer: found=false with the LAC, last entry,
+ * fenced flag and instance id, so that recovery can count it. */
+static void test_service__not_found_is_an_answer(void **state) {
+  (void)state;
+  fx *f = fx_start(0, 0);
+  char *id = instance_of(f);
+  for (int64_t e = 0; e < 3; e++) assert_int_equal(add_one(f, 50, e, 16, 1, false, NULL, 0), 0);
+  Sluice__V1__ReadEntryResponse *r = NULL;
+  sl_err err = SL_ERR_INIT;
+  assert_int_equal(read_entry(f, 50, 7, false, 0, &r, &err), SL_OK);
+  assert_false(r->found);
+  assert_int_equal(r->entry_id, 7);
+  assert_int_equal(r->payload.len, 0);
+  assert_int_equal(r->lac, 1);
+  assert_int_equal(r->last_entry_id, 2);
+  assert_false(r->fenced);
+  assert_string_equal(r->instance_id, id);
+  protobuf_c_message_free_unpacked(&r->base, NULL);
+  /* A fencing read of a missing entry: OK, found=false, now fenced. */
+  assert_int_equal(read_entry(f, 50, 3, true, 2, &r, &err), SL_OK);
+  assert_false(r->found);
+  assert_true(r->fenced);
+  assert_int_equal(r->lac, 1);
+  assert_int_equal(r->last_entry_id, 2);
+  assert_string_equal(r->instance_id, id);
+  protobuf_c_message_free_unpacked(&r->base, NULL);
+  /* A present entry says found, with the same view. */
+  assert_int_equal(read_entry(f, 50, 2, false, 0, &r, &err), SL_OK);
+  assert_true(r->found);
+  assert_true(r->fenced);
+  assert_string_equal(r->instance_id, id);
+  protobuf_c_message_free_unpacked(&r->base, NULL);
+  free(id);
+  fx_stop(f);
+}
+
+/* Reads a whole ReadEntries stream; returns the call status. Collects entry
+ * ids (checked byte-exact), message sizes and the last message's view. */
+typedef struct range_result {
+  int64_t ids[256];
+  int n;
+  int msgs;
+  int per_msg[256];
+  bool found;
+  int64_t missing;
+  bool fenced;
+  int64_t lac, last_entry;
+  char instance[64];
+} range_result;
+
+static sl_status read_range(fx *f, const Sluice__V1__ReadEntriesRequest *q,
+                            range_result *out, sl_err *err) {
+  memset(out, 0, sizeof(*out));
+  sl_rpc_stream *s = NULL;
+  sl_status st = sl_bookie_service_read_entries_open(f->ch, q, NULL, &s, err);
+  if (st != SL_OK) return st;
+  for (;;) {
+    Sluice__V1__ReadEntriesResponse *m = NULL;
+    st = sl_bookie_service_read_entries_recv(s, &m, 10000, err);
+    if (st != SL_OK || m == NULL) break;
+    assert_int_equal(m->ledger_id, q->ledger_id);
+    assert_true(out->msgs < 256);
+    out->per_msg[out->msgs++] = (int)m->n_entries;
+    for (size_t i = 0; i < m->n_entries; i++) {
+      Sluice__V1__Entry *e = m->entries[i];
+      assert_true(out->n < 256);
+      out->ids[out->n++] = e->entry_id;
+      uint8_t want[256];
+      assert_true(e->payload.len <= sizeof(want));
+      payload_of(q->ledger_id, e->entry_id, want, e->payload.len);
+      assert_memory_equal(e->payload.data, want, e->payload.len);
+      assert_int_equal(e->crc32c, sl_entry_crc(q->ledger_id, e->entry_id, want,
+                                               e->payload.len));
+    }
+    out->found = m->found;
+    out->missing = m->missing_entry_id;
+    out->fenced = m->fenced;
+    out->lac = m->lac;
+    out->last_entry = m->last_entry_id;
+    snprintf(out->instance, sizeof(out->instance), "%s", m->instance_id);
+    protobuf_c_message_free_unpacked(&m->base, NULL);
+  }
+  sl_rpc_stream_destroy(s);
+  return st;
+}
+
+static void test_service__read_entries_pages(void **state) {
+  (void)state;
+  fx *f = fx_start(0, 0);
+  char *id = instance_of(f);
+  sl_rpc_stream *s = open_adds(f);
+  for (int64_t e = 0; e < 20; e++) send_add(s, 60, e, 100, 1, false, (uint64_t)e);
+  for (int e = 0; e < 20; e++) assert_int_equal(recv_ack(s, NULL, NULL, 0), 0);
+  sl_rpc_stream_destroy(s);
+  range_result rr;
+  sl_err err = SL_ERR_INIT;
+  Sluice__V1__ReadEntriesRequest q = SLUICE__V1__READ_ENTRIES_REQUEST__INIT;
+  q.ledger_id = 60;
+  q.first_entry_id = 2;
+  q.last_entry_id = 16;
+  q.max_entries = 4; /* by count: 4+4+4+3 */
+  assert_int_equal(read_range(f, &q, &rr, &err), SL_OK);
+  assert_int_equal(rr.n, 15);
+  for (int i = 0; i < rr.n; i++) assert_int_equal(rr.ids[i], 2 + i);
+  assert_int_equal(rr.msgs, 4);
+  assert_int_equal(rr.per_msg[0], 4);
+  assert_int_equal(rr.per_msg[3], 3);
+  assert_true(rr.found);
+  assert_false(rr.fenced);
+  assert_int_equal(rr.last_entry, 19);
+  assert_int_equal(rr.lac, 18);
+  assert_string_equal(rr.instance, id);
+
+  q.max_entries = 0;
+  q.max_bytes = 250; /* by bytes: two 100-byte entries per message */
+  assert_int_equal(read_range(f, &q, &rr, &err), SL_OK);
+  assert_int_equal(rr.n, 15);
+  assert_int_equal(rr.msgs, 8);
+  for (int i = 0; i < 7; i++) assert_int_equal(rr.per_msg[i], 2);
+  q.max_bytes = 10; /* an entry larger than max_bytes still goes, alone */
+  assert_int_equal(read_range(f, &q, &rr, &err), SL_OK);
+  assert_int_equal(rr.msgs, 15);
+
+  /* Past the end: the stream stops at the first missing entry. */
+  q.max_bytes = 0;
+  q.first_entry_id = 17;
+  q.last_entry_id = 30;
+  assert_int_equal(read_range(f, &q, &rr, &err), SL_OK);
+  assert_int_equal(rr.n, 3);
+  assert_false(rr.found);
+  assert_int_equal(rr.missing, 20);
+
+  /* With fence: fenced before reading, and later adds are refused. */
+  q.first_entry_id = 0;
+  q.last_entry_id = 25;
+  q.fence = true;
+  q.epoch = 2;
+  assert_int_equal(read_range(f, &q, &rr, &err), SL_OK);
+  assert_int_equal(rr.n, 20);
+  assert_true(rr.fenced);
+  assert_false(rr.found);
+  assert_int_equal(rr.missing, 20);
+  char error[256];
+  assert_int_equal(add_one(f, 60, 20, 100, 2, false, error, sizeof(error)),
+                   GRPC_STATUS_FAILED_PRECONDITION);
+  assert_non_null(strstr(error, "fenced"));
+
+  /* Bad ranges and a wrong fencing password. */
+  q.fence = false;
+  q.first_entry_id = 5;
+  q.last_entry_id = 4;
+  assert_int_equal(read_range(f, &q, &rr, &err), SL_EINVAL);
+  q.first_entry_id = -1;
+  assert_int_equal(read_range(f, &q, &rr, &err), SL_EINVAL);
+  q.first_entry_id = 0;
+  q.last_entry_id = 3;
+  q.fence = true;
+  q.password.data = (uint8_t *)"nope";
+  q.password.len = 4;
+  assert_int_equal(read_range(f, &q, &rr, &err), SL_EPERM);
+  free(id);
+  fx_stop(f);
+}
+
+static sl_status write_lac(fx *f, uint64_t ledger, int64_t lac, uint64_t epoch,
+                           const char *password, int64_t *now, sl_err *err) {
+  Sluice__V1__WriteLacRequest q = SLUICE__V1__WRITE_LAC_REQUEST__INIT;
+  q.ledger_id = ledger;
+  q.lac = lac;
+  q.epoch = epoch;
+  q.password.data = (uint8_t *)password;
+  q.password.len = strlen(password);
+  Sluice__V1__WriteLacResponse *r = NULL;
+  sl_status st = sl_bookie_service_write_lac(f->ch, &q, &r, NULL, err);
+  if (r != NULL) {
+    *now = r->lac;
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+  }
+  return st;
+}
+
+static void test_service__write_lac(void **state) {
+  (void)state;
+  fx *f = fx_start(0, 0);
+  sl_rpc_stream *s = open_adds(f);
+  for (int64_t e = 0; e < 5; e++) {
+    send_add_pw(s, 70, e, 10, 3, false, (uint64_t)e, "pw");
+    assert_int_equal(recv_ack(s, NULL, NULL, 0), 0);
+  }
+  sl_rpc_stream_destroy(s);
+  int64_t lac = -9;
+  sl_err err = SL_ERR_INIT;
+  assert_int_equal(write_lac(f, 70, 4, 3, "pw", &lac, &err), SL_OK);
+  assert_int_equal(lac, 4);
+  Sluice__V1__ReadLacRequest lr = SLUICE__V1__READ_LAC_REQUEST__INIT;
+  lr.ledger_id = 70;
+  Sluice__V1__ReadLacResponse *r = NULL;
+  assert_int_equal(sl_bookie_service_read_lac(f->ch, &lr, &r, NULL, NULL), SL_OK);
+  assert_int_equal(r->lac, 4);
+  assert_string_equal(r->instance_id, sl_bookie_store_instance_id(f->store));
+  protobuf_c_message_free_unpacked(&r->base, NULL);
+  assert_int_equal(write_lac(f, 70, 2, 3, "pw", &lac, &err), SL_OK); /* only grows */
+  assert_int_equal(lac, 4);
+  assert_int_equal(write_lac(f, 70, 5, 3, "px", &lac, &err), SL_EPERM);
+  assert_int_equal(write_lac(f, 70, 5, 2, "pw", &lac, &err), SL_EPRECOND); /* stale */
+  assert_non_null(strstr(err.msg, "stale epoch"));
+  assert_int_equal(write_lac(f, 70, -2, 3, "pw", &lac, &err), SL_EINVAL);
+  assert_int_equal(delete_pw(f, 70, "pw", &err), SL_OK);
+  assert_int_equal(write_lac(f, 70, 5, 3, "pw", &lac, &err), SL_ENOTFOUND);
+  assert_string_equal(err.msg, "ledger 70: deleted");
+  fx_stop(f);
+}
+
+/* Prometheus naming: sluice_bookie_* families, counters end in _total,
+ * units are base units; every sample line parses. */
+static void check_exposition(const char *text) {
+  const char *line = text;
+  int families = 0;
+  while (*line != '\0') {
+    const char *end = strchr(line, '\n');
+    assert_non_null(end);
+    char buf[512];
+    size_t n = (size_t)(end - line) < sizeof(buf) - 1 ? (size_t)(end - line) : sizeof(buf) - 1;
+    memcpy(buf, line, n);
+    buf[n] = '\0';
+    char name[200], type[32];
+    if (sscanf(buf, "# TYPE %199s %31s", name, type) == 2) {
+      families++;
+      bool total = strlen(name) > 6 && strcmp(name + strlen(name) - 6, "_total") == 0;
+      if (strcmp(type, "counter") == 0)
+        assert_true(total);
+      else
+        assert_false(total);
+      assert_null(strstr(name, "millis"));
+      assert_null(strstr(name, "_ms"));
+      assert_null(strstr(name, "kilo"));
+    } else if (buf[0] != '#' && buf[0] != '\0') {
+      char metric[400];
+      double v;
+      assert_int_equal(sscanf(buf, "%399s %lf", metric, &v), 2);
+    }
+    line = end + 1;
+  }
+  assert_true(families > 0);
+}
+
+static double metric(fx *f, const char *name, const char *label, const char *value) {
+  const char *const labels[] = {label, value, NULL};
+  double v = NAN;
+  assert_int_equal(sl_metrics_value(f->metrics, name, label ? labels : NULL, &v), SL_OK);
+  return v;
+}
+
+static void test_service__metrics(void **state) {
+  (void)state;
+  fx *f = fx_start(0, 0);
+  for (int64_t e = 0; e < 10; e++) assert_int_equal(add_one(f, 80, e, 100, 1, false, NULL, 0), 0);
+  assert_int_equal(add_one(f, 80, 10, 100, 1, true, NULL, 0), GRPC_STATUS_DATA_LOSS);
+  assert_int_equal(fence_pw(f, 80, 2, "", NULL), SL_OK);
+  assert_int_equal(add_one(f, 80, 10, 100, 1, false, NULL, 0), GRPC_STATUS_FAILED_PRECONDITION);
+  Sluice__V1__ReadEntryResponse *r = NULL;
+  assert_int_equal(read_entry(f, 80, 3, false, 0, &r, NULL), SL_OK);
+  protobuf_c_message_free_unpacked(&r->base, NULL);
+  assert_int_equal(read_entry(f, 80, 30, false, 0, &r, NULL), SL_OK);
+  protobuf_c_message_free_unpacked(&r->base, NULL);
+  assert_int_equal(sl_bookie_store_checkpoint(f->store, NULL), SL_OK);
+
+  assert_true(metric(f, "sluice_bookie_adds_total", "outcome", "ok") == 10);
+  assert_true(metric(f, "sluice_bookie_adds_total", "outcome", "bad_checksum") == 1);
+  assert_true(metric(f, "sluice_bookie_adds_total", "outcome", "fenced") == 1);
+  assert_true(metric(f, "sluice_bookie_adds_total", "outcome", "stale_epoch") == 0);
+  assert_true(metric(f, "sluice_bookie_reads_total", "outcome", "ok") == 1);
+  assert_true(metric(f, "sluice_bookie_reads_total", "outcome", "not_found") == 1);
+  assert_true(metric(f, "sluice_bookie_add_latency_seconds", NULL, NULL) == 10);
+  assert_true(metric(f, "sluice_bookie_journal_sync_seconds", NULL, NULL) >= 1);
+  assert_true(metric(f, "sluice_bookie_journal_batch_records", NULL, NULL) >= 1);
+  assert_true(metric(f, "sluice_bookie_journal_batch_bytes", NULL, NULL) >= 1);
+  assert_true(metric(f, "sluice_bookie_checkpoint_seconds", NULL, NULL) >= 1);
+  assert_true(metric(f, "sluice_bookie_ledgers", NULL, NULL) == 1);
+  assert_true(metric(f, "sluice_bookie_entries", NULL, NULL) == 10);
+  assert_true(metric(f, "sluice_bookie_entry_bytes", NULL, NULL) == 1000);
+  assert_true(metric(f, "sluice_bookie_read_only", NULL, NULL) == 0);
+  assert_true(metric(f, "sluice_bookie_disk_used_bytes", NULL, NULL) > 0);
+  assert_true(metric(f, "sluice_bookie_disk_total_bytes", NULL, NULL) > 0);
+  assert_true(metric(f, "sluice_bookie_journal_uncheckpointed_bytes", NULL, NULL) < 1024);
+  assert_int_equal(add_one(f, 81, 0, 2000, 1, false, NULL, 0), 0);
+  assert_true(metric(f, "sluice_bookie_journal_uncheckpointed_bytes", NULL, NULL) >= 2000);
+  sl_bookie_store_set_disk_limit(f->store, 1); /* a 1-byte quota: full */
+  assert_true(metric(f, "sluice_bookie_read_only", NULL, NULL) == 1);
+
+  size_t len = 0;
+  char *text = sl_metrics_render(f->metrics, &len);
+  check_exposition(text);
+  /* promtool, when installed (Debian's prometheus package), has the last
+   * word on the exposition format and naming. */
+  if (access("/usr/bin/promtool", X_OK) == 0) {
+    char path[] = "/tmp/bookie-metrics-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, text, len), (ssize_t)len);
+    close(fd);
+    char cmd[256];
+    snprintf(cmd, sizeof(cmd), "/usr/bin/promtool check metrics < %s 2>&1", path);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    char out[4096];
+    size_t got = fread(out, 1, sizeof(out) - 1, p);
+    out[got] = '\0';
+    int rc = pclose(p);
+    unlink(path);
+    if (rc != 0 || got > 0) print_error("promtool: %s\n", out);
+    assert_int_equal(rc, 0);
+    assert_int_equal(got, 0);
+  } else {
+    print_message("promtool not installed: checked naming rules only\n");
+  }
+  free(text);
+  fx_stop(f);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_service__add_read_list_info),
@@ -626,6 +1104,11 @@ int main(void) {
       cmocka_unit_test(test_service__cancel_with_adds_in_flight),
       cmocka_unit_test(test_service__wrong_password_denied),
       cmocka_unit_test(test_service__journal_bytes_until_checkpoint),
+      cmocka_unit_test(test_service__typed_status_on_every_refusal),
+      cmocka_unit_test(test_service__not_found_is_an_answer),
+      cmocka_unit_test(test_service__read_entries_pages),
+      cmocka_unit_test(test_service__write_lac),
+      cmocka_unit_test(test_service__metrics),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

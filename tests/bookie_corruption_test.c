@@ -56,7 +56,7 @@ static int add(sl_rpc_channel *ch, int64_t e) {
   r.lac = e - 1;
   r.payload.data = p;
   r.payload.len = len;
-  r.crc32c = sl_crc32c(p, len);
+  r.crc32c = sl_entry_crc(LEDGER, e, p, len);
   r.epoch = 1;
   char error[256];
   int code = sl_bktest_add(ch, &r, error, sizeof(error));
@@ -74,7 +74,7 @@ static void check(sl_rpc_channel *ch, int64_t e) {
   uint8_t *p = payload(e, &len);
   assert_int_equal(r->payload.len, len);
   assert_memory_equal(r->payload.data, p, len);
-  assert_int_equal(r->crc32c, sl_crc32c(p, len));
+  assert_int_equal(r->crc32c, sl_entry_crc(LEDGER, e, p, len));
   free(p);
   protobuf_c_message_free_unpacked(&r->base, NULL);
 }

@@ -103,7 +103,7 @@ static int add64k(sl_rpc_channel *ch, int64_t e, char *error, size_t n) {
   r.payload.len = 64u << 10;
   r.payload.data = malloc(r.payload.len);
   memset(r.payload.data, (int)(e & 0xff), r.payload.len);
-  r.crc32c = sl_crc32c(r.payload.data, r.payload.len);
+  r.crc32c = sl_entry_crc(r.ledger_id, r.entry_id, r.payload.data, r.payload.len);
   int code = sl_bktest_add(ch, &r, error, n);
   free(r.payload.data);
   return code;

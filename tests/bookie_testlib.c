@@ -122,7 +122,7 @@ void sl_bktest_add_req(Sluice__V1__AddEntryRequest *r, uint64_t ledger, int64_t 
   r->payload.len = len;
   r->password.data = (uint8_t *)pw;
   r->password.len = strlen(pw);
-  r->crc32c = sl_crc32c(p, len);
+  r->crc32c = sl_entry_crc(ledger, entry, p, len);
   r->epoch = epoch;
   r->tag = (uint64_t)entry;
 }
@@ -203,12 +203,15 @@ void sl_bktest_check_entry(sl_rpc_channel *ch, uint64_t ledger, int64_t entry,
   if (st != SL_OK)
     fail_msg("read ledger %llu entry %lld: %s", (unsigned long long)ledger,
              (long long)entry, sl_err_msg(&err, st));
+  if (!r->found)
+    fail_msg("read ledger %llu entry %lld: not found", (unsigned long long)ledger,
+             (long long)entry);
   uint32_t len;
   uint8_t *want = sl_bktest_payload(ledger, entry, max_len, &len);
   if (r->payload.len != len || (len > 0 && memcmp(r->payload.data, want, len) != 0))
     fail_msg("ledger %llu entry %lld: %zu bytes read, not the %u written",
              (unsigned long long)ledger, (long long)entry, r->payload.len, len);
-  if (r->crc32c != sl_crc32c(want, len) || r->entry_id != entry)
+  if (r->crc32c != sl_entry_crc(ledger, entry, want, len) || r->entry_id != entry)
     fail_msg("ledger %llu entry %lld: bad crc or id", (unsigned long long)ledger,
              (long long)entry);
   free(want);
@@ -235,8 +238,11 @@ static void on_read(sl_status st, const char *details, ProtobufCMessage *resp, v
   many *m = o->m;
   char why[300] = "";
   Sluice__V1__ReadEntryResponse *r = (Sluice__V1__ReadEntryResponse *)resp;
-  if (st == SL_ENOTFOUND && o->item.may_be_absent) {
+  bool absent = st == SL_ENOTFOUND || (st == SL_OK && !r->found);
+  if (absent && o->item.may_be_absent) {
     /* fine: never acked, never stored */
+  } else if (absent) {
+    snprintf(why, sizeof(why), "not found");
   } else if (st != SL_OK) {
     snprintf(why, sizeof(why), "%s", details ? details : sl_status_str(st));
   } else {
@@ -244,7 +250,8 @@ static void on_read(sl_status st, const char *details, ProtobufCMessage *resp, v
     uint8_t *want = sl_bktest_payload(o->item.ledger, o->item.entry, m->max_len, &len);
     if (r->payload.len != len || (len > 0 && memcmp(r->payload.data, want, len) != 0))
       snprintf(why, sizeof(why), "%zu bytes read, not the %u written", r->payload.len, len);
-    else if (r->crc32c != sl_crc32c(want, len) || r->entry_id != o->item.entry)
+    else if (r->crc32c != sl_entry_crc(o->item.ledger, o->item.entry, want, len) ||
+             r->entry_id != o->item.entry)
       snprintf(why, sizeof(why), "bad crc or entry id");
     free(want);
   }

@@ -52,7 +52,7 @@ static sl_status add_entry(sl_rpc_channel *ch, uint64_t ledger, sl_err *err) {
   req.lac = -1;
   req.payload.data = (uint8_t *)kPayload;
   req.payload.len = strlen(kPayload);
-  req.crc32c = sl_crc32c(kPayload, strlen(kPayload));
+  req.crc32c = sl_entry_crc(ledger, 0, kPayload, strlen(kPayload));
   req.epoch = 1;
   st = sl_bookie_service_add_entry_send(s, &req, 5000, err);
   if (st == SL_OK) st = sl_rpc_stream_close_send(s, err);
@@ -77,7 +77,7 @@ static sl_status read_back(sl_rpc_channel *ch, uint64_t ledger, FILE *out,
   if (st != SL_OK) return st;
   if (resp->payload.len != strlen(kPayload) ||
       memcmp(resp->payload.data, kPayload, resp->payload.len) != 0 ||
-      sl_crc32c(resp->payload.data, resp->payload.len) != resp->crc32c)
+      sl_entry_crc(ledger, 0, resp->payload.data, resp->payload.len) != resp->crc32c)
     st = sl_err_set(err, SL_ECORRUPT, "%s: read back different bytes", id);
   else
     fprintf(out, "  read back from %-8s '%.*s' crc32c=%08x\n", id,
