@@ -156,6 +156,7 @@ int sl_service_main(const sl_service_def *def, int argc, char **argv) {
   sl_log_always(SL_LOG_INFO, "event=ready listen=%s port=%d", def->opts->listen, port);
   int sig = sl_service_wait();
   sl_log(SL_LOG_INFO, "event=stopping signal=%d", sig);
+  if (def->quiesce != NULL) def->quiesce(state);
 out_stop:
   sl_rpc_server_destroy(srv);
   srv = NULL;

@@ -66,6 +66,9 @@ typedef struct sl_service_def {
   sl_status (*start)(void *cfg, sl_rpc_server *srv, void **state, sl_err *err);
   /* Runs after the server is bound, with the real port (for registration). */
   sl_status (*serving)(void *state, int port, sl_err *err);
+  /* Runs after SIGTERM/SIGINT, before the server shuts down, while handlers
+   * still run (e.g. a broker hands its partitions over). May be NULL. */
+  void (*quiesce)(void *state);
   /* Runs after the server has shut down (no handler runs any more). */
   void (*stop)(void *state);
 } sl_service_def;

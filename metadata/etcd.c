@@ -681,6 +681,10 @@ sl_status sl_etcd_compact(sl_etcd *c, int64_t deadline_ms, int64_t revision, sl_
   return st;
 }
 
+bool sl_etcd_failing_fast(sl_etcd *c) {
+  return sl_etcd_breaker_is_open(&c->breaker, sl_etcd_now_ms());
+}
+
 sl_status sl_etcd_revision(sl_etcd *c, int64_t deadline_ms, int64_t *revision,
                            sl_err *err) {
   /* The header of any linearizable read carries the current revision; a

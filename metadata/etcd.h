@@ -80,6 +80,10 @@ typedef struct sl_etcd_opts {
 /* Now on the clock of deadline_ms. */
 int64_t sl_etcd_now_ms(void);
 
+/* True while the fail-fast gate is open (etcd_breaker.h, invariant 2):
+ * every endpoint failed to connect within down_ms. */
+bool sl_etcd_failing_fast(sl_etcd *c);
+
 /*
  * Creates a client for `endpoints`: one or more comma-separated base URLs,
  * e.g. "http://127.0.0.1:2379,http://10.0.0.2:2379". Nothing is contacted

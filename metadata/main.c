@@ -18,6 +18,7 @@ typedef struct metadata_cfg {
   long long store_down_ms;   /* etcd fail-fast window (metadata/etcd.h) */
   long long ledger_id_block;
   long long watch_buffer;
+  long long health_interval_ms;
 } metadata_cfg;
 
 static metadata_cfg cfg;
@@ -42,11 +43,15 @@ static const sl_conf_entry table[] = {
                 "ledger ids reserved per store round trip"),
     SL_CONF_INT(metadata_cfg, watch_buffer, "16384", 2, 10000000, ENV "WATCH_BUFFER",
                 "events buffered for a slow watcher before its stream ends"),
+    SL_CONF_INT(metadata_cfg, health_interval_ms, "1000", 10, 60000, ENV "HEALTH_INTERVAL_MS",
+                "how often the store is probed; health is NOT_SERVING while it fails"),
 };
 
 typedef struct state {
   sl_store *store;
   sl_md_service *md;
+  sl_rpc_server *srv;
+  int health_interval_ms;
 } state;
 
 static sl_status start(void *c, sl_rpc_server *srv, void **out, sl_err *err) {
@@ -68,6 +73,8 @@ static sl_status start(void *c, sl_rpc_server *srv, void **out, sl_err *err) {
   if (st != SL_OK) goto out_store;
   st = sl_md_service_register(s->md, srv, err);
   if (st != SL_OK) goto out_md;
+  s->srv = srv;
+  s->health_interval_ms = (int)mc->health_interval_ms;
   sl_log(SL_LOG_INFO, "event=store_opened backend=%s uri=%s", sl_store_backend(s->store),
          mc->store);
   *out = s;
@@ -81,6 +88,19 @@ out_store:
 out_free:
   free(s);
   return st;
+}
+
+/* The monitor sets the server's health, so it runs only while the server
+ * does: from here until quiesce. */
+static sl_status serving(void *p, int port, sl_err *err) {
+  (void)port;
+  state *s = p;
+  return sl_md_service_monitor_start(s->md, s->srv, s->health_interval_ms, err);
+}
+
+static void quiesce(void *p) {
+  state *s = p;
+  if (s != NULL) sl_md_service_monitor_stop(s->md);
 }
 
 static void stop(void *p) {
@@ -99,6 +119,8 @@ int main(int argc, char **argv) {
       .cfg = &cfg,
       .opts = &cfg.svc,
       .start = start,
+      .serving = serving,
+      .quiesce = quiesce,
       .stop = stop,
   };
   return sl_service_main(&def, argc, argv);

@@ -74,7 +74,7 @@ static void test_md_cursors__managed_ledger(void **state) {
   mdt_expect(update_ml(ch, P, refs, 1, 0, f->epoch, NULL, &err), SL_EEXIST, &err);
   mdt_expect(update_ml(ch, P, refs, 2, v1, f->epoch, &v2, &err), SL_OK, &err);
   mdt_expect(update_ml(ch, P, refs, 1, v1, f->epoch, NULL, &err), SL_EVERSION, &err);
-  mdt_expect(update_ml(ch, P, refs, 1, v2, f->epoch - 1, NULL, &err), SL_EFENCED, &err);
+  mdt_expect(update_ml(ch, P, refs, 1, v2, f->epoch - 1, NULL, &err), SL_ESTALE_EPOCH, &err);
   mdt_expect(sl_metadata_service_get_managed_ledger(ch, &gr, &got, NULL, &err), SL_OK, &err);
   assert_int_equal(got->version, v2);
   assert_int_equal(got->info->n_ledgers, 2);

@@ -252,6 +252,8 @@ static sl_status wipe_partition(sl_md_service *md, const char *partition, sl_err
   for (int i = 0; i < SL_MD_RETRIES && st == SL_EVERSION; i++) {
     sl_md_epoch ep;
     if ((st = sl_md_epoch_read(md, partition, &ep, err)) != SL_OK) return st;
+    if (ep.epoch == UINT64_MAX)
+      return sl_err_set(err, SL_ERANGE, "partition %s: epochs exhausted", partition);
     Sluice__V1__OwnerInfo bump = SLUICE__V1__OWNER_INFO__INIT;
     bump.partition = (char *)partition;
     bump.epoch = ep.epoch + 1;

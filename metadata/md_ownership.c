@@ -93,6 +93,8 @@ static sl_status try_acquire(sl_md_service *md, const char *partition,
   sl_md_epoch ep;
   st = sl_md_epoch_read(md, partition, &ep, err);
   if (st != SL_OK) return st;
+  if (ep.epoch == UINT64_MAX)
+    return sl_err_set(err, SL_ERANGE, "partition %s: epochs exhausted", partition);
   mine->partition = (char *)partition;
   mine->broker_id = broker->id;
   mine->broker_address = broker->address;

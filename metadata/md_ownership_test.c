@@ -63,7 +63,7 @@ static void test_md_ownership__acquire_lookup_release(void **state) {
   protobuf_c_message_free_unpacked(&o->base, NULL);
 
   mdt_expect(release(l->ch, P, s2, 1, &err), SL_EPRECOND, &err);
-  mdt_expect(release(l->ch, P, s1, 2, &err), SL_EFENCED, &err);
+  mdt_expect(release(l->ch, P, s1, 2, &err), SL_ESTALE_EPOCH, &err);
   mdt_expect(release(l->ch, P, s1, 1, &err), SL_OK, &err);
   mdt_expect(release(l->ch, P, s1, 1, &err), SL_ENOTFOUND, &err);
   mdt_expect(lookup(l->ch, P, &o, &err), SL_ENOTFOUND, &err);
@@ -106,7 +106,7 @@ static void test_md_ownership__stale_epoch_refused(void **state) {
   protobuf_c_message_free_unpacked(&r->base, NULL);
   int64_t v = 0;
   mdt_expect(mdt_st_update_cursor(l->ch, P, "sub", 5, 0, e1, &v, &err), SL_OK, &err);
-  mdt_expect(mdt_st_update_cursor(l->ch, P, "sub", 6, v, e1 + 1, NULL, &err), SL_EFENCED, &err);
+  mdt_expect(mdt_st_update_cursor(l->ch, P, "sub", 6, v, e1 + 1, NULL, &err), SL_EPRECOND, &err);
   assert_non_null(strstr(err.msg, "never granted"));
   mdt_expect(release(l->ch, P, s1, e1, &err), SL_OK, &err);
   r = mdt_acquire(l->ch, P, "b2", s2);
@@ -114,9 +114,9 @@ static void test_md_ownership__stale_epoch_refused(void **state) {
   protobuf_c_message_free_unpacked(&r->base, NULL);
   assert_true(e2 > e1);
   /* The old owner's write, even with the right version, is refused. */
-  mdt_expect(mdt_st_update_cursor(l->ch, P, "sub", 6, v, e1, NULL, &err), SL_EFENCED, &err);
+  mdt_expect(mdt_st_update_cursor(l->ch, P, "sub", 6, v, e1, NULL, &err), SL_ESTALE_EPOCH, &err);
   assert_non_null(strstr(err.msg, "stale"));
-  mdt_expect(mdt_st_update_cursor(l->ch, P, "sub", 6, v, 0, NULL, &err), SL_EFENCED, &err);
+  mdt_expect(mdt_st_update_cursor(l->ch, P, "sub", 6, v, 0, NULL, &err), SL_ESTALE_EPOCH, &err);
   int64_t entry = 0;
   mdt_expect(mdt_st_get_cursor(l->ch, P, "sub", &entry, NULL, &err), SL_OK, &err);
   assert_int_equal(entry, 5);
@@ -144,10 +144,10 @@ static void test_md_ownership__epoch_cache_on_other_replica(void **state) {
   protobuf_c_message_free_unpacked(&r->base, NULL);
   assert_true(e2 > e1);
   /* Through A, whose cache still says e1. */
-  mdt_expect(mdt_st_update_cursor(l->ch, P, "s", 2, v, e1, NULL, &err), SL_EFENCED, &err);
+  mdt_expect(mdt_st_update_cursor(l->ch, P, "s", 2, v, e1, NULL, &err), SL_ESTALE_EPOCH, &err);
   assert_non_null(strstr(err.msg, "stale"));
   mdt_expect(mdt_st_update_cursor(l->ch, P, "s", 2, v, e2, &v, &err), SL_OK, &err);
-  mdt_expect(mdt_st_update_cursor(l->ch, P, "s", 3, v, e1, NULL, &err), SL_EFENCED, &err);
+  mdt_expect(mdt_st_update_cursor(l->ch, P, "s", 3, v, e1, NULL, &err), SL_ESTALE_EPOCH, &err);
   mdt_local_stop(&r2);
 }
 

@@ -309,6 +309,7 @@ static void *watcher_main(void *arg) {
   /* Tell destroy we are gone; it joins us. */
   pthread_mutex_lock(&md->watch_lock);
   md->n_watch_threads--;
+  sl_md_watches_add(-1);
   pthread_cond_broadcast(&md->watch_cond);
   pthread_mutex_unlock(&md->watch_lock);
   return NULL;
@@ -364,10 +365,13 @@ SL_MD_HANDLER(watch, WatchRequest) {
   sl_rpc_call_set_user(call, w);
   pthread_t t;
   pthread_mutex_lock(&md->watch_lock);
+  sl_md_watches_add(1); /* before the thread can send anything */
   int rc = pthread_create(&t, NULL, watcher_main, w);
   if (rc == 0) {
     md->n_watch_threads++;
     pthread_detach(t);
+  } else {
+    sl_md_watches_add(-1);
   }
   pthread_mutex_unlock(&md->watch_lock);
   if (rc != 0) {

@@ -26,6 +26,8 @@ sl_status sl_md_service_create(const sl_md_service_opts *opts, sl_md_service **o
   pthread_mutex_init(&md->epochs_lock, NULL);
   pthread_mutex_init(&md->watch_lock, NULL);
   pthread_cond_init(&md->watch_cond, NULL);
+  pthread_mutex_init(&md->monitor_lock, NULL);
+  pthread_cond_init(&md->monitor_cond, NULL);
   *out = md;
   return SL_OK;
 }
@@ -116,6 +118,9 @@ sl_status sl_md_service_register(sl_md_service *md, sl_rpc_server *srv, sl_err *
 
 void sl_md_service_destroy(sl_md_service *md) {
   if (md == NULL) return;
+  sl_md_service_monitor_stop(md); /* normally stopped already, before the server */
+  pthread_cond_destroy(&md->monitor_cond);
+  pthread_mutex_destroy(&md->monitor_lock);
   /* Watch threads end once their call is done; the server is gone, so
    * every call is done. Wait for the threads to let go of the store. */
   pthread_mutex_lock(&md->watch_lock);

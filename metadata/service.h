@@ -26,18 +26,25 @@
  *   owners/<partition>           OwnerInfo, bound to the owner's lease
  *   epochs/<partition>           OwnerInfo of the last take-over; persistent,
  *                                its epoch is the partition's current epoch
+ *   deleted-topics/<ns>/<topic>  TopicInfo of a topic whose partitions are
+ *                                being wiped (md_namespaces.c, invariant 3)
  *   ledger-id                    AllocateLedgerIdResponse: next unreserved id
  *   ledgers/<id>                 LedgerInfo (id in decimal)
+ *   deleted-ledgers/<id>         empty: the id was deleted, never reused
+ *   last-ledger/<partition>      AllocateLedgerIdResponse: the highest ledger
+ *                                id created for the partition
  *   managed-ledgers/<partition>  ManagedLedgerInfo
  *   cursors/<partition>/<sub>    CursorInfo
  *
  * Values are packed protobuf messages. The `version` of anything is the
  * key's mod revision; every update is a compare-and-swap on it.
  *
- * Status codes: SL_EINVAL bad input; SL_ENOTFOUND unknown names, ids and
- * sessions; SL_EEXIST create of something that exists; SL_EPRECOND /
- * SL_EFENCED failed preconditions and stale ownership epochs (gRPC
- * FAILED_PRECONDITION); SL_EVERSION version mismatch (ABORTED); SL_EUNAVAIL
+ * Status codes: SL_EINVAL bad input (overflowing numbers included);
+ * SL_ENOTFOUND unknown names, ids and sessions; SL_EDELETED a deleted
+ * ledger id (NOT_FOUND); SL_EEXIST create of something that exists;
+ * SL_EPRECOND failed preconditions, SL_ESTALE_EPOCH an ownership epoch that
+ * is no longer (or, for an OPEN ledger, not) the one allowed, SL_EFENCED a
+ * writer's update of a ledger in recovery (all gRPC FAILED_PRECONDITION); SL_EVERSION version mismatch (ABORTED); SL_EUNAVAIL
  * store unreachable or not answering (UNAVAILABLE; a write may or may not
  * have happened: re-read); SL_ECORRUPT a stored value that does not decode
  * (DATA_LOSS, naming the key); SL_ETOOBIG a value past the store's limit
@@ -86,6 +93,25 @@ sl_status sl_md_service_create(const sl_md_service_opts *opts,
  * service must outlive the server. */
 sl_status sl_md_service_register(sl_md_service *md, sl_rpc_server *srv,
                                  sl_err *err);
+
+/*
+ * Monitor: a thread that probes the store every interval_ms (10..60000)
+ * with a revision read bounded by interval_ms, and reports
+ *   - gRPC health for "" and "sluice.v1.MetadataService" on srv: NOT_SERVING
+ *     while the store does not answer, SERVING once it does (so Kubernetes
+ *     stops routing to a replica that can only fail);
+ *   - gauges on sl_metrics_default(): sluice_metadata_store_up,
+ *     sluice_metadata_store_breaker_open, sluice_metadata_sessions{kind}.
+ * Every replica also keeps sluice_metadata_watches (open Watch streams),
+ * and the store sluice_metadata_store_request_duration_seconds{op} and
+ * sluice_metadata_store_cas_conflicts_total (metadata/store.c).
+ * Start it once srv is started and stop it before destroying srv
+ * (sluice-metadata: sl_service_def.serving and .quiesce).
+ */
+sl_status sl_md_service_monitor_start(sl_md_service *md, sl_rpc_server *srv,
+                                      int interval_ms, sl_err *err);
+/* Stops the monitor thread; a no-op if it is not running. */
+void sl_md_service_monitor_stop(sl_md_service *md);
 
 /* Frees the service. Precondition: the server it was registered on has been
  * destroyed (so no handler runs). Waits for watch threads still winding

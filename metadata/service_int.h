@@ -8,6 +8,7 @@
  *   md_ledgers.c     ledger ids and ledger metadata
  *   md_cursors.c     managed-ledger lists and cursors
  *   md_watch.c       Watch streams
+ *   md_monitor.c     store probe: health and gauges
  */
 #ifndef SL_METADATA_SERVICE_INT_H
 #define SL_METADATA_SERVICE_INT_H
@@ -54,7 +55,22 @@ struct sl_md_service {
   pthread_mutex_t watch_lock; /* guards n_watch_threads */
   pthread_cond_t watch_cond;  /* signalled when a watch thread exits */
   int n_watch_threads;
+
+  /* md_monitor.c */
+  pthread_mutex_t monitor_lock; /* guards monitor_stop */
+  pthread_cond_t monitor_cond;  /* signalled on stop */
+  bool monitor_stop;
+  bool monitor_running;         /* owner thread only */
+  bool monitor_up;              /* the monitor thread only */
+  pthread_t monitor;
+  sl_rpc_server *monitor_srv;
+  int monitor_interval_ms;
 };
+
+/* ---- md_monitor.c ---- */
+
+/* Adds d to the open-watches gauge. */
+void sl_md_watches_add(int d);
 
 /* ---- md_kv.c ---- */
 

@@ -9,6 +9,9 @@
 #include <string.h>
 #include <time.h>
 
+#include <pthread.h>
+
+#include "common/metrics.h"
 #include "metadata/etcd.h"
 #include "metadata/store_int.h"
 
@@ -176,13 +179,54 @@ static sl_status check_txn(const sl_store_cmp *cmps, size_t n_cmps,
   return SL_OK;
 }
 
+/* ---- metrics: latency of every backend call, by operation ---- */
+
+typedef enum store_op {
+  OP_GET, OP_RANGE, OP_TXN, OP_PUT, OP_DELETE, OP_LEASE_GRANT, OP_LEASE_KEEPALIVE,
+  OP_LEASE_REVOKE, OP_REVISION, OP_COMPACT, OP_N
+} store_op;
+
+static const char *const op_names[OP_N] = {
+    "get", "range", "txn", "put", "delete", "lease_grant", "lease_keepalive",
+    "lease_revoke", "revision", "compact"};
+
+static pthread_once_t metrics_once = PTHREAD_ONCE_INIT;
+static sl_metrics_histogram *op_seconds[OP_N];
+static sl_metrics_counter *cas_conflicts;
+
+static void metrics_init(void) {
+  sl_metrics *m = sl_metrics_default();
+  for (int i = 0; i < OP_N; i++) {
+    const char *labels[] = {"op", op_names[i], NULL};
+    sl_metrics_register_histogram(m, "sluice_metadata_store_request_duration_seconds",
+                                  "Time of one metadata store call (etcd round trip, "
+                                  "retries included), by operation.",
+                                  labels, NULL, 0, &op_seconds[i], NULL);
+  }
+  sl_metrics_register_counter(m, "sluice_metadata_store_cas_conflicts_total",
+                              "Compare-and-swap writes that lost to a concurrent change.",
+                              NULL, &cas_conflicts, NULL);
+}
+
+static uint64_t op_begin(void) {
+  pthread_once(&metrics_once, metrics_init);
+  return sl_metrics_now_ns();
+}
+
+static sl_status op_end(store_op op, uint64_t t0, sl_status st, bool cas) {
+  sl_metrics_histogram_observe_since(op_seconds[op], t0);
+  if (cas && st == SL_EVERSION) sl_metrics_counter_inc(cas_conflicts);
+  return st;
+}
+
 /* ---- reads ---- */
 
 sl_status sl_store_get(sl_store *s, const void *key, size_t key_len,
                        sl_store_kv *out, sl_err *err) {
   sl_status st = check_key(key, key_len, err);
   if (st != SL_OK) return st;
-  return s->vt->get(s, key, key_len, out, err);
+  uint64_t t0 = op_begin();
+  return op_end(OP_GET, t0, s->vt->get(s, key, key_len, out, err), false);
 }
 
 sl_status sl_store_range(sl_store *s, const void *prefix, size_t prefix_len,
@@ -205,11 +249,18 @@ sl_status sl_store_range_at(sl_store *s, const void *prefix, size_t prefix_len,
     if (start_len > SL_STORE_MAX_KEY + 1)
       return sl_err_set(err, SL_EINVAL, "range: start key too long");
   }
-  return s->vt->range(s, prefix, prefix_len, start, start_len, limit, revision, out, err);
+  uint64_t t0 = op_begin();
+  st = s->vt->range(s, prefix, prefix_len, start, start_len, limit, revision, out, err);
+  return op_end(OP_RANGE, t0, st, false);
+}
+
+bool sl_store_failing_fast(sl_store *s) {
+  return s->vt->failing_fast != NULL && s->vt->failing_fast(s);
 }
 
 sl_status sl_store_revision(sl_store *s, int64_t *revision, sl_err *err) {
-  return s->vt->revision(s, revision, err);
+  uint64_t t0 = op_begin();
+  return op_end(OP_REVISION, t0, s->vt->revision(s, revision, err), false);
 }
 
 /* ---- writes ---- */
@@ -242,7 +293,8 @@ sl_status sl_store_txn(sl_store *s, const sl_store_cmp *cmps, size_t n_cmps,
   if (st != SL_OK) return st;
   int64_t found[SL_STORE_TXN_MAX];
   int64_t rev = 0;
-  st = s->vt->txn(s, cmps, n_cmps, ops, n_ops, &rev, found, err);
+  uint64_t t0 = op_begin();
+  st = op_end(OP_TXN, t0, s->vt->txn(s, cmps, n_cmps, ops, n_ops, &rev, found, err), true);
   if (st == SL_EVERSION) {
     for (size_t i = 0; i < n_cmps; i++)
       if (!cmp_holds(&cmps[i], found[i])) return cmp_failed(&cmps[i], found[i], "txn: ", err);
@@ -257,7 +309,11 @@ sl_status sl_store_txn(sl_store *s, const sl_store_cmp *cmps, size_t n_cmps,
 static sl_status single(sl_store *s, const sl_store_cmp *cmp, const sl_store_op *op,
                         int64_t *revision, int64_t *found, sl_err *err) {
   int64_t rev = 0;
-  sl_status st = s->vt->txn(s, cmp, cmp ? 1 : 0, op, 1, &rev, found, err);
+  uint64_t t0 = op_begin();
+  /* A delete of "whatever is there" that finds nothing lost no race. */
+  bool cas = cmp != NULL && cmp->mod_revision != SL_STORE_REV_EXISTS;
+  sl_status st = op_end(op->type == SL_STORE_OP_PUT ? OP_PUT : OP_DELETE, t0,
+                        s->vt->txn(s, cmp, cmp ? 1 : 0, op, 1, &rev, found, err), cas);
   if (st == SL_OK && revision != NULL) *revision = rev;
   return st;
 }
@@ -320,7 +376,9 @@ sl_status sl_store_lease_grant(sl_store *s, int64_t ttl_s, int64_t *lease,
   if (ttl_s <= 0 || ttl_s > 9000000000LL)
     return sl_err_set(err, SL_EINVAL, "lease grant: ttl %" PRId64 "s out of range", ttl_s);
   int64_t ttl = 0;
-  sl_status st = s->vt->lease_grant(s, ttl_s, lease, &ttl, err);
+  uint64_t t0 = op_begin();
+  sl_status st = op_end(OP_LEASE_GRANT, t0, s->vt->lease_grant(s, ttl_s, lease, &ttl, err),
+                        false);
   if (st == SL_OK && granted_ttl != NULL) *granted_ttl = ttl;
   return st;
 }
@@ -330,7 +388,9 @@ sl_status sl_store_lease_keepalive(sl_store *s, int64_t lease, int64_t *ttl,
   if (lease <= 0)
     return sl_err_set(err, SL_EINVAL, "lease %" PRId64 ": bad lease id", lease);
   int64_t t = 0;
-  sl_status st = s->vt->lease_keepalive(s, lease, &t, err);
+  uint64_t t0 = op_begin();
+  sl_status st = op_end(OP_LEASE_KEEPALIVE, t0, s->vt->lease_keepalive(s, lease, &t, err),
+                        false);
   if (st == SL_OK && ttl != NULL) *ttl = t;
   return st;
 }
@@ -338,7 +398,8 @@ sl_status sl_store_lease_keepalive(sl_store *s, int64_t lease, int64_t *ttl,
 sl_status sl_store_lease_revoke(sl_store *s, int64_t lease, sl_err *err) {
   if (lease <= 0)
     return sl_err_set(err, SL_EINVAL, "lease %" PRId64 ": bad lease id", lease);
-  return s->vt->lease_revoke(s, lease, err);
+  uint64_t t0 = op_begin();
+  return op_end(OP_LEASE_REVOKE, t0, s->vt->lease_revoke(s, lease, err), false);
 }
 
 /* ---- watches, maintenance ---- */
@@ -362,5 +423,6 @@ void sl_store_watch_stop(sl_store_watch *w) {
 sl_status sl_store_compact(sl_store *s, int64_t revision, sl_err *err) {
   if (revision <= 0)
     return sl_err_set(err, SL_EINVAL, "compact: bad revision %" PRId64, revision);
-  return s->vt->compact(s, revision, err);
+  uint64_t t0 = op_begin();
+  return op_end(OP_COMPACT, t0, s->vt->compact(s, revision, err), false);
 }

@@ -159,6 +159,11 @@ sl_status sl_store_range_at(sl_store *s, const void *prefix, size_t prefix_len,
                             const void *start, size_t start_len, size_t limit,
                             int64_t revision, sl_store_range_result *out, sl_err *err);
 
+/* True while calls fail at once because the store is known to be
+ * unreachable (etcd: the fail-fast gate of metadata/etcd_breaker.h is
+ * open); always false on the local backend. */
+bool sl_store_failing_fast(sl_store *s);
+
 /* The current revision of the store. */
 sl_status sl_store_revision(sl_store *s, int64_t *revision, sl_err *err);
 

@@ -237,6 +237,8 @@ static sl_status etcd_compact(sl_store *s, int64_t revision, sl_err *err) {
   return sl_etcd_compact(client(s), deadline(), revision, err);
 }
 
+static bool etcd_failing_fast(sl_store *s) { return sl_etcd_failing_fast(client(s)); }
+
 static const sl_store_vtable etcd_vtable = {
     .name = "etcd",
     .close = etcd_close,
@@ -250,6 +252,7 @@ static const sl_store_vtable etcd_vtable = {
     .watch_stop = etcd_watch_stop,
     .revision = etcd_revision,
     .compact = etcd_compact,
+    .failing_fast = etcd_failing_fast,
 };
 
 sl_status sl_store_etcd_open_(const char *where, const sl_store_opts *opts,

@@ -39,6 +39,9 @@ typedef struct sl_store_vtable {
   void (*watch_stop)(sl_store_watch *w);
   sl_status (*revision)(sl_store *s, int64_t *revision, sl_err *err);
   sl_status (*compact)(sl_store *s, int64_t revision, sl_err *err);
+  /* May be NULL (never fails fast): true while calls fail at once because
+   * the store is known to be unreachable. */
+  bool (*failing_fast)(sl_store *s);
 } sl_store_vtable;
 
 /* First member of every backend's store struct. */

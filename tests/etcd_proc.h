@@ -8,6 +8,10 @@
  *   sl_etcd_proc_restart(&etcd, &err);          // same data dir and ports
  *   sl_etcd_proc_release(&etcd);                // stops it, frees
  *
+ * It runs with the limits we deploy (k8s/etcd.yaml): periodic
+ * auto-compaction keeping $SL_ETCD_COMPACTION_RETENTION of history (default
+ * "1m") and a backend quota of $SL_ETCD_QUOTA_BYTES (default 2 GiB).
+ *
  * The binary is /usr/bin/etcd, or $SL_ETCD_BIN when set. Its data directory
  * and log live in a fresh temp dir under $TEST_TMPDIR (`<dir>/data`,
  * `<dir>/etcd.log`; the log is kept after release). One thread drives one
@@ -51,6 +55,15 @@ sl_status sl_etcd_proc_stop(sl_etcd_proc *e, sl_err *err);
 
 /* Polls until etcd serves a linearizable kv range, up to timeout_ms. */
 sl_status sl_etcd_proc_wait_healthy(sl_etcd_proc *e, int timeout_ms, sl_err *err);
+
+/* The backend's size on disk and the part of it in use (maintenance
+ * status: dbSize, dbSizeInUse), in bytes. */
+sl_status sl_etcd_proc_db_size(sl_etcd_proc *e, long long *size, long long *in_use,
+                               sl_err *err);
+
+/* Defragments the member (maintenance defragment): gives the space freed
+ * by compaction back to the file system. */
+sl_status sl_etcd_proc_defragment(sl_etcd_proc *e, sl_err *err);
 
 /* Stops etcd if running, deletes its data and frees the handle (the temp
  * dir with etcd.log stays for post-mortems). Safe on SL_ETCD_PROC_INIT. */

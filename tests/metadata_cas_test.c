@@ -238,12 +238,12 @@ static void test_metadata_cas__stale_epoch_refused(void **state) {
   assert_true(e2 > e1);
 
   /* b1, with the versions it read and its old epoch: refused everywhere. */
-  mdt_expect(mdt_st_update_cursor(f->ch, P, "s", 2, cv, e1, NULL, &err), SL_EFENCED, &err);
+  mdt_expect(mdt_st_update_cursor(f->ch, P, "s", 2, cv, e1, NULL, &err), SL_ESTALE_EPOCH, &err);
   mdt_expect(sl_metadata_service_update_managed_ledger(f->ch, &mr, &mresp, NULL, &err),
-             SL_EFENCED, &err); /* expected 0 would also fail: it exists */
+             SL_ESTALE_EPOCH, &err); /* expected 0 would also fail: it exists */
   mr.expected_version = mv;
   mdt_expect(sl_metadata_service_update_managed_ledger(f->ch, &mr, &mresp, NULL, &err),
-             SL_EFENCED, &err);
+             SL_ESTALE_EPOCH, &err);
   Sluice__V1__GetLedgerRequest gr = SLUICE__V1__GET_LEDGER_REQUEST__INIT;
   gr.ledger_id = id;
   Sluice__V1__LedgerResponse *got = NULL;
@@ -255,7 +255,7 @@ static void test_metadata_cas__stale_epoch_refused(void **state) {
   ur.expected_version = lv;
   ur.epoch = e1;
   Sluice__V1__LedgerResponse *uresp = NULL;
-  mdt_expect(sl_metadata_service_update_ledger(f->ch, &ur, &uresp, NULL, &err), SL_EFENCED,
+  mdt_expect(sl_metadata_service_update_ledger(f->ch, &ur, &uresp, NULL, &err), SL_ESTALE_EPOCH,
              &err);
   assert_non_null(strstr(err.msg, "stale"));
   /* b1 cannot start a new ledger either. */
@@ -265,11 +265,13 @@ static void test_metadata_cas__stale_epoch_refused(void **state) {
   mdt_ledger_init(&fresh, &seg, P);
   clr.info = &fresh;
   clr.epoch = e1;
-  mdt_expect(sl_metadata_service_create_ledger(f->ch, &clr, &uresp, NULL, &err), SL_EFENCED,
+  mdt_expect(sl_metadata_service_create_ledger(f->ch, &clr, &uresp, NULL, &err), SL_ESTALE_EPOCH,
              &err);
-  /* b2, with the same versions and its epoch: accepted. */
+  /* b2, with the same versions and its epoch, recovering: accepted. */
   got->info->state = SLUICE__V1__LEDGER_STATE__LEDGER_STATE_IN_RECOVERY;
+  got->info->recovery_epoch = e2;
   ur.epoch = e2;
+  ur.kind = SLUICE__V1__LEDGER_UPDATE_KIND__LEDGER_UPDATE_RECOVER;
   mdt_expect(sl_metadata_service_update_ledger(f->ch, &ur, &uresp, NULL, &err), SL_OK, &err);
   protobuf_c_message_free_unpacked(&uresp->base, NULL);
   protobuf_c_message_free_unpacked(&got->base, NULL);

@@ -84,7 +84,7 @@ static void test_metadata_local__standalone_and_restart(void **state) {
   assert_true(r->acquired);
   assert_true(r->owner->epoch > e1);
   protobuf_c_message_free_unpacked(&r->base, NULL);
-  mdt_expect(mdt_st_update_cursor(ch, P, "sub", 42, cv, e1, NULL, &err), SL_EFENCED, &err);
+  mdt_expect(mdt_st_update_cursor(ch, P, "sub", 42, cv, e1, NULL, &err), SL_ESTALE_EPOCH, &err);
 
   sl_rpc_channel_destroy(ch);
   sl_cluster_destroy(c);

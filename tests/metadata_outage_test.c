@@ -22,6 +22,7 @@
 #include <pthread.h>
 #include <signal.h>
 
+#include "common/rpc_health.h"
 #include "tests/metadata_cluster.h"
 #include "tests/metadata_util.h"
 
@@ -38,7 +39,8 @@ typedef struct fixture {
 } fixture;
 
 static int setup(void **state) {
-  static const char *const args[] = {"--store_timeout_ms", "2000", NULL};
+  static const char *const args[] = {"--store_timeout_ms", "2000", "--health_interval_ms", "250",
+                                     NULL};
   fixture *f = calloc(1, sizeof(*f));
   f->c = mdt_cluster_start("mdoutage", 1, false, args);
   f->ch = mdt_cluster_connect(f->c, 0);
@@ -319,8 +321,56 @@ static void test_metadata_outage__burst_fails_fast_then_recovers(void **state) {
   mdt_expect(call(f, 1, DEADLINE_MS, &err), SL_OK, &err);
 }
 
+/* grpc.health.v1 Check of `service`: its ServingStatus, or -1. */
+static int health(fixture *f, const char *service) {
+  Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+  req.service = (char *)service;
+  ProtobufCMessage *resp = NULL;
+  sl_rpc_call_opts o = mdt_opts(2000);
+  sl_err err = SL_ERR_INIT;
+  if (sl_rpc_unary(f->ch, &sl_rpc_health_check, &req.base, &resp, &o, &err) != SL_OK) return -1;
+  int status = ((Grpc__Health__V1__HealthCheckResponse *)resp)->status;
+  protobuf_c_message_free_unpacked(resp, NULL);
+  return status;
+}
+
+#define SERVING GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING
+#define NOT_SERVING GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING
+
+/* Polls until both the server and the service report `want`. */
+static void await_health(fixture *f, int want, const char *why) {
+  long long t0 = mdt_now_ms(), deadline = t0 + 15000;
+  for (;;) {
+    int all = health(f, ""), svc = health(f, "sluice.v1.MetadataService");
+    if (all == want && svc == want) break;
+    if (mdt_now_ms() > deadline)
+      fail_msg("%s: health is %d/%d after 15 s, want %d", why, all, svc, want);
+    struct timespec ts = {0, 20 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+  }
+  print_message("%s: health %s after %lld ms\n", why, want == SERVING ? "SERVING" : "NOT_SERVING",
+                mdt_now_ms() - t0);
+}
+
+/* Kubernetes stops routing to a replica whose store is gone: health is
+ * NOT_SERVING while etcd is killed or hung, SERVING once it is back. */
+static void test_metadata_outage__health_follows_the_store(void **state) {
+  fixture *f = *state;
+  await_health(f, SERVING, "etcd up");
+  mdt_etcd_kill9(f->c);
+  await_health(f, NOT_SERVING, "etcd killed");
+  mdt_etcd_restart(f->c);
+  await_health(f, SERVING, "etcd restarted");
+  freeze_etcd(f);
+  await_health(f, NOT_SERVING, "etcd stopped");
+  assert_int_equal(kill(sl_cluster_etcd(f->c)->proc.pid, SIGCONT), 0);
+  await_health(f, SERVING, "etcd continued");
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test_setup_teardown(test_metadata_outage__health_follows_the_store, setup,
+                                      teardown),
       cmocka_unit_test_setup_teardown(test_metadata_outage__unavailable_then_back, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_metadata_outage__short_deadline_gets_unavailable,

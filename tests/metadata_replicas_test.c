@@ -139,8 +139,75 @@ static void test_metadata_replicas__kill_one_lose_nothing(void **state) {
   for (int i = 0; i < 2 * N; i++) assert_true(id != ids[i]);
 }
 
+/* Ledger ids along one partition only grow, whichever replica creates the
+ * next ledger: each holds its own block of ids (the default 1000), and
+ * without the rule the partition would roll from A's block back into B's
+ * older one. The managed-ledger list refuses a lower id too. */
+static void test_metadata_replicas__partition_ledger_ids_increase(void **state) {
+  fixture *f = *state;
+  sl_err err = SL_ERR_INIT;
+  const char *p = "public/ids-partition-0";
+  int64_t s = mdt_open_broker(f->a, "b1", 30);
+  Sluice__V1__AcquireOwnershipResponse *r = mdt_acquire(f->a, p, "b1", s);
+  uint64_t e = r->owner->epoch;
+  protobuf_c_message_free_unpacked(&r->base, NULL);
+  /* B reserves a block first, then A one above it. */
+  (void)mdt_allocate_ledger_id(f->b);
+  (void)mdt_allocate_ledger_id(f->a);
+  enum { N = 12 };
+  uint64_t ids[N];
+  Sluice__V1__LedgerRef refs[N];
+  Sluice__V1__LedgerRef *list[N];
+  int64_t version = 0;
+  for (int i = 0; i < N; i++) {
+    /* Alternate replicas, the way a broker's calls land behind a Service. */
+    ids[i] = mdt_create_ledger(i % 2 == 0 ? f->a : f->b, p, e, NULL);
+    print_message("ledger %d of %s: id %llu via replica %c\n", i, p,
+                  (unsigned long long)ids[i], i % 2 == 0 ? 'a' : 'b');
+    if (i > 0 && ids[i] <= ids[i - 1])
+      fail_msg("ledger %d has id %llu after %llu", i, (unsigned long long)ids[i],
+               (unsigned long long)ids[i - 1]);
+    sluice__v1__ledger_ref__init(&refs[i]);
+    refs[i].ledger_id = ids[i];
+    list[i] = &refs[i];
+    Sluice__V1__ManagedLedgerInfo ml = SLUICE__V1__MANAGED_LEDGER_INFO__INIT;
+    ml.partition = (char *)p;
+    ml.ledgers = list;
+    ml.n_ledgers = (size_t)i + 1;
+    Sluice__V1__UpdateManagedLedgerRequest req = SLUICE__V1__UPDATE_MANAGED_LEDGER_REQUEST__INIT;
+    req.info = &ml;
+    req.expected_version = version;
+    req.epoch = e;
+    Sluice__V1__ManagedLedgerResponse *resp = NULL;
+    mdt_expect(sl_metadata_service_update_managed_ledger(i % 2 ? f->a : f->b, &req, &resp, NULL,
+                                                         &err),
+               SL_OK, &err);
+    version = resp->version;
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+  }
+  /* An id from B's older block, appended by hand: refused. */
+  uint64_t low = mdt_allocate_ledger_id(f->b);
+  Sluice__V1__LedgerRef lr = SLUICE__V1__LEDGER_REF__INIT;
+  lr.ledger_id = ids[0] < low ? ids[0] - 1 : low;
+  Sluice__V1__LedgerRef *bad[] = {&lr};
+  Sluice__V1__ManagedLedgerInfo ml = SLUICE__V1__MANAGED_LEDGER_INFO__INIT;
+  ml.partition = (char *)p;
+  ml.ledgers = bad;
+  ml.n_ledgers = 1;
+  Sluice__V1__UpdateManagedLedgerRequest req = SLUICE__V1__UPDATE_MANAGED_LEDGER_REQUEST__INIT;
+  req.info = &ml;
+  req.expected_version = version;
+  req.epoch = e;
+  Sluice__V1__ManagedLedgerResponse *resp = NULL;
+  mdt_expect(sl_metadata_service_update_managed_ledger(f->a, &req, &resp, NULL, &err), SL_EINVAL,
+             &err);
+  assert_non_null(strstr(err.msg, "must increase"));
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test_setup_teardown(test_metadata_replicas__partition_ledger_ids_increase,
+                                      setup, teardown),
       cmocka_unit_test_setup_teardown(test_metadata_replicas__kill_one_lose_nothing, setup,
                                       teardown),
   };

@@ -15,11 +15,7 @@
 long long mdt_now_ms(void) { return sl_proc_now_ms(); }
 
 void mdt_expect_(sl_status st, sl_status want, const sl_err *err, const char *file, int line) {
-  /* Until the "sl-status" trailer is on the wire (common/rpc_status.h), a
-   * code arrives as the first code of its gRPC status (STALE_EPOCH as
-   * PRECOND, DELETED as NOT_FOUND). Tests that need the exact reason also
-   * look at the message. */
-  if (st != want && st != sl_status_from_grpc(sl_status_to_grpc(want)))
+  if (st != want)
     fail_msg("%s:%d: got %s (%s), want %s", file, line, sl_status_str(st),
              sl_err_msg(err, st), sl_status_str(want));
 }

@@ -45,6 +45,8 @@ static const sl_conf_entry table[] = {
                 "METADATA_BENCH_STORE_TIMEOUT_MS", "store call deadline"),
 };
 
+#define BENCH_NAMESPACE "bench"
+#define BENCH_TOPIC "bench/topic" /* one partition: */
 #define PARTITION "bench/topic-partition-0"
 
 typedef enum op { OP_SVC_CAS, OP_SVC_GET, OP_DIRECT_CAS, OP_DIRECT_GET, OP_DIRECT_FENCED } op;
@@ -250,6 +252,20 @@ static uint64_t take_partition(const char *target) {
   oreq.ttl_seconds = 300;
   Sluice__V1__OpenSessionResponse *os = NULL;
   if (st == SL_OK) st = sl_metadata_service_open_session(ch, &oreq, &os, NULL, &err);
+  /* Only partitions of existing topics can be owned. */
+  Sluice__V1__CreateNamespaceRequest nreq = SLUICE__V1__CREATE_NAMESPACE_REQUEST__INIT;
+  nreq.name = BENCH_NAMESPACE;
+  Sluice__V1__Namespace *ns = NULL;
+  if (st == SL_OK) st = sl_metadata_service_create_namespace(ch, &nreq, &ns, NULL, &err);
+  if (st == SL_EEXIST) st = SL_OK;
+  if (ns != NULL) protobuf_c_message_free_unpacked(&ns->base, NULL);
+  Sluice__V1__CreateTopicRequest treq = SLUICE__V1__CREATE_TOPIC_REQUEST__INIT;
+  treq.name = BENCH_TOPIC;
+  treq.partitions = 1;
+  Sluice__V1__TopicInfo *ti = NULL;
+  if (st == SL_OK) st = sl_metadata_service_create_topic(ch, &treq, &ti, NULL, &err);
+  if (st == SL_EEXIST) st = SL_OK;
+  if (ti != NULL) protobuf_c_message_free_unpacked(&ti->base, NULL);
   Sluice__V1__AcquireOwnershipRequest areq = SLUICE__V1__ACQUIRE_OWNERSHIP_REQUEST__INIT;
   areq.partition = PARTITION;
   areq.broker = &b;

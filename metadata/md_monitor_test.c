@@ -1,0 +1,123 @@
+/* The store monitor's gauges and the store's metrics, in-process on a local
+ * store: each moves by what was done, and promtool accepts the rendering. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <cmocka.h>
+
+#include "common/metrics.h"
+#include "tests/metadata_util.h"
+
+#define P "public/orders-partition-0"
+
+static double value(const char *name, const char *const *labels) {
+  double v = -1;
+  assert_int_equal(sl_metrics_value(sl_metrics_default(), name, labels, &v), SL_OK);
+  return v;
+}
+
+/* Polls a gauge until it reads `want` (the monitor sets it every 20 ms). */
+static void await_value(const char *name, const char *const *labels, double want) {
+  long long deadline = mdt_now_ms() + 5000;
+  while (value(name, labels) != want) {
+    if (mdt_now_ms() > deadline)
+      fail_msg("%s is %g after 5 s, want %g", name, value(name, labels), want);
+    struct timespec ts = {0, 5 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+  }
+}
+
+static void test_md_monitor__gauges_and_store_metrics(void **state) {
+  mdt_local *l = *state;
+  sl_err err = SL_ERR_INIT;
+  mdt_expect(sl_md_service_monitor_start(l->md, l->srv, 20, &err), SL_OK, &err);
+  mdt_expect(sl_md_service_monitor_start(l->md, l->srv, 20, &err), SL_EEXIST, &err);
+  await_value("sluice_metadata_store_up", NULL, 1);
+  assert_true(value("sluice_metadata_store_breaker_open", NULL) == 0);
+  static const char *const broker[] = {"kind", "broker", NULL};
+  static const char *const bookie[] = {"kind", "bookie", NULL};
+  await_value("sluice_metadata_sessions", broker, 0);
+  int64_t s = mdt_open_broker(l->ch, "b1", 0);
+  (void)mdt_open_bookie(l->ch, "k1", false, 0);
+  await_value("sluice_metadata_sessions", broker, 1);
+  await_value("sluice_metadata_sessions", bookie, 1);
+
+  /* Store calls are timed by operation; a lost CAS counts once. */
+  static const char *const txn[] = {"op", "txn", NULL};
+  static const char *const get[] = {"op", "get", NULL};
+  const char *hist = "sluice_metadata_store_request_duration_seconds";
+  double txns = value(hist, txn), gets = value(hist, get);
+  Sluice__V1__AcquireOwnershipResponse *r = mdt_acquire(l->ch, P, "b1", s);
+  uint64_t epoch = r->owner->epoch;
+  protobuf_c_message_free_unpacked(&r->base, NULL);
+  assert_true(value(hist, txn) > txns);
+  assert_true(value(hist, get) > gets);
+  int64_t v = 0;
+  mdt_expect(mdt_st_update_cursor(l->ch, P, "s", 1, 0, epoch, &v, &err), SL_OK, &err);
+  double conflicts = value("sluice_metadata_store_cas_conflicts_total", NULL);
+  mdt_expect(mdt_st_update_cursor(l->ch, P, "s", 2, v - 1, epoch, NULL, &err), SL_EVERSION,
+             &err);
+  assert_true(value("sluice_metadata_store_cas_conflicts_total", NULL) == conflicts + 1);
+
+  /* Open watches. */
+  double watches = value("sluice_metadata_watches", NULL);
+  Sluice__V1__WatchRequest req = SLUICE__V1__WATCH_REQUEST__INIT;
+  req.target = SLUICE__V1__WATCH_TARGET__WATCH_TARGET_BROKERS;
+  sl_rpc_stream *w = NULL;
+  mdt_expect(sl_metadata_service_watch_open(l->ch, &req, NULL, &w, &err), SL_OK, &err);
+  Sluice__V1__WatchEvent *ev = NULL;
+  mdt_expect(sl_metadata_service_watch_recv(w, &ev, 5000, &err), SL_OK, &err);
+  protobuf_c_message_free_unpacked(&ev->base, NULL);
+  assert_true(value("sluice_metadata_watches", NULL) == watches + 1);
+  sl_rpc_stream_destroy(w);
+  await_value("sluice_metadata_watches", NULL, watches);
+
+  /* promtool finds nothing to complain about. */
+  size_t len = 0;
+  char *text = sl_metrics_render(sl_metrics_default(), &len);
+  assert_non_null(strstr(text, "# TYPE sluice_metadata_store_request_duration_seconds histogram"));
+  assert_non_null(strstr(text, "# TYPE sluice_metadata_store_cas_conflicts_total counter"));
+  FILE *p = popen("promtool check metrics > promtool.out 2>&1", "w");
+  if (p == NULL) {
+    free(text);
+    skip(); /* promtool is optional on developer machines */
+  }
+  fwrite(text, 1, len, p);
+  free(text);
+  int rc = pclose(p);
+  print_message("promtool check metrics: exit %d\n", rc / 256);
+  if (rc != 0) {
+    char buf[4096] = {0};
+    FILE *o = fopen("promtool.out", "r");
+    if (o != NULL) {
+      size_t n = fread(buf, 1, sizeof(buf) - 1, o);
+      buf[n] = '\0';
+      fclose(o);
+    }
+    /* 127: no promtool here. */
+    if (rc / 256 != 127) fail_msg("promtool check metrics: %s", buf);
+  }
+  sl_md_service_monitor_stop(l->md);
+  sl_md_service_monitor_stop(l->md); /* a no-op */
+}
+
+
+/* The monitor touches the server: stop it first, even after a failure. */
+static int teardown(void **state) {
+  mdt_local *l = *state;
+  sl_md_service_monitor_stop(l->md);
+  return mdt_local_teardown(state);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test_setup_teardown(test_md_monitor__gauges_and_store_metrics, mdt_local_setup,
+                                      teardown),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
