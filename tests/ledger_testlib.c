@@ -24,7 +24,7 @@ int64_t sl_lt_now_ms(void) {
 
 void sl_lt_start(sl_lt *t, const char *name, int bookies,
                  const sl_ledger_client_opts *opts) {
-  static const char *const bookie_args[] = {"--registration_ttl", "2", NULL};
+  static const char *const bookie_args[] = {"--registration_ttl", "4", NULL};
   memset(t, 0, sizeof(*t));
   sl_cluster_opts o = SL_CLUSTER_OPTS_INIT;
   o.bookies = bookies;
