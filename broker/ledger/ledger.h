@@ -27,8 +27,10 @@
  *      Qa bookies of its current write set acked it. Completions run in entry
  *      order from the front of the pending list: the callback of entry e runs
  *      only after e and every entry before it are complete.
- *   4. A bookie that ends its stream, answers a typed refusal that means
- *      "not here" (READ_ONLY, UNAVAILABLE, FAILED, I/O, BUSY), or holds an
+ *   4. A bookie that answers BUSY gets a pause: its stream is reopened
+ *      100 ms later and what is pending is resent to it (adds are
+ *      idempotent). A bookie that ends its stream, answers a typed refusal
+ *      that means "not here" (READ_ONLY, UNAVAILABLE, FAILED, I/O), or holds an
  *      add unanswered past add_timeout_ms while acking nothing else either (a
  *      silent peer, e.g. SIGSTOP) is
  *      replaced: ensemble change (below).

@@ -19,7 +19,8 @@
 
 /* Entries beyond this many queued sends per bookie wait for on_writable. */
 #define SEND_QUEUE_MAX 4096
-/* Delay before a metadata update is tried again after a transient error. */
+/* Delay before a metadata update is tried again after a transient error,
+ * and before a bookie that answered BUSY gets the pending entries again. */
 #define RETRY_MS 100
 
 static sl_ledger_state state_of(sl_ledger *lh) {
@@ -160,9 +161,39 @@ static bool is_fatal(sl_status st) {
          st == SL_ETOOBIG || st == SL_EDELETED || st == SL_ENOMEM;
 }
 
+/* A bookie that answered BUSY is alive but full of work: pause its stream
+ * and resend what is pending to it a little later (resends are idempotent). */
+static void slot_busy(sl_ledger *lh, uint32_t s) {
+  lh_slot *sl = &lh->slots[s];
+  if (sl->busy) return;
+  sl_log(SL_LOG_DEBUG, "event=bookie_busy ledger=%" PRIu64 " bookie=%s", lh->id, sl->bookie);
+  slot_detach(lh, s);
+  sl->busy = true;
+  if (!sl_timer_active(&lh->busy)) sl_timer_start(&lh->busy, RETRY_MS);
+}
+
+static void busy_run(void *arg) {
+  sl_ledger *lh = arg;
+  for (uint32_t s = 0; s < lh->q.e && !stopped(lh); s++) {
+    lh_slot *sl = &lh->slots[s];
+    if (!sl->busy) continue;
+    sl->busy = false;
+    if (sl->failed) continue;
+    sl->next_send = lh->pending.first;
+    if (slot_open(lh, s) == SL_OK)
+      pump(lh, s);
+    else
+      slot_failed(lh, s, SL_EUNAVAIL, "cannot reopen the stream");
+  }
+}
+
 static void slot_failed(sl_ledger *lh, uint32_t s, sl_status st,
                         const char *details) {
   if (stopped(lh)) return;
+  if (st == SL_EBUSY) {
+    slot_busy(lh, s);
+    return;
+  }
   if (is_fencing(st)) {
     go_fenced(lh, st, details);
     return;
@@ -173,6 +204,7 @@ static void slot_failed(sl_ledger *lh, uint32_t s, sl_status st,
   }
   lh_slot *sl = &lh->slots[s];
   if (sl->failed) return;
+  sl->busy = false;
   sl_log(SL_LOG_WARN,
          "event=bookie_failed ledger=%" PRIu64 " bookie=%s slot=%u status=%s "
          "details=\"%s\"",
@@ -263,6 +295,7 @@ void sl_lh_writer_stop(sl_ledger *lh, sl_status st, const char *details) {
   lh->tick_armed = false;
   sl_timer_stop(&lh->retry);
   lh->retry_fn = NULL;
+  sl_timer_stop(&lh->busy);
   /* In entry order (invariant 2), none OK after a failure (invariant 3). */
   while (sl_addq_front(&lh->pending)) {
     lh_add *a = sl_addq_pop(&lh->pending);
@@ -790,6 +823,7 @@ static sl_status writer_init(sl_ledger *lh, const sl_ledger_create_opts *o) {
   sl_addq_init(&lh->pending, &lh->q, 0);
   sl_timer_init(&lh->tick, lh->serial, tick_run, lh);
   sl_timer_init(&lh->retry, lh->serial, retry_run, lh);
+  sl_timer_init(&lh->busy, lh->serial, busy_run, lh);
   lh->slots = calloc(lh->q.e, sizeof(*lh->slots));
   lh->chg_ids = calloc(lh->q.e, sizeof(char *));
   lh->chg_instances = calloc(lh->q.e, sizeof(char *));
