@@ -147,6 +147,8 @@ struct sl_ledger {
   bool tick_armed;
   sl_timer retry;                /* a metadata update to try again */
   sl_timer busy;                 /* reopens the streams of busy slots */
+  sl_timer lac_timer;            /* WriteLac once appends pause */
+  int64_t lac_written;           /* highest LAC sent by WriteLac */
   void (*retry_fn)(struct sl_ledger *lh);
   uint64_t chg_mask;             /* slots the in-flight change replaces */
   char **chg_ids;                /* their new bookie ids [E] */
