@@ -434,7 +434,7 @@ static void test_service__fence_and_fencing_read(void **state) {
   fr.ledger_id = 11;
   fr.epoch = 1;
   Sluice__V1__FenceResponse *fresp = NULL;
-  assert_int_equal(sl_bookie_service_fence(f->ch, &fr, &fresp, NULL, &err), SL_EFENCED);
+  assert_int_equal(sl_bookie_service_fence(f->ch, &fr, &fresp, NULL, &err), SL_ESTALE_EPOCH);
   assert_non_null(strstr(err.msg, "stale epoch"));
   fr.epoch = 3;
   assert_int_equal(sl_bookie_service_fence(f->ch, &fr, &fresp, NULL, &err), SL_OK);
@@ -978,7 +978,7 @@ static void test_service__write_lac(void **state) {
   assert_int_equal(write_lac(f, 70, 2, 3, "pw", &lac, &err), SL_OK); /* only grows */
   assert_int_equal(lac, 4);
   assert_int_equal(write_lac(f, 70, 5, 3, "px", &lac, &err), SL_EPERM);
-  assert_int_equal(write_lac(f, 70, 5, 2, "pw", &lac, &err), SL_EPRECOND); /* stale */
+  assert_int_equal(write_lac(f, 70, 5, 2, "pw", &lac, &err), SL_ESTALE_EPOCH); /* stale */
   assert_non_null(strstr(err.msg, "stale epoch"));
   assert_int_equal(write_lac(f, 70, -2, 3, "pw", &lac, &err), SL_EINVAL);
   assert_int_equal(delete_pw(f, 70, "pw", &err), SL_OK);
