@@ -76,12 +76,12 @@ static void check_after(sl_lt *t, sl_ledger *lh, sl_lt_appends *a, int victim) {
     assert_int_not_equal(sl_lt_ensemble_bookie(t, lh, slot), victim);
   /* A third of the entries have the victim first in their write set; with
    * it silent only the speculative second request (100 ms) keeps this
-   * fast: waiting out the 5 s read timeout would take minutes. */
+   * fast: waiting out the 5 s read timeout would take about 2 minutes. */
   int64_t t0 = sl_lt_now_ms();
   assert_int_equal(sl_lt_read_check(lh, 0, N - 1, NULL), SL_OK);
   int64_t read_ms = sl_lt_now_ms() - t0;
   print_message("read of %d entries with the victim down: %lld ms\n", N, (long long)read_ms);
-  assert_true(read_ms < 20000);
+  assert_true(read_ms < 45000); /* without speculation: about 2 minutes */
   assert_int_equal(sl_lt_close(lh), SL_OK);
   uint64_t id = sl_ledger_id(lh);
   sl_lt_destroy(lh);

@@ -135,7 +135,7 @@ static void on_fenced(sl_ledger *lh, sl_status st, const char *details, void *ar
  * reports on_fenced, and none of its entries appears past the end. */
 static void test_ledger_recovery__old_writer_fenced(void **state) {
   sl_lt *t = *state;
-  fenced_flag f = {0, SL_OK};
+  static fenced_flag f; /* static: outlives the handle if an assert fails */
   sl_ledger *w = sl_lt_create(t, 3, 2, 2, 1, on_fenced, &f);
   uint64_t id = sl_ledger_id(w);
   sl_lt_appends a;

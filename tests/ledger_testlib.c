@@ -39,6 +39,7 @@ void sl_lt_start(sl_lt *t, const char *name, int bookies,
   if (st != SL_OK) fail_msg("cluster: %s", sl_err_msg(&err, st));
   t->meta = sl_bktest_channel(sl_cluster_metadata_target(t->cluster));
   sl_ledger_client_opts co = SL_LEDGER_CLIENT_OPTS_INIT;
+  co.recovery_timeout_ms = 30000; /* ASan runs share 2 cores with the suite */
   if (opts) co = *opts;
   co.metadata = t->meta;
   st = sl_ledger_client_create(&co, &t->client, &err);

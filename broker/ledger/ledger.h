@@ -68,7 +68,8 @@
  *      at least Qw - Qa + 1 bookies answered the fence: then no write set can
  *      gather Qa acks for a new add of the old writer. More are not waited
  *      for; a write quorum short of that after recovery_timeout_ms fails the
- *      recovery with SL_EUNAVAIL (nothing was changed; re-run later).
+ *      recovery with SL_EUNAVAIL (nothing was changed; re-run later). The
+ *      same timeout bounds every later step between two recovered entries.
  *   3. From the highest LAC any fenced bookie reported (or the first entry
  *      of the last segment, if later), read forward entry by entry (fencing
  *      reads, so every answer comes from a fenced bookie). An entry found on
@@ -197,7 +198,8 @@ typedef struct sl_ledger_client_opts {
   int add_timeout_ms;          /* a bookie holding an add unanswered this
                                   long is replaced; 0 = 5000 */
   int metadata_timeout_ms;     /* per metadata call; 0 = 5000 */
-  int recovery_timeout_ms;     /* fence quorum and recovery reads; 0 = 10000 */
+  int recovery_timeout_ms;     /* a recovery that recovers no entry for this
+                                  long fails (SL_EUNAVAIL); 0 = 10000 */
   int read_timeout_ms;         /* per bookie read; 0 = 5000 */
   int speculative_read_ms;     /* ask a second replica after this; 0 = 100,
                                   < 0 = never */

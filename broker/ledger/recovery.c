@@ -175,7 +175,8 @@ static void finish(rec_op *op, sl_status st, const char *details) {
 static void deadline_run(void *arg) {
   rec_op *op = arg;
   char msg[96];
-  snprintf(msg, sizeof(msg), "ledger %" PRIu64 ": recovery timed out", op->ledger_id);
+  snprintf(msg, sizeof(msg), "ledger %" PRIu64 ": recovery made no progress at entry %"
+           PRId64, op->ledger_id, op->entry);
   finish(op, SL_EUNAVAIL, msg);
 }
 
@@ -542,6 +543,7 @@ static void wb_on_message(sl_rpc_astream *s, const ProtobufCMessage *msg, void *
   if (sl_quorum_complete(&op->q, op->entry, op->wb_acked)) {
     op->recovered++;
     op->entry++;
+    sl_timer_start(&op->deadline, op->c->opts.recovery_timeout_ms); /* progress */
     rec_read(op);
   }
 }
