@@ -982,7 +982,7 @@ static void test_service__write_lac(void **state) {
   assert_non_null(strstr(err.msg, "stale epoch"));
   assert_int_equal(write_lac(f, 70, -2, 3, "pw", &lac, &err), SL_EINVAL);
   assert_int_equal(delete_pw(f, 70, "pw", &err), SL_OK);
-  assert_int_equal(write_lac(f, 70, 5, 3, "pw", &lac, &err), SL_ENOTFOUND);
+  assert_int_equal(write_lac(f, 70, 5, 3, "pw", &lac, &err), SL_EDELETED);
   assert_string_equal(err.msg, "ledger 70: deleted");
   fx_stop(f);
 }

@@ -267,6 +267,21 @@ static int counter(fake *f, const int *c) {
   return v;
 }
 
+/* The fake's fields are written on server threads, under f->mu. */
+static bool holder_named(fake *f) {
+  pthread_mutex_lock(&f->mu);
+  bool v = f->named_holder;
+  pthread_mutex_unlock(&f->mu);
+  return v;
+}
+
+static uint32_t last_load(fake *f) {
+  pthread_mutex_lock(&f->mu);
+  uint32_t v = f->last_load;
+  pthread_mutex_unlock(&f->mu);
+  return v;
+}
+
 /* ---- tests ---- */
 
 static void test_session__lost_at_ttl_then_reopened(void **state) {
@@ -319,8 +334,8 @@ static void test_session__lost_at_ttl_then_reopened(void **state) {
   assert_int_equal(st.takeovers, 1);
   sl_session_stop(s);
   /* Stop closed the session, naming its holder, and said nothing more. */
-  assert_int_equal(f->closes, 1);
-  assert_true(f->named_holder);
+  assert_int_equal(counter(f, &f->closes), 1);
+  assert_true(holder_named(f));
   assert_int_equal(u.n, 3);
   fake_stop(f);
   pthread_mutex_destroy(&u.mu);
@@ -376,10 +391,10 @@ static void test_session__poke_sends_update(void **state) {
   }
   assert_int_equal(counter(f, &f->updates), 1);
   pthread_mutex_lock(&f->mu);
-  assert_int_equal(f->last_load, 700);
+  assert_int_equal(last_load(f), 700);
   pthread_mutex_unlock(&f->mu);
   sl_session_stop(s);
-  assert_true(f->named_holder);
+  assert_true(holder_named(f));
   fake_stop(f);
   pthread_mutex_destroy(&u.mu);
 }
