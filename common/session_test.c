@@ -390,9 +390,7 @@ static void test_session__poke_sends_update(void **state) {
     nanosleep(&ts, NULL);
   }
   assert_int_equal(counter(f, &f->updates), 1);
-  pthread_mutex_lock(&f->mu);
   assert_int_equal(last_load(f), 700);
-  pthread_mutex_unlock(&f->mu);
   sl_session_stop(s);
   assert_true(holder_named(f));
   fake_stop(f);
