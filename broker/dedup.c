@@ -1,5 +1,6 @@
 /* Producer deduplication: see dedup.h. */
 #include "broker/dedup.h"
+#include "common/status.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -37,22 +38,6 @@ struct sl_dedup {
   uint64_t tick;
 };
 
-static void *xcalloc(size_t n, size_t size) {
-  void *p = calloc(n, size);
-  if (p == NULL) {
-    fprintf(stderr, "dedup: out of memory\n");
-    abort();
-  }
-  return p;
-}
-
-static char *xstrdup(const char *s) {
-  size_t n = strlen(s) + 1;
-  char *p = xcalloc(1, n);
-  memcpy(p, s, n);
-  return p;
-}
-
 static uint64_t hash(const char *s) {
   uint64_t h = 1469598103934665603ull; /* FNV-1a */
   for (; *s != '\0'; s++) h = (h ^ (uint8_t)*s) * 1099511628211ull;
@@ -60,9 +45,9 @@ static uint64_t hash(const char *s) {
 }
 
 sl_dedup *sl_dedup_create(size_t ring_runs) {
-  sl_dedup *d = xcalloc(1, sizeof(*d));
+  sl_dedup *d = sl_xcalloc(1, sizeof(*d));
   d->n_buckets = 64;
-  d->buckets = xcalloc(d->n_buckets, sizeof(*d->buckets));
+  d->buckets = sl_xcalloc(d->n_buckets, sizeof(*d->buckets));
   d->ring_runs = ring_runs == 0 ? 64 : ring_runs;
   return d;
 }
@@ -101,7 +86,7 @@ static producer *find(const sl_dedup *d, const char *name) {
 
 static void grow(sl_dedup *d) {
   size_t n = d->n_buckets * 2;
-  producer **b = xcalloc(n, sizeof(*b));
+  producer **b = sl_xcalloc(n, sizeof(*b));
   for (size_t i = 0; i < d->n_buckets; i++) {
     producer *p = d->buckets[i];
     while (p != NULL) {
@@ -121,9 +106,9 @@ static producer *find_or_add(sl_dedup *d, const char *name) {
   producer *p = find(d, name);
   if (p != NULL) return p;
   if (d->count >= d->n_buckets) grow(d);
-  p = xcalloc(1, sizeof(*p));
-  p->name = xstrdup(name);
-  p->runs = xcalloc(d->ring_runs, sizeof(*p->runs));
+  p = sl_xcalloc(1, sizeof(*p));
+  p->name = sl_xstrdup(name);
+  p->runs = sl_xcalloc(d->ring_runs, sizeof(*p->runs));
   size_t k = hash(name) & (d->n_buckets - 1);
   p->next = d->buckets[k];
   d->buckets[k] = p;
@@ -235,7 +220,7 @@ static char *fmt(const char *f, ...) {
   va_start(ap, f);
   int n = vsnprintf(NULL, 0, f, ap);
   va_end(ap);
-  char *s = xcalloc(1, (size_t)n + 1);
+  char *s = sl_xcalloc(1, (size_t)n + 1);
   va_start(ap, f);
   vsnprintf(s, (size_t)n + 1, f, ap);
   va_end(ap);
@@ -245,16 +230,16 @@ static char *fmt(const char *f, ...) {
 void sl_dedup_snapshot(const sl_dedup *d, uint64_t at_ledger, int64_t at_entry,
                        size_t max_bytes, size_t max_props, sl_dedup_prop **out,
                        size_t *n_out, size_t *dropped) {
-  producer **all = xcalloc(d->count + 1, sizeof(*all));
+  producer **all = sl_xcalloc(d->count + 1, sizeof(*all));
   size_t n_all = 0;
   for (size_t i = 0; i < d->n_buckets; i++)
     for (producer *p = d->buckets[i]; p != NULL; p = p->next)
       if (p->has_stored) all[n_all++] = p;
   qsort(all, n_all, sizeof(*all), by_recency);
 
-  sl_dedup_prop *props = xcalloc(n_all + 1, sizeof(*props));
+  sl_dedup_prop *props = sl_xcalloc(n_all + 1, sizeof(*props));
   size_t n = 0;
-  props[n].key = xstrdup(SL_DEDUP_PROP_AT);
+  props[n].key = sl_xstrdup(SL_DEDUP_PROP_AT);
   props[n].value = fmt("%" PRIu64 " %" PRId64, at_ledger, at_entry);
   size_t bytes = strlen(props[n].key) + strlen(props[n].value);
   n++;

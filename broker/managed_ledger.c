@@ -9,26 +9,11 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "metadata.slrpc.h"
+#include "common/status.h"
 
 #define DEFAULT_ROLLOVER_ENTRIES 50000u
 #define DEFAULT_ROLLOVER_BYTES (256u << 20)
 #define DEFAULT_ROLLOVER_MS (4 * 3600 * 1000)
-
-static void *xcalloc(size_t n, size_t size) {
-  void *p = calloc(n, size);
-  if (p == NULL) {
-    fprintf(stderr, "managed ledger: out of memory\n");
-    abort();
-  }
-  return p;
-}
-
-static char *xstrdup(const char *s) {
-  size_t n = strlen(s) + 1;
-  char *p = xcalloc(1, n);
-  memcpy(p, s, n);
-  return p;
-}
 
 int sl_ml_pos_cmp(sl_ml_pos a, sl_ml_pos b) {
   if (a.ledger_id != b.ledger_id) return a.ledger_id < b.ledger_id ? -1 : 1;
@@ -183,13 +168,13 @@ static void start_list_write(sl_ml *ml) {
   SL_ASSERT(!ml->write_busy);
   ml->write_busy = true;
   ml->write_wanted = false;
-  list_write *w = xcalloc(1, sizeof(*w));
+  list_write *w = sl_xcalloc(1, sizeof(*w));
   w->ml = ml;
   w->waiters = ml->waiters;
   ml->waiters = NULL;
 
-  Sluice__V1__LedgerRef *refs = xcalloc(ml->n_refs + 1, sizeof(*refs));
-  Sluice__V1__LedgerRef **ref_ptrs = xcalloc(ml->n_refs + 1, sizeof(*ref_ptrs));
+  Sluice__V1__LedgerRef *refs = sl_xcalloc(ml->n_refs + 1, sizeof(*refs));
+  Sluice__V1__LedgerRef **ref_ptrs = sl_xcalloc(ml->n_refs + 1, sizeof(*ref_ptrs));
   for (size_t i = 0; i < ml->n_refs; i++) {
     sluice__v1__ledger_ref__init(&refs[i]);
     refs[i].ledger_id = ml->refs_v[i].id;
@@ -198,8 +183,8 @@ static void start_list_write(sl_ml *ml) {
     refs[i].create_time_ms = ml->refs_v[i].ctime_ms;
     ref_ptrs[i] = &refs[i];
   }
-  Sluice__V1__KeyValue *kvs = xcalloc(ml->n_props + 1, sizeof(*kvs));
-  Sluice__V1__KeyValue **kv_ptrs = xcalloc(ml->n_props + 1, sizeof(*kv_ptrs));
+  Sluice__V1__KeyValue *kvs = sl_xcalloc(ml->n_props + 1, sizeof(*kvs));
+  Sluice__V1__KeyValue **kv_ptrs = sl_xcalloc(ml->n_props + 1, sizeof(*kv_ptrs));
   for (size_t i = 0; i < ml->n_props; i++) {
     sluice__v1__key_value__init(&kvs[i]);
     kvs[i].key = (char *)ml->props[i].key;
@@ -233,7 +218,7 @@ static void start_list_write(sl_ml *ml) {
 }
 
 void ml_write_list(sl_ml *ml, ml_written_fn fn, void *arg) {
-  ml_waiter *wt = xcalloc(1, sizeof(*wt));
+  ml_waiter *wt = sl_xcalloc(1, sizeof(*wt));
   wt->fn = fn;
   wt->arg = arg;
   /* Keep the waiters in request order. */
@@ -396,7 +381,7 @@ static void start_rollover(sl_ml *ml);
 /* Hands one append to the current ledger (WRITING). */
 static sl_status append_now(sl_ml *ml, const void *data, size_t len,
                             sl_ml_append_cb cb, void *arg, sl_err *err) {
-  append_ctx *a = xcalloc(1, sizeof(*a));
+  append_ctx *a = sl_xcalloc(1, sizeof(*a));
   a->ml = ml;
   a->ledger_id = sl_ledger_id(ml->cur);
   a->len = len;
@@ -625,7 +610,7 @@ sl_status sl_ml_set_properties(sl_ml *ml, const char *prefix,
   if (ml->state != SL_ML_WRITING && ml->state != SL_ML_ROLLING)
     return sl_err_set(err, SL_EPRECOND, "partition %s: not writable", ml->partition);
   size_t plen = strlen(prefix);
-  sl_ml_prop *out = xcalloc(ml->n_props + n + 1, sizeof(*out));
+  sl_ml_prop *out = sl_xcalloc(ml->n_props + n + 1, sizeof(*out));
   size_t k = 0;
   for (size_t i = 0; i < ml->n_props; i++) {
     if (strncmp(ml->props[i].key, prefix, plen) == 0) {
@@ -636,14 +621,14 @@ sl_status sl_ml_set_properties(sl_ml *ml, const char *prefix,
     out[k++] = ml->props[i];
   }
   for (size_t i = 0; i < n; i++) {
-    out[k].key = xstrdup(props[i].key);
-    out[k].value = xstrdup(props[i].value);
+    out[k].key = sl_xstrdup(props[i].key);
+    out[k].value = sl_xstrdup(props[i].value);
     k++;
   }
   free(ml->props);
   ml->props = out;
   ml->n_props = k;
-  prop_waiter *w = xcalloc(1, sizeof(*w));
+  prop_waiter *w = sl_xcalloc(1, sizeof(*w));
   w->cb = cb;
   w->arg = arg;
   ml_write_list(ml, props_written, w);
@@ -697,16 +682,16 @@ static void list_read(sl_status st, const char *details, ProtobufCMessage *resp,
   }
   ml->version = r->version;
   ml->terminated = r->info->terminated;
-  ml->refs_v = xcalloc(r->info->n_ledgers + 1, sizeof(*ml->refs_v));
+  ml->refs_v = sl_xcalloc(r->info->n_ledgers + 1, sizeof(*ml->refs_v));
   for (size_t i = 0; i < r->info->n_ledgers; i++) {
     const Sluice__V1__LedgerRef *l = r->info->ledgers[i];
     ml_ref x = {l->ledger_id, l->entries, l->size_bytes, l->create_time_ms};
     ml->refs_v[ml->n_refs++] = x;
   }
-  ml->props = xcalloc(r->info->n_properties + 1, sizeof(*ml->props));
+  ml->props = sl_xcalloc(r->info->n_properties + 1, sizeof(*ml->props));
   for (size_t i = 0; i < r->info->n_properties; i++) {
-    ml->props[i].key = xstrdup(r->info->properties[i]->key);
-    ml->props[i].value = xstrdup(r->info->properties[i]->value);
+    ml->props[i].key = sl_xstrdup(r->info->properties[i]->key);
+    ml->props[i].value = sl_xstrdup(r->info->properties[i]->value);
   }
   ml->n_props = r->info->n_properties;
   protobuf_c_message_free_unpacked(resp, NULL);
@@ -744,13 +729,13 @@ sl_status sl_ml_open_async(const sl_ml_opts *opts, sl_ml_open_cb cb, void *arg,
       opts->partition == NULL || opts->partition[0] == '\0' ||
       opts->serial == NULL || opts->epoch == 0 || cb == NULL)
     return sl_err_set(err, SL_EINVAL, "managed ledger: missing option");
-  sl_ml *ml = xcalloc(1, sizeof(*ml));
+  sl_ml *ml = sl_xcalloc(1, sizeof(*ml));
   ml->refs = 2; /* the user's (handed over by cb) and the open's */
   sl_serial_ref(opts->serial);
   ml->serial = opts->serial;
   ml->ledgers = opts->ledgers;
   ml->metadata = opts->metadata;
-  ml->partition = xstrdup(opts->partition);
+  ml->partition = sl_xstrdup(opts->partition);
   ml->epoch = opts->epoch;
   ml->policy = opts->policy;
   ml->metadata_timeout_ms = opts->metadata_timeout_ms > 0 ? opts->metadata_timeout_ms : 5000;

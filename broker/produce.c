@@ -11,22 +11,7 @@
 #include "common/log.h"
 #include "entry.pb-c.h"
 #include "metadata/md_names.h"
-
-static void *xcalloc(size_t n, size_t size) {
-  void *p = calloc(n, size);
-  if (p == NULL) {
-    fprintf(stderr, "produce: out of memory\n");
-    abort();
-  }
-  return p;
-}
-
-static char *xstrdup(const char *s) {
-  size_t n = strlen(s) + 1;
-  char *p = xcalloc(1, n);
-  memcpy(p, s, n);
-  return p;
-}
+#include "common/status.h"
 
 static size_t per_producer_max(const sl_produce *p) {
   return p->o.max_inflight_per_producer ? p->o.max_inflight_per_producer : 8u << 20;
@@ -51,7 +36,7 @@ void ps_unref(pstream *ps) {
 static sl_produce *produce_of(void *ctx) { return ((sl_broker *)ctx)->produce; }
 
 static void produce_start(sl_rpc_call *call, void *ctx) {
-  pstream *ps = xcalloc(1, sizeof(*ps));
+  pstream *ps = sl_xcalloc(1, sizeof(*ps));
   atomic_init(&ps->refs, 1); /* the call's, dropped in on_done */
   ps->p = produce_of(ctx);
   pthread_mutex_init(&ps->mu, NULL);
@@ -148,7 +133,7 @@ void ps_answer(pstream *ps, const preceipt *r, size_t bytes) {
   bool wake;
   pthread_mutex_lock(&ps->mu);
   if (ps->call_live && ps->state == PS_OPEN) {
-    preceipt *q = xcalloc(1, sizeof(*q));
+    preceipt *q = sl_xcalloc(1, sizeof(*q));
     *q = *r;
     q->next = NULL;
     if (ps->rq_tail != NULL) ps->rq_tail->next = q;
@@ -214,7 +199,7 @@ bool ps_opened(pstream *ps, ptopic *t, const char *producer, int64_t last_seq,
   }
   pt_ref(t);
   ps->topic = t;
-  char *name = xstrdup(producer); /* producer may be ps->producer itself */
+  char *name = sl_xstrdup(producer); /* producer may be ps->producer itself */
   free(ps->producer);
   ps->producer = name;
   ps->state = PS_OPEN;
@@ -303,7 +288,7 @@ static void on_open(pstream *ps, const Sluice__V1__ProducerOpen *op) {
     return;
   }
   ps->state = PS_OPENING;
-  ps->producer = xstrdup(op->producer_name);
+  ps->producer = sl_xstrdup(op->producer_name);
   ps->resume = op->resume;
   /* Sends wait until the partition is loaded. */
   sl_rpc_call_pause_reads(ps->call);
@@ -353,7 +338,7 @@ static void on_sends(pstream *ps, Sluice__V1__SendRequest *const *sends, size_t 
   ptopic *t = ps->topic;
   pthread_mutex_unlock(&ps->mu);
 
-  pbatch *b = xcalloc(1, sizeof(*b) + n * sizeof(pmember));
+  pbatch *b = sl_xcalloc(1, sizeof(*b) + n * sizeof(pmember));
   b->n = n;
   int64_t now_ms = sl_clock_wall_ms();
   int64_t now_ns = sl_clock_mono_ns();
@@ -501,7 +486,7 @@ sl_status sl_produce_create(const sl_produce_opts *opts, sl_produce **out,
                             sl_err *err) {
   if (opts == NULL || opts->metadata == NULL || opts->ledgers == NULL)
     return sl_err_set(err, SL_EINVAL, "produce: metadata channel and ledger client required");
-  sl_produce *p = xcalloc(1, sizeof(*p));
+  sl_produce *p = sl_xcalloc(1, sizeof(*p));
   p->o = *opts;
   pthread_mutex_init(&p->mu, NULL);
   sl_map_init(&p->topics);

@@ -13,6 +13,7 @@
 #include "entry.pb-c.h"
 #include "metadata.slrpc.h"
 #include "metadata/md_names.h"
+#include "common/status.h"
 
 #define DEFAULT_MAX_MESSAGE (5u << 20)
 #define DEFAULT_GROUP_MSGS 1000u
@@ -24,15 +25,6 @@
  * service allows 64 KiB and 1024 pairs in all). */
 #define SNAPSHOT_MAX_BYTES (48u << 10)
 #define SNAPSHOT_MAX_PROPS 900u
-
-static void *xcalloc(size_t n, size_t size) {
-  void *p = calloc(n, size);
-  if (p == NULL) {
-    fprintf(stderr, "produce: out of memory\n");
-    abort();
-  }
-  return p;
-}
 
 void pt_ref(ptopic *t) { atomic_fetch_add(&t->refs, 1); }
 
@@ -53,7 +45,7 @@ typedef struct ptask {
 } ptask;
 
 static void post(ptopic *t, pstream *ps, void (*fn)(void *arg)) {
-  ptask *k = xcalloc(1, sizeof(*k));
+  ptask *k = sl_xcalloc(1, sizeof(*k));
   pt_ref(t);
   k->t = t;
   if (ps != NULL) ps_ref(ps);
@@ -89,7 +81,7 @@ static void group_free(pgroup *g) {
 
 static pgroup *open_group(ptopic *t) {
   if (t->open != NULL) return t->open;
-  pgroup *g = xcalloc(1, sizeof(*g));
+  pgroup *g = sl_xcalloc(1, sizeof(*g));
   pt_ref(t);
   g->topic = t;
   g->min_publish_ms = INT64_MAX;
@@ -133,7 +125,7 @@ static void maybe_snapshot(ptopic *t, sl_ml_pos pos) {
   if (dropped > 0)
     sl_log(SL_LOG_WARN, "event=dedup_snapshot_full partition=%s producers_left_out=%zu",
            t->name, dropped);
-  sl_ml_prop *mp = xcalloc(n + 1, sizeof(*mp));
+  sl_ml_prop *mp = sl_xcalloc(n + 1, sizeof(*mp));
   for (size_t i = 0; i < n; i++) {
     mp[i].key = props[i].key;
     mp[i].value = props[i].value;
@@ -533,7 +525,7 @@ static void ml_opened(sl_status st, const char *details, sl_ml *ml, void *arg) {
   }
   const sl_ml_prop *props;
   size_t n = sl_ml_properties(ml, &props);
-  sl_dedup_prop *dp = xcalloc(n + 1, sizeof(*dp));
+  sl_dedup_prop *dp = sl_xcalloc(n + 1, sizeof(*dp));
   for (size_t i = 0; i < n; i++) {
     dp[i].key = (char *)props[i].key;
     dp[i].value = (char *)props[i].value;
@@ -652,7 +644,7 @@ void pt_attach(sl_produce *p, const char *partition, uint64_t epoch, pstream *ps
   bool fresh = t == NULL || t->epoch != epoch;
   if (fresh) {
     ptopic *old = t;
-    t = xcalloc(1, sizeof(*t));
+    t = sl_xcalloc(1, sizeof(*t));
     atomic_init(&t->refs, 1); /* the table's */
     t->p = p;
     t->name = strdup(partition);
