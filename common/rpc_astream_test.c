@@ -21,6 +21,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/testing.h"
 #include "common/rpc_astream.h"
 #include "common/rpc_server.h"
 #include "common/testdata/echo_service.h"
@@ -364,7 +365,7 @@ static void test_rpc_astream__deadline(void **state) {
   assert_int_equal(finish(s, &r), SL_ETIMEDOUT);
   int64_t took = sl_echo_fx_now_ms() - t0;
   assert_true(took >= 280);
-  assert_true(took < 5000);
+  assert_true(took < sl_test_scaled_ms(5000));
   sl_echo_fx_stop(&fx);
 }
 
@@ -520,10 +521,10 @@ static void test_rpc_astream__keepalive_ends_stream_to_frozen_server(void **stat
   /* Frozen: the kernel keeps the socket open, nobody answers pings. */
   assert_int_equal(kill(p.pid, SIGSTOP), 0);
   int64_t t0 = sl_echo_fx_now_ms();
-  assert_true(sl_echo_wait(&r.done, 1, 8000));
+  assert_true(sl_echo_wait(&r.done, 1, sl_test_scaled_ms(8000)));
   int64_t took = sl_echo_fx_now_ms() - t0;
   assert_int_equal(r.st, SL_EUNAVAIL);
-  assert_true(took < 5000);
+  assert_true(took < sl_test_scaled_ms(5000));
   kill(p.pid, SIGCONT);
   assert_int_equal(finish(s, &r), SL_EUNAVAIL);
   sl_rpc_channel_destroy(ch);
