@@ -55,10 +55,11 @@
 
 typedef struct sl_disp sl_disp;
 
+/* The values of common.proto SubscriptionType. */
 typedef enum sl_disp_type {
   SL_DISP_EXCLUSIVE = 0,
-  SL_DISP_SHARED = 1,
-  SL_DISP_FAILOVER = 2,
+  SL_DISP_FAILOVER = 1,
+  SL_DISP_SHARED = 2,
   SL_DISP_KEY_SHARED = 3,
 } sl_disp_type;
 
