@@ -119,8 +119,8 @@ static void id_from(sl_msg_id *id, const Sluice__V1__MessageId *m, uint32_t i, i
   id->batch_size = m->batch_size;
 }
 
-/* Unlinks every message of pt for which `take` holds into *out (in order).
- * Caller holds the lock. */
+/* Unlinks every message of pt for which `take` holds into *out (in order);
+ * they stay counted in p->pending until complete(). Caller holds the lock. */
 static size_t take_where(part *pt, bool (*take)(const pending *, const void *),
                          const void *ctx, pending **out) {
   pending **pp = &pt->head, *last = NULL, *tail_out = NULL;
@@ -142,21 +142,25 @@ static size_t take_where(part *pt, bool (*take)(const pending *, const void *),
   }
   pt->tail = last;
   pt->n_pending -= n;
-  pt->p->pending -= n;
-  if (n) pthread_cond_broadcast(&pt->p->cv);
   return n;
 }
 
-static void complete(pending *list, sl_status st, const Sluice__V1__MessageId *id, int index) {
+/* Runs the callbacks of a taken list, then counts them done (so that flush
+ * returns only after every callback ran). Called without the lock. */
+static void complete(part *pt, pending *list, sl_status st, const Sluice__V1__MessageId *id) {
   uint32_t i = 0;
   while (list != NULL) {
     pending *next = list->next;
     sl_msg_id mid;
-    id_from(&mid, st == SL_OK ? id : NULL, i++, index);
+    id_from(&mid, st == SL_OK ? id : NULL, i++, pt->index);
     if (list->cb) list->cb(st, &mid, list->arg);
     pending_free(list);
     list = next;
   }
+  pthread_mutex_lock(&pt->p->mu);
+  pt->p->pending -= i;
+  pthread_cond_broadcast(&pt->p->cv);
+  pthread_mutex_unlock(&pt->p->mu);
 }
 
 typedef struct seq_range {
@@ -195,7 +199,7 @@ static void on_receipt(part *pt, const Sluice__V1__SendReceipt *r) {
   take_where(pt, in_range, &range, &done);
   if (r->duplicate) p->duplicates += count;
   pthread_mutex_unlock(&p->mu);
-  complete(done, (sl_status)(-(int)r->status), r->id, pt->index);
+  complete(pt, done, (sl_status)(-(int)r->status), r->id);
 }
 
 static void *recv_loop(void *arg) {
@@ -297,7 +301,7 @@ static void fail_where(part *pt, bool (*take)(const pending *, const void *), co
   pending *done;
   if (take_where(pt, take, ctx, &done) == 0) return;
   pthread_mutex_unlock(&pt->p->mu);
-  complete(done, st, NULL, pt->index);
+  complete(pt, done, st, NULL);
   pthread_mutex_lock(&pt->p->mu);
 }
 
