@@ -37,6 +37,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/tsan.h"
 #include "common/log.h"
 #include "common/rpc_client_int.h"
 
@@ -174,6 +175,7 @@ static void start_recv(sl_rpc_astream *s) {
   }
   ops[n].op = GRPC_OP_RECV_MESSAGE;
   ops[n++].data.recv_message.recv_message = &s->recv_bb;
+  SL_TSAN_RELEASE(&s->tag_recv);
   grpc_call_error e = grpc_call_start_batch(s->tracked.call, ops, n, &s->tag_recv, NULL);
   SL_ASSERT(e == GRPC_CALL_OK); /* one recv at a time on a live call */
   s->recv_busy = s->recv_inflight = true;
@@ -247,6 +249,7 @@ static void start_send(sl_rpc_astream *s) {
   } else {
     return;
   }
+  SL_TSAN_RELEASE(&s->tag_send);
   grpc_call_error e = grpc_call_start_batch(s->tracked.call, &op, 1, &s->tag_send, NULL);
   SL_ASSERT(e == GRPC_CALL_OK);
   s->sending = true;
@@ -430,12 +433,14 @@ static void start_call(sl_rpc_astream *s) {
     ops[n++].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
   }
   pthread_mutex_lock(&s->lock);
+  SL_TSAN_RELEASE(&s->tag_open);
   grpc_call_error e1 = grpc_call_start_batch(s->tracked.call, ops, n, &s->tag_open, NULL);
   memset(ops, 0, sizeof(ops));
   ops[0].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
   ops[0].data.recv_status_on_client.trailing_metadata = &s->trailing;
   ops[0].data.recv_status_on_client.status = &s->code;
   ops[0].data.recv_status_on_client.status_details = &s->details;
+  SL_TSAN_RELEASE(&s->tag_status);
   grpc_call_error e2 = grpc_call_start_batch(s->tracked.call, ops, 1, &s->tag_status, NULL);
   SL_ASSERT(e1 == GRPC_CALL_OK && e2 == GRPC_CALL_OK);
   s->batches = 2;

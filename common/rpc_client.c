@@ -29,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/tsan.h"
 #include "common/log.h"
 #include "common/rpc_client_int.h"
 #include "common/rpc_status.h"
@@ -321,6 +322,7 @@ static void *completion_main(void *arg) {
     grpc_event ev = grpc_completion_queue_next(ch->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
     if (ev.type == GRPC_QUEUE_SHUTDOWN) break;
     if (ev.type != GRPC_OP_COMPLETE) continue;
+    SL_TSAN_ACQUIRE(ev.tag);
     sl_rpc_tag *tag = ev.tag;
     tag->fn(tag, ev.success != 0);
   }
@@ -413,6 +415,7 @@ sl_status sl_rpc_unary(sl_rpc_channel *ch, const sl_rpc_method *m,
   grpc_metadata_array_init(&trailing);
   sl_rpc_client_md_init(&md, ch, opts);
   unary_ops(ops, &md, send_bb, &initial, &recv_bb, &trailing, &code, &details);
+  SL_TSAN_RELEASE(&ops[0]);
   grpc_call_error e = grpc_call_start_batch(call, ops, 6, &ops[0], NULL);
   if (e != GRPC_CALL_OK) {
     st = sl_err_set(err, SL_EINTERNAL, "%s: cannot start call: %s", m->path,
@@ -420,6 +423,7 @@ sl_status sl_rpc_unary(sl_rpc_channel *ch, const sl_rpc_method *m,
     goto out_unref_call;
   }
   grpc_event ev = grpc_completion_queue_pluck(cq, &ops[0], gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+  SL_TSAN_ACQUIRE(&ops[0]);
   SL_ASSERT(ev.type == GRPC_OP_COMPLETE);
   st = unary_result(m, code, &trailing, details, recv_bb, resp, err);
 

@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/tsan.h"
 #include "common/rpc_client_int.h"
 
 enum { STATUS_PENDING, STATUS_PLUCKING, STATUS_DONE };
@@ -61,6 +62,7 @@ struct sl_rpc_stream {
 
 static grpc_event pluck_until(sl_rpc_stream *s, void *tag, gpr_timespec deadline) {
   grpc_event ev = grpc_completion_queue_pluck(s->cq, tag, deadline, NULL);
+  if (ev.type == GRPC_OP_COMPLETE) SL_TSAN_ACQUIRE(tag);
   SL_ASSERT(ev.type == GRPC_OP_COMPLETE || ev.type == GRPC_QUEUE_TIMEOUT);
   return ev;
 }
@@ -155,12 +157,14 @@ sl_status sl_rpc_stream_open(sl_rpc_channel *ch, const sl_rpc_method *m,
     ops[n++].data.send_message.send_message = first_bb;
     ops[n++].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
   }
+  SL_TSAN_RELEASE(&s->tag_open);
   grpc_call_error e1 = grpc_call_start_batch(s->call, ops, n, &s->tag_open, NULL);
   memset(ops, 0, sizeof(ops));
   ops[0].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
   ops[0].data.recv_status_on_client.trailing_metadata = &s->trailing;
   ops[0].data.recv_status_on_client.status = &s->code;
   ops[0].data.recv_status_on_client.status_details = &s->details;
+  SL_TSAN_RELEASE(&s->tag_status);
   grpc_call_error e2 = grpc_call_start_batch(s->call, ops, 1, &s->tag_status, NULL);
   /* Both take only fresh op types on a fresh call; a refusal is a bug. */
   SL_ASSERT(e1 == GRPC_CALL_OK && e2 == GRPC_CALL_OK);
@@ -189,6 +193,7 @@ sl_status sl_rpc_stream_send(sl_rpc_stream *s, const ProtobufCMessage *msg, int 
   memset(&op, 0, sizeof(op));
   op.op = GRPC_OP_SEND_MESSAGE;
   op.data.send_message.send_message = bb;
+  SL_TSAN_RELEASE(&s->tag_send);
   grpc_call_error e = grpc_call_start_batch(s->call, &op, 1, &s->tag_send, NULL);
   if (e != GRPC_CALL_OK) {
     /* e.g. a send after close_send, or two sender threads */
@@ -215,6 +220,7 @@ sl_status sl_rpc_stream_close_send(sl_rpc_stream *s, sl_err *err) {
   if (s->m->kind == SL_RPC_SERVER_STREAMING) return SL_OK; /* closed at open */
   memset(&op, 0, sizeof(op));
   op.op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+  SL_TSAN_RELEASE(&s->tag_send);
   grpc_call_error e = grpc_call_start_batch(s->call, &op, 1, &s->tag_send, NULL);
   if (e != GRPC_CALL_OK)
     return sl_err_set(err, SL_EPRECOND, "%s: cannot half-close: %s", s->m->path,
@@ -240,6 +246,7 @@ sl_status sl_rpc_stream_recv(sl_rpc_stream *s, ProtobufCMessage **msg, int timeo
     }
     ops[n].op = GRPC_OP_RECV_MESSAGE;
     ops[n++].data.recv_message.recv_message = &s->recv_bb;
+    SL_TSAN_RELEASE(&s->tag_recv);
     grpc_call_error e = grpc_call_start_batch(s->call, ops, n, &s->tag_recv, NULL);
     if (e != GRPC_CALL_OK)
       return sl_err_set(err, SL_EPRECOND, "%s: cannot receive: %s", s->m->path,
