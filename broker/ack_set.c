@@ -233,9 +233,11 @@ static void clear_block_prefix(sl_ack_set *s, sl_ack_ledger *l, uint64_t index, 
 
 void sl_ack_set_drop_through(sl_ack_set *s, uint64_t ledger_id, int64_t entry_id) {
   size_t keep = batch_lower(s, ledger_id, entry_id + 1);
-  for (size_t i = 0; i < keep; i++) free(s->batches[i].bits);
-  memmove(s->batches, &s->batches[keep], (s->n_batches - keep) * sizeof(*s->batches));
-  s->n_batches -= keep;
+  if (keep > 0) {
+    for (size_t i = 0; i < keep; i++) free(s->batches[i].bits);
+    memmove(s->batches, &s->batches[keep], (s->n_batches - keep) * sizeof(*s->batches));
+    s->n_batches -= keep;
+  }
 
   while (s->n_ledgers > 0 && s->ledgers[0].ledger_id < ledger_id) ledger_remove(s, 0);
   sl_ack_ledger *l = ledger_find(s, ledger_id);
@@ -246,7 +248,7 @@ void sl_ack_set_drop_through(sl_ack_set *s, uint64_t ledger_id, int64_t entry_id
     s->entries -= l->blocks[gone].count;
     free(l->blocks[gone++].bits);
   }
-  memmove(l->blocks, &l->blocks[gone], (l->n - gone) * sizeof(*l->blocks));
+  if (gone > 0) memmove(l->blocks, &l->blocks[gone], (l->n - gone) * sizeof(*l->blocks));
   l->n -= gone;
   clear_block_prefix(s, l, last_block, (uint64_t)entry_id % SL_ACK_BLOCK);
   if (l->n == 0) ledger_remove(s, (size_t)(l - s->ledgers));
