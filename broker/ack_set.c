@@ -315,7 +315,7 @@ void sl_ack_set_merge(sl_ack_set *dst, const sl_ack_set *src) {
 
 /* ---- encoding ---- */
 
-static void put_varint(sl_buf *out, uint64_t v) {
+void sl_ack_varint_put(sl_buf *out, uint64_t v) {
   uint8_t tmp[10];
   size_t n = 0;
   do {
@@ -343,9 +343,9 @@ static size_t varint_len(uint64_t v) {
   }
 
 static void encode_block(const sl_ack_block *b, uint64_t prev_index, sl_buf *out) {
-  put_varint(out, b->index - prev_index);
+  sl_ack_varint_put(out, b->index - prev_index);
   if (b->bits == NULL) {
-    put_varint(out, KIND_FULL);
+    sl_ack_varint_put(out, KIND_FULL);
     return;
   }
   /* A run starts at each set bit whose predecessor is clear; every run costs
@@ -363,46 +363,46 @@ static void encode_block(const sl_ack_block *b, uint64_t prev_index, sl_buf *out
     })
   }
   if (2 * runs >= BITMAP_BYTES || runs_bytes + varint_len(runs) >= BITMAP_BYTES) {
-    put_varint(out, KIND_BITMAP);
+    sl_ack_varint_put(out, KIND_BITMAP);
     uint8_t bytes[BITMAP_BYTES];
     for (uint32_t i = 0; i < BITMAP_BYTES; i++) bytes[i] = (uint8_t)(b->bits[i / 8] >> (8 * (i % 8)));
     sl_buf_append(out, bytes, sizeof(bytes));
     return;
   }
-  put_varint(out, KIND_RUNS);
-  put_varint(out, runs);
+  sl_ack_varint_put(out, KIND_RUNS);
+  sl_ack_varint_put(out, runs);
   end = 0;
   FOR_EACH_RUN(b, start, len, {
-    put_varint(out, start - end);
-    put_varint(out, len - 1);
+    sl_ack_varint_put(out, start - end);
+    sl_ack_varint_put(out, len - 1);
     end = start + len;
   })
 }
 
 void sl_ack_set_encode(const sl_ack_set *s, sl_buf *out) {
-  put_varint(out, ENCODING_VERSION);
-  put_varint(out, s->n_ledgers);
+  sl_ack_varint_put(out, ENCODING_VERSION);
+  sl_ack_varint_put(out, s->n_ledgers);
   uint64_t prev_ledger = 0;
   for (size_t i = 0; i < s->n_ledgers; i++) {
     const sl_ack_ledger *l = &s->ledgers[i];
-    put_varint(out, l->ledger_id - prev_ledger);
+    sl_ack_varint_put(out, l->ledger_id - prev_ledger);
     prev_ledger = l->ledger_id;
-    put_varint(out, l->n);
+    sl_ack_varint_put(out, l->n);
     uint64_t prev_index = 0;
     for (size_t j = 0; j < l->n; j++) {
       encode_block(&l->blocks[j], prev_index, out);
       prev_index = l->blocks[j].index;
     }
   }
-  put_varint(out, s->n_batches);
+  sl_ack_varint_put(out, s->n_batches);
   prev_ledger = 0;
   int64_t prev_entry = 0;
   for (size_t i = 0; i < s->n_batches; i++) {
     const sl_ack_batch *b = &s->batches[i];
     if (b->ledger_id != prev_ledger) prev_entry = 0;
-    put_varint(out, b->ledger_id - prev_ledger);
-    put_varint(out, (uint64_t)(b->entry_id - prev_entry));
-    put_varint(out, b->size);
+    sl_ack_varint_put(out, b->ledger_id - prev_ledger);
+    sl_ack_varint_put(out, (uint64_t)(b->entry_id - prev_entry));
+    sl_ack_varint_put(out, b->size);
     for (uint32_t k = 0; k < (b->size + 7) / 8; k++)
       sl_buf_append(out, &(uint8_t){(uint8_t)(b->bits[k / 8] >> (8 * (k % 8)))}, 1);
     prev_ledger = b->ledger_id;
@@ -415,16 +415,23 @@ typedef struct reader {
   bool bad;
 } reader;
 
+bool sl_ack_varint_get(const uint8_t **p, const uint8_t *end, uint64_t *v) {
+  uint64_t x = 0;
+  for (unsigned shift = 0; shift < 64 && *p < end; shift += 7) {
+    uint8_t byte = *(*p)++;
+    x |= (uint64_t)(byte & 0x7f) << shift;
+    if (!(byte & 0x80)) {
+      *v = x;
+      return true;
+    }
+  }
+  return false;
+}
+
 static uint64_t get_varint(reader *r) {
   uint64_t v = 0;
-  for (unsigned shift = 0; shift < 64; shift += 7) {
-    if (r->p == r->end) break;
-    uint8_t byte = *r->p++;
-    v |= (uint64_t)(byte & 0x7f) << shift;
-    if (!(byte & 0x80)) return v;
-  }
-  r->bad = true;
-  return 0;
+  if (!r->bad && !sl_ack_varint_get(&r->p, r->end, &v)) r->bad = true;
+  return r->bad ? 0 : v;
 }
 
 static const uint8_t *get_bytes(reader *r, size_t n) {
