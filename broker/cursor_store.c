@@ -199,6 +199,7 @@ static void flush_finished(flush *f, sl_status st, const char *details) {
   c->flushing = false;
   if (st == SL_OK) {
     c->durable_gen = f->c->flush_gen;
+    cursor_stats_sync(c); /* before the receipts: they may read the stats */
     cursor_run_waiters(c, SL_OK);
   } else if (st == SL_ECANCELED && c->destroyed) {
     /* destroy already failed the waiters */
