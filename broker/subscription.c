@@ -121,7 +121,7 @@ sl_status sl_sub_create(const sl_sub_opts *o, sl_sub **out, sl_err *err) {
   s->max_read = o->max_read ? o->max_read : 100;
   s->max_held = o->max_held ? o->max_held : 10000;
   s->replay = sl_replay_create(o->max_redeliveries);
-  s->read_pos = p->read_start(p->ctx);
+  s->read_pos = p->read_start(p->cursor_ctx);
   *out = s;
   return SL_OK;
 }
@@ -158,7 +158,7 @@ static Sluice__V1__StoredEntry *decode(sl_sub *s, sl_ml_pos pos, const void *dat
  * can take it now. */
 static sl_status offer(sl_sub *s, sl_msg_id id, int32_t batch_size,
                        const Sluice__V1__StoredMessage *m, uint32_t count) {
-  if (s->p.is_acked(s->p.ctx, id, batch_size)) {
+  if (s->p.is_acked(s->p.cursor_ctx, id, batch_size)) {
     sl_replay_forget(s->replay, id);
     return SL_OK;
   }
@@ -316,7 +316,7 @@ static void dead_letter_finish(sub_op *op) {
   s->st.dead_lettered++;
   sl_replay_forget(s->replay, id);
   sl_err err = SL_ERR_INIT;
-  sl_status ast = s->p.ack(s->p.ctx, id, batch_size, NULL, NULL, &err);
+  sl_status ast = s->p.ack(s->p.cursor_ctx, id, batch_size, NULL, NULL, &err);
   if (ast != SL_OK)
     sl_log(SL_LOG_WARN, "event=dead_letter_ack_failed subscription=%s error=%s",
            s->name, sl_err_msg(&err, ast));
@@ -420,7 +420,7 @@ sl_status sl_sub_ack(sl_sub *s, sl_msg_id id, int32_t batch_size,
   if (id.batch_index < 0 || id.batch_index >= batch_size)
     return sl_err_set(err, SL_EINVAL, "subscription %s: batch index %d not in "
                       "a batch of %d", s->name, id.batch_index, batch_size);
-  sl_status st = s->p.ack(s->p.ctx, id, batch_size, cb, arg, err);
+  sl_status st = s->p.ack(s->p.cursor_ctx, id, batch_size, cb, arg, err);
   if (st != SL_OK) return st;
   sl_disp_ack(s->disp, id);
   sl_replay_forget(s->replay, id);
@@ -433,7 +433,7 @@ sl_status sl_sub_ack_cumulative(sl_sub *s, uint64_t consumer, sl_msg_id id,
   if (s->type != SL_DISP_EXCLUSIVE && s->type != SL_DISP_FAILOVER)
     return sl_err_set(err, SL_EINVAL, "subscription %s: cumulative ack needs an "
                       "exclusive or failover subscription", s->name);
-  sl_status st = s->p.ack_cumulative(s->p.ctx, id, cb, arg, err);
+  sl_status st = s->p.ack_cumulative(s->p.cursor_ctx, id, cb, arg, err);
   if (st != SL_OK) return st;
   sl_disp_ack_upto(s->disp, consumer, id);
   sl_replay_forget_upto(s->replay, id);

@@ -73,7 +73,9 @@ typedef void (*sl_sub_read_cb)(sl_status st, void *arg);
 typedef void (*sl_sub_done_cb)(sl_status st, void *arg);
 
 typedef struct sl_sub_ports {
-  void *ctx;
+  void *ctx;                    /* for read, deliver, active, dead_letter */
+  void *cursor_ctx;             /* for read_start, is_acked, ack,
+                                   ack_cumulative */
   /* Reads durable entries from `from` (inclusive; a position past a
    * ledger's end continues in the next ledger), at most max. Callbacks
    * run later, on the serial. Non-OK return: the read did not start. */
@@ -106,7 +108,7 @@ typedef struct sl_sub_opts {
   int64_t nack_delay_ms;        /* 0 = 1000 */
   uint32_t max_read;            /* entries per read; 0 = 100 */
   uint32_t max_held;            /* key_shared messages held back; 0 = 10000 */
-  sl_sub_ports ports;           /* copied; ports.ctx retained */
+  sl_sub_ports ports;           /* copied; both contexts retained */
 } sl_sub_opts;
 
 /* SL_EINVAL for an unknown type (err says so) or a missing port. */

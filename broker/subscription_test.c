@@ -175,7 +175,7 @@ static sl_sub *make(fake *f, sl_disp_type t, uint32_t max_redeliveries) {
   sl_sub_opts o = {
       .name = "sub-x", .type = t, .max_redeliveries = max_redeliveries,
       .nack_delay_ms = 50, .max_read = 8,
-      .ports = {.ctx = f, .read = p_read, .read_start = p_read_start,
+      .ports = {.ctx = f, .cursor_ctx = f, .read = p_read, .read_start = p_read_start,
                 .is_acked = p_is_acked, .ack = p_ack,
                 .ack_cumulative = p_ack_cumulative, .deliver = p_deliver,
                 .active = p_active, .dead_letter = p_dead_letter}};
