@@ -9,7 +9,9 @@
 #include <time.h>
 
 #include "broker.slrpc.h"
+#include "common/clock.h"
 #include "common/log.h"
+#include "common/map.h"
 #include "common/metrics.h"
 #include "common/rpc_client.h"
 #include "common/session.h"
@@ -17,7 +19,7 @@
 
 typedef enum entry_state { ENTRY_OWNED, ENTRY_UNLOADING } entry_state;
 
-/* One partition this broker owns. */
+/* One partition this broker owns (a value of o->entries). */
 typedef struct entry {
   char *partition;
   uint64_t epoch;
@@ -27,9 +29,10 @@ typedef struct entry {
   int64_t unload_start_ms;
 } entry;
 
-/* A partition owned by another broker, remembered until until_ms. */
+/* A partition owned by another broker, remembered until until_ms (a value
+ * of o->cache). */
 typedef struct cached {
-  char *partition, *broker_id, *address;
+  char *broker_id, *address;
   uint64_t epoch;
   int64_t until_ms;
 } cached;
@@ -77,10 +80,8 @@ struct sl_ownership {
   bool drained;        /* graceful stop finished: released, session closed */
   job *head, *tail;
   size_t releasing;    /* ReleaseOwnership calls in flight */
-  entry *entries;
-  size_t n_entries, cap_entries;
-  cached *cache;
-  size_t n_cache, cap_cache;
+  sl_map entries;      /* partition -> entry*: what this broker owns */
+  sl_map cache;        /* partition -> cached*: owned elsewhere */
   peer *peers;
   int64_t session_id;  /* 0 = none */
 
@@ -96,18 +97,6 @@ static sl_metrics_counter *lookups_local, *lookups_redirect, *lookups_acquired,
 
 /* ---- small helpers ---- */
 
-static int64_t now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int64_t wall_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static char *dup_or_empty(const char *s) { return sl_xstrdup(s ? s : ""); }
 
 /* Under o->mu. Whether the session still certainly holds: the table means
@@ -119,87 +108,80 @@ static bool lease_fresh_locked(sl_ownership *o) {
   sl_session_status st;
   sl_session_get_status(o->session, &st);
   return st.live &&
-         now_ms() < st.renewed_ms + (int64_t)st.ttl_seconds * 1000 -
+         sl_clock_mono_ms() < st.renewed_ms + (int64_t)st.ttl_seconds * 1000 -
                         sl_session_lost_guard_ms(st.ttl_seconds);
 }
 
 /* Under o->mu. */
 static entry *find_entry(sl_ownership *o, const char *partition) {
-  for (size_t i = 0; i < o->n_entries; i++)
-    if (strcmp(o->entries[i].partition, partition) == 0) return &o->entries[i];
-  return NULL;
+  return sl_map_get(&o->entries, partition);
 }
 
-/* Under o->mu. Takes the entry out (its partition string goes to the caller). */
-static entry take_entry(sl_ownership *o, entry *e) {
-  entry out = *e;
-  *e = o->entries[--o->n_entries];
-  sl_metrics_gauge_set(owned_gauge, (double)o->n_entries);
-  return out;
+static void put_or_abort(sl_map *m, const char *key, void *value) {
+  if (sl_map_put(m, key, value, NULL) != SL_OK) sl_xmalloc(SIZE_MAX); /* aborts */
+}
+
+/* Under o->mu. Takes the entry out of the table; the caller frees it. */
+static entry *take_entry(sl_ownership *o, entry *e) {
+  sl_map_remove(&o->entries, e->partition, NULL);
+  sl_metrics_gauge_set(owned_gauge, (double)sl_map_len(&o->entries));
+  return e;
+}
+
+static void free_entry(entry *e) {
+  free(e->partition);
+  free(e);
 }
 
 /* Under o->mu. */
 static void add_entry(sl_ownership *o, const char *partition, uint64_t epoch) {
-  if (o->n_entries == o->cap_entries) {
-    o->cap_entries = o->cap_entries ? 2 * o->cap_entries : 16;
-    o->entries = realloc(o->entries, o->cap_entries * sizeof(*o->entries));
-    if (o->entries == NULL) sl_xmalloc(SIZE_MAX); /* aborts with a message */
-  }
-  o->entries[o->n_entries++] = (entry){.partition = sl_xstrdup(partition),
-                                       .epoch = epoch, .state = ENTRY_OWNED};
-  sl_metrics_gauge_set(owned_gauge, (double)o->n_entries);
+  entry *e = sl_xcalloc(1, sizeof(*e));
+  *e = (entry){.partition = sl_xstrdup(partition), .epoch = epoch, .state = ENTRY_OWNED};
+  put_or_abort(&o->entries, partition, e);
+  sl_metrics_gauge_set(owned_gauge, (double)sl_map_len(&o->entries));
 }
 
-static void free_cached(cached *c) {
-  free(c->partition);
+static void free_cached(void *v) {
+  cached *c = v;
   free(c->broker_id);
   free(c->address);
+  free(c);
 }
 
 /* Under o->mu. A fresh cache entry for partition, or NULL. */
 static cached *find_cached(sl_ownership *o, const char *partition) {
-  int64_t now = now_ms();
-  for (size_t i = 0; i < o->n_cache; i++) {
-    cached *c = &o->cache[i];
-    if (strcmp(c->partition, partition) == 0) return c->until_ms > now ? c : NULL;
-  }
-  return NULL;
+  cached *c = sl_map_get(&o->cache, partition);
+  return c != NULL && c->until_ms > sl_clock_mono_ms() ? c : NULL;
 }
 
 static void cache_forget(sl_ownership *o, const char *partition) {
+  void *old = NULL;
   pthread_mutex_lock(&o->mu);
-  for (size_t i = 0; i < o->n_cache; i++) {
-    if (strcmp(o->cache[i].partition, partition) == 0) {
-      free_cached(&o->cache[i]);
-      o->cache[i] = o->cache[--o->n_cache];
-      break;
-    }
-  }
+  sl_map_remove(&o->cache, partition, &old);
   pthread_mutex_unlock(&o->mu);
+  if (old != NULL) free_cached(old);
 }
 
 static void cache_put(sl_ownership *o, const char *partition, const char *broker_id,
                       const char *address, uint64_t epoch) {
-  cache_forget(o, partition);
+  cached *c = sl_xcalloc(1, sizeof(*c));
+  int64_t now = sl_clock_mono_ms();
+  *c = (cached){.broker_id = dup_or_empty(broker_id), .address = dup_or_empty(address),
+                .epoch = epoch, .until_ms = now + o->cache_ms};
   pthread_mutex_lock(&o->mu);
-  int64_t now = now_ms();
-  for (size_t i = 0; i < o->n_cache;) { /* prune what expired */
-    if (o->cache[i].until_ms <= now) {
-      free_cached(&o->cache[i]);
-      o->cache[i] = o->cache[--o->n_cache];
-    } else {
-      i++;
+  sl_map_iter it = SL_MAP_ITER_INIT;
+  const char *key;
+  void *v;
+  while (sl_map_next(&o->cache, &it, &key, &v)) { /* prune what expired */
+    if (((cached *)v)->until_ms <= now) {
+      sl_map_remove(&o->cache, key, NULL);
+      free_cached(v);
     }
   }
-  if (o->n_cache == o->cap_cache) {
-    o->cap_cache = o->cap_cache ? 2 * o->cap_cache : 16;
-    o->cache = realloc(o->cache, o->cap_cache * sizeof(*o->cache));
-    if (o->cache == NULL) sl_xmalloc(SIZE_MAX);
-  }
-  o->cache[o->n_cache++] = (cached){
-      .partition = sl_xstrdup(partition), .broker_id = dup_or_empty(broker_id),
-      .address = dup_or_empty(address), .epoch = epoch, .until_ms = now + o->cache_ms};
+  void *old = NULL;
+  if (sl_map_put(&o->cache, partition, c, &old) != SL_OK) sl_xmalloc(SIZE_MAX);
   pthread_mutex_unlock(&o->mu);
+  if (old != NULL) free_cached(old);
 }
 
 static void post(sl_ownership *o, job *j) {
@@ -290,7 +272,7 @@ static void describe(void *arg, ProtobufCMessage *msg) {
   info->version = o->version;
   info->start_time_ms = o->start_wall_ms;
   pthread_mutex_lock(&o->mu);
-  info->owned_partitions = (uint32_t)o->n_entries;
+  info->owned_partitions = (uint32_t)sl_map_len(&o->entries);
   pthread_mutex_unlock(&o->mu);
 }
 
@@ -298,7 +280,7 @@ static void describe(void *arg, ProtobufCMessage *msg) {
 static bool changed(void *arg) {
   sl_ownership *o = arg;
   pthread_mutex_lock(&o->mu);
-  bool c = o->n_entries != o->reported_owned;
+  bool c = sl_map_len(&o->entries) != o->reported_owned;
   pthread_mutex_unlock(&o->mu);
   return c;
 }
@@ -326,10 +308,9 @@ static void on_established(void *arg, const sl_session_event *ev) {
 static void on_lost(void *arg, const sl_session_event *ev) {
   sl_ownership *o = arg;
   pthread_mutex_lock(&o->mu);
-  entry *lost = o->entries;
-  size_t n = o->n_entries;
-  o->entries = NULL;
-  o->n_entries = o->cap_entries = 0;
+  sl_map lost = o->entries;
+  sl_map_init(&o->entries);
+  size_t n = sl_map_len(&lost);
   o->session_id = 0;
   bool stopping = o->stopping;
   sl_metrics_gauge_set(owned_gauge, 0);
@@ -337,13 +318,16 @@ static void on_lost(void *arg, const sl_session_event *ev) {
   sl_log(SL_LOG_WARN, "event=session_lost broker=%s generation=%" PRIu64
          " partitions=%zu reason=\"%s\"", o->broker_id, ev->generation, n,
          sl_status_str(ev->why));
-  for (size_t i = 0; i < n; i++) {
-    if (o->hooks.lost) o->hooks.lost(o->hooks.arg, lost[i].partition, lost[i].epoch);
+  sl_map_iter it = SL_MAP_ITER_INIT;
+  void *v;
+  while (sl_map_next(&lost, &it, NULL, &v)) {
+    entry *e = v;
+    if (o->hooks.lost) o->hooks.lost(o->hooks.arg, e->partition, e->epoch);
     /* The lease is gone, so the partition is released as asked. */
-    finish_unload(lost[i].unload_cb, lost[i].unload_arg, SL_OK, NULL, lost[i].epoch);
-    free(lost[i].partition);
+    finish_unload(e->unload_cb, e->unload_arg, SL_OK, NULL, e->epoch);
+    free_entry(e);
   }
-  free(lost);
+  sl_map_release(&lost, NULL);
   /* A drain waiting for these is over; the ownership thread finishes it. */
   if (stopping) post(o, new_job(o, JOB_DRAIN, NULL));
 }
@@ -610,7 +594,7 @@ static void run_unload(sl_ownership *o, job *j) {
     e->state = ENTRY_UNLOADING;
     e->unload_cb = j->unload_cb;
     e->unload_arg = j->arg;
-    e->unload_start_ms = now_ms();
+    e->unload_start_ms = sl_clock_mono_ms();
     uint64_t epoch = e->epoch;
     pthread_mutex_unlock(&o->mu);
     sl_log(SL_LOG_INFO, "event=unloading partition=%s epoch=%" PRIu64, j->partition, epoch);
@@ -674,7 +658,7 @@ static void handoff_done(sl_status st, const char *msg, const sl_ownership_owner
   if (st == SL_OK)
     sl_log(SL_LOG_INFO, "event=partition_moved partition=%s to=%s epoch=%" PRIu64
            " ms=%" PRId64, owner->partition, owner->broker_id, owner->epoch,
-           now_ms() - h->start_ms);
+           sl_clock_mono_ms() - h->start_ms);
   else
     sl_log(SL_LOG_WARN, "event=handoff_failed status=\"%s\" error=\"%s\"",
            sl_status_str(st), msg ? msg : "");
@@ -684,7 +668,8 @@ static void handoff_done(sl_status st, const char *msg, const sl_ownership_owner
 
 static void finish_drain_if_empty(sl_ownership *o) {
   pthread_mutex_lock(&o->mu);
-  bool done = o->stopping && !o->drained && o->n_entries == 0 && o->releasing == 0;
+  bool done = o->stopping && !o->drained && sl_map_len(&o->entries) == 0 &&
+              o->releasing == 0;
   pthread_mutex_unlock(&o->mu);
   if (!done) return;
   pthread_mutex_lock(&o->mu);
@@ -709,7 +694,7 @@ static void on_released(sl_status st, const char *details, ProtobufCMessage *res
   if (resp != NULL) protobuf_c_message_free_unpacked(resp, NULL);
   sl_log(st == SL_OK ? SL_LOG_INFO : SL_LOG_WARN,
          "event=ownership_released partition=%s epoch=%" PRIu64 " ms=%" PRId64
-         " status=\"%s\"", j->partition, j->epoch, now_ms() - j->start_ms,
+         " status=\"%s\"", j->partition, j->epoch, sl_clock_mono_ms() - j->start_ms,
          sl_status_str(st));
   pthread_mutex_lock(&o->mu);
   o->releasing--;
@@ -733,15 +718,15 @@ static void run_release(sl_ownership *o, job *j) {
     free_job(j);
     return;
   }
-  entry gone = take_entry(o, e);
+  entry *gone = take_entry(o, e);
   int64_t session = o->session_id;
   o->releasing++;
   pthread_mutex_unlock(&o->mu);
-  free(gone.partition);
-  j->unload_cb = gone.unload_cb;
-  j->arg = gone.unload_arg;
-  j->epoch = gone.epoch;
-  j->start_ms = gone.unload_start_ms;
+  j->unload_cb = gone->unload_cb;
+  j->arg = gone->unload_arg;
+  j->epoch = gone->epoch;
+  j->start_ms = gone->unload_start_ms;
+  free_entry(gone);
   Sluice__V1__ReleaseOwnershipRequest req = SLUICE__V1__RELEASE_OWNERSHIP_REQUEST__INIT;
   req.partition = j->partition;
   req.session_id = session;
@@ -778,12 +763,14 @@ static void run_handoff(sl_ownership *o, job *j) {
 static void run_drain(sl_ownership *o, job *j) {
   pthread_mutex_lock(&o->mu);
   size_t n = 0;
-  entry *todo = sl_xcalloc(o->n_entries + 1, sizeof(*todo));
-  for (size_t i = 0; i < o->n_entries; i++) {
-    entry *e = &o->entries[i];
+  entry *todo = sl_xcalloc(sl_map_len(&o->entries) + 1, sizeof(*todo));
+  sl_map_iter it = SL_MAP_ITER_INIT;
+  void *v;
+  while (sl_map_next(&o->entries, &it, NULL, &v)) {
+    entry *e = v;
     if (e->state != ENTRY_OWNED) continue;
     e->state = ENTRY_UNLOADING;
-    e->unload_start_ms = now_ms();
+    e->unload_start_ms = sl_clock_mono_ms();
     todo[n++] = (entry){.partition = sl_xstrdup(e->partition), .epoch = e->epoch};
   }
   pthread_mutex_unlock(&o->mu);
@@ -867,7 +854,7 @@ sl_status sl_ownership_create(const sl_ownership_opts *opts, sl_ownership **out,
   o->rpc_timeout_ms = opts->rpc_timeout_ms > 0 ? opts->rpc_timeout_ms : 1000;
   o->cache_ms = opts->cache_ms > 0 ? opts->cache_ms : 1000;
   o->hooks = opts->hooks;
-  o->start_wall_ms = wall_ms();
+  o->start_wall_ms = sl_clock_wall_ms();
   pthread_mutex_init(&o->mu, NULL);
   pthread_condattr_t ca;
   pthread_condattr_init(&ca);
@@ -927,9 +914,9 @@ void sl_ownership_stop(sl_ownership *o, int timeout_ms) {
   o->stopping = true;
   pthread_mutex_unlock(&o->mu);
   if (first) post(o, new_job(o, JOB_DRAIN, NULL));
-  int64_t deadline = now_ms() + timeout_ms;
+  int64_t deadline = sl_clock_mono_ms() + timeout_ms;
   pthread_mutex_lock(&o->mu);
-  while (!o->drained && now_ms() < deadline) {
+  while (!o->drained && sl_clock_mono_ms() < deadline) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     ts.tv_nsec += 20 * 1000000;
@@ -940,7 +927,7 @@ void sl_ownership_stop(sl_ownership *o, int timeout_ms) {
     pthread_cond_timedwait(&o->cv, &o->mu, &ts);
   }
   bool drained = o->drained;
-  size_t left = o->n_entries;
+  size_t left = sl_map_len(&o->entries);
   pthread_mutex_unlock(&o->mu);
   if (!drained)
     sl_log(SL_LOG_WARN, "event=drain_incomplete broker=%s partitions=%zu timeout_ms=%d",
@@ -964,17 +951,18 @@ void sl_ownership_destroy(sl_ownership *o) {
     free(p);
     p = next;
   }
-  for (size_t i = 0; i < o->n_entries; i++) {
-    finish_unload(o->entries[i].unload_cb, o->entries[i].unload_arg, SL_ECANCELED,
-                  "broker stopping", 0);
-    free(o->entries[i].partition);
+  sl_map_iter it = SL_MAP_ITER_INIT;
+  void *v;
+  while (sl_map_next(&o->entries, &it, NULL, &v)) {
+    entry *e = v;
+    finish_unload(e->unload_cb, e->unload_arg, SL_ECANCELED, "broker stopping", 0);
+    free_entry(e);
   }
-  for (size_t i = 0; i < o->n_cache; i++) free_cached(&o->cache[i]);
+  sl_map_release(&o->entries, NULL);
+  sl_map_release(&o->cache, free_cached);
   sl_metrics_gauge_set(owned_gauge, 0);
   sl_rpc_channel_destroy(o->ch);
   cancel_queued(o); /* what callbacks of the calls just ended posted */
-  free(o->entries);
-  free(o->cache);
   pthread_cond_destroy(&o->cv);
   pthread_mutex_destroy(&o->mu);
   free(o->target);
@@ -1017,15 +1005,14 @@ void sl_ownership_unloaded(sl_ownership *o, const char *partition) {
 void sl_ownership_drop(sl_ownership *o, const char *partition, uint64_t epoch) {
   pthread_mutex_lock(&o->mu);
   entry *e = find_entry(o, partition);
-  entry gone = {0};
-  if (e != NULL && e->epoch == epoch) gone = take_entry(o, e);
+  entry *gone = e != NULL && e->epoch == epoch ? take_entry(o, e) : NULL;
   bool stopping = o->stopping;
   pthread_mutex_unlock(&o->mu);
-  if (gone.partition == NULL) return;
+  if (gone == NULL) return;
   sl_log(SL_LOG_WARN, "event=ownership_dropped partition=%s epoch=%" PRIu64, partition,
          epoch);
-  finish_unload(gone.unload_cb, gone.unload_arg, SL_OK, NULL, gone.epoch);
-  free(gone.partition);
+  finish_unload(gone->unload_cb, gone->unload_arg, SL_OK, NULL, gone->epoch);
+  free_entry(gone);
   /* The drain may have waited for this one; the thread checks (and closes
    * the session) so that this call never blocks. */
   if (stopping) post(o, new_job(o, JOB_DRAIN, NULL));
@@ -1033,7 +1020,7 @@ void sl_ownership_drop(sl_ownership *o, const char *partition, uint64_t epoch) {
 
 uint32_t sl_ownership_count(sl_ownership *o) {
   pthread_mutex_lock(&o->mu);
-  uint32_t n = (uint32_t)o->n_entries;
+  uint32_t n = (uint32_t)sl_map_len(&o->entries);
   pthread_mutex_unlock(&o->mu);
   return n;
 }

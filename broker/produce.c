@@ -274,12 +274,13 @@ static void resolved(sl_status st, const char *msg, const sl_ownership_owner *o,
   } else if (!o->local) {
     redirect_to(ps, o);
   } else {
-    uint64_t epoch;
+    /* The resolve's epoch is the one acquired for us; every write the
+     * partition makes is checked against the current epoch by the
+     * metadata service, so a stale one only fails there (fenced). */
+    uint64_t epoch = o->epoch;
     sl_ownership *own = atomic_load(&p->own);
-    if (!sl_ownership_owns(own, o->partition, &epoch))
-      ps_end(ps, SL_EREDIRECT, "ownership moved while opening", NULL, o->partition);
-    else
-      pt_attach(p, o->partition, epoch, ps);
+    if (!sl_ownership_owns(own, o->partition, &epoch)) epoch = o->epoch;
+    pt_attach(p, o->partition, epoch, ps);
   }
   ps_unref(ps);
 }

@@ -637,6 +637,9 @@ static void load_failed(ptopic *t, sl_status st, const char *details) {
   t->state = PT_GONE;
   table_remove(t);
   end_all(t, st == SL_EREDIRECT ? SL_EUNAVAIL : st, msg);
+  sl_ml *ml = t->ml; /* opened, then the replay failed */
+  t->ml = NULL;
+  sl_ml_destroy(ml);
   if (t->unload_wanted) {
     sl_ownership *own = atomic_load(&t->p->own);
     if (own != NULL) sl_ownership_unloaded(own, t->name);

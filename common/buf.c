@@ -127,6 +127,11 @@ sl_status sl_buf_appendf_try(sl_buf *b, const char *fmt, ...) {
   return st;
 }
 
+char *sl_buf_detach_str(sl_buf *b) {
+  sl_buf_reserve(b, 1); /* allocates when b never grew */
+  return sl_buf_detach(b, NULL);
+}
+
 char *sl_buf_detach(sl_buf *b, size_t *len_out) {
   char *p = b->data;
   if (len_out != NULL) *len_out = b->len;

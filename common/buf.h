@@ -79,4 +79,8 @@ sl_status sl_buf_appendf_try(sl_buf *b, const char *fmt, ...)
  * after sl_buf_init. */
 char *sl_buf_detach(sl_buf *b, size_t *len_out);
 
+/* Like sl_buf_detach, but never NULL: a buffer that never grew gives a fresh
+ * "". Aborts on OOM (servers and tools). */
+char *sl_buf_detach_str(sl_buf *b);
+
 #endif

@@ -123,6 +123,9 @@ static void test_buf__detach_transfers_ownership(void **state) {
   assert_int_equal(b.len, 0);
   assert_int_equal(b.cap, 0);
   free(s);
+  s = sl_buf_detach_str(&b); /* never grew: still a string */
+  assert_string_equal(s, "");
+  free(s);
   sl_buf_appends(&b, "reuse");
   assert_string_equal(b.data, "reuse");
   sl_buf_release(&b);

@@ -34,50 +34,8 @@
 #include <string.h>
 #include <time.h>
 
-/* A growable string; aborts on out-of-memory like every server path. */
-typedef struct sl_metrics_buf {
-  char *p;
-  size_t len, cap;
-} sl_metrics_buf;
-
-static void buf_reserve(sl_metrics_buf *b, size_t more) {
-  if (b->len + more + 1 <= b->cap) return;
-  size_t cap = b->cap ? b->cap : 1024;
-  while (cap < b->len + more + 1) cap *= 2;
-  b->p = sl_xrealloc(b->p, cap);
-  b->cap = cap;
-}
-
-static void buf_put(sl_metrics_buf *b, const char *s, size_t n) {
-  buf_reserve(b, n);
-  memcpy(b->p + b->len, s, n);
-  b->len += n;
-  b->p[b->len] = '\0';
-}
-
-static void buf_printf(sl_metrics_buf *b, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static void buf_printf(sl_metrics_buf *b, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  int n = vsnprintf(NULL, 0, fmt, ap);
-  va_end(ap);
-  SL_ASSERT(n >= 0);
-  buf_reserve(b, (size_t)n);
-  va_start(ap, fmt);
-  vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
-  va_end(ap);
-  b->len += (size_t)n;
-}
-
-/* The string, never NULL (an empty buffer gives ""); the buffer is reset. */
-static char *buf_take(sl_metrics_buf *b) {
-  buf_reserve(b, 0);
-  b->p[b->len] = '\0';
-  char *p = b->p;
-  memset(b, 0, sizeof(*b));
-  return p;
-}
+#include "common/buf.h"
+#include "common/clock.h"
 
 const double sl_metrics_latency_buckets[] = {
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
@@ -201,23 +159,23 @@ static bool valid_name(const char *s, bool colon_ok) {
 
 /* Appends `s` to buf with the escapes of label values (quote too) or of
  * help text (backslash and newline only). */
-static void put_escaped(sl_metrics_buf *b, const char *s, bool quote) {
+static void put_escaped(sl_buf *b, const char *s, bool quote) {
   for (; *s != '\0'; s++) {
     if (*s == '\\')
-      buf_put(b, "\\\\", 2);
+      sl_buf_append(b, "\\\\", 2);
     else if (*s == '\n')
-      buf_put(b, "\\n", 2);
+      sl_buf_append(b, "\\n", 2);
     else if (quote && *s == '"')
-      buf_put(b, "\\\"", 2);
+      sl_buf_append(b, "\\\"", 2);
     else
-      buf_put(b, s, 1);
+      sl_buf_append(b, s, 1);
   }
 }
 
 /* Checks `labels` and renders them (invariant 2) into a heap string. */
 static sl_status render_labels(const char *name, const char *const *labels,
                                bool histogram, char **out, sl_err *err) {
-  sl_metrics_buf b = {0};
+  sl_buf b = SL_BUF_INIT;
   size_t n = 0;
   *out = NULL;
   for (; labels != NULL && labels[2 * n] != NULL; n++) {
@@ -237,14 +195,14 @@ static sl_status render_labels(const char *name, const char *const *labels,
       if (strcmp(labels[2 * i], k) == 0)
         st = sl_err_set(err, SL_EINVAL, "metric %s: label %s given twice", name, k);
     if (st != SL_OK) {
-      free(b.p);
+      sl_buf_release(&b);
       return st;
     }
-    buf_printf(&b, "%s%s=\"", n > 0 ? "," : "", k);
+    sl_buf_appendf(&b, "%s%s=\"", n > 0 ? "," : "", k);
     put_escaped(&b, v, true);
-    buf_put(&b, "\"", 1);
+    sl_buf_append(&b, "\"", 1);
   }
-  *out = buf_take(&b);
+  *out = sl_buf_detach_str(&b);
   return SL_OK;
 }
 
@@ -461,11 +419,7 @@ void sl_metrics_histogram_observe(sl_metrics_histogram *h, double v) {
   atomic_add_double(&h->s.sum, v);
 }
 
-uint64_t sl_metrics_now_ns(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
-}
+uint64_t sl_metrics_now_ns(void) { return (uint64_t)sl_clock_mono_ns(); }
 
 void sl_metrics_histogram_observe_since(sl_metrics_histogram *h, uint64_t t0_ns) {
   if (h == NULL) return;
@@ -521,15 +475,15 @@ static const char *fmt_double(char *tmp, double v) {
 }
 
 /* `name{labels}` or `name{labels,extra}`, or plain `name`. */
-static void put_sample_name(sl_metrics_buf *b, const char *name, const char *suffix,
+static void put_sample_name(sl_buf *b, const char *name, const char *suffix,
                             const char *labels, const char *extra) {
-  buf_printf(b, "%s%s", name, suffix);
+  sl_buf_appendf(b, "%s%s", name, suffix);
   if (labels[0] == '\0' && extra == NULL) return;
-  buf_printf(b, "{%s%s%s}", labels, labels[0] != '\0' && extra ? "," : "",
+  sl_buf_appendf(b, "{%s%s%s}", labels, labels[0] != '\0' && extra ? "," : "",
                         extra ? extra : "");
 }
 
-static void render_histogram(sl_metrics_buf *b, const family *f, const series *s) {
+static void render_histogram(sl_buf *b, const family *f, const series *s) {
   uint64_t cum = 0;
   char le[48], tmp[32];
   for (size_t i = 0; i <= f->n_bounds; i++) {
@@ -537,20 +491,20 @@ static void render_histogram(sl_metrics_buf *b, const family *f, const series *s
     snprintf(le, sizeof(le), "le=\"%s\"",
              i < f->n_bounds ? fmt_double(tmp, f->bounds[i]) : "+Inf");
     put_sample_name(b, f->name, "_bucket", s->labels, le);
-    buf_printf(b, " %llu\n", (unsigned long long)cum);
+    sl_buf_appendf(b, " %llu\n", (unsigned long long)cum);
   }
   put_sample_name(b, f->name, "_sum", s->labels, NULL);
-  buf_printf(b, " %s\n",
+  sl_buf_appendf(b, " %s\n",
              fmt_double(tmp, bitsd(atomic_load_explicit(&s->sum, memory_order_relaxed))));
   put_sample_name(b, f->name, "_count", s->labels, NULL);
-  buf_printf(b, " %llu\n", (unsigned long long)cum); /* invariant 4 */
+  sl_buf_appendf(b, " %llu\n", (unsigned long long)cum); /* invariant 4 */
 }
 
-static void render_family(sl_metrics_buf *b, const family *f) {
+static void render_family(sl_buf *b, const family *f) {
   if (f->head == NULL) return;
-  buf_printf(b, "# HELP %s ", f->name);
+  sl_buf_appendf(b, "# HELP %s ", f->name);
   put_escaped(b, f->help, false);
-  buf_printf(b, "\n# TYPE %s %s\n", f->name, type_names[f->type]);
+  sl_buf_appendf(b, "\n# TYPE %s %s\n", f->name, type_names[f->type]);
   for (const series *s = f->head; s != NULL; s = s->next) {
     if (f->type == SL_METRICS_HISTOGRAM) {
       render_histogram(b, f, s);
@@ -558,20 +512,20 @@ static void render_family(sl_metrics_buf *b, const family *f) {
     }
     put_sample_name(b, f->name, "", s->labels, NULL);
     if (f->type == SL_METRICS_COUNTER && s->fn == NULL) {
-      buf_printf(
+      sl_buf_appendf(
           b, " %llu\n", (unsigned long long)atomic_load_explicit(&s->value, memory_order_relaxed));
     } else {
       char tmp[32];
-      buf_printf(b, " %s\n", fmt_double(tmp, scalar_value(s)));
+      sl_buf_appendf(b, " %s\n", fmt_double(tmp, scalar_value(s)));
     }
   }
 }
 
 char *sl_metrics_render(sl_metrics *reg, size_t *len) {
-  sl_metrics_buf b = {0};
+  sl_buf b = SL_BUF_INIT;
   pthread_mutex_lock(&reg->lock);
   for (const family *f = reg->head; f != NULL; f = f->next) render_family(&b, f);
   pthread_mutex_unlock(&reg->lock);
   if (len != NULL) *len = b.len;
-  return buf_take(&b);
+  return sl_buf_detach_str(&b);
 }

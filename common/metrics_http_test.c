@@ -23,6 +23,7 @@
 
 #include "common/metrics.h"
 #include "common/metrics_http.h"
+#include "common/clock.h"
 
 typedef struct answer {
   long code;
@@ -84,12 +85,6 @@ static sl_metrics_http *start(sl_metrics *reg, const char *addr, int max_conn, i
   if (st != SL_OK) fail_msg("start %s: %s", addr, sl_err_msg(&err, st));
   assert_true(sl_metrics_http_port(h) > 0);
   return h;
-}
-
-static long long now_ms(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (long long)t.tv_sec * 1000 + t.tv_nsec / 1000000;
 }
 
 /* A raw TCP connection to 127.0.0.1:port that sends nothing. */
@@ -245,10 +240,10 @@ static void test_metrics_http__connection_limit(void **state) {
   assert_int_not_equal(a.rc, CURLE_OK);
   close(a1);
   /* The server notices the close on its own time: poll for a free slot. */
-  long long deadline = now_ms() + 5000;
+  long long deadline = sl_clock_mono_ms() + 5000;
   do {
     fetch(port, "GET", "/metrics", &a);
-  } while (a.rc != CURLE_OK && now_ms() < deadline);
+  } while (a.rc != CURLE_OK && sl_clock_mono_ms() < deadline);
   assert_int_equal(a.rc, CURLE_OK);
   assert_int_equal(a.code, 200);
   close(a2);
@@ -260,19 +255,19 @@ static void test_metrics_http__idle_connection_times_out(void **state) {
   (void)state;
   sl_metrics_http *h = start(NULL, "127.0.0.1:0", 0, 1);
   int fd = raw_connect(sl_metrics_http_port(h));
-  long long t0 = now_ms();
+  long long t0 = sl_clock_mono_ms();
   struct pollfd p = {.fd = fd, .events = POLLIN};
   assert_int_equal(poll(&p, 1, 5000), 1); /* the server's close */
   char b;
   assert_true(recv(fd, &b, 1, 0) <= 0);
-  long long took = now_ms() - t0;
+  long long took = sl_clock_mono_ms() - t0;
   assert_true(took >= 900 && took < 5000);
   close(fd);
   /* A connection left open does not hold up stop. */
   fd = raw_connect(sl_metrics_http_port(h));
-  t0 = now_ms();
+  t0 = sl_clock_mono_ms();
   sl_metrics_http_stop(h);
-  assert_true(now_ms() - t0 < 1000);
+  assert_true(sl_clock_mono_ms() - t0 < 1000);
   close(fd);
 }
 

@@ -36,6 +36,7 @@
 
 #include "common/log.h"
 #include "common/rpc_server_int.h"
+#include "common/tsan.h"
 
 static char *dup_or_null(const char *s) { return s == NULL ? NULL : sl_xstrdup(s); }
 
@@ -60,6 +61,7 @@ static void post_request(sl_rpc_request *req) {
   req->call = NULL;
   req->payload = NULL;
   grpc_metadata_array_init(&req->md);
+  SL_TSAN_RELEASE(&req->tag);
   if (req->entry == NULL) {
     grpc_call_details_init(&req->details);
     e = grpc_server_request_call(srv->server, &req->call, &req->details, &req->md,
@@ -102,6 +104,7 @@ static void *worker_main(void *arg) {
     if (ev.type == GRPC_QUEUE_SHUTDOWN) break;
     if (ev.type != GRPC_OP_COMPLETE) continue;
     sl_rpc_tag *tag = ev.tag;
+    SL_TSAN_ACQUIRE(tag);
     tag->fn(tag, ev.success != 0);
   }
   return NULL;
@@ -309,11 +312,12 @@ static void shutdown_started(sl_rpc_server *srv) {
   sl_rpc_health_stop_(srv); /* watch streams never end by themselves */
   pthread_mutex_lock(&srv->lock);
   bool clean = wait_until(srv, is_idle, &until);
+  size_t open_calls = srv->n_calls; /* read under the lock: calls end on workers */
   pthread_mutex_unlock(&srv->lock);
   if (!clean) {
     /* Open streams would block shutdown forever. */
     sl_log(SL_LOG_INFO, "event=rpc_server_cancel_calls addr=%s calls=%zu", srv->addr,
-           srv->n_calls);
+           open_calls);
     grpc_server_cancel_all_calls(srv->server);
   }
   pthread_mutex_lock(&srv->lock);

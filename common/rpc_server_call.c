@@ -43,6 +43,7 @@
 
 #include "common/log.h"
 #include "common/rpc_server_int.h"
+#include "common/tsan.h"
 #include "common/rpc_status.h"
 
 typedef struct arena_chunk {
@@ -136,6 +137,7 @@ void sl_rpc_call_unref(sl_rpc_call *c) {
 
 static void start_batch(sl_rpc_call *c, const grpc_op *ops, size_t n, sl_rpc_tag *tag) {
   sl_rpc_call_ref(c);
+  SL_TSAN_RELEASE(tag);
   grpc_call_error e = grpc_call_start_batch(c->call, ops, n, tag, NULL);
   /* Our own serialisation makes a refusal a bug, not a peer's doing. */
   if (e != GRPC_CALL_OK) {
@@ -416,6 +418,7 @@ static sl_rpc_call *new_call(sl_rpc_request *req) {
   op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
   op.data.recv_close_on_server.cancelled = &c->cancelled;
   /* Covered by the runtime's reference, not a batch one. */
+  SL_TSAN_RELEASE(&c->close_tag);
   grpc_call_error e = grpc_call_start_batch(c->call, &op, 1, &c->close_tag, NULL);
   SL_ASSERT(e == GRPC_CALL_OK);
   return c;

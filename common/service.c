@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/buf.h"
 #include "common/log.h"
 #include "common/metrics.h"
 #include "common/metrics_http.h"
@@ -43,22 +44,17 @@ sl_status sl_service_read_file(const char *path, char **out, sl_err *err) {
   FILE *f = fopen(path, "rb");
   if (f == NULL)
     return sl_err_set(err, SL_EINVAL, "%s: %s", path, strerror(errno));
-  size_t cap = 4096, len = 0;
-  char *buf = sl_xmalloc(cap);
+  sl_buf b = SL_BUF_INIT;
+  char chunk[4096];
   size_t got;
-  while ((got = fread(buf + len, 1, cap - len - 1, f)) > 0) {
-    len += got;
-    if (cap - len - 1 == 0) buf = sl_xrealloc(buf, cap *= 2);
-  }
-  if (ferror(f)) {
+  while ((got = fread(chunk, 1, sizeof(chunk), f)) > 0) sl_buf_append(&b, chunk, got);
+  *out = NULL;
+  if (ferror(f))
     st = sl_err_set(err, SL_EIO, "%s: read failed", path);
-    free(buf);
-    buf = NULL;
-  } else {
-    buf[len] = '\0';
-  }
+  else
+    *out = sl_buf_detach_str(&b);
+  sl_buf_release(&b);
   fclose(f);
-  *out = buf;
   return st;
 }
 

@@ -8,6 +8,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/buf.h"
+#include "common/clock.h"
 #include "common/log.h"
 #include "metadata/etcd_breaker.h"
 #include "metadata/etcd_int.h"
@@ -21,8 +23,7 @@
 typedef struct conn {
   CURL *h;
   struct curl_slist *headers;
-  char *buf; /* reply body of the last transfer */
-  size_t len, cap;
+  sl_buf reply; /* body of the last transfer */
   bool too_big; /* the last reply passed MAX_REPLY_BYTES */
   struct conn *next; /* in sl_etcd.idle */
 } conn;
@@ -44,11 +45,7 @@ static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
 static void curl_init_once(void) { curl_global_init(CURL_GLOBAL_DEFAULT); }
 void sl_etcd_global_init_(void) { pthread_once(&curl_once, curl_init_once); }
 
-int64_t sl_etcd_now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
+int64_t sl_etcd_now_ms(void) { return sl_clock_mono_ms(); }
 
 size_t sl_etcd_endpoint_count_(const sl_etcd *c) { return c->n_endpoints; }
 const char *sl_etcd_endpoint_(const sl_etcd *c, size_t i) { return c->endpoints[i]; }
@@ -163,7 +160,7 @@ static void conn_destroy(conn *cn) {
   if (cn == NULL) return;
   curl_easy_cleanup(cn->h);
   curl_slist_free_all(cn->headers);
-  free(cn->buf);
+  sl_buf_release(&cn->reply);
   free(cn);
 }
 
@@ -187,19 +184,11 @@ void sl_etcd_destroy(sl_etcd *c) {
 static size_t on_body(char *ptr, size_t size, size_t nmemb, void *arg) {
   conn *cn = arg;
   size_t n = size * nmemb;
-  if (cn->len + n > MAX_REPLY_BYTES) {
+  if (cn->reply.len + n > MAX_REPLY_BYTES) {
     cn->too_big = true;
     return 0; /* makes curl fail the transfer with CURLE_WRITE_ERROR */
   }
-  if (cn->len + n + 1 > cn->cap) {
-    size_t cap = cn->cap ? cn->cap : 4096;
-    while (cap < cn->len + n + 1) cap *= 2;
-    cn->buf = sl_xrealloc(cn->buf, cap);
-    cn->cap = cap;
-  }
-  memcpy(cn->buf + cn->len, ptr, n);
-  cn->len += n;
-  cn->buf[cn->len] = '\0';
+  sl_buf_append(&cn->reply, ptr, n);
   return n;
 }
 
@@ -259,7 +248,7 @@ static xfer perform(sl_etcd *c, conn *cn, size_t ep, const char *path,
   snprintf(url, sizeof(url), "%s%s", c->endpoints[ep], path);
   long connect_ms = left_ms < c->opts.connect_timeout_ms ? (long)left_ms
                                                          : c->opts.connect_timeout_ms;
-  cn->len = 0;
+  sl_buf_reset(&cn->reply);
   cn->too_big = false;
   curl_easy_setopt(cn->h, CURLOPT_URL, url);
   curl_easy_setopt(cn->h, CURLOPT_POSTFIELDS, body);
@@ -310,12 +299,14 @@ static void note_attempt(sl_etcd *c, size_t ep, const xfer *x) {
 /* A non-200 reply as a status; etcd's JSON error when there is one. */
 static sl_status http_error(conn *cn, long http, const char *what, sl_err *err) {
   int64_t rev;
-  sl_status st = sl_etcd_parse_header(cn->buf, cn->len, what, &rev, err);
+  sl_status st = sl_etcd_parse_header(cn->reply.data, cn->reply.len, what, &rev, err);
   if (st == SL_OK || st == SL_EINTERNAL) {
     char snippet[80];
-    size_t n = cn->len < sizeof(snippet) - 1 ? cn->len : sizeof(snippet) - 1;
-    for (size_t i = 0; i < n; i++)
-      snippet[i] = (cn->buf[i] >= 0x20 && cn->buf[i] < 0x7f) ? cn->buf[i] : ' ';
+    size_t n = cn->reply.len < sizeof(snippet) - 1 ? cn->reply.len : sizeof(snippet) - 1;
+    for (size_t i = 0; i < n; i++) {
+      char ch = cn->reply.data[i];
+      snippet[i] = (ch >= 0x20 && ch < 0x7f) ? ch : ' ';
+    }
     snippet[n] = '\0';
     st = sl_err_set(err, http == 404 ? SL_EUNIMPL : SL_EINTERNAL,
                     "etcd %s: http %ld: %s", what, http, snippet);
@@ -335,7 +326,7 @@ typedef struct attempt {
 /*
  * One pass over the endpoints, preferred first, following the retry rules
  * in etcd.h. Returns true when the call is decided: *st is SL_OK with the
- * reply in cn->buf, or a final error set in err. Returns false when every
+ * reply in cn->reply.data, or a final error set in err. Returns false when every
  * endpoint failed in a retryable way (a->last_st, a->last) or the deadline
  * came.
  */
@@ -383,7 +374,7 @@ static bool one_round(sl_etcd *c, conn *cn, attempt *a, sl_status *st, sl_err *e
 }
 
 /*
- * POSTs `body` to `path` until a 200 reply lands in cn->buf, or the call
+ * POSTs `body` to `path` until a 200 reply lands in cn->reply.data, or the call
  * fails: rounds over the endpoints with backoff in between, until the
  * deadline, or at once while the fail-fast gate says etcd is down.
  */
@@ -436,7 +427,7 @@ static sl_status run(sl_etcd *c, int64_t deadline_ms, const char *path, cJSON *r
   SL_ASSERT(body != NULL); /* out of memory */
   conn *cn = conn_get(c);
   sl_status st = call(c, cn, deadline_ms, path, body, is_read, what, err);
-  if (st == SL_OK) st = parse(cn->buf, cn->len, what, out, err);
+  if (st == SL_OK) st = parse(cn->reply.data, cn->reply.len, what, out, err);
   conn_put(c, cn);
   cJSON_free(body);
   return st;

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/buf.h"
 #include "common/log.h"
 #include "metadata/etcd_int.h"
 
@@ -34,8 +35,7 @@ struct sl_etcd_watch {
   CURLM *multi;
   CURL *easy;
   struct curl_slist *headers;
-  char *line; /* bytes of the current, unfinished line */
-  size_t line_len, line_cap;
+  sl_buf line; /* bytes of the current, unfinished line */
   bool abort_stream; /* set by the write callback to end this stream */
   bool compacted;    /* compaction delivered; the watch is over */
   sl_status stream_st; /* why the last stream ended, for logs and start */
@@ -110,31 +110,24 @@ static size_t on_body(char *ptr, size_t size, size_t nmemb, void *arg) {
   for (size_t i = 0; i < n;) {
     const char *nl = memchr(ptr + i, '\n', n - i);
     size_t take = nl ? (size_t)(nl - (ptr + i)) : n - i;
-    if (w->line_len + take + 1 > MAX_LINE_BYTES) {
+    if (w->line.len + take + 1 > MAX_LINE_BYTES) {
       w->stream_st = SL_ETOOBIG;
       sl_err_set(&w->stream_err, SL_ETOOBIG, "etcd watch: reply line over %u bytes",
                  MAX_LINE_BYTES);
       w->abort_stream = true;
       return 0;
     }
-    if (w->line_len + take + 1 > w->line_cap) {
-      size_t cap = w->line_cap ? w->line_cap : 4096;
-      while (cap < w->line_len + take + 1) cap *= 2;
-      w->line = sl_xrealloc(w->line, cap);
-      w->line_cap = cap;
-    }
-    memcpy(w->line + w->line_len, ptr + i, take);
-    w->line_len += take;
+    sl_buf_append(&w->line, ptr + i, take);
     i += take;
     if (nl == NULL) break;
     i++; /* the newline */
-    bool blank = w->line_len == 0;
-    if (!blank && !on_line(w, w->line, w->line_len)) {
+    bool blank = w->line.len == 0;
+    if (!blank && !on_line(w, w->line.data, w->line.len)) {
       w->abort_stream = true;
-      w->line_len = 0;
+      sl_buf_reset(&w->line);
       return 0;
     }
-    w->line_len = 0;
+    sl_buf_reset(&w->line);
   }
   return n;
 }
@@ -161,7 +154,7 @@ static void run_stream(sl_etcd_watch *w, size_t ep) {
   char errbuf[CURL_ERROR_SIZE] = "";
   snprintf(url, sizeof(url), "%s/v3/watch", sl_etcd_endpoint_(w->client, ep));
   char *body = request_body(w);
-  w->line_len = 0;
+  sl_buf_reset(&w->line);
   w->abort_stream = false;
   w->stream_st = SL_OK;
   w->stream_err.msg[0] = '\0';
@@ -267,7 +260,7 @@ static void watch_free(sl_etcd_watch *w) {
   curl_slist_free_all(w->headers);
   free(w->key);
   free(w->range_end);
-  free(w->line);
+  sl_buf_release(&w->line);
   pthread_mutex_destroy(&w->lock);
   pthread_cond_destroy(&w->cond);
   free(w);

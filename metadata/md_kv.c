@@ -12,6 +12,7 @@
 
 #include "common/log.h"
 #include "metadata/service_int.h"
+#include "common/clock.h"
 
 #define KEY_TEXT 128
 
@@ -35,11 +36,7 @@ void sl_md_deadline_begin(sl_store_deadline *d, const sl_rpc_call *call) {
   sl_store_deadline_begin(d, left);
 }
 
-int64_t sl_md_now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
+int64_t sl_md_now_ms(void) { return sl_clock_wall_ms(); }
 
 sl_status sl_md_store_status(sl_status st) {
   return st == SL_ETIMEDOUT ? SL_EUNAVAIL : st;

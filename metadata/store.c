@@ -14,6 +14,7 @@
 #include "common/metrics.h"
 #include "metadata/etcd.h"
 #include "metadata/store_int.h"
+#include "common/clock.h"
 
 #define KEY_TEXT 96
 
@@ -62,9 +63,7 @@ void sl_store_deadline_begin(sl_store_deadline *d, int64_t time_left_ms) {
   d->outer = thread_deadline;
   d->set = thread_deadline;
   if (time_left_ms != INT64_MAX) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    int64_t now = sl_clock_mono_ms();
     int64_t at = time_left_ms <= 0 ? now : now + time_left_ms;
     if (at < d->set) d->set = at;
   }

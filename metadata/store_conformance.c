@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "metadata/store_conformance.h"
+#include "common/clock.h"
 
 /* Runs expr (which reports into `err`) and fails the case on a surprise. */
 #define EXPECT(want, expr)                                                         \
@@ -56,11 +57,7 @@ size_t sl_store_conf_key(const sl_store_conf *t, char *buf, const char *suffix) 
   return (size_t)snprintf(buf, 128, "%s%s", t->prefix, suffix);
 }
 
-long long sl_store_conf_now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
+long long sl_store_conf_now_ms(void) { return sl_clock_mono_ms(); }
 
 void sl_store_conf_sleep_ms(int ms) {
   struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};

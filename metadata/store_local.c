@@ -38,6 +38,7 @@
 
 #include "common/log.h"
 #include "metadata/store_local_int.h"
+#include "common/clock.h"
 
 #define MIN_TTL_S 2 /* etcd's minimum with default election settings */
 #define KEY_BUF (1 + 8 + SL_STORE_MAX_KEY + 2)
@@ -46,12 +47,6 @@
 static const sl_store_vtable local_vtable;
 
 static local_store *L(sl_store *s) { return (local_store *)s; }
-
-static long long now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* ---- encoding ---- */
 
@@ -266,7 +261,7 @@ static void change_abort(change *c) {
 /* ---- leases (s->lock held) ---- */
 
 static local_lease *find_lease(local_store *s, int64_t id) {
-  long long now = now_ms();
+  long long now = sl_clock_mono_ms();
   for (size_t i = 0; i < s->n_leases; i++)
     if (s->leases[i].id == id) return s->leases[i].expiry_ms > now ? &s->leases[i] : NULL;
   return NULL;
@@ -277,7 +272,7 @@ static void add_lease(local_store *s, int64_t id, int64_t ttl) {
     s->cap_leases = s->cap_leases ? s->cap_leases * 2 : 16;
     s->leases = sl_xrealloc(s->leases, s->cap_leases * sizeof(local_lease));
   }
-  s->leases[s->n_leases++] = (local_lease){id, ttl, now_ms() + ttl * 1000};
+  s->leases[s->n_leases++] = (local_lease){id, ttl, sl_clock_mono_ms() + ttl * 1000};
   pthread_cond_broadcast(&s->lease_cv);
 }
 
@@ -358,7 +353,7 @@ static void *lease_main(void *arg) {
   local_store *s = arg;
   pthread_mutex_lock(&s->lock);
   while (!s->closing) {
-    long long now = now_ms(), next = now + 1000;
+    long long now = sl_clock_mono_ms(), next = now + 1000;
     bool revoked = false;
     for (size_t i = 0; i < s->n_leases && !revoked; i++) {
       local_lease *l = &s->leases[i];
@@ -572,7 +567,7 @@ static sl_status local_lease_keepalive(sl_store *base, int64_t lease, int64_t *t
   pthread_mutex_lock(&s->lock);
   local_lease *l = find_lease(s, lease);
   if (l != NULL) {
-    l->expiry_ms = now_ms() + l->ttl * 1000;
+    l->expiry_ms = sl_clock_mono_ms() + l->ttl * 1000;
     *ttl = l->ttl;
   }
   pthread_mutex_unlock(&s->lock);

@@ -29,6 +29,7 @@ bkt_cluster *bkt_start(const char *name, int bookies, int brokers) {
   o.bookies = bookies;
   o.brokers = brokers;
   o.broker_args = broker_args;
+  o.public_namespace = true;
   bkt_cluster *k = calloc(1, sizeof(*k));
   assert_non_null(k);
   sl_err err = SL_ERR_INIT;

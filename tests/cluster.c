@@ -302,7 +302,7 @@ sl_status sl_cluster_start(const sl_cluster_opts *opts, sl_cluster **out,
       if (st != SL_OK) goto fail;
     }
   }
-  if (!opts->bare) {
+  if (opts->public_namespace) {
     st = create_public(c, err);
     if (st != SL_OK) goto fail;
   }

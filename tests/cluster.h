@@ -18,8 +18,8 @@
  * Binaries are found under $SLUICE_BIN_DIR/<pkg>/<name> if set, else in the
  * Bazel runfiles of the running program.
  *
- * A fresh cluster has the namespace "public" (unless opts.bare), and start
- * returns only once every broker has registered (ListBrokers shows it), so
+ * With opts.public_namespace a fresh cluster has the namespace "public" (as
+ * tools/cluster's does), and start returns only once every broker has registered (ListBrokers shows it), so
  * a test can look topics up at once. Nodes are named "metadata-0",
  * "bookie-2", "broker-1"; sl_cluster_find() maps a name back.
  *
@@ -53,13 +53,14 @@ typedef struct sl_cluster_opts {
   const char *const *bookie_args;
   const char *const *broker_args;
   int ready_timeout_ms;     /* per node; 0 = 20 s */
-  bool bare;                /* no namespace "public" */
+  bool public_namespace;    /* create namespace "public", as a fresh cluster
+                               for people has (the launcher, broker tests) */
 } sl_cluster_opts;
 
 #define SL_CLUSTER_OPTS_INIT                                              \
   {.metadata = 1, .bookies = 3, .brokers = 1, .local_store = false,       \
    .name = "cluster", .metadata_args = NULL, .bookie_args = NULL,          \
-   .broker_args = NULL, .ready_timeout_ms = 0, .bare = false}
+   .broker_args = NULL, .ready_timeout_ms = 0, .public_namespace = false}
 
 typedef struct sl_cluster sl_cluster;
 

@@ -5,6 +5,7 @@
 #include <time.h>
 
 #include "bookie.slrpc.h"
+#include "broker.slrpc.h"
 #include "common/crc32c.h"
 #include "metadata.slrpc.h"
 #include "tests/proc.h"
@@ -105,6 +106,42 @@ static sl_status quorum_write(sl_cluster *c, uint64_t ledger, FILE *out, sl_err 
   return st;
 }
 
+/* A partitioned topic through the first broker, looked up through the last:
+ * the owners picked by load, and the redirects for those it does not own. */
+static sl_status lookup_demo(sl_cluster *c, FILE *out, sl_err *err) {
+  int last = sl_cluster_count(c, SL_NODE_BROKER) - 1;
+  sl_rpc_channel *ch[2] = {NULL, NULL};
+  sl_status st = SL_OK;
+  for (int i = 0; i < 2 && st == SL_OK; i++) {
+    sl_rpc_channel_opts co = {.target = sl_cluster_addr(c, SL_NODE_BROKER, i ? last : 0)};
+    st = sl_rpc_channel_create(&co, &ch[i], err);
+  }
+  sl_rpc_call_opts opts = {.timeout_ms = 5000};
+  Sluice__V1__CreateTopicRequest creq = SLUICE__V1__CREATE_TOPIC_REQUEST__INIT;
+  creq.name = "public/demo";
+  creq.partitions = 4;
+  Sluice__V1__TopicInfo *t = NULL;
+  if (st == SL_OK) st = sl_broker_service_create_topic(ch[0], &creq, &t, &opts, err);
+  if (st == SL_EEXIST) st = SL_OK;
+  if (t != NULL) protobuf_c_message_free_unpacked(&t->base, NULL);
+  Sluice__V1__LookupRequest lreq = SLUICE__V1__LOOKUP_REQUEST__INIT;
+  lreq.topic = "public/demo";
+  Sluice__V1__LookupResponse *l = NULL;
+  if (st == SL_OK) st = sl_broker_service_lookup(ch[1], &lreq, &l, &opts, err);
+  if (st == SL_OK) {
+    fprintf(out, "topic public/demo looked up through %s (BrokerService Lookup):\n",
+            sl_cluster_id(c, SL_NODE_BROKER, last));
+    for (size_t i = 0; i < l->n_owners; i++)
+      fprintf(out, "  %-24s owner %-9s %-22s epoch %" PRIu64 "%s\n",
+              l->owners[i]->partition, l->owners[i]->broker_id,
+              l->owners[i]->broker_address, l->owners[i]->epoch,
+              l->owners[i]->redirect ? "  (redirect)" : "");
+    protobuf_c_message_free_unpacked(&l->base, NULL);
+  }
+  for (int i = 0; i < 2; i++) sl_rpc_channel_destroy(ch[i]);
+  return st == SL_OK ? SL_OK : sl_err_wrap(err, st, "lookup demo");
+}
+
 sl_status sl_cluster_demo(sl_cluster *c, FILE *out, sl_err *err) {
   int bookies = sl_cluster_count(c, SL_NODE_BOOKIE);
   sl_rpc_channel *md = NULL;
@@ -127,5 +164,6 @@ sl_status sl_cluster_demo(sl_cluster *c, FILE *out, sl_err *err) {
     }
   }
   sl_rpc_channel_destroy(md);
+  if (st == SL_OK && sl_cluster_count(c, SL_NODE_BROKER) > 0) st = lookup_demo(c, out, err);
   return st;
 }

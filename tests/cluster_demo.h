@@ -1,7 +1,9 @@
 /*
  * What sluice-cluster shows once a cluster is up: the bookies registered in
  * the metadata service, and one entry written to a write quorum of bookies
- * under a ledger id from the metadata service, then read back and checked.
+ * under a ledger id from the metadata service, then read back and checked;
+ * with brokers, the owners of a partitioned topic in namespace "public"
+ * (which the cluster must have) through Lookup.
  */
 #ifndef SL_TESTS_CLUSTER_DEMO_H
 #define SL_TESTS_CLUSTER_DEMO_H

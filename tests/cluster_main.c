@@ -334,6 +334,7 @@ int main(int argc, char **argv) {
   o.brokers = (int)cfg.brokers;
   o.local_store = cfg.local;
   o.name = "sluice-cluster";
+  o.public_namespace = true; /* issue 11: `topic create public/x` works at once */
   sl_cluster *c = NULL;
   st = sl_cluster_start(&o, &c, &err);
   if (st != SL_OK) {

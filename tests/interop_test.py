@@ -18,7 +18,8 @@ def runfile(path):
 
 
 def generate_messages(out_dir):
-    """Compiles our .proto files and the health proto with protoc."""
+    """Compiles our .proto files and the health proto with protoc, and the
+    BrokerService stub with grpc_tools (Debian's python3-grpc-tools)."""
     protos = [runfile("proto/" + p) for p in
               ("common.proto", "metadata.proto", "bookie.proto", "broker.proto")]
     health = runfile("common/health.proto")
@@ -26,6 +27,9 @@ def generate_messages(out_dir):
                        (os.path.dirname(health), [health])):
         subprocess.run(["/usr/bin/protoc", "-I" + inc, "--python_out=" + out_dir]
                        + files, check=True)
+    subprocess.run([sys.executable, "-m", "grpc_tools.protoc",
+                    "-I" + os.path.dirname(protos[0]), "--grpc_python_out=" + out_dir,
+                    runfile("proto/broker.proto")], check=True)
     sys.path.insert(0, out_dir)
 
 
@@ -106,28 +110,19 @@ class InteropTest(unittest.TestCase):
                 create(metadata_pb2.CreateNamespaceRequest(name="bad name!"), timeout=5)
             self.assertEqual(ctx.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
 
-    def broker_stub(self, ch, method, req, resp):
-        return ch.unary_unary("/sluice.v1.BrokerService/" + method,
-                              request_serializer=req.SerializeToString,
-                              response_deserializer=resp.FromString)
-
     def test_interop__broker_admin_and_lookup(self):
         import broker_pb2
+        import broker_pb2_grpc
         import metadata_pb2
         with self.channel("broker") as ch:
-            create = self.broker_stub(ch, "CreateTopic", metadata_pb2.CreateTopicRequest,
-                                      metadata_pb2.TopicInfo)
-            made = create(metadata_pb2.CreateTopicRequest(name="public/py", partitions=2),
-                          timeout=5)
+            stub = broker_pb2_grpc.BrokerServiceStub(ch)
+            made = stub.CreateTopic(
+                metadata_pb2.CreateTopicRequest(name="public/py", partitions=2), timeout=5)
             self.assertEqual(made.partitions, 2)
-            listing = self.broker_stub(ch, "ListTopics", metadata_pb2.ListTopicsRequest,
-                                       metadata_pb2.ListTopicsResponse)
-            names = [t.name for t in listing(
+            names = [t.name for t in stub.ListTopics(
                 metadata_pb2.ListTopicsRequest(namespace="public"), timeout=5).topics]
             self.assertIn("public/py", names)
-            lookup = self.broker_stub(ch, "Lookup", broker_pb2.LookupRequest,
-                                      broker_pb2.LookupResponse)
-            resp = lookup(broker_pb2.LookupRequest(topic="public/py"), timeout=5)
+            resp = stub.Lookup(broker_pb2.LookupRequest(topic="public/py"), timeout=5)
             self.assertEqual(resp.partitions, 2)
             self.assertEqual([o.partition for o in resp.owners],
                              ["public/py-partition-0", "public/py-partition-1"])
@@ -136,18 +131,21 @@ class InteropTest(unittest.TestCase):
                 self.assertEqual(owner.broker_address, self.cluster.addrs["broker"])
                 self.assertGreater(owner.epoch, 0)
                 self.assertFalse(owner.HasField("redirect"))
-            status = self.broker_stub(ch, "ClusterStatus",
-                                      broker_pb2.ClusterStatusRequest,
-                                      broker_pb2.ClusterStatusResponse)
-            st = status(broker_pb2.ClusterStatusRequest(), timeout=5)
+            st = stub.ClusterStatus(broker_pb2.ClusterStatusRequest(), timeout=5)
             self.assertEqual(len(st.brokers), 1)
             self.assertEqual(len(st.bookies), 1)
             owned = {p.partition: p.broker_id for p in st.partitions}
             self.assertEqual(owned["public/py-partition-1"], st.brokers[0].id)
+            stats = stub.GetTopicStats(
+                broker_pb2.TopicStatsRequest(topic="public/py-partition-0"), timeout=5)
+            self.assertEqual(stats.owner_epoch, resp.owners[0].epoch)
+            unloaded = stub.Unload(
+                broker_pb2.UnloadRequest(topic="public/py-partition-0"), timeout=5)
+            self.assertEqual(unloaded.released_epoch, resp.owners[0].epoch)
             for bad, code in (("bad name!", grpc.StatusCode.INVALID_ARGUMENT),
                               ("public/missing", grpc.StatusCode.NOT_FOUND)):
                 with self.assertRaises(grpc.RpcError) as ctx:
-                    lookup(broker_pb2.LookupRequest(topic=bad), timeout=5)
+                    stub.Lookup(broker_pb2.LookupRequest(topic=bad), timeout=5)
                 self.assertEqual(ctx.exception.code(), code)
 
     def test_interop__unknown_method_unimplemented(self):

@@ -27,7 +27,7 @@
 
 static int setup(void **state) {
   sl_lt *t = calloc(1, sizeof(*t));
-  sl_lt_start(t, "ledger_recovery", 4, NULL);
+  sl_lt_start(t, "ledger_recovery", 4, NULL, NULL);
   *state = t;
   return 0;
 }

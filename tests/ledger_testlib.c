@@ -23,14 +23,17 @@ int64_t sl_lt_now_ms(void) {
 }
 
 void sl_lt_start(sl_lt *t, const char *name, int bookies,
-                 const sl_ledger_client_opts *opts) {
-  static const char *const bookie_args[] = {"--registration_ttl", "2", NULL};
+                 const char *const *bookie_args, const sl_ledger_client_opts *opts) {
   memset(t, 0, sizeof(*t));
+  const char **args = t->bookie_args;
+  args[0] = "--registration_ttl";
+  args[1] = "4";
+  for (int i = 0; bookie_args && bookie_args[i] && i < 4; i++) args[2 + i] = bookie_args[i];
   sl_cluster_opts o = SL_CLUSTER_OPTS_INIT;
   o.bookies = bookies;
   o.brokers = 0;
   o.name = name;
-  o.bookie_args = bookie_args;
+  o.bookie_args = args;
   sl_err err = SL_ERR_INIT;
   sl_status st = sl_cluster_start(&o, &t->cluster, &err);
   if (st != SL_OK) fail_msg("cluster: %s", sl_err_msg(&err, st));

@@ -20,13 +20,15 @@ typedef struct sl_lt {
   sl_cluster *cluster;
   sl_rpc_channel *meta;
   sl_ledger_client *client;
+  const char *bookie_args[8];  /* the harness keeps the pointer (restarts) */
 } sl_lt;
 
 /* Starts etcd, one metadata service and `bookies` bookies (short session
- * TTL so restarted bookies re-register fast) and a client with the given
- * options (NULL = defaults; the metadata channel is filled in). */
+ * TTL so restarted bookies re-register fast, plus `bookie_args`, up to 4
+ * more flags, NULL-terminated, or NULL) and a client with the given options
+ * (NULL = defaults; the metadata channel is filled in). */
 void sl_lt_start(sl_lt *t, const char *name, int bookies,
-                 const sl_ledger_client_opts *opts);
+                 const char *const *bookie_args, const sl_ledger_client_opts *opts);
 /* Destroys the client, the channel and the cluster (checking bookie logs
  * for sanitizer reports). */
 void sl_lt_stop(sl_lt *t);

@@ -15,7 +15,7 @@
 
 static int setup(void **state) {
   sl_lt *t = calloc(1, sizeof(*t));
-  sl_lt_start(t, "ledger_write", 4, NULL);
+  sl_lt_start(t, "ledger_write", 4, NULL, NULL);
   *state = t;
   return 0;
 }
@@ -42,6 +42,21 @@ static void test_ledger_write__write_read_close(void **state) {
   assert_false(a.out_of_order);
   assert_int_equal(sl_ledger_lac(lh), N - 1);
 
+  /* A reader of the OPEN ledger learns the LAC from the bookies: the
+   * writer's WriteLac brings it there once appends pause. */
+  int64_t deadline = sl_lt_now_ms() + 10000, seen = -1;
+  while (seen < N - 1 && sl_lt_now_ms() < deadline) {
+    sl_ledger *rd = sl_lt_open(t, sl_ledger_id(lh));
+    sl_ledger_stats rs;
+    sl_ledger_stats_get(rd, &rs);
+    assert_int_equal(rs.state, SL_LEDGER_READING);
+    seen = sl_ledger_lac(rd);
+    if (seen >= 0) assert_int_equal(sl_lt_read_check(rd, 0, seen, NULL), SL_OK);
+    sl_lt_destroy(rd);
+    if (seen < N - 1) usleep(50 * 1000);
+  }
+  assert_int_equal(seen, N - 1);
+
   int64_t got = 0;
   assert_int_equal(sl_lt_read_check(lh, 0, N - 1, &got), SL_OK);
   assert_int_equal(sl_lt_read_check(lh, 500, 510, &got), SL_OK);
@@ -60,6 +75,8 @@ static void test_ledger_write__write_read_close(void **state) {
   assert_int_equal(sl_ledger_last_entry(r), N - 1);
   assert_int_equal(sl_lt_read_check(r, 0, N - 1, &got), SL_OK);
   assert_int_equal(sl_lt_append(r, &a), SL_EPRECOND);
+  assert_int_equal(sl_lt_close(r), SL_OK); /* nothing to write: OK */
+  assert_int_equal(sl_lt_read_check(r, 0, N - 1, NULL), SL_OK);
   sl_lt_destroy(r);
   sl_lt_appends_release(&a);
 }

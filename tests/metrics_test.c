@@ -330,6 +330,7 @@ static void test_metrics__broker_ownership(void **state) {
   o.local_store = true;
   o.broker_args = args;
   o.name = "metrics_broker";
+  o.public_namespace = true;
   sl_cluster *c = NULL;
   sl_err err = SL_ERR_INIT;
   sl_status st = sl_cluster_start(&o, &c, &err);

@@ -1,4 +1,5 @@
 #include "tests/proc.h"
+#include "common/clock.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -74,11 +75,7 @@ static void untrack(pid_t pid) {
   }
 }
 
-long long sl_proc_now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
+long long sl_proc_now_ms(void) { return sl_clock_mono_ms(); }
 
 static void sleep_ms(int ms) {
   struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};

@@ -10,18 +10,11 @@
 #include <unistd.h>
 
 #include "common/status.h"
+#include "common/clock.h"
 
-int64_t sl_bench_now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
+int64_t sl_bench_now_ns(void) { return sl_clock_mono_ns(); }
 
-double sl_bench_now_s(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
-}
+double sl_bench_now_s(void) { return (double)sl_clock_mono_ns() / 1e9; }
 
 sl_bench_usage sl_bench_usage_now(void) {
   struct rusage ru;

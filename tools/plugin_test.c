@@ -19,6 +19,7 @@
 
 #include "plugin_test.slrpc.h"
 #include "plugin_test_types.slrpc.h"
+#include "common/clock.h"
 
 typedef Sluice__Test__Plugin__Echo echo;
 typedef Sluice__Test__Plugin__HTTP2Frame frame;
@@ -214,17 +215,11 @@ static int fx_teardown(void **state) {
   return 0;
 }
 
-static long long now_ms(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (long long)t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
-
 /* Polls until *counter >= want or WAIT_MS pass. */
 static bool wait_count(atomic_long *counter, long want) {
-  long long deadline = now_ms() + WAIT_MS;
+  long long deadline = sl_clock_mono_ms() + WAIT_MS;
   while (atomic_load(counter) < want) {
-    if (now_ms() > deadline) return false;
+    if (sl_clock_mono_ms() > deadline) return false;
     struct timespec nap = {0, 1000000};
     nanosleep(&nap, NULL);
   }

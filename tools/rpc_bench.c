@@ -31,12 +31,21 @@
  *   unary_seq           2.8-3.7k/s  ~290-330 us  3.7-3.8 switches
  *   baseline_stream_seq 3.7-8.6k/s  ~130-220 us  3.0-3.3 switches
  *   stream_seq          5.1-7.0k/s  ~160-190 us  3.3 switches
- * The 12-16k/s in /work/shared/FACTS.md is not reachable on this VM today
- * even by bare gRPC core. unary_seq's extra ~0.4 switches are its
+ * The 12-16k sequential unary calls/s once measured on a similar 2-core
+ * machine are not reachable on this VM today even by bare gRPC core. unary_seq's extra ~0.4 switches are its
  * RECV_CLOSE_ON_SERVER batch (baseline --close shows the same), which
  * on_done and cancellation need. With two server threads (the default)
  * both lose alike (~5-7 switches per call): a second thread blocked in its
  * queue becomes gRPC's poller for the other's calls, gRPC core's cost.
+ * (Until 2026-12 the baseline re-sent one byte buffer, which gRPC empties on
+ * send, so its stream rows after the first message moved empty messages;
+ * it now makes a fresh buffer per send, as our runtime does.)
+ *
+ * Async stream rows, measured 2026-12-02 with --seconds 2 on the same VM
+ * shared with other builds (rates swing 2-3x run to run; CPU per message
+ * holds): 1 KiB 17-32k msgs/s at 36-52 cpu_us (baseline 30-41); 64 KiB
+ * 1-6k msgs/s at 220-330 cpu_us (baseline 175-265); ratios 0.4-1.0, CPU
+ * ratio 1.0-1.5.
  */
 #include <pthread.h>
 #include <stdio.h>

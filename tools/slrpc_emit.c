@@ -7,40 +7,14 @@
 
 #include "common/status.h"
 
-static void reserve(sl_emit *e, size_t more) {
-  if (e->len + more + 1 <= e->cap) return;
-  size_t cap = e->cap ? e->cap : 256;
-  while (cap < e->len + more + 1) cap *= 2;
-  e->buf = sl_xrealloc(e->buf, cap);
-  e->cap = cap;
-}
+void sl_emit_char(sl_emit *e, char c) { sl_buf_append(e, &c, 1); }
 
-static void append(sl_emit *e, const char *s, size_t n) {
-  reserve(e, n);
-  memcpy(e->buf + e->len, s, n);
-  e->len += n;
-  e->buf[e->len] = '\0';
-}
-
-void sl_emit_char(sl_emit *e, char c) { append(e, &c, 1); }
-
-void sl_emit_str(sl_emit *e, const char *s) { append(e, s, strlen(s)); }
-
-static void emit_vfmt(sl_emit *e, const char *fmt, va_list ap) {
-  va_list ap2;
-  va_copy(ap2, ap);
-  int n = vsnprintf(NULL, 0, fmt, ap2);
-  va_end(ap2);
-  SL_ASSERT(n >= 0);
-  reserve(e, (size_t)n);
-  vsnprintf(e->buf + e->len, (size_t)n + 1, fmt, ap);
-  e->len += (size_t)n;
-}
+void sl_emit_str(sl_emit *e, const char *s) { sl_buf_appends(e, s); }
 
 void sl_emit_fmt(sl_emit *e, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
-  emit_vfmt(e, fmt, ap);
+  sl_buf_vappendf(e, fmt, ap);
   va_end(ap);
 }
 
@@ -48,23 +22,14 @@ char *sl_emit_strf(const char *fmt, ...) {
   sl_emit e = SL_EMIT_INIT;
   va_list ap;
   va_start(ap, fmt);
-  emit_vfmt(&e, fmt, ap);
+  sl_buf_vappendf(&e, fmt, ap);
   va_end(ap);
   return sl_emit_take(&e);
 }
 
-char *sl_emit_take(sl_emit *e) {
-  char *s = e->buf ? e->buf : sl_xstrdup("");
-  e->buf = NULL;
-  e->len = e->cap = 0;
-  return s;
-}
+char *sl_emit_take(sl_emit *e) { return sl_buf_detach_str(e); }
 
-void sl_emit_release(sl_emit *e) {
-  free(e->buf);
-  e->buf = NULL;
-  e->len = e->cap = 0;
-}
+void sl_emit_release(sl_emit *e) { sl_buf_release(e); }
 
 void sl_emit_vars_own(sl_emit_vars *vars, const char *name, char *value) {
   for (size_t i = 0; i < vars->n; i++) {
@@ -84,7 +49,7 @@ void sl_emit_vars_set(sl_emit_vars *vars, const char *name, const char *fmt, ...
   sl_emit value = SL_EMIT_INIT;
   va_list ap;
   va_start(ap, fmt);
-  emit_vfmt(&value, fmt, ap);
+  sl_buf_vappendf(&value, fmt, ap);
   va_end(ap);
   sl_emit_vars_own(vars, name, sl_emit_take(&value));
 }
@@ -119,7 +84,7 @@ void sl_emit_tmpl(sl_emit *e, const sl_emit_vars *vars, const char *tmpl) {
   for (;;) {
     const char *open = strchr(p, '$');
     if (open == NULL) break;
-    append(e, p, (size_t)(open - p));
+    sl_buf_append(e, p, (size_t)(open - p));
     const char *close = strchr(open + 1, '$');
     SL_ASSERT(close != NULL); /* an unbalanced '$' is a template bug */
     if (close == open + 1)

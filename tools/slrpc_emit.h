@@ -15,13 +15,13 @@
 
 #include <stddef.h>
 
-typedef struct sl_emit {
-  char *buf;  /* NUL-terminated once anything was appended; may be NULL */
-  size_t len; /* bytes, without the NUL */
-  size_t cap;
-} sl_emit;
+#include "common/buf.h"
 
-#define SL_EMIT_INIT {NULL, 0, 0}
+/* The text so far: an sl_buf (data is NUL-terminated once anything was
+ * appended; len counts bytes without the NUL). */
+typedef sl_buf sl_emit;
+
+#define SL_EMIT_INIT SL_BUF_INIT
 
 void sl_emit_char(sl_emit *e, char c);
 void sl_emit_str(sl_emit *e, const char *s);

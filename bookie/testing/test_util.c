@@ -1,4 +1,5 @@
 #include "bookie/testing/test_util.h"
+#include "common/clock.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -105,11 +106,7 @@ void sl_test_waiter_cb(sl_status st, const char *msg, void *arg) {
   pthread_mutex_unlock(&w->mu);
 }
 
-int64_t sl_test_now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
+int64_t sl_test_now_ms(void) { return sl_clock_mono_ms(); }
 
 bool sl_test_waiter_wait(sl_test_waiter *w, uint64_t n, int timeout_ms) {
   struct timespec ts;

@@ -26,9 +26,14 @@
  *   3. Acks come back on the serial, in any order. An entry is complete once
  *      Qa bookies of its current write set acked it. Completions run in entry
  *      order from the front of the pending list: the callback of entry e runs
- *      only after e and every entry before it are complete.
- *   4. A bookie that ends its stream, answers a typed refusal that means
- *      "not here" (READ_ONLY, UNAVAILABLE, FAILED, I/O, BUSY), or holds an
+ *      only after e and every entry before it are complete. The new LAC rides
+ *      on the next add; if none is pending 200 ms later, a WriteLac to the
+ *      ensemble carries it, so readers of the open ledger and a recovery
+ *      see it.
+ *   4. A bookie that answers BUSY gets a pause: its stream is reopened
+ *      100 ms later and what is pending is resent to it (adds are
+ *      idempotent). A bookie that ends its stream, answers a typed refusal
+ *      that means "not here" (READ_ONLY, UNAVAILABLE, FAILED, I/O), or holds an
  *      add unanswered past add_timeout_ms while acking nothing else either (a
  *      silent peer, e.g. SIGSTOP) is
  *      replaced: ensemble change (below).
@@ -64,11 +69,16 @@
  *      gather Qa acks for a new add of the old writer. More are not waited
  *      for; a write quorum short of that after recovery_timeout_ms fails the
  *      recovery with SL_EUNAVAIL (nothing was changed; re-run later).
- *   3. From the highest LAC any fenced bookie reported, read forward entry by
- *      entry (fencing reads, so every answer comes from a fenced bookie). An
- *      entry found on any bookie with a good checksum is written back, as a
- *      recovery add with our epoch, to its whole write set and counts as
- *      recovered once Qa acks are in. An entry is absent only when Qw - Qa + 1
+ *   3. From the highest LAC any fenced bookie reported (or the first entry
+ *      of the last segment, if later), read forward entry by entry (fencing
+ *      reads, so every answer comes from a fenced bookie). An entry found on
+ *      any bookie with a good checksum is written back, as a recovery add
+ *      with our epoch, to its whole write set and counts as recovered once
+ *      Qa acks are in. A bookie whose write-back fails is replaced
+ *      (placement rules) from that entry on; the new segment goes into the
+ *      metadata only with the closing CAS of step 4 and records no instance
+ *      id for the replacement (it never saw the old writer's adds), so a
+ *      re-run after a crash still reads the old writer's bookies. An entry is absent only when Qw - Qa + 1
  *      bookies of its write set say "not found" with a valid vote: a vote is
  *      valid only from a fenced bookie whose instance id is the one the
  *      ledger's metadata recorded for it in that segment
@@ -79,19 +89,23 @@
  *      nor absent (too few valid answers): the recovery fails with
  *      SL_EUNAVAIL and changes nothing more; a re-run continues.
  *   4. The last recovered entry (the one before the first absent one) is the
- *      ledger's end: CAS the metadata to CLOSED with that last_entry_id.
+ *      ledger's end: CAS the metadata to CLOSED with that last_entry_id (and
+ *      the segments of step 3's replacements).
  *   Re-running after a crash at any step is safe: fencing and recovery adds
  *   are idempotent, and step 1 accepts our own IN_RECOVERY.
  *
  * Reads (sl_ledger_read_async)
  *   Entries [first, last], never past the handle's LAC (a writer's own LAC,
  *   a recovered or closed ledger's last entry, or the LAC bookies report for
- *   an OPEN ledger opened for reading). One range read (ReadEntries) per
- *   bookie for the entries it holds; an entry that comes back with an error,
- *   "not found" or a bad checksum is asked of the next bookie of its write
- *   set. If the first bookie has not answered within speculative_read_ms, the
- *   next one is asked too and the first good answer wins. on_entry runs in
- *   entry order, exactly once per entry, then on_done once.
+ *   an OPEN ledger opened for reading). Up to 128 entries in flight, each a
+ *   ReadEntry to the first bookie of its write set (so the load spreads over
+ *   the ensemble); an entry that comes back with an error, "not found" or a
+ *   bad checksum is asked of the next bookie of its write set. If the first
+ *   bookie has not answered within speculative_read_ms, the next one is
+ *   asked too and the first good answer wins. on_entry runs in entry order,
+ *   exactly once per entry, then on_done once. (Not the ReadEntries range
+ *   stream: with striping, E > Qw, a bookie holds runs of only Qw
+ *   consecutive entries, where a range read stops.)
  *
  * Placement (create and ensemble change)
  *   Candidates are the live bookies from ListBookies that are not read-only

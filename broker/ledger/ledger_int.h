@@ -94,6 +94,7 @@ typedef struct lh_slot {
   int64_t next_send;         /* first entry not yet considered for sending */
   int64_t last_ack_ms;       /* last ack from it (or when its stream opened) */
   bool failed;               /* to be replaced by the ensemble change */
+  bool busy;                 /* answered BUSY: stream reopened after a pause */
 } lh_slot;
 
 /* Callback argument of one AddEntry stream. When the slot's bookie is
@@ -145,6 +146,9 @@ struct sl_ledger {
   sl_timer tick;                 /* add timeouts */
   bool tick_armed;
   sl_timer retry;                /* a metadata update to try again */
+  sl_timer busy;                 /* reopens the streams of busy slots */
+  sl_timer lac_timer;            /* WriteLac once appends pause */
+  int64_t lac_written;           /* highest LAC sent by WriteLac */
   void (*retry_fn)(struct sl_ledger *lh);
   uint64_t chg_mask;             /* slots the in-flight change replaces */
   char **chg_ids;                /* their new bookie ids [E] */

@@ -259,7 +259,6 @@ static void open_finish(open_op *op, sl_status st, const char *details) {
     else if (!closed) {
       atomic_store(&lh->lac, op->lac);
       atomic_store(&lh->last_entry, op->lac);
-      atomic_store(&lh->close_called, true); /* no appends on a reader */
     }
   }
   op->cb(st, details, lh, op->arg);

@@ -19,8 +19,12 @@
 
 /* Entries beyond this many queued sends per bookie wait for on_writable. */
 #define SEND_QUEUE_MAX 4096
-/* Delay before a metadata update is tried again after a transient error. */
+/* Delay before a metadata update is tried again after a transient error,
+ * and before a bookie that answered BUSY gets the pending entries again. */
 #define RETRY_MS 100
+/* The LAC rides on the next add; when no add follows within this long, a
+ * WriteLac tells the bookies, so that readers and recovery see it. */
+#define LAC_FLUSH_MS 200
 
 static sl_ledger_state state_of(sl_ledger *lh) {
   return (sl_ledger_state)atomic_load(&lh->state);
@@ -160,9 +164,39 @@ static bool is_fatal(sl_status st) {
          st == SL_ETOOBIG || st == SL_EDELETED || st == SL_ENOMEM;
 }
 
+/* A bookie that answered BUSY is alive but full of work: pause its stream
+ * and resend what is pending to it a little later (resends are idempotent). */
+static void slot_busy(sl_ledger *lh, uint32_t s) {
+  lh_slot *sl = &lh->slots[s];
+  if (sl->busy) return;
+  sl_log(SL_LOG_DEBUG, "event=bookie_busy ledger=%" PRIu64 " bookie=%s", lh->id, sl->bookie);
+  slot_detach(lh, s);
+  sl->busy = true;
+  if (!sl_timer_active(&lh->busy)) sl_timer_start(&lh->busy, RETRY_MS);
+}
+
+static void busy_run(void *arg) {
+  sl_ledger *lh = arg;
+  for (uint32_t s = 0; s < lh->q.e && !stopped(lh); s++) {
+    lh_slot *sl = &lh->slots[s];
+    if (!sl->busy) continue;
+    sl->busy = false;
+    if (sl->failed) continue;
+    sl->next_send = lh->pending.first;
+    if (slot_open(lh, s) == SL_OK)
+      pump(lh, s);
+    else
+      slot_failed(lh, s, SL_EUNAVAIL, "cannot reopen the stream");
+  }
+}
+
 static void slot_failed(sl_ledger *lh, uint32_t s, sl_status st,
                         const char *details) {
   if (stopped(lh)) return;
+  if (st == SL_EBUSY) {
+    slot_busy(lh, s);
+    return;
+  }
   if (is_fencing(st)) {
     go_fenced(lh, st, details);
     return;
@@ -173,6 +207,7 @@ static void slot_failed(sl_ledger *lh, uint32_t s, sl_status st,
   }
   lh_slot *sl = &lh->slots[s];
   if (sl->failed) return;
+  sl->busy = false;
   sl_log(SL_LOG_WARN,
          "event=bookie_failed ledger=%" PRIu64 " bookie=%s slot=%u status=%s "
          "details=\"%s\"",
@@ -263,6 +298,8 @@ void sl_lh_writer_stop(sl_ledger *lh, sl_status st, const char *details) {
   lh->tick_armed = false;
   sl_timer_stop(&lh->retry);
   lh->retry_fn = NULL;
+  sl_timer_stop(&lh->busy);
+  sl_timer_stop(&lh->lac_timer);
   /* In entry order (invariant 2), none OK after a failure (invariant 3). */
   while (sl_addq_front(&lh->pending)) {
     lh_add *a = sl_addq_pop(&lh->pending);
@@ -303,6 +340,37 @@ static void go_failed(sl_ledger *lh, sl_status st, const char *details) {
 
 /* --------------------------------------------------------------- appends */
 
+static void lac_written_done(sl_status st, const char *details, ProtobufCMessage *resp,
+                             void *arg) {
+  (void)st; /* best effort: a refusal also comes back on the next add */
+  (void)details;
+  (void)arg;
+  if (resp) protobuf_c_message_free_unpacked(resp, NULL);
+}
+
+static void lac_run(void *arg) {
+  sl_ledger *lh = arg;
+  int64_t lac = atomic_load(&lh->lac);
+  if (stopped(lh) || lac <= lh->lac_written) return;
+  if (sl_addq_front(&lh->pending)) {
+    sl_timer_start(&lh->lac_timer, LAC_FLUSH_MS); /* adds still carry it */
+    return;
+  }
+  Sluice__V1__WriteLacRequest req = SLUICE__V1__WRITE_LAC_REQUEST__INIT;
+  req.ledger_id = lh->id;
+  req.lac = lac;
+  req.password.data = lh->password;
+  req.password.len = lh->password_len;
+  req.epoch = lh->epoch;
+  sl_rpc_call_opts o =
+      sl_lc_bookie_opts(lh->client, lh->serial, lh->client->opts.add_timeout_ms);
+  for (uint32_t s = 0; s < lh->q.e; s++)
+    if (!lh->slots[s].failed && lh->slots[s].ch)
+      sl_rpc_unary_start(lh->slots[s].ch, SL_BOOKIE_SERVICE_WRITE_LAC, &req.base, &o,
+                         lac_written_done, NULL, NULL, NULL);
+  lh->lac_written = lac;
+}
+
 static void complete_front(sl_ledger *lh) {
   while (!lh->changing && !stopped(lh) && sl_addq_front_complete(&lh->pending)) {
     lh_add *a = sl_addq_pop(&lh->pending);
@@ -313,6 +381,7 @@ static void complete_front(sl_ledger *lh) {
     atomic_fetch_add(&lh->bytes_appended, a->len);
     a->cb(SL_OK, a->entry, a->arg);
     add_free(a);
+    if (!sl_timer_active(&lh->lac_timer)) sl_timer_start(&lh->lac_timer, LAC_FLUSH_MS);
   }
   if (state_of(lh) == SL_LEDGER_CLOSING && !lh->changing &&
       !sl_addq_front(&lh->pending) && !lh->close_cas_inflight)
@@ -790,6 +859,9 @@ static sl_status writer_init(sl_ledger *lh, const sl_ledger_create_opts *o) {
   sl_addq_init(&lh->pending, &lh->q, 0);
   sl_timer_init(&lh->tick, lh->serial, tick_run, lh);
   sl_timer_init(&lh->retry, lh->serial, retry_run, lh);
+  sl_timer_init(&lh->busy, lh->serial, busy_run, lh);
+  sl_timer_init(&lh->lac_timer, lh->serial, lac_run, lh);
+  lh->lac_written = -1;
   lh->slots = calloc(lh->q.e, sizeof(*lh->slots));
   lh->chg_ids = calloc(lh->q.e, sizeof(char *));
   lh->chg_instances = calloc(lh->q.e, sizeof(char *));

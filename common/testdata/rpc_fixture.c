@@ -1,4 +1,5 @@
 #include "common/testdata/rpc_fixture.h"
+#include "common/clock.h"
 
 #include <setjmp.h>
 #include <stdarg.h>
@@ -29,11 +30,7 @@ void sl_echo_fx_stop(sl_echo_fx *fx) {
   sl_rpc_server_destroy(fx->srv);
 }
 
-int64_t sl_echo_fx_now_ms(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
+int64_t sl_echo_fx_now_ms(void) { return sl_clock_mono_ms(); }
 
 int sl_echo_fx_drain(sl_rpc_stream *s) {
   sl_err err = SL_ERR_INIT;
