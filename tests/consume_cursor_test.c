@@ -170,7 +170,7 @@ static sl_status port_dead_letter(void *ctx, const sl_sub_delivery *d,
 
 static int setup(void **state) {
   world *w = calloc(1, sizeof(*w));
-  sl_lt_start(&w->lt, "consume_cursor", 3, NULL);
+  sl_lt_start(&w->lt, "consume_cursor", 3, NULL, NULL);
   for (int i = 0; i < 2; i++) {
     w->session[i] = mdt_open_broker(w->lt.meta, BROKER[i], 0);
     w->keep[i] = mdt_keeper_start(w->lt.meta, BROKER[i], w->session[i], 500);

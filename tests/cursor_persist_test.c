@@ -125,7 +125,7 @@ static const char *BROKER[2] = {"broker-a", "broker-b"};
 
 static int setup(void **state) {
   fixture *f = calloc(1, sizeof(*f));
-  sl_lt_start(&f->lt, "cursor_persist", 3, NULL);
+  sl_lt_start(&f->lt, "cursor_persist", 3, NULL, NULL);
   for (int i = 0; i < 2; i++) {
     f->session[i] = mdt_open_broker(f->lt.meta, BROKER[i], 0);
     f->keep[i] = mdt_keeper_start(f->lt.meta, BROKER[i], f->session[i], 500);

@@ -109,7 +109,7 @@ typedef struct fixture {
 
 static int setup(void **state) {
   fixture *f = calloc(1, sizeof(*f));
-  sl_lt_start(&f->lt, "produce_ml", 4, NULL);
+  sl_lt_start(&f->lt, "produce_ml", 4, NULL, NULL);
   f->session_a = mdt_open_broker(f->lt.meta, "broker-a", 0);
   f->session_b = mdt_open_broker(f->lt.meta, "broker-b", 0);
   f->keep_a = mdt_keeper_start(f->lt.meta, "broker-a", f->session_a, 500);
