@@ -128,4 +128,10 @@ void sl_ack_set_encode(const sl_ack_set *s, sl_buf *out);
 sl_status sl_ack_set_decode(sl_ack_set *s, const void *data, size_t len,
                             sl_err *err);
 
+/* The varints of the encoding, for the cursor's ledger entries: put appends
+ * one; get reads one at *p (advancing it) and returns false on a truncated
+ * or over-long varint. */
+void sl_ack_varint_put(sl_buf *out, uint64_t v);
+bool sl_ack_varint_get(const uint8_t **p, const uint8_t *end, uint64_t *v);
+
 #endif

@@ -258,6 +258,15 @@ size_t sl_disp_expire(sl_disp *d, int64_t now_ms, sl_disp_back_cb back,
   return hand_back(d, NULL, now_ms, back, arg);
 }
 
+void sl_disp_forget_all(sl_disp *d) {
+  sl_map_iter it = SL_MAP_ITER_INIT;
+  void *val;
+  while (sl_map_next(&d->unacked, &it, NULL, &val)) {
+    forget(d, val);
+    free(val);
+  }
+}
+
 bool sl_disp_is_active(const sl_disp *d, uint64_t id) {
   const dconsumer *c = find(d, id);
   if (c == NULL) return false;

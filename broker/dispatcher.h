@@ -153,6 +153,9 @@ bool sl_disp_release(sl_disp *d, sl_msg_id id, sl_disp_back_cb back, void *arg);
 size_t sl_disp_expire(sl_disp *d, int64_t now_ms, sl_disp_back_cb back,
                       void *arg);
 
+/* Seek: forgets every unacked message (nothing is handed back). */
+void sl_disp_forget_all(sl_disp *d);
+
 /* Whether the consumer is the active one (exclusive/failover) or present
  * (shared, key_shared). */
 bool sl_disp_is_active(const sl_disp *d, uint64_t id);

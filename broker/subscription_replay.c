@@ -98,11 +98,12 @@ sl_replay_verdict sl_replay_push(sl_replay *r, sl_msg_id id, int64_t due_ms) {
   return SL_REPLAY_QUEUED;
 }
 
-bool sl_replay_pop_due(sl_replay *r, int64_t now_ms, sl_msg_id *id,
-                       uint32_t *count) {
-  for (size_t i = 0; i < r->n; i++) {
+bool sl_replay_pop_due(sl_replay *r, int64_t now_ms, const sl_msg_id *after,
+                       sl_msg_id *id, uint32_t *count) {
+  for (size_t i = after ? lower_bound(r, *after) : 0; i < r->n; i++) {
     rec *x = r->queue[i];
-    if (x->due_ms > now_ms) continue;
+    if (x->due_ms > now_ms || (after && sl_msg_id_cmp(x->id, *after) <= 0))
+      continue;
     dequeue(r, x);
     *id = x->id;
     *count = x->count;

@@ -49,10 +49,12 @@ typedef enum sl_replay_verdict {
 /* Hands id back, due at due_ms (monotonic ms): its count grows by one. */
 sl_replay_verdict sl_replay_push(sl_replay *r, sl_msg_id id, int64_t due_ms);
 
-/* The smallest queued id due at now_ms, taken out of the queue (its count
- * stays): true with *id and *count, or false if none is due. */
-bool sl_replay_pop_due(sl_replay *r, int64_t now_ms, sl_msg_id *id,
-                       uint32_t *count);
+/* The smallest queued id due at now_ms (and above *after, unless after is
+ * NULL), taken out of the queue (its count stays): true with *id and
+ * *count, or false if none is due. `after` lets one dispatch pass go past
+ * messages nobody can take now without trying them again. */
+bool sl_replay_pop_due(sl_replay *r, int64_t now_ms, const sl_msg_id *after,
+                       sl_msg_id *id, uint32_t *count);
 
 /* Queues id without counting: a popped id nobody could take now, or a
  * message read for the first time that must wait (a key_shared key still

@@ -26,15 +26,15 @@ static void test_subscription_replay__due_in_id_order_with_counts(void **state) 
   assert_int_equal(due, 100);
   sl_msg_id id;
   uint32_t count;
-  assert_false(sl_replay_pop_due(r, 99, &id, &count));
-  assert_true(sl_replay_pop_due(r, 100, &id, &count));
+  assert_false(sl_replay_pop_due(r, 99, NULL, &id, &count));
+  assert_true(sl_replay_pop_due(r, 100, NULL, &id, &count));
   assert_int_equal(id.entry_id, 2);
   assert_int_equal(id.batch_index, 1);
   assert_int_equal(count, 1);
-  assert_true(sl_replay_pop_due(r, 100, &id, &count));
+  assert_true(sl_replay_pop_due(r, 100, NULL, &id, &count));
   assert_int_equal(id.entry_id, 5);
-  assert_false(sl_replay_pop_due(r, 499, &id, &count));
-  assert_true(sl_replay_pop_due(r, 500, &id, &count));
+  assert_false(sl_replay_pop_due(r, 499, NULL, &id, &count));
+  assert_true(sl_replay_pop_due(r, 500, NULL, &id, &count));
   assert_int_equal(id.entry_id, 2);
   assert_int_equal(id.batch_index, 0);
   /* Delivered again, handed back again: count 2. */
@@ -42,7 +42,7 @@ static void test_subscription_replay__due_in_id_order_with_counts(void **state) 
   assert_int_equal(sl_replay_count(r, M(2, 0)), 2);
   assert_int_equal(sl_replay_count(r, M(7, 0)), 0);
   /* Nobody could take it: back without counting. */
-  assert_true(sl_replay_pop_due(r, 600, &id, &count));
+  assert_true(sl_replay_pop_due(r, 600, NULL, &id, &count));
   sl_replay_hold(r, id, 600);
   assert_int_equal(sl_replay_count(r, M(2, 0)), 2);
   assert_int_equal(sl_replay_queued(r), 1);
@@ -61,7 +61,7 @@ static void test_subscription_replay__dead_letter_past_max(void **state) {
   uint32_t count;
   for (uint32_t i = 1; i <= 2; i++) {
     assert_int_equal(sl_replay_push(r, M(1, 0), 0), SL_REPLAY_QUEUED);
-    assert_true(sl_replay_pop_due(r, 0, &id, &count));
+    assert_true(sl_replay_pop_due(r, 0, NULL, &id, &count));
     assert_int_equal(count, i);
   }
   assert_int_equal(sl_replay_push(r, M(1, 0), 0), SL_REPLAY_DEAD_LETTER);
@@ -83,8 +83,12 @@ static void test_subscription_replay__forget(void **state) {
   assert_int_equal(sl_replay_queued(r), 4);
   sl_msg_id id;
   uint32_t count;
-  assert_true(sl_replay_pop_due(r, 0, &id, &count));
+  assert_true(sl_replay_pop_due(r, 0, NULL, &id, &count));
   assert_int_equal(id.entry_id, 6);
+  sl_msg_id after = M(7, 0);
+  assert_true(sl_replay_pop_due(r, 0, &after, &id, &count));
+  assert_int_equal(id.entry_id, 8); /* past 7, which stays queued */
+  assert_int_equal(sl_replay_queued(r), 2);
   sl_replay_clear(r);
   assert_int_equal(sl_replay_queued(r), 0);
   assert_false(sl_replay_next_due(r, &(int64_t){0}));
