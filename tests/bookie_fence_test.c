@@ -122,10 +122,10 @@ static void test_bookie_fence__fence_survives_kill9(void **state) {
   for (int64_t e = 0; e < 10; e++) sl_bktest_check_entry(ch, 1, e, 512);
 
   /* Stale epochs: a fence or a fencing read below the fencer's epoch. */
-  assert_int_equal(fence(ch, 1, 1, &f, &err), SL_EFENCED);
+  assert_int_equal(fence(ch, 1, 1, &f, &err), SL_ESTALE_EPOCH);
   assert_non_null(strstr(err.msg, "stale epoch"));
   Sluice__V1__ReadEntryResponse *r = NULL;
-  assert_int_equal(sl_bktest_read(ch, 1, -1, true, 1, &r, &err), SL_EFENCED);
+  assert_int_equal(sl_bktest_read(ch, 1, -1, true, 1, &r, &err), SL_ESTALE_EPOCH);
   assert_non_null(strstr(err.msg, "stale epoch"));
 
   /* Recovery write-back at the fencing epoch is allowed; below it is not. */

@@ -8,7 +8,7 @@ pkgs=(
   libgrpc-dev protobuf-compiler protobuf-c-compiler libprotobuf-c-dev
   libprotoc-dev libprotobuf-dev libleveldb-dev libcmocka-dev
   libcurl4-openssl-dev libcjson-dev libssl-dev libmicrohttpd-dev
-  etcd-server etcd-client python3-grpcio python3-grpc-tools openssl
+  etcd-server etcd-client prometheus python3-grpcio python3-grpc-tools openssl
 )
 
 missing=()
