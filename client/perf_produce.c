@@ -99,6 +99,7 @@ static void *send_loop(void *arg) {
 
 static void record(producer *p, int64_t lat_ns, int64_t now) {
   if (now < p->measure_from_ns || now > p->measure_to_ns) return;
+  if (p->o->on_ack) p->o->on_ack(lat_ns, p->o->on_ack_arg);
   if (p->n_lat == p->cap_lat) {
     p->cap_lat = p->cap_lat ? p->cap_lat * 2 : 65536;
     p->lat = realloc(p->lat, p->cap_lat * sizeof(*p->lat));

@@ -27,6 +27,10 @@ typedef struct sl_perf_produce_opts {
   size_t message_bytes;   /* payload size; 0 = 1024 */
   double seconds;         /* measuring time; 0 = 5 */
   double warmup_seconds;  /* not measured; 0 = none */
+  /* Optional: called for every measured message with its latency, on the
+   * producer's receiver thread (sluice-perf's live line and histogram). */
+  void (*on_ack)(int64_t latency_ns, void *arg);
+  void *on_ack_arg;
 } sl_perf_produce_opts;
 
 typedef struct sl_perf_produce_result {

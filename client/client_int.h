@@ -1,0 +1,32 @@
+/*
+ * What the producer, consumer and admin modules share inside libsluice:
+ * the client's channels (one per broker address, kept until the client is
+ * destroyed) and its call options.
+ */
+#ifndef SL_CLIENT_CLIENT_INT_H
+#define SL_CLIENT_CLIENT_INT_H
+
+#include "client/sluice.h"
+#include "common/rpc_client.h"
+
+/* The channel to `address` (NULL = the client's url), created on first use;
+ * borrowed, valid until sl_client_destroy. */
+sl_status sl_client_channel(sl_client *c, const char *address, sl_rpc_channel **out,
+                            sl_err *err);
+
+/* Call options with the client's timeout and wait_for_ready. */
+sl_rpc_call_opts sl_client_call_opts(const sl_client *c);
+int sl_client_timeout_ms(const sl_client *c);
+
+/* Drops the cached owners of `topic` (a topic or a partition name, as
+ * looked up). */
+void sl_client_forget(sl_client *c, const char *topic);
+
+/* A partition's owner, looked up again when `refresh`: heap strings. */
+sl_status sl_client_owner(sl_client *c, const char *partition, bool refresh,
+                          char **address, sl_err *err);
+
+/* Permanent failures: retrying the same request elsewhere cannot help. */
+bool sl_client_permanent(sl_status st);
+
+#endif

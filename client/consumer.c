@@ -1,0 +1,557 @@
+/*
+ * libsluice consumer (sluice.h): one thread per partition subscribes at the
+ * owner, grants permits and receives; received messages go to one queue
+ * shared by all partitions (or straight to the callback). Taking a message
+ * counts toward its partition's next Flow: once half the receiver queue has
+ * been taken, the partition grants that many permits again.
+ *
+ * When a partition's stream ends for a reason other than a permanent one,
+ * its thread drops that partition's queued messages (the broker redelivers
+ * everything unacked) and subscribes again at the owner, looked up afresh.
+ * Acks, nacks and seeks from any thread go out on the partition's current
+ * stream under its send lock.
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "broker.slrpc.h"
+#include "client/client_int.h"
+#include "common/clock.h"
+
+typedef struct qmsg {
+  struct qmsg *next;
+  int part;
+  sl_received *m;
+} qmsg;
+
+typedef struct receipt_wait {
+  struct receipt_wait *next;
+  uint64_t id;
+  int part;
+  bool done;
+  sl_status st;
+  char why[SL_ERR_MAX];
+} receipt_wait;
+
+typedef struct cpart {
+  struct sl_consumer *c;
+  int index;
+  char *name;
+  pthread_t thread;
+  pthread_mutex_t smu;           /* sends on s; s changes under it */
+  sl_rpc_stream *s;
+  bool subscribed;
+  int taken;                     /* messages taken since the last Flow */
+} cpart;
+
+struct sl_consumer {
+  sl_client *cl;
+  sl_consumer_opts o;
+  char *topic, *sub, *name;
+  int queue_size;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  cpart *parts;
+  size_t n_parts;
+  qmsg *head, *tail;
+  receipt_wait *receipts;
+  uint64_t next_receipt;
+  bool closing;
+  size_t subscribed_once;
+  sl_status failed;              /* permanent: subscribe refused */
+  char why[SL_ERR_MAX];
+};
+
+void sl_received_free(sl_received *m) {
+  if (m == NULL) return;
+  free(m->payload);
+  free(m->key);
+  for (size_t i = 0; i < m->n_props; i++) {
+    free((char *)m->props[i].key);
+    free((char *)m->props[i].value);
+  }
+  free(m->props);
+  free(m->topic);
+  free(m);
+}
+
+static sl_received *received_new(const Sluice__V1__Message *in, const cpart *pt) {
+  sl_received *m = calloc(1, sizeof(*m));
+  if (m == NULL) return NULL;
+  if (in->id) {
+    m->id.ledger_id = in->id->ledger_id;
+    m->id.entry_id = in->id->entry_id;
+    m->id.batch_index = in->id->batch_index;
+    m->id.batch_size = in->id->batch_size;
+  }
+  m->id.partition = pt->index;
+  m->publish_time_ms = in->publish_time_ms;
+  m->redelivery_count = in->redelivery_count;
+  m->payload = malloc(in->payload.len ? in->payload.len : 1);
+  m->key = strdup(in->key ? in->key : "");
+  m->topic = strdup(pt->name);
+  if (m->payload == NULL || m->key == NULL || m->topic == NULL) goto out_free;
+  if (in->payload.len) memcpy(m->payload, in->payload.data, in->payload.len);
+  m->len = in->payload.len;
+  if (in->n_properties) {
+    m->props = calloc(in->n_properties, sizeof(*m->props));
+    if (m->props == NULL) goto out_free;
+    for (size_t i = 0; i < in->n_properties; i++) {
+      m->n_props = i + 1;
+      m->props[i].key = strdup(in->properties[i]->key);
+      m->props[i].value = strdup(in->properties[i]->value);
+      if (m->props[i].key == NULL || m->props[i].value == NULL) goto out_free;
+    }
+  }
+  return m;
+out_free:
+  sl_received_free(m);
+  return NULL;
+}
+
+static void timed_wait(sl_consumer *c, int ms) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  ts.tv_nsec += (long)ms * 1000000L;
+  ts.tv_sec += ts.tv_nsec / 1000000000L;
+  ts.tv_nsec %= 1000000000L;
+  pthread_cond_timedwait(&c->cv, &c->mu, &ts);
+}
+
+/* Sends one request on the partition's stream, if it has one. */
+static sl_status part_send(cpart *pt, const Sluice__V1__ConsumeRequest *req, sl_err *err) {
+  pthread_mutex_lock(&pt->smu);
+  sl_status st = pt->s == NULL
+                     ? sl_err_set(err, SL_EUNAVAIL, "%s: reconnecting; retry", pt->name)
+                     : sl_broker_service_consume_send(pt->s, req, sl_client_timeout_ms(pt->c->cl),
+                                                      err);
+  pthread_mutex_unlock(&pt->smu);
+  return st;
+}
+
+static void flow(cpart *pt, int permits) {
+  Sluice__V1__Flow f = SLUICE__V1__FLOW__INIT;
+  f.permits = permits;
+  Sluice__V1__ConsumeRequest req = SLUICE__V1__CONSUME_REQUEST__INIT;
+  req.kind_case = SLUICE__V1__CONSUME_REQUEST__KIND_FLOW;
+  req.flow = &f;
+  sl_err err = SL_ERR_INIT;
+  (void)part_send(pt, &req, &err); /* a broken stream resubscribes with full permits */
+}
+
+/* Counts one message of pt as taken and grants permits back in halves. */
+static void taken(cpart *pt) {
+  sl_consumer *c = pt->c;
+  pthread_mutex_lock(&c->mu);
+  int n = ++pt->taken;
+  bool refill = n >= (c->queue_size + 1) / 2;
+  if (refill) pt->taken = 0;
+  pthread_mutex_unlock(&c->mu);
+  if (refill) flow(pt, n);
+}
+
+static sl_status subscribe(cpart *pt, bool refresh, sl_err *err) {
+  sl_consumer *c = pt->c;
+  char *address = NULL;
+  sl_status st = sl_client_owner(c->cl, pt->name, refresh, &address, err);
+  if (st != SL_OK) return st;
+  sl_rpc_channel *ch;
+  st = sl_client_channel(c->cl, address, &ch, err);
+  free(address);
+  if (st != SL_OK) return st;
+  sl_rpc_stream *s = NULL;
+  sl_rpc_call_opts o = {0};
+  if ((st = sl_broker_service_consume_open(ch, &o, &s, err)) != SL_OK) return st;
+  Sluice__V1__Subscribe sub = SLUICE__V1__SUBSCRIBE__INIT;
+  sub.topic = pt->name;
+  sub.subscription = c->sub;
+  sub.type = (Sluice__V1__SubscriptionType)c->o.type;
+  sub.consumer_name = c->name;
+  sub.initial_position = c->o.from_earliest ? SLUICE__V1__INITIAL_POSITION__INITIAL_POSITION_EARLIEST
+                                            : SLUICE__V1__INITIAL_POSITION__INITIAL_POSITION_LATEST;
+  sub.ack_timeout_ms = c->o.ack_timeout_ms > 0 ? (uint32_t)c->o.ack_timeout_ms : 0;
+  Sluice__V1__ConsumeRequest req = SLUICE__V1__CONSUME_REQUEST__INIT;
+  req.kind_case = SLUICE__V1__CONSUME_REQUEST__KIND_SUBSCRIBE;
+  req.subscribe = &sub;
+  int timeout = sl_client_timeout_ms(c->cl);
+  Sluice__V1__ConsumeResponse *r = NULL;
+  st = sl_broker_service_consume_send(s, &req, timeout, err);
+  if (st == SL_OK) st = sl_broker_service_consume_recv(s, &r, timeout, err);
+  if (st == SL_OK && r != NULL && r->kind_case == SLUICE__V1__CONSUME_RESPONSE__KIND_CLOSED)
+    st = sl_err_set(err, (sl_status)(-(int)r->closed->status), "%s", r->closed->reason);
+  else if (st == SL_OK &&
+           (r == NULL || r->kind_case != SLUICE__V1__CONSUME_RESPONSE__KIND_SUBSCRIBED))
+    st = sl_err_set(err, SL_EREDIRECT, "not subscribed (owner moved)");
+  if (r != NULL) protobuf_c_message_free_unpacked(&r->base, NULL);
+  if (st != SL_OK) {
+    sl_rpc_stream_destroy(s);
+    return sl_err_wrap(err, st, "subscription %s on %s", c->sub, pt->name);
+  }
+  pthread_mutex_lock(&pt->smu);
+  pt->s = s;
+  pthread_mutex_unlock(&pt->smu);
+  pthread_mutex_lock(&c->mu);
+  pt->taken = 0;
+  if (!pt->subscribed) c->subscribed_once++;
+  pt->subscribed = true;
+  pthread_cond_broadcast(&c->cv);
+  pthread_mutex_unlock(&c->mu);
+  flow(pt, c->queue_size);
+  return SL_OK;
+}
+
+static void finish_receipt(sl_consumer *c, uint64_t id, int part, sl_status st, const char *why) {
+  pthread_mutex_lock(&c->mu);
+  for (receipt_wait *w = c->receipts; w != NULL; w = w->next) {
+    if ((id != 0 && w->id == id) || (id == 0 && w->part == part && !w->done)) {
+      w->done = true;
+      w->st = st;
+      snprintf(w->why, sizeof(w->why), "%s", why);
+    }
+  }
+  pthread_cond_broadcast(&c->cv);
+  pthread_mutex_unlock(&c->mu);
+}
+
+/* Removes the queued messages of one partition (-1 = all); they count as
+ * taken so that their permits are granted again. Caller holds the lock. */
+static void drop_queued(sl_consumer *c, int part) {
+  qmsg **pp = &c->head, *last = NULL;
+  while (*pp != NULL) {
+    qmsg *q = *pp;
+    if (part < 0 || q->part == part) {
+      *pp = q->next;
+      c->parts[q->part].taken++;
+      sl_received_free(q->m);
+      free(q);
+    } else {
+      last = q;
+      pp = &q->next;
+    }
+  }
+  c->tail = last;
+}
+
+static void deliver(cpart *pt, const Sluice__V1__Message *in) {
+  sl_consumer *c = pt->c;
+  sl_received *m = received_new(in, pt);
+  if (m == NULL) return; /* not acked: the broker redelivers it */
+  if (c->o.on_message) {
+    c->o.on_message(c, m, c->o.arg);
+    taken(pt);
+    return;
+  }
+  qmsg *q = calloc(1, sizeof(*q));
+  if (q == NULL) {
+    sl_received_free(m);
+    return;
+  }
+  q->part = (int)(pt - c->parts);
+  q->m = m;
+  pthread_mutex_lock(&c->mu);
+  if (c->tail) c->tail->next = q;
+  else c->head = q;
+  c->tail = q;
+  pthread_cond_broadcast(&c->cv);
+  pthread_mutex_unlock(&c->mu);
+}
+
+/* Receives until the stream ends; returns its final status. */
+static sl_status recv_all(cpart *pt, sl_err *err) {
+  sl_consumer *c = pt->c;
+  for (;;) {
+    Sluice__V1__ConsumeResponse *r = NULL;
+    sl_status st = sl_broker_service_consume_recv(pt->s, &r, 0, err);
+    if (st != SL_OK) return st;
+    if (r == NULL) return sl_err_set(err, SL_EUNAVAIL, "%s: stream ended", pt->name);
+    switch (r->kind_case) {
+      case SLUICE__V1__CONSUME_RESPONSE__KIND_MESSAGE: deliver(pt, r->message); break;
+      case SLUICE__V1__CONSUME_RESPONSE__KIND_ACK_RECEIPT:
+        finish_receipt(c, r->ack_receipt->receipt_id, -1,
+                       (sl_status)(-(int)r->ack_receipt->status), r->ack_receipt->error);
+        break;
+      case SLUICE__V1__CONSUME_RESPONSE__KIND_CLOSED:
+        sl_err_set(err, (sl_status)(-(int)r->closed->status), "%s: %s", pt->name,
+                   r->closed->reason);
+        break;
+      default: break; /* redirect: the stream ends next; we look up again */
+    }
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+  }
+}
+
+static void *part_loop(void *arg) {
+  cpart *pt = arg;
+  sl_consumer *c = pt->c;
+  int attempt = 0;
+  for (;;) {
+    pthread_mutex_lock(&c->mu);
+    bool stop = c->closing || c->failed != SL_OK;
+    pthread_mutex_unlock(&c->mu);
+    if (stop) break;
+    sl_err err = SL_ERR_INIT;
+    sl_status st = subscribe(pt, attempt > 0, &err);
+    if (st == SL_OK) {
+      attempt = 0;
+      st = recv_all(pt, &err);
+      pthread_mutex_lock(&pt->smu);
+      sl_rpc_stream_destroy(pt->s);
+      pt->s = NULL;
+      pthread_mutex_unlock(&pt->smu);
+      finish_receipt(c, 0, (int)(pt - c->parts), SL_EUNAVAIL,
+                     "stream to the broker ended before the ack was confirmed; ack again");
+      pthread_mutex_lock(&c->mu);
+      drop_queued(c, (int)(pt - c->parts));
+      pthread_mutex_unlock(&c->mu);
+    }
+    attempt++;
+    pthread_mutex_lock(&c->mu);
+    if (!c->closing && sl_client_permanent(st) && c->failed == SL_OK) {
+      c->failed = st;
+      snprintf(c->why, sizeof(c->why), "%s", err.msg);
+    }
+    if (!c->closing && c->failed == SL_OK) timed_wait(c, attempt < 10 ? 50 * attempt : 500);
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+  }
+  return NULL;
+}
+
+static void close_parts(sl_consumer *c) {
+  pthread_mutex_lock(&c->mu);
+  c->closing = true;
+  pthread_cond_broadcast(&c->cv);
+  pthread_mutex_unlock(&c->mu);
+  for (size_t i = 0; i < c->n_parts; i++) {
+    pthread_mutex_lock(&c->parts[i].smu);
+    if (c->parts[i].s) sl_rpc_stream_cancel(c->parts[i].s);
+    pthread_mutex_unlock(&c->parts[i].smu);
+  }
+  for (size_t i = 0; i < c->n_parts; i++) pthread_join(c->parts[i].thread, NULL);
+}
+
+void sl_consumer_destroy(sl_consumer *c) {
+  if (c == NULL) return;
+  close_parts(c);
+  drop_queued(c, -1);
+  for (size_t i = 0; i < c->n_parts; i++) {
+    free(c->parts[i].name);
+    pthread_mutex_destroy(&c->parts[i].smu);
+  }
+  free(c->parts);
+  free(c->topic);
+  free(c->sub);
+  free(c->name);
+  pthread_mutex_destroy(&c->mu);
+  pthread_cond_destroy(&c->cv);
+  free(c);
+}
+
+sl_status sl_consumer_create(sl_client *cl, const sl_consumer_opts *opts, sl_consumer **out,
+                             sl_err *err) {
+  sl_status st = sl_topic_name_check(opts->topic, err);
+  if (st != SL_OK) return st;
+  if (opts->subscription == NULL || *opts->subscription == '\0')
+    return sl_err_set(err, SL_EINVAL, "consume %s: a subscription name is required",
+                      opts->topic);
+  if (opts->type < SL_SUB_EXCLUSIVE || opts->type > SL_SUB_KEY_SHARED)
+    return sl_err_set(err, SL_EINVAL, "consume %s: unknown subscription type", opts->topic);
+  sl_lookup l;
+  if ((st = sl_client_lookup(cl, opts->topic, false, &l, err)) != SL_OK) return st;
+  sl_consumer *c = calloc(1, sizeof(*c));
+  if (c == NULL) {
+    sl_lookup_free(&l);
+    return sl_err_set(err, SL_ENOMEM, "consumer: out of memory");
+  }
+  c->cl = cl;
+  c->o = *opts;
+  c->queue_size = opts->receiver_queue > 0 ? opts->receiver_queue : 1000;
+  pthread_mutex_init(&c->mu, NULL);
+  pthread_cond_init(&c->cv, NULL);
+  char gen[64];
+  snprintf(gen, sizeof(gen), "consumer-%lld-%d", (long long)sl_clock_wall_ms(), rand() % 100000);
+  c->topic = strdup(opts->topic);
+  c->sub = strdup(opts->subscription);
+  c->name = strdup(opts->name ? opts->name : gen);
+  c->parts = calloc(l.n, sizeof(*c->parts));
+  st = SL_OK;
+  if (!c->topic || !c->sub || !c->name || !c->parts)
+    st = sl_err_set(err, SL_ENOMEM, "consumer: out of memory");
+  for (size_t i = 0; st == SL_OK && i < l.n; i++) {
+    cpart *pt = &c->parts[i];
+    pt->c = c;
+    pt->index = l.partitions ? (int)i : -1;
+    pthread_mutex_init(&pt->smu, NULL);
+    pt->name = strdup(l.partition[i]);
+    if (pt->name == NULL || pthread_create(&pt->thread, NULL, part_loop, pt) != 0) {
+      free(pt->name);
+      pthread_mutex_destroy(&pt->smu);
+      st = sl_err_set(err, SL_ENOMEM, "consumer: out of memory");
+      break;
+    }
+    c->n_parts = i + 1;
+  }
+  sl_lookup_free(&l);
+  int64_t deadline = sl_clock_mono_ns() + (int64_t)sl_client_timeout_ms(cl) * 1000000;
+  pthread_mutex_lock(&c->mu);
+  while (st == SL_OK && c->subscribed_once < c->n_parts) {
+    if (c->failed != SL_OK) {
+      st = sl_err_set(err, c->failed, "%s", c->why);
+    } else if (sl_clock_mono_ns() >= deadline) {
+      st = sl_err_set(err, SL_EUNAVAIL, "subscription %s on %s: not subscribed within %d ms",
+                      opts->subscription, opts->topic, sl_client_timeout_ms(cl));
+    } else {
+      timed_wait(c, 50);
+    }
+  }
+  pthread_mutex_unlock(&c->mu);
+  if (st != SL_OK) {
+    sl_consumer_destroy(c);
+    return st;
+  }
+  *out = c;
+  return SL_OK;
+}
+
+sl_status sl_consumer_receive(sl_consumer *c, int timeout_ms, sl_received **out, sl_err *err) {
+  if (c->o.on_message)
+    return sl_err_set(err, SL_EINVAL, "receive: the consumer is in callback mode");
+  int64_t deadline = timeout_ms < 0 ? 0 : sl_clock_mono_ns() + (int64_t)timeout_ms * 1000000;
+  pthread_mutex_lock(&c->mu);
+  while (c->head == NULL) {
+    if (c->failed != SL_OK) {
+      sl_status st = sl_err_set(err, c->failed, "%s", c->why);
+      pthread_mutex_unlock(&c->mu);
+      return st;
+    }
+    int64_t now = sl_clock_mono_ns();
+    if (deadline && now >= deadline) {
+      pthread_mutex_unlock(&c->mu);
+      return sl_err_set(err, SL_ETIMEDOUT, "receive: no message within %d ms", timeout_ms);
+    }
+    int64_t left = deadline ? (deadline - now) / 1000000 + 1 : 100;
+    timed_wait(c, left < 100 ? (int)left : 100);
+  }
+  qmsg *q = c->head;
+  c->head = q->next;
+  if (c->head == NULL) c->tail = NULL;
+  pthread_mutex_unlock(&c->mu);
+  *out = q->m;
+  cpart *pt = &c->parts[q->part];
+  free(q);
+  taken(pt);
+  return SL_OK;
+}
+
+static cpart *part_of(sl_consumer *c, const sl_msg_id *id, sl_err *err) {
+  size_t i = id->partition < 0 ? 0 : (size_t)id->partition;
+  if (i >= c->n_parts) {
+    sl_err_set(err, SL_EINVAL, "message id: partition %d not in %s", id->partition, c->topic);
+    return NULL;
+  }
+  return &c->parts[i];
+}
+
+static sl_status ack(sl_consumer *c, const sl_msg_id *id, Sluice__V1__AckType type,
+                     uint64_t receipt, sl_err *err) {
+  cpart *pt = part_of(c, id, err);
+  if (pt == NULL) return SL_EINVAL;
+  Sluice__V1__MessageId mid = SLUICE__V1__MESSAGE_ID__INIT;
+  mid.ledger_id = id->ledger_id;
+  mid.entry_id = id->entry_id;
+  mid.batch_index = id->batch_index;
+  mid.batch_size = id->batch_size;
+  mid.partition = id->partition;
+  Sluice__V1__MessageId *ids[1] = {&mid};
+  Sluice__V1__Ack a = SLUICE__V1__ACK__INIT;
+  a.type = type;
+  a.n_ids = 1;
+  a.ids = ids;
+  a.receipt_id = receipt;
+  Sluice__V1__ConsumeRequest req = SLUICE__V1__CONSUME_REQUEST__INIT;
+  req.kind_case = SLUICE__V1__CONSUME_REQUEST__KIND_ACK;
+  req.ack = &a;
+  return part_send(pt, &req, err);
+}
+
+sl_status sl_consumer_ack(sl_consumer *c, const sl_msg_id *id, sl_err *err) {
+  return ack(c, id, SLUICE__V1__ACK_TYPE__ACK_TYPE_INDIVIDUAL, 0, err);
+}
+
+sl_status sl_consumer_ack_cumulative(sl_consumer *c, const sl_msg_id *id, sl_err *err) {
+  return ack(c, id, SLUICE__V1__ACK_TYPE__ACK_TYPE_CUMULATIVE, 0, err);
+}
+
+sl_status sl_consumer_ack_sync(sl_consumer *c, const sl_msg_id *id, sl_err *err) {
+  cpart *pt = part_of(c, id, err);
+  if (pt == NULL) return SL_EINVAL;
+  receipt_wait w = {.part = (int)(pt - c->parts)};
+  pthread_mutex_lock(&c->mu);
+  w.id = ++c->next_receipt;
+  w.next = c->receipts;
+  c->receipts = &w;
+  pthread_mutex_unlock(&c->mu);
+  sl_status st = ack(c, id, SLUICE__V1__ACK_TYPE__ACK_TYPE_INDIVIDUAL, w.id, err);
+  int64_t deadline = sl_clock_mono_ns() + (int64_t)sl_client_timeout_ms(c->cl) * 1000000;
+  pthread_mutex_lock(&c->mu);
+  while (st == SL_OK && !w.done && sl_clock_mono_ns() < deadline) timed_wait(c, 50);
+  if (st == SL_OK) {
+    if (!w.done) st = sl_err_set(err, SL_ETIMEDOUT, "ack: no receipt within %d ms",
+                                 sl_client_timeout_ms(c->cl));
+    else if (w.st != SL_OK) st = sl_err_set(err, w.st, "ack: %s", w.why);
+  }
+  for (receipt_wait **pp = &c->receipts; *pp != NULL; pp = &(*pp)->next) {
+    if (*pp == &w) {
+      *pp = w.next;
+      break;
+    }
+  }
+  pthread_mutex_unlock(&c->mu);
+  return st;
+}
+
+sl_status sl_consumer_nack(sl_consumer *c, const sl_msg_id *id, sl_err *err) {
+  cpart *pt = part_of(c, id, err);
+  if (pt == NULL) return SL_EINVAL;
+  Sluice__V1__MessageId mid = SLUICE__V1__MESSAGE_ID__INIT;
+  mid.ledger_id = id->ledger_id;
+  mid.entry_id = id->entry_id;
+  mid.batch_index = id->batch_index;
+  mid.batch_size = id->batch_size;
+  mid.partition = id->partition;
+  Sluice__V1__MessageId *ids[1] = {&mid};
+  Sluice__V1__Nack n = SLUICE__V1__NACK__INIT;
+  n.n_ids = 1;
+  n.ids = ids;
+  Sluice__V1__ConsumeRequest req = SLUICE__V1__CONSUME_REQUEST__INIT;
+  req.kind_case = SLUICE__V1__CONSUME_REQUEST__KIND_NACK;
+  req.nack = &n;
+  return part_send(pt, &req, err);
+}
+
+sl_status sl_consumer_seek(sl_consumer *c, int64_t publish_time_ms, sl_err *err) {
+  Sluice__V1__Seek s = SLUICE__V1__SEEK__INIT;
+  /* The proto takes exactly one of id / time: time 1 ms is "the oldest". */
+  s.publish_time_ms = publish_time_ms > 0 ? publish_time_ms : 1;
+  Sluice__V1__ConsumeRequest req = SLUICE__V1__CONSUME_REQUEST__INIT;
+  req.kind_case = SLUICE__V1__CONSUME_REQUEST__KIND_SEEK;
+  req.seek = &s;
+  for (size_t i = 0; i < c->n_parts; i++) {
+    sl_status st = part_send(&c->parts[i], &req, err);
+    if (st != SL_OK) return st;
+  }
+  pthread_mutex_lock(&c->mu);
+  drop_queued(c, -1);
+  pthread_mutex_unlock(&c->mu);
+  for (size_t i = 0; i < c->n_parts; i++) {
+    pthread_mutex_lock(&c->mu);
+    int n = c->parts[i].taken;
+    c->parts[i].taken = 0;
+    pthread_mutex_unlock(&c->mu);
+    if (n > 0) flow(&c->parts[i], n);
+  }
+  return SL_OK;
+}

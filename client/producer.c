@@ -1,0 +1,589 @@
+/*
+ * libsluice producer (sluice.h): one connection thread and one receiver
+ * thread per partition over the blocking stream API.
+ *
+ * The connection thread owns the stream: it opens it at the owner (looked
+ * up again after a failure), sends what is unsent in batches, expires
+ * messages past their send timeout, and on a broken stream joins the
+ * receiver, reconnects and marks every pending message unsent so that it
+ * goes again with its sequence id. The receiver matches receipts to pending
+ * messages by sequence id and runs the callbacks.
+ *
+ * Memory of a pending message is freed only by whoever completes it (the
+ * receiver on a receipt, the connection thread on expiry or failure). The
+ * connection thread reads payloads outside the lock while sending; that is
+ * safe because a receipt can only come for bytes the stream already took,
+ * and expiry runs on the connection thread itself.
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "broker.slrpc.h"
+#include "client/client_int.h"
+#include "common/clock.h"
+
+typedef struct pending {
+  struct pending *next;
+  uint64_t seq;
+  Sluice__V1__SendRequest req;   /* payload, key, properties owned here */
+  Sluice__V1__KeyValue *kv;
+  Sluice__V1__KeyValue **kvp;
+  sl_send_cb cb;
+  void *arg;
+  int64_t deadline_ns;           /* 0 = never */
+  bool sent;
+} pending;
+
+typedef struct part {
+  struct sl_producer *p;
+  int index;                     /* -1 for a non-partitioned topic */
+  char *name;
+  pthread_t conn, receiver;
+  bool receiver_running;
+  sl_rpc_stream *s;              /* connection thread's */
+  pending *head, *tail;          /* by sequence id */
+  size_t n_pending;
+  uint64_t next_seq;
+  bool connected, broken, opened_once;
+  sl_status failed;              /* permanent failure of the partition */
+  char why[SL_ERR_MAX];
+} part;
+
+struct sl_producer {
+  sl_client *c;
+  char *name;
+  sl_producer_opts o;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  part *parts;
+  size_t n_parts;
+  size_t pending;
+  uint64_t rr;
+  uint64_t duplicates;
+  bool closing;
+  int64_t close_deadline_ns;
+};
+
+static void pending_free(pending *e) {
+  if (e == NULL) return;
+  free(e->req.payload.data);
+  if (e->req.key != protobuf_c_empty_string) free(e->req.key);
+  for (size_t i = 0; i < e->req.n_properties; i++) {
+    free(e->kv[i].key);
+    free(e->kv[i].value);
+  }
+  free(e->kv);
+  free(e->kvp);
+  free(e);
+}
+
+static pending *pending_new(const sl_message *m) {
+  pending *e = calloc(1, sizeof(*e));
+  if (e == NULL) return NULL;
+  sluice__v1__send_request__init(&e->req);
+  e->req.payload.data = malloc(m->len ? m->len : 1);
+  if (e->req.payload.data == NULL) goto out_free;
+  if (m->len) memcpy(e->req.payload.data, m->payload, m->len);
+  e->req.payload.len = m->len;
+  if (m->key != NULL && (e->req.key = strdup(m->key)) == NULL) goto out_free;
+  if (m->n_props) {
+    e->kv = calloc(m->n_props, sizeof(*e->kv));
+    e->kvp = calloc(m->n_props, sizeof(*e->kvp));
+    if (e->kv == NULL || e->kvp == NULL) goto out_free;
+    for (size_t i = 0; i < m->n_props; i++) {
+      sluice__v1__key_value__init(&e->kv[i]);
+      e->req.n_properties = i + 1;
+      e->kv[i].key = strdup(m->props[i].key ? m->props[i].key : "");
+      e->kv[i].value = strdup(m->props[i].value ? m->props[i].value : "");
+      e->kvp[i] = &e->kv[i];
+      if (e->kv[i].key == NULL || e->kv[i].value == NULL) goto out_free;
+    }
+    e->req.properties = e->kvp;
+  }
+  return e;
+out_free:
+  pending_free(e);
+  return NULL;
+}
+
+static void id_from(sl_msg_id *id, const Sluice__V1__MessageId *m, uint32_t i, int index) {
+  memset(id, 0, sizeof(*id));
+  id->partition = index;
+  if (m == NULL) return;
+  id->ledger_id = m->ledger_id;
+  id->entry_id = m->entry_id;
+  id->batch_index = m->batch_index + (int32_t)i;
+  id->batch_size = m->batch_size;
+}
+
+/* Unlinks every message of pt for which `take` holds into *out (in order);
+ * they stay counted in p->pending until complete(). Caller holds the lock. */
+static size_t take_where(part *pt, bool (*take)(const pending *, const void *),
+                         const void *ctx, pending **out) {
+  pending **pp = &pt->head, *last = NULL, *tail_out = NULL;
+  size_t n = 0;
+  *out = NULL;
+  while (*pp != NULL) {
+    pending *e = *pp;
+    if (take(e, ctx)) {
+      *pp = e->next;
+      e->next = NULL;
+      if (tail_out) tail_out->next = e;
+      else *out = e;
+      tail_out = e;
+      n++;
+    } else {
+      last = e;
+      pp = &e->next;
+    }
+  }
+  pt->tail = last;
+  pt->n_pending -= n;
+  return n;
+}
+
+/* Runs the callbacks of a taken list, then counts them done (so that flush
+ * returns only after every callback ran). Called without the lock. */
+static void complete(part *pt, pending *list, sl_status st, const Sluice__V1__MessageId *id) {
+  uint32_t i = 0;
+  while (list != NULL) {
+    pending *next = list->next;
+    sl_msg_id mid;
+    id_from(&mid, st == SL_OK ? id : NULL, i++, pt->index);
+    if (list->cb) list->cb(st, &mid, list->arg);
+    pending_free(list);
+    list = next;
+  }
+  pthread_mutex_lock(&pt->p->mu);
+  pt->p->pending -= i;
+  pthread_cond_broadcast(&pt->p->cv);
+  pthread_mutex_unlock(&pt->p->mu);
+}
+
+typedef struct seq_range {
+  uint64_t first, last;
+} seq_range;
+
+static bool in_range(const pending *e, const void *ctx) {
+  const seq_range *r = ctx;
+  return e->sent && e->seq >= r->first && e->seq <= r->last;
+}
+
+static bool any(const pending *e, const void *ctx) {
+  (void)e;
+  (void)ctx;
+  return true;
+}
+
+static bool expired(const pending *e, const void *ctx) {
+  int64_t now = *(const int64_t *)ctx;
+  return e->deadline_ns != 0 && e->deadline_ns <= now;
+}
+
+static void mark_broken(part *pt) {
+  pthread_mutex_lock(&pt->p->mu);
+  pt->broken = true;
+  pthread_cond_broadcast(&pt->p->cv);
+  pthread_mutex_unlock(&pt->p->mu);
+}
+
+static void on_receipt(part *pt, const Sluice__V1__SendReceipt *r) {
+  sl_producer *p = pt->p;
+  uint32_t count = r->count ? r->count : 1;
+  seq_range range = {r->sequence_id, r->sequence_id + count - 1};
+  pending *done;
+  pthread_mutex_lock(&p->mu);
+  take_where(pt, in_range, &range, &done);
+  if (r->duplicate) p->duplicates += count;
+  pthread_mutex_unlock(&p->mu);
+  complete(pt, done, (sl_status)(-(int)r->status), r->id);
+}
+
+static void *recv_loop(void *arg) {
+  part *pt = arg;
+  for (;;) {
+    Sluice__V1__ProduceResponse *r = NULL;
+    sl_err err = SL_ERR_INIT;
+    sl_status st = sl_broker_service_produce_recv(pt->s, &r, 0, &err);
+    if (st != SL_OK || r == NULL) break;
+    if (r->kind_case == SLUICE__V1__PRODUCE_RESPONSE__KIND_RECEIPT) on_receipt(pt, r->receipt);
+    /* A redirect: the stream ends next; the reconnect looks up afresh. */
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+  }
+  mark_broken(pt);
+  return NULL;
+}
+
+/* Opens the stream at the partition's owner. Called without the lock. */
+static sl_status connect_part(part *pt, bool refresh, sl_err *err) {
+  sl_producer *p = pt->p;
+  char *address = NULL;
+  sl_status st = sl_client_owner(p->c, pt->name, refresh, &address, err);
+  if (st != SL_OK) return st;
+  sl_rpc_channel *ch;
+  st = sl_client_channel(p->c, address, &ch, err);
+  free(address);
+  if (st != SL_OK) return st;
+  sl_rpc_call_opts o = {0};
+  o.wait_for_ready = false;
+  st = sl_broker_service_produce_open(ch, &o, &pt->s, err);
+  if (st != SL_OK) return st;
+  Sluice__V1__ProducerOpen op = SLUICE__V1__PRODUCER_OPEN__INIT;
+  op.topic = pt->name;
+  op.producer_name = p->name;
+  op.resume = true;
+  Sluice__V1__ProduceRequest req = SLUICE__V1__PRODUCE_REQUEST__INIT;
+  req.kind_case = SLUICE__V1__PRODUCE_REQUEST__KIND_OPEN;
+  req.open = &op;
+  int timeout = sl_client_timeout_ms(p->c);
+  Sluice__V1__ProduceResponse *r = NULL;
+  st = sl_broker_service_produce_send(pt->s, &req, timeout, err);
+  if (st == SL_OK) st = sl_broker_service_produce_recv(pt->s, &r, timeout, err);
+  if (st == SL_OK && (r == NULL || r->kind_case != SLUICE__V1__PRODUCE_RESPONSE__KIND_OPENED))
+    st = sl_err_set(err, SL_EREDIRECT, "%s: not opened (owner moved)", pt->name);
+  if (st == SL_OK) {
+    pthread_mutex_lock(&p->mu);
+    int64_t last = r->opened->last_sequence_id;
+    if (!pt->opened_once && last >= 0) pt->next_seq = (uint64_t)last + 1;
+    pt->opened_once = true;
+    for (pending *e = pt->head; e != NULL; e = e->next) e->sent = false;
+    pt->connected = true;
+    pt->broken = false;
+    pthread_mutex_unlock(&p->mu);
+  }
+  if (r != NULL) protobuf_c_message_free_unpacked(&r->base, NULL);
+  if (st != SL_OK) {
+    sl_rpc_stream_destroy(pt->s);
+    pt->s = NULL;
+    return sl_err_wrap(err, st, "producer %s", pt->name);
+  }
+  pt->receiver_running = pthread_create(&pt->receiver, NULL, recv_loop, pt) == 0;
+  if (!pt->receiver_running) {
+    sl_rpc_stream_destroy(pt->s);
+    pt->s = NULL;
+    pthread_mutex_lock(&p->mu);
+    pt->connected = false;
+    pthread_mutex_unlock(&p->mu);
+    return sl_err_set(err, SL_ENOMEM, "producer %s: no thread", pt->name);
+  }
+  return SL_OK;
+}
+
+/* Called with the lock; returns with it. */
+static void disconnect(part *pt) {
+  sl_producer *p = pt->p;
+  pt->connected = false;
+  pthread_mutex_unlock(&p->mu);
+  if (pt->s) sl_rpc_stream_cancel(pt->s);
+  if (pt->receiver_running) pthread_join(pt->receiver, NULL);
+  pt->receiver_running = false;
+  sl_rpc_stream_destroy(pt->s);
+  pt->s = NULL;
+  pthread_mutex_lock(&p->mu);
+}
+
+static void timed_wait(sl_producer *p, int ms) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  ts.tv_nsec += (long)ms * 1000000L;
+  ts.tv_sec += ts.tv_nsec / 1000000000L;
+  ts.tv_nsec %= 1000000000L;
+  pthread_cond_timedwait(&p->cv, &p->mu, &ts);
+}
+
+/* Fails (or expires) messages; caller holds the lock, which is dropped
+ * around the callbacks. */
+static void fail_where(part *pt, bool (*take)(const pending *, const void *), const void *ctx,
+                       sl_status st) {
+  pending *done;
+  if (take_where(pt, take, ctx, &done) == 0) return;
+  pthread_mutex_unlock(&pt->p->mu);
+  complete(pt, done, st, NULL);
+  pthread_mutex_lock(&pt->p->mu);
+}
+
+/* Sends up to batch_max unsent messages; caller holds the lock. */
+static void send_some(part *pt) {
+  sl_producer *p = pt->p;
+  int max = p->o.batch_max > 0 ? p->o.batch_max : 128;
+  Sluice__V1__SendRequest *batch[128 * 4];
+  if (max > (int)(sizeof(batch) / sizeof(batch[0]))) max = (int)(sizeof(batch) / sizeof(batch[0]));
+  int n = 0;
+  for (pending *e = pt->head; e != NULL && n < max; e = e->next) {
+    if (e->sent) continue;
+    e->sent = true;
+    e->req.sequence_id = e->seq;
+    batch[n++] = &e->req;
+  }
+  if (n == 0) return;
+  pthread_mutex_unlock(&p->mu);
+  Sluice__V1__SendBatch b = SLUICE__V1__SEND_BATCH__INIT;
+  b.n_messages = (size_t)n;
+  b.messages = batch;
+  Sluice__V1__ProduceRequest req = SLUICE__V1__PRODUCE_REQUEST__INIT;
+  if (n == 1) {
+    req.kind_case = SLUICE__V1__PRODUCE_REQUEST__KIND_SEND;
+    req.send = batch[0];
+  } else {
+    req.kind_case = SLUICE__V1__PRODUCE_REQUEST__KIND_BATCH;
+    req.batch = &b;
+  }
+  sl_err err = SL_ERR_INIT;
+  sl_status st = sl_broker_service_produce_send(pt->s, &req, sl_client_timeout_ms(p->c), &err);
+  if (st != SL_OK) sl_rpc_stream_cancel(pt->s); /* the receiver sees it and marks broken */
+  pthread_mutex_lock(&p->mu);
+}
+
+static bool has_unsent(const part *pt) {
+  for (const pending *e = pt->head; e != NULL; e = e->next)
+    if (!e->sent) return true;
+  return false;
+}
+
+static void *conn_loop(void *arg) {
+  part *pt = arg;
+  sl_producer *p = pt->p;
+  int attempt = 0;
+  pthread_mutex_lock(&p->mu);
+  for (;;) {
+    int64_t now = sl_clock_mono_ns();
+    fail_where(pt, expired, &now, SL_ETIMEDOUT);
+    if (p->closing && (pt->n_pending == 0 || now >= p->close_deadline_ns)) break;
+    if (pt->failed != SL_OK && !pt->connected) {
+      fail_where(pt, any, NULL, pt->failed);
+      if (p->closing) break;
+      timed_wait(p, 100);
+      continue;
+    }
+    if (pt->connected && pt->broken) {
+      disconnect(pt);
+      continue;
+    }
+    if (!pt->connected) {
+      pthread_mutex_unlock(&p->mu);
+      sl_err err = SL_ERR_INIT;
+      sl_status st = connect_part(pt, attempt > 0, &err);
+      pthread_mutex_lock(&p->mu);
+      if (st == SL_OK) {
+        attempt = 0;
+      } else if (sl_client_permanent(st)) {
+        pt->failed = st;
+        snprintf(pt->why, sizeof(pt->why), "%s", err.msg);
+        pthread_cond_broadcast(&p->cv);
+      } else {
+        attempt++;
+        timed_wait(p, attempt < 10 ? 50 * attempt : 500);
+      }
+      continue;
+    }
+    if (has_unsent(pt)) {
+      send_some(pt);
+      continue;
+    }
+    timed_wait(p, 100);
+  }
+  fail_where(pt, any, NULL, SL_ECANCELED);
+  if (pt->connected) disconnect(pt);
+  pthread_mutex_unlock(&p->mu);
+  return NULL;
+}
+
+static sl_status start_parts(sl_producer *p, const sl_lookup *l, sl_err *err) {
+  p->parts = calloc(l->n, sizeof(*p->parts));
+  if (p->parts == NULL) return sl_err_set(err, SL_ENOMEM, "producer: out of memory");
+  for (size_t i = 0; i < l->n; i++) {
+    part *pt = &p->parts[i];
+    pt->p = p;
+    pt->index = l->partitions ? (int)i : -1;
+    pt->name = strdup(l->partition[i]);
+    if (pt->name == NULL) return sl_err_set(err, SL_ENOMEM, "producer: out of memory");
+    if (pthread_create(&pt->conn, NULL, conn_loop, pt) != 0) {
+      free(pt->name);
+      return sl_err_set(err, SL_ENOMEM, "producer: no thread");
+    }
+    p->n_parts = i + 1;
+  }
+  return SL_OK;
+}
+
+sl_status sl_producer_create(sl_client *c, const sl_producer_opts *opts, sl_producer **out,
+                             sl_err *err) {
+  sl_status st = sl_topic_name_check(opts->topic, err);
+  if (st != SL_OK) return st;
+  sl_lookup l;
+  if ((st = sl_client_lookup(c, opts->topic, false, &l, err)) != SL_OK) return st;
+  sl_producer *p = calloc(1, sizeof(*p));
+  if (p == NULL) {
+    sl_lookup_free(&l);
+    return sl_err_set(err, SL_ENOMEM, "producer: out of memory");
+  }
+  p->c = c;
+  p->o = *opts;
+  p->o.topic = NULL;
+  p->o.name = NULL;
+  pthread_mutex_init(&p->mu, NULL);
+  pthread_cond_init(&p->cv, NULL);
+  char gen[96];
+  snprintf(gen, sizeof(gen), "sluice-%lld-%d", (long long)sl_clock_wall_ms(), rand() % 100000);
+  p->name = strdup(opts->name ? opts->name : gen);
+  st = p->name ? start_parts(p, &l, err) : sl_err_set(err, SL_ENOMEM, "producer: out of memory");
+  sl_lookup_free(&l);
+  if (st != SL_OK) goto out_destroy;
+  /* Wait until every partition opened once, or one failed for good. */
+  int64_t deadline = sl_clock_mono_ns() + (int64_t)sl_client_timeout_ms(c) * 1000000;
+  pthread_mutex_lock(&p->mu);
+  for (;;) {
+    size_t opened = 0;
+    for (size_t i = 0; i < p->n_parts; i++) {
+      if (p->parts[i].failed != SL_OK) {
+        st = sl_err_set(err, p->parts[i].failed, "%s", p->parts[i].why);
+        break;
+      }
+      opened += p->parts[i].opened_once;
+    }
+    if (st != SL_OK || opened == p->n_parts) break;
+    if (sl_clock_mono_ns() >= deadline) {
+      st = sl_err_set(err, SL_EUNAVAIL, "topic %s: no broker accepted the producer within %d ms",
+                      opts->topic, sl_client_timeout_ms(c));
+      break;
+    }
+    timed_wait(p, 50);
+  }
+  pthread_mutex_unlock(&p->mu);
+  if (st != SL_OK) goto out_destroy;
+  *out = p;
+  return SL_OK;
+out_destroy:
+  sl_producer_destroy(p);
+  return st;
+}
+
+static uint64_t fnv1a(const char *s) {
+  uint64_t h = 1469598103934665603ULL;
+  for (; *s; s++) h = (h ^ (uint8_t)*s) * 1099511628211ULL;
+  return h;
+}
+
+sl_status sl_producer_send_async(sl_producer *p, const sl_message *m, sl_send_cb cb, void *arg,
+                                 sl_err *err) {
+  if (m == NULL || (m->len && m->payload == NULL))
+    return sl_err_set(err, SL_EINVAL, "send: no message");
+  pending *e = pending_new(m);
+  if (e == NULL) return sl_err_set(err, SL_ENOMEM, "send: out of memory");
+  e->cb = cb;
+  e->arg = arg;
+  int timeout = p->o.send_timeout_ms == 0 ? 30000 : p->o.send_timeout_ms;
+  if (timeout > 0) e->deadline_ns = sl_clock_mono_ns() + (int64_t)timeout * 1000000;
+  size_t max = p->o.max_pending > 0 ? (size_t)p->o.max_pending : 1000;
+  pthread_mutex_lock(&p->mu);
+  while (p->pending >= max && !p->closing) {
+    if (!p->o.block_if_full) {
+      pthread_mutex_unlock(&p->mu);
+      pending_free(e);
+      return sl_err_set(err, SL_EBUSY, "send: %zu messages pending (the limit); retry later",
+                        max);
+    }
+    if (e->deadline_ns && sl_clock_mono_ns() >= e->deadline_ns) {
+      pthread_mutex_unlock(&p->mu);
+      pending_free(e);
+      return sl_err_set(err, SL_ETIMEDOUT, "send: pending queue stayed full for %d ms", timeout);
+    }
+    timed_wait(p, 50);
+  }
+  if (p->closing) {
+    pthread_mutex_unlock(&p->mu);
+    pending_free(e);
+    return sl_err_set(err, SL_ECANCELED, "send: producer closing");
+  }
+  size_t i = m->key && *m->key ? (size_t)(fnv1a(m->key) % p->n_parts)
+                               : (size_t)(p->rr++ % p->n_parts);
+  part *pt = &p->parts[i];
+  if (pt->failed != SL_OK) {
+    sl_status st = sl_err_set(err, pt->failed, "%s", pt->why);
+    pthread_mutex_unlock(&p->mu);
+    pending_free(e);
+    return st;
+  }
+  e->seq = pt->next_seq++;
+  if (pt->tail) pt->tail->next = e;
+  else pt->head = e;
+  pt->tail = e;
+  pt->n_pending++;
+  p->pending++;
+  pthread_cond_broadcast(&p->cv);
+  pthread_mutex_unlock(&p->mu);
+  return SL_OK;
+}
+
+typedef struct waiter {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  bool done;
+  sl_status st;
+  sl_msg_id id;
+} waiter;
+
+static void wake(sl_status st, const sl_msg_id *id, void *arg) {
+  waiter *w = arg;
+  pthread_mutex_lock(&w->mu);
+  w->st = st;
+  w->id = *id;
+  w->done = true;
+  pthread_cond_signal(&w->cv);
+  pthread_mutex_unlock(&w->mu);
+}
+
+sl_status sl_producer_send(sl_producer *p, const sl_message *m, sl_msg_id *id, sl_err *err) {
+  waiter w = {.done = false};
+  pthread_mutex_init(&w.mu, NULL);
+  pthread_cond_init(&w.cv, NULL);
+  sl_status st = sl_producer_send_async(p, m, wake, &w, err);
+  if (st == SL_OK) {
+    pthread_mutex_lock(&w.mu);
+    while (!w.done) pthread_cond_wait(&w.cv, &w.mu);
+    pthread_mutex_unlock(&w.mu);
+    st = w.st;
+    if (st != SL_OK) sl_err_set(err, st, "send: %s", sl_status_str(st));
+    else if (id) *id = w.id;
+  }
+  pthread_mutex_destroy(&w.mu);
+  pthread_cond_destroy(&w.cv);
+  return st;
+}
+
+sl_status sl_producer_flush(sl_producer *p, sl_err *err) {
+  (void)err;
+  pthread_mutex_lock(&p->mu);
+  while (p->pending > 0) timed_wait(p, 50);
+  pthread_mutex_unlock(&p->mu);
+  return SL_OK;
+}
+
+uint64_t sl_producer_duplicates(const sl_producer *p) {
+  pthread_mutex_lock((pthread_mutex_t *)&p->mu);
+  uint64_t n = p->duplicates;
+  pthread_mutex_unlock((pthread_mutex_t *)&p->mu);
+  return n;
+}
+
+void sl_producer_destroy(sl_producer *p) {
+  if (p == NULL) return;
+  int timeout = p->o.send_timeout_ms > 0 ? p->o.send_timeout_ms
+                                          : (p->o.send_timeout_ms == 0 ? 30000
+                                                                       : sl_client_timeout_ms(p->c));
+  pthread_mutex_lock(&p->mu);
+  p->closing = true;
+  p->close_deadline_ns = sl_clock_mono_ns() + (int64_t)timeout * 1000000;
+  pthread_cond_broadcast(&p->cv);
+  pthread_mutex_unlock(&p->mu);
+  for (size_t i = 0; i < p->n_parts; i++) pthread_join(p->parts[i].conn, NULL);
+  for (size_t i = 0; i < p->n_parts; i++) free(p->parts[i].name);
+  free(p->parts);
+  free(p->name);
+  pthread_mutex_destroy(&p->mu);
+  pthread_cond_destroy(&p->cv);
+  free(p);
+}

@@ -1,0 +1,277 @@
+/*
+ * libsluice: the Sluice client library (DESIGN.md §7).
+ *
+ *   sl_client_opts o = SL_CLIENT_OPTS_INIT;     // url 127.0.0.1:6650
+ *   sl_client *c;
+ *   sl_client_create(&o, &c, &err);
+ *   sl_producer_opts po = SL_PRODUCER_OPTS_INIT;
+ *   po.topic = "public/orders";
+ *   sl_producer *p;
+ *   sl_producer_create(c, &po, &p, &err);
+ *   sl_message m = {.payload = "hi", .len = 2};
+ *   sl_producer_send(p, &m, &id, &err);          // blocks until durable
+ *   sl_producer_destroy(p);                      // flushes first
+ *   sl_client_destroy(c);
+ *
+ * Ownership
+ *   Everything passed in (options, strings, messages) is borrowed for the
+ *   call and copied when kept. Objects returned through an out-parameter
+ *   belong to the caller, who frees them with the matching _destroy/_free.
+ *   A client outlives its producers and consumers.
+ *
+ * Threads
+ *   Every function may be called from any thread. Each partition of a
+ *   producer or consumer has one thread of its own that receives from the
+ *   broker; send callbacks (sl_send_cb) and consumer callbacks
+ *   (sl_consumer_opts.on_message) run on it, one at a time per partition,
+ *   and must not block for long nor destroy their own producer or consumer.
+ *   They may send, ack and nack.
+ *
+ * Failover
+ *   When a partition's broker goes away or redirects, the library looks the
+ *   partition up again (the cache entry is dropped), reopens its stream and
+ *   resends every message not yet acknowledged, with the same sequence ids,
+ *   and resubscribes consumers. The application sees no error unless a
+ *   message's send timeout passes first. With deduplication on in the
+ *   namespace, a resent message that had been stored is answered as the
+ *   original (its first id), so it is stored and delivered once.
+ *
+ * Errors (sl_status, err->msg names the object first)
+ *   SL_EINVAL     bad argument or name ("ns/topic" expected), bad option
+ *   SL_ENOTFOUND  topic, namespace or subscription does not exist
+ *   SL_EEXIST     created twice
+ *   SL_EUNAVAIL   no broker reachable at the url within the timeout
+ *   SL_ETIMEDOUT  a call or a message's send timeout passed
+ *   SL_EBUSY      pending queue full (block_if_full off), or an exclusive
+ *                 subscription already has a consumer
+ *   SL_ETOOBIG    payload over the topic's limit
+ *   SL_ECANCELED  the producer/consumer was destroyed with the call pending
+ *   SL_EUNAUTH, SL_EPERM  token missing or not allowed
+ *   SL_ENOMEM     out of memory (the library never aborts on it)
+ *   Anything else is the broker's own status, passed through.
+ */
+#ifndef SL_CLIENT_SLUICE_H
+#define SL_CLIENT_SLUICE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/status.h"
+
+/* ------------------------------------------------------------- client */
+
+typedef struct sl_client sl_client;
+
+typedef struct sl_client_opts {
+  const char *url;          /* any broker, "host:port"; NULL = env
+                               SLUICE_URL, else "127.0.0.1:6650" */
+  const char *token;        /* sent as "authorization: Bearer <token>" */
+  const char *tls_ca_file;  /* PEM file: use TLS, trust this CA */
+  const char *tls_cert_file;/* PEM client certificate (mutual TLS) */
+  const char *tls_key_file; /* its key */
+  int timeout_ms;           /* each admin call and lookup; 0 = 10000 */
+} sl_client_opts;
+
+#define SL_CLIENT_OPTS_INIT {NULL, NULL, NULL, NULL, NULL, 0}
+
+/* Checks the options and reads the TLS files; connects lazily (the first
+ * call that needs a broker reports SL_EUNAVAIL if none answers). */
+sl_status sl_client_create(const sl_client_opts *opts, sl_client **out,
+                           sl_err *err);
+void sl_client_destroy(sl_client *c); /* NULL is a no-op */
+
+/* The url in use (after the env and default). */
+const char *sl_client_url(const sl_client *c);
+
+/* Topic names are "namespace/topic": letters, digits and "-_." on each
+ * side. SL_OK or SL_EINVAL with a message saying why. */
+sl_status sl_topic_name_check(const char *name, sl_err *err);
+
+/* ------------------------------------------------------------- lookup */
+
+typedef struct sl_lookup {
+  uint32_t partitions;      /* 0 = non-partitioned */
+  size_t n;                 /* owners (1 or partitions) */
+  char **partition;         /* partition names, by index */
+  char **address;           /* owner broker address, by index */
+} sl_lookup;
+
+/* Owners of a topic's partitions (cached; `refresh` asks a broker again).
+ * *out is the caller's: sl_lookup_free(). */
+sl_status sl_client_lookup(sl_client *c, const char *topic, bool refresh,
+                           sl_lookup *out, sl_err *err);
+void sl_lookup_free(sl_lookup *l);
+
+/* ------------------------------------------------------------ messages */
+
+typedef struct sl_msg_id {
+  uint64_t ledger_id;
+  int64_t entry_id;
+  int32_t batch_index;
+  int32_t batch_size;
+  int32_t partition;        /* -1 for a non-partitioned topic */
+} sl_msg_id;
+
+typedef struct sl_property {
+  const char *key;
+  const char *value;
+} sl_property;
+
+/* A message to send (all borrowed). */
+typedef struct sl_message {
+  const void *payload;
+  size_t len;
+  const char *key;          /* routing key; NULL = none */
+  const sl_property *props;
+  size_t n_props;
+} sl_message;
+
+/* A received message; free with sl_received_free(). */
+typedef struct sl_received {
+  sl_msg_id id;
+  uint8_t *payload;
+  size_t len;
+  char *key;                /* "" if none */
+  sl_property *props;       /* heap strings */
+  size_t n_props;
+  int64_t publish_time_ms;
+  uint32_t redelivery_count;
+  char *topic;              /* the partition it came from */
+} sl_received;
+
+void sl_received_free(sl_received *m); /* NULL is a no-op */
+
+/* ----------------------------------------------------------- producer */
+
+typedef struct sl_producer sl_producer;
+
+typedef struct sl_producer_opts {
+  const char *topic;        /* "ns/topic" (all partitions) */
+  const char *name;         /* unique per topic; NULL = generated. Dedup
+                               needs the same name across restarts */
+  int send_timeout_ms;      /* a message not acked by then fails with
+                               SL_ETIMEDOUT; 0 = 30000, < 0 = never */
+  int max_pending;          /* messages sent and not acked; 0 = 1000 */
+  bool block_if_full;       /* full: block (true) or SL_EBUSY (false) */
+  int batch_max;            /* messages per batch at most; 0 = 128 */
+} sl_producer_opts;
+
+#define SL_PRODUCER_OPTS_INIT {NULL, NULL, 0, 0, true, 0}
+
+/* One message's outcome: SL_OK with its id, or why it failed. Runs exactly
+ * once per accepted message, on the partition's thread (see Threads). */
+typedef void (*sl_send_cb)(sl_status st, const sl_msg_id *id, void *arg);
+
+/* Looks the topic up and opens a stream per partition. */
+sl_status sl_producer_create(sl_client *c, const sl_producer_opts *opts,
+                             sl_producer **out, sl_err *err);
+
+/* Queues one message (copied) and returns; cb reports the outcome. Routes
+ * by key hash, else round-robin over partitions. SL_EBUSY when the pending
+ * queue is full and block_if_full is off; then cb does not run. */
+sl_status sl_producer_send_async(sl_producer *p, const sl_message *m,
+                                 sl_send_cb cb, void *arg, sl_err *err);
+
+/* Sends and waits for the outcome; *id (may be NULL) on SL_OK. */
+sl_status sl_producer_send(sl_producer *p, const sl_message *m, sl_msg_id *id,
+                           sl_err *err);
+
+/* Waits until nothing is pending (every callback has run). */
+sl_status sl_producer_flush(sl_producer *p, sl_err *err);
+
+/* Messages the broker answered as duplicates (dedup) since create. */
+uint64_t sl_producer_duplicates(const sl_producer *p);
+
+/* Flushes (up to each message's send timeout), then closes. Callbacks of
+ * messages still pending get SL_ECANCELED. */
+void sl_producer_destroy(sl_producer *p);
+
+/* ----------------------------------------------------------- consumer */
+
+typedef struct sl_consumer sl_consumer;
+
+typedef enum sl_sub_type {
+  SL_SUB_EXCLUSIVE = 0,
+  SL_SUB_FAILOVER = 1,
+  SL_SUB_SHARED = 2,
+  SL_SUB_KEY_SHARED = 3,
+} sl_sub_type;
+
+/* Callback mode: owns m (free it with sl_received_free). */
+typedef void (*sl_message_cb)(sl_consumer *c, sl_received *m, void *arg);
+
+typedef struct sl_consumer_opts {
+  const char *topic;        /* "ns/topic": every partition, merged */
+  const char *subscription;
+  sl_sub_type type;
+  const char *name;         /* consumer name; NULL = generated */
+  bool from_earliest;       /* a new subscription starts at the oldest
+                               message (else after the newest) */
+  int receiver_queue;       /* permits per partition; 0 = 1000 */
+  int ack_timeout_ms;       /* broker redelivers unacked; 0 = never */
+  sl_message_cb on_message; /* NULL = use sl_consumer_receive() */
+  void *arg;
+} sl_consumer_opts;
+
+#define SL_CONSUMER_OPTS_INIT \
+  {NULL, NULL, SL_SUB_EXCLUSIVE, NULL, false, 0, 0, NULL, NULL}
+
+/* Subscribes on every partition; returns once each is subscribed.
+ * SL_ENOTFOUND: no such topic. SL_EBUSY: exclusive and taken. */
+sl_status sl_consumer_create(sl_client *c, const sl_consumer_opts *opts,
+                             sl_consumer **out, sl_err *err);
+
+/* Next message, waiting up to timeout_ms (< 0 = forever): SL_OK with *out
+ * (the caller's), or SL_ETIMEDOUT. Taking messages grants permits back. */
+sl_status sl_consumer_receive(sl_consumer *c, int timeout_ms, sl_received **out,
+                              sl_err *err);
+
+/* Acks one message; with a cumulative ack, everything up to it on its
+ * partition (exclusive and failover only). Queued to the broker. */
+sl_status sl_consumer_ack(sl_consumer *c, const sl_msg_id *id, sl_err *err);
+sl_status sl_consumer_ack_cumulative(sl_consumer *c, const sl_msg_id *id,
+                                     sl_err *err);
+/* Acks and waits until the broker has made the ack durable (AckReceipt),
+ * up to the client's timeout. */
+sl_status sl_consumer_ack_sync(sl_consumer *c, const sl_msg_id *id, sl_err *err);
+/* Asks for redelivery. */
+sl_status sl_consumer_nack(sl_consumer *c, const sl_msg_id *id, sl_err *err);
+/* Moves the subscription on every partition to the first message published
+ * at or after publish_time_ms (0 = the oldest); drops queued messages. */
+sl_status sl_consumer_seek(sl_consumer *c, int64_t publish_time_ms, sl_err *err);
+
+void sl_consumer_destroy(sl_consumer *c); /* NULL is a no-op */
+
+/* -------------------------------------------------------------- admin */
+
+/* Results are printed by the caller; every list/string is heap and freed
+ * with the matching _free. */
+typedef struct sl_strings {
+  size_t n;
+  char **v;
+} sl_strings;
+void sl_strings_free(sl_strings *s);
+
+sl_status sl_admin_topic_create(sl_client *c, const char *name, uint32_t partitions,
+                                sl_err *err);
+sl_status sl_admin_topic_delete(sl_client *c, const char *name, sl_err *err);
+/* Topics of a namespace as "name" or "name (N partitions)"-free names; the
+ * partition counts go to *partitions (heap, may be NULL). */
+sl_status sl_admin_topic_list(sl_client *c, const char *ns, sl_strings *out,
+                              uint32_t **partitions, sl_err *err);
+/* Stats of every partition of a topic as JSON (heap string). */
+sl_status sl_admin_topic_stats(sl_client *c, const char *name, char **json,
+                               sl_err *err);
+sl_status sl_admin_namespace_create(sl_client *c, const char *name, sl_err *err);
+sl_status sl_admin_namespace_list(sl_client *c, sl_strings *out, sl_err *err);
+/* Applies "key=value" settings (NULL/0 = none), then returns the policies
+ * as JSON. Keys are NamespacePolicies' field names (deduplication,
+ * retention_minutes, ...). A changed namespace is retried on a CAS race. */
+sl_status sl_admin_namespace_policies(sl_client *c, const char *name,
+                                      const char *const *set, size_t n_set,
+                                      char **json, sl_err *err);
+/* Brokers, bookies and partition owners as JSON. */
+sl_status sl_admin_cluster_status(sl_client *c, char **json, sl_err *err);
+
+#endif

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# End to end through the command line (issue 11): create a topic, produce
+# 10,000 lines from stdin, consume them with -n 10000 and get exactly those
+# lines in order; then `sluice-perf e2e` for a few seconds: every acked
+# message is received (the count, not the speed, is checked).
+set -euo pipefail
+run="$TEST_SRCDIR/sluice"
+sluice="$run/client/sluice"
+dir="$TEST_TMPDIR/cli_e2e"
+fail() { echo "FAIL: $*" >&2; exit 1; }
+mkdir -p "$dir"
+"$run/tests/sluice-cluster" --dir "$dir" --metadata 1 --bookies 3 --brokers 2 \
+  >"$dir/cluster.out" 2>&1 &
+pid=$!
+trap '"$run/tests/sluice-cluster" --dir "$dir" --command down >/dev/null 2>&1 || kill -9 $pid' EXIT
+for _ in $(seq 600); do [ -s "$dir/url" ] && break; kill -0 $pid || fail "cluster exited"; sleep 0.1; done
+[ -s "$dir/url" ] || fail "cluster: no url"
+export SLUICE_URL=$(cat "$dir/url")
+
+"$sluice" topic create public/lines >/dev/null || fail "topic create"
+seq -f "line %g" 10000 >"$dir/in"
+"$sluice" produce public/lines <"$dir/in" >"$dir/produced" || fail "produce: $(cat "$dir/produced")"
+grep -q "^acked 10000$" "$dir/produced" || fail "produce: $(cat "$dir/produced")"
+"$sluice" --timeout 30 consume public/lines -s check -n 10000 --from earliest >"$dir/out" ||
+  fail "consume exited non-zero"
+cmp "$dir/in" "$dir/out" || fail "consumed lines differ from the produced ones"
+# Acked after printing: the subscription has nothing left.
+if "$sluice" --timeout 2 consume public/lines -s check -n 1 >"$dir/again" 2>/dev/null; then
+  fail "a message came again after all were acked: $(cat "$dir/again")"
+fi
+
+"$run/client/sluice-perf" e2e public/perf --partitions 2 --duration 3 --rate 500 --json \
+  >"$dir/perf" 2>"$dir/perf.live" || fail "sluice-perf e2e: $(cat "$dir/perf" "$dir/perf.live")"
+python3 - "$dir/perf" <<'PY' || fail "sluice-perf summary: $(cat "$dir/perf")"
+import json, sys
+s = json.load(open(sys.argv[1]))
+assert s["acked"] > 100, s
+assert s["received"] == s["acked"] and s["failed"] == 0, s
+assert 0 < s["latency_ms"]["p50"] <= s["latency_ms"]["p99"] <= s["latency_ms"]["max"], s
+PY
+[ "$(grep -c 'msgs/s' "$dir/perf.live")" -ge 2 ] || fail "no live lines: $(cat "$dir/perf.live")"
+echo "1 passed, 0 failed"

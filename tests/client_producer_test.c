@@ -1,0 +1,230 @@
+/*
+ * libsluice producer against a real cluster (etcd, metadata, 3 bookies, 2
+ * brokers): transparent failover when the owner broker is killed -9 (the
+ * application sees no error and, with dedup on, the log holds every message
+ * exactly once, in order), key routing on a partitioned topic, a full
+ * pending queue, and bad input (bad name, unknown topic, unreachable url).
+ */
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <cmocka.h>
+
+#include "client/sluice.h"
+#include "common/clock.h"
+#include "tests/produce_testlib.h"
+
+#define FAILOVER_MSGS 3000
+#define PAYLOAD 64
+
+static int setup(void **state) {
+  sl_pt *t = calloc(1, sizeof(*t));
+  sl_pt_start(t, "client_producer", 1, 3, 2);
+  sl_pt_namespace(t, "cp", true, 0);
+  sl_pt_topic(t, "cp/orders", 0);
+  sl_pt_topic(t, "cp/keyed", 3);
+  *state = t;
+  return 0;
+}
+
+static int teardown(void **state) {
+  sl_pt_stop(*state);
+  free(*state);
+  return 0;
+}
+
+static sl_client *client_at(const char *url, int timeout_ms) {
+  sl_client_opts o = SL_CLIENT_OPTS_INIT;
+  o.url = url;
+  o.timeout_ms = timeout_ms;
+  sl_client *c = NULL;
+  sl_err err = SL_ERR_INIT;
+  sl_status st = sl_client_create(&o, &c, &err);
+  if (st != SL_OK) fail_msg("client: %s", err.msg);
+  return c;
+}
+
+typedef struct outcomes {
+  pthread_mutex_t mu;
+  int done, failed;
+  sl_status first;
+} outcomes;
+
+static void on_sent(sl_status st, const sl_msg_id *id, void *arg) {
+  (void)id;
+  outcomes *o = arg;
+  pthread_mutex_lock(&o->mu);
+  o->done++;
+  if (st != SL_OK && o->failed++ == 0) o->first = st;
+  pthread_mutex_unlock(&o->mu);
+}
+
+static int done_count(outcomes *o) {
+  pthread_mutex_lock(&o->mu);
+  int n = o->done;
+  pthread_mutex_unlock(&o->mu);
+  return n;
+}
+
+/* The app keeps sending while the owner is killed: no error reaches it and
+ * the log holds each message once, in sequence order, with its bytes. */
+static void test_client_producer__owner_kill9_no_error_no_duplicate(void **state) {
+  sl_pt *t = *state;
+  const char *topic = "cp/orders";
+  int owner = sl_pt_owner(t, 0, topic, NULL);
+  int survivor = owner == 0 ? 1 : 0;
+  sl_client *c = client_at(sl_cluster_addr(t->c, SL_NODE_BROKER, survivor), 10000);
+  sl_producer_opts po = SL_PRODUCER_OPTS_INIT;
+  po.topic = topic;
+  po.name = "failover-app";
+  po.send_timeout_ms = 60000;
+  po.max_pending = 200;
+  sl_producer *p;
+  sl_err err = SL_ERR_INIT;
+  assert_int_equal(sl_producer_create(c, &po, &p, &err), SL_OK);
+  outcomes o = {.mu = PTHREAD_MUTEX_INITIALIZER};
+  uint8_t buf[PAYLOAD];
+  bool killed = false;
+  for (int i = 0; i < FAILOVER_MSGS; i++) {
+    sl_pt_payload((uint64_t)i, buf, sizeof(buf));
+    sl_message m = {.payload = buf, .len = sizeof(buf)};
+    assert_int_equal(sl_producer_send_async(p, &m, on_sent, &o, &err), SL_OK);
+    if (!killed && i == FAILOVER_MSGS / 3) {
+      /* Kill the owner with acked and unacked messages behind us. */
+      int64_t deadline = sl_clock_mono_ns() + 30000000000LL;
+      while (done_count(&o) < FAILOVER_MSGS / 6 && sl_clock_mono_ns() < deadline) {
+        struct timespec ts = {0, 5000000};
+        nanosleep(&ts, NULL);
+      }
+      assert_int_equal(sl_cluster_kill9(t->c, SL_NODE_BROKER, owner, &err), SL_OK);
+      killed = true;
+    }
+  }
+  assert_int_equal(sl_producer_flush(p, &err), SL_OK);
+  assert_int_equal(o.done, FAILOVER_MSGS);
+  if (o.failed) fail_msg("%d sends failed, first: %s", o.failed, sl_status_str(o.first));
+  sl_producer_destroy(p);
+  sl_client_destroy(c);
+
+  sl_pt_unload(t, survivor, topic);
+  sl_pt_msg *log;
+  size_t n = sl_pt_read_log(t, topic, &log);
+  assert_int_equal(n, FAILOVER_MSGS);
+  for (size_t i = 0; i < n; i++) {
+    assert_int_equal(log[i].seq, i);
+    assert_true(log[i].payload_ok);
+    assert_string_equal(log[i].producer, "failover-app");
+  }
+  free(log);
+  assert_int_equal(sl_cluster_restart(t->c, SL_NODE_BROKER, owner, &err), SL_OK);
+}
+
+/* Same key, same partition; no key, round-robin over all of them. */
+static void test_client_producer__routing(void **state) {
+  sl_pt *t = *state;
+  sl_client *c = client_at(sl_cluster_addr(t->c, SL_NODE_BROKER, 0), 20000);
+  sl_producer_opts po = SL_PRODUCER_OPTS_INIT;
+  po.topic = "cp/keyed";
+  sl_producer *p;
+  sl_err err = SL_ERR_INIT;
+  assert_int_equal(sl_producer_create(c, &po, &p, &err), SL_OK);
+  int by_key[4] = {-2, -2, -2, -2};
+  for (int round = 0; round < 3; round++) {
+    for (int k = 0; k < 4; k++) {
+      char key[8];
+      snprintf(key, sizeof(key), "k%d", k);
+      sl_message m = {.payload = "x", .len = 1, .key = key};
+      sl_msg_id id;
+      assert_int_equal(sl_producer_send(p, &m, &id, &err), SL_OK);
+      assert_true(id.partition >= 0 && id.partition < 3);
+      if (by_key[k] == -2) by_key[k] = id.partition;
+      assert_int_equal(id.partition, by_key[k]);
+    }
+  }
+  bool seen[3] = {false, false, false};
+  for (int i = 0; i < 3; i++) {
+    sl_message m = {.payload = "y", .len = 1};
+    sl_msg_id id;
+    assert_int_equal(sl_producer_send(p, &m, &id, &err), SL_OK);
+    seen[id.partition] = true;
+  }
+  assert_true(seen[0] && seen[1] && seen[2]);
+  sl_producer_destroy(p);
+  sl_client_destroy(c);
+}
+
+/* block_if_full off: a full queue says SL_EBUSY, and the refused message
+ * gets no callback. */
+static void test_client_producer__full_queue_fails_fast(void **state) {
+  sl_pt *t = *state;
+  sl_client *c = client_at(sl_cluster_addr(t->c, SL_NODE_BROKER, 0), 20000);
+  sl_producer_opts po = SL_PRODUCER_OPTS_INIT;
+  po.topic = "cp/orders";
+  po.max_pending = 1;
+  po.block_if_full = false;
+  sl_producer *p;
+  sl_err err = SL_ERR_INIT;
+  assert_int_equal(sl_producer_create(c, &po, &p, &err), SL_OK);
+  outcomes o = {.mu = PTHREAD_MUTEX_INITIALIZER};
+  int accepted = 0;
+  sl_status st = SL_OK;
+  for (int i = 0; i < 10000 && st == SL_OK; i++) {
+    sl_message m = {.payload = "z", .len = 1};
+    st = sl_producer_send_async(p, &m, on_sent, &o, &err);
+    if (st == SL_OK) accepted++;
+  }
+  assert_int_equal(st, SL_EBUSY);
+  assert_non_null(strstr(err.msg, "pending"));
+  assert_int_equal(sl_producer_flush(p, &err), SL_OK);
+  assert_int_equal(o.done, accepted);
+  assert_int_equal(o.failed, 0);
+  sl_producer_destroy(p);
+  sl_client_destroy(c);
+}
+
+static void test_client_producer__bad_input(void **state) {
+  sl_pt *t = *state;
+  sl_client *c = client_at(sl_cluster_addr(t->c, SL_NODE_BROKER, 0), 20000);
+  sl_producer_opts po = SL_PRODUCER_OPTS_INIT;
+  sl_producer *p = NULL;
+  sl_err err = SL_ERR_INIT;
+  po.topic = "no-slash";
+  assert_int_equal(sl_producer_create(c, &po, &p, &err), SL_EINVAL);
+  assert_non_null(strstr(err.msg, "NAMESPACE/TOPIC"));
+  po.topic = "cp/absent";
+  assert_int_equal(sl_producer_create(c, &po, &p, &err), SL_ENOTFOUND);
+  assert_null(p);
+  sl_client_destroy(c);
+
+  /* Nothing listens on port 1: fails within the client's timeout. */
+  c = client_at("127.0.0.1:1", 1000);
+  po.topic = "cp/orders";
+  int64_t start = sl_clock_mono_ns();
+  sl_status st = sl_producer_create(c, &po, &p, &err);
+  assert_true(st == SL_ETIMEDOUT || st == SL_EUNAVAIL);
+  assert_true(sl_clock_mono_ns() - start < 5000000000LL);
+  sl_client_destroy(c);
+
+  sl_client_opts o = SL_CLIENT_OPTS_INIT;
+  o.url = "nohostport";
+  assert_int_equal(sl_client_create(&o, &c, &err), SL_EINVAL);
+  o.url = "127.0.0.1:1";
+  o.tls_ca_file = "/nonexistent/ca.pem";
+  assert_int_equal(sl_client_create(&o, &c, &err), SL_EINVAL);
+  assert_non_null(strstr(err.msg, "/nonexistent/ca.pem"));
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_client_producer__owner_kill9_no_error_no_duplicate),
+      cmocka_unit_test(test_client_producer__routing),
+      cmocka_unit_test(test_client_producer__full_queue_fails_fast),
+      cmocka_unit_test(test_client_producer__bad_input),
+  };
+  return cmocka_run_group_tests(tests, setup, teardown);
+}
