@@ -35,6 +35,13 @@ typedef struct sl_ct_sub {
   uint32_t nack_delay_ms;
 } sl_ct_sub;
 
+/* Publishes count messages with sequence ids first.. through the owner of
+ * topic (producer `name`, payloads sl_pt_payload of 100 bytes, in
+ * SendBatches of at most 10); message i gets key "k<(first+i) % nkeys>"
+ * when nkeys > 0. Waits for every receipt (OK) or fails the test. */
+void sl_ct_produce(sl_pt *t, const char *topic, const char *name, uint64_t first,
+                   int count, int nkeys);
+
 /* Opens a stream to broker b and subscribes. SL_OK: Subscribed came;
  * SL_EREDIRECT: *redirect (if not NULL, caller frees) got the Redirect;
  * else the Closed status (err has its reason). */
