@@ -88,6 +88,8 @@ sl_status sl_ct_subscribe(sl_pt *t, int b, const sl_ct_sub *sub, sl_ct_consumer 
   s.priority_level = sub->priority;
   s.ack_timeout_ms = sub->ack_timeout_ms;
   s.nack_delay_ms = sub->nack_delay_ms;
+  s.max_redeliveries = sub->max_redeliveries;
+  s.dead_letter_topic = (char *)(sub->dead_letter_topic != NULL ? sub->dead_letter_topic : "");
   Sluice__V1__ConsumeRequest req = SLUICE__V1__CONSUME_REQUEST__INIT;
   req.kind_case = SLUICE__V1__CONSUME_REQUEST__KIND_SUBSCRIBE;
   req.subscribe = &s;

@@ -33,6 +33,8 @@ typedef struct sl_ct_sub {
   uint32_t priority;
   uint32_t ack_timeout_ms;
   uint32_t nack_delay_ms;
+  uint32_t max_redeliveries;   /* then dead-letter; 0 = namespace policy */
+  const char *dead_letter_topic; /* NULL = the default */
 } sl_ct_sub;
 
 /* The first broker of the cluster that is running (lookups go there). */
