@@ -44,6 +44,7 @@
 #ifndef SL_BROKER_CONSUME_H
 #define SL_BROKER_CONSUME_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -75,6 +76,16 @@ void sl_consume_handlers(sl_broker_service_handlers *h);
  * it outlives consume). Until then, or with NULL, a dead letter fails and
  * its subscription retries it on the next tick. Any thread. */
 void sl_consume_set_dead_letter(sl_consume *c, sl_dead_letter *dl);
+
+/* GetTopicStats: fills out->subscriptions of a partition this broker has
+ * loaded, one per open subscription (backlog entries and bytes, unacked,
+ * consumers, mark-delete). Waits up to timeout_ms for the partition's
+ * serial, so call it from a thread that may block. False (nothing filled)
+ * if the partition is not loaded here or did not answer in time. Free
+ * what it filled with sl_consume_topic_stats_free. */
+bool sl_consume_topic_stats(sl_consume *c, const char *partition, int timeout_ms,
+                            Sluice__V1__TopicStats *out);
+void sl_consume_topic_stats_free(Sluice__V1__TopicStats *out);
 
 /* Frees it. Call after the server stopped and after sl_produce_destroy
  * dropped the partitions (which frees their consume side). */

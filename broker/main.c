@@ -106,6 +106,8 @@ static sl_status start(void *c, sl_rpc_server *srv, void **state, sl_err *err) {
     sl_consume_opts copts = {.produce = s->b.produce};
     st = sl_consume_create(&copts, &s->b.consume, err);
     if (st != SL_OK) sl_produce_destroy(s->b.produce);
+    s->b.sub_stats = sl_consume_topic_stats;
+    s->b.sub_stats_free = sl_consume_topic_stats_free;
   }
   if (st != SL_OK) {
     sl_ledger_client_destroy(s->ledgers);

@@ -29,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "broker/cursor.h"
 #include "broker/entry_cache.h"
@@ -48,8 +49,16 @@ typedef struct pconsume {
   sl_timer tick;
 } pconsume;
 
+/* A subscription's figures for /metrics, refreshed on every tick (the
+ * render reads them from another thread). */
+typedef struct psub_gauges {
+  _Atomic uint64_t backlog, backlog_bytes, unacked, consumers;
+  sl_metrics_callback *cb[4];
+} psub_gauges;
+
 struct psub {
   psub *next;                /* in pc->subs */
+  psub_gauges gauges;
   pconsume *pc;              /* NULL once the partition is gone */
   char *name;
   sl_disp_type type;
@@ -323,7 +332,54 @@ static void join(psub *ps, cstream *cs) {
   cs_opened(cs, cs->active);
 }
 
+/* ---- stats ---- */
+
+static double g_backlog(void *arg) { return (double)atomic_load(&((psub *)arg)->gauges.backlog); }
+static double g_backlog_bytes(void *arg) {
+  return (double)atomic_load(&((psub *)arg)->gauges.backlog_bytes);
+}
+static double g_unacked(void *arg) { return (double)atomic_load(&((psub *)arg)->gauges.unacked); }
+static double g_consumers(void *arg) {
+  return (double)atomic_load(&((psub *)arg)->gauges.consumers);
+}
+
+static void gauges_refresh(psub *ps) {
+  sl_cursor_backlog b;
+  sl_cursor_backlog_get(ps->cursor, &b);
+  sl_sub_stats ss;
+  sl_sub_stats_get(ps->sub, &ss);
+  atomic_store(&ps->gauges.backlog, b.entries);
+  atomic_store(&ps->gauges.backlog_bytes, b.bytes);
+  atomic_store(&ps->gauges.unacked, ss.unacked);
+  atomic_store(&ps->gauges.consumers, ss.consumers);
+}
+
+/* Best effort: a series that cannot be registered is left out. */
+static void gauges_register(psub *ps) {
+  static const struct {
+    const char *name, *help;
+    double (*fn)(void *arg);
+  } series[4] = {
+      {"sluice_broker_subscription_backlog_entries",
+       "entries after the mark-delete not fully acknowledged", g_backlog},
+      {"sluice_broker_subscription_backlog_bytes", "bytes of those entries (estimate)",
+       g_backlog_bytes},
+      {"sluice_broker_subscription_unacked_messages", "delivered, not acknowledged",
+       g_unacked},
+      {"sluice_broker_subscription_consumers", "consumers attached", g_consumers},
+  };
+  const char *const labels[] = {"partition", ps->pc->t->name, "subscription", ps->name,
+                                NULL};
+  gauges_refresh(ps);
+  for (int i = 0; i < 4; i++)
+    sl_metrics_register_callback(sl_metrics_default(), SL_METRICS_GAUGE, series[i].name,
+                                 series[i].help, labels, series[i].fn, ps,
+                                 &ps->gauges.cb[i], NULL);
+}
+
 static void psub_free(psub *ps) {
+  for (int i = 0; i < 4; i++)
+    sl_metrics_unregister_callback(sl_metrics_default(), ps->gauges.cb[i]);
   sl_sub_destroy(ps->sub);
   sl_cursor_destroy(ps->cursor);
   free(ps->name);
@@ -369,6 +425,7 @@ static void cursor_opened(sl_status st, const char *details, sl_cursor *c, void 
     sl_err err = SL_ERR_INIT;
     st = sl_sub_create(&so, &ps->sub, &err);
     if (st != SL_OK) details = err.msg;
+    else gauges_register(ps);
   }
   if (st != SL_OK) {
     sl_log(SL_LOG_WARN, "event=subscription_open_failed partition=%s subscription=%s "
@@ -479,8 +536,11 @@ static void subscribe_now(pconsume *pc, cstream *cs) {
 static void tick_fired(void *arg) {
   pconsume *pc = arg;
   int64_t now = sl_clock_mono_ms();
-  for (psub *ps = pc->subs; ps != NULL; ps = ps->next)
-    if (ps->sub != NULL) sl_sub_tick(ps->sub, now);
+  for (psub *ps = pc->subs; ps != NULL; ps = ps->next) {
+    if (ps->sub == NULL) continue;
+    sl_sub_tick(ps->sub, now);
+    gauges_refresh(ps);
+  }
   sl_timer_start(&pc->tick, pc->c->o.tick_ms);
 }
 
@@ -866,3 +926,113 @@ static void leave_run(void *arg) {
 }
 
 void pc_post_leave(cstream *cs) { task_post(task_new(cs, 0), leave_run); }
+
+/* ---- GetTopicStats ---- */
+
+/* One stats question, answered on the partition's serial. Two references:
+ * the asker's and the task's (the asker may stop waiting). */
+typedef struct stats_req {
+  atomic_int refs;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  bool done;
+  ptopic *t;                 /* referenced */
+  Sluice__V1__SubscriptionStats **subs;
+  size_t n;
+} stats_req;
+
+static void stats_free_subs(Sluice__V1__SubscriptionStats **subs, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    free(subs[i]->name);
+    free(subs[i]->mark_delete);
+    free(subs[i]);
+  }
+  free(subs);
+}
+
+static void stats_req_unref(stats_req *r) {
+  if (atomic_fetch_sub(&r->refs, 1) != 1) return;
+  stats_free_subs(r->subs, r->n);
+  pt_unref(r->t);
+  pthread_cond_destroy(&r->cv);
+  pthread_mutex_destroy(&r->mu);
+  free(r);
+}
+
+static void stats_run(void *arg) {
+  stats_req *r = arg;
+  pconsume *pc = pc_of(r->t);
+  size_t n = 0;
+  for (psub *ps = pc != NULL ? pc->subs : NULL; ps != NULL; ps = ps->next) n++;
+  Sluice__V1__SubscriptionStats **subs = sl_xcalloc(n + 1, sizeof(*subs));
+  size_t k = 0;
+  for (psub *ps = pc != NULL ? pc->subs : NULL; ps != NULL; ps = ps->next) {
+    if (ps->sub == NULL) continue; /* still opening */
+    gauges_refresh(ps);
+    Sluice__V1__SubscriptionStats *x = sl_xcalloc(1, sizeof(*x));
+    sluice__v1__subscription_stats__init(x);
+    x->name = sl_xstrdup(ps->name);
+    x->type = (Sluice__V1__SubscriptionType)ps->type;
+    x->backlog = atomic_load(&ps->gauges.backlog);
+    x->backlog_bytes = atomic_load(&ps->gauges.backlog_bytes);
+    x->unacked = atomic_load(&ps->gauges.unacked);
+    x->consumers = (uint32_t)atomic_load(&ps->gauges.consumers);
+    sl_ml_pos md = sl_cursor_mark_delete(ps->cursor);
+    x->mark_delete = sl_xcalloc(1, sizeof(*x->mark_delete));
+    sluice__v1__position__init(x->mark_delete);
+    x->mark_delete->ledger_id = md.ledger_id;
+    x->mark_delete->entry_id = md.entry_id;
+    subs[k++] = x;
+  }
+  pthread_mutex_lock(&r->mu);
+  r->subs = subs;
+  r->n = k;
+  r->done = true;
+  pthread_cond_broadcast(&r->cv);
+  pthread_mutex_unlock(&r->mu);
+  stats_req_unref(r);
+}
+
+bool sl_consume_topic_stats(sl_consume *c, const char *partition, int timeout_ms,
+                            Sluice__V1__TopicStats *out) {
+  sl_produce *p = c->o.produce;
+  pthread_mutex_lock(&p->mu);
+  ptopic *t = sl_map_get(&p->topics, partition);
+  if (t != NULL) pt_ref(t);
+  pthread_mutex_unlock(&p->mu);
+  if (t == NULL) return false;
+  stats_req *r = sl_xcalloc(1, sizeof(*r));
+  atomic_init(&r->refs, 2);
+  pthread_mutex_init(&r->mu, NULL);
+  pthread_cond_init(&r->cv, NULL);
+  r->t = t;
+  sl_serial_post(t->serial, stats_run, r);
+  int64_t end = sl_clock_mono_ms() + (timeout_ms > 0 ? timeout_ms : 1000);
+  pthread_mutex_lock(&r->mu);
+  while (!r->done && sl_clock_mono_ms() < end) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += 10 * 1000000;
+    if (ts.tv_nsec >= 1000000000) {
+      ts.tv_sec++;
+      ts.tv_nsec -= 1000000000;
+    }
+    pthread_cond_timedwait(&r->cv, &r->mu, &ts);
+  }
+  bool done = r->done;
+  if (done) { /* the answer moves to out */
+    out->subscriptions = r->subs;
+    out->n_subscriptions = r->n;
+    r->subs = NULL;
+    r->n = 0;
+  }
+  pthread_mutex_unlock(&r->mu);
+  stats_req_unref(r);
+  return done;
+}
+
+void sl_consume_topic_stats_free(Sluice__V1__TopicStats *out) {
+  stats_free_subs(out->subscriptions, out->n_subscriptions);
+  out->subscriptions = NULL;
+  out->n_subscriptions = 0;
+}

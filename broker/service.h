@@ -22,6 +22,11 @@ typedef struct sl_broker {
   int rpc_timeout_ms;       /* per forwarded metadata call */
   struct sl_produce *produce; /* Produce handlers' state (broker/produce.h) */
   struct sl_consume *consume; /* Consume handlers' state (broker/consume.h) */
+  /* GetTopicStats' subscriptions (sl_consume_topic_stats and its free; set
+   * by main.c, NULL = none). */
+  bool (*sub_stats)(struct sl_consume *c, const char *partition, int timeout_ms,
+                    Sluice__V1__TopicStats *out);
+  void (*sub_stats_free)(Sluice__V1__TopicStats *out);
 } sl_broker;
 
 /* Fill in the Lookup handler. */

@@ -283,8 +283,12 @@ static void topic_stats_run(slow_call *sc) {
     }
     if (ml) protobuf_c_message_free_unpacked(&ml->base, NULL);
   }
+  /* Subscriptions: from the consume side, where this broker serves it. */
+  bool subs = st == SL_OK && sc->b->sub_stats != NULL &&
+              sc->b->sub_stats(sc->b->consume, req->topic, sc->b->rpc_timeout_ms, &stats);
   if (st == SL_OK) sl_broker_service_get_topic_stats_reply(sc->call, &stats);
   else sl_rpc_call_finish(sc->call, st, sl_err_msg(&err, st), NULL);
+  if (subs) sc->b->sub_stats_free(&stats);
   if (ti) protobuf_c_message_free_unpacked(&ti->base, NULL);
 }
 

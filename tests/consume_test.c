@@ -28,7 +28,7 @@ static void assert_status(sl_status got, sl_status want) {
 }
 
 static const char *const TOPICS[] = {"ct/ex", "ct/pos", "ct/shared", "ct/keys",
-                                     "ct/fo", "ct/redeliver", "ct/bad"};
+                                     "ct/fo", "ct/redeliver", "ct/bad", "ct/stats"};
 
 static int setup(void **state) {
   sl_pt *t = calloc(1, sizeof(*t));
@@ -416,6 +416,59 @@ static void test_consume__redirect_to_owner(void **state) {
   sl_ct_close(&c);
 }
 
+/* The subscription's row of GetTopicStats, asked of the owner. */
+static Sluice__V1__TopicStats *topic_stats(sl_pt *t, const char *topic, const char *sub,
+                                           const Sluice__V1__SubscriptionStats **row) {
+  int owner = sl_pt_owner(t, 0, topic, NULL);
+  Sluice__V1__TopicStatsRequest req = SLUICE__V1__TOPIC_STATS_REQUEST__INIT;
+  req.topic = (char *)topic;
+  Sluice__V1__TopicStats *out = NULL;
+  sl_rpc_call_opts o = {.timeout_ms = 10000};
+  sl_err err = SL_ERR_INIT;
+  sl_status st = sl_broker_service_get_topic_stats(t->broker[owner], &req, &out, &o, &err);
+  if (st != SL_OK) fail_msg("GetTopicStats: %s", sl_err_msg(&err, st));
+  *row = NULL;
+  for (size_t i = 0; i < out->n_subscriptions; i++)
+    if (strcmp(out->subscriptions[i]->name, sub) == 0) *row = out->subscriptions[i];
+  if (*row == NULL) fail_msg("GetTopicStats: no subscription %s", sub);
+  return out;
+}
+
+/* GetTopicStats shows each subscription's backlog, unacked and consumers,
+ * and they move with deliveries and acks. */
+static void test_consume__stats(void **state) {
+  sl_pt *t = *state;
+  sl_ct_produce(t, "ct/stats", "p", 0, 10, 0);
+  sl_ct_sub sub = {.topic = "ct/stats", .subscription = "st", .type = SHARED,
+                   .earliest = true};
+  sl_ct_consumer c;
+  sl_ct_subscribe_owner(t, &sub, &c);
+  flow(&c, 4);
+  sl_ct_msg got[10];
+  recv_n(&c, got, 4);
+  const Sluice__V1__SubscriptionStats *row;
+  Sluice__V1__TopicStats *ts = topic_stats(t, "ct/stats", "st", &row);
+  assert_int_equal(row->type, SHARED);
+  assert_int_equal(row->consumers, 1);
+  assert_int_equal(row->unacked, 4);
+  assert_true(row->backlog >= 1); /* entries (10 messages in batches) */
+  assert_true(row->backlog_bytes >= 10 * 100);
+  protobuf_c_message_free_unpacked(&ts->base, NULL);
+
+  flow(&c, 10);
+  recv_n(&c, got + 4, 6);
+  ack_durably(&c, got, 10, 5);
+  ts = topic_stats(t, "ct/stats", "st", &row);
+  assert_int_equal(row->unacked, 0);
+  assert_int_equal(row->backlog, 0);
+  assert_int_equal(row->backlog_bytes, 0);
+  assert_non_null(row->mark_delete);
+  assert_int_equal(row->mark_delete->ledger_id, got[9].id.ledger_id);
+  assert_int_equal(row->mark_delete->entry_id, got[9].id.entry_id);
+  protobuf_c_message_free_unpacked(&ts->base, NULL);
+  sl_ct_close(&c);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_consume__exclusive_in_order_and_acked),
@@ -426,6 +479,7 @@ int main(void) {
       cmocka_unit_test(test_consume__nack_and_ack_timeout_redeliver),
       cmocka_unit_test(test_consume__bad_input),
       cmocka_unit_test(test_consume__redirect_to_owner),
+      cmocka_unit_test(test_consume__stats),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
