@@ -142,6 +142,21 @@ static bool cache_at_or_after(sl_entry_cache *c, sl_ml_pos pos, sl_ml_pos *at,
   return sl_entry_cache_next(c, before, at) && sl_entry_cache_get(c, *at, data, len);
 }
 
+/* A position at or past the end of a ledger that has a successor means the
+ * successor's first entry: a subscription waiting there at the tail would
+ * otherwise open that finished ledger again on every tick. */
+static void skip_ledger_ends(sl_ml *ml, sl_ml_pos *from) {
+  sl_ml_ledger_info *chain;
+  size_t n = sl_ml_chain(ml, &chain);
+  for (size_t i = 0; i + 1 < n; i++) {
+    if (chain[i].ledger_id == from->ledger_id && from->entry_id >= chain[i].entries) {
+      from->ledger_id = chain[i + 1].ledger_id;
+      from->entry_id = 0;
+    }
+  }
+  free(chain);
+}
+
 /* Decided when it runs (the cache may have moved since the port call):
  * from the cache when it covers `from` (invariant 2), else from bookies. */
 static void read_run(void *arg) {
@@ -165,6 +180,7 @@ static void read_run(void *arg) {
     pread_finish(r, SL_OK);
     return;
   }
+  skip_ledger_ends(r->t->ml, &r->from);
   sl_err err = SL_ERR_INIT;
   sl_status st = sl_ml_read_max_async(r->t->ml, r->from, r->max, bookie_entry,
                                       bookie_read_done, r, &err);

@@ -320,11 +320,35 @@ static void *part_loop(void *arg) {
   return NULL;
 }
 
+static bool parts_ended(sl_consumer *c) {
+  bool ended = true;
+  for (size_t i = 0; i < c->n_parts && ended; i++) {
+    pthread_mutex_lock(&c->parts[i].smu);
+    ended = c->parts[i].s == NULL;
+    pthread_mutex_unlock(&c->parts[i].smu);
+  }
+  return ended;
+}
+
 static void close_parts(sl_consumer *c) {
   pthread_mutex_lock(&c->mu);
   c->closing = true;
   pthread_cond_broadcast(&c->cv);
   pthread_mutex_unlock(&c->mu);
+  /* Half-close first: the broker applies every ack sent before it, then
+   * ends the stream (a cancel could drop acks still in flight). Streams
+   * not ended within a second (a broker gone) are cancelled. */
+  for (size_t i = 0; i < c->n_parts; i++) {
+    pthread_mutex_lock(&c->parts[i].smu);
+    if (c->parts[i].s) sl_rpc_stream_close_send(c->parts[i].s, NULL);
+    pthread_mutex_unlock(&c->parts[i].smu);
+  }
+  int64_t end = sl_clock_mono_ms() + 1000;
+  while (!parts_ended(c) && sl_clock_mono_ms() < end) {
+    pthread_mutex_lock(&c->mu);
+    timed_wait(c, 20);
+    pthread_mutex_unlock(&c->mu);
+  }
   for (size_t i = 0; i < c->n_parts; i++) {
     pthread_mutex_lock(&c->parts[i].smu);
     if (c->parts[i].s) sl_rpc_stream_cancel(c->parts[i].s);
