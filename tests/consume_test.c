@@ -28,7 +28,8 @@ static void assert_status(sl_status got, sl_status want) {
 }
 
 static const char *const TOPICS[] = {"ct/ex", "ct/pos", "ct/shared", "ct/keys",
-                                     "ct/fo", "ct/redeliver", "ct/bad", "ct/stats"};
+                                     "ct/fo", "ct/redeliver", "ct/bad", "ct/stats",
+                                     "ct/slow"};
 
 static int setup(void **state) {
   sl_pt *t = calloc(1, sizeof(*t));
@@ -469,6 +470,40 @@ static void test_consume__stats(void **state) {
   sl_ct_close(&c);
 }
 
+/* A consumer that grants many permits and reads nothing holds the broker
+ * to a bounded number of messages out (window, write queue, transport),
+ * not to its permits; once it reads, everything comes, in order. */
+static void test_consume__slow_consumer_is_bounded(void **state) {
+  sl_pt *t = *state;
+  /* 16 MiB in all: more than gRPC's flow-control windows hold. */
+  enum { N = 2000, LEN = 8 << 10, BOUND = 1500 };
+  sl_ct_sub sub = {.topic = "ct/slow", .subscription = "slow", .type = EXCLUSIVE,
+                   .earliest = true};
+  sl_ct_consumer c;
+  sl_ct_subscribe_owner(t, &sub, &c);
+  flow(&c, 100000);
+  for (int i = 0; i < N; i += 100) { /* 800 KiB per producer stream */
+    char name[16];
+    snprintf(name, sizeof(name), "p%d", i);
+    sl_ct_produce_len(t, "ct/slow", name, (uint64_t)i, 100, 0, LEN);
+  }
+  uint64_t most = 0;
+  for (int i = 0; i < 20; i++) { /* every stats answer while it reads nothing */
+    const Sluice__V1__SubscriptionStats *row;
+    Sluice__V1__TopicStats *ts = topic_stats(t, "ct/slow", "slow", &row);
+    if (row->unacked > most) most = row->unacked;
+    protobuf_c_message_free_unpacked(&ts->base, NULL);
+  }
+  print_message("slow consumer: at most %llu of %d messages out\n",
+                (unsigned long long)most, N);
+  assert_true(most > 0);
+  assert_true(most < BOUND);
+  static sl_ct_msg got[N];
+  recv_n(&c, got, N);
+  for (int i = 0; i < N; i++) assert_int_equal(got[i].seq, (uint64_t)i);
+  sl_ct_close(&c);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_consume__exclusive_in_order_and_acked),
@@ -480,6 +515,7 @@ int main(void) {
       cmocka_unit_test(test_consume__bad_input),
       cmocka_unit_test(test_consume__redirect_to_owner),
       cmocka_unit_test(test_consume__stats),
+      cmocka_unit_test(test_consume__slow_consumer_is_bounded),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -25,7 +25,12 @@ int sl_ct_live_broker(sl_pt *t) {
 
 void sl_ct_produce(sl_pt *t, const char *topic, const char *name, uint64_t first,
                    int count, int nkeys) {
-  enum { BATCH = 10, LEN = 100 };
+  sl_ct_produce_len(t, topic, name, first, count, nkeys, 100);
+}
+
+void sl_ct_produce_len(sl_pt *t, const char *topic, const char *name, uint64_t first,
+                       int count, int nkeys, size_t len) {
+  enum { BATCH = 10 };
   int owner = sl_pt_owner(t, sl_ct_live_broker(t), topic, NULL);
   sl_pt_producer p;
   sl_err err = SL_ERR_INIT;
@@ -35,15 +40,15 @@ void sl_ct_produce(sl_pt *t, const char *topic, const char *name, uint64_t first
     int n = count - i < BATCH ? count - i : BATCH;
     Sluice__V1__SendRequest sends[BATCH];
     Sluice__V1__SendRequest *ptrs[BATCH];
-    uint8_t bufs[BATCH][LEN];
+    uint8_t *bufs = malloc(BATCH * len);
     char keys[BATCH][16];
     for (int j = 0; j < n; j++) {
       uint64_t seq = first + (uint64_t)(i + j);
       sluice__v1__send_request__init(&sends[j]);
       sends[j].sequence_id = seq;
-      sl_pt_payload(seq, bufs[j], LEN);
-      sends[j].payload.data = bufs[j];
-      sends[j].payload.len = LEN;
+      sl_pt_payload(seq, bufs + (size_t)j * len, len);
+      sends[j].payload.data = bufs + (size_t)j * len;
+      sends[j].payload.len = len;
       if (nkeys > 0) {
         snprintf(keys[j], sizeof(keys[j]), "k%d", (int)(seq % (uint64_t)nkeys));
         sends[j].key = keys[j];
@@ -57,6 +62,7 @@ void sl_ct_produce(sl_pt *t, const char *topic, const char *name, uint64_t first
     req.kind_case = SLUICE__V1__PRODUCE_REQUEST__KIND_BATCH;
     req.batch = &batch;
     st = sl_broker_service_produce_send(p.s, &req, 10000, &err);
+    free(bufs);
     if (st != SL_OK) fail_msg("send on %s: %s", topic, sl_err_msg(&err, st));
   }
   sl_pt_ack *acks = calloc((size_t)count + 1, sizeof(*acks));

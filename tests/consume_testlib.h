@@ -46,6 +46,9 @@ int sl_ct_live_broker(sl_pt *t);
  * when nkeys > 0. Waits for every receipt (OK) or fails the test. */
 void sl_ct_produce(sl_pt *t, const char *topic, const char *name, uint64_t first,
                    int count, int nkeys);
+/* The same with payloads of len bytes (at least 24). */
+void sl_ct_produce_len(sl_pt *t, const char *topic, const char *name, uint64_t first,
+                       int count, int nkeys, size_t len);
 
 /* Opens a stream to broker b and subscribes. SL_OK: Subscribed came;
  * SL_EREDIRECT: *redirect (if not NULL, caller frees) got the Redirect;
