@@ -10,6 +10,11 @@
  * everything unacked) and subscribes again at the owner, looked up afresh.
  * Acks, nacks and seeks from any thread go out on the partition's current
  * stream under its send lock.
+ *
+ * A seek drops what is queued and, until the broker's SeekDone, every
+ * message that arrives (those were in flight from the old position), so
+ * that whatever receive returns after sl_consumer_seek comes from the new
+ * position.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -45,6 +50,7 @@ typedef struct cpart {
   sl_rpc_stream *s;
   bool subscribed;
   int taken;                     /* messages taken since the last Flow */
+  int seeking;                   /* seeks sent and not yet done */
 } cpart;
 
 struct sl_consumer {
@@ -195,6 +201,7 @@ static sl_status subscribe(cpart *pt, bool refresh, sl_err *err) {
   pthread_mutex_unlock(&pt->smu);
   pthread_mutex_lock(&c->mu);
   pt->taken = 0;
+  pt->seeking = 0; /* a new stream starts at the subscription's position */
   if (!pt->subscribed) c->subscribed_once++;
   pt->subscribed = true;
   pthread_cond_broadcast(&c->cv);
@@ -237,6 +244,13 @@ static void drop_queued(sl_consumer *c, int part) {
 
 static void deliver(cpart *pt, const Sluice__V1__Message *in) {
   sl_consumer *c = pt->c;
+  pthread_mutex_lock(&c->mu);
+  bool stale = pt->seeking > 0;
+  pthread_mutex_unlock(&c->mu);
+  if (stale) {
+    taken(pt); /* from before the seek: its permit is granted again */
+    return;
+  }
   sl_received *m = received_new(in, pt);
   if (m == NULL) return; /* not acked: the broker redelivers it */
   if (c->o.on_message) {
@@ -272,6 +286,12 @@ static sl_status recv_all(cpart *pt, sl_err *err) {
       case SLUICE__V1__CONSUME_RESPONSE__KIND_ACK_RECEIPT:
         finish_receipt(c, r->ack_receipt->receipt_id, -1,
                        (sl_status)(-(int)r->ack_receipt->status), r->ack_receipt->error);
+        break;
+      case SLUICE__V1__CONSUME_RESPONSE__KIND_SEEK_DONE:
+        pthread_mutex_lock(&c->mu);
+        if (pt->seeking > 0) pt->seeking--;
+        pthread_cond_broadcast(&c->cv);
+        pthread_mutex_unlock(&c->mu);
         break;
       case SLUICE__V1__CONSUME_RESPONSE__KIND_CLOSED:
         sl_err_set(err, (sl_status)(-(int)r->closed->status), "%s: %s", pt->name,
@@ -540,11 +560,31 @@ sl_status sl_consumer_seek(sl_consumer *c, int64_t publish_time_ms, sl_err *err)
   req.kind_case = SLUICE__V1__CONSUME_REQUEST__KIND_SEEK;
   req.seek = &s;
   for (size_t i = 0; i < c->n_parts; i++) {
+    /* Counted before sending: SeekDone may come before part_send returns. */
+    pthread_mutex_lock(&c->mu);
+    c->parts[i].seeking++;
+    pthread_mutex_unlock(&c->mu);
     sl_status st = part_send(&c->parts[i], &req, err);
-    if (st != SL_OK) return st;
+    if (st != SL_OK) {
+      pthread_mutex_lock(&c->mu);
+      if (c->parts[i].seeking > 0) c->parts[i].seeking--;
+      pthread_mutex_unlock(&c->mu);
+      return sl_err_wrap(err, st, "seek %s", c->topic);
+    }
   }
+  int64_t deadline = sl_clock_mono_ns() + (int64_t)sl_client_timeout_ms(c->cl) * 1000000;
+  sl_status st = SL_OK;
   pthread_mutex_lock(&c->mu);
   drop_queued(c, -1);
+  for (size_t i = 0; i < c->n_parts && st == SL_OK; i++) {
+    while (c->parts[i].seeking > 0 && st == SL_OK) {
+      if (sl_clock_mono_ns() >= deadline)
+        st = sl_err_set(err, SL_ETIMEDOUT, "seek %s: not done within %d ms", c->parts[i].name,
+                        sl_client_timeout_ms(c->cl));
+      else
+        timed_wait(c, 50);
+    }
+  }
   pthread_mutex_unlock(&c->mu);
   for (size_t i = 0; i < c->n_parts; i++) {
     pthread_mutex_lock(&c->mu);
@@ -553,5 +593,5 @@ sl_status sl_consumer_seek(sl_consumer *c, int64_t publish_time_ms, sl_err *err)
     pthread_mutex_unlock(&c->mu);
     if (n > 0) flow(&c->parts[i], n);
   }
-  return SL_OK;
+  return st;
 }

@@ -238,7 +238,10 @@ sl_status sl_consumer_ack_sync(sl_consumer *c, const sl_msg_id *id, sl_err *err)
 /* Asks for redelivery. */
 sl_status sl_consumer_nack(sl_consumer *c, const sl_msg_id *id, sl_err *err);
 /* Moves the subscription on every partition to the first message published
- * at or after publish_time_ms (0 = the oldest); drops queued messages. */
+ * at or after publish_time_ms (0 = the oldest) and waits, up to the
+ * client's timeout, until every partition's broker has done it: queued
+ * messages are dropped, and whatever receive returns afterwards comes from
+ * the new position. SL_ETIMEDOUT if a broker did not confirm in time. */
 sl_status sl_consumer_seek(sl_consumer *c, int64_t publish_time_ms, sl_err *err);
 
 void sl_consumer_destroy(sl_consumer *c); /* NULL is a no-op */
