@@ -51,6 +51,8 @@ typedef struct cpart {
   bool subscribed;
   int taken;                     /* messages taken since the last Flow */
   int seeking;                   /* seeks sent and not yet done */
+  bool redirected;               /* last stream ended on a redirect: the
+                                    cache holds the owner (thread's own) */
 } cpart;
 
 struct sl_consumer {
@@ -186,6 +188,10 @@ static sl_status subscribe(cpart *pt, bool refresh, sl_err *err) {
   Sluice__V1__ConsumeResponse *r = NULL;
   st = sl_broker_service_consume_send(s, &req, timeout, err);
   if (st == SL_OK) st = sl_broker_service_consume_recv(s, &r, timeout, err);
+  if (st == SL_OK && r != NULL && r->kind_case == SLUICE__V1__CONSUME_RESPONSE__KIND_REDIRECT) {
+    sl_client_redirect(c->cl, pt->name, r->redirect->broker_address, r->redirect->epoch);
+    pt->redirected = true;
+  }
   if (st == SL_OK && r != NULL && r->kind_case == SLUICE__V1__CONSUME_RESPONSE__KIND_CLOSED)
     st = sl_err_set(err, (sl_status)(-(int)r->closed->status), "%s", r->closed->reason);
   else if (st == SL_OK &&
@@ -297,7 +303,12 @@ static sl_status recv_all(cpart *pt, sl_err *err) {
         sl_err_set(err, (sl_status)(-(int)r->closed->status), "%s: %s", pt->name,
                    r->closed->reason);
         break;
-      default: break; /* redirect: the stream ends next; we look up again */
+      case SLUICE__V1__CONSUME_RESPONSE__KIND_REDIRECT:
+        /* The stream ends next; we subscribe where this points. */
+        sl_client_redirect(c->cl, pt->name, r->redirect->broker_address, r->redirect->epoch);
+        pt->redirected = true;
+        break;
+      default: break;
     }
     protobuf_c_message_free_unpacked(&r->base, NULL);
   }
@@ -313,7 +324,15 @@ static void *part_loop(void *arg) {
     pthread_mutex_unlock(&c->mu);
     if (stop) break;
     sl_err err = SL_ERR_INIT;
-    sl_status st = subscribe(pt, attempt > 0, &err);
+    /* After a redirect the cache names the owner; after any other failure
+     * the cached owner is suspect. */
+    bool follow = pt->redirected && attempt < 4;
+    pt->redirected = false;
+    sl_status st = subscribe(pt, attempt > 0 && !follow, &err);
+    if (st == SL_EREDIRECT && pt->redirected && attempt < 4) {
+      attempt++;
+      continue; /* straight to the owner it named (a few hops at most) */
+    }
     if (st == SL_OK) {
       attempt = 0;
       st = recv_all(pt, &err);
