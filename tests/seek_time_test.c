@@ -1,0 +1,281 @@
+/*
+ * Seek by publish time (broker/seek_time.h) on a real cluster (etcd, 1
+ * metadata, 3 bookies, 1 broker): a partition of several ledgers (one of
+ * them empty, the last one still open and being written by its owner) is
+ * filled with entries stamped at distinct publish times; for many times T
+ * the search must give exactly what a linear scan of the log gives, in a
+ * logarithmic number of entry reads.
+ */
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "broker/seek_time.h"
+#include "common/clock.h"
+#include "entry.pb-c.h"
+#include "tests/produce_testlib.h"
+
+#define TOPIC "st/seek"
+#define ROUNDS 5          /* ledgers with entries (plus one empty) */
+#define ENTRIES 40        /* entries per round */
+#define PER_ENTRY 3       /* messages per entry (one SendBatch) */
+
+/* One stored message as the scan sees it. */
+typedef struct smsg {
+  sl_ml_pos pos;
+  int32_t index;
+  int64_t publish_ms;
+} smsg;
+
+typedef struct waiter {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  bool done;
+  sl_status st;
+  char details[SL_ERR_MAX];
+  smsg *msgs;
+  size_t n, cap;
+  sl_seek_time_result r;
+} waiter;
+
+static void waiter_init(waiter *w) {
+  memset(w, 0, sizeof(*w));
+  pthread_mutex_init(&w->mu, NULL);
+  pthread_cond_init(&w->cv, NULL);
+}
+
+static void waiter_done(waiter *w, sl_status st, const char *details) {
+  pthread_mutex_lock(&w->mu);
+  w->st = st;
+  snprintf(w->details, sizeof(w->details), "%s", details ? details : "");
+  w->done = true;
+  pthread_cond_broadcast(&w->cv);
+  pthread_mutex_unlock(&w->mu);
+}
+
+static void waiter_wait(waiter *w) {
+  struct timespec until;
+  clock_gettime(CLOCK_REALTIME, &until);
+  until.tv_sec += 30;
+  pthread_mutex_lock(&w->mu);
+  while (!w->done && pthread_cond_timedwait(&w->cv, &w->mu, &until) == 0) {
+  }
+  bool done = w->done;
+  pthread_mutex_unlock(&w->mu);
+  if (!done) fail_msg("no answer in 30 s");
+  pthread_mutex_destroy(&w->mu);
+  pthread_cond_destroy(&w->cv);
+}
+
+static void scan_entry(sl_ml_pos pos, const void *data, size_t len, void *arg) {
+  waiter *w = arg;
+  Sluice__V1__StoredEntry *e = sluice__v1__stored_entry__unpack(NULL, len, data);
+  if (e == NULL) return;
+  for (size_t i = 0; i < e->n_messages; i++) {
+    if (w->n == w->cap) {
+      w->cap = w->cap ? w->cap * 2 : 1024;
+      w->msgs = realloc(w->msgs, w->cap * sizeof(*w->msgs));
+    }
+    w->msgs[w->n++] = (smsg){pos, (int32_t)i, e->messages[i]->publish_time_ms};
+  }
+  sluice__v1__stored_entry__free_unpacked(e, NULL);
+}
+
+static void scan_done(sl_status st, const char *details, void *arg) {
+  waiter_done(arg, st, details);
+}
+
+/* The partition's messages, in log order (heap array). */
+static size_t scan_log(sl_pt *t, smsg **out) {
+  waiter w;
+  waiter_init(&w);
+  sl_err err = SL_ERR_INIT;
+  sl_ml_pos from = {0, 0};
+  assert_int_equal(sl_ml_scan_async(t->ledgers, t->meta, TOPIC, from, NULL, scan_entry,
+                                    scan_done, &w, &err),
+                   SL_OK);
+  waiter_wait(&w);
+  if (w.st != SL_OK) fail_msg("scan: %s", w.details);
+  *out = w.msgs;
+  return w.n;
+}
+
+static void seek_done(sl_status st, const char *details, const sl_seek_time_result *r,
+                      void *arg) {
+  waiter *w = arg;
+  if (st == SL_OK) w->r = *r;
+  waiter_done(w, st, details);
+}
+
+static sl_seek_time_result seek(sl_pt *t, sl_serial *serial, const char *partition,
+                                int64_t when) {
+  waiter w;
+  waiter_init(&w);
+  sl_seek_time_opts o = {t->ledgers, t->meta, partition, when, serial, 0};
+  sl_err err = SL_ERR_INIT;
+  assert_int_equal(sl_seek_time_async(&o, seek_done, &w, &err), SL_OK);
+  waiter_wait(&w);
+  if (w.st != SL_OK) fail_msg("seek %lld: %s", (long long)when, w.details);
+  return w.r;
+}
+
+static void produce_round(sl_pt *t, int round) {
+  int owner = sl_pt_owner(t, 0, TOPIC, NULL);
+  sl_pt_producer p;
+  sl_err err = SL_ERR_INIT;
+  char name[32];
+  snprintf(name, sizeof(name), "p%d", round);
+  assert_int_equal(sl_pt_open(t, owner, TOPIC, name, false, &p, NULL, &err), SL_OK);
+  sl_pt_ack acks[PER_ENTRY];
+  for (int e = 0; e < ENTRIES; e++) {
+    /* One entry at a time, each in a later millisecond than the last:
+     * publish times are distinct per entry and increase. */
+    int64_t before = sl_clock_wall_ms();
+    while (sl_clock_wall_ms() == before) {
+    }
+    assert_int_equal(sl_pt_send(&p, (uint64_t)e * PER_ENTRY, PER_ENTRY, 64, &err), SL_OK);
+    int got;
+    assert_int_equal(sl_pt_recv_acks(&p, acks, PER_ENTRY, &got, 30000, &err), SL_OK);
+  }
+  sl_pt_close(&p);
+}
+
+static int setup(void **state) {
+  sl_pt *t = calloc(1, sizeof(*t));
+  sl_pt_start(t, "seek_time", 1, 3, 1);
+  sl_pt_namespace(t, "st", false, 0);
+  sl_pt_topic(t, TOPIC, 0);
+  sl_pt_topic(t, "st/empty", 0);
+  *state = t;
+  return 0;
+}
+
+static int teardown(void **state) {
+  sl_pt *t = *state;
+  sl_pt_stop(t);
+  free(t);
+  return 0;
+}
+
+/* What a linear scan says for T: the first message at or after T, or the
+ * end (just past the last entry). */
+static void expect(const smsg *m, size_t n, int64_t when, const sl_seek_time_result *r,
+                   sl_ml_pos end) {
+  size_t i = 0;
+  while (i < n && m[i].publish_ms < when) i++;
+  if (i == n) {
+    assert_true(r->at_end);
+    assert_int_equal(r->pos.ledger_id, end.ledger_id);
+    assert_int_equal(r->pos.entry_id, end.entry_id);
+    return;
+  }
+  if (r->at_end || r->pos.ledger_id != m[i].pos.ledger_id ||
+      r->pos.entry_id != m[i].pos.entry_id || r->batch_index != m[i].index)
+    fail_msg("T=%lld: got %s(%llu,%lld,%d), want (%llu,%lld,%d)", (long long)when,
+             r->at_end ? "end " : "", (unsigned long long)r->pos.ledger_id,
+             (long long)r->pos.entry_id, r->batch_index,
+             (unsigned long long)m[i].pos.ledger_id, (long long)m[i].pos.entry_id,
+             m[i].index);
+}
+
+/* Several ledgers (one empty, the last open): every probed T agrees with
+ * the linear scan, and no search reads more than a logarithmic number of
+ * entries. */
+static void test_seek_time__matches_a_linear_scan(void **state) {
+  sl_pt *t = *state;
+  for (int r = 0; r < ROUNDS; r++) {
+    produce_round(t, r);
+    sl_pt_unload(t, 0, TOPIC); /* closes the ledger; the next open adds one */
+    if (r == 1) {
+      /* A ledger that gets no entry: opened by a producer, then unloaded. */
+      int owner = sl_pt_owner(t, 0, TOPIC, NULL);
+      sl_pt_producer p;
+      sl_err err = SL_ERR_INIT;
+      assert_int_equal(sl_pt_open(t, owner, TOPIC, "idle", false, &p, NULL, &err), SL_OK);
+      sl_pt_close(&p);
+      sl_pt_unload(t, 0, TOPIC);
+    }
+  }
+  produce_round(t, ROUNDS); /* the last ledger stays open, owner writing */
+
+  /* Await the open ledger's LAC on the bookies (the writer sends it once
+   * idle), so that the scan and the searches see the same entries. */
+  size_t want = (size_t)(ROUNDS + 1) * ENTRIES * PER_ENTRY;
+  smsg *m = NULL;
+  size_t n = 0;
+  int64_t deadline = sl_clock_mono_ms() + 20000;
+  for (;;) {
+    free(m);
+    n = scan_log(t, &m);
+    if (n == want || sl_clock_mono_ms() > deadline) break;
+  }
+  assert_int_equal(n, want);
+  for (size_t i = 1; i < n; i++) assert_true(m[i - 1].publish_ms <= m[i].publish_ms);
+  sl_ml_pos end = m[n - 1].pos;
+  end.entry_id++;
+
+  sl_serial *serial;
+  sl_err err = SL_ERR_INIT;
+  assert_int_equal(sl_serial_create(&serial, &err), SL_OK);
+  uint32_t max_reads = 0;
+  int64_t times[4 + 2 * (ROUNDS + 1) * ENTRIES];
+  size_t nt = 0;
+  times[nt++] = 0;
+  times[nt++] = m[0].publish_ms - 1000;
+  times[nt++] = m[n - 1].publish_ms + 1;
+  times[nt++] = m[n - 1].publish_ms + 100000;
+  for (size_t i = 0; i < n; i += PER_ENTRY) {
+    times[nt++] = m[i].publish_ms;      /* exactly an entry's time */
+    times[nt++] = m[i].publish_ms - 1;  /* just before it */
+  }
+  for (size_t k = 0; k < nt; k++) {
+    sl_seek_time_result r = seek(t, serial, TOPIC, times[k]);
+    expect(m, n, times[k], &r, end);
+    if (r.entries_read > max_reads) max_reads = r.entries_read;
+  }
+  /* 7 ledgers, 40 entries each: about log2(7) + log2(40) + 1 = 10 reads;
+   * a linear scan would read up to 240. */
+  print_message("seek_time: %zu searches over %zu messages, at most %u entry reads\n", nt,
+                n, max_reads);
+  assert_true(max_reads <= 14);
+  sl_serial_unref(serial);
+  free(m);
+}
+
+/* A partition with no ledger list yet is empty: the end, (0, 0). */
+static void test_seek_time__empty_partition(void **state) {
+  sl_pt *t = *state;
+  sl_serial *serial;
+  sl_err err = SL_ERR_INIT;
+  assert_int_equal(sl_serial_create(&serial, &err), SL_OK);
+  sl_seek_time_result r = seek(t, serial, "st/empty", 12345);
+  assert_true(r.at_end);
+  assert_int_equal(r.pos.ledger_id, 0);
+  assert_int_equal(r.pos.entry_id, 0);
+  assert_int_equal(r.entries_read, 0);
+  sl_serial_unref(serial);
+}
+
+/* Missing options are refused at once; no callback runs. */
+static void test_seek_time__bad_options(void **state) {
+  sl_pt *t = *state;
+  sl_err err = SL_ERR_INIT;
+  sl_seek_time_opts o = {t->ledgers, t->meta, NULL, 1, NULL, 0};
+  assert_int_equal(sl_seek_time_async(&o, seek_done, NULL, &err), SL_EINVAL);
+  assert_int_equal(sl_seek_time_async(NULL, seek_done, NULL, &err), SL_EINVAL);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_seek_time__matches_a_linear_scan),
+      cmocka_unit_test(test_seek_time__empty_partition),
+      cmocka_unit_test(test_seek_time__bad_options),
+  };
+  return cmocka_run_group_tests(tests, setup, teardown);
+}
