@@ -521,6 +521,12 @@ sl_status sl_consumer_ack(sl_consumer *c, const sl_msg_id *id, sl_err *err) {
 }
 
 sl_status sl_consumer_ack_cumulative(sl_consumer *c, const sl_msg_id *id, sl_err *err) {
+  /* Refused here: the broker would end the stream over it. */
+  if (c->o.type == SL_SUB_SHARED || c->o.type == SL_SUB_KEY_SHARED)
+    return sl_err_set(err, SL_EINVAL,
+                      "subscription %s: cumulative ack needs an exclusive or failover "
+                      "subscription; ack each message",
+                      c->sub);
   return ack(c, id, SLUICE__V1__ACK_TYPE__ACK_TYPE_CUMULATIVE, 0, err);
 }
 

@@ -228,7 +228,9 @@ sl_status sl_consumer_receive(sl_consumer *c, int timeout_ms, sl_received **out,
                               sl_err *err);
 
 /* Acks one message; with a cumulative ack, everything up to it on its
- * partition (exclusive and failover only). Queued to the broker. */
+ * partition (exclusive and failover only: SL_EINVAL otherwise). Queued to
+ * the broker; SL_EUNAVAIL while the partition reconnects (the message is
+ * then redelivered). */
 sl_status sl_consumer_ack(sl_consumer *c, const sl_msg_id *id, sl_err *err);
 sl_status sl_consumer_ack_cumulative(sl_consumer *c, const sl_msg_id *id,
                                      sl_err *err);

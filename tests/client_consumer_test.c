@@ -1,10 +1,11 @@
 /*
  * libsluice consumer against a real cluster (etcd, metadata, 3 bookies, 2
  * brokers): receive and ack (acked messages do not come back), nack
- * redelivery, ack with receipt, seek, a partitioned topic merged into one
- * consumer, automatic resubscribe when the owner broker is killed -9, and
- * the producer's failover seen from a consumer: with dedup on, every
- * message sent across an owner kill comes out exactly once.
+ * redelivery, cumulative ack, ack with receipt, seek, callback mode, a
+ * partitioned topic merged into one consumer, automatic resubscribe when
+ * the owner broker is killed -9, and the producer's failover seen from a
+ * consumer: with dedup on, every message sent across an owner kill comes
+ * out exactly once.
  */
 #include <pthread.h>
 #include <setjmp.h>
@@ -32,6 +33,7 @@ static int setup(void **state) {
   sl_pt_topic(t, "cc/receipts", 0);
   sl_pt_topic(t, "cc/seek", 0);
   sl_pt_topic(t, "cc/callback", 0);
+  sl_pt_topic(t, "cc/cumulative", 0);
   sl_pt_topic(t, "cc/merged", 3);
   sl_pt_topic(t, "cc/resubscribe", 0);
   sl_pt_topic(t, "cc/failover", 0);
@@ -166,6 +168,44 @@ static void test_client_consumer__nack_redelivers(void **state) {
   assert_int_equal(sl_consumer_ack_sync(cons, &m->id, &err), SL_OK);
   sl_received_free(m);
   assert_nothing_within(cons, 1500);
+  sl_consumer_destroy(cons);
+  sl_client_destroy(c);
+}
+
+/* A cumulative ack covers every earlier message: only the messages after
+ * it are left (the last is acked with a receipt, which also confirms the
+ * cumulative ack before it on the same stream). Shared subscriptions
+ * refuse it. */
+static void test_client_consumer__cumulative_ack(void **state) {
+  sl_pt *t = *state;
+  sl_client *c = client_via(t, 0);
+  produce(c, "cc/cumulative", 0, 10);
+  sl_consumer *cons = consumer(c, "cc/cumulative", "s");
+  sl_err err = SL_ERR_INIT;
+  sl_msg_id ids[10];
+  for (int i = 0; i < 10; i++) {
+    sl_received *m = recv_one(cons, RECV_MS);
+    assert_int_equal(index_of(m), i);
+    ids[i] = m->id;
+    sl_received_free(m);
+  }
+  assert_int_equal(sl_consumer_ack_cumulative(cons, &ids[7], &err), SL_OK);
+  assert_int_equal(sl_consumer_ack_sync(cons, &ids[9], &err), SL_OK);
+  sl_consumer_destroy(cons);
+  cons = consumer(c, "cc/cumulative", "s");
+  sl_received *m = recv_one(cons, RECV_MS);
+  assert_int_equal(index_of(m), 8);
+  sl_received_free(m);
+  assert_nothing_within(cons, 1000);
+  sl_consumer_destroy(cons);
+
+  sl_consumer_opts o = SL_CONSUMER_OPTS_INIT;
+  o.topic = "cc/cumulative";
+  o.subscription = "shared";
+  o.type = SL_SUB_SHARED;
+  assert_int_equal(sl_consumer_create(c, &o, &cons, &err), SL_OK);
+  assert_int_equal(sl_consumer_ack_cumulative(cons, &ids[0], &err), SL_EINVAL);
+  assert_non_null(strstr(err.msg, "exclusive or failover"));
   sl_consumer_destroy(cons);
   sl_client_destroy(c);
 }
@@ -450,6 +490,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_client_consumer__receive_ack),
       cmocka_unit_test(test_client_consumer__nack_redelivers),
+      cmocka_unit_test(test_client_consumer__cumulative_ack),
       cmocka_unit_test(test_client_consumer__ack_receipt),
       cmocka_unit_test(test_client_consumer__seek),
       cmocka_unit_test(test_client_consumer__callback_mode),
