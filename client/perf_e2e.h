@@ -10,7 +10,9 @@
  *
  * Then, optionally, the catch-up read: a new subscription reads the topic
  * from its oldest message while nothing is published, and the rate it
- * receives this run's messages at is reported in MB/s. With a backlog
+ * receives this run's messages at is reported in MB/s. It reads whatever
+ * the topic held before the run too (use a fresh topic for a clean figure),
+ * and its subscription ("<subscription>-catchup-<n>") stays behind. With a backlog
  * larger than the broker's entry cache, that is the rate of range reads
  * from bookies.
  *
