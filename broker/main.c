@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "broker/consume.h"
 #include "broker/ledger/ledger.h"
 #include "broker/produce.h"
 #include "broker/service.h"
@@ -100,6 +101,11 @@ static sl_status start(void *c, sl_rpc_server *srv, void **state, sl_err *err) {
     sl_produce_opts po = {.metadata = s->b.md, .ledgers = s->ledgers};
     st = sl_produce_create(&po, &s->b.produce, err);
   }
+  if (st == SL_OK) {
+    sl_consume_opts copts = {.produce = s->b.produce};
+    st = sl_consume_create(&copts, &s->b.consume, err);
+    if (st != SL_OK) sl_produce_destroy(s->b.produce);
+  }
   if (st != SL_OK) {
     sl_ledger_client_destroy(s->ledgers);
     sl_rpc_channel_destroy(s->b.md);
@@ -109,6 +115,7 @@ static sl_status start(void *c, sl_rpc_server *srv, void **state, sl_err *err) {
   sl_broker_lookup_handlers(&real);
   sl_broker_admin_handlers(&real);
   sl_produce_handlers(&real);
+  sl_consume_handlers(&real);
   sl_broker_service_handlers h = real;
   h.lookup = lookup_guard;
   h.unload = unload_guard;
@@ -155,7 +162,8 @@ static void stop(void *state) {
   broker_state *s = state;
   sl_produce_set_ownership(s->b.produce, NULL);
   sl_ownership_destroy(s->b.own);
-  sl_produce_destroy(s->b.produce);
+  sl_produce_destroy(s->b.produce); /* drops the partitions' consume side too */
+  sl_consume_destroy(s->b.consume);
   sl_ledger_client_destroy(s->ledgers);
   sl_rpc_channel_destroy(s->b.md);
   free(s);

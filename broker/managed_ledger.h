@@ -198,6 +198,24 @@ typedef void (*sl_ml_entry_cb)(sl_ml_pos pos, const void *data, size_t len,
 sl_status sl_ml_read_async(sl_ml *ml, sl_ml_pos from, sl_ml_entry_cb on_entry,
                            sl_ml_done_cb on_done, void *arg, sl_err *err);
 
+/* Like sl_ml_read_async, but stops after max entries (0 = no limit): the
+ * Consume path's bounded backlog reads. */
+sl_status sl_ml_read_max_async(sl_ml *ml, sl_ml_pos from, uint64_t max,
+                               sl_ml_entry_cb on_entry, sl_ml_done_cb on_done,
+                               void *arg, sl_err *err);
+
+/* One ledger of the chain as the cursors need it (cursor.h). */
+typedef struct sl_ml_ledger_info {
+  uint64_t ledger_id;
+  int64_t entries;             /* durable entries so far */
+  uint64_t bytes;              /* their bytes (0 = unknown) */
+} sl_ml_ledger_info;
+
+/* The chain now, oldest first; the current ledger counts the entries up to
+ * the last confirmed one. *out is malloc'd (the caller frees it), even for
+ * n = 0. Serial only. */
+size_t sl_ml_chain(const sl_ml *ml, sl_ml_ledger_info **out);
+
 /* Reads a partition's whole log without owning it (tools and tests): gets
  * the list, opens each ledger for reading (an OPEN one up to the LAC its
  * bookies report), reads from `from` on. Callbacks run on `serial`

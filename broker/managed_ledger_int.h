@@ -100,11 +100,15 @@ sl_rpc_call_opts ml_call_opts(const sl_ml *ml);
 /* Updates stats under the lock. */
 void ml_stats_update(sl_ml *ml, void (*fn)(sl_ml_stats *s, void *arg), void *arg);
 
-/* Reads ledgers[i..] in order (managed_ledger_read.c). ids is copied. */
+/* Reads ledgers[i..] in order, at most max entries (0 = all)
+ * (managed_ledger_read.c). ids is copied. *out (may be NULL) gets the read,
+ * which starts on `serial` after the caller's item when called on it. */
+typedef struct chain_read chain_read;
 sl_status ml_read_chain(sl_ledger_client *c, sl_serial *serial,
                         const uint64_t *ids, size_t n, sl_ml_pos from,
-                        sl_ml_entry_cb on_entry, sl_ml_done_cb on_done,
-                        void *arg, sl_err *err);
+                        uint64_t max, sl_ml_entry_cb on_entry,
+                        sl_ml_done_cb on_done, void *arg, chain_read **out,
+                        sl_err *err);
 
 /* Starts the periodic trim timer (managed_ledger_trim.c). */
 void ml_trim_timer_start(sl_ml *ml);

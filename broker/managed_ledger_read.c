@@ -16,18 +16,22 @@
 typedef struct chain_read {
   sl_ledger_client *client;
   sl_serial *serial;
+  sl_ml *ml;            /* referenced, for its writer handle; NULL = scan */
+  bool borrowed;        /* lh is ml->cur: read up to its LAC, never freed */
   uint64_t *ids;
   size_t n, i;
   sl_ml_pos from;
   sl_ledger *lh;        /* the ledger being read */
   int64_t next, last;   /* next entry to ask for, last readable entry */
+  uint64_t left;        /* entries still wanted (bounded reads) */
   sl_ml_entry_cb on_entry;
   sl_ml_done_cb on_done;
   void *arg;
 } chain_read;
 
 static void chain_free(chain_read *r) {
-  sl_ledger_destroy(r->lh);
+  if (!r->borrowed) sl_ledger_destroy(r->lh);
+  if (r->ml != NULL) ml_unref(r->ml);
   sl_serial_unref(r->serial);
   free(r->ids);
   free(r);
@@ -43,6 +47,7 @@ static void next_ledger(chain_read *r);
 static void chunk_entry(int64_t entry_id, const void *data, size_t len, void *arg) {
   chain_read *r = arg;
   sl_ml_pos pos = {r->ids[r->i], entry_id};
+  if (r->left > 0) r->left--;
   r->on_entry(pos, data, len, r->arg);
 }
 
@@ -58,15 +63,27 @@ static void chunk_done(sl_status st, const char *details, void *arg) {
 }
 
 static void read_chunk(chain_read *r) {
-  if (r->next > r->last) {
-    sl_ledger_destroy(r->lh);
+  if (r->left == 0) {
+    chain_finish(r, SL_OK, NULL);
+    return;
+  }
+  if (r->borrowed && r->ml->cur != r->lh) {
+    /* Rolled over or closed meanwhile: the caller reads on from here. */
     r->lh = NULL;
+    chain_finish(r, SL_OK, NULL);
+    return;
+  }
+  if (r->next > r->last) {
+    if (!r->borrowed) sl_ledger_destroy(r->lh);
+    r->lh = NULL;
+    r->borrowed = false;
     r->i++;
     next_ledger(r);
     return;
   }
   int64_t end = r->next + READ_CHUNK - 1;
   if (end > r->last) end = r->last;
+  if ((uint64_t)(end - r->next) >= r->left) end = r->next + (int64_t)r->left - 1;
   int64_t first = r->next;
   r->next = end + 1;
   sl_err err = SL_ERR_INIT;
@@ -95,6 +112,16 @@ static void next_ledger(chain_read *r) {
     chain_finish(r, SL_OK, NULL);
     return;
   }
+  if (r->ml != NULL && r->ml->cur != NULL && sl_ledger_id(r->ml->cur) == r->ids[r->i]) {
+    /* Our own current ledger: its bookies learn the LAC only with the
+     * next add, the writer knows it now. */
+    r->lh = r->ml->cur;
+    r->borrowed = true;
+    r->next = r->ids[r->i] == r->from.ledger_id && r->from.entry_id > 0 ? r->from.entry_id : 0;
+    r->last = sl_ledger_lac(r->lh);
+    read_chunk(r);
+    return;
+  }
   sl_ledger_open_opts o = {r->serial};
   sl_err err = SL_ERR_INIT;
   sl_status st = sl_ledger_open_async(r->client, r->ids[r->i], &o, ledger_opened, r, &err);
@@ -105,8 +132,9 @@ static void chain_start(void *arg) { next_ledger(arg); }
 
 sl_status ml_read_chain(sl_ledger_client *c, sl_serial *serial,
                         const uint64_t *ids, size_t n, sl_ml_pos from,
-                        sl_ml_entry_cb on_entry, sl_ml_done_cb on_done,
-                        void *arg, sl_err *err) {
+                        uint64_t max, sl_ml_entry_cb on_entry,
+                        sl_ml_done_cb on_done, void *arg, chain_read **out,
+                        sl_err *err) {
   if (on_entry == NULL || on_done == NULL)
     return sl_err_set(err, SL_EINVAL, "read: callbacks required");
   chain_read *r = calloc(1, sizeof(*r));
@@ -122,23 +150,53 @@ sl_status ml_read_chain(sl_ledger_client *c, sl_serial *serial,
   sl_serial_ref(serial);
   r->serial = serial;
   r->from = from;
+  r->left = max > 0 ? max : UINT64_MAX;
   r->on_entry = on_entry;
   r->on_done = on_done;
   r->arg = arg;
-  sl_serial_post(serial, chain_start, r);
+  if (out != NULL) *out = r;
+  sl_serial_post(serial, chain_start, r); /* on the serial: runs later */
   return SL_OK;
 }
 
-sl_status sl_ml_read_async(sl_ml *ml, sl_ml_pos from, sl_ml_entry_cb on_entry,
-                           sl_ml_done_cb on_done, void *arg, sl_err *err) {
+sl_status sl_ml_read_max_async(sl_ml *ml, sl_ml_pos from, uint64_t max,
+                               sl_ml_entry_cb on_entry, sl_ml_done_cb on_done,
+                               void *arg, sl_err *err) {
   SL_ASSERT(sl_serial_running_here(ml->serial));
   uint64_t *ids = calloc(ml->n_refs + 1, sizeof(*ids));
   if (ids == NULL) return sl_err_set(err, SL_ENOMEM, "read: out of memory");
   for (size_t i = 0; i < ml->n_refs; i++) ids[i] = ml->refs_v[i].id;
+  chain_read *r = NULL;
   sl_status st = ml_read_chain(ml->ledgers, ml->serial, ids, ml->n_refs, from,
-                               on_entry, on_done, arg, err);
+                               max, on_entry, on_done, arg, &r, err);
   free(ids);
+  if (st == SL_OK) {
+    ml_ref_get(ml);
+    r->ml = ml;
+  }
   return st;
+}
+
+sl_status sl_ml_read_async(sl_ml *ml, sl_ml_pos from, sl_ml_entry_cb on_entry,
+                           sl_ml_done_cb on_done, void *arg, sl_err *err) {
+  return sl_ml_read_max_async(ml, from, 0, on_entry, on_done, arg, err);
+}
+
+size_t sl_ml_chain(const sl_ml *ml, sl_ml_ledger_info **out) {
+  SL_ASSERT(sl_serial_running_here(ml->serial));
+  sl_ml_stats s;
+  sl_ml_stats_get(ml, &s);
+  sl_ml_ledger_info *v = sl_xcalloc(ml->n_refs + 1, sizeof(*v));
+  for (size_t i = 0; i < ml->n_refs; i++) {
+    const ml_ref *r = &ml->refs_v[i];
+    v[i].ledger_id = r->id;
+    v[i].bytes = r->size;
+    v[i].entries = r->entries;
+    if (r->entries < 0) /* the open current ledger: what is durable so far */
+      v[i].entries = s.last_confirmed.ledger_id == r->id ? s.last_confirmed.entry_id + 1 : 0;
+  }
+  *out = v;
+  return ml->n_refs;
 }
 
 /* ---- scan: read a partition's log without owning it ---- */
@@ -162,8 +220,8 @@ static void scan_listed(sl_status st, const char *details, ProtobufCMessage *res
     if (ids == NULL) abort();
     for (size_t i = 0; i < r->info->n_ledgers; i++) ids[i] = r->info->ledgers[i]->ledger_id;
     sl_err err = SL_ERR_INIT;
-    st = ml_read_chain(s->client, s->serial, ids, r->info->n_ledgers, s->from,
-                       s->on_entry, s->on_done, s->arg, &err);
+    st = ml_read_chain(s->client, s->serial, ids, r->info->n_ledgers, s->from, 0,
+                       s->on_entry, s->on_done, s->arg, NULL, &err);
     free(ids);
     if (st != SL_OK) s->on_done(st, err.msg, s->arg);
   } else {

@@ -131,7 +131,22 @@ struct ptopic {
   uint32_t since_snapshot;   /* entries since the last dedup snapshot */
   uint64_t producer_names;   /* for generated names */
   bool unload_wanted;        /* close once the FIFO is empty */
+  uint32_t max_redeliveries; /* namespace policy, for subscriptions */
+  void *consume;             /* the consume side (partition_consume.h), owned
+                                by it through the listener; NULL if none */
 };
+
+/* The consume side of a partition (broker/partition_consume.h) hears of the
+ * partition's life through these, on the partition's serial. */
+typedef struct pt_listener {
+  void (*ready)(ptopic *t);  /* loaded: READY */
+  /* An entry is durable at pos (its bytes borrowed for the call). */
+  void (*appended)(ptopic *t, sl_ml_pos pos, const void *data, size_t len);
+  void (*closing)(ptopic *t); /* a graceful unload began */
+  /* Gone (unloaded, fenced, lost, failed to load): end the consumers with
+   * st (SL_EREDIRECT when ownership moves) and details. */
+  void (*gone)(ptopic *t, sl_status st, const char *details);
+} pt_listener;
 
 struct sl_produce {
   sl_produce_opts o;
@@ -143,6 +158,7 @@ struct sl_produce {
   sl_metrics_counter *m_msgs, *m_bytes, *m_dups, *m_recoveries;
   sl_metrics_histogram *m_ack;
   sl_metrics_callback *m_inflight;
+  const pt_listener *listener; /* set before serving; NULL = none */
 };
 
 /* ---- produce.c (streams) ---- */
@@ -169,6 +185,9 @@ void pt_unref(ptopic *t);
  * lookup, or a new LOADING one); then ps is attached on its serial and
  * answered through ps_opened/ps_end. */
 void pt_attach(sl_produce *p, const char *partition, uint64_t epoch, pstream *ps);
+/* The partition for this broker as owner at epoch, referenced (table
+ * lookup, or a new LOADING one whose load is posted). */
+ptopic *pt_get(sl_produce *p, const char *partition, uint64_t epoch);
 /* Posts a batch (takes its references) to the partition's serial. */
 void pt_post_batch(pbatch *b);
 /* Posts the stream's detach (call over). */
@@ -178,6 +197,9 @@ void pt_unload(sl_produce *p, const char *partition);
 void pt_lost(sl_produce *p, const char *partition);
 /* Drops every partition (destroy). */
 void pt_drop_all(sl_produce *p);
+
+/* Sets the consume side's listener (before the broker serves). */
+void sl_produce_set_listener(sl_produce *p, const pt_listener *l);
 
 /* Resumes streams paused for the broker-wide limit once under half. */
 void produce_resume_paused(sl_produce *p);

@@ -145,6 +145,9 @@ static void entry_done(sl_status st, sl_ml_pos pos, void *arg) {
   g->done = true;
   g->st = st;
   g->pos = pos;
+  const pt_listener *l = t->p->listener;
+  if (st == SL_OK && l != NULL && t->consume != NULL)
+    l->appended(t, pos, g->data.data, g->data.len);
   drain(t);
   if (st == SL_OK && t->state != PT_GONE && t->ml != NULL) maybe_snapshot(t, pos);
   /* A completion is the moment to send what gathered meanwhile. */
@@ -172,8 +175,9 @@ static void flush(ptopic *t) {
   g->data.len +=
       sluice__v1__stored_entry__pack(&summary, (uint8_t *)g->data.data + g->data.len);
   sl_err err = SL_ERR_INIT;
+  /* The bytes stay with the group until the entry is durable: the consume
+   * side caches them then (group_free releases them). */
   sl_status st = sl_ml_append(t->ml, g->data.data, g->data.len, entry_done, g, &err);
-  sl_buf_release(&g->data); /* packed by the ledger client */
   if (st != SL_OK) {
     g->done = true;
     g->st = st;
@@ -430,6 +434,11 @@ static void table_remove(ptopic *t) {
   if (mine) pt_unref(t);
 }
 
+static void consume_gone(ptopic *t, sl_status st, const char *details) {
+  const pt_listener *l = t->p->listener;
+  if (l != NULL) l->gone(t, st, details);
+}
+
 static bool fencing(sl_status st) {
   return st == SL_EFENCED || st == SL_ESTALE_EPOCH || st == SL_EVERSION;
 }
@@ -444,6 +453,7 @@ static void pt_gone(ptopic *t, sl_status st, const char *details) {
   sl_timer_stop(&t->group_timer);
   table_remove(t);
   end_all(t, SL_EREDIRECT, "partition is no longer owned here: look it up again");
+  consume_gone(t, SL_EREDIRECT, "partition is no longer owned here: look it up again");
   if (t->open != NULL) {
     group_free(t->open);
     t->open = NULL;
@@ -476,8 +486,11 @@ static void become_ready(ptopic *t) {
     ps_unref(w);
     w = next;
   }
+  const pt_listener *l = t->p->listener;
+  if (l != NULL) l->ready(t);
   if (t->unload_wanted) {
     t->state = PT_CLOSING;
+    if (l != NULL) l->closing(t);
     drain(t);
   }
 }
@@ -563,6 +576,7 @@ static void namespace_read(sl_status st, const char *details, ProtobufCMessage *
   sl_ml_opts mo = {0};
   if (pol != NULL) {
     t->dedup_on = pol->deduplication;
+    t->max_redeliveries = pol->max_redeliveries;
     if (pol->max_message_bytes > 0) t->max_message_bytes = pol->max_message_bytes;
     mo.policy.ensemble_size = pol->ensemble_size;
     mo.policy.write_quorum = pol->write_quorum;
@@ -629,6 +643,7 @@ static void load_failed(ptopic *t, sl_status st, const char *details) {
   t->state = PT_GONE;
   table_remove(t);
   end_all(t, st == SL_EREDIRECT ? SL_EUNAVAIL : st, msg);
+  consume_gone(t, st == SL_EREDIRECT ? SL_EUNAVAIL : st, msg);
   sl_ml *ml = t->ml; /* opened, then the replay failed */
   t->ml = NULL;
   sl_ml_destroy(ml);
@@ -639,6 +654,12 @@ static void load_failed(ptopic *t, sl_status st, const char *details) {
 }
 
 void pt_attach(sl_produce *p, const char *partition, uint64_t epoch, pstream *ps) {
+  ptopic *t = pt_get(p, partition, epoch);
+  post(t, ps, attach_run);
+  pt_unref(t);
+}
+
+ptopic *pt_get(sl_produce *p, const char *partition, uint64_t epoch) {
   pthread_mutex_lock(&p->mu);
   ptopic *t = sl_map_get(&p->topics, partition);
   bool fresh = t == NULL || t->epoch != epoch;
@@ -662,10 +683,13 @@ void pt_attach(sl_produce *p, const char *partition, uint64_t epoch, pstream *ps
     /* An older epoch's partition still in the table is on its way out. */
     if (old != NULL) pt_unref(old);
   }
+  pt_ref(t);
   pthread_mutex_unlock(&p->mu);
   if (fresh) post(t, NULL, load_run);
-  post(t, ps, attach_run);
+  return t;
 }
+
+void sl_produce_set_listener(sl_produce *p, const pt_listener *l) { p->listener = l; }
 
 /* ---- unload and loss ---- */
 
@@ -680,6 +704,7 @@ static void ml_closed(sl_status st, const char *details, void *arg) {
   t->state = PT_GONE;
   table_remove(t);
   end_all(t, SL_EREDIRECT, "partition unloaded: look it up again");
+  consume_gone(t, SL_EREDIRECT, "partition unloaded: look it up again");
   sl_ml *ml = t->ml;
   t->ml = NULL;
   sl_ml_destroy(ml);
@@ -705,6 +730,7 @@ static void unload_run(void *arg) {
     case PT_READY:
       t->state = PT_CLOSING; /* new sends are redirected from now on */
       t->unload_wanted = true;
+      if (t->p->listener != NULL) t->p->listener->closing(t);
       flush(t);
       drain(t);
       break;

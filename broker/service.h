@@ -21,6 +21,7 @@ typedef struct sl_broker {
   sl_rpc_channel *md;       /* metadata service channel; retained */
   int rpc_timeout_ms;       /* per forwarded metadata call */
   struct sl_produce *produce; /* Produce handlers' state (broker/produce.h) */
+  struct sl_consume *consume; /* Consume handlers' state (broker/consume.h) */
 } sl_broker;
 
 /* Fill in the Lookup handler. */

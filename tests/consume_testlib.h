@@ -1,0 +1,85 @@
+/*
+ * Helpers for the Consume integration tests (tests/consume*_test.c): a
+ * consumer on one Consume stream over the generated stubs, on a cluster
+ * from tests/produce_testlib.h (which also produces the messages).
+ * Helpers fail the running cmocka test on transport errors they cannot
+ * report.
+ */
+#ifndef SL_TESTS_CONSUME_TESTLIB_H
+#define SL_TESTS_CONSUME_TESTLIB_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "broker.pb-c.h"
+#include "tests/produce_testlib.h"
+
+typedef struct sl_ct_consumer {
+  sl_rpc_stream *s;
+  char name[64];
+  bool active;                 /* from Subscribed, then ActiveConsumerChange */
+  int active_changes;          /* ActiveConsumerChange events seen */
+  int seek_done;               /* SeekDone events seen */
+} sl_ct_consumer;
+
+/* What a test subscribes with (zero = defaults). */
+typedef struct sl_ct_sub {
+  const char *topic;
+  const char *subscription;
+  int type;                    /* SubscriptionType */
+  const char *name;            /* consumer name; NULL = generated */
+  bool earliest;
+  uint32_t priority;
+  uint32_t ack_timeout_ms;
+  uint32_t nack_delay_ms;
+} sl_ct_sub;
+
+/* Opens a stream to broker b and subscribes. SL_OK: Subscribed came;
+ * SL_EREDIRECT: *redirect (if not NULL, caller frees) got the Redirect;
+ * else the Closed status (err has its reason). */
+sl_status sl_ct_subscribe(sl_pt *t, int b, const sl_ct_sub *sub, sl_ct_consumer *c,
+                          Sluice__V1__Redirect **redirect, sl_err *err);
+
+/* Subscribes at the partition's owner (looked up through broker 0). */
+void sl_ct_subscribe_owner(sl_pt *t, const sl_ct_sub *sub, sl_ct_consumer *c);
+
+void sl_ct_close(sl_ct_consumer *c);
+
+sl_status sl_ct_flow(sl_ct_consumer *c, int32_t permits, sl_err *err);
+
+/* One id per message; receipt_id != 0 asks for an AckReceipt. */
+sl_status sl_ct_ack(sl_ct_consumer *c, const Sluice__V1__MessageId *ids, size_t n,
+                    bool cumulative, uint64_t receipt_id, sl_err *err);
+sl_status sl_ct_nack(sl_ct_consumer *c, const Sluice__V1__MessageId *ids, size_t n,
+                     uint32_t delay_ms, sl_err *err);
+sl_status sl_ct_seek(sl_ct_consumer *c, const Sluice__V1__MessageId *id,
+                     int64_t publish_time_ms, sl_err *err);
+
+/* The next response that is not an event counted in c (active changes,
+ * seek done): a message, a receipt, a redirect or closed. SL_OK with *out
+ * (caller frees), SL_ETIMEDOUT, or the stream's final status. */
+sl_status sl_ct_next(sl_ct_consumer *c, int timeout_ms, Sluice__V1__ConsumeResponse **out,
+                     sl_err *err);
+
+/* One received message, kept. */
+typedef struct sl_ct_msg {
+  Sluice__V1__MessageId id;
+  uint64_t seq;
+  char key[32];
+  char producer[64];
+  uint32_t redelivery_count;
+  bool payload_ok;             /* sl_pt_payload of seq */
+} sl_ct_msg;
+
+/* Receives until n messages came (receipts are skipped) or the stream
+ * ended. Returns SL_OK or the stream's status; *got says how many. */
+sl_status sl_ct_recv(sl_ct_consumer *c, sl_ct_msg *out, int n, int *got, int timeout_ms,
+                     sl_err *err);
+
+/* Waits for the AckReceipt of receipt_id (messages meanwhile are dropped).
+ * Returns its status, or the stream's if it ended first. */
+sl_status sl_ct_wait_receipt(sl_ct_consumer *c, uint64_t receipt_id, int timeout_ms,
+                             sl_err *err);
+
+#endif
