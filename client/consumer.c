@@ -51,6 +51,8 @@ typedef struct cpart {
   bool subscribed;
   int taken;                     /* messages taken since the last Flow */
   int seeking;                   /* seeks sent and not yet done */
+  sl_status seek_st;             /* why the stream ended during a seek */
+  char seek_why[SL_ERR_MAX];
   bool redirected;               /* last stream ended on a redirect: the
                                     cache holds the owner (thread's own) */
 } cpart;
@@ -344,6 +346,15 @@ static void *part_loop(void *arg) {
                      "stream to the broker ended before the ack was confirmed; ack again");
       pthread_mutex_lock(&c->mu);
       drop_queued(c, (int)(pt - c->parts));
+      if (pt->seeking > 0) {
+        /* The broker ends the stream over a seek it refuses: that is the
+         * seek's error, not the consumer's, which subscribes again. */
+        pt->seeking = 0;
+        pt->seek_st = st != SL_OK ? st : SL_EUNAVAIL;
+        snprintf(pt->seek_why, sizeof(pt->seek_why), "%s",
+                 st != SL_OK ? err.msg : "stream ended before the seek was done; seek again");
+        st = SL_EUNAVAIL;
+      }
       pthread_mutex_unlock(&c->mu);
     }
     attempt++;
@@ -494,16 +505,21 @@ static cpart *part_of(sl_consumer *c, const sl_msg_id *id, sl_err *err) {
   return &c->parts[i];
 }
 
+static void id_to_pb(const sl_msg_id *id, Sluice__V1__MessageId *out) {
+  sluice__v1__message_id__init(out);
+  out->ledger_id = id->ledger_id;
+  out->entry_id = id->entry_id;
+  out->batch_index = id->batch_index;
+  out->batch_size = id->batch_size;
+  out->partition = id->partition;
+}
+
 static sl_status ack(sl_consumer *c, const sl_msg_id *id, Sluice__V1__AckType type,
                      uint64_t receipt, sl_err *err) {
   cpart *pt = part_of(c, id, err);
   if (pt == NULL) return SL_EINVAL;
-  Sluice__V1__MessageId mid = SLUICE__V1__MESSAGE_ID__INIT;
-  mid.ledger_id = id->ledger_id;
-  mid.entry_id = id->entry_id;
-  mid.batch_index = id->batch_index;
-  mid.batch_size = id->batch_size;
-  mid.partition = id->partition;
+  Sluice__V1__MessageId mid;
+  id_to_pb(id, &mid);
   Sluice__V1__MessageId *ids[1] = {&mid};
   Sluice__V1__Ack a = SLUICE__V1__ACK__INIT;
   a.type = type;
@@ -561,12 +577,8 @@ sl_status sl_consumer_ack_sync(sl_consumer *c, const sl_msg_id *id, sl_err *err)
 sl_status sl_consumer_nack(sl_consumer *c, const sl_msg_id *id, sl_err *err) {
   cpart *pt = part_of(c, id, err);
   if (pt == NULL) return SL_EINVAL;
-  Sluice__V1__MessageId mid = SLUICE__V1__MESSAGE_ID__INIT;
-  mid.ledger_id = id->ledger_id;
-  mid.entry_id = id->entry_id;
-  mid.batch_index = id->batch_index;
-  mid.batch_size = id->batch_size;
-  mid.partition = id->partition;
+  Sluice__V1__MessageId mid;
+  id_to_pb(id, &mid);
   Sluice__V1__MessageId *ids[1] = {&mid};
   Sluice__V1__Nack n = SLUICE__V1__NACK__INIT;
   n.n_ids = 1;
@@ -577,17 +589,18 @@ sl_status sl_consumer_nack(sl_consumer *c, const sl_msg_id *id, sl_err *err) {
   return part_send(pt, &req, err);
 }
 
-sl_status sl_consumer_seek(sl_consumer *c, int64_t publish_time_ms, sl_err *err) {
-  Sluice__V1__Seek s = SLUICE__V1__SEEK__INIT;
-  /* The proto takes exactly one of id / time: time 1 ms is "the oldest". */
-  s.publish_time_ms = publish_time_ms > 0 ? publish_time_ms : 1;
+/* Sends a seek on the given partitions (-1 = all) and waits for SeekDone
+ * from each. */
+static sl_status seek(sl_consumer *c, int only, const Sluice__V1__Seek *sk, sl_err *err) {
   Sluice__V1__ConsumeRequest req = SLUICE__V1__CONSUME_REQUEST__INIT;
   req.kind_case = SLUICE__V1__CONSUME_REQUEST__KIND_SEEK;
-  req.seek = &s;
+  req.seek = (Sluice__V1__Seek *)sk;
   for (size_t i = 0; i < c->n_parts; i++) {
+    if (only >= 0 && (size_t)only != i) continue;
     /* Counted before sending: SeekDone may come before part_send returns. */
     pthread_mutex_lock(&c->mu);
     c->parts[i].seeking++;
+    c->parts[i].seek_st = SL_OK;
     pthread_mutex_unlock(&c->mu);
     sl_status st = part_send(&c->parts[i], &req, err);
     if (st != SL_OK) {
@@ -600,15 +613,18 @@ sl_status sl_consumer_seek(sl_consumer *c, int64_t publish_time_ms, sl_err *err)
   int64_t deadline = sl_clock_mono_ns() + (int64_t)sl_client_timeout_ms(c->cl) * 1000000;
   sl_status st = SL_OK;
   pthread_mutex_lock(&c->mu);
-  drop_queued(c, -1);
+  drop_queued(c, only);
   for (size_t i = 0; i < c->n_parts && st == SL_OK; i++) {
-    while (c->parts[i].seeking > 0 && st == SL_OK) {
+    cpart *pt = &c->parts[i];
+    while (pt->seeking > 0 && st == SL_OK) {
       if (sl_clock_mono_ns() >= deadline)
-        st = sl_err_set(err, SL_ETIMEDOUT, "seek %s: not done within %d ms", c->parts[i].name,
+        st = sl_err_set(err, SL_ETIMEDOUT, "seek %s: not done within %d ms", pt->name,
                         sl_client_timeout_ms(c->cl));
       else
         timed_wait(c, 50);
     }
+    if (st == SL_OK && pt->seek_st != SL_OK)
+      st = sl_err_set(err, pt->seek_st, "%s", pt->seek_why);
   }
   pthread_mutex_unlock(&c->mu);
   for (size_t i = 0; i < c->n_parts; i++) {
@@ -619,4 +635,21 @@ sl_status sl_consumer_seek(sl_consumer *c, int64_t publish_time_ms, sl_err *err)
     if (n > 0) flow(&c->parts[i], n);
   }
   return st;
+}
+
+sl_status sl_consumer_seek(sl_consumer *c, int64_t publish_time_ms, sl_err *err) {
+  Sluice__V1__Seek sk = SLUICE__V1__SEEK__INIT;
+  /* The proto takes exactly one of id / time: time 1 ms is "the oldest". */
+  sk.publish_time_ms = publish_time_ms > 0 ? publish_time_ms : 1;
+  return seek(c, -1, &sk, err);
+}
+
+sl_status sl_consumer_seek_id(sl_consumer *c, const sl_msg_id *id, sl_err *err) {
+  cpart *pt = part_of(c, id, err);
+  if (pt == NULL) return SL_EINVAL;
+  Sluice__V1__MessageId mid;
+  id_to_pb(id, &mid);
+  Sluice__V1__Seek sk = SLUICE__V1__SEEK__INIT;
+  sk.id = &mid;
+  return seek(c, (int)(pt - c->parts), &sk, err);
 }

@@ -245,6 +245,11 @@ sl_status sl_consumer_nack(sl_consumer *c, const sl_msg_id *id, sl_err *err);
  * messages are dropped, and whatever receive returns afterwards comes from
  * the new position. SL_ETIMEDOUT if a broker did not confirm in time. */
 sl_status sl_consumer_seek(sl_consumer *c, int64_t publish_time_ms, sl_err *err);
+/* Moves the subscription on the message's partition to that message (its
+ * entry: a seek inside a batch starts at the batch), waiting as above.
+ * A seek the broker refuses (e.g. an id not in the partition) returns its
+ * status; the consumer carries on, subscribed again. */
+sl_status sl_consumer_seek_id(sl_consumer *c, const sl_msg_id *id, sl_err *err);
 
 void sl_consumer_destroy(sl_consumer *c); /* NULL is a no-op */
 

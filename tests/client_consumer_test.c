@@ -233,31 +233,39 @@ static void test_client_consumer__ack_receipt(void **state) {
   sl_client_destroy(c);
 }
 
-/* After everything is acked, seeking to the start brings it all back; a
- * seek to a time after the last message brings nothing. */
-static void test_client_consumer__seek(void **state) {
+/* After everything is acked, a seek to a message brings it and every later
+ * one back; a seek the broker refuses returns its status and the consumer
+ * goes on. */
+static void test_client_consumer__seek_id(void **state) {
   sl_pt *t = *state;
   sl_client *c = client_via(t, 0);
   produce(c, "cc/seek", 0, 20);
   sl_consumer *cons = consumer(c, "cc/seek", "s");
   sl_err err = SL_ERR_INIT;
-  int64_t last_time = 0;
+  sl_msg_id ids[20];
   for (int i = 0; i < 20; i++) {
     sl_received *m = recv_one(cons, RECV_MS);
     assert_int_equal(index_of(m), i);
-    last_time = m->publish_time_ms;
+    ids[i] = m->id;
     assert_int_equal(sl_consumer_ack(cons, &m->id, &err), SL_OK);
     sl_received_free(m);
   }
   assert_nothing_within(cons, 500);
-  assert_int_equal(sl_consumer_seek(cons, 0, &err), SL_OK);
-  for (int i = 0; i < 20; i++) {
+  assert_int_equal(sl_consumer_seek_id(cons, &ids[5], &err), SL_OK);
+  for (int i = 5; i < 20; i++) {
     sl_received *m = recv_one(cons, RECV_MS);
     assert_int_equal(index_of(m), i);
+    assert_int_equal(sl_consumer_ack(cons, &m->id, &err), SL_OK);
     sl_received_free(m);
   }
-  assert_int_equal(sl_consumer_seek(cons, last_time + 1, &err), SL_OK);
-  assert_nothing_within(cons, 1000);
+  sl_msg_id bogus = ids[0];
+  bogus.ledger_id += 1000000;
+  sl_status st = sl_consumer_seek_id(cons, &bogus, &err);
+  assert_true(st != SL_OK && st != SL_ETIMEDOUT);
+  produce(c, "cc/seek", 20, 1);
+  sl_received *m = recv_one(cons, RECV_MS);
+  assert_int_equal(index_of(m), 20);
+  sl_received_free(m);
   sl_consumer_destroy(cons);
   sl_client_destroy(c);
 }
@@ -492,7 +500,7 @@ int main(void) {
       cmocka_unit_test(test_client_consumer__nack_redelivers),
       cmocka_unit_test(test_client_consumer__cumulative_ack),
       cmocka_unit_test(test_client_consumer__ack_receipt),
-      cmocka_unit_test(test_client_consumer__seek),
+      cmocka_unit_test(test_client_consumer__seek_id),
       cmocka_unit_test(test_client_consumer__callback_mode),
       cmocka_unit_test(test_client_consumer__partitions_merged),
       cmocka_unit_test(test_client_consumer__bad_input),
