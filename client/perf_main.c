@@ -205,10 +205,14 @@ static void summary(perf *p, double secs) {
            (unsigned long long)atomic_load(&p->received), rate, mb, p->size, q[0], q[1], q[2],
            q[3], q[4], (unsigned long long)p->e2e.catchup_msgs, p->e2e.catchup_mb_per_s);
   } else {
-    printf("summary %s %s: %.1f s, sent %llu, acked %llu, failed %llu, received %llu\n", p->mode,
-           p->topic, secs, (unsigned long long)atomic_load(&p->sent),
-           (unsigned long long)atomic_load(&p->acked), (unsigned long long)atomic_load(&p->failed),
-           (unsigned long long)atomic_load(&p->received));
+    printf("summary %s %s: %.1f s", p->mode, p->topic, secs);
+    if (strcmp(p->mode, "consume") != 0)
+      printf(", sent %llu, acked %llu, failed %llu", (unsigned long long)atomic_load(&p->sent),
+             (unsigned long long)atomic_load(&p->acked),
+             (unsigned long long)atomic_load(&p->failed));
+    if (strcmp(p->mode, "produce") != 0)
+      printf(", received %llu", (unsigned long long)atomic_load(&p->received));
+    printf("\n");
     printf("  %.0f msgs/s, %.2f MB/s (%zu-byte messages)\n", rate, mb, p->size);
     printf("  latency ms: p50 %.3f  p95 %.3f  p99 %.3f  p99.9 %.3f  max %.3f\n", q[0], q[1],
            q[2], q[3], q[4]);
@@ -342,9 +346,9 @@ static sl_status run_e2e(perf *p, sl_err *err) {
   e2e_run r = {.p = p, .err = SL_ERR_INIT};
   int64_t start = sl_clock_mono_ns();
   if (pthread_create(&r.t, NULL, e2e_thread, &r) != 0) return sl_err_set(err, SL_ENOMEM, "no thread");
-  /* Live lines while it runs: the measured time, then the drain (and the
-   * catch-up read). */
-  tick_until(p, start, INT64_MAX, &p->received);
+  /* Live lines over the measured time; then the drain (and the catch-up
+   * read) run silently to the summary. */
+  tick_until(p, start, start + (int64_t)(p->duration * 1e9), &p->received);
   pthread_join(r.t, NULL);
   atomic_store(&p->sent, p->e2e.sent);
   atomic_store(&p->acked, p->e2e.acked);
