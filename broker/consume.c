@@ -375,6 +375,10 @@ sl_status sl_consume_create(const sl_consume_opts *opts, sl_consume **out, sl_er
   return SL_OK;
 }
 
+void sl_consume_set_dead_letter(sl_consume *c, sl_dead_letter *dl) {
+  atomic_store(&c->dead_letter, dl);
+}
+
 void sl_consume_destroy(sl_consume *c) {
   if (c == NULL) return;
   free(c);

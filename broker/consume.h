@@ -48,6 +48,7 @@
 #include <stdint.h>
 
 #include "broker.slrpc.h"
+#include "broker/dead_letter.h"
 #include "broker/produce.h"
 #include "common/status.h"
 
@@ -69,6 +70,11 @@ sl_status sl_consume_create(const sl_consume_opts *opts, sl_consume **out,
 /* Fills h->consume_start and friends. The ctx must be an sl_broker
  * (service.h) whose consume is set. */
 void sl_consume_handlers(sl_broker_service_handlers *h);
+
+/* Sets where dead letters are published (broker/dead_letter.h; retained:
+ * it outlives consume). Until then, or with NULL, a dead letter fails and
+ * its subscription retries it on the next tick. Any thread. */
+void sl_consume_set_dead_letter(sl_consume *c, sl_dead_letter *dl);
 
 /* Frees it. Call after the server stopped and after sl_produce_destroy
  * dropped the partitions (which frees their consume side). */

@@ -73,6 +73,7 @@ struct sl_consume {
   sl_consume_opts o;
   atomic_uint_fast64_t next_id;
   pt_listener listener;      /* the partition hooks (partition_consume.c) */
+  sl_dead_letter *_Atomic dead_letter; /* sl_consume_set_dead_letter */
   sl_metrics_counter *m_msgs, *m_redelivered, *m_acks;
 };
 

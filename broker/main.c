@@ -60,6 +60,7 @@ typedef struct broker_state {
   sl_broker b;              /* handlers' ctx; b.own is set once serving */
   sl_rpc_server *srv;
   sl_ledger_client *ledgers;/* the produce path's ledger client */
+  sl_dead_letter *dead_letter; /* once serving: publishes through our address */
 } broker_state;
 
 /* Until serving has started ownership, Lookup and Unload answer UNAVAILABLE. */
@@ -149,6 +150,10 @@ static sl_status serving(void *state, int port, sl_err *err) {
   if (st != SL_OK) return st;
   s->b.own = own;
   sl_produce_set_ownership(s->b.produce, own);
+  sl_dead_letter_opts dlo = {.lookup_target = address, .timeout_ms = (int)cfg.rpc_timeout_ms * 10};
+  st = sl_dead_letter_create(&dlo, &s->dead_letter, err);
+  if (st != SL_OK) return st;
+  sl_consume_set_dead_letter(s->b.consume, s->dead_letter);
   sl_log(SL_LOG_INFO, "event=broker_serving id=%s address=%s", cfg.id, address);
   return SL_OK;
 }
@@ -164,6 +169,7 @@ static void stop(void *state) {
   sl_ownership_destroy(s->b.own);
   sl_produce_destroy(s->b.produce); /* drops the partitions' consume side too */
   sl_consume_destroy(s->b.consume);
+  sl_dead_letter_destroy(s->dead_letter); /* cancels publishes in flight */
   sl_ledger_client_destroy(s->ledgers);
   sl_rpc_channel_destroy(s->b.md);
   free(s);

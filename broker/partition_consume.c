@@ -32,6 +32,7 @@
 
 #include "broker/cursor.h"
 #include "broker/entry_cache.h"
+#include "broker/seek_time.h"
 #include "broker/subscription.h"
 #include "broker/subscription_cursor.h"
 #include "common/clock.h"
@@ -242,16 +243,21 @@ static void port_active(void *ctx, uint64_t consumer, bool active) {
   cs_send(cs, &r);
 }
 
+/* Publishes through the broker's dead-letter publisher; cb runs on the
+ * partition's serial (dead_letter.h). */
 static sl_status port_dead_letter(void *ctx, const sl_sub_delivery *d,
                                   sl_sub_done_cb cb, void *arg) {
   psub *ps = ctx;
-  (void)cb;
-  (void)arg;
-  sl_log(SL_LOG_WARN, "event=dead_letter_unavailable subscription=%s ledger=%llu "
-         "entry=%lld dlq=%s details=\"dead-letter publishing is not built yet\"",
-         ps->name, (unsigned long long)d->id.ledger_id, (long long)d->id.entry_id,
-         ps->dead_letter_topic);
-  return SL_EUNIMPL;
+  sl_dead_letter *dl = ps->pc != NULL ? atomic_load(&ps->pc->c->dead_letter) : NULL;
+  if (dl == NULL) return SL_EUNAVAIL;
+  sl_dead_letter_msg m = {ps->pc->t->name, ps->name, ps->dead_letter_topic,
+                          d->id.ledger_id, d->id.entry_id, d->id.batch_index, d->msg};
+  sl_err err = SL_ERR_INIT;
+  sl_status st = sl_dead_letter_publish(dl, &m, ps->pc->t->serial, cb, arg, &err);
+  if (st != SL_OK)
+    sl_log(SL_LOG_WARN, "event=dead_letter_refused subscription=%s dlq=%s error=\"%s\"",
+           ps->name, ps->dead_letter_topic, sl_err_msg(&err, st));
+  return st;
 }
 
 /* ---- permits ---- */
@@ -415,9 +421,12 @@ static void psub_open(pconsume *pc, cstream *cs) {
   if (cs->o.dead_letter_topic[0] != '\0') {
     ps->dead_letter_topic = sl_xstrdup(cs->o.dead_letter_topic);
   } else {
-    size_t n = strlen(cs->o.topic) + strlen(ps->name) + 6;
-    ps->dead_letter_topic = sl_xcalloc(1, n);
-    snprintf(ps->dead_letter_topic, n, "%s-%s-DLQ", cs->o.topic, ps->name);
+    /* "<topic>-<sub>-DLQ", the topic without its partition suffix; a name
+     * too long for a topic is refused when the first dead letter goes. */
+    char buf[300];
+    if (sl_dead_letter_topic(cs->o.topic, ps->name, buf, sizeof(buf), NULL) != SL_OK)
+      snprintf(buf, sizeof(buf), "%s", "");
+    ps->dead_letter_topic = sl_xstrdup(buf);
   }
   ps->waiters = cs;
   ps->next = pc->subs;
@@ -558,6 +567,7 @@ typedef struct ctask {
   uint64_t receipt_id;
   int64_t delay_ms;
   bool seek_time;
+  int64_t publish_time_ms;   /* seek by time */
   size_t n;
   Sluice__V1__MessageId ids[];
 } ctask;
@@ -747,6 +757,28 @@ void pc_post_nack(cstream *cs, const Sluice__V1__Nack *n) {
   task_post(k, nack_run);
 }
 
+static void seek_to(ctask *k, sl_ml_pos to, bool at_end);
+
+/* Seek by publish time: the position comes from a search of the log
+ * (broker/seek_time.h), on this serial. */
+static void seek_time_done(sl_status st, const char *details, const sl_seek_time_result *r,
+                           void *arg) {
+  ctask *k = arg;
+  if (joined(k->cs) == NULL) {
+    task_free(k);
+    return;
+  }
+  if (st != SL_OK) {
+    char msg[SL_ERR_MAX];
+    snprintf(msg, sizeof(msg), "subscription %s: seek to time %lld: %s", k->cs->sub->name,
+             (long long)k->publish_time_ms, details != NULL ? details : sl_status_str(st));
+    cs_end(k->cs, st, msg, NULL);
+    task_free(k);
+    return;
+  }
+  seek_to(k, r->pos, r->at_end);
+}
+
 static void seek_run(void *arg) {
   ctask *k = arg;
   cstream *cs = k->cs;
@@ -757,14 +789,24 @@ static void seek_run(void *arg) {
   }
   psub *ps = cs->sub;
   if (k->seek_time) {
-    char msg[SL_ERR_MAX];
-    snprintf(msg, sizeof(msg), "subscription %s: seek by publish time is not available "
-             "on this broker yet; seek by message id", ps->name);
-    cs_end(cs, SL_EUNIMPL, msg, NULL);
-    task_free(k);
+    ptopic *t = ps->pc->t;
+    sl_seek_time_opts o = {t->p->o.ledgers, t->p->o.metadata, t->name, k->publish_time_ms,
+                           t->serial, t->p->o.metadata_timeout_ms};
+    sl_err err = SL_ERR_INIT;
+    sl_status st = sl_seek_time_async(&o, seek_time_done, k, &err);
+    if (st != SL_OK) seek_time_done(st, err.msg, NULL, k);
     return;
   }
   sl_ml_pos to = {k->ids[0].ledger_id, k->ids[0].entry_id};
+  seek_to(k, to, false);
+}
+
+/* Moves the cursor and the subscription to `to`; SeekDone to every
+ * consumer (next_id unset when at_end: only new messages follow). */
+static void seek_to(ctask *k, sl_ml_pos to, bool at_end) {
+  cstream *cs = k->cs;
+  sl_sub *sub = joined(cs);
+  psub *ps = cs->sub;
   sl_err err = SL_ERR_INIT;
   sl_status st = sl_cursor_seek(ps->cursor, to, NULL, NULL, &err);
   if (st != SL_OK) {
@@ -786,7 +828,7 @@ static void seek_run(void *arg) {
   next.entry_id = to.entry_id;
   next.partition = ps->pc->t->partition_index;
   Sluice__V1__SeekDone done = SLUICE__V1__SEEK_DONE__INIT;
-  done.next_id = &next;
+  done.next_id = at_end ? NULL : &next;
   Sluice__V1__ConsumeResponse resp = SLUICE__V1__CONSUME_RESPONSE__INIT;
   resp.kind_case = SLUICE__V1__CONSUME_RESPONSE__KIND_SEEK_DONE;
   resp.seek_done = &done;
@@ -798,6 +840,7 @@ void pc_post_seek(cstream *cs, const Sluice__V1__Seek *s) {
   ctask *k = task_new(cs, s->id != NULL ? 1 : 0);
   if (s->id != NULL) copy_ids(k, &s->id);
   k->seek_time = s->id == NULL;
+  k->publish_time_ms = s->publish_time_ms;
   task_post(k, seek_run);
 }
 

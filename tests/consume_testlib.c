@@ -10,9 +10,64 @@
 
 #include "broker.slrpc.h"
 #include "common/clock.h"
+#include "common/status.h"
 
 static sl_status send_req(sl_ct_consumer *c, Sluice__V1__ConsumeRequest *req, sl_err *err) {
   return sl_broker_service_consume_send(c->s, req, 10000, err);
+}
+
+int sl_ct_live_broker(sl_pt *t) {
+  for (int b = 0; b < sl_cluster_count(t->c, SL_NODE_BROKER); b++)
+    if (sl_cluster_running(t->c, SL_NODE_BROKER, b)) return b;
+  fail_msg("no broker is running");
+  return -1;
+}
+
+void sl_ct_produce(sl_pt *t, const char *topic, const char *name, uint64_t first,
+                   int count, int nkeys) {
+  enum { BATCH = 10, LEN = 100 };
+  int owner = sl_pt_owner(t, sl_ct_live_broker(t), topic, NULL);
+  sl_pt_producer p;
+  sl_err err = SL_ERR_INIT;
+  sl_status st = sl_pt_open(t, owner, topic, name, false, &p, NULL, &err);
+  if (st != SL_OK) fail_msg("open producer on %s: %s", topic, sl_err_msg(&err, st));
+  for (int i = 0; i < count; i += BATCH) {
+    int n = count - i < BATCH ? count - i : BATCH;
+    Sluice__V1__SendRequest sends[BATCH];
+    Sluice__V1__SendRequest *ptrs[BATCH];
+    uint8_t bufs[BATCH][LEN];
+    char keys[BATCH][16];
+    for (int j = 0; j < n; j++) {
+      uint64_t seq = first + (uint64_t)(i + j);
+      sluice__v1__send_request__init(&sends[j]);
+      sends[j].sequence_id = seq;
+      sl_pt_payload(seq, bufs[j], LEN);
+      sends[j].payload.data = bufs[j];
+      sends[j].payload.len = LEN;
+      if (nkeys > 0) {
+        snprintf(keys[j], sizeof(keys[j]), "k%d", (int)(seq % (uint64_t)nkeys));
+        sends[j].key = keys[j];
+      }
+      ptrs[j] = &sends[j];
+    }
+    Sluice__V1__SendBatch batch = SLUICE__V1__SEND_BATCH__INIT;
+    batch.n_messages = (size_t)n;
+    batch.messages = ptrs;
+    Sluice__V1__ProduceRequest req = SLUICE__V1__PRODUCE_REQUEST__INIT;
+    req.kind_case = SLUICE__V1__PRODUCE_REQUEST__KIND_BATCH;
+    req.batch = &batch;
+    st = sl_broker_service_produce_send(p.s, &req, 10000, &err);
+    if (st != SL_OK) fail_msg("send on %s: %s", topic, sl_err_msg(&err, st));
+  }
+  sl_pt_ack *acks = calloc((size_t)count + 1, sizeof(*acks));
+  int got = 0;
+  st = sl_pt_recv_acks(&p, acks, count, &got, 30000, &err);
+  if (st != SL_OK) fail_msg("receipts on %s: %d of %d: %s", topic, got, count,
+                            sl_err_msg(&err, st));
+  for (int i = 0; i < count; i++)
+    if (acks[i].status != 0) fail_msg("receipt %d on %s: %s", i, topic, acks[i].error);
+  free(acks);
+  sl_pt_close(&p);
 }
 
 sl_status sl_ct_subscribe(sl_pt *t, int b, const sl_ct_sub *sub, sl_ct_consumer *c,
@@ -33,6 +88,8 @@ sl_status sl_ct_subscribe(sl_pt *t, int b, const sl_ct_sub *sub, sl_ct_consumer 
   s.priority_level = sub->priority;
   s.ack_timeout_ms = sub->ack_timeout_ms;
   s.nack_delay_ms = sub->nack_delay_ms;
+  s.max_redeliveries = sub->max_redeliveries;
+  s.dead_letter_topic = (char *)(sub->dead_letter_topic != NULL ? sub->dead_letter_topic : "");
   Sluice__V1__ConsumeRequest req = SLUICE__V1__CONSUME_REQUEST__INIT;
   req.kind_case = SLUICE__V1__CONSUME_REQUEST__KIND_SUBSCRIBE;
   req.subscribe = &s;
@@ -67,7 +124,7 @@ sl_status sl_ct_subscribe(sl_pt *t, int b, const sl_ct_sub *sub, sl_ct_consumer 
 }
 
 void sl_ct_subscribe_owner(sl_pt *t, const sl_ct_sub *sub, sl_ct_consumer *c) {
-  int owner = sl_pt_owner(t, 0, sub->topic, NULL);
+  int owner = sl_pt_owner(t, sl_ct_live_broker(t), sub->topic, NULL);
   sl_err err = SL_ERR_INIT;
   sl_status st = sl_ct_subscribe(t, owner, sub, c, NULL, &err);
   if (st != SL_OK) fail_msg("subscribe %s/%s: %s", sub->topic, sub->subscription,

@@ -19,10 +19,11 @@
 #include "broker/seek_time.h"
 #include "common/clock.h"
 #include "entry.pb-c.h"
+#include "metadata.slrpc.h"
 #include "tests/produce_testlib.h"
 
 #define TOPIC "st/seek"
-#define ROUNDS 5          /* ledgers with entries (plus one empty) */
+#define ROUNDS 5          /* ENTRIES-sized runs after the first (see the test) */
 #define ENTRIES 40        /* entries per round */
 #define PER_ENTRY 3       /* messages per entry (one SendBatch) */
 
@@ -125,31 +126,72 @@ static sl_seek_time_result seek(sl_pt *t, sl_serial *serial, const char *partiti
   return w.r;
 }
 
-static void produce_round(sl_pt *t, int round) {
-  int owner = sl_pt_owner(t, 0, TOPIC, NULL);
+/* Opens a producer at the owner; right after an unload the lookup may
+ * still name a broker that is letting the partition go (a redirect): look
+ * it up again until the owner takes the open. */
+static void open_at_owner(sl_pt *t, const char *name, sl_pt_producer *p) {
+  int64_t deadline = sl_clock_mono_ms() + 20000;
+  for (;;) {
+    sl_err err = SL_ERR_INIT;
+    int owner = sl_pt_owner(t, 0, TOPIC, NULL);
+    sl_status st = sl_pt_open(t, owner, TOPIC, name, false, p, NULL, &err);
+    if (st == SL_OK) return;
+    sl_pt_close(p);
+    if (st != SL_EREDIRECT || sl_clock_mono_ms() > deadline)
+      fail_msg("open %s: %s", name, sl_err_msg(&err, st));
+  }
+}
+
+/* Produces entries [first, first + count) (PER_ENTRY messages each, one
+ * SendBatch) on producer "p", each in a later millisecond than the last,
+ * so publish times are distinct per entry and increase. The namespace
+ * deduplicates: after a redirect (an unload racing the next open) the
+ * entry is sent again on a new stream and stored once. */
+static void produce_entries(sl_pt *t, int first, int count) {
   sl_pt_producer p;
   sl_err err = SL_ERR_INIT;
-  char name[32];
-  snprintf(name, sizeof(name), "p%d", round);
-  assert_int_equal(sl_pt_open(t, owner, TOPIC, name, false, &p, NULL, &err), SL_OK);
+  open_at_owner(t, "p", &p);
   sl_pt_ack acks[PER_ENTRY];
-  for (int e = 0; e < ENTRIES; e++) {
-    /* One entry at a time, each in a later millisecond than the last:
-     * publish times are distinct per entry and increase. */
+  for (int e = first; e < first + count;) {
     int64_t before = sl_clock_wall_ms();
     while (sl_clock_wall_ms() == before) {
     }
-    assert_int_equal(sl_pt_send(&p, (uint64_t)e * PER_ENTRY, PER_ENTRY, 64, &err), SL_OK);
-    int got;
-    assert_int_equal(sl_pt_recv_acks(&p, acks, PER_ENTRY, &got, 30000, &err), SL_OK);
+    int got = 0;
+    sl_status st = sl_pt_send(&p, (uint64_t)e * PER_ENTRY, PER_ENTRY, 64, &err);
+    if (st == SL_OK) st = sl_pt_recv_acks(&p, acks, PER_ENTRY, &got, 30000, &err);
+    if (st == SL_OK && acks[0].status == 0) {
+      e++;
+      continue;
+    }
+    if (st != SL_EREDIRECT && st != SL_OK) fail_msg("entry %d: %s", e, sl_err_msg(&err, st));
+    sl_pt_close(&p);
+    open_at_owner(t, "p", &p);
   }
   sl_pt_close(&p);
+}
+
+/* A namespace that deduplicates and rolls its ledgers every ENTRIES
+ * entries. */
+static void namespace_with_rollover(sl_pt *t, const char *ns) {
+  Sluice__V1__NamespacePolicies pol = SLUICE__V1__NAMESPACE_POLICIES__INIT;
+  pol.deduplication = true;
+  pol.retention_minutes = -1;
+  pol.retention_megabytes = -1;
+  pol.ledger_rollover_entries = ENTRIES;
+  Sluice__V1__CreateNamespaceRequest req = SLUICE__V1__CREATE_NAMESPACE_REQUEST__INIT;
+  req.name = (char *)ns;
+  req.policies = &pol;
+  Sluice__V1__Namespace *resp = NULL;
+  sl_err err = SL_ERR_INIT;
+  sl_status st = sl_metadata_service_create_namespace(t->meta, &req, &resp, NULL, &err);
+  if (st != SL_OK) fail_msg("namespace %s: %s", ns, sl_err_msg(&err, st));
+  protobuf_c_message_free_unpacked(&resp->base, NULL);
 }
 
 static int setup(void **state) {
   sl_pt *t = calloc(1, sizeof(*t));
   sl_pt_start(t, "seek_time", 1, 3, 1);
-  sl_pt_namespace(t, "st", false, 0);
+  namespace_with_rollover(t, "st");
   sl_pt_topic(t, TOPIC, 0);
   sl_pt_topic(t, "st/empty", 0);
   *state = t;
@@ -189,24 +231,20 @@ static void expect(const smsg *m, size_t n, int64_t when, const sl_seek_time_res
  * entries. */
 static void test_seek_time__matches_a_linear_scan(void **state) {
   sl_pt *t = *state;
-  for (int r = 0; r < ROUNDS; r++) {
-    produce_round(t, r);
-    sl_pt_unload(t, 0, TOPIC); /* closes the ledger; the next open adds one */
-    if (r == 1) {
-      /* A ledger that gets no entry: opened by a producer, then unloaded. */
-      int owner = sl_pt_owner(t, 0, TOPIC, NULL);
-      sl_pt_producer p;
-      sl_err err = SL_ERR_INIT;
-      assert_int_equal(sl_pt_open(t, owner, TOPIC, "idle", false, &p, NULL, &err), SL_OK);
-      sl_pt_close(&p);
-      sl_pt_unload(t, 0, TOPIC);
-    }
-  }
-  produce_round(t, ROUNDS); /* the last ledger stays open, owner writing */
+  /* Two ledgers by rollover, then an unload and an open without sends
+   * (a ledger that gets no entry), then more rollovers; the last ledger
+   * stays open with its owner writing. */
+  produce_entries(t, 0, 2 * ENTRIES);
+  sl_pt_unload(t, 0, TOPIC);
+  sl_pt_producer idle;
+  open_at_owner(t, "idle", &idle);
+  sl_pt_close(&idle);
+  sl_pt_unload(t, 0, TOPIC);
+  produce_entries(t, 2 * ENTRIES, (ROUNDS - 1) * ENTRIES + ENTRIES / 2);
 
   /* Await the open ledger's LAC on the bookies (the writer sends it once
    * idle), so that the scan and the searches see the same entries. */
-  size_t want = (size_t)(ROUNDS + 1) * ENTRIES * PER_ENTRY;
+  size_t want = ((size_t)(ROUNDS + 1) * ENTRIES + ENTRIES / 2) * PER_ENTRY;
   smsg *m = NULL;
   size_t n = 0;
   int64_t deadline = sl_clock_mono_ms() + 20000;
@@ -217,6 +255,9 @@ static void test_seek_time__matches_a_linear_scan(void **state) {
   }
   assert_int_equal(n, want);
   for (size_t i = 1; i < n; i++) assert_true(m[i - 1].publish_ms <= m[i].publish_ms);
+  size_t ledgers = 1;
+  for (size_t i = 1; i < n; i++) ledgers += m[i].pos.ledger_id != m[i - 1].pos.ledger_id;
+  assert_true(ledgers >= 7); /* rollovers happened: the ledger search has work */
   sl_ml_pos end = m[n - 1].pos;
   end.entry_id++;
 
@@ -224,7 +265,7 @@ static void test_seek_time__matches_a_linear_scan(void **state) {
   sl_err err = SL_ERR_INIT;
   assert_int_equal(sl_serial_create(&serial, &err), SL_OK);
   uint32_t max_reads = 0;
-  int64_t times[4 + 2 * (ROUNDS + 1) * ENTRIES];
+  int64_t times[4 + 2 * ((ROUNDS + 1) * ENTRIES + ENTRIES / 2)];
   size_t nt = 0;
   times[nt++] = 0;
   times[nt++] = m[0].publish_ms - 1000;
@@ -239,10 +280,10 @@ static void test_seek_time__matches_a_linear_scan(void **state) {
     expect(m, n, times[k], &r, end);
     if (r.entries_read > max_reads) max_reads = r.entries_read;
   }
-  /* 7 ledgers, 40 entries each: about log2(7) + log2(40) + 1 = 10 reads;
-   * a linear scan would read up to 240. */
-  print_message("seek_time: %zu searches over %zu messages, at most %u entry reads\n", nt,
-                n, max_reads);
+  /* 9 ledgers of up to 40 entries: about log2(9) + log2(40) + 1 = 10
+   * reads; a linear scan would read up to 260. */
+  print_message("seek_time: %zu searches over %zu messages in %zu non-empty ledgers, at most "
+                "%u entry reads\n", nt, n, ledgers, max_reads);
   assert_true(max_reads <= 14);
   sl_serial_unref(serial);
   free(m);

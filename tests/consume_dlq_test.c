@@ -1,0 +1,193 @@
+/*
+ * Dead letters through the Consume stream on a real cluster (etcd, 1
+ * metadata, 3 bookies, 2 brokers; the namespace deduplicates): a message
+ * nacked past the subscription's max redeliveries lands in the dead-letter
+ * topic with its payload, key and properties plus the original id and
+ * topic, and is acked on the original (a new consumer does not get it).
+ * Its redelivery count rises with each nack. A configured dead-letter
+ * topic is used instead of the default.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "broker.slrpc.h"
+#include "broker/dead_letter.h"
+#include "common/clock.h"
+#include "tests/consume_testlib.h"
+
+#define WAIT_MS 30000
+
+static int setup(void **state) {
+  sl_pt *t = calloc(1, sizeof(*t));
+  sl_pt_start(t, "consume_dlq", 1, 3, 2);
+  sl_pt_namespace(t, "cd", true, 0);
+  sl_pt_topic(t, "cd/orders", 0);
+  sl_pt_topic(t, "cd/custom", 0);
+  *state = t;
+  return 0;
+}
+
+static int teardown(void **state) {
+  sl_pt *t = *state;
+  sl_pt_stop(t);
+  free(t);
+  return 0;
+}
+
+/* Produces one message with key "k-<seq>" and property "p" = "v-<seq>" on
+ * a raw Produce stream (the test helper sends no properties). */
+static void produce_with_props(sl_pt *t, const char *topic, uint64_t seq) {
+  int owner = sl_pt_owner(t, 0, topic, NULL);
+  sl_rpc_stream *s;
+  sl_err err = SL_ERR_INIT;
+  assert_int_equal(sl_broker_service_produce_open(t->broker[owner], NULL, &s, &err), SL_OK);
+  char name[32], key[32], value[32], payload[32];
+  snprintf(name, sizeof(name), "dlq-prod-%llu", (unsigned long long)seq);
+  snprintf(key, sizeof(key), "k-%llu", (unsigned long long)seq);
+  snprintf(value, sizeof(value), "v-%llu", (unsigned long long)seq);
+  snprintf(payload, sizeof(payload), "payload-%llu", (unsigned long long)seq);
+  Sluice__V1__ProducerOpen op = SLUICE__V1__PRODUCER_OPEN__INIT;
+  op.topic = (char *)topic;
+  op.producer_name = name;
+  Sluice__V1__ProduceRequest req = SLUICE__V1__PRODUCE_REQUEST__INIT;
+  req.kind_case = SLUICE__V1__PRODUCE_REQUEST__KIND_OPEN;
+  req.open = &op;
+  assert_int_equal(sl_broker_service_produce_send(s, &req, WAIT_MS, &err), SL_OK);
+  Sluice__V1__KeyValue kv = SLUICE__V1__KEY_VALUE__INIT;
+  kv.key = "p";
+  kv.value = value;
+  Sluice__V1__KeyValue *kvp[1] = {&kv};
+  Sluice__V1__SendRequest send = SLUICE__V1__SEND_REQUEST__INIT;
+  send.sequence_id = seq;
+  send.key = key;
+  send.n_properties = 1;
+  send.properties = kvp;
+  send.payload.data = (uint8_t *)payload;
+  send.payload.len = strlen(payload);
+  req.kind_case = SLUICE__V1__PRODUCE_REQUEST__KIND_SEND;
+  req.send = &send;
+  assert_int_equal(sl_broker_service_produce_send(s, &req, WAIT_MS, &err), SL_OK);
+  for (int answers = 0; answers < 2;) {
+    Sluice__V1__ProduceResponse *r = NULL;
+    assert_int_equal(sl_broker_service_produce_recv(s, &r, WAIT_MS, &err), SL_OK);
+    assert_non_null(r);
+    if (r->kind_case == SLUICE__V1__PRODUCE_RESPONSE__KIND_RECEIPT)
+      assert_int_equal(r->receipt->status, 0);
+    answers++;
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+  }
+  sl_rpc_stream_destroy(s);
+}
+
+/* The next message on c (events and receipts skipped); the caller frees. */
+static Sluice__V1__ConsumeResponse *next_message(sl_ct_consumer *c, int timeout_ms) {
+  int64_t end = sl_clock_mono_ms() + timeout_ms;
+  for (;;) {
+    Sluice__V1__ConsumeResponse *r = NULL;
+    sl_err err = SL_ERR_INIT;
+    int left = (int)(end - sl_clock_mono_ms());
+    sl_status st = left > 0 ? sl_ct_next(c, left, &r, &err) : SL_ETIMEDOUT;
+    if (st == SL_ETIMEDOUT) return NULL;
+    if (st != SL_OK) fail_msg("consume: %s", sl_err_msg(&err, st));
+    if (r->kind_case == SLUICE__V1__CONSUME_RESPONSE__KIND_MESSAGE) return r;
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+  }
+}
+
+static const char *prop(const Sluice__V1__Message *m, const char *key) {
+  for (size_t i = 0; i < m->n_properties; i++)
+    if (strcmp(m->properties[i]->key, key) == 0) return m->properties[i]->value;
+  return NULL;
+}
+
+/* Nacks the message max+1 times (redelivery count 0..max), then expects it
+ * in the dead-letter topic and gone from the original. */
+static void nack_past_max(sl_pt *t, const char *topic, const char *dlq_topic,
+                          const char *configured) {
+  const uint32_t max = 2;
+  produce_with_props(t, topic, 7);
+  sl_ct_sub sub = {.topic = topic, .subscription = "billing", .type = 0, .earliest = true,
+                   .nack_delay_ms = 10, .max_redeliveries = max,
+                   .dead_letter_topic = configured};
+  sl_ct_consumer c;
+  sl_ct_subscribe_owner(t, &sub, &c);
+  sl_err err = SL_ERR_INIT;
+  assert_int_equal(sl_ct_flow(&c, 100, &err), SL_OK);
+  Sluice__V1__MessageId orig = SLUICE__V1__MESSAGE_ID__INIT;
+  for (uint32_t i = 0; i <= max; i++) {
+    Sluice__V1__ConsumeResponse *r = next_message(&c, WAIT_MS);
+    if (r == NULL) fail_msg("delivery %u did not come", i);
+    assert_int_equal(r->message->redelivery_count, i);
+    assert_int_equal(r->message->sequence_id, 7);
+    orig.ledger_id = r->message->id->ledger_id;
+    orig.entry_id = r->message->id->entry_id;
+    orig.batch_index = r->message->id->batch_index;
+    orig.batch_size = r->message->id->batch_size;
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    assert_int_equal(sl_ct_nack(&c, &orig, 1, 0, &err), SL_OK);
+  }
+  /* Past the max it is not delivered again on the original... */
+  Sluice__V1__ConsumeResponse *extra = next_message(&c, 1500);
+  if (extra != NULL)
+    fail_msg("delivered again after %u redeliveries (count %u)", max,
+             extra->message->redelivery_count);
+  sl_ct_close(&c);
+
+  /* ...but is in the dead-letter topic, with its key and properties. */
+  sl_ct_sub dsub = {.topic = dlq_topic, .subscription = "inspect", .type = 0,
+                    .earliest = true};
+  sl_ct_consumer d;
+  int64_t deadline = sl_clock_mono_ms() + WAIT_MS;
+  Sluice__V1__ConsumeResponse *r = NULL;
+  while (r == NULL && sl_clock_mono_ms() < deadline) {
+    sl_ct_subscribe_owner(t, &dsub, &d);
+    assert_int_equal(sl_ct_flow(&d, 10, &err), SL_OK);
+    r = next_message(&d, 2000);
+    if (r == NULL) sl_ct_close(&d);
+  }
+  if (r == NULL) fail_msg("nothing in %s", dlq_topic);
+  const Sluice__V1__Message *m = r->message;
+  assert_int_equal(m->payload.len, strlen("payload-7"));
+  assert_memory_equal(m->payload.data, "payload-7", m->payload.len);
+  assert_string_equal(m->key, "k-7");
+  assert_string_equal(prop(m, "p"), "v-7");
+  char want_id[64];
+  snprintf(want_id, sizeof(want_id), "%llu:%lld:%d", (unsigned long long)orig.ledger_id,
+           (long long)orig.entry_id, orig.batch_index);
+  assert_non_null(prop(m, SL_DLQ_PROP_ORIGINAL_ID));
+  assert_string_equal(prop(m, SL_DLQ_PROP_ORIGINAL_ID), want_id);
+  assert_string_equal(prop(m, SL_DLQ_PROP_ORIGINAL_TOPIC), topic);
+  protobuf_c_message_free_unpacked(&r->base, NULL);
+  /* Exactly one copy. */
+  assert_null(next_message(&d, 1000));
+  sl_ct_close(&d);
+
+  /* Acked on the original: a new consumer of the subscription gets
+   * nothing (the ack is durable once the dead letter is). */
+  sl_ct_subscribe_owner(t, &sub, &c);
+  assert_int_equal(sl_ct_flow(&c, 100, &err), SL_OK);
+  assert_null(next_message(&c, 1500));
+  sl_ct_close(&c);
+}
+
+static void test_consume_dlq__default_topic(void **state) {
+  nack_past_max(*state, "cd/orders", "cd/orders-billing-DLQ", NULL);
+}
+
+static void test_consume_dlq__configured_topic(void **state) {
+  nack_past_max(*state, "cd/custom", "cd/custom-dead", "cd/custom-dead");
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_consume_dlq__default_topic),
+      cmocka_unit_test(test_consume_dlq__configured_topic),
+  };
+  return cmocka_run_group_tests(tests, setup, teardown);
+}
