@@ -1,11 +1,11 @@
 /*
  * libsluice consumer against a real cluster (etcd, metadata, 3 bookies, 2
  * brokers): receive and ack (acked messages do not come back), nack
- * redelivery, cumulative ack, ack with receipt, seek, callback mode, a
- * partitioned topic merged into one consumer, automatic resubscribe when
- * the owner broker is killed -9, and the producer's failover seen from a
- * consumer: with dedup on, every message sent across an owner kill comes
- * out exactly once.
+ * redelivery, cumulative ack, ack with receipt, seek by id and by time,
+ * callback mode, a partitioned topic merged into one consumer, automatic
+ * resubscribe when the owner broker is killed -9, and the producer's
+ * failover seen from a consumer: with dedup on, every message sent across
+ * an owner kill comes out exactly once.
  */
 #include <pthread.h>
 #include <setjmp.h>
@@ -32,6 +32,7 @@ static int setup(void **state) {
   sl_pt_topic(t, "cc/nacks", 0);
   sl_pt_topic(t, "cc/receipts", 0);
   sl_pt_topic(t, "cc/seek", 0);
+  sl_pt_topic(t, "cc/seek_time", 2);
   sl_pt_topic(t, "cc/callback", 0);
   sl_pt_topic(t, "cc/cumulative", 0);
   sl_pt_topic(t, "cc/merged", 3);
@@ -270,6 +271,43 @@ static void test_client_consumer__seek_id(void **state) {
   sl_client_destroy(c);
 }
 
+/* Seek by publish time on every partition: to 0 brings everything back; to
+ * a time after the last message brings nothing until a new one comes. */
+static void test_client_consumer__seek_time(void **state) {
+  sl_pt *t = *state;
+  sl_client *c = client_via(t, 0);
+  produce(c, "cc/seek_time", 0, 20);
+  sl_consumer *cons = consumer(c, "cc/seek_time", "s");
+  sl_err err = SL_ERR_INIT;
+  int64_t last_time = 0;
+  for (int n = 0; n < 20; n++) {
+    sl_received *m = recv_one(cons, RECV_MS);
+    if (m->publish_time_ms > last_time) last_time = m->publish_time_ms;
+    assert_int_equal(sl_consumer_ack(cons, &m->id, &err), SL_OK);
+    sl_received_free(m);
+  }
+  assert_nothing_within(cons, 500);
+  assert_int_equal(sl_consumer_seek(cons, 0, &err), SL_OK);
+  bool seen[20] = {false};
+  for (int n = 0; n < 20; n++) {
+    sl_received *m = recv_one(cons, RECV_MS);
+    int i = index_of(m);
+    assert_true(i >= 0 && i < 20);
+    assert_false(seen[i]);
+    seen[i] = true;
+    assert_int_equal(sl_consumer_ack(cons, &m->id, &err), SL_OK);
+    sl_received_free(m);
+  }
+  assert_int_equal(sl_consumer_seek(cons, last_time + 1, &err), SL_OK);
+  assert_nothing_within(cons, 1000);
+  produce(c, "cc/seek_time", 20, 1);
+  sl_received *m = recv_one(cons, RECV_MS);
+  assert_int_equal(index_of(m), 20);
+  sl_received_free(m);
+  sl_consumer_destroy(cons);
+  sl_client_destroy(c);
+}
+
 typedef struct counted {
   pthread_mutex_t mu;
   int n;
@@ -501,6 +539,7 @@ int main(void) {
       cmocka_unit_test(test_client_consumer__cumulative_ack),
       cmocka_unit_test(test_client_consumer__ack_receipt),
       cmocka_unit_test(test_client_consumer__seek_id),
+      cmocka_unit_test(test_client_consumer__seek_time),
       cmocka_unit_test(test_client_consumer__callback_mode),
       cmocka_unit_test(test_client_consumer__partitions_merged),
       cmocka_unit_test(test_client_consumer__bad_input),
