@@ -16,10 +16,17 @@ static sl_status send_req(sl_ct_consumer *c, Sluice__V1__ConsumeRequest *req, sl
   return sl_broker_service_consume_send(c->s, req, 10000, err);
 }
 
+int sl_ct_live_broker(sl_pt *t) {
+  for (int b = 0; b < sl_cluster_count(t->c, SL_NODE_BROKER); b++)
+    if (sl_cluster_running(t->c, SL_NODE_BROKER, b)) return b;
+  fail_msg("no broker is running");
+  return -1;
+}
+
 void sl_ct_produce(sl_pt *t, const char *topic, const char *name, uint64_t first,
                    int count, int nkeys) {
   enum { BATCH = 10, LEN = 100 };
-  int owner = sl_pt_owner(t, 0, topic, NULL);
+  int owner = sl_pt_owner(t, sl_ct_live_broker(t), topic, NULL);
   sl_pt_producer p;
   sl_err err = SL_ERR_INIT;
   sl_status st = sl_pt_open(t, owner, topic, name, false, &p, NULL, &err);
@@ -117,7 +124,7 @@ sl_status sl_ct_subscribe(sl_pt *t, int b, const sl_ct_sub *sub, sl_ct_consumer 
 }
 
 void sl_ct_subscribe_owner(sl_pt *t, const sl_ct_sub *sub, sl_ct_consumer *c) {
-  int owner = sl_pt_owner(t, 0, sub->topic, NULL);
+  int owner = sl_pt_owner(t, sl_ct_live_broker(t), sub->topic, NULL);
   sl_err err = SL_ERR_INIT;
   sl_status st = sl_ct_subscribe(t, owner, sub, c, NULL, &err);
   if (st != SL_OK) fail_msg("subscribe %s/%s: %s", sub->topic, sub->subscription,

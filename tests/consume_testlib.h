@@ -37,6 +37,9 @@ typedef struct sl_ct_sub {
   const char *dead_letter_topic; /* NULL = the default */
 } sl_ct_sub;
 
+/* The first broker of the cluster that is running (lookups go there). */
+int sl_ct_live_broker(sl_pt *t);
+
 /* Publishes count messages with sequence ids first.. through the owner of
  * topic (producer `name`, payloads sl_pt_payload of 100 bytes, in
  * SendBatches of at most 10); message i gets key "k<(first+i) % nkeys>"
@@ -50,7 +53,7 @@ void sl_ct_produce(sl_pt *t, const char *topic, const char *name, uint64_t first
 sl_status sl_ct_subscribe(sl_pt *t, int b, const sl_ct_sub *sub, sl_ct_consumer *c,
                           Sluice__V1__Redirect **redirect, sl_err *err);
 
-/* Subscribes at the partition's owner (looked up through broker 0). */
+/* Subscribes at the partition's owner (looked up through a live broker). */
 void sl_ct_subscribe_owner(sl_pt *t, const sl_ct_sub *sub, sl_ct_consumer *c);
 
 void sl_ct_close(sl_ct_consumer *c);
