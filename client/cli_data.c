@@ -215,6 +215,52 @@ static void print_msg(const sl_received *m, bool json) {
   printf("}\n");
 }
 
+/* The last printed, not yet acked message of each partition (by index;
+ * slot 0 also for a non-partitioned topic). */
+typedef struct last_acks {
+  sl_msg_id *id;
+  bool *held;
+  size_t n;
+} last_acks;
+
+/* Acks the partition's previously held message and holds this one. */
+static sl_status hold_ack(last_acks *l, sl_consumer *cons, const sl_msg_id *id, sl_err *err) {
+  size_t i = id->partition < 0 ? 0 : (size_t)id->partition;
+  if (i >= l->n) {
+    size_t n = i + 1;
+    sl_msg_id *v = realloc(l->id, n * sizeof(*v));
+    if (v != NULL) l->id = v;
+    bool *h = v ? realloc(l->held, n * sizeof(*h)) : NULL;
+    if (h == NULL) return sl_err_set(err, SL_ENOMEM, "out of memory; message not acked");
+    l->held = h;
+    for (size_t k = l->n; k < n; k++) l->held[k] = false;
+    l->n = n;
+  }
+  sl_status st = l->held[i] ? sl_consumer_ack(cons, &l->id[i], err) : SL_OK;
+  /* Reconnecting: the broker redelivers it (at least once), not an error. */
+  if (st == SL_EUNAVAIL) st = SL_OK;
+  l->id[i] = *id;
+  l->held[i] = true;
+  return st;
+}
+
+/* Acks every held message and waits for the broker's receipts; frees l. */
+static sl_status ack_held(last_acks *l, sl_consumer *cons, sl_err *err) {
+  sl_status first = SL_OK;
+  for (size_t i = 0; i < l->n; i++) {
+    if (!l->held[i]) continue;
+    sl_err e = SL_ERR_INIT;
+    sl_status st = sl_consumer_ack_sync(cons, &l->id[i], &e);
+    if (st != SL_OK && first == SL_OK) {
+      first = st;
+      *err = e;
+    }
+  }
+  free(l->id);
+  free(l->held);
+  return first;
+}
+
 int sl_cli_consume(sl_cli *cli) {
   if (sl_cli_wants_help(cli->argc, cli->argv)) {
     fputs(consume_help, stdout);
@@ -265,6 +311,12 @@ int sl_cli_consume(sl_cli *cli) {
   signal(SIGINT, on_sigint);
   int idle_ms = cli->timeout_s ? cli->timeout_s * 1000 : -1;
   int64_t idle_deadline = idle_ms > 0 ? sl_clock_mono_ns() + (int64_t)idle_ms * 1000000 : 0;
+  /* Each message is acked once the next one of its partition is printed,
+   * and the last of each partition with a receipt before exiting: acks
+   * travel in order on a partition's stream, so that receipt also means the
+   * earlier acks reached the broker (a plain ack could still be in flight
+   * when the stream is closed). */
+  last_acks held = {0};
   while (st == SL_OK && !interrupted && (count == 0 || got < count)) {
     sl_received *m = NULL;
     st = sl_consumer_receive(cons, 200, &m, &err);
@@ -276,14 +328,17 @@ int sl_cli_consume(sl_cli *cli) {
     if (st != SL_OK) break;
     print_msg(m, cli->json);
     /* Ack only what is out of our hands. */
-    if (fflush(stdout) != 0) {
-      st = sl_err_set(&err, SL_EIO, "stdout: write failed; message not acked");
-    } else {
-      st = sl_consumer_ack(cons, &m->id, &err);
-      got++;
-    }
+    if (fflush(stdout) != 0) st = sl_err_set(&err, SL_EIO, "stdout: write failed; message not acked");
+    else st = hold_ack(&held, cons, &m->id, &err);
+    if (st == SL_OK) got++;
     sl_received_free(m);
     if (idle_ms > 0) idle_deadline = sl_clock_mono_ns() + (int64_t)idle_ms * 1000000;
+  }
+  sl_err aerr = SL_ERR_INIT;
+  sl_status ast = ack_held(&held, cons, &aerr);
+  if (st == SL_OK && ast != SL_OK) {
+    st = ast;
+    err = aerr;
   }
   if (st != SL_OK) {
     rc = sl_cli_fail(cli, st, &err);

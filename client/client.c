@@ -19,6 +19,7 @@ typedef struct chan {
 typedef struct cached {
   char *topic;
   sl_lookup l;
+  uint64_t epoch;               /* owner's epoch when l.n == 1, else 0 */
 } cached;
 
 struct sl_client {
@@ -233,8 +234,10 @@ out_oom:
   return SL_ENOMEM;
 }
 
-/* Asks a broker (the url) for the owners of topic. */
-static sl_status lookup_remote(sl_client *c, const char *topic, sl_lookup *out, sl_err *err) {
+/* Asks a broker (the url) for the owners of topic; *epoch is the owner's
+ * epoch when there is one owner. */
+static sl_status lookup_remote(sl_client *c, const char *topic, sl_lookup *out, uint64_t *epoch,
+                               sl_err *err) {
   sl_rpc_channel *ch;
   sl_status st = sl_client_channel(c, NULL, &ch, err);
   if (st != SL_OK) return st;
@@ -263,6 +266,7 @@ static sl_status lookup_remote(sl_client *c, const char *topic, sl_lookup *out, 
   }
   if (st == SL_OK && out->n == 0)
     st = sl_err_set(err, SL_EINTERNAL, "lookup %s: broker returned no owner", topic);
+  *epoch = r->n_owners == 1 ? r->owners[0]->epoch : 0;
   protobuf_c_message_free_unpacked(&r->base, NULL);
   if (st == SL_ENOMEM) sl_err_set(err, st, "lookup %s: out of memory", topic);
   if (st != SL_OK) sl_lookup_free(out);
@@ -285,7 +289,8 @@ sl_status sl_client_lookup(sl_client *c, const char *topic, bool refresh, sl_loo
     pthread_mutex_unlock(&c->mu);
   }
   sl_lookup fresh;
-  sl_status st = lookup_remote(c, topic, &fresh, err);
+  uint64_t epoch;
+  sl_status st = lookup_remote(c, topic, &fresh, &epoch, err);
   if (st != SL_OK) return st;
   if (lookup_copy(&fresh, out) != SL_OK) {
     sl_lookup_free(&fresh);
@@ -299,6 +304,7 @@ sl_status sl_client_lookup(sl_client *c, const char *topic, bool refresh, sl_loo
   if (v != NULL && name != NULL) {
     c->cache[c->n_cache].topic = name;
     c->cache[c->n_cache].l = fresh;
+    c->cache[c->n_cache].epoch = epoch;
     c->n_cache++;
   } else {
     /* The answer is good; only the cache missed it. */
@@ -320,4 +326,53 @@ sl_status sl_client_owner(sl_client *c, const char *partition, bool refresh, cha
   sl_lookup_free(&l);
   if (*address == NULL) return sl_err_set(err, SL_ENOMEM, "lookup %s: out of memory", partition);
   return SL_OK;
+}
+
+void sl_client_redirect(sl_client *c, const char *partition, const char *address,
+                        uint64_t epoch) {
+  if (epoch == 0 || address == NULL || *address == '\0') {
+    sl_client_forget(c, partition);
+    return;
+  }
+  pthread_mutex_lock(&c->mu);
+  cached *e = NULL;
+  for (size_t i = 0; i < c->n_cache && e == NULL; i++)
+    if (strcmp(c->cache[i].topic, partition) == 0) e = &c->cache[i];
+  if (e != NULL && e->l.n == 1 && e->epoch > epoch) {
+    pthread_mutex_unlock(&c->mu); /* stale: we already follow a newer owner */
+    return;
+  }
+  char *a = strdup(address);
+  if (e == NULL) {
+    cached *v = realloc(c->cache, (c->n_cache + 1) * sizeof(*v));
+    if (v != NULL) {
+      c->cache = v;
+      e = &c->cache[c->n_cache];
+      memset(e, 0, sizeof(*e));
+      e->topic = strdup(partition);
+      e->l.partition = calloc(1, sizeof(char *));
+      e->l.address = calloc(1, sizeof(char *));
+      if (e->topic && e->l.partition && e->l.address &&
+          (e->l.partition[0] = strdup(partition)) != NULL) {
+        e->l.n = 1;
+        c->n_cache++;
+      } else {
+        free(e->topic);
+        free(e->l.partition);
+        free(e->l.address);
+        e = NULL;
+      }
+    }
+  }
+  if (e == NULL || a == NULL || e->l.n != 1) {
+    /* Out of memory, or a partitioned topic's entry: look it up again. */
+    free(a);
+    pthread_mutex_unlock(&c->mu);
+    sl_client_forget(c, partition);
+    return;
+  }
+  free(e->l.address[0]);
+  e->l.address[0] = a;
+  e->epoch = epoch;
+  pthread_mutex_unlock(&c->mu);
 }

@@ -22,6 +22,13 @@ int sl_client_timeout_ms(const sl_client *c);
  * looked up). */
 void sl_client_forget(sl_client *c, const char *topic);
 
+/* Follows a structured redirect for one partition: its cached owner
+ * becomes `address` (epoch 0 or no address: forgotten, so the next use
+ * looks it up). A redirect older than the cached owner's epoch is stale
+ * and ignored. */
+void sl_client_redirect(sl_client *c, const char *partition, const char *address,
+                        uint64_t epoch);
+
 /* A partition's owner, looked up again when `refresh`: heap strings. */
 sl_status sl_client_owner(sl_client *c, const char *partition, bool refresh,
                           char **address, sl_err *err);

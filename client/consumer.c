@@ -10,6 +10,11 @@
  * everything unacked) and subscribes again at the owner, looked up afresh.
  * Acks, nacks and seeks from any thread go out on the partition's current
  * stream under its send lock.
+ *
+ * A seek drops what is queued and, until the broker's SeekDone, every
+ * message that arrives (those were in flight from the old position), so
+ * that whatever receive returns after sl_consumer_seek comes from the new
+ * position.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -45,6 +50,11 @@ typedef struct cpart {
   sl_rpc_stream *s;
   bool subscribed;
   int taken;                     /* messages taken since the last Flow */
+  int seeking;                   /* seeks sent and not yet done */
+  sl_status seek_st;             /* why the stream ended during a seek */
+  char seek_why[SL_ERR_MAX];
+  bool redirected;               /* last stream ended on a redirect: the
+                                    cache holds the owner (thread's own) */
 } cpart;
 
 struct sl_consumer {
@@ -180,6 +190,10 @@ static sl_status subscribe(cpart *pt, bool refresh, sl_err *err) {
   Sluice__V1__ConsumeResponse *r = NULL;
   st = sl_broker_service_consume_send(s, &req, timeout, err);
   if (st == SL_OK) st = sl_broker_service_consume_recv(s, &r, timeout, err);
+  if (st == SL_OK && r != NULL && r->kind_case == SLUICE__V1__CONSUME_RESPONSE__KIND_REDIRECT) {
+    sl_client_redirect(c->cl, pt->name, r->redirect->broker_address, r->redirect->epoch);
+    pt->redirected = true;
+  }
   if (st == SL_OK && r != NULL && r->kind_case == SLUICE__V1__CONSUME_RESPONSE__KIND_CLOSED)
     st = sl_err_set(err, (sl_status)(-(int)r->closed->status), "%s", r->closed->reason);
   else if (st == SL_OK &&
@@ -195,6 +209,7 @@ static sl_status subscribe(cpart *pt, bool refresh, sl_err *err) {
   pthread_mutex_unlock(&pt->smu);
   pthread_mutex_lock(&c->mu);
   pt->taken = 0;
+  pt->seeking = 0; /* a new stream starts at the subscription's position */
   if (!pt->subscribed) c->subscribed_once++;
   pt->subscribed = true;
   pthread_cond_broadcast(&c->cv);
@@ -237,6 +252,13 @@ static void drop_queued(sl_consumer *c, int part) {
 
 static void deliver(cpart *pt, const Sluice__V1__Message *in) {
   sl_consumer *c = pt->c;
+  pthread_mutex_lock(&c->mu);
+  bool stale = pt->seeking > 0;
+  pthread_mutex_unlock(&c->mu);
+  if (stale) {
+    taken(pt); /* from before the seek: its permit is granted again */
+    return;
+  }
   sl_received *m = received_new(in, pt);
   if (m == NULL) return; /* not acked: the broker redelivers it */
   if (c->o.on_message) {
@@ -273,11 +295,22 @@ static sl_status recv_all(cpart *pt, sl_err *err) {
         finish_receipt(c, r->ack_receipt->receipt_id, -1,
                        (sl_status)(-(int)r->ack_receipt->status), r->ack_receipt->error);
         break;
+      case SLUICE__V1__CONSUME_RESPONSE__KIND_SEEK_DONE:
+        pthread_mutex_lock(&c->mu);
+        if (pt->seeking > 0) pt->seeking--;
+        pthread_cond_broadcast(&c->cv);
+        pthread_mutex_unlock(&c->mu);
+        break;
       case SLUICE__V1__CONSUME_RESPONSE__KIND_CLOSED:
         sl_err_set(err, (sl_status)(-(int)r->closed->status), "%s: %s", pt->name,
                    r->closed->reason);
         break;
-      default: break; /* redirect: the stream ends next; we look up again */
+      case SLUICE__V1__CONSUME_RESPONSE__KIND_REDIRECT:
+        /* The stream ends next; we subscribe where this points. */
+        sl_client_redirect(c->cl, pt->name, r->redirect->broker_address, r->redirect->epoch);
+        pt->redirected = true;
+        break;
+      default: break;
     }
     protobuf_c_message_free_unpacked(&r->base, NULL);
   }
@@ -293,7 +326,15 @@ static void *part_loop(void *arg) {
     pthread_mutex_unlock(&c->mu);
     if (stop) break;
     sl_err err = SL_ERR_INIT;
-    sl_status st = subscribe(pt, attempt > 0, &err);
+    /* After a redirect the cache names the owner; after any other failure
+     * the cached owner is suspect. */
+    bool follow = pt->redirected && attempt < 4;
+    pt->redirected = false;
+    sl_status st = subscribe(pt, attempt > 0 && !follow, &err);
+    if (st == SL_EREDIRECT && pt->redirected && attempt < 4) {
+      attempt++;
+      continue; /* straight to the owner it named (a few hops at most) */
+    }
     if (st == SL_OK) {
       attempt = 0;
       st = recv_all(pt, &err);
@@ -305,6 +346,15 @@ static void *part_loop(void *arg) {
                      "stream to the broker ended before the ack was confirmed; ack again");
       pthread_mutex_lock(&c->mu);
       drop_queued(c, (int)(pt - c->parts));
+      if (pt->seeking > 0) {
+        /* The broker ends the stream over a seek it refuses: that is the
+         * seek's error, not the consumer's, which subscribes again. */
+        pt->seeking = 0;
+        pt->seek_st = st != SL_OK ? st : SL_EUNAVAIL;
+        snprintf(pt->seek_why, sizeof(pt->seek_why), "%s",
+                 st != SL_OK ? err.msg : "stream ended before the seek was done; seek again");
+        st = SL_EUNAVAIL;
+      }
       pthread_mutex_unlock(&c->mu);
     }
     attempt++;
@@ -479,16 +529,21 @@ static cpart *part_of(sl_consumer *c, const sl_msg_id *id, sl_err *err) {
   return &c->parts[i];
 }
 
+static void id_to_pb(const sl_msg_id *id, Sluice__V1__MessageId *out) {
+  sluice__v1__message_id__init(out);
+  out->ledger_id = id->ledger_id;
+  out->entry_id = id->entry_id;
+  out->batch_index = id->batch_index;
+  out->batch_size = id->batch_size;
+  out->partition = id->partition;
+}
+
 static sl_status ack(sl_consumer *c, const sl_msg_id *id, Sluice__V1__AckType type,
                      uint64_t receipt, sl_err *err) {
   cpart *pt = part_of(c, id, err);
   if (pt == NULL) return SL_EINVAL;
-  Sluice__V1__MessageId mid = SLUICE__V1__MESSAGE_ID__INIT;
-  mid.ledger_id = id->ledger_id;
-  mid.entry_id = id->entry_id;
-  mid.batch_index = id->batch_index;
-  mid.batch_size = id->batch_size;
-  mid.partition = id->partition;
+  Sluice__V1__MessageId mid;
+  id_to_pb(id, &mid);
   Sluice__V1__MessageId *ids[1] = {&mid};
   Sluice__V1__Ack a = SLUICE__V1__ACK__INIT;
   a.type = type;
@@ -506,6 +561,12 @@ sl_status sl_consumer_ack(sl_consumer *c, const sl_msg_id *id, sl_err *err) {
 }
 
 sl_status sl_consumer_ack_cumulative(sl_consumer *c, const sl_msg_id *id, sl_err *err) {
+  /* Refused here: the broker would end the stream over it. */
+  if (c->o.type == SL_SUB_SHARED || c->o.type == SL_SUB_KEY_SHARED)
+    return sl_err_set(err, SL_EINVAL,
+                      "subscription %s: cumulative ack needs an exclusive or failover "
+                      "subscription; ack each message",
+                      c->sub);
   return ack(c, id, SLUICE__V1__ACK_TYPE__ACK_TYPE_CUMULATIVE, 0, err);
 }
 
@@ -540,12 +601,8 @@ sl_status sl_consumer_ack_sync(sl_consumer *c, const sl_msg_id *id, sl_err *err)
 sl_status sl_consumer_nack(sl_consumer *c, const sl_msg_id *id, sl_err *err) {
   cpart *pt = part_of(c, id, err);
   if (pt == NULL) return SL_EINVAL;
-  Sluice__V1__MessageId mid = SLUICE__V1__MESSAGE_ID__INIT;
-  mid.ledger_id = id->ledger_id;
-  mid.entry_id = id->entry_id;
-  mid.batch_index = id->batch_index;
-  mid.batch_size = id->batch_size;
-  mid.partition = id->partition;
+  Sluice__V1__MessageId mid;
+  id_to_pb(id, &mid);
   Sluice__V1__MessageId *ids[1] = {&mid};
   Sluice__V1__Nack n = SLUICE__V1__NACK__INIT;
   n.n_ids = 1;
@@ -556,19 +613,43 @@ sl_status sl_consumer_nack(sl_consumer *c, const sl_msg_id *id, sl_err *err) {
   return part_send(pt, &req, err);
 }
 
-sl_status sl_consumer_seek(sl_consumer *c, int64_t publish_time_ms, sl_err *err) {
-  Sluice__V1__Seek s = SLUICE__V1__SEEK__INIT;
-  /* The proto takes exactly one of id / time: time 1 ms is "the oldest". */
-  s.publish_time_ms = publish_time_ms > 0 ? publish_time_ms : 1;
+/* Sends a seek on the given partitions (-1 = all) and waits for SeekDone
+ * from each. */
+static sl_status seek(sl_consumer *c, int only, const Sluice__V1__Seek *sk, sl_err *err) {
   Sluice__V1__ConsumeRequest req = SLUICE__V1__CONSUME_REQUEST__INIT;
   req.kind_case = SLUICE__V1__CONSUME_REQUEST__KIND_SEEK;
-  req.seek = &s;
+  req.seek = (Sluice__V1__Seek *)sk;
   for (size_t i = 0; i < c->n_parts; i++) {
+    if (only >= 0 && (size_t)only != i) continue;
+    /* Counted before sending: SeekDone may come before part_send returns. */
+    pthread_mutex_lock(&c->mu);
+    c->parts[i].seeking++;
+    c->parts[i].seek_st = SL_OK;
+    pthread_mutex_unlock(&c->mu);
     sl_status st = part_send(&c->parts[i], &req, err);
-    if (st != SL_OK) return st;
+    if (st != SL_OK) {
+      pthread_mutex_lock(&c->mu);
+      if (c->parts[i].seeking > 0) c->parts[i].seeking--;
+      pthread_mutex_unlock(&c->mu);
+      return sl_err_wrap(err, st, "seek %s", c->topic);
+    }
   }
+  int64_t deadline = sl_clock_mono_ns() + (int64_t)sl_client_timeout_ms(c->cl) * 1000000;
+  sl_status st = SL_OK;
   pthread_mutex_lock(&c->mu);
-  drop_queued(c, -1);
+  drop_queued(c, only);
+  for (size_t i = 0; i < c->n_parts && st == SL_OK; i++) {
+    cpart *pt = &c->parts[i];
+    while (pt->seeking > 0 && st == SL_OK) {
+      if (sl_clock_mono_ns() >= deadline)
+        st = sl_err_set(err, SL_ETIMEDOUT, "seek %s: not done within %d ms", pt->name,
+                        sl_client_timeout_ms(c->cl));
+      else
+        timed_wait(c, 50);
+    }
+    if (st == SL_OK && pt->seek_st != SL_OK)
+      st = sl_err_set(err, pt->seek_st, "%s", pt->seek_why);
+  }
   pthread_mutex_unlock(&c->mu);
   for (size_t i = 0; i < c->n_parts; i++) {
     pthread_mutex_lock(&c->mu);
@@ -577,5 +658,22 @@ sl_status sl_consumer_seek(sl_consumer *c, int64_t publish_time_ms, sl_err *err)
     pthread_mutex_unlock(&c->mu);
     if (n > 0) flow(&c->parts[i], n);
   }
-  return SL_OK;
+  return st;
+}
+
+sl_status sl_consumer_seek(sl_consumer *c, int64_t publish_time_ms, sl_err *err) {
+  Sluice__V1__Seek sk = SLUICE__V1__SEEK__INIT;
+  /* The proto takes exactly one of id / time: time 1 ms is "the oldest". */
+  sk.publish_time_ms = publish_time_ms > 0 ? publish_time_ms : 1;
+  return seek(c, -1, &sk, err);
+}
+
+sl_status sl_consumer_seek_id(sl_consumer *c, const sl_msg_id *id, sl_err *err) {
+  cpart *pt = part_of(c, id, err);
+  if (pt == NULL) return SL_EINVAL;
+  Sluice__V1__MessageId mid;
+  id_to_pb(id, &mid);
+  Sluice__V1__Seek sk = SLUICE__V1__SEEK__INIT;
+  sk.id = &mid;
+  return seek(c, (int)(pt - c->parts), &sk, err);
 }

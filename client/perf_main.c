@@ -1,10 +1,13 @@
 /*
  * sluice-perf: produce, consume and end-to-end benchmarks against any
- * broker (issue 11). `produce` runs client/perf_produce (raw Produce
- * streams, a window of --in-flight per producer, one run per partition);
- * `consume` and `e2e` run on libsluice. Latency: produce = send to receipt;
- * e2e = send to receive (the send time travels in the payload); consume =
- * publish time to receive (wall clock, ms resolution).
+ * broker (issue 11), the one benchmark tool. `produce` runs
+ * client/perf_produce (raw Produce streams, a window of --in-flight per
+ * producer, one run per partition); `e2e` runs client/perf_e2e (libsluice
+ * producers and consumers at once); `consume` reads the topic with
+ * libsluice consumers. Latency: produce = send to receipt; e2e = send to
+ * receive (the send time travels in the payload); consume = publish time to
+ * receive (wall clock, ms resolution). This file parses the command line,
+ * prints the live lines and the summary.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -14,6 +17,7 @@
 #include <time.h>
 
 #include "client/histogram.h"
+#include "client/perf_e2e.h"
 #include "client/perf_produce.h"
 #include "client/sluice.h"
 #include "common/clock.h"
@@ -22,6 +26,7 @@ static const char usage_text[] =
     "usage: sluice-perf produce|consume|e2e TOPIC [--rate R] [--size BYTES]\n"
     "         [--producers N] [--consumers N] [--in-flight W] [--duration S]\n"
     "         [--partitions P] [--url HOST:PORT] [--json] [--histogram FILE]\n"
+    "         [--catch-up]\n"
     "  produce   N producers, W messages in flight each, send -> durable receipt\n"
     "  consume   N consumers read the topic from the oldest message\n"
     "  e2e       producers and consumers at once, send -> receive\n"
@@ -31,6 +36,7 @@ static const char usage_text[] =
     "  --duration S    seconds to measure (default 10)\n"
     "  --partitions P  create TOPIC with P partitions if it does not exist\n"
     "  --histogram F   write the latency distribution as CSV to F\n"
+    "  --catch-up      e2e: then read the run's messages back from the oldest (MB/s)\n"
     "A line every second: msgs/s, MB/s, p50/p99; then a summary with\n"
     "p50/p95/p99/p99.9/max. --url as for sluice (env SLUICE_URL).\n"
     "examples:\n"
@@ -43,11 +49,12 @@ typedef struct perf {
   size_t size;
   int producers, consumers, in_flight, partitions;
   double duration;
-  bool json;
+  bool json, catch_up;
   sl_client *c;
+  sl_perf_e2e_result e2e;       /* e2e's own counts and catch-up figures */
   sl_hist total, window;        /* whole run; since the last live line */
   _Atomic uint64_t sent, acked, failed, received;
-  atomic_bool stop_sending, stop_receiving;
+  atomic_bool stop_receiving;
   sl_status st;
   char why[SL_ERR_MAX];
   pthread_mutex_t mu;
@@ -60,7 +67,6 @@ static void perf_fail(perf *p, sl_status st, const char *why) {
     snprintf(p->why, sizeof(p->why), "%s", why);
   }
   pthread_mutex_unlock(&p->mu);
-  atomic_store(&p->stop_sending, true);
 }
 
 static void record(perf *p, int64_t lat_ns) {
@@ -101,85 +107,43 @@ static void *produce_thread(void *arg) {
   return NULL;
 }
 
-/* ------------------------------------------------------------- e2e / consume */
+/* ------------------------------------------------------------- e2e */
 
-typedef struct window {
-  pthread_mutex_t mu;
-  pthread_cond_t cv;
-  int free;
-} window;
-
-typedef struct sender {
-  perf *p;
-  window w;
-  pthread_t t;
-} sender;
-
-static void on_sent(sl_status st, const sl_msg_id *id, void *arg) {
-  (void)id;
-  sender *s = arg;
-  if (st == SL_OK) atomic_fetch_add(&s->p->acked, 1);
-  else atomic_fetch_add(&s->p->failed, 1);
-  pthread_mutex_lock(&s->w.mu);
-  s->w.free++;
-  pthread_cond_signal(&s->w.cv);
-  pthread_mutex_unlock(&s->w.mu);
+static void on_latency(int64_t lat_ns, void *arg) {
+  perf *p = arg;
+  atomic_fetch_add(&p->received, 1);
+  record(p, lat_ns);
 }
 
-static void *send_thread(void *arg) {
-  sender *s = arg;
-  perf *p = s->p;
-  sl_producer_opts po = SL_PRODUCER_OPTS_INIT;
-  po.topic = p->topic;
-  po.max_pending = p->in_flight * 2;
-  sl_producer *prod;
-  sl_err err = SL_ERR_INIT;
-  sl_status st = sl_producer_create(p->c, &po, &prod, &err);
-  if (st != SL_OK) {
-    perf_fail(p, st, err.msg);
-    return NULL;
-  }
-  uint8_t *payload = calloc(1, p->size < 8 ? 8 : p->size);
-  double per_ns = p->rate > 0 ? 1e9 * p->producers / p->rate : 0;
-  int64_t next = sl_clock_mono_ns();
-  while (payload && !atomic_load(&p->stop_sending)) {
-    pthread_mutex_lock(&s->w.mu);
-    while (s->w.free == 0 && !atomic_load(&p->stop_sending)) {
-      struct timespec ts;
-      clock_gettime(CLOCK_REALTIME, &ts);
-      ts.tv_nsec += 50000000;
-      if (ts.tv_nsec >= 1000000000) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000;
-      }
-      pthread_cond_timedwait(&s->w.cv, &s->w.mu, &ts);
-    }
-    bool go = s->w.free > 0;
-    if (go) s->w.free--;
-    pthread_mutex_unlock(&s->w.mu);
-    if (!go) break;
-    if (per_ns > 0) {
-      next += (int64_t)per_ns;
-      int64_t wait = next - sl_clock_mono_ns();
-      if (wait > 0) {
-        struct timespec ts = {wait / 1000000000, wait % 1000000000};
-        nanosleep(&ts, NULL);
-      }
-    }
-    int64_t now = sl_clock_mono_ns();
-    memcpy(payload, &now, sizeof(now));
-    sl_message m = {.payload = payload, .len = p->size < 8 ? 8 : p->size};
-    st = sl_producer_send_async(prod, &m, on_sent, s, &err);
-    if (st != SL_OK) {
-      perf_fail(p, st, err.msg);
-      break;
-    }
-    atomic_fetch_add(&p->sent, 1);
-  }
-  sl_producer_destroy(prod); /* flushes: every sent message is acked or failed */
-  free(payload);
+typedef struct e2e_run {
+  perf *p;
+  pthread_t t;
+  sl_status st;
+  sl_err err;
+} e2e_run;
+
+static void *e2e_thread(void *arg) {
+  e2e_run *r = arg;
+  perf *p = r->p;
+  sl_perf_e2e_opts o = SL_PERF_E2E_OPTS_INIT;
+  o.client = p->c;
+  o.topic = p->topic;
+  o.rate = p->rate;
+  o.message_bytes = p->size;
+  o.producers = p->producers;
+  o.consumers = p->consumers;
+  o.in_flight = p->in_flight;
+  o.seconds = p->duration;
+  o.catch_up = p->catch_up;
+  o.on_latency = on_latency;
+  o.arg = p;
+  r->st = sl_perf_e2e_run(&o, &p->e2e, &r->err);
+  if (r->st != SL_OK) perf_fail(p, r->st, r->err.msg);
+  atomic_store(&p->stop_receiving, true); /* ends the live lines */
   return NULL;
 }
+
+/* ------------------------------------------------------------- consume */
 
 typedef struct receiver {
   perf *p;
@@ -190,7 +154,6 @@ typedef struct receiver {
 static void *recv_thread(void *arg) {
   receiver *r = arg;
   perf *p = r->p;
-  bool e2e = strcmp(p->mode, "e2e") == 0;
   while (!atomic_load(&p->stop_receiving)) {
     sl_received *m;
     sl_err err = SL_ERR_INIT;
@@ -200,13 +163,7 @@ static void *recv_thread(void *arg) {
       perf_fail(p, st, err.msg);
       break;
     }
-    if (e2e && m->len >= 8) {
-      int64_t sent;
-      memcpy(&sent, m->payload, sizeof(sent));
-      record(p, sl_clock_mono_ns() - sent);
-    } else if (!e2e) {
-      record(p, (sl_clock_wall_ms() - m->publish_time_ms) * 1000000);
-    }
+    record(p, (sl_clock_wall_ms() - m->publish_time_ms) * 1000000);
     atomic_fetch_add(&p->received, 1);
     st = sl_consumer_ack(r->cons, &m->id, &err);
     sl_received_free(m);
@@ -242,29 +199,44 @@ static void summary(perf *p, double secs) {
     printf("{\"mode\":\"%s\",\"topic\":\"%s\",\"seconds\":%.3f,\"sent\":%llu,\"acked\":%llu,"
            "\"failed\":%llu,\"received\":%llu,\"msgs_per_s\":%.1f,\"mb_per_s\":%.3f,"
            "\"size\":%zu,\"latency_ms\":{\"p50\":%.3f,\"p95\":%.3f,\"p99\":%.3f,"
-           "\"p999\":%.3f,\"max\":%.3f}}\n",
+           "\"p999\":%.3f,\"max\":%.3f},\"catchup_msgs\":%llu,\"catchup_mb_per_s\":%.3f}\n",
            p->mode, p->topic, secs, (unsigned long long)atomic_load(&p->sent),
            (unsigned long long)atomic_load(&p->acked), (unsigned long long)atomic_load(&p->failed),
            (unsigned long long)atomic_load(&p->received), rate, mb, p->size, q[0], q[1], q[2],
-           q[3], q[4]);
+           q[3], q[4], (unsigned long long)p->e2e.catchup_msgs, p->e2e.catchup_mb_per_s);
   } else {
-    printf("summary %s %s: %.1f s, sent %llu, acked %llu, failed %llu, received %llu\n", p->mode,
-           p->topic, secs, (unsigned long long)atomic_load(&p->sent),
-           (unsigned long long)atomic_load(&p->acked), (unsigned long long)atomic_load(&p->failed),
-           (unsigned long long)atomic_load(&p->received));
+    printf("summary %s %s: %.1f s", p->mode, p->topic, secs);
+    if (strcmp(p->mode, "consume") != 0)
+      printf(", sent %llu, acked %llu, failed %llu", (unsigned long long)atomic_load(&p->sent),
+             (unsigned long long)atomic_load(&p->acked),
+             (unsigned long long)atomic_load(&p->failed));
+    if (strcmp(p->mode, "produce") != 0)
+      printf(", received %llu", (unsigned long long)atomic_load(&p->received));
+    printf("\n");
     printf("  %.0f msgs/s, %.2f MB/s (%zu-byte messages)\n", rate, mb, p->size);
     printf("  latency ms: p50 %.3f  p95 %.3f  p99 %.3f  p99.9 %.3f  max %.3f\n", q[0], q[1],
            q[2], q[3], q[4]);
+    if (p->catch_up)
+      printf("  catch-up read: %llu messages in %.1f s, %.2f MB/s\n",
+             (unsigned long long)p->e2e.catchup_msgs, p->e2e.catchup_seconds,
+             p->e2e.catchup_mb_per_s);
   }
 }
 
-/* Runs the live lines until `until_ns` or until stop is set. */
+static bool running(perf *p, int64_t until_ns) {
+  pthread_mutex_lock(&p->mu);
+  bool ok = p->st == SL_OK;
+  pthread_mutex_unlock(&p->mu);
+  return ok && !atomic_load(&p->stop_receiving) && sl_clock_mono_ns() < until_ns;
+}
+
+/* Runs the live lines until `until_ns`, a failure, or stop_receiving. */
 static void tick_until(perf *p, int64_t start, int64_t until_ns, _Atomic uint64_t *counter) {
   uint64_t last = atomic_load(counter);
   int64_t last_t = start;
-  while (sl_clock_mono_ns() < until_ns && p->st == SL_OK) {
+  while (running(p, until_ns)) {
     int64_t next = last_t + 1000000000;
-    while (sl_clock_mono_ns() < next && sl_clock_mono_ns() < until_ns && p->st == SL_OK) {
+    while (sl_clock_mono_ns() < next && running(p, until_ns)) {
       struct timespec ts = {0, 20000000};
       nanosleep(&ts, NULL);
     }
@@ -307,8 +279,9 @@ static int parse(perf *p, int argc, char **argv) {
       p->topic = a;
       continue;
     }
-    if (strcmp(a, "--json") == 0) {
-      p->json = true;
+    if (strcmp(a, "--json") == 0 || strcmp(a, "--catch-up") == 0) {
+      if (a[2] == 'j') p->json = true;
+      else p->catch_up = true;
       continue;
     }
     if (i + 1 >= argc) return usage("%s needs a value", a);
@@ -331,6 +304,8 @@ static int parse(perf *p, int argc, char **argv) {
   if (p->topic == NULL) return usage("%s needs a TOPIC", p->mode);
   if (p->rate > 0 && strcmp(p->mode, "produce") == 0)
     return usage("%s: --rate is for e2e; produce is paced by --in-flight", "produce");
+  if (p->catch_up && strcmp(p->mode, "e2e") != 0)
+    return usage("%s: --catch-up is for e2e", p->mode);
   if (p->size == 0) p->size = 1024;
   if (p->producers <= 0) p->producers = 1;
   if (p->consumers <= 0) p->consumers = 1;
@@ -367,19 +342,35 @@ static sl_status run_produce(perf *p, sl_err *err) {
   return all ? SL_OK : sl_err_set(err, SL_ENOMEM, "no thread");
 }
 
-static sl_status run_e2e(perf *p, bool produce, sl_err *err) {
+static sl_status run_e2e(perf *p, sl_err *err) {
+  e2e_run r = {.p = p, .err = SL_ERR_INIT};
+  int64_t start = sl_clock_mono_ns();
+  if (pthread_create(&r.t, NULL, e2e_thread, &r) != 0) return sl_err_set(err, SL_ENOMEM, "no thread");
+  /* Live lines over the measured time; then the drain (and the catch-up
+   * read) run silently to the summary. */
+  tick_until(p, start, start + (int64_t)(p->duration * 1e9), &p->received);
+  pthread_join(r.t, NULL);
+  atomic_store(&p->sent, p->e2e.sent);
+  atomic_store(&p->acked, p->e2e.acked);
+  atomic_store(&p->failed, p->e2e.failed);
+  atomic_store(&p->received, p->e2e.received);
+  return SL_OK; /* a failure is in p->st */
+}
+
+/* Consumers on a new subscription read the topic from its oldest message. */
+static sl_status run_consume(perf *p, sl_err *err) {
   receiver *rs = calloc((size_t)p->consumers, sizeof(*rs));
-  sender *ss = calloc((size_t)p->producers, sizeof(*ss));
-  sl_status st = rs && ss ? SL_OK : sl_err_set(err, SL_ENOMEM, "out of memory");
+  if (rs == NULL) return sl_err_set(err, SL_ENOMEM, "out of memory");
+  sl_status st = SL_OK;
   char sub[64];
   snprintf(sub, sizeof(sub), "perf-%lld", (long long)sl_clock_wall_ms());
-  int nr = 0, ns = 0;
+  int nr = 0;
   for (int i = 0; st == SL_OK && i < p->consumers; i++) {
     sl_consumer_opts co = SL_CONSUMER_OPTS_INIT;
     co.topic = p->topic;
     co.subscription = sub;
     co.type = p->consumers > 1 ? SL_SUB_SHARED : SL_SUB_EXCLUSIVE;
-    co.from_earliest = !produce;
+    co.from_earliest = true;
     st = sl_consumer_create(p->c, &co, &rs[i].cons, err);
     if (st != SL_OK) break;
     rs[i].p = p;
@@ -391,38 +382,13 @@ static sl_status run_e2e(perf *p, bool produce, sl_err *err) {
     nr++;
   }
   int64_t start = sl_clock_mono_ns();
-  for (int i = 0; st == SL_OK && produce && i < p->producers; i++) {
-    ss[i].p = p;
-    pthread_mutex_init(&ss[i].w.mu, NULL);
-    pthread_cond_init(&ss[i].w.cv, NULL);
-    ss[i].w.free = p->in_flight;
-    if (pthread_create(&ss[i].t, NULL, send_thread, &ss[i]) != 0) {
-      st = sl_err_set(err, SL_ENOMEM, "no thread");
-      break;
-    }
-    ns++;
-  }
   if (st == SL_OK) tick_until(p, start, start + (int64_t)(p->duration * 1e9), &p->received);
-  atomic_store(&p->stop_sending, true);
-  for (int i = 0; i < ns; i++) pthread_join(ss[i].t, NULL);
-  /* Drain: wait (up to 10 s) until every acked message has come out. */
-  int64_t drain = sl_clock_mono_ns() + 10000000000LL;
-  while (produce && st == SL_OK && p->st == SL_OK &&
-         atomic_load(&p->received) < atomic_load(&p->acked) && sl_clock_mono_ns() < drain) {
-    struct timespec ts = {0, 20000000};
-    nanosleep(&ts, NULL);
-  }
   atomic_store(&p->stop_receiving, true);
   for (int i = 0; i < nr; i++) {
     pthread_join(rs[i].t, NULL);
     sl_consumer_destroy(rs[i].cons);
   }
-  for (int i = 0; i < ns; i++) {
-    pthread_mutex_destroy(&ss[i].w.mu);
-    pthread_cond_destroy(&ss[i].w.cv);
-  }
   free(rs);
-  free(ss);
   return st;
 }
 
@@ -444,11 +410,12 @@ int main(int argc, char **argv) {
   int64_t start = sl_clock_mono_ns();
   if (st == SL_OK) {
     if (strcmp(p.mode, "produce") == 0) st = run_produce(&p, &err);
-    else st = run_e2e(&p, strcmp(p.mode, "e2e") == 0, &err);
+    else if (strcmp(p.mode, "e2e") == 0) st = run_e2e(&p, &err);
+    else st = run_consume(&p, &err);
   }
   if (st == SL_OK && p.st != SL_OK) st = sl_err_set(&err, p.st, "%s", p.why);
   double secs = (double)(sl_clock_mono_ns() - start) / 1e9;
-  if (strcmp(p.mode, "produce") == 0 && secs > p.duration) secs = p.duration;
+  if (strcmp(p.mode, "e2e") == 0) secs = p.e2e.seconds; /* measured, without warmup or drain */
   if (st == SL_OK) {
     summary(&p, secs > p.duration ? p.duration : secs);
     if (p.hist_file) {
@@ -458,11 +425,6 @@ int main(int argc, char **argv) {
       if (f != NULL && fclose(f) != 0 && st == SL_OK)
         st = sl_err_set(&err, SL_EIO, "%s: cannot write the histogram", p.hist_file);
     }
-  }
-  if (st == SL_OK && strcmp(p.mode, "e2e") == 0 && atomic_load(&p.received) < atomic_load(&p.acked)) {
-    fprintf(stderr, "sluice-perf: received %llu of %llu acked messages\n",
-            (unsigned long long)atomic_load(&p.received), (unsigned long long)atomic_load(&p.acked));
-    rc = 1;
   }
   if (st != SL_OK) {
     fprintf(stderr, "sluice-perf: %s (%s)%s\n", sl_err_msg(&err, st), sl_status_str(st),

@@ -3,8 +3,8 @@
  * stream to one broker, keep a window of messages in flight and measure
  * every message from send to receipt. Producers batch on the client side
  * as a real client does: whatever the window allows (up to max_batch) goes
- * in one SendBatch. tools/produce_bench runs it on a local cluster; the CLI
- * (sluice-perf) will run it against any broker.
+ * in one SendBatch. sluice-perf starts one run per partition of the topic,
+ * each against the partition's owner.
  *
  * Threads: two per producer (sender and receiver over the blocking stream
  * API). Nothing is shared between producers but the results, merged at the

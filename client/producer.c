@@ -48,6 +48,8 @@ typedef struct part {
   size_t n_pending;
   uint64_t next_seq;
   bool connected, broken, opened_once;
+  bool redirected;               /* the stream ended on a redirect: the cache
+                                    holds the new owner, no lookup needed */
   sl_status failed;              /* permanent failure of the partition */
   char why[SL_ERR_MAX];
 } part;
@@ -209,8 +211,15 @@ static void *recv_loop(void *arg) {
     sl_err err = SL_ERR_INIT;
     sl_status st = sl_broker_service_produce_recv(pt->s, &r, 0, &err);
     if (st != SL_OK || r == NULL) break;
-    if (r->kind_case == SLUICE__V1__PRODUCE_RESPONSE__KIND_RECEIPT) on_receipt(pt, r->receipt);
-    /* A redirect: the stream ends next; the reconnect looks up afresh. */
+    if (r->kind_case == SLUICE__V1__PRODUCE_RESPONSE__KIND_RECEIPT) {
+      on_receipt(pt, r->receipt);
+    } else if (r->kind_case == SLUICE__V1__PRODUCE_RESPONSE__KIND_REDIRECT) {
+      /* The stream ends next; the reconnect goes where this points. */
+      sl_client_redirect(pt->p->c, pt->name, r->redirect->broker_address, r->redirect->epoch);
+      pthread_mutex_lock(&pt->p->mu);
+      pt->redirected = true;
+      pthread_mutex_unlock(&pt->p->mu);
+    }
     protobuf_c_message_free_unpacked(&r->base, NULL);
   }
   mark_broken(pt);
@@ -242,6 +251,12 @@ static sl_status connect_part(part *pt, bool refresh, sl_err *err) {
   Sluice__V1__ProduceResponse *r = NULL;
   st = sl_broker_service_produce_send(pt->s, &req, timeout, err);
   if (st == SL_OK) st = sl_broker_service_produce_recv(pt->s, &r, timeout, err);
+  if (st == SL_OK && r != NULL && r->kind_case == SLUICE__V1__PRODUCE_RESPONSE__KIND_REDIRECT) {
+    sl_client_redirect(p->c, pt->name, r->redirect->broker_address, r->redirect->epoch);
+    pthread_mutex_lock(&p->mu);
+    pt->redirected = true;
+    pthread_mutex_unlock(&p->mu);
+  }
   if (st == SL_OK && (r == NULL || r->kind_case != SLUICE__V1__PRODUCE_RESPONSE__KIND_OPENED))
     st = sl_err_set(err, SL_EREDIRECT, "%s: not opened (owner moved)", pt->name);
   if (st == SL_OK) {
@@ -347,6 +362,7 @@ static void *conn_loop(void *arg) {
   part *pt = arg;
   sl_producer *p = pt->p;
   int attempt = 0;
+  bool reconnecting = false;
   pthread_mutex_lock(&p->mu);
   for (;;) {
     int64_t now = sl_clock_mono_ns();
@@ -360,15 +376,23 @@ static void *conn_loop(void *arg) {
     }
     if (pt->connected && pt->broken) {
       disconnect(pt);
+      reconnecting = true;
       continue;
     }
     if (!pt->connected) {
+      /* After a redirect the cache names the owner; after any other
+       * failure the cached owner is suspect. */
+      bool refresh = (reconnecting || attempt > 0) && !pt->redirected;
+      pt->redirected = false;
       pthread_mutex_unlock(&p->mu);
       sl_err err = SL_ERR_INIT;
-      sl_status st = connect_part(pt, attempt > 0, &err);
+      sl_status st = connect_part(pt, refresh, &err);
       pthread_mutex_lock(&p->mu);
       if (st == SL_OK) {
         attempt = 0;
+        reconnecting = false;
+      } else if (st == SL_EREDIRECT && pt->redirected && attempt++ < 3) {
+        continue; /* straight to the owner it named (a few hops at most) */
       } else if (sl_client_permanent(st)) {
         pt->failed = st;
         snprintf(pt->why, sizeof(pt->why), "%s", err.msg);

@@ -228,7 +228,9 @@ sl_status sl_consumer_receive(sl_consumer *c, int timeout_ms, sl_received **out,
                               sl_err *err);
 
 /* Acks one message; with a cumulative ack, everything up to it on its
- * partition (exclusive and failover only). Queued to the broker. */
+ * partition (exclusive and failover only: SL_EINVAL otherwise). Queued to
+ * the broker; SL_EUNAVAIL while the partition reconnects (the message is
+ * then redelivered). */
 sl_status sl_consumer_ack(sl_consumer *c, const sl_msg_id *id, sl_err *err);
 sl_status sl_consumer_ack_cumulative(sl_consumer *c, const sl_msg_id *id,
                                      sl_err *err);
@@ -238,8 +240,16 @@ sl_status sl_consumer_ack_sync(sl_consumer *c, const sl_msg_id *id, sl_err *err)
 /* Asks for redelivery. */
 sl_status sl_consumer_nack(sl_consumer *c, const sl_msg_id *id, sl_err *err);
 /* Moves the subscription on every partition to the first message published
- * at or after publish_time_ms (0 = the oldest); drops queued messages. */
+ * at or after publish_time_ms (0 = the oldest) and waits, up to the
+ * client's timeout, until every partition's broker has done it: queued
+ * messages are dropped, and whatever receive returns afterwards comes from
+ * the new position. SL_ETIMEDOUT if a broker did not confirm in time. */
 sl_status sl_consumer_seek(sl_consumer *c, int64_t publish_time_ms, sl_err *err);
+/* Moves the subscription on the message's partition to that message (its
+ * entry: a seek inside a batch starts at the batch), waiting as above.
+ * A seek the broker refuses (e.g. an id not in the partition) returns its
+ * status; the consumer carries on, subscribed again. */
+sl_status sl_consumer_seek_id(sl_consumer *c, const sl_msg_id *id, sl_err *err);
 
 void sl_consumer_destroy(sl_consumer *c); /* NULL is a no-op */
 

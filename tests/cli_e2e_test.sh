@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # End to end through the command line (issue 11): create a topic, produce
 # 10,000 lines from stdin, consume them with -n 10000 and get exactly those
-# lines in order; then `sluice-perf e2e` for a few seconds: every acked
-# message is received (the count, not the speed, is checked).
+# lines in order, and nothing comes again once they are acked; --json
+# output; then `sluice-perf e2e` for a few seconds: every acked message is
+# received (the count, not the speed, is checked).
 set -euo pipefail
 run="$TEST_SRCDIR/sluice"
 sluice="$run/client/sluice"
@@ -28,6 +29,21 @@ cmp "$dir/in" "$dir/out" || fail "consumed lines differ from the produced ones"
 if "$sluice" --timeout 2 consume public/lines -s check -n 1 >"$dir/again" 2>/dev/null; then
   fail "a message came again after all were acked: $(cat "$dir/again")"
 fi
+
+# --json: one JSON line per message with its id, key, properties, publish
+# time, redelivery count and payload (escaped).
+"$sluice" topic create public/json >/dev/null || fail "topic create public/json"
+"$sluice" produce public/json -k kk -p a=b -m 'say "hi"' >/dev/null || fail "produce public/json"
+"$sluice" --json --timeout 30 consume public/json -s j -n 1 --from earliest >"$dir/json" ||
+  fail "consume --json: $(cat "$dir/json")"
+python3 - "$dir/json" <<'PY' || fail "consume --json: $(cat "$dir/json")"
+import json, sys
+lines = open(sys.argv[1]).read().splitlines()
+assert len(lines) == 1, lines
+m = json.loads(lines[0])
+assert m["payload"] == 'say "hi"' and m["key"] == "kk" and m["properties"] == {"a": "b"}, m
+assert m["redelivery_count"] == 0 and m["publish_time_ms"] > 0 and m["id"], m
+PY
 
 "$run/client/sluice-perf" e2e public/perf --partitions 2 --duration 3 --rate 500 --json \
   >"$dir/perf" 2>"$dir/perf.live" || fail "sluice-perf e2e: $(cat "$dir/perf" "$dir/perf.live")"

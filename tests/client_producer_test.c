@@ -2,8 +2,9 @@
  * libsluice producer against a real cluster (etcd, metadata, 3 bookies, 2
  * brokers): transparent failover when the owner broker is killed -9 (the
  * application sees no error and, with dedup on, the log holds every message
- * exactly once, in order), key routing on a partitioned topic, a full
- * pending queue, and bad input (bad name, unknown topic, unreachable url).
+ * exactly once, in order), a partition moved (unloaded) mid-stream, key
+ * routing on a partitioned topic, a full pending queue, and bad input (bad
+ * name, unknown topic, unreachable url).
  */
 #include <pthread.h>
 #include <setjmp.h>
@@ -124,6 +125,44 @@ static void test_client_producer__owner_kill9_no_error_no_duplicate(void **state
   assert_int_equal(sl_cluster_restart(t->c, SL_NODE_BROKER, owner, &err), SL_OK);
 }
 
+/* The partition is unloaded (moved) while messages stream in: the broker
+ * redirects or drops the stream and the producer follows with no error and
+ * no gap or duplicate. */
+static void test_client_producer__unload_mid_stream(void **state) {
+  sl_pt *t = *state;
+  const char *topic = "cp/moved";
+  sl_pt_topic(t, topic, 0);
+  sl_client *c = client_at(sl_cluster_addr(t->c, SL_NODE_BROKER, 0), 10000);
+  sl_producer_opts po = SL_PRODUCER_OPTS_INIT;
+  po.topic = topic;
+  po.name = "mover";
+  sl_producer *p;
+  sl_err err = SL_ERR_INIT;
+  assert_int_equal(sl_producer_create(c, &po, &p, &err), SL_OK);
+  outcomes o = {.mu = PTHREAD_MUTEX_INITIALIZER};
+  uint8_t buf[PAYLOAD];
+  for (int i = 0; i < 600; i++) {
+    sl_pt_payload((uint64_t)i, buf, sizeof(buf));
+    sl_message m = {.payload = buf, .len = sizeof(buf)};
+    assert_int_equal(sl_producer_send_async(p, &m, on_sent, &o, &err), SL_OK);
+    if (i == 200 || i == 400) sl_pt_unload(t, 1, topic);
+  }
+  assert_int_equal(sl_producer_flush(p, &err), SL_OK);
+  assert_int_equal(o.done, 600);
+  if (o.failed) fail_msg("%d sends failed, first: %s", o.failed, sl_status_str(o.first));
+  sl_producer_destroy(p);
+  sl_client_destroy(c);
+  sl_pt_unload(t, 0, topic);
+  sl_pt_msg *log;
+  size_t n = sl_pt_read_log(t, topic, &log);
+  assert_int_equal(n, 600);
+  for (size_t i = 0; i < n; i++) {
+    assert_int_equal(log[i].seq, i);
+    assert_true(log[i].payload_ok);
+  }
+  free(log);
+}
+
 /* Same key, same partition; no key, round-robin over all of them. */
 static void test_client_producer__routing(void **state) {
   sl_pt *t = *state;
@@ -222,6 +261,7 @@ static void test_client_producer__bad_input(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_client_producer__owner_kill9_no_error_no_duplicate),
+      cmocka_unit_test(test_client_producer__unload_mid_stream),
       cmocka_unit_test(test_client_producer__routing),
       cmocka_unit_test(test_client_producer__full_queue_fails_fast),
       cmocka_unit_test(test_client_producer__bad_input),

@@ -24,8 +24,16 @@ static const char *err_msg(const sl_err *err, sl_status st) {
 }
 
 void sl_pt_start(sl_pt *t, const char *name, int metadata, int bookies, int brokers) {
-  static const char *const bookie_args[] = {"--registration_ttl", "2", NULL};
-  static const char *const broker_args[] = {"--session_ttl", "2", NULL};
+  sl_pt_start_ttl(t, name, metadata, bookies, brokers, 2);
+}
+
+void sl_pt_start_ttl(sl_pt *t, const char *name, int metadata, int bookies, int brokers,
+                     int ttl_s) {
+  /* Static: the cluster keeps these for restarts (one cluster a process). */
+  static char ttl[16];
+  static const char *bookie_args[] = {"--registration_ttl", ttl, NULL};
+  static const char *broker_args[] = {"--session_ttl", ttl, NULL};
+  snprintf(ttl, sizeof(ttl), "%d", ttl_s);
   memset(t, 0, sizeof(*t));
   assert_true(brokers <= SL_PT_MAX_BROKERS);
   sl_cluster_opts o = SL_CLUSTER_OPTS_INIT;

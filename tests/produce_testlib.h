@@ -31,6 +31,10 @@ typedef struct sl_pt {
 /* Starts `metadata` replicas on etcd, `bookies` bookies and `brokers`
  * brokers (session TTL 2 s, so a killed owner's partitions free up fast). */
 void sl_pt_start(sl_pt *t, const char *name, int metadata, int bookies, int brokers);
+/* The same with session and registration TTLs of ttl_s seconds (long
+ * tests on a loaded machine, where 2 s of etcd stalls end a session). */
+void sl_pt_start_ttl(sl_pt *t, const char *name, int metadata, int bookies, int brokers,
+                     int ttl_s);
 void sl_pt_stop(sl_pt *t);
 
 /* Creates a namespace (dedup on/off, max message bytes 0 = default) and a
