@@ -4,7 +4,8 @@
  * service: every stream shape, callbacks on the user's serial, a full send
  * queue and on_writable, pause/resume, cancel racing completion, deadlines,
  * keepalive against a frozen (SIGSTOP) server process, pack once / send to
- * three streams, multi-endpoint targets with one endpoint down.
+ * three streams, multi-endpoint targets and a DNS name with two addresses,
+ * with one endpoint down.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -25,6 +26,7 @@
 #include "common/testing.h"
 #include "common/rpc_astream.h"
 #include "common/rpc_server.h"
+#include "common/testdata/dns_stub.h"
 #include "common/testdata/echo_service.h"
 #include "common/testdata/rpc_fixture.h"
 #include "tests/proc.h"
@@ -597,6 +599,87 @@ static void test_rpc_astream__multi_endpoint_target_with_one_down(void **state) 
   sl_echo_fx_stop(&live);
 }
 
+/* Two echo servers on one port at 127.0.0.1 and 127.0.0.2, and a DNS name
+ * (served by dns_stub.h) with both addresses. Which address gRPC tries
+ * first is its own business (it sorts them), so the test learns it: with
+ * both up, a new channel reaches the first one, F. Then F goes down: the
+ * same channel reconnects to the other, and a new channel, which again
+ * tries F first and is refused, fails over to the other. */
+static sl_rpc_server *echo_on(const char *addr, sl_echo_stats *stats) {
+  sl_err err = SL_ERR_INIT;
+  sl_rpc_server *srv = NULL;
+  sl_rpc_server_opts so = {.addr = addr, .n_threads = 1};
+  memset(stats, 0, sizeof(*stats));
+  sl_status st = sl_echo_server_start(&so, stats, &srv, &err);
+  return st == SL_OK ? srv : NULL;
+}
+
+static void unary_on(sl_rpc_channel *ch, long n) {
+  sl_err err = SL_ERR_INIT;
+  echo_req q = req_of(n, "d");
+  ProtobufCMessage *resp = NULL;
+  sl_rpc_call_opts o = {.wait_for_ready = true, .timeout_ms = (int)sl_test_scaled_ms(10000)};
+  sl_status st = sl_rpc_unary(ch, &sl_echo_unary, &q.base, &resp, &o, &err);
+  if (st != SL_OK) fail_msg("call %ld: %s", n, sl_err_msg(&err, st));
+  assert_int_equal(((echo_resp *)resp)->n, n);
+  protobuf_c_message_free_unpacked(resp, NULL);
+}
+
+static sl_rpc_channel *channel_to(const char *target) {
+  sl_err err = SL_ERR_INIT;
+  sl_rpc_channel *ch = NULL;
+  sl_rpc_channel_opts co = {.target = target};
+  sl_status st = sl_rpc_channel_create(&co, &ch, &err);
+  if (st != SL_OK) fail_msg("%s: %s", target, sl_err_msg(&err, st));
+  return ch;
+}
+
+static void test_rpc_astream__dns_name_with_two_addresses_fails_over(void **state) {
+  (void)state;
+  sl_echo_stats stats[2];
+  sl_rpc_server *srv[2] = {NULL, NULL};
+  char addr[64];
+  /* 127.0.0.2 may have the port taken: try a few. */
+  for (int tries = 0; srv[1] == NULL && tries < 10; tries++) {
+    sl_rpc_server_destroy(srv[0]);
+    srv[0] = echo_on("127.0.0.1:0", &stats[0]);
+    assert_non_null(srv[0]);
+    snprintf(addr, sizeof(addr), "127.0.0.2:%d", sl_rpc_server_port(srv[0]));
+    srv[1] = echo_on(addr, &stats[1]);
+  }
+  assert_non_null(srv[1]);
+  int port = sl_rpc_server_port(srv[0]);
+
+  sl_err err = SL_ERR_INIT;
+  const char *addrs[] = {"127.0.0.1", "127.0.0.2"};
+  sl_dns_stub *dns = NULL;
+  assert_int_equal(sl_dns_stub_start("echo.sluice.test", addrs, 2, &dns, &err), SL_OK);
+  char target[128];
+  snprintf(target, sizeof(target), "dns://127.0.0.1:%d/echo.sluice.test:%d",
+           sl_dns_stub_port(dns), port);
+
+  sl_rpc_channel *ch = channel_to(target);
+  unary_on(ch, 1);
+  assert_true(sl_dns_stub_a_queries(dns) >= 1); /* resolved through the stub */
+  long seen0 = atomic_load(&stats[0].started), seen1 = atomic_load(&stats[1].started);
+  assert_int_equal(seen0 + seen1, 1);
+  int f = seen0 == 1 ? 0 : 1, other = 1 - f;
+
+  sl_rpc_server_destroy(srv[f]); /* its address now refuses connections */
+  srv[f] = NULL;
+  unary_on(ch, 2); /* the old channel reconnects to the other address */
+  assert_int_equal(atomic_load(&stats[other].started), 1);
+  sl_rpc_channel_destroy(ch);
+
+  ch = channel_to(target); /* tries F first, then fails over */
+  unary_on(ch, 3);
+  assert_int_equal(atomic_load(&stats[other].started), 2);
+  sl_rpc_channel_destroy(ch);
+
+  sl_rpc_server_destroy(srv[other]);
+  sl_dns_stub_stop(dns);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_rpc_astream__server_streaming_on_user_serial),
@@ -612,6 +695,7 @@ int main(void) {
       cmocka_unit_test(test_rpc_astream__pack_once_send_to_three_streams),
       cmocka_unit_test(test_rpc_astream__keepalive_ends_stream_to_frozen_server),
       cmocka_unit_test(test_rpc_astream__multi_endpoint_target_with_one_down),
+      cmocka_unit_test(test_rpc_astream__dns_name_with_two_addresses_fails_over),
   };
   return cmocka_run_group_tests(tests, NULL, sl_echo_fx_teardown_group);
 }
