@@ -50,6 +50,21 @@
  * holds): 1 KiB 17-32k msgs/s at 36-52 cpu_us (baseline 30-41); 64 KiB
  * 1-6k msgs/s at 220-330 cpu_us (baseline 175-265); ratios 0.4-1.0, CPU
  * ratio 1.0-1.5.
+ *
+ * Where the time goes (perf record, 2026-12-02, --astream K): syscalls,
+ * futex wake-ups and context switches per message match the baseline
+ * (about 2 sendmsg, 0.1-0.2 recvmsg and epoll_wait, 0.4-0.5 switches); the
+ * runtime's own functions and locks are 2-3% of the process. The rest of the
+ * gap is work the baseline does not do: it moves opaque bytes, while our
+ * client decodes every echo and the echo service decodes and re-encodes
+ * every message (protobuf-c copies bytes fields), three payload copies and
+ * allocations per message. At 64 KiB a message arrives in many slices and
+ * used to be gathered into a fresh allocation on each side (gRPC's
+ * readall), whose pages were faulted in each time: memmove was 18% of the
+ * process. Gathering into a buffer kept per stream or call (rpc_int.h)
+ * brought it to 13% (about 70 to 45 us per message). Comparing before and
+ * after, or us and the baseline, needs --repeat: at load averages of 20-50
+ * on 2 cores, single runs of the same binary differ 2x in CPU per message.
  */
 #include <pthread.h>
 #include <stdio.h>
