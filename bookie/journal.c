@@ -13,6 +13,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "common/buf.h"
 #include "common/crc32c.h"
 #include "common/log.h"
 #include "common/metrics.h"
@@ -56,8 +57,7 @@ struct sl_journal {
   int fd;                    /* current segment, -1 if none */
   uint64_t seg_id;
   uint64_t off;
-  uint8_t *hdrs;             /* record headers of the batch being written */
-  size_t hdrs_cap;
+  sl_buf hdrs;               /* record headers of the batch being written */
 
   /* Metrics (NULL without a registry; updates are lock-free). */
   sl_metrics_histogram *m_sync_seconds, *m_batch_records, *m_batch_bytes;
@@ -345,12 +345,11 @@ typedef struct replay_ctx {
   sl_journal_replay_cb cb;
   void *arg;
   sl_journal_replay_stats *stats;
-  uint8_t *buf;
-  size_t cap;
+  sl_buf buf;       /* payload of the record being read */
   uint32_t version; /* of the segment being read */
 } replay_ctx;
 
-/* Reads the record at `off` into *r (payload in c->buf, key in `key`);
+/* Reads the record at `off` into *r (payload in c->buf.data, key in `key`);
  * false if it is not a valid record. */
 static bool read_record(replay_ctx *c, int fd, uint64_t off, uint64_t size,
                         sl_journal_record *r, uint8_t *key) {
@@ -368,16 +367,14 @@ static bool read_record(replay_ctx *c, int fd, uint64_t off, uint64_t size,
   if (get32(h) != header_crc(h, r->key) || r->len > c->j->opts.max_record_bytes ||
       at + r->len > size)
     return false;
-  if (r->len > c->cap) {
-    c->cap = r->len;
-    c->buf = sl_xrealloc(c->buf, c->cap);
-  }
-  if (!read_full(fd, c->buf, r->len, at)) return false;
-  r->payload = c->buf;
+  sl_buf_reset(&c->buf);
+  sl_buf_reserve(&c->buf, r->len);
+  if (!read_full(fd, c->buf.data, r->len, at)) return false;
+  r->payload = c->buf.data;
   if (c->version >= 3) return expected_payload_crc(r) == r->payload_crc;
   /* Before version 3 an ADD's payload_crc covered the payload only; hand
    * it on as the entry checksum of today. */
-  if (sl_crc32c(c->buf, r->len) != r->payload_crc) return false;
+  if (sl_crc32c(r->payload, r->len) != r->payload_crc) return false;
   r->payload_crc = expected_payload_crc(r);
   return true;
 }
@@ -473,13 +470,13 @@ sl_status sl_journal_replay(sl_journal *j, sl_journal_pos from,
   memset(stats, 0, sizeof(*stats));
   stats->end = from;
   if (j->started) return sl_err_set(err, SL_EPRECOND, "journal %s: replay after start", j->dir);
-  replay_ctx c = {j, cb, arg, stats, NULL, 0, 0};
+  replay_ctx c = {.j = j, .cb = cb, .arg = arg, .stats = stats, .buf = SL_BUF_INIT};
   sl_status st = SL_OK;
   for (size_t i = 0; i < j->nsegs && st == SL_OK; i++) {
     if (j->segs[i].id < from.segment) continue;
     st = replay_segment(&c, j->segs[i].id, from, err);
   }
-  free(c.buf);
+  sl_buf_release(&c.buf);
   if (st == SL_OK) {
     sl_log(SL_LOG_INFO, "event=journal_replayed dir=%s records=%" PRIu64
            " segments=%" PRIu64 " torn_tails=%" PRIu64, j->dir, stats->records,
@@ -592,13 +589,11 @@ static sl_status sync_current(sl_journal *j, sl_err *err) {
 static sl_status write_batch(sl_journal *j, sl_journal_req *batch, size_t n,
                              sl_err *err) {
   sl_status st;
-  if (n * SL_JOURNAL_RECORD_HEADER > j->hdrs_cap) {
-    j->hdrs_cap = n * SL_JOURNAL_RECORD_HEADER;
-    j->hdrs = sl_xrealloc(j->hdrs, j->hdrs_cap);
-  }
+  sl_buf_reset(&j->hdrs);
+  sl_buf_reserve(&j->hdrs, n * SL_JOURNAL_RECORD_HEADER);
   wbuf *w = sl_xmalloc(sizeof(*w));
   w->n = 0;
-  uint8_t *h = j->hdrs;
+  uint8_t *h = (uint8_t *)j->hdrs.data;
   for (sl_journal_req *r = batch; r != NULL; r = r->next) {
     uint64_t reclen = sl_journal_record_bytes(&r->rec);
     if (j->off + reclen > j->opts.segment_bytes && j->off > SL_JOURNAL_SEGMENT_HEADER) {
@@ -841,7 +836,7 @@ void sl_journal_close(sl_journal *j) {
   close(j->dirfd);
   pthread_cond_destroy(&j->cv);
   pthread_mutex_destroy(&j->mu);
-  free(j->hdrs);
+  sl_buf_release(&j->hdrs);
   free(j->segs);
   free(j->dir);
   free(j);

@@ -9,6 +9,8 @@
 #include <protobuf-c/protobuf-c.h>
 #include <stddef.h>
 
+#include "common/status.h"
+
 typedef enum sl_rpc_kind {
   SL_RPC_UNARY = 0,
   SL_RPC_SERVER_STREAMING = 1,
@@ -39,5 +41,23 @@ typedef struct sl_rpc_service {
 /* Servers accept client pings this often, without strikes; clients never
  * ping more often (rpc_server.h). */
 #define SL_RPC_MIN_PING_INTERVAL_MS 1000
+
+/* Waits until gRPC core has finished tearing itself down, after the last
+ * sl_rpc_server and sl_rpc_channel of the process were destroyed.
+ *
+ * Why: destroying our last server or channel does not always end gRPC's own
+ * work. A channel keeps gRPC initialized until its last internal reference
+ * drops, and that can happen later on one of gRPC's threads, which then
+ * hands the final cleanup (joining its timer and executor threads) to a
+ * detached thread. A process that exits meanwhile leaves those threads
+ * unjoined or still running (ThreadSanitizer reports a thread leak). Call
+ * this last, before returning from main, in programs and tests that want a
+ * clean exit.
+ *
+ * SL_OK once gRPC is shut down (at once if it was never started);
+ * SL_ETIMEDOUT if it is still initialized after timeout_ms, meaning some
+ * server or channel is still alive. Any thread except gRPC's own and our
+ * callbacks (they run inside the teardown being waited for). */
+sl_status sl_rpc_wait_shutdown(int timeout_ms);
 
 #endif

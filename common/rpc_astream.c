@@ -54,6 +54,8 @@ struct sl_rpc_astream {
   sl_rpc_client_md md;
   grpc_byte_buffer *first_bb; /* unary / server streaming: the request */
   sl_rpc_tag tag_open, tag_status, tag_recv, tag_send;
+  sl_buf scratch; /* gathers multi-slice messages (rpc_int.h); on_recv
+                     only, which invariant 1 keeps to one at a time */
 
   pthread_mutex_t lock; /* guards everything below */
   size_t queue_max;
@@ -84,6 +86,7 @@ static void release(sl_rpc_astream *s) {
   free(s->ring);
   if (s->first_bb != NULL) grpc_byte_buffer_destroy(s->first_bb);
   if (s->recv_bb != NULL) grpc_byte_buffer_destroy(s->recv_bb);
+  sl_buf_release(&s->scratch);
   sl_rpc_client_md_release(&s->md);
   grpc_metadata_array_destroy(&s->initial);
   grpc_metadata_array_destroy(&s->trailing);
@@ -204,7 +207,7 @@ static void on_recv(sl_rpc_tag *tag, bool ok) {
   grpc_byte_buffer *bb = s->recv_bb;
   s->recv_bb = NULL;
   ProtobufCMessage *msg = NULL;
-  if (ok && bb != NULL && sl_rpc_buf_unpack(s->m->response, bb, &msg, NULL) != SL_OK) {
+  if (ok && bb != NULL && sl_rpc_buf_unpack(s->m->response, bb, &s->scratch, &msg, NULL) != SL_OK) {
     msg = NULL;
   }
   bool bad = ok && bb != NULL && msg == NULL;

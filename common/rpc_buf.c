@@ -32,17 +32,33 @@ static sl_status unpack_bytes(const ProtobufCMessageDescriptor *desc, size_t len
   return SL_OK;
 }
 
+/* Gathers the slices of an uncompressed buffer into scratch; false if it
+ * cannot grow (the caller then gathers the other way). */
+static bool gather(const grpc_slice_buffer *sb, sl_buf *scratch) {
+  sl_buf_reset(scratch);
+  if (sl_buf_reserve_try(scratch, sb->length) != SL_OK) return false;
+  for (size_t i = 0; i < sb->count; i++)
+    sl_buf_append(scratch, GRPC_SLICE_START_PTR(sb->slices[i]),
+                  GRPC_SLICE_LENGTH(sb->slices[i])); /* fits: reserved above */
+  return true;
+}
+
 sl_status sl_rpc_buf_unpack(const ProtobufCMessageDescriptor *desc,
-                            grpc_byte_buffer *bb, ProtobufCMessage **out,
-                            sl_err *err) {
+                            grpc_byte_buffer *bb, sl_buf *scratch,
+                            ProtobufCMessage **out, sl_err *err) {
   grpc_byte_buffer_reader reader;
   *out = NULL;
+  bool raw = bb->type == GRPC_BB_RAW && bb->data.raw.compression == GRPC_COMPRESS_NONE;
   /* The common case, one uncompressed slice, needs no gathering copy (a
    * 64 KiB message costs one memcpy less on each side). */
-  if (bb->type == GRPC_BB_RAW && bb->data.raw.compression == GRPC_COMPRESS_NONE &&
-      bb->data.raw.slice_buffer.count == 1) {
+  if (raw && bb->data.raw.slice_buffer.count == 1) {
     grpc_slice one = bb->data.raw.slice_buffer.slices[0];
     return unpack_bytes(desc, GRPC_SLICE_LENGTH(one), GRPC_SLICE_START_PTR(one), out, err);
+  }
+  if (raw && scratch != NULL && gather(&bb->data.raw.slice_buffer, scratch)) {
+    sl_status st = unpack_bytes(desc, scratch->len, (const uint8_t *)scratch->data, out, err);
+    if (scratch->cap > SL_RPC_SCRATCH_KEEP) sl_buf_release(scratch);
+    return st;
   }
   /* Fails only when a compressed buffer does not decompress. */
   if (!grpc_byte_buffer_reader_init(&reader, bb))

@@ -99,7 +99,7 @@ static sl_status unary_result(const sl_rpc_method *m, grpc_status_code code,
   sl_status st = sl_rpc_client_status(m, code, trailing, details, err);
   if (st != SL_OK) return st;
   if (bb == NULL) return sl_err_set(err, SL_EINTERNAL, "%s: no response message", m->path);
-  st = sl_rpc_buf_unpack(m->response, bb, resp, err);
+  st = sl_rpc_buf_unpack(m->response, bb, NULL, resp, err);
   if (st != SL_OK) return sl_err_wrap(err, SL_EINTERNAL, "%s: bad response", m->path);
   return SL_OK;
 }

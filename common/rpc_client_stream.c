@@ -264,7 +264,7 @@ sl_status sl_rpc_stream_recv(sl_rpc_stream *s, ProtobufCMessage **msg, int timeo
     s->recv_eof = true;
     return final_status(s, true, err);
   }
-  sl_status st = sl_rpc_buf_unpack(s->m->response, bb, msg, err);
+  sl_status st = sl_rpc_buf_unpack(s->m->response, bb, NULL, msg, err);
   grpc_byte_buffer_destroy(bb);
   if (st != SL_OK) {
     grpc_call_cancel(s->call, NULL); /* the server speaks another protocol */

@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "common/rpc_client.h"
 #include "common/rpc_server.h"
 #include "common/testdata/echo_service.h"
@@ -201,9 +202,9 @@ static void test_rpc_client__bidi_send_and_recv_on_two_threads(void **state) {
   assert_int_equal(sl_rpc_stream_open(fx.ch, &sl_echo_bidi, NULL, NULL, &s, &err), SL_OK);
   /* Nothing sent yet: a receive times out and the stream stays usable. */
   ProtobufCMessage *msg = NULL;
-  int64_t t0 = sl_echo_fx_now_ms();
+  int64_t t0 = sl_clock_mono_ms();
   assert_int_equal(sl_rpc_stream_recv(s, &msg, 100, &err), SL_ETIMEDOUT);
-  assert_true(sl_echo_fx_now_ms() - t0 >= 90);
+  assert_true(sl_clock_mono_ms() - t0 >= 90);
   sender x = {s, 2000, SL_OK};
   pthread_t t;
   assert_int_equal(pthread_create(&t, NULL, send_all, &x), 0);
@@ -296,7 +297,7 @@ static void test_rpc_client__1000_concurrent_async_calls(void **state) {
   sl_err err = SL_ERR_INIT;
   echo_req req = SLUICE__TEST__ECHO_REQUEST__INIT;
   sl_rpc_call_opts o = {.timeout_ms = 30000};
-  int64_t t0 = sl_echo_fx_now_ms();
+  int64_t t0 = sl_clock_mono_ms();
   for (int i = 0; i < N_ASYNC; i++) {
     req.n = i;
     assert_int_equal(sl_rpc_unary_async(fx.ch, &sl_echo_unary, &req.base, &o, on_async,
@@ -306,7 +307,7 @@ static void test_rpc_client__1000_concurrent_async_calls(void **state) {
   pthread_mutex_lock(&c->mu);
   while (c->done < N_ASYNC) pthread_cond_wait(&c->cv, &c->mu); /* calls carry deadlines */
   pthread_mutex_unlock(&c->mu);
-  printf("%d async calls in %lld ms\n", N_ASYNC, (long long)(sl_echo_fx_now_ms() - t0));
+  printf("%d async calls in %lld ms\n", N_ASYNC, (long long)(sl_clock_mono_ms() - t0));
   assert_int_equal(c->ok, N_ASYNC);
   /* The server's on_done may trail the client's callback a little. */
   assert_true(sl_echo_wait(&fx.stats.done, N_ASYNC, 5000));
@@ -329,9 +330,9 @@ static void test_rpc_client__channel_destroy_cancels_async(void **state) {
                                         &c->slots[i], &err),
                      SL_OK);
   assert_true(sl_echo_wait(&fx.stats.started, 5, 5000));
-  int64_t t0 = sl_echo_fx_now_ms();
+  int64_t t0 = sl_clock_mono_ms();
   sl_rpc_channel_destroy(fx.ch);
-  assert_true(sl_echo_fx_now_ms() - t0 < 5000);
+  assert_true(sl_clock_mono_ms() - t0 < 5000);
   assert_int_equal(c->done, 5);
   assert_int_equal(c->cancelled, 5);
   assert_true(sl_echo_wait(&fx.stats.cancelled, 5, 5000));
@@ -364,14 +365,14 @@ static void test_rpc_client__no_server_fails_fast_or_waits(void **state) {
   echo_req req = SLUICE__TEST__ECHO_REQUEST__INIT;
   ProtobufCMessage *resp = NULL;
   sl_rpc_call_opts o = {.timeout_ms = 5000};
-  int64_t t0 = sl_echo_fx_now_ms();
+  int64_t t0 = sl_clock_mono_ms();
   assert_int_equal(sl_rpc_unary(ch, &sl_echo_unary, &req.base, &resp, &o, &err), SL_EUNAVAIL);
-  assert_true(sl_echo_fx_now_ms() - t0 < 4000);
+  assert_true(sl_clock_mono_ms() - t0 < 4000);
   o.timeout_ms = 300;
   o.wait_for_ready = true;
-  t0 = sl_echo_fx_now_ms();
+  t0 = sl_clock_mono_ms();
   assert_int_equal(sl_rpc_unary(ch, &sl_echo_unary, &req.base, &resp, &o, &err), SL_ETIMEDOUT);
-  assert_true(sl_echo_fx_now_ms() - t0 >= 250);
+  assert_true(sl_clock_mono_ms() - t0 >= 250);
   sl_rpc_channel_destroy(ch);
 }
 
@@ -479,5 +480,5 @@ int main(void) {
       cmocka_unit_test(test_rpc_client__no_server_fails_fast_or_waits),
       cmocka_unit_test(test_rpc_client__tls_and_mutual_tls),
   };
-  return cmocka_run_group_tests(tests, NULL, NULL);
+  return cmocka_run_group_tests(tests, NULL, sl_echo_fx_teardown_group);
 }

@@ -14,6 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/buf.h"
 #include "common/rpc.h"
 #include "common/status.h"
 
@@ -35,10 +36,20 @@ sl_status sl_rpc_buf_pack(const ProtobufCMessage *msg, size_t max_bytes,
 /* Decodes `bb` (borrowed; may be multi-slice or compressed) as a message of
  * type `desc`. *out is a heap message freed with
  * protobuf_c_message_free_unpacked(). SL_EINVAL if the bytes are not a valid
- * message of that type. */
+ * message of that type.
+ *
+ * A message that arrived in several slices must be gathered into one run of
+ * bytes first. `scratch` (may be NULL) is where: a buffer the caller keeps
+ * for one stream or call and never uses from two threads at once, so that a
+ * stream of large messages gathers into the same warm memory each time
+ * instead of a fresh allocation (whose pages must be faulted in and zeroed)
+ * per message. Buffers past SL_RPC_SCRATCH_KEEP are released after use, so
+ * one huge message does not pin its size for the stream's life. With NULL,
+ * or if scratch cannot grow, the bytes are gathered into a fresh slice. */
+#define SL_RPC_SCRATCH_KEEP (1u << 20)
 sl_status sl_rpc_buf_unpack(const ProtobufCMessageDescriptor *desc,
-                            grpc_byte_buffer *bb, ProtobufCMessage **out,
-                            sl_err *err);
+                            grpc_byte_buffer *bb, sl_buf *scratch,
+                            ProtobufCMessage **out, sl_err *err);
 
 /* Channel arguments both sides use: message size caps (0 = the default
  * SL_RPC_DEFAULT_MAX_MESSAGE); on servers also SO_REUSEPORT off and the

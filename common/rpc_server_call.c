@@ -88,6 +88,8 @@ struct sl_rpc_call {
   const grpc_metadata *final_trailer; /* sl-status entry or NULL (rpc_status.h) */
   grpc_slice final_details;
   grpc_byte_buffer *recv_bb;
+  sl_buf scratch;            /* gathers multi-slice requests (rpc_int.h);
+                                on_recv only, one read at a time */
   int cancelled;             /* RECV_CLOSE_ON_SERVER output */
   arena_chunk *arena;
 
@@ -112,6 +114,7 @@ static void release(sl_rpc_call *c) {
   if (c->req != NULL) protobuf_c_message_free_unpacked(c->req, NULL);
   grpc_metadata_array_destroy(&c->md); /* before the call: it owns the slices */
   grpc_call_unref(c->call);
+  sl_buf_release(&c->scratch);
   while (c->arena != NULL) {
     arena_chunk *a = c->arena;
     c->arena = a->next;
@@ -334,7 +337,7 @@ static void on_recv(sl_rpc_tag *tag, bool ok) {
   } else if (!skip) {
     ProtobufCMessage *msg;
     sl_err err = SL_ERR_INIT;
-    if (sl_rpc_buf_unpack(c->entry->method.request, bb, &msg, &err) != SL_OK) {
+    if (sl_rpc_buf_unpack(c->entry->method.request, bb, &c->scratch, &msg, &err) != SL_OK) {
       sl_log(SL_LOG_WARN, "event=rpc_bad_request method=%s error=\"%s\"",
              c->entry->method.path, err.msg);
       sl_rpc_call_finish(c, SL_EINVAL, err.msg, NULL);
@@ -445,7 +448,7 @@ void sl_rpc_call_begin_(sl_rpc_request *req) {
     if (bb != NULL) sl_metrics_counter_inc(c->metrics->msg_received);
     sl_err err = SL_ERR_INIT;
     sl_status st = bb == NULL ? sl_err_set(&err, SL_EINVAL, "%s: no request message", m->path)
-                              : sl_rpc_buf_unpack(m->request, bb, &c->req, &err);
+                              : sl_rpc_buf_unpack(m->request, bb, NULL, &c->req, &err);
     if (bb != NULL) grpc_byte_buffer_destroy(bb);
     if (st != SL_OK) {
       sl_log(SL_LOG_WARN, "event=rpc_bad_request method=%s error=\"%s\"", m->path, err.msg);

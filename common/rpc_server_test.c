@@ -20,6 +20,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/clock.h"
 #include "common/metrics.h"
 #include "common/rpc_client.h"
 #include "common/rpc_health.h"
@@ -119,9 +120,9 @@ static void test_rpc_server__unknown_method_is_unimplemented(void **state) {
   sl_err err = SL_ERR_INIT;
   echo_req req = SLUICE__TEST__ECHO_REQUEST__INIT;
   ProtobufCMessage *resp = NULL;
-  int64_t t0 = sl_echo_fx_now_ms();
+  int64_t t0 = sl_clock_mono_ms();
   assert_int_equal(sl_rpc_unary(fx.ch, &nope, &req.base, &resp, NULL, &err), SL_EUNIMPL);
-  assert_true(sl_echo_fx_now_ms() - t0 < 2000); /* answered, not left to the deadline */
+  assert_true(sl_clock_mono_ms() - t0 < 2000); /* answered, not left to the deadline */
   assert_non_null(strstr(err.msg, "/sluice.test.Echo/Nope"));
   /* The server keeps answering after it. */
   assert_int_equal(sl_rpc_unary(fx.ch, &nope, &req.base, &resp, NULL, &err), SL_EUNIMPL);
@@ -198,9 +199,9 @@ static void test_rpc_server__deadline_exceeded_ends_call(void **state) {
   sl_rpc_call_opts o = {.timeout_ms = 200};
   sl_err err = SL_ERR_INIT;
   echo_resp *resp = NULL;
-  int64_t t0 = sl_echo_fx_now_ms();
+  int64_t t0 = sl_clock_mono_ms();
   assert_int_equal(echo_unary(&fx, &req, &o, &resp, &err), SL_ETIMEDOUT);
-  int64_t took = sl_echo_fx_now_ms() - t0;
+  int64_t took = sl_clock_mono_ms() - t0;
   assert_true(took >= 150 && took < 3000);
   /* The server's handler hears about it. */
   assert_true(sl_echo_wait(&fx.stats.cancelled, 1, 5000));
@@ -372,8 +373,8 @@ static void test_rpc_server__handler_answers_from_another_thread(void **state) {
   echo_req req = SLUICE__TEST__ECHO_REQUEST__INIT;
   assert_int_equal(
       sl_rpc_unary_async(ch, &sl_echo_unary, &req.base, NULL, on_unary_done, &u, &err), SL_OK);
-  int64_t t0 = sl_echo_fx_now_ms();
-  while (atomic_load(&d->call) == NULL && sl_echo_fx_now_ms() - t0 < 5000) {
+  int64_t t0 = sl_clock_mono_ms();
+  while (atomic_load(&d->call) == NULL && sl_clock_mono_ms() - t0 < 5000) {
     struct timespec ms = {0, 1000000};
     nanosleep(&ms, NULL);
   }
@@ -385,7 +386,7 @@ static void test_rpc_server__handler_answers_from_another_thread(void **state) {
   assert_int_equal(sl_rpc_call_finish(call, SL_OK, NULL, &resp.base), SL_OK);
   assert_int_equal(sl_rpc_call_finish(call, SL_OK, NULL, &resp.base), SL_ECANCELED);
   sl_rpc_call_unref(call);
-  while (atomic_load(&u.done) == 0 && sl_echo_fx_now_ms() - t0 < 5000) {
+  while (atomic_load(&u.done) == 0 && sl_clock_mono_ms() - t0 < 5000) {
     struct timespec ms = {0, 1000000};
     nanosleep(&ms, NULL);
   }
@@ -455,8 +456,8 @@ static void test_rpc_server__user_destroy_runs_at_last_unref(void **state) {
   ProtobufCMessage *resp = NULL;
   sl_rpc_call_opts o = {.timeout_ms = 200}; /* the handler never answers */
   assert_int_equal(sl_rpc_unary(ch, &sl_echo_unary, &req.base, &resp, &o, &err), SL_ETIMEDOUT);
-  int64_t t0 = sl_echo_fx_now_ms();
-  while (atomic_load(&h->done_seen) == 0 && sl_echo_fx_now_ms() - t0 < 5000) {
+  int64_t t0 = sl_clock_mono_ms();
+  while (atomic_load(&h->done_seen) == 0 && sl_clock_mono_ms() - t0 < 5000) {
     struct timespec ms = {0, 1000000};
     nanosleep(&ms, NULL);
   }
@@ -469,7 +470,7 @@ static void test_rpc_server__user_destroy_runs_at_last_unref(void **state) {
   /* Ours or the runtime's (just after on_done) is the last; either way the
    * destructor runs once, after on_done. */
   sl_rpc_call_unref(call);
-  while (atomic_load(&h->destroyed) == 0 && sl_echo_fx_now_ms() - t0 < 5000) {
+  while (atomic_load(&h->destroyed) == 0 && sl_clock_mono_ms() - t0 < 5000) {
     struct timespec ms = {0, 1000000};
     nanosleep(&ms, NULL);
   }
@@ -504,9 +505,9 @@ static void test_rpc_server__shutdown_with_open_streams_is_quick(void **state) {
   assert_int_equal(sl_rpc_stream_recv(s[N], &hmsg, 5000, &err), SL_OK);
   protobuf_c_message_free_unpacked(hmsg, NULL);
 
-  int64_t t0 = sl_echo_fx_now_ms();
+  int64_t t0 = sl_clock_mono_ms();
   sl_rpc_server_destroy(fx.srv);
-  int64_t took = sl_echo_fx_now_ms() - t0;
+  int64_t took = sl_clock_mono_ms() - t0;
   printf("shutdown with %d open streams took %lld ms\n", N + 1, (long long)took);
   assert_true(took < 1000);
   assert_int_equal(atomic_load(&fx.stats.done), N);
@@ -663,9 +664,9 @@ static double metric(const char *name, const char *method, const char *code) {
 
 /* Polls until metric(...) == want (things counted when a call closes). */
 static bool metric_reaches(const char *name, const char *method, const char *code, double want) {
-  int64_t until = sl_echo_fx_now_ms() + 5000;
+  int64_t until = sl_clock_mono_ms() + 5000;
   while (metric(name, method, code) != want) {
-    if (sl_echo_fx_now_ms() > until) return false;
+    if (sl_clock_mono_ms() > until) return false;
     struct timespec t = {0, 2000000};
     nanosleep(&t, NULL);
   }
@@ -797,8 +798,8 @@ static void test_rpc_server__metrics_count_stream_messages(void **state) {
   /* A cancel ends the call exactly once, as whatever the handler chose if
    * it chose first (echo finishes OK when its read ends), else CANCELLED. */
   sl_rpc_stream_cancel(s);
-  int64_t until = sl_echo_fx_now_ms() + 5000;
-  while (handled_sum(bidi) != bidi_handled + 1 && sl_echo_fx_now_ms() < until) {
+  int64_t until = sl_clock_mono_ms() + 5000;
+  while (handled_sum(bidi) != bidi_handled + 1 && sl_clock_mono_ms() < until) {
     struct timespec t = {0, 2000000};
     nanosleep(&t, NULL);
   }
@@ -852,5 +853,5 @@ int main(void) {
       cmocka_unit_test(test_rpc_server__metrics_count_stream_messages),
       cmocka_unit_test(test_rpc_server__metrics_count_write_queue_full),
   };
-  return cmocka_run_group_tests(tests, NULL, NULL);
+  return cmocka_run_group_tests(tests, NULL, sl_echo_fx_teardown_group);
 }

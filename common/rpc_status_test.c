@@ -176,5 +176,5 @@ int main(void) {
       cmocka_unit_test(test_rpc_status__every_code_survives_streams),
       cmocka_unit_test(test_rpc_status__stock_client_sees_grpc_code),
   };
-  return cmocka_run_group_tests(tests, NULL, NULL);
+  return cmocka_run_group_tests(tests, NULL, sl_echo_fx_teardown_group);
 }

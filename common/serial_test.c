@@ -14,20 +14,15 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "common/clock.h"
 #include "common/serial.h"
 #include "common/timer.h"
 
-static int64_t now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Polls until *v >= want or timeout_ms passes. */
 static bool wait_at_least(atomic_long *v, long want, int timeout_ms) {
-  int64_t end = now_ms() + timeout_ms;
+  int64_t end = sl_clock_mono_ms() + timeout_ms;
   while (atomic_load(v) < want) {
-    if (now_ms() > end) return false;
+    if (sl_clock_mono_ms() > end) return false;
     struct timespec ts = {0, 200000};
     nanosleep(&ts, NULL);
   }
@@ -161,7 +156,7 @@ typedef struct tstate {
 static void on_fire(void *arg) {
   tstate *ts = arg;
   assert_true(sl_serial_running_here(ts->s));
-  ts->fired_at = now_ms();
+  ts->fired_at = sl_clock_mono_ms();
   atomic_fetch_add(&ts->fired, 1);
 }
 
@@ -176,7 +171,7 @@ static void test_timer__fires_once_after_delay(void **state) {
   (void)state;
   tstate ts;
   tstate_init(&ts);
-  int64_t t0 = now_ms();
+  int64_t t0 = sl_clock_mono_ms();
   sl_timer_start(&ts.t, 50);
   assert_true(sl_timer_active(&ts.t));
   assert_true(wait_at_least(&ts.fired, 1, 5000));
@@ -211,7 +206,7 @@ static void test_timer__restart_moves_deadline(void **state) {
   (void)state;
   tstate ts;
   tstate_init(&ts);
-  int64_t t0 = now_ms();
+  int64_t t0 = sl_clock_mono_ms();
   sl_timer_start(&ts.t, 20);
   sl_timer_start(&ts.t, 150); /* re-arm: the 20 ms arming is gone */
   assert_true(wait_at_least(&ts.fired, 1, 5000));

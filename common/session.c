@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "common/rpc_client.h"
 #include "metadata.slrpc.h"
@@ -37,16 +38,10 @@ struct sl_session {
 
 /* ---- time ---- */
 
-static int64_t now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Waits on s->cv until `deadline` (monotonic ms). Under s->mu. Returns
  * false once the deadline has passed. */
 static bool timed_wait_locked(sl_session *s, int64_t deadline) {
-  int64_t left = deadline - now_ms();
+  int64_t left = deadline - sl_clock_mono_ms();
   if (left <= 0) return false;
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -192,7 +187,7 @@ static sl_status open_session(sl_session *s) {
   set_info(s, &info, &req.broker, &req.bookie);
   req.ttl_seconds = s->o.ttl_seconds;
   ProtobufCMessage *resp = NULL;
-  int64_t sent = now_ms(); /* invariant 1: the lease was granted after this */
+  int64_t sent = sl_clock_mono_ms(); /* invariant 1: the lease was granted after this */
   sl_status st = call(s, SL_METADATA_SERVICE_OPEN_SESSION, &req.base, &resp,
                       s->o.rpc_timeout_ms, 0, false, &err);
   if (st == SL_ECANCELED) return st;
@@ -240,7 +235,7 @@ static sl_status keep_alive(sl_session *s) {
   req.kind = s->o.kind;
   req.node_id = s->node_id;
   ProtobufCMessage *resp = NULL;
-  int64_t sent = now_ms();
+  int64_t sent = sl_clock_mono_ms();
   sl_status st = call(s, SL_METADATA_SERVICE_KEEP_ALIVE, &req.base, &resp, s->o.rpc_timeout_ms,
                       s->lost_at, false, &err);
   if (st == SL_ECANCELED) return st;
@@ -331,11 +326,11 @@ static bool gone(sl_status st) { return st == SL_ENOTFOUND || st == SL_EPERM; }
  * never stands in for a due keep-alive (UpdateNode does not renew), so one
  * that keeps failing cannot starve the session. */
 static int64_t step_live(sl_session *s, bool *want_update) {
-  if (now_ms() >= s->lost_at) {
+  if (sl_clock_mono_ms() >= s->lost_at) {
     lose(s, SL_ETIMEDOUT);
     return 0;
   }
-  bool due = now_ms() >= s->next_ka;
+  bool due = sl_clock_mono_ms() >= s->next_ka;
   sl_status up = SL_OK, ka = SL_OK;
   if (*want_update || (due && s->o.changed != NULL && s->o.changed(s->o.arg))) {
     up = update_node(s);
@@ -349,7 +344,7 @@ static int64_t step_live(sl_session *s, bool *want_update) {
     return 0;
   }
   if (st == SL_ECANCELED) return 0;
-  if (now_ms() >= s->lost_at) {
+  if (sl_clock_mono_ms() >= s->lost_at) {
     lose(s, SL_ETIMEDOUT);
     return 0;
   }
@@ -357,7 +352,7 @@ static int64_t step_live(sl_session *s, bool *want_update) {
   if (st != SL_OK) {
     /* Retry several times within the TTL however large the backoff cap. */
     int d = backoff_ms(s), cap = (int)s->ttl * 1000 / 6;
-    next = now_ms() + (d < cap ? d : cap);
+    next = sl_clock_mono_ms() + (d < cap ? d : cap);
   }
   return next < s->lost_at ? next : s->lost_at;
 }
@@ -377,7 +372,7 @@ static void *session_main(void *arg) {
     if (s->session == 0) {
       sl_status st = open_session(s);
       if (st == SL_OK) want_update = false; /* OpenSession carried fresh state */
-      next = st == SL_OK ? 0 : now_ms() + backoff_ms(s);
+      next = st == SL_OK ? 0 : sl_clock_mono_ms() + backoff_ms(s);
     } else {
       next = step_live(s, &want_update);
     }
@@ -438,7 +433,7 @@ sl_status sl_session_start(const sl_session_opts *o, sl_session **out, sl_err *e
   if (s->o.retry_max_ms < s->o.retry_min_ms) s->o.retry_max_ms = s->o.retry_min_ms;
   s->o.rpc_timeout_ms = or_default(o->rpc_timeout_ms, 2000);
   s->o.close_timeout_ms = or_default(o->close_timeout_ms, 300);
-  s->seed = (unsigned)now_ms();
+  s->seed = (unsigned)sl_clock_mono_ms();
   pthread_mutex_init(&s->mu, NULL);
   pthread_condattr_t ca;
   pthread_condattr_init(&ca);

@@ -5,7 +5,7 @@
  * the service (NOT_FOUND, PERMISSION_DENIED); UpdateNode on poke with the
  * broker's info; CloseSession naming the holder on stop, without on_lost.
  *
- * Wall-clock bounds scale by $SL_TEST_TIME_SCALE (default 1) for slow
+ * Wall-clock bounds scale by $SLUICE_TIME_SCALE (common/testing.h) for slow
  * machines.
  */
 #include <pthread.h>
@@ -18,24 +18,15 @@
 #include <time.h>
 #include <cmocka.h>
 
+#include "common/clock.h"
 #include "common/rpc_server.h"
+#include "common/testing.h"
 #include "common/session.h"
+#include "common/testdata/rpc_fixture.h"
 #include "metadata.slrpc.h"
 
 #define BROKER SLUICE__V1__NODE_KIND__NODE_KIND_BROKER
 #define TTL_S 2
-
-static int64_t now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int64_t scaled(int64_t ms) {
-  const char *s = getenv("SL_TEST_TIME_SCALE");
-  double f = s != NULL ? atof(s) : 1.0;
-  return (int64_t)(ms * (f >= 1.0 ? f : 1.0));
-}
 
 /* ---- the scripted metadata service ---- */
 
@@ -69,7 +60,7 @@ static void open_session(sl_rpc_call *call, const Sluice__V1__OpenSessionRequest
     r.took_over = f->live != 0;
     f->live = ++f->next_id;
     f->opens++;
-    f->last_ok_ms = now_ms();
+    f->last_ok_ms = sl_clock_mono_ms();
     f->last_load = req->broker->load_permille;
     f->named_holder &= names_holder(req->kind, req->broker->id);
   }
@@ -102,7 +93,7 @@ static void keep_alive(sl_rpc_call *call, const Sluice__V1__KeepAliveRequest *re
   bool answer = session_answer(f, req->session_id, &st);
   if (answer && st == SL_OK) {
     f->keepalives++;
-    f->last_ok_ms = now_ms();
+    f->last_ok_ms = sl_clock_mono_ms();
   }
   pthread_mutex_unlock(&f->mu);
   Sluice__V1__KeepAliveResponse r = SLUICE__V1__KEEP_ALIVE_RESPONSE__INIT;
@@ -199,7 +190,7 @@ typedef struct user {
 
 static void record(user *u, bool lost, const sl_session_event *ev) {
   pthread_mutex_lock(&u->mu);
-  if (u->n < MAX_EVENTS) u->events[u->n++] = (seen){lost, *ev, now_ms()};
+  if (u->n < MAX_EVENTS) u->events[u->n++] = (seen){lost, *ev, sl_clock_mono_ms()};
   pthread_mutex_unlock(&u->mu);
 }
 
@@ -245,9 +236,9 @@ static int events(user *u) {
 
 /* Polls until u has seen n events; fails after timeout_ms. */
 static void await_events(user *u, int n, int64_t timeout_ms) {
-  int64_t end = now_ms() + scaled(timeout_ms);
+  int64_t end = sl_clock_mono_ms() + sl_test_scaled_ms(timeout_ms);
   while (events(u) < n) {
-    if (now_ms() > end) fail_msg("saw %d session events, want %d", events(u), n);
+    if (sl_clock_mono_ms() > end) fail_msg("saw %d session events, want %d", events(u), n);
     struct timespec ts = {0, 2 * 1000 * 1000};
     nanosleep(&ts, NULL);
   }
@@ -296,8 +287,8 @@ static void test_session__lost_at_ttl_then_reopened(void **state) {
   assert_int_equal(e.ev.session_id, 101);
   assert_false(e.ev.took_over);
   /* A few keep-alives (every TTL/3), then the service hangs. */
-  int64_t end = now_ms() + scaled(5000);
-  while (counter(f, &f->keepalives) < 2 && now_ms() < end) {
+  int64_t end = sl_clock_mono_ms() + sl_test_scaled_ms(5000);
+  while (counter(f, &f->keepalives) < 2 && sl_clock_mono_ms() < end) {
     struct timespec ts = {0, 5 * 1000 * 1000};
     nanosleep(&ts, NULL);
   }
@@ -316,7 +307,7 @@ static void test_session__lost_at_ttl_then_reopened(void **state) {
   int64_t after = e.at_ms - last_ok;
   print_message("on_lost %lld ms after the last keep-alive the service answered (TTL %d ms)\n",
                 (long long)after, TTL_S * 1000);
-  assert_true(after <= TTL_S * 1000 - sl_session_lost_guard_ms(TTL_S) + scaled(40));
+  assert_true(after <= TTL_S * 1000 - sl_session_lost_guard_ms(TTL_S) + sl_test_scaled_ms(40));
   assert_true(after >= TTL_S * 1000 - sl_session_lost_guard_ms(TTL_S) - 100);
   /* The service is back: a new session, generation 2, taking over. */
   fake_set(f, ANSWER);
@@ -349,7 +340,7 @@ static void lost_when_told(mode m, sl_status why) {
   sl_session *s = start(f, &u);
   await_events(&u, 1, 5000);
   fake_set(f, m);
-  int64_t t0 = now_ms();
+  int64_t t0 = sl_clock_mono_ms();
   await_events(&u, 2, 5000);
   seen e = event(&u, 1);
   assert_true(e.lost);
@@ -384,8 +375,8 @@ static void test_session__poke_sends_update(void **state) {
   u.load = 700;
   pthread_mutex_unlock(&u.mu);
   sl_session_poke(s);
-  int64_t end = now_ms() + scaled(5000);
-  while (counter(f, &f->updates) < 1 && now_ms() < end) {
+  int64_t end = sl_clock_mono_ms() + sl_test_scaled_ms(5000);
+  while (counter(f, &f->updates) < 1 && sl_clock_mono_ms() < end) {
     struct timespec ts = {0, 2 * 1000 * 1000};
     nanosleep(&ts, NULL);
   }
@@ -411,8 +402,8 @@ static void test_session__failing_update_does_not_starve(void **state) {
   pthread_mutex_unlock(&f->mu);
   sl_session_poke(s);
   /* Keep-alives every TTL/3: seven of them span more than two TTLs. */
-  int64_t end = now_ms() + scaled(6 * TTL_S * 1000);
-  while (counter(f, &f->keepalives) < ka0 + 7 && now_ms() < end) {
+  int64_t end = sl_clock_mono_ms() + sl_test_scaled_ms(6 * TTL_S * 1000);
+  while (counter(f, &f->keepalives) < ka0 + 7 && sl_clock_mono_ms() < end) {
     struct timespec ts = {0, 10 * 1000 * 1000};
     nanosleep(&ts, NULL);
   }
@@ -452,5 +443,5 @@ int main(void) {
       cmocka_unit_test(test_session__failing_update_does_not_starve),
       cmocka_unit_test(test_session__bad_opts),
   };
-  return cmocka_run_group_tests(tests, NULL, NULL);
+  return cmocka_run_group_tests(tests, NULL, sl_echo_fx_teardown_group);
 }

@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "common/clock.h"
 #include "common/status.h"
 
 struct sl_timer_arm {
@@ -37,12 +38,6 @@ static struct {
 } g = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
-
-static int64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 /* ---- heap (under g.lock) ---- */
 
@@ -129,7 +124,7 @@ static void *timer_main(void *unused) {
       continue;
     }
     sl_timer_arm *a = g.heap[0];
-    int64_t now = now_ns();
+    int64_t now = sl_clock_mono_ns();
     if (a->deadline_ns > now) {
       struct timespec ts = {a->deadline_ns / 1000000000, a->deadline_ns % 1000000000};
       pthread_cond_timedwait(&g.cond, &g.lock, &ts);
@@ -190,7 +185,7 @@ void sl_timer_start(sl_timer *t, int64_t delay_ms) {
   a->timer = t;
   a->serial = t->serial;
   sl_serial_ref(a->serial);
-  a->deadline_ns = now_ns() + (delay_ms > 0 ? delay_ms * 1000000 : 0);
+  a->deadline_ns = sl_clock_mono_ns() + (delay_ms > 0 ? delay_ms * 1000000 : 0);
   bool was_armed;
   pthread_mutex_lock(&g.lock);
   sl_timer_arm *old = disarm(t, &was_armed);

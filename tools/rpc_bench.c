@@ -5,6 +5,10 @@
  *   bazel run //tools:rpc-bench -- [--seconds N] [--payload BYTES] [--tls]
  *                                  [--threads N]  (server workers, default 2)
  *                                  [--astream-only]  (only the astream rows)
+ *                                  [--astream K]  (only the astream row with
+ *                                   K streams and --payload; for profiling)
+ *                                  [--repeat N]  (astream rows: N runs each,
+ *                                   alternating with the baseline; medians)
  *
  * Prints one line per measurement:
  *   unary_seq calls_per_s=...        blocking unary calls, one at a time
@@ -46,6 +50,21 @@
  * holds): 1 KiB 17-32k msgs/s at 36-52 cpu_us (baseline 30-41); 64 KiB
  * 1-6k msgs/s at 220-330 cpu_us (baseline 175-265); ratios 0.4-1.0, CPU
  * ratio 1.0-1.5.
+ *
+ * Where the time goes (perf record, 2026-12-02, --astream K): syscalls,
+ * futex wake-ups and context switches per message match the baseline
+ * (about 2 sendmsg, 0.1-0.2 recvmsg and epoll_wait, 0.4-0.5 switches); the
+ * runtime's own functions and locks are 2-3% of the process. The rest of the
+ * gap is work the baseline does not do: it moves opaque bytes, while our
+ * client decodes every echo and the echo service decodes and re-encodes
+ * every message (protobuf-c copies bytes fields), three payload copies and
+ * allocations per message. At 64 KiB a message arrives in many slices and
+ * used to be gathered into a fresh allocation on each side (gRPC's
+ * readall), whose pages were faulted in each time: memmove was 18% of the
+ * process. Gathering into a buffer kept per stream or call (rpc_int.h)
+ * brought it to 13% (about 70 to 45 us per message). Comparing before and
+ * after, or us and the baseline, needs --repeat: at load averages of 20-50
+ * on 2 cores, single runs of the same binary differ 2x in CPU per message.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -288,24 +307,51 @@ static bool baseline_astream(int k, size_t payload, int threads, double seconds,
   return pclose(f) == 0 && ok;
 }
 
-/* One async-stream row and its baseline beside it. */
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+/* Median of v[0..n) (sorts v). */
+static double median(double *v, int n) {
+  qsort(v, (size_t)n, sizeof(*v), cmp_double);
+  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+enum { MAX_REPEAT = 50 };
+
+/* One async-stream row and its baseline beside it. With repeat > 1 the two
+ * alternate (ours, baseline, ours, ...), so that each pair meets about the
+ * same load from whatever else runs on the machine, and the row prints
+ * medians: of the rates and CPU figures, and of the per-pair ratios. */
 static void astream_row(sl_rpc_channel *ch, size_t payload, int k, int threads,
-                        double seconds) {
+                        double seconds, int repeat) {
   echo_req req = make_req(payload);
-  sl_bench_usage u0 = sl_bench_usage_now();
-  double t0 = sl_bench_now_s();
-  double rate = astreams(ch, &req, seconds, k);
-  double took = sl_bench_now_s() - t0;
-  sl_bench_usage u1 = sl_bench_usage_now();
-  double cpu_us = (u1.cpu_s - u0.cpu_s) * 1e6 / (rate * took);
-  double switches = (double)(u1.switches - u0.switches) / (rate * took);
-  double b_rate = 0, b_cpu = 0;
-  bool have = baseline_astream(k, payload, threads, seconds, &b_rate, &b_cpu);
+  double rate[MAX_REPEAT], cpu[MAX_REPEAT], sw[MAX_REPEAT];
+  double b_rate[MAX_REPEAT], b_cpu[MAX_REPEAT], ratio[MAX_REPEAT], cpu_ratio[MAX_REPEAT];
+  bool have = true;
+  for (int i = 0; i < repeat; i++) {
+    sl_bench_usage u0 = sl_bench_usage_now();
+    double t0 = sl_bench_now_s();
+    rate[i] = astreams(ch, &req, seconds, k);
+    double took = sl_bench_now_s() - t0;
+    sl_bench_usage u1 = sl_bench_usage_now();
+    cpu[i] = (u1.cpu_s - u0.cpu_s) * 1e6 / (rate[i] * took);
+    sw[i] = (double)(u1.switches - u0.switches) / (rate[i] * took);
+    have = have && baseline_astream(k, payload, threads, seconds, &b_rate[i], &b_cpu[i]);
+    if (have) {
+      ratio[i] = rate[i] / b_rate[i];
+      cpu_ratio[i] = cpu[i] / b_cpu[i];
+    }
+  }
   printf("astream%d_w%d msgs_per_s=%.0f cpu_us=%.1f switches=%.1f payload=%zu threads=%d", k,
-         AWINDOW, rate, cpu_us, switches, payload, threads);
+         AWINDOW, median(rate, repeat), median(cpu, repeat), median(sw, repeat), payload,
+         threads);
+  if (repeat > 1) printf(" runs=%d", repeat);
   if (have)
-    printf(" | baseline msgs_per_s=%.0f cpu_us=%.1f | ratio=%.2f cpu_ratio=%.2f\n", b_rate,
-           b_cpu, rate / b_rate, cpu_us / b_cpu);
+    printf(" | baseline msgs_per_s=%.0f cpu_us=%.1f | ratio=%.2f cpu_ratio=%.2f\n",
+           median(b_rate, repeat), median(b_cpu, repeat), median(ratio, repeat),
+           median(cpu_ratio, repeat));
   else
     printf(" | baseline unavailable (build //tools:grpc-core-baseline)\n");
   fflush(stdout);
@@ -455,6 +501,8 @@ int main(int argc, char **argv) {
   size_t payload = 16;
   bool tls = false;
   bool astream_only = false;
+  int astream_k = 0; /* --astream K: just that row */
+  int repeat = 1;
   int threads = 2;
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--seconds") == 0 && i + 1 < argc) {
@@ -467,9 +515,22 @@ int main(int argc, char **argv) {
       tls = true;
     } else if (strcmp(argv[i], "--astream-only") == 0) {
       astream_only = true;
+    } else if (strcmp(argv[i], "--repeat") == 0 && i + 1 < argc) {
+      repeat = atoi(argv[++i]);
+      if (repeat < 1 || repeat > MAX_REPEAT) {
+        fprintf(stderr, "rpc-bench: --repeat takes 1 to %d\n", MAX_REPEAT);
+        return 2;
+      }
+    } else if (strcmp(argv[i], "--astream") == 0 && i + 1 < argc) {
+      astream_k = atoi(argv[++i]);
+      astream_only = true;
+      if (astream_k < 1 || astream_k > MAX_ASTREAMS) {
+        fprintf(stderr, "rpc-bench: --astream takes 1 to %d\n", MAX_ASTREAMS);
+        return 2;
+      }
     } else {
       fprintf(stderr, "usage: rpc-bench [--seconds N] [--payload BYTES] [--tls] [--threads N] "
-                      "[--astream-only]\n");
+                      "[--astream-only] [--astream K] [--repeat N]\n");
       return 2;
     }
   }
@@ -515,10 +576,11 @@ int main(int argc, char **argv) {
   /* The rows a broker lives on: one bookie stream, then three (Qw = 3),
    * small and large entries. */
   static const size_t kAPayloads[] = {1024, 64 * 1024};
-  for (size_t p = 0; p < 2; p++) {
-    astream_row(ch, kAPayloads[p], 1, threads, seconds);
-    astream_row(ch, kAPayloads[p], 3, threads, seconds);
+  for (size_t p = 0; p < 2 && astream_k == 0; p++) {
+    astream_row(ch, kAPayloads[p], 1, threads, seconds, repeat);
+    astream_row(ch, kAPayloads[p], 3, threads, seconds, repeat);
   }
+  if (astream_k > 0) astream_row(ch, payload, astream_k, threads, seconds, repeat);
 
   free(req.payload.data);
   sl_rpc_channel_destroy(ch);

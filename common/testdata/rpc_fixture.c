@@ -1,5 +1,4 @@
 #include "common/testdata/rpc_fixture.h"
-#include "common/clock.h"
 
 #include <setjmp.h>
 #include <stdarg.h>
@@ -8,7 +7,6 @@
 
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
 void sl_echo_fx_start(sl_echo_fx *fx, const sl_rpc_server_opts *so, const sl_rpc_channel_opts *co) {
   sl_err err = SL_ERR_INIT;
@@ -30,7 +28,12 @@ void sl_echo_fx_stop(sl_echo_fx *fx) {
   sl_rpc_server_destroy(fx->srv);
 }
 
-int64_t sl_echo_fx_now_ms(void) { return sl_clock_mono_ms(); }
+int sl_echo_fx_teardown_group(void **state) {
+  (void)state;
+  if (sl_rpc_wait_shutdown(30000) == SL_OK) return 0;
+  fprintf(stderr, "grpc is still initialized: a server or channel was not destroyed\n");
+  return -1;
+}
 
 int sl_echo_fx_drain(sl_rpc_stream *s) {
   sl_err err = SL_ERR_INIT;

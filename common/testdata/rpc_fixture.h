@@ -28,8 +28,12 @@ void sl_echo_fx_start(sl_echo_fx *fx, const sl_rpc_server_opts *so, const sl_rpc
 /* Destroys the channel, then the server. */
 void sl_echo_fx_stop(sl_echo_fx *fx);
 
-/* Monotonic clock in milliseconds, for timing assertions. */
-int64_t sl_echo_fx_now_ms(void);
+/* cmocka group teardown for every test binary that uses gRPC: waits (up
+ * to 30 s) until gRPC has torn itself down after the tests destroyed their
+ * servers and channels (sl_rpc_wait_shutdown, rpc.h), so that the process
+ * exits with no gRPC thread unjoined. Fails the group if some test left a
+ * server or channel alive. */
+int sl_echo_fx_teardown_group(void **state);
 
 /* Receives and frees messages from `s` until the stream ends or a receive
  * fails (5 s each); returns how many came. */
