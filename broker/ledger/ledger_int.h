@@ -5,6 +5,7 @@
  *   writer.c     create, append, ensemble change, close
  *   recovery.c   fence and recover
  *   reader.c     open for reading, reads
+ *   delete.c     delete on the bookies, then the metadata
  */
 #ifndef SL_BROKER_LEDGER_LEDGER_INT_H
 #define SL_BROKER_LEDGER_LEDGER_INT_H
