@@ -25,6 +25,8 @@ typedef struct seen {
   pthread_mutex_t mu;
   pthread_cond_t cv;
   int resolves, unloads_done, unload_hooks, lost_hooks;
+  int other_resolves;  /* resolves reported through on_other_resolved */
+  bool hold_unload;    /* hook_unload waits while set (a slow holder) */
   sl_status st;
   char owner_id[64], owner_addr[64], hook_partition[64];
   uint64_t epoch, hook_epoch;
@@ -35,7 +37,8 @@ static seen S;
 
 static void reset(void) {
   pthread_mutex_lock(&S.mu);
-  S.resolves = S.unloads_done = S.unload_hooks = S.lost_hooks = 0;
+  S.resolves = S.unloads_done = S.unload_hooks = S.lost_hooks = S.other_resolves = 0;
+  S.hold_unload = false;
   S.st = SL_OK;
   S.epoch = S.hook_epoch = 0;
   pthread_mutex_unlock(&S.mu);
@@ -82,6 +85,18 @@ static void on_unloaded(sl_status st, const char *msg, uint64_t epoch, void *arg
   pthread_mutex_unlock(&S.mu);
 }
 
+static void on_other_resolved(sl_status st, const char *msg, const sl_ownership_owner *ow,
+                              void *arg) {
+  (void)st;
+  (void)msg;
+  (void)ow;
+  (void)arg;
+  pthread_mutex_lock(&S.mu);
+  S.other_resolves++;
+  pthread_cond_broadcast(&S.cv);
+  pthread_mutex_unlock(&S.mu);
+}
+
 static void hook_unload(void *arg, const char *partition, uint64_t epoch) {
   (void)arg;
   pthread_mutex_lock(&S.mu);
@@ -89,6 +104,7 @@ static void hook_unload(void *arg, const char *partition, uint64_t epoch) {
   S.hook_epoch = epoch;
   S.unload_hooks++;
   pthread_cond_broadcast(&S.cv);
+  while (S.hold_unload) pthread_cond_wait(&S.cv, &S.mu);
   pthread_mutex_unlock(&S.mu);
 }
 
@@ -256,6 +272,39 @@ static void test_ownership__drop_forgets_without_release(void **state) {
   assert_int_equal(sl_ownership_count(f->o), 0);
 }
 
+/* A job that holds its worker (an unload hook that takes its time, as a
+ * slow metadata round trip would) holds up only its own partition: a lookup
+ * of another partition is acquired meanwhile, and the next job of the held
+ * partition runs after it, in order. */
+static void test_ownership__slow_job_blocks_only_its_partition(void **state) {
+  fx *f = *state;
+  create_topic(f, "public/e");
+  create_topic(f, "public/f");
+  resolve(f, "public/e", false);
+  pthread_mutex_lock(&S.mu);
+  S.hold_unload = true;
+  pthread_mutex_unlock(&S.mu);
+  sl_ownership_unload(f->o, "public/e", on_unloaded, NULL);
+  await(&S.unload_hooks, 1); /* a worker is now stuck in the hook */
+  sl_ownership_resolve(f->o, "public/e", false, on_other_resolved, NULL);
+  resolve(f, "public/f", false);
+  assert_int_equal(S.st, SL_OK);
+  assert_true(S.local);
+  assert_true(sl_ownership_owns(f->o, "public/f", NULL));
+  /* Lookups of other partitions, many, never wait for the held one. */
+  for (int i = 0; i < 8; i++) resolve(f, "public/f", false);
+  pthread_mutex_lock(&S.mu);
+  int other = S.other_resolves;
+  S.hold_unload = false;
+  pthread_cond_broadcast(&S.cv);
+  pthread_mutex_unlock(&S.mu);
+  assert_int_equal(other, 0); /* public/e's lookup queued behind its unload */
+  await(&S.other_resolves, 1);
+  sl_ownership_unloaded(f->o, "public/e");
+  await(&S.unloads_done, 1);
+  assert_int_equal(S.st, SL_OK);
+}
+
 /* Plays the holder: answers the first unload hook from another thread. */
 static void *holder(void *arg) {
   await(&S.unload_hooks, 1);
@@ -327,6 +376,8 @@ int main(void) {
                                       teardown),
       cmocka_unit_test_setup_teardown(test_ownership__owned_elsewhere_is_remote, setup,
                                       teardown),
+      cmocka_unit_test_setup_teardown(test_ownership__slow_job_blocks_only_its_partition,
+                                      setup, teardown),
       cmocka_unit_test_setup_teardown(test_ownership__unload_waits_for_the_holder, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_ownership__drop_forgets_without_release, setup,
