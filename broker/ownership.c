@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "broker.slrpc.h"
+#include "broker/load.h"
 #include "common/clock.h"
 #include "common/log.h"
 #include "common/map.h"
@@ -98,6 +99,9 @@ struct sl_ownership {
   int64_t session_id;  /* 0 = none */
 
   uint32_t reported_owned; /* owned count the metadata service has */
+  uint32_t load_permille;  /* last sampled load */
+  uint32_t reported_load;  /* load the metadata service has */
+  sl_load_sampler load;    /* session thread only */
 
   sl_session *session; /* set before the thread runs; NULL once the drain
                           closed it (taken out under o->mu, then stopped) */
@@ -285,14 +289,23 @@ static void describe(void *arg, ProtobufCMessage *msg) {
   info->start_time_ms = o->start_wall_ms;
   pthread_mutex_lock(&o->mu);
   info->owned_partitions = (uint32_t)sl_map_len(&o->entries);
+  info->load_permille = o->load_permille;
   pthread_mutex_unlock(&o->mu);
 }
 
-/* Session thread: brokers pick by the owned count, so re-report it. */
+/* A load change smaller than this is noise, not worth an UpdateNode. */
+#define LOAD_REPORT_STEP 50
+
+/* Session thread, at each keep-alive: brokers pick by the owned count and
+ * the load (invariant 4), so re-report them when they moved. */
 static bool changed(void *arg) {
   sl_ownership *o = arg;
+  uint32_t load = sl_load_sample(&o->load);
   pthread_mutex_lock(&o->mu);
-  bool c = sl_map_len(&o->entries) != o->reported_owned;
+  o->load_permille = load;
+  uint32_t was = o->reported_load;
+  bool c = sl_map_len(&o->entries) != o->reported_owned ||
+           (load > was ? load - was : was - load) >= LOAD_REPORT_STEP;
   pthread_mutex_unlock(&o->mu);
   return c;
 }
@@ -302,6 +315,7 @@ static void reported(void *arg, const ProtobufCMessage *msg) {
   const Sluice__V1__BrokerInfo *info = (const Sluice__V1__BrokerInfo *)msg;
   pthread_mutex_lock(&o->mu);
   o->reported_owned = info->owned_partitions;
+  o->reported_load = info->load_permille;
   pthread_mutex_unlock(&o->mu);
 }
 
@@ -907,6 +921,7 @@ sl_status sl_ownership_create(const sl_ownership_opts *opts, sl_ownership **out,
   o->cache_ms = opts->cache_ms > 0 ? opts->cache_ms : 1000;
   o->hooks = opts->hooks;
   o->start_wall_ms = sl_clock_wall_ms();
+  sl_load_sampler_init(&o->load);
   pthread_mutex_init(&o->mu, NULL);
   pthread_condattr_t ca;
   pthread_condattr_init(&ca);

@@ -5,7 +5,8 @@
  * A broker serves a partition only while it owns it: the metadata service
  * holds owners/<p> = (broker, epoch) bound to the owner's session lease, and
  * each take-over gets a higher epoch. This module holds the broker's session
- * (common/session.h, reporting the owned count as its load), acquires and
+ * (common/session.h, reporting the owned count and its CPU load, load.h,
+ * re-reported at a keep-alive when either moved), acquires and
  * releases partitions, answers "who owns p" (with a short cache for
  * partitions owned elsewhere) and tells the partitions' holders (the managed
  * ledgers) when they must stop.
