@@ -36,6 +36,7 @@ typedef struct del_call {
 } del_call;
 
 static void finish(del_op *op, sl_status st, const char *details) {
+  sl_metrics_counter_inc(st == SL_OK ? sl_lc_m.deletes_ok : sl_lc_m.deletes_failed);
   if (st == SL_OK)
     sl_log(SL_LOG_INFO, "event=ledger_deleted ledger=%" PRIu64, op->ledger_id);
   else
