@@ -797,6 +797,16 @@ static void test_managed_ledger__trim_deletes_bookie_data(void **state) {
   sl_ml_stats_get(h.ml, &st);
   assert_int_equal(st.ledgers_trimmed, 2);
   assert_int_equal(st.ledgers_deleted, 2);
+
+  /* Deleting again (a re-run after a crash past the metadata delete) is a
+   * no-op that succeeds. */
+  sync_ again;
+  sync_init(&again);
+  sl_ledger_delete_opts dopt = {e, NULL};
+  assert_int_equal(sl_ledger_delete_async(f->lt.client, first, &dopt, done_cb, &again, NULL),
+                   SL_OK);
+  sync_wait(&again, 1);
+  assert_int_equal(again.st, SL_OK);
   ml_destroy(&h);
 }
 
@@ -808,6 +818,13 @@ static void test_managed_ledger__bad_input(void **state) {
   assert_int_equal(sl_ml_open_async(NULL, opened, NULL, &err), SL_EINVAL);
   assert_int_equal(sl_ml_open_async(&o, opened, NULL, &err), SL_EINVAL);
   assert_non_null(strstr(err.msg, "missing option"));
+  /* Deleting a ledger needs a ledger id and an epoch. */
+  sl_ledger_delete_opts dopt = {0, NULL};
+  assert_int_equal(sl_ledger_delete_async(f->lt.client, 7, &dopt, done_cb, NULL, &err),
+                   SL_EINVAL);
+  dopt.epoch = 1;
+  assert_int_equal(sl_ledger_delete_async(f->lt.client, 0, &dopt, done_cb, NULL, &err),
+                   SL_EINVAL);
 
   const char *part = "mlt/bad";
   uint64_t e = acquire(f, part, "broker-a", f->session_a);
