@@ -2,7 +2,10 @@
  * Ledger client: the replicated log under a partition (DESIGN.md §3). It
  * creates ledgers on an ensemble of bookies, appends to them with quorum
  * writes, replaces failed bookies without closing (ensemble change), fences
- * and recovers ledgers whose writer died, and reads entries back. It knows
+ * and recovers ledgers whose writer died, reads entries back, and deletes
+ * ledgers nobody needs (data on the bookies first, then the metadata: see
+ * sl_ledger_delete_async). Its metrics (ensemble changes, recoveries,
+ * deletes, pending bytes, add latency) go to sl_metrics_default(). It knows
  * bookies and ledger metadata, not topics: the managed ledger (one per
  * partition) and the future auto-recovery worker sit on top of it.
  *
