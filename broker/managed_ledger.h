@@ -38,9 +38,16 @@
  * has its mark-delete position past the ledger's last entry, and the ledger
  * is outside retention: it closed more than retention_ms ago, or the
  * ledgers after it already hold more than retention_bytes. -1 keeps
- * forever / unlimited. First the list loses the ledger (CAS), then the
- * ledger's metadata is deleted: a crash in between leaves an orphan
- * ledger, never a list naming a deleted ledger.
+ * forever / unlimited. Deleting is three steps, each safe to cut by a crash:
+ *   a. One list CAS removes the ledgers and adds their ids to the list
+ *      property "trim:deleting" (the state mark).
+ *   b. Each is deleted on its bookies, then its metadata goes
+ *      (sl_ledger_delete_async: data first, so metadata never outlives the
+ *      map to data that still exists).
+ *   c. A list write drops the deleted ids from the mark; failed ones stay.
+ * Every pass (on this owner or the next, which reads the mark with the
+ * list) first retries what the mark names. So a list never names a deleted
+ * ledger, and a trimmed ledger's data is deleted eventually, crash or not.
  *
  * Invariants
  *  1. A ledger is in the list (CAS done) before any entry is appended to it.
@@ -55,7 +62,8 @@
  *  5. Once FENCED or FAILED, nothing more is appended or written to the list;
  *     pending and queued appends fail (SL_EFENCED, or the failure's status).
  *  6. Trim never removes the current ledger, never one a cursor still needs,
- *     and removes a ledger from the list before deleting its metadata.
+ *     and removes a ledger from the list (with the mark) before deleting its
+ *     data, and its data before its metadata.
  *
  * States and the function behind each transition
  *   OPENING   reading, recovering, creating   sl_ml_open_async
@@ -225,9 +233,12 @@ sl_status sl_ml_scan_async(sl_ledger_client *ledgers, sl_rpc_channel *metadata,
                            sl_serial *serial, sl_ml_entry_cb on_entry,
                            sl_ml_done_cb on_done, void *arg, sl_err *err);
 
-/* Runs a trim pass now (rules above); cb (may be NULL) runs once it is done
- * (sl_ml_stats.ledgers_trimmed counts what went). SL_EBUSY while a pass
- * runs; SL_EPRECOND unless WRITING or ROLLING. */
+/* Runs a trim pass now (rules above); cb (may be NULL) runs once it is done:
+ * the list written, the deletes tried and the mark updated
+ * (sl_ml_stats.ledgers_trimmed counts what left the list, ledgers_deleted
+ * what left the bookies). A delete that failed reports its status (the
+ * ledger stays in the mark for the next pass). SL_EBUSY while a pass runs;
+ * SL_EPRECOND unless WRITING or ROLLING. */
 sl_status sl_ml_trim_async(sl_ml *ml, sl_ml_done_cb cb, void *arg, sl_err *err);
 
 typedef enum sl_ml_state {
@@ -250,7 +261,8 @@ typedef struct sl_ml_stats {
   uint64_t pending_appends;    /* appended, callback not yet run */
   uint64_t pending_bytes;
   uint64_t rollovers;
-  uint64_t ledgers_trimmed;
+  uint64_t ledgers_trimmed;    /* removed from the list */
+  uint64_t ledgers_deleted;    /* removed from bookies and metadata */
   uint64_t recovered_entries;  /* entries the open's recovery found */
 } sl_ml_stats;
 

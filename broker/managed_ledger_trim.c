@@ -1,7 +1,9 @@
 /* Managed ledger trim: drop ledgers every cursor has passed, once they are
- * outside retention (managed_ledger.h, "Trim", invariant 6). */
+ * outside retention, and delete them from the bookies and the metadata
+ * (managed_ledger.h, "Trim", invariant 6). */
 #include "broker/managed_ledger_int.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -11,58 +13,148 @@
 
 #define DEFAULT_TRIM_INTERVAL_MS 60000
 
+/* The list property that names ledgers out of the list whose deletion has
+ * not finished (decimal ids, comma-separated): the state mark that lets a
+ * later pass, on this broker or the next owner, finish what a crash cut. */
+#define TRIM_PROP_PREFIX "trim:"
+#define TRIM_PROP_KEY TRIM_PROP_PREFIX "deleting"
+
 typedef struct trim {
   sl_ml *ml;
   sl_ml_done_cb cb;
   void *arg;
-  uint64_t *deleted;  /* ledger ids removed from the list */
-  size_t n_deleted;
+  uint64_t *ids;      /* ledgers to delete: the mark's, then the new ones */
+  bool *deleted;      /* ids[i] is gone from the bookies and the metadata */
+  size_t n_ids;
+  size_t n_new;       /* of which removed from the list by this pass */
+  size_t outstanding; /* deletes in flight */
+  sl_status del_st;   /* first delete failure */
+  char details[192];
 } trim;
 
 static void trim_finish(trim *t, sl_status st, const char *details) {
   sl_ml *ml = t->ml;
   ml->trim_busy = false;
   if (t->cb != NULL && !ml->destroyed) t->cb(st, details, t->arg);
+  free(t->ids);
   free(t->deleted);
   free(t);
   ml_unref(ml);
 }
 
-/* The ledger's metadata goes after the list no longer names it; a failure
- * here leaves an orphan (logged), never a dangling list entry. */
-static void ledger_deleted(sl_status st, const char *details, ProtobufCMessage *resp,
-                           void *arg) {
-  sl_ml *ml = arg;
-  if (st != SL_OK && st != SL_ENOTFOUND)
-    sl_log(SL_LOG_WARN, "event=ml_trim_delete_failed partition=%s status=%s details=\"%s\"",
-           ml->partition, sl_status_str(st), details != NULL ? details : "");
-  if (resp != NULL) protobuf_c_message_free_unpacked(resp, NULL);
-  ml_unref(ml);
+/* Ledger ids in the mark, appended to t->ids. */
+static void mark_parse(trim *t, const char *v) {
+  while (*v != '\0') {
+    char *endp = NULL;
+    unsigned long long id = strtoull(v, &endp, 10);
+    if (endp == v) break; /* not ours to judge: a bad mark is ignored */
+    t->ids = realloc(t->ids, (t->n_ids + 1) * sizeof(*t->ids));
+    if (t->ids == NULL) abort();
+    t->ids[t->n_ids++] = id;
+    v = *endp == ',' ? endp + 1 : endp;
+  }
+}
+
+/* Writes the mark (the ids whose deletion is not done; none: no mark) into
+ * the next list write; cb runs after it. */
+static sl_status mark_write(trim *t, sl_ml_done_cb cb, sl_err *err) {
+  size_t cap = t->n_ids * 21 + 1, off = 0;
+  char *v = sl_xcalloc(cap, 1);
+  for (size_t i = 0; i < t->n_ids; i++)
+    if (!t->deleted[i])
+      off += (size_t)snprintf(v + off, cap - off, "%s%llu", off ? "," : "",
+                              (unsigned long long)t->ids[i]);
+  sl_ml_prop p = {TRIM_PROP_KEY, v};
+  sl_status st = sl_ml_set_properties(t->ml, TRIM_PROP_PREFIX, &p, off ? 1 : 0, cb, t, err);
+  free(v);
+  return st;
+}
+
+static void unmarked(sl_status st, const char *details, void *arg) {
+  trim *t = arg;
+  if (st == SL_OK && t->del_st != SL_OK) trim_finish(t, t->del_st, t->details);
+  else trim_finish(t, st, details);
+}
+
+static void deleted_stats_fn(sl_ml_stats *s, void *arg) {
+  s->ledgers_deleted += *(size_t *)arg;
+}
+
+static void all_deleted(trim *t) {
+  sl_ml *ml = t->ml;
+  size_t n = 0;
+  for (size_t i = 0; i < t->n_ids; i++) n += t->deleted[i];
+  ml_stats_update(ml, deleted_stats_fn, &n);
+  if (ml->destroyed) {
+    trim_finish(t, SL_ECANCELED, "managed ledger destroyed");
+    return;
+  }
+  if (n == 0) { /* the mark stays as it is */
+    trim_finish(t, t->del_st, t->details);
+    return;
+  }
+  sl_err err = SL_ERR_INIT;
+  sl_status st = mark_write(t, unmarked, &err);
+  if (st != SL_OK) trim_finish(t, st, err.msg);
+}
+
+typedef struct del_arg {
+  trim *t;
+  size_t i;
+} del_arg;
+
+static void ledger_deleted(sl_status st, const char *details, void *arg) {
+  del_arg *d = arg;
+  trim *t = d->t;
+  if (st == SL_OK) {
+    t->deleted[d->i] = true;
+    sl_log(SL_LOG_INFO, "event=ml_ledger_deleted partition=%s ledger=%llu",
+           t->ml->partition, (unsigned long long)t->ids[d->i]);
+  } else if (t->del_st == SL_OK) {
+    /* Kept in the mark: the next pass tries again. */
+    t->del_st = st;
+    snprintf(t->details, sizeof(t->details), "%s", details != NULL ? details : "");
+  }
+  free(d);
+  if (--t->outstanding == 0) all_deleted(t);
+}
+
+/* Deletes every marked ledger (bookies, then metadata: ledger.h), all at
+ * once. */
+static void delete_all(trim *t) {
+  sl_ml *ml = t->ml;
+  t->deleted = sl_xcalloc(t->n_ids, sizeof(*t->deleted));
+  t->outstanding = 1; /* the loop's own count */
+  for (size_t i = 0; i < t->n_ids; i++) {
+    del_arg *d = sl_xcalloc(1, sizeof(*d));
+    d->t = t;
+    d->i = i;
+    sl_ledger_delete_opts o = {ml->epoch, ml->serial};
+    sl_err err = SL_ERR_INIT;
+    t->outstanding++;
+    sl_status st = sl_ledger_delete_async(ml->ledgers, t->ids[i], &o, ledger_deleted, d, &err);
+    if (st != SL_OK) ledger_deleted(st, err.msg, d);
+  }
+  if (--t->outstanding == 0) all_deleted(t);
 }
 
 static void trimmed_stats_fn(sl_ml_stats *s, void *arg) {
   s->ledgers_trimmed += *(size_t *)arg;
 }
 
-static void list_trimmed(sl_ml *ml, sl_status st, const char *details, void *arg) {
+/* The list without the trimmed ledgers and with the mark is stored. */
+static void marked(sl_status st, const char *details, void *arg) {
   trim *t = arg;
-  if (st == SL_OK) {
-    for (size_t i = 0; i < t->n_deleted; i++) {
-      Sluice__V1__DeleteLedgerRequest req = SLUICE__V1__DELETE_LEDGER_REQUEST__INIT;
-      req.ledger_id = t->deleted[i];
-      req.epoch = ml->epoch;
-      sl_rpc_call_opts o = ml_call_opts(ml);
-      sl_err err = SL_ERR_INIT;
-      ml_ref_get(ml);
-      sl_status dst = sl_rpc_unary_start(ml->metadata, SL_METADATA_SERVICE_DELETE_LEDGER,
-                                         &req.base, &o, ledger_deleted, ml, NULL, &err);
-      if (dst != SL_OK) ledger_deleted(dst, err.msg, NULL, ml);
-      sl_log(SL_LOG_INFO, "event=ml_trimmed partition=%s ledger=%llu", ml->partition,
-             (unsigned long long)t->deleted[i]);
-    }
-    ml_stats_update(ml, trimmed_stats_fn, &t->n_deleted);
+  if (st != SL_OK) {
+    trim_finish(t, st, details);
+    return;
   }
-  trim_finish(t, st, details);
+  for (size_t i = t->n_ids - t->n_new; i < t->n_ids; i++)
+    sl_log(SL_LOG_INFO, "event=ml_trimmed partition=%s ledger=%llu", t->ml->partition,
+           (unsigned long long)t->ids[i]);
+  ml_stats_update(t->ml, trimmed_stats_fn, &t->n_new);
+  if (t->ml->destroyed) trim_finish(t, SL_ECANCELED, "managed ledger destroyed");
+  else delete_all(t);
 }
 
 /* Passed by a cursor at mark_delete: every entry of ledger r is at or
@@ -106,17 +198,30 @@ static void cursors_listed(sl_status st, const char *details, ProtobufCMessage *
     k++;
   }
   protobuf_c_message_free_unpacked(resp, NULL);
-  if (k == 0) {
+  for (size_t i = 0; i < ml->n_props; i++)
+    if (strcmp(ml->props[i].key, TRIM_PROP_KEY) == 0) mark_parse(t, ml->props[i].value);
+  if (k == 0 && t->n_ids == 0) {
     trim_finish(t, SL_OK, NULL);
     return;
   }
-  t->deleted = calloc(k, sizeof(*t->deleted));
-  if (t->deleted == NULL) abort();
-  for (size_t i = 0; i < k; i++) t->deleted[i] = ml->refs_v[i].id;
-  t->n_deleted = k;
+  if (k == 0) { /* only what an earlier pass left */
+    delete_all(t);
+    return;
+  }
+  /* Out of the list and into the mark in one CAS: from then on no reader
+   * can find these ledgers, and whoever owns the list deletes them. */
+  t->ids = realloc(t->ids, (t->n_ids + k) * sizeof(*t->ids));
+  if (t->ids == NULL) abort();
+  for (size_t i = 0; i < k; i++) t->ids[t->n_ids++] = ml->refs_v[i].id;
+  t->n_new = k;
+  t->deleted = sl_xcalloc(t->n_ids, sizeof(*t->deleted));
   memmove(ml->refs_v, ml->refs_v + k, (ml->n_refs - k) * sizeof(*ml->refs_v));
   ml->n_refs -= k;
-  ml_write_list(ml, list_trimmed, t);
+  sl_err err = SL_ERR_INIT;
+  sl_status wst = mark_write(t, marked, &err);
+  free(t->deleted);
+  t->deleted = NULL;
+  if (wst != SL_OK) trim_finish(t, wst, err.msg);
 }
 
 sl_status sl_ml_trim_async(sl_ml *ml, sl_ml_done_cb cb, void *arg, sl_err *err) {

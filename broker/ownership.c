@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "broker.slrpc.h"
+#include "broker/load.h"
 #include "common/clock.h"
 #include "common/log.h"
 #include "common/map.h"
@@ -58,6 +59,16 @@ typedef struct job {
   int64_t start_ms;    /* JOB_HANDOFF: when the unload began */
 } job;
 
+/* Worker threads: jobs of different partitions run side by side, so one
+ * slow metadata round trip holds up only its own partition's jobs. */
+#define WORKERS 4
+
+typedef struct worker {
+  struct sl_ownership *o;
+  pthread_t thread;
+  char *busy;          /* partition of the job it runs (under o->mu), or NULL */
+} worker;
+
 /* A channel to another broker, for forwarded Lookup and Unload calls. */
 typedef struct peer {
   struct peer *next;
@@ -71,11 +82,13 @@ struct sl_ownership {
   sl_ownership_hooks hooks;
   int64_t start_wall_ms;
   sl_rpc_channel *ch;
-  pthread_t thread;
+  worker workers[WORKERS];
+  size_t n_workers;    /* started */
 
   pthread_mutex_t mu;  /* guards everything down to the thread-only part */
-  pthread_cond_t cv;   /* a job, stop, or the drain finished */
-  bool stop;           /* the thread exits */
+  pthread_cond_t cv;   /* a job, a partition no longer busy, stop, or the
+                          drain finished */
+  bool stop;           /* the workers exit */
   bool stopping;       /* graceful stop under way (invariant 5) */
   bool drained;        /* graceful stop finished: released, session closed */
   job *head, *tail;
@@ -86,6 +99,9 @@ struct sl_ownership {
   int64_t session_id;  /* 0 = none */
 
   uint32_t reported_owned; /* owned count the metadata service has */
+  uint32_t load_permille;  /* last sampled load */
+  uint32_t reported_load;  /* load the metadata service has */
+  sl_load_sampler load;    /* session thread only */
 
   sl_session *session; /* set before the thread runs; NULL once the drain
                           closed it (taken out under o->mu, then stopped) */
@@ -273,14 +289,23 @@ static void describe(void *arg, ProtobufCMessage *msg) {
   info->start_time_ms = o->start_wall_ms;
   pthread_mutex_lock(&o->mu);
   info->owned_partitions = (uint32_t)sl_map_len(&o->entries);
+  info->load_permille = o->load_permille;
   pthread_mutex_unlock(&o->mu);
 }
 
-/* Session thread: brokers pick by the owned count, so re-report it. */
+/* A load change smaller than this is noise, not worth an UpdateNode. */
+#define LOAD_REPORT_STEP 50
+
+/* Session thread, at each keep-alive: brokers pick by the owned count and
+ * the load (invariant 4), so re-report them when they moved. */
 static bool changed(void *arg) {
   sl_ownership *o = arg;
+  uint32_t load = sl_load_sample(&o->load);
   pthread_mutex_lock(&o->mu);
-  bool c = sl_map_len(&o->entries) != o->reported_owned;
+  o->load_permille = load;
+  uint32_t was = o->reported_load;
+  bool c = sl_map_len(&o->entries) != o->reported_owned ||
+           (load > was ? load - was : was - load) >= LOAD_REPORT_STEP;
   pthread_mutex_unlock(&o->mu);
   return c;
 }
@@ -290,6 +315,7 @@ static void reported(void *arg, const ProtobufCMessage *msg) {
   const Sluice__V1__BrokerInfo *info = (const Sluice__V1__BrokerInfo *)msg;
   pthread_mutex_lock(&o->mu);
   o->reported_owned = info->owned_partitions;
+  o->reported_load = info->load_permille;
   pthread_mutex_unlock(&o->mu);
 }
 
@@ -668,14 +694,13 @@ static void handoff_done(sl_status st, const char *msg, const sl_ownership_owner
 
 static void finish_drain_if_empty(sl_ownership *o) {
   pthread_mutex_lock(&o->mu);
+  /* Whoever takes the session out closes it: two workers may get here. */
   bool done = o->stopping && !o->drained && sl_map_len(&o->entries) == 0 &&
-              o->releasing == 0;
+              o->releasing == 0 && o->session != NULL;
+  sl_session *sess = done ? o->session : NULL;
+  if (done) o->session = NULL;
   pthread_mutex_unlock(&o->mu);
   if (!done) return;
-  pthread_mutex_lock(&o->mu);
-  sl_session *sess = o->session;
-  o->session = NULL;
-  pthread_mutex_unlock(&o->mu);
   /* CloseSession: this broker's registration goes at once. */
   sl_session_stop(sess);
   pthread_mutex_lock(&o->mu);
@@ -799,15 +824,44 @@ static void cancel_queued(sl_ownership *o) {
   }
 }
 
+/* Under o->mu. True if a worker runs a job of `partition`. */
+static bool partition_busy_locked(sl_ownership *o, const char *partition) {
+  for (size_t i = 0; i < o->n_workers; i++)
+    if (o->workers[i].busy != NULL && strcmp(o->workers[i].busy, partition) == 0)
+      return true;
+  return false;
+}
+
+/* Under o->mu. Takes the oldest job whose partition no worker is on, so the
+ * jobs of one partition still run one at a time, in order; NULL if none. */
+static job *next_job_locked(sl_ownership *o) {
+  job *prev = NULL;
+  for (job *j = o->head; j != NULL; prev = j, j = j->next) {
+    if (j->partition != NULL && partition_busy_locked(o, j->partition)) continue;
+    if (prev) prev->next = j->next;
+    else o->head = j->next;
+    if (o->tail == j) o->tail = prev;
+    return j;
+  }
+  return NULL;
+}
+
 static void *run(void *arg) {
-  sl_ownership *o = arg;
+  worker *w = arg;
+  sl_ownership *o = w->o;
   pthread_mutex_lock(&o->mu);
   for (;;) {
-    while (!o->stop && o->head == NULL) pthread_cond_wait(&o->cv, &o->mu);
-    if (o->stop) break;
-    job *j = o->head;
-    o->head = j->next;
-    if (o->head == NULL) o->tail = NULL;
+    job *j = NULL;
+    while (!o->stop && (j = next_job_locked(o)) == NULL) pthread_cond_wait(&o->cv, &o->mu);
+    if (o->stop) {
+      if (j != NULL) { /* back to the queue: cancel_queued ends it */
+        j->next = o->head;
+        o->head = j;
+        if (o->tail == NULL) o->tail = j;
+      }
+      break;
+    }
+    w->busy = j->partition != NULL ? sl_xstrdup(j->partition) : NULL;
     pthread_mutex_unlock(&o->mu);
     switch (j->kind) {
       case JOB_RESOLVE: run_resolve(o, j); break;
@@ -817,10 +871,22 @@ static void *run(void *arg) {
       case JOB_DRAIN: run_drain(o, j); break;
     }
     pthread_mutex_lock(&o->mu);
+    free(w->busy);
+    w->busy = NULL;
+    pthread_cond_broadcast(&o->cv); /* its partition's next job may run now */
   }
   pthread_mutex_unlock(&o->mu);
   cancel_queued(o);
   return NULL;
+}
+
+/* Stops and joins every worker started. */
+static void join_workers(sl_ownership *o) {
+  pthread_mutex_lock(&o->mu);
+  o->stop = true;
+  pthread_cond_broadcast(&o->cv);
+  pthread_mutex_unlock(&o->mu);
+  for (size_t i = 0; i < o->n_workers; i++) pthread_join(o->workers[i].thread, NULL);
 }
 
 /* ---- public ---- */
@@ -855,6 +921,7 @@ sl_status sl_ownership_create(const sl_ownership_opts *opts, sl_ownership **out,
   o->cache_ms = opts->cache_ms > 0 ? opts->cache_ms : 1000;
   o->hooks = opts->hooks;
   o->start_wall_ms = sl_clock_wall_ms();
+  sl_load_sampler_init(&o->load);
   pthread_mutex_init(&o->mu, NULL);
   pthread_condattr_t ca;
   pthread_condattr_init(&ca);
@@ -863,9 +930,13 @@ sl_status sl_ownership_create(const sl_ownership_opts *opts, sl_ownership **out,
   sl_rpc_channel_opts co = {.target = o->target};
   sl_status st = sl_rpc_channel_create(&co, &o->ch, err);
   if (st != SL_OK) goto out_free;
-  if (pthread_create(&o->thread, NULL, run, o) != 0) {
-    st = sl_err_set(err, SL_EINTERNAL, "ownership: cannot start its thread");
-    goto out_channel;
+  for (; o->n_workers < WORKERS; o->n_workers++) {
+    worker *w = &o->workers[o->n_workers];
+    w->o = o;
+    if (pthread_create(&w->thread, NULL, run, w) != 0) {
+      st = sl_err_set(err, SL_EINTERNAL, "ownership: cannot start its threads");
+      goto out_thread;
+    }
   }
   sl_session_opts so = {
       .target = o->target,
@@ -890,12 +961,7 @@ sl_status sl_ownership_create(const sl_ownership_opts *opts, sl_ownership **out,
   *out = o;
   return SL_OK;
 out_thread:
-  pthread_mutex_lock(&o->mu);
-  o->stop = true;
-  pthread_cond_broadcast(&o->cv);
-  pthread_mutex_unlock(&o->mu);
-  pthread_join(o->thread, NULL);
-out_channel:
+  join_workers(o);
   sl_rpc_channel_destroy(o->ch);
 out_free:
   pthread_cond_destroy(&o->cv);
@@ -936,11 +1002,7 @@ void sl_ownership_stop(sl_ownership *o, int timeout_ms) {
 
 void sl_ownership_destroy(sl_ownership *o) {
   if (o == NULL) return;
-  pthread_mutex_lock(&o->mu);
-  o->stop = true;
-  pthread_cond_broadcast(&o->cv);
-  pthread_mutex_unlock(&o->mu);
-  pthread_join(o->thread, NULL);
+  join_workers(o);
   sl_session_stop(o->session); /* CloseSession, unless the drain did */
   /* Forwarded calls still in flight end here, their callbacks with
    * SL_ECANCELED (they see o->stop and finish their jobs themselves). */

@@ -5,7 +5,8 @@
  * A broker serves a partition only while it owns it: the metadata service
  * holds owners/<p> = (broker, epoch) bound to the owner's session lease, and
  * each take-over gets a higher epoch. This module holds the broker's session
- * (common/session.h, reporting the owned count as its load), acquires and
+ * (common/session.h, reporting the owned count and its CPU load, load.h,
+ * re-reported at a keep-alive when either moved), acquires and
  * releases partitions, answers "who owns p" (with a short cache for
  * partitions owned elsewhere) and tells the partitions' holders (the managed
  * ledgers) when they must stop.
@@ -36,10 +37,13 @@
  *   UNLOADING --sl_ownership_unloaded + ReleaseOwnership--> (absent)
  *   OWNED|UNLOADING --session lost / sl_ownership_drop--> (absent)
  *
- * Threads: one ownership thread does every metadata call (blocking, bounded
- * by rpc_timeout_ms) and runs hooks.unload and most callbacks; callbacks of
- * requests forwarded to other brokers run on a channel completion thread;
- * hooks.lost runs on the session keeper's thread.
+ * Threads: a few ownership worker threads do the metadata calls (blocking,
+ * bounded by rpc_timeout_ms) and run hooks.unload and most callbacks. Jobs
+ * (lookups, unloads, releases) of different partitions run side by side, so
+ * one slow etcd round trip delays only its own partition; the jobs of one
+ * partition run one at a time, in the order they were asked for. Callbacks
+ * of requests forwarded to other brokers run on a channel completion
+ * thread; hooks.lost runs on the session keeper's thread.
  * Every public function may be called from any thread and never blocks on the
  * network, except sl_ownership_stop() and sl_ownership_destroy().
  * Lock: o->mu guards the table, the job queue, the cache and the session

@@ -6,6 +6,7 @@
 #include "broker/ownership.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -16,6 +17,8 @@
 
 #include <cmocka.h>
 
+#include "broker.slrpc.h"
+#include "common/rpc_server.h"
 #include "common/testing.h"
 #include "tests/metadata_util.h"
 #include "tests/proc.h"
@@ -25,6 +28,8 @@ typedef struct seen {
   pthread_mutex_t mu;
   pthread_cond_t cv;
   int resolves, unloads_done, unload_hooks, lost_hooks;
+  int other_resolves;  /* resolves reported through on_other_resolved */
+  bool hold_unload;    /* hook_unload waits while set (a slow holder) */
   sl_status st;
   char owner_id[64], owner_addr[64], hook_partition[64];
   uint64_t epoch, hook_epoch;
@@ -35,7 +40,8 @@ static seen S;
 
 static void reset(void) {
   pthread_mutex_lock(&S.mu);
-  S.resolves = S.unloads_done = S.unload_hooks = S.lost_hooks = 0;
+  S.resolves = S.unloads_done = S.unload_hooks = S.lost_hooks = S.other_resolves = 0;
+  S.hold_unload = false;
   S.st = SL_OK;
   S.epoch = S.hook_epoch = 0;
   pthread_mutex_unlock(&S.mu);
@@ -82,6 +88,18 @@ static void on_unloaded(sl_status st, const char *msg, uint64_t epoch, void *arg
   pthread_mutex_unlock(&S.mu);
 }
 
+static void on_other_resolved(sl_status st, const char *msg, const sl_ownership_owner *ow,
+                              void *arg) {
+  (void)st;
+  (void)msg;
+  (void)ow;
+  (void)arg;
+  pthread_mutex_lock(&S.mu);
+  S.other_resolves++;
+  pthread_cond_broadcast(&S.cv);
+  pthread_mutex_unlock(&S.mu);
+}
+
 static void hook_unload(void *arg, const char *partition, uint64_t epoch) {
   (void)arg;
   pthread_mutex_lock(&S.mu);
@@ -89,6 +107,7 @@ static void hook_unload(void *arg, const char *partition, uint64_t epoch) {
   S.hook_epoch = epoch;
   S.unload_hooks++;
   pthread_cond_broadcast(&S.cv);
+  while (S.hold_unload) pthread_cond_wait(&S.cv, &S.mu);
   pthread_mutex_unlock(&S.mu);
 }
 
@@ -141,6 +160,11 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
   fx *f = *state;
+  /* A failed test may have left a worker held in hook_unload. */
+  pthread_mutex_lock(&S.mu);
+  S.hold_unload = false;
+  pthread_cond_broadcast(&S.cv);
+  pthread_mutex_unlock(&S.mu);
   sl_ownership_destroy(f->o);
   mdt_local_stop(f->md);
   free(f->md);
@@ -256,6 +280,162 @@ static void test_ownership__drop_forgets_without_release(void **state) {
   assert_int_equal(sl_ownership_count(f->o), 0);
 }
 
+/* A job that holds its worker (an unload hook that takes its time, as a
+ * slow metadata round trip would) holds up only its own partition: a lookup
+ * of another partition is acquired meanwhile, and the next job of the held
+ * partition runs after it, in order. */
+static void test_ownership__slow_job_blocks_only_its_partition(void **state) {
+  fx *f = *state;
+  create_topic(f, "public/e");
+  create_topic(f, "public/f");
+  resolve(f, "public/e", false);
+  pthread_mutex_lock(&S.mu);
+  S.hold_unload = true;
+  pthread_mutex_unlock(&S.mu);
+  sl_ownership_unload(f->o, "public/e", on_unloaded, NULL);
+  await(&S.unload_hooks, 1); /* a worker is now stuck in the hook */
+  sl_ownership_resolve(f->o, "public/e", false, on_other_resolved, NULL);
+  resolve(f, "public/f", false);
+  assert_int_equal(S.st, SL_OK);
+  assert_true(S.local);
+  assert_true(sl_ownership_owns(f->o, "public/f", NULL));
+  /* Lookups of other partitions, many, never wait for the held one. */
+  for (int i = 0; i < 8; i++) resolve(f, "public/f", false);
+  pthread_mutex_lock(&S.mu);
+  int other = S.other_resolves;
+  S.hold_unload = false;
+  pthread_cond_broadcast(&S.cv);
+  pthread_mutex_unlock(&S.mu);
+  assert_int_equal(other, 0); /* public/e's lookup queued behind its unload */
+  await(&S.other_resolves, 1);
+  sl_ownership_unloaded(f->o, "public/e");
+  await(&S.unloads_done, 1);
+  assert_int_equal(S.st, SL_OK);
+}
+
+/* ---- load: the registration carries it, and picks prefer the idle ---- */
+
+/* A stand-in for a second broker: answers an authoritative Lookup as the
+ * new owner, and counts them. */
+typedef struct fake_broker {
+  sl_rpc_server *srv;
+  char addr[64];
+  atomic_int lookups;
+} fake_broker;
+
+static void fake_lookup(sl_rpc_call *call, const Sluice__V1__LookupRequest *req, void *ctx) {
+  fake_broker *fb = ctx;
+  Sluice__V1__PartitionOwner po = SLUICE__V1__PARTITION_OWNER__INIT;
+  po.partition = req->topic;
+  po.index = -1;
+  po.broker_id = "b2";
+  po.broker_address = fb->addr;
+  po.epoch = 1;
+  Sluice__V1__PartitionOwner *pp = &po;
+  Sluice__V1__LookupResponse r = SLUICE__V1__LOOKUP_RESPONSE__INIT;
+  r.n_owners = 1;
+  r.owners = &pp;
+  atomic_fetch_add(&fb->lookups, 1);
+  sl_broker_service_lookup_reply(call, &r);
+}
+
+static void fake_broker_start(fake_broker *fb) {
+  sl_rpc_server_opts so = {.addr = "127.0.0.1:0", .n_threads = 1};
+  sl_err err = SL_ERR_INIT;
+  assert_int_equal(sl_rpc_server_create(&so, &fb->srv, &err), SL_OK);
+  sl_broker_service_handlers h = {0};
+  h.lookup = fake_lookup;
+  assert_int_equal(sl_broker_service_register(fb->srv, &h, fb, &err), SL_OK);
+  assert_int_equal(sl_rpc_server_start(fb->srv, &err), SL_OK);
+  snprintf(fb->addr, sizeof(fb->addr), "127.0.0.1:%d", sl_rpc_server_port(fb->srv));
+}
+
+/* b1's load_permille in ListBrokers. */
+static uint32_t registered_load(fx *f) {
+  Sluice__V1__ListBrokersRequest req = SLUICE__V1__LIST_BROKERS_REQUEST__INIT;
+  Sluice__V1__ListBrokersResponse *l = NULL;
+  sl_rpc_call_opts co = mdt_opts(5000);
+  sl_err err = SL_ERR_INIT;
+  mdt_expect(sl_metadata_service_list_brokers(f->md->ch, &req, &l, &co, &err), SL_OK, &err);
+  uint32_t load = 0;
+  for (size_t i = 0; i < l->n_brokers; i++)
+    if (strcmp(l->brokers[i]->id, "b1") == 0) load = l->brokers[i]->load_permille;
+  protobuf_c_message_free_unpacked(&l->base, NULL);
+  return load;
+}
+
+static atomic_bool burning;
+
+static void *burn(void *arg) {
+  (void)arg;
+  volatile uint64_t x = 0;
+  while (atomic_load(&burning)) x++;
+  return NULL;
+}
+
+/* Waits (at most 10 s) until b1's registered load satisfies want(load). */
+static uint32_t await_load(fx *f, bool (*want)(uint32_t)) {
+  long long deadline = sl_proc_now_ms() + 10000;
+  uint32_t load = registered_load(f);
+  while (!want(load) && sl_proc_now_ms() < deadline) {
+    struct timespec ts = {0, 50 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+    load = registered_load(f);
+  }
+  return load;
+}
+
+/* Above the pick margin (100) over an idle broker, with room for a busy
+ * machine. */
+static bool busy_load(uint32_t l) { return l >= 200; }
+static bool idle_load(uint32_t l) { return l < 150; }
+
+/* A broker whose process burns CPU reports it as load_permille (at the next
+ * keep-alive), and new partitions then go to an idle broker, every one of
+ * them (owned counts are equal, so without the load a hash would split
+ * them). Once idle again, the report comes back down. */
+static void test_ownership__load_is_reported_and_steers_picks(void **state) {
+  fx *f = *state;
+  fake_broker fb = {0};
+  fake_broker_start(&fb);
+  int64_t other = 0;
+  sl_err err = SL_ERR_INIT;
+  mdt_expect(mdt_st_open_broker_at(f->md->ch, "b2", fb.addr, 30, &other, &err), SL_OK, &err);
+  pthread_t burners[2];
+  atomic_store(&burning, true);
+  for (int i = 0; i < 2; i++) assert_int_equal(pthread_create(&burners[i], NULL, burn, NULL), 0);
+  uint32_t load = await_load(f, busy_load);
+  if (!busy_load(load)) {
+    atomic_store(&burning, false);
+    for (int i = 0; i < 2; i++) pthread_join(burners[i], NULL);
+    fail_msg("b1's registered load stayed at %u while burning CPU", load);
+  }
+  /* Checked once the burners stopped, so that a failure stops them too. */
+  char name[32], owners[8][64];
+  sl_status sts[8];
+  bool local[8];
+  for (int i = 0; i < 8; i++) {
+    snprintf(name, sizeof(name), "public/load%d", i);
+    create_topic(f, name);
+    resolve(f, name, false);
+    sts[i] = S.st;
+    local[i] = S.local;
+    snprintf(owners[i], sizeof(owners[i]), "%s", S.st == SL_OK ? S.owner_id : "");
+  }
+  atomic_store(&burning, false);
+  for (int i = 0; i < 2; i++) pthread_join(burners[i], NULL);
+  for (int i = 0; i < 8; i++) {
+    assert_int_equal(sts[i], SL_OK);
+    assert_string_equal(owners[i], "b2");
+    assert_false(local[i]);
+  }
+  assert_int_equal(atomic_load(&fb.lookups), 8);
+  assert_int_equal(sl_ownership_count(f->o), 0);
+  load = await_load(f, idle_load);
+  assert_true(idle_load(load));
+  sl_rpc_server_destroy(fb.srv);
+}
+
 /* Plays the holder: answers the first unload hook from another thread. */
 static void *holder(void *arg) {
   await(&S.unload_hooks, 1);
@@ -327,6 +507,10 @@ int main(void) {
                                       teardown),
       cmocka_unit_test_setup_teardown(test_ownership__owned_elsewhere_is_remote, setup,
                                       teardown),
+      cmocka_unit_test_setup_teardown(test_ownership__slow_job_blocks_only_its_partition,
+                                      setup, teardown),
+      cmocka_unit_test_setup_teardown(test_ownership__load_is_reported_and_steers_picks,
+                                      setup, teardown),
       cmocka_unit_test_setup_teardown(test_ownership__unload_waits_for_the_holder, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_ownership__drop_forgets_without_release, setup,

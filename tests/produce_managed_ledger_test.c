@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -17,6 +18,7 @@
 
 #include "broker/managed_ledger.h"
 #include "common/clock.h"
+#include "bookie.slrpc.h"
 #include "metadata.slrpc.h"
 #include "tests/ledger_testlib.h"
 #include "tests/metadata_util.h"
@@ -564,15 +566,18 @@ static void trim_run(void *arg) {
   j->ret = sl_ml_trim_async(j->ml, done_cb, j->s, NULL);
 }
 
-static void trim(ml_handle *h) {
+/* Runs a trim pass and returns what its callback said. */
+static sl_status trim_status(ml_handle *h) {
   sync_ s;
   sync_init(&s);
   trim_job j = {h->ml, &s, SL_OK};
   run_on(h->serial, trim_run, &j);
   assert_int_equal(j.ret, SL_OK);
   sync_wait(&s, 1);
-  assert_int_equal(s.st, SL_OK);
+  return s.st;
 }
+
+static void trim(ml_handle *h) { assert_int_equal(trim_status(h), SL_OK); }
 
 /* Without retention, ledgers every cursor has passed go (list first, then
  * their metadata); the slowest cursor holds the rest; the current ledger
@@ -620,6 +625,191 @@ static void test_managed_ledger__trim_follows_slowest_cursor(void **state) {
   ml_destroy(&h);
 }
 
+/* ---- what the bookies and the metadata hold ---- */
+
+/* The bookie indexes of every ensemble of a ledger (each once); n is set. */
+static void ledger_bookies(fixture *f, uint64_t ledger, int *out, size_t *n) {
+  Sluice__V1__GetLedgerRequest req = SLUICE__V1__GET_LEDGER_REQUEST__INIT;
+  req.ledger_id = ledger;
+  Sluice__V1__LedgerResponse *r = NULL;
+  sl_rpc_call_opts o = mdt_opts(10000);
+  sl_err err = SL_ERR_INIT;
+  mdt_expect(sl_metadata_service_get_ledger(f->lt.meta, &req, &r, &o, &err), SL_OK, &err);
+  *n = 0;
+  for (size_t s = 0; s < r->info->n_ensembles; s++)
+    for (size_t k = 0; k < r->info->ensembles[s]->n_bookie_ids; k++) {
+      int i = sl_lt_bookie_index(&f->lt, r->info->ensembles[s]->bookie_ids[k]);
+      assert_true(i >= 0);
+      bool seen = false;
+      for (size_t j = 0; j < *n; j++) seen |= out[j] == i;
+      if (!seen) out[(*n)++] = i;
+    }
+  protobuf_c_message_free_unpacked(&r->base, NULL);
+}
+
+static sl_status ledger_meta_status(fixture *f, uint64_t ledger) {
+  Sluice__V1__GetLedgerRequest req = SLUICE__V1__GET_LEDGER_REQUEST__INIT;
+  req.ledger_id = ledger;
+  Sluice__V1__LedgerResponse *r = NULL;
+  sl_rpc_call_opts o = mdt_opts(10000);
+  sl_status st = sl_metadata_service_get_ledger(f->lt.meta, &req, &r, &o, NULL);
+  if (r != NULL) protobuf_c_message_free_unpacked(&r->base, NULL);
+  return st;
+}
+
+/* ReadEntry(ledger, entry) on bookie i: the call's status, *found set. */
+static sl_status bookie_read(fixture *f, int i, uint64_t ledger, int64_t entry, bool *found) {
+  sl_rpc_channel_opts co = {.target = sl_cluster_addr(f->lt.cluster, SL_NODE_BOOKIE, i)};
+  sl_rpc_channel *ch = NULL;
+  assert_int_equal(sl_rpc_channel_create(&co, &ch, NULL), SL_OK);
+  Sluice__V1__ReadEntryRequest req = SLUICE__V1__READ_ENTRY_REQUEST__INIT;
+  req.ledger_id = ledger;
+  req.entry_id = entry;
+  Sluice__V1__ReadEntryResponse *r = NULL;
+  sl_rpc_call_opts o = mdt_opts(10000);
+  sl_status st = sl_bookie_service_read_entry(ch, &req, &r, &o, NULL);
+  *found = st == SL_OK && r->found;
+  if (r != NULL) protobuf_c_message_free_unpacked(&r->base, NULL);
+  sl_rpc_channel_destroy(ch);
+  return st;
+}
+
+/* Entries stored on bookie i (GetInfo). */
+static uint64_t bookie_entries(fixture *f, int i) {
+  sl_rpc_channel_opts co = {.target = sl_cluster_addr(f->lt.cluster, SL_NODE_BOOKIE, i)};
+  sl_rpc_channel *ch = NULL;
+  assert_int_equal(sl_rpc_channel_create(&co, &ch, NULL), SL_OK);
+  Sluice__V1__GetInfoRequest req = SLUICE__V1__GET_INFO_REQUEST__INIT;
+  Sluice__V1__GetInfoResponse *r = NULL;
+  sl_rpc_call_opts o = mdt_opts(10000);
+  sl_err err = SL_ERR_INIT;
+  mdt_expect(sl_bookie_service_get_info(ch, &req, &r, &o, &err), SL_OK, &err);
+  uint64_t n = r->entry_count;
+  protobuf_c_message_free_unpacked(&r->base, NULL);
+  sl_rpc_channel_destroy(ch);
+  return n;
+}
+
+/* The list's "trim:deleting" mark, copied into buf ("" when absent). */
+static void trim_mark(fixture *f, const char *partition, char *buf, size_t cap) {
+  Sluice__V1__GetManagedLedgerRequest req = SLUICE__V1__GET_MANAGED_LEDGER_REQUEST__INIT;
+  req.partition = (char *)partition;
+  Sluice__V1__ManagedLedgerResponse *resp = NULL;
+  sl_rpc_call_opts o = mdt_opts(10000);
+  sl_err err = SL_ERR_INIT;
+  mdt_expect(sl_metadata_service_get_managed_ledger(f->lt.meta, &req, &resp, &o, &err),
+             SL_OK, &err);
+  buf[0] = '\0';
+  for (size_t i = 0; i < resp->info->n_properties; i++)
+    if (strcmp(resp->info->properties[i]->key, "trim:deleting") == 0)
+      snprintf(buf, cap, "%s", resp->info->properties[i]->value);
+  protobuf_c_message_free_unpacked(&resp->base, NULL);
+}
+
+/* A trimmed ledger leaves the bookies too: every bookie of its ensemble
+ * answers DELETED (a tombstone) and stores fewer entries, and its metadata
+ * is gone. A bookie that cannot delete (SIGSTOPped) keeps the ledger's
+ * metadata and its id in the list's mark, and the next pass finishes the
+ * job: the state a crash between the steps would leave. */
+static void test_managed_ledger__trim_deletes_bookie_data(void **state) {
+  fixture *f = *state;
+  const char *part = "mlt/trimdata";
+  uint64_t e = acquire(f, part, "broker-a", f->session_a);
+  sl_ml_policy pol = {0};
+  pol.rollover_entries = 5;
+  pol.retention_ms = 0;
+  pol.retention_bytes = -1;
+  pol.trim_interval_ms = -1;
+  ml_handle h;
+  assert_int_equal(ml_open(f, &h, part, e, &pol, NULL), SL_OK);
+  static appends a;
+  memset(&a, 0, sizeof(a));
+  sync_init(&a.s);
+  append_wait(&h, &a, 0, 15, "d");
+  sync_wait(&a.s, 15);
+  wait_writing(&h);
+  uint64_t first = a.pos[0].ledger_id, second = a.pos[5].ledger_id;
+  assert_true(first < second && second < a.pos[10].ledger_id);
+  int nb = sl_cluster_count(f->lt.cluster, SL_NODE_BOOKIE);
+  uint64_t before[8];
+  for (int i = 0; i < nb; i++) before[i] = bookie_entries(f, i);
+  int ens[8];
+  size_t n_ens = 0;
+  ledger_bookies(f, first, ens, &n_ens);
+  bool found = false;
+  assert_int_equal(bookie_read(f, ens[0], first, 0, &found), SL_OK);
+  assert_true(found);
+
+  /* First pass: only the first ledger is passed. */
+  int64_t cv = update_cursor(f, part, "c", a.pos[4], e, 0);
+  trim(&h);
+  assert_int_equal(ledger_meta_status(f, first), SL_EDELETED);
+  uint64_t removed = 0;
+  for (size_t k = 0; k < n_ens; k++) {
+    for (int64_t en = 0; en < 5; en++) {
+      bool got = true;
+      assert_int_equal(bookie_read(f, ens[k], first, en, &got), SL_EDELETED);
+      assert_false(got);
+    }
+  }
+  for (int i = 0; i < nb; i++) {
+    uint64_t now = bookie_entries(f, i);
+    assert_true(now <= before[i]);
+    removed += before[i] - now;
+  }
+  /* Each of the 5 entries was on Qw = 2 bookies. */
+  assert_int_equal(removed, 10);
+  char mark[128];
+  trim_mark(f, part, mark, sizeof(mark));
+  assert_string_equal(mark, "");
+  sl_ml_stats st;
+  sl_ml_stats_get(h.ml, &st);
+  assert_int_equal(st.ledgers_trimmed, 1);
+  assert_int_equal(st.ledgers_deleted, 1);
+
+  /* Second pass with a bookie of the second ledger stopped: it leaves the
+   * list, but its metadata and the mark stay until the bookie answers. */
+  ledger_bookies(f, second, ens, &n_ens);
+  sl_lt_signal_bookie(&f->lt, ens[0], SIGSTOP);
+  update_cursor(f, part, "c", a.pos[9], e, cv);
+  sl_status ts = trim_status(&h);
+  sl_lt_signal_bookie(&f->lt, ens[0], SIGCONT);
+  assert_int_not_equal(ts, SL_OK);
+  uint64_t ids[16];
+  size_t m = list_ledgers(f, part, ids, NULL, 16);
+  assert_true(m >= 1);
+  assert_true(ids[0] > second);
+  assert_int_equal(ledger_meta_status(f, second), SL_OK);
+  trim_mark(f, part, mark, sizeof(mark));
+  char want[32];
+  snprintf(want, sizeof(want), "%llu", (unsigned long long)second);
+  assert_string_equal(mark, want);
+
+  sl_lt_wait_registered(&f->lt, ens[0], WAIT_MS);
+  trim(&h);
+  assert_int_equal(ledger_meta_status(f, second), SL_EDELETED);
+  for (size_t k = 0; k < n_ens; k++) {
+    bool got = true;
+    assert_int_equal(bookie_read(f, ens[k], second, 0, &got), SL_EDELETED);
+  }
+  trim_mark(f, part, mark, sizeof(mark));
+  assert_string_equal(mark, "");
+  sl_ml_stats_get(h.ml, &st);
+  assert_int_equal(st.ledgers_trimmed, 2);
+  assert_int_equal(st.ledgers_deleted, 2);
+
+  /* Deleting again (a re-run after a crash past the metadata delete) is a
+   * no-op that succeeds. */
+  sync_ again;
+  sync_init(&again);
+  sl_ledger_delete_opts dopt = {e, NULL};
+  assert_int_equal(sl_ledger_delete_async(f->lt.client, first, &dopt, done_cb, &again, NULL),
+                   SL_OK);
+  sync_wait(&again, 1);
+  assert_int_equal(again.st, SL_OK);
+  ml_destroy(&h);
+}
+
 /* Bad options, appends after close, a stale epoch: clear statuses. */
 static void test_managed_ledger__bad_input(void **state) {
   fixture *f = *state;
@@ -628,6 +818,13 @@ static void test_managed_ledger__bad_input(void **state) {
   assert_int_equal(sl_ml_open_async(NULL, opened, NULL, &err), SL_EINVAL);
   assert_int_equal(sl_ml_open_async(&o, opened, NULL, &err), SL_EINVAL);
   assert_non_null(strstr(err.msg, "missing option"));
+  /* Deleting a ledger needs a ledger id and an epoch. */
+  sl_ledger_delete_opts dopt = {0, NULL};
+  assert_int_equal(sl_ledger_delete_async(f->lt.client, 7, &dopt, done_cb, NULL, &err),
+                   SL_EINVAL);
+  dopt.epoch = 1;
+  assert_int_equal(sl_ledger_delete_async(f->lt.client, 0, &dopt, done_cb, NULL, &err),
+                   SL_EINVAL);
 
   const char *part = "mlt/bad";
   uint64_t e = acquire(f, part, "broker-a", f->session_a);
@@ -655,6 +852,7 @@ int main(void) {
       cmocka_unit_test(test_managed_ledger__takeover_fences_old_owner),
       cmocka_unit_test(test_managed_ledger__properties_survive_reopen),
       cmocka_unit_test(test_managed_ledger__trim_follows_slowest_cursor),
+      cmocka_unit_test(test_managed_ledger__trim_deletes_bookie_data),
       cmocka_unit_test(test_managed_ledger__bad_input),
   };
   return cmocka_run_group_tests(tests, setup, teardown);

@@ -20,12 +20,40 @@ int64_t sl_lc_now_ms(void) {
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+lc_metrics sl_lc_m;
+
+static void register_metrics(void) {
+  sl_metrics *reg = sl_metrics_default();
+  /* Best effort: a failed registration leaves a NULL handle. */
+  sl_metrics_register_counter(reg, "sluice_broker_ledger_ensemble_changes_total",
+                              "bookies replaced in open ledgers (ensemble changes)",
+                              NULL, &sl_lc_m.ensemble_changes, NULL);
+  static const char *const ok[] = {"outcome", "ok", NULL};
+  static const char *const failed[] = {"outcome", "failed", NULL};
+  const char *rec = "sluice_broker_ledger_recoveries_total";
+  const char *rec_help = "ledger recoveries (fence, read forward, close) by outcome";
+  sl_metrics_register_counter(reg, rec, rec_help, ok, &sl_lc_m.recoveries_ok, NULL);
+  sl_metrics_register_counter(reg, rec, rec_help, failed, &sl_lc_m.recoveries_failed, NULL);
+  const char *del = "sluice_broker_ledger_deletes_total";
+  const char *del_help = "ledgers deleted from their bookies and the metadata, by outcome";
+  sl_metrics_register_counter(reg, del, del_help, ok, &sl_lc_m.deletes_ok, NULL);
+  sl_metrics_register_counter(reg, del, del_help, failed, &sl_lc_m.deletes_failed, NULL);
+  sl_metrics_register_gauge(reg, "sluice_broker_ledger_pending_bytes",
+                            "payload bytes appended to ledgers and not yet on Qa bookies",
+                            NULL, &sl_lc_m.pending_bytes, NULL);
+  sl_metrics_register_histogram(reg, "sluice_broker_ledger_add_seconds",
+                                "from a ledger append to its completion (Qa acks, in order)",
+                                NULL, NULL, 0, &sl_lc_m.add_seconds, NULL);
+}
+
 static int or_default(int v, int def) { return v ? v : def; }
 
 sl_status sl_ledger_client_create(const sl_ledger_client_opts *opts,
                                   sl_ledger_client **out, sl_err *err) {
   if (!opts || !opts->metadata || !out)
     return sl_err_set(err, SL_EINVAL, "ledger client: no metadata channel");
+  static pthread_once_t metrics_once = PTHREAD_ONCE_INIT;
+  pthread_once(&metrics_once, register_metrics);
   sl_ledger_client *c = calloc(1, sizeof(*c));
   if (!c) return sl_err_set(err, SL_ENOMEM, "ledger client: out of memory");
   c->opts = *opts;

@@ -2,7 +2,10 @@
  * Ledger client: the replicated log under a partition (DESIGN.md §3). It
  * creates ledgers on an ensemble of bookies, appends to them with quorum
  * writes, replaces failed bookies without closing (ensemble change), fences
- * and recovers ledgers whose writer died, and reads entries back. It knows
+ * and recovers ledgers whose writer died, reads entries back, and deletes
+ * ledgers nobody needs (data on the bookies first, then the metadata: see
+ * sl_ledger_delete_async). Its metrics (ensemble changes, recoveries,
+ * deletes, pending bytes, add latency) go to sl_metrics_default(). It knows
  * bookies and ledger metadata, not topics: the managed ledger (one per
  * partition) and the future auto-recovery worker sit on top of it.
  *
@@ -349,6 +352,41 @@ typedef struct sl_ledger_recover_opts {
 sl_status sl_ledger_recover_async(sl_ledger_client *c, uint64_t ledger_id,
                                   const sl_ledger_recover_opts *opts,
                                   sl_ledger_open_cb cb, void *arg, sl_err *err);
+
+/* Completion of delete: runs on the serial of the delete options. details
+ * is borrowed. */
+typedef void (*sl_ledger_delete_cb)(sl_status st, const char *details,
+                                    void *arg);
+
+typedef struct sl_ledger_delete_opts {
+  uint64_t epoch;              /* the partition owner's epoch (the metadata
+                                  service checks it) */
+  sl_serial *serial;           /* where cb runs (retained); NULL = a new one */
+} sl_ledger_delete_opts;
+
+/*
+ * Deletes a ledger that no one reads or writes any more (a trimmed one):
+ *   1. GetLedger. NOT_FOUND: done, SL_OK (see 3).
+ *   2. DeleteLedger, with the ledger's password, on every bookie its metadata
+ *      names (every segment's ensemble and every re-replication target),
+ *      each once, all at the same time. The bookies drop its entries and keep
+ *      a tombstone. A bookie with no registration (its session lapsed) is
+ *      skipped and logged: it is gone and its copy with it.
+ *   3. Only when every bookie asked said OK: DeleteLedger on the metadata
+ *      (CAS on the version read in 1, with opts->epoch).
+ * So the metadata, the only map to the data, is deleted last: a ledger
+ * without metadata holds no data on a registered bookie. A failure at any
+ * step leaves the metadata, and re-running the delete is safe (a bookie
+ * deletes a tombstone again with SL_OK).
+ * Returns SL_OK and cb runs once later, or an error and cb never runs:
+ * SL_EINVAL (no client, ledger id 0, epoch 0, cb NULL), SL_ENOMEM.
+ * Errors through cb: the first bookie's failure (SL_EUNAVAIL, SL_EBUSY,
+ * SL_EPERM for a wrong password; details name the bookie) or the metadata
+ * service's (SL_ESTALE_EPOCH, SL_EVERSION, SL_EUNAVAIL).
+ */
+sl_status sl_ledger_delete_async(sl_ledger_client *c, uint64_t ledger_id,
+                                 const sl_ledger_delete_opts *opts,
+                                 sl_ledger_delete_cb cb, void *arg, sl_err *err);
 
 /* One entry read: runs on the handle's serial, in entry order. data is
  * borrowed (valid during the call); its CRC32C was checked. */

@@ -5,6 +5,7 @@
  *   writer.c     create, append, ensemble change, close
  *   recovery.c   fence and recover
  *   reader.c     open for reading, reads
+ *   delete.c     delete on the bookies, then the metadata
  */
 #ifndef SL_BROKER_LEDGER_LEDGER_INT_H
 #define SL_BROKER_LEDGER_LEDGER_INT_H
@@ -17,6 +18,7 @@
 #include "broker/ledger/addq.h"
 #include "broker/ledger/ledger.h"
 #include "broker/ledger/quorum.h"
+#include "common/metrics.h"
 #include "common/rpc_astream.h"
 #include "common/timer.h"
 #include "metadata.pb-c.h"
@@ -53,6 +55,18 @@ struct sl_ledger_client {
 
 /* Monotonic milliseconds. */
 int64_t sl_lc_now_ms(void);
+
+/* The ledger metrics of this process (every client shares the series;
+ * registered once by the first sl_ledger_client_create; a handle whose
+ * registration failed is NULL, which the update functions accept). */
+typedef struct lc_metrics {
+  sl_metrics_counter *ensemble_changes;   /* segments added by writers */
+  sl_metrics_counter *recoveries_ok, *recoveries_failed;
+  sl_metrics_counter *deletes_ok, *deletes_failed;
+  sl_metrics_gauge *pending_bytes;        /* appended, not yet complete */
+  sl_metrics_histogram *add_seconds;      /* append to Qa acks, in order */
+} lc_metrics;
+extern lc_metrics sl_lc_m;
 
 /* Refreshes the bookie cache if it is older than bookie_cache_ms (or
  * `force`), then posts cb on `serial`. st is SL_OK or the ListBookies
@@ -112,6 +126,7 @@ typedef struct lh_add {
   int64_t entry;
   sl_rpc_packed *packed;     /* the AddEntryRequest, packed once */
   size_t len;
+  uint64_t start_ns;         /* sl_metrics_now_ns() at the append */
   sl_ledger_append_cb cb;
   void *arg;
 } lh_add;

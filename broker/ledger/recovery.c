@@ -158,6 +158,7 @@ static void finish(rec_op *op, sl_status st, const char *details) {
                       &err);
     if (st != SL_OK) details = err.msg;
   }
+  sl_metrics_counter_inc(st == SL_OK ? sl_lc_m.recoveries_ok : sl_lc_m.recoveries_failed);
   if (st == SL_OK)
     sl_log(SL_LOG_INFO,
            "event=ledger_recovered ledger=%" PRIu64 " last_entry=%" PRId64

@@ -283,6 +283,13 @@ static void finish_close(sl_ledger *lh, sl_status st, const char *details) {
   sl_lh_unref(lh); /* the close's reference */
 }
 
+/* An append leaves the pending list (completed or failed). */
+static void pending_drop(sl_ledger *lh, const lh_add *a) {
+  atomic_fetch_sub(&lh->pending_count, 1);
+  atomic_fetch_sub(&lh->pending_bytes, a->len);
+  sl_metrics_gauge_add(sl_lc_m.pending_bytes, -(double)a->len);
+}
+
 static void add_free(lh_add *a) {
   sl_rpc_packed_unref(a->packed);
   free(a);
@@ -303,8 +310,7 @@ void sl_lh_writer_stop(sl_ledger *lh, sl_status st, const char *details) {
   /* In entry order (invariant 2), none OK after a failure (invariant 3). */
   while (sl_addq_front(&lh->pending)) {
     lh_add *a = sl_addq_pop(&lh->pending);
-    atomic_fetch_sub(&lh->pending_count, 1);
-    atomic_fetch_sub(&lh->pending_bytes, a->len);
+    pending_drop(lh, a);
     a->cb(st, a->entry, a->arg);
     add_free(a);
   }
@@ -376,9 +382,9 @@ static void complete_front(sl_ledger *lh) {
     lh_add *a = sl_addq_pop(&lh->pending);
     atomic_store(&lh->lac, a->entry);
     atomic_store(&lh->last_entry, a->entry);
-    atomic_fetch_sub(&lh->pending_count, 1);
-    atomic_fetch_sub(&lh->pending_bytes, a->len);
+    pending_drop(lh, a);
     atomic_fetch_add(&lh->bytes_appended, a->len);
+    sl_metrics_histogram_observe_since(sl_lc_m.add_seconds, a->start_ns);
     a->cb(SL_OK, a->entry, a->arg);
     add_free(a);
     if (!sl_timer_active(&lh->lac_timer)) sl_timer_start(&lh->lac_timer, LAC_FLUSH_MS);
@@ -393,8 +399,7 @@ static void append_run(void *arg) {
   sl_ledger *lh = a->lh;
   if (stopped(lh)) {
     sl_status st = lh->destroyed ? SL_ECANCELED : lh->fail_st;
-    atomic_fetch_sub(&lh->pending_count, 1);
-    atomic_fetch_sub(&lh->pending_bytes, a->len);
+    pending_drop(lh, a);
     a->cb(st, a->entry, a->arg);
     add_free(a);
     sl_lh_unref(lh);
@@ -403,8 +408,7 @@ static void append_run(void *arg) {
   SL_ASSERT(a->entry == sl_addq_next(&lh->pending)); /* invariant 1 */
   if (sl_addq_push(&lh->pending, a, sl_lc_now_ms()) != SL_OK) {
     go_failed(lh, SL_ENOMEM, "ledger: out of memory");
-    atomic_fetch_sub(&lh->pending_count, 1);
-    atomic_fetch_sub(&lh->pending_bytes, a->len);
+    pending_drop(lh, a);
     a->cb(SL_ENOMEM, a->entry, a->arg);
     add_free(a);
     sl_lh_unref(lh);
@@ -452,11 +456,13 @@ sl_status sl_ledger_append(sl_ledger *lh, const void *data, size_t len,
   a->lh = lh;
   a->entry = e;
   a->len = len;
+  a->start_ns = sl_metrics_now_ns();
   a->cb = cb;
   a->arg = arg;
   atomic_store(&lh->next_entry, e + 1); /* only now: no gap on failure */
   atomic_fetch_add(&lh->pending_count, 1);
   atomic_fetch_add(&lh->pending_bytes, len);
+  sl_metrics_gauge_add(sl_lc_m.pending_bytes, (double)len);
   if (entry_id) *entry_id = e;
   sl_lh_ref(lh);
   sl_serial_post(lh->serial, append_run, a);
@@ -562,6 +568,7 @@ static void change_apply(sl_ledger *lh) {
   }
   lh->chg_mask = 0;
   atomic_fetch_add(&lh->ensemble_changes, 1);
+  sl_metrics_counter_inc(sl_lc_m.ensemble_changes);
   for (uint32_t s = 0; s < lh->q.e; s++)
     if (lh->slots[s].failed) {
       change_start(lh); /* still changing: another bookie failed meanwhile */
