@@ -67,7 +67,7 @@ static void read_chunk(chain_read *r) {
     chain_finish(r, SL_OK, NULL);
     return;
   }
-  if (r->borrowed && r->ml->cur != r->lh) {
+  if (r->borrowed && (r->ml->cur != r->lh || sl_ledger_id(r->lh) != r->ids[r->i])) {
     /* Rolled over or closed meanwhile: the caller reads on from here. */
     r->lh = NULL;
     chain_finish(r, SL_OK, NULL);
