@@ -30,9 +30,9 @@
  *      Qa bookies of its current write set acked it. Completions run in entry
  *      order from the front of the pending list: the callback of entry e runs
  *      only after e and every entry before it are complete. The new LAC rides
- *      on the next add; if none is pending 200 ms later, a WriteLac to the
- *      ensemble carries it, so readers of the open ledger and a recovery
- *      see it.
+ *      on the next add; once no add came for 200 ms (and none is pending),
+ *      a WriteLac to the ensemble carries it, so readers of the open ledger
+ *      and a recovery see it. Under steady traffic no WriteLac is sent.
  *   4. A bookie that answers BUSY gets a pause: its stream is reopened
  *      100 ms later and what is pending is resent to it (adds are
  *      idempotent). A bookie that ends its stream, answers a typed refusal

@@ -164,6 +164,7 @@ struct sl_ledger {
   sl_timer busy;                 /* reopens the streams of busy slots */
   sl_timer lac_timer;            /* WriteLac once appends pause */
   int64_t lac_written;           /* highest LAC sent by WriteLac */
+  int64_t last_add_ms;           /* when the last append reached the serial */
   void (*retry_fn)(struct sl_ledger *lh);
   uint64_t chg_mask;             /* slots the in-flight change replaces */
   char **chg_ids;                /* their new bookie ids [E] */

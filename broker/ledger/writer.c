@@ -358,8 +358,12 @@ static void lac_run(void *arg) {
   sl_ledger *lh = arg;
   int64_t lac = atomic_load(&lh->lac);
   if (stopped(lh) || lac <= lh->lac_written) return;
-  if (sl_addq_front(&lh->pending)) {
-    sl_timer_start(&lh->lac_timer, LAC_FLUSH_MS); /* adds still carry it */
+  /* While adds keep coming they carry the LAC: a WriteLac then would only
+   * cost each bookie a journal sync that competes with the adds'. */
+  int64_t quiet = sl_lc_now_ms() - lh->last_add_ms;
+  if (sl_addq_front(&lh->pending) || quiet < LAC_FLUSH_MS) {
+    sl_timer_start(&lh->lac_timer, sl_addq_front(&lh->pending) ? LAC_FLUSH_MS
+                                                                : LAC_FLUSH_MS - quiet);
     return;
   }
   Sluice__V1__WriteLacRequest req = SLUICE__V1__WRITE_LAC_REQUEST__INIT;
@@ -414,6 +418,7 @@ static void append_run(void *arg) {
     sl_lh_unref(lh);
     return;
   }
+  lh->last_add_ms = sl_lc_now_ms();
   for (uint32_t i = 0; i < lh->q.qw; i++)
     pump(lh, sl_quorum_slot(&lh->q, a->entry, i));
   arm_tick(lh);
