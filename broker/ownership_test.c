@@ -4,6 +4,7 @@
  * Forwarding to other brokers is covered by tests/broker_ownership_test.
  */
 #include "broker/ownership.h"
+#include "common/tsan.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -325,6 +326,7 @@ typedef struct fake_broker {
 
 static void fake_lookup(sl_rpc_call *call, const Sluice__V1__LookupRequest *req, void *ctx) {
   fake_broker *fb = ctx;
+  SL_TSAN_ACQUIRE(fb); /* addr was written before it was registered */
   Sluice__V1__PartitionOwner po = SLUICE__V1__PARTITION_OWNER__INIT;
   po.partition = req->topic;
   po.index = -1;
@@ -348,6 +350,9 @@ static void fake_broker_start(fake_broker *fb) {
   assert_int_equal(sl_broker_service_register(fb->srv, &h, fb, &err), SL_OK);
   assert_int_equal(sl_rpc_server_start(fb->srv, &err), SL_OK);
   snprintf(fb->addr, sizeof(fb->addr), "127.0.0.1:%d", sl_rpc_server_port(fb->srv));
+  /* Lookups reach the fake only after addr went through the metadata
+   * service (another process), an order TSan cannot see. */
+  SL_TSAN_RELEASE(fb);
 }
 
 /* b1's load_permille in ListBrokers. */

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole Sluice test suite under AddressSanitizer + UBSan, then the
-# packages where our own threads share state (common, bookie, metadata)
-# under ThreadSanitizer, offline. Ends with one line "N passed, M failed"
+# packages where our own threads share state (common, bookie, metadata,
+# broker) under ThreadSanitizer, offline. Ends with one line "N passed, M failed"
 # summing Bazel's per-test results over both runs.
 #
 # Sanitizers slow everything down on a 2-core machine, so wall-clock bounds
@@ -11,7 +11,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 tools/deps.sh || exit 1
 
-TSAN_TARGETS=(-- //common/... //bookie/... //metadata/...)
+TSAN_TARGETS=(-- //common/... //bookie/... //metadata/... //broker/...)
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
