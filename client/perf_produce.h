@@ -4,7 +4,8 @@
  * every message from send to receipt. Producers batch on the client side
  * as a real client does: whatever the window allows (up to max_batch) goes
  * in one SendBatch. sluice-perf starts one run per partition of the topic,
- * each against the partition's owner.
+ * each against the partition's owner; tools/produce_bench runs it on a
+ * cluster it starts, beside the server-side figures.
  *
  * Threads: two per producer (sender and receiver over the blocking stream
  * API). Nothing is shared between producers but the results, merged at the
