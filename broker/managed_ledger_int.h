@@ -155,6 +155,17 @@ sl_status ml_readahead_read(sl_ml *ml, sl_ml_pos from, uint64_t max,
                             sl_ml_entry_cb on_entry, sl_ml_done_cb on_done,
                             void *arg, sl_err *err);
 
+/* Counts a read-side event in the managed ledger's stats and in the
+ * process-wide sluice_ml_read_* counters of sl_metrics_default(). */
+typedef enum ml_read_event {
+  ML_READ_LEDGER_OPEN = 0,
+  ML_READ_HANDLE_REUSE,
+  ML_READ_AHEAD_HIT,
+  ML_READ_AHEAD_ENTRY,
+  ML_READ_DIRECT,
+} ml_read_event;
+void ml_read_count(sl_ml *ml, ml_read_event ev);
+
 /* sl_ml_destroy's part for reads: frees the read-ahead buffer and the idle
  * cached handles; busy ones go with their last read. Waiting reads end
  * with SL_ECANCELED once their fetch is over. */

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/metrics.h"
 #include "metadata.slrpc.h"
 
 /* Entries asked of the ledger client per range read: bounds the memory one
@@ -38,6 +39,41 @@ typedef struct chain_read {
   sl_ml_done_cb on_done;
   void *arg;
 } chain_read;
+
+/* ---- counters ---- */
+
+static const struct {
+  const char *name, *help;
+} k_read_metrics[] = {
+    {"sluice_ml_read_ledger_opens_total", "finished ledgers opened for reading"},
+    {"sluice_ml_read_handle_reuses_total", "reads that found the ledger's read handle open"},
+    {"sluice_ml_readahead_hits_total", "backlog reads served from the read-ahead buffer"},
+    {"sluice_ml_readahead_entries_total", "entries the read-ahead fetched from bookies"},
+    {"sluice_ml_read_direct_total", "reads sent to bookies without read-ahead"},
+};
+#define N_READ_METRICS (sizeof(k_read_metrics) / sizeof(k_read_metrics[0]))
+
+static sl_metrics_counter *g_read_counters[N_READ_METRICS];
+static pthread_once_t g_read_once = PTHREAD_ONCE_INIT;
+
+static void read_metrics_register(void) {
+  for (size_t i = 0; i < N_READ_METRICS; i++) {
+    sl_err err = SL_ERR_INIT;
+    /* Unregistered (NULL) counters are ignored: metrics never fail a read. */
+    (void)sl_metrics_register_counter(sl_metrics_default(), k_read_metrics[i].name,
+                                      k_read_metrics[i].help, NULL,
+                                      &g_read_counters[i], &err);
+  }
+}
+
+void ml_read_count(sl_ml *ml, ml_read_event ev) {
+  pthread_once(&g_read_once, read_metrics_register);
+  sl_metrics_counter_inc(g_read_counters[ev]);
+  _Atomic uint64_t *c[] = {&ml->rd.ledger_opens, &ml->rd.handle_reuses,
+                           &ml->rd.readahead_hits, &ml->rd.readahead_entries,
+                           &ml->rd.direct_reads};
+  atomic_fetch_add(c[ev], 1);
+}
 
 /* ---- cached read handles ---- */
 
@@ -72,7 +108,7 @@ static sl_ledger *handle_get(sl_ml *ml, uint64_t id) {
     if (h->lh != NULL && h->id == id) {
       h->users++;
       h->used = ++ml->rd.tick;
-      atomic_fetch_add(&ml->rd.handle_reuses, 1);
+      ml_read_count(ml, ML_READ_HANDLE_REUSE);
       return h->lh;
     }
   }
@@ -226,7 +262,7 @@ static void next_ledger(chain_read *r) {
     start_ledger(r);
     return;
   }
-  if (r->ml != NULL) atomic_fetch_add(&r->ml->rd.ledger_opens, 1);
+  if (r->ml != NULL) ml_read_count(r->ml, ML_READ_LEDGER_OPEN);
   sl_ledger_open_opts o = {r->serial};
   sl_err err = SL_ERR_INIT;
   sl_status st = sl_ledger_open_async(r->client, r->ids[r->i], &o, ledger_opened, r, &err);
@@ -287,7 +323,7 @@ sl_status sl_ml_read_max_async(sl_ml *ml, sl_ml_pos from, uint64_t max,
                                sl_ml_entry_cb on_entry, sl_ml_done_cb on_done,
                                void *arg, sl_err *err) {
   if (max > 1) return ml_readahead_read(ml, from, max, on_entry, on_done, arg, err);
-  atomic_fetch_add(&ml->rd.direct_reads, 1);
+  ml_read_count(ml, ML_READ_DIRECT);
   return ml_read_direct(ml, from, max, on_entry, on_done, arg, err);
 }
 
@@ -302,7 +338,7 @@ void sl_ml_read_stats_get(const sl_ml *ml, sl_ml_read_stats *out) {
 
 sl_status sl_ml_read_async(sl_ml *ml, sl_ml_pos from, sl_ml_entry_cb on_entry,
                            sl_ml_done_cb on_done, void *arg, sl_err *err) {
-  atomic_fetch_add(&ml->rd.direct_reads, 1);
+  ml_read_count(ml, ML_READ_DIRECT);
   return ml_read_direct(ml, from, 0, on_entry, on_done, arg, err);
 }
 

@@ -121,7 +121,7 @@ static void fetch_entry(sl_ml_pos pos, const void *data, size_t len, void *arg) 
   rd->bytes += len;
   rd->next = (sl_ml_pos){pos.ledger_id, pos.entry_id + 1};
   rd->avg_len = rd->avg_len == 0 ? len : (rd->avg_len * 7 + len) / 8;
-  atomic_fetch_add(&rd->readahead_entries, 1);
+  ml_read_count(f->ml, ML_READ_AHEAD_ENTRY);
   if (rd->waiters != NULL) post_serve(f->ml); /* after this batch of entries */
 }
 
@@ -175,7 +175,7 @@ static void answer(sl_ml *ml, ml_ra_wait *w, bool from_buffer) {
   ml_reader *rd = &ml->rd;
   sl_status st = rd->stopped ? SL_ECANCELED : SL_OK;
   if (!rd->stopped && from_buffer) {
-    atomic_fetch_add(&rd->readahead_hits, 1);
+    ml_read_count(ml, ML_READ_AHEAD_HIT);
     for (uint64_t n = 0; n < w->max && rd->head != NULL; n++) {
       ml_ra_entry *e = pop_head(rd);
       w->on_entry(e->pos, e->data, e->len, w->arg);
@@ -225,7 +225,7 @@ sl_status ml_readahead_read(sl_ml *ml, sl_ml_pos from, uint64_t max,
     any = true; /* the buffer (re)fills from here already */
     if (!rd->fetching) rd->at_end = false;
   } else if (rd->waiters != NULL) {
-    atomic_fetch_add(&rd->direct_reads, 1);
+    ml_read_count(ml, ML_READ_DIRECT);
     return ml_read_direct(ml, from, max, on_entry, on_done, arg, err);
   } else {
     buffer_drop(rd);
