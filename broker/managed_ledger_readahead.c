@@ -23,7 +23,8 @@
  *     other). A miss with no waiter drops the buffer and refills it from
  *     the read's position.
  *  4. A waiter is answered once: with the buffered entries from its
- *     position (up to its max, each freed once delivered), or, when no fetch
+ *     position (up to its max; they are dropped when a later read starts
+ *     past them, or with the buffer), or, when no fetch
  *     can bring its position, with none and the last fetch's status (none
  *     with SL_OK means nothing more is durable yet).
  */
@@ -176,11 +177,13 @@ static void answer(sl_ml *ml, ml_ra_wait *w, bool from_buffer) {
   sl_status st = rd->stopped ? SL_ECANCELED : SL_OK;
   if (!rd->stopped && from_buffer) {
     ml_read_count(ml, ML_READ_AHEAD_HIT);
-    for (uint64_t n = 0; n < w->max && rd->head != NULL; n++) {
-      ml_ra_entry *e = pop_head(rd);
+    /* Delivered entries stay until a later read starts past them: a
+     * reader that could not take a whole entry (too few permits) reads it
+     * again. Entries are not freed under a callback: only reads drop them,
+     * and reads run later. */
+    uint64_t n = 0;
+    for (ml_ra_entry *e = rd->head; e != NULL && n < w->max; e = e->next, n++)
       w->on_entry(e->pos, e->data, e->len, w->arg);
-      free(e);
-    }
   } else if (!rd->stopped) {
     st = rd->fetch_st;
   }
@@ -221,8 +224,10 @@ sl_status ml_readahead_read(sl_ml *ml, sl_ml_pos from, uint64_t max,
   bool any = false;
   if (holds(rd, from)) {
     /* served from the buffer */
-  } else if (rd->head == NULL && sl_ml_pos_cmp(from, normalized(ml, rd->next)) == 0) {
-    any = true; /* the buffer (re)fills from here already */
+  } else if (sl_ml_pos_cmp(from, normalized(ml, rd->next)) == 0) {
+    /* Past everything buffered: the next fetch brings it. */
+    while (rd->head != NULL) free(pop_head(rd));
+    any = true;
     if (!rd->fetching) rd->at_end = false;
   } else if (rd->waiters != NULL) {
     ml_read_count(ml, ML_READ_DIRECT);

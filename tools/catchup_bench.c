@@ -10,7 +10,7 @@
  *      partition from its oldest message (libsluice consumer, acking): the
  *      same figures, plus the catch-up MB/s over the run;
  * then prints the ratios (with / alone). The backlog is larger than the
- * broker's entry cache once it exceeds the cache (64 MiB by default), so
+ * broker's entry cache once it exceeds the cache (16 MiB per partition by default), so
  * the catch-up reads come from bookies. The topic is created when missing;
  * use a fresh one for a clean figure (its subscriptions stay behind).
  *
