@@ -210,8 +210,9 @@ sl_status sl_ml_read_async(sl_ml *ml, sl_ml_pos from, sl_ml_entry_cb on_entry,
  * Consume path's bounded backlog reads. It may deliver fewer than max (what
  * the read-ahead holds); none means nothing more is durable yet.
  *
- * Read-ahead (max > 1; single-entry reads, redeliveries, go straight to the
- * bookies): reads are served from a buffer of consecutive entries that a
+ * Read-ahead (max > 1 in finished ledgers; single-entry reads, redeliveries,
+ * and reads in the open current ledger, whose recent entries the Consume
+ * path's entry cache holds, go straight to the ledgers): reads are served from a buffer of consecutive entries that a
  * background chain read keeps filled ahead of the reader, so a consumer
  * with permits streams the backlog instead of paying a bookie round trip
  * per read. One buffer per managed ledger, following the last reader that

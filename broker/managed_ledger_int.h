@@ -145,8 +145,9 @@ sl_status ml_read_chain(sl_ledger_client *c, sl_serial *serial,
                         sl_err *err);
 
 /* Chain read of the managed ledger's ledgers from `from`, at most max
- * entries: what sl_ml_read_max_async does without read-ahead. */
-sl_status ml_read_direct(sl_ml *ml, sl_ml_pos from, uint64_t max,
+ * entries: what sl_ml_read_max_async does without read-ahead.
+ * finished_only leaves the open current ledger out. */
+sl_status ml_read_direct(sl_ml *ml, sl_ml_pos from, uint64_t max, bool finished_only,
                          sl_ml_entry_cb on_entry, sl_ml_done_cb on_done,
                          void *arg, sl_err *err);
 

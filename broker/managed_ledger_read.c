@@ -300,16 +300,18 @@ sl_status ml_read_chain(sl_ledger_client *c, sl_serial *serial,
   return SL_OK;
 }
 
-sl_status ml_read_direct(sl_ml *ml, sl_ml_pos from, uint64_t max,
+sl_status ml_read_direct(sl_ml *ml, sl_ml_pos from, uint64_t max, bool finished_only,
                          sl_ml_entry_cb on_entry, sl_ml_done_cb on_done,
                          void *arg, sl_err *err) {
   SL_ASSERT(sl_serial_running_here(ml->serial));
   handles_prune(ml);
   uint64_t *ids = calloc(ml->n_refs + 1, sizeof(*ids));
   if (ids == NULL) return sl_err_set(err, SL_ENOMEM, "read: out of memory");
-  for (size_t i = 0; i < ml->n_refs; i++) ids[i] = ml->refs_v[i].id;
+  size_t n = 0;
+  for (size_t i = 0; i < ml->n_refs; i++)
+    if (!finished_only || ml->refs_v[i].entries >= 0) ids[n++] = ml->refs_v[i].id;
   chain_read *r = NULL;
-  sl_status st = ml_read_chain(ml->ledgers, ml->serial, ids, ml->n_refs, from,
+  sl_status st = ml_read_chain(ml->ledgers, ml->serial, ids, n, from,
                                max, on_entry, on_done, arg, &r, err);
   free(ids);
   if (st == SL_OK) {
@@ -324,7 +326,7 @@ sl_status sl_ml_read_max_async(sl_ml *ml, sl_ml_pos from, uint64_t max,
                                void *arg, sl_err *err) {
   if (max > 1) return ml_readahead_read(ml, from, max, on_entry, on_done, arg, err);
   ml_read_count(ml, ML_READ_DIRECT);
-  return ml_read_direct(ml, from, max, on_entry, on_done, arg, err);
+  return ml_read_direct(ml, from, max, false, on_entry, on_done, arg, err);
 }
 
 void sl_ml_read_stats_get(const sl_ml *ml, sl_ml_read_stats *out) {
@@ -339,7 +341,7 @@ void sl_ml_read_stats_get(const sl_ml *ml, sl_ml_read_stats *out) {
 sl_status sl_ml_read_async(sl_ml *ml, sl_ml_pos from, sl_ml_entry_cb on_entry,
                            sl_ml_done_cb on_done, void *arg, sl_err *err) {
   ml_read_count(ml, ML_READ_DIRECT);
-  return ml_read_direct(ml, from, 0, on_entry, on_done, arg, err);
+  return ml_read_direct(ml, from, 0, false, on_entry, on_done, arg, err);
 }
 
 size_t sl_ml_chain(const sl_ml *ml, sl_ml_ledger_info **out) {

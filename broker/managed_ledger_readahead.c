@@ -27,6 +27,8 @@
  *     past them, or with the buffer), or, when no fetch
  *     can bring its position, with none and the last fetch's status (none
  *     with SL_OK means nothing more is durable yet).
+ *  5. Only finished ledgers are read ahead: a read in the open current
+ *     ledger goes straight to it, and a fetch stops at its start.
  */
 #include "broker/managed_ledger_int.h"
 
@@ -155,7 +157,7 @@ static void refill(sl_ml *ml) {
   fetch *f = sl_xcalloc(1, sizeof(*f));
   *f = (fetch){ml, rd->gen, n, 0};
   sl_err err = SL_ERR_INIT;
-  sl_status st = ml_read_direct(ml, rd->next, n, fetch_entry, fetch_done, f, &err);
+  sl_status st = ml_read_direct(ml, rd->next, n, true, fetch_entry, fetch_done, f, &err);
   if (st != SL_OK) {
     free(f);
     rd->fetch_st = st;
@@ -221,6 +223,14 @@ sl_status ml_readahead_read(sl_ml *ml, sl_ml_pos from, uint64_t max,
     return sl_err_set(err, SL_EINVAL, "read: callbacks required");
   if (rd->stopped) return sl_err_set(err, SL_ECANCELED, "read: managed ledger destroyed");
   from = normalized(ml, from);
+  if (ml->n_refs > 0 && ml->refs_v[ml->n_refs - 1].entries < 0 &&
+      from.ledger_id >= ml->refs_v[ml->n_refs - 1].id) {
+    /* The open current ledger: its recent entries are in the entry cache
+     * and the rest is read through the writer; read-ahead stays on
+     * finished ledgers (invariant 5). */
+    ml_read_count(ml, ML_READ_DIRECT);
+    return ml_read_direct(ml, from, max, false, on_entry, on_done, arg, err);
+  }
   bool any = false;
   if (holds(rd, from)) {
     /* served from the buffer */
@@ -231,7 +241,7 @@ sl_status ml_readahead_read(sl_ml *ml, sl_ml_pos from, uint64_t max,
     if (!rd->fetching) rd->at_end = false;
   } else if (rd->waiters != NULL) {
     ml_read_count(ml, ML_READ_DIRECT);
-    return ml_read_direct(ml, from, max, on_entry, on_done, arg, err);
+    return ml_read_direct(ml, from, max, false, on_entry, on_done, arg, err);
   } else {
     buffer_drop(rd);
     rd->next = from;
