@@ -13,29 +13,34 @@
 
 #include <cmocka.h>
 
-static int64_t mono_ms(void) {
+static int64_t now_ns(clockid_t clock) {
   struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+  clock_gettime(clock, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-/* Spins on the CPU for ms milliseconds of wall time. */
+/* Spins until the process has used ms milliseconds of CPU. Counting CPU
+ * rather than wall time keeps the test exact on a shared machine, where a
+ * spinning thread may get far less than a core. */
 static void spin(int ms) {
   volatile uint64_t x = 0;
-  int64_t end = mono_ms() + ms;
-  while (mono_ms() < end) x++;
+  int64_t end = now_ns(CLOCK_PROCESS_CPUTIME_ID) + (int64_t)ms * 1000000;
+  while (now_ns(CLOCK_PROCESS_CPUTIME_ID) < end) x++;
 }
 
 static void test_load__busy_thread_counts_its_share(void **state) {
   (void)state;
   long cores = sysconf(_SC_NPROCESSORS_ONLN);
+  int64_t wall0 = now_ns(CLOCK_MONOTONIC);
   sl_load_sampler s;
   sl_load_sampler_init(&s);
   spin(200);
   uint32_t busy = sl_load_sample(&s);
-  /* One thread of `cores`: 1000 / cores when it has a core to itself; the
-   * machine is shared, so allow it half of that. */
-  assert_true(busy >= 500 / cores);
+  int64_t wall = now_ns(CLOCK_MONOTONIC) - wall0;
+  /* The sampler saw at least 200 ms of CPU within at most `wall`: its
+   * figure cannot be below that share (1 permille for rounding). */
+  int64_t floor = 200LL * 1000000 * 1000 / wall / cores;
+  assert_true((int64_t)busy + 1 >= floor);
   assert_true(busy <= 1000);
 }
 

@@ -11,7 +11,8 @@
 #include "client/histogram.h"
 #include "common/clock.h"
 
-/* Payload header: send time (mono ns), the run's nonce, a sequence. */
+/* Payload header: send time (mono ns), the run's nonce, and the sender's
+ * index << 40 | its sequence (from 1). */
 #define HDR_BYTES 24
 #define DRAIN_MS 10000
 #define CATCHUP_IDLE_MS 10000
@@ -129,7 +130,8 @@ static void *send_thread(void *arg) {
     memcpy(payload, &stamp, 8);
     memcpy(payload + 8, &r->nonce, 8);
     seq++;
-    memcpy(payload + 16, &seq, 8);
+    uint64_t tag = (uint64_t)s->index << 40 | seq;
+    memcpy(payload + 16, &tag, 8);
     sl_message m = {.payload = payload, .len = r->size};
     st = sl_producer_send_async(prod, &m, on_sent, s, &err);
     if (st != SL_OK) {
@@ -200,17 +202,30 @@ static sl_status catch_up(run *r, const char *sub, sl_perf_e2e_result *out, sl_e
   sl_status st = sl_consumer_create(r->o->client, &co, &c, err);
   if (st != SL_OK) return st;
   uint64_t want = atomic_load(&r->all_acked), got = 0;
+  /* One bit per (sender, sequence): redeliveries are not counted twice. */
+  int np = r->o->producers > 0 ? r->o->producers : 1;
+  size_t per = (size_t)want + 2;
+  uint8_t *seen = calloc((size_t)np * per / 8 + 1, 1);
+  if (seen == NULL) abort();
   int64_t last = start;
   while (got < want && sl_clock_mono_ns() - last < (int64_t)CATCHUP_IDLE_MS * 1000000) {
     sl_received *m;
     st = sl_consumer_receive(c, 100, &m, err);
     if (st == SL_ETIMEDOUT) continue;
     if (st != SL_OK) break;
-    uint64_t nonce = 0;
-    if (m->len >= HDR_BYTES) memcpy(&nonce, m->payload + 8, 8);
-    if (nonce == r->nonce) {
-      got++;
-      last = sl_clock_mono_ns();
+    uint64_t nonce = 0, tag = 0;
+    if (m->len >= HDR_BYTES) {
+      memcpy(&nonce, m->payload + 8, 8);
+      memcpy(&tag, m->payload + 16, 8);
+    }
+    uint64_t sender = tag >> 40, seq = tag & ((1ULL << 40) - 1);
+    if (nonce == r->nonce && sender < (uint64_t)np && seq < per) {
+      size_t bit = (size_t)sender * per + (size_t)seq;
+      if (!(seen[bit / 8] & (1u << (bit % 8)))) {
+        seen[bit / 8] |= (uint8_t)(1u << (bit % 8));
+        got++;
+        last = sl_clock_mono_ns();
+      }
     }
     st = sl_consumer_ack(c, &m->id, err);
     sl_received_free(m);
@@ -218,6 +233,7 @@ static sl_status catch_up(run *r, const char *sub, sl_perf_e2e_result *out, sl_e
     st = SL_OK;
   }
   sl_consumer_destroy(c);
+  free(seen);
   if (st != SL_OK && st != SL_ETIMEDOUT) return st;
   out->catchup_msgs = got;
   out->catchup_seconds = (double)(last - start) / 1e9;
