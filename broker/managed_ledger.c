@@ -577,6 +577,7 @@ void sl_ml_destroy(sl_ml *ml) {
   SL_ASSERT(!ml->destroyed);
   ml->destroyed = true;
   sl_timer_stop(&ml->trim_timer);
+  ml_read_stop(ml);
   fail_queue(ml, SL_ECANCELED);
   ml->close_wanted = false;
   ml->close_cb = NULL;

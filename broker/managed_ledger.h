@@ -207,10 +207,37 @@ sl_status sl_ml_read_async(sl_ml *ml, sl_ml_pos from, sl_ml_entry_cb on_entry,
                            sl_ml_done_cb on_done, void *arg, sl_err *err);
 
 /* Like sl_ml_read_async, but stops after max entries (0 = no limit): the
- * Consume path's bounded backlog reads. */
+ * Consume path's bounded backlog reads. It may deliver fewer than max (what
+ * the read-ahead holds); none means nothing more is durable yet.
+ *
+ * Read-ahead (max > 1 in finished ledgers; single-entry reads, redeliveries,
+ * and reads in the open current ledger, whose recent entries the Consume
+ * path's entry cache holds, go straight to the ledgers): reads are served from a buffer of consecutive entries that a
+ * background chain read keeps filled ahead of the reader, so a consumer
+ * with permits streams the backlog instead of paying a bookie round trip
+ * per read. One buffer per managed ledger, following the last reader that
+ * missed it: a read from a position the buffer does not hold drops it and
+ * refills from there. Memory: at most SL_ML_READAHEAD_BYTES of entries
+ * plus one fetch's overshoot (a fetch asks for entries by the average size
+ * seen so far), and ML_READ_HANDLES open read handles of finished ledgers
+ * (each one ledger's metadata). Both go with sl_ml_destroy; a handle of a
+ * trimmed ledger goes at the next read. */
+#define SL_ML_READAHEAD_BYTES (8u << 20)
 sl_status sl_ml_read_max_async(sl_ml *ml, sl_ml_pos from, uint64_t max,
                                sl_ml_entry_cb on_entry, sl_ml_done_cb on_done,
                                void *arg, sl_err *err);
+
+/* Counters of the read side (tests, benchmarks). */
+typedef struct sl_ml_read_stats {
+  uint64_t ledger_opens;       /* finished ledgers opened for reading */
+  uint64_t handle_reuses;      /* reads that found the ledger's handle open */
+  uint64_t readahead_hits;     /* reads served from the read-ahead buffer */
+  uint64_t readahead_entries;  /* entries the read-ahead fetched from bookies */
+  uint64_t direct_reads;       /* reads that went to bookies directly */
+} sl_ml_read_stats;
+
+/* Thread-safe snapshot. */
+void sl_ml_read_stats_get(const sl_ml *ml, sl_ml_read_stats *out);
 
 /* One ledger of the chain as the cursors need it (cursor.h). */
 typedef struct sl_ml_ledger_info {

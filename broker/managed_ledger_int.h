@@ -3,6 +3,7 @@
 #define SL_BROKER_MANAGED_LEDGER_INT_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 
 #include "broker/managed_ledger.h"
 #include "common/timer.h"
@@ -34,6 +35,37 @@ typedef struct ml_waiter {
   ml_written_fn fn;
   void *arg;
 } ml_waiter;
+
+/* A finished ledger's read handle kept open (managed_ledger_read.c). */
+#define ML_READ_HANDLES 4
+typedef struct ml_cached_lh {
+  uint64_t id;                /* 0: free slot */
+  sl_ledger *lh;
+  int users;                  /* chain reads reading through it now */
+  uint64_t used;              /* tick of the last use (LRU) */
+} ml_cached_lh;
+
+/* The read side's state (managed_ledger_read.c, managed_ledger_readahead.c);
+ * zeroed with the managed ledger, serial only but the counters. */
+typedef struct ml_ra_entry ml_ra_entry;
+typedef struct ml_ra_wait ml_ra_wait;
+typedef struct ml_reader {
+  ml_cached_lh handles[ML_READ_HANDLES];
+  uint64_t tick;
+  bool stopped;               /* sl_ml_destroy ran: nothing more is kept */
+  /* read-ahead buffer: consecutive entries of the chain, oldest first */
+  ml_ra_entry *head, *tail;
+  size_t bytes;
+  sl_ml_pos next;             /* where the next fetch starts */
+  uint64_t gen;               /* bumped when the buffer is dropped */
+  bool fetching, at_end;
+  sl_status fetch_st;         /* of the last fetch */
+  size_t avg_len;             /* entry size seen, to size fetches */
+  ml_ra_wait *waiters;
+  bool serve_posted;
+  _Atomic uint64_t ledger_opens, handle_reuses, readahead_hits,
+      readahead_entries, direct_reads;
+} ml_reader;
 
 struct sl_ml {
   int refs;                   /* serial only: the user's + one per async op */
@@ -79,6 +111,8 @@ struct sl_ml {
   sl_ml_open_cb open_cb;
   void *open_arg;
 
+  ml_reader rd;
+
   pthread_mutex_t stats_mu;   /* guards stats (read from any thread) */
   sl_ml_stats stats;
 };
@@ -109,6 +143,35 @@ sl_status ml_read_chain(sl_ledger_client *c, sl_serial *serial,
                         uint64_t max, sl_ml_entry_cb on_entry,
                         sl_ml_done_cb on_done, void *arg, chain_read **out,
                         sl_err *err);
+
+/* Chain read of the managed ledger's ledgers from `from`, at most max
+ * entries: what sl_ml_read_max_async does without read-ahead.
+ * finished_only leaves the open current ledger out. */
+sl_status ml_read_direct(sl_ml *ml, sl_ml_pos from, uint64_t max, bool finished_only,
+                         sl_ml_entry_cb on_entry, sl_ml_done_cb on_done,
+                         void *arg, sl_err *err);
+
+/* Serves a read through the read-ahead buffer (managed_ledger_readahead.c). */
+sl_status ml_readahead_read(sl_ml *ml, sl_ml_pos from, uint64_t max,
+                            sl_ml_entry_cb on_entry, sl_ml_done_cb on_done,
+                            void *arg, sl_err *err);
+
+/* Counts a read-side event in the managed ledger's stats and in the
+ * process-wide sluice_ml_read_* counters of sl_metrics_default(). */
+typedef enum ml_read_event {
+  ML_READ_LEDGER_OPEN = 0,
+  ML_READ_HANDLE_REUSE,
+  ML_READ_AHEAD_HIT,
+  ML_READ_AHEAD_ENTRY,
+  ML_READ_DIRECT,
+} ml_read_event;
+void ml_read_count(sl_ml *ml, ml_read_event ev);
+
+/* sl_ml_destroy's part for reads: frees the read-ahead buffer and the idle
+ * cached handles; busy ones go with their last read. Waiting reads end
+ * with SL_ECANCELED once their fetch is over. */
+void ml_read_stop(sl_ml *ml);
+void ml_readahead_stop(sl_ml *ml);
 
 /* Starts the periodic trim timer (managed_ledger_trim.c). */
 void ml_trim_timer_start(sl_ml *ml);

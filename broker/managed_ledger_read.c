@@ -1,12 +1,22 @@
 /* Managed ledger reads: a chain of ledgers read in order, for the dedup
- * replay after a take-over (sl_ml_read_async) and for tools and tests that
- * check a partition's log without owning it (sl_ml_scan_async). */
+ * replay after a take-over (sl_ml_read_async), the Consume path's backlog
+ * reads (sl_ml_read_max_async, through the read-ahead of
+ * managed_ledger_readahead.c) and tools and tests that check a partition's
+ * log without owning it (sl_ml_scan_async).
+ *
+ * A managed ledger keeps the read handles of up to ML_READ_HANDLES finished
+ * ledgers open (ml->rd.handles), so a consumer reading a backlog chunk by
+ * chunk opens each ledger once (one GetLedger) instead of once per read. A
+ * handle in use by a read is never closed under it; an idle one goes when
+ * its slot is wanted (least recently used), when its ledger left the list
+ * (trim), or with sl_ml_destroy. */
 #include "broker/managed_ledger_int.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/metrics.h"
 #include "metadata.slrpc.h"
 
 /* Entries asked of the ledger client per range read: bounds the memory one
@@ -18,6 +28,7 @@ typedef struct chain_read {
   sl_serial *serial;
   sl_ml *ml;            /* referenced, for its writer handle; NULL = scan */
   bool borrowed;        /* lh is ml->cur: read up to its LAC, never freed */
+  bool cached;          /* lh is in ml->rd.handles: released, not freed */
   uint64_t *ids;
   size_t n, i;
   sl_ml_pos from;
@@ -29,8 +40,130 @@ typedef struct chain_read {
   void *arg;
 } chain_read;
 
+/* ---- counters ---- */
+
+static const struct {
+  const char *name, *help;
+} k_read_metrics[] = {
+    {"sluice_ml_read_ledger_opens_total", "finished ledgers opened for reading"},
+    {"sluice_ml_read_handle_reuses_total", "reads that found the ledger's read handle open"},
+    {"sluice_ml_readahead_hits_total", "backlog reads served from the read-ahead buffer"},
+    {"sluice_ml_readahead_entries_total", "entries the read-ahead fetched from bookies"},
+    {"sluice_ml_read_direct_total", "reads sent to bookies without read-ahead"},
+};
+#define N_READ_METRICS (sizeof(k_read_metrics) / sizeof(k_read_metrics[0]))
+
+static sl_metrics_counter *g_read_counters[N_READ_METRICS];
+static pthread_once_t g_read_once = PTHREAD_ONCE_INIT;
+
+static void read_metrics_register(void) {
+  for (size_t i = 0; i < N_READ_METRICS; i++) {
+    sl_err err = SL_ERR_INIT;
+    /* Unregistered (NULL) counters are ignored: metrics never fail a read. */
+    (void)sl_metrics_register_counter(sl_metrics_default(), k_read_metrics[i].name,
+                                      k_read_metrics[i].help, NULL,
+                                      &g_read_counters[i], &err);
+  }
+}
+
+void ml_read_count(sl_ml *ml, ml_read_event ev) {
+  pthread_once(&g_read_once, read_metrics_register);
+  sl_metrics_counter_inc(g_read_counters[ev]);
+  _Atomic uint64_t *c[] = {&ml->rd.ledger_opens, &ml->rd.handle_reuses,
+                           &ml->rd.readahead_hits, &ml->rd.readahead_entries,
+                           &ml->rd.direct_reads};
+  atomic_fetch_add(c[ev], 1);
+}
+
+/* ---- cached read handles ---- */
+
+static ml_cached_lh *handle_slot(sl_ml *ml, const sl_ledger *lh) {
+  for (int i = 0; i < ML_READ_HANDLES; i++)
+    if (ml->rd.handles[i].lh == lh) return &ml->rd.handles[i];
+  return NULL;
+}
+
+static void slot_clear(ml_cached_lh *h) {
+  sl_ledger_destroy(h->lh);
+  *h = (ml_cached_lh){0};
+}
+
+static bool in_list(const sl_ml *ml, uint64_t id) {
+  for (size_t i = 0; i < ml->n_refs; i++)
+    if (ml->refs_v[i].id == id) return true;
+  return false;
+}
+
+/* Closes idle handles of ledgers trimmed from the list. */
+static void handles_prune(sl_ml *ml) {
+  for (int i = 0; i < ML_READ_HANDLES; i++) {
+    ml_cached_lh *h = &ml->rd.handles[i];
+    if (h->lh != NULL && h->users == 0 && !in_list(ml, h->id)) slot_clear(h);
+  }
+}
+
+static sl_ledger *handle_get(sl_ml *ml, uint64_t id) {
+  for (int i = 0; i < ML_READ_HANDLES; i++) {
+    ml_cached_lh *h = &ml->rd.handles[i];
+    if (h->lh != NULL && h->id == id) {
+      h->users++;
+      h->used = ++ml->rd.tick;
+      ml_read_count(ml, ML_READ_HANDLE_REUSE);
+      return h->lh;
+    }
+  }
+  return NULL;
+}
+
+/* Keeps a finished ledger's handle (in use by the caller) if a slot is free
+ * or idle; false: the caller keeps owning it. */
+static bool handle_put(sl_ml *ml, sl_ledger *lh) {
+  sl_ledger_stats ls;
+  sl_ledger_stats_get(lh, &ls);
+  if (ml->rd.stopped || ls.state != SL_LEDGER_CLOSED) return false; /* OPEN ones grow */
+  ml_cached_lh *victim = NULL;
+  for (int i = 0; i < ML_READ_HANDLES; i++) {
+    ml_cached_lh *h = &ml->rd.handles[i];
+    if (h->lh == NULL) {
+      victim = h;
+      break;
+    }
+    if (h->users == 0 && (victim == NULL || h->used < victim->used)) victim = h;
+  }
+  if (victim == NULL) return false;
+  if (victim->lh != NULL) slot_clear(victim);
+  *victim = (ml_cached_lh){sl_ledger_id(lh), lh, 1, ++ml->rd.tick};
+  return true;
+}
+
+static void handle_release(sl_ml *ml, sl_ledger *lh) {
+  ml_cached_lh *h = handle_slot(ml, lh);
+  SL_ASSERT(h != NULL && h->users > 0);
+  if (--h->users == 0 && (ml->rd.stopped || !in_list(ml, h->id))) slot_clear(h);
+}
+
+void ml_read_stop(sl_ml *ml) {
+  ml->rd.stopped = true;
+  for (int i = 0; i < ML_READ_HANDLES; i++) {
+    ml_cached_lh *h = &ml->rd.handles[i];
+    if (h->lh != NULL && h->users == 0) slot_clear(h);
+  }
+  ml_readahead_stop(ml);
+}
+
+/* ---- chain reads ---- */
+
+/* Lets go of the ledger being read. */
+static void drop_lh(chain_read *r) {
+  if (r->cached) handle_release(r->ml, r->lh);
+  else if (!r->borrowed) sl_ledger_destroy(r->lh);
+  r->lh = NULL;
+  r->cached = false;
+  r->borrowed = false;
+}
+
 static void chain_free(chain_read *r) {
-  if (!r->borrowed) sl_ledger_destroy(r->lh);
+  drop_lh(r);
   if (r->ml != NULL) ml_unref(r->ml);
   sl_serial_unref(r->serial);
   free(r->ids);
@@ -74,9 +207,7 @@ static void read_chunk(chain_read *r) {
     return;
   }
   if (r->next > r->last) {
-    if (!r->borrowed) sl_ledger_destroy(r->lh);
-    r->lh = NULL;
-    r->borrowed = false;
+    drop_lh(r);
     r->i++;
     next_ledger(r);
     return;
@@ -91,6 +222,13 @@ static void read_chunk(chain_read *r) {
   if (st != SL_OK) chain_finish(r, st, err.msg);
 }
 
+/* Reads r->lh from `from` (in its ledger) or its first entry. */
+static void start_ledger(chain_read *r) {
+  r->next = r->ids[r->i] == r->from.ledger_id && r->from.entry_id > 0 ? r->from.entry_id : 0;
+  r->last = r->borrowed ? sl_ledger_lac(r->lh) : sl_ledger_last_entry(r->lh);
+  read_chunk(r);
+}
+
 static void ledger_opened(sl_status st, const char *details, sl_ledger *lh, void *arg) {
   chain_read *r = arg;
   if (st != SL_OK) {
@@ -101,9 +239,8 @@ static void ledger_opened(sl_status st, const char *details, sl_ledger *lh, void
     return;
   }
   r->lh = lh;
-  r->next = r->ids[r->i] == r->from.ledger_id && r->from.entry_id > 0 ? r->from.entry_id : 0;
-  r->last = sl_ledger_last_entry(lh);
-  read_chunk(r);
+  r->cached = r->ml != NULL && handle_put(r->ml, lh);
+  start_ledger(r);
 }
 
 static void next_ledger(chain_read *r) {
@@ -117,11 +254,15 @@ static void next_ledger(chain_read *r) {
      * next add, the writer knows it now. */
     r->lh = r->ml->cur;
     r->borrowed = true;
-    r->next = r->ids[r->i] == r->from.ledger_id && r->from.entry_id > 0 ? r->from.entry_id : 0;
-    r->last = sl_ledger_lac(r->lh);
-    read_chunk(r);
+    start_ledger(r);
     return;
   }
+  if (r->ml != NULL && (r->lh = handle_get(r->ml, r->ids[r->i])) != NULL) {
+    r->cached = true;
+    start_ledger(r);
+    return;
+  }
+  if (r->ml != NULL) ml_read_count(r->ml, ML_READ_LEDGER_OPEN);
   sl_ledger_open_opts o = {r->serial};
   sl_err err = SL_ERR_INIT;
   sl_status st = sl_ledger_open_async(r->client, r->ids[r->i], &o, ledger_opened, r, &err);
@@ -159,15 +300,18 @@ sl_status ml_read_chain(sl_ledger_client *c, sl_serial *serial,
   return SL_OK;
 }
 
-sl_status sl_ml_read_max_async(sl_ml *ml, sl_ml_pos from, uint64_t max,
-                               sl_ml_entry_cb on_entry, sl_ml_done_cb on_done,
-                               void *arg, sl_err *err) {
+sl_status ml_read_direct(sl_ml *ml, sl_ml_pos from, uint64_t max, bool finished_only,
+                         sl_ml_entry_cb on_entry, sl_ml_done_cb on_done,
+                         void *arg, sl_err *err) {
   SL_ASSERT(sl_serial_running_here(ml->serial));
+  handles_prune(ml);
   uint64_t *ids = calloc(ml->n_refs + 1, sizeof(*ids));
   if (ids == NULL) return sl_err_set(err, SL_ENOMEM, "read: out of memory");
-  for (size_t i = 0; i < ml->n_refs; i++) ids[i] = ml->refs_v[i].id;
+  size_t n = 0;
+  for (size_t i = 0; i < ml->n_refs; i++)
+    if (!finished_only || ml->refs_v[i].entries >= 0) ids[n++] = ml->refs_v[i].id;
   chain_read *r = NULL;
-  sl_status st = ml_read_chain(ml->ledgers, ml->serial, ids, ml->n_refs, from,
+  sl_status st = ml_read_chain(ml->ledgers, ml->serial, ids, n, from,
                                max, on_entry, on_done, arg, &r, err);
   free(ids);
   if (st == SL_OK) {
@@ -177,9 +321,27 @@ sl_status sl_ml_read_max_async(sl_ml *ml, sl_ml_pos from, uint64_t max,
   return st;
 }
 
+sl_status sl_ml_read_max_async(sl_ml *ml, sl_ml_pos from, uint64_t max,
+                               sl_ml_entry_cb on_entry, sl_ml_done_cb on_done,
+                               void *arg, sl_err *err) {
+  if (max > 1) return ml_readahead_read(ml, from, max, on_entry, on_done, arg, err);
+  ml_read_count(ml, ML_READ_DIRECT);
+  return ml_read_direct(ml, from, max, false, on_entry, on_done, arg, err);
+}
+
+void sl_ml_read_stats_get(const sl_ml *ml, sl_ml_read_stats *out) {
+  sl_ml *m = (sl_ml *)ml; /* atomics only */
+  out->ledger_opens = atomic_load(&m->rd.ledger_opens);
+  out->handle_reuses = atomic_load(&m->rd.handle_reuses);
+  out->readahead_hits = atomic_load(&m->rd.readahead_hits);
+  out->readahead_entries = atomic_load(&m->rd.readahead_entries);
+  out->direct_reads = atomic_load(&m->rd.direct_reads);
+}
+
 sl_status sl_ml_read_async(sl_ml *ml, sl_ml_pos from, sl_ml_entry_cb on_entry,
                            sl_ml_done_cb on_done, void *arg, sl_err *err) {
-  return sl_ml_read_max_async(ml, from, 0, on_entry, on_done, arg, err);
+  ml_read_count(ml, ML_READ_DIRECT);
+  return ml_read_direct(ml, from, 0, false, on_entry, on_done, arg, err);
 }
 
 size_t sl_ml_chain(const sl_ml *ml, sl_ml_ledger_info **out) {

@@ -1,0 +1,263 @@
+/* Read-ahead for the Consume path's backlog reads (managed_ledger.h,
+ * sl_ml_read_max_async).
+ *
+ * A read of the backlog from bookies costs a round trip per chunk; a
+ * consumer with permits asks for the next chunk only when the last one was
+ * delivered, so without read-ahead it waits one round trip per read. Here a
+ * background chain read (a fetch) keeps a buffer of consecutive entries
+ * filled ahead of the reader, and a read at the buffer's head is served
+ * from memory.
+ *
+ * Invariants
+ *  1. The buffer holds consecutive entries of the chain, oldest first;
+ *     rd->next is the position after its last one (where the next fetch
+ *     starts). Entries of a fetch begun before the buffer was last dropped
+ *     (older rd->gen) are ignored.
+ *  2. At most one fetch of the current generation is in flight, and one is
+ *     started only while the buffer holds under half of
+ *     SL_ML_READAHEAD_BYTES; it asks for the entries the rest of the budget
+ *     holds at the average entry size seen (FETCH_MIN before any was seen).
+ *  3. A read is answered later, on the serial, from the buffer (a waiter),
+ *     or directly from bookies when it misses while another read waits (so
+ *     two readers at different places do not take the buffer from each
+ *     other). A miss with no waiter drops the buffer and refills it from
+ *     the read's position.
+ *  4. A waiter is answered once: with the buffered entries from its
+ *     position (up to its max; they are dropped when a later read starts
+ *     past them, or with the buffer), or, when no fetch
+ *     can bring its position, with none and the last fetch's status (none
+ *     with SL_OK means nothing more is durable yet).
+ *  5. Only finished ledgers are read ahead: a read in the open current
+ *     ledger goes straight to it, and a fetch stops at its start.
+ */
+#include "broker/managed_ledger_int.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+
+/* Entries asked by one fetch: bounds the estimate's error. */
+#define FETCH_MIN 16
+#define FETCH_MAX 4096
+
+struct ml_ra_entry {
+  ml_ra_entry *next;
+  sl_ml_pos pos;
+  size_t len;
+  uint8_t data[];
+};
+
+struct ml_ra_wait {
+  ml_ra_wait *next;
+  sl_ml_pos from;
+  uint64_t max;
+  bool any;             /* the buffer refills from `from`: its head is ours */
+  sl_ml_entry_cb on_entry;
+  sl_ml_done_cb on_done;
+  void *arg;
+};
+
+typedef struct fetch {
+  sl_ml *ml;
+  uint64_t gen;
+  uint64_t asked, got;
+} fetch;
+
+/* A position at or past the end of a finished ledger means the next
+ * ledger's first entry (how readers name "after the last entry"). */
+static sl_ml_pos normalized(const sl_ml *ml, sl_ml_pos p) {
+  for (size_t i = 0; i + 1 < ml->n_refs; i++) {
+    const ml_ref *r = &ml->refs_v[i];
+    if (r->id == p.ledger_id && r->entries >= 0 && p.entry_id >= r->entries)
+      p = (sl_ml_pos){ml->refs_v[i + 1].id, 0};
+  }
+  return p;
+}
+
+static ml_ra_entry *pop_head(ml_reader *rd) {
+  ml_ra_entry *e = rd->head;
+  rd->head = e->next;
+  if (rd->head == NULL) rd->tail = NULL;
+  rd->bytes -= e->len;
+  return e;
+}
+
+static void buffer_drop(ml_reader *rd) {
+  while (rd->head != NULL) free(pop_head(rd));
+  rd->gen++;
+  rd->fetching = false;
+  rd->at_end = false;
+}
+
+/* True if the buffer holds `from`; then entries before it are dropped. */
+static bool holds(ml_reader *rd, sl_ml_pos from) {
+  ml_ra_entry *e = rd->head;
+  while (e != NULL && sl_ml_pos_cmp(e->pos, from) < 0) e = e->next;
+  if (e == NULL || sl_ml_pos_cmp(e->pos, from) != 0) return false;
+  while (rd->head != e) free(pop_head(rd));
+  return true;
+}
+
+static void serve(void *arg);
+
+static void post_serve(sl_ml *ml) {
+  if (ml->rd.serve_posted) return;
+  ml->rd.serve_posted = true;
+  ml_ref_get(ml);
+  sl_serial_post(ml->serial, serve, ml);
+}
+
+static void fetch_entry(sl_ml_pos pos, const void *data, size_t len, void *arg) {
+  fetch *f = arg;
+  ml_reader *rd = &f->ml->rd;
+  f->got++;
+  if (f->gen != rd->gen || rd->stopped) return;
+  ml_ra_entry *e = sl_xmalloc(sizeof(*e) + len);
+  e->next = NULL;
+  e->pos = pos;
+  e->len = len;
+  memcpy(e->data, data, len);
+  if (rd->tail != NULL) rd->tail->next = e;
+  else rd->head = e;
+  rd->tail = e;
+  rd->bytes += len;
+  rd->next = (sl_ml_pos){pos.ledger_id, pos.entry_id + 1};
+  rd->avg_len = rd->avg_len == 0 ? len : (rd->avg_len * 7 + len) / 8;
+  ml_read_count(f->ml, ML_READ_AHEAD_ENTRY);
+  if (rd->waiters != NULL) post_serve(f->ml); /* after this batch of entries */
+}
+
+static void fetch_done(sl_status st, const char *details, void *arg) {
+  fetch *f = arg;
+  sl_ml *ml = f->ml;
+  ml_reader *rd = &ml->rd;
+  if (f->gen == rd->gen && !rd->stopped) {
+    rd->fetching = false;
+    rd->fetch_st = st;
+    /* Fewer than asked: the end of what is durable (or a failure); the
+     * next read that reaches rd->next fetches again. */
+    if (st != SL_OK || f->got < f->asked) rd->at_end = true;
+    if (st != SL_OK)
+      sl_log(SL_LOG_WARN, "event=readahead_failed partition=%s status=%s details=\"%s\"",
+             ml->partition, sl_status_str(st), details != NULL ? details : "");
+  }
+  if (rd->waiters != NULL) post_serve(ml);
+  free(f);
+}
+
+/* Starts a fetch if invariant 2 allows one. */
+static void refill(sl_ml *ml) {
+  ml_reader *rd = &ml->rd;
+  if (rd->stopped || rd->fetching || rd->at_end || rd->bytes >= SL_ML_READAHEAD_BYTES / 2)
+    return;
+  uint64_t n = rd->avg_len == 0 ? FETCH_MIN : (SL_ML_READAHEAD_BYTES - rd->bytes) / rd->avg_len;
+  if (n < FETCH_MIN) n = FETCH_MIN;
+  if (n > FETCH_MAX) n = FETCH_MAX;
+  fetch *f = sl_xcalloc(1, sizeof(*f));
+  *f = (fetch){ml, rd->gen, n, 0};
+  sl_err err = SL_ERR_INIT;
+  sl_status st = ml_read_direct(ml, rd->next, n, true, fetch_entry, fetch_done, f, &err);
+  if (st != SL_OK) {
+    free(f);
+    rd->fetch_st = st;
+    rd->at_end = true;
+    return;
+  }
+  rd->fetching = true;
+}
+
+/* Whether w can be answered now, and from the buffer (*from_buffer). */
+static bool ready(ml_reader *rd, ml_ra_wait *w, bool *from_buffer) {
+  *from_buffer = rd->head != NULL && (w->any ? sl_ml_pos_cmp(rd->head->pos, w->from) >= 0
+                                             : holds(rd, w->from));
+  return rd->stopped || *from_buffer || !rd->fetching;
+}
+
+static void answer(sl_ml *ml, ml_ra_wait *w, bool from_buffer) {
+  ml_reader *rd = &ml->rd;
+  sl_status st = rd->stopped ? SL_ECANCELED : SL_OK;
+  if (!rd->stopped && from_buffer) {
+    ml_read_count(ml, ML_READ_AHEAD_HIT);
+    /* Delivered entries stay until a later read starts past them: a
+     * reader that could not take a whole entry (too few permits) reads it
+     * again. Entries are not freed under a callback: only reads drop them,
+     * and reads run later. */
+    uint64_t n = 0;
+    for (ml_ra_entry *e = rd->head; e != NULL && n < w->max; e = e->next, n++)
+      w->on_entry(e->pos, e->data, e->len, w->arg);
+  } else if (!rd->stopped) {
+    st = rd->fetch_st;
+  }
+  w->on_done(st, st == SL_ECANCELED ? "managed ledger destroyed" : NULL, w->arg);
+  free(w);
+}
+
+static void serve(void *arg) {
+  sl_ml *ml = arg;
+  ml_reader *rd = &ml->rd;
+  rd->serve_posted = false;
+  refill(ml);
+  ml_ra_wait **pp = &rd->waiters;
+  while (*pp != NULL) {
+    ml_ra_wait *w = *pp;
+    bool from_buffer;
+    if (!ready(rd, w, &from_buffer)) {
+      pp = &w->next;
+      continue;
+    }
+    *pp = w->next;
+    answer(ml, w, from_buffer);
+    pp = &rd->waiters; /* callbacks may have changed the list */
+  }
+  refill(ml);
+  ml_unref(ml);
+}
+
+sl_status ml_readahead_read(sl_ml *ml, sl_ml_pos from, uint64_t max,
+                            sl_ml_entry_cb on_entry, sl_ml_done_cb on_done,
+                            void *arg, sl_err *err) {
+  SL_ASSERT(sl_serial_running_here(ml->serial));
+  ml_reader *rd = &ml->rd;
+  if (on_entry == NULL || on_done == NULL)
+    return sl_err_set(err, SL_EINVAL, "read: callbacks required");
+  if (rd->stopped) return sl_err_set(err, SL_ECANCELED, "read: managed ledger destroyed");
+  from = normalized(ml, from);
+  if (ml->n_refs > 0 && ml->refs_v[ml->n_refs - 1].entries < 0 &&
+      from.ledger_id >= ml->refs_v[ml->n_refs - 1].id) {
+    /* The open current ledger: its recent entries are in the entry cache
+     * and the rest is read through the writer; read-ahead stays on
+     * finished ledgers (invariant 5). */
+    ml_read_count(ml, ML_READ_DIRECT);
+    return ml_read_direct(ml, from, max, false, on_entry, on_done, arg, err);
+  }
+  bool any = false;
+  if (holds(rd, from)) {
+    /* served from the buffer */
+  } else if (sl_ml_pos_cmp(from, normalized(ml, rd->next)) == 0) {
+    /* Past everything buffered: the next fetch brings it. */
+    while (rd->head != NULL) free(pop_head(rd));
+    any = true;
+    if (!rd->fetching) rd->at_end = false;
+  } else if (rd->waiters != NULL) {
+    ml_read_count(ml, ML_READ_DIRECT);
+    return ml_read_direct(ml, from, max, false, on_entry, on_done, arg, err);
+  } else {
+    buffer_drop(rd);
+    rd->next = from;
+    any = true;
+  }
+  ml_ra_wait *w = sl_xcalloc(1, sizeof(*w));
+  *w = (ml_ra_wait){NULL, from, max, any, on_entry, on_done, arg};
+  ml_ra_wait **pp = &rd->waiters;
+  while (*pp != NULL) pp = &(*pp)->next;
+  *pp = w;
+  refill(ml);
+  post_serve(ml);
+  return SL_OK;
+}
+
+void ml_readahead_stop(sl_ml *ml) {
+  buffer_drop(&ml->rd);
+  if (ml->rd.waiters != NULL) post_serve(ml);
+}
