@@ -325,6 +325,11 @@ int sl_cli_consume(sl_cli *cli) {
       if (idle_deadline && sl_clock_mono_ns() >= idle_deadline) break;
       continue;
     }
+    if (st == SL_ERANGE) { /* a terminated topic, read to its end */
+      fprintf(stderr, "sluice: %s: end of topic (terminated)\n", co.topic);
+      st = SL_OK;
+      break;
+    }
     if (st != SL_OK) break;
     print_msg(m, cli->json);
     /* Ack only what is out of our hands. */
