@@ -136,6 +136,13 @@ static void test_consume_eot__terminate(void **state) {
   assert_false(sl_consumer_at_end(before));
 
   /* Through broker 1: partitions owned by broker 0 are forwarded there. */
+  int owned[2] = {0, 0};
+  for (int i = 0; i < PARTS; i++) {
+    char name[64];
+    snprintf(name, sizeof(name), "eot/orders-partition-%d", i);
+    owned[sl_pt_owner(t, 0, name, NULL)]++;
+  }
+  assert_true(owned[0] > 0 && owned[1] > 0);
   sl_msg_id *last = NULL;
   size_t n = 0;
   terminate(c1, "eot/orders", &last, &n);
