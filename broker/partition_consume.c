@@ -328,8 +328,8 @@ static bool at_end(const sl_ml *ml, sl_ml_pos pos) {
 }
 
 /* Once the partition is terminated and the subscription has offered every
- * entry of it, each consumer gets EndOfTopic once (after the messages sent
- * to it: the stream keeps order). Checked on every tick and join, so a
+ * entry of it and has nothing waiting for redelivery, each consumer gets
+ * EndOfTopic once (after the messages sent to it: the stream keeps order). Checked on every tick and join, so a
  * consumer hears it within a tick of the last read. */
 static void check_end(psub *ps) {
   if (ps->sub == NULL || ps->pc == NULL || ps->pc->t->ml == NULL ||
@@ -337,7 +337,9 @@ static void check_end(psub *ps) {
     return;
   bool owed = false;
   for (cstream *cs = ps->consumers; cs != NULL; cs = cs->next) owed |= !cs->end_sent;
-  if (!owed || !at_end(ps->pc->t->ml, sl_sub_read_pos(ps->sub))) return;
+  sl_sub_stats ss;
+  sl_sub_stats_get(ps->sub, &ss);
+  if (!owed || ss.replay > 0 || !at_end(ps->pc->t->ml, sl_sub_read_pos(ps->sub))) return;
   Sluice__V1__EndOfTopic eot = SLUICE__V1__END_OF_TOPIC__INIT;
   Sluice__V1__ConsumeResponse r = SLUICE__V1__CONSUME_RESPONSE__INIT;
   r.kind_case = SLUICE__V1__CONSUME_RESPONSE__KIND_END_OF_TOPIC;

@@ -278,6 +278,7 @@ static void topic_stats_run(slow_call *sc) {
     sl_status mst = sl_metadata_service_get_managed_ledger(sc->b->md, &mreq, &ml, &co, &err);
     if (mst == SL_OK && ml->info != NULL) {
       stats.ledgers = (uint32_t)ml->info->n_ledgers;
+      stats.terminated = ml->info->terminated;
       for (size_t i = 0; i < ml->info->n_ledgers; i++) {
         const Sluice__V1__LedgerRef *r = ml->info->ledgers[i];
         if (r->entries > 0) stats.entries += (uint64_t)r->entries;
@@ -393,7 +394,8 @@ static sl_status terminate_remote(sl_broker *b, const char *partition, const cha
   Sluice__V1__TerminateTopicRequest req = SLUICE__V1__TERMINATE_TOPIC_REQUEST__INIT;
   req.topic = (char *)partition;
   Sluice__V1__TerminateTopicResponse *resp = NULL;
-  sl_rpc_call_opts co = {.timeout_ms = 4 * b->rpc_timeout_ms};
+  /* The owner's own deadline for the partition, plus the way there. */
+  sl_rpc_call_opts co = {.timeout_ms = 5 * b->rpc_timeout_ms};
   st = sl_broker_service_terminate_topic(ch, &req, &resp, &co, err);
   if (st == SL_OK && resp->n_last_ids != 1)
     st = sl_err_set(err, SL_ECORRUPT, "broker %s answered %zu ids for partition %s",
@@ -463,12 +465,12 @@ static void terminate_run(slow_call *sc) {
   }
   Sluice__V1__MessageId *ids = sl_xcalloc(n + 1, sizeof(*ids));
   Sluice__V1__MessageId **id_ptrs = sl_xcalloc(n + 1, sizeof(*id_ptrs));
-  int64_t deadline = sl_clock_mono_ms() + 4 * (int64_t)sc->b->rpc_timeout_ms;
   for (uint32_t i = 0; st == SL_OK && i < n; i++) {
     char name[SL_MD_PARTITION_MAX + 1];
     if (ti->partitions > 0) snprintf(name, sizeof(name), "%s-partition-%u", topic, first + i);
     else snprintf(name, sizeof(name), "%s", topic);
     sl_ml_pos last = {0, -1};
+    int64_t deadline = sl_clock_mono_ms() + 4 * (int64_t)sc->b->rpc_timeout_ms;
     st = terminate_partition(sc->b, name, deadline, &last, &err);
     if (st != SL_OK) {
       sl_err_wrap(&err, st, "partition %s", name);

@@ -235,6 +235,11 @@ static void test_consume_eot__reopen_read_only(void **state) {
   assert_int_equal(last[0].partition, -1);
   assert_true(last[0].entry_id >= 0);
 
+  char *json = NULL;
+  assert_int_equal(sl_admin_topic_stats(c, "eot/single", &json, &err), SL_OK);
+  if (strstr(json, "\"terminated\":true") == NULL) fail_msg("stats: %s", json);
+  free(json);
+
   sl_pt_unload(t, 1, "eot/single");
   sl_consumer *cons = consumer(c, "eot/single", "reopened");
   receive_all(cons, N);
