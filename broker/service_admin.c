@@ -413,25 +413,26 @@ static sl_status terminate_remote(sl_broker *b, const char *partition, const cha
  * moving between owners, is asked again until the deadline. */
 static sl_status terminate_partition(sl_broker *b, const char *partition, int64_t deadline,
                                      sl_ml_pos *last, sl_err *err) {
+  sl_ownership *own = atomic_load(&b->own);
+  if (own == NULL || b->terminate == NULL)
+    return sl_err_set(err, SL_EUNAVAIL, "broker not serving yet");
   for (;;) {
-    sl_ownership *own = atomic_load(&b->own);
-    if (own == NULL) return sl_err_set(err, SL_EUNAVAIL, "broker not serving yet");
     box *x = box_new();
     sl_ownership_resolve(own, partition, false, resolved, x);
     sl_status st = box_wait(x, deadline, err);
-    bool local = x->local;
-    uint64_t epoch = x->epoch;
-    char address[sizeof(x->address)];
-    snprintf(address, sizeof(address), "%s", x->address);
-    box_unref(x);
-    if (st != SL_OK) return st;
-    if (!local) return terminate_remote(b, partition, address, last, err);
-    if (b->terminate == NULL) return sl_err_set(err, SL_EUNAVAIL, "broker cannot terminate");
-    x = box_new();
-    b->terminate(b->produce, partition, epoch, terminated, x);
-    st = box_wait(x, deadline, err);
-    *last = x->last;
-    box_unref(x);
+    if (st == SL_OK) { /* done: the callback no longer touches the box */
+      bool local = x->local;
+      uint64_t epoch = x->epoch;
+      char address[sizeof(x->address)];
+      snprintf(address, sizeof(address), "%s", x->address);
+      box_unref(x);
+      if (!local) return terminate_remote(b, partition, address, last, err);
+      x = box_new();
+      b->terminate(b->produce, partition, epoch, terminated, x);
+      st = box_wait(x, deadline, err);
+      if (st == SL_OK) *last = x->last;
+    }
+    box_unref(x); /* else the late callback's, if any, now */
     if ((st != SL_EBUSY && st != SL_EUNAVAIL) || sl_clock_mono_ms() >= deadline) return st;
     struct timespec ts = {0, 20 * 1000000}; /* loading or moving: soon done */
     nanosleep(&ts, NULL);
