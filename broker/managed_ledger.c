@@ -644,6 +644,12 @@ void sl_ml_destroy(sl_ml *ml) {
   fail_queue(ml, SL_ECANCELED);
   ml->close_wanted = false;
   ml->close_cb = NULL;
+  sl_ml_terminate_cb term_cb = ml->term_cb;
+  ml->term_cb = NULL;
+  if (term_cb != NULL) { /* its caller waits, like an append's */
+    sl_ml_pos none = {0, -1};
+    term_cb(SL_ECANCELED, "partition closed before it was terminated", none, ml->term_arg);
+  }
   if (ml->cur != NULL && ml->state != SL_ML_ROLLING && ml->state != SL_ML_CLOSING) {
     /* Pending appends complete with SL_ECANCELED, holding references. A
      * close in flight owns cur and destroys it in its callback. */

@@ -212,9 +212,10 @@ typedef void (*sl_ml_terminate_cb)(sl_status st, const char *details, sl_ml_pos 
 /* Terminates the partition (see Terminate above): cb runs once, after the
  * list with the flag is stored (the managed ledger is CLOSED), or with the
  * close's failure. On a terminated one it answers SL_OK again (cb still
- * runs later). Returns SL_EBUSY while a terminate runs, SL_EPRECOND while
- * closing or closed (not terminated), SL_EFENCED / SL_EUNAVAIL when lost;
- * then cb never runs. */
+ * runs later). sl_ml_destroy during the terminate runs cb with
+ * SL_ECANCELED (inside the destroy). Returns SL_EBUSY while a terminate
+ * runs, SL_EPRECOND while closing or closed (not terminated), SL_EFENCED /
+ * SL_EUNAVAIL when lost; then cb never runs. */
 sl_status sl_ml_terminate_async(sl_ml *ml, sl_ml_terminate_cb cb, void *arg,
                                 sl_err *err);
 

@@ -329,8 +329,9 @@ static bool at_end(const sl_ml *ml, sl_ml_pos pos) {
 
 /* Once the partition is terminated and the subscription has offered every
  * entry of it and has nothing waiting for redelivery, each consumer gets
- * EndOfTopic once (after the messages sent to it: the stream keeps order). Checked on every tick and join, so a
- * consumer hears it within a tick of the last read. */
+ * EndOfTopic once (after the messages sent to it: the stream keeps order).
+ * Checked on every tick and join, so a consumer hears it within a tick of
+ * the last read. */
 static void check_end(psub *ps) {
   if (ps->sub == NULL || ps->pc == NULL || ps->pc->t->ml == NULL ||
       !sl_ml_terminated(ps->pc->t->ml))

@@ -292,10 +292,13 @@ static bool terminated(const ptopic *t) {
   return s.state == SL_ML_CLOSING || s.state == SL_ML_CLOSED;
 }
 
+static void terminated_msg(const ptopic *t, char *msg, size_t cap) {
+  snprintf(msg, cap, "topic %s is terminated: nothing more can be published", t->name);
+}
+
 static void refuse_terminated(ptopic *t, pstream *ps) {
   char msg[SL_ERR_MAX];
-  snprintf(msg, sizeof(msg), "topic %s is terminated: nothing more can be published",
-           t->name);
+  terminated_msg(t, msg, sizeof(msg));
   ps_end(ps, SL_EPRECOND, msg, NULL, NULL);
 }
 
@@ -809,8 +812,7 @@ static void terminate_done(sl_status st, const char *details, sl_ml_pos last, vo
   ptopic *t = k->t;
   if (st == SL_OK) {
     char msg[SL_ERR_MAX];
-    snprintf(msg, sizeof(msg), "topic %s is terminated: nothing more can be published",
-             t->name);
+    terminated_msg(t, msg, sizeof(msg));
     end_all(t, SL_EPRECOND, msg);
   }
   pterm_finish(k, st, details, last);
