@@ -7,7 +7,8 @@
  * the partition's owner (a redirect if it is another broker), and posts
  * every request of the stream to the partition's serial as one call on its
  * subscription (broker/subscription.h). It encodes what comes back:
- * messages, ack receipts, active changes, seek done, redirects, Closed.
+ * messages, ack receipts, active changes, seek done, end of topic,
+ * redirects, Closed.
  *
  * The partition side (partition_consume.c) is the partition of the Produce
  * path (broker/produce_int.h: one table, one serial, one managed ledger,
@@ -19,6 +20,9 @@
  * wires the sl_sub ports: reads from the cache at the tail and from bookies
  * (bounded range reads of the managed ledger) behind it, deliveries to the
  * streams, failover active changes, ticks for ack timeouts and nack delays.
+ * On a terminated partition (TerminateTopic) each consumer gets EndOfTopic
+ * once its subscription has offered every entry and has nothing left to
+ * redeliver (checked on joins and ticks; a seek ends it again later).
  *
  * Flow control (invariant 2): the client grants permits to the stream; the
  * stream hands them on to the dispatcher at most `window` at a time,

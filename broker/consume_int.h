@@ -66,6 +66,7 @@ typedef struct cstream {
   int64_t client_credit;     /* permits granted, not yet given on */
   int64_t disp_credit;       /* given to the dispatcher, not yet used */
   bool refill_posted;
+  bool end_sent;             /* EndOfTopic sent (since the last seek) */
   struct cstream *next;      /* in its subscription's or the waiters' list */
 } cstream;
 

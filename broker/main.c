@@ -108,6 +108,7 @@ static sl_status start(void *c, sl_rpc_server *srv, void **state, sl_err *err) {
     if (st != SL_OK) sl_produce_destroy(s->b.produce);
     s->b.sub_stats = sl_consume_topic_stats;
     s->b.sub_stats_free = sl_consume_topic_stats_free;
+    s->b.terminate = sl_produce_terminate;
   }
   if (st != SL_OK) {
     sl_ledger_client_destroy(s->ledgers);

@@ -539,6 +539,9 @@ static void ledger_closed_for_close(sl_status st, const char *details, void *arg
     ml_lose(ml, st, details);
     close_written(ml, st, details, NULL);
   } else {
+    /* Only this last write carries the flag: a list that gains a ledger
+     * after it would be refused. */
+    if (ml->terminating) ml->terminated = true;
     ml_write_list(ml, close_written, NULL);
   }
   ml_unref(ml);
@@ -572,6 +575,67 @@ sl_status sl_ml_close_async(sl_ml *ml, sl_ml_done_cb cb, void *arg, sl_err *err)
   return SL_OK;
 }
 
+/* ---- terminate ---- */
+
+bool sl_ml_terminated(const sl_ml *ml) {
+  return ml->terminated && ml->state == SL_ML_CLOSED;
+}
+
+static sl_ml_pos last_entry(const sl_ml *ml) {
+  sl_ml_stats s;
+  sl_ml_stats_get(ml, &s);
+  return s.last_confirmed;
+}
+
+static void terminate_closed(sl_status st, const char *details, void *arg) {
+  sl_ml *ml = arg;
+  sl_ml_terminate_cb cb = ml->term_cb;
+  ml->term_cb = NULL;
+  ml->terminating = false;
+  if (st == SL_OK)
+    sl_log(SL_LOG_INFO, "event=ml_terminated partition=%s last_ledger=%llu last_entry=%lld",
+           ml->partition, (unsigned long long)last_entry(ml).ledger_id,
+           (long long)last_entry(ml).entry_id);
+  cb(st, details, last_entry(ml), ml->term_arg);
+}
+
+typedef struct terminate_task {
+  sl_ml *ml;
+  sl_ml_terminate_cb cb;
+  void *arg;
+} terminate_task;
+
+static void terminated_already(void *arg) {
+  terminate_task *k = arg;
+  if (!k->ml->destroyed) k->cb(SL_OK, NULL, last_entry(k->ml), k->arg);
+  ml_unref(k->ml);
+  free(k);
+}
+
+sl_status sl_ml_terminate_async(sl_ml *ml, sl_ml_terminate_cb cb, void *arg,
+                                sl_err *err) {
+  SL_ASSERT(sl_serial_running_here(ml->serial));
+  if (cb == NULL) return sl_err_set(err, SL_EINVAL, "terminate: no callback");
+  if (sl_ml_terminated(ml)) {
+    terminate_task *k = sl_xcalloc(1, sizeof(*k));
+    *k = (terminate_task){ml, cb, arg};
+    ml_ref_get(ml);
+    sl_serial_post(ml->serial, terminated_already, k);
+    return SL_OK;
+  }
+  if (ml->terminating)
+    return sl_err_set(err, SL_EBUSY, "partition %s: being terminated", ml->partition);
+  ml->term_cb = cb;
+  ml->term_arg = arg;
+  ml->terminating = true;
+  sl_status st = sl_ml_close_async(ml, terminate_closed, ml, err);
+  if (st != SL_OK) {
+    ml->term_cb = NULL;
+    ml->terminating = false;
+  }
+  return st;
+}
+
 void sl_ml_destroy(sl_ml *ml) {
   if (ml == NULL) return;
   SL_ASSERT(!ml->destroyed);
@@ -581,6 +645,12 @@ void sl_ml_destroy(sl_ml *ml) {
   fail_queue(ml, SL_ECANCELED);
   ml->close_wanted = false;
   ml->close_cb = NULL;
+  sl_ml_terminate_cb term_cb = ml->term_cb;
+  ml->term_cb = NULL;
+  if (term_cb != NULL) { /* its caller waits, like an append's */
+    sl_ml_pos none = {0, -1};
+    term_cb(SL_ECANCELED, "partition closed before it was terminated", none, ml->term_arg);
+  }
   if (ml->cur != NULL && ml->state != SL_ML_ROLLING && ml->state != SL_ML_CLOSING) {
     /* Pending appends complete with SL_ECANCELED, holding references. A
      * close in flight owns cur and destroys it in its callback. */
@@ -664,6 +734,29 @@ static void last_recovered(sl_status st, const char *details, sl_ledger *lh,
   ml_unref(ml);
 }
 
+static void last_entry_fn(sl_ml_stats *s, void *arg) {
+  sl_ml *ml = arg;
+  s->ledgers = (uint32_t)ml->n_refs;
+  for (size_t i = ml->n_refs; i > 0; i--) {
+    if (ml->refs_v[i - 1].entries > 0) {
+      s->last_confirmed.ledger_id = ml->refs_v[i - 1].id;
+      s->last_confirmed.entry_id = ml->refs_v[i - 1].entries - 1;
+      return;
+    }
+  }
+}
+
+/* A terminated list: the terminate closed the last ledger before it wrote
+ * the flag, so every entry count is final and there is nothing to recover
+ * (and nothing may be added): open CLOSED, for reads only. */
+static void open_read_only(sl_ml *ml) {
+  ml_stats_update(ml, last_entry_fn, ml);
+  set_state(ml, SL_ML_CLOSED);
+  sl_log(SL_LOG_INFO, "event=ml_opened_terminated partition=%s ledgers=%zu epoch=%llu",
+         ml->partition, ml->n_refs, (unsigned long long)ml->epoch);
+  open_finish(ml, SL_OK, NULL);
+}
+
 static void list_read(sl_status st, const char *details, ProtobufCMessage *resp,
                       void *arg) {
   sl_ml *ml = arg;
@@ -697,7 +790,7 @@ static void list_read(sl_status st, const char *details, ProtobufCMessage *resp,
   ml->n_props = r->info->n_properties;
   protobuf_c_message_free_unpacked(resp, NULL);
   if (ml->terminated) {
-    open_finish(ml, SL_EPRECOND, "partition is terminated");
+    open_read_only(ml);
     ml_unref(ml);
     return;
   }

@@ -33,6 +33,14 @@
  * closed (its pending appends complete first), a new ledger is created and
  * CASed into the list, and the queued appends go to it in order.
  *
+ * Terminate (sl_ml_terminate_async): a close whose list write also sets
+ * the list's terminated flag. Pending appends complete first; afterwards
+ * nothing can ever be appended to the partition again, by this owner or any
+ * later one (the metadata service refuses a new ledger in a terminated
+ * list). Opening a terminated list succeeds read-only: no recovery (the
+ * terminate closed the last ledger before it wrote the flag), no new
+ * ledger, state CLOSED, sl_ml_terminated() true.
+ *
  * Trim (sl_ml_trim_async, and every trim_interval_ms): a ledger before the
  * current one is deleted when every cursor of the partition (ListCursors)
  * has its mark-delete position past the ledger's last entry, and the ledger
@@ -64,6 +72,9 @@
  *  6. Trim never removes the current ledger, never one a cursor still needs,
  *     and removes a ledger from the list (with the mark) before deleting its
  *     data, and its data before its metadata.
+ *  7. The terminated flag is written only by the terminate's final list
+ *     write, after its ledger is closed, so a stored terminated list never
+ *     has an open ledger.
  *
  * States and the function behind each transition
  *   OPENING   reading, recovering, creating   sl_ml_open_async
@@ -72,7 +83,8 @@
  *             and CASing the list                a rollover limit reached
  *   CLOSING   appends refused; pending ones complete, then the ledger is
  *             closed and the list written        sl_ml_close_async
- *   CLOSED    reads only                          close done
+ *   CLOSED    reads only                          close or terminate done;
+ *                                                 open of a terminated list
  *   FENCED    another owner took over: appends fail with SL_EFENCED
  *             ledger FENCED, lost list CAS, stale epoch
  *   FAILED    the ledger or metadata failed for good (no bookies, I/O):
@@ -81,8 +93,9 @@
  * Threads: everything of one managed ledger runs on its serial (the one in
  * the open options, shared with its ledger handles, timers and metadata
  * calls). sl_ml_append, sl_ml_close_async, sl_ml_set_properties,
- * sl_ml_read_async and sl_ml_trim_async must be called on that serial; every
- * callback runs on it, never inside the call that started the operation.
+ * sl_ml_read_async, sl_ml_trim_async and sl_ml_terminate_async must be
+ * called on that serial; every callback runs on it, never inside the call
+ * that started the operation.
  * The getters are thread-safe.
  */
 #ifndef SL_BROKER_MANAGED_LEDGER_H
@@ -190,6 +203,25 @@ size_t sl_ml_properties(const sl_ml *ml, const sl_ml_prop **out);
 /* Graceful close: refuses new appends, lets pending ones complete, closes
  * the current ledger and writes the list. cb runs once. */
 sl_status sl_ml_close_async(sl_ml *ml, sl_ml_done_cb cb, void *arg, sl_err *err);
+
+/* Completion of a terminate. On SL_OK, last is the partition's last entry
+ * ({0, -1} if it holds none). */
+typedef void (*sl_ml_terminate_cb)(sl_status st, const char *details, sl_ml_pos last,
+                                   void *arg);
+
+/* Terminates the partition (see Terminate above): cb runs once, after the
+ * list with the flag is stored (the managed ledger is CLOSED), or with the
+ * close's failure. On a terminated one it answers SL_OK again (cb still
+ * runs later). sl_ml_destroy during the terminate runs cb with
+ * SL_ECANCELED (inside the destroy). Returns SL_EBUSY while a terminate
+ * runs, SL_EPRECOND while closing or closed (not terminated), SL_EFENCED /
+ * SL_EUNAVAIL when lost; then cb never runs. */
+sl_status sl_ml_terminate_async(sl_ml *ml, sl_ml_terminate_cb cb, void *arg,
+                                sl_err *err);
+
+/* True once the terminated list is stored (or was read so by the open):
+ * reads only, appends fail with SL_EPRECOND. Serial only. */
+bool sl_ml_terminated(const sl_ml *ml);
 
 /* Frees the managed ledger without closing (its current ledger is left OPEN
  * for the next owner's recovery, as after a crash). Pending appends get

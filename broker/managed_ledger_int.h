@@ -104,6 +104,10 @@ struct sl_ml {
   sl_ml_done_cb close_cb;
   void *close_arg;
 
+  bool terminating;           /* sl_ml_terminate_async: its close runs */
+  sl_ml_terminate_cb term_cb;
+  void *term_arg;
+
   sl_timer trim_timer;
   bool trim_busy;
 

@@ -312,6 +312,48 @@ static void refill(cstream *cs) {
   cs->client_credit -= give;
 }
 
+/* ---- end of topic ---- */
+
+/* No entry of the chain is at or after pos. */
+static bool at_end(const sl_ml *ml, sl_ml_pos pos) {
+  sl_ml_ledger_info *chain;
+  size_t n = sl_ml_chain(ml, &chain);
+  bool end = true;
+  for (size_t i = 0; i < n && end; i++) {
+    if (chain[i].ledger_id == pos.ledger_id) end = pos.entry_id >= chain[i].entries;
+    else if (chain[i].ledger_id > pos.ledger_id) end = chain[i].entries <= 0;
+  }
+  free(chain);
+  return end;
+}
+
+/* Once the partition is terminated and the subscription has offered every
+ * entry of it and has nothing waiting for redelivery, each consumer gets
+ * EndOfTopic once (after the messages sent to it: the stream keeps order).
+ * Checked on every tick and join, so a consumer hears it within a tick of
+ * the last read. */
+static void check_end(psub *ps) {
+  if (ps->sub == NULL || ps->pc == NULL || ps->pc->t->ml == NULL ||
+      !sl_ml_terminated(ps->pc->t->ml))
+    return;
+  bool owed = false;
+  for (cstream *cs = ps->consumers; cs != NULL; cs = cs->next) owed |= !cs->end_sent;
+  sl_sub_stats ss;
+  sl_sub_stats_get(ps->sub, &ss);
+  if (!owed || ss.replay > 0 || !at_end(ps->pc->t->ml, sl_sub_read_pos(ps->sub))) return;
+  Sluice__V1__EndOfTopic eot = SLUICE__V1__END_OF_TOPIC__INIT;
+  Sluice__V1__ConsumeResponse r = SLUICE__V1__CONSUME_RESPONSE__INIT;
+  r.kind_case = SLUICE__V1__CONSUME_RESPONSE__KIND_END_OF_TOPIC;
+  r.end_of_topic = &eot;
+  for (cstream *cs = ps->consumers; cs != NULL; cs = cs->next) {
+    if (cs->end_sent) continue;
+    cs->end_sent = true;
+    cs_send(cs, &r);
+    sl_log(SL_LOG_INFO, "event=end_of_topic partition=%s subscription=%s consumer=%s",
+           ps->pc->t->name, ps->name, cs->o.consumer);
+  }
+}
+
 /* ---- subscriptions ---- */
 
 static void join(psub *ps, cstream *cs) {
@@ -345,7 +387,7 @@ static void join(psub *ps, cstream *cs) {
   sl_log(SL_LOG_INFO, "event=consumer_joined partition=%s subscription=%s consumer=%s "
          "active=%d", ps->pc->t->name, ps->name, cs->o.consumer, cs->active);
   /* A call already over is left by its leave task. */
-  cs_opened(cs, cs->active);
+  if (cs_opened(cs, cs->active)) check_end(ps);
 }
 
 /* ---- stats ---- */
@@ -555,6 +597,7 @@ static void tick_fired(void *arg) {
   for (psub *ps = pc->subs; ps != NULL; ps = ps->next) {
     if (ps->sub == NULL) continue;
     sl_sub_tick(ps->sub, now);
+    check_end(ps);
     gauges_refresh(ps);
   }
   sl_timer_start(&pc->tick, pc->c->o.tick_ms);
@@ -908,7 +951,10 @@ static void seek_to(ctask *k, sl_ml_pos to, bool at_end) {
   Sluice__V1__ConsumeResponse resp = SLUICE__V1__CONSUME_RESPONSE__INIT;
   resp.kind_case = SLUICE__V1__CONSUME_RESPONSE__KIND_SEEK_DONE;
   resp.seek_done = &done;
-  for (cstream *o = ps->consumers; o != NULL; o = o->next) cs_send(o, &resp);
+  for (cstream *o = ps->consumers; o != NULL; o = o->next) {
+    cs_send(o, &resp);
+    o->end_sent = false; /* a terminated partition ends again from `to` on */
+  }
   task_free(k);
 }
 

@@ -14,7 +14,8 @@
  *   LOADING   first producer asked for it: read the namespace policy, open
  *             the managed ledger as owner (recovery), restore the dedup
  *             snapshot and replay the entries after it. Producers wait.
- *   READY     sends accepted
+ *   READY     sends accepted (none once the partition is terminated: its
+ *             producers are refused, its consumers read on)
  *   CLOSING   Unload or graceful stop: new sends refused (redirect), pending
  *             entries complete, the managed ledger closes, producers are
  *             redirected, ownership is told (sl_ownership_unloaded)
@@ -57,6 +58,7 @@
 
 #include "broker.slrpc.h"
 #include "broker/ledger/ledger.h"
+#include "broker/managed_ledger.h"
 #include "broker/ownership.h"
 #include "common/rpc_client.h"
 #include "common/status.h"
@@ -89,6 +91,17 @@ void sl_produce_set_ownership(sl_produce *p, sl_ownership *own);
 /* Hooks to pass to sl_ownership_create: unload closes the partition
  * gracefully, lost fails it at once. */
 sl_ownership_hooks sl_produce_hooks(sl_produce *p);
+
+/* Terminates `partition`, owned here at `epoch` (TerminateTopic): the
+ * messages already accepted are stored, then the managed ledger is
+ * terminated (sl_ml_terminate_async); from then on every producer of the
+ * partition, attached or new, is refused with SL_EPRECOND ("terminated"),
+ * while consumers go on reading. cb runs once, on the partition's serial,
+ * with the last entry as sl_ml_terminate_async gives it:
+ * SL_OK also when it was terminated already; SL_EBUSY while the partition
+ * loads or a terminate runs (ask again); SL_EUNAVAIL when it is moving. */
+void sl_produce_terminate(sl_produce *p, const char *partition, uint64_t epoch,
+                          sl_ml_terminate_cb cb, void *arg);
 
 /* Fills h->produce_start and friends (ctx must be the sl_produce). */
 void sl_produce_handlers(sl_broker_service_handlers *h);

@@ -284,16 +284,36 @@ static void drain(ptopic *t) {
 
 /* ---- sends ---- */
 
+/* A READY partition whose log takes no appends is terminated or being
+ * terminated (an unload leaves READY first). */
+static bool terminated(const ptopic *t) {
+  sl_ml_stats s;
+  sl_ml_stats_get(t->ml, &s);
+  return s.state == SL_ML_CLOSING || s.state == SL_ML_CLOSED;
+}
+
+static void terminated_msg(const ptopic *t, char *msg, size_t cap) {
+  snprintf(msg, cap, "topic %s is terminated: nothing more can be published", t->name);
+}
+
+static void refuse_terminated(ptopic *t, pstream *ps) {
+  char msg[SL_ERR_MAX];
+  terminated_msg(t, msg, sizeof(msg));
+  ps_end(ps, SL_EPRECOND, msg, NULL, NULL);
+}
+
 static void batch_run(void *arg) {
   pbatch *b = arg;
   ptopic *t = b->topic;
   const sl_produce_opts *o = opts(t);
   uint32_t max_msgs = o->group_max_msgs ? o->group_max_msgs : DEFAULT_GROUP_MSGS;
   size_t max_bytes = o->group_max_bytes ? o->group_max_bytes : DEFAULT_GROUP_BYTES;
+  bool ended = t->state == PT_READY && terminated(t);
   for (size_t i = 0; i < b->n; i++) {
     pmember *m = &b->m[i];
-    if (t->state != PT_READY) {
-      ps_end(m->ps, SL_EREDIRECT, "partition is moving: look it up again", NULL, t->name);
+    if (t->state != PT_READY || ended) {
+      if (ended) refuse_terminated(t, m->ps);
+      else ps_end(m->ps, SL_EREDIRECT, "partition is moving: look it up again", NULL, t->name);
       member_drop(m);
       m->ps = NULL;
       continue;
@@ -341,6 +361,10 @@ void pt_post_batch(pbatch *b) { sl_serial_post(b->topic->serial, batch_run, b); 
 /* ---- attach and detach ---- */
 
 static void answer_open(ptopic *t, pstream *ps) {
+  if (terminated(t)) {
+    refuse_terminated(t, ps);
+    return;
+  }
   /* The name: the producer's own, or one made unique here. */
   char gen[64];
   const char *name = ps->producer;
@@ -716,6 +740,10 @@ static void ml_closed(sl_status st, const char *details, void *arg) {
 static void pt_close_ml(ptopic *t) {
   sl_err err = SL_ERR_INIT;
   pt_ref(t);
+  if (t->ml != NULL && sl_ml_terminated(t->ml)) {
+    ml_closed(SL_OK, NULL, t); /* closed for good already */
+    return;
+  }
   if (t->ml == NULL || sl_ml_close_async(t->ml, ml_closed, t, &err) != SL_OK)
     ml_closed(SL_EPRECOND, err.msg, t);
 }
@@ -763,6 +791,61 @@ void pt_unload(sl_produce *p, const char *partition) {
   }
   post(t, NULL, unload_run);
   pt_unref(t);
+}
+
+/* ---- terminate ---- */
+
+typedef struct pterm {
+  ptopic *t;                 /* referenced */
+  sl_ml_terminate_cb cb;
+  void *arg;
+} pterm;
+
+static void pterm_finish(pterm *k, sl_status st, const char *msg, sl_ml_pos last) {
+  k->cb(st, msg, last, k->arg);
+  pt_unref(k->t);
+  free(k);
+}
+
+static void terminate_done(sl_status st, const char *details, sl_ml_pos last, void *arg) {
+  pterm *k = arg;
+  ptopic *t = k->t;
+  if (st == SL_OK) {
+    char msg[SL_ERR_MAX];
+    terminated_msg(t, msg, sizeof(msg));
+    end_all(t, SL_EPRECOND, msg);
+  }
+  pterm_finish(k, st, details, last);
+}
+
+static void terminate_run(void *arg) {
+  pterm *k = arg;
+  ptopic *t = k->t;
+  sl_err err = SL_ERR_INIT;
+  sl_status st;
+  switch (t->state) {
+    case PT_READY:
+      flush(t); /* what was accepted is stored before the flag */
+      st = sl_ml_terminate_async(t->ml, terminate_done, k, &err);
+      if (st == SL_OK) return;
+      break;
+    case PT_LOADING:
+      st = sl_err_set(&err, SL_EBUSY, "partition %s is loading: ask again", t->name);
+      break;
+    default:
+      st = sl_err_set(&err, SL_EUNAVAIL, "partition %s is moving: look it up again", t->name);
+  }
+  sl_ml_pos none = {0, -1};
+  pterm_finish(k, st, err.msg, none);
+}
+
+void sl_produce_terminate(sl_produce *p, const char *partition, uint64_t epoch,
+                          sl_ml_terminate_cb cb, void *arg) {
+  pterm *k = sl_xcalloc(1, sizeof(*k));
+  k->t = pt_get(p, partition, epoch); /* loads it if need be */
+  k->cb = cb;
+  k->arg = arg;
+  sl_serial_post(k->t->serial, terminate_run, k);
 }
 
 static void lost_run(void *arg) {

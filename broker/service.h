@@ -6,12 +6,14 @@
  * call) and ownership work runs on the ownership thread.
  *
  *   service_lookup.c  Lookup: topic -> partitions -> owners, with redirects
- *   service_admin.c   namespaces, topics, Unload, ClusterStatus
+ *   service_admin.c   namespaces, topics, Unload, ClusterStatus,
+ *                     GetTopicStats, TerminateTopic
  */
 #ifndef SL_BROKER_SERVICE_H
 #define SL_BROKER_SERVICE_H
 
 #include "broker.slrpc.h"
+#include "broker/managed_ledger.h"
 #include "broker/ownership.h"
 #include "common/rpc_client.h"
 
@@ -27,6 +29,10 @@ typedef struct sl_broker {
   bool (*sub_stats)(struct sl_consume *c, const char *partition, int timeout_ms,
                     Sluice__V1__TopicStats *out);
   void (*sub_stats_free)(Sluice__V1__TopicStats *out);
+  /* TerminateTopic of a partition owned here at epoch (sl_produce_terminate;
+   * set by main.c, NULL = refused). */
+  void (*terminate)(struct sl_produce *p, const char *partition, uint64_t epoch,
+                    sl_ml_terminate_cb cb, void *arg);
 } sl_broker;
 
 /* Fill in the Lookup handler. */

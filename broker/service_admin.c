@@ -6,15 +6,20 @@
  * service knows: owner epoch, ledger chain) take several metadata round trips
  * each, so each runs on a short-lived thread of its own. Stats of what only
  * the owner knows (producers, subscriptions, rates) are filled in by the
- * managed ledger and consume modules, not here.
+ * managed ledger and consume modules, not here. TerminateTopic runs on
+ * each partition's owner: here (the produce module terminates it) or on the
+ * owning broker, which gets the call forwarded for that one partition.
  */
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "broker/service.h"
+#include "common/clock.h"
 #include "common/log.h"
 #include "metadata.slrpc.h"
 #include "metadata/md_names.h"
@@ -273,6 +278,7 @@ static void topic_stats_run(slow_call *sc) {
     sl_status mst = sl_metadata_service_get_managed_ledger(sc->b->md, &mreq, &ml, &co, &err);
     if (mst == SL_OK && ml->info != NULL) {
       stats.ledgers = (uint32_t)ml->info->n_ledgers;
+      stats.terminated = ml->info->terminated;
       for (size_t i = 0; i < ml->info->n_ledgers; i++) {
         const Sluice__V1__LedgerRef *r = ml->info->ledgers[i];
         if (r->entries > 0) stats.entries += (uint64_t)r->entries;
@@ -297,6 +303,205 @@ static void get_topic_stats(sl_rpc_call *call, const Sluice__V1__TopicStatsReque
   run_slow(call, ctx, &req->base, topic_stats_run);
 }
 
+/* ---- TerminateTopic: on each partition's owner ---- */
+
+/* One asynchronous step (resolve, terminate) waited for by the slow call's
+ * thread. Two references: the waiter's and the callback's, so a waiter that
+ * gives up leaves the box to the late callback. */
+typedef struct box {
+  atomic_int refs;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  bool done;
+  sl_status st;
+  char msg[SL_ERR_MAX];
+  bool local;                 /* resolve: this broker owns it */
+  uint64_t epoch;
+  char address[SL_MD_NAME_MAX + 1];
+  sl_ml_pos last;             /* terminate: the last entry */
+} box;
+
+static box *box_new(void) {
+  box *x = sl_xcalloc(1, sizeof(*x));
+  atomic_init(&x->refs, 2);
+  pthread_mutex_init(&x->mu, NULL);
+  pthread_cond_init(&x->cv, NULL);
+  return x;
+}
+
+static void box_unref(box *x) {
+  if (atomic_fetch_sub(&x->refs, 1) != 1) return;
+  pthread_mutex_destroy(&x->mu);
+  pthread_cond_destroy(&x->cv);
+  free(x);
+}
+
+/* Called with x->mu held by the callback, which fills the box first. */
+static void box_done(box *x, sl_status st, const char *msg) {
+  x->st = st;
+  snprintf(x->msg, sizeof(x->msg), "%s", msg != NULL ? msg : sl_status_str(st));
+  x->done = true;
+  pthread_cond_signal(&x->cv);
+  pthread_mutex_unlock(&x->mu);
+  box_unref(x);
+}
+
+/* Waits until deadline (monotonic ms); SL_ETIMEDOUT if it passed first. */
+static sl_status box_wait(box *x, int64_t deadline, sl_err *err) {
+  pthread_mutex_lock(&x->mu);
+  while (!x->done) {
+    int64_t left = deadline - sl_clock_mono_ms();
+    if (left <= 0) break;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += left / 1000;
+    ts.tv_nsec += (left % 1000) * 1000000;
+    if (ts.tv_nsec >= 1000000000) ts.tv_sec++, ts.tv_nsec -= 1000000000;
+    pthread_cond_timedwait(&x->cv, &x->mu, &ts);
+  }
+  sl_status st = x->done ? x->st : SL_ETIMEDOUT;
+  if (st != SL_OK) sl_err_set(err, st, "%s", x->done ? x->msg : "no answer in time");
+  pthread_mutex_unlock(&x->mu);
+  return st;
+}
+
+static void resolved(sl_status st, const char *msg, const sl_ownership_owner *owner,
+                     void *arg) {
+  box *x = arg;
+  pthread_mutex_lock(&x->mu);
+  if (st == SL_OK) {
+    x->local = owner->local;
+    x->epoch = owner->epoch;
+    snprintf(x->address, sizeof(x->address), "%s", owner->address);
+  }
+  box_done(x, st, msg);
+}
+
+static void terminated(sl_status st, const char *msg, sl_ml_pos last, void *arg) {
+  box *x = arg;
+  pthread_mutex_lock(&x->mu);
+  x->last = last;
+  box_done(x, st, msg);
+}
+
+/* Asks the owner (another broker) to terminate one partition. */
+static sl_status terminate_remote(sl_broker *b, const char *partition, const char *address,
+                                  sl_ml_pos *last, sl_err *err) {
+  sl_rpc_channel_opts cho = {.target = address};
+  sl_rpc_channel *ch = NULL;
+  sl_status st = sl_rpc_channel_create(&cho, &ch, err);
+  if (st != SL_OK) return st;
+  Sluice__V1__TerminateTopicRequest req = SLUICE__V1__TERMINATE_TOPIC_REQUEST__INIT;
+  req.topic = (char *)partition;
+  Sluice__V1__TerminateTopicResponse *resp = NULL;
+  /* The owner's own deadline for the partition, plus the way there. */
+  sl_rpc_call_opts co = {.timeout_ms = 5 * b->rpc_timeout_ms};
+  st = sl_broker_service_terminate_topic(ch, &req, &resp, &co, err);
+  if (st == SL_OK && resp->n_last_ids != 1)
+    st = sl_err_set(err, SL_ECORRUPT, "broker %s answered %zu ids for partition %s",
+                    address, resp->n_last_ids, partition);
+  if (st == SL_OK) {
+    last->ledger_id = resp->last_ids[0]->ledger_id;
+    last->entry_id = resp->last_ids[0]->entry_id;
+  }
+  if (resp != NULL) protobuf_c_message_free_unpacked(&resp->base, NULL);
+  sl_rpc_channel_destroy(ch);
+  return st;
+}
+
+/* Terminates one partition on its owner. A partition that is loading, or
+ * moving between owners, is asked again until the deadline. */
+static sl_status terminate_partition(sl_broker *b, const char *partition, int64_t deadline,
+                                     sl_ml_pos *last, sl_err *err) {
+  sl_ownership *own = atomic_load(&b->own);
+  if (own == NULL || b->terminate == NULL)
+    return sl_err_set(err, SL_EUNAVAIL, "broker not serving yet");
+  for (;;) {
+    box *x = box_new();
+    sl_ownership_resolve(own, partition, false, resolved, x);
+    sl_status st = box_wait(x, deadline, err);
+    if (st == SL_OK) { /* done: the callback no longer touches the box */
+      bool local = x->local;
+      uint64_t epoch = x->epoch;
+      char address[sizeof(x->address)];
+      snprintf(address, sizeof(address), "%s", x->address);
+      box_unref(x);
+      if (!local) return terminate_remote(b, partition, address, last, err);
+      x = box_new();
+      b->terminate(b->produce, partition, epoch, terminated, x);
+      st = box_wait(x, deadline, err);
+      if (st == SL_OK) *last = x->last;
+    }
+    box_unref(x); /* else the late callback's, if any, now */
+    if ((st != SL_EBUSY && st != SL_EUNAVAIL) || sl_clock_mono_ms() >= deadline) return st;
+    struct timespec ts = {0, 20 * 1000000}; /* loading or moving: soon done */
+    nanosleep(&ts, NULL);
+  }
+}
+
+static void terminate_run(slow_call *sc) {
+  const Sluice__V1__TerminateTopicRequest *req =
+      (const Sluice__V1__TerminateTopicRequest *)sc->req;
+  sl_err err = SL_ERR_INIT;
+  sl_rpc_call_opts co = {.timeout_ms = sc->b->rpc_timeout_ms};
+  size_t topic_len = 0;
+  int64_t index = -1;
+  sl_status st = sl_md_check_partition(req->topic, &topic_len, &index, &err);
+  char topic[SL_MD_PARTITION_MAX + 1];
+  snprintf(topic, sizeof(topic), "%.*s", (int)topic_len, req->topic);
+  Sluice__V1__TopicInfo *ti = NULL;
+  if (st == SL_OK) {
+    Sluice__V1__GetTopicRequest treq = SLUICE__V1__GET_TOPIC_REQUEST__INIT;
+    treq.name = topic;
+    st = sl_metadata_service_get_topic(sc->b->md, &treq, &ti, &co, &err);
+  }
+  /* "ns/t-partition-N" is one partition of t; a plain name, all of them. */
+  uint32_t first = 0, n = 0;
+  if (st == SL_OK && index >= 0) {
+    if (index < (int64_t)ti->partitions) first = (uint32_t)index, n = 1;
+    else st = sl_err_set(&err, SL_EINVAL, "topic %s has %u partitions: no partition %lld",
+                         topic, ti->partitions, (long long)index);
+  } else if (st == SL_OK) {
+    n = ti->partitions > 0 ? ti->partitions : 1;
+  }
+  Sluice__V1__MessageId *ids = sl_xcalloc(n + 1, sizeof(*ids));
+  Sluice__V1__MessageId **id_ptrs = sl_xcalloc(n + 1, sizeof(*id_ptrs));
+  for (uint32_t i = 0; st == SL_OK && i < n; i++) {
+    char name[SL_MD_PARTITION_MAX + 1];
+    if (ti->partitions > 0) snprintf(name, sizeof(name), "%s-partition-%u", topic, first + i);
+    else snprintf(name, sizeof(name), "%s", topic);
+    sl_ml_pos last = {0, -1};
+    int64_t deadline = sl_clock_mono_ms() + 4 * (int64_t)sc->b->rpc_timeout_ms;
+    st = terminate_partition(sc->b, name, deadline, &last, &err);
+    if (st != SL_OK) {
+      sl_err_wrap(&err, st, "partition %s", name);
+      break;
+    }
+    sluice__v1__message_id__init(&ids[i]);
+    ids[i].ledger_id = last.ledger_id;
+    ids[i].entry_id = last.entry_id;
+    ids[i].partition = ti->partitions > 0 ? (int32_t)(first + i) : -1;
+    id_ptrs[i] = &ids[i];
+  }
+  if (st == SL_OK) {
+    sl_log(SL_LOG_INFO, "event=topic_terminated topic=%s partitions=%u", req->topic, n);
+    Sluice__V1__TerminateTopicResponse resp = SLUICE__V1__TERMINATE_TOPIC_RESPONSE__INIT;
+    resp.n_last_ids = n;
+    resp.last_ids = id_ptrs;
+    sl_broker_service_terminate_topic_reply(sc->call, &resp);
+  } else {
+    sl_rpc_call_finish(sc->call, st, sl_err_msg(&err, st), NULL);
+  }
+  free(ids);
+  free(id_ptrs);
+  if (ti) protobuf_c_message_free_unpacked(&ti->base, NULL);
+}
+
+static void terminate_topic(sl_rpc_call *call, const Sluice__V1__TerminateTopicRequest *req,
+                            void *ctx) {
+  run_slow(call, ctx, &req->base, terminate_run);
+}
+
 void sl_broker_admin_handlers(sl_broker_service_handlers *h) {
   h->create_namespace = create_namespace;
   h->get_namespace = get_namespace;
@@ -310,4 +515,5 @@ void sl_broker_admin_handlers(sl_broker_service_handlers *h) {
   h->unload = unload;
   h->cluster_status = cluster_status;
   h->get_topic_stats = get_topic_stats;
+  h->terminate_topic = terminate_topic;
 }

@@ -138,6 +138,7 @@ void sl_sub_destroy(sl_sub *s) {
 
 sl_disp_type sl_sub_type(const sl_sub *s) { return s->type; }
 const char *sl_sub_name(const sl_sub *s) { return s->name; }
+sl_ml_pos sl_sub_read_pos(const sl_sub *s) { return s->read_pos; }
 
 /* ---- reading and offering ---- */
 

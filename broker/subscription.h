@@ -121,6 +121,10 @@ void sl_sub_destroy(sl_sub *s);
 sl_disp_type sl_sub_type(const sl_sub *s);
 const char *sl_sub_name(const sl_sub *s);
 
+/* The next entry to read: every entry before it was offered (end of topic
+ * is when no entry is left at or after it). */
+sl_ml_pos sl_sub_read_pos(const sl_sub *s);
+
 /* A consumer joins (see sl_disp_add; SL_EBUSY names the subscription). */
 sl_status sl_sub_add_consumer(sl_sub *s, const sl_disp_consumer *c,
                               sl_err *err);

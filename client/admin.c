@@ -67,6 +67,35 @@ sl_status sl_admin_topic_delete(sl_client *c, const char *name, sl_err *err) {
   return SL_OK;
 }
 
+sl_status sl_admin_topic_terminate(sl_client *c, const char *name, sl_msg_id **last_ids,
+                                   size_t *n, sl_err *err) {
+  sl_rpc_channel *ch;
+  sl_rpc_call_opts o;
+  sl_status st = sl_topic_name_check(name, err);
+  if (st == SL_OK) st = setup(c, &ch, &o, err);
+  if (st != SL_OK) return st;
+  Sluice__V1__TerminateTopicRequest req = SLUICE__V1__TERMINATE_TOPIC_REQUEST__INIT;
+  req.topic = (char *)name;
+  Sluice__V1__TerminateTopicResponse *r = NULL;
+  st = sl_broker_service_terminate_topic(ch, &req, &r, &o, err);
+  if (st != SL_OK) return sl_err_wrap(err, st, "topic %s", name);
+  if (last_ids != NULL) {
+    *last_ids = calloc(r->n_last_ids + 1, sizeof(**last_ids));
+    if (*last_ids == NULL) {
+      FREE_MSG(r);
+      return sl_err_set(err, SL_ENOMEM, "terminate: out of memory");
+    }
+    for (size_t i = 0; i < r->n_last_ids; i++) {
+      const Sluice__V1__MessageId *id = r->last_ids[i];
+      (*last_ids)[i] = (sl_msg_id){id->ledger_id, id->entry_id, id->batch_index,
+                                   id->batch_size, id->partition};
+    }
+  }
+  if (n != NULL) *n = r->n_last_ids;
+  FREE_MSG(r);
+  return SL_OK;
+}
+
 sl_status sl_admin_topic_list(sl_client *c, const char *ns, sl_strings *out,
                               uint32_t **partitions, sl_err *err) {
   memset(out, 0, sizeof(*out));

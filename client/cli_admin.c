@@ -10,6 +10,8 @@ static const char topic_help[] =
     "       sluice topic list [NAMESPACE]        (default namespace: public)\n"
     "       sluice topic delete NAME\n"
     "       sluice topic stats NAME              (per partition, JSON)\n"
+    "       sluice topic terminate NAME          (no more publishing, for good;\n"
+    "                                             consumers read to the end)\n"
     "NAME is NAMESPACE/TOPIC.\n"
     "examples:\n"
     "  sluice topic create public/orders\n"
@@ -108,14 +110,40 @@ static int one_name(sl_cli *cli, const char *what, const char **name, bool optio
   return SL_CLI_OK;
 }
 
+/* Prints each partition's last message id ("none" for an empty one). */
+static sl_status topic_terminate(sl_cli *cli, sl_client *c, const char *name, sl_err *err) {
+  sl_msg_id *last;
+  size_t n;
+  sl_status st = sl_admin_topic_terminate(c, name, &last, &n, err);
+  if (st != SL_OK) return st;
+  if (cli->json) printf("{\"terminated\":\"%s\",\"last_ids\":[", name);
+  else printf("terminated %s\n", name);
+  for (size_t i = 0; i < n; i++) {
+    const sl_msg_id *id = &last[i];
+    if (cli->json)
+      printf("%s{\"partition\":%d,\"ledger_id\":%llu,\"entry_id\":%lld}", i ? "," : "",
+             id->partition, (unsigned long long)id->ledger_id, (long long)id->entry_id);
+    else if (id->entry_id < 0)
+      printf("  partition %d: no messages\n", id->partition);
+    else
+      printf("  partition %d: last entry %llu:%lld\n", id->partition,
+             (unsigned long long)id->ledger_id, (long long)id->entry_id);
+  }
+  if (cli->json) printf("]}\n");
+  free(last);
+  return SL_OK;
+}
+
 int sl_cli_topic(sl_cli *cli) {
   if (sl_cli_wants_help(cli->argc, cli->argv) || cli->argc < 2) {
     fputs(topic_help, cli->argc < 2 ? stderr : stdout);
     return cli->argc < 2 ? SL_CLI_USAGE : SL_CLI_OK;
   }
   const char *sub = cli->argv[1], *name;
-  if (strcmp(sub, "create") && strcmp(sub, "list") && strcmp(sub, "delete") && strcmp(sub, "stats"))
-    return sl_cli_usage("topic ", "unknown topic command %s (create, list, delete, stats)", sub);
+  if (strcmp(sub, "create") && strcmp(sub, "list") && strcmp(sub, "delete") &&
+      strcmp(sub, "stats") && strcmp(sub, "terminate"))
+    return sl_cli_usage("topic ", "unknown topic command %s (create, list, delete, stats, "
+                        "terminate)", sub);
   int rc = SL_CLI_OK;
   if (strcmp(sub, "create") != 0 &&
       (rc = one_name(cli, "topic ", &name, strcmp(sub, "list") == 0)) != SL_CLI_OK)
@@ -144,6 +172,8 @@ int sl_cli_topic(sl_cli *cli) {
       free(parts);
       sl_strings_free(&l);
     }
+  } else if (strcmp(sub, "terminate") == 0) {
+    st = topic_terminate(cli, c, name, &err);
   } else {
     char *json;
     st = sl_admin_topic_stats(c, name, &json, &err);

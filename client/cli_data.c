@@ -317,6 +317,7 @@ int sl_cli_consume(sl_cli *cli) {
    * earlier acks reached the broker (a plain ack could still be in flight
    * when the stream is closed). */
   last_acks held = {0};
+  bool ended = false;
   while (st == SL_OK && !interrupted && (count == 0 || got < count)) {
     sl_received *m = NULL;
     st = sl_consumer_receive(cons, 200, &m, &err);
@@ -324,6 +325,12 @@ int sl_cli_consume(sl_cli *cli) {
       st = SL_OK;
       if (idle_deadline && sl_clock_mono_ns() >= idle_deadline) break;
       continue;
+    }
+    if (st == SL_ERANGE) { /* a terminated topic, read to its end */
+      fprintf(stderr, "sluice: %s: end of topic (terminated)\n", co.topic);
+      st = SL_OK;
+      ended = true;
+      break;
     }
     if (st != SL_OK) break;
     print_msg(m, cli->json);
@@ -344,7 +351,9 @@ int sl_cli_consume(sl_cli *cli) {
     rc = sl_cli_fail(cli, st, &err);
   } else if (count > 0 && got < count) {
     fprintf(stderr, "sluice: %s: got %ld of %ld messages before %s\n", co.topic, got, count,
-            interrupted ? "Ctrl-C" : "--timeout passed; raise --timeout or produce more");
+            interrupted ? "Ctrl-C"
+            : ended     ? "the end of the topic"
+                        : "--timeout passed; raise --timeout or produce more");
     rc = SL_CLI_FAIL;
   }
   sl_consumer_destroy(cons);

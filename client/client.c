@@ -143,7 +143,7 @@ sl_rpc_call_opts sl_client_call_opts(const sl_client *c) {
 bool sl_client_permanent(sl_status st) {
   return st == SL_EINVAL || st == SL_ENOTFOUND || st == SL_EDELETED || st == SL_EPERM ||
          st == SL_EUNAUTH || st == SL_ETOOBIG || st == SL_EUNIMPL || st == SL_EEXIST ||
-         st == SL_EBUSY;
+         st == SL_EBUSY || st == SL_EPRECOND;
 }
 
 sl_status sl_client_channel(sl_client *c, const char *address, sl_rpc_channel **out,

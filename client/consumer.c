@@ -55,6 +55,7 @@ typedef struct cpart {
   char seek_why[SL_ERR_MAX];
   bool redirected;               /* last stream ended on a redirect: the
                                     cache holds the owner (thread's own) */
+  bool at_end;                   /* EndOfTopic on this stream (under c->mu) */
 } cpart;
 
 struct sl_consumer {
@@ -301,6 +302,13 @@ static sl_status recv_all(cpart *pt, sl_err *err) {
         pthread_cond_broadcast(&c->cv);
         pthread_mutex_unlock(&c->mu);
         break;
+      case SLUICE__V1__CONSUME_RESPONSE__KIND_END_OF_TOPIC:
+        /* After every message of the partition (the stream keeps order). */
+        pthread_mutex_lock(&c->mu);
+        pt->at_end = true;
+        pthread_cond_broadcast(&c->cv);
+        pthread_mutex_unlock(&c->mu);
+        break;
       case SLUICE__V1__CONSUME_RESPONSE__KIND_CLOSED:
         sl_err_set(err, (sl_status)(-(int)r->closed->status), "%s: %s", pt->name,
                    r->closed->reason);
@@ -346,6 +354,7 @@ static void *part_loop(void *arg) {
                      "stream to the broker ended before the ack was confirmed; ack again");
       pthread_mutex_lock(&c->mu);
       drop_queued(c, (int)(pt - c->parts));
+      pt->at_end = false; /* the next stream redelivers, then ends again */
       if (pt->seeking > 0) {
         /* The broker ends the stream over a seek it refuses: that is the
          * seek's error, not the consumer's, which subscribes again. */
@@ -490,6 +499,19 @@ sl_status sl_consumer_create(sl_client *cl, const sl_consumer_opts *opts, sl_con
   return SL_OK;
 }
 
+static bool at_end_locked(const sl_consumer *c) {
+  bool end = c->n_parts > 0;
+  for (size_t i = 0; i < c->n_parts && end; i++) end = c->parts[i].at_end;
+  return end;
+}
+
+bool sl_consumer_at_end(sl_consumer *c) {
+  pthread_mutex_lock(&c->mu);
+  bool end = at_end_locked(c);
+  pthread_mutex_unlock(&c->mu);
+  return end;
+}
+
 sl_status sl_consumer_receive(sl_consumer *c, int timeout_ms, sl_received **out, sl_err *err) {
   if (c->o.on_message)
     return sl_err_set(err, SL_EINVAL, "receive: the consumer is in callback mode");
@@ -500,6 +522,11 @@ sl_status sl_consumer_receive(sl_consumer *c, int timeout_ms, sl_received **out,
       sl_status st = sl_err_set(err, c->failed, "%s", c->why);
       pthread_mutex_unlock(&c->mu);
       return st;
+    }
+    if (at_end_locked(c)) {
+      pthread_mutex_unlock(&c->mu);
+      return sl_err_set(err, SL_ERANGE, "topic %s is terminated and every message was "
+                        "received (end of topic)", c->topic);
     }
     int64_t now = sl_clock_mono_ns();
     if (deadline && now >= deadline) {
@@ -624,6 +651,7 @@ static sl_status seek(sl_consumer *c, int only, const Sluice__V1__Seek *sk, sl_e
     /* Counted before sending: SeekDone may come before part_send returns. */
     pthread_mutex_lock(&c->mu);
     c->parts[i].seeking++;
+    c->parts[i].at_end = false; /* the broker ends it again from there */
     c->parts[i].seek_st = SL_OK;
     pthread_mutex_unlock(&c->mu);
     sl_status st = part_send(&c->parts[i], &req, err);

@@ -46,6 +46,8 @@
  *                 subscription already has a consumer
  *   SL_ETOOBIG    payload over the topic's limit
  *   SL_ECANCELED  the producer/consumer was destroyed with the call pending
+ *   SL_EPRECOND   publishing to a terminated topic
+ *   SL_ERANGE     receive: end of a terminated topic
  *   SL_EUNAUTH, SL_EPERM  token missing or not allowed
  *   SL_ENOMEM     out of memory (the library never aborts on it)
  *   Anything else is the broker's own status, passed through.
@@ -223,9 +225,17 @@ sl_status sl_consumer_create(sl_client *c, const sl_consumer_opts *opts,
                              sl_consumer **out, sl_err *err);
 
 /* Next message, waiting up to timeout_ms (< 0 = forever): SL_OK with *out
- * (the caller's), or SL_ETIMEDOUT. Taking messages grants permits back. */
+ * (the caller's), or SL_ETIMEDOUT. Taking messages grants permits back.
+ * End of topic: once the topic is terminated (sl_admin_topic_terminate) and
+ * every partition's broker has sent this subscription all its messages,
+ * receive returns SL_ERANGE ("end of topic") as soon as the queue is empty,
+ * and keeps doing so (a seek starts reading again). */
 sl_status sl_consumer_receive(sl_consumer *c, int timeout_ms, sl_received **out,
                               sl_err *err);
+
+/* True once every partition reached end of topic (as above); for callback
+ * mode, where receive is not used. */
+bool sl_consumer_at_end(sl_consumer *c);
 
 /* Acks one message; with a cumulative ack, everything up to it on its
  * partition (exclusive and failover only: SL_EINVAL otherwise). Queued to
@@ -270,6 +280,14 @@ sl_status sl_admin_topic_delete(sl_client *c, const char *name, sl_err *err);
  * partition counts go to *partitions (heap, may be NULL). */
 sl_status sl_admin_topic_list(sl_client *c, const char *ns, sl_strings *out,
                               uint32_t **partitions, sl_err *err);
+/* Terminates a topic (every partition): what the brokers accepted is
+ * stored, then nothing more can be published (producers get SL_EPRECOND,
+ * "terminated"); consumers read on until end of topic. *last_ids (may be
+ * NULL; heap, free() it) gets each partition's last entry in index order
+ * (entry_id -1: none), *n their count. Terminating again answers the same.
+ * SL_ENOTFOUND for an unknown topic. */
+sl_status sl_admin_topic_terminate(sl_client *c, const char *name, sl_msg_id **last_ids,
+                                   size_t *n, sl_err *err);
 /* Stats of every partition of a topic as JSON (heap string). */
 sl_status sl_admin_topic_stats(sl_client *c, const char *name, char **json,
                                sl_err *err);

@@ -49,6 +49,14 @@ seq 100 >"$dir/lines"
 "$sluice" produce public/wide -k customer-7 -p source=seq <"$dir/lines" >"$dir/out" 2>&1 ||
   fail "produce from stdin: $(cat "$dir/out")"
 grep -q "^acked 100$" "$dir/out" || fail "produce from stdin: $(cat "$dir/out")"
+# Terminate: no more producing; a consumer reads everything, then ends.
+expect 0 "terminated public/orders" "$sluice" topic terminate public/orders
+expect 0 '"terminated":"public/orders","last_ids":\[{"partition":-1,' \
+  "$sluice" --json topic terminate public/orders
+expect 1 "is terminated" "$sluice" produce public/orders -m three
+expect 0 "end of topic" "$sluice" consume public/orders -s eot --from earliest
+grep -q "file body" "$dir/out" || fail "consume to the end: $(cat "$dir/out")"
+expect 1 "not found" "$sluice" topic terminate public/absent
 expect 0 "deleted public/orders" "$sluice" topic delete public/orders
 expect 1 "not found" "$sluice" topic stats public/orders
 

@@ -3,7 +3,7 @@
  * with the real ledger client: registration before writing, rollover,
  * positions increasing across ledgers, take-over with recovery that fences
  * the old owner, properties across a reopen, trim by cursors and retention,
- * bad input.
+ * terminate (during a rollover) and the read-only open after it, bad input.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -406,6 +406,146 @@ static void test_managed_ledger__append_rollover_scan(void **state) {
   assert_int_equal(entries[n - 1], 10);
   sl_ml_stats_get(h.ml, &st);
   assert_int_equal(st.state, SL_ML_CLOSED);
+  ml_destroy(&h);
+}
+
+/* ---- terminate ---- */
+
+typedef struct term_job {
+  ml_handle *h;
+  appends *a;
+  int appends;                /* before the terminate, in the same job */
+  sync_ s;
+  sl_ml_pos last;
+  sl_status ret, append_ret;
+  bool terminated;
+} term_job;
+
+static void terminated_cb(sl_status st, const char *details, sl_ml_pos last, void *arg) {
+  term_job *j = arg;
+  j->last = last;
+  sync_signal(&j->s, st, details);
+}
+
+static void term_run(void *arg) {
+  term_job *j = arg;
+  if (j->appends > 0) {
+    append_job aj = {j->h->ml, j->a, 0, j->appends, "t", SL_OK};
+    append_run(&aj);
+    assert_int_equal(aj.ret, SL_OK);
+  }
+  j->ret = sl_ml_terminate_async(j->h->ml, terminated_cb, j, NULL);
+}
+
+/* Terminates (after `appends` appends in the same serial item) and waits. */
+static void terminate(ml_handle *h, appends *a, int appends, term_job *j) {
+  memset(j, 0, sizeof(*j));
+  sync_init(&j->s);
+  j->h = h;
+  j->a = a;
+  j->appends = appends;
+  run_on(h->serial, term_run, j);
+  assert_int_equal(j->ret, SL_OK);
+  sync_wait(&j->s, 1);
+  assert_int_equal(j->s.st, SL_OK);
+}
+
+static void probe_run(void *arg) {
+  term_job *j = arg;
+  j->terminated = sl_ml_terminated(j->h->ml);
+  j->append_ret = sl_ml_append(j->h->ml, "x", 1, append_cb, &cb_args[0], NULL);
+}
+
+static bool stored_terminated(fixture *f, const char *partition) {
+  Sluice__V1__GetManagedLedgerRequest req = SLUICE__V1__GET_MANAGED_LEDGER_REQUEST__INIT;
+  req.partition = (char *)partition;
+  Sluice__V1__ManagedLedgerResponse *resp = NULL;
+  sl_rpc_call_opts o = mdt_opts(10000);
+  sl_err err = SL_ERR_INIT;
+  mdt_expect(sl_metadata_service_get_managed_ledger(f->lt.meta, &req, &resp, &o, &err),
+             SL_OK, &err);
+  bool t = resp->info->terminated;
+  protobuf_c_message_free_unpacked(&resp->base, NULL);
+  return t;
+}
+
+typedef struct read_job {
+  sl_ml *ml;
+  scanned *sc;
+  sl_status ret;
+} read_job;
+
+static void read_run(void *arg) {
+  read_job *r = arg;
+  sl_ml_pos from = {0, 0};
+  r->ret = sl_ml_read_async(r->ml, from, scan_entry, done_cb, r->sc, NULL);
+}
+
+/* A terminate that comes while a rollover runs waits for it; the stored
+ * list is terminated with every ledger closed; appends are refused; a new
+ * owner opens it read-only (no recovery, no new ledger) and reads it all. */
+static void test_managed_ledger__terminate_then_read_only(void **state) {
+  fixture *f = *state;
+  const char *part = "mlt/terminate";
+  uint64_t e1 = acquire(f, part, "broker-a", f->session_a);
+  sl_ml_policy pol = {0};
+  pol.rollover_entries = 10;
+  pol.trim_interval_ms = -1;
+  ml_handle h;
+  assert_int_equal(ml_open(f, &h, part, e1, &pol, NULL), SL_OK);
+  static appends a;
+  memset(&a, 0, sizeof(a));
+  sync_init(&a.s);
+  term_job j;
+  terminate(&h, &a, 10, &j); /* the 10th append starts a rollover */
+  sync_wait(&a.s, 10);
+  for (int i = 0; i < 10; i++) assert_int_equal(a.st[i], SL_OK);
+  assert_int_equal(j.last.ledger_id, a.pos[9].ledger_id);
+  assert_int_equal(j.last.entry_id, 9);
+  sl_ml_stats st;
+  sl_ml_stats_get(h.ml, &st);
+  assert_int_equal(st.state, SL_ML_CLOSED);
+  assert_int_equal(st.rollovers, 1);
+  assert_true(stored_terminated(f, part));
+  uint64_t ids[8];
+  int64_t entries[8];
+  assert_int_equal(list_ledgers(f, part, ids, entries, 8), 2);
+  assert_int_equal(entries[0], 10);
+  assert_int_equal(entries[1], 0); /* the rollover's ledger, closed empty */
+
+  run_on(h.serial, probe_run, &j);
+  assert_true(j.terminated);
+  assert_int_equal(j.append_ret, SL_EPRECOND);
+  term_job again;
+  terminate(&h, &a, 0, &again);
+  assert_int_equal(again.last.ledger_id, j.last.ledger_id);
+  assert_int_equal(again.last.entry_id, 9);
+  ml_destroy(&h);
+
+  release(f, part, f->session_a, e1);
+  uint64_t e2 = acquire(f, part, "broker-b", f->session_b);
+  assert_int_equal(ml_open(f, &h, part, e2, &pol, NULL), SL_OK);
+  sl_ml_stats_get(h.ml, &st);
+  assert_int_equal(st.state, SL_ML_CLOSED);
+  assert_int_equal(st.last_confirmed.ledger_id, j.last.ledger_id);
+  assert_int_equal(st.last_confirmed.entry_id, 9);
+  assert_int_equal(list_ledgers(f, part, ids, entries, 8), 2); /* nothing added */
+  term_job probe = {.h = &h};
+  run_on(h.serial, probe_run, &probe);
+  assert_true(probe.terminated);
+  assert_int_equal(probe.append_ret, SL_EPRECOND);
+  static scanned sc;
+  memset(&sc, 0, sizeof(sc));
+  sync_init(&sc.s);
+  read_job r = {h.ml, &sc, SL_OK};
+  run_on(h.serial, read_run, &r);
+  assert_int_equal(r.ret, SL_OK);
+  sync_wait(&sc.s, 1);
+  assert_int_equal(sc.s.st, SL_OK);
+  assert_int_equal(sc.n, 10);
+  assert_string_equal(sc.data[9], "t-9");
+  terminate(&h, &a, 0, &again);
+  assert_int_equal(again.last.entry_id, 9);
   ml_destroy(&h);
 }
 
@@ -853,6 +993,7 @@ int main(void) {
       cmocka_unit_test(test_managed_ledger__properties_survive_reopen),
       cmocka_unit_test(test_managed_ledger__trim_follows_slowest_cursor),
       cmocka_unit_test(test_managed_ledger__trim_deletes_bookie_data),
+      cmocka_unit_test(test_managed_ledger__terminate_then_read_only),
       cmocka_unit_test(test_managed_ledger__bad_input),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
