@@ -22,48 +22,12 @@
 #include "common/clock.h"
 #include "entry.pb-c.h"
 #include "tests/produce_testlib.h"
+#include "tests/waiter.h"
 
 #define SOURCE "dl/orders-partition-1"
 #define SUB "billing"
 #define DLQ "dl/orders-billing-DLQ"
 
-typedef struct waiter {
-  pthread_mutex_t mu;
-  pthread_cond_t cv;
-  bool done;
-  sl_status st;
-  char details[SL_ERR_MAX];
-} waiter;
-
-static void waiter_init(waiter *w) {
-  memset(w, 0, sizeof(*w));
-  pthread_mutex_init(&w->mu, NULL);
-  pthread_cond_init(&w->cv, NULL);
-}
-
-static void waiter_done(waiter *w, sl_status st, const char *details) {
-  pthread_mutex_lock(&w->mu);
-  w->st = st;
-  snprintf(w->details, sizeof(w->details), "%s", details ? details : "");
-  w->done = true;
-  pthread_cond_broadcast(&w->cv);
-  pthread_mutex_unlock(&w->mu);
-}
-
-static sl_status waiter_wait(waiter *w) {
-  struct timespec until;
-  clock_gettime(CLOCK_REALTIME, &until);
-  until.tv_sec += 30;
-  pthread_mutex_lock(&w->mu);
-  while (!w->done && pthread_cond_timedwait(&w->cv, &w->mu, &until) == 0) {
-  }
-  bool done = w->done;
-  pthread_mutex_unlock(&w->mu);
-  if (!done) fail_msg("no answer in 30 s");
-  pthread_mutex_destroy(&w->mu);
-  pthread_cond_destroy(&w->cv);
-  return w->st;
-}
 
 typedef struct fixture {
   sl_pt t;
@@ -92,7 +56,7 @@ static int teardown(void **state) {
   return 0;
 }
 
-static void published(sl_status st, void *arg) { waiter_done(arg, st, NULL); }
+static void published(sl_status st, void *arg) { sl_tw_done(arg, st, NULL); }
 
 /* Dead-letters the message "payload-<entry>" with key and one property as
  * if it were SOURCE's (ledger 7, entry, batch 0). */
@@ -113,12 +77,12 @@ static sl_status publish(fixture *f, const char *topic, int64_t entry) {
   sm.payload.data = (uint8_t *)payload;
   sm.payload.len = strlen(payload);
   sl_dead_letter_msg m = {SOURCE, SUB, topic, 7, entry, 0, &sm};
-  waiter w;
-  waiter_init(&w);
+  sl_tw w;
+  sl_tw_init(&w);
   sl_err err = SL_ERR_INIT;
   sl_status st = sl_dead_letter_publish(f->dl, &m, f->serial, published, &w, &err);
   if (st != SL_OK) return st;
-  return waiter_wait(&w);
+  return sl_tw_wait(&w, 30000);
 }
 
 /* ---- reading the dead-letter topic back ---- */
@@ -133,7 +97,7 @@ typedef struct dmsg {
 } dmsg;
 
 typedef struct log_reader {
-  waiter w;
+  sl_tw w;
   dmsg *m;
   size_t n, cap;
 } log_reader;
@@ -169,7 +133,7 @@ static void log_entry(sl_ml_pos pos, const void *data, size_t len, void *arg) {
 
 static void log_done(sl_status st, const char *details, void *arg) {
   log_reader *r = arg;
-  waiter_done(&r->w, st, details);
+  sl_tw_done(&r->w, st, details);
 }
 
 /* The topic's messages, after an unload (its owner closes the ledger, so
@@ -177,13 +141,13 @@ static void log_done(sl_status st, const char *details, void *arg) {
 static size_t read_dlq(fixture *f, const char *topic, dmsg **out) {
   sl_pt_unload(&f->t, 0, topic);
   log_reader r = {0};
-  waiter_init(&r.w);
+  sl_tw_init(&r.w);
   sl_err err = SL_ERR_INIT;
   sl_ml_pos from = {0, 0};
   assert_int_equal(sl_ml_scan_async(f->t.ledgers, f->t.meta, topic, from, NULL, log_entry,
                                     log_done, &r, &err),
                    SL_OK);
-  if (waiter_wait(&r.w) != SL_OK) fail_msg("scan %s: %s", topic, r.w.details);
+  if (sl_tw_wait(&r.w, 30000) != SL_OK) fail_msg("scan %s: %s", topic, r.w.details);
   *out = r.m;
   return r.n;
 }

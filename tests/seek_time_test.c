@@ -21,6 +21,7 @@
 #include "entry.pb-c.h"
 #include "metadata.slrpc.h"
 #include "tests/produce_testlib.h"
+#include "tests/waiter.h"
 
 #define TOPIC "st/seek"
 #define ROUNDS 5          /* ENTRIES-sized runs after the first (see the test) */
@@ -35,11 +36,7 @@ typedef struct smsg {
 } smsg;
 
 typedef struct waiter {
-  pthread_mutex_t mu;
-  pthread_cond_t cv;
-  bool done;
-  sl_status st;
-  char details[SL_ERR_MAX];
+  sl_tw tw;
   smsg *msgs;
   size_t n, cap;
   sl_seek_time_result r;
@@ -47,31 +44,7 @@ typedef struct waiter {
 
 static void waiter_init(waiter *w) {
   memset(w, 0, sizeof(*w));
-  pthread_mutex_init(&w->mu, NULL);
-  pthread_cond_init(&w->cv, NULL);
-}
-
-static void waiter_done(waiter *w, sl_status st, const char *details) {
-  pthread_mutex_lock(&w->mu);
-  w->st = st;
-  snprintf(w->details, sizeof(w->details), "%s", details ? details : "");
-  w->done = true;
-  pthread_cond_broadcast(&w->cv);
-  pthread_mutex_unlock(&w->mu);
-}
-
-static void waiter_wait(waiter *w) {
-  struct timespec until;
-  clock_gettime(CLOCK_REALTIME, &until);
-  until.tv_sec += 30;
-  pthread_mutex_lock(&w->mu);
-  while (!w->done && pthread_cond_timedwait(&w->cv, &w->mu, &until) == 0) {
-  }
-  bool done = w->done;
-  pthread_mutex_unlock(&w->mu);
-  if (!done) fail_msg("no answer in 30 s");
-  pthread_mutex_destroy(&w->mu);
-  pthread_cond_destroy(&w->cv);
+  sl_tw_init(&w->tw);
 }
 
 static void scan_entry(sl_ml_pos pos, const void *data, size_t len, void *arg) {
@@ -89,7 +62,7 @@ static void scan_entry(sl_ml_pos pos, const void *data, size_t len, void *arg) {
 }
 
 static void scan_done(sl_status st, const char *details, void *arg) {
-  waiter_done(arg, st, details);
+  sl_tw_done(&((waiter *)arg)->tw, st, details);
 }
 
 /* The partition's messages, in log order (heap array). */
@@ -101,8 +74,8 @@ static size_t scan_log(sl_pt *t, smsg **out) {
   assert_int_equal(sl_ml_scan_async(t->ledgers, t->meta, TOPIC, from, NULL, scan_entry,
                                     scan_done, &w, &err),
                    SL_OK);
-  waiter_wait(&w);
-  if (w.st != SL_OK) fail_msg("scan: %s", w.details);
+  sl_tw_wait(&w.tw, 30000);
+  if (w.tw.st != SL_OK) fail_msg("scan: %s", w.tw.details);
   *out = w.msgs;
   return w.n;
 }
@@ -111,7 +84,7 @@ static void seek_done(sl_status st, const char *details, const sl_seek_time_resu
                       void *arg) {
   waiter *w = arg;
   if (st == SL_OK) w->r = *r;
-  waiter_done(w, st, details);
+  sl_tw_done(&w->tw, st, details);
 }
 
 static sl_seek_time_result seek(sl_pt *t, sl_serial *serial, const char *partition,
@@ -121,8 +94,8 @@ static sl_seek_time_result seek(sl_pt *t, sl_serial *serial, const char *partiti
   sl_seek_time_opts o = {t->ledgers, t->meta, partition, when, serial, 0};
   sl_err err = SL_ERR_INIT;
   assert_int_equal(sl_seek_time_async(&o, seek_done, &w, &err), SL_OK);
-  waiter_wait(&w);
-  if (w.st != SL_OK) fail_msg("seek %lld: %s", (long long)when, w.details);
+  sl_tw_wait(&w.tw, 30000);
+  if (w.tw.st != SL_OK) fail_msg("seek %lld: %s", (long long)when, w.tw.details);
   return w.r;
 }
 
