@@ -25,6 +25,7 @@
 
 static pthread_once_t gauges_once = PTHREAD_ONCE_INIT;
 static sl_metrics_gauge *store_up, *breaker_open, *brokers, *bookies, *watches;
+static sl_metrics_counter *probes;
 
 static void gauges_init(void) {
   sl_metrics *m = sl_metrics_default();
@@ -45,6 +46,9 @@ static void gauges_init(void) {
                             NULL);
   sl_metrics_register_gauge(m, "sluice_metadata_watches", "Open Watch streams.", NULL, &watches,
                             NULL);
+  sl_metrics_register_counter(m, "sluice_metadata_store_probes_total",
+                              "Store probes by the monitor (one per interval).", NULL, &probes,
+                              NULL);
 }
 
 void sl_md_watches_add(int d) {
@@ -72,6 +76,7 @@ static void probe(sl_md_service *md) {
   double nb = st == SL_OK ? count_keys(md, "brokers") : -1;
   double nk = st == SL_OK ? count_keys(md, "bookies") : -1;
   sl_store_deadline_end(&d);
+  sl_metrics_counter_inc(probes);
   bool up = st == SL_OK;
   sl_metrics_gauge_set(store_up, up);
   sl_metrics_gauge_set(breaker_open, sl_store_failing_fast(md->store));

@@ -106,6 +106,24 @@ static void test_md_monitor__gauges_and_store_metrics(void **state) {
   sl_md_service_monitor_stop(l->md); /* a no-op */
 }
 
+/* The monitor probes once per interval and sleeps in between: a wait that
+ * returned at once (a cond on the wrong clock) made it spin, hammering
+ * etcd from every replica. An upper bound holds however slow the machine. */
+static void test_md_monitor__probes_once_per_interval(void **state) {
+  mdt_local *l = *state;
+  sl_err err = SL_ERR_INIT;
+  double before = value("sluice_metadata_store_probes_total", NULL);
+  mdt_expect(sl_md_service_monitor_start(l->md, l->srv, 200, &err), SL_OK, &err);
+  long long t0 = mdt_now_ms();
+  struct timespec ts = {1, 0};
+  nanosleep(&ts, NULL);
+  sl_md_service_monitor_stop(l->md);
+  long long took = mdt_now_ms() - t0;
+  double n = value("sluice_metadata_store_probes_total", NULL) - before;
+  print_message("%g probes in %lld ms at a 200 ms interval\n", n, took);
+  assert_true(n >= 1);
+  assert_true(n <= took / 200 + 2);
+}
 
 /* The monitor touches the server: stop it first, even after a failure. */
 static int teardown(void **state) {
@@ -117,6 +135,8 @@ static int teardown(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_md_monitor__gauges_and_store_metrics, mdt_local_setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(test_md_monitor__probes_once_per_interval, mdt_local_setup,
                                       teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -27,7 +27,13 @@ sl_status sl_md_service_create(const sl_md_service_opts *opts, sl_md_service **o
   pthread_mutex_init(&md->watch_lock, NULL);
   pthread_cond_init(&md->watch_cond, NULL);
   pthread_mutex_init(&md->monitor_lock, NULL);
-  pthread_cond_init(&md->monitor_cond, NULL);
+  /* The monitor's deadlines are on the monotonic clock; a cond on the
+   * default (realtime) clock would take them as long past and spin. */
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&md->monitor_cond, &ca);
+  pthread_condattr_destroy(&ca);
   *out = md;
   return SL_OK;
 }
