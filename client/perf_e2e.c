@@ -22,6 +22,7 @@ typedef struct run {
   size_t size;
   uint64_t nonce;
   sl_hist hist;
+  sl_hist pub;                  /* send -> durable receipt, measured sends */
   atomic_llong measure_from;    /* mono ns; sends due before are warmup */
   atomic_llong measure_until;   /* mono ns */
   atomic_bool stop_sending, stop_receiving;
@@ -65,15 +66,21 @@ typedef struct sender {
 
 typedef struct send_ctx {
   sender *s;
-  bool measured;
+  int64_t stamp;                /* as in the payload */
 } send_ctx;
 
 static void on_sent(sl_status st, const sl_msg_id *id, void *arg) {
   (void)id;
-  sender *s = arg;
+  send_ctx *ctx = arg;
+  sender *s = ctx->s;
   run *r = s->r;
-  if (st == SL_OK) atomic_fetch_add(&r->all_acked, 1);
-  else run_fail(r, st, "send", sl_status_str(st));
+  if (st == SL_OK) {
+    atomic_fetch_add(&r->all_acked, 1);
+    if (measured(r, ctx->stamp)) sl_hist_record(&r->pub, sl_clock_mono_ns() - ctx->stamp);
+  } else {
+    run_fail(r, st, "send", sl_status_str(st));
+  }
+  free(ctx);
   pthread_mutex_lock(&s->mu);
   s->window++;
   pthread_cond_signal(&s->cv);
@@ -133,8 +140,12 @@ static void *send_thread(void *arg) {
     uint64_t tag = (uint64_t)s->index << 40 | seq;
     memcpy(payload + 16, &tag, 8);
     sl_message m = {.payload = payload, .len = r->size};
-    st = sl_producer_send_async(prod, &m, on_sent, s, &err);
+    send_ctx *ctx = malloc(sizeof(*ctx));
+    if (ctx == NULL) abort();
+    *ctx = (send_ctx){s, stamp};
+    st = sl_producer_send_async(prod, &m, on_sent, ctx, &err);
     if (st != SL_OK) {
+      free(ctx); /* a refused send's callback does not run */
       run_fail(r, st, "send", err.msg);
       break;
     }
@@ -333,6 +344,8 @@ out_stop:
     out->p99_ms = (double)sl_hist_quantile(&r->hist, 0.99) / 1e6;
     out->p999_ms = (double)sl_hist_quantile(&r->hist, 0.999) / 1e6;
     out->max_ms = (double)sl_hist_max(&r->hist) / 1e6;
+    out->pub_p50_ms = (double)sl_hist_quantile(&r->pub, 0.50) / 1e6;
+    out->pub_p99_ms = (double)sl_hist_quantile(&r->pub, 0.99) / 1e6;
   }
   if (st == SL_OK && o->catch_up) {
     char csub[256];

@@ -54,6 +54,8 @@ typedef struct sl_perf_e2e_result {
   double seconds;           /* measured time */
   double msgs_per_s;        /* received / seconds */
   double p50_ms, p99_ms, p999_ms, max_ms; /* send -> receive */
+  double pub_p50_ms, pub_p99_ms; /* send -> durable receipt (the part
+                                    that is the publish) */
   uint64_t catchup_msgs;    /* this run's messages read back */
   double catchup_seconds;
   double catchup_mb_per_s;  /* payload MB (1e6 bytes) per second */

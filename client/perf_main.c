@@ -216,6 +216,9 @@ static void summary(perf *p, double secs) {
     printf("  %.0f msgs/s, %.2f MB/s (%zu-byte messages)\n", rate, mb, p->size);
     printf("  latency ms: p50 %.3f  p95 %.3f  p99 %.3f  p99.9 %.3f  max %.3f\n", q[0], q[1],
            q[2], q[3], q[4]);
+    if (strcmp(p->mode, "e2e") == 0)
+      printf("  of which publish (send -> durable receipt) ms: p50 %.3f  p99 %.3f\n",
+             p->e2e.pub_p50_ms, p->e2e.pub_p99_ms);
     if (p->catch_up)
       printf("  catch-up read: %llu messages in %.1f s, %.2f MB/s\n",
              (unsigned long long)p->e2e.catchup_msgs, p->e2e.catchup_seconds,
