@@ -15,6 +15,18 @@
  * message that arrives (those were in flight from the old position), so
  * that whatever receive returns after sl_consumer_seek comes from the new
  * position.
+ *
+ * Ack grouping: acks wait in their partition's group (under its send lock)
+ * and go as one Ack per run of one type once ACK_GROUP_MAX are waiting or
+ * the oldest has waited ack_group_us (the acker thread's timer). Invariants:
+ *  1. Grouped acks reach the stream before anything sent after them on that
+ *     partition: an ack with receipt, a nack, a seek and the half-close at
+ *     destroy each send the group first, under the same lock.
+ *  2. A grouped ack is dropped only when one sent later has exactly the same
+ *     effect at the broker (see supersedes()); otherwise every ack goes, in
+ *     call order.
+ *  3. Acks still grouped when a stream ends go first on the next stream,
+ *     before its permits (so the broker does not redeliver them).
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -25,6 +37,11 @@
 #include "broker.slrpc.h"
 #include "client/client_int.h"
 #include "common/clock.h"
+
+/* Acks per group at most: one Ack of 256 ids is about 8 KiB. */
+#define ACK_GROUP_MAX 256
+#define DEFAULT_ACK_GROUP_US 10000
+#define MAX_ACK_GROUP_US 10000000
 
 typedef struct qmsg {
   struct qmsg *next;
@@ -41,6 +58,11 @@ typedef struct receipt_wait {
   char why[SL_ERR_MAX];
 } receipt_wait;
 
+typedef struct ack_ent {
+  sl_msg_id id;
+  bool cumulative;
+} ack_ent;
+
 typedef struct cpart {
   struct sl_consumer *c;
   int index;
@@ -48,6 +70,9 @@ typedef struct cpart {
   pthread_t thread;
   pthread_mutex_t smu;           /* sends on s; s changes under it */
   sl_rpc_stream *s;
+  ack_ent *acks;                 /* grouped acks in call order (smu) */
+  size_t n_acks;
+  int64_t acks_since_ns;         /* when the oldest of them was grouped */
   bool subscribed;
   int taken;                     /* messages taken since the last Flow */
   int seeking;                   /* seeks sent and not yet done */
@@ -71,6 +96,13 @@ struct sl_consumer {
   receipt_wait *receipts;
   uint64_t next_receipt;
   bool closing;
+  int64_t ack_group_ns;          /* 0 = each ack at once */
+  pthread_t acker;               /* sends groups that waited ack_group_ns */
+  bool acker_running;
+  pthread_mutex_t amu;           /* the acker's wait (after any smu) */
+  pthread_cond_t acv;            /* monotonic clock */
+  int64_t ack_due_ns;            /* when a group is next due; 0 = none */
+  bool acker_stop;
   size_t subscribed_once;
   sl_status failed;              /* permanent: subscribe refused */
   char why[SL_ERR_MAX];
@@ -132,13 +164,75 @@ static void timed_wait(sl_consumer *c, int ms) {
   pthread_cond_timedwait(&c->cv, &c->mu, &ts);
 }
 
-/* Sends one request on the partition's stream, if it has one. */
+/* Sends one request on the partition's stream, if it has one. Caller
+ * holds pt->smu. */
+static sl_status send_locked(cpart *pt, const Sluice__V1__ConsumeRequest *req, sl_err *err) {
+  return pt->s == NULL
+             ? sl_err_set(err, SL_EUNAVAIL, "%s: reconnecting; retry", pt->name)
+             : sl_broker_service_consume_send(pt->s, req, sl_client_timeout_ms(pt->c->cl), err);
+}
+
 static sl_status part_send(cpart *pt, const Sluice__V1__ConsumeRequest *req, sl_err *err) {
   pthread_mutex_lock(&pt->smu);
-  sl_status st = pt->s == NULL
-                     ? sl_err_set(err, SL_EUNAVAIL, "%s: reconnecting; retry", pt->name)
-                     : sl_broker_service_consume_send(pt->s, req, sl_client_timeout_ms(pt->c->cl),
-                                                      err);
+  sl_status st = send_locked(pt, req, err);
+  pthread_mutex_unlock(&pt->smu);
+  return st;
+}
+
+static void id_to_pb(const sl_msg_id *id, Sluice__V1__MessageId *out) {
+  sluice__v1__message_id__init(out);
+  out->ledger_id = id->ledger_id;
+  out->entry_id = id->entry_id;
+  out->batch_index = id->batch_index;
+  out->batch_size = id->batch_size;
+  out->partition = id->partition;
+}
+
+/* Sends n acks of one type (n <= ACK_GROUP_MAX) as one Ack. Caller holds
+ * pt->smu. */
+static sl_status send_acks(cpart *pt, const ack_ent *a, size_t n, uint64_t receipt,
+                           sl_err *err) {
+  Sluice__V1__MessageId mid[ACK_GROUP_MAX];
+  Sluice__V1__MessageId *ids[ACK_GROUP_MAX];
+  for (size_t i = 0; i < n; i++) {
+    id_to_pb(&a[i].id, &mid[i]);
+    ids[i] = &mid[i];
+  }
+  Sluice__V1__Ack ack = SLUICE__V1__ACK__INIT;
+  ack.type = a[0].cumulative ? SLUICE__V1__ACK_TYPE__ACK_TYPE_CUMULATIVE
+                             : SLUICE__V1__ACK_TYPE__ACK_TYPE_INDIVIDUAL;
+  ack.n_ids = n;
+  ack.ids = ids;
+  ack.receipt_id = receipt;
+  Sluice__V1__ConsumeRequest req = SLUICE__V1__CONSUME_REQUEST__INIT;
+  req.kind_case = SLUICE__V1__CONSUME_REQUEST__KIND_ACK;
+  req.ack = &ack;
+  return send_locked(pt, &req, err);
+}
+
+/* Sends pt's grouped acks, one Ack per run of one type, in call order. On a
+ * failure the rest stay grouped for the next stream (an ack that reaches
+ * the broker twice does no harm). Caller holds pt->smu. */
+static sl_status flush_acks(cpart *pt, sl_err *err) {
+  size_t done = 0;
+  sl_status st = SL_OK;
+  while (done < pt->n_acks && st == SL_OK) {
+    size_t end = done + 1;
+    while (end < pt->n_acks && pt->acks[end].cumulative == pt->acks[done].cumulative) end++;
+    st = send_acks(pt, &pt->acks[done], end - done, 0, err);
+    if (st == SL_OK) done = end;
+  }
+  memmove(pt->acks, pt->acks + done, (pt->n_acks - done) * sizeof(*pt->acks));
+  pt->n_acks -= done;
+  return st;
+}
+
+/* Sends req after pt's grouped acks (invariant 1). */
+static sl_status send_after_acks(cpart *pt, const Sluice__V1__ConsumeRequest *req,
+                                 sl_err *err) {
+  pthread_mutex_lock(&pt->smu);
+  sl_status st = flush_acks(pt, err);
+  if (st == SL_OK) st = send_locked(pt, req, err);
   pthread_mutex_unlock(&pt->smu);
   return st;
 }
@@ -207,6 +301,8 @@ static sl_status subscribe(cpart *pt, bool refresh, sl_err *err) {
   }
   pthread_mutex_lock(&pt->smu);
   pt->s = s;
+  sl_err ack_err = SL_ERR_INIT;
+  (void)flush_acks(pt, &ack_err); /* invariant 3; what fails waits for the next */
   pthread_mutex_unlock(&pt->smu);
   pthread_mutex_lock(&c->mu);
   pt->taken = 0;
@@ -379,6 +475,68 @@ static void *part_loop(void *arg) {
   return NULL;
 }
 
+/* Sends every group that has waited ack_group_ns by now; returns when the
+ * next one is due (0 = none waiting). */
+static int64_t flush_due_acks(sl_consumer *c, int64_t now) {
+  int64_t next = 0;
+  for (size_t i = 0; i < c->n_parts; i++) {
+    cpart *pt = &c->parts[i];
+    pthread_mutex_lock(&pt->smu);
+    if (pt->n_acks > 0 && pt->s != NULL) {
+      int64_t due = pt->acks_since_ns + c->ack_group_ns;
+      sl_err err = SL_ERR_INIT;
+      /* A failed send leaves the group for the next stream (invariant 3). */
+      if (due <= now) (void)flush_acks(pt, &err);
+      else if (next == 0 || due < next) next = due;
+    }
+    pthread_mutex_unlock(&pt->smu);
+  }
+  return next;
+}
+
+static void *ack_loop(void *arg) {
+  sl_consumer *c = arg;
+  pthread_mutex_lock(&c->amu);
+  while (!c->acker_stop) {
+    int64_t now = sl_clock_mono_ns();
+    if (c->ack_due_ns == 0) {
+      pthread_cond_wait(&c->acv, &c->amu);
+    } else if (now < c->ack_due_ns) {
+      struct timespec ts = {(time_t)(c->ack_due_ns / 1000000000),
+                            (long)(c->ack_due_ns % 1000000000)};
+      pthread_cond_timedwait(&c->acv, &c->amu, &ts);
+    } else {
+      c->ack_due_ns = 0;
+      pthread_mutex_unlock(&c->amu);
+      int64_t next = flush_due_acks(c, now);
+      pthread_mutex_lock(&c->amu);
+      if (next != 0 && (c->ack_due_ns == 0 || next < c->ack_due_ns)) c->ack_due_ns = next;
+    }
+  }
+  pthread_mutex_unlock(&c->amu);
+  return NULL;
+}
+
+/* The first ack of a group starts its timer. Caller holds pt->smu. */
+static void arm_acker(sl_consumer *c, int64_t due) {
+  pthread_mutex_lock(&c->amu);
+  if (c->ack_due_ns == 0 || due < c->ack_due_ns) {
+    c->ack_due_ns = due;
+    pthread_cond_signal(&c->acv);
+  }
+  pthread_mutex_unlock(&c->amu);
+}
+
+static void stop_acker(sl_consumer *c) {
+  if (!c->acker_running) return;
+  pthread_mutex_lock(&c->amu);
+  c->acker_stop = true;
+  pthread_cond_signal(&c->acv);
+  pthread_mutex_unlock(&c->amu);
+  pthread_join(c->acker, NULL);
+  c->acker_running = false;
+}
+
 static bool parts_ended(sl_consumer *c) {
   bool ended = true;
   for (size_t i = 0; i < c->n_parts && ended; i++) {
@@ -394,12 +552,15 @@ static void close_parts(sl_consumer *c) {
   c->closing = true;
   pthread_cond_broadcast(&c->cv);
   pthread_mutex_unlock(&c->mu);
-  /* Half-close first: the broker applies every ack sent before it, then
-   * ends the stream (a cancel could drop acks still in flight). Streams
-   * not ended within a second (a broker gone) are cancelled. */
+  /* Grouped acks go, then the half-close: the broker applies every ack
+   * sent before it, then ends the stream (a cancel could drop acks still in
+   * flight). Streams not ended within a second (a broker gone) are
+   * cancelled. */
   for (size_t i = 0; i < c->n_parts; i++) {
     pthread_mutex_lock(&c->parts[i].smu);
-    if (c->parts[i].s) sl_rpc_stream_close_send(c->parts[i].s, NULL);
+    sl_err err = SL_ERR_INIT;
+    if (c->parts[i].s && flush_acks(&c->parts[i], &err) == SL_OK)
+      sl_rpc_stream_close_send(c->parts[i].s, NULL);
     pthread_mutex_unlock(&c->parts[i].smu);
   }
   int64_t end = sl_clock_mono_ms() + 1000;
@@ -418,10 +579,12 @@ static void close_parts(sl_consumer *c) {
 
 void sl_consumer_destroy(sl_consumer *c) {
   if (c == NULL) return;
+  stop_acker(c); /* close_parts sends what is still grouped */
   close_parts(c);
   drop_queued(c, -1);
   for (size_t i = 0; i < c->n_parts; i++) {
     free(c->parts[i].name);
+    free(c->parts[i].acks);
     pthread_mutex_destroy(&c->parts[i].smu);
   }
   free(c->parts);
@@ -430,6 +593,8 @@ void sl_consumer_destroy(sl_consumer *c) {
   free(c->name);
   pthread_mutex_destroy(&c->mu);
   pthread_cond_destroy(&c->cv);
+  pthread_mutex_destroy(&c->amu);
+  pthread_cond_destroy(&c->acv);
   free(c);
 }
 
@@ -442,6 +607,9 @@ sl_status sl_consumer_create(sl_client *cl, const sl_consumer_opts *opts, sl_con
                       opts->topic);
   if (opts->type < SL_SUB_EXCLUSIVE || opts->type > SL_SUB_KEY_SHARED)
     return sl_err_set(err, SL_EINVAL, "consume %s: unknown subscription type", opts->topic);
+  if (opts->ack_group_us > MAX_ACK_GROUP_US)
+    return sl_err_set(err, SL_EINVAL, "consume %s: ack_group_us %d over %d (10 s)", opts->topic,
+                      opts->ack_group_us, MAX_ACK_GROUP_US);
   sl_lookup l;
   if ((st = sl_client_lookup(cl, opts->topic, false, &l, err)) != SL_OK) return st;
   sl_consumer *c = calloc(1, sizeof(*c));
@@ -452,8 +620,16 @@ sl_status sl_consumer_create(sl_client *cl, const sl_consumer_opts *opts, sl_con
   c->cl = cl;
   c->o = *opts;
   c->queue_size = opts->receiver_queue > 0 ? opts->receiver_queue : 1000;
+  int group_us = opts->ack_group_us == 0 ? DEFAULT_ACK_GROUP_US : opts->ack_group_us;
+  c->ack_group_ns = group_us > 0 ? (int64_t)group_us * 1000 : 0;
   pthread_mutex_init(&c->mu, NULL);
   pthread_cond_init(&c->cv, NULL);
+  pthread_mutex_init(&c->amu, NULL);
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&c->acv, &ca);
+  pthread_condattr_destroy(&ca);
   char gen[64];
   snprintf(gen, sizeof(gen), "consumer-%lld-%d", (long long)sl_clock_wall_ms(), rand() % 100000);
   c->topic = strdup(opts->topic);
@@ -463,14 +639,21 @@ sl_status sl_consumer_create(sl_client *cl, const sl_consumer_opts *opts, sl_con
   st = SL_OK;
   if (!c->topic || !c->sub || !c->name || !c->parts)
     st = sl_err_set(err, SL_ENOMEM, "consumer: out of memory");
+  if (st == SL_OK && c->ack_group_ns > 0) {
+    c->acker_running = pthread_create(&c->acker, NULL, ack_loop, c) == 0;
+    if (!c->acker_running) st = sl_err_set(err, SL_ENOMEM, "consumer: no thread");
+  }
   for (size_t i = 0; st == SL_OK && i < l.n; i++) {
     cpart *pt = &c->parts[i];
     pt->c = c;
     pt->index = l.partitions ? (int)i : -1;
     pthread_mutex_init(&pt->smu, NULL);
     pt->name = strdup(l.partition[i]);
-    if (pt->name == NULL || pthread_create(&pt->thread, NULL, part_loop, pt) != 0) {
+    if (c->ack_group_ns > 0) pt->acks = calloc(ACK_GROUP_MAX, sizeof(*pt->acks));
+    if (pt->name == NULL || (c->ack_group_ns > 0 && pt->acks == NULL) ||
+        pthread_create(&pt->thread, NULL, part_loop, pt) != 0) {
       free(pt->name);
+      free(pt->acks);
       pthread_mutex_destroy(&pt->smu);
       st = sl_err_set(err, SL_ENOMEM, "consumer: out of memory");
       break;
@@ -556,35 +739,52 @@ static cpart *part_of(sl_consumer *c, const sl_msg_id *id, sl_err *err) {
   return &c->parts[i];
 }
 
-static void id_to_pb(const sl_msg_id *id, Sluice__V1__MessageId *out) {
-  sluice__v1__message_id__init(out);
-  out->ledger_id = id->ledger_id;
-  out->entry_id = id->entry_id;
-  out->batch_index = id->batch_index;
-  out->batch_size = id->batch_size;
-  out->partition = id->partition;
+/* Whether a grouped ack `earlier` can be dropped because `later`, sent
+ * after it, has exactly its effect at the broker, accepted or refused
+ * alike: both cumulative on one entry, later not below. The broker checks
+ * and moves the cursor by entry, so both pass or fail together, and
+ * acking the consumer's messages up to `later` covers those up to
+ * `earlier`. An individual ack is never dropped for a cumulative one:
+ * a cumulative ack the broker refuses (an id past the partition's end)
+ * would take it down too, and on a failover subscription the message may
+ * be out at another consumer, which only the individual ack reaches. */
+static bool supersedes(const ack_ent *later, const ack_ent *earlier) {
+  return later->cumulative && earlier->cumulative &&
+         later->id.ledger_id == earlier->id.ledger_id &&
+         later->id.entry_id == earlier->id.entry_id &&
+         later->id.batch_index >= earlier->id.batch_index;
 }
 
-static sl_status ack(sl_consumer *c, const sl_msg_id *id, Sluice__V1__AckType type,
-                     uint64_t receipt, sl_err *err) {
-  cpart *pt = part_of(c, id, err);
-  if (pt == NULL) return SL_EINVAL;
-  Sluice__V1__MessageId mid;
-  id_to_pb(id, &mid);
-  Sluice__V1__MessageId *ids[1] = {&mid};
-  Sluice__V1__Ack a = SLUICE__V1__ACK__INIT;
-  a.type = type;
-  a.n_ids = 1;
-  a.ids = ids;
-  a.receipt_id = receipt;
-  Sluice__V1__ConsumeRequest req = SLUICE__V1__CONSUME_REQUEST__INIT;
-  req.kind_case = SLUICE__V1__CONSUME_REQUEST__KIND_ACK;
-  req.ack = &a;
-  return part_send(pt, &req, err);
+/* Groups one ack on pt (or sends it at once with grouping off). */
+static sl_status group_ack(sl_consumer *c, cpart *pt, const sl_msg_id *id, bool cumulative,
+                           sl_err *err) {
+  ack_ent a = {*id, cumulative};
+  sl_status st = SL_OK;
+  pthread_mutex_lock(&pt->smu);
+  if (pt->s == NULL) {
+    st = sl_err_set(err, SL_EUNAVAIL, "%s: reconnecting; retry", pt->name);
+  } else if (c->ack_group_ns == 0) {
+    st = send_acks(pt, &a, 1, 0, err);
+  } else if (pt->n_acks == ACK_GROUP_MAX && (st = flush_acks(pt, err)) != SL_OK) {
+    /* A full group that cannot go: this ack is refused, not queued. */
+  } else if (pt->n_acks > 0 && supersedes(&a, &pt->acks[pt->n_acks - 1])) {
+    pt->acks[pt->n_acks - 1] = a;
+  } else {
+    pt->acks[pt->n_acks++] = a;
+    if (pt->n_acks == 1) {
+      pt->acks_since_ns = sl_clock_mono_ns();
+      arm_acker(c, pt->acks_since_ns + c->ack_group_ns);
+    }
+    sl_err full = SL_ERR_INIT;
+    if (pt->n_acks == ACK_GROUP_MAX) (void)flush_acks(pt, &full); /* else: next stream */
+  }
+  pthread_mutex_unlock(&pt->smu);
+  return st;
 }
 
 sl_status sl_consumer_ack(sl_consumer *c, const sl_msg_id *id, sl_err *err) {
-  return ack(c, id, SLUICE__V1__ACK_TYPE__ACK_TYPE_INDIVIDUAL, 0, err);
+  cpart *pt = part_of(c, id, err);
+  return pt == NULL ? SL_EINVAL : group_ack(c, pt, id, false, err);
 }
 
 sl_status sl_consumer_ack_cumulative(sl_consumer *c, const sl_msg_id *id, sl_err *err) {
@@ -594,7 +794,8 @@ sl_status sl_consumer_ack_cumulative(sl_consumer *c, const sl_msg_id *id, sl_err
                       "subscription %s: cumulative ack needs an exclusive or failover "
                       "subscription; ack each message",
                       c->sub);
-  return ack(c, id, SLUICE__V1__ACK_TYPE__ACK_TYPE_CUMULATIVE, 0, err);
+  cpart *pt = part_of(c, id, err);
+  return pt == NULL ? SL_EINVAL : group_ack(c, pt, id, true, err);
 }
 
 sl_status sl_consumer_ack_sync(sl_consumer *c, const sl_msg_id *id, sl_err *err) {
@@ -606,7 +807,12 @@ sl_status sl_consumer_ack_sync(sl_consumer *c, const sl_msg_id *id, sl_err *err)
   w.next = c->receipts;
   c->receipts = &w;
   pthread_mutex_unlock(&c->mu);
-  sl_status st = ack(c, id, SLUICE__V1__ACK_TYPE__ACK_TYPE_INDIVIDUAL, w.id, err);
+  /* After the group (invariant 1), alone: its receipt answers for it. */
+  ack_ent a = {*id, false};
+  pthread_mutex_lock(&pt->smu);
+  sl_status st = flush_acks(pt, err);
+  if (st == SL_OK) st = send_acks(pt, &a, 1, w.id, err);
+  pthread_mutex_unlock(&pt->smu);
   int64_t deadline = sl_clock_mono_ns() + (int64_t)sl_client_timeout_ms(c->cl) * 1000000;
   pthread_mutex_lock(&c->mu);
   while (st == SL_OK && !w.done && sl_clock_mono_ns() < deadline) timed_wait(c, 50);
@@ -637,7 +843,7 @@ sl_status sl_consumer_nack(sl_consumer *c, const sl_msg_id *id, sl_err *err) {
   Sluice__V1__ConsumeRequest req = SLUICE__V1__CONSUME_REQUEST__INIT;
   req.kind_case = SLUICE__V1__CONSUME_REQUEST__KIND_NACK;
   req.nack = &n;
-  return part_send(pt, &req, err);
+  return send_after_acks(pt, &req, err);
 }
 
 /* Sends a seek on the given partitions (-1 = all) and waits for SeekDone
@@ -648,13 +854,14 @@ static sl_status seek(sl_consumer *c, int only, const Sluice__V1__Seek *sk, sl_e
   req.seek = (Sluice__V1__Seek *)sk;
   for (size_t i = 0; i < c->n_parts; i++) {
     if (only >= 0 && (size_t)only != i) continue;
-    /* Counted before sending: SeekDone may come before part_send returns. */
+    /* Counted before sending: SeekDone may come before the send returns. */
     pthread_mutex_lock(&c->mu);
     c->parts[i].seeking++;
     c->parts[i].at_end = false; /* the broker ends it again from there */
     c->parts[i].seek_st = SL_OK;
     pthread_mutex_unlock(&c->mu);
-    sl_status st = part_send(&c->parts[i], &req, err);
+    /* Acks of the old position first: the seek forgets acks past it. */
+    sl_status st = send_after_acks(&c->parts[i], &req, err);
     if (st != SL_OK) {
       pthread_mutex_lock(&c->mu);
       if (c->parts[i].seeking > 0) c->parts[i].seeking--;

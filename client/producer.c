@@ -9,6 +9,21 @@
  * goes again with its sequence id. The receiver matches receipts to pending
  * messages by sequence id and runs the callbacks.
  *
+ * Batching delay: unsent messages wait on the connection thread until
+ * batch_max of them (or BATCH_BYTES) are waiting, the oldest has waited
+ * batch_delay_us, or something must not wait (a sync send, a flush, destroy,
+ * resends after a reconnect): one SendBatch then carries them all, where a
+ * rate-paced sender would otherwise cost one stream message, one broker
+ * wakeup and one receipt per message. Senders wake the connection thread
+ * only when that changes what it waits for (the first unsent message, a
+ * full batch, an urgent one), not on every message.
+ *
+ * Invariants
+ *  1. A partition's pending list is in sequence order; the messages sent on
+ *     the current stream are a prefix of it and the unsent ones the rest,
+ *     starting at `unsent` (so a batch is always the next sequence ids).
+ *  2. n_unsent and unsent_bytes count exactly the messages from `unsent` on.
+ *
  * Memory of a pending message is freed only by whoever completes it (the
  * receiver on a receipt, the connection thread on expiry or failure). The
  * connection thread reads payloads outside the lock while sending; that is
@@ -25,6 +40,16 @@
 #include "client/client_int.h"
 #include "common/clock.h"
 
+/* Bytes of payload, key and properties per batch at most (a message larger
+ * than this goes alone). A batch is one stream message and, at the broker,
+ * one entry: this stays far under the gRPC message limit (16 MiB), the
+ * broker's entry group (1 MiB) and the stored entry limit (5 MiB). */
+#define BATCH_BYTES (256u << 10)
+#define DEFAULT_DELAY_US 1000
+#define MAX_DELAY_US 10000000
+#define DEFAULT_BATCH 128
+#define MAX_BATCH 512
+
 typedef struct pending {
   struct pending *next;
   uint64_t seq;
@@ -34,6 +59,8 @@ typedef struct pending {
   sl_send_cb cb;
   void *arg;
   int64_t deadline_ns;           /* 0 = never */
+  int64_t queued_ns;             /* when send_async took it */
+  size_t bytes;                  /* payload, key and properties */
   bool sent;
 } pending;
 
@@ -42,10 +69,15 @@ typedef struct part {
   int index;                     /* -1 for a non-partitioned topic */
   char *name;
   pthread_t conn, receiver;
+  pthread_cond_t cv;             /* wakes the connection thread (p->mu) */
   bool receiver_running;
   sl_rpc_stream *s;              /* connection thread's */
   pending *head, *tail;          /* by sequence id */
-  size_t n_pending;
+  pending *unsent;               /* first not sent on this stream, or NULL */
+  size_t n_pending, n_unsent, unsent_bytes;
+  uint64_t urgent_end;           /* unsent messages below this sequence id
+                                    go without the delay (sync sends and
+                                    resends after a reconnect) */
   uint64_t next_seq;
   bool connected, broken, opened_once;
   bool redirected;               /* the stream ended on a redirect: the cache
@@ -65,6 +97,9 @@ struct sl_producer {
   size_t pending;
   uint64_t rr;
   uint64_t duplicates;
+  int64_t delay_ns;              /* batching delay; 0 = none */
+  size_t batch_max;
+  int flushing;                  /* sl_producer_flush calls waiting */
   bool closing;
   int64_t close_deadline_ns;
 };
@@ -90,7 +125,9 @@ static pending *pending_new(const sl_message *m) {
   if (e->req.payload.data == NULL) goto out_free;
   if (m->len) memcpy(e->req.payload.data, m->payload, m->len);
   e->req.payload.len = m->len;
+  e->bytes = m->len;
   if (m->key != NULL && (e->req.key = strdup(m->key)) == NULL) goto out_free;
+  if (m->key != NULL) e->bytes += strlen(m->key);
   if (m->n_props) {
     e->kv = calloc(m->n_props, sizeof(*e->kv));
     e->kvp = calloc(m->n_props, sizeof(*e->kvp));
@@ -102,6 +139,7 @@ static pending *pending_new(const sl_message *m) {
       e->kv[i].value = strdup(m->props[i].value ? m->props[i].value : "");
       e->kvp[i] = &e->kv[i];
       if (e->kv[i].key == NULL || e->kv[i].value == NULL) goto out_free;
+      e->bytes += strlen(e->kv[i].key) + strlen(e->kv[i].value);
     }
     e->req.properties = e->kvp;
   }
@@ -122,7 +160,8 @@ static void id_from(sl_msg_id *id, const Sluice__V1__MessageId *m, uint32_t i, i
 }
 
 /* Unlinks every message of pt for which `take` holds into *out (in order);
- * they stay counted in p->pending until complete(). Caller holds the lock. */
+ * they stay counted in p->pending until complete(). Keeps invariants 1 and
+ * 2. Caller holds the lock. */
 static size_t take_where(part *pt, bool (*take)(const pending *, const void *),
                          const void *ctx, pending **out) {
   pending **pp = &pt->head, *last = NULL, *tail_out = NULL;
@@ -132,6 +171,11 @@ static size_t take_where(part *pt, bool (*take)(const pending *, const void *),
     pending *e = *pp;
     if (take(e, ctx)) {
       *pp = e->next;
+      if (pt->unsent == e) pt->unsent = e->next;
+      if (!e->sent) {
+        pt->n_unsent--;
+        pt->unsent_bytes -= e->bytes;
+      }
       e->next = NULL;
       if (tail_out) tail_out->next = e;
       else *out = e;
@@ -162,6 +206,7 @@ static void complete(part *pt, pending *list, sl_status st, const Sluice__V1__Me
   pthread_mutex_lock(&pt->p->mu);
   pt->p->pending -= i;
   pthread_cond_broadcast(&pt->p->cv);
+  if (pt->p->closing) pthread_cond_signal(&pt->cv); /* it waits for the last */
   pthread_mutex_unlock(&pt->p->mu);
 }
 
@@ -188,7 +233,7 @@ static bool expired(const pending *e, const void *ctx) {
 static void mark_broken(part *pt) {
   pthread_mutex_lock(&pt->p->mu);
   pt->broken = true;
-  pthread_cond_broadcast(&pt->p->cv);
+  pthread_cond_signal(&pt->cv);
   pthread_mutex_unlock(&pt->p->mu);
 }
 
@@ -264,7 +309,16 @@ static sl_status connect_part(part *pt, bool refresh, sl_err *err) {
     int64_t last = r->opened->last_sequence_id;
     if (!pt->opened_once && last >= 0) pt->next_seq = (uint64_t)last + 1;
     pt->opened_once = true;
-    for (pending *e = pt->head; e != NULL; e = e->next) e->sent = false;
+    /* Everything pending goes again, at once (it has waited enough). */
+    pt->n_unsent = 0;
+    pt->unsent_bytes = 0;
+    for (pending *e = pt->head; e != NULL; e = e->next) {
+      e->sent = false;
+      pt->n_unsent++;
+      pt->unsent_bytes += e->bytes;
+    }
+    pt->unsent = pt->head;
+    if (pt->tail) pt->urgent_end = pt->tail->seq + 1;
     pt->connected = true;
     pt->broken = false;
     pthread_mutex_unlock(&p->mu);
@@ -309,6 +363,34 @@ static void timed_wait(sl_producer *p, int ms) {
   pthread_cond_timedwait(&p->cv, &p->mu, &ts);
 }
 
+/* The connection thread's wait: until woken or `at` (monotonic ns; pt->cv
+ * runs on the monotonic clock). Caller holds the lock. */
+static void conn_wait_until(part *pt, int64_t at) {
+  struct timespec ts = {(time_t)(at / 1000000000), (long)(at % 1000000000)};
+  pthread_cond_timedwait(&pt->cv, &pt->p->mu, &ts);
+}
+
+static void conn_wait(part *pt, int ms) {
+  conn_wait_until(pt, sl_clock_mono_ns() + (int64_t)ms * 1000000);
+}
+
+/* Whether pt's unsent messages go now; if not, *at (may be NULL) is when
+ * the oldest will have waited the delay. Caller holds the lock. */
+static bool send_due(const part *pt, int64_t now, int64_t *at) {
+  const sl_producer *p = pt->p;
+  if (pt->n_unsent == 0) return false;
+  if (p->delay_ns == 0 || p->flushing > 0 || p->closing || pt->unsent->seq < pt->urgent_end ||
+      pt->n_unsent >= p->batch_max || pt->unsent_bytes >= BATCH_BYTES)
+    return true;
+  int64_t when = pt->unsent->queued_ns + p->delay_ns;
+  if (at != NULL) *at = when;
+  return now >= when;
+}
+
+static void wake_all_parts(sl_producer *p) {
+  for (size_t i = 0; i < p->n_parts; i++) pthread_cond_signal(&p->parts[i].cv);
+}
+
 /* Fails (or expires) messages; caller holds the lock, which is dropped
  * around the callbacks. */
 static void fail_where(part *pt, bool (*take)(const pending *, const void *), const void *ctx,
@@ -320,23 +402,27 @@ static void fail_where(part *pt, bool (*take)(const pending *, const void *), co
   pthread_mutex_lock(&pt->p->mu);
 }
 
-/* Sends up to batch_max unsent messages; caller holds the lock. */
+/* Sends the next unsent messages, up to batch_max and BATCH_BYTES (the
+ * first always goes); caller holds the lock. */
 static void send_some(part *pt) {
   sl_producer *p = pt->p;
-  int max = p->o.batch_max > 0 ? p->o.batch_max : 128;
-  Sluice__V1__SendRequest *batch[128 * 4];
-  if (max > (int)(sizeof(batch) / sizeof(batch[0]))) max = (int)(sizeof(batch) / sizeof(batch[0]));
-  int n = 0;
-  for (pending *e = pt->head; e != NULL && n < max; e = e->next) {
-    if (e->sent) continue;
+  Sluice__V1__SendRequest *batch[MAX_BATCH];
+  size_t n = 0, bytes = 0;
+  while (pt->unsent != NULL && n < p->batch_max &&
+         (n == 0 || bytes + pt->unsent->bytes <= BATCH_BYTES)) {
+    pending *e = pt->unsent;
     e->sent = true;
     e->req.sequence_id = e->seq;
     batch[n++] = &e->req;
+    bytes += e->bytes;
+    pt->unsent = e->next;
   }
+  pt->n_unsent -= n;
+  pt->unsent_bytes -= bytes;
   if (n == 0) return;
   pthread_mutex_unlock(&p->mu);
   Sluice__V1__SendBatch b = SLUICE__V1__SEND_BATCH__INIT;
-  b.n_messages = (size_t)n;
+  b.n_messages = n;
   b.messages = batch;
   Sluice__V1__ProduceRequest req = SLUICE__V1__PRODUCE_REQUEST__INIT;
   if (n == 1) {
@@ -352,12 +438,6 @@ static void send_some(part *pt) {
   pthread_mutex_lock(&p->mu);
 }
 
-static bool has_unsent(const part *pt) {
-  for (const pending *e = pt->head; e != NULL; e = e->next)
-    if (!e->sent) return true;
-  return false;
-}
-
 static void *conn_loop(void *arg) {
   part *pt = arg;
   sl_producer *p = pt->p;
@@ -371,7 +451,7 @@ static void *conn_loop(void *arg) {
     if (pt->failed != SL_OK && !pt->connected) {
       fail_where(pt, any, NULL, pt->failed);
       if (p->closing) break;
-      timed_wait(p, 100);
+      conn_wait(pt, 100);
       continue;
     }
     if (pt->connected && pt->broken) {
@@ -399,15 +479,17 @@ static void *conn_loop(void *arg) {
         pthread_cond_broadcast(&p->cv);
       } else {
         attempt++;
-        timed_wait(p, attempt < 10 ? 50 * attempt : 500);
+        conn_wait(pt, attempt < 10 ? 50 * attempt : 500);
       }
       continue;
     }
-    if (has_unsent(pt)) {
+    /* Expiry is checked at least every 100 ms. */
+    int64_t at = now + 100000000;
+    if (send_due(pt, now, &at)) {
       send_some(pt);
       continue;
     }
-    timed_wait(p, 100);
+    conn_wait_until(pt, at < now + 100000000 ? at : now + 100000000);
   }
   fail_where(pt, any, NULL, SL_ECANCELED);
   if (pt->connected) disconnect(pt);
@@ -424,8 +506,14 @@ static sl_status start_parts(sl_producer *p, const sl_lookup *l, sl_err *err) {
     pt->index = l->partitions ? (int)i : -1;
     pt->name = strdup(l->partition[i]);
     if (pt->name == NULL) return sl_err_set(err, SL_ENOMEM, "producer: out of memory");
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&pt->cv, &ca);
+    pthread_condattr_destroy(&ca);
     if (pthread_create(&pt->conn, NULL, conn_loop, pt) != 0) {
       free(pt->name);
+      pthread_cond_destroy(&pt->cv);
       return sl_err_set(err, SL_ENOMEM, "producer: no thread");
     }
     p->n_parts = i + 1;
@@ -437,6 +525,12 @@ sl_status sl_producer_create(sl_client *c, const sl_producer_opts *opts, sl_prod
                              sl_err *err) {
   sl_status st = sl_topic_name_check(opts->topic, err);
   if (st != SL_OK) return st;
+  if (opts->batch_max < 0 || opts->batch_max > MAX_BATCH)
+    return sl_err_set(err, SL_EINVAL, "producer %s: batch_max %d not in 0..%d", opts->topic,
+                      opts->batch_max, MAX_BATCH);
+  if (opts->batch_delay_us > MAX_DELAY_US)
+    return sl_err_set(err, SL_EINVAL, "producer %s: batch_delay_us %d over %d (10 s)",
+                      opts->topic, opts->batch_delay_us, MAX_DELAY_US);
   sl_lookup l;
   if ((st = sl_client_lookup(c, opts->topic, false, &l, err)) != SL_OK) return st;
   sl_producer *p = calloc(1, sizeof(*p));
@@ -448,6 +542,9 @@ sl_status sl_producer_create(sl_client *c, const sl_producer_opts *opts, sl_prod
   p->o = *opts;
   p->o.topic = NULL;
   p->o.name = NULL;
+  p->batch_max = opts->batch_max > 0 ? (size_t)opts->batch_max : DEFAULT_BATCH;
+  int delay_us = opts->batch_delay_us == 0 ? DEFAULT_DELAY_US : opts->batch_delay_us;
+  p->delay_ns = delay_us > 0 ? (int64_t)delay_us * 1000 : 0;
   pthread_mutex_init(&p->mu, NULL);
   pthread_cond_init(&p->cv, NULL);
   char gen[96];
@@ -491,8 +588,10 @@ static uint64_t fnv1a(const char *s) {
   return h;
 }
 
-sl_status sl_producer_send_async(sl_producer *p, const sl_message *m, sl_send_cb cb, void *arg,
-                                 sl_err *err) {
+/* Queues one message on its partition; `urgent` sends it (and every unsent
+ * message before it) without the batching delay. */
+static sl_status enqueue(sl_producer *p, const sl_message *m, sl_send_cb cb, void *arg,
+                         bool urgent, sl_err *err) {
   if (m == NULL || (m->len && m->payload == NULL))
     return sl_err_set(err, SL_EINVAL, "send: no message");
   pending *e = pending_new(m);
@@ -532,14 +631,26 @@ sl_status sl_producer_send_async(sl_producer *p, const sl_message *m, sl_send_cb
     return st;
   }
   e->seq = pt->next_seq++;
+  e->queued_ns = sl_clock_mono_ns();
   if (pt->tail) pt->tail->next = e;
   else pt->head = e;
   pt->tail = e;
+  if (pt->unsent == NULL) pt->unsent = e;
   pt->n_pending++;
+  pt->n_unsent++;
+  pt->unsent_bytes += e->bytes;
+  if (urgent) pt->urgent_end = e->seq + 1;
   p->pending++;
-  pthread_cond_broadcast(&p->cv);
+  /* The connection thread needs to know only when this changes its wait:
+   * a first unsent message starts the delay, and a due one ends it. */
+  if (pt->n_unsent == 1 || send_due(pt, e->queued_ns, NULL)) pthread_cond_signal(&pt->cv);
   pthread_mutex_unlock(&p->mu);
   return SL_OK;
+}
+
+sl_status sl_producer_send_async(sl_producer *p, const sl_message *m, sl_send_cb cb, void *arg,
+                                 sl_err *err) {
+  return enqueue(p, m, cb, arg, false, err);
 }
 
 typedef struct waiter {
@@ -564,7 +675,8 @@ sl_status sl_producer_send(sl_producer *p, const sl_message *m, sl_msg_id *id, s
   waiter w = {.done = false};
   pthread_mutex_init(&w.mu, NULL);
   pthread_cond_init(&w.cv, NULL);
-  sl_status st = sl_producer_send_async(p, m, wake, &w, err);
+  /* Nothing will join this message from this thread: no delay. */
+  sl_status st = enqueue(p, m, wake, &w, true, err);
   if (st == SL_OK) {
     pthread_mutex_lock(&w.mu);
     while (!w.done) pthread_cond_wait(&w.cv, &w.mu);
@@ -581,7 +693,10 @@ sl_status sl_producer_send(sl_producer *p, const sl_message *m, sl_msg_id *id, s
 sl_status sl_producer_flush(sl_producer *p, sl_err *err) {
   (void)err;
   pthread_mutex_lock(&p->mu);
+  p->flushing++; /* what is unsent goes without the delay */
+  wake_all_parts(p);
   while (p->pending > 0) timed_wait(p, 50);
+  p->flushing--;
   pthread_mutex_unlock(&p->mu);
   return SL_OK;
 }
@@ -602,9 +717,13 @@ void sl_producer_destroy(sl_producer *p) {
   p->closing = true;
   p->close_deadline_ns = sl_clock_mono_ns() + (int64_t)timeout * 1000000;
   pthread_cond_broadcast(&p->cv);
+  wake_all_parts(p);
   pthread_mutex_unlock(&p->mu);
   for (size_t i = 0; i < p->n_parts; i++) pthread_join(p->parts[i].conn, NULL);
-  for (size_t i = 0; i < p->n_parts; i++) free(p->parts[i].name);
+  for (size_t i = 0; i < p->n_parts; i++) {
+    free(p->parts[i].name);
+    pthread_cond_destroy(&p->parts[i].cv);
+  }
   free(p->parts);
   free(p->name);
   pthread_mutex_destroy(&p->mu);

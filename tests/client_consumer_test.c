@@ -3,9 +3,10 @@
  * brokers): receive and ack (acked messages do not come back), nack
  * redelivery, cumulative ack, ack with receipt, seek by id and by time,
  * callback mode, a partitioned topic merged into one consumer, automatic
- * resubscribe when the owner broker is killed -9, and the producer's
- * failover seen from a consumer: with dedup on, every message sent across
- * an owner kill comes out exactly once.
+ * resubscribe when the owner broker is killed -9, the producer's failover
+ * seen from a consumer (with dedup on, every message sent across an owner
+ * kill comes out exactly once), and ack grouping (destroy sends the grouped
+ * acks; an ack with receipt, a nack and a seek go after them).
  */
 #include <pthread.h>
 #include <setjmp.h>
@@ -19,6 +20,7 @@
 
 #include "client/sluice.h"
 #include "common/clock.h"
+#include "common/testing.h"
 #include "tests/produce_testlib.h"
 
 #define RECV_MS 20000
@@ -38,6 +40,8 @@ static int setup(void **state) {
   sl_pt_topic(t, "cc/merged", 3);
   sl_pt_topic(t, "cc/resubscribe", 0);
   sl_pt_topic(t, "cc/failover", 0);
+  sl_pt_topic(t, "cc/grouped", 0);
+  sl_pt_topic(t, "cc/grouped_order", 0);
   *state = t;
   return 0;
 }
@@ -508,6 +512,124 @@ static void test_client_consumer__producer_failover_exactly_once(void **state) {
   assert_int_equal(sl_cluster_restart(t->c, SL_NODE_BROKER, owner, &err), SL_OK);
 }
 
+/* Acks held for up to 10 s: only what the test checks sends them sooner. */
+#define LONG_GROUP_US 10000000
+
+static sl_consumer *grouped_consumer(sl_client *c, const char *topic, const char *sub) {
+  sl_consumer_opts o = SL_CONSUMER_OPTS_INIT;
+  o.topic = topic;
+  o.subscription = sub;
+  o.from_earliest = true;
+  o.ack_group_us = LONG_GROUP_US;
+  sl_consumer *cons = NULL;
+  sl_err err = SL_ERR_INIT;
+  if (sl_consumer_create(c, &o, &cons, &err) != SL_OK) fail_msg("consumer %s: %s", topic, err.msg);
+  return cons;
+}
+
+/* Subscription sub's backlog (entries not fully acked) in topic's stats,
+ * which only the owner has. */
+static long long backlog_of(sl_pt *t, const char *topic, const char *sub) {
+  sl_client *c = client_via(t, sl_pt_owner(t, 0, topic, NULL));
+  char *json = NULL;
+  sl_err err = SL_ERR_INIT;
+  if (sl_admin_topic_stats(c, topic, &json, &err) != SL_OK) fail_msg("stats: %s", err.msg);
+  sl_client_destroy(c);
+  char name[96];
+  snprintf(name, sizeof(name), "\"name\":\"%s\"", sub);
+  const char *at = strstr(json, name);
+  const char *b = at != NULL ? strstr(at, "\"backlog\":") : NULL;
+  if (b == NULL) fail_msg("stats without backlog of %s: %s", sub, json);
+  long long n = strtoll(b + strlen("\"backlog\":"), NULL, 10);
+  free(json);
+  return n;
+}
+
+/* Waits (well under the 10 s group) until sub's backlog is `want`. */
+static void assert_backlog_soon(sl_pt *t, const char *topic, const char *sub,
+                                long long want) {
+  int64_t wait_ms = sl_test_scaled_ms(3000);
+  if (wait_ms > 8000) wait_ms = 8000; /* past that the group's timer sent them */
+  int64_t deadline = sl_clock_mono_ms() + wait_ms;
+  long long n = backlog_of(t, topic, sub);
+  while (n != want && sl_clock_mono_ms() < deadline) {
+    struct timespec ts = {0, 20000000};
+    nanosleep(&ts, NULL);
+    n = backlog_of(t, topic, sub);
+  }
+  if (n != want) fail_msg("backlog of %s: %lld, want %lld", sub, n, want);
+}
+
+/* Acks grouped for 10 s, then destroy at once: destroy sends them before
+ * it closes the stream, so nothing comes back. */
+static void test_client_consumer__grouped_acks_sent_on_destroy(void **state) {
+  sl_pt *t = *state;
+  sl_client *c = client_via(t, 0);
+  produce(c, "cc/grouped", 0, 30);
+  sl_consumer *cons = grouped_consumer(c, "cc/grouped", "s");
+  sl_err err = SL_ERR_INIT;
+  for (int i = 0; i < 30; i++) {
+    sl_received *m = recv_one(cons, RECV_MS);
+    assert_int_equal(index_of(m), i);
+    assert_int_equal(sl_consumer_ack(cons, &m->id, &err), SL_OK);
+    sl_received_free(m);
+  }
+  /* Grouped, not sent: the broker still counts all 30. */
+  assert_int_equal(backlog_of(t, "cc/grouped", "s"), 30);
+  sl_consumer_destroy(cons);
+  cons = grouped_consumer(c, "cc/grouped", "s");
+  assert_nothing_within(cons, 1500);
+  sl_consumer_destroy(cons);
+  sl_client_destroy(c);
+}
+
+/* With acks grouped for 10 s, an ack with receipt, a nack and a seek each
+ * send the group first: the broker has applied the earlier acks by the
+ * time they return, and a seek back brings the acked messages again. */
+static void test_client_consumer__grouped_acks_go_before_receipt_nack_seek(void **state) {
+  sl_pt *t = *state;
+  const char *topic = "cc/grouped_order";
+  sl_client *c = client_via(t, 0);
+  produce(c, topic, 0, 12);
+  sl_consumer *cons = grouped_consumer(c, topic, "s");
+  sl_err err = SL_ERR_INIT;
+  sl_msg_id ids[12];
+  for (int i = 0; i < 12; i++) {
+    sl_received *m = recv_one(cons, RECV_MS);
+    assert_int_equal(index_of(m), i);
+    ids[i] = m->id;
+    sl_received_free(m);
+  }
+  /* Receipt: acks 0..3 grouped, then 4 with a receipt. */
+  for (int i = 0; i < 4; i++) assert_int_equal(sl_consumer_ack(cons, &ids[i], &err), SL_OK);
+  assert_int_equal(backlog_of(t, topic, "s"), 12);
+  assert_int_equal(sl_consumer_ack_sync(cons, &ids[4], &err), SL_OK);
+  assert_int_equal(backlog_of(t, topic, "s"), 7);
+
+  /* Nack: acks 5..9 grouped, then a nack of 10, which comes again. */
+  for (int i = 5; i < 10; i++) assert_int_equal(sl_consumer_ack(cons, &ids[i], &err), SL_OK);
+  assert_int_equal(sl_consumer_nack(cons, &ids[10], &err), SL_OK);
+  assert_backlog_soon(t, topic, "s", 2);
+  sl_received *m = recv_one(cons, RECV_MS);
+  assert_int_equal(index_of(m), 10);
+  assert_true(m->redelivery_count >= 1);
+  sl_received_free(m);
+
+  /* Seek: 10 and 11 acked (grouped), then a seek back to 8: the acks
+   * reach the broker before it (after it they would ack the messages
+   * it brings back), so 8..11 all come again. */
+  assert_int_equal(sl_consumer_ack(cons, &ids[10], &err), SL_OK);
+  assert_int_equal(sl_consumer_ack(cons, &ids[11], &err), SL_OK);
+  assert_int_equal(sl_consumer_seek_id(cons, &ids[8], &err), SL_OK);
+  for (int i = 8; i < 12; i++) {
+    m = recv_one(cons, RECV_MS);
+    assert_int_equal(index_of(m), i);
+    sl_received_free(m);
+  }
+  sl_consumer_destroy(cons);
+  sl_client_destroy(c);
+}
+
 /* Bad input gets a clear status. */
 static void test_client_consumer__bad_input(void **state) {
   sl_pt *t = *state;
@@ -520,6 +642,11 @@ static void test_client_consumer__bad_input(void **state) {
   assert_int_equal(sl_consumer_create(c, &o, &cons, &err), SL_ENOTFOUND);
   o.topic = "noslash";
   assert_int_equal(sl_consumer_create(c, &o, &cons, &err), SL_EINVAL);
+  o.topic = "cc/acks";
+  o.ack_group_us = 10000001;
+  assert_int_equal(sl_consumer_create(c, &o, &cons, &err), SL_EINVAL);
+  assert_non_null(strstr(err.msg, "ack_group_us"));
+  o.ack_group_us = 0;
   o.topic = "cc/acks";
   o.subscription = NULL;
   assert_int_equal(sl_consumer_create(c, &o, &cons, &err), SL_EINVAL);
@@ -542,6 +669,8 @@ int main(void) {
       cmocka_unit_test(test_client_consumer__seek_time),
       cmocka_unit_test(test_client_consumer__callback_mode),
       cmocka_unit_test(test_client_consumer__partitions_merged),
+      cmocka_unit_test(test_client_consumer__grouped_acks_sent_on_destroy),
+      cmocka_unit_test(test_client_consumer__grouped_acks_go_before_receipt_nack_seek),
       cmocka_unit_test(test_client_consumer__bad_input),
       cmocka_unit_test(test_client_consumer__resubscribe_after_owner_kill9),
       cmocka_unit_test(test_client_consumer__producer_failover_exactly_once),

@@ -3,8 +3,10 @@
  * brokers): transparent failover when the owner broker is killed -9 (the
  * application sees no error and, with dedup on, the log holds every message
  * exactly once, in order), a partition moved (unloaded) mid-stream, key
- * routing on a partitioned topic, a full pending queue, and bad input (bad
- * name, unknown topic, unreachable url).
+ * routing on a partitioned topic, a full pending queue, batching (messages
+ * sent within the batching delay share an entry; a negative delay sends
+ * each at once; sync send, flush and destroy do not wait the delay), and
+ * bad input (bad name, unknown topic, unreachable url, bad options).
  */
 #include <pthread.h>
 #include <setjmp.h>
@@ -18,6 +20,7 @@
 
 #include "client/sluice.h"
 #include "common/clock.h"
+#include "common/testing.h"
 #include "tests/produce_testlib.h"
 
 #define FAILOVER_MSGS 3000
@@ -29,6 +32,8 @@ static int setup(void **state) {
   sl_pt_namespace(t, "cp", true, 0);
   sl_pt_topic(t, "cp/orders", 0);
   sl_pt_topic(t, "cp/keyed", 3);
+  sl_pt_topic(t, "cp/batched", 0);
+  sl_pt_topic(t, "cp/unbatched", 0);
   *state = t;
   return 0;
 }
@@ -226,6 +231,135 @@ static void test_client_producer__full_queue_fails_fast(void **state) {
   sl_client_destroy(c);
 }
 
+/* One message's outcome, for the batching tests. */
+typedef struct sent {
+  pthread_mutex_t mu;
+  bool done;
+  sl_status st;
+  sl_msg_id id;
+  int64_t at_ns;                 /* when the callback ran */
+} sent;
+
+static void on_one(sl_status st, const sl_msg_id *id, void *arg) {
+  sent *s = arg;
+  pthread_mutex_lock(&s->mu);
+  s->done = true;
+  s->st = st;
+  s->id = *id;
+  s->at_ns = sl_clock_mono_ns();
+  pthread_mutex_unlock(&s->mu);
+}
+
+/* Whether s completed within ms. */
+static bool done_within(sent *s, int64_t ms) {
+  int64_t deadline = sl_clock_mono_ns() + ms * 1000000;
+  for (;;) {
+    pthread_mutex_lock(&s->mu);
+    bool done = s->done;
+    pthread_mutex_unlock(&s->mu);
+    if (done || sl_clock_mono_ns() >= deadline) return done;
+    struct timespec ts = {0, 2000000};
+    nanosleep(&ts, NULL);
+  }
+}
+
+static void send_one(sl_producer *p, const char *text, sent *s) {
+  sl_err err = SL_ERR_INIT;
+  sl_message m = {.payload = text, .len = strlen(text)};
+  assert_int_equal(sl_producer_send_async(p, &m, on_one, s, &err), SL_OK);
+}
+
+static sl_producer *producer_with_delay(sl_client *c, const char *topic, int delay_us) {
+  sl_producer_opts po = SL_PRODUCER_OPTS_INIT;
+  po.topic = topic;
+  po.batch_delay_us = delay_us;
+  sl_producer *p = NULL;
+  sl_err err = SL_ERR_INIT;
+  if (sl_producer_create(c, &po, &p, &err) != SL_OK) fail_msg("producer: %s", err.msg);
+  return p;
+}
+
+/* A message waits the batching delay for company: one sent 100 ms after it
+ * joins its batch, and both are stored in one entry. */
+static void test_client_producer__batches_within_delay(void **state) {
+  sl_pt *t = *state;
+  sl_client *c = client_at(sl_cluster_addr(t->c, SL_NODE_BROKER, 0), 20000);
+  const int delay_ms = 400;
+  sl_producer *p = producer_with_delay(c, "cp/batched", delay_ms * 1000);
+  sent a = {.mu = PTHREAD_MUTEX_INITIALIZER}, b = {.mu = PTHREAD_MUTEX_INITIALIZER};
+  int64_t start = sl_clock_mono_ns();
+  send_one(p, "first", &a);
+  /* Sent at once, it would be stored and answered well within this. */
+  assert_false(done_within(&a, 100));
+  send_one(p, "second", &b);
+  assert_true(done_within(&a, sl_test_scaled_ms(10000)));
+  assert_true(done_within(&b, sl_test_scaled_ms(10000)));
+  assert_int_equal(a.st, SL_OK);
+  assert_int_equal(b.st, SL_OK);
+  assert_true(a.at_ns - start >= (int64_t)delay_ms * 1000000);
+  assert_int_equal(a.id.ledger_id, b.id.ledger_id);
+  assert_int_equal(a.id.entry_id, b.id.entry_id);
+  assert_int_equal(a.id.batch_size, 2);
+  assert_int_equal(b.id.batch_size, 2);
+  assert_int_equal(a.id.batch_index, 0);
+  assert_int_equal(b.id.batch_index, 1);
+  sl_producer_destroy(p);
+  sl_client_destroy(c);
+}
+
+/* batch_delay_us < 0: a message goes on its own at once, without waiting
+ * for the next one, which then gets an entry of its own. */
+static void test_client_producer__negative_delay_sends_each_at_once(void **state) {
+  sl_pt *t = *state;
+  sl_client *c = client_at(sl_cluster_addr(t->c, SL_NODE_BROKER, 0), 20000);
+  sl_producer *p = producer_with_delay(c, "cp/unbatched", -1);
+  sent a = {.mu = PTHREAD_MUTEX_INITIALIZER}, b = {.mu = PTHREAD_MUTEX_INITIALIZER};
+  send_one(p, "first", &a);
+  assert_true(done_within(&a, sl_test_scaled_ms(5000)));
+  send_one(p, "second", &b);
+  assert_true(done_within(&b, sl_test_scaled_ms(5000)));
+  assert_int_equal(a.st, SL_OK);
+  assert_int_equal(b.st, SL_OK);
+  assert_int_equal(a.id.batch_size, 1);
+  assert_int_equal(b.id.batch_size, 1);
+  assert_true(a.id.ledger_id != b.id.ledger_id || a.id.entry_id != b.id.entry_id);
+  sl_producer_destroy(p);
+  sl_client_destroy(c);
+}
+
+/* With a 10 s delay, a sync send, a flush and destroy each return long
+ * before it: they send what waits at once. */
+static void test_client_producer__sync_flush_destroy_skip_delay(void **state) {
+  sl_pt *t = *state;
+  sl_client *c = client_at(sl_cluster_addr(t->c, SL_NODE_BROKER, 0), 20000);
+  sl_producer *p = producer_with_delay(c, "cp/batched", 10000000);
+  sl_err err = SL_ERR_INIT;
+  int64_t bound_ns = sl_test_scaled_ms(3000) * 1000000;
+
+  int64_t start = sl_clock_mono_ns();
+  sl_message m = {.payload = "sync", .len = 4};
+  sl_msg_id id;
+  assert_int_equal(sl_producer_send(p, &m, &id, &err), SL_OK);
+  assert_true(sl_clock_mono_ns() - start < bound_ns);
+
+  sent a = {.mu = PTHREAD_MUTEX_INITIALIZER};
+  start = sl_clock_mono_ns();
+  send_one(p, "flushed", &a);
+  assert_int_equal(sl_producer_flush(p, &err), SL_OK);
+  assert_true(sl_clock_mono_ns() - start < bound_ns);
+  assert_true(done_within(&a, 0));
+  assert_int_equal(a.st, SL_OK);
+
+  sent b = {.mu = PTHREAD_MUTEX_INITIALIZER};
+  start = sl_clock_mono_ns();
+  send_one(p, "destroyed", &b);
+  sl_producer_destroy(p);
+  assert_true(sl_clock_mono_ns() - start < bound_ns);
+  assert_true(done_within(&b, 0));
+  assert_int_equal(b.st, SL_OK);
+  sl_client_destroy(c);
+}
+
 static void test_client_producer__bad_input(void **state) {
   sl_pt *t = *state;
   sl_client *c = client_at(sl_cluster_addr(t->c, SL_NODE_BROKER, 0), 20000);
@@ -237,6 +371,16 @@ static void test_client_producer__bad_input(void **state) {
   assert_non_null(strstr(err.msg, "NAMESPACE/TOPIC"));
   po.topic = "cp/absent";
   assert_int_equal(sl_producer_create(c, &po, &p, &err), SL_ENOTFOUND);
+  assert_null(p);
+  po.topic = "cp/orders";
+  po.batch_delay_us = 10000001;
+  assert_int_equal(sl_producer_create(c, &po, &p, &err), SL_EINVAL);
+  assert_non_null(strstr(err.msg, "batch_delay_us"));
+  po.batch_delay_us = 0;
+  po.batch_max = 513;
+  assert_int_equal(sl_producer_create(c, &po, &p, &err), SL_EINVAL);
+  assert_non_null(strstr(err.msg, "batch_max"));
+  po.batch_max = 0;
   assert_null(p);
   sl_client_destroy(c);
 
@@ -264,6 +408,9 @@ int main(void) {
       cmocka_unit_test(test_client_producer__unload_mid_stream),
       cmocka_unit_test(test_client_producer__routing),
       cmocka_unit_test(test_client_producer__full_queue_fails_fast),
+      cmocka_unit_test(test_client_producer__batches_within_delay),
+      cmocka_unit_test(test_client_producer__negative_delay_sends_each_at_once),
+      cmocka_unit_test(test_client_producer__sync_flush_destroy_skip_delay),
       cmocka_unit_test(test_client_producer__bad_input),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
