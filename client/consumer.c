@@ -859,6 +859,10 @@ static sl_status seek(sl_consumer *c, int only, const Sluice__V1__Seek *sk, sl_e
     c->parts[i].seeking++;
     c->parts[i].at_end = false; /* the broker ends it again from there */
     c->parts[i].seek_st = SL_OK;
+    /* Queued messages are from the old position, and so is whatever comes
+     * until SeekDone. Dropped now, not after the send: by then messages
+     * from the new position may be queued. */
+    drop_queued(c, (int)i);
     pthread_mutex_unlock(&c->mu);
     /* Acks of the old position first: the seek forgets acks past it. */
     sl_status st = send_after_acks(&c->parts[i], &req, err);
@@ -872,7 +876,6 @@ static sl_status seek(sl_consumer *c, int only, const Sluice__V1__Seek *sk, sl_e
   int64_t deadline = sl_clock_mono_ns() + (int64_t)sl_client_timeout_ms(c->cl) * 1000000;
   sl_status st = SL_OK;
   pthread_mutex_lock(&c->mu);
-  drop_queued(c, only);
   for (size_t i = 0; i < c->n_parts && st == SL_OK; i++) {
     cpart *pt = &c->parts[i];
     while (pt->seeking > 0 && st == SL_OK) {
