@@ -222,8 +222,10 @@ static sl_status flush_acks(cpart *pt, sl_err *err) {
     st = send_acks(pt, &pt->acks[done], end - done, 0, err);
     if (st == SL_OK) done = end;
   }
-  memmove(pt->acks, pt->acks + done, (pt->n_acks - done) * sizeof(*pt->acks));
-  pt->n_acks -= done;
+  if (done > 0) {
+    memmove(pt->acks, pt->acks + done, (pt->n_acks - done) * sizeof(*pt->acks));
+    pt->n_acks -= done;
+  }
   return st;
 }
 

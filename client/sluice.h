@@ -25,7 +25,9 @@
  *   broker; send callbacks (sl_send_cb) and consumer callbacks
  *   (sl_consumer_opts.on_message) run on it, one at a time per partition,
  *   and must not block for long nor destroy their own producer or consumer.
- *   They may send, ack and nack.
+ *   They may send, ack and nack. A consumer that groups acks (the default)
+ *   has one more thread, which sends groups whose time is up and runs no
+ *   user code.
  *
  * Failover
  *   When a partition's broker goes away or redirects, the library looks the

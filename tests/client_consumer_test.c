@@ -42,6 +42,7 @@ static int setup(void **state) {
   sl_pt_topic(t, "cc/failover", 0);
   sl_pt_topic(t, "cc/grouped", 0);
   sl_pt_topic(t, "cc/grouped_order", 0);
+  sl_pt_topic(t, "cc/ungrouped", 0);
   *state = t;
   return 0;
 }
@@ -583,6 +584,29 @@ static void test_client_consumer__grouped_acks_sent_on_destroy(void **state) {
   sl_client_destroy(c);
 }
 
+/* ack_group_us < 0: each ack goes at once, while the consumer lives. */
+static void test_client_consumer__ungrouped_acks_go_at_once(void **state) {
+  sl_pt *t = *state;
+  sl_client *c = client_via(t, 0);
+  produce(c, "cc/ungrouped", 0, 5);
+  sl_consumer_opts o = SL_CONSUMER_OPTS_INIT;
+  o.topic = "cc/ungrouped";
+  o.subscription = "s";
+  o.from_earliest = true;
+  o.ack_group_us = -1;
+  sl_consumer *cons = NULL;
+  sl_err err = SL_ERR_INIT;
+  assert_int_equal(sl_consumer_create(c, &o, &cons, &err), SL_OK);
+  for (int i = 0; i < 5; i++) {
+    sl_received *m = recv_one(cons, RECV_MS);
+    assert_int_equal(sl_consumer_ack(cons, &m->id, &err), SL_OK);
+    sl_received_free(m);
+  }
+  assert_backlog_soon(t, "cc/ungrouped", "s", 0);
+  sl_consumer_destroy(cons);
+  sl_client_destroy(c);
+}
+
 /* With acks grouped for 10 s, an ack with receipt, a nack and a seek each
  * send the group first: the broker has applied the earlier acks by the
  * time they return, and a seek back brings the acked messages again. */
@@ -676,6 +700,7 @@ int main(void) {
       cmocka_unit_test(test_client_consumer__partitions_merged),
       cmocka_unit_test(test_client_consumer__grouped_acks_sent_on_destroy),
       cmocka_unit_test(test_client_consumer__grouped_acks_go_before_receipt_nack_seek),
+      cmocka_unit_test(test_client_consumer__ungrouped_acks_go_at_once),
       cmocka_unit_test(test_client_consumer__bad_input),
       cmocka_unit_test(test_client_consumer__resubscribe_after_owner_kill9),
       cmocka_unit_test(test_client_consumer__producer_failover_exactly_once),
