@@ -28,7 +28,8 @@ void sl_cbatch_release(sl_cbatch *b) {
 }
 
 void sl_cbatch_reset(sl_cbatch *b) {
-  sl_buf_reset(&b->buf);
+  if (b->buf.cap > SL_CBATCH_KEEP_BYTES) sl_buf_release(&b->buf);
+  else sl_buf_reset(&b->buf);
   b->n = 0;
 }
 

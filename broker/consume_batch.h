@@ -45,7 +45,9 @@ typedef struct sl_cbatch {
 /* Frees its memory; b is empty again. */
 void sl_cbatch_release(sl_cbatch *b);
 
-/* Empties b, keeping its memory for the next batch. */
+/* Empties b, keeping its memory for the next batch up to
+ * SL_CBATCH_KEEP_BYTES of buffer (an idle consumer holds no more). */
+#define SL_CBATCH_KEEP_BYTES (64u << 10)
 void sl_cbatch_reset(sl_cbatch *b);
 
 /* Messages in b. */

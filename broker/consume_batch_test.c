@@ -119,6 +119,20 @@ static void test_consume_batch__large_message_framing(void **state) {
     assert_int_equal(got->message_batch->messages[i]->id->entry_id, i);
   }
   sluice__v1__consume_response__free_unpacked(got, NULL);
+  /* A big batch's buffer is not kept for the next one (an idle consumer
+   * holds no more than SL_CBATCH_KEEP_BYTES). */
+  sl_cbatch_reset(&b);
+  assert_int_equal(b.buf.cap, 0);
+  Sluice__V1__Message m;
+  Sluice__V1__MessageId id;
+  Sluice__V1__KeyValue kv, *kvs[1];
+  fill(&m, &id, &kv, kvs, big, 10, 9);
+  sl_cbatch_add(&b, &m);
+  sl_cbatch_response(&b, &r);
+  got = round_trip(&r, &len);
+  assert_int_equal(got->message_batch->n_messages, 1);
+  assert_int_equal(got->message_batch->messages[0]->id->entry_id, 9);
+  sluice__v1__consume_response__free_unpacked(got, NULL);
   sl_cbatch_release(&b);
 }
 
