@@ -73,7 +73,7 @@ typedef struct sl_consume sl_consume;
 typedef struct sl_consume_opts {
   sl_produce *produce;       /* retained: its partitions; outlives consume */
   uint32_t window;           /* permits per consumer at the dispatcher plus
-                                queued responses; 0 = 256 */
+                                messages queued or batched; 0 = 256 */
   size_t cache_bytes;        /* entry cache per partition; 0 = 16 MiB */
   int tick_ms;               /* ack timeout / nack delay check; 0 = 50 */
   size_t max_response_bytes; /* the server's gRPC message limit; batches

@@ -26,7 +26,8 @@
 #include "client/client_int.h"
 #include "common/clock.h"
 
-/* Messages per ConsumeResponse asked of the broker at most. */
+/* Messages per ConsumeResponse asked of the broker at most: messages ready
+ * together come as one MessageBatch, one gRPC message and one wake-up. */
 #define MAX_BATCH 256
 
 typedef struct qmsg {
