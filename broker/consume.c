@@ -9,12 +9,18 @@
 
 #include "broker/service.h"
 #include "common/log.h"
+#include "common/rpc.h"
 #include "metadata/md_names.h"
 
 /* Responses queued beyond the write queue before reads pause: acks with
  * receipts and seeks are answered even by a consumer that reads nothing,
  * so their answers are bounded by pausing its requests. */
 #define QUEUE_PAUSE 1024u
+
+/* Bytes of a MessageBatch at most (a quarter of the gRPC limit if that is
+ * smaller): large enough that 1 KiB messages fill max_batch first, small
+ * enough that one response never holds the stream's writes for long. */
+#define BATCH_BYTES (1u << 20)
 
 /* ---- stream lifetime ---- */
 
@@ -28,6 +34,8 @@ static void free_queue(cstream *cs) {
   }
   cs->q_tail = NULL;
   cs->q_len = 0;
+  cs->q_msgs = 0;
+  sl_cbatch_reset(&cs->batch);
 }
 
 void cs_unref(cstream *cs) {
@@ -35,6 +43,7 @@ void cs_unref(cstream *cs) {
   SL_ASSERT(cs->sub == NULL);
   if (cs->topic != NULL) pt_unref(cs->topic);
   free_queue(cs);
+  sl_cbatch_release(&cs->batch);
   pthread_mutex_destroy(&cs->mu);
   free(cs->o.topic);
   free(cs->o.subscription);
@@ -72,6 +81,7 @@ static void flush_queue(cstream *cs) {
     cs->q_head = q->next;
     if (cs->q_head == NULL) cs->q_tail = NULL;
     cs->q_len--;
+    cs->q_msgs -= q->msgs;
     free(q);
   }
   if (cs->reads_paused && cs->q_len < QUEUE_PAUSE / 2 && cs->call_live) {
@@ -80,30 +90,85 @@ static void flush_queue(cstream *cs) {
   }
 }
 
-size_t cs_send(cstream *cs, const Sluice__V1__ConsumeResponse *r) {
-  pthread_mutex_lock(&cs->mu);
-  if (!cs->call_live || cs->state == CS_ENDED) {
-    pthread_mutex_unlock(&cs->mu);
-    return 0;
-  }
+/* Writes r, or queues it behind what waits for room; msgs is how many
+ * user messages it carries. cs->mu held, the stream live. */
+static void send_locked(cstream *cs, const Sluice__V1__ConsumeResponse *r, uint32_t msgs) {
   sl_status st = SL_EBUSY;
   if (cs->q_head == NULL) st = sl_broker_service_consume_write(cs->call, r);
-  if (st == SL_EBUSY) {
-    size_t n = sluice__v1__consume_response__get_packed_size(r);
-    cqueued *q = sl_xcalloc(1, sizeof(*q) + n);
-    q->len = sluice__v1__consume_response__pack(r, q->data);
-    if (cs->q_tail != NULL) cs->q_tail->next = q;
-    else cs->q_head = q;
-    cs->q_tail = q;
-    cs->q_len++;
-    if (cs->q_len >= QUEUE_PAUSE && !cs->reads_paused) {
-      cs->reads_paused = true;
-      sl_rpc_call_pause_reads(cs->call);
-    }
+  if (st != SL_EBUSY) return;
+  size_t n = sluice__v1__consume_response__get_packed_size(r);
+  cqueued *q = sl_xcalloc(1, sizeof(*q) + n);
+  q->msgs = msgs;
+  q->len = sluice__v1__consume_response__pack(r, q->data);
+  if (cs->q_tail != NULL) cs->q_tail->next = q;
+  else cs->q_head = q;
+  cs->q_tail = q;
+  cs->q_len++;
+  cs->q_msgs += msgs;
+  if (cs->q_len >= QUEUE_PAUSE && !cs->reads_paused) {
+    cs->reads_paused = true;
+    sl_rpc_call_pause_reads(cs->call);
   }
-  size_t waiting = cs->q_len;
+}
+
+static bool live_locked(const cstream *cs) { return cs->call_live && cs->state != CS_ENDED; }
+
+/* Sends the open batch as one response. cs->mu held, the stream live. */
+static void flush_batch_locked(cstream *cs) {
+  uint32_t n = sl_cbatch_count(&cs->batch);
+  if (n == 0) return;
+  Sluice__V1__ConsumeResponse r = SLUICE__V1__CONSUME_RESPONSE__INIT;
+  sl_cbatch_response(&cs->batch, &r);
+  send_locked(cs, &r, n);
+  sl_cbatch_reset(&cs->batch);
+}
+
+size_t cs_send(cstream *cs, const Sluice__V1__ConsumeResponse *r) {
+  pthread_mutex_lock(&cs->mu);
+  size_t waiting = 0;
+  if (live_locked(cs)) {
+    flush_batch_locked(cs); /* messages of this round go first */
+    send_locked(cs, r, 0);
+    waiting = cs->q_len;
+  }
   pthread_mutex_unlock(&cs->mu);
   return waiting;
+}
+
+void cs_send_message(cstream *cs, const Sluice__V1__Message *m) {
+  Sluice__V1__ConsumeResponse r = SLUICE__V1__CONSUME_RESPONSE__INIT;
+  r.kind_case = SLUICE__V1__CONSUME_RESPONSE__KIND_MESSAGE;
+  r.message = (Sluice__V1__Message *)m;
+  uint32_t max = cs->o.max_batch;
+  size_t cap = cs->c->batch_bytes;
+  pthread_mutex_lock(&cs->mu);
+  if (!live_locked(cs)) {
+    pthread_mutex_unlock(&cs->mu);
+    return;
+  }
+  if (max <= 1) {
+    send_locked(cs, &r, 1);
+  } else {
+    if (sl_cbatch_bytes_with(&cs->batch, m) > cap) flush_batch_locked(cs);
+    /* A message over the cap on its own goes alone, as without batches. */
+    if (sl_cbatch_bytes_with(&cs->batch, m) > cap) send_locked(cs, &r, 1);
+    else sl_cbatch_add(&cs->batch, m);
+    if (sl_cbatch_count(&cs->batch) >= max) flush_batch_locked(cs);
+  }
+  pthread_mutex_unlock(&cs->mu);
+}
+
+void cs_flush(cstream *cs) {
+  pthread_mutex_lock(&cs->mu);
+  if (live_locked(cs)) flush_batch_locked(cs);
+  pthread_mutex_unlock(&cs->mu);
+}
+
+size_t cs_unwritten(cstream *cs) {
+  pthread_mutex_lock(&cs->mu);
+  size_t n = cs->q_msgs + sl_cbatch_count(&cs->batch);
+  pthread_mutex_unlock(&cs->mu);
+  return n;
 }
 
 void cs_end(cstream *cs, sl_status st, const char *msg,
@@ -241,6 +306,7 @@ static void on_subscribe(cstream *cs, const Sluice__V1__Subscribe *s) {
   o->max_redeliveries = s->max_redeliveries;
   o->nack_delay_ms = s->nack_delay_ms;
   o->dead_letter_topic = sl_xstrdup(s->dead_letter_topic);
+  o->max_batch = s->max_messages_per_response;
   /* Requests wait until the subscription is joined. */
   sl_rpc_call_pause_reads(cs->call);
   pthread_mutex_unlock(&cs->mu);
@@ -355,6 +421,9 @@ sl_status sl_consume_create(const sl_consume_opts *opts, sl_consume **out, sl_er
   sl_consume *c = sl_xcalloc(1, sizeof(*c));
   c->o = *opts;
   if (c->o.window == 0) c->o.window = 256;
+  if (c->o.max_response_bytes == 0) c->o.max_response_bytes = SL_RPC_DEFAULT_MAX_MESSAGE;
+  c->batch_bytes = c->o.max_response_bytes / 4 < BATCH_BYTES ? c->o.max_response_bytes / 4
+                                                             : BATCH_BYTES;
   if (c->o.cache_bytes == 0) c->o.cache_bytes = 16u << 20;
   if (c->o.tick_ms <= 0) c->o.tick_ms = 50;
   atomic_init(&c->next_id, 0);

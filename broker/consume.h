@@ -26,13 +26,24 @@
  *
  * Flow control (invariant 2): the client grants permits to the stream; the
  * stream hands them on to the dispatcher at most `window` at a time,
- * counting the responses still waiting in the stream's queue, so a consumer
+ * counting the messages still waiting in the stream's queue, so a consumer
  * that does not read holds the broker to its window, not to its permits.
+ * Permits and the window count messages, never responses.
+ *
+ * Batches: a consumer that subscribed with max_messages_per_response > 1
+ * gets the messages one dispatch round (one read: a run of the entry cache,
+ * a bookie range read, a replayed entry) hands it in MessageBatch responses
+ * of at most that many messages and at most a quarter of the gRPC message
+ * limit (1 MiB at most) of bytes (broker/consume_batch.h); the batch goes
+ * out when the read ends, or before any other response to that consumer,
+ * so the stream's order is the order of delivery. A message too big for
+ * the cap goes alone. Ids, redelivery counts and properties are per message
+ * as without batches.
  *
  * Invariants
  *  1. Subscribed is the first response of a stream; nothing is delivered to
  *     a consumer before it.
- *  2. Per consumer, messages sent or queued and not yet written plus
+ *  2. Per consumer, messages queued or batched and not yet written plus
  *     permits held by the dispatcher stay at or below the window.
  *  3. An AckReceipt with status OK is sent only once every ack of its Ack
  *     is durable in the cursor (cursor.h invariant 1).
@@ -62,9 +73,12 @@ typedef struct sl_consume sl_consume;
 typedef struct sl_consume_opts {
   sl_produce *produce;       /* retained: its partitions; outlives consume */
   uint32_t window;           /* permits per consumer at the dispatcher plus
-                                queued responses; 0 = 256 */
+                                messages queued or batched; 0 = 256 */
   size_t cache_bytes;        /* entry cache per partition; 0 = 16 MiB */
   int tick_ms;               /* ack timeout / nack delay check; 0 = 50 */
+  size_t max_response_bytes; /* the server's gRPC message limit; batches
+                                stay under a quarter of it; 0 =
+                                SL_RPC_DEFAULT_MAX_MESSAGE */
 } sl_consume_opts;
 
 /* Creates the consume state and hooks it into the produce partitions

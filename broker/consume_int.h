@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "broker/consume.h"
+#include "broker/consume_batch.h"
 #include "broker/dispatcher.h"
 #include "broker/produce_int.h"
 #include "common/metrics.h"
@@ -26,6 +27,7 @@ typedef enum cstream_state {
  * on_writable (in order). */
 typedef struct cqueued {
   struct cqueued *next;
+  uint32_t msgs;             /* user messages in it (invariant 2 counts) */
   size_t len;
   uint8_t data[];
 } cqueued;
@@ -42,6 +44,7 @@ typedef struct csub_opts {
   uint32_t max_redeliveries; /* 0 = namespace policy */
   uint32_t nack_delay_ms;
   char *dead_letter_topic;   /* "" = <topic>-<subscription>-DLQ */
+  uint32_t max_batch;        /* messages per response; <= 1: one Message */
 } csub_opts;
 
 /* One Consume stream. Refcounted: the call holds one until on_done, the
@@ -50,12 +53,16 @@ typedef struct cstream {
   atomic_int refs;
   sl_consume *c;
   uint64_t id;               /* consumer id, unique in the broker */
-  pthread_mutex_t mu;        /* guards call, call_live, state, queue */
+  pthread_mutex_t mu;        /* guards call, call_live, state, queue,
+                                batch */
   sl_rpc_call *call;         /* referenced while call_live */
   bool call_live;            /* on_done has not run */
   cstream_state state;
   cqueued *q_head, *q_tail;  /* responses waiting for room */
   size_t q_len;
+  size_t q_msgs;             /* user messages in the queue */
+  sl_cbatch batch;           /* messages of this round not yet sent: out
+                                with cs_flush or before any other response */
   bool reads_paused;         /* too many responses queued */
   csub_opts o;
   ptopic *topic;             /* referenced once the owner is us (set under
@@ -72,6 +79,7 @@ typedef struct cstream {
 
 struct sl_consume {
   sl_consume_opts o;
+  size_t batch_bytes;        /* cap of one MessageBatch (consume.c) */
   atomic_uint_fast64_t next_id;
   pt_listener listener;      /* the partition hooks (partition_consume.c) */
   sl_dead_letter *_Atomic dead_letter; /* sl_consume_set_dead_letter */
@@ -81,9 +89,19 @@ struct sl_consume {
 /* ---- consume.c (streams); any thread, no partition lock held ---- */
 void cs_ref(cstream *cs);
 void cs_unref(cstream *cs);
-/* Queues one response in order (packed now); dropped once the stream
- * ended. Returns the responses now waiting for room. */
+/* Queues one response in order (packed now), after the messages of the
+ * open batch; dropped once the stream ended. Returns the responses now
+ * waiting for room. */
 size_t cs_send(cstream *cs, const Sluice__V1__ConsumeResponse *r);
+/* One message for the consumer (borrowed for the call). With max_batch > 1
+ * it joins the open batch, which goes out once full (max_batch messages or
+ * the byte cap) or at cs_flush; else it goes out alone at once. */
+void cs_send_message(cstream *cs, const Sluice__V1__Message *m);
+/* Sends the open batch, if any (the end of a dispatch round). */
+void cs_flush(cstream *cs);
+/* Messages sent to the stream and not yet written: queued or in the open
+ * batch (consume.h invariant 2). */
+size_t cs_unwritten(cstream *cs);
 /* Ends the stream: SL_EREDIRECT sends redirect (NULL: the partition, owner
  * unknown), anything else a Closed with st and msg first. */
 void cs_end(cstream *cs, sl_status st, const char *msg,

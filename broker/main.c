@@ -103,7 +103,8 @@ static sl_status start(void *c, sl_rpc_server *srv, void **state, sl_err *err) {
     st = sl_produce_create(&po, &s->b.produce, err);
   }
   if (st == SL_OK) {
-    sl_consume_opts copts = {.produce = s->b.produce};
+    sl_consume_opts copts = {.produce = s->b.produce,
+                             .max_response_bytes = (size_t)cfg.svc.max_message_bytes};
     st = sl_consume_create(&copts, &s->b.consume, err);
     if (st != SL_OK) sl_produce_destroy(s->b.produce);
     s->b.sub_stats = sl_consume_topic_stats;

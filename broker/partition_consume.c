@@ -112,7 +112,16 @@ typedef struct pread {
   void *arg;
 } pread;
 
+/* A read is one dispatch round: what it handed each consumer goes out now,
+ * in batches (consume.h), before the subscription reads on. */
+static void flush_round(ptopic *t) {
+  pconsume *pc = pc_of(t);
+  for (psub *ps = pc != NULL ? pc->subs : NULL; ps != NULL; ps = ps->next)
+    for (cstream *cs = ps->consumers; cs != NULL; cs = cs->next) cs_flush(cs);
+}
+
 static void pread_finish(pread *r, sl_status st) {
+  flush_round(r->t);
   r->on_done(st, r->arg);
   pt_unref(r->t);
   free(r);
@@ -239,10 +248,7 @@ static void port_deliver(void *ctx, uint64_t consumer, const sl_sub_delivery *d)
   m.publish_time_ms = sm->publish_time_ms;
   m.event_time_ms = sm->event_time_ms;
   m.redelivery_count = d->redelivery_count;
-  Sluice__V1__ConsumeResponse r = SLUICE__V1__CONSUME_RESPONSE__INIT;
-  r.kind_case = SLUICE__V1__CONSUME_RESPONSE__KIND_MESSAGE;
-  r.message = &m;
-  cs_send(cs, &r);
+  cs_send_message(cs, &m);
   cs->disp_credit--;
   sl_metrics_counter_inc(ps->pc->c->m_msgs);
   if (d->redelivery_count > 0) sl_metrics_counter_inc(ps->pc->c->m_redelivered);
@@ -287,18 +293,11 @@ static sl_status port_dead_letter(void *ctx, const sl_sub_delivery *d,
 
 /* ---- permits ---- */
 
-static size_t queued(cstream *cs) {
-  pthread_mutex_lock(&cs->mu);
-  size_t n = cs->q_len;
-  pthread_mutex_unlock(&cs->mu);
-  return n;
-}
-
 /* Hands client permits on to the dispatcher up to the window (consume.h
  * invariant 2). */
 static void refill(cstream *cs) {
   if (cs->sub == NULL || cs->sub->sub == NULL || cs->client_credit <= 0) return;
-  int64_t room = (int64_t)cs->c->o.window - cs->disp_credit - (int64_t)queued(cs);
+  int64_t room = (int64_t)cs->c->o.window - cs->disp_credit - (int64_t)cs_unwritten(cs);
   int64_t give = room < cs->client_credit ? room : cs->client_credit;
   if (give <= 0) return;
   sl_err err = SL_ERR_INIT;

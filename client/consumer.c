@@ -42,6 +42,9 @@
 #define ACK_GROUP_MAX 256
 #define DEFAULT_ACK_GROUP_US 10000
 #define MAX_ACK_GROUP_US 10000000
+/* Messages per ConsumeResponse asked of the broker at most: messages ready
+ * together come as one MessageBatch, one gRPC message and one wake-up. */
+#define MAX_BATCH 256
 
 typedef struct qmsg {
   struct qmsg *next;
@@ -280,6 +283,10 @@ static sl_status subscribe(cpart *pt, bool refresh, sl_err *err) {
   sub.initial_position = c->o.from_earliest ? SLUICE__V1__INITIAL_POSITION__INITIAL_POSITION_EARLIEST
                                             : SLUICE__V1__INITIAL_POSITION__INITIAL_POSITION_LATEST;
   sub.ack_timeout_ms = c->o.ack_timeout_ms > 0 ? (uint32_t)c->o.ack_timeout_ms : 0;
+  /* Messages ready together come in one response; half the queue keeps a
+   * batch within what one Flow grants back. */
+  sub.max_messages_per_response = (uint32_t)(c->queue_size / 2 < MAX_BATCH ? c->queue_size / 2
+                                                                           : MAX_BATCH);
   Sluice__V1__ConsumeRequest req = SLUICE__V1__CONSUME_REQUEST__INIT;
   req.kind_case = SLUICE__V1__CONSUME_REQUEST__KIND_SUBSCRIBE;
   req.subscribe = &sub;
@@ -349,33 +356,42 @@ static void drop_queued(sl_consumer *c, int part) {
   c->tail = last;
 }
 
-static void deliver(cpart *pt, const Sluice__V1__Message *in) {
+/* The messages of one response (one, or a MessageBatch), in order: to the
+ * callback, or appended to the queue together (one wake-up). */
+static void deliver(cpart *pt, Sluice__V1__Message *const *in, size_t n) {
   sl_consumer *c = pt->c;
   pthread_mutex_lock(&c->mu);
   bool stale = pt->seeking > 0;
   pthread_mutex_unlock(&c->mu);
-  if (stale) {
-    taken(pt); /* from before the seek: its permit is granted again */
-    return;
+  qmsg *first = NULL, *last = NULL;
+  for (size_t i = 0; i < n; i++) {
+    if (stale) {
+      taken(pt); /* from before the seek: its permit is granted again */
+      continue;
+    }
+    sl_received *m = received_new(in[i], pt);
+    if (m == NULL) continue; /* not acked: the broker redelivers it */
+    if (c->o.on_message) {
+      c->o.on_message(c, m, c->o.arg);
+      taken(pt);
+      continue;
+    }
+    qmsg *q = calloc(1, sizeof(*q));
+    if (q == NULL) {
+      sl_received_free(m);
+      continue;
+    }
+    q->part = (int)(pt - c->parts);
+    q->m = m;
+    if (last) last->next = q;
+    else first = q;
+    last = q;
   }
-  sl_received *m = received_new(in, pt);
-  if (m == NULL) return; /* not acked: the broker redelivers it */
-  if (c->o.on_message) {
-    c->o.on_message(c, m, c->o.arg);
-    taken(pt);
-    return;
-  }
-  qmsg *q = calloc(1, sizeof(*q));
-  if (q == NULL) {
-    sl_received_free(m);
-    return;
-  }
-  q->part = (int)(pt - c->parts);
-  q->m = m;
+  if (first == NULL) return;
   pthread_mutex_lock(&c->mu);
-  if (c->tail) c->tail->next = q;
-  else c->head = q;
-  c->tail = q;
+  if (c->tail) c->tail->next = first;
+  else c->head = first;
+  c->tail = last;
   pthread_cond_broadcast(&c->cv);
   pthread_mutex_unlock(&c->mu);
 }
@@ -389,7 +405,10 @@ static sl_status recv_all(cpart *pt, sl_err *err) {
     if (st != SL_OK) return st;
     if (r == NULL) return sl_err_set(err, SL_EUNAVAIL, "%s: stream ended", pt->name);
     switch (r->kind_case) {
-      case SLUICE__V1__CONSUME_RESPONSE__KIND_MESSAGE: deliver(pt, r->message); break;
+      case SLUICE__V1__CONSUME_RESPONSE__KIND_MESSAGE: deliver(pt, &r->message, 1); break;
+      case SLUICE__V1__CONSUME_RESPONSE__KIND_MESSAGE_BATCH:
+        deliver(pt, r->message_batch->messages, r->message_batch->n_messages);
+        break;
       case SLUICE__V1__CONSUME_RESPONSE__KIND_ACK_RECEIPT:
         finish_receipt(c, r->ack_receipt->receipt_id, -1,
                        (sl_status)(-(int)r->ack_receipt->status), r->ack_receipt->error);

@@ -29,7 +29,7 @@ static void assert_status(sl_status got, sl_status want) {
 
 static const char *const TOPICS[] = {"ct/ex", "ct/pos", "ct/shared", "ct/keys",
                                      "ct/fo", "ct/redeliver", "ct/bad", "ct/stats",
-                                     "ct/slow"};
+                                     "ct/slow", "ct/batch", "ct/nobatch"};
 
 static int setup(void **state) {
   sl_pt *t = calloc(1, sizeof(*t));
@@ -504,6 +504,78 @@ static void test_consume__slow_consumer_is_bounded(void **state) {
   sl_ct_close(&c);
 }
 
+/* Nothing more arrives within a short while (what the permits allowed has
+ * all come). */
+static void assert_no_more(sl_ct_consumer *c) {
+  sl_ct_msg extra;
+  int got = 0;
+  sl_err err = SL_ERR_INIT;
+  assert_int_equal(sl_ct_recv(c, &extra, 1, &got, 300, &err), SL_ETIMEDOUT);
+}
+
+/* A consumer that asks for batches gets a backlog in fewer responses than
+ * messages, at most its maximum in each, in order, each message once, and
+ * never more than its permits; a nacked message comes again, counted. */
+static void test_consume__batches_per_response(void **state) {
+  sl_pt *t = *state;
+  enum { M = 200, MAX = 32 };
+  sl_ct_produce(t, "ct/batch", "p", 0, M, 0);
+  sl_ct_sub sub = {.topic = "ct/batch", .subscription = "b", .type = EXCLUSIVE,
+                   .earliest = true, .max_per_response = MAX};
+  sl_ct_consumer c;
+  sl_ct_subscribe_owner(t, &sub, &c);
+  flow(&c, 10); /* an entry holds 10 messages, the backlog 200 */
+  static sl_ct_msg got[M];
+  recv_n(&c, got, 10);
+  assert_no_more(&c);
+  assert_true(c.msg_responses < 10);
+  flow(&c, M - 10);
+  recv_n(&c, got + 10, M - 10);
+  assert_no_more(&c);
+  for (int i = 0; i < M; i++) {
+    assert_int_equal(got[i].seq, (uint64_t)i);
+    assert_true(got[i].payload_ok);
+    assert_int_equal(got[i].redelivery_count, 0);
+  }
+  print_message("batches: %d messages in %d responses, at most %d in one\n", M,
+                c.msg_responses, c.most_per_response);
+  assert_true(c.msg_responses <= M / 4);
+  assert_true(c.most_per_response > 1);
+  assert_true(c.most_per_response <= MAX);
+
+  Sluice__V1__MessageId ids[3] = {got[3].id, got[4].id, got[150].id};
+  sl_err err = SL_ERR_INIT;
+  assert_int_equal(sl_ct_nack(&c, ids, 3, 1, &err), SL_OK);
+  flow(&c, 10);
+  sl_ct_msg again[3];
+  recv_n(&c, again, 3);
+  assert_int_equal(again[0].seq, 3);
+  assert_int_equal(again[1].seq, 4);
+  assert_int_equal(again[2].seq, 150);
+  for (int i = 0; i < 3; i++) assert_int_equal(again[i].redelivery_count, 1);
+  assert_no_more(&c);
+  sl_ct_close(&c);
+}
+
+/* Without max_messages_per_response every message is its own response, as
+ * stock clients expect. */
+static void test_consume__one_message_per_response_by_default(void **state) {
+  sl_pt *t = *state;
+  enum { M = 50 };
+  sl_ct_produce(t, "ct/nobatch", "p", 0, M, 0);
+  sl_ct_sub sub = {.topic = "ct/nobatch", .subscription = "n", .type = EXCLUSIVE,
+                   .earliest = true};
+  sl_ct_consumer c;
+  sl_ct_subscribe_owner(t, &sub, &c);
+  flow(&c, 1000);
+  sl_ct_msg got[M];
+  recv_n(&c, got, M);
+  for (int i = 0; i < M; i++) assert_int_equal(got[i].seq, (uint64_t)i);
+  assert_int_equal(c.msg_responses, M);
+  assert_int_equal(c.most_per_response, 1);
+  sl_ct_close(&c);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_consume__exclusive_in_order_and_acked),
@@ -516,6 +588,8 @@ int main(void) {
       cmocka_unit_test(test_consume__redirect_to_owner),
       cmocka_unit_test(test_consume__stats),
       cmocka_unit_test(test_consume__slow_consumer_is_bounded),
+      cmocka_unit_test(test_consume__batches_per_response),
+      cmocka_unit_test(test_consume__one_message_per_response_by_default),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

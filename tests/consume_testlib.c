@@ -96,6 +96,7 @@ sl_status sl_ct_subscribe(sl_pt *t, int b, const sl_ct_sub *sub, sl_ct_consumer 
   s.nack_delay_ms = sub->nack_delay_ms;
   s.max_redeliveries = sub->max_redeliveries;
   s.dead_letter_topic = (char *)(sub->dead_letter_topic != NULL ? sub->dead_letter_topic : "");
+  s.max_messages_per_response = sub->max_per_response;
   Sluice__V1__ConsumeRequest req = SLUICE__V1__CONSUME_REQUEST__INIT;
   req.kind_case = SLUICE__V1__CONSUME_REQUEST__KIND_SUBSCRIBE;
   req.subscribe = &s;
@@ -140,6 +141,8 @@ void sl_ct_subscribe_owner(sl_pt *t, const sl_ct_sub *sub, sl_ct_consumer *c) {
 void sl_ct_close(sl_ct_consumer *c) {
   sl_rpc_stream_destroy(c->s);
   c->s = NULL;
+  if (c->held != NULL) protobuf_c_message_free_unpacked(&c->held->base, NULL);
+  c->held = NULL;
 }
 
 sl_status sl_ct_flow(sl_ct_consumer *c, int32_t permits, sl_err *err) {
@@ -222,31 +225,54 @@ sl_status sl_ct_next(sl_ct_consumer *c, int timeout_ms, Sluice__V1__ConsumeRespo
   }
 }
 
+static void keep_msg(const Sluice__V1__Message *m, sl_ct_msg *x) {
+  memset(x, 0, sizeof(*x));
+  sluice__v1__message_id__init(&x->id);
+  x->id.ledger_id = m->id->ledger_id;
+  x->id.entry_id = m->id->entry_id;
+  x->id.batch_index = m->id->batch_index;
+  x->id.batch_size = m->id->batch_size;
+  x->id.partition = m->id->partition;
+  x->seq = m->sequence_id;
+  snprintf(x->key, sizeof(x->key), "%s", m->key);
+  snprintf(x->producer, sizeof(x->producer), "%s", m->producer_name);
+  x->redelivery_count = m->redelivery_count;
+  x->payload_ok = sl_pt_payload_ok(m->sequence_id, m->payload.data, m->payload.len);
+}
+
+static void count_response(sl_ct_consumer *c, size_t msgs) {
+  c->msg_responses++;
+  if ((int)msgs > c->most_per_response) c->most_per_response = (int)msgs;
+}
+
 sl_status sl_ct_recv(sl_ct_consumer *c, sl_ct_msg *out, int n, int *got, int timeout_ms,
                      sl_err *err) {
   *got = 0;
   int64_t end = sl_clock_mono_ms() + timeout_ms;
   while (*got < n) {
+    if (c->held != NULL) {
+      const Sluice__V1__MessageBatch *b = c->held->message_batch;
+      while (*got < n && c->held_next < b->n_messages)
+        keep_msg(b->messages[c->held_next++], &out[(*got)++]);
+      if (c->held_next == b->n_messages) {
+        protobuf_c_message_free_unpacked(&c->held->base, NULL);
+        c->held = NULL;
+      }
+      continue;
+    }
     int left = (int)(end - sl_clock_mono_ms());
     Sluice__V1__ConsumeResponse *r = NULL;
     sl_status st = left > 0 ? sl_ct_next(c, left, &r, err)
                             : sl_err_set(err, SL_ETIMEDOUT, "%d of %d messages", *got, n);
     if (st != SL_OK) return st;
     if (r->kind_case == SLUICE__V1__CONSUME_RESPONSE__KIND_MESSAGE) {
-      const Sluice__V1__Message *m = r->message;
-      sl_ct_msg *x = &out[(*got)++];
-      memset(x, 0, sizeof(*x));
-      sluice__v1__message_id__init(&x->id);
-      x->id.ledger_id = m->id->ledger_id;
-      x->id.entry_id = m->id->entry_id;
-      x->id.batch_index = m->id->batch_index;
-      x->id.batch_size = m->id->batch_size;
-      x->id.partition = m->id->partition;
-      x->seq = m->sequence_id;
-      snprintf(x->key, sizeof(x->key), "%s", m->key);
-      snprintf(x->producer, sizeof(x->producer), "%s", m->producer_name);
-      x->redelivery_count = m->redelivery_count;
-      x->payload_ok = sl_pt_payload_ok(m->sequence_id, m->payload.data, m->payload.len);
+      count_response(c, 1);
+      keep_msg(r->message, &out[(*got)++]);
+    } else if (r->kind_case == SLUICE__V1__CONSUME_RESPONSE__KIND_MESSAGE_BATCH) {
+      count_response(c, r->message_batch->n_messages);
+      c->held = r; /* taken from above */
+      c->held_next = 0;
+      continue;
     } else if (r->kind_case == SLUICE__V1__CONSUME_RESPONSE__KIND_CLOSED) {
       st = sl_err_set(err, (sl_status)(-(int)r->closed->status), "closed: %s",
                       r->closed->reason);

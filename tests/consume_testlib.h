@@ -21,6 +21,10 @@ typedef struct sl_ct_consumer {
   bool active;                 /* from Subscribed, then ActiveConsumerChange */
   int active_changes;          /* ActiveConsumerChange events seen */
   int seek_done;               /* SeekDone events seen */
+  int msg_responses;           /* responses that carried messages (sl_ct_recv) */
+  int most_per_response;       /* most messages one of them carried */
+  Sluice__V1__ConsumeResponse *held; /* a MessageBatch not all taken yet */
+  size_t held_next;            /* its next message */
 } sl_ct_consumer;
 
 /* What a test subscribes with (zero = defaults). */
@@ -35,6 +39,7 @@ typedef struct sl_ct_sub {
   uint32_t nack_delay_ms;
   uint32_t max_redeliveries;   /* then dead-letter; 0 = namespace policy */
   const char *dead_letter_topic; /* NULL = the default */
+  uint32_t max_per_response;   /* MessageBatch size asked; 0 = one each */
 } sl_ct_sub;
 
 /* The first broker of the cluster that is running (lookups go there). */
@@ -88,7 +93,9 @@ typedef struct sl_ct_msg {
 } sl_ct_msg;
 
 /* Receives until n messages came (receipts are skipped) or the stream
- * ended. Returns SL_OK or the stream's status; *got says how many. */
+ * ended; a MessageBatch counts its messages, and what the n do not take of
+ * one is kept for the next call. Returns SL_OK or the stream's status;
+ * *got says how many. */
 sl_status sl_ct_recv(sl_ct_consumer *c, sl_ct_msg *out, int n, int *got, int timeout_ms,
                      sl_err *err);
 
