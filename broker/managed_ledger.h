@@ -249,9 +249,8 @@ sl_status sl_ml_read_async(sl_ml *ml, sl_ml_pos from, sl_ml_entry_cb on_entry,
  * Consume path's bounded backlog reads. It may deliver fewer than max (what
  * the read-ahead holds); none means nothing more is durable yet.
  *
- * Read-ahead (max > 1 in finished ledgers; single-entry reads, redeliveries,
- * and reads in the open current ledger, whose recent entries the Consume
- * path's entry cache holds, go straight to the ledgers): reads are served from a buffer of consecutive entries that a
+ * Read-ahead (max > 1; single-entry reads, redeliveries, go straight to
+ * the bookies): reads are served from a buffer of consecutive entries that a
  * background chain read keeps filled ahead of the reader, so a consumer
  * with permits streams the backlog instead of paying a bookie round trip
  * per read. One buffer per managed ledger, following the last reader that
@@ -264,10 +263,11 @@ sl_status sl_ml_read_async(sl_ml *ml, sl_ml_pos from, sl_ml_entry_cb on_entry,
  *
  * Pacing: every byte these reads take from bookies is charged to the
  * partition's read budget, policy.backlog_read_rate bytes/s with bursts of
- * 100 ms of it (at least 64 KiB); the read-ahead fetches only what the
- * budget holds and otherwise waits for it, so a partition's backlog reads
- * take at most rate * t + burst + one entry in any t seconds, however many
- * subscriptions catch up. The tail, served from the Consume path's entry
+ * 100 ms of it (at least 64 KiB and one average entry); the read-ahead
+ * fetches only the entries the budget holds and otherwise waits for it, so
+ * a partition's backlog reads take at most rate * t + burst + about one
+ * entry in any t seconds, however many subscriptions catch up. The open
+ * current ledger is read ahead too, through its writer, up to its LAC. The tail, served from the Consume path's entry
  * cache, is not charged. */
 #define SL_ML_READAHEAD_BYTES (8u << 20)
 sl_status sl_ml_read_max_async(sl_ml *ml, sl_ml_pos from, uint64_t max,

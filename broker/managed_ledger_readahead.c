@@ -27,17 +27,21 @@
  *     past them, or with the buffer), or, when no fetch (running or
  *     waiting for the budget) can bring its position, with none and the last fetch's status (none
  *     with SL_OK means nothing more is durable yet).
- *  5. Only finished ledgers are read ahead: a read in the open current
- *     ledger goes straight to it, and a fetch stops at its start.
+ *  5. A fetch reads the open current ledger through its writer handle, up
+ *     to the LAC at the time it gets there, never past it (the entries
+ *     after it are not durable yet); fewer entries than asked mark the end
+ *     (at_end), and the next read at rd->next fetches again.
  *  6. Pacing: every byte a backlog read takes from bookies (fetches and
  *     direct reads) is charged to the managed ledger's token bucket, which
- *     gains `rate` bytes per second up to DEPTH_MS worth. A fetch starts
+ *     gains `rate` bytes per second up to DEPTH_MS worth (at least 64 KiB
+ *     and one average entry: its depth). A fetch starts
  *     only while the bucket holds at least one entry's worth (the average
- *     size) and asks for at most what it holds, so over any interval of t
- *     seconds the partition's backlog reads take at most
- *     rate * t + depth + one entry (a fetch's estimate overshoots by its
- *     last entry at most; direct reads are charged after the fact and make
- *     the next fetch wait). While the bucket is short, a timer starts the
+ *     size seen; the first fetch asks for one entry to learn it) and asks
+ *     for at most the entries it holds at that size, so over any interval
+ *     of t seconds the partition's backlog reads take at most
+ *     rate * t + depth + one fetch's overshoot (its entries' bytes above
+ *     the average: about one entry for entries of similar size). Direct
+ *     reads are charged after the fact and make the next fetch wait. While the bucket is short, a timer starts the
  *     fetch once it has refilled. So bookie reads in flight for one
  *     partition are bounded by the bucket's depth too (and by the ledger
  *     reader's window).
@@ -53,7 +57,8 @@
 /* Entries asked by one fetch: bounds the estimate's error. */
 #define FETCH_MIN 16
 #define FETCH_MAX 4096
-/* The bucket holds this much of its rate (bursts), at least DEPTH_MIN. */
+/* The bucket holds this much of its rate (bursts), at least DEPTH_MIN and
+ * one average entry. */
 #define DEPTH_MS 100
 #define DEPTH_MIN (64 << 10)
 /* Entry size assumed before any was seen. */
@@ -130,9 +135,11 @@ static void post_serve(sl_ml *ml) {
 
 static void pace_fired(void *arg);
 
+/* Never below one average entry, or a fetch could wait forever. */
 static int64_t depth(const ml_reader *rd) {
   int64_t d = rd->rate / (1000 / DEPTH_MS);
-  return d < DEPTH_MIN ? DEPTH_MIN : d;
+  if (d < DEPTH_MIN) d = DEPTH_MIN;
+  return d < (int64_t)rd->avg_len ? (int64_t)rd->avg_len : d;
 }
 
 static void pace_setup(sl_ml *ml) {
@@ -168,8 +175,9 @@ static uint64_t budget(sl_ml *ml, uint64_t n) {
   if (rd->rate == 0) return n;
   tokens_update(rd);
   int64_t len = rd->avg_len > 0 ? (int64_t)rd->avg_len : GUESS_LEN;
-  if (rd->tokens >= len) {
-    uint64_t k = (uint64_t)(rd->tokens / len);
+  if (rd->tokens >= len || (rd->avg_len == 0 && rd->tokens > 0)) {
+    /* One entry until their size is known: the estimate below rests on it. */
+    uint64_t k = rd->avg_len == 0 ? 1 : (uint64_t)(rd->tokens / len);
     return k < n ? k : n;
   }
   if (!rd->pace_armed) {
@@ -243,7 +251,7 @@ static void refill(sl_ml *ml) {
   fetch *f = sl_xcalloc(1, sizeof(*f));
   *f = (fetch){ml, rd->gen, n, 0};
   sl_err err = SL_ERR_INIT;
-  sl_status st = ml_read_direct(ml, rd->next, n, true, fetch_entry, fetch_done, f, &err);
+  sl_status st = ml_read_direct(ml, rd->next, n, false, fetch_entry, fetch_done, f, &err);
   if (st != SL_OK) {
     free(f);
     rd->fetch_st = st;
@@ -344,14 +352,6 @@ sl_status ml_readahead_read(sl_ml *ml, sl_ml_pos from, uint64_t max,
   if (rd->stopped) return sl_err_set(err, SL_ECANCELED, "read: managed ledger destroyed");
   pace_setup(ml);
   from = normalized(ml, from);
-  if (ml->n_refs > 0 && ml->refs_v[ml->n_refs - 1].entries < 0 &&
-      from.ledger_id >= ml->refs_v[ml->n_refs - 1].id) {
-    /* The open current ledger: its recent entries are in the entry cache
-     * and the rest is read through the writer; read-ahead stays on
-     * finished ledgers (invariant 5). */
-    ml_read_count(ml, ML_READ_DIRECT);
-    return ml_readahead_direct(ml, from, max, on_entry, on_done, arg, err);
-  }
   bool any = false;
   if (holds(rd, from)) {
     /* served from the buffer */
