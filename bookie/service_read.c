@@ -40,7 +40,7 @@
 #define RANGE_DEFAULT_BYTES (1u << 20)
 #define READ_QUEUE_MAX 4096
 
-typedef enum job_kind { JOB_READ, JOB_FENCED_READ, JOB_RANGE } job_kind;
+typedef enum job_kind { JOB_READ, JOB_RANGE } job_kind;
 
 /* One queued read. */
 typedef struct read_job {
@@ -48,7 +48,7 @@ typedef struct read_job {
   job_kind kind;
   sl_bookie_svc *svc;
   sl_rpc_call *call;    /* referenced (invariant 1) */
-  uint64_t ledger;      /* JOB_READ, JOB_FENCED_READ */
+  uint64_t ledger;      /* JOB_READ */
   int64_t entry;
 } read_job;
 
@@ -109,7 +109,8 @@ out_fail:
 
 /* ---- ReadEntries ----
  *
- * State of one range read, in call memory (freed with the call). pump()
+ * State of one range read, the call's user state (freed at its last
+ * unref). pump()
  * runs on a read thread, first from the handler's job and then from
  * on_writable's, which the runtime queues only after a send came back
  * SL_EBUSY; rr->mu keeps a pump from starting before the last one returned
@@ -117,7 +118,8 @@ out_fail:
  */
 typedef struct range_read {
   sl_bookie_svc *svc;
-  const Sluice__V1__ReadEntriesRequest *req; /* valid while the call is */
+  const Sluice__V1__ReadEntriesRequest *req; /* until the first run (its
+                                                fence); the call holds it */
   pthread_mutex_t mu; /* held by a pump (invariant 3) */
   uint64_t ledger;
   int64_t next;       /* first entry not yet sent */
@@ -295,7 +297,6 @@ static void range_run(sl_rpc_call *call, range_read *rr) {
 static void job_run(read_job *j) {
   switch (j->kind) {
     case JOB_READ:
-    case JOB_FENCED_READ:
       answer_read(j->svc, j->call, j->ledger, j->entry);
       break;
     case JOB_RANGE: {
@@ -365,7 +366,7 @@ static void read_entry(sl_rpc_call *call, const Sluice__V1__ReadEntryRequest *re
     return;
   }
   read_job *j = sl_xmalloc(sizeof(*j));
-  *j = (read_job){NULL, JOB_FENCED_READ, svc, call, req->ledger_id, req->entry_id};
+  *j = (read_job){NULL, JOB_READ, svc, call, req->ledger_id, req->entry_id};
   sl_rpc_call_ref(call);
   sl_status st = sl_bookie_store_fence(svc->store, req->ledger_id, req->epoch,
                                        req->password.data, req->password.len,
