@@ -265,9 +265,13 @@ sl_status sl_ml_read_async(sl_ml *ml, sl_ml_pos from, sl_ml_entry_cb on_entry,
  * partition's read budget, policy.backlog_read_rate bytes/s with bursts of
  * 100 ms of it (at least 64 KiB and one average entry); the read-ahead
  * fetches only the entries the budget holds and otherwise waits for it, so
- * a partition's backlog reads take at most rate * t + burst + about one
- * entry in any t seconds, however many subscriptions catch up. The open
- * current ledger is read ahead too, through its writer, up to its LAC. The tail, served from the Consume path's entry
+ * a reader at the read-ahead's position takes at most rate * t + burst +
+ * about one entry in any t seconds. Reads that bypass the buffer (a second
+ * subscription at another position while the first waits, single-entry
+ * reads) are charged to the same budget, so they hold the read-ahead back,
+ * but are not themselves held back: with several subscriptions catching up
+ * at different positions the bound is not strict. The open current ledger
+ * is read ahead too, through its writer, up to its LAC. The tail, served from the Consume path's entry
  * cache, is not charged. */
 #define SL_ML_READAHEAD_BYTES (8u << 20)
 sl_status sl_ml_read_max_async(sl_ml *ml, sl_ml_pos from, uint64_t max,

@@ -41,7 +41,8 @@
  *     of t seconds the partition's backlog reads take at most
  *     rate * t + depth + one fetch's overshoot (its entries' bytes above
  *     the average: about one entry for entries of similar size). Direct
- *     reads are charged after the fact and make the next fetch wait. While the bucket is short, a timer starts the
+ *     reads are charged after the fact and make the next fetch wait, but
+ *     do not wait themselves (a second reader elsewhere is not bounded). While the bucket is short, a timer starts the
  *     fetch once it has refilled. So bookie reads in flight for one
  *     partition are bounded by the bucket's depth too (and by the ledger
  *     reader's window).
@@ -61,6 +62,8 @@
  * one average entry. */
 #define DEPTH_MS 100
 #define DEPTH_MIN (64 << 10)
+/* Rates above this are taken as this (1 TiB/s: unlimited in practice). */
+#define RATE_MAX (1ll << 40)
 /* Entry size assumed before any was seen. */
 #define GUESS_LEN 1024
 
@@ -148,6 +151,7 @@ static void pace_setup(sl_ml *ml) {
   rd->pace_init = true;
   int64_t r = ml->policy.backlog_read_rate;
   rd->rate = r == 0 ? SL_ML_BACKLOG_READ_RATE : r < 0 ? 0 : r;
+  if (rd->rate > RATE_MAX) rd->rate = RATE_MAX; /* keeps the arithmetic in range */
   rd->tokens = depth(rd);
   rd->tokens_ns = sl_clock_mono_ns();
   sl_timer_init(&rd->pace, ml->serial, pace_fired, ml);
