@@ -48,6 +48,8 @@ typedef struct bookie_cfg {
   long long stream_max_adds;
   long long stream_max_bytes;
   long long max_inflight_bytes;
+  long long read_threads;
+  long long read_nice;
 } bookie_cfg;
 
 static bookie_cfg cfg;
@@ -103,6 +105,10 @@ static const sl_conf_entry table[] = {
     SL_CONF_INT(bookie_cfg, max_inflight_bytes, "268435456", 1, 1LL << 40,
                 E "MAX_INFLIGHT_BYTES",
                 "payload bytes of adds in flight over all streams; more are refused BUSY"),
+    SL_CONF_INT(bookie_cfg, read_threads, "2", 1, 64, E "READ_THREADS",
+                "threads serving ReadEntry/ReadEntries, apart from the add path"),
+    SL_CONF_INT(bookie_cfg, read_nice, "5", 0, 19, E "READ_NICE",
+                "nice value of the read threads: higher lets adds take the CPU first"),
 };
 #undef E
 
@@ -205,6 +211,8 @@ static sl_status start(void *cv, sl_rpc_server *srv, void **state, sl_err *err) 
   vo.max_stream_adds = (uint32_t)c->stream_max_adds;
   vo.max_stream_bytes = (size_t)c->stream_max_bytes;
   vo.metrics = sl_metrics_default();
+  vo.read_threads = (int)c->read_threads;
+  vo.read_nice = (int)c->read_nice;
   if ((st = sl_bookie_svc_create(b->store, &vo, &b->svc, err)) != SL_OK) goto out_free;
   if ((st = sl_bookie_svc_register(b->svc, srv, err)) != SL_OK) goto out_free;
   *state = b;

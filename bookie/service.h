@@ -61,10 +61,12 @@
  *
  * Threads: handlers run on the call's worker thread; add, fence, WriteLac
  * and delete completions run on the store's applier thread and answer from
- * there, each holding an sl_rpc_call_ref() until it has answered. A fencing
- * ReadEntries is the exception: its worker waits for the fence (one journal
- * sync) and streams from there, so that a long range is never read on the
- * applier thread.
+ * there, each holding an sl_rpc_call_ref() until it has answered. Reads
+ * (ReadEntry, ReadEntries, a fencing read once its fence is durable) are
+ * served on read threads of their own (opts.read_threads) at a lower CPU
+ * priority (opts.read_nice), so a read never waits in front of an add on a
+ * worker or the applier (service_read.c). At most 4096 reads wait for a
+ * read thread; more are refused with RESOURCE_EXHAUSTED (SL_EBUSY).
  */
 #ifndef SL_BOOKIE_SERVICE_H
 #define SL_BOOKIE_SERVICE_H
@@ -87,9 +89,12 @@ typedef struct sl_bookie_svc_opts {
                                 its reads pause; 0 = 64 MiB */
   sl_metrics *metrics;       /* where adds/reads by outcome and add latency
                                 go; NULL: none. Retained. */
+  int read_threads;          /* threads serving reads; 0 = 2 */
+  int read_nice;             /* their nice value, added to the process's
+                                (0..19; higher = yields more to adds) */
 } sl_bookie_svc_opts;
 
-#define SL_BOOKIE_SVC_OPTS_INIT {"bookie", 0, 0, NULL}
+#define SL_BOOKIE_SVC_OPTS_INIT {"bookie", 0, 0, NULL, 0, 5}
 
 /* Counters since create, for logs and tests. */
 typedef struct sl_bookie_svc_stats {
@@ -101,8 +106,10 @@ typedef struct sl_bookie_svc_stats {
   uint64_t pauses;         /* times a stream stopped reading */
 } sl_bookie_svc_stats;
 
-/* Creates the service over `store` (retained: it must outlive the service).
- * opts may be NULL for defaults. Errors: SL_EINVAL. */
+/* Creates the service over `store` (retained: it must outlive the service)
+ * and starts its read threads. opts may be NULL for defaults. Errors:
+ * SL_EINVAL (also for read_threads outside 0..64 or read_nice outside
+ * 0..19), SL_ENOMEM (no thread). */
 sl_status sl_bookie_svc_create(sl_bookie_store *store, const sl_bookie_svc_opts *opts,
                                sl_bookie_svc **out, sl_err *err);
 

@@ -30,6 +30,7 @@ typedef struct broker_cfg {
   long long rpc_timeout_ms; /* metadata and peer calls */
   long long lookup_cache_ms;/* how long other brokers' partitions are remembered */
   long long drain_timeout_ms;/* graceful stop: wait this long for unloads */
+  long long entry_cache_bytes;/* per partition, for consumers at the tail */
 } broker_cfg;
 
 static broker_cfg cfg;
@@ -54,6 +55,10 @@ static const sl_conf_entry table[] = {
     SL_CONF_INT(broker_cfg, drain_timeout_ms, "5000", 0, 600000,
                 "SLUICE_BROKER_DRAIN_TIMEOUT_MS",
                 "graceful stop: how long to wait for partitions to unload"),
+    SL_CONF_INT(broker_cfg, entry_cache_bytes, "16777216", 1, 1LL << 34,
+                "SLUICE_BROKER_ENTRY_CACHE_BYTES",
+                "entries kept in memory per partition for consumers at the tail; "
+                "consumers further behind read from bookies"),
 };
 
 typedef struct broker_state {
@@ -104,7 +109,8 @@ static sl_status start(void *c, sl_rpc_server *srv, void **state, sl_err *err) {
   }
   if (st == SL_OK) {
     sl_consume_opts copts = {.produce = s->b.produce,
-                             .max_response_bytes = (size_t)cfg.svc.max_message_bytes};
+                             .max_response_bytes = (size_t)cfg.svc.max_message_bytes,
+                             .cache_bytes = (size_t)cfg.entry_cache_bytes};
     st = sl_consume_create(&copts, &s->b.consume, err);
     if (st != SL_OK) sl_produce_destroy(s->b.produce);
     s->b.sub_stats = sl_consume_topic_stats;

@@ -133,7 +133,14 @@ typedef struct sl_ml_policy {
   int64_t retention_ms;         /* -1 = forever; 0 = none */
   int64_t retention_bytes;      /* -1 = unlimited; 0 = none */
   int64_t trim_interval_ms;     /* 0 = 60 s; < 0 = only on sl_ml_trim_async */
+  int64_t backlog_read_rate;    /* bytes/s the backlog reads may take from
+                                   bookies (sl_ml_read_max_async);
+                                   0 = SL_ML_BACKLOG_READ_RATE; < 0 = unlimited */
 } sl_ml_policy;
+
+/* Default budget of a partition's backlog reads from bookies, in bytes/s
+ * (see sl_ml_read_max_async). */
+#define SL_ML_BACKLOG_READ_RATE (4ll << 20)
 
 /* A managed-ledger property (key and value are borrowed where passed in). */
 typedef struct sl_ml_prop {
@@ -242,9 +249,8 @@ sl_status sl_ml_read_async(sl_ml *ml, sl_ml_pos from, sl_ml_entry_cb on_entry,
  * Consume path's bounded backlog reads. It may deliver fewer than max (what
  * the read-ahead holds); none means nothing more is durable yet.
  *
- * Read-ahead (max > 1 in finished ledgers; single-entry reads, redeliveries,
- * and reads in the open current ledger, whose recent entries the Consume
- * path's entry cache holds, go straight to the ledgers): reads are served from a buffer of consecutive entries that a
+ * Read-ahead (max > 1; single-entry reads, redeliveries, go straight to
+ * the bookies): reads are served from a buffer of consecutive entries that a
  * background chain read keeps filled ahead of the reader, so a consumer
  * with permits streams the backlog instead of paying a bookie round trip
  * per read. One buffer per managed ledger, following the last reader that
@@ -253,7 +259,20 @@ sl_status sl_ml_read_async(sl_ml *ml, sl_ml_pos from, sl_ml_entry_cb on_entry,
  * plus one fetch's overshoot (a fetch asks for entries by the average size
  * seen so far), and ML_READ_HANDLES open read handles of finished ledgers
  * (each one ledger's metadata). Both go with sl_ml_destroy; a handle of a
- * trimmed ledger goes at the next read. */
+ * trimmed ledger goes at the next read.
+ *
+ * Pacing: every byte these reads take from bookies is charged to the
+ * partition's read budget, policy.backlog_read_rate bytes/s with bursts of
+ * 100 ms of it (at least 64 KiB and one average entry); the read-ahead
+ * fetches only the entries the budget holds and otherwise waits for it, so
+ * a reader at the read-ahead's position takes at most rate * t + burst +
+ * about one entry in any t seconds. Reads that bypass the buffer (a second
+ * subscription at another position while the first waits, single-entry
+ * reads) are charged to the same budget, so they hold the read-ahead back,
+ * but are not themselves held back: with several subscriptions catching up
+ * at different positions the bound is not strict. The open current ledger
+ * is read ahead too, through its writer, up to its LAC. The tail, served from the Consume path's entry
+ * cache, is not charged. */
 #define SL_ML_READAHEAD_BYTES (8u << 20)
 sl_status sl_ml_read_max_async(sl_ml *ml, sl_ml_pos from, uint64_t max,
                                sl_ml_entry_cb on_entry, sl_ml_done_cb on_done,
@@ -266,6 +285,8 @@ typedef struct sl_ml_read_stats {
   uint64_t readahead_hits;     /* reads served from the read-ahead buffer */
   uint64_t readahead_entries;  /* entries the read-ahead fetched from bookies */
   uint64_t direct_reads;       /* reads that went to bookies directly */
+  uint64_t backlog_bytes;      /* bytes backlog reads took from bookies */
+  uint64_t paced_waits;        /* fetches that waited for the read budget */
 } sl_ml_read_stats;
 
 /* Thread-safe snapshot. */

@@ -63,8 +63,15 @@ typedef struct ml_reader {
   size_t avg_len;             /* entry size seen, to size fetches */
   ml_ra_wait *waiters;
   bool serve_posted;
+  /* pacing (managed_ledger_readahead.c): a token bucket in bytes */
+  bool pace_init;             /* the fields below are set up */
+  int64_t rate;               /* bytes/s; 0 = unlimited */
+  int64_t tokens;             /* budget left; negative after an overshoot */
+  int64_t tokens_ns;          /* when tokens were last topped up */
+  sl_timer pace;              /* fires once the budget allows a fetch */
+  bool pace_armed;            /* holds a managed-ledger reference */
   _Atomic uint64_t ledger_opens, handle_reuses, readahead_hits,
-      readahead_entries, direct_reads;
+      readahead_entries, direct_reads, backlog_bytes, paced_waits;
 } ml_reader;
 
 struct sl_ml {
@@ -155,6 +162,12 @@ sl_status ml_read_direct(sl_ml *ml, sl_ml_pos from, uint64_t max, bool finished_
                          sl_ml_entry_cb on_entry, sl_ml_done_cb on_done,
                          void *arg, sl_err *err);
 
+/* ml_read_direct for a backlog read, its bytes charged to the pacing budget
+ * (managed_ledger_readahead.c). */
+sl_status ml_readahead_direct(sl_ml *ml, sl_ml_pos from, uint64_t max,
+                              sl_ml_entry_cb on_entry, sl_ml_done_cb on_done,
+                              void *arg, sl_err *err);
+
 /* Serves a read through the read-ahead buffer (managed_ledger_readahead.c). */
 sl_status ml_readahead_read(sl_ml *ml, sl_ml_pos from, uint64_t max,
                             sl_ml_entry_cb on_entry, sl_ml_done_cb on_done,
@@ -168,8 +181,11 @@ typedef enum ml_read_event {
   ML_READ_AHEAD_HIT,
   ML_READ_AHEAD_ENTRY,
   ML_READ_DIRECT,
+  ML_READ_BACKLOG_BYTES,
+  ML_READ_PACED,
 } ml_read_event;
 void ml_read_count(sl_ml *ml, ml_read_event ev);
+void ml_read_add(sl_ml *ml, ml_read_event ev, uint64_t n);
 
 /* sl_ml_destroy's part for reads: frees the read-ahead buffer and the idle
  * cached handles; busy ones go with their last read. Waiting reads end

@@ -50,6 +50,10 @@ static const struct {
     {"sluice_ml_readahead_hits_total", "backlog reads served from the read-ahead buffer"},
     {"sluice_ml_readahead_entries_total", "entries the read-ahead fetched from bookies"},
     {"sluice_ml_read_direct_total", "reads sent to bookies without read-ahead"},
+    {"sluice_ml_backlog_read_bytes_total",
+     "bytes backlog reads took from bookies (charged to the partitions' read budgets)"},
+    {"sluice_ml_backlog_read_paced_total",
+     "times a read-ahead fetch waited for its partition's read budget"},
 };
 #define N_READ_METRICS (sizeof(k_read_metrics) / sizeof(k_read_metrics[0]))
 
@@ -66,14 +70,17 @@ static void read_metrics_register(void) {
   }
 }
 
-void ml_read_count(sl_ml *ml, ml_read_event ev) {
+void ml_read_add(sl_ml *ml, ml_read_event ev, uint64_t n) {
   pthread_once(&g_read_once, read_metrics_register);
-  sl_metrics_counter_inc(g_read_counters[ev]);
+  sl_metrics_counter_add(g_read_counters[ev], n);
   _Atomic uint64_t *c[] = {&ml->rd.ledger_opens, &ml->rd.handle_reuses,
                            &ml->rd.readahead_hits, &ml->rd.readahead_entries,
-                           &ml->rd.direct_reads};
-  atomic_fetch_add(c[ev], 1);
+                           &ml->rd.direct_reads, &ml->rd.backlog_bytes,
+                           &ml->rd.paced_waits};
+  atomic_fetch_add(c[ev], n);
 }
+
+void ml_read_count(sl_ml *ml, ml_read_event ev) { ml_read_add(ml, ev, 1); }
 
 /* ---- cached read handles ---- */
 
@@ -326,7 +333,7 @@ sl_status sl_ml_read_max_async(sl_ml *ml, sl_ml_pos from, uint64_t max,
                                void *arg, sl_err *err) {
   if (max > 1) return ml_readahead_read(ml, from, max, on_entry, on_done, arg, err);
   ml_read_count(ml, ML_READ_DIRECT);
-  return ml_read_direct(ml, from, max, false, on_entry, on_done, arg, err);
+  return ml_readahead_direct(ml, from, max, on_entry, on_done, arg, err);
 }
 
 void sl_ml_read_stats_get(const sl_ml *ml, sl_ml_read_stats *out) {
@@ -336,6 +343,8 @@ void sl_ml_read_stats_get(const sl_ml *ml, sl_ml_read_stats *out) {
   out->readahead_hits = atomic_load(&m->rd.readahead_hits);
   out->readahead_entries = atomic_load(&m->rd.readahead_entries);
   out->direct_reads = atomic_load(&m->rd.direct_reads);
+  out->backlog_bytes = atomic_load(&m->rd.backlog_bytes);
+  out->paced_waits = atomic_load(&m->rd.paced_waits);
 }
 
 sl_status sl_ml_read_async(sl_ml *ml, sl_ml_pos from, sl_ml_entry_cb on_entry,

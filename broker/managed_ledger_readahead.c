@@ -24,22 +24,48 @@
  *     the read's position.
  *  4. A waiter is answered once: with the buffered entries from its
  *     position (up to its max; they are dropped when a later read starts
- *     past them, or with the buffer), or, when no fetch
- *     can bring its position, with none and the last fetch's status (none
+ *     past them, or with the buffer), or, when no fetch (running or
+ *     waiting for the budget) can bring its position, with none and the last fetch's status (none
  *     with SL_OK means nothing more is durable yet).
- *  5. Only finished ledgers are read ahead: a read in the open current
- *     ledger goes straight to it, and a fetch stops at its start.
+ *  5. A fetch reads the open current ledger through its writer handle, up
+ *     to the LAC at the time it gets there, never past it (the entries
+ *     after it are not durable yet); fewer entries than asked mark the end
+ *     (at_end), and the next read at rd->next fetches again.
+ *  6. Pacing: every byte a backlog read takes from bookies (fetches and
+ *     direct reads) is charged to the managed ledger's token bucket, which
+ *     gains `rate` bytes per second up to DEPTH_MS worth (at least 64 KiB
+ *     and one average entry: its depth). A fetch starts
+ *     only while the bucket holds at least one entry's worth (the average
+ *     size seen; the first fetch asks for one entry to learn it) and asks
+ *     for at most the entries it holds at that size, so over any interval
+ *     of t seconds the partition's backlog reads take at most
+ *     rate * t + depth + one fetch's overshoot (its entries' bytes above
+ *     the average: about one entry for entries of similar size). Direct
+ *     reads are charged after the fact and make the next fetch wait, but
+ *     do not wait themselves (a second reader elsewhere is not bounded). While the bucket is short, a timer starts the
+ *     fetch once it has refilled. So bookie reads in flight for one
+ *     partition are bounded by the bucket's depth too (and by the ledger
+ *     reader's window).
  */
 #include "broker/managed_ledger_int.h"
 
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 
 /* Entries asked by one fetch: bounds the estimate's error. */
 #define FETCH_MIN 16
 #define FETCH_MAX 4096
+/* The bucket holds this much of its rate (bursts), at least DEPTH_MIN and
+ * one average entry. */
+#define DEPTH_MS 100
+#define DEPTH_MIN (64 << 10)
+/* Rates above this are taken as this (1 TiB/s: unlimited in practice). */
+#define RATE_MAX (1ll << 40)
+/* Entry size assumed before any was seen. */
+#define GUESS_LEN 1024
 
 struct ml_ra_entry {
   ml_ra_entry *next;
@@ -108,10 +134,80 @@ static void post_serve(sl_ml *ml) {
   sl_serial_post(ml->serial, serve, ml);
 }
 
+/* ---- pacing (invariant 6) ---- */
+
+static void pace_fired(void *arg);
+
+/* Never below one average entry, or a fetch could wait forever. */
+static int64_t depth(const ml_reader *rd) {
+  int64_t d = rd->rate / (1000 / DEPTH_MS);
+  if (d < DEPTH_MIN) d = DEPTH_MIN;
+  return d < (int64_t)rd->avg_len ? (int64_t)rd->avg_len : d;
+}
+
+static void pace_setup(sl_ml *ml) {
+  ml_reader *rd = &ml->rd;
+  if (rd->pace_init) return;
+  rd->pace_init = true;
+  int64_t r = ml->policy.backlog_read_rate;
+  rd->rate = r == 0 ? SL_ML_BACKLOG_READ_RATE : r < 0 ? 0 : r;
+  if (rd->rate > RATE_MAX) rd->rate = RATE_MAX; /* keeps the arithmetic in range */
+  rd->tokens = depth(rd);
+  rd->tokens_ns = sl_clock_mono_ns();
+  sl_timer_init(&rd->pace, ml->serial, pace_fired, ml);
+}
+
+/* Tops the bucket up for the time since the last top-up. */
+static void tokens_update(ml_reader *rd) {
+  int64_t now = sl_clock_mono_ns();
+  double add = (double)(now - rd->tokens_ns) * (double)rd->rate / 1e9;
+  int64_t d = depth(rd);
+  rd->tokens = add >= (double)(d - rd->tokens) ? d : rd->tokens + (int64_t)add;
+  rd->tokens_ns = now;
+}
+
+/* Charges bytes read from bookies to the budget. */
+static void charge(sl_ml *ml, size_t len) {
+  ml_read_add(ml, ML_READ_BACKLOG_BYTES, len);
+  if (ml->rd.rate > 0) ml->rd.tokens -= (int64_t)len;
+}
+
+/* How many entries the budget allows a fetch now (n at most); 0 after
+ * arming the timer for when it allows one. */
+static uint64_t budget(sl_ml *ml, uint64_t n) {
+  ml_reader *rd = &ml->rd;
+  if (rd->rate == 0) return n;
+  tokens_update(rd);
+  int64_t len = rd->avg_len > 0 ? (int64_t)rd->avg_len : GUESS_LEN;
+  if (rd->tokens >= len || (rd->avg_len == 0 && rd->tokens > 0)) {
+    /* One entry until their size is known: the estimate below rests on it. */
+    uint64_t k = rd->avg_len == 0 ? 1 : (uint64_t)(rd->tokens / len);
+    return k < n ? k : n;
+  }
+  if (!rd->pace_armed) {
+    rd->pace_armed = true;
+    ml_ref_get(ml);
+    ml_read_count(ml, ML_READ_PACED);
+    sl_timer_start(&rd->pace, ((len - rd->tokens) * 1000 + rd->rate - 1) / rd->rate);
+  }
+  return 0;
+}
+
+static void refill(sl_ml *ml);
+
+static void pace_fired(void *arg) {
+  sl_ml *ml = arg;
+  ml->rd.pace_armed = false;
+  refill(ml);
+  if (ml->rd.waiters != NULL) post_serve(ml);
+  ml_unref(ml);
+}
+
 static void fetch_entry(sl_ml_pos pos, const void *data, size_t len, void *arg) {
   fetch *f = arg;
   ml_reader *rd = &f->ml->rd;
   f->got++;
+  charge(f->ml, len);
   if (f->gen != rd->gen || rd->stopped) return;
   ml_ra_entry *e = sl_xmalloc(sizeof(*e) + len);
   e->next = NULL;
@@ -146,18 +242,20 @@ static void fetch_done(sl_status st, const char *details, void *arg) {
   free(f);
 }
 
-/* Starts a fetch if invariant 2 allows one. */
+/* Starts a fetch if invariants 2 and 6 allow one. */
 static void refill(sl_ml *ml) {
   ml_reader *rd = &ml->rd;
-  if (rd->stopped || rd->fetching || rd->at_end || rd->bytes >= SL_ML_READAHEAD_BYTES / 2)
+  if (rd->stopped || rd->fetching || rd->at_end || rd->bytes >= SL_ML_READAHEAD_BYTES / 2 ||
+      rd->pace_armed)
     return;
   uint64_t n = rd->avg_len == 0 ? FETCH_MIN : (SL_ML_READAHEAD_BYTES - rd->bytes) / rd->avg_len;
   if (n < FETCH_MIN) n = FETCH_MIN;
   if (n > FETCH_MAX) n = FETCH_MAX;
+  if ((n = budget(ml, n)) == 0) return;
   fetch *f = sl_xcalloc(1, sizeof(*f));
   *f = (fetch){ml, rd->gen, n, 0};
   sl_err err = SL_ERR_INIT;
-  sl_status st = ml_read_direct(ml, rd->next, n, true, fetch_entry, fetch_done, f, &err);
+  sl_status st = ml_read_direct(ml, rd->next, n, false, fetch_entry, fetch_done, f, &err);
   if (st != SL_OK) {
     free(f);
     rd->fetch_st = st;
@@ -171,7 +269,7 @@ static void refill(sl_ml *ml) {
 static bool ready(ml_reader *rd, ml_ra_wait *w, bool *from_buffer) {
   *from_buffer = rd->head != NULL && (w->any ? sl_ml_pos_cmp(rd->head->pos, w->from) >= 0
                                              : holds(rd, w->from));
-  return rd->stopped || *from_buffer || !rd->fetching;
+  return rd->stopped || *from_buffer || (!rd->fetching && !rd->pace_armed);
 }
 
 static void answer(sl_ml *ml, ml_ra_wait *w, bool from_buffer) {
@@ -214,6 +312,40 @@ static void serve(void *arg) {
   ml_unref(ml);
 }
 
+/* A direct read's callbacks, charging its entries to the budget. */
+typedef struct direct {
+  sl_ml *ml;            /* the chain read holds a reference */
+  sl_ml_entry_cb on_entry;
+  sl_ml_done_cb on_done;
+  void *arg;
+} direct;
+
+static void direct_entry(sl_ml_pos pos, const void *data, size_t len, void *arg) {
+  direct *d = arg;
+  charge(d->ml, len);
+  d->on_entry(pos, data, len, d->arg);
+}
+
+static void direct_done(sl_status st, const char *details, void *arg) {
+  direct *d = arg;
+  d->on_done(st, details, d->arg);
+  free(d);
+}
+
+sl_status ml_readahead_direct(sl_ml *ml, sl_ml_pos from, uint64_t max,
+                              sl_ml_entry_cb on_entry, sl_ml_done_cb on_done,
+                              void *arg, sl_err *err) {
+  SL_ASSERT(sl_serial_running_here(ml->serial));
+  if (on_entry == NULL || on_done == NULL)
+    return sl_err_set(err, SL_EINVAL, "read: callbacks required");
+  pace_setup(ml);
+  direct *d = sl_xmalloc(sizeof(*d));
+  *d = (direct){ml, on_entry, on_done, arg};
+  sl_status st = ml_read_direct(ml, from, max, false, direct_entry, direct_done, d, err);
+  if (st != SL_OK) free(d);
+  return st;
+}
+
 sl_status ml_readahead_read(sl_ml *ml, sl_ml_pos from, uint64_t max,
                             sl_ml_entry_cb on_entry, sl_ml_done_cb on_done,
                             void *arg, sl_err *err) {
@@ -222,15 +354,8 @@ sl_status ml_readahead_read(sl_ml *ml, sl_ml_pos from, uint64_t max,
   if (on_entry == NULL || on_done == NULL)
     return sl_err_set(err, SL_EINVAL, "read: callbacks required");
   if (rd->stopped) return sl_err_set(err, SL_ECANCELED, "read: managed ledger destroyed");
+  pace_setup(ml);
   from = normalized(ml, from);
-  if (ml->n_refs > 0 && ml->refs_v[ml->n_refs - 1].entries < 0 &&
-      from.ledger_id >= ml->refs_v[ml->n_refs - 1].id) {
-    /* The open current ledger: its recent entries are in the entry cache
-     * and the rest is read through the writer; read-ahead stays on
-     * finished ledgers (invariant 5). */
-    ml_read_count(ml, ML_READ_DIRECT);
-    return ml_read_direct(ml, from, max, false, on_entry, on_done, arg, err);
-  }
   bool any = false;
   if (holds(rd, from)) {
     /* served from the buffer */
@@ -241,7 +366,7 @@ sl_status ml_readahead_read(sl_ml *ml, sl_ml_pos from, uint64_t max,
     if (!rd->fetching) rd->at_end = false;
   } else if (rd->waiters != NULL) {
     ml_read_count(ml, ML_READ_DIRECT);
-    return ml_read_direct(ml, from, max, false, on_entry, on_done, arg, err);
+    return ml_readahead_direct(ml, from, max, on_entry, on_done, arg, err);
   } else {
     buffer_drop(rd);
     rd->next = from;
@@ -258,6 +383,10 @@ sl_status ml_readahead_read(sl_ml *ml, sl_ml_pos from, uint64_t max,
 }
 
 void ml_readahead_stop(sl_ml *ml) {
+  if (ml->rd.pace_armed && sl_timer_stop(&ml->rd.pace)) {
+    ml->rd.pace_armed = false;
+    ml_unref(ml);
+  }
   buffer_drop(&ml->rd);
   if (ml->rd.waiters != NULL) post_serve(ml);
 }

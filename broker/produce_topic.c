@@ -607,6 +607,7 @@ static void namespace_read(sl_status st, const char *details, ProtobufCMessage *
     mo.policy.ack_quorum = pol->ack_quorum;
     mo.policy.rollover_entries = pol->ledger_rollover_entries;
     mo.policy.rollover_ms = (int64_t)pol->ledger_rollover_minutes * 60000;
+    mo.policy.backlog_read_rate = pol->backlog_read_bytes_per_second;
     mo.policy.retention_ms =
         pol->retention_minutes < 0 ? -1 : pol->retention_minutes * 60000;
     mo.policy.retention_bytes =

@@ -61,6 +61,9 @@ static sl_status check_policies(const char *ns, const Sluice__V1__NamespacePolic
   if (st != SL_OK) return st;
   if (p->retention_minutes < -1 || p->retention_megabytes < -1)
     return sl_err_set(err, SL_EINVAL, "%s: retention must be -1 (unlimited) or >= 0", what);
+  if (p->backlog_read_bytes_per_second < -1)
+    return sl_err_set(err, SL_EINVAL, "%s: backlog read rate must be -1 (unlimited) or >= 0",
+                      what);
   if (p->message_ttl_seconds < 0 || p->backlog_quota_bytes < 0)
     return sl_err_set(err, SL_EINVAL, "%s: message TTL and backlog quota must be >= 0", what);
   if ((int)p->backlog_policy < 0 ||

@@ -9,13 +9,16 @@
  *   3. with catch-up: the same run while a new subscription reads the
  *      partition from its oldest message (libsluice consumer, acking): the
  *      same figures, plus the catch-up MB/s over the run;
- * then prints the ratios (with / alone). The backlog is larger than the
+ * then prints the ratios (with / alone); --rounds repeats 2 and 3 back to
+ * back (each catch-up run a new subscription from the oldest message).
+ * --backlog 0 skips 1 and uses what the topic already holds (A/B runs on
+ * one backlog). The backlog is larger than the
  * broker's entry cache once it exceeds the cache (16 MiB per partition by default), so
  * the catch-up reads come from bookies. The topic is created when missing;
  * use a fresh one for a clean figure (its subscriptions stay behind).
  *
  * usage: catchup-bench TOPIC [--url HOST:PORT] [--backlog BYTES]
- *          [--size BYTES] [--in-flight W] [--duration S]
+ *          [--size BYTES] [--in-flight W] [--duration S] [--rounds N]
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -34,6 +37,7 @@ typedef struct bench {
   size_t size;
   int in_flight;
   double duration;
+  int rounds;
   sl_client *c;
   char *partition, *owner;
 } bench;
@@ -147,7 +151,7 @@ static sl_status with_catch_up(bench *b, sl_perf_produce_result *out, double *mb
 
 static int usage(void) {
   fprintf(stderr, "usage: catchup-bench TOPIC [--url HOST:PORT] [--backlog BYTES] "
-                  "[--size BYTES] [--in-flight W] [--duration S]\n");
+                  "[--size BYTES] [--in-flight W] [--duration S] [--rounds N]\n");
   return 2;
 }
 
@@ -171,24 +175,26 @@ static sl_status run(bench *b, sl_err *err) {
          "%d in flight, %.0f s runs, load average %.2f\n",
          b->partition, b->owner, (double)b->backlog / 1e6, b->size, b->in_flight,
          b->duration, load[0]);
-  if ((st = build_backlog(b, err)) != SL_OK) return st;
-  sl_perf_produce_result alone, with;
-  if ((st = produce(b, b->in_flight, b->duration, &alone, err)) != SL_OK) return st;
-  print_run("producer alone:", &alone);
-  double mb = 0;
-  uint64_t msgs = 0;
-  if ((st = with_catch_up(b, &with, &mb, &msgs, err)) != SL_OK) return st;
-  print_run("with catch-up reader:", &with);
-  printf("catch-up read: %llu messages, %.2f MB/s\n", (unsigned long long)msgs, mb);
-  printf("ratio (with / alone): throughput %.3f, p99 %.3f\n",
-         alone.msgs_per_s > 0 ? with.msgs_per_s / alone.msgs_per_s : 0,
-         alone.p99_ms > 0 ? with.p99_ms / alone.p99_ms : 0);
-  if (getloadavg(load, 3) >= 0) printf("load average after: %.2f\n", load[0]);
+  if (b->backlog > 0 && (st = build_backlog(b, err)) != SL_OK) return st;
+  for (int round = 0; round < b->rounds; round++) {
+    sl_perf_produce_result alone, with;
+    if ((st = produce(b, b->in_flight, b->duration, &alone, err)) != SL_OK) return st;
+    print_run("producer alone:", &alone);
+    double mb = 0;
+    uint64_t msgs = 0;
+    if ((st = with_catch_up(b, &with, &mb, &msgs, err)) != SL_OK) return st;
+    print_run("with catch-up reader:", &with);
+    printf("catch-up read: %llu messages, %.2f MB/s\n", (unsigned long long)msgs, mb);
+    printf("ratio (with / alone): throughput %.3f, p99 %.3f\n",
+           alone.msgs_per_s > 0 ? with.msgs_per_s / alone.msgs_per_s : 0,
+           alone.p99_ms > 0 ? with.p99_ms / alone.p99_ms : 0);
+    if (getloadavg(load, 3) >= 0) printf("load average: %.2f\n", load[0]);
+  }
   return SL_OK;
 }
 
 int main(int argc, char **argv) {
-  bench b = {.backlog = 64u << 20, .size = 1024, .in_flight = 16, .duration = 10};
+  bench b = {.backlog = 64u << 20, .size = 1024, .in_flight = 16, .duration = 10, .rounds = 1};
   if (argc < 2 || argv[1][0] == '-') return usage();
   b.topic = argv[1];
   for (int i = 2; i < argc; i++) {
@@ -199,9 +205,10 @@ int main(int argc, char **argv) {
     else if (strcmp(a, "--size") == 0) b.size = strtoul(v, NULL, 10);
     else if (strcmp(a, "--in-flight") == 0) b.in_flight = atoi(v);
     else if (strcmp(a, "--duration") == 0) b.duration = atof(v);
+    else if (strcmp(a, "--rounds") == 0) b.rounds = atoi(v);
     else return usage();
   }
-  if (b.size < 16 || b.in_flight < 1 || b.duration <= 0 || b.backlog == 0) return usage();
+  if (b.size < 16 || b.in_flight < 1 || b.duration <= 0 || b.rounds < 1) return usage();
   sl_err err = SL_ERR_INIT;
   sl_status st = run(&b, &err);
   if (st != SL_OK) fprintf(stderr, "catchup-bench: %s\n", sl_err_msg(&err, st));
