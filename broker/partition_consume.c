@@ -40,6 +40,11 @@
 #include "common/log.h"
 #include "common/timer.h"
 
+/* A graceful unload waits at most this long for the cursors' last flushes
+ * (well under the broker's drain timeout, 5 s by default, which bounds the
+ * whole unload of a graceful stop). */
+#define UNLOAD_FLUSH_MS 3000
+
 typedef struct pconsume {
   ptopic *t;                 /* owns this (t->consume); not referenced */
   sl_consume *c;
@@ -47,6 +52,8 @@ typedef struct pconsume {
   psub *subs;
   cstream *waiters;          /* subscribed while the partition loads */
   sl_timer tick;
+  int closing;               /* cursor closes pending in a graceful unload */
+  sl_timer close_timer;      /* bounds them (UNLOAD_FLUSH_MS) */
 } pconsume;
 
 /* A subscription's figures for /metrics, refreshed on every tick (the
@@ -603,12 +610,15 @@ static void tick_fired(void *arg) {
   sl_timer_start(&pc->tick, pc->c->o.tick_ms);
 }
 
+static void close_timer_fired(void *arg);
+
 static pconsume *pc_create(sl_consume *c, ptopic *t) {
   pconsume *pc = sl_xcalloc(1, sizeof(*pc));
   pc->t = t;
   pc->c = c;
   pc->cache = sl_entry_cache_create(c->o.cache_bytes);
   sl_timer_init(&pc->tick, t->serial, tick_fired, pc);
+  sl_timer_init(&pc->close_timer, t->serial, close_timer_fired, pc);
   sl_timer_start(&pc->tick, c->o.tick_ms);
   t->consume = pc;
   return pc;
@@ -638,17 +648,61 @@ static void on_appended(ptopic *t, sl_ml_pos pos, const void *data, size_t len) 
   }
 }
 
-/* A graceful unload: make the acks durable before the next owner reads the
- * cursors. */
+static void closing_done_run(void *arg) {
+  ptopic *t = arg;
+  pt_closing_done(t);
+  pt_unref(t);
+}
+
+/* Lets the unload go on (posted: never inside the closing hook). */
+static void post_closing_done(ptopic *t) {
+  pt_ref(t);
+  sl_serial_post(t->serial, closing_done_run, t);
+}
+
+static void closing_put(pconsume *pc) {
+  if (pc->closing == 0 || --pc->closing > 0) return;
+  sl_timer_stop(&pc->close_timer);
+  post_closing_done(pc->t);
+}
+
+static void cursor_closed(sl_status st, const char *details, void *arg) {
+  psub *ps = arg;
+  if (st != SL_OK)
+    sl_log(SL_LOG_WARN, "event=cursor_close_failed subscription=%s status=%s details=\"%s\"",
+           ps->name, sl_status_str(st), details != NULL ? details : "");
+  if (ps->pc != NULL) closing_put(ps->pc);
+}
+
+static void close_timer_fired(void *arg) {
+  pconsume *pc = arg;
+  sl_log(SL_LOG_WARN, "event=unload_flush_timeout partition=%s cursors_left=%d timeout_ms=%d "
+         "(their last acks will be redelivered)", pc->t->name, pc->closing - 1, UNLOAD_FLUSH_MS);
+  pc->closing = 1;
+  closing_put(pc);
+}
+
+/* A graceful unload (not a loss: then gone comes without this): every
+ * cursor flushes what was acked and closes before the partition closes
+ * its ledger and releases its ownership, so the next owner reads every
+ * ack made here. Bounded by UNLOAD_FLUSH_MS. Acks that come after this are
+ * refused (not durable) and their messages redelivered by the next owner. */
 static void on_closing(ptopic *t) {
   pconsume *pc = pc_of(t);
-  if (pc == NULL) return;
+  if (pc == NULL) {
+    post_closing_done(t);
+    return;
+  }
+  pc->closing = 1; /* this loop's, put below */
   for (psub *ps = pc->subs; ps != NULL; ps = ps->next) {
     sl_err err = SL_ERR_INIT;
-    if (ps->cursor != NULL && sl_cursor_flush(ps->cursor, NULL, NULL, &err) != SL_OK)
-      sl_log(SL_LOG_WARN, "event=cursor_flush_refused subscription=%s details=\"%s\"",
-             ps->name, err.msg);
+    if (ps->cursor == NULL) continue; /* opening: nothing acked yet */
+    if (sl_cursor_close_async(ps->cursor, cursor_closed, ps, &err) == SL_OK) pc->closing++;
+    else sl_log(SL_LOG_WARN, "event=cursor_close_refused subscription=%s details=\"%s\"",
+                ps->name, err.msg);
   }
+  sl_timer_start(&pc->close_timer, UNLOAD_FLUSH_MS);
+  closing_put(pc);
 }
 
 static void on_gone(ptopic *t, sl_status st, const char *details) {
@@ -656,6 +710,7 @@ static void on_gone(ptopic *t, sl_status st, const char *details) {
   if (pc == NULL) return;
   t->consume = NULL;
   sl_timer_stop(&pc->tick);
+  sl_timer_stop(&pc->close_timer);
   end_list(&pc->waiters, st, details);
   while (pc->subs != NULL) {
     psub *ps = pc->subs;
@@ -741,6 +796,7 @@ static void subscribe_run(void *arg) {
   pconsume *pc = pc_of(t);
   if (pc == NULL && (t->state == PT_LOADING || t->state == PT_READY))
     pc = pc_create(cs->c, t);
+  if (t->state == PT_CLOSING) pc = NULL; /* its cursors are closing */
   if (pc == NULL) {
     cs_end(cs, SL_EREDIRECT, "partition is moving: look it up again", NULL);
     task_free(k);
