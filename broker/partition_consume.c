@@ -45,6 +45,11 @@
  * whole unload of a graceful stop). */
 #define UNLOAD_FLUSH_MS 3000
 
+/* A subscription's nack delay when its first consumer asked for none
+ * (sl_sub_opts' own default, made explicit so that a consumer asking for
+ * it by value is not told it conflicts). */
+#define DEFAULT_NACK_DELAY_MS 1000
+
 typedef struct pconsume {
   ptopic *t;                 /* owns this (t->consume); not referenced */
   sl_consume *c;
@@ -69,9 +74,11 @@ struct psub {
   pconsume *pc;              /* NULL once the partition is gone */
   char *name;
   sl_disp_type type;
-  char *dead_letter_topic;
-  uint32_t max_redeliveries; /* as its first consumer asked (0 = policy) */
-  uint32_t nack_delay_ms;
+  /* Redelivery options, for all its consumers (see options_conflict): as
+   * its first consumer asked, else the defaults. */
+  char *dead_letter_topic;   /* else <topic>-<subscription>-DLQ */
+  uint32_t max_redeliveries; /* else the namespace policy (0 = never) */
+  uint32_t nack_delay_ms;    /* else DEFAULT_NACK_DELAY_MS */
   sl_cursor *cursor;         /* once open */
   sl_sub *sub;               /* once open */
   cstream *consumers;        /* joined */
@@ -363,13 +370,44 @@ static void check_end(psub *ps) {
 
 /* ---- subscriptions ---- */
 
+/* Redelivery counts, nack delays and dead letters are one state of the
+ * subscription, kept and acted on by the broker for all its consumers (the
+ * client does not dead-letter, unlike Pulsar's), so its consumers must
+ * agree on them. A consumer that asks for other values than the
+ * subscription has (0 or "" = no preference) is refused with
+ * FAILED_PRECONDITION naming the option, rather than silently given values
+ * it did not ask for; to change them, every consumer must leave and the
+ * partition be reloaded (the first consumer then sets them again). */
+static bool options_conflict(const psub *ps, const cstream *cs, char *msg, size_t n) {
+  const csub_opts *o = &cs->o;
+  if (o->max_redeliveries > 0 && o->max_redeliveries != ps->max_redeliveries)
+    snprintf(msg, n, "subscription %s has max_redeliveries %u: consumer %s asked for %u",
+             ps->name, ps->max_redeliveries, o->consumer, o->max_redeliveries);
+  else if (o->nack_delay_ms > 0 && o->nack_delay_ms != ps->nack_delay_ms)
+    snprintf(msg, n, "subscription %s has nack_delay_ms %u: consumer %s asked for %u",
+             ps->name, ps->nack_delay_ms, o->consumer, o->nack_delay_ms);
+  else if (o->dead_letter_topic[0] != '\0' &&
+           strcmp(o->dead_letter_topic, ps->dead_letter_topic) != 0)
+    snprintf(msg, n, "subscription %s has dead_letter_topic %s: consumer %s asked for %s",
+             ps->name, ps->dead_letter_topic, o->consumer, o->dead_letter_topic);
+  else
+    return false;
+  return true;
+}
+
 static void join(psub *ps, cstream *cs) {
   static const char *const types[] = {"exclusive", "failover", "shared", "key_shared"};
+  char msg[SL_ERR_MAX];
+  sl_status refused = SL_OK;
   if (ps->type != cs->o.type) {
-    char msg[SL_ERR_MAX];
     snprintf(msg, sizeof(msg), "subscription %s is %s: consumer %s asked for %s",
              ps->name, types[ps->type], cs->o.consumer, types[cs->o.type]);
-    cs_end(cs, SL_EINVAL, msg, NULL);
+    refused = SL_EINVAL;
+  } else if (options_conflict(ps, cs, msg, sizeof(msg))) {
+    refused = SL_EPRECOND;
+  }
+  if (refused != SL_OK) {
+    cs_end(cs, refused, msg, NULL);
     cs_unref(cs);
     return;
   }
@@ -478,8 +516,7 @@ static void cursor_opened(sl_status st, const char *details, sl_cursor *c, void 
     sl_ml_stats_get(pc->t->ml, &ms);
     if (ms.last_confirmed.entry_id >= 0) sl_cursor_extend(c, ms.last_confirmed, 0);
     sl_sub_opts so = {.name = ps->name, .type = ps->type};
-    so.max_redeliveries = ps->max_redeliveries > 0 ? ps->max_redeliveries
-                                                   : pc->t->max_redeliveries;
+    so.max_redeliveries = ps->max_redeliveries;
     so.nack_delay_ms = ps->nack_delay_ms;
     so.ports.ctx = ps;
     so.ports.read = port_read;
@@ -538,8 +575,9 @@ static void psub_open(pconsume *pc, cstream *cs) {
   ps->pc = pc;
   ps->name = sl_xstrdup(cs->o.subscription);
   ps->type = cs->o.type;
-  ps->max_redeliveries = cs->o.max_redeliveries;
-  ps->nack_delay_ms = cs->o.nack_delay_ms;
+  ps->max_redeliveries = cs->o.max_redeliveries > 0 ? cs->o.max_redeliveries
+                                                    : t->max_redeliveries;
+  ps->nack_delay_ms = cs->o.nack_delay_ms > 0 ? cs->o.nack_delay_ms : DEFAULT_NACK_DELAY_MS;
   if (cs->o.dead_letter_topic[0] != '\0') {
     ps->dead_letter_topic = sl_xstrdup(cs->o.dead_letter_topic);
   } else {

@@ -5,7 +5,8 @@
  * topic with its payload, key and properties plus the original id and
  * topic, and is acked on the original (a new consumer does not get it).
  * Its redelivery count rises with each nack. A configured dead-letter
- * topic is used instead of the default.
+ * topic is used instead of the default. A subscription's consumers must
+ * agree on its redelivery options.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -29,6 +30,7 @@ static int setup(void **state) {
   sl_pt_namespace(t, "cd", true, 0);
   sl_pt_topic(t, "cd/orders", 0);
   sl_pt_topic(t, "cd/custom", 0);
+  sl_pt_topic(t, "cd/options", 0);
   *state = t;
   return 0;
 }
@@ -184,10 +186,60 @@ static void test_consume_dlq__configured_topic(void **state) {
   nack_past_max(*state, "cd/custom", "cd/custom-dead", "cd/custom-dead");
 }
 
+/* Subscribes c to the owner; returns the status and the refusal's reason. */
+static sl_status try_subscribe(sl_pt *t, const sl_ct_sub *sub, sl_ct_consumer *c, sl_err *err) {
+  int owner = sl_pt_owner(t, 0, sub->topic, NULL);
+  sl_status st = sl_ct_subscribe(t, owner, sub, c, NULL, err);
+  if (st != SL_OK) sl_ct_close(c);
+  return st;
+}
+
+/* The redelivery options are the subscription's: a consumer asking for
+ * other values is refused (FAILED_PRECONDITION naming the option), one
+ * asking for the same values or for none joins. */
+static void test_consume_dlq__options_must_agree(void **state) {
+  sl_pt *t = *state;
+  sl_ct_sub first = {.topic = "cd/options", .subscription = "s", .type = 2 /* shared */,
+                     .nack_delay_ms = 10, .max_redeliveries = 2,
+                     .dead_letter_topic = "cd/options-dead"};
+  sl_ct_consumer c1, c2;
+  sl_ct_subscribe_owner(t, &first, &c1);
+  static const struct {
+    uint32_t max, nack;
+    const char *dlq;
+    const char *option;      /* named in the refusal; NULL = joins */
+  } cases[] = {
+      {3, 0, NULL, "max_redeliveries"},
+      {0, 20, NULL, "nack_delay_ms"},
+      {0, 0, "cd/other-dead", "dead_letter_topic"},
+      {2, 10, "cd/options-dead", NULL},
+      {0, 0, NULL, NULL},
+  };
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    sl_ct_sub sub = first;
+    sub.max_redeliveries = cases[i].max;
+    sub.nack_delay_ms = cases[i].nack;
+    sub.dead_letter_topic = cases[i].dlq;
+    sl_err err = SL_ERR_INIT;
+    sl_status st = try_subscribe(t, &sub, &c2, &err);
+    if (cases[i].option == NULL) {
+      if (st != SL_OK) fail_msg("case %zu refused: %s", i, sl_err_msg(&err, st));
+      sl_ct_close(&c2);
+      continue;
+    }
+    if (st != SL_EPRECOND) fail_msg("case %zu: %s, want FAILED_PRECONDITION", i,
+                                    sl_err_msg(&err, st));
+    if (strstr(err.msg, cases[i].option) == NULL || strstr(err.msg, "subscription s") == NULL)
+      fail_msg("case %zu: the refusal does not name %s: %s", i, cases[i].option, err.msg);
+  }
+  sl_ct_close(&c1);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_consume_dlq__default_topic),
       cmocka_unit_test(test_consume_dlq__configured_topic),
+      cmocka_unit_test(test_consume_dlq__options_must_agree),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
