@@ -23,6 +23,9 @@
 #include "tests/consume_testlib.h"
 
 #define WAIT_MS 30000
+#define CRASH_N 200          /* messages dead-lettered */
+#define CRASH_TOPIC "cd/crash"
+#define CRASH_DLQ "cd/crash-s-DLQ"
 
 static int setup(void **state) {
   sl_pt *t = calloc(1, sizeof(*t));
@@ -31,6 +34,7 @@ static int setup(void **state) {
   sl_pt_topic(t, "cd/orders", 0);
   sl_pt_topic(t, "cd/custom", 0);
   sl_pt_topic(t, "cd/options", 0);
+  sl_pt_topic(t, CRASH_TOPIC, 0);
   *state = t;
   return 0;
 }
@@ -186,6 +190,147 @@ static void test_consume_dlq__configured_topic(void **state) {
   nack_past_max(*state, "cd/custom", "cd/custom-dead", "cd/custom-dead");
 }
 
+/* ---- kill -9 of the owner while dead-lettering ---- */
+
+/* The subscription on the partition's owner now, retried while lookups
+ * still name the dead owner or the partition is moving. */
+static void subscribe_live(sl_pt *t, const sl_ct_sub *sub, sl_ct_consumer *c) {
+  int64_t end = sl_clock_mono_ms() + WAIT_MS;
+  sl_err err = SL_ERR_INIT;
+  for (;;) {
+    int owner = sl_pt_try_owner(t, sl_ct_live_broker(t), sub->topic, NULL);
+    if (owner >= 0 && sl_cluster_running(t->c, SL_NODE_BROKER, owner)) {
+      if (sl_ct_subscribe(t, owner, sub, c, NULL, &err) == SL_OK &&
+          sl_ct_flow(c, 10 * CRASH_N, &err) == SL_OK)
+        return;
+      sl_ct_close(c);
+    }
+    if (sl_clock_mono_ms() > end) fail_msg("subscribe %s: %s", sub->topic, err.msg);
+  }
+}
+
+/* The backlog (entries) and unacked messages of subscription "s" on the
+ * original's owner now; false while that is not known. */
+static bool original_left(sl_pt *t, int64_t *backlog, int64_t *unacked) {
+  int owner = sl_pt_try_owner(t, sl_ct_live_broker(t), CRASH_TOPIC, NULL);
+  if (owner < 0 || !sl_cluster_running(t->c, SL_NODE_BROKER, owner)) return false;
+  Sluice__V1__TopicStatsRequest req = SLUICE__V1__TOPIC_STATS_REQUEST__INIT;
+  req.topic = CRASH_TOPIC;
+  Sluice__V1__TopicStats *out = NULL;
+  sl_rpc_call_opts o = {.timeout_ms = 5000};
+  if (sl_broker_service_get_topic_stats(t->broker[owner], &req, &out, &o, NULL) != SL_OK)
+    return false;
+  bool found = false;
+  for (size_t i = 0; i < out->n_subscriptions; i++) {
+    if (strcmp(out->subscriptions[i]->name, "s") != 0) continue;
+    *backlog = (int64_t)out->subscriptions[i]->backlog;
+    *unacked = (int64_t)out->subscriptions[i]->unacked;
+    found = true;
+  }
+  protobuf_c_message_free_unpacked(&out->base, NULL);
+  return found;
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(a, b); }
+
+/* Nacks every message that comes for up to ms (the stream may end: the
+ * owner died); returns how many came, -1 if the stream ended. */
+static int nack_for(sl_ct_consumer *c, int ms) {
+  int64_t end = sl_clock_mono_ms() + ms;
+  int n = 0;
+  for (;;) {
+    int left = (int)(end - sl_clock_mono_ms());
+    if (left <= 0) return n;
+    Sluice__V1__ConsumeResponse *r = NULL;
+    sl_err err = SL_ERR_INIT;
+    sl_status st = sl_ct_next(c, left, &r, &err);
+    if (st == SL_ETIMEDOUT) return n;
+    if (st != SL_OK) return -1;
+    if (r->kind_case == SLUICE__V1__CONSUME_RESPONSE__KIND_MESSAGE) {
+      n++;
+      if (sl_ct_nack(c, r->message->id, 1, 0, &err) != SL_OK) n = -1;
+    } else if (r->kind_case != SLUICE__V1__CONSUME_RESPONSE__KIND_ACK_RECEIPT) {
+      n = -1; /* redirect or closed: the stream is over */
+    }
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    if (n < 0) return -1;
+  }
+}
+
+/* Every message nacked past max_redeliveries (1) while the owner broker is
+ * killed -9 in the middle of dead-lettering them: after the other broker
+ * takes over (redelivery counts start again there, so they are nacked past
+ * the max again), each message is in the dead-letter topic exactly once
+ * (retries are deduplicated by the stable producer name and sequence) and
+ * acked on the original. */
+static void test_consume_dlq__owner_killed_while_dead_lettering(void **state) {
+  sl_pt *t = *state;
+  sl_ct_produce(t, CRASH_TOPIC, "p", 0, CRASH_N, 0);
+  sl_ct_sub sub = {.topic = CRASH_TOPIC, .subscription = "s", .type = 2 /* shared */,
+                   .earliest = true, .nack_delay_ms = 10, .max_redeliveries = 1};
+  sl_ct_consumer c;
+  subscribe_live(t, &sub, &c);
+  int owner = sl_pt_owner(t, 0, CRASH_TOPIC, NULL);
+  /* Deliveries 0 and 1 of each, nacked: then they go to dead letters. */
+  int nacked = 0;
+  int64_t end = sl_clock_mono_ms() + WAIT_MS;
+  while (nacked < 2 * CRASH_N && sl_clock_mono_ms() < end) {
+    int n = nack_for(&c, 200);
+    if (n < 0) fail_msg("the stream ended before the kill");
+    nacked += n;
+  }
+  assert_int_equal(nacked, 2 * CRASH_N);
+  /* Kill the owner once about half are dead-lettered (acked on the
+   * original, in memory: an entry of 10 counts once all 10 are), while the
+   * rest are on their way and the last acks are not durable yet. */
+  int64_t backlog = -1, unacked = -1;
+  while (!original_left(t, &backlog, &unacked) || backlog > CRASH_N / 20)
+    if (sl_clock_mono_ms() > end) fail_msg("backlog still %lld entries", (long long)backlog);
+  sl_err err = SL_ERR_INIT;
+  assert_int_equal(sl_cluster_kill9(t->c, SL_NODE_BROKER, owner, &err), SL_OK);
+  sl_ct_close(&c);
+
+  /* The other broker: nack what comes again until nothing is left. */
+  end = sl_clock_mono_ms() + 3 * WAIT_MS;
+  subscribe_live(t, &sub, &c);
+  int again = 0;
+  for (;;) {
+    int n = nack_for(&c, 500);
+    if (n < 0) {
+      sl_ct_close(&c);
+      subscribe_live(t, &sub, &c);
+    }
+    again += n > 0 ? n : 0;
+    int64_t b, u;
+    if (original_left(t, &b, &u) && b == 0 && u == 0) break;
+    if (sl_clock_mono_ms() > end) fail_msg("messages left on the original");
+  }
+  sl_ct_close(&c);
+  print_message("backlog at the kill: %lld entries of 10; deliveries nacked again after: %d\n",
+                (long long)backlog, again);
+
+  /* Each message exactly once in the dead-letter topic. */
+  static char ids[2 * CRASH_N][48];
+  sl_ct_sub dsub = {.topic = CRASH_DLQ, .subscription = "inspect", .type = 0,
+                    .earliest = true};
+  sl_ct_consumer d;
+  subscribe_live(t, &dsub, &d);
+  int total = 0;
+  Sluice__V1__ConsumeResponse *r;
+  while (total < 2 * CRASH_N && (r = next_message(&d, 3000)) != NULL) {
+    const char *orig = prop(r->message, SL_DLQ_PROP_ORIGINAL_ID);
+    assert_non_null(orig);
+    assert_string_equal(prop(r->message, SL_DLQ_PROP_ORIGINAL_TOPIC), CRASH_TOPIC);
+    snprintf(ids[total++], sizeof(ids[0]), "%s", orig);
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+  }
+  sl_ct_close(&d);
+  qsort(ids, (size_t)total, sizeof(ids[0]), cmp_str);
+  for (int i = 1; i < total; i++)
+    if (strcmp(ids[i], ids[i - 1]) == 0) fail_msg("%s dead-lettered twice", ids[i]);
+  if (total != CRASH_N) fail_msg("%d dead letters for %d messages", total, CRASH_N);
+}
+
 /* Subscribes c to the owner; returns the status and the refusal's reason. */
 static sl_status try_subscribe(sl_pt *t, const sl_ct_sub *sub, sl_ct_consumer *c, sl_err *err) {
   int owner = sl_pt_owner(t, 0, sub->topic, NULL);
@@ -240,6 +385,7 @@ int main(void) {
       cmocka_unit_test(test_consume_dlq__default_topic),
       cmocka_unit_test(test_consume_dlq__configured_topic),
       cmocka_unit_test(test_consume_dlq__options_must_agree),
+      cmocka_unit_test(test_consume_dlq__owner_killed_while_dead_lettering),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
