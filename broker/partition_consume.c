@@ -23,6 +23,11 @@
  *  4. A stream is in at most one list (a subscription's consumers, its
  *     waiters, or the partition's waiters), and each list holds one stream
  *     reference.
+ *  5. A graceful unload (the closing hook) closes every open cursor, which
+ *     flushes its acks, before the partition closes its ledger and gives
+ *     its ownership up (waiting at most UNLOAD_FLUSH_MS); a loss (gone
+ *     without closing: fenced, session lost) frees the cursors unflushed,
+ *     as another owner may exist.
  */
 #include "broker/consume_int.h"
 
