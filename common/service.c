@@ -10,6 +10,7 @@
 #include "common/buf.h"
 #include "common/log.h"
 #include "common/metrics.h"
+#include "common/rpc.h"
 #include "common/metrics_http.h"
 
 bool sl_service_configure(const char *svc, const sl_conf_entry *table, size_t n,
@@ -162,6 +163,11 @@ out_server:
 out_metrics:
   /* Last, so that shutdown itself can still be scraped. */
   sl_metrics_http_stop(metrics);
+  /* A clean exit joins gRPC's threads too; one still up after this long
+   * means a channel or server outlived stop(), which is worth a warning
+   * but not a failed exit. */
+  if (sl_rpc_wait_shutdown(5000) != SL_OK)
+    sl_log(SL_LOG_WARN, "event=grpc_shutdown_timeout waited_ms=5000");
 out_release:
   if (st != SL_OK) {
     sl_log(SL_LOG_ERROR, "event=failed status=\"%s\" error=\"%s\"",

@@ -8,7 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <dirent.h>
 #include <signal.h>
 #include <sys/types.h>
 #include <cmocka.h>
@@ -131,35 +130,13 @@ int sl_pt_owner(sl_pt *t, int via, const char *partition, uint64_t *epoch) {
   }
 }
 
-/* The pid whose command line holds "--id" followed by id, or -1. */
-static pid_t pid_of_node(const char *id) {
-  DIR *d = opendir("/proc");
-  pid_t found = -1;
-  struct dirent *e;
-  while (d != NULL && found < 0 && (e = readdir(d)) != NULL) {
-    char path[300], buf[8192];
-    snprintf(path, sizeof(path), "/proc/%s/cmdline", e->d_name);
-    FILE *f = fopen(path, "r");
-    if (f == NULL) continue;
-    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    for (size_t i = 0; i + 1 < n; i += strlen(buf + i) + 1)
-      if (strcmp(buf + i, "--id") == 0 && strcmp(buf + i + strlen(buf + i) + 1, id) == 0)
-        found = (pid_t)atoi(e->d_name);
-  }
-  if (d != NULL) closedir(d);
-  return found;
-}
-
-int sl_pt_pid(sl_pt *t, sl_node_kind kind, int i) {
-  return (int)pid_of_node(sl_cluster_id(t->c, kind, i));
-}
+/* From the harness, never by matching command lines: other clusters on
+ * the machine (parallel tests) run nodes with the same ids. */
+int sl_pt_pid(sl_pt *t, sl_node_kind kind, int i) { return sl_cluster_pid(t->c, kind, i); }
 
 void sl_pt_signal_broker(sl_pt *t, int i, int sig) {
-  const char *id = sl_cluster_id(t->c, SL_NODE_BROKER, i);
-  pid_t pid = pid_of_node(id);
-  if (pid <= 0) fail_msg("broker %s: no process", id);
+  pid_t pid = sl_cluster_pid(t->c, SL_NODE_BROKER, i);
+  if (pid <= 0) fail_msg("broker %s: no process", sl_cluster_id(t->c, SL_NODE_BROKER, i));
   assert_int_equal(kill(pid, sig), 0);
   if (sig != SIGSTOP) return;
   /* kill() returns before the stop lands: wait until it did, so that what
@@ -174,7 +151,7 @@ void sl_pt_signal_broker(sl_pt *t, int i, int sig) {
     buf[n] = '\0';
     const char *rp = strrchr(buf, ')');
     if (rp != NULL && rp[1] == ' ' && rp[2] == 'T') return;
-    if (sl_clock_mono_ms() > end) fail_msg("broker %s: not stopped", id);
+    if (sl_clock_mono_ms() > end) fail_msg("broker %s: not stopped", sl_cluster_id(t->c, SL_NODE_BROKER, i));
     struct timespec ts = {0, 1000000};
     nanosleep(&ts, NULL);
   }
