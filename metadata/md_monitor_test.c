@@ -1,5 +1,6 @@
 /* The store monitor's gauges and the store's metrics, in-process on a local
- * store: each moves by what was done, and promtool accepts the rendering. */
+ * store (and on an etcd endpoint that refuses connections): each moves by
+ * what was done, and promtool accepts the rendering. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -9,6 +10,11 @@
 #include <string.h>
 #include <time.h>
 #include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "common/metrics.h"
 #include "tests/metadata_util.h"
@@ -125,6 +131,36 @@ static void test_md_monitor__probes_once_per_interval(void **state) {
   assert_true(n <= took / 200 + 2);
 }
 
+/* The gauges of a store that does not answer: an etcd endpoint on a port
+ * that is bound but not listening, so every connection is refused at once
+ * and no other process can take the port meanwhile. store_up goes to 0 and
+ * the fail-fast breaker shows open; a local store would never move them. */
+static void test_md_monitor__unreachable_store_shows_down(void **state) {
+  (void)state;
+  sl_err err = SL_ERR_INIT;
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  assert_true(fd >= 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+  socklen_t alen = sizeof(a);
+  assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &alen), 0);
+  char uri[64];
+  snprintf(uri, sizeof(uri), "etcd:http://127.0.0.1:%u", ntohs(a.sin_port));
+  sl_store_opts so = SL_STORE_OPTS_INIT;
+  so.etcd_down_ms = 60000; /* the breaker stays open between probes */
+  sl_store *store = NULL;
+  mdt_expect(sl_store_open(uri, &so, &store, &err), SL_OK, &err);
+  mdt_local r;
+  mdt_replica_start(&r, store, NULL);
+  mdt_expect(sl_md_service_monitor_start(r.md, r.srv, 20, &err), SL_OK, &err);
+  await_value("sluice_metadata_store_up", NULL, 0);
+  await_value("sluice_metadata_store_breaker_open", NULL, 1);
+  sl_md_service_monitor_stop(r.md);
+  mdt_local_stop(&r);
+  sl_store_close(store);
+  close(fd);
+}
+
 /* The monitor touches the server: stop it first, even after a failure. */
 static int teardown(void **state) {
   mdt_local *l = *state;
@@ -138,6 +174,7 @@ int main(void) {
                                       teardown),
       cmocka_unit_test_setup_teardown(test_md_monitor__probes_once_per_interval, mdt_local_setup,
                                       teardown),
+      cmocka_unit_test(test_md_monitor__unreachable_store_shows_down),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

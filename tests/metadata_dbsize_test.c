@@ -4,9 +4,13 @@
  * deploy (periodic auto-compaction, a sized quota; tests/etcd_proc.h and
  * k8s/etcd.yaml) the backend stops growing once compaction frees the old
  * revisions, and defragmentation gives the space back. This test rewrites
- * a large cursor through sluice-metadata until TARGET_MIB went through and
- * watches etcd's db size (maintenance status), printing the figures. The
- * amount, not the time, is fixed: a loaded machine only takes longer.
+ * a large cursor through sluice-metadata and watches etcd's db size
+ * (maintenance status), printing the figures. It writes until TARGET_MIB
+ * went through AND at least MIN_MS passed: compaction is periodic, so on a
+ * fast machine the amount alone passes within one or two compaction
+ * periods, before the db could level off (24 MiB in 5 s: it grew by half
+ * of the second half's writes); on a loaded one the time alone writes too
+ * little to tell (92 rewrites in 20 s under ASan).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -25,6 +29,7 @@
 #define P "public/busy-partition-0"
 #define TARGET_MIB 24.0    /* rewrite until this much went through etcd */
 #define RETENTION "2s"     /* compaction period of this test's etcd */
+#define MIN_MS 12000       /* and write for at least six such periods */
 #define BOUNDS 30000       /* acked-range bounds per cursor: a ~60 KiB value */
 #define MIB (1024.0 * 1024.0)
 
@@ -77,7 +82,7 @@ static void test_metadata_dbsize__busy_cursor_keeps_etcd_bounded(void **state) {
   int64_t version = 0;
   long long writes = 0, t0 = mdt_now_ms(), next_sample = t0;
   double written = 0;
-  while (written < TARGET_MIB * MIB) {
+  while (written < TARGET_MIB * MIB || mdt_now_ms() - t0 < MIN_MS) {
     md.entry_id = writes;
     Sluice__V1__UpdateCursorRequest req = SLUICE__V1__UPDATE_CURSOR_REQUEST__INIT;
     req.info = &c;
@@ -90,7 +95,7 @@ static void test_metadata_dbsize__busy_cursor_keeps_etcd_bounded(void **state) {
     protobuf_c_message_free_unpacked(&resp->base, NULL);
     writes++;
     written = (double)writes * (double)value_bytes;
-    if (mid_size < 0 && written >= TARGET_MIB * MIB / 2) {
+    if (mid_size < 0 && written >= TARGET_MIB * MIB / 2 && mdt_now_ms() - t0 >= MIN_MS / 2) {
       long long in_use;
       db_size(f, &mid_size, &in_use);
       if (mid_size > peak) peak = mid_size;
