@@ -23,6 +23,11 @@
  *  4. A stream is in at most one list (a subscription's consumers, its
  *     waiters, or the partition's waiters), and each list holds one stream
  *     reference.
+ *  5. A graceful unload (the closing hook) closes every open cursor, which
+ *     flushes its acks, before the partition closes its ledger and gives
+ *     its ownership up (waiting at most UNLOAD_FLUSH_MS); a loss (gone
+ *     without closing: fenced, session lost) frees the cursors unflushed,
+ *     as another owner may exist.
  */
 #include "broker/consume_int.h"
 
@@ -40,6 +45,16 @@
 #include "common/log.h"
 #include "common/timer.h"
 
+/* A graceful unload waits at most this long for the cursors' last flushes
+ * (well under the broker's drain timeout, 5 s by default, which bounds the
+ * whole unload of a graceful stop). */
+#define UNLOAD_FLUSH_MS 3000
+
+/* A subscription's nack delay when its first consumer asked for none
+ * (sl_sub_opts' own default, made explicit so that a consumer asking for
+ * it by value is not told it conflicts). */
+#define DEFAULT_NACK_DELAY_MS 1000
+
 typedef struct pconsume {
   ptopic *t;                 /* owns this (t->consume); not referenced */
   sl_consume *c;
@@ -47,6 +62,8 @@ typedef struct pconsume {
   psub *subs;
   cstream *waiters;          /* subscribed while the partition loads */
   sl_timer tick;
+  int closing;               /* cursor closes pending in a graceful unload */
+  sl_timer close_timer;      /* bounds them (UNLOAD_FLUSH_MS) */
 } pconsume;
 
 /* A subscription's figures for /metrics, refreshed on every tick (the
@@ -62,9 +79,11 @@ struct psub {
   pconsume *pc;              /* NULL once the partition is gone */
   char *name;
   sl_disp_type type;
-  char *dead_letter_topic;
-  uint32_t max_redeliveries; /* as its first consumer asked (0 = policy) */
-  uint32_t nack_delay_ms;
+  /* Redelivery options, for all its consumers (see options_conflict): as
+   * its first consumer asked, else the defaults. */
+  char *dead_letter_topic;   /* else <topic>-<subscription>-DLQ */
+  uint32_t max_redeliveries; /* else the namespace policy (0 = never) */
+  uint32_t nack_delay_ms;    /* else DEFAULT_NACK_DELAY_MS */
   sl_cursor *cursor;         /* once open */
   sl_sub *sub;               /* once open */
   cstream *consumers;        /* joined */
@@ -355,13 +374,44 @@ static void check_end(psub *ps) {
 
 /* ---- subscriptions ---- */
 
+/* Redelivery counts, nack delays and dead letters are one state of the
+ * subscription, kept and acted on by the broker for all its consumers (the
+ * client does not dead-letter, unlike Pulsar's), so its consumers must
+ * agree on them. A consumer that asks for other values than the
+ * subscription has (0 or "" = no preference) is refused with
+ * FAILED_PRECONDITION naming the option, rather than silently given values
+ * it did not ask for; to change them, every consumer must leave and the
+ * partition be reloaded (the first consumer then sets them again). */
+static bool options_conflict(const psub *ps, const cstream *cs, char *msg, size_t n) {
+  const csub_opts *o = &cs->o;
+  if (o->max_redeliveries > 0 && o->max_redeliveries != ps->max_redeliveries)
+    snprintf(msg, n, "subscription %s has max_redeliveries %u: consumer %s asked for %u",
+             ps->name, ps->max_redeliveries, o->consumer, o->max_redeliveries);
+  else if (o->nack_delay_ms > 0 && o->nack_delay_ms != ps->nack_delay_ms)
+    snprintf(msg, n, "subscription %s has nack_delay_ms %u: consumer %s asked for %u",
+             ps->name, ps->nack_delay_ms, o->consumer, o->nack_delay_ms);
+  else if (o->dead_letter_topic[0] != '\0' &&
+           strcmp(o->dead_letter_topic, ps->dead_letter_topic) != 0)
+    snprintf(msg, n, "subscription %s has dead_letter_topic %s: consumer %s asked for %s",
+             ps->name, ps->dead_letter_topic, o->consumer, o->dead_letter_topic);
+  else
+    return false;
+  return true;
+}
+
 static void join(psub *ps, cstream *cs) {
   static const char *const types[] = {"exclusive", "failover", "shared", "key_shared"};
+  char msg[SL_ERR_MAX];
+  sl_status refused = SL_OK;
   if (ps->type != cs->o.type) {
-    char msg[SL_ERR_MAX];
     snprintf(msg, sizeof(msg), "subscription %s is %s: consumer %s asked for %s",
              ps->name, types[ps->type], cs->o.consumer, types[cs->o.type]);
-    cs_end(cs, SL_EINVAL, msg, NULL);
+    refused = SL_EINVAL;
+  } else if (options_conflict(ps, cs, msg, sizeof(msg))) {
+    refused = SL_EPRECOND;
+  }
+  if (refused != SL_OK) {
+    cs_end(cs, refused, msg, NULL);
     cs_unref(cs);
     return;
   }
@@ -470,8 +520,7 @@ static void cursor_opened(sl_status st, const char *details, sl_cursor *c, void 
     sl_ml_stats_get(pc->t->ml, &ms);
     if (ms.last_confirmed.entry_id >= 0) sl_cursor_extend(c, ms.last_confirmed, 0);
     sl_sub_opts so = {.name = ps->name, .type = ps->type};
-    so.max_redeliveries = ps->max_redeliveries > 0 ? ps->max_redeliveries
-                                                   : pc->t->max_redeliveries;
+    so.max_redeliveries = ps->max_redeliveries;
     so.nack_delay_ms = ps->nack_delay_ms;
     so.ports.ctx = ps;
     so.ports.read = port_read;
@@ -530,8 +579,9 @@ static void psub_open(pconsume *pc, cstream *cs) {
   ps->pc = pc;
   ps->name = sl_xstrdup(cs->o.subscription);
   ps->type = cs->o.type;
-  ps->max_redeliveries = cs->o.max_redeliveries;
-  ps->nack_delay_ms = cs->o.nack_delay_ms;
+  ps->max_redeliveries = cs->o.max_redeliveries > 0 ? cs->o.max_redeliveries
+                                                    : t->max_redeliveries;
+  ps->nack_delay_ms = cs->o.nack_delay_ms > 0 ? cs->o.nack_delay_ms : DEFAULT_NACK_DELAY_MS;
   if (cs->o.dead_letter_topic[0] != '\0') {
     ps->dead_letter_topic = sl_xstrdup(cs->o.dead_letter_topic);
   } else {
@@ -602,12 +652,15 @@ static void tick_fired(void *arg) {
   sl_timer_start(&pc->tick, pc->c->o.tick_ms);
 }
 
+static void close_timer_fired(void *arg);
+
 static pconsume *pc_create(sl_consume *c, ptopic *t) {
   pconsume *pc = sl_xcalloc(1, sizeof(*pc));
   pc->t = t;
   pc->c = c;
   pc->cache = sl_entry_cache_create(c->o.cache_bytes);
   sl_timer_init(&pc->tick, t->serial, tick_fired, pc);
+  sl_timer_init(&pc->close_timer, t->serial, close_timer_fired, pc);
   sl_timer_start(&pc->tick, c->o.tick_ms);
   t->consume = pc;
   return pc;
@@ -637,17 +690,61 @@ static void on_appended(ptopic *t, sl_ml_pos pos, const void *data, size_t len) 
   }
 }
 
-/* A graceful unload: make the acks durable before the next owner reads the
- * cursors. */
+static void closing_done_run(void *arg) {
+  ptopic *t = arg;
+  pt_closing_done(t);
+  pt_unref(t);
+}
+
+/* Lets the unload go on (posted: never inside the closing hook). */
+static void post_closing_done(ptopic *t) {
+  pt_ref(t);
+  sl_serial_post(t->serial, closing_done_run, t);
+}
+
+static void closing_put(pconsume *pc) {
+  if (pc->closing == 0 || --pc->closing > 0) return;
+  sl_timer_stop(&pc->close_timer);
+  post_closing_done(pc->t);
+}
+
+static void cursor_closed(sl_status st, const char *details, void *arg) {
+  psub *ps = arg;
+  if (st != SL_OK)
+    sl_log(SL_LOG_WARN, "event=cursor_close_failed subscription=%s status=%s details=\"%s\"",
+           ps->name, sl_status_str(st), details != NULL ? details : "");
+  if (ps->pc != NULL) closing_put(ps->pc);
+}
+
+static void close_timer_fired(void *arg) {
+  pconsume *pc = arg;
+  sl_log(SL_LOG_WARN, "event=unload_flush_timeout partition=%s cursors_left=%d timeout_ms=%d "
+         "(their last acks will be redelivered)", pc->t->name, pc->closing - 1, UNLOAD_FLUSH_MS);
+  pc->closing = 1;
+  closing_put(pc);
+}
+
+/* A graceful unload (not a loss: then gone comes without this): every
+ * cursor flushes what was acked and closes before the partition closes
+ * its ledger and releases its ownership, so the next owner reads every
+ * ack made here. Bounded by UNLOAD_FLUSH_MS. Acks that come after this are
+ * refused (not durable) and their messages redelivered by the next owner. */
 static void on_closing(ptopic *t) {
   pconsume *pc = pc_of(t);
-  if (pc == NULL) return;
+  if (pc == NULL) {
+    post_closing_done(t);
+    return;
+  }
+  pc->closing = 1; /* this loop's, put below */
   for (psub *ps = pc->subs; ps != NULL; ps = ps->next) {
     sl_err err = SL_ERR_INIT;
-    if (ps->cursor != NULL && sl_cursor_flush(ps->cursor, NULL, NULL, &err) != SL_OK)
-      sl_log(SL_LOG_WARN, "event=cursor_flush_refused subscription=%s details=\"%s\"",
-             ps->name, err.msg);
+    if (ps->cursor == NULL) continue; /* opening: nothing acked yet */
+    if (sl_cursor_close_async(ps->cursor, cursor_closed, ps, &err) == SL_OK) pc->closing++;
+    else sl_log(SL_LOG_WARN, "event=cursor_close_refused subscription=%s details=\"%s\"",
+                ps->name, err.msg);
   }
+  sl_timer_start(&pc->close_timer, UNLOAD_FLUSH_MS);
+  closing_put(pc);
 }
 
 static void on_gone(ptopic *t, sl_status st, const char *details) {
@@ -655,6 +752,7 @@ static void on_gone(ptopic *t, sl_status st, const char *details) {
   if (pc == NULL) return;
   t->consume = NULL;
   sl_timer_stop(&pc->tick);
+  sl_timer_stop(&pc->close_timer);
   end_list(&pc->waiters, st, details);
   while (pc->subs != NULL) {
     psub *ps = pc->subs;
@@ -740,6 +838,7 @@ static void subscribe_run(void *arg) {
   pconsume *pc = pc_of(t);
   if (pc == NULL && (t->state == PT_LOADING || t->state == PT_READY))
     pc = pc_create(cs->c, t);
+  if (t->state == PT_CLOSING) pc = NULL; /* its cursors are closing */
   if (pc == NULL) {
     cs_end(cs, SL_EREDIRECT, "partition is moving: look it up again", NULL);
     task_free(k);

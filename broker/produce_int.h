@@ -131,6 +131,7 @@ struct ptopic {
   uint32_t since_snapshot;   /* entries since the last dedup snapshot */
   uint64_t producer_names;   /* for generated names */
   bool unload_wanted;        /* close once the FIFO is empty */
+  bool consume_closing;      /* closing told; pt_closing_done not yet */
   uint32_t max_redeliveries; /* namespace policy, for subscriptions */
   void *consume;             /* the consume side (partition_consume.h), owned
                                 by it through the listener; NULL if none */
@@ -142,7 +143,11 @@ typedef struct pt_listener {
   void (*ready)(ptopic *t);  /* loaded: READY */
   /* An entry is durable at pos (its bytes borrowed for the call). */
   void (*appended)(ptopic *t, sl_ml_pos pos, const void *data, size_t len);
-  void (*closing)(ptopic *t); /* a graceful unload began */
+  /* A graceful unload began. The partition closes its ledger and gives
+   * its ownership up only once the consume side called pt_closing_done
+   * (later, on the serial: never inside this call), so that what it must
+   * persist (acks) is durable before the next owner reads it. */
+  void (*closing)(ptopic *t);
   /* Gone (unloaded, fenced, lost, failed to load): end the consumers with
    * st (SL_EREDIRECT when ownership moves) and details. */
   void (*gone)(ptopic *t, sl_status st, const char *details);
@@ -197,6 +202,10 @@ void pt_unload(sl_produce *p, const char *partition);
 void pt_lost(sl_produce *p, const char *partition);
 /* Drops every partition (destroy). */
 void pt_drop_all(sl_produce *p);
+
+/* The consume side finished what a graceful unload needs (listener
+ * closing); the unload goes on. Serial only. */
+void pt_closing_done(ptopic *t);
 
 /* Sets the consume side's listener (before the broker serves). */
 void sl_produce_set_listener(sl_produce *p, const pt_listener *l);

@@ -276,7 +276,7 @@ static void drain(ptopic *t) {
     group_free(g);
   }
   if (t->fifo_head == NULL && t->open == NULL && t->unload_wanted &&
-      t->state == PT_CLOSING) {
+      t->state == PT_CLOSING && !t->consume_closing) {
     t->unload_wanted = false;
     pt_close_ml(t);
   }
@@ -497,6 +497,21 @@ static void ml_lost(sl_ml *ml, sl_status st, const char *details, void *arg) {
   pt_gone(arg, st, details);
 }
 
+/* A graceful unload: the consume side is told and holds the ledger's close
+ * until pt_closing_done (pt_listener.closing). */
+static void begin_closing(ptopic *t) {
+  const pt_listener *l = t->p->listener;
+  t->state = PT_CLOSING;
+  t->consume_closing = l != NULL;
+  if (l != NULL) l->closing(t);
+}
+
+void pt_closing_done(ptopic *t) {
+  if (!t->consume_closing) return;
+  t->consume_closing = false;
+  if (t->state == PT_CLOSING) drain(t);
+}
+
 static void become_ready(ptopic *t) {
   t->state = PT_READY;
   sl_log(SL_LOG_INFO, "event=partition_ready partition=%s epoch=%llu dedup=%d producers=%zu",
@@ -513,8 +528,7 @@ static void become_ready(ptopic *t) {
   const pt_listener *l = t->p->listener;
   if (l != NULL) l->ready(t);
   if (t->unload_wanted) {
-    t->state = PT_CLOSING;
-    if (l != NULL) l->closing(t);
+    begin_closing(t);
     drain(t);
   }
 }
@@ -757,9 +771,8 @@ static void unload_run(void *arg) {
       t->unload_wanted = true; /* after loading */
       break;
     case PT_READY:
-      t->state = PT_CLOSING; /* new sends are redirected from now on */
       t->unload_wanted = true;
-      if (t->p->listener != NULL) t->p->listener->closing(t);
+      begin_closing(t); /* new sends are redirected from now on */
       flush(t);
       drain(t);
       break;

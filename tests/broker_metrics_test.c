@@ -4,7 +4,9 @@
  * histogram move by the messages sent, owned partitions and pending bytes
  * are gauges of the present, a kill -9 of an ensemble bookie shows as an
  * ensemble change, a reopen as a ledger recovery, and promtool accepts the
- * whole page.
+ * whole page. Each subscription's backlog, unacked and consumers gauges
+ * follow produce, deliveries, acks, joins and leaves, and go away with the
+ * partition.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -18,69 +20,14 @@
 
 #include <curl/curl.h>
 
+#include "common/clock.h"
+#include "tests/consume_testlib.h"
+#include "tests/metrics_scrape.h"
 #include "tests/produce_testlib.h"
 
 #define PART "bm/t"
-
-static size_t on_body(char *p, size_t size, size_t n, void *arg) {
-  char **body = arg;
-  size_t k = size * n, have = *body ? strlen(*body) : 0;
-  *body = realloc(*body, have + k + 1);
-  assert_non_null(*body);
-  memcpy(*body + have, p, k);
-  (*body)[have + k] = '\0';
-  return k;
-}
-
-/* The broker's "event=metrics_ready ... port=N" from its log. */
-static int metrics_port(sl_pt *t) {
-  FILE *f = fopen(sl_cluster_log(t->c, SL_NODE_BROKER, 0), "r");
-  assert_non_null(f);
-  char line[4096];
-  int port = 0;
-  while (fgets(line, sizeof(line), f) != NULL) {
-    const char *p = strstr(line, " event=metrics_ready ");
-    if (p != NULL && (p = strstr(p, " port=")) != NULL) port = atoi(p + 6);
-  }
-  fclose(f);
-  assert_true(port > 0);
-  return port;
-}
-
-/* GET /metrics; the caller frees the page. */
-static char *scrape(sl_pt *t) {
-  char url[64];
-  snprintf(url, sizeof(url), "http://127.0.0.1:%d/metrics", metrics_port(t));
-  char *body = NULL;
-  CURL *h = curl_easy_init();
-  assert_non_null(h);
-  curl_easy_setopt(h, CURLOPT_URL, url);
-  curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
-  curl_easy_setopt(h, CURLOPT_WRITEDATA, &body);
-  curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, 5000L);
-  CURLcode rc = curl_easy_perform(h);
-  long code = 0;
-  curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
-  curl_easy_cleanup(h);
-  if (rc != CURLE_OK) fail_msg("GET %s: %s", url, curl_easy_strerror(rc));
-  assert_int_equal(code, 200);
-  assert_non_null(body);
-  return body;
-}
-
-/* The value of `series` (name with labels, as printed); fails if absent. */
-static double sample(const char *text, const char *series) {
-  size_t n = strlen(series);
-  for (const char *line = text; *line != '\0';) {
-    const char *end = strchr(line, '\n');
-    if (end == NULL) end = line + strlen(line);
-    if ((size_t)(end - line) > n && strncmp(line, series, n) == 0 && line[n] == ' ')
-      return strtod(line + n + 1, NULL);
-    line = *end ? end + 1 : end;
-  }
-  fail_msg("no sample %s", series);
-  return 0;
-}
+#define SUBS "bm/subs"
+#define WAIT_MS 30000
 
 /* promtool, when installed, has the last word on format and naming. */
 static void promtool_check(const char *text) {
@@ -127,41 +74,114 @@ static void test_broker_metrics__move_with_the_work(void **state) {
   sl_err err = SL_ERR_INIT;
   assert_int_equal(sl_pt_open(t, owner, PART, "mp", false, &p, NULL, &err), SL_OK);
   publish(&p, 0, 20);
-  char *m = scrape(t);
-  assert_true(sample(m, "sluice_broker_publish_messages_total") == 20);
-  assert_true(sample(m, "sluice_broker_publish_ack_seconds_count") == 20);
-  assert_true(sample(m, "sluice_broker_owned_partitions") == 1);
-  assert_true(sample(m, "sluice_broker_ledger_add_seconds_count") >= 1);
-  assert_true(sample(m, "sluice_broker_ledger_pending_bytes") == 0);
-  assert_true(sample(m, "sluice_broker_publish_inflight_bytes") == 0);
-  assert_true(sample(m, "sluice_broker_ledger_ensemble_changes_total") == 0);
+  char *m = sl_ms_scrape(t->c, 0);
+  assert_true(sl_ms_value(m, "sluice_broker_publish_messages_total") == 20);
+  assert_true(sl_ms_value(m, "sluice_broker_publish_ack_seconds_count") == 20);
+  assert_true(sl_ms_value(m, "sluice_broker_owned_partitions") == 1);
+  assert_true(sl_ms_value(m, "sluice_broker_ledger_add_seconds_count") >= 1);
+  assert_true(sl_ms_value(m, "sluice_broker_ledger_pending_bytes") == 0);
+  assert_true(sl_ms_value(m, "sluice_broker_publish_inflight_bytes") == 0);
+  assert_true(sl_ms_value(m, "sluice_broker_ledger_ensemble_changes_total") == 0);
   free(m);
 
   /* A bookie of the ensemble dies: the writer replaces it and goes on. */
   int victim = sl_pt_ensemble_bookie(t, PART, 0);
   assert_int_equal(sl_cluster_kill9(t->c, SL_NODE_BOOKIE, victim, &err), SL_OK);
   publish(&p, 20, 20);
-  m = scrape(t);
-  assert_true(sample(m, "sluice_broker_publish_messages_total") == 40);
-  assert_true(sample(m, "sluice_broker_ledger_ensemble_changes_total") >= 1);
+  m = sl_ms_scrape(t->c, 0);
+  assert_true(sl_ms_value(m, "sluice_broker_publish_messages_total") == 40);
+  assert_true(sl_ms_value(m, "sluice_broker_ledger_ensemble_changes_total") >= 1);
   free(m);
   sl_pt_close(&p);
 
   /* Moved and reopened: the open recovers (here: finds closed) the last
    * ledger. */
   double before = 0;
-  m = scrape(t);
-  before = sample(m, "sluice_broker_ledger_recoveries_total{outcome=\"ok\"}");
+  m = sl_ms_scrape(t->c, 0);
+  before = sl_ms_value(m, "sluice_broker_ledger_recoveries_total{outcome=\"ok\"}");
   free(m);
   sl_pt_unload(t, 0, PART);
   owner = sl_pt_owner(t, 0, PART, NULL);
   assert_int_equal(sl_pt_open(t, owner, PART, "mp", true, &p, NULL, &err), SL_OK);
   publish(&p, 40, 1);
   sl_pt_close(&p);
-  m = scrape(t);
-  assert_true(sample(m, "sluice_broker_ledger_recoveries_total{outcome=\"ok\"}") > before);
-  assert_true(sample(m, "sluice_broker_ledger_recoveries_total{outcome=\"failed\"}") == 0);
+  m = sl_ms_scrape(t->c, 0);
+  assert_true(sl_ms_value(m, "sluice_broker_ledger_recoveries_total{outcome=\"ok\"}") > before);
+  assert_true(sl_ms_value(m, "sluice_broker_ledger_recoveries_total{outcome=\"failed\"}") == 0);
   promtool_check(m);
+  free(m);
+}
+
+/* The subscription's series of a gauge: `name{partition=...,subscription=...}`. */
+static void sub_series(char *buf, size_t n, const char *gauge, const char *sub) {
+  snprintf(buf, n, "sluice_broker_subscription_%s{partition=\"%s\",subscription=\"%s\"}",
+           gauge, SUBS, sub);
+}
+
+/* Waits until the gauge shows a value in [lo, hi] (it is refreshed on the
+ * partition's tick); returns it. */
+static double wait_gauge(sl_pt *t, const char *gauge, const char *sub, double lo, double hi) {
+  char series[256];
+  sub_series(series, sizeof(series), gauge, sub);
+  int64_t end = sl_clock_mono_ms() + WAIT_MS;
+  double v = -1;
+  for (;;) {
+    char *m = sl_ms_scrape(t->c, 0);
+    bool have = sl_ms_sample(m, series, &v);
+    free(m);
+    if (have && v >= lo && v <= hi) return v;
+    if (sl_clock_mono_ms() > end)
+      fail_msg("%s: %s, want [%.0f, %.0f]", series, have ? "has another value" : "absent", lo,
+               hi);
+  }
+}
+
+static void test_broker_metrics__subscription_gauges(void **state) {
+  sl_pt *t = *state;
+  sl_ct_sub sub = {.topic = SUBS, .subscription = "g", .type = 2 /* shared */,
+                   .earliest = true};
+  sl_ct_consumer c1, c2;
+  sl_ct_subscribe_owner(t, &sub, &c1);
+  wait_gauge(t, "consumers", "g", 1, 1);
+  wait_gauge(t, "backlog_entries", "g", 0, 0);
+  wait_gauge(t, "unacked_messages", "g", 0, 0);
+
+  /* Produced, not delivered (no permits): backlog, nothing unacked. */
+  sl_ct_produce(t, SUBS, "p", 0, 10, 0);
+  wait_gauge(t, "backlog_entries", "g", 1, 10);
+  wait_gauge(t, "backlog_bytes", "g", 10 * 100, 1e9);
+  wait_gauge(t, "unacked_messages", "g", 0, 0);
+
+  /* Delivered: unacked. */
+  sl_err err = SL_ERR_INIT;
+  assert_int_equal(sl_ct_flow(&c1, 10, &err), SL_OK);
+  sl_ct_msg got[10];
+  int n = 0;
+  assert_int_equal(sl_ct_recv(&c1, got, 10, &n, WAIT_MS, &err), SL_OK);
+  wait_gauge(t, "unacked_messages", "g", 10, 10);
+
+  /* A second consumer joins, the first acks everything: no backlog. */
+  sl_ct_subscribe_owner(t, &sub, &c2);
+  wait_gauge(t, "consumers", "g", 2, 2);
+  Sluice__V1__MessageId ids[10];
+  for (int i = 0; i < 10; i++) ids[i] = got[i].id;
+  assert_int_equal(sl_ct_ack(&c1, ids, 10, false, 0, &err), SL_OK);
+  wait_gauge(t, "unacked_messages", "g", 0, 0);
+  wait_gauge(t, "backlog_entries", "g", 0, 0);
+  wait_gauge(t, "backlog_bytes", "g", 0, 0);
+  sl_ct_close(&c2);
+  wait_gauge(t, "consumers", "g", 1, 1);
+  sl_ct_close(&c1);
+  wait_gauge(t, "consumers", "g", 0, 0);
+
+  /* The partition goes: so do its subscriptions' series. */
+  sl_pt_unload(t, 0, SUBS);
+  char series[256];
+  sub_series(series, sizeof(series), "consumers", "g");
+  char *m = sl_ms_scrape(t->c, 0);
+  double v;
+  if (sl_ms_sample(m, series, &v)) fail_msg("%s still on /metrics after the unload", series);
+  assert_null(strstr(m, "subscription=\"g\""));
   free(m);
 }
 
@@ -173,6 +193,7 @@ static int setup(void **state) {
   unsetenv("SLUICE_BROKER_METRICS_LISTEN");
   sl_pt_namespace(t, "bm", false, 0);
   sl_pt_topic(t, PART, 0);
+  sl_pt_topic(t, SUBS, 0);
   *state = t;
   return 0;
 }
@@ -187,6 +208,7 @@ int main(void) {
   curl_global_init(CURL_GLOBAL_DEFAULT);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_broker_metrics__move_with_the_work),
+      cmocka_unit_test(test_broker_metrics__subscription_gauges),
   };
   int rc = cmocka_run_group_tests(tests, setup, teardown);
   curl_global_cleanup();

@@ -31,6 +31,7 @@
 
 #include "metadata.slrpc.h"
 #include "tests/consume_testlib.h"
+#include "tests/metrics_scrape.h"
 
 #define WAIT_MS 30000
 #define TOPIC "cc/t"
@@ -47,57 +48,11 @@
 
 static sl_ct_msg g_msgs[N];
 
-static size_t on_body(char *p, size_t size, size_t n, void *arg) {
-  char **body = arg;
-  size_t k = size * n, have = *body ? strlen(*body) : 0;
-  *body = realloc(*body, have + k + 1);
-  assert_non_null(*body);
-  memcpy(*body + have, p, k);
-  (*body)[have + k] = '\0';
-  return k;
-}
-
-/* The broker's /metrics (its port from "event=metrics_ready ... port=N" in
- * its log); the caller frees the page. */
-static char *scrape(sl_pt *t) {
-  FILE *f = fopen(sl_cluster_log(t->c, SL_NODE_BROKER, 0), "r");
-  assert_non_null(f);
-  char line[4096];
-  int port = 0;
-  while (fgets(line, sizeof(line), f) != NULL) {
-    const char *p = strstr(line, " event=metrics_ready ");
-    if (p != NULL && (p = strstr(p, " port=")) != NULL) port = atoi(p + 6);
-  }
-  fclose(f);
-  assert_true(port > 0);
-  char url[64];
-  snprintf(url, sizeof(url), "http://127.0.0.1:%d/metrics", port);
-  char *body = NULL;
-  CURL *h = curl_easy_init();
-  assert_non_null(h);
-  curl_easy_setopt(h, CURLOPT_URL, url);
-  curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
-  curl_easy_setopt(h, CURLOPT_WRITEDATA, &body);
-  curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, 5000L);
-  CURLcode rc = curl_easy_perform(h);
-  curl_easy_cleanup(h);
-  if (rc != CURLE_OK) fail_msg("GET %s: %s", url, curl_easy_strerror(rc));
-  assert_non_null(body);
-  return body;
-}
-
 /* A counter's value; 0 while it was never counted (not registered yet). */
 static double counter(sl_pt *t, const char *name) {
-  char *text = scrape(t);
-  size_t n = strlen(name);
+  char *text = sl_ms_scrape(t->c, 0);
   double v = 0;
-  for (const char *line = text; *line != '\0';) {
-    const char *end = strchr(line, '\n');
-    if (end == NULL) end = line + strlen(line);
-    if ((size_t)(end - line) > n && strncmp(line, name, n) == 0 && line[n] == ' ')
-      v = strtod(line + n + 1, NULL);
-    line = *end ? end + 1 : end;
-  }
+  sl_ms_sample(text, name, &v);
   free(text);
   return v;
 }

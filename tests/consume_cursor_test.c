@@ -27,60 +27,12 @@
 #include "metadata.slrpc.h"
 #include "tests/ledger_testlib.h"
 #include "tests/metadata_util.h"
+#include "tests/waiter.h"
 
 #define WAIT_MS 60000
 #define PART "public/consume-cursor"
 #define LEDGER 7
 #define N 20
-
-/* A counter that callbacks on the serial bump and the test waits on. */
-typedef struct waiter {
-  pthread_mutex_t mu;
-  pthread_cond_t cv;
-  int done;
-  sl_status st;
-} waiter;
-
-static void waiter_init(waiter *w) {
-  memset(w, 0, sizeof(*w));
-  pthread_mutex_init(&w->mu, NULL);
-  pthread_cond_init(&w->cv, NULL);
-}
-
-static void waiter_signal(waiter *w, sl_status st) {
-  pthread_mutex_lock(&w->mu);
-  w->st = st;
-  w->done++;
-  pthread_cond_broadcast(&w->cv);
-  pthread_mutex_unlock(&w->mu);
-}
-
-static int waiter_count(waiter *w) {
-  pthread_mutex_lock(&w->mu);
-  int n = w->done;
-  pthread_mutex_unlock(&w->mu);
-  return n;
-}
-
-static void waiter_wait(waiter *w, int n) {
-  int64_t end = sl_clock_mono_ms() + WAIT_MS;
-  pthread_mutex_lock(&w->mu);
-  while (w->done < n) {
-    if (sl_clock_mono_ms() > end) {
-      pthread_mutex_unlock(&w->mu);
-      fail_msg("timed out waiting for %d callbacks (have %d)", n, w->done);
-    }
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_nsec += 20 * 1000000;
-    if (ts.tv_nsec >= 1000000000) {
-      ts.tv_sec++;
-      ts.tv_nsec -= 1000000000;
-    }
-    pthread_cond_timedwait(&w->cv, &w->mu, &ts);
-  }
-  pthread_mutex_unlock(&w->mu);
-}
 
 typedef struct world {
   sl_lt lt;
@@ -89,7 +41,7 @@ typedef struct world {
   sl_serial *serial;
   uint8_t *entries[N];
   size_t lens[N];
-  waiter delivered;          /* one signal per delivery */
+  sl_tw delivered;          /* one signal per delivery */
   int64_t got[4 * N];        /* entry ids delivered, in order */
   sl_cursor *cursor;
   sl_sub *sub;
@@ -103,20 +55,16 @@ typedef struct step {
   void (*fn)(world *w, void *arg);
   world *w;
   void *arg;
-  waiter done;
 } step;
 
 static void step_run(void *p) {
   step *s = p;
   s->fn(s->w, s->arg);
-  waiter_signal(&s->done, SL_OK);
 }
 
 static void on_serial(world *w, void (*fn)(world *w, void *arg), void *arg) {
   step s = {.fn = fn, .w = w, .arg = arg};
-  waiter_init(&s.done);
-  sl_serial_post(w->serial, step_run, &s);
-  waiter_wait(&s.done, 1);
+  sl_tw_run_on(w->serial, step_run, &s);
 }
 
 /* ---- ports: the in-memory log and the consumer ---- */
@@ -152,9 +100,9 @@ static sl_status port_read(void *ctx, sl_ml_pos from, uint32_t max,
 static void port_deliver(void *ctx, uint64_t consumer, const sl_sub_delivery *d) {
   world *w = ctx;
   (void)consumer;
-  int n = waiter_count(&w->delivered);
+  int n = sl_tw_count(&w->delivered);
   if (n < 4 * N) w->got[n] = d->id.entry_id;
-  waiter_signal(&w->delivered, SL_OK);
+  sl_tw_done(&w->delivered, SL_OK, NULL);
 }
 
 static sl_status port_dead_letter(void *ctx, const sl_sub_delivery *d,
@@ -226,16 +174,8 @@ static uint64_t take_over(world *w, int b, uint64_t old_epoch) {
   return epoch;
 }
 
-typedef struct open_wait {
-  waiter w;
-  sl_cursor *c;
-} open_wait;
-
 static void opened(sl_status st, const char *details, sl_cursor *c, void *arg) {
-  open_wait *o = arg;
-  if (st != SL_OK) fprintf(stderr, "cursor open: %s\n", details);
-  o->c = c;
-  waiter_signal(&o->w, st);
+  sl_tw_done_out(arg, st, details, c);
 }
 
 /* Opens the cursor as owner at epoch (nothing flushes unless asked), then
@@ -266,22 +206,21 @@ static void subscribe(world *w, uint64_t epoch) {
   o.initial = SL_CURSOR_EARLIEST;
   o.chain = (sl_cursor_chain){&chain, 1};
   o.persist_delay_ms = 600000;
-  open_wait ow;
-  waiter_init(&ow.w);
+  sl_tw ow;
+  sl_tw_init(&ow);
   sl_err err = SL_ERR_INIT;
   assert_int_equal(sl_cursor_open_async(&o, opened, &ow, &err), SL_OK);
-  waiter_wait(&ow.w, 1);
-  assert_int_equal(ow.w.st, SL_OK);
-  w->cursor = ow.c;
+  if (sl_tw_wait(&ow, WAIT_MS) != SL_OK) fail_msg("cursor open: %s", ow.details);
+  w->cursor = ow.out;
   on_serial(w, subscribe_fn, NULL);
 }
 
 typedef struct acks {
   int64_t from, to;          /* entries [from, to) */
-  waiter *receipt;           /* for the last one */
+  sl_tw *receipt;           /* for the last one */
 } acks;
 
-static void receipt(sl_status st, void *arg) { waiter_signal(arg, st); }
+static void receipt(sl_status st, void *arg) { sl_tw_done(arg, st, NULL); }
 
 static void ack_fn(world *w, void *arg) {
   acks *a = arg;
@@ -321,19 +260,19 @@ static void test_consume_cursor__receipts_durable_and_redelivery_after_crash(
     void **state) {
   world *w = *state;
   uint64_t epoch_a = take_over(w, 0, 0);
-  waiter_init(&w->delivered);
+  sl_tw_init(&w->delivered);
   subscribe(w, epoch_a);
-  waiter_wait(&w->delivered, N);
+  sl_tw_wait_n(&w->delivered, N, WAIT_MS);
   for (int e = 0; e < N; e++) assert_int_equal(w->got[e], e);
 
   /* Acks of 0..9: no receipt until a flush makes them durable. */
-  waiter r1;
-  waiter_init(&r1);
+  sl_tw r1;
+  sl_tw_init(&r1);
   acks a1 = {0, 10, &r1};
   on_serial(w, ack_fn, &a1);
-  assert_int_equal(waiter_count(&r1), 0);
+  assert_int_equal(sl_tw_count(&r1), 0);
   on_serial(w, flush_fn, NULL);
-  waiter_wait(&r1, 1);
+  sl_tw_wait_n(&r1, 1, WAIT_MS);
   assert_int_equal(r1.st, SL_OK);
 
   /* An id that is not in the partition: its status, nothing changes. */
@@ -342,24 +281,24 @@ static void test_consume_cursor__receipts_durable_and_redelivery_after_crash(
   assert_int_equal(bad, SL_ERANGE);
 
   /* Acks of 10..14 never become durable: the owner crashes first. */
-  waiter r2;
-  waiter_init(&r2);
+  sl_tw r2;
+  sl_tw_init(&r2);
   acks a2 = {10, 15, &r2};
   on_serial(w, ack_fn, &a2);
   on_serial(w, crash_fn, NULL);
-  waiter_wait(&r2, 1);
+  sl_tw_wait_n(&r2, 1, WAIT_MS);
   assert_int_equal(r2.st, SL_ECANCELED);
 
   /* Broker b takes over: 10..19 come again, in order, and nothing else. */
   uint64_t epoch_b = take_over(w, 1, epoch_a);
-  waiter_init(&w->delivered);
+  sl_tw_init(&w->delivered);
   subscribe(w, epoch_b);
-  waiter_wait(&w->delivered, N - 10);
+  sl_tw_wait_n(&w->delivered, N - 10, WAIT_MS);
   for (int i = 0; i < N - 10; i++) assert_int_equal(w->got[i], 10 + i);
   sl_sub_stats st;
   on_serial(w, stats_fn, &st);
   assert_int_equal(st.delivered, N - 10);
-  assert_int_equal(waiter_count(&w->delivered), N - 10);
+  assert_int_equal(sl_tw_count(&w->delivered), N - 10);
   assert_int_equal(st.unacked, N - 10);
   on_serial(w, crash_fn, NULL);
 }

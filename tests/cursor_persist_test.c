@@ -32,6 +32,7 @@
 #include "metadata.slrpc.h"
 #include "tests/ledger_testlib.h"
 #include "tests/metadata_util.h"
+#include "tests/waiter.h"
 
 #define WAIT_MS 60000
 #define PART "public/cursors"
@@ -40,77 +41,11 @@
 
 /* ---- waiting for callbacks on the cursor's serial ---- */
 
-typedef struct sync_ {
-  pthread_mutex_t mu;
-  pthread_cond_t cv;
-  int done;
-  sl_status st;
-  char details[256];
-  sl_cursor *c;
-} sync_;
-
-static void sync_init(sync_ *s) {
-  memset(s, 0, sizeof(*s));
-  pthread_mutex_init(&s->mu, NULL);
-  pthread_cond_init(&s->cv, NULL);
-}
-
-static void sync_signal(sync_ *s, sl_status st, const char *details) {
-  pthread_mutex_lock(&s->mu);
-  s->st = st;
-  snprintf(s->details, sizeof(s->details), "%s", details != NULL ? details : "");
-  s->done++;
-  pthread_cond_broadcast(&s->cv);
-  pthread_mutex_unlock(&s->mu);
-}
-
-static void sync_wait(sync_ *s, int n) {
-  int64_t end = sl_clock_mono_ms() + WAIT_MS;
-  pthread_mutex_lock(&s->mu);
-  while (s->done < n) {
-    if (sl_clock_mono_ms() > end) {
-      pthread_mutex_unlock(&s->mu);
-      fail_msg("timed out waiting for a callback");
-    }
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_nsec += 20 * 1000000;
-    if (ts.tv_nsec >= 1000000000) {
-      ts.tv_sec++;
-      ts.tv_nsec -= 1000000000;
-    }
-    pthread_cond_timedwait(&s->cv, &s->mu, &ts);
-  }
-  pthread_mutex_unlock(&s->mu);
-}
-
 static void opened(sl_status st, const char *details, sl_cursor *c, void *arg) {
-  sync_ *s = arg;
-  s->c = c;
-  sync_signal(s, st, details);
+  sl_tw_done_out(arg, st, details, c);
 }
 
-static void durable(sl_status st, void *arg) { sync_signal(arg, st, NULL); }
-
-typedef struct on_serial {
-  void (*fn)(void *arg);
-  void *arg;
-  sync_ s;
-} on_serial;
-
-static void on_serial_run(void *arg) {
-  on_serial *o = arg;
-  o->fn(o->arg);
-  sync_signal(&o->s, SL_OK, NULL);
-}
-
-/* Runs fn(arg) on the serial and waits until it returned. */
-static void run_on(sl_serial *serial, void (*fn)(void *arg), void *arg) {
-  on_serial o = {.fn = fn, .arg = arg};
-  sync_init(&o.s);
-  sl_serial_post(serial, on_serial_run, &o);
-  sync_wait(&o.s, 1);
-}
+static void durable(sl_status st, void *arg) { sl_tw_done(arg, st, NULL); }
 
 /* ---- the fixture ---- */
 
@@ -170,12 +105,12 @@ static uint64_t take_over(fixture *f, const char *partition, int b, uint64_t old
 typedef struct cur {
   fixture *f;
   sl_cursor *c;
-  sync_ lost;
+  sl_tw lost;
 } cur;
 
 static void lost(sl_cursor *c, sl_status st, const char *details, void *arg) {
   (void)c;
-  sync_signal(arg, st, details);
+  sl_tw_done(arg, st, details);
 }
 
 static void open_cursor(fixture *f, cur *h, const char *partition, uint64_t epoch,
@@ -194,21 +129,21 @@ static void open_cursor(fixture *f, cur *h, const char *partition, uint64_t epoc
   o.on_lost = lost;
   o.lost_arg = &h->lost;
   h->f = f;
-  sync_init(&h->lost);
-  sync_ s;
-  sync_init(&s);
+  sl_tw_init(&h->lost);
+  sl_tw s;
+  sl_tw_init(&s);
   sl_err err = SL_ERR_INIT;
   assert_int_equal(sl_cursor_open_async(&o, opened, &s, &err), SL_OK);
-  sync_wait(&s, 1);
+  sl_tw_wait_n(&s, 1, WAIT_MS);
   if (s.st != SL_OK) fail_msg("open: %s %s", sl_status_str(s.st), s.details);
-  h->c = s.c;
+  h->c = s.out;
 }
 
 static void destroy_fn(void *arg) { sl_cursor_destroy(((cur *)arg)->c); }
 
 /* As a crash: nothing more is flushed. */
 static void crash(cur *h) {
-  run_on(h->f->serial, destroy_fn, h);
+  sl_tw_run_on(h->f->serial, destroy_fn, h);
   h->c = NULL;
 }
 
@@ -216,7 +151,7 @@ static void crash(cur *h) {
 typedef struct ack_run {
   cur *h;
   int64_t from, to, step;
-  sync_ *last_durable;
+  sl_tw *last_durable;
 } ack_run;
 
 static void ack_fn(void *arg) {
@@ -230,9 +165,9 @@ static void ack_fn(void *arg) {
   }
 }
 
-static void ack_range(cur *h, int64_t from, int64_t to, int64_t step, sync_ *durable_sync) {
+static void ack_range(cur *h, int64_t from, int64_t to, int64_t step, sl_tw *durable_sync) {
   ack_run a = {h, from, to, step, durable_sync};
-  run_on(h->f->serial, ack_fn, &a);
+  sl_tw_run_on(h->f->serial, ack_fn, &a);
 }
 
 static void flush_fn(void *arg) {
@@ -243,12 +178,12 @@ static void flush_fn(void *arg) {
 
 /* Flushes and waits until durable; returns the milliseconds it took. */
 static double flush_wait(cur *h) {
-  sync_ s;
-  sync_init(&s);
+  sl_tw s;
+  sl_tw_init(&s);
   void *p[2] = {h->c, &s};
   int64_t t0 = sl_clock_mono_ns();
-  run_on(h->f->serial, flush_fn, p);
-  sync_wait(&s, 1);
+  sl_tw_run_on(h->f->serial, flush_fn, p);
+  sl_tw_wait_n(&s, 1, WAIT_MS);
   assert_int_equal(s.st, SL_OK);
   return (double)(sl_clock_mono_ns() - t0) / 1e6;
 }
@@ -276,7 +211,7 @@ static void census_fn(void *arg) {
 
 static census take_census(cur *h, int64_t n, bool (*expect_acked)(int64_t)) {
   census c = {.h = h, .n = n, .expect_acked = expect_acked};
-  run_on(h->f->serial, census_fn, &c);
+  sl_tw_run_on(h->f->serial, census_fn, &c);
   return c;
 }
 
@@ -358,12 +293,12 @@ static void test_cursor__crash_before_persist_inline(void **state) {
   uint64_t epoch_a = take_over(f, P, 0, 0);
   cur a;
   open_cursor(f, &a, P, epoch_a, 1000, 600000 /* never on its own */);
-  sync_ first, second;
-  sync_init(&first);
-  sync_init(&second);
+  sl_tw first, second;
+  sl_tw_init(&first);
+  sl_tw_init(&second);
   ack_range(&a, 0, 100, 1, &first);
   double inline_ms = flush_wait(&a);
-  sync_wait(&first, 1);
+  sl_tw_wait_n(&first, 1, WAIT_MS);
   assert_int_equal(first.st, SL_OK); /* receipt: durable */
   sl_cursor_stats st;
   sl_cursor_stats_get(a.c, &st);
@@ -373,7 +308,7 @@ static void test_cursor__crash_before_persist_inline(void **state) {
   ack_range(&a, 100, 200, 1, &second);
   ack_range(&a, 300, 400, 2, NULL); /* holes, also not persisted */
   crash(&a);
-  sync_wait(&second, 1);
+  sl_tw_wait_n(&second, 1, WAIT_MS);
   assert_int_equal(second.st, SL_ECANCELED); /* never durable: no receipt */
 
   uint64_t epoch_b = take_over(f, P, 1, epoch_a);
@@ -401,14 +336,14 @@ static void test_cursor__old_owner_fenced(void **state) {
   cur b;
   open_cursor(f, &b, P, epoch_b, 1000, 50);
 
-  sync_ late;
-  sync_init(&late);
+  sl_tw late;
+  sl_tw_init(&late);
   ack_range(&a, 10, 20, 1, &late);
   void *p[2] = {a.c, &late};
-  run_on(f->serial, flush_fn, p);
-  sync_wait(&late, 1);
+  sl_tw_run_on(f->serial, flush_fn, p);
+  sl_tw_wait_n(&late, 1, WAIT_MS);
   assert_true(late.st == SL_EFENCED);
-  sync_wait(&a.lost, 1);
+  sl_tw_wait_n(&a.lost, 1, WAIT_MS);
   sl_cursor_stats st;
   sl_cursor_stats_get(a.c, &st);
   assert_int_equal(st.state, SL_CURSOR_FENCED);
@@ -425,7 +360,7 @@ static bool none(int64_t e) {
 
 typedef struct seek_arg {
   sl_cursor *c;
-  sync_ *s;
+  sl_tw *s;
 } seek_arg;
 
 static void seek_fn(void *arg) {
@@ -435,7 +370,7 @@ static void seek_fn(void *arg) {
 }
 
 static void closed_cb(sl_status st, const char *details, void *arg) {
-  sync_signal(arg, st, details);
+  sl_tw_done(arg, st, details);
 }
 
 static void close_fn(void *arg) {
@@ -458,17 +393,17 @@ static void test_cursor__seek_back_inline(void **state) {
   printf("cursor: 100,000 holes over 200,000 entries: %" PRIu64 " bytes inline\n",
          st.stored_bytes);
 
-  sync_ s;
-  sync_init(&s);
+  sl_tw s;
+  sl_tw_init(&s);
   seek_arg sa = {a.c, &s};
-  run_on(f->serial, seek_fn, &sa);
-  sync_wait(&s, 1);
+  sl_tw_run_on(f->serial, seek_fn, &sa);
+  sl_tw_wait_n(&s, 1, WAIT_MS);
   assert_int_equal(s.st, SL_OK);
-  sync_ closed;
-  sync_init(&closed);
+  sl_tw closed;
+  sl_tw_init(&closed);
   seek_arg ca = {a.c, &closed};
-  run_on(f->serial, close_fn, &ca);
-  sync_wait(&closed, 1);
+  sl_tw_run_on(f->serial, close_fn, &ca);
+  sl_tw_wait_n(&closed, 1, WAIT_MS);
   assert_int_equal(closed.st, SL_OK);
   crash(&a);
 
@@ -513,7 +448,7 @@ static void test_cursor__bad_input(void **state) {
   cur a;
   open_cursor(f, &a, P, epoch, 1000, 50);
   bad_arg b = {a.c};
-  run_on(f->serial, bad_fn, &b);
+  sl_tw_run_on(f->serial, bad_fn, &b);
   crash(&a);
 
   /* a stale epoch cannot even open (create) a cursor */
@@ -523,12 +458,12 @@ static void test_cursor__bad_input(void **state) {
   o.partition = P;
   o.subscription = "other";
   o.epoch = epoch + 100;
-  sync_ s;
-  sync_init(&s);
+  sl_tw s;
+  sl_tw_init(&s);
   assert_int_equal(sl_cursor_open_async(&o, opened, &s, &err), SL_OK);
-  sync_wait(&s, 1);
+  sl_tw_wait_n(&s, 1, WAIT_MS);
   assert_true(s.st == SL_ESTALE_EPOCH || s.st == SL_EPRECOND);
-  assert_null(s.c);
+  assert_null(s.out);
 }
 
 int main(void) {

@@ -15,6 +15,7 @@
 
 #include "metadata.slrpc.h"
 #include "tests/bookie_testlib.h"
+#include "tests/waiter.h"
 
 int64_t sl_lt_now_ms(void) {
   struct timespec ts;
@@ -80,62 +81,20 @@ size_t sl_lt_payload(uint64_t ledger, int64_t entry, uint8_t *buf) {
   return n;
 }
 
-/* ---- one-shot waits ---- */
-
-typedef struct waiter {
-  pthread_mutex_t mu;
-  pthread_cond_t cv;
-  bool done;
-  sl_status st;
-  sl_ledger *lh;
-  char details[256];
-} waiter;
-
-static void waiter_init(waiter *w) {
-  memset(w, 0, sizeof(*w));
-  pthread_mutex_init(&w->mu, NULL);
-  pthread_cond_init(&w->cv, NULL);
-}
-
-static void waiter_signal(waiter *w, sl_status st, const char *details, sl_ledger *lh) {
-  pthread_mutex_lock(&w->mu);
-  w->st = st;
-  w->lh = lh;
-  snprintf(w->details, sizeof(w->details), "%s", details ? details : "");
-  w->done = true;
-  pthread_cond_broadcast(&w->cv);
-  pthread_mutex_unlock(&w->mu);
-}
-
-static void waiter_wait(waiter *w, int timeout_ms, const char *what) {
-  struct timespec dl;
-  clock_gettime(CLOCK_REALTIME, &dl);
-  dl.tv_sec += timeout_ms / 1000;
-  pthread_mutex_lock(&w->mu);
-  while (!w->done)
-    if (pthread_cond_timedwait(&w->cv, &w->mu, &dl) != 0) break;
-  bool done = w->done;
-  pthread_mutex_unlock(&w->mu);
-  if (!done) fail_msg("%s: no callback within %d ms", what, timeout_ms);
-}
-
-static void waiter_release(waiter *w) {
-  pthread_mutex_destroy(&w->mu);
-  pthread_cond_destroy(&w->cv);
-}
+/* ---- one-shot waits (tests/waiter.h) ---- */
 
 static void open_cb(sl_status st, const char *details, sl_ledger *lh, void *arg) {
-  waiter_signal(arg, st, details, lh);
+  sl_tw_done_out(arg, st, details, lh);
 }
 
 static void close_cb(sl_status st, const char *details, void *arg) {
-  waiter_signal(arg, st, details, NULL);
+  sl_tw_done(arg, st, details);
 }
 
 sl_ledger *sl_lt_create(sl_lt *t, uint32_t e, uint32_t qw, uint32_t qa,
                         uint64_t epoch, sl_ledger_fenced_cb on_fenced, void *arg) {
-  waiter w;
-  waiter_init(&w);
+  sl_tw w;
+  sl_tw_init(&w);
   sl_ledger_create_opts o = SL_LEDGER_CREATE_OPTS_INIT;
   o.ensemble_size = e;
   o.write_quorum = qw;
@@ -148,66 +107,61 @@ sl_ledger *sl_lt_create(sl_lt *t, uint32_t e, uint32_t qw, uint32_t qa,
   sl_err err = SL_ERR_INIT;
   sl_status st = sl_ledger_create_async(t->client, &o, open_cb, &w, &err);
   if (st != SL_OK) fail_msg("create: %s", sl_err_msg(&err, st));
-  waiter_wait(&w, 30000, "create");
+  sl_tw_wait(&w, 30000);
   if (w.st != SL_OK) fail_msg("create: %s: %s", sl_status_str(w.st), w.details);
-  sl_ledger *lh = w.lh;
-  waiter_release(&w);
+  sl_ledger *lh = w.out;
   return lh;
 }
 
 sl_status sl_lt_close(sl_ledger *lh) {
-  waiter w;
-  waiter_init(&w);
+  sl_tw w;
+  sl_tw_init(&w);
   sl_err err = SL_ERR_INIT;
   sl_status st = sl_ledger_close_async(lh, close_cb, &w, &err);
   if (st != SL_OK) fail_msg("close: %s", sl_err_msg(&err, st));
-  waiter_wait(&w, 60000, "close");
+  sl_tw_wait(&w, 60000);
   st = w.st;
-  waiter_release(&w);
   return st;
 }
 
 sl_status sl_lt_recover(sl_lt *t, uint64_t ledger, uint64_t epoch,
                         sl_ledger **out, char *details, size_t n) {
-  waiter w;
-  waiter_init(&w);
+  sl_tw w;
+  sl_tw_init(&w);
   sl_ledger_recover_opts o = {epoch, NULL};
   sl_err err = SL_ERR_INIT;
   sl_status st = sl_ledger_recover_async(t->client, ledger, &o, open_cb, &w, &err);
   if (st != SL_OK) fail_msg("recover: %s", sl_err_msg(&err, st));
-  waiter_wait(&w, 60000, "recover");
-  *out = w.lh;
+  sl_tw_wait(&w, 60000);
+  *out = w.out;
   if (details) snprintf(details, n, "%s", w.details);
   st = w.st;
-  waiter_release(&w);
   return st;
 }
 
 sl_ledger *sl_lt_open(sl_lt *t, uint64_t ledger) {
-  waiter w;
-  waiter_init(&w);
+  sl_tw w;
+  sl_tw_init(&w);
   sl_err err = SL_ERR_INIT;
   sl_status st = sl_ledger_open_async(t->client, ledger, NULL, open_cb, &w, &err);
   if (st != SL_OK) fail_msg("open: %s", sl_err_msg(&err, st));
-  waiter_wait(&w, 30000, "open");
+  sl_tw_wait(&w, 30000);
   if (w.st != SL_OK) fail_msg("open: %s: %s", sl_status_str(w.st), w.details);
-  sl_ledger *lh = w.lh;
-  waiter_release(&w);
+  sl_ledger *lh = w.out;
   return lh;
 }
 
-static void destroyed_run(void *arg) { waiter_signal(arg, SL_OK, "", NULL); }
+static void destroyed_run(void *arg) { sl_tw_done(arg, SL_OK, NULL); }
 
 void sl_lt_destroy(sl_ledger *lh) {
-  waiter w;
-  waiter_init(&w);
+  sl_tw w;
+  sl_tw_init(&w);
   sl_serial *s = sl_ledger_serial(lh);
   sl_serial_ref(s);
   sl_ledger_destroy(lh);
   sl_serial_post(s, destroyed_run, &w); /* runs after the destroy */
-  waiter_wait(&w, 10000, "destroy");
+  sl_tw_wait(&w, 10000);
   sl_serial_unref(s);
-  waiter_release(&w);
 }
 
 /* ---- appends ---- */
@@ -282,7 +236,7 @@ void sl_lt_wait_done(sl_lt_appends *a, int64_t count, int timeout_ms) {
 /* ---- reads ---- */
 
 typedef struct read_check {
-  waiter w;
+  sl_tw w;
   uint64_t ledger;
   int64_t next;
   int64_t delivered;
@@ -308,29 +262,27 @@ static void entry_cb(int64_t entry, const void *data, size_t len, void *arg) {
 
 static void read_done_cb(sl_status st, const char *details, void *arg) {
   read_check *rc = arg;
-  waiter_signal(&rc->w, st, details, NULL);
+  sl_tw_done(&rc->w, st, details);
 }
 
 sl_status sl_lt_read_check(sl_ledger *lh, int64_t first, int64_t last,
                            int64_t *delivered) {
   read_check rc;
   memset(&rc, 0, sizeof(rc));
-  waiter_init(&rc.w);
+  sl_tw_init(&rc.w);
   rc.ledger = sl_ledger_id(lh);
   rc.next = first;
   sl_err err = SL_ERR_INIT;
   sl_status st = sl_ledger_read_async(lh, first, last, entry_cb, read_done_cb, &rc, &err);
   if (st != SL_OK) {
-    waiter_release(&rc.w);
     if (delivered) *delivered = 0;
     return st;
   }
-  waiter_wait(&rc.w, 60000, "read");
+  sl_tw_wait(&rc.w, 60000);
   if (rc.bad) fail_msg("read: %s", rc.why);
   if (rc.w.st == SL_OK) assert_int_equal(rc.delivered, last - first + 1);
   if (delivered) *delivered = rc.delivered;
   st = rc.w.st;
-  waiter_release(&rc.w);
   return st;
 }
 

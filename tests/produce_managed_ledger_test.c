@@ -22,83 +22,18 @@
 #include "metadata.slrpc.h"
 #include "tests/ledger_testlib.h"
 #include "tests/metadata_util.h"
+#include "tests/waiter.h"
 
 #define WAIT_MS 30000
 
 /* ---- waiting for callbacks on the managed ledger's serial ---- */
 
-typedef struct sync_ {
-  pthread_mutex_t mu;
-  pthread_cond_t cv;
-  int done;
-  sl_status st;
-  char details[256];
-  sl_ml *ml;
-} sync_;
-
-static void sync_init(sync_ *s) {
-  memset(s, 0, sizeof(*s));
-  pthread_mutex_init(&s->mu, NULL);
-  pthread_cond_init(&s->cv, NULL);
-}
-
-static void sync_signal(sync_ *s, sl_status st, const char *details) {
-  pthread_mutex_lock(&s->mu);
-  s->st = st;
-  snprintf(s->details, sizeof(s->details), "%s", details != NULL ? details : "");
-  s->done++;
-  pthread_cond_broadcast(&s->cv);
-  pthread_mutex_unlock(&s->mu);
-}
-
-static void sync_wait(sync_ *s, int n) {
-  int64_t end = sl_clock_mono_ms() + WAIT_MS;
-  pthread_mutex_lock(&s->mu);
-  while (s->done < n) {
-    if (sl_clock_mono_ms() > end) {
-      pthread_mutex_unlock(&s->mu);
-      fail_msg("timed out waiting for a callback");
-    }
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_nsec += 20 * 1000000;
-    if (ts.tv_nsec >= 1000000000) {
-      ts.tv_sec++;
-      ts.tv_nsec -= 1000000000;
-    }
-    pthread_cond_timedwait(&s->cv, &s->mu, &ts);
-  }
-  pthread_mutex_unlock(&s->mu);
-}
-
 static void opened(sl_status st, const char *details, sl_ml *ml, void *arg) {
-  sync_ *s = arg;
-  s->ml = ml;
-  sync_signal(s, st, details);
+  sl_tw_done_out(arg, st, details, ml);
 }
 
 static void done_cb(sl_status st, const char *details, void *arg) {
-  sync_signal(arg, st, details);
-}
-
-/* Runs fn(arg) on the serial and waits until it returned. */
-typedef struct on_serial {
-  void (*fn)(void *arg);
-  void *arg;
-  sync_ s;
-} on_serial;
-
-static void on_serial_run(void *arg) {
-  on_serial *o = arg;
-  o->fn(o->arg);
-  sync_signal(&o->s, SL_OK, NULL);
-}
-
-static void run_on(sl_serial *serial, void (*fn)(void *arg), void *arg) {
-  on_serial o = {.fn = fn, .arg = arg};
-  sync_init(&o.s);
-  sl_serial_post(serial, on_serial_run, &o);
-  sync_wait(&o.s, 1);
+  sl_tw_done(arg, st, details);
 }
 
 /* ---- the fixture ---- */
@@ -173,18 +108,18 @@ static size_t list_ledgers(fixture *f, const char *partition, uint64_t *ids,
 typedef struct ml_handle {
   sl_serial *serial;
   sl_ml *ml;
-  sync_ lost;
+  sl_tw lost;
 } ml_handle;
 
 static void lost_cb(sl_ml *ml, sl_status st, const char *details, void *arg) {
   (void)ml;
-  sync_signal(arg, st, details);
+  sl_tw_done(arg, st, details);
 }
 
 static sl_status ml_open(fixture *f, ml_handle *h, const char *partition, uint64_t epoch,
                          const sl_ml_policy *policy, char *details) {
   memset(h, 0, sizeof(*h));
-  sync_init(&h->lost);
+  sl_tw_init(&h->lost);
   assert_int_equal(sl_serial_create(&h->serial, NULL), SL_OK);
   sl_ml_opts o = {0};
   o.ledgers = f->lt.client;
@@ -196,12 +131,12 @@ static sl_status ml_open(fixture *f, ml_handle *h, const char *partition, uint64
   else o.policy.trim_interval_ms = -1;
   o.on_lost = lost_cb;
   o.lost_arg = &h->lost;
-  sync_ s;
-  sync_init(&s);
+  sl_tw s;
+  sl_tw_init(&s);
   sl_err err = SL_ERR_INIT;
   assert_int_equal(sl_ml_open_async(&o, opened, &s, &err), SL_OK);
-  sync_wait(&s, 1);
-  h->ml = s.ml;
+  sl_tw_wait_n(&s, 1, WAIT_MS);
+  h->ml = s.out;
   if (details != NULL) snprintf(details, 256, "%s", s.details);
   return s.st;
 }
@@ -209,10 +144,10 @@ static sl_status ml_open(fixture *f, ml_handle *h, const char *partition, uint64
 static void destroy_run(void *arg) { sl_ml_destroy(arg); }
 
 static void ml_destroy(ml_handle *h) {
-  if (h->ml != NULL) run_on(h->serial, destroy_run, h->ml);
+  if (h->ml != NULL) sl_tw_run_on(h->serial, destroy_run, h->ml);
   h->ml = NULL;
   /* Let completions cancelled by the destroy drain before the serial goes. */
-  run_on(h->serial, destroy_run, NULL);
+  sl_tw_run_on(h->serial, destroy_run, NULL);
   sl_serial_unref(h->serial);
 }
 
@@ -234,7 +169,7 @@ static void wait_writing(ml_handle *h) {
 #define MAX_APPENDS 256
 
 typedef struct appends {
-  sync_ s;
+  sl_tw s;
   int n;
   sl_status st[MAX_APPENDS];
   sl_ml_pos pos[MAX_APPENDS];
@@ -256,7 +191,7 @@ static void append_cb(sl_status st, sl_ml_pos pos, void *arg) {
   a->pos[c->i] = pos;
   if (c->i < a->last_cb) a->out_of_order = true;
   a->last_cb = c->i;
-  sync_signal(&a->s, st, NULL);
+  sl_tw_done(&a->s, st, NULL);
 }
 
 typedef struct append_job {
@@ -283,15 +218,15 @@ static void append_run(void *arg) {
 /* Appends [from, from+count) tagged `tag`, waits for their callbacks. */
 static sl_status append_wait(ml_handle *h, appends *a, int from, int count, const char *tag) {
   append_job j = {h->ml, a, from, count, tag, SL_OK};
-  run_on(h->serial, append_run, &j);
-  sync_wait(&a->s, a->n);
+  sl_tw_run_on(h->serial, append_run, &j);
+  sl_tw_wait_n(&a->s, a->n, WAIT_MS);
   return j.ret;
 }
 
 /* ---- scanning ---- */
 
 typedef struct scanned {
-  sync_ s;
+  sl_tw s;
   int n;
   char data[MAX_APPENDS][64];
   sl_ml_pos pos[MAX_APPENDS];
@@ -308,13 +243,13 @@ static void scan_entry(sl_ml_pos pos, const void *data, size_t len, void *arg) {
 
 static void scan(fixture *f, const char *partition, scanned *sc) {
   memset(sc, 0, sizeof(*sc));
-  sync_init(&sc->s);
+  sl_tw_init(&sc->s);
   sl_ml_pos from = {0, 0};
   sl_err err = SL_ERR_INIT;
   assert_int_equal(sl_ml_scan_async(f->lt.client, f->lt.meta, partition, from, NULL,
                                     scan_entry, done_cb, sc, &err),
                    SL_OK);
-  sync_wait(&sc->s, 1);
+  sl_tw_wait_n(&sc->s, 1, WAIT_MS);
   assert_int_equal(sc->s.st, SL_OK);
   for (int i = 1; i < sc->n && i < MAX_APPENDS; i++)
     assert_true(sl_ml_pos_cmp(sc->pos[i - 1], sc->pos[i]) < 0);
@@ -322,7 +257,7 @@ static void scan(fixture *f, const char *partition, scanned *sc) {
 
 typedef struct close_job {
   sl_ml *ml;
-  sync_ *s;
+  sl_tw *s;
   sl_status ret;
 } close_job;
 
@@ -332,12 +267,12 @@ static void close_run(void *arg) {
 }
 
 static sl_status ml_close(ml_handle *h) {
-  sync_ s;
-  sync_init(&s);
+  sl_tw s;
+  sl_tw_init(&s);
   close_job c = {h->ml, &s, SL_OK};
-  run_on(h->serial, close_run, &c);
+  sl_tw_run_on(h->serial, close_run, &c);
   if (c.ret != SL_OK) return c.ret;
-  sync_wait(&s, 1);
+  sl_tw_wait_n(&s, 1, WAIT_MS);
   return s.st;
 }
 
@@ -366,9 +301,9 @@ static void test_managed_ledger__append_rollover_scan(void **state) {
 
   static appends a;
   memset(&a, 0, sizeof(a));
-  sync_init(&a.s);
+  sl_tw_init(&a.s);
   assert_int_equal(append_wait(&h, &a, 0, 50, "r"), SL_OK);
-  sync_wait(&a.s, 50);
+  sl_tw_wait_n(&a.s, 50, WAIT_MS);
   assert_false(a.out_of_order);
   for (int i = 0; i < 50; i++) {
     assert_int_equal(a.st[i], SL_OK);
@@ -415,7 +350,7 @@ typedef struct term_job {
   ml_handle *h;
   appends *a;
   int appends;                /* before the terminate, in the same job */
-  sync_ s;
+  sl_tw s;
   sl_ml_pos last;
   sl_status ret, append_ret;
   bool terminated;
@@ -424,7 +359,7 @@ typedef struct term_job {
 static void terminated_cb(sl_status st, const char *details, sl_ml_pos last, void *arg) {
   term_job *j = arg;
   j->last = last;
-  sync_signal(&j->s, st, details);
+  sl_tw_done(&j->s, st, details);
 }
 
 static void term_run(void *arg) {
@@ -440,13 +375,13 @@ static void term_run(void *arg) {
 /* Terminates (after `appends` appends in the same serial item) and waits. */
 static void terminate(ml_handle *h, appends *a, int appends, term_job *j) {
   memset(j, 0, sizeof(*j));
-  sync_init(&j->s);
+  sl_tw_init(&j->s);
   j->h = h;
   j->a = a;
   j->appends = appends;
-  run_on(h->serial, term_run, j);
+  sl_tw_run_on(h->serial, term_run, j);
   assert_int_equal(j->ret, SL_OK);
-  sync_wait(&j->s, 1);
+  sl_tw_wait_n(&j->s, 1, WAIT_MS);
   assert_int_equal(j->s.st, SL_OK);
 }
 
@@ -495,10 +430,10 @@ static void test_managed_ledger__terminate_then_read_only(void **state) {
   assert_int_equal(ml_open(f, &h, part, e1, &pol, NULL), SL_OK);
   static appends a;
   memset(&a, 0, sizeof(a));
-  sync_init(&a.s);
+  sl_tw_init(&a.s);
   term_job j;
   terminate(&h, &a, 10, &j); /* the 10th append starts a rollover */
-  sync_wait(&a.s, 10);
+  sl_tw_wait_n(&a.s, 10, WAIT_MS);
   for (int i = 0; i < 10; i++) assert_int_equal(a.st[i], SL_OK);
   assert_int_equal(j.last.ledger_id, a.pos[9].ledger_id);
   assert_int_equal(j.last.entry_id, 9);
@@ -513,7 +448,7 @@ static void test_managed_ledger__terminate_then_read_only(void **state) {
   assert_int_equal(entries[0], 10);
   assert_int_equal(entries[1], 0); /* the rollover's ledger, closed empty */
 
-  run_on(h.serial, probe_run, &j);
+  sl_tw_run_on(h.serial, probe_run, &j);
   assert_true(j.terminated);
   assert_int_equal(j.append_ret, SL_EPRECOND);
   term_job again;
@@ -531,16 +466,16 @@ static void test_managed_ledger__terminate_then_read_only(void **state) {
   assert_int_equal(st.last_confirmed.entry_id, 9);
   assert_int_equal(list_ledgers(f, part, ids, entries, 8), 2); /* nothing added */
   term_job probe = {.h = &h};
-  run_on(h.serial, probe_run, &probe);
+  sl_tw_run_on(h.serial, probe_run, &probe);
   assert_true(probe.terminated);
   assert_int_equal(probe.append_ret, SL_EPRECOND);
   static scanned sc;
   memset(&sc, 0, sizeof(sc));
-  sync_init(&sc.s);
+  sl_tw_init(&sc.s);
   read_job r = {h.ml, &sc, SL_OK};
-  run_on(h.serial, read_run, &r);
+  sl_tw_run_on(h.serial, read_run, &r);
   assert_int_equal(r.ret, SL_OK);
-  sync_wait(&sc.s, 1);
+  sl_tw_wait_n(&sc.s, 1, WAIT_MS);
   assert_int_equal(sc.s.st, SL_OK);
   assert_int_equal(sc.n, 10);
   assert_string_equal(sc.data[9], "t-9");
@@ -561,9 +496,9 @@ static void test_managed_ledger__takeover_fences_old_owner(void **state) {
   assert_int_equal(ml_open(f, &ha, part, e1, NULL, NULL), SL_OK);
   static appends a;
   memset(&a, 0, sizeof(a));
-  sync_init(&a.s);
+  sl_tw_init(&a.s);
   append_wait(&ha, &a, 0, 10, "a");
-  sync_wait(&a.s, 10);
+  sl_tw_wait_n(&a.s, 10, WAIT_MS);
   for (int i = 0; i < 10; i++) assert_int_equal(a.st[i], SL_OK);
 
   release(f, part, f->session_a, e1);
@@ -579,18 +514,18 @@ static void test_managed_ledger__takeover_fences_old_owner(void **state) {
 
   /* The old owner is fenced on its next write. */
   append_wait(&ha, &a, 10, 1, "a");
-  sync_wait(&a.s, 11);
+  sl_tw_wait_n(&a.s, 11, WAIT_MS);
   assert_int_equal(a.st[10], SL_EFENCED);
-  sync_wait(&ha.lost, 1);
+  sl_tw_wait_n(&ha.lost, 1, WAIT_MS);
   assert_true(ha.lost.st == SL_EFENCED || ha.lost.st == SL_ESTALE_EPOCH);
   sl_ml_stats_get(ha.ml, &st);
   assert_int_equal(st.state, SL_ML_FENCED);
 
   static appends b;
   memset(&b, 0, sizeof(b));
-  sync_init(&b.s);
+  sl_tw_init(&b.s);
   append_wait(&hb, &b, 0, 5, "b");
-  sync_wait(&b.s, 5);
+  sl_tw_wait_n(&b.s, 5, WAIT_MS);
   for (int i = 0; i < 5; i++) {
     assert_int_equal(b.st[i], SL_OK);
     assert_true(sl_ml_pos_cmp(a.pos[9], b.pos[i]) < 0);
@@ -622,7 +557,7 @@ typedef struct props_job {
   const char *prefix;
   const sl_ml_prop *props;
   size_t n;
-  sync_ *s;
+  sl_tw *s;
   sl_status ret;
 } props_job;
 
@@ -647,17 +582,17 @@ static void test_managed_ledger__properties_survive_reopen(void **state) {
   uint64_t e1 = acquire(f, part, "broker-a", f->session_a);
   ml_handle h;
   assert_int_equal(ml_open(f, &h, part, e1, NULL, NULL), SL_OK);
-  sync_ s;
-  sync_init(&s);
+  sl_tw s;
+  sl_tw_init(&s);
   sl_ml_prop first[] = {{"dedup:p1", "5"}, {"other", "keep"}};
   props_job j = {h.ml, "", first, 2, &s, SL_OK};
-  run_on(h.serial, props_run, &j);
+  sl_tw_run_on(h.serial, props_run, &j);
   assert_int_equal(j.ret, SL_OK);
   sl_ml_prop second[] = {{"dedup:p2", "7 1 2 3"}};
   props_job k = {h.ml, "dedup", second, 1, &s, SL_OK};
-  run_on(h.serial, props_run, &k);
+  sl_tw_run_on(h.serial, props_run, &k);
   assert_int_equal(k.ret, SL_OK);
-  sync_wait(&s, 2);
+  sl_tw_wait_n(&s, 2, WAIT_MS);
   assert_int_equal(s.st, SL_OK);
   assert_int_equal(ml_close(&h), SL_OK);
   ml_destroy(&h);
@@ -697,7 +632,7 @@ static int64_t update_cursor(fixture *f, const char *part, const char *sub, sl_m
 
 typedef struct trim_job {
   sl_ml *ml;
-  sync_ *s;
+  sl_tw *s;
   sl_status ret;
 } trim_job;
 
@@ -708,12 +643,12 @@ static void trim_run(void *arg) {
 
 /* Runs a trim pass and returns what its callback said. */
 static sl_status trim_status(ml_handle *h) {
-  sync_ s;
-  sync_init(&s);
+  sl_tw s;
+  sl_tw_init(&s);
   trim_job j = {h->ml, &s, SL_OK};
-  run_on(h->serial, trim_run, &j);
+  sl_tw_run_on(h->serial, trim_run, &j);
   assert_int_equal(j.ret, SL_OK);
-  sync_wait(&s, 1);
+  sl_tw_wait_n(&s, 1, WAIT_MS);
   return s.st;
 }
 
@@ -735,9 +670,9 @@ static void test_managed_ledger__trim_follows_slowest_cursor(void **state) {
   assert_int_equal(ml_open(f, &h, part, e, &pol, NULL), SL_OK);
   static appends a;
   memset(&a, 0, sizeof(a));
-  sync_init(&a.s);
+  sl_tw_init(&a.s);
   append_wait(&h, &a, 0, 20, "t");
-  sync_wait(&a.s, 20);
+  sl_tw_wait_n(&a.s, 20, WAIT_MS);
   wait_writing(&h);
   uint64_t ids[16];
   size_t n = list_ledgers(f, part, ids, NULL, 16);
@@ -864,9 +799,9 @@ static void test_managed_ledger__trim_deletes_bookie_data(void **state) {
   assert_int_equal(ml_open(f, &h, part, e, &pol, NULL), SL_OK);
   static appends a;
   memset(&a, 0, sizeof(a));
-  sync_init(&a.s);
+  sl_tw_init(&a.s);
   append_wait(&h, &a, 0, 15, "d");
-  sync_wait(&a.s, 15);
+  sl_tw_wait_n(&a.s, 15, WAIT_MS);
   wait_writing(&h);
   uint64_t first = a.pos[0].ledger_id, second = a.pos[5].ledger_id;
   assert_true(first < second && second < a.pos[10].ledger_id);
@@ -940,12 +875,12 @@ static void test_managed_ledger__trim_deletes_bookie_data(void **state) {
 
   /* Deleting again (a re-run after a crash past the metadata delete) is a
    * no-op that succeeds. */
-  sync_ again;
-  sync_init(&again);
+  sl_tw again;
+  sl_tw_init(&again);
   sl_ledger_delete_opts dopt = {e, NULL};
   assert_int_equal(sl_ledger_delete_async(f->lt.client, first, &dopt, done_cb, &again, NULL),
                    SL_OK);
-  sync_wait(&again, 1);
+  sl_tw_wait_n(&again, 1, WAIT_MS);
   assert_int_equal(again.st, SL_OK);
   ml_destroy(&h);
 }
@@ -981,7 +916,7 @@ static void test_managed_ledger__bad_input(void **state) {
   assert_int_equal(ml_close(&h), SL_EPRECOND);
   static appends a;
   memset(&a, 0, sizeof(a));
-  sync_init(&a.s);
+  sl_tw_init(&a.s);
   assert_int_equal(append_wait(&h, &a, 0, 1, "x"), SL_EPRECOND);
   ml_destroy(&h);
 }

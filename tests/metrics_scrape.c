@@ -1,0 +1,79 @@
+#include "tests/metrics_scrape.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include <curl/curl.h>
+
+static size_t on_body(char *p, size_t size, size_t n, void *arg) {
+  char **body = arg;
+  size_t k = size * n, have = *body ? strlen(*body) : 0;
+  char *grown = realloc(*body, have + k + 1);
+  if (grown == NULL) return 0; /* curl fails the transfer */
+  memcpy(grown + have, p, k);
+  grown[have + k] = '\0';
+  *body = grown;
+  return k;
+}
+
+/* The last port the broker logged: a restart logs a new one. */
+static int metrics_port(sl_cluster *c, int broker) {
+  FILE *f = fopen(sl_cluster_log(c, SL_NODE_BROKER, broker), "r");
+  if (f == NULL) fail_msg("no log for broker %d", broker);
+  char line[4096];
+  int port = 0;
+  while (fgets(line, sizeof(line), f) != NULL) {
+    const char *p = strstr(line, " event=metrics_ready ");
+    if (p != NULL && (p = strstr(p, " port=")) != NULL) port = atoi(p + 6);
+  }
+  fclose(f);
+  if (port <= 0) fail_msg("broker %d logged no metrics port", broker);
+  return port;
+}
+
+char *sl_ms_scrape(sl_cluster *c, int broker) {
+  char url[64];
+  snprintf(url, sizeof(url), "http://127.0.0.1:%d/metrics", metrics_port(c, broker));
+  char *body = NULL;
+  CURL *h = curl_easy_init();
+  if (h == NULL) fail_msg("curl_easy_init failed");
+  curl_easy_setopt(h, CURLOPT_URL, url);
+  curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+  curl_easy_setopt(h, CURLOPT_WRITEDATA, &body);
+  curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, 5000L);
+  CURLcode rc = curl_easy_perform(h);
+  long code = 0;
+  curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
+  curl_easy_cleanup(h);
+  if (rc != CURLE_OK || code != 200 || body == NULL) {
+    free(body);
+    fail_msg("GET %s: %s (HTTP %ld)", url, curl_easy_strerror(rc), code);
+  }
+  return body;
+}
+
+bool sl_ms_sample(const char *page, const char *series, double *value) {
+  size_t n = strlen(series);
+  for (const char *line = page; *line != '\0';) {
+    const char *end = strchr(line, '\n');
+    if (end == NULL) end = line + strlen(line);
+    if ((size_t)(end - line) > n && strncmp(line, series, n) == 0 && line[n] == ' ') {
+      *value = strtod(line + n + 1, NULL);
+      return true;
+    }
+    line = *end ? end + 1 : end;
+  }
+  return false;
+}
+
+double sl_ms_value(const char *page, const char *series) {
+  double v = 0;
+  if (!sl_ms_sample(page, series, &v)) fail_msg("no sample %s", series);
+  return v;
+}
