@@ -289,7 +289,7 @@ sl_status sl_client_lookup(sl_client *c, const char *topic, bool refresh, sl_loo
     pthread_mutex_unlock(&c->mu);
   }
   sl_lookup fresh;
-  uint64_t epoch;
+  uint64_t epoch = 0;
   sl_status st = lookup_remote(c, topic, &fresh, &epoch, err);
   if (st != SL_OK) return st;
   if (lookup_copy(&fresh, out) != SL_OK) {
