@@ -148,10 +148,13 @@ typedef struct sl_bookie_store_opts {
   struct sl_metrics *metrics;
 } sl_bookie_store_opts;
 
-#define SL_BOOKIE_STORE_OPTS_INIT                                          \
-  {NULL, 5u << 20, 64u << 20, 16u << 20, 10000, 256u << 20, 95.0, 90.0,   \
-   98.0, 256u << 20, 0, 1000, SL_LEDGER_STORAGE_LEVELDB_OPTS_INIT, NULL,  \
-   NULL, NULL, NULL, NULL}
+#define SL_BOOKIE_STORE_OPTS_INIT                                             \
+  {.max_entry_bytes = 5u << 20, .journal_segment_bytes = 64u << 20,          \
+   .journal_max_batch_bytes = 16u << 20, .checkpoint_interval_ms = 10000,    \
+   .checkpoint_bytes = 256u << 20, .disk_high_pct = 95.0,                    \
+   .disk_low_pct = 90.0, .disk_floor_pct = 98.0,                             \
+   .max_inflight_bytes = 256u << 20, .disk_interval_ms = 1000,               \
+   .leveldb = SL_LEDGER_STORAGE_LEVELDB_OPTS_INIT}
 
 /* Add flags. */
 #define SL_BOOKIE_ADD_RECOVERY 1u /* recovery write-back: allowed on a fenced

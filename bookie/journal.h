@@ -183,8 +183,9 @@ typedef struct sl_journal_opts {
   struct sl_metrics *metrics;
 } sl_journal_opts;
 
-#define SL_JOURNAL_OPTS_INIT \
-  {NULL, 64u << 20, 8u << 20, 16u << 20, NULL, NULL, NULL, NULL, NULL, NULL}
+#define SL_JOURNAL_OPTS_INIT                                   \
+  {.segment_bytes = 64u << 20, .max_record_bytes = 8u << 20, \
+   .max_batch_bytes = 16u << 20}
 
 typedef struct sl_journal_stats {
   uint64_t syncs;    /* fdatasync/fsync calls that covered records */

@@ -94,7 +94,7 @@ typedef struct sl_bookie_svc_opts {
                                 (0..19; higher = yields more to adds) */
 } sl_bookie_svc_opts;
 
-#define SL_BOOKIE_SVC_OPTS_INIT {"bookie", 0, 0, NULL, 0, 5}
+#define SL_BOOKIE_SVC_OPTS_INIT {.bookie_id = "bookie", .read_nice = 5}
 
 /* Counters since create, for logs and tests. */
 typedef struct sl_bookie_svc_stats {

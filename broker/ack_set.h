@@ -76,7 +76,7 @@ typedef struct sl_ack_set {
   uint64_t entries;                  /* fully acked entries in the set */
 } sl_ack_set;
 
-#define SL_ACK_SET_INIT {NULL, 0, 0, NULL, 0, 0, 0}
+#define SL_ACK_SET_INIT {.ledgers = NULL, .batches = NULL, .entries = 0}
 
 void sl_ack_set_init(sl_ack_set *s);
 /* Frees everything; s is empty afterwards. */

@@ -61,8 +61,7 @@ typedef struct sl_perf_e2e_result {
   double catchup_mb_per_s;  /* payload MB (1e6 bytes) per second */
 } sl_perf_e2e_result;
 
-#define SL_PERF_E2E_OPTS_INIT \
-  {NULL, NULL, 0, 0, 0, 0, 0, 0, 0, NULL, false, NULL, NULL}
+#define SL_PERF_E2E_OPTS_INIT {.client = NULL, .topic = NULL, .rate = 0}
 
 /* Runs the benchmark (blocking). SL_OK with *out filled, SL_EINVAL for bad
  * options, or the first producer/consumer error (err says which). A run

@@ -77,7 +77,7 @@ typedef struct sl_client_opts {
   int timeout_ms;           /* each admin call and lookup; 0 = 10000 */
 } sl_client_opts;
 
-#define SL_CLIENT_OPTS_INIT {NULL, NULL, NULL, NULL, NULL, 0}
+#define SL_CLIENT_OPTS_INIT {.url = NULL, .timeout_ms = 0}
 
 /* Checks the options and reads the TLS files; connects lazily (the first
  * call that needs a broker reports SL_EUNAVAIL if none answers). */
@@ -166,7 +166,7 @@ typedef struct sl_producer_opts {
                                at most 10 s */
 } sl_producer_opts;
 
-#define SL_PRODUCER_OPTS_INIT {NULL, NULL, 0, 0, true, 0, 0}
+#define SL_PRODUCER_OPTS_INIT {.topic = NULL, .block_if_full = true}
 
 /* Batching
  *   Each partition's thread sends the messages queued for it in batches:
@@ -248,7 +248,7 @@ typedef struct sl_consumer_opts {
 } sl_consumer_opts;
 
 #define SL_CONSUMER_OPTS_INIT \
-  {NULL, NULL, SL_SUB_EXCLUSIVE, NULL, false, 0, 0, 0, NULL, NULL}
+  {.topic = NULL, .type = SL_SUB_EXCLUSIVE, .on_message = NULL}
 
 /* Ack grouping
  *   sl_consumer_ack and sl_consumer_ack_cumulative return once the ack is

@@ -210,7 +210,7 @@ typedef struct sl_ledger_client_opts {
   uint32_t max_entry_bytes;    /* larger appends: SL_ETOOBIG; 0 = 5 MiB */
 } sl_ledger_client_opts;
 
-#define SL_LEDGER_CLIENT_OPTS_INIT {NULL, NULL, 0, 0, 0, 0, 0, 0, 0}
+#define SL_LEDGER_CLIENT_OPTS_INIT {.metadata = NULL, .bookie_channel = NULL}
 
 /* Creates a client. Makes no call yet. Errors: SL_EINVAL (no metadata
  * channel), SL_ENOMEM. */
@@ -246,7 +246,7 @@ typedef struct sl_ledger_create_opts {
 } sl_ledger_create_opts;
 
 #define SL_LEDGER_CREATE_OPTS_INIT \
-  {0, 0, 0, 0, NULL, NULL, 0, NULL, NULL, NULL, NULL}
+  {.ensemble_size = 0, .write_quorum = 0, .ack_quorum = 0, .serial = NULL}
 
 /* Completion of create, open and recover: runs on the new handle's serial.
  * On SL_OK *lh is a handle the callback now owns (sl_ledger_destroy); else
