@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "common/session.h"
 
@@ -20,12 +21,6 @@ struct sl_registration {
   bool reported_ro;       /* what the service holds */
   uint64_t reported_free;
 };
-
-static int64_t wall_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void read_state(sl_registration *r, bool *ro, uint64_t *free_b, uint64_t *total) {
   *ro = false;
@@ -108,7 +103,7 @@ sl_status sl_registration_start(const sl_registration_opts *o, sl_registration *
   sl_registration *r = sl_xcalloc(1, sizeof(*r));
   r->rack = sl_xstrdup(o->rack ? o->rack : "");
   r->instance_id = sl_xstrdup(o->instance_id ? o->instance_id : "");
-  r->start_time_ms = wall_ms();
+  r->start_time_ms = sl_clock_wall_ms();
   r->get_state = o->get_state;
   r->arg = o->arg;
   pthread_mutex_init(&r->mu, NULL);

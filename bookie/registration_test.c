@@ -17,6 +17,7 @@
 #include <cmocka.h>
 
 #include "bookie/registration.h"
+#include "common/clock.h"
 #include "common/rpc_server.h"
 #include "metadata.slrpc.h"
 #include "common/testing.h"
@@ -198,20 +199,14 @@ static sl_registration *reg_start(const char *target, bstate *b) {
   return reg_start_tls(target, b, NULL);
 }
 
-static int64_t now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Polls cond(f, r) every millisecond for up to timeout_ms. */
 typedef bool (*cond_fn)(fake *f, sl_registration *r);
 
 static bool await(cond_fn cond, fake *f, sl_registration *r, int timeout_ms) {
-  int64_t deadline = now_ms() + timeout_ms;
+  int64_t deadline = sl_clock_mono_ms() + timeout_ms;
   for (;;) {
     if (cond(f, r)) return true;
-    if (now_ms() > deadline) return false;
+    if (sl_clock_mono_ms() > deadline) return false;
     struct timespec ts = {0, 1000000};
     nanosleep(&ts, NULL);
   }
@@ -260,9 +255,9 @@ static sl_registration *reg_registered(fake *f, bstate *b) {
 
 /* Stops r and fails unless that took under a second. */
 static void stop_quickly(sl_registration *r) {
-  int64_t t0 = now_ms();
+  int64_t t0 = sl_clock_mono_ms();
   sl_registration_stop(r);
-  assert_true(now_ms() - t0 < sl_test_scaled_ms(1000));
+  assert_true(sl_clock_mono_ms() - t0 < sl_test_scaled_ms(1000));
 }
 
 /* Fails unless f saw exactly `n` CloseSession calls. */

@@ -4,6 +4,7 @@
  * Forwarding to other brokers is covered by tests/broker_ownership_test.
  */
 #include "broker/ownership.h"
+#include "common/clock.h"
 #include "common/tsan.h"
 
 #include <pthread.h>
@@ -140,8 +141,8 @@ static sl_ownership *start_ownership(mdt_local *md, uint32_t ttl) {
   sl_err err = SL_ERR_INIT;
   sl_status st = sl_ownership_create(&oo, &o, &err);
   if (st != SL_OK) fail_msg("create: %s", sl_err_msg(&err, st));
-  long long deadline = sl_proc_now_ms() + 5000;
-  while (sl_ownership_session(o) == 0 && sl_proc_now_ms() < deadline) {
+  long long deadline = sl_clock_mono_ms() + 5000;
+  while (sl_ownership_session(o) == 0 && sl_clock_mono_ms() < deadline) {
     struct timespec ts = {0, 5 * 1000 * 1000};
     nanosleep(&ts, NULL);
   }
@@ -380,9 +381,9 @@ static void *burn(void *arg) {
 
 /* Waits (at most 10 s) until b1's registered load satisfies want(load). */
 static uint32_t await_load(fx *f, bool (*want)(uint32_t)) {
-  long long deadline = sl_proc_now_ms() + 10000;
+  long long deadline = sl_clock_mono_ms() + 10000;
   uint32_t load = registered_load(f);
-  while (!want(load) && sl_proc_now_ms() < deadline) {
+  while (!want(load) && sl_clock_mono_ms() < deadline) {
     struct timespec ts = {0, 50 * 1000 * 1000};
     nanosleep(&ts, NULL);
     load = registered_load(f);
@@ -471,9 +472,9 @@ static void test_ownership__stop_drains_and_closes_the_session(void **state) {
   assert_int_equal(brokers_listed(f), 1);
   pthread_t t;
   assert_int_equal(pthread_create(&t, NULL, holder, f->o), 0);
-  long long t0 = sl_proc_now_ms();
+  long long t0 = sl_clock_mono_ms();
   sl_ownership_stop(f->o, 5000);
-  long long ms = sl_proc_now_ms() - t0;
+  long long ms = sl_clock_mono_ms() - t0;
   pthread_join(t, NULL);
   assert_true(ms < sl_test_scaled_ms(1000));
   assert_string_equal(S.hook_partition, "public/e");
@@ -493,11 +494,11 @@ static void test_ownership__session_loss_tells_the_holders(void **state) {
   create_topic(f, "public/g");
   resolve(f, "public/g", false);
   uint64_t epoch = S.epoch;
-  long long t0 = sl_proc_now_ms();
+  long long t0 = sl_clock_mono_ms();
   sl_rpc_server_destroy(f->md->srv); /* keep the store: only the service dies */
   f->md->srv = NULL;
   await(&S.lost_hooks, 1);
-  long long ms = sl_proc_now_ms() - t0;
+  long long ms = sl_clock_mono_ms() - t0;
   print_message("session lost %lld ms after the service went away (TTL 2 s)\n", ms);
   assert_true(ms <= 2000);
   assert_string_equal(S.hook_partition, "public/g");

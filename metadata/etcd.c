@@ -45,7 +45,6 @@ static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
 static void curl_init_once(void) { curl_global_init(CURL_GLOBAL_DEFAULT); }
 void sl_etcd_global_init_(void) { pthread_once(&curl_once, curl_init_once); }
 
-int64_t sl_etcd_now_ms(void) { return sl_clock_mono_ms(); }
 
 size_t sl_etcd_endpoint_count_(const sl_etcd *c) { return c->n_endpoints; }
 const char *sl_etcd_endpoint_(const sl_etcd *c, size_t i) { return c->endpoints[i]; }
@@ -285,7 +284,7 @@ static xfer perform(sl_etcd *c, conn *cn, size_t ep, const char *path,
 /* Feeds one attempt to the fail-fast gate (invariant 1 of etcd_breaker.h)
  * and logs the gate's transitions. */
 static void note_attempt(sl_etcd *c, size_t ep, const xfer *x) {
-  int64_t now = sl_etcd_now_ms();
+  int64_t now = sl_clock_mono_ms();
   if (x->connect_failed) {
     if (sl_etcd_breaker_failed(&c->breaker, ep, now, x->detail))
       sl_log(SL_LOG_WARN, "event=etcd_down endpoints=%zu fail_fast_ms=%d last=\"%s\"",
@@ -318,7 +317,7 @@ static sl_status http_error(conn *cn, long http, const char *what, sl_err *err) 
 typedef struct attempt {
   const char *path, *body, *what;
   bool is_read;     /* safe to repeat (retry rule 2) */
-  int64_t deadline; /* sl_etcd_now_ms() clock */
+  int64_t deadline; /* sl_clock_mono_ms() clock */
   sl_status last_st; /* the latest retryable failure ... */
   char last[sizeof(((xfer *)0)->detail)]; /* ... and its text */
 } attempt;
@@ -334,7 +333,7 @@ static bool one_round(sl_etcd *c, conn *cn, attempt *a, sl_status *st, sl_err *e
   size_t first = sl_etcd_preferred_(c);
   for (size_t k = 0; k < c->n_endpoints; k++) {
     size_t ep = (first + k) % c->n_endpoints;
-    int64_t left = a->deadline - sl_etcd_now_ms();
+    int64_t left = a->deadline - sl_clock_mono_ms();
     if (left <= 0) return false;
     xfer x = perform(c, cn, ep, a->path, a->body, left);
     note_attempt(c, ep, &x);
@@ -380,7 +379,7 @@ static bool one_round(sl_etcd *c, conn *cn, attempt *a, sl_status *st, sl_err *e
  */
 static sl_status call(sl_etcd *c, conn *cn, int64_t caller_deadline, const char *path,
                       const char *body, bool is_read, const char *what, sl_err *err) {
-  int64_t start = sl_etcd_now_ms();
+  int64_t start = sl_clock_mono_ms();
   attempt a = {path, body, what, is_read, start + c->opts.timeout_ms, SL_EUNAVAIL,
                "no attempt"};
   bool callers = caller_deadline < a.deadline;
@@ -401,10 +400,10 @@ static sl_status call(sl_etcd *c, conn *cn, int64_t caller_deadline, const char 
     bool decided = one_round(c, cn, &a, &st, err);
     if (probe) sl_etcd_breaker_probe_done(&c->breaker);
     if (decided) return st;
-    if (!sl_etcd_breaker_admit(&c->breaker, sl_etcd_now_ms(), false, &probe, why,
+    if (!sl_etcd_breaker_admit(&c->breaker, sl_clock_mono_ms(), false, &probe, why,
                                sizeof(why)))
       return sl_err_set(err, SL_EUNAVAIL, "etcd %s: %s", what, why);
-    int64_t left = a.deadline - sl_etcd_now_ms();
+    int64_t left = a.deadline - sl_clock_mono_ms();
     if (left <= 0) break;
     struct timespec ts = {0, (long)(backoff < left ? backoff : left) * 1000000L};
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
@@ -673,7 +672,7 @@ sl_status sl_etcd_compact(sl_etcd *c, int64_t deadline_ms, int64_t revision, sl_
 }
 
 bool sl_etcd_failing_fast(sl_etcd *c) {
-  return sl_etcd_breaker_is_open(&c->breaker, sl_etcd_now_ms());
+  return sl_etcd_breaker_is_open(&c->breaker, sl_clock_mono_ms());
 }
 
 sl_status sl_etcd_revision(sl_etcd *c, int64_t deadline_ms, int64_t *revision,

@@ -55,6 +55,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/clock.h"
 #include "common/status.h"
 #include "metadata/etcd_json.h"
 
@@ -71,14 +72,11 @@ typedef struct sl_etcd_opts {
 #define SL_ETCD_OPTS_INIT {.timeout_ms = 5000, .connect_timeout_ms = 1000, .down_ms = 500}
 
 /* `deadline_ms` of the calls below: an absolute time on the CLOCK_MONOTONIC
- * clock in milliseconds (sl_etcd_now_ms), by which the call must end even
+ * clock in milliseconds (sl_clock_mono_ms), by which the call must end even
  * if opts.timeout_ms would allow more. SL_ETCD_NO_DEADLINE: opts.timeout_ms
  * alone. A deadline already passed fails the call with SL_ETIMEDOUT before
  * any attempt. */
 #define SL_ETCD_NO_DEADLINE INT64_MAX
-
-/* Now on the clock of deadline_ms. */
-int64_t sl_etcd_now_ms(void);
 
 /* True while the fail-fast gate is open (etcd_breaker.h, invariant 2):
  * every endpoint failed to connect within down_ms. */

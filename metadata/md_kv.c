@@ -36,7 +36,6 @@ void sl_md_deadline_begin(sl_store_deadline *d, const sl_rpc_call *call) {
   sl_store_deadline_begin(d, left);
 }
 
-int64_t sl_md_now_ms(void) { return sl_clock_wall_ms(); }
 
 sl_status sl_md_store_status(sl_status st) {
   return st == SL_ETIMEDOUT ? SL_EUNAVAIL : st;

@@ -37,6 +37,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "metadata/md_names.h"
 #include "metadata/service_int.h"
@@ -296,7 +297,7 @@ static sl_status create_ledger(sl_md_service *md, const Sluice__V1__CreateLedger
     return sl_err_set(err, SL_EINVAL, "ledger %" PRIu64 ": a new ledger has no recovery epoch "
                       "and no re-replications", l->ledger_id);
   l->owner_epoch = req->epoch;
-  if (l->create_time_ms == 0) l->create_time_ms = sl_md_now_ms();
+  if (l->create_time_ms == 0) l->create_time_ms = sl_clock_wall_ms();
   uint64_t explicit_id = l->ledger_id;
   bool retry = true;
   for (int i = 0; i < SL_MD_RETRIES && retry; i++)

@@ -29,9 +29,9 @@ static double value(const char *name, const char *const *labels) {
 
 /* Polls a gauge until it reads `want` (the monitor sets it every 20 ms). */
 static void await_value(const char *name, const char *const *labels, double want) {
-  long long deadline = mdt_now_ms() + 5000;
+  long long deadline = sl_clock_mono_ms() + 5000;
   while (value(name, labels) != want) {
-    if (mdt_now_ms() > deadline)
+    if (sl_clock_mono_ms() > deadline)
       fail_msg("%s is %g after 5 s, want %g", name, value(name, labels), want);
     struct timespec ts = {0, 5 * 1000 * 1000};
     nanosleep(&ts, NULL);
@@ -120,11 +120,11 @@ static void test_md_monitor__probes_once_per_interval(void **state) {
   sl_err err = SL_ERR_INIT;
   double before = value("sluice_metadata_store_probes_total", NULL);
   mdt_expect(sl_md_service_monitor_start(l->md, l->srv, 200, &err), SL_OK, &err);
-  long long t0 = mdt_now_ms();
+  long long t0 = sl_clock_mono_ms();
   struct timespec ts = {1, 0};
   nanosleep(&ts, NULL);
   sl_md_service_monitor_stop(l->md);
-  long long took = mdt_now_ms() - t0;
+  long long took = sl_clock_mono_ms() - t0;
   double n = value("sluice_metadata_store_probes_total", NULL) - before;
   print_message("%g probes in %lld ms at a 200 ms interval\n", n, took);
   assert_true(n >= 1);

@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "metadata/md_names.h"
 #include "metadata/service_int.h"
@@ -346,7 +347,7 @@ static sl_status create_topic(sl_md_service *md, const Sluice__V1__CreateTopicRe
   sl_md_key_fmt(&tomb, "deleted-topics/%s", req->name);
   info->name = req->name;
   info->partitions = req->partitions;
-  info->create_time_ms = sl_md_now_ms();
+  info->create_time_ms = sl_clock_wall_ms();
   size_t len;
   uint8_t *val = sl_md_pack(&info->base, &len);
   sl_store_cmp cmps[3] = {{ns.s, ns.len, SL_STORE_REV_EXISTS},

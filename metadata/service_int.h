@@ -96,9 +96,6 @@ void sl_md_key_fmt(sl_md_key *k, const char *fmt, ...)
  */
 void sl_md_deadline_begin(sl_store_deadline *d, const sl_rpc_call *call);
 
-/* Wall clock in Unix milliseconds. */
-int64_t sl_md_now_ms(void);
-
 /* The store's status as the service reports it: a store that does not
  * answer in time is UNAVAILABLE to our clients (their own deadline is
  * separate), everything else passes through. */

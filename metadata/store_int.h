@@ -56,7 +56,7 @@ struct sl_store_watch {
 };
 
 /* The calling thread's deadline (sl_store_deadline_begin) on the
- * CLOCK_MONOTONIC millisecond clock (the one of sl_etcd_now_ms), or
+ * CLOCK_MONOTONIC millisecond clock (the one of sl_clock_mono_ms), or
  * INT64_MAX when it has none. */
 int64_t sl_store_deadline_(void);
 

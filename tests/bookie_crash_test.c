@@ -24,6 +24,7 @@
 #include <time.h>
 #include <cmocka.h>
 
+#include "common/clock.h"
 #include "tests/bookie_testlib.h"
 #include "tests/proc.h"
 
@@ -191,7 +192,7 @@ static void test_bookie_crash__acked_adds_survive_kill9(void **state) {
   pthread_mutex_init(&w->mu, NULL);
   for (int k = 0; k < NL; k++) w->l[k].id = 100 + (uint64_t)k;
   uint64_t total = 0;
-  long long t0 = sl_proc_now_ms();
+  long long t0 = sl_clock_mono_ms();
   for (int n = 0; n < cycles; n++) total += cycle(c, w, &seed, n);
 
   /* Everything acked in every cycle, once more. */
@@ -212,7 +213,7 @@ static void test_bookie_crash__acked_adds_survive_kill9(void **state) {
   protobuf_c_message_free_unpacked(&info->base, NULL);
   sl_rpc_channel_destroy(ch);
   printf("bookie_crash: %d cycles, %zu acked entries verified, %.1f s per cycle\n", cycles,
-         checked, (double)(sl_proc_now_ms() - t0) / 1000.0 / cycles);
+         checked, (double)(sl_clock_mono_ms() - t0) / 1000.0 / cycles);
   for (int k = 0; k < NL; k++) free(w->l[k].acked);
   pthread_mutex_destroy(&w->mu);
   free(w);

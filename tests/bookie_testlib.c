@@ -9,6 +9,7 @@
 #include <time.h>
 #include <cmocka.h>
 
+#include "common/clock.h"
 #include "common/crc32c.h"
 #include "tests/proc.h"
 
@@ -305,10 +306,10 @@ Sluice__V1__GetInfoResponse *sl_bktest_info(sl_rpc_channel *ch) {
 }
 
 bool sl_bktest_poll(bool (*pred)(void *arg), void *arg, int timeout_ms) {
-  long long deadline = sl_proc_now_ms() + timeout_ms;
+  long long deadline = sl_clock_mono_ms() + timeout_ms;
   for (;;) {
     if (pred(arg)) return true;
-    if (sl_proc_now_ms() > deadline) return false;
+    if (sl_clock_mono_ms() > deadline) return false;
     struct timespec ts = {0, 5 * 1000 * 1000};
     nanosleep(&ts, NULL);
   }

@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "common/rpc_client.h"
 #include "metadata.slrpc.h"
 #include "tests/proc.h"
@@ -111,7 +112,7 @@ static int scan_ready(const char *log, int *port) {
 
 static sl_status wait_ready(sl_cluster *c, node *nd, sl_err *err) {
   int timeout = c->opts.ready_timeout_ms > 0 ? c->opts.ready_timeout_ms : 20000;
-  long long deadline = sl_proc_now_ms() + timeout;
+  long long deadline = sl_clock_mono_ms() + timeout;
   for (;;) {
     int port = 0;
     int seen = scan_ready(nd->log, &port);
@@ -124,7 +125,7 @@ static sl_status wait_ready(sl_cluster *c, node *nd, sl_err *err) {
     if (!sl_proc_running(&nd->proc))
       return sl_err_set(err, SL_EUNAVAIL, "%s: exited before ready (see %s)",
                         nd->id, nd->log);
-    if (sl_proc_now_ms() > deadline)
+    if (sl_clock_mono_ms() > deadline)
       return sl_err_set(err, SL_ETIMEDOUT, "%s: not ready after %d ms (see %s)",
                         nd->id, timeout, nd->log);
     struct timespec ts = {0, 10 * 1000 * 1000};
@@ -252,7 +253,7 @@ sl_status sl_cluster_wait_brokers(sl_cluster *c, int want, int timeout_ms, sl_er
   sl_rpc_channel *ch = NULL;
   sl_status st = metadata_channel(c, &ch, err);
   if (st != SL_OK) return st;
-  long long deadline = sl_proc_now_ms() + timeout_ms;
+  long long deadline = sl_clock_mono_ms() + timeout_ms;
   int have = 0;
   for (;;) {
     Sluice__V1__ListBrokersRequest req = SLUICE__V1__LIST_BROKERS_REQUEST__INIT;
@@ -264,7 +265,7 @@ sl_status sl_cluster_wait_brokers(sl_cluster *c, int want, int timeout_ms, sl_er
       protobuf_c_message_free_unpacked(&resp->base, NULL);
       if (have >= want) break;
     }
-    if (sl_proc_now_ms() > deadline) {
+    if (sl_clock_mono_ms() > deadline) {
       st = sl_err_set(err, SL_ETIMEDOUT, "cluster: %d of %d brokers registered after %d ms",
                       have, want, timeout_ms);
       break;

@@ -6,6 +6,7 @@
 
 #include "bookie.slrpc.h"
 #include "broker.slrpc.h"
+#include "common/clock.h"
 #include "common/crc32c.h"
 #include "metadata.slrpc.h"
 #include "tests/proc.h"
@@ -17,7 +18,7 @@ static const char kPayload[] = "hello from sluice";
 
 /* Registration is asynchronous: poll ListBookies until every bookie shows. */
 static sl_status wait_bookies(sl_rpc_channel *md, int want, FILE *out, sl_err *err) {
-  long long deadline = sl_proc_now_ms() + DEMO_TIMEOUT_MS;
+  long long deadline = sl_clock_mono_ms() + DEMO_TIMEOUT_MS;
   Sluice__V1__ListBookiesRequest req = SLUICE__V1__LIST_BOOKIES_REQUEST__INIT;
   sl_rpc_call_opts opts = {.timeout_ms = 2000};
   for (;;) {
@@ -33,7 +34,7 @@ static sl_status wait_bookies(sl_rpc_channel *md, int want, FILE *out, sl_err *e
       return SL_OK;
     }
     if (resp != NULL) protobuf_c_message_free_unpacked(&resp->base, NULL);
-    if (sl_proc_now_ms() > deadline)
+    if (sl_clock_mono_ms() > deadline)
       return st != SL_OK ? sl_err_wrap(err, st, "list bookies")
                          : sl_err_set(err, SL_ETIMEDOUT, "bookies did not register");
     struct timespec ts = {0, 50 * 1000 * 1000};

@@ -8,6 +8,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/clock.h"
+
 #define START_TIMEOUT_MS 30000
 #define START_ATTEMPTS 4
 
@@ -101,14 +103,14 @@ static bool answers(const char *endpoint) {
 }
 
 sl_status sl_etcd_proc_wait_healthy(sl_etcd_proc *e, int timeout_ms, sl_err *err) {
-  long long deadline = sl_proc_now_ms() + timeout_ms;
+  long long deadline = sl_clock_mono_ms() + timeout_ms;
   for (;;) {
     if (answers(e->endpoint)) return SL_OK;
     if (!sl_proc_running(&e->proc))
       return sl_err_set(err, SL_EUNAVAIL,
                         "etcd %s: exited (wait status 0x%x), see %s/etcd.log",
                         e->endpoint, e->proc.wait_status, e->dir);
-    if (sl_proc_now_ms() >= deadline)
+    if (sl_clock_mono_ms() >= deadline)
       return sl_err_set(err, SL_ETIMEDOUT, "etcd %s: not healthy after %d ms, see %s/etcd.log",
                         e->endpoint, timeout_ms, e->dir);
     usleep(50 * 1000);

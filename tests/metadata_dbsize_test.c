@@ -80,9 +80,9 @@ static void test_metadata_dbsize__busy_cursor_keeps_etcd_bounded(void **state) {
   long long peak = size0, mid_size = -1;
   double mid_written = 0;
   int64_t version = 0;
-  long long writes = 0, t0 = mdt_now_ms(), next_sample = t0;
+  long long writes = 0, t0 = sl_clock_mono_ms(), next_sample = t0;
   double written = 0;
-  while (written < TARGET_MIB * MIB || mdt_now_ms() - t0 < MIN_MS) {
+  while (written < TARGET_MIB * MIB || sl_clock_mono_ms() - t0 < MIN_MS) {
     md.entry_id = writes;
     Sluice__V1__UpdateCursorRequest req = SLUICE__V1__UPDATE_CURSOR_REQUEST__INIT;
     req.info = &c;
@@ -95,23 +95,23 @@ static void test_metadata_dbsize__busy_cursor_keeps_etcd_bounded(void **state) {
     protobuf_c_message_free_unpacked(&resp->base, NULL);
     writes++;
     written = (double)writes * (double)value_bytes;
-    if (mid_size < 0 && written >= TARGET_MIB * MIB / 2 && mdt_now_ms() - t0 >= MIN_MS / 2) {
+    if (mid_size < 0 && written >= TARGET_MIB * MIB / 2 && sl_clock_mono_ms() - t0 >= MIN_MS / 2) {
       long long in_use;
       db_size(f, &mid_size, &in_use);
       if (mid_size > peak) peak = mid_size;
       mid_written = written;
     }
-    if (mdt_now_ms() >= next_sample) {
+    if (sl_clock_mono_ms() >= next_sample) {
       long long size, in_use;
       db_size(f, &size, &in_use);
       if (size > peak) peak = size;
       print_message("t=%5lld ms writes=%lld written=%.1f MiB db=%.1f MiB in_use=%.1f MiB\n",
-                    mdt_now_ms() - t0, writes, written / MIB, size / MIB,
+                    sl_clock_mono_ms() - t0, writes, written / MIB, size / MIB,
                     in_use / MIB);
       next_sample += 2000;
     }
   }
-  long long took = mdt_now_ms() - t0;
+  long long took = sl_clock_mono_ms() - t0;
   /* Let the last compaction run, then give the space back. */
   sleep_ms(3000);
   long long size, in_use;

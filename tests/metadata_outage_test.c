@@ -147,9 +147,9 @@ static void test_metadata_outage__unavailable_then_back(void **state) {
 
   mdt_etcd_kill9(f->c);
   for (int i = 0; i < N_CALLS; i++) {
-    long long t0 = mdt_now_ms();
+    long long t0 = sl_clock_mono_ms();
     sl_status st = call(f, i, DEADLINE_MS, &err);
-    long long took = mdt_now_ms() - t0;
+    long long took = sl_clock_mono_ms() - t0;
     if (st != SL_EUNAVAIL)
       fail_msg("call %d with etcd down: %s (%s), want unavailable", i, sl_status_str(st),
                sl_err_msg(&err, st));
@@ -165,7 +165,7 @@ static void test_metadata_outage__unavailable_then_back(void **state) {
 
   /* etcd returns: the same service process works again. */
   mdt_etcd_restart(f->c);
-  long long deadline = mdt_now_ms() + 20000;
+  long long deadline = sl_clock_mono_ms() + 20000;
   sl_status st;
   do {
     st = call(f, 0, DEADLINE_MS, &err);
@@ -173,7 +173,7 @@ static void test_metadata_outage__unavailable_then_back(void **state) {
       struct timespec ts = {0, 50 * 1000 * 1000};
       nanosleep(&ts, NULL);
     }
-  } while (st != SL_OK && mdt_now_ms() < deadline);
+  } while (st != SL_OK && sl_clock_mono_ms() < deadline);
   mdt_expect(st, SL_OK, &err);
   /* The session survived (an etcd restart renews leases), the CAS works,
    * and ownership is still ours. */
@@ -188,15 +188,15 @@ static void test_metadata_outage__unavailable_then_back(void **state) {
  * took, failing the test past limit_ms. */
 static long long wait_serving(fixture *f, long long limit_ms) {
   sl_err err = SL_ERR_INIT;
-  long long t0 = mdt_now_ms();
+  long long t0 = sl_clock_mono_ms();
   sl_status st;
   while ((st = call(f, 0, DEADLINE_MS, &err)) != SL_OK) {
-    if (mdt_now_ms() - t0 > limit_ms)
+    if (sl_clock_mono_ms() - t0 > limit_ms)
       fail_msg("service not back %lld ms after etcd: %s", limit_ms, sl_err_msg(&err, st));
     struct timespec ts = {0, 20 * 1000 * 1000};
     nanosleep(&ts, NULL);
   }
-  return mdt_now_ms() - t0;
+  return sl_clock_mono_ms() - t0;
 }
 
 /* True once every thread of pid is stopped ('T' in /proc/pid/task/N/stat). */
@@ -229,9 +229,9 @@ static bool all_stopped(pid_t pid) {
 static void freeze_etcd(fixture *f) {
   pid_t pid = sl_cluster_etcd(f->c)->proc.pid;
   assert_int_equal(kill(pid, SIGSTOP), 0);
-  long long deadline = mdt_now_ms() + 5000;
+  long long deadline = sl_clock_mono_ms() + 5000;
   while (!all_stopped(pid)) {
-    if (mdt_now_ms() > deadline) fail_msg("etcd did not stop within 5 s");
+    if (sl_clock_mono_ms() > deadline) fail_msg("etcd did not stop within 5 s");
     struct timespec ts = {0, 1000 * 1000};
     nanosleep(&ts, NULL);
   }
@@ -242,9 +242,9 @@ static void freeze_etcd(fixture *f) {
 static void expect_unavailable_in_time(fixture *f, int n_kinds, const char *how) {
   sl_err err = SL_ERR_INIT;
   for (int i = 0; i < n_kinds; i++) {
-    long long t0 = mdt_now_ms();
+    long long t0 = sl_clock_mono_ms();
     sl_status st = call(f, i, SHORT_DEADLINE_MS, &err);
-    long long took = mdt_now_ms() - t0;
+    long long took = sl_clock_mono_ms() - t0;
     print_message("etcd %s: call %d -> %s in %lld ms (deadline %d ms)\n", how, i,
                   sl_status_str(st), took, SHORT_DEADLINE_MS);
     if (st != SL_EUNAVAIL)
@@ -300,13 +300,13 @@ static void test_metadata_outage__burst_fails_fast_then_recovers(void **state) {
    * 16 workers busy for 25 s at least. */
   burst b[BURST_THREADS];
   pthread_t t[BURST_THREADS];
-  long long t0 = mdt_now_ms();
+  long long t0 = sl_clock_mono_ms();
   for (int i = 0; i < BURST_THREADS; i++) {
     b[i] = (burst){.f = f, .index = i};
     assert_int_equal(pthread_create(&t[i], NULL, burst_main, &b[i]), 0);
   }
   for (int i = 0; i < BURST_THREADS; i++) assert_int_equal(pthread_join(t[i], NULL), 0);
-  long long took = mdt_now_ms() - t0;
+  long long took = sl_clock_mono_ms() - t0;
   print_message("%d calls from %d threads with etcd down: %lld ms\n",
                 BURST_THREADS * BURST_CALLS, BURST_THREADS, took);
   for (int i = 0; i < BURST_THREADS; i++)
@@ -341,17 +341,17 @@ static int health(fixture *f, const char *service) {
 
 /* Polls until both the server and the service report `want`. */
 static void await_health(fixture *f, int want, const char *why) {
-  long long t0 = mdt_now_ms(), deadline = t0 + 15000;
+  long long t0 = sl_clock_mono_ms(), deadline = t0 + 15000;
   for (;;) {
     int all = health(f, ""), svc = health(f, "sluice.v1.MetadataService");
     if (all == want && svc == want) break;
-    if (mdt_now_ms() > deadline)
+    if (sl_clock_mono_ms() > deadline)
       fail_msg("%s: health is %d/%d after 15 s, want %d", why, all, svc, want);
     struct timespec ts = {0, 20 * 1000 * 1000};
     nanosleep(&ts, NULL);
   }
   print_message("%s: health %s after %lld ms\n", why, want == SERVING ? "SERVING" : "NOT_SERVING",
-                mdt_now_ms() - t0);
+                sl_clock_mono_ms() - t0);
 }
 
 /* Kubernetes stops routing to a replica whose store is gone: health is

@@ -105,11 +105,11 @@ static sl_status lookup(sl_rpc_channel *ch, const char *p, uint64_t *epoch, sl_e
 
 /* Polls until p has no owner; returns when that was seen. */
 static long long wait_unowned(sl_rpc_channel *ch, const char *p, int timeout_ms) {
-  long long deadline = mdt_now_ms() + timeout_ms;
-  while (mdt_now_ms() < deadline) {
+  long long deadline = sl_clock_mono_ms() + timeout_ms;
+  while (sl_clock_mono_ms() < deadline) {
     sl_err err = SL_ERR_INIT;
     sl_status st = lookup(ch, p, NULL, &err);
-    if (st == SL_ENOTFOUND) return mdt_now_ms();
+    if (st == SL_ENOTFOUND) return sl_clock_mono_ms();
     mdt_expect(st, SL_OK, &err);
     sleep_ms(20);
   }
@@ -183,12 +183,12 @@ static void test_metadata_ownership__epochs_survive_restarts(void **state) {
   /* etcd crashes and comes back. */
   mdt_etcd_kill9(f->c);
   mdt_etcd_restart(f->c);
-  long long deadline = mdt_now_ms() + 15000;
+  long long deadline = sl_clock_mono_ms() + 15000;
   sl_status st;
   do { /* the first calls after an etcd restart may still fail */
     st = lookup(f->ch, p, NULL, &err);
     if (st != SL_ENOTFOUND) sleep_ms(50);
-  } while (st != SL_ENOTFOUND && mdt_now_ms() < deadline);
+  } while (st != SL_ENOTFOUND && sl_clock_mono_ms() < deadline);
   mdt_expect(st, SL_ENOTFOUND, &err);
   assert_int_equal(cycle(f->ch, p, "b4"), 4);
 }

@@ -118,7 +118,7 @@ static void test_metadata_replicas__kill_one_lose_nothing(void **state) {
 
   /* A client of both replicas fails over to the live one. */
   sl_rpc_channel *both = mdt_connect(sl_cluster_metadata_target(f->c));
-  long long deadline = mdt_now_ms() + 15000;
+  long long deadline = sl_clock_mono_ms() + 15000;
   sl_status st;
   do {
     int64_t entry = 0;
@@ -127,7 +127,7 @@ static void test_metadata_replicas__kill_one_lose_nothing(void **state) {
       struct timespec ts = {0, 50 * 1000 * 1000};
       nanosleep(&ts, NULL);
     }
-  } while (st != SL_OK && mdt_now_ms() < deadline);
+  } while (st != SL_OK && sl_clock_mono_ms() < deadline);
   mdt_expect(st, SL_OK, &err);
   sl_rpc_channel_destroy(both);
 

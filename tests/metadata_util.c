@@ -12,8 +12,6 @@
 
 #include "tests/proc.h"
 
-long long mdt_now_ms(void) { return sl_proc_now_ms(); }
-
 void mdt_expect_(sl_status st, sl_status want, const sl_err *err, const char *file, int line) {
   if (st != want)
     fail_msg("%s:%d: got %s (%s), want %s", file, line, sl_status_str(st),
@@ -344,7 +342,7 @@ static void *keeper_main(void *arg) {
     if (st != SL_OK)
       k->failures++;
     else
-      k->last_ok_ms = mdt_now_ms();
+      k->last_ok_ms = sl_clock_mono_ms();
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     ts.tv_sec += k->interval_ms / 1000;

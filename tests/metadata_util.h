@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "common/clock.h"
 #include "common/rpc_client.h"
 #include "common/rpc_server.h"
 #include "metadata.pb-c.h"
@@ -111,11 +112,8 @@ typedef struct mdt_keeper mdt_keeper;
 mdt_keeper *mdt_keeper_start(sl_rpc_channel *ch, const char *broker_id, int64_t session,
                              int interval_ms);
 /* Stops it; returns how many keepalives failed. *last_ok_ms (may be NULL)
- * gets the mdt_now_ms() at which the last successful keepalive returned. */
+ * gets the sl_clock_mono_ms() at which the last successful keepalive returned. */
 int mdt_keeper_stop(mdt_keeper *k, long long *last_ok_ms);
-
-/* Milliseconds on a monotonic clock. */
-long long mdt_now_ms(void);
 
 /* Fails the test with the status and message unless st == want. */
 #define mdt_expect(st, want, err)                                                   \

@@ -46,7 +46,7 @@ static void update_load(sl_rpc_channel *ch, int64_t session, uint32_t load) {
 
 /* Polls a read until the service answers again after an etcd restart. */
 static void wait_serving(sl_rpc_channel *ch, int timeout_ms) {
-  long long deadline = mdt_now_ms() + timeout_ms;
+  long long deadline = sl_clock_mono_ms() + timeout_ms;
   sl_status st;
   sl_err err = SL_ERR_INIT;
   do {
@@ -59,7 +59,7 @@ static void wait_serving(sl_rpc_channel *ch, int timeout_ms) {
       struct timespec ts = {0, 50 * 1000 * 1000};
       nanosleep(&ts, NULL);
     }
-  } while (st != SL_OK && mdt_now_ms() < deadline);
+  } while (st != SL_OK && sl_clock_mono_ms() < deadline);
   mdt_expect(st, SL_OK, &err);
 }
 

@@ -75,8 +75,6 @@ static void untrack(pid_t pid) {
   }
 }
 
-long long sl_proc_now_ms(void) { return sl_clock_mono_ms(); }
-
 static void sleep_ms(int ms) {
   struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
   while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
@@ -187,10 +185,10 @@ static bool reap(sl_proc *p, bool block) {
 bool sl_proc_running(sl_proc *p) { return p->pid > 0 && !reap(p, false); }
 
 sl_status sl_proc_wait_exit(sl_proc *p, int timeout_ms, sl_err *err) {
-  long long deadline = sl_proc_now_ms() + timeout_ms;
+  long long deadline = sl_clock_mono_ms() + timeout_ms;
   pid_t pid = p->pid;
   while (!reap(p, false)) {
-    if (sl_proc_now_ms() >= deadline)
+    if (sl_clock_mono_ms() >= deadline)
       return sl_err_set(err, SL_ETIMEDOUT, "process %d: still running after %d ms",
                         (int)pid, timeout_ms);
     sleep_ms(10);
@@ -246,14 +244,14 @@ static bool port_accepts(int port) {
 }
 
 sl_status sl_proc_wait_port(sl_proc *p, int port, int timeout_ms, sl_err *err) {
-  long long deadline = sl_proc_now_ms() + timeout_ms;
+  long long deadline = sl_clock_mono_ms() + timeout_ms;
   for (;;) {
     if (port_accepts(port)) return SL_OK;
     if (p != NULL && !sl_proc_running(p))
       return sl_err_set(err, SL_EUNAVAIL,
                         "port %d: process exited (wait status 0x%x) before listening",
                         port, p->wait_status);
-    if (sl_proc_now_ms() >= deadline)
+    if (sl_clock_mono_ms() >= deadline)
       return sl_err_set(err, SL_ETIMEDOUT, "port %d: not accepting after %d ms",
                         port, timeout_ms);
     sleep_ms(20);

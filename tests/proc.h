@@ -89,7 +89,4 @@ sl_status sl_proc_tempdir(const char *name, char **out, sl_err *err);
 /* Removes a directory tree (like rm -rf). Missing is not an error. */
 sl_status sl_proc_rmtree(const char *path, sl_err *err);
 
-/* Milliseconds on the monotonic clock; for test deadlines. */
-long long sl_proc_now_ms(void);
-
 #endif

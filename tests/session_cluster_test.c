@@ -157,7 +157,7 @@ static void on_established(void *arg, const sl_session_event *ev) {
 
 static void on_lost(void *arg, const sl_session_event *ev) {
   watcher *w = arg;
-  int64_t at = mdt_now_ms();
+  int64_t at = sl_clock_mono_ms();
   /* Straight to etcd (the service is stopped): is the registration, bound
    * to the session's lease, still there? */
   static const char key[] = "/sluice/brokers/b-lost";
@@ -183,9 +183,9 @@ static int count(watcher *w, const int *c) {
 
 static void await_count(watcher *w, const int *c, int want, int64_t timeout_ms,
                         const char *what) {
-  int64_t end = mdt_now_ms() + scaled(timeout_ms);
+  int64_t end = sl_clock_mono_ms() + scaled(timeout_ms);
   while (count(w, c) < want) {
-    if (mdt_now_ms() > end) fail_msg("%s: not seen within %lld ms", what, (long long)timeout_ms);
+    if (sl_clock_mono_ms() > end) fail_msg("%s: not seen within %lld ms", what, (long long)timeout_ms);
     pause_ms(2);
   }
 }
@@ -220,11 +220,11 @@ static void test_session_cluster__lost_before_lease_expires(void **state) {
   int64_t first = w.last.session_id;
   /* Keep-alives go through for a while. */
   sl_session_status st;
-  int64_t end = mdt_now_ms() + scaled(10000);
+  int64_t end = sl_clock_mono_ms() + scaled(10000);
   do {
     pause_ms(20);
     sl_session_get_status(s, &st);
-  } while (st.keepalives < 2 && mdt_now_ms() < end);
+  } while (st.keepalives < 2 && sl_clock_mono_ms() < end);
   assert_true(st.keepalives >= 2);
 
   signal_metadata(f, SIGSTOP);
@@ -240,12 +240,12 @@ static void test_session_cluster__lost_before_lease_expires(void **state) {
    * earliest moment anyone else could take over. */
   static const char key[] = "/sluice/brokers/b-lost";
   int64_t gone_ms = 0;
-  end = mdt_now_ms() + scaled(ttl * 1000 + 2000);
-  while (gone_ms == 0 && mdt_now_ms() < end) {
+  end = sl_clock_mono_ms() + scaled(ttl * 1000 + 2000);
+  while (gone_ms == 0 && sl_clock_mono_ms() < end) {
     sl_store_kv kv = {0};
     sl_status kst = sl_store_get(w.etcd, key, sizeof(key) - 1, &kv, NULL);
     if (kst == SL_OK) sl_store_kv_release(&kv);
-    if (kst == SL_ENOTFOUND) gone_ms = mdt_now_ms();
+    if (kst == SL_ENOTFOUND) gone_ms = sl_clock_mono_ms();
     else pause_ms(5);
   }
   signal_metadata(f, SIGCONT);
@@ -292,20 +292,20 @@ static int64_t bookie_start_time(fixture *f) {
 static void test_session_cluster__restart_registers_at_once(void **state) {
   fixture *f = *state;
   sl_err err = SL_ERR_INIT;
-  int64_t end = mdt_now_ms() + scaled(10000), before = 0;
-  while ((before = bookie_start_time(f)) == 0 && mdt_now_ms() < end) pause_ms(20);
+  int64_t end = sl_clock_mono_ms() + scaled(10000), before = 0;
+  while ((before = bookie_start_time(f)) == 0 && sl_clock_mono_ms() < end) pause_ms(20);
   assert_true(before != 0);
   mdt_expect(sl_cluster_kill9(f->c, SL_NODE_BOOKIE, 0, &err), SL_OK, &err);
-  int64_t t0 = mdt_now_ms();
+  int64_t t0 = sl_clock_mono_ms();
   mdt_expect(sl_cluster_restart(f->c, SL_NODE_BOOKIE, 0, &err), SL_OK, &err);
-  int64_t ready = mdt_now_ms();
+  int64_t ready = sl_clock_mono_ms();
   /* The old session's lease has BOOKIE_TTL_S to run; the new process must
    * not wait for it. */
   int64_t now_t = 0;
   end = t0 + scaled(BOOKIE_TTL_S * 1000 / 3);
-  while (((now_t = bookie_start_time(f)) == before || now_t == 0) && mdt_now_ms() < end)
+  while (((now_t = bookie_start_time(f)) == before || now_t == 0) && sl_clock_mono_ms() < end)
     pause_ms(10);
-  int64_t done = mdt_now_ms();
+  int64_t done = sl_clock_mono_ms();
   print_message("bookie restarted under the same id: registered %lld ms after kill -9 (%lld ms"
                 " after it was ready); its old session had %d s to run\n",
                 (long long)(done - t0), (long long)(done - ready), BOOKIE_TTL_S);
@@ -315,8 +315,8 @@ static void test_session_cluster__restart_registers_at_once(void **state) {
 static void test_session_cluster__same_id_other_address_refused(void **state) {
   fixture *f = *state;
   sl_err err = SL_ERR_INIT;
-  int64_t end = mdt_now_ms() + scaled(10000);
-  while (bookie_start_time(f) == 0 && mdt_now_ms() < end) pause_ms(20);
+  int64_t end = sl_clock_mono_ms() + scaled(10000);
+  while (bookie_start_time(f) == 0 && sl_clock_mono_ms() < end) pause_ms(20);
   Sluice__V1__BookieInfo b = SLUICE__V1__BOOKIE_INFO__INIT;
   b.id = (char *)sl_cluster_id(f->c, SL_NODE_BOOKIE, 0);
   b.address = "127.0.0.1:1";

@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/clock.h"
 #include "common/config.h"
 #include "common/log.h"
 #include "common/rpc_client.h"
@@ -225,10 +226,10 @@ static double run_case(shared *sh, op kind, int n, long long seconds) {
   for (int i = 0; i < n; i++) pthread_create(&ts[i], NULL, client_main, &cls[i]);
   sleep_ms(300); /* warm-up: connections, first reads */
   long start_ops = atomic_load(&sh->ops);
-  long long t0 = sl_proc_now_ms();
+  long long t0 = sl_clock_mono_ms();
   sleep_ms(seconds * 1000);
   long done = atomic_load(&sh->ops) - start_ops;
-  long long t1 = sl_proc_now_ms();
+  long long t1 = sl_clock_mono_ms();
   atomic_store(&sh->stop, true);
   for (int i = 0; i < n; i++) pthread_join(ts[i], NULL);
   for (int i = 0; i < n; i++) sl_rpc_channel_destroy(cls[i].ch);
