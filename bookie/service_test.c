@@ -810,6 +810,20 @@ static void test_service__not_found_is_an_answer(void **state) {
   fx_stop(f);
 }
 
+/* Adds entries 0 .. n-1 of ledger (len bytes each, epoch 1) except
+ * `skip` (-1: none) and waits for their acks. */
+static void add_entries(fx *f, uint64_t ledger, int64_t n, size_t len, int64_t skip) {
+  sl_rpc_stream *s = open_adds(f);
+  int sent = 0;
+  for (int64_t e = 0; e < n; e++) {
+    if (e == skip) continue;
+    send_add(s, ledger, e, len, 1, false, (uint64_t)e);
+    sent++;
+  }
+  for (int e = 0; e < sent; e++) assert_int_equal(recv_ack(s, NULL, NULL, 0), 0);
+  sl_rpc_stream_destroy(s);
+}
+
 /* Reads a whole ReadEntries stream; returns the call status. Collects entry
  * ids (checked byte-exact), message sizes and the last message's view. */
 typedef struct range_result {
@@ -864,10 +878,7 @@ static void test_service__read_entries_pages(void **state) {
   (void)state;
   fx *f = fx_start(0, 0);
   char *id = instance_of(f);
-  sl_rpc_stream *s = open_adds(f);
-  for (int64_t e = 0; e < 20; e++) send_add(s, 60, e, 100, 1, false, (uint64_t)e);
-  for (int e = 0; e < 20; e++) assert_int_equal(recv_ack(s, NULL, NULL, 0), 0);
-  sl_rpc_stream_destroy(s);
+  add_entries(f, 60, 20, 100, -1);
   range_result rr;
   sl_err err = SL_ERR_INIT;
   Sluice__V1__ReadEntriesRequest q = SLUICE__V1__READ_ENTRIES_REQUEST__INIT;
@@ -943,17 +954,9 @@ static void test_service__read_entries_pages(void **state) {
 static void test_service__read_entries_striped(void **state) {
   (void)state;
   fx *f = fx_start(0, 0);
-  sl_rpc_stream *s = open_adds(f);
   /* With E=3, Qw=2 entry e's write set is {e mod 3, (e + 1) mod 3}. Entry
    * 16 (write set {1, 2}) is never written. */
-  int sent = 0;
-  for (int64_t e = 0; e < 20; e++) {
-    if (e == 16) continue;
-    send_add(s, 62, e, 50, 1, false, (uint64_t)e);
-    sent++;
-  }
-  for (int e = 0; e < sent; e++) assert_int_equal(recv_ack(s, NULL, NULL, 0), 0);
-  sl_rpc_stream_destroy(s);
+  add_entries(f, 62, 20, 50, 16);
   range_result rr;
   sl_err err = SL_ERR_INIT;
   Sluice__V1__ReadEntriesRequest q = SLUICE__V1__READ_ENTRIES_REQUEST__INIT;

@@ -31,13 +31,6 @@ static int setup(void **state) {
   return 0;
 }
 
-static int teardown(void **state) {
-  sl_lt *t = *state;
-  sl_lt_stop(t);
-  free(t);
-  return 0;
-}
-
 /* Read counters of one bookie. */
 typedef struct reads {
   double unary;    /* ReadEntry calls */
@@ -108,43 +101,44 @@ static void test_ledger_read__backlog_through_ranges(void **state) {
   sl_lt_destroy(lh);
 }
 
-/* One bookie of the ensemble SIGSTOPped: its ranges stall, are cancelled
- * after the speculative delay and its entries come from the others. */
-static void test_ledger_read__bookie_stopped(void **state) {
-  sl_lt *t = *state;
+/* Reads the whole ledger, and a part that starts inside a stripe, with
+ * the bookie in `slot` of its ensemble hit by `sig` (SIGSTOP: silent, its
+ * ranges stall and are cancelled after the speculative delay; SIGKILL:
+ * gone). Every entry still comes, in order, with its bytes
+ * (sl_lt_read_check compares them; the client checked the CRC32C). */
+static void read_without(sl_lt *t, uint32_t slot, int sig) {
   uint64_t id;
   sl_ledger *lh = closed_ledger(t, &id);
-  int victim = sl_lt_ensemble_bookie(t, lh, 0);
-  sl_lt_signal_bookie(t, victim, SIGSTOP);
+  int victim = sl_lt_ensemble_bookie(t, lh, slot);
+  sl_err err = SL_ERR_INIT;
+  if (sig == SIGKILL)
+    assert_int_equal(sl_cluster_kill9(t->cluster, SL_NODE_BOOKIE, victim, &err), SL_OK);
+  else
+    sl_lt_signal_bookie(t, victim, sig);
   int64_t t0 = sl_lt_now_ms(), delivered = 0;
   assert_int_equal(sl_lt_read_check(lh, 0, N - 1, &delivered), SL_OK);
   int64_t ms = sl_lt_now_ms() - t0;
-  print_message("read of %d entries with a bookie stopped: %lld ms\n", N, (long long)ms);
+  print_message("read of %d entries, bookie %s: %lld ms\n", N,
+                sig == SIGKILL ? "killed" : "stopped", (long long)ms);
   assert_int_equal(delivered, N);
   assert_true(ms < 20000); /* waiting out 5 s read timeouts would be far slower */
-  sl_lt_signal_bookie(t, victim, SIGCONT);
-  sl_lt_destroy(lh);
-}
-
-/* One bookie of the ensemble killed: every entry still comes, in order,
- * with its bytes (sl_lt_read_check compares them; the client checked the
- * CRC32C). */
-static void test_ledger_read__bookie_killed(void **state) {
-  sl_lt *t = *state;
-  uint64_t id;
-  sl_ledger *lh = closed_ledger(t, &id);
-  int victim = sl_lt_ensemble_bookie(t, lh, 1);
-  sl_err err = SL_ERR_INIT;
-  assert_int_equal(sl_cluster_kill9(t->cluster, SL_NODE_BOOKIE, victim, &err), SL_OK);
-  int64_t delivered = 0;
-  assert_int_equal(sl_lt_read_check(lh, 0, N - 1, &delivered), SL_OK);
-  assert_int_equal(delivered, N);
-  /* Reads that start in the middle of a stripe, too. */
   assert_int_equal(sl_lt_read_check(lh, 301, 457, &delivered), SL_OK);
   assert_int_equal(delivered, 157);
   sl_lt_destroy(lh);
-  sl_status st = sl_cluster_restart(t->cluster, SL_NODE_BOOKIE, victim, &err);
-  if (st != SL_OK) fail_msg("restart: %s", sl_err_msg(&err, st));
+  if (sig == SIGKILL) {
+    sl_status st = sl_cluster_restart(t->cluster, SL_NODE_BOOKIE, victim, &err);
+    if (st != SL_OK) fail_msg("restart: %s", sl_err_msg(&err, st));
+  } else {
+    sl_lt_signal_bookie(t, victim, SIGCONT);
+  }
+}
+
+static void test_ledger_read__bookie_stopped(void **state) {
+  read_without(*state, 0, SIGSTOP);
+}
+
+static void test_ledger_read__bookie_killed(void **state) {
+  read_without(*state, 1, SIGKILL);
 }
 
 int main(void) {
@@ -154,7 +148,7 @@ int main(void) {
       cmocka_unit_test(test_ledger_read__bookie_stopped),
       cmocka_unit_test(test_ledger_read__bookie_killed),
   };
-  int rc = cmocka_run_group_tests(tests, setup, teardown);
+  int rc = cmocka_run_group_tests(tests, setup, sl_lt_teardown);
   curl_global_cleanup();
   return rc;
 }
