@@ -51,7 +51,7 @@ static reads scrape(sl_lt *t, int bookie) {
 }
 
 /* A closed E=3, Qw=2 ledger of N entries, opened afresh for reading. */
-static sl_ledger *closed_ledger(sl_lt *t, uint64_t *id) {
+static sl_ledger *closed_ledger(sl_lt *t) {
   sl_ledger *lh = sl_lt_create(t, 3, 2, 2, 1, NULL, NULL);
   sl_lt_appends a;
   sl_lt_appends_init(&a, sl_ledger_id(lh));
@@ -59,10 +59,10 @@ static sl_ledger *closed_ledger(sl_lt *t, uint64_t *id) {
   sl_lt_wait_done(&a, N, 30000);
   assert_int_equal(a.ok, N);
   assert_int_equal(sl_lt_close(lh), SL_OK);
-  *id = sl_ledger_id(lh);
+  uint64_t id = sl_ledger_id(lh);
   sl_lt_destroy(lh);
   sl_lt_appends_release(&a);
-  sl_ledger *r = sl_lt_open(t, *id);
+  sl_ledger *r = sl_lt_open(t, id);
   assert_int_equal(sl_ledger_last_entry(r), N - 1);
   return r;
 }
@@ -72,8 +72,7 @@ static sl_ledger *closed_ledger(sl_lt *t, uint64_t *id) {
  * part of the backlog. */
 static void test_ledger_read__backlog_through_ranges(void **state) {
   sl_lt *t = *state;
-  uint64_t id;
-  sl_ledger *lh = closed_ledger(t, &id);
+  sl_ledger *lh = closed_ledger(t);
   reads before[BOOKIES], after[BOOKIES];
   for (int b = 0; b < BOOKIES; b++) before[b] = scrape(t, b);
   int64_t delivered = 0;
@@ -107,8 +106,7 @@ static void test_ledger_read__backlog_through_ranges(void **state) {
  * gone). Every entry still comes, in order, with its bytes
  * (sl_lt_read_check compares them; the client checked the CRC32C). */
 static void read_without(sl_lt *t, uint32_t slot, int sig) {
-  uint64_t id;
-  sl_ledger *lh = closed_ledger(t, &id);
+  sl_ledger *lh = closed_ledger(t);
   int victim = sl_lt_ensemble_bookie(t, lh, slot);
   sl_err err = SL_ERR_INIT;
   if (sig == SIGKILL)
