@@ -419,7 +419,8 @@ static sl_status check_range(const Sluice__V1__ReadEntriesRequest *req, sl_err *
        req->ensemble_index >= req->ensemble_size))
     return sl_err_set(err, SL_EINVAL, "ledger %" PRIu64 ": bad striped range (need "
                       "1 <= write_quorum <= ensemble_size and ensemble_index < "
-                      "ensemble_size, got %" PRIu32 ", %" PRIu32 ", %" PRIu32 ")",
+                      "ensemble_size, got write_quorum %" PRIu32 ", ensemble_size %" PRIu32
+                      ", ensemble_index %" PRIu32 ")",
                       req->ledger_id, req->write_quorum, req->ensemble_size,
                       req->ensemble_index);
   return SL_OK;

@@ -74,7 +74,9 @@ static void on_message(sl_rpc_astream *s, const ProtobufCMessage *msg, void *arg
     const Sluice__V1__Entry *e = m->entries[i];
     if (e->entry_id < r->from || e->entry_id > r->last ||
         !sl_quorum_serves(&op->lh->q, &r->pick, e->entry_id)) {
-      sl_rpc_astream_cancel(s); /* not what we asked for: trust none of it */
+      /* Not what we asked for: end the stream (what it took was checked
+       * entry by entry); the rest goes the ReadEntry way. */
+      sl_rpc_astream_cancel(s);
       return;
     }
     hand_over(r, e->entry_id - 1);
