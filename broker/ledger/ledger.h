@@ -111,11 +111,11 @@
  *   E=3, Qw=2, with no entry twice, the first one rotating per chunk to
  *   spread the load. Every entry a range does not bring with a good checksum
  *   (stream error, "not found", bad checksum, a bookie silent for
- *   speculative_read_ms, which is then left out for the rest of the
- *   segment), and every entry of a smaller chunk, is read with ReadEntry
- *   from the first bookie of its write set; an entry that comes back with
- *   an error, "not found" or a bad checksum is asked of the next bookie of
- *   its write set. If that bookie has not answered within
+ *   speculative_read_ms; a failed or silent bookie gets no more ranges in
+ *   this read's segment), and every entry of a smaller chunk, is read with
+ *   ReadEntry from the first bookie of its write set; an entry that comes
+ *   back with an error, "not found" or a bad checksum is asked of the next
+ *   bookie of its write set. If that bookie has not answered within
  *   speculative_read_ms, the next one is asked too and the first good
  *   answer wins. on_entry runs in entry order, exactly once per entry, then
  *   on_done once; the window bounds what a slow consumer makes the read

@@ -17,7 +17,8 @@
  *  2. A stream that sends nothing for stall_ms (speculative_read_ms, or
  *     read_timeout_ms when speculation is off) is cancelled, so a silent
  *     bookie delays its entries about as long as it delays a ReadEntry, and
- *     its slot is shunned for the rest of the segment (op->shunned).
+ *     its slot gets no more ranges in this read's segment (op->shunned;
+ *     the same for a stream that failed).
  *  3. Each open stream holds one reference of op, dropped in on_done (on the
  *     serial); on_release only frees the rd_range.
  * All callbacks run on the handle's serial.
