@@ -46,7 +46,9 @@
  * does not have is an OK answer with found=false; every read answer also
  * carries the LAC, last entry id, fenced flag and instance id. ReadEntries
  * does the same for a range, as a stream of batches (max entries and max
- * bytes per message), stopping at the first missing entry; it pumps from
+ * bytes per message), stopping at the first missing entry; a striped range
+ * (ensemble size, write quorum, ensemble index) covers only the entries
+ * whose write set holds that index (bookie.proto). It pumps from
  * on_writable when the call's write queue is full. WriteLac and
  * DeleteLedger carry the ledger's password; a delete leaves a tombstone. The password of
  * AddEntry, Fence and a fencing ReadEntry goes to the store, which checks it

@@ -122,26 +122,42 @@ typedef struct range_read {
                                                 fence); the call holds it */
   pthread_mutex_t mu; /* held by a pump (invariant 3) */
   uint64_t ledger;
-  int64_t next;       /* first entry not yet sent */
+  int64_t next;       /* first entry not yet sent (maybe not in the range) */
   int64_t last;       /* last entry wanted */
   uint32_t max_entries;
   uint32_t max_bytes;
+  uint32_t ens;       /* striped range: ensemble size; 0 = consecutive */
+  uint32_t wq;        /* striped range: write quorum */
+  uint32_t index;     /* striped range: our ensemble index */
 } range_read;
 
-/* Fills one batch from rr->next. Returns SL_OK (with *found false if an
- * entry was missing), or an error. Entries in *batch must be released. */
+/* The first entry of the range at or after id (ids past rr->last included):
+ * with striping, the first whose write set (ids (e + k) mod ens, k < wq)
+ * holds rr->index. */
+static int64_t range_from(const range_read *rr, int64_t id) {
+  if (rr->ens == 0) return id;
+  /* index is member d of id's write set; each later id lowers d by one. */
+  uint32_t d = (uint32_t)((rr->index + rr->ens - (uint64_t)id % rr->ens) % rr->ens);
+  return d < rr->wq ? id : id + (int64_t)(d - rr->wq + 1);
+}
+
+/* Fills one batch from rr->next. Returns SL_OK (with *found false and
+ * *missing set if an entry of the range was missing), or an error. *next is
+ * where the following batch starts. Entries in *batch must be released. */
 static sl_status fill_batch(range_read *rr, sl_ledger_entry *ents, Sluice__V1__Entry *pb,
                             Sluice__V1__Entry **ptrs, size_t *n, bool *found,
-                            sl_err *err) {
+                            int64_t *missing, int64_t *next, sl_err *err) {
   size_t bytes = 0;
   *n = 0;
   *found = true;
-  for (int64_t id = rr->next; id <= rr->last && *n < rr->max_entries; id++) {
+  int64_t id = range_from(rr, rr->next);
+  for (; id <= rr->last && *n < rr->max_entries; id = range_from(rr, id + 1)) {
     sl_ledger_entry e = SL_LEDGER_ENTRY_INIT;
     sl_status st = sl_bookie_store_read(rr->svc->store, rr->ledger, id, &e, err);
     if (st == SL_ENOTFOUND) {
       *found = false;
-      return SL_OK;
+      *missing = id;
+      break;
     }
     if (st != SL_OK) return st;
     /* An entry larger than max_bytes still goes, alone. */
@@ -159,6 +175,7 @@ static sl_status fill_batch(range_read *rr, sl_ledger_entry *ents, Sluice__V1__E
     ptrs[*n] = &pb[*n];
     (*n)++;
   }
+  *next = id;
   return SL_OK;
 }
 
@@ -175,8 +192,10 @@ static void pump(sl_rpc_call *call, range_read *rr) {
     sl_ledger_meta meta;
     size_t n = 0;
     bool found = true;
+    int64_t missing = 0, next = rr->next;
     sl_status st = sl_bookie_store_ledger_meta(svc->store, rr->ledger, &meta, &err);
-    if (st == SL_OK) st = fill_batch(rr, ents, pb, ptrs, &n, &found, &err);
+    if (st == SL_OK)
+      st = fill_batch(rr, ents, pb, ptrs, &n, &found, &missing, &next, &err);
     if (st != SL_OK) {
       count_read(svc, st, false);
       sl_bookie_svc_fail_(call, st, sl_err_msg(&err, st));
@@ -187,12 +206,12 @@ static void pump(sl_rpc_call *call, range_read *rr) {
     r.n_entries = n;
     r.entries = n > 0 ? ptrs : NULL;
     r.found = found;
-    r.missing_entry_id = found ? 0 : rr->next + (int64_t)n;
+    r.missing_entry_id = found ? 0 : missing;
     r.lac = meta.lac;
     r.last_entry_id = meta.last_entry;
     r.fenced = meta.fenced;
     r.instance_id = (char *)sl_bookie_store_instance_id(svc->store);
-    bool end = !found || rr->next + (int64_t)n > rr->last;
+    bool end = !found || next > rr->last;
     if (end) {
       sl_rpc_call_finish(call, SL_OK, NULL, &r.base);
     } else {
@@ -203,7 +222,7 @@ static void pump(sl_rpc_call *call, range_read *rr) {
     for (size_t i = 0; i < n; i++) count_read(svc, SL_OK, true);
     if (!found) count_read(svc, SL_OK, false);
     if (end || st != SL_OK) break; /* done, or the call is over */
-    rr->next += (int64_t)n;
+    rr->next = next;
   }
   free(ptrs);
   free(pb);
@@ -385,14 +404,33 @@ static void range_destroy(void *user) {
   free(rr);
 }
 
+/* SL_OK, or SL_EINVAL naming what is wrong with the range. */
+static sl_status check_range(const Sluice__V1__ReadEntriesRequest *req, sl_err *err) {
+  if (req->first_entry_id < 0 || req->last_entry_id < req->first_entry_id)
+    return sl_err_set(err, SL_EINVAL, "ledger %" PRIu64 ": bad range %" PRId64 "..%" PRId64
+                      " (0 <= first <= last)", req->ledger_id, req->first_entry_id,
+                      req->last_entry_id);
+  if (req->ensemble_size == 0 && (req->write_quorum != 0 || req->ensemble_index != 0))
+    return sl_err_set(err, SL_EINVAL, "ledger %" PRIu64 ": striped range without "
+                      "ensemble_size (write_quorum %" PRIu32 ", ensemble_index %" PRIu32 ")",
+                      req->ledger_id, req->write_quorum, req->ensemble_index);
+  if (req->ensemble_size != 0 &&
+      (req->write_quorum < 1 || req->write_quorum > req->ensemble_size ||
+       req->ensemble_index >= req->ensemble_size))
+    return sl_err_set(err, SL_EINVAL, "ledger %" PRIu64 ": bad striped range (need "
+                      "1 <= write_quorum <= ensemble_size and ensemble_index < "
+                      "ensemble_size, got write_quorum %" PRIu32 ", ensemble_size %" PRIu32
+                      ", ensemble_index %" PRIu32 ")",
+                      req->ledger_id, req->write_quorum, req->ensemble_size,
+                      req->ensemble_index);
+  return SL_OK;
+}
+
 static void read_entries(sl_rpc_call *call, const Sluice__V1__ReadEntriesRequest *req,
                          void *ctx) {
   sl_bookie_svc *svc = ctx;
   sl_err err = SL_ERR_INIT;
-  if (req->first_entry_id < 0 || req->last_entry_id < req->first_entry_id) {
-    sl_err_set(&err, SL_EINVAL, "ledger %" PRIu64 ": bad range %" PRId64 "..%" PRId64
-               " (0 <= first <= last)", req->ledger_id, req->first_entry_id,
-               req->last_entry_id);
+  if (check_range(req, &err) != SL_OK) {
     count_read(svc, SL_EINVAL, false);
     sl_bookie_svc_fail_(call, SL_EINVAL, err.msg);
     return;
@@ -407,6 +445,9 @@ static void read_entries(sl_rpc_call *call, const Sluice__V1__ReadEntriesRequest
   rr->max_entries = req->max_entries ? req->max_entries : RANGE_DEFAULT_ENTRIES;
   if (rr->max_entries > 4096) rr->max_entries = 4096; /* bounds one batch's arrays */
   rr->max_bytes = req->max_bytes ? req->max_bytes : RANGE_DEFAULT_BYTES;
+  rr->ens = req->ensemble_size;
+  rr->wq = req->write_quorum;
+  rr->index = req->ensemble_index;
   sl_rpc_call_set_user_destroy(call, rr, range_destroy);
   (void)job_post(svc, call, JOB_RANGE, rr->ledger, rr->next);
 }

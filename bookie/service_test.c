@@ -810,6 +810,20 @@ static void test_service__not_found_is_an_answer(void **state) {
   fx_stop(f);
 }
 
+/* Adds entries 0 .. n-1 of ledger (len bytes each, epoch 1) except
+ * `skip` (-1: none) and waits for their acks. */
+static void add_entries(fx *f, uint64_t ledger, int64_t n, size_t len, int64_t skip) {
+  sl_rpc_stream *s = open_adds(f);
+  int sent = 0;
+  for (int64_t e = 0; e < n; e++) {
+    if (e == skip) continue;
+    send_add(s, ledger, e, len, 1, false, (uint64_t)e);
+    sent++;
+  }
+  for (int e = 0; e < sent; e++) assert_int_equal(recv_ack(s, NULL, NULL, 0), 0);
+  sl_rpc_stream_destroy(s);
+}
+
 /* Reads a whole ReadEntries stream; returns the call status. Collects entry
  * ids (checked byte-exact), message sizes and the last message's view. */
 typedef struct range_result {
@@ -864,10 +878,7 @@ static void test_service__read_entries_pages(void **state) {
   (void)state;
   fx *f = fx_start(0, 0);
   char *id = instance_of(f);
-  sl_rpc_stream *s = open_adds(f);
-  for (int64_t e = 0; e < 20; e++) send_add(s, 60, e, 100, 1, false, (uint64_t)e);
-  for (int e = 0; e < 20; e++) assert_int_equal(recv_ack(s, NULL, NULL, 0), 0);
-  sl_rpc_stream_destroy(s);
+  add_entries(f, 60, 20, 100, -1);
   range_result rr;
   sl_err err = SL_ERR_INIT;
   Sluice__V1__ReadEntriesRequest q = SLUICE__V1__READ_ENTRIES_REQUEST__INIT;
@@ -935,6 +946,94 @@ static void test_service__read_entries_pages(void **state) {
   q.password.len = 4;
   assert_int_equal(read_range(f, &q, &rr, &err), SL_EPERM);
   free(id);
+  fx_stop(f);
+}
+
+/* A striped range returns only the entries whose write set holds the
+ * asked index, and stops at the first of them that is missing. */
+static void test_service__read_entries_striped(void **state) {
+  (void)state;
+  fx *f = fx_start(0, 0);
+  /* With E=3, Qw=2 entry e's write set is {e mod 3, (e + 1) mod 3}. Entry
+   * 16 (write set {1, 2}) is never written. */
+  add_entries(f, 62, 20, 50, 16);
+  range_result rr;
+  sl_err err = SL_ERR_INIT;
+  Sluice__V1__ReadEntriesRequest q = SLUICE__V1__READ_ENTRIES_REQUEST__INIT;
+  q.ledger_id = 62;
+  q.first_entry_id = 1;
+  q.last_entry_id = 12;
+  q.ensemble_size = 3;
+  q.write_quorum = 2;
+  q.ensemble_index = 0; /* write sets holding 0: entries e mod 3 in {0, 2} */
+  q.max_entries = 3;
+  assert_int_equal(read_range(f, &q, &rr, &err), SL_OK);
+  static const int64_t want0[] = {2, 3, 5, 6, 8, 9, 11, 12};
+  assert_int_equal(rr.n, 8);
+  for (int i = 0; i < rr.n; i++) assert_int_equal(rr.ids[i], want0[i]);
+  assert_int_equal(rr.msgs, 3); /* by count: 3+3+2 owned entries */
+  assert_true(rr.found);
+
+  /* Write quorum 1 below the ledger's: only the entries led by index 1. */
+  q.write_quorum = 1;
+  q.ensemble_index = 1;
+  q.max_entries = 0;
+  assert_int_equal(read_range(f, &q, &rr, &err), SL_OK);
+  static const int64_t want1[] = {1, 4, 7, 10};
+  assert_int_equal(rr.n, 4);
+  for (int i = 0; i < rr.n; i++) assert_int_equal(rr.ids[i], want1[i]);
+
+  /* E = Qw: every entry, like a plain range. */
+  q.ensemble_size = 2;
+  q.write_quorum = 2;
+  q.ensemble_index = 1;
+  assert_int_equal(read_range(f, &q, &rr, &err), SL_OK);
+  assert_int_equal(rr.n, 12);
+
+  /* Index 1 holds 13, 15 and 16 (not 14): the stream stops at the missing
+   * 16. */
+  q.first_entry_id = 13;
+  q.last_entry_id = 19;
+  q.ensemble_size = 3;
+  q.write_quorum = 2;
+  q.ensemble_index = 1;
+  assert_int_equal(read_range(f, &q, &rr, &err), SL_OK);
+  assert_int_equal(rr.n, 2);
+  assert_int_equal(rr.ids[0], 13);
+  assert_int_equal(rr.ids[1], 15);
+  assert_false(rr.found);
+  assert_int_equal(rr.missing, 16);
+  /* Index 0 is not in 16's write set: it skips it and goes on. */
+  q.ensemble_index = 0;
+  assert_int_equal(read_range(f, &q, &rr, &err), SL_OK);
+  static const int64_t want2[] = {14, 15, 17, 18};
+  assert_int_equal(rr.n, 4);
+  for (int i = 0; i < rr.n; i++) assert_int_equal(rr.ids[i], want2[i]);
+  assert_true(rr.found);
+
+  /* A range with none of its entries at the index: one empty message. */
+  q.first_entry_id = 1;
+  q.last_entry_id = 1;
+  assert_int_equal(read_range(f, &q, &rr, &err), SL_OK);
+  assert_int_equal(rr.n, 0);
+  assert_true(rr.found);
+
+  /* Bad striping parameters. */
+  static const uint32_t bad[][3] = {
+      {3, 0, 0}, /* write_quorum 0 */
+      {3, 4, 0}, /* write_quorum > ensemble_size */
+      {3, 2, 3}, /* index out of the ensemble */
+      {0, 2, 0}, /* quorum without ensemble_size */
+      {0, 0, 1}, /* index without ensemble_size */
+  };
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    q.ensemble_size = bad[i][0];
+    q.write_quorum = bad[i][1];
+    q.ensemble_index = bad[i][2];
+    sl_err e2 = SL_ERR_INIT;
+    assert_int_equal(read_range(f, &q, &rr, &e2), SL_EINVAL);
+    assert_non_null(strstr(e2.msg, "striped range"));
+  }
   fx_stop(f);
 }
 
@@ -1107,6 +1206,7 @@ int main(void) {
       cmocka_unit_test(test_service__typed_status_on_every_refusal),
       cmocka_unit_test(test_service__not_found_is_an_answer),
       cmocka_unit_test(test_service__read_entries_pages),
+      cmocka_unit_test(test_service__read_entries_striped),
       cmocka_unit_test(test_service__write_lac),
       cmocka_unit_test(test_service__metrics),
   };

@@ -62,6 +62,13 @@ void sl_lt_stop(sl_lt *t) {
   sl_cluster_destroy(t->cluster);
 }
 
+int sl_lt_teardown(void **state) {
+  sl_lt *t = *state;
+  sl_lt_stop(t);
+  free(t);
+  return 0;
+}
+
 static uint64_t mix(uint64_t x) {
   x += 0x9e3779b97f4a7c15ull;
   x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;

@@ -32,6 +32,9 @@ void sl_lt_start(sl_lt *t, const char *name, int bookies,
 /* Destroys the client, the channel and the cluster (checking bookie logs
  * for sanitizer reports). */
 void sl_lt_stop(sl_lt *t);
+/* A cmocka group teardown: sl_lt_stop on *state (a calloc'ed sl_lt), then
+ * frees it. */
+int sl_lt_teardown(void **state);
 
 /* Deterministic payload of (ledger, entry), 1 .. 2000 bytes, into buf
  * (at least SL_LT_PAYLOAD_MAX); returns its length. */

@@ -22,10 +22,10 @@ static size_t on_body(char *p, size_t size, size_t n, void *arg) {
   return k;
 }
 
-/* The last port the broker logged: a restart logs a new one. */
-static int metrics_port(sl_cluster *c, int broker) {
-  FILE *f = fopen(sl_cluster_log(c, SL_NODE_BROKER, broker), "r");
-  if (f == NULL) fail_msg("no log for broker %d", broker);
+/* The last port the node logged: a restart logs a new one. */
+static int metrics_port(sl_cluster *c, sl_node_kind kind, int i) {
+  FILE *f = fopen(sl_cluster_log(c, kind, i), "r");
+  if (f == NULL) fail_msg("no log for node %d of kind %d", i, (int)kind);
   char line[4096];
   int port = 0;
   while (fgets(line, sizeof(line), f) != NULL) {
@@ -33,13 +33,17 @@ static int metrics_port(sl_cluster *c, int broker) {
     if (p != NULL && (p = strstr(p, " port=")) != NULL) port = atoi(p + 6);
   }
   fclose(f);
-  if (port <= 0) fail_msg("broker %d logged no metrics port", broker);
+  if (port <= 0) fail_msg("node %d of kind %d logged no metrics port", i, (int)kind);
   return port;
 }
 
 char *sl_ms_scrape(sl_cluster *c, int broker) {
+  return sl_ms_scrape_node(c, SL_NODE_BROKER, broker);
+}
+
+char *sl_ms_scrape_node(sl_cluster *c, sl_node_kind kind, int i) {
   char url[64];
-  snprintf(url, sizeof(url), "http://127.0.0.1:%d/metrics", metrics_port(c, broker));
+  snprintf(url, sizeof(url), "http://127.0.0.1:%d/metrics", metrics_port(c, kind, i));
   char *body = NULL;
   CURL *h = curl_easy_init();
   if (h == NULL) fail_msg("curl_easy_init failed");

@@ -1,5 +1,5 @@
 /*
- * Reading a broker's /metrics in integration tests: its port from its log,
+ * Reading a node's /metrics in integration tests: its port from its log,
  * one scrape over HTTP (libcurl; the test calls curl_global_init once in
  * main), and one sample's value from the Prometheus text page. Helpers fail
  * the running cmocka test on transport errors.
@@ -16,6 +16,10 @@
  * with SLUICE_BROKER_METRICS_LISTEN set). Fails the test unless the answer
  * is 200. The caller frees the page. */
 char *sl_ms_scrape(sl_cluster *c, int broker);
+
+/* The same for node i of any kind (a bookie or metadata service started
+ * with --metrics_listen). */
+char *sl_ms_scrape_node(sl_cluster *c, sl_node_kind kind, int i);
 
 /* The value of `series` (the name with its labels, as printed, e.g.
  * `x_total{outcome="ok"}`) in a page: true and *value, or false when the

@@ -101,15 +101,25 @@
  * Reads (sl_ledger_read_async)
  *   Entries [first, last], never past the handle's LAC (a writer's own LAC,
  *   a recovered or closed ledger's last entry, or the LAC bookies report for
- *   an OPEN ledger opened for reading). Up to 128 entries in flight, each a
- *   ReadEntry to the first bookie of its write set (so the load spreads over
- *   the ensemble); an entry that comes back with an error, "not found" or a
- *   bad checksum is asked of the next bookie of its write set. If the first
- *   bookie has not answered within speculative_read_ms, the next one is
- *   asked too and the first good answer wins. on_entry runs in entry order,
- *   exactly once per entry, then on_done once. (Not the ReadEntries range
- *   stream: with striping, E > Qw, a bookie holds runs of only Qw
- *   consecutive entries, where a range read stops.)
+ *   an OPEN ledger opened for reading). A read keeps a window of entries in
+ *   flight: about 8 MiB at the average entry size seen (at most 128 entries),
+ *   issued in chunks of half of it, each within one ensemble segment. A
+ *   chunk of 4 entries or more is read through ReadEntries range streams to
+ *   bookies of its ensemble that together hold it: with striping (E > Qw) a
+ *   bookie holds only the entries whose write set includes it, so each is
+ *   asked for just those (a striped range, bookie.proto), two bookies for
+ *   E=3, Qw=2, with no entry twice, the first one rotating per chunk to
+ *   spread the load. Every entry a range does not bring with a good checksum
+ *   (stream error, "not found", bad checksum, a bookie silent for
+ *   speculative_read_ms; a failed or silent bookie gets no more ranges in
+ *   this read's segment), and every entry of a smaller chunk, is read with
+ *   ReadEntry from the first bookie of its write set; an entry that comes
+ *   back with an error, "not found" or a bad checksum is asked of the next
+ *   bookie of its write set. If that bookie has not answered within
+ *   speculative_read_ms, the next one is asked too and the first good
+ *   answer wins. on_entry runs in entry order, exactly once per entry, then
+ *   on_done once; the window bounds what a slow consumer makes the read
+ *   hold.
  *
  * Placement (create and ensemble change)
  *   Candidates are the live bookies from ListBookies that are not read-only

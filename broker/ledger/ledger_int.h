@@ -4,7 +4,8 @@
  *   handle.c     handle life (refs, destroy, getters, stats)
  *   writer.c     create, append, ensemble change, close
  *   recovery.c   fence and recover
- *   reader.c     open for reading, reads
+ *   reader.c     open for reading, reads: the window and ReadEntry
+ *   reader_range.c  reads: ReadEntries range streams
  *   delete.c     delete on the bookies, then the metadata
  */
 #ifndef SL_BROKER_LEDGER_LEDGER_INT_H
@@ -147,6 +148,8 @@ struct sl_ledger {
   _Atomic int64_t lac;
   _Atomic int64_t last_entry;       /* end once CLOSED, else = lac */
   bool destroyed;                /* sl_ledger_destroy ran on the serial */
+  uint64_t read_avg;             /* reads: average entry bytes of the last
+                                    read, 0 unknown (serial) */
 
   /* writer (serial only, except where atomic) */
   _Atomic int64_t next_entry;       /* caller side: the next append's id */
@@ -201,6 +204,66 @@ void sl_lh_set_info(sl_ledger *lh, Sluice__V1__LedgerInfo *info,
 
 /* A deep copy of a metadata message, or NULL on ENOMEM. */
 Sluice__V1__LedgerInfo *sl_lh_info_dup(const Sluice__V1__LedgerInfo *info);
+
+/* ---- reads (reader.c, reader_range.c) ---- */
+
+#define SL_RD_WINDOW 128   /* entries of one read in flight at most */
+
+typedef struct rd_op rd_op;
+typedef struct rd_range rd_range;
+
+/* One entry of a read's window (ring slot entry % SL_RD_WINDOW). */
+typedef struct rd_slot {
+  rd_op *op;
+  int64_t entry;         /* -1: unused */
+  uint32_t ranged;       /* range streams that may still bring it */
+  uint32_t asked;        /* replicas asked with ReadEntry (write set index) */
+  uint32_t inflight;     /* of them, not answered */
+  bool bad_crc;          /* some replica returned bytes that do not verify */
+  bool have;
+  uint8_t *data;
+  size_t len;
+  sl_timer spec;         /* speculative second ReadEntry */
+} rd_slot;
+
+/* One sl_ledger_read_async; lives on the handle's serial. */
+struct rd_op {
+  sl_ledger *lh;
+  int64_t last;
+  int64_t next_deliver;
+  int64_t next_issue;
+  sl_ledger_entry_cb on_entry;
+  sl_ledger_read_done_cb on_done;
+  void *arg;
+  bool finished;
+  int outstanding;       /* calls and streams in flight, plus one while not
+                            finished */
+  uint64_t got, got_bytes; /* entries taken so far, their bytes (sizing) */
+  uint32_t rotation;     /* start slot of the next range cover */
+  uint64_t shunned;      /* slots of segment shunned_seg whose range failed */
+  size_t shunned_seg;
+  rd_range *ranges;      /* open range streams */
+  rd_slot ring[SL_RD_WINDOW];
+};
+
+/* reader.c: a copy of sl->entry arrived; checks its CRC32C and, if good,
+ * keeps it and delivers what is now in order (which may finish op). False:
+ * it does not verify (sl->bad_crc set, nothing kept). */
+bool sl_rd_take(rd_op *op, rd_slot *sl, const uint8_t *data, size_t len, uint32_t crc);
+/* reader.c: a source of sl->entry is gone without a good copy; once none is
+ * left (no range, no ReadEntry in flight) asks the next replica, or fails
+ * the read when every replica was asked. */
+void sl_rd_retry(rd_op *op, rd_slot *sl);
+/* reader.c: drops a reference of op (the last frees it). */
+void sl_rd_put(rd_op *op);
+
+/* reader_range.c: reads [first, last] (within one segment and the window,
+ * slots set up) with ReadEntries streams to bookies that together hold it,
+ * counting in each slot's `ranged` the streams that serve it. Entries left
+ * with ranged 0 are the caller's to read another way. */
+void sl_rd_range_start(rd_op *op, int64_t first, int64_t last);
+/* reader_range.c: cancels op's open streams (the read finished). */
+void sl_rd_range_cancel(rd_op *op);
 
 /* Writer teardown on the serial (writer.c): fails what is pending with st,
  * cancels streams and the timer. */

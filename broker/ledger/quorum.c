@@ -47,3 +47,49 @@ sl_quorum_verdict sl_quorum_verdict_of(const sl_quorum *q, int64_t entry,
     return SL_QUORUM_ABSENT;
   return SL_QUORUM_UNKNOWN;
 }
+
+/* Position of slot in the write set of entries with e mod E = residue (E
+ * or more: not in it is any value >= Qw). */
+static uint32_t member(const sl_quorum *q, uint32_t slot, uint32_t residue) {
+  return (slot + q->e - residue) % q->e;
+}
+
+bool sl_quorum_serves(const sl_quorum *q, const sl_quorum_pick *pick, int64_t entry) {
+  SL_ASSERT(entry >= 0 && pick->slot < q->e);
+  return member(q, pick->slot, (uint32_t)((uint64_t)entry % q->e)) < pick->depth;
+}
+
+uint32_t sl_quorum_cover(const sl_quorum *q, int64_t first, int64_t last,
+                         uint32_t start, uint64_t usable, sl_quorum_pick *picks) {
+  SL_ASSERT(first >= 0 && last >= first);
+  uint64_t need = 0; /* residues (entry mod E) of the range not yet served */
+  for (int64_t e = first; e <= last && e - first < q->e; e++)
+    need |= UINT64_C(1) << ((uint64_t)e % q->e);
+  uint64_t chosen = 0;
+  uint32_t n = 0;
+  while (need != 0) {
+    sl_quorum_pick best = {0, 0};
+    uint32_t best_count = 0;
+    for (uint32_t k = 0; k < q->e; k++) {
+      uint32_t s = (start + k) % q->e;
+      if (!(usable >> s & 1) || (chosen >> s & 1)) continue;
+      uint32_t count = 0, depth = 0;
+      for (uint32_t r = 0; r < q->e; r++) {
+        uint32_t m = member(q, s, r);
+        if (!(need >> r & 1) || m >= q->qw) continue;
+        count++;
+        if (m + 1 > depth) depth = m + 1;
+      }
+      if (count > best_count || (count > 0 && count == best_count && depth < best.depth)) {
+        best = (sl_quorum_pick){s, depth};
+        best_count = count;
+      }
+    }
+    if (best_count == 0) break;
+    picks[n++] = best;
+    chosen |= UINT64_C(1) << best.slot;
+    for (uint32_t r = 0; r < q->e; r++)
+      if (member(q, best.slot, r) < best.depth) need &= ~(UINT64_C(1) << r);
+  }
+  return n;
+}

@@ -68,4 +68,30 @@ typedef enum sl_quorum_verdict {
 sl_quorum_verdict sl_quorum_verdict_of(const sl_quorum *q, int64_t entry,
                                        uint64_t found, uint64_t absent);
 
+/* One range read of a cover (sl_quorum_cover): slot `slot` serves the
+ * entries that have it among the first `depth` members of their write set,
+ * i.e. (slot - e) mod E < depth: a bookie's striped ReadEntries with write
+ * quorum `depth` (bookie.proto). */
+typedef struct sl_quorum_pick {
+  uint32_t slot;
+  uint32_t depth;  /* 1 .. Qw */
+} sl_quorum_pick;
+
+/* True if pick serves entry (entry >= 0). */
+bool sl_quorum_serves(const sl_quorum *q, const sl_quorum_pick *pick, int64_t entry);
+
+/*
+ * Chooses range reads that together serve every entry of [first, last]
+ * (0 <= first <= last) from slots in `usable`, greedily: next the slot that
+ * serves the most entries not yet served (counted by entry mod E), ties to
+ * the smaller depth, then to the first slot from `start` on (so callers
+ * rotating `start` spread the load), each with the smallest depth that
+ * serves its new entries (so the ranges overlap as little as they can: with
+ * E=3 and Qw=2, two picks and no entry twice). Entries whose write set has
+ * no usable slot are served by no pick. Writes at most E picks to picks[]
+ * and returns their number.
+ */
+uint32_t sl_quorum_cover(const sl_quorum *q, int64_t first, int64_t last,
+                         uint32_t start, uint64_t usable, sl_quorum_pick *picks);
+
 #endif

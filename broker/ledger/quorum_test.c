@@ -114,6 +114,53 @@ static void test_quorum__verdict(void **state) {
   assert_int_equal(sl_quorum_verdict_of(&q, 0, 0, 0x1), SL_QUORUM_ABSENT);
 }
 
+/* Every entry of a range is served by exactly the picks that claim it,
+ * at least once when its write set has a usable slot; E=3, Qw=2 needs two
+ * picks and serves nothing twice. */
+static void test_quorum__cover(void **state) {
+  (void)state;
+  sl_quorum_pick picks[SL_QUORUM_MAX_ENSEMBLE];
+  sl_quorum q32 = {3, 2, 2};
+  uint32_t n = sl_quorum_cover(&q32, 0, 99, 0, 0x7, picks);
+  assert_int_equal(n, 2);
+  assert_int_equal(picks[0].slot, 0);
+  assert_int_equal(picks[0].depth, 2);
+  assert_int_equal(picks[1].slot, 1);
+  assert_int_equal(picks[1].depth, 1);
+  /* Rotating the start moves the load. */
+  n = sl_quorum_cover(&q32, 0, 99, 1, 0x7, picks);
+  assert_int_equal(n, 2);
+  assert_int_equal(picks[0].slot, 1);
+  /* Slot 0 unusable: slots 1 and 2 still serve everything. */
+  n = sl_quorum_cover(&q32, 0, 99, 0, 0x6, picks);
+  assert_int_equal(n, 2);
+  FOR_EACH_QUORUM(q) {
+    for (uint64_t usable = 1; usable < (UINT64_C(1) << q.e); usable++) {
+      for (int64_t first = 0; first < 7; first++) {
+        for (int64_t last = first; last < first + 8; last++) {
+          n = sl_quorum_cover(&q, first, last, (uint32_t)first, usable, picks);
+          assert_true(n <= q.e);
+          bool all_usable = usable == (UINT64_C(1) << q.e) - 1;
+          for (int64_t e = first; e <= last; e++) {
+            uint32_t served = 0;
+            for (uint32_t i = 0; i < n; i++) {
+              assert_true(usable >> picks[i].slot & 1);
+              assert_true(picks[i].depth >= 1 && picks[i].depth <= q.qw);
+              if (sl_quorum_serves(&q, &picks[i], e)) {
+                served++;
+                assert_true(sl_quorum_write_set(&q, e) >> picks[i].slot & 1);
+              }
+            }
+            if (sl_quorum_write_set(&q, e) & usable) assert_true(served >= 1);
+            else assert_int_equal(served, 0);
+            if (q.e == 3 && q.qw == 2 && all_usable) assert_int_equal(served, 1);
+          }
+        }
+      }
+    }
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_quorum__check),
@@ -121,6 +168,7 @@ int main(void) {
       cmocka_unit_test(test_quorum__complete),
       cmocka_unit_test(test_quorum__fence_covers),
       cmocka_unit_test(test_quorum__verdict),
+      cmocka_unit_test(test_quorum__cover),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,17 +1,21 @@
 /*
  * Reads (ledger.h, "Reads") and opening a ledger for reading.
  *
- * A read keeps up to WINDOW entries in flight, each asked of one bookie of
- * its write set at a time (the first, then the next on an error, a "not
- * found" or a bad checksum; and the next one as well when the first has
- * not answered within speculative_read_ms). Answers are kept in a ring
- * indexed by entry and handed to on_entry strictly in entry order. Every
- * completion and timer runs on the handle's serial.
- *
- * Unary ReadEntry rather than the ReadEntries range stream: with striping
- * (E > Qw) a bookie holds only runs of Qw consecutive entries, so a range
- * from one bookie stops after Qw entries; a window of single reads spread
- * over the write sets keeps every bookie busy instead.
+ * A read keeps a window of entries in flight, at most SL_RD_WINDOW and
+ * about READ_AHEAD_BYTES at the average entry size seen so far, issued in
+ * chunks of half of it that stay within one ensemble segment. A chunk of
+ * RANGE_MIN entries or more is read with ReadEntries range streams
+ * (reader_range.c): a backlog then costs a few streams per chunk instead of
+ * one call per entry, and with striping (E > Qw) each bookie is asked only
+ * for the entries it holds. Any entry a range did not bring (stream error,
+ * "not found", bad checksum, a bookie silent for speculative_read_ms) and
+ * every entry of a small chunk goes the ReadEntry way: one bookie of its
+ * write set at a time (the first, then the next on an error, a "not found"
+ * or a bad checksum; and the next one as well when the first has not
+ * answered within speculative_read_ms). Answers are kept in a ring indexed
+ * by entry and handed to on_entry strictly in entry order, so the window
+ * bounds what a slow consumer makes us hold. Every completion, stream
+ * callback and timer runs on the handle's serial.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -21,41 +25,17 @@
 #include "broker/ledger/ledger_int.h"
 #include "common/crc32c.h"
 
-#define WINDOW 128
-
-typedef struct rd_op rd_op;
-
-typedef struct rd_slot {
-  rd_op *op;
-  int64_t entry;         /* -1: unused */
-  uint32_t asked;        /* replicas asked so far (index into the write set) */
-  uint32_t inflight;     /* of them, not answered */
-  bool bad_crc;          /* some replica returned bytes that do not verify */
-  bool have;
-  uint8_t *data;
-  size_t len;
-  sl_timer spec;         /* speculative second request */
-} rd_slot;
-
-struct rd_op {
-  sl_ledger *lh;
-  int64_t last;
-  int64_t next_deliver;
-  int64_t next_issue;
-  sl_ledger_entry_cb on_entry;
-  sl_ledger_read_done_cb on_done;
-  void *arg;
-  bool finished;
-  int outstanding;       /* calls in flight, plus one while not finished */
-  rd_slot ring[WINDOW];
-};
+#define WINDOW SL_RD_WINDOW
+#define READ_AHEAD_BYTES (8u << 20)
+#define FIRST_AHEAD 16 /* entries ahead before any size is known */
+#define RANGE_MIN 4    /* smaller chunks: one ReadEntry per entry is as cheap */
 
 typedef struct rd_call {
   rd_op *op;
   int64_t entry;
 } rd_call;
 
-static void op_put(rd_op *op) {
+void sl_rd_put(rd_op *op) {
   if (--op->outstanding > 0) return;
   for (int i = 0; i < WINDOW; i++) free(op->ring[i].data);
   sl_lh_unref(op->lh);
@@ -65,9 +45,11 @@ static void op_put(rd_op *op) {
 static void finish(rd_op *op, sl_status st, const char *details) {
   if (op->finished) return;
   op->finished = true;
+  if (op->got > 0) op->lh->read_avg = op->got_bytes / op->got + 1;
   for (int i = 0; i < WINDOW; i++) sl_timer_stop(&op->ring[i].spec);
+  sl_rd_range_cancel(op);
   op->on_done(st, details, op->arg);
-  op_put(op);
+  sl_rd_put(op);
 }
 
 static void issue(rd_op *op);
@@ -96,12 +78,40 @@ static void deliver(rd_op *op) {
   issue(op);
 }
 
+bool sl_rd_take(rd_op *op, rd_slot *sl, const uint8_t *data, size_t len, uint32_t crc) {
+  SL_ASSERT(!op->finished && !sl->have);
+  if (sl_entry_crc(op->lh->id, sl->entry, data, len) != crc) {
+    sl->bad_crc = true;
+    return false;
+  }
+  sl->data = malloc(len ? len : 1);
+  if (!sl->data) {
+    finish(op, SL_ENOMEM, "ledger: out of memory");
+    return true;
+  }
+  memcpy(sl->data, data, len);
+  sl->len = len;
+  sl->have = true;
+  op->got++;
+  op->got_bytes += len;
+  deliver(op);
+  return true;
+}
+
 /* All replicas asked and none gave a good copy. */
 static void give_up(rd_op *op, rd_slot *sl) {
   char msg[128];
   snprintf(msg, sizeof(msg), "ledger %" PRIu64 " entry %" PRId64 ": no replica "
            "gave a good copy", op->lh->id, sl->entry);
   finish(op, sl->bad_crc ? SL_ECORRUPT : SL_EUNAVAIL, msg);
+}
+
+void sl_rd_retry(rd_op *op, rd_slot *sl) {
+  if (op->finished || sl->have || sl->ranged > 0 || sl->inflight > 0) return;
+  if (sl->asked < op->lh->q.qw)
+    ask(op, sl);
+  else
+    give_up(op, sl);
 }
 
 static void read_done(sl_status st, const char *details, ProtobufCMessage *resp,
@@ -115,28 +125,16 @@ static void read_done(sl_status st, const char *details, ProtobufCMessage *resp,
   if (op->finished || sl->entry != entry || sl->have) goto out;
   sl->inflight--;
   const Sluice__V1__ReadEntryResponse *r = (const Sluice__V1__ReadEntryResponse *)resp;
-  if (st == SL_OK && r->found) {
-    if (sl_entry_crc(op->lh->id, entry, r->payload.data, r->payload.len) == r->crc32c) {
-      sl->data = malloc(r->payload.len ? r->payload.len : 1);
-      if (!sl->data) {
-        finish(op, SL_ENOMEM, "ledger: out of memory");
-        goto out;
-      }
-      memcpy(sl->data, r->payload.data, r->payload.len);
-      sl->len = r->payload.len;
-      sl->have = true;
-      deliver(op);
-      goto out;
-    }
-    sl->bad_crc = true;
-  }
+  if (st == SL_OK && r->found &&
+      sl_rd_take(op, sl, r->payload.data, r->payload.len, r->crc32c))
+    goto out;
   if (sl->asked < op->lh->q.qw)
     ask(op, sl);
   else if (!sl->inflight)
     give_up(op, sl);
 out:
   if (resp) protobuf_c_message_free_unpacked(resp, NULL);
-  op_put(op);
+  sl_rd_put(op);
 }
 
 static void spec_run(void *arg) {
@@ -178,14 +176,44 @@ static void ask(rd_op *op, rd_slot *sl) {
   if (!sl->inflight) give_up(op, sl);
 }
 
+/* Entries to keep in flight: READ_AHEAD_BYTES at the average size so far
+ * (this read's, else the handle's last read's). */
+static int64_t ahead(const rd_op *op) {
+  uint64_t avg = op->got > 0 ? op->got_bytes / op->got + 1 : op->lh->read_avg;
+  if (avg == 0) return FIRST_AHEAD;
+  uint64_t n = READ_AHEAD_BYTES / avg;
+  return n < 2 ? 2 : n > WINDOW ? WINDOW : (int64_t)n;
+}
+
+/* The last entry of the chunk that starts at first: half the read-ahead,
+ * within the read and first's segment. */
+static int64_t chunk_end(const rd_op *op, int64_t first) {
+  const Sluice__V1__LedgerInfo *info = op->lh->info;
+  size_t seg = sl_lh_segment_of(info, first);
+  int64_t end = first + ahead(op) / 2 - 1;
+  if (end > op->last) end = op->last;
+  if (seg + 1 < info->n_ensembles && end >= info->ensembles[seg + 1]->first_entry)
+    end = info->ensembles[seg + 1]->first_entry - 1;
+  return end;
+}
+
 static void issue(rd_op *op) {
-  while (!op->finished && op->next_issue <= op->last &&
-         op->next_issue < op->next_deliver + WINDOW) {
-    rd_slot *sl = &op->ring[op->next_issue % WINDOW];
-    sl->entry = op->next_issue++;
-    sl->asked = sl->inflight = 0;
-    sl->bad_crc = sl->have = false;
-    ask(op, sl);
+  while (!op->finished && op->next_issue <= op->last) {
+    int64_t first = op->next_issue, end = chunk_end(op, first);
+    if (end - op->next_deliver >= ahead(op)) break; /* window full */
+    for (int64_t e = first; e <= end; e++) {
+      rd_slot *sl = &op->ring[e % WINDOW];
+      SL_ASSERT(sl->entry == -1 && !sl->have);
+      sl->entry = e;
+      sl->ranged = sl->asked = sl->inflight = 0;
+      sl->bad_crc = false;
+    }
+    op->next_issue = end + 1;
+    if (end - first + 1 >= RANGE_MIN) sl_rd_range_start(op, first, end);
+    for (int64_t e = first; e <= end && !op->finished; e++) {
+      rd_slot *sl = &op->ring[e % WINDOW];
+      if (sl->entry == e && sl->ranged == 0 && sl->asked == 0) ask(op, sl);
+    }
   }
 }
 
@@ -204,6 +232,7 @@ sl_status sl_ledger_read_async(sl_ledger *lh, int64_t first, int64_t last,
                                sl_ledger_entry_cb on_entry,
                                sl_ledger_read_done_cb on_done, void *arg,
                                sl_err *err) {
+  static atomic_uint rotation; /* spreads the reads' first covers */
   if (!lh || !on_entry || !on_done || first < 0 || last < first)
     return sl_err_set(err, SL_EINVAL, "ledger: bad read range or callbacks");
   sl_ledger_state st = (sl_ledger_state)atomic_load(&lh->state);
@@ -223,6 +252,7 @@ sl_status sl_ledger_read_async(sl_ledger *lh, int64_t first, int64_t last,
   op->on_done = on_done;
   op->arg = arg;
   op->outstanding = 1;
+  op->rotation = atomic_fetch_add(&rotation, 1);
   for (int i = 0; i < WINDOW; i++) {
     op->ring[i].op = op;
     op->ring[i].entry = -1;
