@@ -133,13 +133,13 @@ static void run_child(const char *dir, int cycle, unsigned *seed, report *r) {
   static char buf[1 << 16];
   size_t len = 0;
   bool open = true;
-  int64_t start = sl_test_now_ms();
-  while (open && !any_time && !r->ready && sl_test_now_ms() - start < 60000) {
+  int64_t start = sl_clock_mono_ms();
+  while (open && !any_time && !r->ready && sl_clock_mono_ms() - start < 60000) {
     open = pump(fds[0], buf, &len, sizeof(buf), r, 50);
   }
-  int64_t kill_at = sl_test_now_ms() + delay_ms;
-  while (open && sl_test_now_ms() < kill_at && !r->done) {
-    open = pump(fds[0], buf, &len, sizeof(buf), r, (int)(kill_at - sl_test_now_ms()));
+  int64_t kill_at = sl_clock_mono_ms() + delay_ms;
+  while (open && sl_clock_mono_ms() < kill_at && !r->done) {
+    open = pump(fds[0], buf, &len, sizeof(buf), r, (int)(kill_at - sl_clock_mono_ms()));
   }
   kill(pid, SIGKILL);
   int status;

@@ -57,7 +57,6 @@ size_t sl_store_conf_key(const sl_store_conf *t, char *buf, const char *suffix) 
   return (size_t)snprintf(buf, 128, "%s%s", t->prefix, suffix);
 }
 
-long long sl_store_conf_now_ms(void) { return sl_clock_mono_ms(); }
 
 void sl_store_conf_sleep_ms(int ms) {
   struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
@@ -103,9 +102,9 @@ void sl_store_conf_collect(void *arg, const sl_store_event *ev) {
 }
 
 bool sl_store_conf_wait_events(sl_store_conf_events *c, size_t n, int timeout_ms) {
-  long long deadline = sl_store_conf_now_ms() + timeout_ms;
+  long long deadline = sl_clock_mono_ms() + timeout_ms;
   pthread_mutex_lock(&c->mu);
-  while (c->n < n && sl_store_conf_now_ms() < deadline) {
+  while (c->n < n && sl_clock_mono_ms() < deadline) {
     pthread_mutex_unlock(&c->mu);
     sl_store_conf_sleep_ms(5);
     pthread_mutex_lock(&c->mu);
@@ -663,20 +662,20 @@ void test_store__lease_keepalive_and_expiry(void **state) {
 
   /* Keepalives every 500 ms hold the key well past its TTL. */
   long long last_ka = 0;
-  long long until = sl_store_conf_now_ms() + ttl * 1000 + 1500;
-  while (sl_store_conf_now_ms() < until) {
+  long long until = sl_clock_mono_ms() + ttl * 1000 + 1500;
+  while (sl_clock_mono_ms() < until) {
     EXPECT(SL_OK, sl_store_lease_keepalive(s, lease, &left, &err));
-    last_ka = sl_store_conf_now_ms();
+    last_ka = sl_clock_mono_ms();
     assert_int_equal(left, ttl);
     check_value(s, a, a_len, "alive", 0);
     sl_store_conf_sleep_ms(500);
   }
   /* Then it goes, within TTL + 1 s of the last keepalive, and not early. */
   long long gone_at = 0;
-  while (gone_at == 0 && sl_store_conf_now_ms() < last_ka + ttl * 1000 + 3000) {
+  while (gone_at == 0 && sl_clock_mono_ms() < last_ka + ttl * 1000 + 3000) {
     sl_status st = sl_store_get(s, a, a_len, &kv, &err);
     if (st == SL_ENOTFOUND) {
-      gone_at = sl_store_conf_now_ms();
+      gone_at = sl_clock_mono_ms();
     } else {
       assert_int_equal(st, SL_OK);
       sl_store_kv_release(&kv);

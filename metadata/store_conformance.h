@@ -14,6 +14,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "common/clock.h"
 #include "metadata/store.h"
 
 typedef struct sl_store_conf_backend {
@@ -59,7 +60,6 @@ bool sl_store_conf_wait_events(sl_store_conf_events *c, size_t n, int timeout_ms
 /* Events so far (locks around the read). */
 size_t sl_store_conf_count(sl_store_conf_events *c);
 
-long long sl_store_conf_now_ms(void);
 void sl_store_conf_sleep_ms(int ms);
 
 #define SL_STORE_CONFORMANCE(X) \

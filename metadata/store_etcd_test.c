@@ -106,9 +106,9 @@ static bool all_stopped(pid_t pid) {
  * answered. */
 static void freeze(sl_etcd_proc *e) {
   assert_int_equal(kill(e->proc.pid, SIGSTOP), 0);
-  long long deadline = sl_store_conf_now_ms() + 5000;
+  long long deadline = sl_clock_mono_ms() + 5000;
   while (!all_stopped(e->proc.pid)) {
-    if (sl_store_conf_now_ms() > deadline) fail_msg("etcd did not stop within 5 s");
+    if (sl_clock_mono_ms() > deadline) fail_msg("etcd did not stop within 5 s");
     struct timespec ts = {0, 1000000};
     nanosleep(&ts, NULL);
   }
@@ -181,7 +181,7 @@ static void test_store_etcd__unavailable_then_recovers(void **state) {
   sl_store_conf_events ev;
   sl_store_conf_events_init(&ev);
   for (int call = 0; call < 6; call++) {
-    long long t0 = sl_store_conf_now_ms();
+    long long t0 = sl_clock_mono_ms();
     switch (call) {
       case 0: EXPECT(SL_EUNAVAIL, sl_store_get(s, "/a", 2, &kv, &err)); break;
       case 1:
@@ -195,7 +195,7 @@ static void test_store_etcd__unavailable_then_recovers(void **state) {
                                                  &err));
         break;
     }
-    long long took = sl_store_conf_now_ms() - t0;
+    long long took = sl_clock_mono_ms() - t0;
     if (took > timeout + sl_test_scaled_ms(700)) fail_msg("call %d took %lld ms, deadline %d ms", call, took, timeout);
     if (call < 5) {
       if (took > sl_test_scaled_ms(300)) fail_msg("call %d took %lld ms with etcd down, want fail-fast", call, took);
@@ -212,14 +212,14 @@ static void test_store_etcd__unavailable_then_recovers(void **state) {
    * gate lets a probe through as soon as one comes (restart returns once
    * etcd answers its own client). */
   EXPECT(SL_OK, sl_etcd_proc_restart(&e, &err));
-  long long back = sl_store_conf_now_ms();
+  long long back = sl_clock_mono_ms();
   long long deadline = back + 20000;
   sl_status st;
   while ((st = sl_store_get(s, "/a", 2, &kv, &err)) != SL_OK &&
-         sl_store_conf_now_ms() < deadline) {
+         sl_clock_mono_ms() < deadline) {
   }
   if (st != SL_OK) fail_msg("after restart: %s", sl_err_msg(&err, st));
-  long long recovered = sl_store_conf_now_ms() - back;
+  long long recovered = sl_clock_mono_ms() - back;
   print_message("store recovered %lld ms after etcd answered again\n", recovered);
   assert_true(recovered < sl_test_scaled_ms(3000));
   assert_string_equal((char *)kv.value, "A");
@@ -240,15 +240,15 @@ static void test_store_etcd__timeout_when_etcd_hangs(void **state) {
   /* Stopped, not dead: connections open, no answers. */
   freeze(&e);
   sl_store_kv kv;
-  long long t0 = sl_store_conf_now_ms();
+  long long t0 = sl_clock_mono_ms();
   EXPECT(SL_ETIMEDOUT, sl_store_get(s, "/a", 2, &kv, &err));
-  long long took = sl_store_conf_now_ms() - t0;
+  long long took = sl_clock_mono_ms() - t0;
   assert_true(took >= timeout - 100 && took < timeout + sl_test_scaled_ms(700));
   /* A write that may have been sent reports that its outcome is unknown. */
-  t0 = sl_store_conf_now_ms();
+  t0 = sl_clock_mono_ms();
   EXPECT(SL_ETIMEDOUT, sl_store_put(s, "/a", 2, "B", 1, SL_STORE_REV_ANY, 0, NULL, &err));
   assert_non_null(strstr(err.msg, "outcome unknown"));
-  took = sl_store_conf_now_ms() - t0;
+  took = sl_clock_mono_ms() - t0;
   assert_true(took < timeout + sl_test_scaled_ms(700));
   assert_int_equal(kill(e.proc.pid, SIGCONT), 0);
   EXPECT(SL_OK, sl_store_get(s, "/a", 2, &kv, &err));
@@ -278,9 +278,9 @@ static void test_store_etcd__fail_fast_off_retries_until_deadline(void **state) 
   sl_store *s = open_dead(400, 0);
   int64_t rev;
   for (int i = 0; i < 2; i++) {
-    long long t0 = sl_store_conf_now_ms();
+    long long t0 = sl_clock_mono_ms();
     EXPECT(SL_EUNAVAIL, sl_store_revision(s, &rev, &err));
-    long long took = sl_store_conf_now_ms() - t0;
+    long long took = sl_clock_mono_ms() - t0;
     assert_true(took >= 350 && took < sl_test_scaled_ms(1500));
     assert_non_null(strstr(err.msg, "unreachable within 400 ms"));
   }
@@ -307,7 +307,7 @@ static void test_store_etcd__fail_fast_many_threads(void **state) {
    * their threads for 100 s. */
   sl_store *s = open_dead(2000, 500);
   pthread_t t[FF_THREADS];
-  long long t0 = sl_store_conf_now_ms();
+  long long t0 = sl_clock_mono_ms();
   for (int i = 0; i < FF_THREADS; i++)
     assert_int_equal(pthread_create(&t[i], NULL, fail_fast_caller, s), 0);
   for (int i = 0; i < FF_THREADS; i++) {
@@ -315,7 +315,7 @@ static void test_store_etcd__fail_fast_many_threads(void **state) {
     assert_int_equal(pthread_join(t[i], &res), 0);
     if (res != NULL) fail_msg("thread %d: %s", i, (const char *)res);
   }
-  long long took = sl_store_conf_now_ms() - t0;
+  long long took = sl_clock_mono_ms() - t0;
   print_message("%d calls on %d threads with etcd down: %lld ms\n", FF_THREADS * FF_CALLS,
                 FF_THREADS, took);
   assert_true(took < sl_test_scaled_ms(2000));
@@ -339,15 +339,15 @@ static void test_store_etcd__thread_deadline_bounds_calls(void **state) {
   freeze(&e);
   sl_store_deadline inner;
   sl_store_deadline_begin(&inner, 300);
-  long long t0 = sl_store_conf_now_ms();
+  long long t0 = sl_clock_mono_ms();
   EXPECT(SL_ETIMEDOUT, sl_store_get(s, "/a", 2, &kv, &err));
-  long long took = sl_store_conf_now_ms() - t0;
+  long long took = sl_clock_mono_ms() - t0;
   assert_true(took >= 250 && took < sl_test_scaled_ms(1000));
   assert_non_null(strstr(err.msg, "caller's deadline"));
   /* Once passed, calls fail without trying. */
-  t0 = sl_store_conf_now_ms();
+  t0 = sl_clock_mono_ms();
   EXPECT(SL_ETIMEDOUT, sl_store_put(s, "/a", 2, "B", 1, SL_STORE_REV_ANY, 0, NULL, &err));
-  assert_true(sl_store_conf_now_ms() - t0 < sl_test_scaled_ms(100));
+  assert_true(sl_clock_mono_ms() - t0 < sl_test_scaled_ms(100));
   assert_non_null(strstr(err.msg, "deadline passed before the call"));
   sl_store_deadline_end(&inner);
   assert_int_equal(kill(e.proc.pid, SIGCONT), 0);

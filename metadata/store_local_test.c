@@ -123,9 +123,9 @@ static void test_store_local__history_trimmed(void **state) {
   for (int i = 0; i < 40; i++)
     EXPECT(SL_OK, sl_store_put(s, "k", 1, "v", 1, SL_STORE_REV_ANY, 0, &last, &err));
   /* The lease thread trims within about a second; poll for it. */
-  long long deadline = sl_store_conf_now_ms() + 5000;
+  long long deadline = sl_clock_mono_ms() + 5000;
   bool compacted = false;
-  while (!compacted && sl_store_conf_now_ms() < deadline) {
+  while (!compacted && sl_clock_mono_ms() < deadline) {
     sl_store_conf_events ev;
     sl_store_conf_events_init(&ev);
     sl_store_watch *w = NULL;

@@ -113,9 +113,9 @@ static void read_without(sl_lt *t, uint32_t slot, int sig) {
     assert_int_equal(sl_cluster_kill9(t->cluster, SL_NODE_BOOKIE, victim, &err), SL_OK);
   else
     sl_lt_signal_bookie(t, victim, sig);
-  int64_t t0 = sl_lt_now_ms(), delivered = 0;
+  int64_t t0 = sl_clock_mono_ms(), delivered = 0;
   assert_int_equal(sl_lt_read_check(lh, 0, N - 1, &delivered), SL_OK);
-  int64_t ms = sl_lt_now_ms() - t0;
+  int64_t ms = sl_clock_mono_ms() - t0;
   print_message("read of %d entries, bookie %s: %lld ms\n", N,
                 sig == SIGKILL ? "killed" : "stopped", (long long)ms);
   assert_int_equal(delivered, N);

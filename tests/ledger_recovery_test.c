@@ -219,9 +219,9 @@ static void test_ledger_recovery__wiped_bookie_votes_for_nothing(void **state) {
 
   /* A recoverer retries while answers are missing (B reconnecting). */
   assert_int_equal(sl_cluster_restart(t->cluster, SL_NODE_BOOKIE, B, &err), SL_OK);
-  int64_t deadline = sl_lt_now_ms() + 30000;
+  int64_t deadline = sl_clock_mono_ms() + 30000;
   while ((st = sl_lt_recover(t, id, 2, &r, why, sizeof(why))) == SL_EUNAVAIL &&
-         sl_lt_now_ms() < deadline)
+         sl_clock_mono_ms() < deadline)
     usleep(200 * 1000);
   assert_int_equal(st, SL_OK);
   assert_int_equal(sl_ledger_last_entry(r), 29);

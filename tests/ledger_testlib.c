@@ -17,12 +17,6 @@
 #include "tests/bookie_testlib.h"
 #include "tests/waiter.h"
 
-int64_t sl_lt_now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 void sl_lt_start(sl_lt *t, const char *name, int bookies,
                  const char *const *bookie_args, const sl_ledger_client_opts *opts) {
   memset(t, 0, sizeof(*t));
@@ -220,10 +214,17 @@ sl_status sl_lt_append(sl_ledger *lh, sl_lt_appends *a) {
   return st;
 }
 
-void sl_lt_wait_done(sl_lt_appends *a, int64_t count, int timeout_ms) {
-  int64_t deadline = sl_lt_now_ms() + timeout_ms;
+int64_t sl_lt_done(sl_lt_appends *a) {
   pthread_mutex_lock(&a->mu);
-  while (a->done < count && sl_lt_now_ms() < deadline) {
+  int64_t done = a->done;
+  pthread_mutex_unlock(&a->mu);
+  return done;
+}
+
+void sl_lt_wait_done(sl_lt_appends *a, int64_t count, int timeout_ms) {
+  int64_t deadline = sl_clock_mono_ms() + timeout_ms;
+  pthread_mutex_lock(&a->mu);
+  while (a->done < count && sl_clock_mono_ms() < deadline) {
     struct timespec dl;
     clock_gettime(CLOCK_REALTIME, &dl);
     dl.tv_nsec += 50 * 1000000L;
@@ -404,19 +405,19 @@ void sl_lt_wipe_bookie(sl_lt *t, int i) {
   sl_status st = sl_cluster_restart(t->cluster, SL_NODE_BOOKIE, i, &err);
   if (st != SL_OK) fail_msg("restart bookie %d: %s", i, sl_err_msg(&err, st));
   /* The old registration lingers until its session lapses. */
-  int64_t deadline = sl_lt_now_ms() + 30000;
+  int64_t deadline = sl_clock_mono_ms() + 30000;
   do {
     usleep(50 * 1000);
     registered_instance(t, i, now, sizeof(now));
-  } while ((now[0] == '\0' || strcmp(now, before) == 0) && sl_lt_now_ms() < deadline);
+  } while ((now[0] == '\0' || strcmp(now, before) == 0) && sl_clock_mono_ms() < deadline);
   if (now[0] == '\0' || strcmp(now, before) == 0)
     fail_msg("bookie %d: no new instance registered (was %s)", i, before);
 }
 
 void sl_lt_wait_registered(sl_lt *t, int i, int timeout_ms) {
   const char *id = sl_cluster_id(t->cluster, SL_NODE_BOOKIE, i);
-  int64_t deadline = sl_lt_now_ms() + timeout_ms;
-  while (sl_lt_now_ms() < deadline) {
+  int64_t deadline = sl_clock_mono_ms() + timeout_ms;
+  while (sl_clock_mono_ms() < deadline) {
     Sluice__V1__ListBookiesRequest req = SLUICE__V1__LIST_BOOKIES_REQUEST__INIT;
     Sluice__V1__ListBookiesResponse *r = NULL;
     bool seen = false;

@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "broker/ledger/ledger.h"
+#include "common/clock.h"
 #include "tests/cluster.h"
 
 typedef struct sl_lt {
@@ -69,6 +70,9 @@ sl_status sl_lt_append(sl_ledger *lh, sl_lt_appends *a);
 
 /* Waits until at least `count` callbacks ran (fails after timeout_ms). */
 void sl_lt_wait_done(sl_lt_appends *a, int64_t count, int timeout_ms);
+/* Appends completed so far (read under the lock: callbacks run on the
+ * handle's serial). */
+int64_t sl_lt_done(sl_lt_appends *a);
 
 /* Closes and waits; returns close's status. */
 sl_status sl_lt_close(sl_ledger *lh);
@@ -106,7 +110,5 @@ void sl_lt_wipe_bookie(sl_lt *t, int i);
 /* Waits until ListBookies shows bookie i (by id) live, or fails. */
 void sl_lt_wait_registered(sl_lt *t, int i, int timeout_ms);
 
-/* Milliseconds since an arbitrary start (monotonic). */
-int64_t sl_lt_now_ms(void);
 
 #endif

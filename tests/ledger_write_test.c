@@ -44,8 +44,8 @@ static void test_ledger_write__write_read_close(void **state) {
 
   /* A reader of the OPEN ledger learns the LAC from the bookies: the
    * writer's WriteLac brings it there once appends pause. */
-  int64_t deadline = sl_lt_now_ms() + 10000, seen = -1;
-  while (seen < N - 1 && sl_lt_now_ms() < deadline) {
+  int64_t deadline = sl_clock_mono_ms() + 10000, seen = -1;
+  while (seen < N - 1 && sl_clock_mono_ms() < deadline) {
     sl_ledger *rd = sl_lt_open(t, sl_ledger_id(lh));
     sl_ledger_stats rs;
     sl_ledger_stats_get(rd, &rs);
@@ -126,8 +126,8 @@ static void test_ledger_write__bad_input(void **state) {
   o.write_quorum = 2;
   got = SL_OK;
   assert_int_equal(sl_ledger_create_async(t->client, &o, create_cb, &got, &err), SL_OK);
-  int64_t deadline = sl_lt_now_ms() + 20000;
-  while (__atomic_load_n(&got, __ATOMIC_SEQ_CST) == SL_OK && sl_lt_now_ms() < deadline)
+  int64_t deadline = sl_clock_mono_ms() + 20000;
+  while (__atomic_load_n(&got, __ATOMIC_SEQ_CST) == SL_OK && sl_clock_mono_ms() < deadline)
     usleep(10000);
   assert_int_equal(got, SL_EUNAVAIL);
 

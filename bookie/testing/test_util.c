@@ -106,8 +106,6 @@ void sl_test_waiter_cb(sl_status st, const char *msg, void *arg) {
   pthread_mutex_unlock(&w->mu);
 }
 
-int64_t sl_test_now_ms(void) { return sl_clock_mono_ms(); }
-
 bool sl_test_waiter_wait(sl_test_waiter *w, uint64_t n, int timeout_ms) {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
@@ -126,10 +124,10 @@ bool sl_test_waiter_wait(sl_test_waiter *w, uint64_t n, int timeout_ms) {
 }
 
 bool sl_test_poll(bool (*pred)(void *arg), void *arg, int timeout_ms) {
-  int64_t deadline = sl_test_now_ms() + timeout_ms;
+  int64_t deadline = sl_clock_mono_ms() + timeout_ms;
   for (;;) {
     if (pred(arg)) return true;
-    if (sl_test_now_ms() > deadline) return false;
+    if (sl_clock_mono_ms() > deadline) return false;
     usleep(1000);
   }
 }

@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "common/clock.h"
 #include "common/status.h"
 
 /* A new empty directory under $TEST_TMPDIR (or /tmp), named after `tag`.
@@ -49,7 +50,5 @@ bool sl_test_waiter_wait(sl_test_waiter *w, uint64_t n, int timeout_ms);
 /* Polls pred(arg) every millisecond until true; false after timeout_ms. */
 bool sl_test_poll(bool (*pred)(void *arg), void *arg, int timeout_ms);
 
-/* Monotonic milliseconds. */
-int64_t sl_test_now_ms(void);
 
 #endif

@@ -4,6 +4,7 @@
  * the cache; it is taken when a handle picks bookies or looks a channel up,
  * never per append.
  */
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,13 +13,8 @@
 
 #include "broker/ledger/ledger_int.h"
 #include "broker/ledger/placement.h"
+#include "common/clock.h"
 #include "common/log.h"
-
-int64_t sl_lc_now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 lc_metrics sl_lc_m;
 
@@ -68,6 +64,11 @@ sl_status sl_ledger_client_create(const sl_ledger_client_opts *opts,
   c->opts.bookie_channel = NULL; /* borrowed only for the call: copied */
   c->chopts.target = NULL;
   pthread_mutex_init(&c->mu, NULL);
+  pthread_condattr_t ca; /* the wait in destroy is on CLOCK_MONOTONIC */
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&c->handles_gone, &ca);
+  pthread_condattr_destroy(&ca);
   c->listed_ms = -1;
   *out = c;
   return SL_OK;
@@ -84,10 +85,41 @@ static void bookie_free(lc_bookie *b) {
   free(b);
 }
 
+void sl_lc_handle_made(sl_ledger_client *c) {
+  pthread_mutex_lock(&c->mu);
+  c->handles++;
+  pthread_mutex_unlock(&c->mu);
+}
+
+void sl_lc_handle_gone(sl_ledger_client *c) {
+  pthread_mutex_lock(&c->mu);
+  if (--c->handles == 0) pthread_cond_broadcast(&c->handles_gone);
+  pthread_mutex_unlock(&c->mu);
+}
+
+/* Long enough for destroyed handles' streams to be cancelled and released;
+ * past it a handle was never destroyed (a bug), and the client is leaked
+ * rather than freed under it. */
+#define HANDLES_WAIT_MS 10000
+
 void sl_ledger_client_destroy(sl_ledger_client *c) {
   if (!c) return;
+  struct timespec until;
+  clock_gettime(CLOCK_MONOTONIC, &until);
+  until.tv_sec += HANDLES_WAIT_MS / 1000;
+  pthread_mutex_lock(&c->mu);
+  while (c->handles > 0 &&
+         pthread_cond_timedwait(&c->handles_gone, &c->mu, &until) != ETIMEDOUT) {
+  }
+  int left = c->handles;
+  pthread_mutex_unlock(&c->mu);
+  if (left > 0) {
+    sl_log(SL_LOG_ERROR, "event=ledger_client_leaked handles=%d (never destroyed)", left);
+    return;
+  }
   for (size_t i = 0; i < c->n_bookies; i++) bookie_free(c->bookies[i]);
   free(c->bookies);
+  pthread_cond_destroy(&c->handles_gone);
   pthread_mutex_destroy(&c->mu);
   free(c);
 }
@@ -179,7 +211,7 @@ static void refresh_done(sl_status st, const char *details,
     for (size_t i = 0; i < c->n_bookies; i++) c->bookies[i]->live = false;
     for (size_t i = 0; i < r->n_bookies && st == SL_OK; i++)
       if (!upsert_locked(c, r->bookies[i])) st = SL_ENOMEM;
-    c->listed_ms = sl_lc_now_ms();
+    c->listed_ms = sl_clock_mono_ms();
     pthread_mutex_unlock(&c->mu);
     details = st == SL_OK ? "" : "ledger client: out of memory";
   }
@@ -216,7 +248,7 @@ void sl_lc_refresh(sl_ledger_client *c, sl_serial *serial, bool force,
                    sl_lc_done_cb cb, void *arg) {
   pthread_mutex_lock(&c->mu);
   bool fresh = !force && c->listed_ms >= 0 &&
-               sl_lc_now_ms() - c->listed_ms < c->opts.bookie_cache_ms;
+               sl_clock_mono_ms() - c->listed_ms < c->opts.bookie_cache_ms;
   pthread_mutex_unlock(&c->mu);
   if (fresh) {
     post_done(serial, cb, arg, SL_OK);

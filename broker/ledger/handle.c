@@ -31,6 +31,7 @@ sl_status sl_lh_create(sl_ledger_client *c, sl_serial *serial,
     }
   }
   lh->client = c;
+  sl_lc_handle_made(c);
   atomic_init(&lh->refs, 1);
   lh->id = info->ledger_id;
   lh->q = (sl_quorum){info->ensemble_size, info->write_quorum, info->ack_quorum};
@@ -58,10 +59,12 @@ void sl_lh_ref(sl_ledger *lh) { atomic_fetch_add(&lh->refs, 1); }
 void sl_lh_unref(sl_ledger *lh) {
   if (!lh || atomic_fetch_sub(&lh->refs, 1) != 1) return;
   sl_lh_writer_release(lh);
+  sl_ledger_client *c = lh->client;
   if (lh->info) protobuf_c_message_free_unpacked(&lh->info->base, NULL);
   free(lh->password);
   sl_serial_unref(lh->serial);
   free(lh);
+  sl_lc_handle_gone(c);
 }
 
 size_t sl_lh_segment_of(const Sluice__V1__LedgerInfo *info, int64_t entry) {

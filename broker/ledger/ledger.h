@@ -227,9 +227,12 @@ typedef struct sl_ledger_client_opts {
 sl_status sl_ledger_client_create(const sl_ledger_client_opts *opts,
                                   sl_ledger_client **out, sl_err *err);
 
-/* Frees the client and its bookie channels. Every handle must be destroyed
- * first, and every create/open/recover callback must have run. Not from a
- * callback of this client. NULL is a no-op. */
+/* Frees the client and its bookie channels. Every handle must have been
+ * destroyed (sl_ledger_destroy) and every create/open/recover callback must
+ * have run; it waits (up to 10 s, then leaks the client with an error log)
+ * for those handles' streams to finish releasing, which happens on gRPC
+ * threads after sl_ledger_destroy. Not from a callback of this client.
+ * NULL is a no-op. */
 void sl_ledger_client_destroy(sl_ledger_client *c);
 
 /* Called once, on the handle's serial, when the handle becomes FENCED: a

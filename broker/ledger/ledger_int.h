@@ -48,14 +48,23 @@ typedef struct lc_bookie {
 struct sl_ledger_client {
   sl_ledger_client_opts opts;   /* defaults filled in */
   sl_rpc_channel_opts chopts;   /* bookie channel template (target unset) */
-  pthread_mutex_t mu;           /* guards bookies, n_bookies, listed_ms */
+  pthread_mutex_t mu;           /* guards bookies, n_bookies, listed_ms,
+                                   handles */
+  pthread_cond_t handles_gone;  /* signalled when handles drops to 0 */
+  int handles;                  /* not yet released: a handle's last
+                                   reference can be a stream's, released on
+                                   a gRPC thread after sl_ledger_destroy,
+                                   and its release still uses the client */
   lc_bookie **bookies;
   size_t n_bookies;
   int64_t listed_ms;            /* when the last ListBookies answer came */
 };
 
-/* Monotonic milliseconds. */
-int64_t sl_lc_now_ms(void);
+/* A handle is made, or finished releasing (sl_ledger_client_destroy waits
+ * for every handle's release). The client must not be touched after
+ * sl_lc_handle_gone. */
+void sl_lc_handle_made(sl_ledger_client *c);
+void sl_lc_handle_gone(sl_ledger_client *c);
 
 /* The ledger metrics of this process (every client shares the series;
  * registered once by the first sl_ledger_client_create; a handle whose

@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "broker/ledger/ledger_int.h"
+#include "common/clock.h"
 #include "common/crc32c.h"
 #include "common/log.h"
 
@@ -90,7 +91,7 @@ static void add_on_message(sl_rpc_astream *s, const ProtobufCMessage *msg,
     slot_failed(ctx->lh, ctx->slot, st, r->error);
     return;
   }
-  ctx->lh->slots[ctx->slot].last_ack_ms = sl_lc_now_ms();
+  ctx->lh->slots[ctx->slot].last_ack_ms = sl_clock_mono_ms();
   if (sl_addq_ack(&ctx->lh->pending, r->entry_id, ctx->slot))
     complete_front(ctx->lh);
 }
@@ -139,7 +140,7 @@ static sl_status slot_open(sl_ledger *lh, uint32_t s) {
     return st;
   }
   sl->sctx = ctx;
-  sl->last_ack_ms = sl_lc_now_ms();
+  sl->last_ack_ms = sl_clock_mono_ms();
   return SL_OK;
 }
 
@@ -252,7 +253,7 @@ static void tick_run(void *arg) {
   if (stopped(lh)) return;
   sl_addq_item *it = sl_addq_front(&lh->pending);
   if (!it) return; /* re-armed by the next append */
-  int64_t now = sl_lc_now_ms();
+  int64_t now = sl_clock_mono_ms();
   if (now - it->sent_ms >= lh->client->opts.add_timeout_ms) {
     uint64_t ws = sl_quorum_write_set(&lh->q, it->entry);
     for (uint32_t s = 0; s < lh->q.e; s++)
@@ -360,7 +361,7 @@ static void lac_run(void *arg) {
   if (stopped(lh) || lac <= lh->lac_written) return;
   /* While adds keep coming they carry the LAC: a WriteLac then would only
    * cost each bookie a journal sync that competes with the adds'. */
-  int64_t quiet = sl_lc_now_ms() - lh->last_add_ms;
+  int64_t quiet = sl_clock_mono_ms() - lh->last_add_ms;
   if (sl_addq_front(&lh->pending) || quiet < LAC_FLUSH_MS) {
     sl_timer_start(&lh->lac_timer, sl_addq_front(&lh->pending) ? LAC_FLUSH_MS
                                                                 : LAC_FLUSH_MS - quiet);
@@ -410,7 +411,7 @@ static void append_run(void *arg) {
     return;
   }
   SL_ASSERT(a->entry == sl_addq_next(&lh->pending)); /* invariant 1 */
-  if (sl_addq_push(&lh->pending, a, sl_lc_now_ms()) != SL_OK) {
+  if (sl_addq_push(&lh->pending, a, sl_clock_mono_ms()) != SL_OK) {
     go_failed(lh, SL_ENOMEM, "ledger: out of memory");
     pending_drop(lh, a);
     a->cb(SL_ENOMEM, a->entry, a->arg);
@@ -418,7 +419,7 @@ static void append_run(void *arg) {
     sl_lh_unref(lh);
     return;
   }
-  lh->last_add_ms = sl_lc_now_ms();
+  lh->last_add_ms = sl_clock_mono_ms();
   for (uint32_t i = 0; i < lh->q.qw; i++)
     pump(lh, sl_quorum_slot(&lh->q, a->entry, i));
   arm_tick(lh);
@@ -489,7 +490,7 @@ static void change_clear(sl_ledger *lh) {
 
 static bool change_deadline_passed(sl_ledger *lh, sl_status st,
                                    const char *details) {
-  if (sl_lc_now_ms() < lh->change_deadline_ms) return false;
+  if (sl_clock_mono_ms() < lh->change_deadline_ms) return false;
   go_failed(lh, st == SL_OK ? SL_EUNAVAIL : st, details);
   return true;
 }
@@ -546,13 +547,13 @@ static void change_pick(sl_ledger *lh) {
 static void change_start(sl_ledger *lh) {
   lh->changing = true;
   if (state_of(lh) == SL_LEDGER_WRITING) set_state(lh, SL_LEDGER_CHANGING);
-  lh->change_deadline_ms = sl_lc_now_ms() + 3 * lh->client->opts.metadata_timeout_ms;
+  lh->change_deadline_ms = sl_clock_mono_ms() + 3 * lh->client->opts.metadata_timeout_ms;
   change_refresh(lh);
 }
 
 /* Swaps the new bookies into their slots and resends what is pending. */
 static void change_apply(sl_ledger *lh) {
-  int64_t now = sl_lc_now_ms();
+  int64_t now = sl_clock_mono_ms();
   for (size_t i = 0; i < lh->pending.len; i++)
     sl_addq_get(&lh->pending, lh->pending.first + (int64_t)i)->sent_ms = now;
   uint64_t opened = 0;
@@ -736,7 +737,7 @@ static void close_cas_done(sl_status st, const char *details,
       finish_close(lh, SL_EFENCED, details);
     else
       go_fenced(lh, st, details);
-  } else if (sl_lc_now_ms() < lh->close_deadline_ms &&
+  } else if (sl_clock_mono_ms() < lh->close_deadline_ms &&
              st != SL_EINVAL && st != SL_ENOTFOUND) {
     retry_later(lh, close_cas);
   } else {
@@ -754,7 +755,7 @@ static void close_reread_done(sl_status st, const char *details,
   lh->close_cas_inflight = false;
   if (lh->destroyed) goto out;
   if (st != SL_OK) {
-    if (sl_lc_now_ms() < lh->close_deadline_ms) retry_later(lh, close_cas);
+    if (sl_clock_mono_ms() < lh->close_deadline_ms) retry_later(lh, close_cas);
     else close_fail(lh, st, details);
   } else if (r->info->state == STATE_CLOSED &&
              r->info->last_entry_id == atomic_load(&lh->lac) &&
@@ -801,7 +802,7 @@ static void close_cas(sl_ledger *lh) {
   if (st != SL_OK) {
     lh->close_cas_inflight = false;
     sl_lh_unref(lh);
-    if (sl_lc_now_ms() < lh->close_deadline_ms) retry_later(lh, close_cas);
+    if (sl_clock_mono_ms() < lh->close_deadline_ms) retry_later(lh, close_cas);
     else close_fail(lh, st, err.msg);
   }
 }
@@ -818,7 +819,7 @@ static void close_run(void *arg) {
   lh->close_cb = op->cb;
   lh->close_arg = op->arg;
   free(op);
-  lh->close_deadline_ms = sl_lc_now_ms() + 3 * lh->client->opts.metadata_timeout_ms;
+  lh->close_deadline_ms = sl_clock_mono_ms() + 3 * lh->client->opts.metadata_timeout_ms;
   if (lh->destroyed) {
     finish_close(lh, SL_ECANCELED, "ledger: handle destroyed");
     return;
@@ -936,12 +937,6 @@ static void create_fail(create_op *op, sl_status st, const char *details) {
   create_op_free(op);
 }
 
-static int64_t wall_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void create_done(sl_status st, const char *details,
                         ProtobufCMessage *resp, void *arg) {
   create_op *op = arg;
@@ -1007,7 +1002,7 @@ static void create_pick(create_op *op) {
   info.password.len = op->o.password_len;
   info.owner_epoch = op->o.epoch;
   info.partition = op->partition ? op->partition : "";
-  info.create_time_ms = wall_ms();
+  info.create_time_ms = sl_clock_wall_ms();
   Sluice__V1__CreateLedgerRequest req = SLUICE__V1__CREATE_LEDGER_REQUEST__INIT;
   req.info = &info;
   req.epoch = op->o.epoch;
