@@ -12,13 +12,15 @@
  *
  *   bazel run -c opt //tools:produce-bench -- [seconds per run, default 5]
  *
- * Measured 2026-12-02 on the shared 2-core machine under heavy load from
- * other builds (raw fdatasync 175/s, p50 0.78 ms, p99 115 ms): 1x1 192
- * msgs/s p50 3.0 ms; 1x256 15.0k msgs/s p50 10.9 ms; 8x1 716 msgs/s p50
- * 8.0 ms; 8x256 9.2k msgs/s p50 171 ms; broker ~10 us CPU/msg under load;
- * bookie-only 326/s (1 in flight, p50 2.1 ms), 1.7k entries/s (256); broker
- * RSS 17 MB idle, 33 MB peak. Far from the targets (35k msgs/s, p50 under
- * 0.5 ms); re-measure on a quiet machine.
+ * Measured 2026-12-02 23:45 UTC, opt build, machine otherwise idle (load
+ * 3.5-4 from the run itself; raw fdatasync 5.5k-7.5k/s, p50 0.13-0.17 ms):
+ * 1x1 1.44k-1.48k msgs/s p50 0.62 ms p99 1.2-1.4 ms (bookie-only p50
+ * 0.44-0.46 ms: the broker and client add about 0.17 ms); 1x256 45.9k-48.3k
+ * msgs/s p50 2.1-2.4 ms; 8x1 1.8k-2.9k msgs/s; 8x256 54.6k-59.6k msgs/s;
+ * broker 3.7-5.3 us CPU/msg at 256 in flight, about 300 at 1; broker RSS
+ * 16 MB idle, 33-38 MB after. Targets: 35k msgs/s met; p50 under 0.5 ms at
+ * one in flight not met (0.62). The same disk earlier that day under other
+ * builds gave raw fdatasync 175/s and 15k msgs/s: the disk sets the floor.
  */
 #include <pthread.h>
 #include <setjmp.h>
