@@ -93,13 +93,6 @@ static int setup(void **state) {
   return 0;
 }
 
-static int teardown(void **state) {
-  sl_pt *t = *state;
-  sl_pt_stop(t);
-  free(t);
-  return 0;
-}
-
 static void test_consume_catchup__backlog_over_ledgers_in_order(void **state) {
   sl_pt *t = *state;
   for (int r = 0; r < ROUNDS; r++)
@@ -255,7 +248,7 @@ int main(void) {
       cmocka_unit_test(test_consume_catchup__paced_by_the_read_budget),
   };
   curl_global_init(CURL_GLOBAL_DEFAULT);
-  int rc = cmocka_run_group_tests(tests, setup, teardown);
+  int rc = cmocka_run_group_tests(tests, setup, sl_pt_teardown);
   curl_global_cleanup();
   return rc;
 }

@@ -40,13 +40,6 @@ static int setup(void **state) {
   return 0;
 }
 
-static int teardown(void **state) {
-  sl_pt *t = *state;
-  sl_pt_stop(t);
-  free(t);
-  return 0;
-}
-
 /* Produces one message with key "k-<seq>" and property "p" = "v-<seq>" on
  * a raw Produce stream (the test helper sends no properties). */
 static void produce_with_props(sl_pt *t, const char *topic, uint64_t seq) {
@@ -396,5 +389,5 @@ int main(void) {
       cmocka_unit_test(test_consume_dlq__options_must_agree),
       cmocka_unit_test(test_consume_dlq__owner_killed_while_dead_lettering),
   };
-  return cmocka_run_group_tests(tests, setup, teardown);
+  return cmocka_run_group_tests(tests, setup, sl_pt_teardown);
 }

@@ -31,13 +31,6 @@ static int setup(void **state) {
   return 0;
 }
 
-static int teardown(void **state) {
-  sl_pt *t = *state;
-  sl_pt_stop(t);
-  free(t);
-  return 0;
-}
-
 /* Subscribes through broker `via`, following one redirect; retries while
  * the partition has no owner yet (failover in progress). */
 static void subscribe_anywhere(sl_pt *t, int via, const sl_ct_sub *sub, sl_ct_consumer *c) {
@@ -122,5 +115,5 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_consume_failover__kill9_owner_no_gap),
   };
-  return cmocka_run_group_tests(tests, setup, teardown);
+  return cmocka_run_group_tests(tests, setup, sl_pt_teardown);
 }

@@ -62,13 +62,6 @@ static int setup(void **state) {
   return 0;
 }
 
-static int teardown(void **state) {
-  sl_pt *t = *state;
-  sl_pt_stop(t);
-  free(t);
-  return 0;
-}
-
 static double secs_since(int64_t t0) { return (double)(sl_clock_mono_ms() - t0) / 1000.0; }
 
 /* Produces n messages (sequence ids 0..n-1, 24-byte payloads) in batches,
@@ -225,5 +218,5 @@ int main(int argc, char **argv) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_consume_holes__every_other_ack_survives_restart),
   };
-  return cmocka_run_group_tests(tests, setup, teardown);
+  return cmocka_run_group_tests(tests, setup, sl_pt_teardown);
 }

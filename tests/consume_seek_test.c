@@ -43,13 +43,6 @@ static int setup(void **state) {
   return 0;
 }
 
-static int teardown(void **state) {
-  sl_pt *t = *state;
-  sl_pt_stop(t);
-  free(t);
-  return 0;
-}
-
 /* Sends count messages from first, one entry each, each in a later
  * millisecond than the one before (distinct publish times). */
 static void produce(sl_pt *t, uint64_t first, int count) {
@@ -211,5 +204,5 @@ int main(void) {
       cmocka_unit_test(test_consume_seek__by_id_and_by_time),
       cmocka_unit_test(test_consume_seek__bad_seek),
   };
-  return cmocka_run_group_tests(tests, setup, teardown);
+  return cmocka_run_group_tests(tests, setup, sl_pt_teardown);
 }

@@ -41,13 +41,6 @@ static int setup(void **state) {
   return 0;
 }
 
-static int teardown(void **state) {
-  sl_pt *t = *state;
-  sl_pt_stop(t);
-  free(t);
-  return 0;
-}
-
 static void recv_n(sl_ct_consumer *c, sl_ct_msg *out, int n) {
   sl_err err = SL_ERR_INIT;
   int got = 0;
@@ -591,5 +584,5 @@ int main(void) {
       cmocka_unit_test(test_consume__batches_per_response),
       cmocka_unit_test(test_consume__one_message_per_response_by_default),
   };
-  return cmocka_run_group_tests(tests, setup, teardown);
+  return cmocka_run_group_tests(tests, setup, sl_pt_teardown);
 }

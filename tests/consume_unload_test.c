@@ -48,13 +48,6 @@ static int setup(void **state) {
   return 0;
 }
 
-static int teardown(void **state) {
-  sl_pt *t = *state;
-  sl_pt_stop(t);
-  free(t);
-  return 0;
-}
-
 /* True once the owner's GetTopicStats shows the subscription with nothing
  * left: every ack applied on the partition's serial. */
 static bool all_acked(sl_pt *t, int owner, const char *topic, const char *sub) {
@@ -232,7 +225,7 @@ int main(void) {
       cmocka_unit_test(test_consume_unload__graceful_stop_keeps_acks),
   };
   curl_global_init(CURL_GLOBAL_DEFAULT);
-  int rc = cmocka_run_group_tests(tests, setup, teardown);
+  int rc = cmocka_run_group_tests(tests, setup, sl_pt_teardown);
   curl_global_cleanup();
   return rc;
 }

@@ -35,13 +35,6 @@ static int setup(void **state) {
   return 0;
 }
 
-static int teardown(void **state) {
-  sl_pt *t = *state;
-  sl_pt_stop(t);
-  free(t);
-  return 0;
-}
-
 /* A producer that resends with the same sequence ids after any failure,
  * through whichever broker owns the partition now. */
 typedef struct pub {
@@ -250,5 +243,5 @@ int main(void) {
       cmocka_unit_test(test_produce_failover__owner_kill9),
       cmocka_unit_test(test_produce_failover__stopped_owner_is_fenced),
   };
-  return cmocka_run_group_tests(tests, setup, teardown);
+  return cmocka_run_group_tests(tests, setup, sl_pt_teardown);
 }

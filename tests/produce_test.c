@@ -39,13 +39,6 @@ static int setup(void **state) {
   return 0;
 }
 
-static int teardown(void **state) {
-  sl_pt *t = *state;
-  sl_pt_stop(t);
-  free(t);
-  return 0;
-}
-
 static sl_pt_ack first_run[TOTAL];
 
 /* Batches and single sends: one receipt per message (expanded), all OK, in
@@ -200,5 +193,5 @@ int main(void) {
       cmocka_unit_test(test_produce__dedup_answers_resends_with_original_ids),
       cmocka_unit_test(test_produce__bad_input),
   };
-  return cmocka_run_group_tests(tests, setup, teardown);
+  return cmocka_run_group_tests(tests, setup, sl_pt_teardown);
 }

@@ -63,6 +63,13 @@ void sl_pt_stop(sl_pt *t) {
   sl_cluster_destroy(t->c);
 }
 
+int sl_pt_teardown(void **state) {
+  sl_pt *t = *state;
+  sl_pt_stop(t);
+  free(t);
+  return 0;
+}
+
 static sl_rpc_call_opts opts(int ms) {
   sl_rpc_call_opts o = {0};
   o.timeout_ms = ms;

@@ -36,6 +36,8 @@ void sl_pt_start(sl_pt *t, const char *name, int metadata, int bookies, int brok
 void sl_pt_start_ttl(sl_pt *t, const char *name, int metadata, int bookies, int brokers,
                      int ttl_s);
 void sl_pt_stop(sl_pt *t);
+/* cmocka group teardown: sl_pt_stop, then frees the calloc'd sl_pt. */
+int sl_pt_teardown(void **state);
 
 /* Creates a namespace (dedup on/off, max message bytes 0 = default) and a
  * topic with `partitions` (0 = non-partitioned). */

@@ -171,13 +171,6 @@ static int setup(void **state) {
   return 0;
 }
 
-static int teardown(void **state) {
-  sl_pt *t = *state;
-  sl_pt_stop(t);
-  free(t);
-  return 0;
-}
-
 /* What a linear scan says for T: the first message at or after T, or the
  * end (just past the last entry). */
 static void expect(const smsg *m, size_t n, int64_t when, const sl_seek_time_result *r,
@@ -291,5 +284,5 @@ int main(void) {
       cmocka_unit_test(test_seek_time__empty_partition),
       cmocka_unit_test(test_seek_time__bad_options),
   };
-  return cmocka_run_group_tests(tests, setup, teardown);
+  return cmocka_run_group_tests(tests, setup, sl_pt_teardown);
 }
