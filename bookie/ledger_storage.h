@@ -137,13 +137,16 @@ void sl_ledger_storage_close(sl_ledger_storage *ls);
 typedef struct sl_ledger_storage_leveldb_opts {
   size_t cache_bytes;        /* block cache */
   size_t write_buffer_bytes; /* memtable size before a flush to a table */
-  size_t max_file_bytes;     /* table file size */
+  size_t max_file_bytes;     /* table file size; leveldb's own 2 MiB: a
+                                compaction rewrites whole tables where key
+                                ranges touch, so large tables made every
+                                compaction a burst of tens of MB */
   bool compress;             /* snappy; off by default: payloads are opaque */
 } sl_ledger_storage_leveldb_opts;
 
 #define SL_LEDGER_STORAGE_LEVELDB_OPTS_INIT                               \
   {.cache_bytes = 32u << 20, .write_buffer_bytes = 64u << 20,           \
-   .max_file_bytes = 64u << 20, .compress = false}
+   .max_file_bytes = 2u << 20, .compress = false}
 
 /*
  * Opens (creating if missing) a leveldb database at `path` (borrowed).

@@ -207,6 +207,50 @@ static void raw_put(const char *dir, uint64_t ledger, int64_t entry, const void 
   raw_put_key(dir, k, sizeof(k), val, len);
 }
 
+/* The checkpoint key sorts after every entry and ledger key (else every
+ * table's key range spans all entries and each compaction rewrites all of
+ * level 1); a data dir that still has the old key opens at its checkpoint. */
+static void test_ledger_storage__checkpoint_key_last_old_key_read(void **state) {
+  (void)state;
+  char *dir = sl_test_mkdtemp("lsckkey");
+  sl_ledger_storage *ls = open_ls(dir); /* creates the db */
+  sl_ledger_storage_close(ls);
+  uint8_t old[16] = {5, 0, 0, 0, 0, 0, 0, 0, 77, 0, 0, 0, 0, 0, 0, 0};
+  raw_put_key(dir, (const uint8_t *)"Ccheckpoint", 11, old, sizeof(old));
+  ls = open_ls(dir);
+  sl_journal_pos got = {0, 0};
+  assert_int_equal(sl_ledger_storage_get_checkpoint(ls, &got, NULL), SL_OK);
+  assert_int_equal(got.segment, 5);
+  assert_int_equal(got.offset, 77);
+  put_entry(ls, UINT64_MAX, 1, "last ledger");
+  sl_journal_pos ck = {6, 10};
+  assert_int_equal(sl_ledger_storage_write(ls, NULL, 0, &ck, NULL), SL_OK);
+  sl_ledger_storage_close(ls);
+
+  ls = open_ls(dir); /* the new key wins over the old one still stored */
+  assert_int_equal(sl_ledger_storage_get_checkpoint(ls, &got, NULL), SL_OK);
+  assert_int_equal(got.segment, 6);
+  assert_int_equal(got.offset, 10);
+  sl_ledger_storage_close(ls);
+
+  char *errptr = NULL;
+  leveldb_options_t *o = leveldb_options_create();
+  leveldb_t *db = leveldb_open(o, dir, &errptr);
+  assert_null(errptr);
+  leveldb_readoptions_t *ro = leveldb_readoptions_create();
+  leveldb_iterator_t *it = leveldb_create_iterator(db, ro);
+  leveldb_iter_seek_to_last(it);
+  assert_true(leveldb_iter_valid(it));
+  size_t klen = 0;
+  const char *k = leveldb_iter_key(it, &klen);
+  assert_true(klen > 0 && (uint8_t)k[0] > (uint8_t)'L'); /* after 'E' and 'L' */
+  leveldb_iter_destroy(it);
+  leveldb_readoptions_destroy(ro);
+  leveldb_close(db);
+  leveldb_options_destroy(o);
+  sl_test_rmdtemp(dir);
+}
+
 static void test_ledger_storage__corruption_detected(void **state) {
   (void)state;
   char *dir = sl_test_mkdtemp("lscorrupt");
@@ -385,6 +429,7 @@ int main(void) {
       cmocka_unit_test(test_ledger_storage__delete_ledger),
       cmocka_unit_test(test_ledger_storage__checkpoint_survives_reopen),
       cmocka_unit_test(test_ledger_storage__checkpoint_flushes_logs),
+      cmocka_unit_test(test_ledger_storage__checkpoint_key_last_old_key_read),
       cmocka_unit_test(test_ledger_storage__corruption_detected),
       cmocka_unit_test(test_ledger_storage__entry_bound_to_its_id),
       cmocka_unit_test(test_ledger_storage__tombstone_meta),
