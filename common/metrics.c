@@ -266,7 +266,7 @@ static sl_status reg_series(sl_metrics *reg, sl_metrics_type type, const char *n
                             const double *bounds, size_t n, double (*fn)(void *),
                             void *arg, series **out, sl_err *err) {
   char *lt = NULL;
-  family *f;
+  family *f = NULL;
   *out = NULL;
   if (!valid_name(name, true))
     return sl_err_set(err, SL_EINVAL, "metric '%s': bad name", name ? name : "(null)");
