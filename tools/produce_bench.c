@@ -21,6 +21,8 @@
  * 16 MB idle, 33-38 MB after. Targets: 35k msgs/s met; p50 under 0.5 ms at
  * one in flight not met (0.62). The same disk earlier that day under other
  * builds gave raw fdatasync 175/s and 15k msgs/s: the disk sets the floor.
+ * After the bookie storage fix (2 MiB tables, checkpoint key last), 00:10
+ * UTC: 1x256 59.1k msgs/s p99 18 ms (was 82-99 ms); 8x256 83.2k msgs/s.
  */
 #include <pthread.h>
 #include <setjmp.h>
