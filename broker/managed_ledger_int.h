@@ -61,6 +61,8 @@ typedef struct ml_reader {
   bool fetching, at_end;
   sl_status fetch_st;         /* of the last fetch */
   size_t avg_len;             /* entry size seen, to size fetches */
+  size_t max_len;             /* largest entry seen, to pace them */
+  uint64_t seen;              /* entries fetched so far */
   ml_ra_wait *waiters;
   bool serve_posted;
   /* pacing (managed_ledger_readahead.c): a token bucket in bytes */

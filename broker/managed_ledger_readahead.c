@@ -34,18 +34,18 @@
  *  6. Pacing: every byte a backlog read takes from bookies (fetches and
  *     direct reads) is charged to the managed ledger's token bucket, which
  *     gains `rate` bytes per second up to DEPTH_MS worth (at least 64 KiB
- *     and one average entry: its depth). A fetch starts
- *     only while the bucket holds at least one entry's worth (the average
- *     size seen; the first fetch asks for one entry to learn it) and asks
- *     for at most the entries it holds at that size, so over any interval
- *     of t seconds the partition's backlog reads take at most
- *     rate * t + depth + one fetch's overshoot (its entries' bytes above
- *     the average: about one entry for entries of similar size). Direct
- *     reads are charged after the fact and make the next fetch wait, but
- *     do not wait themselves (a second reader elsewhere is not bounded). While the bucket is short, a timer starts the
- *     fetch once it has refilled. So bookie reads in flight for one
- *     partition are bounded by the bucket's depth too (and by the ledger
- *     reader's window).
+ *     and the largest entry seen: its depth). A fetch starts only while the
+ *     bucket holds at least the largest entry seen; the first WARMUP fetches
+ *     take one entry each, later ones at most the entries the bucket holds
+ *     at that size. So over any interval of t seconds the partition's
+ *     backlog reads take at most rate * t + depth + the last fetch's
+ *     overshoot, which is only what its entries exceed the largest size
+ *     seen before it by (one entry's worth during the warmup). Direct reads
+ *     are charged after the fact and make the next fetch wait, but do not
+ *     wait themselves (a second reader elsewhere is not bounded). While the
+ *     bucket is short, a timer starts the fetch once it has refilled. So
+ *     bookie reads in flight for one partition are bounded by the bucket's
+ *     depth too (and by the ledger reader's window).
  */
 #include "broker/managed_ledger_int.h"
 
@@ -66,6 +66,9 @@
 #define RATE_MAX (1ll << 40)
 /* Entry size assumed before any was seen. */
 #define GUESS_LEN 1024
+/* Entries fetched one at a time (paced) before the largest size seen is
+ * trusted to size fetches. */
+#define WARMUP 8
 
 struct ml_ra_entry {
   ml_ra_entry *next;
@@ -138,11 +141,11 @@ static void post_serve(sl_ml *ml) {
 
 static void pace_fired(void *arg);
 
-/* Never below one average entry, or a fetch could wait forever. */
+/* Never below the largest entry seen, or a fetch could wait forever. */
 static int64_t depth(const ml_reader *rd) {
   int64_t d = rd->rate / (1000 / DEPTH_MS);
   if (d < DEPTH_MIN) d = DEPTH_MIN;
-  return d < (int64_t)rd->avg_len ? (int64_t)rd->avg_len : d;
+  return d < (int64_t)rd->max_len ? (int64_t)rd->max_len : d;
 }
 
 static void pace_setup(sl_ml *ml) {
@@ -178,10 +181,13 @@ static uint64_t budget(sl_ml *ml, uint64_t n) {
   ml_reader *rd = &ml->rd;
   if (rd->rate == 0) return n;
   tokens_update(rd);
-  int64_t len = rd->avg_len > 0 ? (int64_t)rd->avg_len : GUESS_LEN;
-  if (rd->tokens >= len || (rd->avg_len == 0 && rd->tokens > 0)) {
-    /* One entry until their size is known: the estimate below rests on it. */
-    uint64_t k = rd->avg_len == 0 ? 1 : (uint64_t)(rd->tokens / len);
+  int64_t len = rd->max_len > 0 ? (int64_t)rd->max_len : GUESS_LEN;
+  if (rd->tokens >= len || (rd->max_len == 0 && rd->tokens > 0)) {
+    /* One entry at a time until WARMUP were seen, then as many as the
+     * bucket holds at the largest size seen: a fetch overshoots only by
+     * entries larger than any before it (sizing by the average let one
+     * fetch after a small first entry take several large ones). */
+    uint64_t k = rd->seen < WARMUP ? 1 : (uint64_t)(rd->tokens / len);
     return k < n ? k : n;
   }
   if (!rd->pace_armed) {
@@ -220,6 +226,8 @@ static void fetch_entry(sl_ml_pos pos, const void *data, size_t len, void *arg) 
   rd->bytes += len;
   rd->next = (sl_ml_pos){pos.ledger_id, pos.entry_id + 1};
   rd->avg_len = rd->avg_len == 0 ? len : (rd->avg_len * 7 + len) / 8;
+  if (len > rd->max_len) rd->max_len = len;
+  rd->seen++;
   ml_read_count(f->ml, ML_READ_AHEAD_ENTRY);
   if (rd->waiters != NULL) post_serve(f->ml); /* after this batch of entries */
 }
