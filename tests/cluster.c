@@ -212,8 +212,8 @@ sl_status sl_cluster_add(sl_cluster *c, sl_node_kind kind, int *index,
   nd->index = i;
   nd->proc = (sl_proc)SL_PROC_INIT;
   snprintf(nd->id, sizeof(nd->id), "%s-%d", kind_names[kind], i);
-  snprintf(nd->dir, sizeof(nd->dir), "%s/%s", c->dir, nd->id);
-  snprintf(nd->log, sizeof(nd->log), "%s/%s.log", c->dir, nd->id);
+  snprintf(nd->dir, sizeof(nd->dir), "%s/%s-%d", c->dir, kind_names[kind], i);
+  snprintf(nd->log, sizeof(nd->log), "%s/%s-%d.log", c->dir, kind_names[kind], i);
   if (mkdir(nd->dir, 0755) != 0)
     return sl_err_set(err, SL_EIO, "%s: cannot create %s", nd->id, nd->dir);
   c->count[kind]++;
