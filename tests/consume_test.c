@@ -413,17 +413,8 @@ static void test_consume__redirect_to_owner(void **state) {
 /* The subscription's row of GetTopicStats, asked of the owner. */
 static Sluice__V1__TopicStats *topic_stats(sl_pt *t, const char *topic, const char *sub,
                                            const Sluice__V1__SubscriptionStats **row) {
-  int owner = sl_pt_owner(t, 0, topic, NULL);
-  Sluice__V1__TopicStatsRequest req = SLUICE__V1__TOPIC_STATS_REQUEST__INIT;
-  req.topic = (char *)topic;
-  Sluice__V1__TopicStats *out = NULL;
-  sl_rpc_call_opts o = {.timeout_ms = 10000};
-  sl_err err = SL_ERR_INIT;
-  sl_status st = sl_broker_service_get_topic_stats(t->broker[owner], &req, &out, &o, &err);
-  if (st != SL_OK) fail_msg("GetTopicStats: %s", sl_err_msg(&err, st));
-  *row = NULL;
-  for (size_t i = 0; i < out->n_subscriptions; i++)
-    if (strcmp(out->subscriptions[i]->name, sub) == 0) *row = out->subscriptions[i];
+  Sluice__V1__TopicStats *out =
+      sl_ct_topic_stats(t, sl_pt_owner(t, 0, topic, NULL), topic, sub, row);
   if (*row == NULL) fail_msg("GetTopicStats: no subscription %s", sub);
   return out;
 }

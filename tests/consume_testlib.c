@@ -76,6 +76,21 @@ void sl_ct_produce_len(sl_pt *t, const char *topic, const char *name, uint64_t f
   sl_pt_close(&p);
 }
 
+Sluice__V1__TopicStats *sl_ct_topic_stats(sl_pt *t, int b, const char *topic, const char *sub,
+                                          const Sluice__V1__SubscriptionStats **row) {
+  Sluice__V1__TopicStatsRequest req = SLUICE__V1__TOPIC_STATS_REQUEST__INIT;
+  req.topic = (char *)topic;
+  Sluice__V1__TopicStats *out = NULL;
+  sl_rpc_call_opts o = {.timeout_ms = 10000};
+  sl_err err = SL_ERR_INIT;
+  sl_status st = sl_broker_service_get_topic_stats(t->broker[b], &req, &out, &o, &err);
+  if (st != SL_OK) fail_msg("GetTopicStats %s: %s", topic, sl_err_msg(&err, st));
+  *row = NULL;
+  for (size_t i = 0; i < out->n_subscriptions; i++)
+    if (strcmp(out->subscriptions[i]->name, sub) == 0) *row = out->subscriptions[i];
+  return out;
+}
+
 sl_status sl_ct_subscribe(sl_pt *t, int b, const sl_ct_sub *sub, sl_ct_consumer *c,
                           Sluice__V1__Redirect **redirect, sl_err *err) {
   memset(c, 0, sizeof(*c));

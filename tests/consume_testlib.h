@@ -58,6 +58,12 @@ void sl_ct_produce_len(sl_pt *t, const char *topic, const char *name, uint64_t f
 /* Opens a stream to broker b and subscribes. SL_OK: Subscribed came;
  * SL_EREDIRECT: *redirect (if not NULL, caller frees) got the Redirect;
  * else the Closed status (err has its reason). */
+/* GetTopicStats of topic, asked of broker b (fails the test on an error);
+ * *row gets the subscription sub's row, or NULL if it has none. The caller
+ * frees the result (protobuf_c_message_free_unpacked). */
+Sluice__V1__TopicStats *sl_ct_topic_stats(sl_pt *t, int b, const char *topic, const char *sub,
+                                          const Sluice__V1__SubscriptionStats **row);
+
 sl_status sl_ct_subscribe(sl_pt *t, int b, const sl_ct_sub *sub, sl_ct_consumer *c,
                           Sluice__V1__Redirect **redirect, sl_err *err);
 

@@ -51,18 +51,9 @@ static int setup(void **state) {
 /* True once the owner's GetTopicStats shows the subscription with nothing
  * left: every ack applied on the partition's serial. */
 static bool all_acked(sl_pt *t, int owner, const char *topic, const char *sub) {
-  Sluice__V1__TopicStatsRequest req = SLUICE__V1__TOPIC_STATS_REQUEST__INIT;
-  req.topic = (char *)topic;
-  Sluice__V1__TopicStats *out = NULL;
-  sl_rpc_call_opts o = {.timeout_ms = 10000};
-  sl_err err = SL_ERR_INIT;
-  sl_status st = sl_broker_service_get_topic_stats(t->broker[owner], &req, &out, &o, &err);
-  if (st != SL_OK) fail_msg("GetTopicStats %s: %s", topic, sl_err_msg(&err, st));
-  bool done = false;
-  for (size_t i = 0; i < out->n_subscriptions; i++) {
-    const Sluice__V1__SubscriptionStats *s = out->subscriptions[i];
-    if (strcmp(s->name, sub) == 0) done = s->backlog == 0 && s->unacked == 0;
-  }
+  const Sluice__V1__SubscriptionStats *s;
+  Sluice__V1__TopicStats *out = sl_ct_topic_stats(t, owner, topic, sub, &s);
+  bool done = s != NULL && s->backlog == 0 && s->unacked == 0;
   protobuf_c_message_free_unpacked(&out->base, NULL);
   return done;
 }
