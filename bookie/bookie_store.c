@@ -102,7 +102,7 @@ struct sl_bookie_store {
 
   /* Metrics (NULL handles without a registry). */
   sl_metrics_histogram *m_ckpt_seconds;
-  sl_metrics_callback *m_cbs[8];
+  sl_metrics_callback *m_cbs[12];
   size_t n_m_cbs;
 
   /* Durable batches, from the journal thread to the applier thread. */
@@ -654,20 +654,39 @@ static double m_read_only(void *arg) {
   return i.readonly || i.failed ? 1.0 : 0.0;
 }
 
+static sl_ledger_storage_stats ls_stats(void *arg) {
+  sl_ledger_storage_stats st;
+  sl_ledger_storage_stats_get(((sl_bookie_store *)arg)->ls, &st);
+  return st;
+}
+static double m_el_files(void *arg) { return (double)ls_stats(arg).entry_log_files; }
+static double m_el_bytes(void *arg) { return (double)ls_stats(arg).entry_log_bytes; }
+static double m_gc_removed(void *arg) { return (double)ls_stats(arg).gc_removed_files; }
+static double m_gc_compacted(void *arg) { return (double)ls_stats(arg).gc_compacted_bytes; }
+
 static const struct {
+  sl_metrics_type kind;
   const char *name, *help;
   double (*fn)(void *);
 } kGauges[] = {
-    {"sluice_bookie_ledgers", "ledgers stored (tombstones left out)", m_ledgers},
-    {"sluice_bookie_entries", "entries stored", m_entries},
-    {"sluice_bookie_entry_bytes", "payload bytes of the entries stored", m_entry_bytes},
-    {"sluice_bookie_journal_uncheckpointed_bytes",
+    {SL_METRICS_GAUGE, "sluice_bookie_ledgers", "ledgers stored (tombstones left out)", m_ledgers},
+    {SL_METRICS_GAUGE, "sluice_bookie_entries", "entries stored", m_entries},
+    {SL_METRICS_GAUGE, "sluice_bookie_entry_bytes", "payload bytes of the entries stored", m_entry_bytes},
+    {SL_METRICS_GAUGE, "sluice_bookie_journal_uncheckpointed_bytes",
      "journal bytes written since the last checkpoint (what a restart replays)",
      m_journal_bytes},
-    {"sluice_bookie_disk_used_bytes", "bytes used on the ledger disk (or quota)", m_disk_used},
-    {"sluice_bookie_disk_total_bytes", "size of the ledger disk (or quota)", m_disk_total},
-    {"sluice_bookie_read_only", "1 while the bookie refuses new adds (disk nearly "
+    {SL_METRICS_GAUGE, "sluice_bookie_disk_used_bytes", "bytes used on the ledger disk (or quota)", m_disk_used},
+    {SL_METRICS_GAUGE, "sluice_bookie_disk_total_bytes", "size of the ledger disk (or quota)", m_disk_total},
+    {SL_METRICS_GAUGE, "sluice_bookie_read_only", "1 while the bookie refuses new adds (disk nearly "
      "full, or failed), else 0", m_read_only},
+    {SL_METRICS_GAUGE, "sluice_bookie_entry_log_files", "entry log files on disk",
+     m_el_files},
+    {SL_METRICS_GAUGE, "sluice_bookie_entry_log_bytes",
+     "size of the entry log files (live and garbage)", m_el_bytes},
+    {SL_METRICS_COUNTER, "sluice_bookie_entry_log_gc_removed_files_total",
+     "entry log files removed by garbage collection", m_gc_removed},
+    {SL_METRICS_COUNTER, "sluice_bookie_entry_log_gc_compacted_bytes_total",
+     "live payload bytes copied out of sparse entry log files", m_gc_compacted},
 };
 
 static sl_status register_metrics(sl_bookie_store *s, sl_err *err) {
@@ -679,7 +698,7 @@ static sl_status register_metrics(sl_bookie_store *s, sl_err *err) {
       "duration of one checkpoint (ledger storage flush and sync)", NULL, NULL, 0,
       &s->m_ckpt_seconds, err);
   for (size_t i = 0; st == SL_OK && i < sizeof(kGauges) / sizeof(kGauges[0]); i++) {
-    st = sl_metrics_register_callback(m, SL_METRICS_GAUGE, kGauges[i].name,
+    st = sl_metrics_register_callback(m, kGauges[i].kind, kGauges[i].name,
                                       kGauges[i].help, NULL, kGauges[i].fn, s,
                                       &s->m_cbs[s->n_m_cbs], err);
     if (st == SL_OK) s->n_m_cbs++;

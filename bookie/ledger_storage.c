@@ -37,3 +37,14 @@ sl_status sl_ledger_storage_get_checkpoint(sl_ledger_storage *ls,
 void sl_ledger_storage_close(sl_ledger_storage *ls) {
   if (ls != NULL) ls->ops->close(ls);
 }
+
+void sl_ledger_storage_stats_get(sl_ledger_storage *ls, sl_ledger_storage_stats *out) {
+  SL_ASSERT(ls != NULL && out != NULL);
+  *out = (sl_ledger_storage_stats){0};
+  if (ls->ops->stats != NULL) ls->ops->stats(ls, out);
+}
+
+sl_status sl_ledger_storage_gc(sl_ledger_storage *ls, sl_err *err) {
+  SL_ASSERT(ls != NULL);
+  return ls->ops->gc != NULL ? ls->ops->gc(ls, err) : SL_OK;
+}

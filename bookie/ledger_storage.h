@@ -1,9 +1,10 @@
 /*
  * Ledger storage: where a bookie keeps entries and per-ledger state once the
  * journal has made them durable. One interface (a table of functions, like
- * SQLite's VFS) so that another layout, e.g. an entry log with a leveldb
- * index, can be added without touching the bookie store. Today there is one
- * implementation: leveldb holding everything (ledger_storage_leveldb.c).
+ * SQLite's VFS) so that another layout can be added without touching the
+ * bookie store. Today there is one implementation, leveldb
+ * (ledger_storage_leveldb.c), with payloads either in an entry log and only
+ * their index in leveldb (the default) or in leveldb values.
  *
  * The ledger storage is not durable on its own: writes are unsynced unless a
  * checkpoint is passed (see sl_ledger_storage_write). The journal covers
@@ -22,6 +23,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "bookie/entry_log.h"
 #include "bookie/journal.h"
 #include "common/status.h"
 
@@ -77,6 +79,15 @@ void sl_ledger_entry_release(sl_ledger_entry *e);
 
 typedef struct sl_ledger_storage sl_ledger_storage;
 
+/* Figures for metrics; zeros where an implementation has nothing to say. */
+typedef struct sl_ledger_storage_stats {
+  uint64_t entry_log_files;     /* entry log files on disk */
+  uint64_t entry_log_bytes;     /* their total size */
+  uint64_t gc_removed_files;    /* files removed since open */
+  uint64_t gc_compacted_bytes;  /* payload bytes moved out of sparse files */
+} sl_ledger_storage_stats;
+
+
 /* Called once per ledger by scan_meta, in ledger id order. Non-OK stops. */
 typedef sl_status (*sl_ledger_meta_cb)(const sl_ledger_meta *meta, void *arg);
 
@@ -90,6 +101,8 @@ typedef struct sl_ledger_storage_ops {
                          sl_err *err);
   sl_status (*get_checkpoint)(sl_ledger_storage *ls, sl_journal_pos *out,
                               sl_err *err);
+  void (*stats)(sl_ledger_storage *ls, sl_ledger_storage_stats *out);
+  sl_status (*gc)(sl_ledger_storage *ls, sl_err *err);
   void (*close)(sl_ledger_storage *ls);
 } sl_ledger_storage_ops;
 
@@ -132,6 +145,13 @@ sl_status sl_ledger_storage_get_checkpoint(sl_ledger_storage *ls,
 /* Closes and frees. NULL does nothing. */
 void sl_ledger_storage_close(sl_ledger_storage *ls);
 
+void sl_ledger_storage_stats_get(sl_ledger_storage *ls, sl_ledger_storage_stats *out);
+
+/* Runs one garbage-collection round now, on the calling thread (tests and
+ * tools; the storage runs its own rounds every gc_interval_ms).
+ * Errors: SL_EIO, SL_ECORRUPT. */
+sl_status sl_ledger_storage_gc(sl_ledger_storage *ls, sl_err *err);
+
 /* ---- leveldb implementation ---- */
 
 typedef struct sl_ledger_storage_leveldb_opts {
@@ -142,27 +162,40 @@ typedef struct sl_ledger_storage_leveldb_opts {
                                 ranges touch, so large tables made every
                                 compaction a burst of tens of MB */
   bool compress;             /* snappy; off by default: payloads are opaque */
+  bool entry_log;            /* payloads in an entry log (entry_log.h) under
+                                <path>/entrylogs, only their index in leveldb;
+                                false keeps payloads in leveldb values */
+  sl_entry_log_opts log;
+  int gc_interval_ms;        /* entry log GC round period; 0: no GC thread */
+  double gc_compact_ratio;   /* compact a file whose live share is below */
+  uint64_t gc_rate_bytes;    /* compaction copies at most this per second */
 } sl_ledger_storage_leveldb_opts;
 
-#define SL_LEDGER_STORAGE_LEVELDB_OPTS_INIT                               \
-  {.cache_bytes = 32u << 20, .write_buffer_bytes = 64u << 20,           \
-   .max_file_bytes = 2u << 20, .compress = false}
+#define SL_LEDGER_STORAGE_LEVELDB_OPTS_INIT                                  \
+  {.cache_bytes = 32u << 20, .write_buffer_bytes = 8u << 20,               \
+   .max_file_bytes = 2u << 20, .compress = false, .entry_log = true,       \
+   .log = SL_ENTRY_LOG_OPTS_INIT, .gc_interval_ms = 60000,                 \
+   .gc_compact_ratio = 0.5, .gc_rate_bytes = 16u << 20}
 
 /*
  * Opens (creating if missing) a leveldb database at `path` (borrowed).
- * opts may be NULL for defaults. Errors: SL_EIO, SL_ECORRUPT.
+ * opts may be NULL for defaults. Errors: SL_EINVAL, SL_EIO, SL_ECORRUPT.
  *
  * Layout, all integers big-endian in keys so that range scans follow id
  * order, little-endian in values:
  *   'E' ledger(8) entry(8) -> version(1)=2 crc(4) payload
  *                             crc: sl_entry_crc (common/crc32c.h). Version 1
  *                             (crc of the payload only) is still read.
+ *                          -> version(1)=3 crc(4) log(8) offset(8) len(4)
+ *                             with entry_log: where the payload is. Either
+ *                             kind is read whatever the option, so a data
+ *                             dir can switch and keep its old entries.
  *   'L' ledger(8)          -> version(1)=2 flags(1) max_epoch(8) lac(8)
  *                             last_entry(8) entries(8) bytes(8) key(32)
  *                             flags: 1 fenced, 2 has key (key is zeros
  *                             without it), 4 deleted (a tombstone). Version 1 (42 bytes, no key) is
  *                             still read, as a state without a key.
- *   'C' "checkpoint"       -> segment(8) offset(8)
+ *   'Z' "checkpoint"       -> segment(8) offset(8)
  */
 sl_status sl_ledger_storage_leveldb_open(const char *path,
                                          const sl_ledger_storage_leveldb_opts *opts,

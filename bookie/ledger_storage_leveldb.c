@@ -1,23 +1,20 @@
 /*
- * Ledger storage with everything in one leveldb database: entries, per-ledger
- * state and the checkpoint. Layout in ledger_storage.h.
+ * Ledger storage in leveldb: per-ledger state, the checkpoint, and each
+ * entry's index, with the payload either in the entry log (entry_log.h, the
+ * default) or in the leveldb value. Layout in ledger_storage.h.
  *
- * Why entries live in leveldb directly rather than in an entry log with a
- * leveldb index (measured with //bookie/bench:bookie-bench-storage on our
- * 2-core test VM, figures in the bench's output and the bookie report):
- *  - Adds are acked after the journal's fdatasync; leveldb is written
- *    unsynced on the applier thread, overlapping the next journal sync. At
- *    1 KiB the store takes 44-80k adds/s with 256 in flight, about half to
- *    two thirds of the journal alone and above what one gRPC server on this
- *    machine can deliver (~35k calls/s), so leveldb is not the bottleneck.
- *  - At 64 KiB every payload byte is written three times (journal, leveldb
- *    log, level-0 table; sequential keys make most later compactions trivial
- *    moves): 60-210 MB/s against 200-260 MB/s for the journal alone, and
- *    memtable flushes stall the applier (ack p99 of hundreds of ms). An
- *    entry log would write twice and avoid the memtable, so at best ~1.5x
- *    for large entries, at the price of entry-log garbage collection. That
- *    trade is worth revisiting if large entries dominate; this interface is
- *    where it would go.
+ * Why an entry log (measured; figures in the bookie report and the
+ * benchmarks' output):
+ *  - With payloads in leveldb every byte is written three times (journal,
+ *    leveldb log, level-0 table), and each checkpoint flushes the memtable
+ *    (tens of MB at 5k adds/s) into a table with one fsync at the end. On a
+ *    disk shared with the journal that burst held journal fdatasyncs for
+ *    150-230 ms every 10 s: the e2e p99 at 5k msgs/s was 138-155 ms.
+ *  - The entry log writes each payload once more, sequentially, and starts
+ *    writeback as it goes, so the checkpoint syncs little; the memtable holds
+ *    25-byte index values, so its flush is small too.
+ *  - The price is garbage collection (ledger_storage_gc.c): deleted ledgers
+ *    leave dead bytes in files shared with live ones.
  * Values are not compressed by default: producers usually compress.
  *
  * Invariants
@@ -31,26 +28,34 @@
  *     key with sync.
  *  3. An entry's bytes are never returned unless sl_entry_crc(ledger, entry,
  *     payload) of the key it was read under equals the CRC stored with it:
- *     bytes filed under another id never verify.
+ *     bytes filed under another id never verify. An entry log record must
+ *     also name the same (ledger, entry) in its own header.
+ *  5. A checkpoint syncs the entry log before it flushes the index, so a
+ *     durable index never points at bytes that are not. Index entries
+ *     written after the checkpoint may reach disk before their payloads;
+ *     replay rewrites every one of them.
  *  4. paranoid_checks is off: after a power cut leveldb's own unsynced log
  *     may end in garbage, and with paranoid checks leveldb would refuse to
  *     open. Everything in that log since the last checkpoint is rebuilt from
  *     the journal anyway. Reads still verify block checksums.
  *
- * No state of its own beyond the leveldb handle, so no lock: leveldb is
- * thread-safe for concurrent reads and writes.
+ * Locks: leveldb is thread-safe for concurrent reads and writes; wmu (see
+ * ledger_storage_leveldb_int.h) orders entry log appends and the
+ * collector's moves.
  */
 #include <leveldb/c.h>
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "bookie/ledger_storage.h"
+#include "bookie/ledger_storage_leveldb_int.h"
 #include "common/crc32c.h"
 #include "common/log.h"
 
-#define ENTRY_KEY_LEN 17
+#define ENTRY_KEY_LEN LDB_ENTRY_KEY_LEN
 #define META_KEY_LEN 9
 #define META_VAL_LEN_V1 42 /* before ledger keys; read, never written */
 #define META_VAL_LEN (META_VAL_LEN_V1 + SL_LEDGER_KEY_BYTES)
@@ -62,6 +67,8 @@
 #define ENTRY_HDR 5
 #define FORMAT_VERSION 2    /* of entry values: crc is the entry checksum */
 #define FORMAT_VERSION_V1 1 /* crc of the payload only; read, never written */
+#define FORMAT_VERSION_LOG 3 /* the payload is in the entry log */
+#define LOG_VAL_LEN 25
 /* Sorts after every entry ('E') and ledger ('L') key. Each checkpoint
  * writes it, so it is in every table flushed from the memtable; a key
  * before the entries made each such table's range span all of them, and
@@ -73,18 +80,6 @@ static const char ckpt_key[] = "Zcheckpoint";
  * (read only; never written again, so it stays out of new tables). */
 static const char old_ckpt_key[] = "Ccheckpoint";
 
-typedef struct ldb_storage {
-  sl_ledger_storage base; /* first: ops */
-  char *path;
-  leveldb_t *db;
-  leveldb_options_t *options;
-  leveldb_cache_t *cache;
-  leveldb_filterpolicy_t *bloom;
-  leveldb_readoptions_t *ro;      /* verify checksums */
-  leveldb_readoptions_t *ro_scan; /* verify checksums, no cache fill */
-  leveldb_writeoptions_t *wo;      /* no sync */
-  leveldb_writeoptions_t *wo_sync; /* sync */
-} ldb_storage;
 
 static void put_be64(uint8_t *p, uint64_t v) {
   for (int i = 7; i >= 0; i--, v >>= 8) p[i] = (uint8_t)v;
@@ -111,7 +106,7 @@ static uint32_t get_le32(const uint8_t *p) {
   return v;
 }
 
-static void entry_key(uint8_t *k, uint64_t ledger, int64_t entry) {
+void ldb_entry_key(uint8_t *k, uint64_t ledger, int64_t entry) {
   k[0] = 'E';
   put_be64(k + 1, ledger);
   put_be64(k + 9, (uint64_t)entry);
@@ -159,8 +154,7 @@ static bool decode_meta(const uint8_t *k, size_t klen, const uint8_t *v,
   return true;
 }
 
-/* Maps a leveldb error string to a status and frees it. */
-static sl_status ldb_error(char *errptr, sl_err *err, const char *what) {
+sl_status ldb_error(char *errptr, sl_err *err, const char *what) {
   sl_status st = strncmp(errptr, "Corruption", 10) == 0 ? SL_ECORRUPT : SL_EIO;
   sl_err_set(err, st, "ledger storage: %s: %s", what, errptr);
   leveldb_free(errptr);
@@ -171,7 +165,7 @@ static sl_status ldb_error(char *errptr, sl_err *err, const char *what) {
 static sl_status batch_delete_ledger(ldb_storage *s, leveldb_writebatch_t *b,
                                      uint64_t ledger, sl_err *err) {
   uint8_t k[ENTRY_KEY_LEN];
-  entry_key(k, ledger, 0);
+  ldb_entry_key(k, ledger, 0);
   leveldb_iterator_t *it = leveldb_create_iterator(s->db, s->ro_scan);
   for (leveldb_iter_seek(it, (const char *)k, sizeof(k)); leveldb_iter_valid(it);
        leveldb_iter_next(it)) {
@@ -189,29 +183,76 @@ static sl_status batch_delete_ledger(ldb_storage *s, leveldb_writebatch_t *b,
   return SL_OK;
 }
 
-static sl_status ldb_write(sl_ledger_storage *ls, const sl_ls_op *ops, size_t n,
-                           const sl_journal_pos *checkpoint, sl_err *err) {
-  ldb_storage *s = (ldb_storage *)ls;
+static void encode_log_index(uint8_t *v, uint32_t crc, sl_entry_loc loc) {
+  v[0] = FORMAT_VERSION_LOG;
+  put_le32(v + 1, crc);
+  put_le64(v + 5, loc.log);
+  put_le64(v + 13, loc.offset);
+  put_le32(v + 21, loc.len);
+}
+
+sl_status ldb_put_index(ldb_storage *s, leveldb_writebatch_t *b, uint64_t ledger,
+                        int64_t entry, uint32_t crc, sl_entry_loc loc) {
+  (void)s;
+  uint8_t k[ENTRY_KEY_LEN];
+  uint8_t v[LOG_VAL_LEN];
+  ldb_entry_key(k, ledger, entry);
+  encode_log_index(v, crc, loc);
+  leveldb_writebatch_put(b, (const char *)k, ENTRY_KEY_LEN, (const char *)v, sizeof(v));
+  return SL_OK;
+}
+
+/* Appends this write's payloads to the entry log, one write for the call,
+ * and fills locs in op order. Caller holds wmu. */
+static sl_status append_payloads(ldb_storage *s, const sl_ls_op *ops, size_t n,
+                                 sl_entry_loc **locs, sl_err *err) {
+  size_t m = 0;
+  for (size_t i = 0; i < n; i++) m += ops[i].kind == SL_LS_PUT_ENTRY;
+  if (m == 0) return SL_OK;
+  sl_entry_log_rec *recs = sl_xmalloc(m * sizeof(*recs));
+  *locs = sl_xmalloc(m * sizeof(**locs));
+  m = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (ops[i].kind != SL_LS_PUT_ENTRY) continue;
+    recs[m++] = (sl_entry_log_rec){.ledger = ops[i].ledger, .entry = ops[i].entry,
+                                   .crc = ops[i].crc, .payload = ops[i].payload,
+                                   .len = ops[i].len};
+  }
+  sl_status st = sl_entry_log_append(s->el, recs, m, *locs, err);
+  free(recs);
+  return st;
+}
+
+static void batch_put_inline(leveldb_writebatch_t *b, const sl_ls_op *op, uint8_t **val,
+                             size_t *cap) {
+  if (ENTRY_HDR + (size_t)op->len > *cap) {
+    *cap = ENTRY_HDR + (size_t)op->len;
+    *val = sl_xrealloc(*val, *cap);
+  }
+  (*val)[0] = FORMAT_VERSION;
+  put_le32(*val + 1, op->crc);
+  if (op->len > 0) memcpy(*val + ENTRY_HDR, op->payload, op->len);
+  uint8_t k[ENTRY_KEY_LEN];
+  ldb_entry_key(k, op->ledger, op->entry);
+  leveldb_writebatch_put(b, (const char *)k, ENTRY_KEY_LEN, (const char *)*val,
+                         ENTRY_HDR + (size_t)op->len);
+}
+
+static sl_status batch_ops(ldb_storage *s, leveldb_writebatch_t *b, const sl_ls_op *ops,
+                           size_t n, const sl_entry_loc *locs, sl_err *err) {
   sl_status st = SL_OK;
-  leveldb_writebatch_t *b = leveldb_writebatch_create();
   uint8_t *val = NULL;
-  size_t cap = 0;
+  size_t cap = 0, nloc = 0;
   uint8_t k[ENTRY_KEY_LEN];
   uint8_t mv[META_VAL_LEN];
   for (size_t i = 0; i < n && st == SL_OK; i++) {
     const sl_ls_op *op = &ops[i];
     switch (op->kind) {
       case SL_LS_PUT_ENTRY:
-        if (ENTRY_HDR + (size_t)op->len > cap) {
-          cap = ENTRY_HDR + (size_t)op->len;
-          val = sl_xrealloc(val, cap);
-        }
-        val[0] = FORMAT_VERSION;
-        put_le32(val + 1, op->crc);
-        if (op->len > 0) memcpy(val + ENTRY_HDR, op->payload, op->len);
-        entry_key(k, op->ledger, op->entry);
-        leveldb_writebatch_put(b, (const char *)k, ENTRY_KEY_LEN, (const char *)val,
-                               ENTRY_HDR + (size_t)op->len);
+        if (locs != NULL)
+          st = ldb_put_index(s, b, op->ledger, op->entry, op->crc, locs[nloc++]);
+        else
+          batch_put_inline(b, op, &val, &cap);
         break;
       case SL_LS_PUT_META:
         meta_key(k, op->meta.ledger);
@@ -226,52 +267,116 @@ static sl_status ldb_write(sl_ledger_storage *ls, const sl_ls_op *ops, size_t n,
         st = sl_err_set(err, SL_EINVAL, "ledger storage: bad op %d", (int)op->kind);
     }
   }
-  if (st == SL_OK && checkpoint != NULL) {
-    /* Invariant 2. No key starts with 0x00, so nothing is compacted: only
-     * the memtable is written out (synced) and the call waits for it. A
-     * failure there sets leveldb's background error, which fails the synced
-     * write below. */
-    leveldb_compact_range(s->db, "\0", 1, "\0", 1);
-    uint8_t cv[16];
-    put_le64(cv, checkpoint->segment);
-    put_le64(cv + 8, checkpoint->offset);
-    leveldb_writebatch_put(b, ckpt_key, sizeof(ckpt_key) - 1, (const char *)cv,
-                           sizeof(cv));
+  free(val);
+  return st;
+}
+
+/* Invariant 2, with the entry log synced first: an index made durable by
+ * the flush below never points at payload bytes that are not. */
+static sl_status make_durable(ldb_storage *s, leveldb_writebatch_t *b,
+                              const sl_journal_pos *checkpoint, sl_err *err) {
+  if (s->el != NULL) {
+    sl_status st = sl_entry_log_sync(s->el, err);
+    if (st != SL_OK) return st;
   }
+  /* No key starts with 0x00, so nothing is compacted: only the memtable is
+   * written out (synced) and the call waits for it. A failure there sets
+   * leveldb's background error, which fails the synced write after. */
+  leveldb_compact_range(s->db, "\0", 1, "\0", 1);
+  uint8_t cv[16];
+  put_le64(cv, checkpoint->segment);
+  put_le64(cv + 8, checkpoint->offset);
+  leveldb_writebatch_put(b, ckpt_key, sizeof(ckpt_key) - 1, (const char *)cv, sizeof(cv));
+  return SL_OK;
+}
+
+static sl_status ldb_write(sl_ledger_storage *ls, const sl_ls_op *ops, size_t n,
+                           const sl_journal_pos *checkpoint, sl_err *err) {
+  ldb_storage *s = (ldb_storage *)ls;
+  sl_status st = SL_OK;
+  sl_entry_loc *locs = NULL;
+  leveldb_writebatch_t *b = leveldb_writebatch_create();
+  /* A checkpoint alone takes no wmu: its sync and memtable flush must not
+   * hold up the applier's writes. */
+  bool locked = n > 0;
+  if (locked) pthread_mutex_lock(&s->wmu);
+  if (s->el != NULL) st = append_payloads(s, ops, n, &locs, err);
+  if (st == SL_OK) {
+    st = batch_ops(s, b, ops, n, s->el != NULL ? locs : NULL, err);
+  }
+  if (st == SL_OK && checkpoint != NULL) st = make_durable(s, b, checkpoint, err);
   if (st == SL_OK) {
     char *errptr = NULL;
     leveldb_write(s->db, checkpoint != NULL ? s->wo_sync : s->wo, b, &errptr);
     if (errptr != NULL) st = ldb_error(errptr, err, "write");
   }
-  free(val);
+  if (locked) pthread_mutex_unlock(&s->wmu);
+  if (st == SL_OK && checkpoint != NULL) atomic_fetch_add(&s->checkpoints, 1);
+  free(locs);
   leveldb_writebatch_destroy(b);
   return st;
 }
 
 static void free_value(void *p) { leveldb_free(p); }
 
-static sl_status ldb_get_entry(sl_ledger_storage *ls, uint64_t ledger, int64_t entry,
-                               sl_ledger_entry *out, sl_err *err) {
-  ldb_storage *s = (ldb_storage *)ls;
+static sl_status malformed(uint64_t ledger, int64_t entry, sl_err *err) {
+  return sl_err_set(err, SL_ECORRUPT, "ledger %" PRIu64 " entry %" PRId64
+                    ": malformed stored value", ledger, entry);
+}
+
+/* Reads the raw index value. *v is NULL when there is none. */
+static sl_status get_value(ldb_storage *s, uint64_t ledger, int64_t entry, char **v,
+                           size_t *vlen, sl_err *err) {
   uint8_t k[ENTRY_KEY_LEN];
-  entry_key(k, ledger, entry);
+  ldb_entry_key(k, ledger, entry);
   char *errptr = NULL;
-  size_t vlen = 0;
-  char *v = leveldb_get(s->db, s->ro, (const char *)k, sizeof(k), &vlen, &errptr);
+  *v = leveldb_get(s->db, s->ro, (const char *)k, sizeof(k), vlen, &errptr);
   if (errptr != NULL) {
     sl_status st = ldb_error(errptr, err, "get");
     return sl_err_wrap(err, st, "ledger %" PRIu64 " entry %" PRId64, ledger, entry);
   }
-  if (v == NULL) {
-    return sl_err_set(err, SL_ENOTFOUND, "ledger %" PRIu64 " entry %" PRId64
-                      ": not found", ledger, entry);
-  }
+  return SL_OK;
+}
+
+static bool decode_log_index(const uint8_t *u, size_t vlen, ldb_index *out) {
+  if (vlen != LOG_VAL_LEN || u[0] != FORMAT_VERSION_LOG) return false;
+  out->in_log = true;
+  out->crc = get_le32(u + 1);
+  out->loc = (sl_entry_loc){.log = get_le64(u + 5), .offset = get_le64(u + 13),
+                            .len = get_le32(u + 21)};
+  return true;
+}
+
+sl_status ldb_get_index(ldb_storage *s, uint64_t ledger, int64_t entry, ldb_index *out,
+                        sl_err *err) {
+  char *v;
+  size_t vlen = 0;
+  sl_status st = get_value(s, ledger, entry, &v, &vlen, err);
+  if (st != SL_OK) return st;
+  if (v == NULL) return SL_ENOTFOUND;
+  *out = (ldb_index){.in_log = false};
+  if (((const uint8_t *)v)[0] == FORMAT_VERSION_LOG &&
+      !decode_log_index((const uint8_t *)v, vlen, out))
+    st = malformed(ledger, entry, err);
+  leveldb_free(v);
+  return st;
+}
+
+static sl_status corrupt(uint64_t ledger, int64_t entry, sl_err *err) {
+  sl_log(SL_LOG_ERROR, "event=entry_corrupt ledger=%" PRIu64 " entry=%" PRId64, ledger,
+         entry);
+  return sl_err_set(err, SL_ECORRUPT, "ledger %" PRIu64 " entry %" PRId64
+                    ": checksum mismatch", ledger, entry);
+}
+
+/* An entry whose payload is in the leveldb value (versions 1 and 2). */
+static sl_status inline_entry(uint64_t ledger, int64_t entry, char *v, size_t vlen,
+                              sl_ledger_entry *out, sl_err *err) {
   const uint8_t *u = (const uint8_t *)v;
   if (vlen < ENTRY_HDR || (u[0] != FORMAT_VERSION && u[0] != FORMAT_VERSION_V1) ||
       vlen - ENTRY_HDR > UINT32_MAX) {
     leveldb_free(v);
-    return sl_err_set(err, SL_ECORRUPT, "ledger %" PRIu64 " entry %" PRId64
-                      ": malformed stored value", ledger, entry);
+    return malformed(ledger, entry, err);
   }
   uint32_t crc = get_le32(u + 1);
   uint32_t len = (uint32_t)(vlen - ENTRY_HDR);
@@ -285,17 +390,65 @@ static sl_status ldb_get_entry(sl_ledger_storage *ls, uint64_t ledger, int64_t e
   }
   if (!ok) {
     leveldb_free(v); /* invariant 3: never hand out the bad bytes */
-    sl_log(SL_LOG_ERROR, "event=entry_corrupt ledger=%" PRIu64 " entry=%" PRId64,
-           ledger, entry);
-    return sl_err_set(err, SL_ECORRUPT, "ledger %" PRIu64 " entry %" PRId64
-                      ": checksum mismatch", ledger, entry);
+    return corrupt(ledger, entry, err);
   }
-  out->payload = u + ENTRY_HDR;
-  out->len = len;
-  out->crc = crc;
-  out->base_ = v;
-  out->free_ = free_value;
+  *out = (sl_ledger_entry){.payload = u + ENTRY_HDR, .len = len, .crc = crc, .base_ = v,
+                           .free_ = free_value};
   return SL_OK;
+}
+
+/* An entry whose payload is in the entry log. A read that finds its file
+ * removed lost a race with the collector, which moved the entry and then
+ * removed the file: the index read again says where it went. */
+static sl_status log_entry(ldb_storage *s, uint64_t ledger, int64_t entry, char *v,
+                           size_t vlen, sl_ledger_entry *out, sl_err *err) {
+  ldb_index ix;
+  for (int attempt = 0;; attempt++) {
+    bool ok = decode_log_index((const uint8_t *)v, vlen, &ix);
+    leveldb_free(v);
+    if (!ok) return malformed(ledger, entry, err);
+    if (s->el == NULL) {
+      return sl_err_set(err, SL_EIO, "ledger %" PRIu64 " entry %" PRId64
+                        ": in the entry log, which is switched off", ledger, entry);
+    }
+    uint8_t *payload = NULL;
+    uint32_t crc = 0;
+    sl_err rerr = SL_ERR_INIT;
+    sl_status st = sl_entry_log_read(s->el, ix.loc, ledger, entry, &payload, &crc, &rerr);
+    if (st == SL_OK) {
+      if (crc != ix.crc || sl_entry_crc(ledger, entry, payload, ix.loc.len) != crc) {
+        free(payload); /* invariant 3 */
+        return corrupt(ledger, entry, err);
+      }
+      *out = (sl_ledger_entry){.payload = payload, .len = ix.loc.len, .crc = crc,
+                               .base_ = payload, .free_ = free};
+      return SL_OK;
+    }
+    if (st != SL_ENOTFOUND || attempt == 2) {
+      sl_err_set(err, st, "%s", rerr.msg);
+      return sl_err_wrap(err, st, "ledger %" PRIu64 " entry %" PRId64, ledger, entry);
+    }
+    if ((st = get_value(s, ledger, entry, &v, &vlen, err)) != SL_OK) return st;
+    if (v == NULL) break;
+  }
+  return sl_err_set(err, SL_ENOTFOUND, "ledger %" PRIu64 " entry %" PRId64
+                    ": not found", ledger, entry);
+}
+
+static sl_status ldb_get_entry(sl_ledger_storage *ls, uint64_t ledger, int64_t entry,
+                               sl_ledger_entry *out, sl_err *err) {
+  ldb_storage *s = (ldb_storage *)ls;
+  char *v;
+  size_t vlen = 0;
+  sl_status st = get_value(s, ledger, entry, &v, &vlen, err);
+  if (st != SL_OK) return st;
+  if (v == NULL) {
+    return sl_err_set(err, SL_ENOTFOUND, "ledger %" PRIu64 " entry %" PRId64
+                      ": not found", ledger, entry);
+  }
+  if (vlen >= 1 && (uint8_t)v[0] == FORMAT_VERSION_LOG)
+    return log_entry(s, ledger, entry, v, vlen, out, err);
+  return inline_entry(ledger, entry, v, vlen, out, err);
 }
 
 static sl_status ldb_scan_meta(sl_ledger_storage *ls, sl_ledger_meta_cb cb, void *arg,
@@ -345,8 +498,39 @@ static sl_status ldb_get_checkpoint(sl_ledger_storage *ls, sl_journal_pos *out,
   return st;
 }
 
+sl_status ldb_ledger_alive(ldb_storage *s, uint64_t ledger, bool *alive, sl_err *err) {
+  uint8_t k[META_KEY_LEN];
+  meta_key(k, ledger);
+  char *errptr = NULL;
+  size_t vlen = 0;
+  char *v = leveldb_get(s->db, s->ro, (const char *)k, sizeof(k), &vlen, &errptr);
+  if (errptr != NULL) return ldb_error(errptr, err, "get ledger state");
+  *alive = false;
+  if (v == NULL) return SL_OK;
+  sl_ledger_meta m;
+  bool ok = decode_meta(k, sizeof(k), (const uint8_t *)v, vlen, &m);
+  leveldb_free(v);
+  if (!ok) return sl_err_set(err, SL_ECORRUPT, "ledger %" PRIu64 ": malformed state", ledger);
+  *alive = !m.deleted;
+  return SL_OK;
+}
+
+static void ldb_stats(sl_ledger_storage *ls, sl_ledger_storage_stats *out) {
+  ldb_storage *s = (ldb_storage *)ls;
+  if (s->el == NULL) return;
+  sl_entry_log_usage(s->el, &out->entry_log_files, &out->entry_log_bytes);
+  ldb_gc_stats(s->gc, &out->gc_removed_files, &out->gc_compacted_bytes);
+}
+
+static sl_status ldb_gc(sl_ledger_storage *ls, sl_err *err) {
+  ldb_storage *s = (ldb_storage *)ls;
+  return s->el != NULL ? ldb_gc_round(s, err) : SL_OK;
+}
+
 static void ldb_close(sl_ledger_storage *ls) {
   ldb_storage *s = (ldb_storage *)ls;
+  ldb_gc_stop(s->gc);
+  sl_entry_log_close(s->el);
   if (s->db != NULL) leveldb_close(s->db);
   leveldb_options_destroy(s->options);
   leveldb_cache_destroy(s->cache);
@@ -355,13 +539,31 @@ static void ldb_close(sl_ledger_storage *ls) {
   leveldb_readoptions_destroy(s->ro_scan);
   leveldb_writeoptions_destroy(s->wo);
   leveldb_writeoptions_destroy(s->wo_sync);
+  pthread_mutex_destroy(&s->wmu);
   free(s->path);
   free(s);
 }
 
 static const sl_ledger_storage_ops ldb_ops = {
-    "leveldb", ldb_write, ldb_get_entry, ldb_scan_meta, ldb_get_checkpoint, ldb_close,
+    .name = "leveldb",
+    .write = ldb_write,
+    .get_entry = ldb_get_entry,
+    .scan_meta = ldb_scan_meta,
+    .get_checkpoint = ldb_get_checkpoint,
+    .stats = ldb_stats,
+    .gc = ldb_gc,
+    .close = ldb_close,
 };
+
+static sl_status open_entry_log(ldb_storage *s, sl_err *err) {
+  size_t n = strlen(s->path) + sizeof("/entrylogs");
+  char *dir = sl_xmalloc(n);
+  snprintf(dir, n, "%s/entrylogs", s->path);
+  sl_status st = sl_entry_log_open(dir, &s->opts.log, &s->el, err);
+  free(dir);
+  if (st == SL_OK) ldb_gc_start(s);
+  return st;
+}
 
 sl_status sl_ledger_storage_leveldb_open(const char *path,
                                          const sl_ledger_storage_leveldb_opts *opts,
@@ -372,9 +574,17 @@ sl_status sl_ledger_storage_leveldb_open(const char *path,
     return sl_err_set(err, SL_EINVAL, "ledger storage: path is required");
   }
   if (opts == NULL) opts = &defaults;
+  if (opts->entry_log && (opts->gc_interval_ms < 0 || opts->gc_rate_bytes == 0 ||
+                          !(opts->gc_compact_ratio >= 0 && opts->gc_compact_ratio <= 1))) {
+    return sl_err_set(err, SL_EINVAL, "ledger storage: gc_interval_ms, gc_rate_bytes "
+                      "or gc_compact_ratio out of range");
+  }
   ldb_storage *s = sl_xcalloc(1, sizeof(*s));
   s->base.ops = &ldb_ops;
+  s->opts = *opts;
   s->path = sl_xstrdup(path);
+  pthread_mutex_init(&s->wmu, NULL);
+  atomic_init(&s->checkpoints, 0);
   s->options = leveldb_options_create();
   s->cache = leveldb_cache_create_lru(opts->cache_bytes);
   s->bloom = leveldb_filterpolicy_create_bloom(10);
@@ -396,10 +606,15 @@ sl_status sl_ledger_storage_leveldb_open(const char *path,
   leveldb_writeoptions_set_sync(s->wo_sync, 1);
   char *errptr = NULL;
   s->db = leveldb_open(s->options, path, &errptr);
+  sl_status st = SL_OK;
   if (errptr != NULL) {
-    sl_status st = ldb_error(errptr, err, "open");
+    st = ldb_error(errptr, err, "open");
     sl_err_wrap(err, st, "%s", path);
     s->db = NULL;
+  } else if (opts->entry_log) {
+    st = open_entry_log(s, err);
+  }
+  if (st != SL_OK) {
     ldb_close(&s->base);
     return st;
   }

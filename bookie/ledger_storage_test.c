@@ -5,6 +5,9 @@
 #include <cmocka.h>
 
 #include <dirent.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <leveldb/c.h>
 #include <sys/stat.h>
 #include <stdio.h>
@@ -165,6 +168,7 @@ static void test_ledger_storage__checkpoint_flushes_logs(void **state) {
   (void)state;
   char *dir = sl_test_mkdtemp("lsflush");
   sl_ledger_storage_leveldb_opts o = SL_LEDGER_STORAGE_LEVELDB_OPTS_INIT;
+  o.entry_log = false; /* payloads in leveldb values, so in its logs */
   o.write_buffer_bytes = 256u << 10; /* several log switches below */
   sl_ledger_storage *ls = NULL;
   assert_int_equal(sl_ledger_storage_leveldb_open(dir, &o, &ls, NULL), SL_OK);
@@ -423,6 +427,255 @@ static void test_ledger_storage__bad_input(void **state) {
   sl_ledger_entry_release(NULL);
 }
 
+/* ---- entry log ---- */
+
+static sl_ledger_storage *open_el(const char *dir, uint64_t file_bytes) {
+  sl_ledger_storage_leveldb_opts o = SL_LEDGER_STORAGE_LEVELDB_OPTS_INIT;
+  o.log.file_bytes = file_bytes;
+  o.gc_interval_ms = 0; /* rounds only when the test runs one */
+  o.gc_rate_bytes = 1u << 30;
+  sl_ledger_storage *ls = NULL;
+  sl_err err = SL_ERR_INIT;
+  assert_int_equal(sl_ledger_storage_leveldb_open(dir, &o, &ls, &err), SL_OK);
+  return ls;
+}
+
+/* A payload that names its ledger and entry, len bytes (len >= 24). */
+static void fill(char *buf, size_t len, uint64_t ledger, int64_t entry) {
+  for (size_t i = 0; i < len; i++) buf[i] = (char)('a' + (ledger * 7 + (uint64_t)entry + i) % 26);
+  char head[24];
+  int n = snprintf(head, sizeof(head), "L%" PRIu64 "E%" PRId64 ":", ledger, entry);
+  memcpy(buf, head, (size_t)n); /* without its NUL: put_entry takes strlen */
+  buf[len] = '\0';
+}
+
+static void put_many(sl_ledger_storage *ls, uint64_t ledger, int64_t from, int64_t to,
+                     size_t len) {
+  char buf[4096];
+  for (int64_t e = from; e < to; e++) {
+    fill(buf, len, ledger, e);
+    put_entry(ls, ledger, e, buf);
+  }
+}
+
+static void expect_many(sl_ledger_storage *ls, uint64_t ledger, int64_t from, int64_t to,
+                        size_t len) {
+  char buf[4096];
+  for (int64_t e = from; e < to; e++) {
+    fill(buf, len, ledger, e);
+    expect_entry(ls, ledger, e, buf);
+  }
+}
+
+static void put_meta(sl_ledger_storage *ls, uint64_t ledger, bool deleted) {
+  sl_ls_op ops[2];
+  size_t n = 0;
+  if (deleted) ops[n++] = (sl_ls_op){.kind = SL_LS_DELETE_LEDGER, .ledger = ledger};
+  ops[n++] = (sl_ls_op){.kind = SL_LS_PUT_META,
+                        .meta = {.ledger = ledger, .lac = -1, .last_entry = -1,
+                                 .deleted = deleted}};
+  assert_int_equal(sl_ledger_storage_write(ls, ops, n, NULL, NULL), SL_OK);
+}
+
+static sl_ledger_storage_stats stats(sl_ledger_storage *ls) {
+  sl_ledger_storage_stats st;
+  sl_ledger_storage_stats_get(ls, &st);
+  return st;
+}
+
+/* Payloads go to entry log files, not leveldb; files roll at file_bytes;
+ * everything reads back before and after a checkpoint and a reopen. */
+static void test_ledger_storage__entry_log_roll_reopen(void **state) {
+  (void)state;
+  char *dir = sl_test_mkdtemp("lselog");
+  sl_ledger_storage *ls = open_el(dir, 64u << 10);
+  put_many(ls, 5, 0, 200, 1000);
+  put_many(ls, 6, 0, 10, 30);
+  expect_many(ls, 5, 0, 200, 1000); /* read before any sync */
+  sl_ledger_storage_stats st = stats(ls);
+  assert_true(st.entry_log_files >= 3);
+  assert_true(st.entry_log_bytes > 200 * 1000);
+  sl_journal_pos ck = {1, 32};
+  assert_int_equal(sl_ledger_storage_write(ls, NULL, 0, &ck, NULL), SL_OK);
+  sl_ledger_storage_close(ls);
+  /* leveldb holds only 25-byte index values: its files are small. */
+  assert_true(log_bytes(dir) < 64u << 10);
+  ls = open_el(dir, 64u << 10);
+  expect_many(ls, 5, 0, 200, 1000);
+  expect_many(ls, 6, 0, 10, 30);
+  put_entry(ls, 6, 10, "after reopen");
+  expect_entry(ls, 6, 10, "after reopen");
+  sl_ledger_storage_close(ls);
+  sl_test_rmdtemp(dir);
+}
+
+/* Entries written with payloads in leveldb still read once the entry log is
+ * on, and new ones go to the log. */
+static void test_ledger_storage__inline_entries_read_with_entry_log(void **state) {
+  (void)state;
+  char *dir = sl_test_mkdtemp("lsinline");
+  sl_ledger_storage_leveldb_opts o = SL_LEDGER_STORAGE_LEVELDB_OPTS_INIT;
+  o.entry_log = false;
+  sl_ledger_storage *ls = NULL;
+  assert_int_equal(sl_ledger_storage_leveldb_open(dir, &o, &ls, NULL), SL_OK);
+  put_many(ls, 3, 0, 20, 100);
+  assert_int_equal(stats(ls).entry_log_files, 0);
+  sl_ledger_storage_close(ls);
+  ls = open_el(dir, 1u << 20);
+  expect_many(ls, 3, 0, 20, 100);
+  put_many(ls, 3, 20, 40, 100);
+  expect_many(ls, 3, 0, 40, 100);
+  assert_true(stats(ls).entry_log_bytes > 20 * 100);
+  sl_ledger_storage_close(ls);
+  sl_test_rmdtemp(dir);
+}
+
+/* Flips the byte at `off` of entry log file `id` under dir. */
+static void flip_log_byte(const char *dir, uint64_t id, long off) {
+  char path[4096];
+  snprintf(path, sizeof(path), "%s/entrylogs/%016" PRIx64 ".log", dir, id);
+  FILE *f = fopen(path, "r+b");
+  assert_non_null(f);
+  assert_int_equal(fseek(f, off, SEEK_SET), 0);
+  int c = fgetc(f);
+  assert_true(c != EOF);
+  assert_int_equal(fseek(f, off, SEEK_SET), 0);
+  assert_int_equal(fputc(c ^ 0x10, f), c ^ 0x10);
+  assert_int_equal(fclose(f), 0);
+}
+
+/* A flipped payload byte fails the entry checksum; a flipped header byte
+ * fails the record check; neither hands out bytes, and neighbours read. */
+static void test_ledger_storage__entry_log_corruption(void **state) {
+  (void)state;
+  char *dir = sl_test_mkdtemp("lselcorrupt");
+  sl_ledger_storage *ls = open_el(dir, 1u << 20);
+  put_entry(ls, 42, 0, "zero zero");
+  put_entry(ls, 42, 1, "one one one");
+  put_entry(ls, 42, 2, "two two");
+  sl_journal_pos ck = {1, 32};
+  assert_int_equal(sl_ledger_storage_write(ls, NULL, 0, &ck, NULL), SL_OK);
+  sl_ledger_storage_close(ls);
+  /* File 1: header 32, then records of 28 + len. */
+  flip_log_byte(dir, 1, 32 + 28 + 9 + 28 + 3);  /* a payload byte of entry 1 */
+  flip_log_byte(dir, 1, 32 + 28 + 9 + 28 + 11 + 10); /* a header byte of entry 2 */
+  ls = open_el(dir, 1u << 20);
+  sl_ledger_entry e = SL_LEDGER_ENTRY_INIT;
+  sl_err err = SL_ERR_INIT;
+  assert_int_equal(sl_ledger_storage_get_entry(ls, 42, 1, &e, &err), SL_ECORRUPT);
+  assert_string_equal(err.msg, "ledger 42 entry 1: checksum mismatch");
+  assert_null(e.payload);
+  assert_int_equal(sl_ledger_storage_get_entry(ls, 42, 2, &e, &err), SL_ECORRUPT);
+  assert_non_null(strstr(err.msg, "record header does not match its index"));
+  expect_entry(ls, 42, 0, "zero zero");
+  put_entry(ls, 42, 1, "one one one"); /* a resend repairs it */
+  expect_entry(ls, 42, 1, "one one one");
+  sl_ledger_storage_close(ls);
+  sl_test_rmdtemp(dir);
+}
+
+static void gc_until_quiet(sl_ledger_storage *ls) {
+  for (int i = 0; i < 64; i++) {
+    sl_ledger_storage_stats before = stats(ls);
+    sl_err err = SL_ERR_INIT;
+    assert_int_equal(sl_ledger_storage_gc(ls, &err), SL_OK);
+    sl_ledger_storage_stats after = stats(ls);
+    if (after.gc_removed_files == before.gc_removed_files &&
+        after.gc_compacted_bytes == before.gc_compacted_bytes)
+      return;
+  }
+  fail_msg("gc never settled");
+}
+
+/* Files whose ledgers are all deleted go; files where a deleted ledger left
+ * most of the bytes dead are compacted; the live ledger reads throughout,
+ * and after a reopen; a live ledger's files are kept. */
+static void test_ledger_storage__gc_removes_and_compacts(void **state) {
+  (void)state;
+  char *dir = sl_test_mkdtemp("lsgc");
+  sl_ledger_storage *ls = open_el(dir, 64u << 10);
+  put_meta(ls, 1, false);
+  put_meta(ls, 2, false);
+  put_meta(ls, 3, false);
+  put_many(ls, 1, 0, 150, 1000); /* ledger 1 alone: ~3 files */
+  for (int64_t e = 0; e < 300; e++) { /* 2 and 3 mixed, 1 in 10 is ledger 2 */
+    if (e % 10 == 0) put_many(ls, 2, e / 10, e / 10 + 1, 1000);
+    put_many(ls, 3, e, e + 1, 1000);
+  }
+  put_many(ls, 4, 0, 5, 100); /* a ledger without a state: dead to gc */
+  sl_ledger_storage_stats st0 = stats(ls);
+  gc_until_quiet(ls); /* nothing is dead yet, except ledger 4's bytes */
+  expect_many(ls, 1, 0, 150, 1000);
+  put_meta(ls, 1, true);
+  put_meta(ls, 3, true);
+  gc_until_quiet(ls);
+  sl_ledger_storage_stats st1 = stats(ls);
+  print_message("entry log: %" PRIu64 " files %" PRIu64 " bytes -> %" PRIu64 " files %"
+                PRIu64 " bytes; removed %" PRIu64 ", compacted %" PRIu64 " bytes\n",
+                st0.entry_log_files, st0.entry_log_bytes, st1.entry_log_files,
+                st1.entry_log_bytes, st1.gc_removed_files, st1.gc_compacted_bytes);
+  assert_true(st1.gc_removed_files >= 8);
+  assert_true(st1.gc_compacted_bytes >= 30 * 1000);
+  assert_true(st1.entry_log_bytes < (64u << 10) + 40 * 1100);
+  expect_many(ls, 2, 0, 30, 1000);
+  sl_ledger_entry e = SL_LEDGER_ENTRY_INIT;
+  assert_int_equal(sl_ledger_storage_get_entry(ls, 3, 0, &e, NULL), SL_ENOTFOUND);
+  sl_ledger_storage_close(ls);
+  ls = open_el(dir, 64u << 10); /* the compaction's moves are durable */
+  expect_many(ls, 2, 0, 30, 1000);
+  sl_ledger_storage_close(ls);
+  sl_test_rmdtemp(dir);
+}
+
+typedef struct reader_arg {
+  sl_ledger_storage *ls;
+  atomic_bool stop;
+  atomic_int reads;
+} reader_arg;
+
+static void *reader_main(void *p) {
+  reader_arg *r = p;
+  char buf[4096];
+  for (int64_t e = 0; !atomic_load(&r->stop); e = (e + 7) % 40) {
+    fill(buf, 1000, 2, e);
+    expect_entry(r->ls, 2, e, buf);
+    atomic_fetch_add(&r->reads, 1);
+  }
+  return NULL;
+}
+
+/* Compaction moves entries and removes their old files while another thread
+ * reads them and the writer appends: every read succeeds (a read that finds
+ * its file gone follows the index to the new place). */
+static void test_ledger_storage__gc_races_reads_and_writes(void **state) {
+  (void)state;
+  char *dir = sl_test_mkdtemp("lsgcrace");
+  sl_ledger_storage *ls = open_el(dir, 32u << 10);
+  put_meta(ls, 2, false);
+  put_meta(ls, 3, false);
+  put_meta(ls, 5, false);
+  for (int64_t e = 0; e < 400; e++) {
+    if (e % 10 == 0) put_many(ls, 2, e / 10, e / 10 + 1, 1000);
+    put_many(ls, 3, e, e + 1, 1000);
+  }
+  put_meta(ls, 3, true);
+  reader_arg r = {.ls = ls};
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, reader_main, &r), 0);
+  for (int round = 0; round < 20; round++) {
+    put_many(ls, 5, round * 20, round * 20 + 20, 500);
+    assert_int_equal(sl_ledger_storage_gc(ls, NULL), SL_OK);
+  }
+  atomic_store(&r.stop, true);
+  assert_int_equal(pthread_join(th, NULL), 0);
+  assert_true(atomic_load(&r.reads) > 0);
+  assert_true(stats(ls).gc_removed_files >= 5);
+  expect_many(ls, 2, 0, 40, 1000);
+  expect_many(ls, 5, 0, 400, 500);
+  sl_ledger_storage_close(ls);
+  sl_test_rmdtemp(dir);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_ledger_storage__put_get_meta),
@@ -435,6 +688,11 @@ int main(void) {
       cmocka_unit_test(test_ledger_storage__tombstone_meta),
       cmocka_unit_test(test_ledger_storage__bad_input),
       cmocka_unit_test(test_ledger_storage__meta_key_and_version_1),
+      cmocka_unit_test(test_ledger_storage__entry_log_roll_reopen),
+      cmocka_unit_test(test_ledger_storage__inline_entries_read_with_entry_log),
+      cmocka_unit_test(test_ledger_storage__entry_log_corruption),
+      cmocka_unit_test(test_ledger_storage__gc_removes_and_compacts),
+      cmocka_unit_test(test_ledger_storage__gc_races_reads_and_writes),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

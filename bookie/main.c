@@ -45,6 +45,11 @@ typedef struct bookie_cfg {
   long long disk_check_interval_ms;
   long long ledger_cache_bytes;
   long long ledger_write_buffer_bytes;
+  long long entry_log;
+  long long entry_log_file_bytes;
+  long long entry_log_writeback_bytes;
+  long long gc_interval_ms;
+  long long gc_rate_bytes;
   long long stream_max_adds;
   long long stream_max_bytes;
   long long max_inflight_bytes;
@@ -95,8 +100,22 @@ static const sl_conf_entry table[] = {
                 E "DISK_CHECK_INTERVAL_MS", "how often disk usage is sampled"),
     SL_CONF_INT(bookie_cfg, ledger_cache_bytes, "33554432", 0, 1LL << 40,
                 E "LEDGER_CACHE_BYTES", "leveldb block cache"),
-    SL_CONF_INT(bookie_cfg, ledger_write_buffer_bytes, "67108864", 65536, 1LL << 32,
+    SL_CONF_INT(bookie_cfg, ledger_write_buffer_bytes, "8388608", 65536, 1LL << 32,
                 E "LEDGER_WRITE_BUFFER_BYTES", "leveldb memtable size"),
+    SL_CONF_INT(bookie_cfg, entry_log, "1", 0, 1, E "ENTRY_LOG",
+                "1 = payloads in entry log files, only their index in leveldb; "
+                "0 = payloads in leveldb values (entries written either way stay "
+                "readable after a switch)"),
+    SL_CONF_INT(bookie_cfg, entry_log_file_bytes, "134217728", 1 << 20, 1LL << 34,
+                E "ENTRY_LOG_FILE_BYTES", "entry log file size before a new one starts "
+                "(the unit garbage collection removes or compacts)"),
+    SL_CONF_INT(bookie_cfg, entry_log_writeback_bytes, "262144", 4096, 1LL << 30,
+                E "ENTRY_LOG_WRITEBACK_BYTES", "start disk writeback of the entry log "
+                "every this many bytes, so checkpoints sync little at once"),
+    SL_CONF_INT(bookie_cfg, gc_interval_ms, "60000", 0, 86400000, E "GC_INTERVAL_MS",
+                "entry log garbage collection period; 0 = never"),
+    SL_CONF_INT(bookie_cfg, gc_rate_bytes, "16777216", 4096, 1LL << 34,
+                E "GC_RATE_BYTES", "most bytes per second compaction copies"),
     SL_CONF_INT(bookie_cfg, stream_max_adds, "1024", 1, 1000000, E "STREAM_MAX_ADDS",
                 "adds in flight per AddEntry stream before it stops reading"),
     SL_CONF_INT(bookie_cfg, stream_max_bytes, "67108864", 1, 1LL << 34,
@@ -202,6 +221,11 @@ static sl_status start(void *cv, sl_rpc_server *srv, void **state, sl_err *err) 
   so.disk_interval_ms = (int)c->disk_check_interval_ms;
   so.leveldb.cache_bytes = (size_t)c->ledger_cache_bytes;
   so.leveldb.write_buffer_bytes = (size_t)c->ledger_write_buffer_bytes;
+  so.leveldb.entry_log = c->entry_log != 0;
+  so.leveldb.log.file_bytes = (uint64_t)c->entry_log_file_bytes;
+  so.leveldb.log.writeback_bytes = (uint64_t)c->entry_log_writeback_bytes;
+  so.leveldb.gc_interval_ms = (int)c->gc_interval_ms;
+  so.leveldb.gc_rate_bytes = (uint64_t)c->gc_rate_bytes;
   so.on_readonly_change = on_readonly_change;
   so.arg = b;
   st = sl_bookie_store_open(c->data_dir, &so, &b->store, err);

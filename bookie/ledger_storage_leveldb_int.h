@@ -1,0 +1,73 @@
+/* Internals shared by ledger_storage_leveldb.c and the entry log's garbage
+ * collector (ledger_storage_gc.c). */
+#ifndef SL_BOOKIE_LEDGER_STORAGE_LEVELDB_INT_H
+#define SL_BOOKIE_LEDGER_STORAGE_LEVELDB_INT_H
+
+#include <leveldb/c.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "bookie/entry_log.h"
+#include "bookie/ledger_storage.h"
+
+struct ldb_gc;
+
+typedef struct ldb_storage {
+  sl_ledger_storage base; /* first: ops */
+  sl_ledger_storage_leveldb_opts opts;
+  char *path;
+  leveldb_t *db;
+  leveldb_options_t *options;
+  leveldb_cache_t *cache;
+  leveldb_filterpolicy_t *bloom;
+  leveldb_readoptions_t *ro;      /* verify checksums */
+  leveldb_readoptions_t *ro_scan; /* verify checksums, no cache fill */
+  leveldb_writeoptions_t *wo;      /* no sync */
+  leveldb_writeoptions_t *wo_sync; /* sync */
+  sl_entry_log *el;        /* NULL without opts.entry_log */
+  /* Serialises entry log appends and removals, and makes a write's index
+   * changes atomic with respect to the collector's move of an entry (it
+   * checks the index still points at the old place and rewrites it under
+   * wmu). Not held by a checkpoint's sync and flush. */
+  pthread_mutex_t wmu;
+  _Atomic uint64_t checkpoints; /* checkpoint writes completed */
+  struct ldb_gc *gc;       /* NULL without an entry log */
+} ldb_storage;
+
+/* Where an index value says an entry is. */
+typedef struct ldb_index {
+  bool in_log;        /* false: the payload is in the value (versions 1, 2) */
+  uint32_t crc;
+  sl_entry_loc loc;   /* in_log */
+} ldb_index;
+
+#define LDB_ENTRY_KEY_LEN 17
+
+void ldb_entry_key(uint8_t *k, uint64_t ledger, int64_t entry);
+
+/* Reads the index of (ledger, entry). SL_ENOTFOUND when there is none.
+ * Errors: SL_EIO, SL_ECORRUPT. */
+sl_status ldb_get_index(ldb_storage *s, uint64_t ledger, int64_t entry, ldb_index *out,
+                        sl_err *err);
+
+/* Points (ledger, entry) at loc with crc, unsynced. Caller holds wmu. */
+sl_status ldb_put_index(ldb_storage *s, leveldb_writebatch_t *b, uint64_t ledger,
+                        int64_t entry, uint32_t crc, sl_entry_loc loc);
+
+/* Whether a ledger still has entries here: its state exists and is not a
+ * tombstone. Errors: SL_EIO, SL_ECORRUPT. */
+sl_status ldb_ledger_alive(ldb_storage *s, uint64_t ledger, bool *alive, sl_err *err);
+
+/* Maps a leveldb error string to a status and frees it. */
+sl_status ldb_error(char *errptr, sl_err *err, const char *what);
+
+/* ---- garbage collector (ledger_storage_gc.c) ---- */
+
+/* Starts the collector (its thread only if gc_interval_ms > 0). */
+void ldb_gc_start(ldb_storage *s);
+/* Stops the thread, if any, and frees the collector. NULL-safe. */
+void ldb_gc_stop(struct ldb_gc *gc);
+sl_status ldb_gc_round(ldb_storage *s, sl_err *err);
+void ldb_gc_stats(struct ldb_gc *gc, uint64_t *removed, uint64_t *compacted);
+
+#endif
