@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/buf.h"
@@ -27,6 +28,9 @@
 typedef enum jstate { J_OPEN, J_RUNNING, J_FAILED } jstate;
 
 /* A segment file on disk and how many of its bytes hold data. */
+#define SHRINK_STEP (2u << 20)     /* bytes freed per truncation */
+#define SHRINK_PAUSE_NS 5000000L   /* between truncations */
+
 typedef struct seg {
   uint64_t id;
   uint64_t bytes; /* header + records written (or found valid by replay) */
@@ -773,30 +777,71 @@ sl_status sl_journal_mark_checkpoint(sl_journal *j, sl_journal_pos pos, sl_err *
   return st;
 }
 
+/* Frees a segment's blocks a few MiB at a time before it is unlinked. On
+ * ext4 one unlink of a full 64 MiB segment took 60-200 ms, and every journal
+ * fdatasync (a commit that converts preallocated extents to written) waited
+ * behind it: the e2e p99.9 at 5k msgs/s. Small truncations spread that
+ * work over many short commits. Best effort: unlink frees what is left. */
+static void shrink_gradually(const char *path) {
+  int fd = open(path, O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  struct stat sb;
+  if (fstat(fd, &sb) == 0) {
+    for (off_t size = sb.st_size; size > 0;) {
+      size = size > (off_t)SHRINK_STEP ? size - (off_t)SHRINK_STEP : 0;
+      if (ftruncate(fd, size) != 0) break;
+      struct timespec pause = {0, SHRINK_PAUSE_NS};
+      nanosleep(&pause, NULL);
+    }
+  }
+  close(fd);
+}
+
+/* Puts a segment whose unlink failed back in the list, in id order. */
+static void segs_restore(sl_journal *j, seg g) {
+  pthread_mutex_lock(&j->mu);
+  segs_push(j, g.id, g.bytes);
+  size_t i = j->nsegs - 1;
+  for (; i > 0 && j->segs[i - 1].id > g.id; i--) j->segs[i] = j->segs[i - 1];
+  j->segs[i] = g;
+  j->stats.segments = j->nsegs;
+  pthread_mutex_unlock(&j->mu);
+}
+
 sl_status sl_journal_release(sl_journal *j, sl_journal_pos upto, sl_err *err) {
   SL_ASSERT(j != NULL);
   sl_status st = SL_OK;
   char path[PATH_MAX];
+  seg *gone = NULL;
+  size_t ngone = 0;
   pthread_mutex_lock(&j->mu);
   size_t keep = 0;
   for (size_t i = 0; i < j->nsegs; i++) {
-    uint64_t id = j->segs[i].id;
     /* Invariant 4: never the segment being written. */
-    if (id >= upto.segment || id == j->cur_seg) {
+    if (j->segs[i].id >= upto.segment || j->segs[i].id == j->cur_seg) {
       j->segs[keep++] = j->segs[i];
       continue;
     }
-    seg_path(j, id, path, sizeof(path));
-    if (unlink(path) != 0 && errno != ENOENT) {
-      st = sl_err_set(err, SL_EIO, "journal %s: unlink: %s", path, strerror(errno));
-      j->segs[keep++] = j->segs[i];
-      continue;
-    }
-    j->stats.segments_deleted++;
+    gone = sl_xrealloc(gone, (ngone + 1) * sizeof(*gone));
+    gone[ngone++] = j->segs[i];
   }
   j->nsegs = keep;
   j->stats.segments = keep;
   pthread_mutex_unlock(&j->mu);
+  /* Without j->mu, which the journal thread takes between group commits. */
+  for (size_t i = 0; i < ngone; i++) {
+    seg_path(j, gone[i].id, path, sizeof(path));
+    shrink_gradually(path);
+    if (unlink(path) != 0 && errno != ENOENT) {
+      st = sl_err_set(err, SL_EIO, "journal %s: unlink: %s", path, strerror(errno));
+      segs_restore(j, gone[i]);
+      continue;
+    }
+    pthread_mutex_lock(&j->mu);
+    j->stats.segments_deleted++;
+    pthread_mutex_unlock(&j->mu);
+  }
+  free(gone);
   return st;
 }
 
