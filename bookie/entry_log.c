@@ -341,12 +341,11 @@ static sl_status pread_all(int fd, void *buf, size_t len, uint64_t off, size_t *
 }
 
 sl_status sl_entry_log_read(sl_entry_log *el, sl_entry_loc loc, uint64_t ledger,
-                            int64_t entry, uint8_t **payload, uint32_t *crc,
-                            sl_err *err) {
-  SL_ASSERT(el != NULL && payload != NULL && crc != NULL);
+                            int64_t entry, uint8_t **rec, uint32_t *crc, sl_err *err) {
+  SL_ASSERT(el != NULL && rec != NULL && crc != NULL);
   sl_status st = SL_OK;
+  size_t want = SL_ENTRY_LOG_REC_HDR + (size_t)loc.len, got = 0;
   uint8_t *buf = NULL;
-  size_t got = 0;
   pthread_rwlock_rdlock(&el->files_lk);
   ssize_t i = find_file(el, loc.log);
   if (i < 0) {
@@ -359,30 +358,28 @@ sl_status sl_entry_log_read(sl_entry_log *el, sl_entry_loc loc, uint64_t ledger,
                     "entry log %" PRIu64 ": open: %s", loc.log, strerror(errno));
     goto out;
   }
-  uint8_t h[SL_ENTRY_LOG_REC_HDR];
+  /* One read for header and payload: the index knows the length. */
+  buf = sl_xmalloc(want);
+  if (pread_all(fd, buf, want, loc.offset, &got) != SL_OK) {
+    st = sl_err_set(err, SL_EIO, "entry log %" PRIu64 ": read: %s", loc.log,
+                    strerror(errno));
+    goto out;
+  }
   sl_entry_log_hdr hd;
-  if (pread_all(fd, h, sizeof(h), loc.offset, &got) != SL_OK) goto out_io;
-  if (got != sizeof(h) || !decode_rec_hdr(h, &hd) || hd.ledger != ledger ||
+  if (got < SL_ENTRY_LOG_REC_HDR || !decode_rec_hdr(buf, &hd) || hd.ledger != ledger ||
       hd.entry != entry || hd.loc.len != loc.len) {
     st = sl_err_set(err, SL_ECORRUPT, "entry log %" PRIu64 " offset %" PRIu64
                     ": record header does not match its index", loc.log, loc.offset);
     goto out;
   }
-  buf = sl_xmalloc(loc.len > 0 ? loc.len : 1);
-  if (pread_all(fd, buf, loc.len, loc.offset + SL_ENTRY_LOG_REC_HDR, &got) != SL_OK)
-    goto out_io;
-  if (got != loc.len) {
+  if (got != want) {
     st = sl_err_set(err, SL_ECORRUPT, "entry log %" PRIu64 " offset %" PRIu64
                     ": truncated record", loc.log, loc.offset);
     goto out;
   }
-  *payload = buf;
+  *rec = buf;
   *crc = hd.crc;
   buf = NULL;
-  goto out;
-out_io:
-  st = sl_err_set(err, SL_EIO, "entry log %" PRIu64 ": read: %s", loc.log,
-                  strerror(errno));
 out:
   pthread_rwlock_unlock(&el->files_lk);
   free(buf);

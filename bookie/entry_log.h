@@ -90,14 +90,14 @@ sl_status sl_entry_log_append(sl_entry_log *el, const sl_entry_log_rec *recs,
                               size_t n, sl_entry_loc *locs, sl_err *err);
 
 /*
- * Reads the record at loc, checking that its header is intact and names
- * (ledger, entry) and len. *payload is malloc'd (caller frees), *crc is the
+ * Reads the record at loc with one pread, checking that its header is intact
+ * and names (ledger, entry) and len. *rec is the malloc'd record (caller
+ * frees); the payload starts at *rec + SL_ENTRY_LOG_REC_HDR. *crc is the
  * stored entry checksum, not yet checked against the payload.
  * Errors: SL_ENOTFOUND (the file was removed), SL_ECORRUPT, SL_EIO.
  */
 sl_status sl_entry_log_read(sl_entry_log *el, sl_entry_loc loc, uint64_t ledger,
-                            int64_t entry, uint8_t **payload, uint32_t *crc,
-                            sl_err *err);
+                            int64_t entry, uint8_t **rec, uint32_t *crc, sl_err *err);
 
 /* Invariant 2. Errors: SL_EIO. */
 sl_status sl_entry_log_sync(sl_entry_log *el, sl_err *err);

@@ -259,8 +259,10 @@ static sl_status move_chunk(ldb_storage *s, const sl_entry_log_hdr *h, size_t n,
   for (size_t i = 0; i < n && st == SL_OK; i++) {
     uint32_t crc;
     st = sl_entry_log_read(s->el, h[i].loc, h[i].ledger, h[i].entry, &bufs[i], &crc, err);
-    recs[i] = (sl_entry_log_rec){.ledger = h[i].ledger, .entry = h[i].entry, .crc = crc,
-                                 .payload = bufs[i], .len = h[i].loc.len};
+    if (st == SL_OK)
+      recs[i] = (sl_entry_log_rec){.ledger = h[i].ledger, .entry = h[i].entry, .crc = crc,
+                                 .payload = bufs[i] + SL_ENTRY_LOG_REC_HDR,
+                                 .len = h[i].loc.len};
   }
   if (st == SL_OK) {
     pthread_mutex_lock(&s->wmu);

@@ -411,17 +411,18 @@ static sl_status log_entry(ldb_storage *s, uint64_t ledger, int64_t entry, char 
       return sl_err_set(err, SL_EIO, "ledger %" PRIu64 " entry %" PRId64
                         ": in the entry log, which is switched off", ledger, entry);
     }
-    uint8_t *payload = NULL;
+    uint8_t *rec = NULL;
     uint32_t crc = 0;
     sl_err rerr = SL_ERR_INIT;
-    sl_status st = sl_entry_log_read(s->el, ix.loc, ledger, entry, &payload, &crc, &rerr);
+    sl_status st = sl_entry_log_read(s->el, ix.loc, ledger, entry, &rec, &crc, &rerr);
     if (st == SL_OK) {
+      const uint8_t *payload = rec + SL_ENTRY_LOG_REC_HDR;
       if (crc != ix.crc || sl_entry_crc(ledger, entry, payload, ix.loc.len) != crc) {
-        free(payload); /* invariant 3 */
+        free(rec); /* invariant 3 */
         return corrupt(ledger, entry, err);
       }
       *out = (sl_ledger_entry){.payload = payload, .len = ix.loc.len, .crc = crc,
-                               .base_ = payload, .free_ = free};
+                               .base_ = rec, .free_ = free};
       return SL_OK;
     }
     if (st != SL_ENOTFOUND || attempt == 2) {
