@@ -54,8 +54,8 @@ sl_status ldb_get_index(ldb_storage *s, uint64_t ledger, int64_t entry, ldb_inde
 sl_status ldb_put_index(ldb_storage *s, leveldb_writebatch_t *b, uint64_t ledger,
                         int64_t entry, uint32_t crc, sl_entry_loc loc);
 
-/* Whether a ledger still has entries here: its state exists and is not a
- * tombstone. Errors: SL_EIO, SL_ECORRUPT. */
+/* Whether a ledger's entries are still wanted: its state is not a tombstone
+ * (a ledger without any state counts as alive). Errors: SL_EIO, SL_ECORRUPT. */
 sl_status ldb_ledger_alive(ldb_storage *s, uint64_t ledger, bool *alive, sl_err *err);
 
 /* Maps a leveldb error string to a status and frees it. */
