@@ -1,7 +1,8 @@
 /*
  * Bookie store: the bookie's storage engine below the gRPC service. It ties
  * together the journal (durability, group commit), the ledger storage
- * (entries and per-ledger state in leveldb) and the disk watcher.
+ * (payloads in an entry log, their index and per-ledger state in leveldb:
+ * ledger_storage.h) and the disk watcher.
  *
  * Life of an add
  *   1. sl_bookie_store_add (any thread) checks the request: size, lac below
@@ -11,9 +12,9 @@
  *   2. Accepted, it is queued on the journal. The journal thread writes it
  *      with everything else queued, and one fdatasync covers them all.
  *   3. The synced batch goes to the applier thread: into ledger storage (one
- *      unsynced leveldb write), then the in-memory state is updated, then
- *      each callback runs, in journal order. Meanwhile the journal thread
- *      already writes and syncs the next batch.
+ *      unsynced entry log append and leveldb write), then the in-memory
+ *      state is updated, then each callback runs, in journal order.
+ *      Meanwhile the journal thread already writes and syncs the next batch.
  *   4. Every checkpoint_interval_ms (or after checkpoint_bytes of journal)
  *      the maintenance thread syncs ledger storage together with the journal
  *      position everything before which is applied (the checkpoint), writes

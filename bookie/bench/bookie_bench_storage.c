@@ -195,7 +195,7 @@ static result run_case(const char *root, uint32_t size, int inflight, int second
   return res;
 }
 
-/* ---- journal alone (no ledger storage), to see what leveldb costs ---- */
+/* ---- journal alone (no ledger storage), to see what ledger storage costs ---- */
 
 typedef struct jslot {
   sl_journal_req req; /* first */
@@ -329,7 +329,7 @@ int main(int argc, char **argv) {
       if (sizes[i] == 1024 && inflights[k] == 256) gain_rate = r.adds_per_s;
     }
   }
-  printf("\njournal-only: the same adds written to the journal alone (no leveldb), "
+  printf("\njournal-only: the same adds written to the journal alone (no ledger storage), "
          "adds/s\n");
   if (gain_rate > 0) printf("group commit gain at 1 KiB, 256 in flight: %.1fx the raw fdatasync rate "
          "(%.0f adds/s vs %.0f syncs/s)\n", gain_rate / raw, gain_rate, raw);
