@@ -23,6 +23,10 @@
 #define NAME_LEN 20 /* 16 hex digits + ".log" */
 #define SCAN_CHUNK (1u << 20)
 #define IOV_BATCH 512 /* records per pwritev (two iovecs each) */
+/* Fds kept open at most; past it those of older files are closed and
+ * reopened as reads need them (a bookie holds thousands of files per TB,
+ * more than a process's default fd limit). */
+#define MAX_OPEN_FDS 256
 
 typedef struct elfile {
   uint64_t id;
@@ -36,6 +40,7 @@ struct sl_entry_log {
   char *dir;
   int dirfd;
   atomic_bool dir_dirty;   /* a file was created or removed since the last sync */
+  atomic_int open_fds;     /* files whose fd is open */
   pthread_rwlock_t files_lk;
   elfile **files;          /* ascending id; the last is current */
   size_t nfiles, cap;
@@ -117,9 +122,27 @@ static int file_fd(sl_entry_log *el, elfile *f) {
   int nfd = openat(el->dirfd, name, O_RDONLY | O_CLOEXEC);
   if (nfd < 0) return -1;
   int expect = -1;
-  if (atomic_compare_exchange_strong(&f->fd, &expect, nfd)) return nfd;
+  if (atomic_compare_exchange_strong(&f->fd, &expect, nfd)) {
+    atomic_fetch_add(&el->open_fds, 1);
+    return nfd;
+  }
   close(nfd);
   return expect;
+}
+
+/* Closes the fds of older files once too many are open. Takes files_lk
+ * exclusively, so no read or sync is using them; the current file and any
+ * file with unsynced appends keep theirs (sync needs it). */
+static void trim_fds(sl_entry_log *el) {
+  if (atomic_load(&el->open_fds) <= MAX_OPEN_FDS) return;
+  pthread_rwlock_wrlock(&el->files_lk);
+  for (size_t i = 0; i + 1 < el->nfiles; i++) {
+    elfile *f = el->files[i];
+    if (atomic_load(&f->dirty) || atomic_load(&f->fd) < 0) continue;
+    close(atomic_exchange(&f->fd, -1));
+    atomic_fetch_sub(&el->open_fds, 1);
+  }
+  pthread_rwlock_unlock(&el->files_lk);
 }
 
 static void file_free(elfile *f) {
@@ -181,6 +204,7 @@ static sl_status new_file(sl_entry_log *el, uint64_t id, sl_err *err) {
     el->files = sl_xrealloc(el->files, el->cap * sizeof(*el->files));
   }
   el->files[el->nfiles++] = f;
+  atomic_fetch_add(&el->open_fds, 1);
   pthread_rwlock_unlock(&el->files_lk);
   el->wb_off = 0;
   atomic_store(&el->dir_dirty, true);
@@ -240,6 +264,7 @@ sl_status sl_entry_log_open(const char *dir, const sl_entry_log_opts *opts,
   el->opts = *opts;
   el->dir = sl_xstrdup(dir);
   atomic_init(&el->dir_dirty, false);
+  atomic_init(&el->open_fds, 0);
   pthread_rwlock_init(&el->files_lk, NULL);
   sl_status st;
   el->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -383,6 +408,7 @@ sl_status sl_entry_log_read(sl_entry_log *el, sl_entry_loc loc, uint64_t ledger,
 out:
   pthread_rwlock_unlock(&el->files_lk);
   free(buf);
+  trim_fds(el);
   return st;
 }
 
@@ -404,6 +430,7 @@ sl_status sl_entry_log_sync(sl_entry_log *el, sl_err *err) {
     atomic_store(&el->dir_dirty, true);
     st = sl_err_set(err, SL_EIO, "entry log %s: fsync dir: %s", el->dir, strerror(errno));
   }
+  trim_fds(el); /* files rolled since the last sync are clean now */
   return st;
 }
 
@@ -462,6 +489,7 @@ sl_status sl_entry_log_scan(sl_entry_log *el, uint64_t log, sl_entry_log_scan_cb
   if (fd < 0) {
     return sl_err_set(err, SL_EIO, "entry log %" PRIu64 ": open: %s", log, strerror(saved));
   }
+  trim_fds(el);
   sl_status st = scan_fd(fd, log, cb, arg, err);
   close(fd);
   return st;
@@ -480,6 +508,7 @@ sl_status sl_entry_log_remove(sl_entry_log *el, uint64_t log, sl_err *err) {
     memmove(&el->files[i], &el->files[i + 1], (el->nfiles - (size_t)i - 1) * sizeof(f));
     el->nfiles--;
   }
+  if (f != NULL && atomic_load(&f->fd) >= 0) atomic_fetch_sub(&el->open_fds, 1);
   pthread_rwlock_unlock(&el->files_lk);
   if (f != NULL) file_free(f);
   if (unlinkat(el->dirfd, name, 0) != 0 && errno != ENOENT) {

@@ -713,6 +713,34 @@ static void test_ledger_storage__lost_tail_rewritten_by_replay(void **state) {
   sl_test_rmdtemp(dir);
 }
 
+static int open_fds(void) {
+  DIR *d = opendir("/proc/self/fd");
+  assert_non_null(d);
+  int n = 0;
+  while (readdir(d) != NULL) n++;
+  closedir(d);
+  return n;
+}
+
+/* Hundreds of entry log files do not hold hundreds of fds: past a cap the
+ * older files' fds are closed and reopened by the reads that need them. */
+static void test_ledger_storage__entry_log_fds_bounded(void **state) {
+  (void)state;
+  char *dir = sl_test_mkdtemp("lsfds");
+  int before = open_fds();
+  sl_ledger_storage *ls = open_el(dir, 4096);
+  put_many(ls, 9, 0, 2000, 1000); /* 4 records a file: 500 files */
+  sl_journal_pos ck = {1, 32};
+  assert_int_equal(sl_ledger_storage_write(ls, NULL, 0, &ck, NULL), SL_OK);
+  assert_true(stats(ls).entry_log_files >= 500);
+  assert_true(open_fds() - before < 300);
+  expect_many(ls, 9, 0, 2000, 1000);
+  assert_true(open_fds() - before < 300);
+  sl_ledger_storage_close(ls);
+  assert_int_equal(open_fds(), before);
+  sl_test_rmdtemp(dir);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_ledger_storage__put_get_meta),
@@ -731,6 +759,7 @@ int main(void) {
       cmocka_unit_test(test_ledger_storage__gc_removes_and_compacts),
       cmocka_unit_test(test_ledger_storage__gc_races_reads_and_writes),
       cmocka_unit_test(test_ledger_storage__lost_tail_rewritten_by_replay),
+      cmocka_unit_test(test_ledger_storage__entry_log_fds_bounded),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
