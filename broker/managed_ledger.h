@@ -268,9 +268,10 @@ sl_status sl_ml_read_async(sl_ml *ml, sl_ml_pos from, sl_ml_entry_cb on_entry,
  * a reader at the read-ahead's position takes at most rate * t + burst +
  * about one entry in any t seconds. Reads that bypass the buffer (a second
  * subscription at another position while the first waits, single-entry
- * reads) are charged to the same budget, so they hold the read-ahead back,
- * but are not themselves held back: with several subscriptions catching up
- * at different positions the bound is not strict. The open current ledger
+ * reads) wait for the same budget and take only the entries it holds, so
+ * several subscriptions catching up at different positions share it (the
+ * bound then allows the burst twice: a fetch and a direct read may start
+ * on the same tokens). The open current ledger
  * is read ahead too, through its writer, up to its LAC. The tail, served from the Consume path's entry
  * cache, is not charged. */
 #define SL_ML_READAHEAD_BYTES (8u << 20)

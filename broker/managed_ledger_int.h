@@ -64,6 +64,7 @@ typedef struct ml_reader {
   size_t max_len;             /* largest entry seen, to pace them */
   uint64_t seen;              /* entries fetched so far */
   ml_ra_wait *waiters;
+  ml_ra_wait *paced;          /* direct reads waiting for the budget, FIFO */
   bool serve_posted;
   /* pacing (managed_ledger_readahead.c): a token bucket in bytes */
   bool pace_init;             /* the fields below are set up */

@@ -41,11 +41,17 @@
  *     backlog reads take at most rate * t + depth + the last fetch's
  *     overshoot, which is only what its entries exceed the largest size
  *     seen before it by (one entry's worth during the warmup). Direct reads
- *     are charged after the fact and make the next fetch wait, but do not
- *     wait themselves (a second reader elsewhere is not bounded). While the
- *     bucket is short, a timer starts the fetch once it has refilled. So
- *     bookie reads in flight for one partition are bounded by the bucket's
- *     depth too (and by the ledger reader's window).
+ *     (a second reader elsewhere, single-entry reads) wait in rd->paced, in
+ *     arrival order, until the bucket holds the largest entry, then ask
+ *     for only the entries it holds (like a fetch; a reader takes fewer
+ *     entries than its max and reads on), charged as they come. A fetch
+ *     and a direct read started together may both count on the same
+ *     tokens, so with several readers the bound is rate * t + twice the
+ *     depth + overshoot. While the
+ *     bucket is short, a timer starts the fetch and the waiting direct
+ *     reads once it has refilled. So bookie reads in flight for one
+ *     partition are bounded by the bucket's depth too (and by the ledger
+ *     reader's window).
  */
 #include "broker/managed_ledger_int.h"
 
@@ -201,9 +207,12 @@ static uint64_t budget(sl_ml *ml, uint64_t n) {
 
 static void refill(sl_ml *ml);
 
+static void start_paced(sl_ml *ml);
+
 static void pace_fired(void *arg) {
   sl_ml *ml = arg;
   ml->rd.pace_armed = false;
+  start_paced(ml);
   refill(ml);
   if (ml->rd.waiters != NULL) post_serve(ml);
   ml_unref(ml);
@@ -303,6 +312,7 @@ static void serve(void *arg) {
   sl_ml *ml = arg;
   ml_reader *rd = &ml->rd;
   rd->serve_posted = false;
+  if (rd->stopped) start_paced(ml); /* answers them ECANCELED */
   refill(ml);
   ml_ra_wait **pp = &rd->waiters;
   while (*pp != NULL) {
@@ -340,18 +350,57 @@ static void direct_done(sl_status st, const char *details, void *arg) {
   free(d);
 }
 
+/* A read's max (0: no limit) as a count for budget(). */
+static uint64_t want(uint64_t max) { return max == 0 ? UINT64_MAX : max; }
+
+/* max as budget() granted it: UINT64_MAX (no pacing, no limit) is 0 again. */
+static sl_status start_direct(sl_ml *ml, sl_ml_pos from, uint64_t max,
+                              sl_ml_entry_cb on_entry, sl_ml_done_cb on_done, void *arg,
+                              sl_err *err) {
+  direct *d = sl_xmalloc(sizeof(*d));
+  *d = (direct){ml, on_entry, on_done, arg};
+  if (max == UINT64_MAX) max = 0;
+  sl_status st = ml_read_direct(ml, from, max, false, direct_entry, direct_done, d, err);
+  if (st != SL_OK) free(d);
+  return st;
+}
+
+/* Starts the direct reads waiting for the budget while it allows one
+ * (invariant 6); answers them ECANCELED once the ledger is destroyed. */
+static void start_paced(sl_ml *ml) {
+  ml_reader *rd = &ml->rd;
+  uint64_t k = 0;
+  while (rd->paced != NULL && (rd->stopped || (k = budget(ml, want(rd->paced->max))) > 0)) {
+    ml_ra_wait *w = rd->paced;
+    rd->paced = w->next;
+    sl_err err = SL_ERR_INIT;
+    sl_status st = rd->stopped ? sl_err_set(&err, SL_ECANCELED, "managed ledger destroyed")
+                               : start_direct(ml, w->from, k, w->on_entry, w->on_done,
+                                              w->arg, &err);
+    if (st != SL_OK) w->on_done(st, err.msg, w->arg);
+    free(w);
+  }
+}
+
 sl_status ml_readahead_direct(sl_ml *ml, sl_ml_pos from, uint64_t max,
                               sl_ml_entry_cb on_entry, sl_ml_done_cb on_done,
                               void *arg, sl_err *err) {
   SL_ASSERT(sl_serial_running_here(ml->serial));
+  ml_reader *rd = &ml->rd;
   if (on_entry == NULL || on_done == NULL)
     return sl_err_set(err, SL_EINVAL, "read: callbacks required");
+  if (rd->stopped) return sl_err_set(err, SL_ECANCELED, "read: managed ledger destroyed");
   pace_setup(ml);
-  direct *d = sl_xmalloc(sizeof(*d));
-  *d = (direct){ml, on_entry, on_done, arg};
-  sl_status st = ml_read_direct(ml, from, max, false, direct_entry, direct_done, d, err);
-  if (st != SL_OK) free(d);
-  return st;
+  uint64_t k;
+  if (rd->paced == NULL && (k = budget(ml, want(max))) > 0)
+    return start_direct(ml, from, k, on_entry, on_done, arg, err);
+  /* Behind the others waiting; budget() armed the timer. */
+  ml_ra_wait *w = sl_xcalloc(1, sizeof(*w));
+  *w = (ml_ra_wait){NULL, from, max, false, on_entry, on_done, arg};
+  ml_ra_wait **pp = &rd->paced;
+  while (*pp != NULL) pp = &(*pp)->next;
+  *pp = w;
+  return SL_OK;
 }
 
 sl_status ml_readahead_read(sl_ml *ml, sl_ml_pos from, uint64_t max,
@@ -396,5 +445,5 @@ void ml_readahead_stop(sl_ml *ml) {
     ml_unref(ml);
   }
   buffer_drop(&ml->rd);
-  if (ml->rd.waiters != NULL) post_serve(ml);
+  if (ml->rd.waiters != NULL || ml->rd.paced != NULL) post_serve(ml);
 }
