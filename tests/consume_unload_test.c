@@ -9,7 +9,9 @@
  * next owner then gets nothing again. Also when a flush of earlier acks is
  * still in flight as the unload begins (the metadata service is held with
  * SIGSTOP meanwhile): the later acks go in the flush after it, before the
- * partition is given up.
+ * partition is given up. And when that flush cannot finish, the unload
+ * gives it up after 3 s and goes on; the acks are then redelivered or
+ * durable, never lost.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -44,6 +46,7 @@ static int setup(void **state) {
   sl_pt_topic(t, "cu/unload", 0);
   sl_pt_topic(t, "cu/stop", 0);
   sl_pt_topic(t, "cu/inflight", 0);
+  sl_pt_topic(t, "cu/hung", 0);
   *state = t;
   return 0;
 }
@@ -150,14 +153,17 @@ typedef struct resume {
   sl_pt *t;
   int broker;
   const char *topic;
-  bool seen;                 /* the unload began */
+  const char *event;         /* the broker's log event to wait for */
+  bool seen;                 /* it was logged */
+  int64_t seen_ms;           /* when the test saw it */
 } resume;
 
-/* Lets the metadata service go on once the broker began the unload. */
+/* Lets the metadata service go on once the broker logged r->event for the
+ * partition. */
 static void *resume_run(void *arg) {
   resume *r = arg;
   char want[128];
-  snprintf(want, sizeof(want), " event=unloading partition=%s ", r->topic);
+  snprintf(want, sizeof(want), " event=%s partition=%s ", r->event, r->topic);
   int64_t end = sl_clock_mono_ms() + WAIT_MS;
   while (!r->seen && sl_clock_mono_ms() < end) {
     FILE *f = fopen(sl_cluster_log(r->t->c, SL_NODE_BROKER, r->broker), "r");
@@ -167,6 +173,7 @@ static void *resume_run(void *arg) {
     struct timespec poll = {0, 10 * 1000000L};
     if (!r->seen) nanosleep(&poll, NULL);
   }
+  r->seen_ms = sl_clock_mono_ms();
   sl_cluster_signal(r->t->c, SL_NODE_METADATA, 0, SIGCONT, NULL);
   return NULL;
 }
@@ -200,7 +207,7 @@ static void test_consume_unload__acks_behind_a_flush_in_flight(void **state) {
   wait_unacked(t, owner, sub.topic, 0);
   sl_ct_close(&c);
 
-  resume r = {.t = t, .broker = owner, .topic = sub.topic};
+  resume r = {.t = t, .broker = owner, .topic = sub.topic, .event = "unloading"};
   pthread_t th;
   assert_int_equal(pthread_create(&th, NULL, resume_run, &r), 0);
   sl_pt_unload(t, owner, sub.topic);
@@ -209,10 +216,66 @@ static void test_consume_unload__acks_behind_a_flush_in_flight(void **state) {
   expect_nothing_redelivered(t, &sub);
 }
 
+/* The unload's cursor flush is bounded: with the metadata service held
+ * (SIGSTOP) the flush cannot finish, and after UNLOAD_FLUSH_MS (3 s) the
+ * broker gives it up (event=unload_flush_timeout) and goes on with the
+ * unload, which completes once the metadata service is back. The acks that
+ * flush carried are then either durable or redelivered: never lost. */
+static void test_consume_unload__hung_flush_is_bounded(void **state) {
+  sl_pt *t = *state;
+  sl_ct_sub sub = {.topic = "cu/hung", .subscription = "s", .type = 0, .earliest = true};
+  sl_ct_produce(t, sub.topic, "p", 0, N, 0);
+  sl_ct_consumer c;
+  sl_ct_subscribe_owner(t, &sub, &c);
+  int owner = sl_pt_owner(t, 0, sub.topic, NULL);
+  sl_err err = SL_ERR_INIT;
+  assert_int_equal(sl_ct_flow(&c, N, &err), SL_OK);
+  static sl_ct_msg got[N];
+  static Sluice__V1__MessageId ids[N];
+  int n = 0;
+  assert_int_equal(sl_ct_recv(&c, got, N, &n, WAIT_MS, &err), SL_OK);
+  for (int i = 0; i < N; i++) ids[i] = got[i].id;
+  wait_unacked(t, owner, sub.topic, N);
+  assert_int_equal(sl_cluster_signal(t->c, SL_NODE_METADATA, 0, SIGSTOP, &err), SL_OK);
+  assert_int_equal(sl_ct_ack(&c, ids, N, false, 0, &err), SL_OK);
+  wait_unacked(t, owner, sub.topic, 0);
+  sl_ct_close(&c);
+
+  resume r = {.t = t, .broker = owner, .topic = sub.topic, .event = "unload_flush_timeout"};
+  pthread_t th;
+  int64_t start = sl_clock_mono_ms();
+  assert_int_equal(pthread_create(&th, NULL, resume_run, &r), 0);
+  sl_pt_unload(t, owner, sub.topic);
+  pthread_join(th, NULL);
+  assert_true(r.seen);
+  print_message("flush given up %lld ms after the unload was asked\n",
+                (long long)(r.seen_ms - start));
+  assert_true(r.seen_ms - start >= 3000);
+
+  /* The next owner: either every ack or none of them (one cursor write). */
+  int64_t end = sl_clock_mono_ms() + WAIT_MS;
+  for (;;) {
+    int b = sl_pt_try_owner(t, sl_ct_live_broker(t), sub.topic, NULL);
+    if (b >= 0 && sl_cluster_running(t->c, SL_NODE_BROKER, b)) {
+      if (sl_ct_subscribe(t, b, &sub, &c, NULL, &err) == SL_OK) break;
+      sl_ct_close(&c);
+    }
+    if (sl_clock_mono_ms() > end) fail_msg("cannot subscribe again: %s", err.msg);
+  }
+  assert_int_equal(sl_ct_flow(&c, N, &err), SL_OK);
+  n = 0;
+  sl_status st = sl_ct_recv(&c, got, N, &n, 3000, &err);
+  print_message("%d of %d messages redelivered after the move\n", n, N);
+  assert_true(n == 0 || (st == SL_OK && n == N));
+  for (int i = 0; i < n; i++) assert_int_equal(got[i].seq, (uint64_t)i);
+  sl_ct_close(&c);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_consume_unload__admin_unload_keeps_acks),
       cmocka_unit_test(test_consume_unload__acks_behind_a_flush_in_flight),
+      cmocka_unit_test(test_consume_unload__hung_flush_is_bounded),
       cmocka_unit_test(test_consume_unload__graceful_stop_keeps_acks),
   };
   curl_global_init(CURL_GLOBAL_DEFAULT);
