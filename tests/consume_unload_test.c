@@ -84,21 +84,27 @@ static int consume_and_ack(sl_pt *t, const sl_ct_sub *sub) {
   return owner;
 }
 
-/* A new consumer of the subscription (at the partition's owner now) gets
- * nothing: every ack made before the move was persisted. */
-static void expect_nothing_redelivered(sl_pt *t, const sl_ct_sub *sub) {
-  sl_ct_consumer c;
+/* Subscribes at the partition's owner after a move. */
+static void subscribe_again(sl_pt *t, const sl_ct_sub *sub, sl_ct_consumer *c) {
   sl_err err = SL_ERR_INIT;
   /* Lookups may name the old owner for a moment (their cache). */
   int64_t end = sl_clock_mono_ms() + WAIT_MS;
   for (;;) {
     int owner = sl_pt_try_owner(t, sl_ct_live_broker(t), sub->topic, NULL);
     if (owner >= 0 && sl_cluster_running(t->c, SL_NODE_BROKER, owner)) {
-      if (sl_ct_subscribe(t, owner, sub, &c, NULL, &err) == SL_OK) break;
-      sl_ct_close(&c);
+      if (sl_ct_subscribe(t, owner, sub, c, NULL, &err) == SL_OK) return;
+      sl_ct_close(c);
     }
     if (sl_clock_mono_ms() > end) fail_msg("cannot subscribe again: %s", err.msg);
   }
+}
+
+/* A new consumer of the subscription (at the partition's owner now) gets
+ * nothing: every ack made before the move was persisted. */
+static void expect_nothing_redelivered(sl_pt *t, const sl_ct_sub *sub) {
+  sl_ct_consumer c;
+  subscribe_again(t, sub, &c);
+  sl_err err = SL_ERR_INIT;
   assert_int_equal(sl_ct_flow(&c, N, &err), SL_OK);
   Sluice__V1__ConsumeResponse *r = NULL;
   sl_status st = sl_ct_next(&c, 2000, &r, &err);
@@ -178,21 +184,30 @@ static void *resume_run(void *arg) {
   return NULL;
 }
 
+/* Produces N and receives them on *c without acking; ids gets theirs.
+ * Returns the owner, once its unacked gauge shows all N. */
+static int receive_unacked(sl_pt *t, const sl_ct_sub *sub, sl_ct_consumer *c,
+                           Sluice__V1__MessageId *ids) {
+  sl_ct_produce(t, sub->topic, "p", 0, N, 0);
+  sl_ct_subscribe_owner(t, sub, c);
+  int owner = sl_pt_owner(t, 0, sub->topic, NULL);
+  sl_err err = SL_ERR_INIT;
+  assert_int_equal(sl_ct_flow(c, N, &err), SL_OK);
+  static sl_ct_msg got[N];
+  int n = 0;
+  assert_int_equal(sl_ct_recv(c, got, N, &n, WAIT_MS, &err), SL_OK);
+  for (int i = 0; i < N; i++) ids[i] = got[i].id;
+  wait_unacked(t, owner, sub->topic, N);
+  return owner;
+}
+
 static void test_consume_unload__acks_behind_a_flush_in_flight(void **state) {
   sl_pt *t = *state;
   sl_ct_sub sub = {.topic = "cu/inflight", .subscription = "s", .type = 0, .earliest = true};
-  sl_ct_produce(t, sub.topic, "p", 0, N, 0);
   sl_ct_consumer c;
-  sl_ct_subscribe_owner(t, &sub, &c);
-  int owner = sl_pt_owner(t, 0, sub.topic, NULL);
-  sl_err err = SL_ERR_INIT;
-  assert_int_equal(sl_ct_flow(&c, N, &err), SL_OK);
-  static sl_ct_msg got[N];
   static Sluice__V1__MessageId ids[N];
-  int n = 0;
-  assert_int_equal(sl_ct_recv(&c, got, N, &n, WAIT_MS, &err), SL_OK);
-  for (int i = 0; i < N; i++) ids[i] = got[i].id;
-  wait_unacked(t, owner, sub.topic, N);
+  int owner = receive_unacked(t, &sub, &c, ids);
+  sl_err err = SL_ERR_INIT;
 
   /* The first half's flush starts (100 ms after the acks) and hangs on the
    * stopped metadata service. Nothing outside shows that it started: wait
@@ -224,18 +239,10 @@ static void test_consume_unload__acks_behind_a_flush_in_flight(void **state) {
 static void test_consume_unload__hung_flush_is_bounded(void **state) {
   sl_pt *t = *state;
   sl_ct_sub sub = {.topic = "cu/hung", .subscription = "s", .type = 0, .earliest = true};
-  sl_ct_produce(t, sub.topic, "p", 0, N, 0);
   sl_ct_consumer c;
-  sl_ct_subscribe_owner(t, &sub, &c);
-  int owner = sl_pt_owner(t, 0, sub.topic, NULL);
-  sl_err err = SL_ERR_INIT;
-  assert_int_equal(sl_ct_flow(&c, N, &err), SL_OK);
-  static sl_ct_msg got[N];
   static Sluice__V1__MessageId ids[N];
-  int n = 0;
-  assert_int_equal(sl_ct_recv(&c, got, N, &n, WAIT_MS, &err), SL_OK);
-  for (int i = 0; i < N; i++) ids[i] = got[i].id;
-  wait_unacked(t, owner, sub.topic, N);
+  int owner = receive_unacked(t, &sub, &c, ids);
+  sl_err err = SL_ERR_INIT;
   assert_int_equal(sl_cluster_signal(t->c, SL_NODE_METADATA, 0, SIGSTOP, &err), SL_OK);
   assert_int_equal(sl_ct_ack(&c, ids, N, false, 0, &err), SL_OK);
   wait_unacked(t, owner, sub.topic, 0);
@@ -253,17 +260,10 @@ static void test_consume_unload__hung_flush_is_bounded(void **state) {
   assert_true(r.seen_ms - start >= 3000);
 
   /* The next owner: either every ack or none of them (one cursor write). */
-  int64_t end = sl_clock_mono_ms() + WAIT_MS;
-  for (;;) {
-    int b = sl_pt_try_owner(t, sl_ct_live_broker(t), sub.topic, NULL);
-    if (b >= 0 && sl_cluster_running(t->c, SL_NODE_BROKER, b)) {
-      if (sl_ct_subscribe(t, b, &sub, &c, NULL, &err) == SL_OK) break;
-      sl_ct_close(&c);
-    }
-    if (sl_clock_mono_ms() > end) fail_msg("cannot subscribe again: %s", err.msg);
-  }
+  subscribe_again(t, &sub, &c);
   assert_int_equal(sl_ct_flow(&c, N, &err), SL_OK);
-  n = 0;
+  static sl_ct_msg got[N];
+  int n = 0;
   sl_status st = sl_ct_recv(&c, got, N, &n, 3000, &err);
   print_message("%d of %d messages redelivered after the move\n", n, N);
   assert_true(n == 0 || (st == SL_OK && n == N));
