@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/crc32c.h"
@@ -27,6 +28,8 @@
  * reopened as reads need them (a bookie holds thousands of files per TB,
  * more than a process's default fd limit). */
 #define MAX_OPEN_FDS 256
+#define SHRINK_STEP (2u << 20)   /* bytes a removal frees per truncation */
+#define SHRINK_PAUSE_NS 5000000L /* between truncations */
 
 typedef struct elfile {
   uint64_t id;
@@ -294,6 +297,15 @@ void sl_entry_log_close(sl_entry_log *el) {
   free(el);
 }
 
+/* The file appends go to. Only the appender replaces it (new_file), but a
+ * remove on another thread may move the table under files_lk. */
+static elfile *current(sl_entry_log *el) {
+  pthread_rwlock_rdlock(&el->files_lk);
+  elfile *f = el->files[el->nfiles - 1];
+  pthread_rwlock_unlock(&el->files_lk);
+  return f;
+}
+
 /* Starts writeback of what the appender wrote since the last start, so the
  * next sync finds little dirty data (the design note's why). */
 static void start_writeback(sl_entry_log *el, elfile *f, uint64_t size) {
@@ -312,12 +324,12 @@ sl_status sl_entry_log_append(sl_entry_log *el, const sl_entry_log_rec *recs,
   if (n == 0) return SL_OK;
   uint64_t total = 0;
   for (size_t i = 0; i < n; i++) total += SL_ENTRY_LOG_REC_HDR + (uint64_t)recs[i].len;
-  elfile *f = el->files[el->nfiles - 1];
+  elfile *f = current(el);
   uint64_t size = atomic_load(&f->size);
   if (size > SL_ENTRY_LOG_HEADER && size + total > el->opts.file_bytes) {
     sl_status st = new_file(el, f->id + 1, err);
     if (st != SL_OK) return st;
-    f = el->files[el->nfiles - 1];
+    f = current(el);
     size = SL_ENTRY_LOG_HEADER;
   }
   if (el->hdrs_cap < n * SL_ENTRY_LOG_REC_HDR) {
@@ -495,6 +507,25 @@ sl_status sl_entry_log_scan(sl_entry_log *el, uint64_t log, sl_entry_log_scan_cb
   return st;
 }
 
+/* Frees a removed file's blocks a few MiB at a time before its unlink: one
+ * unlink of a full file frees all its extents in one filesystem commit,
+ * which on ext4 held every journal fdatasync for 60-200 ms (the journal's
+ * segments had the same problem, bookie/journal.c). */
+static void shrink_gradually(int dirfd, const char *name) {
+  int fd = openat(dirfd, name, O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  struct stat sb;
+  if (fstat(fd, &sb) == 0) {
+    for (off_t size = sb.st_size; size > 0;) {
+      size = size > (off_t)SHRINK_STEP ? size - (off_t)SHRINK_STEP : 0;
+      if (ftruncate(fd, size) != 0) break;
+      struct timespec pause = {0, SHRINK_PAUSE_NS};
+      nanosleep(&pause, NULL);
+    }
+  }
+  close(fd);
+}
+
 sl_status sl_entry_log_remove(sl_entry_log *el, uint64_t log, sl_err *err) {
   SL_ASSERT(el != NULL);
   char name[NAME_LEN + 1];
@@ -511,6 +542,7 @@ sl_status sl_entry_log_remove(sl_entry_log *el, uint64_t log, sl_err *err) {
   if (f != NULL && atomic_load(&f->fd) >= 0) atomic_fetch_sub(&el->open_fds, 1);
   pthread_rwlock_unlock(&el->files_lk);
   if (f != NULL) file_free(f);
+  shrink_gradually(el->dirfd, name);
   if (unlinkat(el->dirfd, name, 0) != 0 && errno != ENOENT) {
     return sl_err_set(err, SL_EIO, "entry log %s/%s: remove: %s", el->dir, name,
                       strerror(errno));

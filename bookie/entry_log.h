@@ -26,8 +26,8 @@
  *  3. A location handed out by append stays readable until that file is
  *     removed; a read racing a removal gets SL_ENOTFOUND, never other bytes.
  *
- * Threads: append and remove are called by one thread at a time (the
- * storage's writer lock); read, sync, scan and the getters from any thread.
+ * Threads: append is called by one thread at a time (the storage's writer
+ * lock); remove, read, sync, scan and the getters from any thread.
  * files_lk guards the file table and every file's fd; reads hold it shared
  * across their pread so that remove (exclusive) never closes an fd in use.
  */
@@ -121,7 +121,9 @@ typedef sl_status (*sl_entry_log_scan_cb)(const sl_entry_log_hdr *h, void *arg);
 sl_status sl_entry_log_scan(sl_entry_log *el, uint64_t log, sl_entry_log_scan_cb cb,
                             void *arg, sl_err *err);
 
-/* Deletes file `log`, which must not be the current one. Errors: SL_EIO. */
+/* Deletes file `log`, which must not be the current one, freeing its
+ * blocks gradually first (it takes a while: not on the add path).
+ * Errors: SL_EIO. */
 sl_status sl_entry_log_remove(sl_entry_log *el, uint64_t log, sl_err *err);
 
 /* The file being appended to. */

@@ -172,9 +172,7 @@ static sl_status usage_of(struct ldb_gc *gc, uint64_t log, log_usage **out, sl_e
 /* ---- removal and compaction ---- */
 
 static sl_status remove_file(struct ldb_gc *gc, uint64_t log, sl_err *err) {
-  pthread_mutex_lock(&gc->s->wmu);
   sl_status st = sl_entry_log_remove(gc->s->el, log, err);
-  pthread_mutex_unlock(&gc->s->wmu);
   drop_usage(gc, log);
   if (st == SL_OK) {
     atomic_fetch_add(&gc->removed, 1);

@@ -25,7 +25,7 @@ typedef struct ldb_storage {
   leveldb_writeoptions_t *wo;      /* no sync */
   leveldb_writeoptions_t *wo_sync; /* sync */
   sl_entry_log *el;        /* NULL without opts.entry_log */
-  /* Serialises entry log appends and removals, and makes a write's index
+  /* Serialises entry log appends, and makes a write's index
    * changes atomic with respect to the collector's move of an entry (it
    * checks the index still points at the old place and rewrites it under
    * wmu). Not held by a checkpoint's sync and flush. */
