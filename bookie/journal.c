@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "common/buf.h"
+#include "common/clock.h"
 #include "common/crc32c.h"
 #include "common/log.h"
 #include "common/metrics.h"
@@ -494,6 +495,7 @@ sl_status sl_journal_replay(sl_journal *j, sl_journal_pos from,
 /* Creates, preallocates and durably names a new segment (journal thread, or
  * sl_journal_start before the thread exists). */
 static sl_status new_segment(sl_journal *j, uint64_t id, sl_err *err) {
+  int64_t t0 = sl_clock_mono_ns();
   char path[PATH_MAX];
   uint8_t h[SL_JOURNAL_SEGMENT_HEADER];
   seg_path(j, id, path, sizeof(path));
@@ -528,6 +530,8 @@ static sl_status new_segment(sl_journal *j, uint64_t id, sl_err *err) {
   j->stats.segments_created++;
   j->stats.segments = j->nsegs;
   pthread_mutex_unlock(&j->mu);
+  sl_log(SL_LOG_INFO, "event=journal_segment_created segment=%" PRIu64 " us=%lld", id,
+         (long long)((sl_clock_mono_ns() - t0) / 1000));
   return SL_OK;
 
 out_unlink:
