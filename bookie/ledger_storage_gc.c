@@ -37,6 +37,7 @@
 #include "common/log.h"
 
 #define MOVE_CHUNK (4u << 20) /* payload bytes copied per sync */
+#define REPOINT_SLICE 128     /* index checks and updates per hold of wmu */
 
 typedef struct ledger_bytes {
   uint64_t ledger;
@@ -226,24 +227,29 @@ static sl_status collect_live(const sl_entry_log_hdr *h, void *arg) {
   return SL_OK;
 }
 
-/* Repoints the index of moved records still at their old place (inv. 2). */
+/* Repoints the index of moved records still at their old place (inv. 2),
+ * REPOINT_SLICE at a time so that the applier never waits long on wmu. */
 static sl_status repoint(ldb_storage *s, const sl_entry_log_hdr *h, const sl_entry_loc *to,
                          size_t n, sl_err *err) {
   sl_status st = SL_OK;
-  leveldb_writebatch_t *b = leveldb_writebatch_create();
-  pthread_mutex_lock(&s->wmu);
-  for (size_t i = 0; i < n && st == SL_OK; i++) {
-    bool here;
-    st = points_here(s, &h[i], &here, err);
-    if (st == SL_OK && here) st = ldb_put_index(s, b, h[i].ledger, h[i].entry, h[i].crc, to[i]);
+  for (size_t from = 0; from < n && st == SL_OK; from += REPOINT_SLICE) {
+    size_t end = n - from < REPOINT_SLICE ? n : from + REPOINT_SLICE;
+    leveldb_writebatch_t *b = leveldb_writebatch_create();
+    pthread_mutex_lock(&s->wmu);
+    for (size_t i = from; i < end && st == SL_OK; i++) {
+      bool here;
+      st = points_here(s, &h[i], &here, err);
+      if (st == SL_OK && here)
+        st = ldb_put_index(s, b, h[i].ledger, h[i].entry, h[i].crc, to[i]);
+    }
+    if (st == SL_OK) {
+      char *errptr = NULL;
+      leveldb_write(s->db, s->wo, b, &errptr);
+      if (errptr != NULL) st = ldb_error(errptr, err, "gc write");
+    }
+    pthread_mutex_unlock(&s->wmu);
+    leveldb_writebatch_destroy(b);
   }
-  if (st == SL_OK) {
-    char *errptr = NULL;
-    leveldb_write(s->db, s->wo, b, &errptr);
-    if (errptr != NULL) st = ldb_error(errptr, err, "gc write");
-  }
-  pthread_mutex_unlock(&s->wmu);
-  leveldb_writebatch_destroy(b);
   return st;
 }
 
