@@ -114,7 +114,7 @@ static sl_status build_usage(ldb_storage *s, uint64_t log, log_usage *out, sl_er
     free(u.lb);
     return st;
   }
-  qsort(u.lb, u.n, sizeof(*u.lb), cmp_lb);
+  if (u.n > 1) qsort(u.lb, u.n, sizeof(*u.lb), cmp_lb);
   size_t m = 0; /* merge runs of one ledger */
   for (size_t i = 0; i < u.n; i++) {
     if (m > 0 && u.lb[m - 1].ledger == u.lb[i].ledger) u.lb[m - 1].bytes += u.lb[i].bytes;
@@ -210,7 +210,7 @@ typedef struct move_list {
 
 static bool ledger_in(const log_usage *u, uint64_t ledger) {
   ledger_bytes key = {ledger, 0};
-  return bsearch(&key, u->lb, u->n, sizeof(*u->lb), cmp_lb) != NULL;
+  return u->n > 0 && bsearch(&key, u->lb, u->n, sizeof(*u->lb), cmp_lb) != NULL;
 }
 
 static sl_status collect_live(const sl_entry_log_hdr *h, void *arg) {

@@ -165,6 +165,12 @@ int main(int argc, char **argv) {
   o.checkpoint_bytes = 1u << 20;
   o.max_entry_bytes = SL_CRASH_PAYLOAD_MAX;
   o.leveldb.write_buffer_bytes = 2u << 20;
+  /* Small entry log files and an eager collector: kills land in the middle
+   * of compactions and removals too. */
+  o.leveldb.log.file_bytes = 64u << 10;
+  o.leveldb.gc_interval_ms = 20;
+  o.leveldb.gc_compact_ratio = 0.9;
+  o.leveldb.gc_rate_bytes = 256u << 20;
   sl_bookie_store *s = NULL;
   sl_err err = SL_ERR_INIT;
   sl_status st = sl_bookie_store_open(argv[1], &o, &s, &err);
