@@ -229,6 +229,18 @@ static sl_status list_files(sl_entry_log *el, sl_err *err) {
       return sl_err_set(err, SL_EIO, "entry log %s/%s: stat: %s", el->dir, de->d_name,
                         strerror(errno));
     }
+    /* Shorter than its header: a crash between the file's creation and its
+     * header write. Nothing was ever appended to it. */
+    if (sb.st_size < SL_ENTRY_LOG_HEADER) {
+      sl_log(SL_LOG_INFO, "event=entry_log_removed_empty log=%" PRIu64, id);
+      if (unlinkat(el->dirfd, de->d_name, 0) != 0) {
+        closedir(d);
+        return sl_err_set(err, SL_EIO, "entry log %s/%s: remove: %s", el->dir, de->d_name,
+                          strerror(errno));
+      }
+      atomic_store(&el->dir_dirty, true);
+      continue;
+    }
     elfile *f = sl_xcalloc(1, sizeof(*f));
     f->id = id;
     atomic_init(&f->fd, -1);

@@ -20,7 +20,9 @@
  *
  * Invariants
  *  1. Only the current file (the highest id) is appended to. open() always
- *     starts a new file, so a tail torn by a crash is never appended after.
+ *     starts a new file, so a tail torn by a crash is never appended after,
+ *     and removes files shorter than a header (a crash between a file's
+ *     creation and its header write).
  *  2. After sl_entry_log_sync returns, every byte appended before the call
  *     is durable, including the directory entries of new files.
  *  3. A location handed out by append stays readable until that file is

@@ -85,6 +85,7 @@ typedef struct sl_ledger_storage_stats {
   uint64_t entry_log_bytes;     /* their total size */
   uint64_t gc_removed_files;    /* files removed since open */
   uint64_t gc_compacted_bytes;  /* payload bytes moved out of sparse files */
+  uint64_t gc_scanned_bytes;    /* bytes of files read to learn their usage */
 } sl_ledger_storage_stats;
 
 
@@ -195,6 +196,11 @@ typedef struct sl_ledger_storage_leveldb_opts {
  *                             flags: 1 fenced, 2 has key (key is zeros
  *                             without it), 4 deleted (a tombstone). Version 1 (42 bytes, no key) is
  *                             still read, as a state without a key.
+ *   'G' log(8)             -> version(1)=1 n(4) then n x (ledger(8) bytes(8)):
+ *                             record bytes per ledger appended to entry log
+ *                             file `log`, stored when the next file starts
+ *                             (or at close) so the collector need not scan
+ *                             it; a file without one is scanned
  *   'Z' "checkpoint"       -> segment(8) offset(8)
  */
 sl_status sl_ledger_storage_leveldb_open(const char *path,

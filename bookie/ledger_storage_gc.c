@@ -3,9 +3,10 @@
  * files shared with live ledgers. Like BookKeeper's GarbageCollectorThread.
  *
  * A round, for every file before the current one:
- *  - its usage (live bytes per ledger) is built once by scanning the file
- *    and counting only records the index still points at, then kept; later
- *    rounds only drop ledgers that have since been deleted;
+ *  - its usage (bytes per ledger) is read once, from the record stored when
+ *    the file was sealed, or, if that is missing (a crash), by scanning the
+ *    file and counting only records the index still points at; then kept,
+ *    and later rounds only drop ledgers that have since been deleted;
  *  - a file with no live bytes is removed;
  *  - the first file whose live share is below gc_compact_ratio is compacted:
  *    its live records are copied to the current file, the copies synced,
@@ -20,9 +21,11 @@
  *     points at the record being moved, so a concurrent delete or rewrite
  *     always wins.
  *  3. A record that cannot be read keeps its file: compaction of that file
- *     stops, and the error is logged.
- *  4. Compaction copies at most gc_rate_bytes per second, so it never
- *     competes with the journal for the disk in bursts.
+ *     stops, and the error is logged. A file whose usage cannot be learned
+ *     (a bad file header) is skipped, and the round goes on.
+ *  4. Compaction copies, and usage scans read, at most gc_rate_bytes per
+ *     second, so they never compete with the journal for the disk in
+ *     bursts.
  *
  * Threads: rounds run on the collector's thread (every gc_interval_ms) or
  * on a caller of sl_ledger_storage_gc, one at a time under round_mu.
@@ -39,14 +42,9 @@
 #define MOVE_CHUNK (4u << 20) /* payload bytes copied per sync */
 #define REPOINT_SLICE 128     /* index checks and updates per hold of wmu */
 
-typedef struct ledger_bytes {
-  uint64_t ledger;
-  uint64_t bytes;
-} ledger_bytes;
-
 typedef struct log_usage {
   uint64_t log;
-  ledger_bytes *lb; /* live bytes per ledger, ascending ledger */
+  ldb_ledger_bytes *lb; /* live bytes per ledger, ascending ledger */
   size_t n;
 } log_usage;
 
@@ -62,13 +60,16 @@ struct ldb_gc {
   bool started;
   _Atomic uint64_t removed;
   _Atomic uint64_t compacted;
+  _Atomic uint64_t scanned;
 };
+
+static bool pause_ms(struct ldb_gc *gc, int64_t ms);
 
 /* ---- usage ---- */
 
 typedef struct usage_build {
   ldb_storage *s;
-  ledger_bytes *lb;
+  ldb_ledger_bytes *lb;
   size_t n, cap;
 } usage_build;
 
@@ -98,12 +99,12 @@ static sl_status count_record(const sl_entry_log_hdr *h, void *arg) {
     u->cap = u->cap ? u->cap * 2 : 16;
     u->lb = sl_xrealloc(u->lb, u->cap * sizeof(*u->lb));
   }
-  u->lb[u->n++] = (ledger_bytes){h->ledger, bytes};
+  u->lb[u->n++] = (ldb_ledger_bytes){h->ledger, bytes};
   return SL_OK;
 }
 
 static int cmp_lb(const void *a, const void *b) {
-  uint64_t x = ((const ledger_bytes *)a)->ledger, y = ((const ledger_bytes *)b)->ledger;
+  uint64_t x = ((const ldb_ledger_bytes *)a)->ledger, y = ((const ldb_ledger_bytes *)b)->ledger;
   return x < y ? -1 : x > y;
 }
 
@@ -153,11 +154,21 @@ static sl_status refresh_usage(ldb_storage *s, log_usage *u, uint64_t *live, sl_
   return SL_OK;
 }
 
-static sl_status usage_of(struct ldb_gc *gc, uint64_t log, log_usage **out, sl_err *err) {
+/* A file's usage: stored at its seal, else learned by a scan paced at
+ * gc_rate_bytes (after a crash; invariant 4). */
+static sl_status usage_of(struct ldb_gc *gc, uint64_t log, uint64_t size, log_usage **out,
+                          sl_err *err) {
   log_usage *u = find_usage(gc, log);
   if (u == NULL) {
-    log_usage built;
-    sl_status st = build_usage(gc->s, log, &built, err);
+    log_usage built = {.log = log};
+    sl_status st = ldb_get_usage(gc->s, log, &built.lb, &built.n, err);
+    if (st == SL_ENOTFOUND) {
+      st = build_usage(gc->s, log, &built, err);
+      if (st == SL_OK) {
+        atomic_fetch_add(&gc->scanned, size);
+        (void)pause_ms(gc, (int64_t)(size * 1000 / gc->s->opts.gc_rate_bytes));
+      }
+    }
     if (st != SL_OK) return st;
     if (gc->nusage == gc->cap) {
       gc->cap = gc->cap ? gc->cap * 2 : 16;
@@ -175,6 +186,7 @@ static sl_status usage_of(struct ldb_gc *gc, uint64_t log, log_usage **out, sl_e
 static sl_status remove_file(struct ldb_gc *gc, uint64_t log, sl_err *err) {
   sl_status st = sl_entry_log_remove(gc->s->el, log, err);
   drop_usage(gc, log);
+  if (st == SL_OK) ldb_drop_usage(gc->s, log);
   if (st == SL_OK) {
     atomic_fetch_add(&gc->removed, 1);
     sl_log(SL_LOG_INFO, "event=entry_log_removed log=%" PRIu64, log);
@@ -209,7 +221,7 @@ typedef struct move_list {
 } move_list;
 
 static bool ledger_in(const log_usage *u, uint64_t ledger) {
-  ledger_bytes key = {ledger, 0};
+  ldb_ledger_bytes key = {ledger, 0};
   return u->n > 0 && bsearch(&key, u->lb, u->n, sizeof(*u->lb), cmp_lb) != NULL;
 }
 
@@ -271,6 +283,9 @@ static sl_status move_chunk(ldb_storage *s, const sl_entry_log_hdr *h, size_t n,
   if (st == SL_OK) {
     pthread_mutex_lock(&s->wmu);
     st = sl_entry_log_append(s->el, recs, n, to, err);
+    /* The copies count in their new file's usage like any append: a file's
+     * stored usage must name every ledger with records in it. */
+    if (st == SL_OK) ldb_note_appended(s, recs, to, n);
     pthread_mutex_unlock(&s->wmu);
   }
   if (st == SL_OK) st = sl_entry_log_sync(s->el, err);
@@ -327,7 +342,14 @@ static sl_status round_locked(struct ldb_gc *gc, sl_err *err) {
   for (size_t i = 0; i < n && st == SL_OK; i++) {
     log_usage *u;
     uint64_t live;
-    if ((st = usage_of(gc, ids[i], &u, err)) != SL_OK) break;
+    sl_err uerr = SL_ERR_INIT;
+    sl_status ust = usage_of(gc, ids[i], sizes[i], &u, &uerr);
+    if (ust != SL_OK) {
+      /* One unreadable file must not stop the collection of the others. */
+      sl_log(SL_LOG_WARN, "event=entry_log_gc_skipped log=%" PRIu64 " status=%s err=\"%s\"",
+             ids[i], sl_status_str(ust), uerr.msg);
+      continue;
+    }
     if ((st = refresh_usage(s, u, &live, err)) != SL_OK) break;
     uint64_t used = sizes[i] > SL_ENTRY_LOG_HEADER ? sizes[i] - SL_ENTRY_LOG_HEADER : 0;
     if (live == 0) {
@@ -371,6 +393,7 @@ void ldb_gc_start(ldb_storage *s) {
   pthread_condattr_destroy(&ca);
   atomic_init(&gc->removed, 0);
   atomic_init(&gc->compacted, 0);
+  atomic_init(&gc->scanned, 0);
   s->gc = gc;
   if (s->opts.gc_interval_ms > 0) {
     int rc = pthread_create(&gc->th, NULL, gc_main, gc);
@@ -394,7 +417,9 @@ void ldb_gc_stop(struct ldb_gc *gc) {
   free(gc);
 }
 
-void ldb_gc_stats(struct ldb_gc *gc, uint64_t *removed, uint64_t *compacted) {
+void ldb_gc_stats(struct ldb_gc *gc, uint64_t *removed, uint64_t *compacted,
+                  uint64_t *scanned) {
   *removed = atomic_load(&gc->removed);
   *compacted = atomic_load(&gc->compacted);
+  *scanned = atomic_load(&gc->scanned);
 }

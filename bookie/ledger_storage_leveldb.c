@@ -69,6 +69,8 @@
 #define FORMAT_VERSION_V1 1 /* crc of the payload only; read, never written */
 #define FORMAT_VERSION_LOG 3 /* the payload is in the entry log */
 #define LOG_VAL_LEN 25
+#define USAGE_KEY_LEN 9
+#define USAGE_VERSION 1
 /* Sorts after every entry ('E') and ledger ('L') key. Each checkpoint
  * writes it, so it is in every table flushed from the memtable; a key
  * before the entries made each such table's range span all of them, and
@@ -219,8 +221,114 @@ static sl_status append_payloads(ldb_storage *s, const sl_ls_op *ops, size_t n,
                                    .len = ops[i].len};
   }
   sl_status st = sl_entry_log_append(s->el, recs, m, *locs, err);
+  if (st == SL_OK) ldb_note_appended(s, recs, *locs, m);
   free(recs);
   return st;
+}
+
+/* ---- entry log file usage ('G' records) ---- */
+
+static void usage_key(uint8_t *k, uint64_t log) {
+  k[0] = 'G';
+  put_be64(k + 1, log);
+}
+
+static void store_usage(ldb_storage *s, uint64_t log, const ldb_ledger_bytes *lb,
+                        size_t n) {
+  size_t vlen = 1 + 4 + 16 * n;
+  uint8_t *v = sl_xmalloc(vlen);
+  v[0] = USAGE_VERSION;
+  put_le32(v + 1, (uint32_t)n);
+  for (size_t i = 0; i < n; i++) {
+    put_le64(v + 5 + 16 * i, lb[i].ledger);
+    put_le64(v + 13 + 16 * i, lb[i].bytes);
+  }
+  uint8_t k[USAGE_KEY_LEN];
+  usage_key(k, log);
+  char *errptr = NULL;
+  leveldb_put(s->db, s->wo, (const char *)k, sizeof(k), (const char *)v, vlen, &errptr);
+  free(v);
+  /* Best effort: without it the collector scans the file instead. */
+  if (errptr != NULL) {
+    sl_log(SL_LOG_WARN, "event=entry_log_usage_not_stored log=%" PRIu64 " err=\"%s\"", log,
+           errptr);
+    leveldb_free(errptr);
+  }
+}
+
+static int cmp_ledger_bytes(const void *a, const void *b) {
+  uint64_t x = ((const ldb_ledger_bytes *)a)->ledger;
+  uint64_t y = ((const ldb_ledger_bytes *)b)->ledger;
+  return x < y ? -1 : x > y;
+}
+
+/* Stores the current file's usage and starts counting afresh. */
+static void seal_usage(ldb_storage *s) {
+  if (s->cur_log != 0 && s->cur_n > 0) {
+    qsort(s->cur_lb, s->cur_n, sizeof(*s->cur_lb), cmp_ledger_bytes);
+    store_usage(s, s->cur_log, s->cur_lb, s->cur_n);
+  }
+  s->cur_n = 0;
+}
+
+void ldb_note_appended(ldb_storage *s, const sl_entry_log_rec *recs,
+                       const sl_entry_loc *locs, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    if (locs[i].log != s->cur_log) {
+      seal_usage(s);
+      s->cur_log = locs[i].log;
+    }
+    uint64_t bytes = SL_ENTRY_LOG_REC_HDR + (uint64_t)recs[i].len;
+    size_t k = s->cur_n;
+    /* Usually the ledger of the record before; else a short walk (a file
+     * holds the ledgers of the partitions this bookie serves). */
+    while (k > 0 && s->cur_lb[k - 1].ledger != recs[i].ledger) k--;
+    if (k > 0) {
+      s->cur_lb[k - 1].bytes += bytes;
+      if (k != s->cur_n) { /* keep the last one used at the end */
+        ldb_ledger_bytes t = s->cur_lb[k - 1];
+        s->cur_lb[k - 1] = s->cur_lb[s->cur_n - 1];
+        s->cur_lb[s->cur_n - 1] = t;
+      }
+      continue;
+    }
+    if (s->cur_n == s->cur_cap) {
+      s->cur_cap = s->cur_cap ? s->cur_cap * 2 : 16;
+      s->cur_lb = sl_xrealloc(s->cur_lb, s->cur_cap * sizeof(*s->cur_lb));
+    }
+    s->cur_lb[s->cur_n++] = (ldb_ledger_bytes){recs[i].ledger, bytes};
+  }
+}
+
+sl_status ldb_get_usage(ldb_storage *s, uint64_t log, ldb_ledger_bytes **lb, size_t *n,
+                        sl_err *err) {
+  uint8_t k[USAGE_KEY_LEN];
+  usage_key(k, log);
+  char *errptr = NULL;
+  size_t vlen = 0;
+  char *v = leveldb_get(s->db, s->ro, (const char *)k, sizeof(k), &vlen, &errptr);
+  if (errptr != NULL) return ldb_error(errptr, err, "get entry log usage");
+  if (v == NULL) return SL_ENOTFOUND;
+  const uint8_t *u = (const uint8_t *)v;
+  sl_status st = SL_OK;
+  if (vlen < 5 || u[0] != USAGE_VERSION || vlen != 5 + 16 * (size_t)get_le32(u + 1)) {
+    st = sl_err_set(err, SL_ECORRUPT, "entry log %" PRIu64 ": malformed usage record", log);
+  } else {
+    *n = get_le32(u + 1);
+    *lb = sl_xmalloc((*n + 1) * sizeof(**lb));
+    for (size_t i = 0; i < *n; i++)
+      (*lb)[i] = (ldb_ledger_bytes){get_le64(u + 5 + 16 * i), get_le64(u + 13 + 16 * i)};
+  }
+  leveldb_free(v);
+  return st;
+}
+
+void ldb_drop_usage(ldb_storage *s, uint64_t log) {
+  uint8_t k[USAGE_KEY_LEN];
+  usage_key(k, log);
+  char *errptr = NULL;
+  leveldb_delete(s->db, s->wo, (const char *)k, sizeof(k), &errptr);
+  if (errptr != NULL) leveldb_free(errptr);
 }
 
 static void batch_put_inline(leveldb_writebatch_t *b, const sl_ls_op *op, uint8_t **val,
@@ -523,7 +631,8 @@ static void ldb_stats(sl_ledger_storage *ls, sl_ledger_storage_stats *out) {
   ldb_storage *s = (ldb_storage *)ls;
   if (s->el == NULL) return;
   sl_entry_log_usage(s->el, &out->entry_log_files, &out->entry_log_bytes);
-  ldb_gc_stats(s->gc, &out->gc_removed_files, &out->gc_compacted_bytes);
+  ldb_gc_stats(s->gc, &out->gc_removed_files, &out->gc_compacted_bytes,
+               &out->gc_scanned_bytes);
 }
 
 static sl_status ldb_gc(sl_ledger_storage *ls, sl_err *err) {
@@ -534,6 +643,9 @@ static sl_status ldb_gc(sl_ledger_storage *ls, sl_err *err) {
 static void ldb_close(sl_ledger_storage *ls) {
   ldb_storage *s = (ldb_storage *)ls;
   ldb_gc_stop(s->gc);
+  /* The current file is sealed by the next open: store its usage now. */
+  if (s->db != NULL) seal_usage(s);
+  free(s->cur_lb);
   sl_entry_log_close(s->el);
   if (s->db != NULL) leveldb_close(s->db);
   leveldb_options_destroy(s->options);

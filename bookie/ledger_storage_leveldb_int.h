@@ -12,6 +12,12 @@
 
 struct ldb_gc;
 
+/* Bytes (records with headers) of one ledger in one entry log file. */
+typedef struct ldb_ledger_bytes {
+  uint64_t ledger;
+  uint64_t bytes;
+} ldb_ledger_bytes;
+
 typedef struct ldb_storage {
   sl_ledger_storage base; /* first: ops */
   sl_ledger_storage_leveldb_opts opts;
@@ -31,6 +37,12 @@ typedef struct ldb_storage {
    * wmu). Not held by a checkpoint's sync and flush. */
   pthread_mutex_t wmu;
   _Atomic uint64_t checkpoints; /* checkpoint writes completed */
+  /* Under wmu: bytes per ledger appended to the current entry log file
+   * (cur_log), stored as the file's usage record when the next one starts,
+   * so that the collector need not scan sealed files (ldb_get_usage). */
+  uint64_t cur_log;
+  ldb_ledger_bytes *cur_lb;
+  size_t cur_n, cur_cap;
   struct ldb_gc *gc;       /* NULL without an entry log */
 } ldb_storage;
 
@@ -54,6 +66,23 @@ sl_status ldb_get_index(ldb_storage *s, uint64_t ledger, int64_t entry, ldb_inde
 sl_status ldb_put_index(ldb_storage *s, leveldb_writebatch_t *b, uint64_t ledger,
                         int64_t entry, uint32_t crc, sl_entry_loc loc);
 
+/* Counts records just appended (recs[i] at locs[i]) towards their file's
+ * usage, storing the previous file's usage once appends move past it.
+ * Caller holds wmu. */
+void ldb_note_appended(ldb_storage *s, const sl_entry_log_rec *recs,
+                       const sl_entry_loc *locs, size_t n);
+
+/* The stored usage of sealed file `log`: *lb (malloc'd, ascending ledger;
+ * caller frees) and *n. SL_ENOTFOUND when none was stored (a crash before
+ * a checkpoint made it durable, or the file was current at a crash).
+ * Errors: SL_EIO, SL_ECORRUPT. */
+sl_status ldb_get_usage(ldb_storage *s, uint64_t log, ldb_ledger_bytes **lb, size_t *n,
+                        sl_err *err);
+
+/* Drops the stored usage of a removed file (unsynced; a leftover is never
+ * read, since files are listed from the directory). */
+void ldb_drop_usage(ldb_storage *s, uint64_t log);
+
 /* Whether a ledger's entries are still wanted: its state is not a tombstone
  * (a ledger without any state counts as alive). Errors: SL_EIO, SL_ECORRUPT. */
 sl_status ldb_ledger_alive(ldb_storage *s, uint64_t ledger, bool *alive, sl_err *err);
@@ -68,6 +97,7 @@ void ldb_gc_start(ldb_storage *s);
 /* Stops the thread, if any, and frees the collector. NULL-safe. */
 void ldb_gc_stop(struct ldb_gc *gc);
 sl_status ldb_gc_round(ldb_storage *s, sl_err *err);
-void ldb_gc_stats(struct ldb_gc *gc, uint64_t *removed, uint64_t *compacted);
+void ldb_gc_stats(struct ldb_gc *gc, uint64_t *removed, uint64_t *compacted,
+                  uint64_t *scanned);
 
 #endif
