@@ -1157,6 +1157,12 @@ static void test_service__metrics(void **state) {
   assert_true(metric(f, "sluice_bookie_read_only", NULL, NULL) == 0);
   assert_true(metric(f, "sluice_bookie_disk_used_bytes", NULL, NULL) > 0);
   assert_true(metric(f, "sluice_bookie_disk_total_bytes", NULL, NULL) > 0);
+  /* 10 entries of 100 bytes (28-byte record headers) after a 32-byte file
+   * header, in the one entry log file; nothing collected yet. */
+  assert_true(metric(f, "sluice_bookie_entry_log_files", NULL, NULL) == 1);
+  assert_true(metric(f, "sluice_bookie_entry_log_bytes", NULL, NULL) == 32 + 10 * 128);
+  assert_true(metric(f, "sluice_bookie_entry_log_gc_removed_files_total", NULL, NULL) == 0);
+  assert_true(metric(f, "sluice_bookie_entry_log_gc_compacted_bytes_total", NULL, NULL) == 0);
   assert_true(metric(f, "sluice_bookie_journal_uncheckpointed_bytes", NULL, NULL) < 1024);
   assert_int_equal(add_one(f, 81, 0, 2000, 1, false, NULL, 0), 0);
   assert_true(metric(f, "sluice_bookie_journal_uncheckpointed_bytes", NULL, NULL) >= 2000);
