@@ -16,13 +16,15 @@
  *  1. A file is removed only when no durable index points into it: every
  *     ledger with records in it is deleted (a delete removes the ledger's
  *     index and is in the journal until a checkpoint covers it), or its live
- *     records' new places are synced and their index flushed.
+ *     records' new places are synced and their index flushed, and a walk of
+ *     each of its live ledgers' index finds nothing left in the file.
  *  2. The collector repoints an index only under wmu and only if it still
  *     points at the record being moved, so a concurrent delete or rewrite
  *     always wins.
  *  3. A record that cannot be read keeps its file: compaction of that file
- *     stops, and the error is logged. A file whose usage cannot be learned
- *     (a bad file header) is skipped, and the round goes on.
+ *     stops, the error is logged, and the file is not compacted again for
+ *     COMPACT_RETRY_MS while the others are. A file whose usage cannot be
+ *     learned (a bad file header) is skipped, and the round goes on.
  *  4. Compaction copies, and usage scans read, at most gc_rate_bytes per
  *     second, so they never compete with the journal for the disk in
  *     bursts.
@@ -41,11 +43,13 @@
 
 #define MOVE_CHUNK (4u << 20) /* payload bytes copied per sync */
 #define REPOINT_SLICE 128     /* index checks and updates per hold of wmu */
+#define COMPACT_RETRY_MS (10 * 60 * 1000) /* after a failed compaction */
 
 typedef struct log_usage {
   uint64_t log;
   ldb_ledger_bytes *lb; /* live bytes per ledger, ascending ledger */
   size_t n;
+  int64_t retry_ms;     /* a failed compaction is not tried again before */
 } log_usage;
 
 struct ldb_gc {
@@ -324,7 +328,21 @@ static sl_status compact(struct ldb_gc *gc, const log_usage *u, sl_err *err) {
     return st;
   }
   if (stopped) return SL_OK;
-  /* Invariant 1: the repointed index is durable before the file goes. */
+  /* Invariant 1. The scan stops at the first bad record header, as at a
+   * torn tail, so a record damaged in the middle would hide the live ones
+   * after it: the index of every ledger in the file must have left it. */
+  for (size_t i = 0; i < u->n; i++) {
+    bool uses;
+    if ((st = ldb_ledger_uses_log(s, u->lb[i].ledger, log, &uses, err)) != SL_OK) return st;
+    if (uses) {
+      sl_log(SL_LOG_ERROR, "event=entry_log_compaction_incomplete log=%" PRIu64
+             " ledger=%" PRIu64 " (a record past a damaged one is still indexed here)",
+             log, u->lb[i].ledger);
+      return sl_err_set(err, SL_ECORRUPT, "entry log %" PRIu64 ": ledger %" PRIu64
+                        " still indexed here after compaction", log, u->lb[i].ledger);
+    }
+  }
+  /* The repointed index is durable before the file goes. */
   leveldb_compact_range(s->db, "\0", 1, "\0", 1);
   sl_log(SL_LOG_INFO, "event=entry_log_compacted log=%" PRIu64 " moved_bytes=%" PRIu64,
          log, moved);
@@ -354,9 +372,16 @@ static sl_status round_locked(struct ldb_gc *gc, sl_err *err) {
     uint64_t used = sizes[i] > SL_ENTRY_LOG_HEADER ? sizes[i] - SL_ENTRY_LOG_HEADER : 0;
     if (live == 0) {
       st = remove_file(gc, ids[i], err);
-    } else if (!compacted && (double)live < s->opts.gc_compact_ratio * (double)used) {
+    } else if (!compacted && (double)live < s->opts.gc_compact_ratio * (double)used &&
+               sl_clock_mono_ms() >= u->retry_ms) {
       compacted = true;
-      st = compact(gc, u, err);
+      sl_err cerr = SL_ERR_INIT;
+      if (compact(gc, u, &cerr) != SL_OK) {
+        /* Logged by compact. Its file stays (invariant 3); the others get
+         * their turn meanwhile, so one bad file cannot stop collection. */
+        u = find_usage(gc, ids[i]);
+        if (u != NULL) u->retry_ms = sl_clock_mono_ms() + COMPACT_RETRY_MS;
+      }
     }
   }
   free(ids);

@@ -323,6 +323,30 @@ sl_status ldb_get_usage(ldb_storage *s, uint64_t log, ldb_ledger_bytes **lb, siz
   return st;
 }
 
+static bool decode_log_index(const uint8_t *u, size_t vlen, ldb_index *out);
+
+sl_status ldb_ledger_uses_log(ldb_storage *s, uint64_t ledger, uint64_t log, bool *uses,
+                              sl_err *err) {
+  uint8_t k[ENTRY_KEY_LEN];
+  ldb_entry_key(k, ledger, 0);
+  *uses = false;
+  leveldb_iterator_t *it = leveldb_create_iterator(s->db, s->ro_scan);
+  for (leveldb_iter_seek(it, (const char *)k, sizeof(k)); leveldb_iter_valid(it) && !*uses;
+       leveldb_iter_next(it)) {
+    size_t klen, vlen;
+    const char *key = leveldb_iter_key(it, &klen);
+    if (klen != ENTRY_KEY_LEN || memcmp(key, k, 9) != 0) break;
+    const char *v = leveldb_iter_value(it, &vlen);
+    ldb_index ix;
+    *uses = decode_log_index((const uint8_t *)v, vlen, &ix) && ix.loc.log == log;
+  }
+  char *errptr = NULL;
+  leveldb_iter_get_error(it, &errptr);
+  leveldb_iter_destroy(it);
+  if (errptr != NULL) return ldb_error(errptr, err, "index scan");
+  return SL_OK;
+}
+
 void ldb_drop_usage(ldb_storage *s, uint64_t log) {
   uint8_t k[USAGE_KEY_LEN];
   usage_key(k, log);

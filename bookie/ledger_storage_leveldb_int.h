@@ -79,6 +79,11 @@ void ldb_note_appended(ldb_storage *s, const sl_entry_log_rec *recs,
 sl_status ldb_get_usage(ldb_storage *s, uint64_t log, ldb_ledger_bytes **lb, size_t *n,
                         sl_err *err);
 
+/* Whether any index entry of `ledger` points into entry log file `log`
+ * (walks the ledger's index). Errors: SL_EIO, SL_ECORRUPT. */
+sl_status ldb_ledger_uses_log(ldb_storage *s, uint64_t ledger, uint64_t log, bool *uses,
+                              sl_err *err);
+
 /* Drops the stored usage of a removed file (unsynced; a leftover is never
  * read, since files are listed from the directory). */
 void ldb_drop_usage(ldb_storage *s, uint64_t log);

@@ -852,6 +852,38 @@ static void test_ledger_storage__gc_past_crash_leftovers(void **state) {
   sl_test_rmdtemp(dir);
 }
 
+/* A record header damaged in the middle of a file looks like a torn tail
+ * to a scan, which would hide the live records after it: compaction moves
+ * what it found, sees the ledger still indexed in the file, and keeps the
+ * file, so every entry but the damaged one still reads. */
+static void test_ledger_storage__gc_keeps_file_past_damage(void **state) {
+  (void)state;
+  char *dir = sl_test_mkdtemp("lsdamage");
+  sl_ledger_storage *ls = open_el(dir, 1u << 20);
+  put_meta(ls, 1, false);
+  put_meta(ls, 2, false);
+  for (int64_t e = 0; e < 20; e++) { /* one of ledger 1 per three of 2 */
+    put_many(ls, 1, e, e + 1, 1000);
+    put_many(ls, 2, 3 * e, 3 * e + 3, 1000);
+  }
+  sl_ledger_storage_close(ls); /* file 1 is sealed at the next open */
+  /* Ledger 1 entry 5's header: 5 rounds of 4 records of 1028 bytes in. */
+  flip_log_byte(dir, 1, 32 + 5 * 4 * 1028 + 10);
+  ls = open_el(dir, 1u << 20);
+  put_meta(ls, 2, true);
+  sl_err err = SL_ERR_INIT;
+  for (int i = 0; i < 3; i++) assert_int_equal(sl_ledger_storage_gc(ls, &err), SL_OK);
+  sl_ledger_storage_stats st = stats(ls);
+  assert_int_equal(st.gc_removed_files, 0);
+  assert_true(st.gc_compacted_bytes >= 5 * 1000); /* the records before the damage */
+  expect_many(ls, 1, 0, 5, 1000);
+  expect_many(ls, 1, 6, 20, 1000);
+  sl_ledger_entry e = SL_LEDGER_ENTRY_INIT;
+  assert_int_equal(sl_ledger_storage_get_entry(ls, 1, 5, &e, &err), SL_ECORRUPT);
+  sl_ledger_storage_close(ls);
+  sl_test_rmdtemp(dir);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_ledger_storage__put_get_meta),
@@ -873,6 +905,7 @@ int main(void) {
       cmocka_unit_test(test_ledger_storage__entry_log_fds_bounded),
       cmocka_unit_test(test_ledger_storage__gc_usage_stored_or_scanned),
       cmocka_unit_test(test_ledger_storage__gc_past_crash_leftovers),
+      cmocka_unit_test(test_ledger_storage__gc_keeps_file_past_damage),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
