@@ -484,8 +484,13 @@ static sl_status scan_fd(int fd, uint64_t log, sl_entry_log_scan_cb cb, void *ar
       if (have < SL_ENTRY_LOG_REC_HDR) break;
     }
     sl_entry_log_hdr h;
-    if (!decode_rec_hdr(buf + (off - base), &h)) break; /* torn or unwritten tail */
-    if (off + SL_ENTRY_LOG_REC_HDR + h.loc.len > end) break;
+    if (!decode_rec_hdr(buf + (off - base), &h) ||
+        off + SL_ENTRY_LOG_REC_HDR + h.loc.len > end) {
+      /* A torn tail, or a damaged record: look for the next intact header
+       * byte by byte, so that records after damage are still found. */
+      off++;
+      continue;
+    }
     h.loc.log = log;
     h.loc.offset = off;
     if ((st = cb(&h, arg)) != SL_OK) goto out;

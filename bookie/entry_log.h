@@ -16,7 +16,8 @@
  * "SLUICELG", version, id), then records:
  *   hcrc(4) len(4) ledger(8) entry(8) crc(4) payload(len)
  * little-endian; hcrc is CRC32C of the 24 header bytes after it, so a scan
- * stops cleanly at a torn or unwritten tail; crc is sl_entry_crc.
+ * skips a torn tail or a damaged record (it resynchronizes on the next
+ * intact header); crc is sl_entry_crc.
  *
  * Invariants
  *  1. Only the current file (the highest id) is appended to. open() always
@@ -115,10 +116,12 @@ typedef struct sl_entry_log_hdr {
 typedef sl_status (*sl_entry_log_scan_cb)(const sl_entry_log_hdr *h, void *arg);
 
 /*
- * Calls cb for every record of file `log` in order, reading headers only;
- * stops without error at the first torn or unwritten record. Non-OK from cb
- * stops and is returned. Errors: SL_ENOTFOUND, SL_ECORRUPT (bad file
- * header), SL_EIO.
+ * Calls cb for every intact record of file `log` in order, reading headers
+ * only. Past a torn or damaged record it looks for the next intact header
+ * byte by byte (a payload that happens to hold one can add a false record:
+ * callers must treat records as hints, checked against the index). Non-OK
+ * from cb stops and is returned. Errors: SL_ENOTFOUND, SL_ECORRUPT (bad
+ * file header), SL_EIO.
  */
 sl_status sl_entry_log_scan(sl_entry_log *el, uint64_t log, sl_entry_log_scan_cb cb,
                             void *arg, sl_err *err);
