@@ -460,7 +460,7 @@ sl_status sl_entry_log_sync(sl_entry_log *el, sl_err *err) {
 
 /* Walks records from a private fd (a dup, so a concurrent remove is fine). */
 static sl_status scan_fd(int fd, uint64_t log, sl_entry_log_scan_cb cb, void *arg,
-                         sl_err *err) {
+                         bool *damaged, sl_err *err) {
   struct stat sb;
   if (fstat(fd, &sb) != 0) {
     return sl_err_set(err, SL_EIO, "entry log %" PRIu64 ": stat: %s", log, strerror(errno));
@@ -477,6 +477,8 @@ static sl_status scan_fd(int fd, uint64_t log, sl_entry_log_scan_cb cb, void *ar
     st = sl_err_set(err, SL_ECORRUPT, "entry log %" PRIu64 ": bad file header", log);
     goto out;
   }
+  bool skipping = false;
+  if (damaged != NULL) *damaged = false;
   for (uint64_t off = SL_ENTRY_LOG_HEADER; off + SL_ENTRY_LOG_REC_HDR <= end;) {
     if (off < base || off + SL_ENTRY_LOG_REC_HDR > base + have) {
       base = off;
@@ -489,8 +491,11 @@ static sl_status scan_fd(int fd, uint64_t log, sl_entry_log_scan_cb cb, void *ar
       /* A torn tail, or a damaged record: look for the next intact header
        * byte by byte, so that records after damage are still found. */
       off++;
+      skipping = true;
       continue;
     }
+    if (skipping && damaged != NULL) *damaged = true; /* intact after skipped bytes */
+    skipping = false;
     h.loc.log = log;
     h.loc.offset = off;
     if ((st = cb(&h, arg)) != SL_OK) goto out;
@@ -505,7 +510,7 @@ out:
 }
 
 sl_status sl_entry_log_scan(sl_entry_log *el, uint64_t log, sl_entry_log_scan_cb cb,
-                            void *arg, sl_err *err) {
+                            void *arg, bool *damaged, sl_err *err) {
   SL_ASSERT(el != NULL && cb != NULL);
   int fd = -1;
   pthread_rwlock_rdlock(&el->files_lk);
@@ -519,7 +524,7 @@ sl_status sl_entry_log_scan(sl_entry_log *el, uint64_t log, sl_entry_log_scan_cb
     return sl_err_set(err, SL_EIO, "entry log %" PRIu64 ": open: %s", log, strerror(saved));
   }
   trim_fds(el);
-  sl_status st = scan_fd(fd, log, cb, arg, err);
+  sl_status st = scan_fd(fd, log, cb, arg, damaged, err);
   close(fd);
   return st;
 }

@@ -119,12 +119,14 @@ typedef sl_status (*sl_entry_log_scan_cb)(const sl_entry_log_hdr *h, void *arg);
  * Calls cb for every intact record of file `log` in order, reading headers
  * only. Past a torn or damaged record it looks for the next intact header
  * byte by byte (a payload that happens to hold one can add a false record:
- * callers must treat records as hints, checked against the index). Non-OK
- * from cb stops and is returned. Errors: SL_ENOTFOUND, SL_ECORRUPT (bad
- * file header), SL_EIO.
+ * callers must treat records as hints, checked against the index).
+ * *damaged (if not NULL) says whether an intact record came after skipped
+ * bytes: damage in the middle, not just a torn tail. Non-OK from cb stops
+ * and is returned. Errors: SL_ENOTFOUND, SL_ECORRUPT (bad file header),
+ * SL_EIO.
  */
 sl_status sl_entry_log_scan(sl_entry_log *el, uint64_t log, sl_entry_log_scan_cb cb,
-                            void *arg, sl_err *err);
+                            void *arg, bool *damaged, sl_err *err);
 
 /* Deletes file `log`, which must not be the current one, freeing its
  * blocks gradually first (it takes a while: not on the add path).

@@ -24,7 +24,9 @@
  *  3. A record that cannot be read keeps its file: compaction of that file
  *     stops, the error is logged, and the file is not compacted again for
  *     COMPACT_RETRY_MS while the others are. A file whose usage cannot be
- *     learned (a bad file header) is skipped, and the round goes on.
+ *     learned (a bad file header) is skipped, and the round goes on; one
+ *     whose scan found intact records after damaged bytes is kept for good
+ *     (the damaged record's ledger may be missing from the count).
  *  4. Compaction copies, and usage scans read, at most gc_rate_bytes per
  *     second, so they never compete with the journal for the disk in
  *     bursts.
@@ -50,6 +52,7 @@ typedef struct log_usage {
   ldb_ledger_bytes *lb; /* live bytes per ledger, ascending ledger */
   size_t n;
   int64_t retry_ms;     /* a failed compaction is not tried again before */
+  bool keep;            /* a scan found damage: never removed or compacted */
 } log_usage;
 
 struct ldb_gc {
@@ -114,10 +117,17 @@ static int cmp_lb(const void *a, const void *b) {
 
 static sl_status build_usage(ldb_storage *s, uint64_t log, log_usage *out, sl_err *err) {
   usage_build u = {.s = s};
-  sl_status st = sl_entry_log_scan(s->el, log, count_record, &u, err);
+  bool damaged = false;
+  sl_status st = sl_entry_log_scan(s->el, log, count_record, &u, &damaged, err);
   if (st != SL_OK) {
     free(u.lb);
     return st;
+  }
+  if (damaged) {
+    /* A damaged record's ledger may be missing from what the scan counted,
+     * so "no live ledger left" could be wrong: the file is kept (an
+     * operator's call). */
+    sl_log(SL_LOG_ERROR, "event=entry_log_damaged log=%" PRIu64 " (kept, not collected)", log);
   }
   if (u.n > 1) qsort(u.lb, u.n, sizeof(*u.lb), cmp_lb);
   size_t m = 0; /* merge runs of one ledger */
@@ -125,7 +135,7 @@ static sl_status build_usage(ldb_storage *s, uint64_t log, log_usage *out, sl_er
     if (m > 0 && u.lb[m - 1].ledger == u.lb[i].ledger) u.lb[m - 1].bytes += u.lb[i].bytes;
     else u.lb[m++] = u.lb[i];
   }
-  *out = (log_usage){.log = log, .lb = u.lb, .n = m};
+  *out = (log_usage){.log = log, .lb = u.lb, .n = m, .keep = damaged};
   return SL_OK;
 }
 
@@ -305,7 +315,7 @@ static sl_status compact(struct ldb_gc *gc, const log_usage *u, sl_err *err) {
   ldb_storage *s = gc->s;
   move_list m = {.s = s, .u = u};
   uint64_t log = u->log;
-  sl_status st = sl_entry_log_scan(s->el, log, collect_live, &m, err);
+  sl_status st = sl_entry_log_scan(s->el, log, collect_live, &m, NULL, err);
   int64_t t0 = sl_clock_mono_ms();
   uint64_t moved = 0;
   bool stopped = false;
@@ -368,6 +378,7 @@ static sl_status round_locked(struct ldb_gc *gc, sl_err *err) {
              ids[i], sl_status_str(ust), uerr.msg);
       continue;
     }
+    if (u->keep) continue;
     if ((st = refresh_usage(s, u, &live, err)) != SL_OK) break;
     uint64_t used = sizes[i] > SL_ENTRY_LOG_HEADER ? sizes[i] - SL_ENTRY_LOG_HEADER : 0;
     if (live == 0) {

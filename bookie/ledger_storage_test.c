@@ -884,6 +884,34 @@ static void test_ledger_storage__gc_keeps_file_past_damage(void **state) {
   sl_test_rmdtemp(dir);
 }
 
+/* Without a stored usage record (a crash), a scan past a damaged header
+ * cannot tell whose record it was: a file where it found intact records
+ * after damage is kept, even when every ledger it did see is deleted. */
+static void test_ledger_storage__gc_keeps_damaged_scanned_file(void **state) {
+  (void)state;
+  char *dir = sl_test_mkdtemp("lsdmgscan");
+  sl_ledger_storage *ls = open_el(dir, 1u << 20);
+  put_meta(ls, 2, false);
+  put_meta(ls, 3, false);
+  put_meta(ls, 4, false);
+  put_many(ls, 2, 0, 10, 1000);
+  put_many(ls, 3, 0, 1, 1000); /* ledger 3's only record, to be damaged */
+  put_many(ls, 4, 0, 10, 1000);
+  sl_ledger_storage_close(ls);
+  flip_log_byte(dir, 1, 32 + 10 * 1028 + 10);
+  assert_true(drop_usage_records(dir) >= 1);
+  ls = open_el(dir, 1u << 20);
+  put_meta(ls, 2, true);
+  put_meta(ls, 4, true);
+  sl_err err = SL_ERR_INIT;
+  for (int i = 0; i < 3; i++) assert_int_equal(sl_ledger_storage_gc(ls, &err), SL_OK);
+  assert_int_equal(stats(ls).gc_removed_files, 0);
+  sl_ledger_entry e = SL_LEDGER_ENTRY_INIT;
+  assert_int_equal(sl_ledger_storage_get_entry(ls, 3, 0, &e, &err), SL_ECORRUPT);
+  sl_ledger_storage_close(ls);
+  sl_test_rmdtemp(dir);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_ledger_storage__put_get_meta),
@@ -906,6 +934,7 @@ int main(void) {
       cmocka_unit_test(test_ledger_storage__gc_usage_stored_or_scanned),
       cmocka_unit_test(test_ledger_storage__gc_past_crash_leftovers),
       cmocka_unit_test(test_ledger_storage__gc_keeps_file_past_damage),
+      cmocka_unit_test(test_ledger_storage__gc_keeps_damaged_scanned_file),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
