@@ -13,9 +13,10 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "bookie/file_shrink.h"
+#include "common/bytes.h"
 #include "common/crc32c.h"
 #include "common/log.h"
 
@@ -28,8 +29,6 @@
  * reopened as reads need them (a bookie holds thousands of files per TB,
  * more than a process's default fd limit). */
 #define MAX_OPEN_FDS 256
-#define SHRINK_STEP (2u << 20)   /* bytes a removal frees per truncation */
-#define SHRINK_PAUSE_NS 5000000L /* between truncations */
 
 typedef struct elfile {
   uint64_t id;
@@ -45,29 +44,15 @@ struct sl_entry_log {
   atomic_bool dir_dirty;   /* a file was created or removed since the last sync */
   atomic_int open_fds;     /* files whose fd is open */
   pthread_rwlock_t files_lk;
+  /* One sync at a time: a sync that finds a file clean must not return
+   * while another's fdatasync of it is still running (invariant 2). */
+  pthread_mutex_t sync_mu;
   elfile **files;          /* ascending id; the last is current */
   size_t nfiles, cap;
   uint64_t wb_off;         /* appender: writeback started up to here */
   uint8_t *hdrs;           /* appender: record headers of one batch */
   size_t hdrs_cap;
 };
-
-static void put_le32(uint8_t *p, uint32_t v) {
-  for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
-static void put_le64(uint8_t *p, uint64_t v) {
-  for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
-static uint32_t get_le32(const uint8_t *p) {
-  uint32_t v = 0;
-  for (int i = 3; i >= 0; i--) v = (v << 8) | p[i];
-  return v;
-}
-static uint64_t get_le64(const uint8_t *p) {
-  uint64_t v = 0;
-  for (int i = 7; i >= 0; i--) v = (v << 8) | p[i];
-  return v;
-}
 
 static void file_name(char *buf, size_t cap, uint64_t id) {
   snprintf(buf, cap, "%016" PRIx64 ".log", id);
@@ -87,19 +72,19 @@ static bool parse_name(const char *name, uint64_t *id) {
 }
 
 static void encode_rec_hdr(uint8_t *h, const sl_entry_log_rec *r) {
-  put_le32(h + 4, r->len);
-  put_le64(h + 8, r->ledger);
-  put_le64(h + 16, (uint64_t)r->entry);
-  put_le32(h + 24, r->crc);
-  put_le32(h, sl_crc32c(h + 4, SL_ENTRY_LOG_REC_HDR - 4));
+  sl_put_le32(h + 4, r->len);
+  sl_put_le64(h + 8, r->ledger);
+  sl_put_le64(h + 16, (uint64_t)r->entry);
+  sl_put_le32(h + 24, r->crc);
+  sl_put_le32(h, sl_crc32c(h + 4, SL_ENTRY_LOG_REC_HDR - 4));
 }
 
 static bool decode_rec_hdr(const uint8_t *h, sl_entry_log_hdr *out) {
-  if (get_le32(h) != sl_crc32c(h + 4, SL_ENTRY_LOG_REC_HDR - 4)) return false;
-  out->loc.len = get_le32(h + 4);
-  out->ledger = get_le64(h + 8);
-  out->entry = (int64_t)get_le64(h + 16);
-  out->crc = get_le32(h + 24);
+  if (sl_get_le32(h) != sl_crc32c(h + 4, SL_ENTRY_LOG_REC_HDR - 4)) return false;
+  out->loc.len = sl_get_le32(h + 4);
+  out->ledger = sl_get_le64(h + 8);
+  out->entry = (int64_t)sl_get_le64(h + 16);
+  out->crc = sl_get_le32(h + 24);
   return true;
 }
 
@@ -187,8 +172,8 @@ static sl_status new_file(sl_entry_log *el, uint64_t id, sl_err *err) {
   }
   uint8_t h[SL_ENTRY_LOG_HEADER] = {0};
   memcpy(h, MAGIC, 8);
-  put_le32(h + 8, VERSION);
-  put_le64(h + 16, id);
+  sl_put_le32(h + 8, VERSION);
+  sl_put_le64(h + 16, id);
   struct iovec iov = {h, sizeof(h)};
   sl_status st = write_all(fd, &iov, 1, 0, err, "header");
   if (st != SL_OK) {
@@ -281,6 +266,7 @@ sl_status sl_entry_log_open(const char *dir, const sl_entry_log_opts *opts,
   atomic_init(&el->dir_dirty, false);
   atomic_init(&el->open_fds, 0);
   pthread_rwlock_init(&el->files_lk, NULL);
+  pthread_mutex_init(&el->sync_mu, NULL);
   sl_status st;
   el->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (el->dirfd < 0) {
@@ -305,6 +291,7 @@ void sl_entry_log_close(sl_entry_log *el) {
   free(el->hdrs);
   if (el->dirfd >= 0) close(el->dirfd);
   pthread_rwlock_destroy(&el->files_lk);
+  pthread_mutex_destroy(&el->sync_mu);
   free(el->dir);
   free(el);
 }
@@ -436,24 +423,55 @@ out:
   return st;
 }
 
+typedef struct dirty_fd {
+  uint64_t id;
+  int fd; /* a dup: syncs the same file whatever remove or trim_fds do */
+} dirty_fd;
+
+static void mark_dirty(sl_entry_log *el, uint64_t id) {
+  pthread_rwlock_rdlock(&el->files_lk);
+  ssize_t i = find_file(el, id);
+  if (i >= 0) atomic_store(&el->files[i]->dirty, true);
+  pthread_rwlock_unlock(&el->files_lk);
+}
+
 sl_status sl_entry_log_sync(sl_entry_log *el, sl_err *err) {
   SL_ASSERT(el != NULL);
   sl_status st = SL_OK;
+  /* The fdatasyncs run without files_lk: the appender's roll to a new file
+   * takes it exclusively, and must not wait on the disk behind them. */
+  pthread_mutex_lock(&el->sync_mu);
   pthread_rwlock_rdlock(&el->files_lk);
+  dirty_fd *d = sl_xmalloc(el->nfiles * sizeof(*d));
+  size_t nd = 0;
   for (size_t i = 0; i < el->nfiles && st == SL_OK; i++) {
     elfile *f = el->files[i];
     if (!atomic_exchange(&f->dirty, false)) continue;
-    if (fdatasync(atomic_load(&f->fd)) != 0) {
+    int fd = dup(atomic_load(&f->fd));
+    if (fd < 0) {
       atomic_store(&f->dirty, true);
-      st = sl_err_set(err, SL_EIO, "entry log %" PRIu64 ": fdatasync: %s", f->id,
-                      strerror(errno));
+      st = sl_err_set(err, SL_EIO, "entry log %" PRIu64 ": dup: %s", f->id, strerror(errno));
+      break;
     }
+    d[nd++] = (dirty_fd){f->id, fd};
   }
   pthread_rwlock_unlock(&el->files_lk);
+  for (size_t i = 0; i < nd; i++) {
+    if (st == SL_OK && fdatasync(d[i].fd) != 0) {
+      st = sl_err_set(err, SL_EIO, "entry log %" PRIu64 ": fdatasync: %s", d[i].id,
+                      strerror(errno));
+      mark_dirty(el, d[i].id);
+    } else if (st != SL_OK) {
+      mark_dirty(el, d[i].id); /* not synced: the next sync must */
+    }
+    close(d[i].fd);
+  }
+  free(d);
   if (st == SL_OK && atomic_exchange(&el->dir_dirty, false) && fsync(el->dirfd) != 0) {
     atomic_store(&el->dir_dirty, true);
     st = sl_err_set(err, SL_EIO, "entry log %s: fsync dir: %s", el->dir, strerror(errno));
   }
+  pthread_mutex_unlock(&el->sync_mu);
   trim_fds(el); /* files rolled since the last sync are clean now */
   return st;
 }
@@ -473,7 +491,7 @@ static sl_status scan_fd(int fd, uint64_t log, sl_entry_log_scan_cb cb, void *ar
   sl_status st = SL_OK;
   if (pread_all(fd, buf, SL_ENTRY_LOG_HEADER, 0, &got) != SL_OK) goto out_io;
   if (got != SL_ENTRY_LOG_HEADER || memcmp(buf, MAGIC, 8) != 0 ||
-      get_le64(buf + 16) != log) {
+      sl_get_le64(buf + 16) != log) {
     st = sl_err_set(err, SL_ECORRUPT, "entry log %" PRIu64 ": bad file header", log);
     goto out;
   }
@@ -529,25 +547,6 @@ sl_status sl_entry_log_scan(sl_entry_log *el, uint64_t log, sl_entry_log_scan_cb
   return st;
 }
 
-/* Frees a removed file's blocks a few MiB at a time before its unlink: one
- * unlink of a full file frees all its extents in one filesystem commit,
- * which on ext4 held every journal fdatasync for 60-200 ms (the journal's
- * segments had the same problem, bookie/journal.c). */
-static void shrink_gradually(int dirfd, const char *name) {
-  int fd = openat(dirfd, name, O_WRONLY | O_CLOEXEC);
-  if (fd < 0) return;
-  struct stat sb;
-  if (fstat(fd, &sb) == 0) {
-    for (off_t size = sb.st_size; size > 0;) {
-      size = size > (off_t)SHRINK_STEP ? size - (off_t)SHRINK_STEP : 0;
-      if (ftruncate(fd, size) != 0) break;
-      struct timespec pause = {0, SHRINK_PAUSE_NS};
-      nanosleep(&pause, NULL);
-    }
-  }
-  close(fd);
-}
-
 sl_status sl_entry_log_remove(sl_entry_log *el, uint64_t log, sl_err *err) {
   SL_ASSERT(el != NULL);
   char name[NAME_LEN + 1];
@@ -564,8 +563,7 @@ sl_status sl_entry_log_remove(sl_entry_log *el, uint64_t log, sl_err *err) {
   if (f != NULL && atomic_load(&f->fd) >= 0) atomic_fetch_sub(&el->open_fds, 1);
   pthread_rwlock_unlock(&el->files_lk);
   if (f != NULL) file_free(f);
-  shrink_gradually(el->dirfd, name);
-  if (unlinkat(el->dirfd, name, 0) != 0 && errno != ENOENT) {
+  if (sl_file_shrink_unlink(el->dirfd, name) != 0) {
     return sl_err_set(err, SL_EIO, "entry log %s/%s: remove: %s", el->dir, name,
                       strerror(errno));
   }

@@ -33,6 +33,8 @@
  * lock); remove, read, sync, scan and the getters from any thread.
  * files_lk guards the file table and every file's fd; reads hold it shared
  * across their pread so that remove (exclusive) never closes an fd in use.
+ * Syncs run one at a time, on dups of the fds and without files_lk, so a
+ * roll to a new file never waits on the disk.
  */
 #ifndef SL_BOOKIE_ENTRY_LOG_H
 #define SL_BOOKIE_ENTRY_LOG_H

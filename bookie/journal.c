@@ -11,10 +11,11 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "bookie/file_shrink.h"
 #include "common/buf.h"
+#include "common/bytes.h"
 #include "common/clock.h"
 #include "common/crc32c.h"
 #include "common/log.h"
@@ -29,9 +30,6 @@
 typedef enum jstate { J_OPEN, J_RUNNING, J_FAILED } jstate;
 
 /* A segment file on disk and how many of its bytes hold data. */
-#define SHRINK_STEP (2u << 20)     /* bytes freed per truncation */
-#define SHRINK_PAUSE_NS 5000000L   /* between truncations */
-
 typedef struct seg {
   uint64_t id;
   uint64_t bytes; /* header + records written (or found valid by replay) */
@@ -101,25 +99,6 @@ int sl_journal_pos_cmp(sl_journal_pos a, sl_journal_pos b) {
   return 0;
 }
 
-/* ---- little-endian codec ---- */
-
-static void put32(uint8_t *p, uint32_t v) {
-  for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
-static void put64(uint8_t *p, uint64_t v) {
-  for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
-static uint32_t get32(const uint8_t *p) {
-  uint32_t v = 0;
-  for (int i = 3; i >= 0; i--) v = (v << 8) | p[i];
-  return v;
-}
-static uint64_t get64(const uint8_t *p) {
-  uint64_t v = 0;
-  for (int i = 7; i >= 0; i--) v = (v << 8) | p[i];
-  return v;
-}
-
 static bool valid_type(uint8_t t) {
   return t >= SL_JOURNAL_ADD && t <= SL_JOURNAL_DELETE;
 }
@@ -153,25 +132,25 @@ static uint32_t expected_payload_crc(const sl_journal_record *r) {
  * payloads. */
 static void encode_header(uint8_t *h, const sl_journal_record *r) {
   memset(h, 0, SL_JOURNAL_RECORD_HEADER);
-  put32(h + 4, r->len);
+  sl_put_le32(h + 4, r->len);
   h[8] = (uint8_t)r->type;
   h[9] = r->key != NULL ? SL_JOURNAL_F_KEY : 0;
-  put32(h + 12, r->payload_crc);
-  put64(h + 16, r->ledger);
-  put64(h + 24, (uint64_t)r->entry);
-  put64(h + 32, r->epoch);
-  put64(h + 40, (uint64_t)r->lac);
-  put32(h, header_crc(h, r->key));
+  sl_put_le32(h + 12, r->payload_crc);
+  sl_put_le64(h + 16, r->ledger);
+  sl_put_le64(h + 24, (uint64_t)r->entry);
+  sl_put_le64(h + 32, r->epoch);
+  sl_put_le64(h + 40, (uint64_t)r->lac);
+  sl_put_le32(h, header_crc(h, r->key));
 }
 
 static void decode_header(const uint8_t *h, sl_journal_record *r) {
-  r->len = get32(h + 4);
+  r->len = sl_get_le32(h + 4);
   r->type = (sl_journal_rec_type)h[8];
-  r->payload_crc = get32(h + 12);
-  r->ledger = get64(h + 16);
-  r->entry = (int64_t)get64(h + 24);
-  r->epoch = get64(h + 32);
-  r->lac = (int64_t)get64(h + 40);
+  r->payload_crc = sl_get_le32(h + 12);
+  r->ledger = sl_get_le64(h + 16);
+  r->entry = (int64_t)sl_get_le64(h + 24);
+  r->epoch = sl_get_le64(h + 32);
+  r->lac = (int64_t)sl_get_le64(h + 40);
   r->payload = NULL;
   r->key = NULL;
 }
@@ -187,24 +166,24 @@ static bool header_plausible(const uint8_t *h) {
 static void encode_seg_header(const sl_journal *j, uint8_t *h, uint64_t id) {
   memset(h, 0, SL_JOURNAL_SEGMENT_HEADER);
   memcpy(h, SEG_MAGIC, 8);
-  put32(h + 8, SEG_VERSION);
-  put32(h + 12, SL_JOURNAL_SEGMENT_HEADER);
-  put64(h + 16, id);
+  sl_put_le32(h + 8, SEG_VERSION);
+  sl_put_le32(h + 12, SL_JOURNAL_SEGMENT_HEADER);
+  sl_put_le64(h + 16, id);
   memcpy(h + 24, j->instance, SL_JOURNAL_INSTANCE_BYTES);
-  put32(h + 44, sl_crc32c(h, 44));
+  sl_put_le32(h + 44, sl_crc32c(h, 44));
 }
 
 /* Checks a segment header (h holds SL_JOURNAL_SEGMENT_HEADER bytes, fewer
  * valid for old versions) and returns its version, or 0 if it is not a
  * valid header of segment `id`. */
 static uint32_t seg_header_version(const uint8_t *h, uint64_t id) {
-  uint32_t v = get32(h + 8);
+  uint32_t v = sl_get_le32(h + 8);
   if (memcmp(h, SEG_MAGIC, 8) != 0 || v < SEG_VERSION_MIN || v > SEG_VERSION ||
-      get64(h + 16) != id)
+      sl_get_le64(h + 16) != id)
     return 0;
   if (v < 3)
-    return get32(h + 12) == SEG_HEADER_V2 && get32(h + 28) == sl_crc32c(h, 28) ? v : 0;
-  return get32(h + 12) == SL_JOURNAL_SEGMENT_HEADER && get32(h + 44) == sl_crc32c(h, 44)
+    return sl_get_le32(h + 12) == SEG_HEADER_V2 && sl_get_le32(h + 28) == sl_crc32c(h, 28) ? v : 0;
+  return sl_get_le32(h + 12) == SL_JOURNAL_SEGMENT_HEADER && sl_get_le32(h + 44) == sl_crc32c(h, 44)
              ? v : 0;
 }
 
@@ -369,7 +348,7 @@ static bool read_record(replay_ctx *c, int fd, uint64_t off, uint64_t size,
     r->key = key;
     at += SL_LEDGER_KEY_BYTES;
   }
-  if (get32(h) != header_crc(h, r->key) || r->len > c->j->opts.max_record_bytes ||
+  if (sl_get_le32(h) != header_crc(h, r->key) || r->len > c->j->opts.max_record_bytes ||
       at + r->len > size)
     return false;
   sl_buf_reset(&c->buf);
@@ -781,26 +760,6 @@ sl_status sl_journal_mark_checkpoint(sl_journal *j, sl_journal_pos pos, sl_err *
   return st;
 }
 
-/* Frees a segment's blocks a few MiB at a time before it is unlinked. On
- * ext4 one unlink of a full 64 MiB segment took 60-200 ms, and every journal
- * fdatasync (a commit that converts preallocated extents to written) waited
- * behind it: the e2e p99.9 at 5k msgs/s. Small truncations spread that
- * work over many short commits. Best effort: unlink frees what is left. */
-static void shrink_gradually(const char *path) {
-  int fd = open(path, O_WRONLY | O_CLOEXEC);
-  if (fd < 0) return;
-  struct stat sb;
-  if (fstat(fd, &sb) == 0) {
-    for (off_t size = sb.st_size; size > 0;) {
-      size = size > (off_t)SHRINK_STEP ? size - (off_t)SHRINK_STEP : 0;
-      if (ftruncate(fd, size) != 0) break;
-      struct timespec pause = {0, SHRINK_PAUSE_NS};
-      nanosleep(&pause, NULL);
-    }
-  }
-  close(fd);
-}
-
 /* Puts a segment whose unlink failed back in the list, in id order. */
 static void segs_restore(sl_journal *j, seg g) {
   pthread_mutex_lock(&j->mu);
@@ -835,8 +794,7 @@ sl_status sl_journal_release(sl_journal *j, sl_journal_pos upto, sl_err *err) {
   /* Without j->mu, which the journal thread takes between group commits. */
   for (size_t i = 0; i < ngone; i++) {
     seg_path(j, gone[i].id, path, sizeof(path));
-    shrink_gradually(path);
-    if (unlink(path) != 0 && errno != ENOENT) {
+    if (sl_file_shrink_unlink(AT_FDCWD, path) != 0) {
       st = sl_err_set(err, SL_EIO, "journal %s: unlink: %s", path, strerror(errno));
       segs_restore(j, gone[i]);
       continue;

@@ -338,9 +338,9 @@ static sl_status compact(struct ldb_gc *gc, const log_usage *u, sl_err *err) {
     return st;
   }
   if (stopped) return SL_OK;
-  /* Invariant 1. The scan stops at the first bad record header, as at a
-   * torn tail, so a record damaged in the middle would hide the live ones
-   * after it: the index of every ledger in the file must have left it. */
+  /* Invariant 1. The scan finds records by their headers, and a damaged
+   * header hides its record (the scan skips to the next intact one): the
+   * index of every ledger in the file must have left it. */
   for (size_t i = 0; i < u->n; i++) {
     bool uses;
     if ((st = ldb_ledger_uses_log(s, u->lb[i].ledger, log, &uses, err)) != SL_OK) return st;

@@ -52,6 +52,7 @@
 
 #include "bookie/ledger_storage.h"
 #include "bookie/ledger_storage_leveldb_int.h"
+#include "common/bytes.h"
 #include "common/crc32c.h"
 #include "common/log.h"
 
@@ -83,51 +84,26 @@ static const char ckpt_key[] = "Zcheckpoint";
 static const char old_ckpt_key[] = "Ccheckpoint";
 
 
-static void put_be64(uint8_t *p, uint64_t v) {
-  for (int i = 7; i >= 0; i--, v >>= 8) p[i] = (uint8_t)v;
-}
-static uint64_t get_be64(const uint8_t *p) {
-  uint64_t v = 0;
-  for (int i = 0; i < 8; i++) v = (v << 8) | p[i];
-  return v;
-}
-static void put_le64(uint8_t *p, uint64_t v) {
-  for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
-static uint64_t get_le64(const uint8_t *p) {
-  uint64_t v = 0;
-  for (int i = 7; i >= 0; i--) v = (v << 8) | p[i];
-  return v;
-}
-static void put_le32(uint8_t *p, uint32_t v) {
-  for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
-static uint32_t get_le32(const uint8_t *p) {
-  uint32_t v = 0;
-  for (int i = 3; i >= 0; i--) v = (v << 8) | p[i];
-  return v;
-}
-
 void ldb_entry_key(uint8_t *k, uint64_t ledger, int64_t entry) {
   k[0] = 'E';
-  put_be64(k + 1, ledger);
-  put_be64(k + 9, (uint64_t)entry);
+  sl_put_be64(k + 1, ledger);
+  sl_put_be64(k + 9, (uint64_t)entry);
 }
 
 static void meta_key(uint8_t *k, uint64_t ledger) {
   k[0] = 'L';
-  put_be64(k + 1, ledger);
+  sl_put_be64(k + 1, ledger);
 }
 
 static void encode_meta(uint8_t *v, const sl_ledger_meta *m) {
   v[0] = META_VERSION;
   v[1] = (uint8_t)((m->fenced ? META_F_FENCED : 0) | (m->has_key ? META_F_KEY : 0) |
                    (m->deleted ? META_F_DELETED : 0));
-  put_le64(v + 2, m->max_epoch);
-  put_le64(v + 10, (uint64_t)m->lac);
-  put_le64(v + 18, (uint64_t)m->last_entry);
-  put_le64(v + 26, m->entries);
-  put_le64(v + 34, m->bytes);
+  sl_put_le64(v + 2, m->max_epoch);
+  sl_put_le64(v + 10, (uint64_t)m->lac);
+  sl_put_le64(v + 18, (uint64_t)m->last_entry);
+  sl_put_le64(v + 26, m->entries);
+  sl_put_le64(v + 34, m->bytes);
   if (m->has_key)
     memcpy(v + META_VAL_LEN_V1, m->key, SL_LEDGER_KEY_BYTES);
   else
@@ -143,14 +119,14 @@ static bool decode_meta(const uint8_t *k, size_t klen, const uint8_t *v,
   bool v2 = v[0] == META_VERSION && vlen == META_VAL_LEN;
   if (!v1 && !v2) return false;
   memset(m, 0, sizeof(*m));
-  m->ledger = get_be64(k + 1);
+  m->ledger = sl_get_be64(k + 1);
   m->fenced = (v[1] & META_F_FENCED) != 0;
   m->deleted = (v[1] & META_F_DELETED) != 0;
-  m->max_epoch = get_le64(v + 2);
-  m->lac = (int64_t)get_le64(v + 10);
-  m->last_entry = (int64_t)get_le64(v + 18);
-  m->entries = get_le64(v + 26);
-  m->bytes = get_le64(v + 34);
+  m->max_epoch = sl_get_le64(v + 2);
+  m->lac = (int64_t)sl_get_le64(v + 10);
+  m->last_entry = (int64_t)sl_get_le64(v + 18);
+  m->entries = sl_get_le64(v + 26);
+  m->bytes = sl_get_le64(v + 34);
   m->has_key = v2 && (v[1] & META_F_KEY) != 0;
   if (m->has_key) memcpy(m->key, v + META_VAL_LEN_V1, SL_LEDGER_KEY_BYTES);
   return true;
@@ -187,10 +163,10 @@ static sl_status batch_delete_ledger(ldb_storage *s, leveldb_writebatch_t *b,
 
 static void encode_log_index(uint8_t *v, uint32_t crc, sl_entry_loc loc) {
   v[0] = FORMAT_VERSION_LOG;
-  put_le32(v + 1, crc);
-  put_le64(v + 5, loc.log);
-  put_le64(v + 13, loc.offset);
-  put_le32(v + 21, loc.len);
+  sl_put_le32(v + 1, crc);
+  sl_put_le64(v + 5, loc.log);
+  sl_put_le64(v + 13, loc.offset);
+  sl_put_le32(v + 21, loc.len);
 }
 
 sl_status ldb_put_index(ldb_storage *s, leveldb_writebatch_t *b, uint64_t ledger,
@@ -230,7 +206,7 @@ static sl_status append_payloads(ldb_storage *s, const sl_ls_op *ops, size_t n,
 
 static void usage_key(uint8_t *k, uint64_t log) {
   k[0] = 'G';
-  put_be64(k + 1, log);
+  sl_put_be64(k + 1, log);
 }
 
 static void store_usage(ldb_storage *s, uint64_t log, const ldb_ledger_bytes *lb,
@@ -238,10 +214,10 @@ static void store_usage(ldb_storage *s, uint64_t log, const ldb_ledger_bytes *lb
   size_t vlen = 1 + 4 + 16 * n;
   uint8_t *v = sl_xmalloc(vlen);
   v[0] = USAGE_VERSION;
-  put_le32(v + 1, (uint32_t)n);
+  sl_put_le32(v + 1, (uint32_t)n);
   for (size_t i = 0; i < n; i++) {
-    put_le64(v + 5 + 16 * i, lb[i].ledger);
-    put_le64(v + 13 + 16 * i, lb[i].bytes);
+    sl_put_le64(v + 5 + 16 * i, lb[i].ledger);
+    sl_put_le64(v + 13 + 16 * i, lb[i].bytes);
   }
   uint8_t k[USAGE_KEY_LEN];
   usage_key(k, log);
@@ -311,13 +287,13 @@ sl_status ldb_get_usage(ldb_storage *s, uint64_t log, ldb_ledger_bytes **lb, siz
   if (v == NULL) return SL_ENOTFOUND;
   const uint8_t *u = (const uint8_t *)v;
   sl_status st = SL_OK;
-  if (vlen < 5 || u[0] != USAGE_VERSION || vlen != 5 + 16 * (size_t)get_le32(u + 1)) {
+  if (vlen < 5 || u[0] != USAGE_VERSION || vlen != 5 + 16 * (size_t)sl_get_le32(u + 1)) {
     st = sl_err_set(err, SL_ECORRUPT, "entry log %" PRIu64 ": malformed usage record", log);
   } else {
-    *n = get_le32(u + 1);
+    *n = sl_get_le32(u + 1);
     *lb = sl_xmalloc((*n + 1) * sizeof(**lb));
     for (size_t i = 0; i < *n; i++)
-      (*lb)[i] = (ldb_ledger_bytes){get_le64(u + 5 + 16 * i), get_le64(u + 13 + 16 * i)};
+      (*lb)[i] = (ldb_ledger_bytes){sl_get_le64(u + 5 + 16 * i), sl_get_le64(u + 13 + 16 * i)};
   }
   leveldb_free(v);
   return st;
@@ -362,7 +338,7 @@ static void batch_put_inline(leveldb_writebatch_t *b, const sl_ls_op *op, uint8_
     *val = sl_xrealloc(*val, *cap);
   }
   (*val)[0] = FORMAT_VERSION;
-  put_le32(*val + 1, op->crc);
+  sl_put_le32(*val + 1, op->crc);
   if (op->len > 0) memcpy(*val + ENTRY_HDR, op->payload, op->len);
   uint8_t k[ENTRY_KEY_LEN];
   ldb_entry_key(k, op->ledger, op->entry);
@@ -416,8 +392,8 @@ static sl_status make_durable(ldb_storage *s, leveldb_writebatch_t *b,
    * leveldb's background error, which fails the synced write after. */
   leveldb_compact_range(s->db, "\0", 1, "\0", 1);
   uint8_t cv[16];
-  put_le64(cv, checkpoint->segment);
-  put_le64(cv + 8, checkpoint->offset);
+  sl_put_le64(cv, checkpoint->segment);
+  sl_put_le64(cv + 8, checkpoint->offset);
   leveldb_writebatch_put(b, ckpt_key, sizeof(ckpt_key) - 1, (const char *)cv, sizeof(cv));
   return SL_OK;
 }
@@ -473,9 +449,9 @@ static sl_status get_value(ldb_storage *s, uint64_t ledger, int64_t entry, char 
 static bool decode_log_index(const uint8_t *u, size_t vlen, ldb_index *out) {
   if (vlen != LOG_VAL_LEN || u[0] != FORMAT_VERSION_LOG) return false;
   out->in_log = true;
-  out->crc = get_le32(u + 1);
-  out->loc = (sl_entry_loc){.log = get_le64(u + 5), .offset = get_le64(u + 13),
-                            .len = get_le32(u + 21)};
+  out->crc = sl_get_le32(u + 1);
+  out->loc = (sl_entry_loc){.log = sl_get_le64(u + 5), .offset = sl_get_le64(u + 13),
+                            .len = sl_get_le32(u + 21)};
   return true;
 }
 
@@ -510,7 +486,7 @@ static sl_status inline_entry(uint64_t ledger, int64_t entry, char *v, size_t vl
     leveldb_free(v);
     return malformed(ledger, entry, err);
   }
-  uint32_t crc = get_le32(u + 1);
+  uint32_t crc = sl_get_le32(u + 1);
   uint32_t len = (uint32_t)(vlen - ENTRY_HDR);
   bool ok;
   if (u[0] == FORMAT_VERSION_V1) {
@@ -624,8 +600,8 @@ static sl_status ldb_get_checkpoint(sl_ledger_storage *ls, sl_journal_pos *out,
   if (vlen != 16) {
     st = sl_err_set(err, SL_ECORRUPT, "ledger storage: malformed checkpoint");
   } else {
-    out->segment = get_le64((const uint8_t *)v);
-    out->offset = get_le64((const uint8_t *)v + 8);
+    out->segment = sl_get_le64((const uint8_t *)v);
+    out->offset = sl_get_le64((const uint8_t *)v + 8);
   }
   leveldb_free(v);
   return st;

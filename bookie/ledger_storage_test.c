@@ -17,6 +17,7 @@
 
 #include "bookie/ledger_storage.h"
 #include "bookie/testing/test_util.h"
+#include "common/bytes.h"
 #include "common/crc32c.h"
 
 static sl_ledger_storage *open_ls(const char *path) {
@@ -351,10 +352,6 @@ static void raw_put_meta(const char *dir, uint64_t ledger, const void *val, size
   raw_put_key(dir, k, sizeof(k), val, len);
 }
 
-static void put_le64(uint8_t *p, uint64_t v) {
-  for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
-
 /* The master key round-trips; a version 1 state (before keys) reads as a
  * state without one; other shapes are corrupt. */
 static void test_ledger_storage__meta_key_and_version_1(void **state) {
@@ -371,11 +368,11 @@ static void test_ledger_storage__meta_key_and_version_1(void **state) {
   sl_ledger_storage_close(ls);
 
   uint8_t v1[42] = {1, 1}; /* version 1, fenced */
-  put_le64(v1 + 2, 9);
-  put_le64(v1 + 10, 7);
-  put_le64(v1 + 18, 8);
-  put_le64(v1 + 26, 9);
-  put_le64(v1 + 34, 900);
+  sl_put_le64(v1 + 2, 9);
+  sl_put_le64(v1 + 10, 7);
+  sl_put_le64(v1 + 18, 8);
+  sl_put_le64(v1 + 26, 9);
+  sl_put_le64(v1 + 34, 900);
   raw_put_meta(dir, 6, v1, sizeof(v1));
   ls = open_ls(dir);
   metas c = {0};
