@@ -112,6 +112,7 @@ static void *send_thread(void *arg) {
   sl_producer_opts po = SL_PRODUCER_OPTS_INIT;
   po.topic = r->o->topic;
   po.max_pending = s->window * 2;
+  po.batch_delay_us = r->o->batch_delay_us;
   sl_producer *prod;
   sl_err err = SL_ERR_INIT;
   sl_status st = sl_producer_create(r->o->client, &po, &prod, &err);

@@ -37,6 +37,7 @@ typedef struct sl_perf_e2e_opts {
   int producers;            /* 0 = 1 */
   int consumers;            /* 0 = 1; more than one share the subscription */
   int in_flight;            /* unacked sends per producer; 0 = 256 */
+  int batch_delay_us;       /* producers' batch_delay_us (sl_producer_opts) */
   double seconds;           /* measured time; 0 = 10 */
   double warmup_seconds;    /* published and received, not measured */
   const char *subscription; /* NULL = "perf-e2e" */

@@ -26,7 +26,7 @@ static const char usage_text[] =
     "usage: sluice-perf produce|consume|e2e TOPIC [--rate R] [--size BYTES]\n"
     "         [--producers N] [--consumers N] [--in-flight W] [--duration S]\n"
     "         [--partitions P] [--url HOST:PORT] [--json] [--histogram FILE]\n"
-    "         [--catch-up]\n"
+    "         [--catch-up] [--batch-delay-us US]\n"
     "  produce   N producers, W messages in flight each, send -> durable receipt\n"
     "  consume   N consumers read the topic from the oldest message\n"
     "  e2e       producers and consumers at once, send -> receive\n"
@@ -37,6 +37,8 @@ static const char usage_text[] =
     "  --partitions P  create TOPIC with P partitions if it does not exist\n"
     "  --histogram F   write the latency distribution as CSV to F\n"
     "  --catch-up      e2e: then read the run's messages back from the oldest (MB/s)\n"
+    "  --batch-delay-us US  e2e: the producers' batching window (default 1000,\n"
+    "                  the library's; 0 sends each message at once)\n"
     "A line every second: msgs/s, MB/s, p50/p99; then a summary with\n"
     "p50/p95/p99/p99.9/max. --url as for sluice (env SLUICE_URL).\n"
     "examples:\n"
@@ -48,6 +50,7 @@ typedef struct perf {
   double rate;
   size_t size;
   int producers, consumers, in_flight, partitions;
+  int batch_delay_us;           /* as sl_producer_opts: 0 default, < 0 off */
   double duration;
   bool json, catch_up;
   sl_client *c;
@@ -133,6 +136,7 @@ static void *e2e_thread(void *arg) {
   o.producers = p->producers;
   o.consumers = p->consumers;
   o.in_flight = p->in_flight;
+  o.batch_delay_us = p->batch_delay_us;
   o.seconds = p->duration;
   o.catch_up = p->catch_up;
   o.on_latency = on_latency;
@@ -302,13 +306,18 @@ static int parse(perf *p, int argc, char **argv) {
     else if (strcmp(a, "--in-flight") == 0) p->in_flight = (int)d;
     else if (strcmp(a, "--duration") == 0) p->duration = d;
     else if (strcmp(a, "--partitions") == 0) p->partitions = (int)d;
-    else return usage("unknown option %s", a);
+    else if (strcmp(a, "--batch-delay-us") == 0) {
+      if (d > 10e6) return usage("%s: at most 10000000 (10 s)", a);
+      p->batch_delay_us = d == 0 ? -1 : (int)d;
+    } else return usage("unknown option %s", a);
   }
   if (p->topic == NULL) return usage("%s needs a TOPIC", p->mode);
   if (p->rate > 0 && strcmp(p->mode, "produce") == 0)
     return usage("%s: --rate is for e2e; produce is paced by --in-flight", "produce");
   if (p->catch_up && strcmp(p->mode, "e2e") != 0)
     return usage("%s: --catch-up is for e2e", p->mode);
+  if (p->batch_delay_us != 0 && strcmp(p->mode, "e2e") != 0)
+    return usage("%s: --batch-delay-us is for e2e (produce sends raw batches)", p->mode);
   if (p->size == 0) p->size = 1024;
   if (p->producers <= 0) p->producers = 1;
   if (p->consumers <= 0) p->consumers = 1;

@@ -46,7 +46,7 @@ assert m["redelivery_count"] == 0 and m["publish_time_ms"] > 0 and m["id"], m
 PY
 
 "$run/client/sluice-perf" e2e public/perf --partitions 2 --duration 3 --rate 500 --json \
-  >"$dir/perf" 2>"$dir/perf.live" || fail "sluice-perf e2e: $(cat "$dir/perf" "$dir/perf.live")"
+  --batch-delay-us 200 >"$dir/perf" 2>"$dir/perf.live" || fail "sluice-perf e2e: $(cat "$dir/perf" "$dir/perf.live")"
 python3 - "$dir/perf" <<'PY' || fail "sluice-perf summary: $(cat "$dir/perf")"
 import json, sys
 s = json.load(open(sys.argv[1]))
@@ -55,4 +55,8 @@ assert s["received"] == s["acked"] and s["failed"] == 0, s
 assert 0 < s["latency_ms"]["p50"] <= s["latency_ms"]["p99"] <= s["latency_ms"]["max"], s
 PY
 [ "$(grep -c 'msgs/s' "$dir/perf.live")" -ge 2 ] || fail "no live lines: $(cat "$dir/perf.live")"
+rc=0
+"$run/client/sluice-perf" produce public/perf --batch-delay-us 5 2>"$dir/usage" || rc=$?
+[ "$rc" -eq 2 ] && grep -q -- "--batch-delay-us is for e2e" "$dir/usage" \
+  || fail "--batch-delay-us on produce: rc=$rc $(cat "$dir/usage")"
 echo "1 passed, 0 failed"
