@@ -30,14 +30,14 @@
  *     payload) of the key it was read under equals the CRC stored with it:
  *     bytes filed under another id never verify. An entry log record must
  *     also name the same (ledger, entry) in its own header.
- *  5. A checkpoint syncs the entry log before it flushes the index, so a
- *     durable index never points at bytes that are not. Index entries
- *     written after the checkpoint may reach disk before their payloads;
- *     replay rewrites every one of them.
  *  4. paranoid_checks is off: after a power cut leveldb's own unsynced log
  *     may end in garbage, and with paranoid checks leveldb would refuse to
  *     open. Everything in that log since the last checkpoint is rebuilt from
  *     the journal anyway. Reads still verify block checksums.
+ *  5. A checkpoint syncs the entry log before it flushes the index, so a
+ *     durable index never points at bytes that are not. Index entries
+ *     written after the checkpoint may reach disk before their payloads;
+ *     replay rewrites every one of them.
  *
  * Locks: leveldb is thread-safe for concurrent reads and writes; wmu (see
  * ledger_storage_leveldb_int.h) orders entry log appends and the
