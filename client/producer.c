@@ -49,6 +49,7 @@
 #define MAX_DELAY_US 10000000
 #define DEFAULT_BATCH 128
 #define MAX_BATCH 512
+#define ROUTE_WINDOW_DELAYS 10 /* unkeyed: a partition's window, in batch delays */
 
 typedef struct pending {
   struct pending *next;
@@ -95,7 +96,7 @@ struct sl_producer {
   part *parts;
   size_t n_parts;
   size_t pending;
-  uint64_t rr;
+  uint64_t rr;                   /* unkeyed routing: next, or window offset */
   uint64_t duplicates;
   int64_t delay_ns;              /* batching delay; 0 = none */
   size_t batch_max;
@@ -545,6 +546,7 @@ sl_status sl_producer_create(sl_client *c, const sl_producer_opts *opts, sl_prod
   p->batch_max = opts->batch_max > 0 ? (size_t)opts->batch_max : DEFAULT_BATCH;
   int delay_us = opts->batch_delay_us == 0 ? DEFAULT_DELAY_US : opts->batch_delay_us;
   p->delay_ns = delay_us > 0 ? (int64_t)delay_us * 1000 : 0;
+  p->rr = (uint64_t)rand(); /* producers start on different partitions */
   pthread_mutex_init(&p->mu, NULL);
   pthread_cond_init(&p->cv, NULL);
   char gen[96];
@@ -588,6 +590,22 @@ static uint64_t fnv1a(const char *s) {
   return h;
 }
 
+/*
+ * The partition of an unkeyed message. With batching on, every unkeyed
+ * message of a window of ROUTE_WINDOW_DELAYS batch delays goes to one
+ * partition, the next window's to the next (Pulsar's batch-level round
+ * robin). Message-by-message round robin split a steady rate into n
+ * batches of 1/n the size: 8 partitions at 5k msgs/s stored 3.5 messages
+ * per entry instead of 6.7, and the per-entry work saturated the machine
+ * (e2e p50 31-51 ms against 5 ms for one partition). Batching off:
+ * message by message. Caller holds mu.
+ */
+static size_t route_unkeyed(sl_producer *p) {
+  if (p->delay_ns == 0 || p->n_parts == 1) return (size_t)(p->rr++ % p->n_parts);
+  uint64_t window = (uint64_t)(sl_clock_mono_ns() / (p->delay_ns * ROUTE_WINDOW_DELAYS));
+  return (size_t)((window + p->rr) % p->n_parts);
+}
+
 /* Queues one message on its partition; `urgent` sends it (and every unsent
  * message before it) without the batching delay. */
 static sl_status enqueue(sl_producer *p, const sl_message *m, sl_send_cb cb, void *arg,
@@ -621,8 +639,7 @@ static sl_status enqueue(sl_producer *p, const sl_message *m, sl_send_cb cb, voi
     pending_free(e);
     return sl_err_set(err, SL_ECANCELED, "send: producer closing");
   }
-  size_t i = m->key && *m->key ? (size_t)(fnv1a(m->key) % p->n_parts)
-                               : (size_t)(p->rr++ % p->n_parts);
+  size_t i = m->key && *m->key ? (size_t)(fnv1a(m->key) % p->n_parts) : route_unkeyed(p);
   part *pt = &p->parts[i];
   if (pt->failed != SL_OK) {
     sl_status st = sl_err_set(err, pt->failed, "%s", pt->why);

@@ -196,8 +196,11 @@ sl_status sl_producer_create(sl_client *c, const sl_producer_opts *opts,
                              sl_producer **out, sl_err *err);
 
 /* Queues one message (copied) and returns; cb reports the outcome. Routes
- * by key hash, else round-robin over partitions. SL_EBUSY when the pending
- * queue is full and block_if_full is off; then cb does not run. */
+ * by key hash, else round-robin over partitions: with batching on, by time
+ * (every unkeyed message of a window of 10 batch delays goes to one
+ * partition, the next window's to the next, so batches stay full, as in
+ * Pulsar); with batching off, message by message. SL_EBUSY when the
+ * pending queue is full and block_if_full is off; then cb does not run. */
 sl_status sl_producer_send_async(sl_producer *p, const sl_message *m,
                                  sl_send_cb cb, void *arg, sl_err *err);
 
