@@ -457,13 +457,10 @@ sl_status sl_entry_log_sync(sl_entry_log *el, sl_err *err) {
   }
   pthread_rwlock_unlock(&el->files_lk);
   for (size_t i = 0; i < nd; i++) {
-    if (st == SL_OK && fdatasync(d[i].fd) != 0) {
+    if (st == SL_OK && fdatasync(d[i].fd) != 0)
       st = sl_err_set(err, SL_EIO, "entry log %" PRIu64 ": fdatasync: %s", d[i].id,
                       strerror(errno));
-      mark_dirty(el, d[i].id);
-    } else if (st != SL_OK) {
-      mark_dirty(el, d[i].id); /* not synced: the next sync must */
-    }
+    if (st != SL_OK) mark_dirty(el, d[i].id); /* not synced: the next sync must */
     close(d[i].fd);
   }
   free(d);

@@ -813,9 +813,12 @@ static void test_journal__zeros_ahead_of_records(void **state) {
     assert_int_equal(sl_journal_submit(j, &reqs[i], NULL), SL_OK);
     sink_wait(&k, (uint64_t)i + 1); /* one group commit each */
   }
+  pthread_mutex_lock(&k.mu);
+  sl_journal_pos end = k.end;
+  pthread_mutex_unlock(&k.mu);
   char path[4096];
-  snprintf(path, sizeof(path), "%s/%016" PRIx64 ".jnl", dir, k.end.segment);
-  int64_t ahead = unwritten_bytes(path, k.end.offset + (256u << 10));
+  snprintf(path, sizeof(path), "%s/%016" PRIx64 ".jnl", dir, end.segment);
+  int64_t ahead = unwritten_bytes(path, end.offset + (256u << 10));
   int64_t all = unwritten_bytes(path, o.segment_bytes);
   sl_journal_close(j);
   sink_release(&k);
