@@ -309,8 +309,17 @@ sl_status sl_perf_e2e_run(const sl_perf_e2e_opts *o, sl_perf_e2e_result *out, sl
     pthread_cond_init(&snd[ns].cv, NULL);
     if (pthread_create(&snd[ns].t, NULL, send_thread, &snd[ns]) != 0) abort();
   }
-  int64_t until = atomic_load(&r->measure_until);
-  while (sl_clock_mono_ns() < until && !atomic_load(&r->stop_sending)) sleep_ns(20000000);
+  int64_t from = atomic_load(&r->measure_from), until = atomic_load(&r->measure_until);
+  sl_host_cpu cpu_from = {0}, cpu_until = {0};
+  bool have_from = false;
+  while (sl_clock_mono_ns() < until && !atomic_load(&r->stop_sending)) {
+    if (!have_from && sl_clock_mono_ns() >= from) have_from = sl_host_cpu_read(&cpu_from);
+    /* wake often near the start of the measured time, to sample it there */
+    sleep_ns(have_from || from - sl_clock_mono_ns() > 20000000 ? 20000000 : 1000000);
+  }
+  out->host_known = have_from && sl_host_cpu_read(&cpu_until) &&
+                    sl_host_cpu_split_of(&cpu_from, &cpu_until, &out->host_cpu);
+  out->host_cpus = cpu_until.cpus;
   atomic_store(&r->stop_sending, true);
 
 out_stop:

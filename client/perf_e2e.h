@@ -16,6 +16,9 @@
  * larger than the broker's entry cache, that is the rate of range reads
  * from bookies.
  *
+ * The host's CPU split (busy, idle, hypervisor steal) over the measured
+ * time comes with the figures: on a shared VM, steal decides the tail.
+ *
  * Threads: one sender per producer, one receiver per consumer, plus the
  * caller's, which paces the run. on_latency runs on receiver threads.
  */
@@ -26,6 +29,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "client/host_cpu.h"
 #include "client/sluice.h"
 #include "common/status.h"
 
@@ -60,6 +64,9 @@ typedef struct sl_perf_e2e_result {
   uint64_t catchup_msgs;    /* this run's messages read back */
   double catchup_seconds;
   double catchup_mb_per_s;  /* payload MB (1e6 bytes) per second */
+  bool host_known;          /* host_cpu holds the measured time's split */
+  sl_host_cpu_split host_cpu;
+  int host_cpus;
 } sl_perf_e2e_result;
 
 #define SL_PERF_E2E_OPTS_INIT {.client = NULL, .topic = NULL, .rate = 0}

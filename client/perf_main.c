@@ -40,7 +40,8 @@ static const char usage_text[] =
     "  --batch-delay-us US  e2e: the producers' batching window (default 1000,\n"
     "                  the library's; 0 sends each message at once)\n"
     "A line every second: msgs/s, MB/s, p50/p99; then a summary with\n"
-    "p50/p95/p99/p99.9/max. --url as for sluice (env SLUICE_URL).\n"
+    "p50/p95/p99/p99.9/max (e2e: and the host's CPU busy/idle/steal while\n"
+    "measured, from /proc/stat). --url as for sluice (env SLUICE_URL).\n"
     "examples:\n"
     "  sluice-perf produce public/perf --in-flight 256 --duration 10\n"
     "  sluice-perf e2e public/perf --rate 5000 --partitions 4 --json\n";
@@ -203,11 +204,18 @@ static void summary(perf *p, double secs) {
     printf("{\"mode\":\"%s\",\"topic\":\"%s\",\"seconds\":%.3f,\"sent\":%llu,\"acked\":%llu,"
            "\"failed\":%llu,\"received\":%llu,\"msgs_per_s\":%.1f,\"mb_per_s\":%.3f,"
            "\"size\":%zu,\"latency_ms\":{\"p50\":%.3f,\"p95\":%.3f,\"p99\":%.3f,"
-           "\"p999\":%.3f,\"max\":%.3f},\"catchup_msgs\":%llu,\"catchup_mb_per_s\":%.3f}\n",
+           "\"p999\":%.3f,\"max\":%.3f},\"catchup_msgs\":%llu,\"catchup_mb_per_s\":%.3f",
            p->mode, p->topic, secs, (unsigned long long)atomic_load(&p->sent),
            (unsigned long long)atomic_load(&p->acked), (unsigned long long)atomic_load(&p->failed),
            (unsigned long long)atomic_load(&p->received), rate, mb, p->size, q[0], q[1], q[2],
            q[3], q[4], (unsigned long long)p->e2e.catchup_msgs, p->e2e.catchup_mb_per_s);
+    const sl_host_cpu_split *h = &p->e2e.host_cpu;
+    if (p->e2e.host_known)
+      printf(",\"host_cpu\":{\"cpus\":%d,\"busy_pct\":%.1f,\"idle_pct\":%.1f,"
+             "\"steal_pct\":%.1f}}\n",
+             p->e2e.host_cpus, h->busy_pct, h->idle_pct, h->steal_pct);
+    else
+      printf(",\"host_cpu\":null}\n");
   } else {
     printf("summary %s %s: %.1f s", p->mode, p->topic, secs);
     if (strcmp(p->mode, "consume") != 0)
@@ -223,6 +231,10 @@ static void summary(perf *p, double secs) {
     if (strcmp(p->mode, "e2e") == 0)
       printf("  of which publish (send -> durable receipt) ms: p50 %.3f  p99 %.3f\n",
              p->e2e.pub_p50_ms, p->e2e.pub_p99_ms);
+    if (p->e2e.host_known)
+      printf("  host cpu while measured (%d cpus): busy %.1f%%, idle %.1f%%, steal %.1f%%\n",
+             p->e2e.host_cpus, p->e2e.host_cpu.busy_pct, p->e2e.host_cpu.idle_pct,
+             p->e2e.host_cpu.steal_pct);
     if (p->catch_up)
       printf("  catch-up read: %llu messages in %.1f s, %.2f MB/s\n",
              (unsigned long long)p->e2e.catchup_msgs, p->e2e.catchup_seconds,

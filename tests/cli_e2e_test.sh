@@ -53,6 +53,10 @@ s = json.load(open(sys.argv[1]))
 assert s["acked"] > 100, s
 assert s["received"] == s["acked"] and s["failed"] == 0, s
 assert 0 < s["latency_ms"]["p50"] <= s["latency_ms"]["p99"] <= s["latency_ms"]["max"], s
+h = s["host_cpu"]
+assert h["cpus"] >= 1, s
+assert all(0 <= h[k] <= 100 for k in ("busy_pct", "idle_pct", "steal_pct")), s
+assert abs(h["busy_pct"] + h["idle_pct"] + h["steal_pct"] - 100) < 0.5, s
 PY
 [ "$(grep -c 'msgs/s' "$dir/perf.live")" -ge 2 ] || fail "no live lines: $(cat "$dir/perf.live")"
 rc=0
