@@ -311,11 +311,14 @@ sl_status sl_perf_e2e_run(const sl_perf_e2e_opts *o, sl_perf_e2e_result *out, sl
   }
   int64_t from = atomic_load(&r->measure_from), until = atomic_load(&r->measure_until);
   sl_host_cpu cpu_from = {0}, cpu_until = {0};
-  bool have_from = false;
+  bool sampled = false, have_from = false;
   while (sl_clock_mono_ns() < until && !atomic_load(&r->stop_sending)) {
-    if (!have_from && sl_clock_mono_ns() >= from) have_from = sl_host_cpu_read(&cpu_from);
+    if (!sampled && sl_clock_mono_ns() >= from) {
+      have_from = sl_host_cpu_read(&cpu_from);
+      sampled = true;
+    }
     /* wake often near the start of the measured time, to sample it there */
-    sleep_ns(have_from || from - sl_clock_mono_ns() > 20000000 ? 20000000 : 1000000);
+    sleep_ns(sampled || from - sl_clock_mono_ns() > 20000000 ? 20000000 : 1000000);
   }
   out->host_known = have_from && sl_host_cpu_read(&cpu_until) &&
                     sl_host_cpu_split_of(&cpu_from, &cpu_until, &out->host_cpu);

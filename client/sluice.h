@@ -185,7 +185,12 @@ typedef struct sl_producer_opts {
  *   The cost: a message that is not soon followed by others waits up to
  *   batch_delay_us before it leaves, so at low rates the default adds up to
  *   1 ms to the send latency; a sender that needs each message out at once
- *   sets batch_delay_us < 0 (or uses the sync send). */
+ *   sets batch_delay_us < 0 (or uses the sync send).
+ *   The gain: the cluster's cost is mostly per stored entry, not per byte.
+ *   At 5k msgs/s of 1 KiB on one partition, with the whole cluster and the
+ *   load on 2 vCPUs, a 3 ms delay left 42-46% of the CPU idle where 1 ms
+ *   left 17-19% (sluice-perf e2e --batch-delay-us). A busy producer on a
+ *   small cluster may want a longer delay than the default. */
 
 /* One message's outcome: SL_OK with its id, or why it failed. Runs exactly
  * once per accepted message, on the partition's thread (see Threads). */
