@@ -69,18 +69,6 @@ static int fake_calls(void) {
   return n;
 }
 
-static struct timespec in_ms(int ms) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  ts.tv_sec += ms / 1000;
-  ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-  if (ts.tv_nsec >= 1000000000L) {
-    ts.tv_sec++;
-    ts.tv_nsec -= 1000000000L;
-  }
-  return ts;
-}
-
 typedef struct fixture {
   char *dir;
   sl_entry_log *el;
@@ -148,7 +136,7 @@ static void second_sync_waits_for_the_first(void **state) {
   syncer a = {.el = f->el}, b = {.el = f->el};
   assert_int_equal(pthread_create(&a.t, NULL, sync_main, &a), 0);
   pthread_mutex_lock(&fake.mu);
-  struct timespec limit = in_ms(10000);
+  struct timespec limit = sl_test_deadline_ms(10000);
   while (!fake.held)
     assert_int_not_equal(pthread_cond_timedwait(&fake.cv, &fake.mu, &limit), ETIMEDOUT);
   pthread_mutex_unlock(&fake.mu);
@@ -157,7 +145,7 @@ static void second_sync_waits_for_the_first(void **state) {
   /* B has nothing left to sync of its own; it may only return once A's
    * fdatasync is through. Give it time to return wrongly. */
   pthread_mutex_lock(&fake.mu);
-  limit = in_ms(300);
+  limit = sl_test_deadline_ms(300);
   while (!b.done && pthread_cond_timedwait(&fake.cv, &fake.mu, &limit) != ETIMEDOUT) {
   }
   assert_false(b.done);

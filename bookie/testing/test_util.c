@@ -106,15 +106,20 @@ void sl_test_waiter_cb(sl_status st, const char *msg, void *arg) {
   pthread_mutex_unlock(&w->mu);
 }
 
-bool sl_test_waiter_wait(sl_test_waiter *w, uint64_t n, int timeout_ms) {
+struct timespec sl_test_deadline_ms(int ms) {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
-  ts.tv_sec += timeout_ms / 1000;
-  ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+  ts.tv_sec += ms / 1000;
+  ts.tv_nsec += (long)(ms % 1000) * 1000000L;
   if (ts.tv_nsec >= 1000000000L) {
     ts.tv_sec++;
     ts.tv_nsec -= 1000000000L;
   }
+  return ts;
+}
+
+bool sl_test_waiter_wait(sl_test_waiter *w, uint64_t n, int timeout_ms) {
+  struct timespec ts = sl_test_deadline_ms(timeout_ms);
   pthread_mutex_lock(&w->mu);
   int rc = 0;
   while (w->done < n && rc == 0) rc = pthread_cond_timedwait(&w->cv, &w->mu, &ts);

@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "common/clock.h"
 #include "common/status.h"
@@ -43,6 +44,9 @@ void sl_test_waiter_release(sl_test_waiter *w);
 
 /* The callback: pass the waiter as arg. */
 void sl_test_waiter_cb(sl_status st, const char *msg, void *arg);
+
+/* CLOCK_REALTIME `ms` from now, for pthread_cond_timedwait. */
+struct timespec sl_test_deadline_ms(int ms);
 
 /* Waits until `n` callbacks ran in total; false after timeout_ms. */
 bool sl_test_waiter_wait(sl_test_waiter *w, uint64_t n, int timeout_ms);
