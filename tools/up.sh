@@ -44,7 +44,7 @@ echo "$out"
 ok=false
 [ "$out" = "$msg" ] && ok=true
 if $ok; then
-  echo "the message went through 3 bookies and came back out"
+  echo "the message was acked once 2 of the 3 bookies had it on disk (the default E=3 Qw=2 Qa=2), and came back out"
 else
   echo "up.sh: the message did not come back out; see the logs in $dir" >&2
 fi
