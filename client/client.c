@@ -6,8 +6,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 
 #include "broker.slrpc.h"
+#include "common/clock.h"
 
 #define SL_CLIENT_DEFAULT_URL "127.0.0.1:6650"
 
@@ -375,4 +377,11 @@ void sl_client_redirect(sl_client *c, const char *partition, const char *address
   e->l.address[0] = a;
   e->epoch = epoch;
   pthread_mutex_unlock(&c->mu);
+}
+
+uint64_t sl_client_random(void) {
+  uint64_t v;
+  if (getrandom(&v, sizeof(v), GRND_NONBLOCK) == (ssize_t)sizeof(v)) return v;
+  /* No entropy yet (early boot): time and address still differ by process. */
+  return (uint64_t)sl_clock_mono_ns() ^ ((uint64_t)sl_clock_wall_ms() << 20) ^ (uint64_t)(uintptr_t)&v;
 }

@@ -36,4 +36,10 @@ sl_status sl_client_owner(sl_client *c, const char *partition, bool refresh,
 /* Permanent failures: retrying the same request elsewhere cannot help. */
 bool sl_client_permanent(sl_status st);
 
+/* Random bits from the kernel, for generated producer and consumer names:
+ * unseeded rand() gives every process the same sequence, so two producers
+ * started in the same millisecond got one name, and with deduplication on
+ * the broker would take the second's messages for the first's resends. */
+uint64_t sl_client_random(void);
+
 #endif

@@ -546,11 +546,12 @@ sl_status sl_producer_create(sl_client *c, const sl_producer_opts *opts, sl_prod
   p->batch_max = opts->batch_max > 0 ? (size_t)opts->batch_max : DEFAULT_BATCH;
   int delay_us = opts->batch_delay_us == 0 ? DEFAULT_DELAY_US : opts->batch_delay_us;
   p->delay_ns = delay_us > 0 ? (int64_t)delay_us * 1000 : 0;
-  p->rr = (uint64_t)rand(); /* producers start on different partitions */
+  p->rr = sl_client_random(); /* producers start on different partitions */
   pthread_mutex_init(&p->mu, NULL);
   pthread_cond_init(&p->cv, NULL);
   char gen[96];
-  snprintf(gen, sizeof(gen), "sluice-%lld-%d", (long long)sl_clock_wall_ms(), rand() % 100000);
+  snprintf(gen, sizeof(gen), "sluice-%lld-%016llx", (long long)sl_clock_wall_ms(),
+           (unsigned long long)sl_client_random());
   p->name = strdup(opts->name ? opts->name : gen);
   st = p->name ? start_parts(p, &l, err) : sl_err_set(err, SL_ENOMEM, "producer: out of memory");
   sl_lookup_free(&l);
