@@ -187,10 +187,9 @@ static uint32_t seg_header_version(const uint8_t *h, uint64_t id) {
   if (memcmp(h, SEG_MAGIC, 8) != 0 || v < SEG_VERSION_MIN || v > SEG_VERSION ||
       sl_get_le64(h + 16) != id)
     return 0;
-  if (v < 3)
-    return sl_get_le32(h + 12) == SEG_HEADER_V2 && sl_get_le32(h + 28) == sl_crc32c(h, 28) ? v : 0;
-  return sl_get_le32(h + 12) == SL_JOURNAL_SEGMENT_HEADER && sl_get_le32(h + 44) == sl_crc32c(h, 44)
-             ? v : 0;
+  uint32_t size = v < 3 ? SEG_HEADER_V2 : SL_JOURNAL_SEGMENT_HEADER;
+  uint32_t crc_at = size - 4; /* the crc covers every byte before it */
+  return sl_get_le32(h + 12) == size && sl_get_le32(h + crc_at) == sl_crc32c(h, crc_at) ? v : 0;
 }
 
 /* ---- file helpers ---- */

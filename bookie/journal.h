@@ -13,8 +13,8 @@
  * segment_bytes so that fdatasync does not have to write a new file size;
  * the journal thread also writes zeros a little ahead of its records, so
  * that fdatasync does not have to convert unwritten extents either (one
- * metadata write per 256 KiB instead of one per group commit). It starts
- * with a 48-byte header:
+ * metadata write per 256 KiB instead of one per group commit). Each
+ * segment starts with a 48-byte header:
  *
  *   off size field
  *    0   8   magic "SLJOURN1"

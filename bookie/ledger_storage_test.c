@@ -267,7 +267,7 @@ static void test_ledger_storage__corruption_detected(void **state) {
   uint8_t val[5 + 11];
   uint32_t crc = sl_crc32c("hello world", 11);
   val[0] = 1;
-  for (int i = 0; i < 4; i++) val[1 + i] = (uint8_t)(crc >> (8 * i));
+  sl_put_le32(val + 1, crc);
   memcpy(val + 5, "hello world", 11);
   val[5 + 3] ^= 0x01;
   raw_put(dir, 42, 7, val, sizeof(val));
@@ -299,14 +299,14 @@ static void test_ledger_storage__entry_bound_to_its_id(void **state) {
   uint8_t val[5 + 5];
   uint32_t crc = sl_entry_crc(42, 7, "hello", 5);
   val[0] = 2;
-  for (int i = 0; i < 4; i++) val[1 + i] = (uint8_t)(crc >> (8 * i));
+  sl_put_le32(val + 1, crc);
   memcpy(val + 5, "hello", 5);
   raw_put(dir, 42, 7, val, sizeof(val));
   raw_put(dir, 42, 8, val, sizeof(val)); /* entry 7's bytes under entry 8 */
   raw_put(dir, 43, 7, val, sizeof(val)); /* and under ledger 43 */
   crc = sl_crc32c("hello", 5);
   val[0] = 1;
-  for (int i = 0; i < 4; i++) val[1 + i] = (uint8_t)(crc >> (8 * i));
+  sl_put_le32(val + 1, crc);
   raw_put(dir, 44, 0, val, sizeof(val));
   ls = open_ls(dir);
   expect_entry(ls, 42, 7, "hello");
