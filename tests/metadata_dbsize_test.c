@@ -77,7 +77,7 @@ static void test_metadata_dbsize__busy_cursor_keeps_etcd_bounded(void **state) {
 
   long long size0, in_use0;
   db_size(f, &size0, &in_use0);
-  long long peak = size0, mid_size = -1;
+  long long peak = size0, mid_size = -1, mid_in_use = -1;
   double mid_written = 0;
   int64_t version = 0;
   long long writes = 0, t0 = sl_clock_mono_ms(), next_sample = t0;
@@ -96,8 +96,7 @@ static void test_metadata_dbsize__busy_cursor_keeps_etcd_bounded(void **state) {
     writes++;
     written = (double)writes * (double)value_bytes;
     if (mid_size < 0 && written >= TARGET_MIB * MIB / 2 && sl_clock_mono_ms() - t0 >= MIN_MS / 2) {
-      long long in_use;
-      db_size(f, &mid_size, &in_use);
+      db_size(f, &mid_size, &mid_in_use);
       if (mid_size > peak) peak = mid_size;
       mid_written = written;
     }
@@ -125,15 +124,21 @@ static void test_metadata_dbsize__busy_cursor_keeps_etcd_bounded(void **state) {
                 "after defragmentation\n",
                 writes, value_bytes, took, written / MIB, size0 / MIB, peak / MIB, size / MIB,
                 in_use / MIB, after / MIB);
-  /* Without compaction every revision stays, and the db grows by at least
-   * what is written; with it, the db stops growing once the first
-   * compactions have run: over the second half it grows by less than a
-   * quarter of what was written then. */
-  assert_true(mid_size >= 0);
+  /* Without compaction every revision stays, and the backend holds at
+   * least what was written. With it, the pages in use stop growing once
+   * the first compactions have run: over the second half they grow by
+   * less than a quarter of what was written then. The file itself is a
+   * high-water mark that bbolt extends while readers still pin freed
+   * pages, so its growth over the second half varies (0-5.5 MiB of 35-52
+   * written in three runs here, 11.3 of 38.3 in one CI run); it is held
+   * to well under what was written. */
+  assert_true(mid_in_use >= 0);
   double late_written = written - mid_written;
-  print_message("second half: %.1f MiB written, db grew %.1f MiB\n", late_written / MIB,
+  print_message("second half: %.1f MiB written, in use grew %.1f MiB, db grew %.1f MiB\n",
+                late_written / MIB, (double)(in_use - mid_in_use) / MIB,
                 (double)(size - mid_size) / MIB);
-  assert_true((double)(size - mid_size) < late_written / 4);
+  assert_true((double)(in_use - mid_in_use) < late_written / 4);
+  assert_true((double)size < written * 3 / 4);
   assert_true(after <= size);
   assert_true(after < 64 * MIB); /* the quota (2 GiB) is far away */
 }
