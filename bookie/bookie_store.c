@@ -360,6 +360,7 @@ static void on_durable(sl_journal_req *batch, sl_status st, const char *msg,
 /* Applies batches in journal order until stopped and drained. */
 static void *applier_main(void *arg) {
   sl_bookie_store *s = arg;
+  (void)pthread_setname_np(pthread_self(), "bookie-apply");
   pthread_mutex_lock(&s->apply_mu);
   for (;;) {
     while (s->aq_head == NULL && !s->apply_stop) pthread_cond_wait(&s->apply_cv, &s->apply_mu);
@@ -456,6 +457,7 @@ out:
 
 static void *maintenance_main(void *arg) {
   sl_bookie_store *s = arg;
+  (void)pthread_setname_np(pthread_self(), "bookie-maint");
   pthread_mutex_lock(&s->maint_mu);
   while (!s->maint_stop) {
     if (!s->maint_kick) {

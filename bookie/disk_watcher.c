@@ -114,6 +114,7 @@ static void take_sample(sl_disk_watcher *w) {
 
 static void *watcher_main(void *arg) {
   sl_disk_watcher *w = arg;
+  (void)pthread_setname_np(pthread_self(), "disk-watch");
   pthread_mutex_lock(&w->mu);
   while (!w->stopping) {
     if (w->want_gen == w->done_gen) {

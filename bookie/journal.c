@@ -684,6 +684,7 @@ static sl_journal_req *drop_internal(sl_journal_req *batch) {
 
 static void *journal_main(void *arg) {
   sl_journal *j = arg;
+  (void)pthread_setname_np(pthread_self(), "journal");
   sl_err err = SL_ERR_INIT;
   pthread_mutex_lock(&j->mu);
   for (;;) {

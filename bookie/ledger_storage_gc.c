@@ -35,6 +35,7 @@
  * on a caller of sl_ledger_storage_gc, one at a time under round_mu.
  */
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -409,6 +410,7 @@ sl_status ldb_gc_round(ldb_storage *s, sl_err *err) {
 
 static void *gc_main(void *arg) {
   struct ldb_gc *gc = arg;
+  (void)pthread_setname_np(pthread_self(), "bookie-gc");
   while (!pause_ms(gc, gc->s->opts.gc_interval_ms)) {
     sl_err err = SL_ERR_INIT;
     if (ldb_gc_round(gc->s, &err) != SL_OK)

@@ -848,6 +848,7 @@ static job *next_job_locked(sl_ownership *o) {
 
 static void *run(void *arg) {
   worker *w = arg;
+  (void)pthread_setname_np(pthread_self(), "ownership");
   sl_ownership *o = w->o;
   pthread_mutex_lock(&o->mu);
   for (;;) {

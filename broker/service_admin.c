@@ -109,6 +109,7 @@ typedef struct slow_call {
 
 static void *slow_run(void *arg) {
   slow_call *sc = arg;
+  (void)pthread_setname_np(pthread_self(), "admin-call");
   sc->fn(sc);
   sl_rpc_call_unref(sc->call);
   free(sc);

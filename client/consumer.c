@@ -443,6 +443,7 @@ static sl_status recv_all(cpart *pt, sl_err *err) {
 
 static void *part_loop(void *arg) {
   cpart *pt = arg;
+  (void)pthread_setname_np(pthread_self(), "sl-consume");
   sl_consumer *c = pt->c;
   int attempt = 0;
   for (;;) {
@@ -517,6 +518,7 @@ static int64_t flush_due_acks(sl_consumer *c, int64_t now) {
 
 static void *ack_loop(void *arg) {
   sl_consumer *c = arg;
+  (void)pthread_setname_np(pthread_self(), "sl-acks");
   pthread_mutex_lock(&c->amu);
   while (!c->acker_stop) {
     int64_t now = sl_clock_mono_ns();

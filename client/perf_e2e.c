@@ -108,6 +108,7 @@ static bool window_take(sender *s) {
 
 static void *send_thread(void *arg) {
   sender *s = arg;
+  (void)pthread_setname_np(pthread_self(), "perf-send");
   run *r = s->r;
   sl_producer_opts po = SL_PRODUCER_OPTS_INIT;
   po.topic = r->o->topic;
@@ -167,6 +168,7 @@ typedef struct receiver {
 
 static void *recv_thread(void *arg) {
   receiver *rc = arg;
+  (void)pthread_setname_np(pthread_self(), "perf-recv");
   run *r = rc->r;
   while (!atomic_load(&r->stop_receiving)) {
     sl_received *m;

@@ -97,6 +97,7 @@ static void on_ack(int64_t lat_ns, void *arg) {
 
 static void *produce_thread(void *arg) {
   prun *r = arg;
+  (void)pthread_setname_np(pthread_self(), "perf-produce");
   sl_perf_produce_opts o = {0};
   o.target = r->address;
   o.topic = r->partition;
@@ -128,6 +129,7 @@ typedef struct e2e_run {
 
 static void *e2e_thread(void *arg) {
   e2e_run *r = arg;
+  (void)pthread_setname_np(pthread_self(), "perf-e2e");
   perf *p = r->p;
   sl_perf_e2e_opts o = SL_PERF_E2E_OPTS_INIT;
   o.client = p->c;
@@ -158,6 +160,7 @@ typedef struct receiver {
 
 static void *recv_thread(void *arg) {
   receiver *r = arg;
+  (void)pthread_setname_np(pthread_self(), "perf-recv");
   perf *p = r->p;
   while (!atomic_load(&p->stop_receiving)) {
     sl_received *m;

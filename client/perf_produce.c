@@ -45,6 +45,7 @@ static void fail(producer *p, sl_status st, const char *why) {
 
 static void *send_loop(void *arg) {
   producer *p = arg;
+  (void)pthread_setname_np(pthread_self(), "perf-send");
   const sl_perf_produce_opts *o = p->o;
   int max_batch = o->max_batch > 0 ? o->max_batch : 128;
   size_t len = o->message_bytes ? o->message_bytes : 1024;
@@ -110,6 +111,7 @@ static void record(producer *p, int64_t lat_ns, int64_t now) {
 
 static void *recv_loop(void *arg) {
   producer *p = arg;
+  (void)pthread_setname_np(pthread_self(), "perf-acks");
   int in_flight = p->o->in_flight > 0 ? p->o->in_flight : 1;
   for (;;) {
     Sluice__V1__ProduceResponse *r = NULL;

@@ -252,6 +252,7 @@ static void on_receipt(part *pt, const Sluice__V1__SendReceipt *r) {
 
 static void *recv_loop(void *arg) {
   part *pt = arg;
+  (void)pthread_setname_np(pthread_self(), "sl-produce-acks");
   for (;;) {
     Sluice__V1__ProduceResponse *r = NULL;
     sl_err err = SL_ERR_INIT;
@@ -441,6 +442,7 @@ static void send_some(part *pt) {
 
 static void *conn_loop(void *arg) {
   part *pt = arg;
+  (void)pthread_setname_np(pthread_self(), "sl-produce");
   sl_producer *p = pt->p;
   int attempt = 0;
   bool reconnecting = false;

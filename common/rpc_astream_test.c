@@ -190,6 +190,13 @@ static void test_rpc_astream__client_streaming(void **state) {
   rec_init(&r, NULL);
   r.next_n = 3; /* the one response carries the count */
   sl_rpc_astream *s = open_stream(fx.ch, &sl_echo_client_stream, NULL, NULL, &r);
+  /* The threads are named for profiles: the server's two workers and the
+   * channel's completion thread, "cq " and the target's tail. */
+  assert_int_equal(sl_test_threads_named("rpc-server"), 2);
+  char cq[16];
+  size_t len = strlen(fx.target);
+  snprintf(cq, sizeof(cq), "cq %s", fx.target + (len > 12 ? len - 12 : 0));
+  assert_int_equal(sl_test_threads_named(cq), 1);
   echo_req q = req_of(0, "z");
   for (int i = 0; i < 3; i++) assert_int_equal(sl_rpc_astream_send(s, &q.base), SL_OK);
   assert_int_equal(sl_rpc_astream_close_send(s), SL_OK);

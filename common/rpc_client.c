@@ -347,6 +347,12 @@ sl_status sl_rpc_client_track(sl_rpc_channel *ch, sl_rpc_tracked *t, const sl_rp
                       strerror(rc));
       goto out_unlock;
     }
+    /* Named for the peer (its port, mostly) so a profile tells channels
+     * apart; by us, so the name is there once the first call is. */
+    size_t len = strlen(ch->target);
+    char name[16];
+    snprintf(name, sizeof(name), "cq %s", ch->target + (len > 12 ? len - 12 : 0));
+    (void)pthread_setname_np(ch->thread, name);
   }
   /* Created under the lock so destroy never sees a listed call without a
    * grpc call to cancel. */

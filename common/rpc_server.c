@@ -30,6 +30,7 @@
 #include <grpc/grpc_security.h>
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -247,6 +248,7 @@ sl_status sl_rpc_server_start(sl_rpc_server *srv, sl_err *err) {
       sl_log(SL_LOG_ERROR, "event=rpc_thread_failed addr=%s error=%s", srv->addr, strerror(rc));
       abort(); /* servers abort on resource exhaustion */
     }
+    (void)pthread_setname_np(w->thread, "rpc-server"); /* named once start returns */
   }
   sl_log(SL_LOG_INFO, "event=rpc_server_started addr=%s port=%d threads=%d tls=%s", srv->addr,
          srv->port, srv->n_workers,

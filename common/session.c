@@ -359,6 +359,7 @@ static int64_t step_live(sl_session *s, bool *want_update) {
 
 static void *session_main(void *arg) {
   sl_session *s = arg;
+  (void)pthread_setname_np(pthread_self(), "sl-session");
   bool want_update = false;
   for (;;) {
     pthread_mutex_lock(&s->mu);

@@ -26,4 +26,8 @@ double sl_test_time_scale(void);
 /* ms multiplied by the time scale (rounded up). */
 int64_t sl_test_scaled_ms(int64_t ms);
 
+/* Threads of this process whose name (/proc/self/task/N/comm) begins with
+ * prefix; -1 if /proc cannot be read. */
+int sl_test_threads_named(const char *prefix);
+
 #endif

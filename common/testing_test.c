@@ -1,3 +1,4 @@
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -57,10 +58,38 @@ static void test_testing__time_scale_refuses_bad_values(void **state) {
   assert_true(scale_in_child("nan") == -1);
 }
 
+static void *named_main(void *arg) {
+  pthread_barrier_t *b = arg;
+  (void)pthread_setname_np(pthread_self(), "named-probe");
+  pthread_barrier_wait(b); /* named */
+  pthread_barrier_wait(b); /* counted */
+  return NULL;
+}
+
+static void test_testing__threads_named_counts_by_prefix(void **state) {
+  (void)state;
+  assert_int_equal(sl_test_threads_named("named-probe"), 0);
+  pthread_barrier_t b;
+  assert_int_equal(pthread_barrier_init(&b, NULL, 2), 0);
+  pthread_t t;
+  assert_int_equal(pthread_create(&t, NULL, named_main, &b), 0);
+  pthread_barrier_wait(&b);
+  int whole = sl_test_threads_named("named-probe");
+  int prefix = sl_test_threads_named("named-");
+  int other = sl_test_threads_named("named-probeX");
+  pthread_barrier_wait(&b);
+  assert_int_equal(pthread_join(t, NULL), 0);
+  pthread_barrier_destroy(&b);
+  assert_int_equal(whole, 1);
+  assert_int_equal(prefix, 1);
+  assert_int_equal(other, 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_testing__time_scale_default_and_set),
       cmocka_unit_test(test_testing__time_scale_refuses_bad_values),
+      cmocka_unit_test(test_testing__threads_named_counts_by_prefix),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -117,6 +117,7 @@ static void run_arm(void *arg) {
 
 static void *timer_main(void *unused) {
   (void)unused;
+  (void)pthread_setname_np(pthread_self(), "sl-timer");
   pthread_mutex_lock(&g.lock);
   for (;;) {
     if (g.len == 0) {
