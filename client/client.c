@@ -385,3 +385,8 @@ uint64_t sl_client_random(void) {
   /* No entropy yet (early boot): time and address still differ by process. */
   return (uint64_t)sl_clock_mono_ns() ^ ((uint64_t)sl_clock_wall_ms() << 20) ^ (uint64_t)(uintptr_t)&v;
 }
+
+void sl_client_gen_name(char *buf, size_t n, const char *prefix) {
+  snprintf(buf, n, "%s-%lld-%016llx", prefix, (long long)sl_clock_wall_ms(),
+           (unsigned long long)sl_client_random());
+}

@@ -36,10 +36,15 @@ sl_status sl_client_owner(sl_client *c, const char *partition, bool refresh,
 /* Permanent failures: retrying the same request elsewhere cannot help. */
 bool sl_client_permanent(sl_status st);
 
-/* Random bits from the kernel, for generated producer and consumer names:
- * unseeded rand() gives every process the same sequence, so two producers
+/* Random bits from the kernel, for generated names and the first
+ * partition of a producer. */
+uint64_t sl_client_random(void);
+
+/* "<prefix>-<wall ms>-<16 hex digits of sl_client_random()>" into buf. The
+ * random part is what keeps names apart: unseeded rand() gives every
+ * process the same sequence (and a fork its parent's), so two producers
  * started in the same millisecond got one name, and with deduplication on
  * the broker would take the second's messages for the first's resends. */
-uint64_t sl_client_random(void);
+void sl_client_gen_name(char *buf, size_t n, const char *prefix);
 
 #endif

@@ -654,8 +654,7 @@ sl_status sl_consumer_create(sl_client *cl, const sl_consumer_opts *opts, sl_con
   pthread_cond_init(&c->acv, &ca);
   pthread_condattr_destroy(&ca);
   char gen[64];
-  snprintf(gen, sizeof(gen), "consumer-%lld-%016llx", (long long)sl_clock_wall_ms(),
-           (unsigned long long)sl_client_random());
+  sl_client_gen_name(gen, sizeof(gen), "consumer");
   c->topic = strdup(opts->topic);
   c->sub = strdup(opts->subscription);
   c->name = strdup(opts->name ? opts->name : gen);

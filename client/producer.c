@@ -552,8 +552,7 @@ sl_status sl_producer_create(sl_client *c, const sl_producer_opts *opts, sl_prod
   pthread_mutex_init(&p->mu, NULL);
   pthread_cond_init(&p->cv, NULL);
   char gen[96];
-  snprintf(gen, sizeof(gen), "sluice-%lld-%016llx", (long long)sl_clock_wall_ms(),
-           (unsigned long long)sl_client_random());
+  sl_client_gen_name(gen, sizeof(gen), "sluice");
   p->name = strdup(opts->name ? opts->name : gen);
   st = p->name ? start_parts(p, &l, err) : sl_err_set(err, SL_ENOMEM, "producer: out of memory");
   sl_lookup_free(&l);
