@@ -11,8 +11,10 @@
  *
  * Batching delay: unsent messages wait on the connection thread until
  * batch_max of them (or BATCH_BYTES) are waiting, the oldest has waited
- * batch_delay_us, or something must not wait (a sync send, a flush, destroy,
- * resends after a reconnect): one SendBatch then carries them all, where a
+ * batch_delay_us, the partition is idle (nothing on its way and nothing
+ * sent for a delay: the first message after a pause has no one to wait
+ * for), or something must not wait (a sync send, a flush, destroy, resends
+ * after a reconnect): one SendBatch then carries them all, where a
  * rate-paced sender would otherwise cost one stream message, one broker
  * wakeup and one receipt per message. Senders wake the connection thread
  * only when that changes what it waits for (the first unsent message, a
@@ -80,6 +82,7 @@ typedef struct part {
                                     go without the delay (sync sends and
                                     resends after a reconnect) */
   uint64_t next_seq;
+  int64_t last_send_ns;          /* when the last batch went (0: never) */
   bool connected, broken, opened_once;
   bool redirected;               /* the stream ended on a redirect: the cache
                                     holds the new owner, no lookup needed */
@@ -384,6 +387,10 @@ static bool send_due(const part *pt, int64_t now, int64_t *at) {
   if (p->delay_ns == 0 || p->flushing > 0 || p->closing || pt->unsent->seq < pt->urgent_end ||
       pt->n_unsent >= p->batch_max || pt->unsent_bytes >= BATCH_BYTES)
     return true;
+  /* Idle: nothing on its way (sent, no receipt yet) and nothing sent for a
+   * delay. The first message after a pause has no batch to join. */
+  if (pt->n_pending == pt->n_unsent && pt->unsent->queued_ns - pt->last_send_ns >= p->delay_ns)
+    return true;
   int64_t when = pt->unsent->queued_ns + p->delay_ns;
   if (at != NULL) *at = when;
   return now >= when;
@@ -422,6 +429,7 @@ static void send_some(part *pt) {
   pt->n_unsent -= n;
   pt->unsent_bytes -= bytes;
   if (n == 0) return;
+  pt->last_send_ns = sl_clock_mono_ns();
   pthread_mutex_unlock(&p->mu);
   Sluice__V1__SendBatch b = SLUICE__V1__SEND_BATCH__INIT;
   b.n_messages = n;

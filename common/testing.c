@@ -38,7 +38,7 @@ int sl_test_threads_named(const char *prefix) {
   struct dirent *e;
   while ((e = readdir(d)) != NULL) {
     if (e->d_name[0] == '.') continue;
-    char path[64], name[32] = "";
+    char path[300], name[32] = "";
     snprintf(path, sizeof(path), "/proc/self/task/%s/comm", e->d_name);
     FILE *f = fopen(path, "r");
     if (f == NULL) continue; /* the thread just exited */

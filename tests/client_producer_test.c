@@ -305,30 +305,35 @@ static sl_producer *producer_with_delay(sl_client *c, const char *topic, int del
   return p;
 }
 
-/* A message waits the batching delay for company: one sent 100 ms after it
- * joins its batch, and both are stored in one entry. */
-static void test_client_producer__batches_within_delay(void **state) {
+/* With a 2 s delay: a message after a pause goes at once, alone (the old
+ * rule, every message waits the delay for company, fails the first
+ * bound); two sent right after it wait the delay for each other and share
+ * an entry (going at once whenever nothing is out fails the second). */
+static void test_client_producer__pause_then_batch(void **state) {
   sl_pt *t = *state;
   sl_client *c = client_at(sl_cluster_addr(t->c, SL_NODE_BROKER, 0), 20000);
-  const int delay_ms = 400;
+  const int delay_ms = 2000;
   sl_producer *p = producer_with_delay(c, "cp/batched", delay_ms * 1000);
-  sent a = {.mu = PTHREAD_MUTEX_INITIALIZER}, b = {.mu = PTHREAD_MUTEX_INITIALIZER};
-  int64_t start = sl_clock_mono_ns();
+  sent a = {.mu = PTHREAD_MUTEX_INITIALIZER}, b = {.mu = PTHREAD_MUTEX_INITIALIZER},
+       d = {.mu = PTHREAD_MUTEX_INITIALIZER};
   send_one(p, "first", &a);
-  /* Sent at once, it would be stored and answered well within this. */
-  assert_false(done_within(&a, 100));
-  send_one(p, "second", &b);
-  assert_true(done_within(&a, sl_test_scaled_ms(10000)));
-  assert_true(done_within(&b, sl_test_scaled_ms(10000)));
+  assert_true(done_within(&a, delay_ms / 2));
   assert_int_equal(a.st, SL_OK);
+  assert_int_equal(a.id.batch_size, 1);
+  int64_t queued = sl_clock_mono_ns();
+  send_one(p, "second", &b);
+  send_one(p, "third", &d);
+  assert_false(done_within(&b, delay_ms / 2));
+  assert_true(done_within(&b, sl_test_scaled_ms(10000)));
+  assert_true(done_within(&d, sl_test_scaled_ms(10000)));
   assert_int_equal(b.st, SL_OK);
-  assert_true(a.at_ns - start >= (int64_t)delay_ms * 1000000);
-  assert_int_equal(a.id.ledger_id, b.id.ledger_id);
-  assert_int_equal(a.id.entry_id, b.id.entry_id);
-  assert_int_equal(a.id.batch_size, 2);
+  assert_int_equal(d.st, SL_OK);
+  assert_true(b.at_ns - queued >= (int64_t)delay_ms * 1000000);
+  assert_int_equal(b.id.ledger_id, d.id.ledger_id);
+  assert_int_equal(b.id.entry_id, d.id.entry_id);
   assert_int_equal(b.id.batch_size, 2);
-  assert_int_equal(a.id.batch_index, 0);
-  assert_int_equal(b.id.batch_index, 1);
+  assert_int_equal(b.id.batch_index, 0);
+  assert_int_equal(d.id.batch_index, 1);
   sl_producer_destroy(p);
   sl_client_destroy(c);
 }
@@ -434,7 +439,7 @@ int main(void) {
       cmocka_unit_test(test_client_producer__unload_mid_stream),
       cmocka_unit_test(test_client_producer__routing),
       cmocka_unit_test(test_client_producer__full_queue_fails_fast),
-      cmocka_unit_test(test_client_producer__batches_within_delay),
+      cmocka_unit_test(test_client_producer__pause_then_batch),
       cmocka_unit_test(test_client_producer__negative_delay_sends_each_at_once),
       cmocka_unit_test(test_client_producer__sync_flush_destroy_skip_delay),
       cmocka_unit_test(test_client_producer__bad_input),
