@@ -181,7 +181,7 @@ typedef struct sl_producer_opts {
  *     - the partition is idle: no receipt outstanding and nothing sent
  *       for batch_delay_us. The first message after a pause goes at once;
  *       a steady stream batches as above. (sluice-perf e2e on 2 vCPUs, at
- *       0% steal: at 200 msgs/s the p50 went from 2.6 to 1.3 ms and the
+ *       0-0.3% steal: at 200 msgs/s the p50 went from 2.6 to 1.3 ms and the
  *       machine's busy share from 27% to 16%, the 1 ms timer wakeups
  *       gone; at 1k msgs/s 2.4 to 2.1 ms and 58% to 49%; at 5k msgs/s no
  *       difference beyond run-to-run noise in 9 interleaved pairs.)
