@@ -21,6 +21,7 @@
 #include "bookie/entry_log.h"
 #include "bookie/testing/test_util.h"
 #include "common/crc32c.h"
+#include "common/testing.h"
 
 int __real_fdatasync(int fd);
 int __wrap_fdatasync(int fd);
@@ -154,7 +155,7 @@ static void second_sync_waits_for_the_first(void **state) {
 
   syncer a = {.el = f->el}, b = {.el = f->el};
   assert_int_equal(pthread_create(&a.t, NULL, sync_main, &a), 0);
-  bool held = wait_for(&fake.held, 10000);
+  bool held = wait_for(&fake.held, (int)sl_test_scaled_ms(10000));
   bool b_early = false;
   if (held) {
     assert_int_equal(pthread_create(&b.t, NULL, sync_main, &b), 0);
