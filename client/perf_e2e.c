@@ -126,11 +126,19 @@ static void *send_thread(void *arg) {
   int producers = r->o->producers > 0 ? r->o->producers : 1;
   int64_t per_ns = r->o->rate > 0 ? (int64_t)(1e9 * producers / r->o->rate) : 0;
   int64_t due = sl_clock_mono_ns() + per_ns * s->index / producers;
+  int64_t pace_ns = r->o->pace_us < 0   ? 0
+                    : r->o->pace_us == 0 ? SL_PERF_E2E_PACE_US * 1000LL
+                                         : r->o->pace_us * 1000LL;
+  int64_t woke = 0;
   uint64_t seq = 0;
   while (window_take(s)) {
     int64_t stamp;
     if (per_ns > 0) {
-      sleep_ns(due - sl_clock_mono_ns());
+      int64_t now = sl_clock_mono_ns();
+      if (due > now) {
+        sleep_ns((due > woke + pace_ns ? due : woke + pace_ns) - now);
+        woke = sl_clock_mono_ns();
+      }
       stamp = due; /* the time it was due: coordinated omission counted */
       due += per_ns;
     } else {

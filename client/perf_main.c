@@ -26,7 +26,7 @@ static const char usage_text[] =
     "usage: sluice-perf produce|consume|e2e TOPIC [--rate R] [--size BYTES]\n"
     "         [--producers N] [--consumers N] [--in-flight W] [--duration S]\n"
     "         [--partitions P] [--url HOST:PORT] [--json] [--histogram FILE]\n"
-    "         [--catch-up] [--batch-delay-us US]\n"
+    "         [--catch-up] [--batch-delay-us US] [--pace-us US]\n"
     "  produce   N producers, W messages in flight each, send -> durable receipt\n"
     "  consume   N consumers read the topic from the oldest message\n"
     "  e2e       producers and consumers at once, send -> receive\n"
@@ -39,6 +39,9 @@ static const char usage_text[] =
     "  --catch-up      e2e: then read the run's messages back from the oldest (MB/s)\n"
     "  --batch-delay-us US  e2e: the producers' batching window (default 1000,\n"
     "                  the library's; 0 sends each message at once)\n"
+    "  --pace-us US    e2e at a fixed rate: senders wake at most every US and send\n"
+    "                  what is due, each timed from its due time (default 1000;\n"
+    "                  0 wakes once per message)\n"
     "A line every second: msgs/s, MB/s, p50/p99; then a summary with\n"
     "p50/p95/p99/p99.9/max (e2e: and the host's CPU busy/idle/steal while\n"
     "measured, from /proc/stat). --url as for sluice (env SLUICE_URL).\n"
@@ -52,6 +55,7 @@ typedef struct perf {
   size_t size;
   int producers, consumers, in_flight, partitions;
   int batch_delay_us;           /* as sl_producer_opts: 0 default, < 0 off */
+  int pace_us;                  /* as sl_perf_e2e_opts: 0 default, < 0 off */
   double duration;
   bool json, catch_up;
   sl_client *c;
@@ -140,6 +144,7 @@ static void *e2e_thread(void *arg) {
   o.consumers = p->consumers;
   o.in_flight = p->in_flight;
   o.batch_delay_us = p->batch_delay_us;
+  o.pace_us = p->pace_us;
   o.seconds = p->duration;
   o.catch_up = p->catch_up;
   o.on_latency = on_latency;
@@ -196,6 +201,13 @@ static void live_line(perf *p, double t, uint64_t n, double secs) {
   sl_hist_reset(&p->window);
 }
 
+/* The senders' wakeup interval in effect; 0 when they do not sleep to a
+ * rate or wake once per message. */
+static int pace_us(const perf *p) {
+  if (strcmp(p->mode, "e2e") != 0 || p->rate <= 0 || p->pace_us < 0) return 0;
+  return p->pace_us > 0 ? p->pace_us : SL_PERF_E2E_PACE_US;
+}
+
 static void summary(perf *p, double secs) {
   uint64_t n = strcmp(p->mode, "produce") == 0 ? atomic_load(&p->acked) : atomic_load(&p->received);
   double rate = secs > 0 ? (double)n / secs : 0, mb = rate * (double)p->size / 1e6;
@@ -207,11 +219,12 @@ static void summary(perf *p, double secs) {
     printf("{\"mode\":\"%s\",\"topic\":\"%s\",\"seconds\":%.3f,\"sent\":%llu,\"acked\":%llu,"
            "\"failed\":%llu,\"received\":%llu,\"msgs_per_s\":%.1f,\"mb_per_s\":%.3f,"
            "\"size\":%zu,\"latency_ms\":{\"p50\":%.3f,\"p95\":%.3f,\"p99\":%.3f,"
-           "\"p999\":%.3f,\"max\":%.3f},\"catchup_msgs\":%llu,\"catchup_mb_per_s\":%.3f",
+           "\"p999\":%.3f,\"max\":%.3f},\"pace_us\":%d,\"catchup_msgs\":%llu,"
+           "\"catchup_mb_per_s\":%.3f",
            p->mode, p->topic, secs, (unsigned long long)atomic_load(&p->sent),
            (unsigned long long)atomic_load(&p->acked), (unsigned long long)atomic_load(&p->failed),
            (unsigned long long)atomic_load(&p->received), rate, mb, p->size, q[0], q[1], q[2],
-           q[3], q[4], (unsigned long long)p->e2e.catchup_msgs, p->e2e.catchup_mb_per_s);
+           q[3], q[4], pace_us(p), (unsigned long long)p->e2e.catchup_msgs, p->e2e.catchup_mb_per_s);
     const sl_host_cpu_split *h = &p->e2e.host_cpu;
     if (p->e2e.host_known)
       printf(",\"host_cpu\":{\"cpus\":%d,\"busy_pct\":%.1f,\"idle_pct\":%.1f,"
@@ -234,6 +247,9 @@ static void summary(perf *p, double secs) {
     if (strcmp(p->mode, "e2e") == 0)
       printf("  of which publish (send -> durable receipt) ms: p50 %.3f  p99 %.3f\n",
              p->e2e.pub_p50_ms, p->e2e.pub_p99_ms);
+    if (pace_us(p) > 0)
+      printf("  senders woke at most every %d us; latency counts from each message's due time\n",
+             pace_us(p));
     if (p->e2e.host_known)
       printf("  host cpu while measured (%d cpus): busy %.1f%%, idle %.1f%%, steal %.1f%%\n",
              p->e2e.host_cpus, p->e2e.host_cpu.busy_pct, p->e2e.host_cpu.idle_pct,
@@ -324,6 +340,9 @@ static int parse(perf *p, int argc, char **argv) {
     else if (strcmp(a, "--batch-delay-us") == 0) {
       if (d > 10e6) return usage("%s: at most 10000000 (10 s)", a);
       p->batch_delay_us = d == 0 ? -1 : (int)d;
+    } else if (strcmp(a, "--pace-us") == 0) {
+      if (d > 1e6) return usage("%s: at most 1000000 (1 s)", a);
+      p->pace_us = d == 0 ? -1 : (int)d;
     } else return usage("unknown option %s", a);
   }
   if (p->topic == NULL) return usage("%s needs a TOPIC", p->mode);
@@ -333,6 +352,8 @@ static int parse(perf *p, int argc, char **argv) {
     return usage("%s: --catch-up is for e2e", p->mode);
   if (p->batch_delay_us != 0 && strcmp(p->mode, "e2e") != 0)
     return usage("%s: --batch-delay-us is for e2e (produce sends raw batches)", p->mode);
+  if (p->pace_us != 0 && (strcmp(p->mode, "e2e") != 0 || p->rate <= 0))
+    return usage("%s is for e2e at a fixed --rate", "--pace-us");
   if (p->size == 0) p->size = 1024;
   if (p->producers <= 0) p->producers = 1;
   if (p->consumers <= 0) p->consumers = 1;

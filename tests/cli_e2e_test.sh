@@ -57,10 +57,25 @@ h = s["host_cpu"]
 assert h["cpus"] >= 1, s
 assert all(0 <= h[k] <= 100 for k in ("busy_pct", "idle_pct", "steal_pct")), s
 assert abs(h["busy_pct"] + h["idle_pct"] + h["steal_pct"] - 100) < 0.5, s
+assert s["pace_us"] == 1000, s
+PY
+# Senders that wake every 100 ms: a message waits for the wakeup after its
+# due time, about 50 ms on average, and that wait must be in its latency.
+"$run/client/sluice-perf" e2e public/perf --duration 2 --rate 200 --pace-us 100000 --json \
+  >"$dir/paced" 2>"$dir/paced.live" || fail "paced e2e: $(cat "$dir/paced" "$dir/paced.live")"
+python3 - "$dir/paced" <<'PY' || fail "paced e2e summary: $(cat "$dir/paced")"
+import json, sys
+s = json.load(open(sys.argv[1]))
+assert s["pace_us"] == 100000 and s["received"] == s["acked"] > 100, s
+assert s["latency_ms"]["p50"] >= 25, s
 PY
 [ "$(grep -c 'msgs/s' "$dir/perf.live")" -ge 2 ] || fail "no live lines: $(cat "$dir/perf.live")"
 rc=0
 "$run/client/sluice-perf" produce public/perf --batch-delay-us 5 2>"$dir/usage" || rc=$?
 [ "$rc" -eq 2 ] && grep -q -- "--batch-delay-us is for e2e" "$dir/usage" \
   || fail "--batch-delay-us on produce: rc=$rc $(cat "$dir/usage")"
+rc=0
+"$run/client/sluice-perf" e2e public/perf --pace-us 500 2>"$dir/usage" || rc=$?
+[ "$rc" -eq 2 ] && grep -q -- "--pace-us is for e2e at a fixed --rate" "$dir/usage" \
+  || fail "--pace-us without --rate: rc=$rc $(cat "$dir/usage")"
 echo "1 passed, 0 failed"
