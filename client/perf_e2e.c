@@ -273,7 +273,7 @@ static sl_status catch_up(run *r, const char *sub, sl_perf_e2e_result *out, sl_e
 sl_status sl_perf_e2e_run(const sl_perf_e2e_opts *o, sl_perf_e2e_result *out, sl_err *err) {
   if (o == NULL || out == NULL || o->client == NULL || o->topic == NULL || o->rate < 0 ||
       o->seconds < 0 || o->warmup_seconds < 0 || o->producers < 0 || o->consumers < 0 ||
-      o->in_flight < 0)
+      o->in_flight < 0 || o->pace_us > 1000000)
     return sl_err_set(err, SL_EINVAL, "e2e: bad options");
   size_t size = o->message_bytes ? o->message_bytes : 1024;
   if (size < HDR_BYTES)

@@ -50,7 +50,8 @@ typedef struct sl_perf_e2e_opts {
   int in_flight;            /* unacked sends per producer; 0 = 256 */
   int batch_delay_us;       /* producers' batch_delay_us (sl_producer_opts) */
   int pace_us;              /* fixed rate: wake at most this often (above);
-                               0 = SL_PERF_E2E_PACE_US, < 0 = per message */
+                               0 = SL_PERF_E2E_PACE_US, < 0 = per message,
+                               at most 1000000 */
   double seconds;           /* measured time; 0 = 10 */
   double warmup_seconds;    /* published and received, not measured */
   const char *subscription; /* NULL = "perf-e2e" */
