@@ -196,7 +196,8 @@ typedef struct sl_producer_opts {
  *   The gain: the cluster's cost is mostly per stored entry, not per byte.
  *   At 5k msgs/s of 1 KiB on one partition, with the whole cluster and the
  *   load on 2 vCPUs, a 3 ms delay left 42-46% of the CPU idle where 1 ms
- *   left 17-19% (sluice-perf e2e --batch-delay-us). A busy producer on a
+ *   left 17-19% (sluice-perf e2e --batch-delay-us, with the load generator
+ *   waking once per message, as --pace-us 0 does now). A busy producer on a
  *   small cluster may want a longer delay than the default. */
 
 /* One message's outcome: SL_OK with its id, or why it failed. Runs exactly
