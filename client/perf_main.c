@@ -224,7 +224,8 @@ static void summary(perf *p, double secs) {
            p->mode, p->topic, secs, (unsigned long long)atomic_load(&p->sent),
            (unsigned long long)atomic_load(&p->acked), (unsigned long long)atomic_load(&p->failed),
            (unsigned long long)atomic_load(&p->received), rate, mb, p->size, q[0], q[1], q[2],
-           q[3], q[4], pace_us(p), (unsigned long long)p->e2e.catchup_msgs, p->e2e.catchup_mb_per_s);
+           q[3], q[4], pace_us(p), (unsigned long long)p->e2e.catchup_msgs,
+           p->e2e.catchup_mb_per_s);
     const sl_host_cpu_split *h = &p->e2e.host_cpu;
     if (p->e2e.host_known)
       printf(",\"host_cpu\":{\"cpus\":%d,\"busy_pct\":%.1f,\"idle_pct\":%.1f,"
