@@ -18,6 +18,7 @@
 
 #include "bookie/registration.h"
 #include "common/clock.h"
+#include "common/rpc.h"
 #include "common/rpc_server.h"
 #include "metadata.slrpc.h"
 #include "common/testing.h"
@@ -396,6 +397,13 @@ static void test_registration__over_tls(void **state) {
   rmdir(dir);
 }
 
+/* Every server and channel is gone; gRPC tears down on its own threads, and
+ * the process must not exit under them. */
+static int teardown(void **state) {
+  (void)state;
+  return sl_rpc_wait_shutdown(30000) == SL_OK ? 0 : -1;
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_registration__retries_while_unimplemented),
@@ -406,5 +414,5 @@ int main(void) {
       cmocka_unit_test(test_registration__stop_is_quick_when_service_down),
       cmocka_unit_test(test_registration__over_tls),
   };
-  return cmocka_run_group_tests(tests, NULL, NULL);
+  return cmocka_run_group_tests(tests, NULL, teardown);
 }
