@@ -1183,14 +1183,18 @@ sl_status sl_bookie_store_write_lac(sl_bookie_store *s, uint64_t ledger, uint64_
   return st;
 }
 
-sl_status sl_bookie_store_delete_ledger(sl_bookie_store *s, uint64_t ledger,
-                                        const void *password, size_t password_len,
-                                        sl_bookie_store_cb cb, void *arg, sl_err *err) {
+/* The one delete path. trusted (sl_bookie_store_drop_ledger) skips the
+ * password check: the caller has the metadata service's tombstone, and the
+ * bookie never learns a ledger's password. Everything else, the EBUSY rule
+ * and the journal record, is the same, so a drop replays as a delete. */
+static sl_status delete_ledger(sl_bookie_store *s, uint64_t ledger, bool trusted,
+                               const void *password, size_t password_len,
+                               sl_bookie_store_cb cb, void *arg, sl_err *err) {
   if (s == NULL || cb == NULL) return sl_err_set(err, SL_EINVAL, "bookie store: delete needs a callback");
   sl_status st = refuse_if_failed(s, err);
   if (st != SL_OK) return st;
   store_op *op = op_new(OP_DELETE, SL_JOURNAL_DELETE, ledger, 0, cb, arg);
-  st = password_key(ledger, password, password_len, op->key, err);
+  if (!trusted) st = password_key(ledger, password, password_len, op->key, err);
   if (st != SL_OK) {
     free(op);
     return st;
@@ -1199,7 +1203,7 @@ sl_status sl_bookie_store_delete_ledger(sl_bookie_store *s, uint64_t ledger,
   pthread_mutex_lock(&s->mu);
   /* An unknown ledger gets a tombstone too: a late add must not create it. */
   lstate *l = ledger_get_or_create(s, ledger, &created);
-  st = check_key(l, op->key, &records, err);
+  if (!trusted) st = check_key(l, op->key, &records, err);
   if (st == SL_OK && l->inflight > 0) {
     /* Ordering adds before a delete in one batch would need the delete to
      * see unapplied entries; refusing keeps apply simple. */
@@ -1216,6 +1220,17 @@ sl_status sl_bookie_store_delete_ledger(sl_bookie_store *s, uint64_t ledger,
   pthread_mutex_unlock(&s->mu);
   if (st != SL_OK) free(op);
   return st;
+}
+
+sl_status sl_bookie_store_delete_ledger(sl_bookie_store *s, uint64_t ledger,
+                                        const void *password, size_t password_len,
+                                        sl_bookie_store_cb cb, void *arg, sl_err *err) {
+  return delete_ledger(s, ledger, false, password, password_len, cb, arg, err);
+}
+
+sl_status sl_bookie_store_drop_ledger(sl_bookie_store *s, uint64_t ledger,
+                                      sl_bookie_store_cb cb, void *arg, sl_err *err) {
+  return delete_ledger(s, ledger, true, NULL, 0, cb, arg, err);
 }
 
 /* ---- reads ---- */

@@ -47,7 +47,10 @@
  * of a tombstoned ledger are refused with SL_EDELETED, also after restart
  * and replay, so a late writer or fencer cannot bring it back. Ledger ids
  * are never reused (DESIGN.md §2), so tombstones are never removed (each
- * takes one small leveldb value and one table slot).
+ * takes one small leveldb value and one table slot). A delete comes from
+ * a broker (sl_bookie_store_delete_ledger, with the password) or from the
+ * bookie's own sweep (sl_bookie_store_drop_ledger, on the metadata
+ * service's tombstone; ledger_sweep.h).
  *
  * Invariants
  *  1. An add, fence, LAC update or delete is acknowledged (callback with
@@ -260,6 +263,21 @@ sl_status sl_bookie_store_delete_ledger(sl_bookie_store *s, uint64_t ledger,
                                         const void *password, size_t password_len,
                                         sl_bookie_store_cb cb, void *arg,
                                         sl_err *err);
+
+/*
+ * Trusted delete, for the bookie's own sweep (ledger_sweep.h) only: the
+ * same effect as sl_bookie_store_delete_ledger (entries removed, a
+ * tombstone left, durable and applied before cb runs; the same journal
+ * record, so replay cannot tell them apart) but without the password check.
+ * The bookie stores only a ledger's key, never its password, so it could
+ * not pass the check itself; the authority is the metadata service's
+ * tombstone for the ledger, which the caller must have seen. Errors (cb not
+ * called): SL_EINVAL, SL_EBUSY (requests for it in flight; retry later),
+ * SL_EFAILED. Allowed while read-only.
+ */
+sl_status sl_bookie_store_drop_ledger(sl_bookie_store *s, uint64_t ledger,
+                                      sl_bookie_store_cb cb, void *arg,
+                                      sl_err *err);
 
 /*
  * Reads an entry into *out (release it with sl_ledger_entry_release). The

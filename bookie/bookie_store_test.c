@@ -22,47 +22,7 @@
 
 /* ---- helpers ---- */
 
-/* Blocks or fails the journal's syncs on demand. */
-typedef struct gate {
-  pthread_mutex_t mu;
-  pthread_cond_t cv;
-  bool closed;  /* syncs wait while closed */
-  bool fail;    /* syncs fail with EIO */
-  int waiting;  /* syncs blocked right now */
-} gate;
-
-static gate g_gate = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, false, 0};
-
-static int gate_hook(int fd, void *arg) {
-  gate *g = arg;
-  pthread_mutex_lock(&g->mu);
-  g->waiting++;
-  pthread_cond_broadcast(&g->cv);
-  while (g->closed) pthread_cond_wait(&g->cv, &g->mu);
-  g->waiting--;
-  bool fail = g->fail;
-  pthread_mutex_unlock(&g->mu);
-  if (fail) {
-    errno = EIO;
-    return -1;
-  }
-  return fdatasync(fd);
-}
-
-static void gate_set(gate *g, bool closed, bool fail) {
-  pthread_mutex_lock(&g->mu);
-  g->closed = closed;
-  g->fail = fail;
-  pthread_cond_broadcast(&g->cv);
-  pthread_mutex_unlock(&g->mu);
-}
-
-/* Waits until the journal thread is blocked in a sync. */
-static void gate_wait_blocked(gate *g) {
-  pthread_mutex_lock(&g->mu);
-  while (g->waiting == 0) pthread_cond_wait(&g->cv, &g->mu);
-  pthread_mutex_unlock(&g->mu);
-}
+static sl_test_gate g_gate = SL_TEST_GATE_INIT;
 
 static sl_bookie_store_opts test_opts(void) {
   sl_bookie_store_opts o = SL_BOOKIE_STORE_OPTS_INIT;
@@ -78,9 +38,9 @@ static sl_bookie_store_opts test_opts(void) {
 /* test_opts with the journal's syncs going through g_gate, left open. */
 static sl_bookie_store_opts gated_opts(void) {
   sl_bookie_store_opts o = test_opts();
-  o.sync_hook = gate_hook;
+  o.sync_hook = sl_test_gate_hook;
   o.hook_arg = &g_gate;
-  gate_set(&g_gate, false, false);
+  sl_test_gate_set(&g_gate, false, false);
   return o;
 }
 
@@ -437,10 +397,10 @@ static void test_bookie_store__fence_refuses_before_durable(void **state) {
   sl_bookie_store *s = open_store(dir, &o);
   sl_test_waiter w;
   sl_test_waiter_init(&w);
-  gate_set(&g_gate, true, false);
+  sl_test_gate_set(&g_gate, true, false);
   sl_bookie_add_req r0 = make_add(5, 0, 1, "before");
   assert_int_equal(sl_bookie_store_add(s, &r0, sl_test_waiter_cb, &w, NULL), SL_OK);
-  gate_wait_blocked(&g_gate);
+  sl_test_gate_wait_blocked(&g_gate);
   assert_int_equal(sl_bookie_store_fence(s, 5, 1, NULL, 0, sl_test_waiter_cb, &w, NULL), SL_OK);
   sl_err err = SL_ERR_INIT;
   sl_bookie_add_req r1 = make_add(5, 1, 1, "after");
@@ -448,7 +408,7 @@ static void test_bookie_store__fence_refuses_before_durable(void **state) {
   /* A delete must wait for the requests in flight. */
   assert_int_equal(sl_bookie_store_delete_ledger(s, 5, NULL, 0, sl_test_waiter_cb, &w, &err), SL_EBUSY);
   assert_int_equal(w.done, 0);
-  gate_set(&g_gate, false, false);
+  sl_test_gate_set(&g_gate, false, false);
   assert_true(sl_test_waiter_wait(&w, 2, 10000));
   assert_int_equal(w.ok, 2);
   expect_read(s, 5, 0, "before");
@@ -721,16 +681,16 @@ static void test_bookie_store__duplicate_add(void **state) {
   /* Resends of an entry still waiting for its sync. */
   sl_test_waiter w;
   sl_test_waiter_init(&w);
-  gate_set(&g_gate, true, false);
+  sl_test_gate_set(&g_gate, true, false);
   sl_bookie_add_req a = make_add(9, 2, 1, "queued");
   sl_bookie_add_req b = make_add(9, 3, 1, "filler");
   assert_int_equal(sl_bookie_store_add(s, &a, sl_test_waiter_cb, &w, NULL), SL_OK);
-  gate_wait_blocked(&g_gate);
+  sl_test_gate_wait_blocked(&g_gate);
   assert_int_equal(sl_bookie_store_add(s, &b, sl_test_waiter_cb, &w, NULL), SL_OK);
   assert_int_equal(sl_bookie_store_add(s, &a, sl_test_waiter_cb, &w, NULL), SL_OK);
   sl_bookie_add_req c = make_add(9, 2, 1, "other");
   assert_int_equal(sl_bookie_store_add(s, &c, sl_test_waiter_cb, &w, &err), SL_ECONFLICT);
-  gate_set(&g_gate, false, false);
+  sl_test_gate_set(&g_gate, false, false);
   assert_true(sl_test_waiter_wait(&w, 3, 10000));
   assert_int_equal(w.ok, 3);
   expect_read(s, 9, 2, "queued");
@@ -966,11 +926,11 @@ static void test_bookie_store__sync_failure_fails_store(void **state) {
   sl_bookie_store_opts o = gated_opts();
   sl_bookie_store *s = open_store(dir, &o);
   assert_int_equal(add_str(s, 1, 0, 1, "good", NULL), SL_OK);
-  gate_set(&g_gate, false, true);
+  sl_test_gate_set(&g_gate, false, true);
   sl_err err = SL_ERR_INIT;
   assert_int_equal(add_str(s, 1, 1, 1, "lost", &err), SL_EFAILED);
   assert_non_null(strstr(err.msg, "fdatasync"));
-  gate_set(&g_gate, false, false);
+  sl_test_gate_set(&g_gate, false, false);
   assert_int_equal(add_str(s, 1, 2, 1, "refused", &err), SL_EFAILED);
   assert_int_equal(fence_wait(s, 1, 1, &err), SL_EFAILED);
   expect_read(s, 1, 0, "good"); /* reads still served */
@@ -1294,18 +1254,18 @@ static void test_bookie_store__busy_past_inflight_cap(void **state) {
   sl_bookie_store *s = open_store(dir, &o);
   sl_test_waiter w;
   sl_test_waiter_init(&w);
-  gate_set(&g_gate, true, false);
+  sl_test_gate_set(&g_gate, true, false);
   char big[151];
   memset(big, 'b', 150);
   big[150] = '\0';
   sl_bookie_add_req r0 = make_add(6, 0, 1, big); /* alone: admitted */
   assert_int_equal(sl_bookie_store_add(s, &r0, sl_test_waiter_cb, &w, NULL), SL_OK);
-  gate_wait_blocked(&g_gate);
+  sl_test_gate_wait_blocked(&g_gate);
   sl_err err = SL_ERR_INIT;
   sl_bookie_add_req r1 = make_add(7, 0, 1, "x");
   assert_int_equal(sl_bookie_store_add(s, &r1, sl_test_waiter_cb, &w, &err), SL_EBUSY);
   assert_non_null(strstr(err.msg, "150 bytes of adds in flight"));
-  gate_set(&g_gate, false, false);
+  sl_test_gate_set(&g_gate, false, false);
   assert_true(sl_test_waiter_wait(&w, 1, 10000));
   assert_int_equal(w.ok, 1);
   assert_int_equal(add_str(s, 7, 0, 1, "x", NULL), SL_OK);

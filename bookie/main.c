@@ -1,11 +1,12 @@
 /*
  * sluice-bookie: entry point. Config table, then sl_service_main(): opens the
  * bookie store, serves BookieService, and (with --metadata) keeps a session
- * with the metadata service that says whether we are read-only.
+ * with the metadata service that says whether we are read-only, and sweeps
+ * away local ledgers the metadata service says are deleted (ledger_sweep.h).
  *
  * Shutdown order (SIGTERM): the server drains (every add in flight
- * completes, since each holds its call), the session is closed, then the
- * store takes its final checkpoint and closes.
+ * completes, since each holds its call), the session is closed and the
+ * sweep stopped, then the store takes its final checkpoint and closes.
  */
 #include <errno.h>
 #include <limits.h>
@@ -18,6 +19,7 @@
 
 #include "bookie.slrpc.h"
 #include "bookie/bookie_store.h"
+#include "bookie/ledger_sweep.h"
 #include "bookie/registration.h"
 #include "bookie/service.h"
 #include "common/log.h"
@@ -55,6 +57,8 @@ typedef struct bookie_cfg {
   long long max_inflight_bytes;
   long long read_threads;
   long long read_nice;
+  long long sweep_interval_ms;
+  long long sweep_lookups_per_second;
 } bookie_cfg;
 
 static bookie_cfg cfg;
@@ -128,6 +132,12 @@ static const sl_conf_entry table[] = {
                 "threads serving ReadEntry/ReadEntries, apart from the add path"),
     SL_CONF_INT(bookie_cfg, read_nice, "5", 0, 19, E "READ_NICE",
                 "nice value of the read threads: higher lets adds take the CPU first"),
+    SL_CONF_INT(bookie_cfg, sweep_interval_ms, "600000", 0, 86400000,
+                E "SWEEP_INTERVAL_MS",
+                "how often ledgers deleted in metadata are dropped here; 0 = never"),
+    SL_CONF_INT(bookie_cfg, sweep_lookups_per_second, "100", 1, 100000,
+                E "SWEEP_LOOKUPS_PER_SECOND",
+                "most GetLedger calls per second the sweep makes to the metadata service"),
 };
 #undef E
 
@@ -137,6 +147,7 @@ typedef struct bookie {
   sl_bookie_svc *svc;
   pthread_mutex_t reg_mu; /* guards reg: the disk watcher pokes it */
   sl_registration *reg;
+  sl_sweep *sweep;        /* NULL without --metadata or with sweeps off */
 } bookie;
 
 /* Disk watcher thread. */
@@ -265,13 +276,34 @@ static void advertised(const bookie_cfg *c, int port, char *out, size_t n) {
   snprintf(out, n, "%s:%d", host, port);
 }
 
-static sl_status serving(void *state, int port, sl_err *err) {
-  bookie *b = state;
-  const bookie_cfg *c = b->cfg;
-  if (c->metadata[0] == '\0') {
-    sl_log(SL_LOG_INFO, "event=registration_disabled reason=\"no --metadata\"");
-    return SL_OK;
+/* The PEMs for talking to the metadata service: none (plaintext) without
+ * --metadata_tls_ca, else that CA and, if this bookie serves with a
+ * certificate and key (--tls_cert, --tls_key), those as its client
+ * certificate. Registration and sweep share them. Caller releases. */
+typedef struct metadata_pems {
+  char *ca, *cert, *key;
+} metadata_pems;
+
+static sl_status read_metadata_pems(const bookie_cfg *c, metadata_pems *p, sl_err *err) {
+  *p = (metadata_pems){NULL, NULL, NULL};
+  if (c->metadata_tls_ca[0] == '\0') return SL_OK;
+  sl_status st = sl_service_read_file(c->metadata_tls_ca, &p->ca, err);
+  if (st == SL_OK && c->svc.tls_cert[0] != '\0' && c->svc.tls_key[0] != '\0') {
+    st = sl_service_read_file(c->svc.tls_cert, &p->cert, err);
+    if (st == SL_OK) st = sl_service_read_file(c->svc.tls_key, &p->key, err);
   }
+  return st;
+}
+
+static void metadata_pems_release(metadata_pems *p) {
+  free(p->ca);
+  free(p->cert);
+  free(p->key);
+}
+
+static sl_status start_registration(bookie *b, int port, const metadata_pems *p,
+                                    sl_err *err) {
+  const bookie_cfg *c = b->cfg;
   char addr[300];
   advertised(c, port, addr, sizeof(addr));
   sl_registration_opts ro = SL_REGISTRATION_OPTS_INIT;
@@ -283,29 +315,49 @@ static sl_status serving(void *state, int port, sl_err *err) {
   ro.ttl_seconds = (uint32_t)c->registration_ttl;
   ro.get_state = get_state;
   ro.arg = b;
-  char *ca = NULL, *cert = NULL, *key = NULL;
+  ro.tls_root_pem = p->ca;
+  ro.tls_cert_pem = p->cert;
+  ro.tls_key_pem = p->key;
   sl_registration *reg = NULL;
-  sl_status st = SL_OK;
-  if (c->metadata_tls_ca[0] != '\0') {
-    if ((st = sl_service_read_file(c->metadata_tls_ca, &ca, err)) != SL_OK) goto out;
-    if (c->svc.tls_cert[0] != '\0' && c->svc.tls_key[0] != '\0' &&
-        ((st = sl_service_read_file(c->svc.tls_cert, &cert, err)) != SL_OK ||
-         (st = sl_service_read_file(c->svc.tls_key, &key, err)) != SL_OK))
-      goto out;
-  }
-  ro.tls_root_pem = ca;
-  ro.tls_cert_pem = cert;
-  ro.tls_key_pem = key;
-  st = sl_registration_start(&ro, &reg, err);
-out:
-  free(ca);
-  free(cert);
-  free(key);
+  sl_status st = sl_registration_start(&ro, &reg, err);
   if (st != SL_OK) return st;
   pthread_mutex_lock(&b->reg_mu);
   b->reg = reg;
   pthread_mutex_unlock(&b->reg_mu);
   return SL_OK;
+}
+
+static sl_status start_sweep(bookie *b, const metadata_pems *p, sl_err *err) {
+  const bookie_cfg *c = b->cfg;
+  if (c->sweep_interval_ms == 0) {
+    sl_log(SL_LOG_INFO, "event=sweep_disabled reason=\"sweep_interval_ms is 0\"");
+    return SL_OK;
+  }
+  sl_sweep_opts so = SL_SWEEP_OPTS_INIT;
+  so.target = c->metadata;
+  so.tls_root_pem = p->ca;
+  so.tls_cert_pem = p->cert;
+  so.tls_key_pem = p->key;
+  so.interval_ms = (int)c->sweep_interval_ms;
+  so.lookups_per_second = (int)c->sweep_lookups_per_second;
+  so.metrics = sl_metrics_default();
+  return sl_sweep_start(b->store, &so, &b->sweep, err);
+}
+
+/* With --metadata: registers, and sweeps ledgers deleted in metadata. What
+ * started before a failure is stopped by stop(). */
+static sl_status serving(void *state, int port, sl_err *err) {
+  bookie *b = state;
+  if (b->cfg->metadata[0] == '\0') {
+    sl_log(SL_LOG_INFO, "event=registration_disabled reason=\"no --metadata\"");
+    return SL_OK;
+  }
+  metadata_pems p;
+  sl_status st = read_metadata_pems(b->cfg, &p, err);
+  if (st == SL_OK) st = start_registration(b, port, &p, err);
+  if (st == SL_OK) st = start_sweep(b, &p, err);
+  metadata_pems_release(&p);
+  return st;
 }
 
 static void stop(void *state) {
@@ -316,6 +368,9 @@ static void stop(void *state) {
   b->reg = NULL;
   pthread_mutex_unlock(&b->reg_mu);
   sl_registration_stop(reg);
+  /* Before the store closes: the sweep drops ledgers through it. */
+  sl_sweep_stop(b->sweep);
+  b->sweep = NULL;
   sl_bookie_svc_stats s;
   sl_bookie_svc_get_stats(b->svc, &s);
   sl_log(SL_LOG_INFO, "event=service_stats streams=%llu adds=%llu adds_ok=%llu "

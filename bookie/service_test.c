@@ -28,45 +28,15 @@
 
 /* ---- fixture ---- */
 
-typedef struct gate {
-  pthread_mutex_t mu;
-  pthread_cond_t cv;
-  bool closed;
-  bool fail;     /* syncs fail with EIO (the store then FAILS) */
-  uint64_t held; /* syncs waiting at the gate */
-} gate;
-
 typedef struct fx {
   char *dir;
-  gate g;
+  sl_test_gate g;
   sl_bookie_store *store;
   sl_bookie_svc *svc;
   sl_rpc_server *srv;
   sl_rpc_channel *ch;
   sl_metrics *metrics; /* private registry for the store and the service */
 } fx;
-
-static int gated_sync(int fd, void *arg) {
-  gate *g = arg;
-  pthread_mutex_lock(&g->mu);
-  g->held++;
-  while (g->closed) pthread_cond_wait(&g->cv, &g->mu);
-  g->held--;
-  bool fail = g->fail;
-  pthread_mutex_unlock(&g->mu);
-  if (fail) {
-    errno = EIO;
-    return -1;
-  }
-  return fdatasync(fd);
-}
-
-static void gate_set(gate *g, bool closed) {
-  pthread_mutex_lock(&g->mu);
-  g->closed = closed;
-  pthread_cond_broadcast(&g->cv);
-  pthread_mutex_unlock(&g->mu);
-}
 
 static fx *fx_start(uint32_t max_stream_adds, size_t write_queue_max) {
   fx *f = calloc(1, sizeof(*f));
@@ -77,7 +47,7 @@ static fx *fx_start(uint32_t max_stream_adds, size_t write_queue_max) {
   sl_bookie_store_opts so = SL_BOOKIE_STORE_OPTS_INIT;
   so.journal_segment_bytes = 4u << 20;
   so.max_entry_bytes = 64u << 10;
-  so.sync_hook = gated_sync;
+  so.sync_hook = sl_test_gate_hook;
   so.hook_arg = &f->g;
   so.checkpoint_interval_ms = 600000; /* tests checkpoint explicitly */
   f->metrics = sl_metrics_create();
@@ -102,7 +72,7 @@ static fx *fx_start(uint32_t max_stream_adds, size_t write_queue_max) {
 }
 
 static void fx_stop(fx *f) {
-  gate_set(&f->g, false);
+  sl_test_gate_set(&f->g, false, false);
   sl_rpc_channel_destroy(f->ch);
   sl_rpc_server_destroy(f->srv);
   sl_bookie_svc_destroy(f->svc);
@@ -286,7 +256,7 @@ static bool adds_completed(void *arg) {
 static bool syncs_held(void *arg) {
   fx *f = arg;
   pthread_mutex_lock(&f->g.mu);
-  bool held = f->g.held > 0;
+  bool held = f->g.waiting > 0;
   pthread_mutex_unlock(&f->g.mu);
   return held;
 }
@@ -461,7 +431,7 @@ static void test_service__fence_and_fencing_read(void **state) {
 static void test_service__pauses_reads_at_limit(void **state) {
   (void)state;
   fx *f = fx_start(16, 0);
-  gate_set(&f->g, true);
+  sl_test_gate_set(&f->g, true, false);
   sl_rpc_stream *s = open_adds(f);
   for (int64_t e = 0; e < 200; e++) send_add(s, 5, e, 64, 1, false, (uint64_t)e);
   pred_arg p = {f, 16};
@@ -472,7 +442,7 @@ static void test_service__pauses_reads_at_limit(void **state) {
   sl_bookie_svc_stats st = stats(f);
   assert_int_equal(st.pauses, 1);
   assert_true(st.adds <= 17);
-  gate_set(&f->g, false);
+  sl_test_gate_set(&f->g, false, false);
   assert_int_equal(sl_rpc_stream_close_send(s, NULL), SL_OK);
   for (int i = 0; i < 200; i++) assert_int_equal(recv_ack(s, NULL, NULL, 0), 0);
   sl_rpc_stream_destroy(s);
@@ -561,13 +531,13 @@ static void test_service__slow_reader_loses_no_ack(void **state) {
 static void test_service__cancel_with_adds_in_flight(void **state) {
   (void)state;
   fx *f = fx_start(0, 0);
-  gate_set(&f->g, true);
+  sl_test_gate_set(&f->g, true, false);
   sl_rpc_stream *s = open_adds(f);
   for (int64_t e = 0; e < 100; e++) send_add(s, 8, e, 128, 1, false, (uint64_t)e);
   pred_arg p = {f, 100};
   assert_true(sl_test_poll(adds_received, &p, 10000));
   sl_rpc_stream_destroy(s); /* cancels */
-  gate_set(&f->g, false);
+  sl_test_gate_set(&f->g, false, false);
   /* The adds were accepted before the cancel: they complete and are
    * readable; only their acks had nowhere to go. */
   assert_true(sl_test_poll(adds_completed, &p, 10000));
@@ -757,9 +727,7 @@ static void test_service__typed_status_on_every_refusal(void **state) {
   assert_string_equal(error, "ledger 40: deleted");
 
   /* A failed journal: FAILED, for this add and every later one. */
-  pthread_mutex_lock(&f->g.mu);
-  f->g.fail = true;
-  pthread_mutex_unlock(&f->g.mu);
+  sl_test_gate_set(&f->g, false, true);
   r.ledger_id = 42;
   r.entry_id = 0;
   r.lac = -1;

@@ -122,9 +122,10 @@ static void ledger_deleted(sl_status st, const char *details, ProtobufCMessage *
   cursor_unref(c);
 }
 
-/* Deletes a cursor ledger's metadata (its entries go with it); a failure
- * leaves an orphan ledger, logged, never a record naming a deleted one
- * (invariant 4: the record moved off it first). */
+/* Deletes a cursor ledger's metadata, leaving its tombstone: its bookies
+ * drop their copies when their sweep sees it (bookie/ledger_sweep.h). A
+ * failure leaves an orphan ledger, logged, never a record naming a deleted
+ * one (invariant 4: the record moved off it first). */
 static void delete_ledger(sl_cursor *c, uint64_t ledger_id) {
   if (ledger_id == 0) return;
   Sluice__V1__DeleteLedgerRequest req = SLUICE__V1__DELETE_LEDGER_REQUEST__INIT;

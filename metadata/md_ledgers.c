@@ -31,6 +31,8 @@
  *      partition's last id, whichever replica created that one.
  *   7. A deleted id is never created again: its tombstone is written in the
  *      delete's txn and compared absent in every create's txn.
+ *   8. Only a tombstone tells a bookie to drop its copy of a ledger
+ *      (bookie/ledger_sweep.h): a missing record does not.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -317,6 +319,29 @@ SL_MD_HANDLER(create_ledger, CreateLedgerRequest) {
   sl_log(SL_LOG_DEBUG, "event=ledger_created ledger=%" PRIu64 " partition=%s", l.ledger_id,
          l.partition ? l.partition : "");
   reply_ledger(call, &l, version);
+}
+
+/* ---- tombstones of a deleted topic's ledgers ---- */
+
+sl_status sl_md_ledgers_tombstone(sl_md_service *md, const uint64_t *ids, size_t n,
+                                  sl_err *err) {
+  enum { PER_TXN = SL_STORE_TXN_MAX / 2 };
+  sl_md_key keys[2 * PER_TXN];
+  sl_store_op ops[2 * PER_TXN];
+  for (size_t done = 0; done < n;) {
+    size_t k = 0;
+    for (; k < PER_TXN && done + k < n; k++) {
+      keys[2 * k] = ledger_key(ids[done + k]);
+      keys[2 * k + 1] = tombstone_key(ids[done + k]);
+      ops[2 * k] = (sl_store_op){SL_STORE_OP_DELETE, keys[2 * k].s, keys[2 * k].len, NULL, 0, 0};
+      ops[2 * k + 1] = (sl_store_op){SL_STORE_OP_PUT, keys[2 * k + 1].s, keys[2 * k + 1].len,
+                                     "", 0, 0};
+    }
+    sl_status st = sl_store_txn(md->store, NULL, 0, ops, 2 * k, NULL, err);
+    if (st != SL_OK) return sl_md_store_status(st);
+    done += k;
+  }
+  return SL_OK;
 }
 
 /* ---- get ---- */

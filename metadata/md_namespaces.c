@@ -15,7 +15,11 @@
  *      can take ownership: AcquireOwnership compares the topic key), then
  *      wipes each partition: its epoch goes up by one (the old owner's
  *      writes fail STALE_EPOCH) in one txn with deleting its owner and
- *      managed-ledger list, then its cursors go, and last the tombstone.
+ *      managed-ledger list and copying that list to reaping-ledgers/<p>;
+ *      then the copy's ledgers are tombstoned (md_ledgers.c, invariant 8)
+ *      and the copy goes; then each cursor goes after its cursor ledger's
+ *      tombstone; last the topic's tombstone. Every step can be repeated,
+ *      so the pass that finishes an interrupted delete redoes what is left.
  *      CreateTopic finishes a wipe that a crash interrupted before it
  *      creates, and compares the tombstone absent in its txn.
  */
@@ -250,49 +254,117 @@ static void partition_name(char *buf, size_t cap, const char *topic, uint32_t n,
 }
 
 /* Invariant 3 for one partition: bump its epoch and drop its owner and
- * list in one txn, then its cursors (nobody can write them any more). */
-static sl_status wipe_partition(sl_md_service *md, const char *partition, sl_err *err) {
+ * list in one txn, which also copies the list to reaping-ledgers/<p>. The
+ * list is compared at the revision read, so an owner's last CAS before the
+ * bump cannot slip a ledger past the copy. */
+static sl_status bump_partition(sl_md_service *md, const char *partition, sl_err *err) {
+  sl_md_key owner, ml, reap;
+  sl_md_key_fmt(&owner, "owners/%s", partition);
+  sl_md_key_fmt(&ml, "managed-ledgers/%s", partition);
+  sl_md_key_fmt(&reap, "reaping-ledgers/%s", partition);
   sl_status st = SL_EVERSION;
   for (int i = 0; i < SL_MD_RETRIES && st == SL_EVERSION; i++) {
     sl_md_epoch ep;
     if ((st = sl_md_epoch_read(md, partition, &ep, err)) != SL_OK) return st;
     if (ep.epoch == UINT64_MAX)
       return sl_err_set(err, SL_ERANGE, "partition %s: epochs exhausted", partition);
+    sl_store_kv list = {0};
+    st = sl_store_get(md->store, ml.s, ml.len, &list, err);
+    if (st != SL_OK && st != SL_ENOTFOUND) return sl_md_store_status(st);
+    bool has_list = st == SL_OK;
     Sluice__V1__OwnerInfo bump = SLUICE__V1__OWNER_INFO__INIT;
     bump.partition = (char *)partition;
     bump.epoch = ep.epoch + 1;
     size_t len;
     uint8_t *val = sl_md_pack(&bump.base, &len);
-    sl_md_key owner, ml;
-    sl_md_key_fmt(&owner, "owners/%s", partition);
-    sl_md_key_fmt(&ml, "managed-ledgers/%s", partition);
-    sl_store_cmp cmp = {ep.key.s, ep.key.len, ep.rev};
-    sl_store_op ops[3] = {{SL_STORE_OP_PUT, ep.key.s, ep.key.len, val, len, 0},
+    sl_store_cmp cmps[2] = {{ep.key.s, ep.key.len, ep.rev},
+                            {ml.s, ml.len, has_list ? list.mod_revision : SL_STORE_REV_ABSENT}};
+    sl_store_op ops[4] = {{SL_STORE_OP_PUT, ep.key.s, ep.key.len, val, len, 0},
                           {SL_STORE_OP_DELETE, owner.s, owner.len, NULL, 0, 0},
-                          {SL_STORE_OP_DELETE, ml.s, ml.len, NULL, 0, 0}};
+                          {SL_STORE_OP_DELETE, ml.s, ml.len, NULL, 0, 0},
+                          {SL_STORE_OP_PUT, reap.s, reap.len, list.value, list.value_len, 0}};
     int64_t rev = 0;
-    st = sl_store_txn(md->store, &cmp, 1, ops, 3, &rev, err);
+    st = sl_store_txn(md->store, cmps, 2, ops, has_list ? 4 : 3, &rev, err);
     free(val);
+    sl_store_kv_release(&list);
     if (st == SL_OK) sl_md_epoch_note(md, partition, rev, bump.epoch);
   }
   if (st == SL_EVERSION)
     return sl_err_set(err, st, "partition %s: epoch keeps changing; try again", partition);
+  return sl_md_store_status(st);
+}
+
+/* Tombstones the ledgers of the list copied by bump_partition, then drops
+ * the copy; a failure leaves it for the next pass of the delete. */
+static sl_status reap_list(sl_md_service *md, const char *partition, sl_err *err) {
+  sl_md_key reap;
+  sl_md_key_fmt(&reap, "reaping-ledgers/%s", partition);
+  sl_store_kv kv = {0};
+  sl_status st = sl_store_get(md->store, reap.s, reap.len, &kv, err);
+  if (st == SL_ENOTFOUND) return SL_OK;
   if (st != SL_OK) return sl_md_store_status(st);
+  ProtobufCMessage *m = NULL;
+  st = sl_md_unpack(&kv, &sluice__v1__managed_ledger_info__descriptor, &m, err);
+  if (st == SL_OK) {
+    const Sluice__V1__ManagedLedgerInfo *list = (const Sluice__V1__ManagedLedgerInfo *)m;
+    uint64_t *ids = sl_xcalloc(list->n_ledgers + 1, sizeof(*ids));
+    for (size_t i = 0; i < list->n_ledgers; i++) ids[i] = list->ledgers[i]->ledger_id;
+    st = sl_md_ledgers_tombstone(md, ids, list->n_ledgers, err);
+    if (st == SL_OK)
+      sl_log(SL_LOG_INFO, "event=partition_ledgers_tombstoned partition=%s ledgers=%zu",
+             partition, list->n_ledgers);
+    free(ids);
+    protobuf_c_message_free_unpacked(m, NULL);
+  }
+  if (st == SL_OK) {
+    st = sl_store_delete(md->store, kv.key, kv.key_len, kv.mod_revision, NULL, err);
+    if (st == SL_ENOTFOUND || st == SL_EVERSION) st = SL_OK; /* another pass did it */
+    st = sl_md_store_status(st);
+  }
+  sl_store_kv_release(&kv);
+  return st;
+}
+
+/* Deletes the partition's cursors, each after tombstoning its cursor
+ * ledger, if any (nobody can write them any more). */
+static sl_status wipe_cursors(sl_md_service *md, const char *partition, sl_err *err) {
   sl_md_key prefix;
   sl_md_key_fmt(&prefix, "cursors/%s/", partition);
   for (;;) {
     sl_store_range_result r;
-    st = sl_store_range(md->store, prefix.s, prefix.len, NULL, 0, SL_STORE_TXN_MAX, &r, err);
+    sl_status st =
+        sl_store_range(md->store, prefix.s, prefix.len, NULL, 0, SL_STORE_TXN_MAX, &r, err);
     if (st != SL_OK) return sl_md_store_status(st);
+    uint64_t ledgers[SL_STORE_TXN_MAX];
+    size_t n_ledgers = 0;
+    for (size_t i = 0; i < r.n; i++) {
+      ProtobufCMessage *m = NULL;
+      /* A record that does not decode names no ledger we could find. */
+      if (sl_md_unpack(&r.kvs[i], &sluice__v1__cursor_info__descriptor, &m, err) != SL_OK)
+        continue;
+      const Sluice__V1__CursorInfo *c = (const Sluice__V1__CursorInfo *)m;
+      if (c->ack_ledger != NULL && c->ack_ledger->ledger_id != 0)
+        ledgers[n_ledgers++] = c->ack_ledger->ledger_id;
+      protobuf_c_message_free_unpacked(m, NULL);
+    }
+    st = sl_md_ledgers_tombstone(md, ledgers, n_ledgers, err);
     sl_store_op ops[SL_STORE_TXN_MAX];
     for (size_t i = 0; i < r.n; i++)
       ops[i] = (sl_store_op){SL_STORE_OP_DELETE, r.kvs[i].key, r.kvs[i].key_len, NULL, 0, 0};
     size_t n = r.n;
-    if (n > 0) st = sl_store_txn(md->store, NULL, 0, ops, n, NULL, err);
+    if (st == SL_OK && n > 0) st = sl_md_store_status(sl_store_txn(md->store, NULL, 0, ops, n,
+                                                                   NULL, err));
     sl_store_range_result_release(&r);
-    if (st != SL_OK) return sl_md_store_status(st);
+    if (st != SL_OK) return st;
     if (n == 0) return SL_OK;
   }
+}
+
+static sl_status wipe_partition(sl_md_service *md, const char *partition, sl_err *err) {
+  sl_status st = bump_partition(md, partition, err);
+  if (st == SL_OK) st = reap_list(md, partition, err);
+  if (st == SL_OK) st = wipe_cursors(md, partition, err);
+  return st;
 }
 
 /* Wipes every partition of a deleted topic, then drops its tombstone

@@ -253,8 +253,40 @@ static void test_md_ownership__delete_topic_leaves_nothing(void **state) {
              &err);
   int64_t mlv = mresp->version;
   protobuf_c_message_free_unpacked(&mresp->base, NULL);
+  /* A cursor whose ack state lives in a cursor ledger, and a ledger of P
+   * that neither the list nor a cursor names (an owner crashed between
+   * creating it and recording it). */
+  uint64_t cursor_ledger = mdt_create_ledger(l->ch, P, e1, NULL);
+  uint64_t unnamed = mdt_create_ledger(l->ch, P, e1, NULL);
+  Sluice__V1__Position pos = SLUICE__V1__POSITION__INIT;
+  pos.ledger_id = ref.ledger_id;
+  Sluice__V1__CursorLedgerRef al = SLUICE__V1__CURSOR_LEDGER_REF__INIT;
+  al.ledger_id = cursor_ledger;
+  Sluice__V1__CursorInfo ci = SLUICE__V1__CURSOR_INFO__INIT;
+  ci.partition = P;
+  ci.subscription = "big";
+  ci.mark_delete = &pos;
+  ci.ack_ledger = &al;
+  Sluice__V1__UpdateCursorRequest cr = SLUICE__V1__UPDATE_CURSOR_REQUEST__INIT;
+  cr.info = &ci;
+  cr.epoch = e1;
+  Sluice__V1__CursorResponse *cresp = NULL;
+  mdt_expect(sl_metadata_service_update_cursor(l->ch, &cr, &cresp, NULL, &err), SL_OK, &err);
+  protobuf_c_message_free_unpacked(&cresp->base, NULL);
 
   mdt_expect(delete_topic(l->ch, "public/orders", &err), SL_OK, &err);
+  /* The list's and the cursor's ledgers are tombstoned, which is what
+   * tells their bookies to drop them; the metadata service cannot know of
+   * the unnamed one, which stays. */
+  Sluice__V1__GetLedgerRequest gl = SLUICE__V1__GET_LEDGER_REQUEST__INIT;
+  Sluice__V1__LedgerResponse *lresp = NULL;
+  gl.ledger_id = ref.ledger_id;
+  mdt_expect(sl_metadata_service_get_ledger(l->ch, &gl, &lresp, NULL, &err), SL_EDELETED, &err);
+  gl.ledger_id = cursor_ledger;
+  mdt_expect(sl_metadata_service_get_ledger(l->ch, &gl, &lresp, NULL, &err), SL_EDELETED, &err);
+  gl.ledger_id = unnamed;
+  mdt_expect(sl_metadata_service_get_ledger(l->ch, &gl, &lresp, NULL, &err), SL_OK, &err);
+  protobuf_c_message_free_unpacked(&lresp->base, NULL);
   mdt_expect(delete_topic(l->ch, "public/orders", &err), SL_ENOTFOUND, &err);
   /* Gone: owner, list, cursor; and the partition cannot be owned. */
   Sluice__V1__OwnerInfo *o = NULL;

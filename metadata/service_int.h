@@ -240,6 +240,14 @@ SL_MD_HANDLER(acquire_ownership, AcquireOwnershipRequest);
 SL_MD_HANDLER(lookup_owner, LookupOwnerRequest);
 SL_MD_HANDLER(release_ownership, ReleaseOwnershipRequest);
 
+/* Replaces the records of ledgers `ids` (any state; missing ones too) with
+ * their tombstones, SL_STORE_TXN_MAX / 2 ledgers per txn, so that a re-run
+ * after a failure only repeats what is done. The ledgers of a deleted
+ * topic: its bookies drop their copies on their own when they see the
+ * tombstone (bookie/ledger_sweep.h). */
+sl_status sl_md_ledgers_tombstone(sl_md_service *md, const uint64_t *ids, size_t n,
+                                  sl_err *err);
+
 SL_MD_HANDLER(allocate_ledger_id, AllocateLedgerIdRequest);
 SL_MD_HANDLER(create_ledger, CreateLedgerRequest);
 SL_MD_HANDLER(get_ledger, GetLedgerRequest);

@@ -414,20 +414,29 @@ void sl_lt_wipe_bookie(sl_lt *t, int i) {
     fail_msg("bookie %d: no new instance registered (was %s)", i, before);
 }
 
-void sl_lt_wait_registered(sl_lt *t, int i, int timeout_ms) {
+/* Waits until ListBookies shows bookie i (by id) or, with !want, does not. */
+static void wait_listed(sl_lt *t, int i, bool want, int timeout_ms) {
   const char *id = sl_cluster_id(t->cluster, SL_NODE_BOOKIE, i);
   int64_t deadline = sl_clock_mono_ms() + timeout_ms;
   while (sl_clock_mono_ms() < deadline) {
     Sluice__V1__ListBookiesRequest req = SLUICE__V1__LIST_BOOKIES_REQUEST__INIT;
     Sluice__V1__ListBookiesResponse *r = NULL;
     bool seen = false;
-    if (sl_metadata_service_list_bookies(t->meta, &req, &r, NULL, NULL) == SL_OK) {
-      for (size_t k = 0; k < r->n_bookies; k++)
-        seen |= strcmp(r->bookies[k]->id, id) == 0;
-      protobuf_c_message_free_unpacked(&r->base, NULL);
+    if (sl_metadata_service_list_bookies(t->meta, &req, &r, NULL, NULL) != SL_OK) {
+      usleep(50 * 1000);
+      continue;
     }
-    if (seen) return;
+    for (size_t k = 0; k < r->n_bookies; k++) seen |= strcmp(r->bookies[k]->id, id) == 0;
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    if (seen == want) return;
     usleep(50 * 1000);
   }
-  fail_msg("bookie %s not registered within %d ms", id, timeout_ms);
+  fail_msg("bookie %s still %s after %d ms", id, want ? "not registered" : "registered",
+           timeout_ms);
 }
+
+void sl_lt_wait_registered(sl_lt *t, int i, int timeout_ms) {
+  wait_listed(t, i, true, timeout_ms);
+}
+
+void sl_lt_wait_gone(sl_lt *t, int i, int timeout_ms) { wait_listed(t, i, false, timeout_ms); }

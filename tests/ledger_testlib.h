@@ -109,6 +109,9 @@ void sl_lt_wipe_bookie(sl_lt *t, int i);
 
 /* Waits until ListBookies shows bookie i (by id) live, or fails. */
 void sl_lt_wait_registered(sl_lt *t, int i, int timeout_ms);
+/* Waits until ListBookies no longer shows bookie i (its session lapsed), or
+ * fails. */
+void sl_lt_wait_gone(sl_lt *t, int i, int timeout_ms);
 
 
 #endif

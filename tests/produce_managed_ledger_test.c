@@ -3,7 +3,8 @@
  * with the real ledger client: registration before writing, rollover,
  * positions increasing across ledgers, take-over with recovery that fences
  * the old owner, properties across a reopen, trim by cursors and retention,
- * terminate (during a rollover) and the read-only open after it, bad input.
+ * terminate (during a rollover) and the read-only open after it, bookies
+ * dropping what was deleted without them, bad input.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -14,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include "broker/managed_ledger.h"
@@ -46,7 +48,8 @@ typedef struct fixture {
 
 static int setup(void **state) {
   fixture *f = calloc(1, sizeof(*f));
-  sl_lt_start(&f->lt, "produce_ml", 4, NULL, NULL);
+  static const char *const bookie_args[] = {"--sweep_interval_ms", "300", NULL};
+  sl_lt_start(&f->lt, "produce_ml", 4, bookie_args, NULL);
   f->session_a = mdt_open_broker(f->lt.meta, "broker-a", 0);
   f->session_b = mdt_open_broker(f->lt.meta, "broker-b", 0);
   f->keep_a = mdt_keeper_start(f->lt.meta, "broker-a", f->session_a, 500);
@@ -654,6 +657,24 @@ static sl_status trim_status(ml_handle *h) {
 
 static void trim(ml_handle *h) { assert_int_equal(trim_status(h), SL_OK); }
 
+/* Opens the partition (epoch e) with 5 entries per ledger, trim only when
+ * asked and no retention, then appends `count` entries tagged `tag` into *a
+ * and waits until they are written and the ledger after them is open. */
+static void open_rolled(fixture *f, ml_handle *h, const char *part, uint64_t e, appends *a,
+                        int count, const char *tag) {
+  sl_ml_policy pol = {0};
+  pol.rollover_entries = 5;
+  pol.retention_ms = 0;
+  pol.retention_bytes = -1;
+  pol.trim_interval_ms = -1;
+  assert_int_equal(ml_open(f, h, part, e, &pol, NULL), SL_OK);
+  memset(a, 0, sizeof(*a));
+  sl_tw_init(&a->s);
+  append_wait(h, a, 0, count, tag);
+  sl_tw_wait_n(&a->s, count, WAIT_MS);
+  wait_writing(h);
+}
+
 /* Without retention, ledgers every cursor has passed go (list first, then
  * their metadata); the slowest cursor holds the rest; the current ledger
  * always stays. */
@@ -661,19 +682,9 @@ static void test_managed_ledger__trim_follows_slowest_cursor(void **state) {
   fixture *f = *state;
   const char *part = "mlt/trim";
   uint64_t e = acquire(f, part, "broker-a", f->session_a);
-  sl_ml_policy pol = {0};
-  pol.rollover_entries = 5;
-  pol.retention_ms = 0;
-  pol.retention_bytes = -1;
-  pol.trim_interval_ms = -1;
   ml_handle h;
-  assert_int_equal(ml_open(f, &h, part, e, &pol, NULL), SL_OK);
   static appends a;
-  memset(&a, 0, sizeof(a));
-  sl_tw_init(&a.s);
-  append_wait(&h, &a, 0, 20, "t");
-  sl_tw_wait_n(&a.s, 20, WAIT_MS);
-  wait_writing(&h);
+  open_rolled(f, &h, part, e, &a, 20, "t");
   uint64_t ids[16];
   size_t n = list_ledgers(f, part, ids, NULL, 16);
   assert_true(n >= 4);
@@ -790,19 +801,9 @@ static void test_managed_ledger__trim_deletes_bookie_data(void **state) {
   fixture *f = *state;
   const char *part = "mlt/trimdata";
   uint64_t e = acquire(f, part, "broker-a", f->session_a);
-  sl_ml_policy pol = {0};
-  pol.rollover_entries = 5;
-  pol.retention_ms = 0;
-  pol.retention_bytes = -1;
-  pol.trim_interval_ms = -1;
   ml_handle h;
-  assert_int_equal(ml_open(f, &h, part, e, &pol, NULL), SL_OK);
   static appends a;
-  memset(&a, 0, sizeof(a));
-  sl_tw_init(&a.s);
-  append_wait(&h, &a, 0, 15, "d");
-  sl_tw_wait_n(&a.s, 15, WAIT_MS);
-  wait_writing(&h);
+  open_rolled(f, &h, part, e, &a, 15, "d");
   uint64_t first = a.pos[0].ledger_id, second = a.pos[5].ledger_id;
   assert_true(first < second && second < a.pos[10].ledger_id);
   int nb = sl_cluster_count(f->lt.cluster, SL_NODE_BOOKIE);
@@ -885,6 +886,69 @@ static void test_managed_ledger__trim_deletes_bookie_data(void **state) {
   ml_destroy(&h);
 }
 
+/* Waits until bookie i answers DELETED (a tombstone) for the ledger. */
+static void await_dropped(fixture *f, int i, uint64_t ledger) {
+  int64_t deadline = sl_clock_mono_ms() + WAIT_MS;
+  bool found = true;
+  sl_status st;
+  while ((st = bookie_read(f, i, ledger, 0, &found)) != SL_EDELETED) {
+    if (sl_clock_mono_ms() > deadline)
+      fail_msg("bookie %d still answers %s for ledger %llu", i, sl_status_str(st),
+               (unsigned long long)ledger);
+    usleep(50 * 1000);
+  }
+  assert_false(found);
+}
+
+/* Bookies drop what the metadata service deleted without them (each
+ * bookie's sweep, set to run every 300 ms in setup):
+ *  - a bookie whose session had lapsed when its ledger was trimmed: the
+ *    broker skips it and deletes the metadata, and the bookie comes back
+ *    with its copy;
+ *  - every bookie of a deleted topic, whose ledgers the metadata service
+ *    only tombstones. */
+static void test_managed_ledger__sweep_drops_deleted_ledgers(void **state) {
+  fixture *f = *state;
+  const char *part = "mlt/sweep";
+  uint64_t e = acquire(f, part, "broker-a", f->session_a);
+  ml_handle h;
+  static appends a;
+  open_rolled(f, &h, part, e, &a, 12, "s");
+  uint64_t first = a.pos[0].ledger_id, second = a.pos[5].ledger_id,
+           third = a.pos[10].ledger_id;
+  assert_true(first < second && second < third);
+  int ens[8];
+  size_t n_ens = 0;
+  ledger_bookies(f, first, ens, &n_ens);
+  int away = ens[0];
+  sl_err err = SL_ERR_INIT;
+  assert_int_equal(sl_cluster_kill9(f->lt.cluster, SL_NODE_BOOKIE, away, &err), SL_OK);
+  sl_lt_wait_gone(&f->lt, away, WAIT_MS);
+  update_cursor(f, part, "c", a.pos[4], e, 0);
+  trim(&h);
+  assert_int_equal(ledger_meta_status(f, first), SL_EDELETED);
+  assert_int_equal(sl_cluster_restart(f->lt.cluster, SL_NODE_BOOKIE, away, &err), SL_OK);
+  sl_lt_wait_registered(&f->lt, away, WAIT_MS);
+  await_dropped(f, away, first);
+
+  int later[16];
+  size_t n_later = 0, n3 = 0;
+  ledger_bookies(f, second, later, &n_later);
+  ledger_bookies(f, third, later + n_later, &n3);
+  n_later += n3;
+  Sluice__V1__DeleteTopicRequest dt = SLUICE__V1__DELETE_TOPIC_REQUEST__INIT;
+  dt.name = (char *)part;
+  Sluice__V1__DeleteTopicResponse *dr = NULL;
+  sl_rpc_call_opts o = mdt_opts(10000);
+  mdt_expect(sl_metadata_service_delete_topic(f->lt.meta, &dt, &dr, &o, &err), SL_OK, &err);
+  protobuf_c_message_free_unpacked(&dr->base, NULL);
+  assert_int_equal(ledger_meta_status(f, second), SL_EDELETED);
+  assert_int_equal(ledger_meta_status(f, third), SL_EDELETED);
+  for (size_t k = 0; k < n_later; k++)
+    await_dropped(f, later[k], k < n_later - n3 ? second : third);
+  ml_destroy(&h);
+}
+
 /* Bad options, appends after close, a stale epoch: clear statuses. */
 static void test_managed_ledger__bad_input(void **state) {
   fixture *f = *state;
@@ -928,6 +992,7 @@ int main(void) {
       cmocka_unit_test(test_managed_ledger__properties_survive_reopen),
       cmocka_unit_test(test_managed_ledger__trim_follows_slowest_cursor),
       cmocka_unit_test(test_managed_ledger__trim_deletes_bookie_data),
+      cmocka_unit_test(test_managed_ledger__sweep_drops_deleted_ledgers),
       cmocka_unit_test(test_managed_ledger__terminate_then_read_only),
       cmocka_unit_test(test_managed_ledger__bad_input),
   };

@@ -136,3 +136,33 @@ bool sl_test_poll(bool (*pred)(void *arg), void *arg, int timeout_ms) {
     usleep(1000);
   }
 }
+
+int sl_test_gate_hook(int fd, void *gate) {
+  sl_test_gate *g = gate;
+  pthread_mutex_lock(&g->mu);
+  g->waiting++;
+  pthread_cond_broadcast(&g->cv);
+  while (g->closed) pthread_cond_wait(&g->cv, &g->mu);
+  g->waiting--;
+  bool fail = g->fail;
+  pthread_mutex_unlock(&g->mu);
+  if (fail) {
+    errno = EIO;
+    return -1;
+  }
+  return fdatasync(fd);
+}
+
+void sl_test_gate_set(sl_test_gate *g, bool closed, bool fail) {
+  pthread_mutex_lock(&g->mu);
+  g->closed = closed;
+  g->fail = fail;
+  pthread_cond_broadcast(&g->cv);
+  pthread_mutex_unlock(&g->mu);
+}
+
+void sl_test_gate_wait_blocked(sl_test_gate *g) {
+  pthread_mutex_lock(&g->mu);
+  while (g->waiting == 0) pthread_cond_wait(&g->cv, &g->mu);
+  pthread_mutex_unlock(&g->mu);
+}

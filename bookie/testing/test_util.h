@@ -55,4 +55,21 @@ bool sl_test_waiter_wait(sl_test_waiter *w, uint64_t n, int timeout_ms);
 bool sl_test_poll(bool (*pred)(void *arg), void *arg, int timeout_ms);
 
 
+/* Blocks or fails the journal's syncs on demand: a store's sync_hook
+ * (sl_test_gate_hook, with the gate as hook_arg). */
+typedef struct sl_test_gate {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  bool closed;  /* syncs wait while closed */
+  bool fail;    /* syncs fail with EIO */
+  int waiting;  /* syncs blocked right now */
+} sl_test_gate;
+
+#define SL_TEST_GATE_INIT {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, false, 0}
+
+int sl_test_gate_hook(int fd, void *gate);
+void sl_test_gate_set(sl_test_gate *g, bool closed, bool fail);
+/* Waits until a sync is blocked in the gate. */
+void sl_test_gate_wait_blocked(sl_test_gate *g);
+
 #endif

@@ -1,9 +1,10 @@
 /*
  * Deleting a ledger (ledger.h, sl_ledger_delete_async): its entries on every
  * bookie that ever held it, then its metadata. Data first, because the
- * metadata is the only record of where the data is: once it is gone, a
- * leftover copy could not be found again. So a ledger whose metadata is gone
- * has no data left on any registered bookie, and a re-run after a crash
+ * metadata is the only record of where the data is: once it is gone, only
+ * each bookie's own sweep (bookie/ledger_sweep.h) would still find a
+ * leftover copy, up to a sweep interval later. So a ledger whose metadata is
+ * gone has no data left on any registered bookie, and a re-run after a crash
  * between the steps redoes the bookie deletes (idempotent: a tombstone may
  * be deleted again) and then the metadata.
  */
@@ -133,7 +134,8 @@ static bool registered(sl_ledger_client *c, const char *id) {
 
 static void send_delete(del_op *op, const char *id) {
   /* A bookie with no registration is gone (its session lapsed); waiting for
-   * it would keep the ledger forever. Its copy leaves with its disk. */
+   * it would keep the ledger forever. If it comes back, its sweep drops its
+   * copy on seeing the tombstone (bookie/ledger_sweep.h). */
   if (!registered(op->c, id)) {
     sl_log(SL_LOG_WARN, "event=ledger_delete_skipped ledger=%" PRIu64
            " bookie=%s reason=not_registered", op->ledger_id, id);
