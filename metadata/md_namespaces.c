@@ -315,6 +315,12 @@ static sl_status reap_list(sl_md_service *md, const char *partition, sl_err *err
              partition, list->n_ledgers);
     free(ids);
     protobuf_c_message_free_unpacked(m, NULL);
+  } else {
+    /* It names no ledger we could find; keeping it would fail every later
+     * pass of this delete. */
+    sl_log(SL_LOG_WARN, "event=reaping_list_unreadable partition=%s error=\"%s\"", partition,
+           sl_err_msg(err, st));
+    st = SL_OK;
   }
   if (st == SL_OK) {
     st = sl_store_delete(md->store, kv.key, kv.key_len, kv.mod_revision, NULL, err);

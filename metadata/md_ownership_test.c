@@ -328,6 +328,23 @@ static void test_md_ownership__delete_topic_leaves_nothing(void **state) {
   protobuf_c_message_free_unpacked(&list->base, NULL);
 }
 
+/* A list that does not decode (damaged in the store) names no ledger
+ * anyone could find: DeleteTopic still finishes, instead of failing on it
+ * every time. */
+static void test_md_ownership__delete_topic_with_unreadable_list(void **state) {
+  mdt_local *l = *state;
+  sl_err err = SL_ERR_INIT;
+  const char *part = "public/damaged";
+  mdt_ensure_topic(l->ch, part);
+  char key[64];
+  snprintf(key, sizeof(key), "/sluice/managed-ledgers/%s", part);
+  static const uint8_t junk[] = {0xff, 0xff, 0xff, 0xff};
+  assert_int_equal(sl_store_put(l->store, key, strlen(key), junk, sizeof(junk),
+                                SL_STORE_REV_ANY, 0, NULL, &err), SL_OK);
+  mdt_expect(delete_topic(l->ch, part, &err), SL_OK, &err);
+  mdt_expect(delete_topic(l->ch, part, &err), SL_ENOTFOUND, &err);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_md_ownership__acquire_lookup_release, mdt_local_setup,
@@ -343,6 +360,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_md_ownership__topic_must_exist, mdt_local_setup,
                                       mdt_local_teardown),
       cmocka_unit_test_setup_teardown(test_md_ownership__delete_topic_leaves_nothing,
+                                      mdt_local_setup, mdt_local_teardown),
+      cmocka_unit_test_setup_teardown(test_md_ownership__delete_topic_with_unreadable_list,
                                       mdt_local_setup, mdt_local_teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
