@@ -10,6 +10,7 @@
 
 #include "broker.slrpc.h"
 #include "broker/load.h"
+#include "broker/owner_watch.h"
 #include "common/clock.h"
 #include "common/log.h"
 #include "common/map.h"
@@ -25,10 +26,19 @@ typedef struct entry {
   char *partition;
   uint64_t epoch;
   entry_state state;
+  bool seen;       /* the owner watch showed our own key at this epoch */
   sl_ownership_unload_cb unload_cb; /* Unload waiting for the release, or NULL */
   void *unload_arg;
   int64_t unload_start_ms;
 } entry;
+
+/* What the owner watch showed of a partition while our AcquireOwnership for
+ * it was in flight (a value of o->acquiring): its events can come before
+ * the answer. */
+typedef struct acq_note {
+  uint64_t epoch;  /* our key at this epoch was shown; 0: not yet */
+  bool gone;       /* after it, deleted or owned at a later epoch */
+} acq_note;
 
 /* A partition owned by another broker, remembered until until_ms (a value
  * of o->cache). */
@@ -95,6 +105,7 @@ struct sl_ownership {
   size_t releasing;    /* ReleaseOwnership calls in flight */
   sl_map entries;      /* partition -> entry*: what this broker owns */
   sl_map cache;        /* partition -> cached*: owned elsewhere */
+  sl_map acquiring;    /* partition -> acq_note*: AcquireOwnership in flight */
   peer *peers;
   int64_t session_id;  /* 0 = none */
 
@@ -105,6 +116,8 @@ struct sl_ownership {
 
   sl_session *session; /* set before the thread runs; NULL once the drain
                           closed it (taken out under o->mu, then stopped) */
+  sl_owner_watch *watch;
+  bool watch_synced;   /* the watch reports every change from now on */
 };
 
 static sl_metrics_gauge *owned_gauge;
@@ -150,9 +163,10 @@ static void free_entry(entry *e) {
 }
 
 /* Under o->mu. */
-static void add_entry(sl_ownership *o, const char *partition, uint64_t epoch) {
+static void add_entry(sl_ownership *o, const char *partition, uint64_t epoch, bool seen) {
   entry *e = sl_xcalloc(1, sizeof(*e));
-  *e = (entry){.partition = sl_xstrdup(partition), .epoch = epoch, .state = ENTRY_OWNED};
+  *e = (entry){.partition = sl_xstrdup(partition), .epoch = epoch, .state = ENTRY_OWNED,
+               .seen = seen};
   put_or_abort(&o->entries, partition, e);
   sl_metrics_gauge_set(owned_gauge, (double)sl_map_len(&o->entries));
 }
@@ -348,7 +362,9 @@ static void on_lost(void *arg, const sl_session_event *ev) {
   void *v;
   while (sl_map_next(&lost, &it, NULL, &v)) {
     entry *e = v;
-    if (o->hooks.lost) o->hooks.lost(o->hooks.arg, e->partition, e->epoch);
+    if (o->hooks.lost)
+      o->hooks.lost(o->hooks.arg, e->partition, e->epoch,
+                    "session with the metadata service lost");
     /* The lease is gone, so the partition is released as asked. */
     finish_unload(e->unload_cb, e->unload_arg, SL_OK, NULL, e->epoch);
     free_entry(e);
@@ -356,6 +372,86 @@ static void on_lost(void *arg, const sl_session_event *ev) {
   sl_map_release(&lost, NULL);
   /* A drain waiting for these is over; the ownership thread finishes it. */
   if (stopping) post(o, new_job(o, JOB_DRAIN, NULL));
+}
+
+/* Watch thread (owner_watch.h). A partition owned here whose owner key went
+ * away, or moved to a later epoch, while our session holds: its topic was
+ * deleted (or another broker took over a lease that lapsed on the server
+ * first). Our own key for the epoch we hold must have been shown first: the
+ * stream is in store order, so a DELETE before it belongs to an earlier
+ * tenure (our own release before a re-acquire). */
+static void watch_changed(void *arg, const char *partition, const char *broker_id,
+                          uint64_t epoch) {
+  sl_ownership *o = arg;
+  pthread_mutex_lock(&o->mu);
+  entry *e = find_entry(o, partition);
+  entry *gone = NULL;
+  acq_note *note = e == NULL ? sl_map_get(&o->acquiring, partition) : NULL;
+  if (note != NULL) {
+    bool mine = broker_id != NULL && strcmp(broker_id, o->broker_id) == 0;
+    if (mine) {
+      note->epoch = epoch;
+      note->gone = false;
+    } else if (note->epoch != 0 && (broker_id == NULL || epoch > note->epoch)) {
+      note->gone = true;
+    }
+  }
+  if (e != NULL && e->state == ENTRY_OWNED) {
+    if (broker_id == NULL) {
+      if (e->seen) gone = take_entry(o, e);
+    } else if (strcmp(broker_id, o->broker_id) == 0 && epoch == e->epoch) {
+      e->seen = true;
+    } else if (epoch > e->epoch) {
+      gone = take_entry(o, e);
+    }
+  }
+  bool stopping = o->stopping;
+  pthread_mutex_unlock(&o->mu);
+  if (gone == NULL) return;
+  sl_log(SL_LOG_WARN, "event=ownership_revoked partition=%s epoch=%" PRIu64
+         " new_owner=%s new_epoch=%" PRIu64, partition, gone->epoch,
+         broker_id != NULL ? broker_id : "none", epoch);
+  if (o->hooks.lost)
+    o->hooks.lost(o->hooks.arg, gone->partition, gone->epoch,
+                  broker_id != NULL ? "another broker owns the partition now"
+                                    : "the partition's ownership was revoked (topic deleted)");
+  finish_unload(gone->unload_cb, gone->unload_arg, SL_OK, NULL, gone->epoch);
+  free_entry(gone);
+  if (stopping) post(o, new_job(o, JOB_DRAIN, NULL));
+}
+
+/* Watch thread: the current state follows, so our keys come again. */
+static void watch_reset(void *arg) {
+  sl_ownership *o = arg;
+  pthread_mutex_lock(&o->mu);
+  sl_map_iter it = SL_MAP_ITER_INIT;
+  void *v;
+  while (sl_map_next(&o->entries, &it, NULL, &v)) ((entry *)v)->seen = false;
+  o->watch_synced = true;
+  pthread_cond_broadcast(&o->cv);
+  pthread_mutex_unlock(&o->mu);
+}
+
+/* Before the session opens, and so before anything is acquired: a key
+ * created and deleted before the watch's first state would never be shown.
+ * Bounded, since an unreachable metadata service delays the session too;
+ * past the bound such a revocation is only noticed at the next write. */
+static void await_watch(sl_ownership *o, int timeout_ms) {
+  struct timespec dl;
+  clock_gettime(CLOCK_REALTIME, &dl);
+  dl.tv_sec += timeout_ms / 1000;
+  dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
+  if (dl.tv_nsec >= 1000000000) {
+    dl.tv_sec++;
+    dl.tv_nsec -= 1000000000;
+  }
+  pthread_mutex_lock(&o->mu);
+  while (!o->watch_synced && pthread_cond_timedwait(&o->cv, &o->mu, &dl) == 0) {
+  }
+  bool synced = o->watch_synced;
+  pthread_mutex_unlock(&o->mu);
+  if (!synced)
+    sl_log(SL_LOG_WARN, "event=owner_watch_not_ready waited_ms=%d", timeout_ms);
 }
 
 /* ---- picking a broker (invariant 4) ---- */
@@ -487,21 +583,36 @@ static void acquire(sl_ownership *o, job *j) {
   Sluice__V1__AcquireOwnershipResponse *resp = NULL;
   sl_rpc_call_opts co = call_opts(o);
   sl_err err = SL_ERR_INIT;
+  acq_note *note = sl_xcalloc(1, sizeof(*note));
+  pthread_mutex_lock(&o->mu);
+  put_or_abort(&o->acquiring, j->partition, note); /* one job per partition at a time */
+  pthread_mutex_unlock(&o->mu);
   sl_status st = sl_metadata_service_acquire_ownership(o->ch, &req, &resp, &co, &err);
+  pthread_mutex_lock(&o->mu);
+  sl_map_remove(&o->acquiring, j->partition, NULL);
+  pthread_mutex_unlock(&o->mu);
   if (st != SL_OK) {
+    free(note);
     finish_resolve(j, st, sl_err_msg(&err, st), NULL, NULL);
     return;
   }
   const Sluice__V1__OwnerInfo *ow = resp->owner;
   if (resp->acquired && ow != NULL) {
+    bool seen = note->epoch == ow->epoch;
+    bool revoked = seen && note->gone;
     pthread_mutex_lock(&o->mu);
     /* A session lost meanwhile makes the answer worthless (invariant 1). */
     bool valid = o->session_id == session && !o->stopping && lease_fresh_locked(o);
-    if (valid && find_entry(o, j->partition) == NULL)
-      add_entry(o, j->partition, ow->epoch);
+    if (valid && !revoked && find_entry(o, j->partition) == NULL)
+      add_entry(o, j->partition, ow->epoch, seen);
     pthread_mutex_unlock(&o->mu);
     if (!valid) {
       finish_resolve(j, SL_EUNAVAIL, "session lost while acquiring", NULL, NULL);
+    } else if (revoked) {
+      sl_log(SL_LOG_WARN, "event=ownership_revoked partition=%s epoch=%" PRIu64
+             " while=acquiring", j->partition, ow->epoch);
+      finish_resolve(j, SL_EUNAVAIL, "ownership revoked as it was taken (topic deleted?); "
+                     "look it up again", NULL, NULL);
     } else {
       sl_log(SL_LOG_INFO, "event=ownership_acquired partition=%s epoch=%" PRIu64,
              j->partition, ow->epoch);
@@ -513,6 +624,7 @@ static void acquire(sl_ownership *o, job *j) {
   } else {
     finish_resolve(j, SL_EINTERNAL, "AcquireOwnership answered no owner", NULL, NULL);
   }
+  free(note);
   protobuf_c_message_free_unpacked(&resp->base, NULL);
 }
 
@@ -953,14 +1065,21 @@ sl_status sl_ownership_create(const sl_ownership_opts *opts, sl_ownership **out,
       .on_lost = on_lost,
       .arg = o,
   };
+  sl_owner_watch_opts wo = {.metadata = o->ch, .changed = watch_changed,
+                             .reset = watch_reset, .arg = o};
+  st = sl_owner_watch_start(&wo, &o->watch, err);
+  if (st != SL_OK) goto out_thread;
+  await_watch(o, 2 * o->rpc_timeout_ms);
   sl_session *sess = NULL;
   st = sl_session_start(&so, &sess, err);
-  if (st != SL_OK) goto out_thread;
+  if (st != SL_OK) goto out_watch;
   pthread_mutex_lock(&o->mu);
   o->session = sess;
   pthread_mutex_unlock(&o->mu);
   *out = o;
   return SL_OK;
+out_watch:
+  sl_owner_watch_stop(o->watch);
 out_thread:
   join_workers(o);
   sl_rpc_channel_destroy(o->ch);
@@ -1003,6 +1122,7 @@ void sl_ownership_stop(sl_ownership *o, int timeout_ms) {
 
 void sl_ownership_destroy(sl_ownership *o) {
   if (o == NULL) return;
+  sl_owner_watch_stop(o->watch); /* first: its callback posts jobs */
   join_workers(o);
   sl_session_stop(o->session); /* CloseSession, unless the drain did */
   /* Forwarded calls still in flight end here, their callbacks with
@@ -1023,6 +1143,7 @@ void sl_ownership_destroy(sl_ownership *o) {
   }
   sl_map_release(&o->entries, NULL);
   sl_map_release(&o->cache, free_cached);
+  sl_map_release(&o->acquiring, NULL); /* notes belong to their jobs */
   sl_metrics_gauge_set(owned_gauge, 0);
   sl_rpc_channel_destroy(o->ch);
   cancel_queued(o); /* what callbacks of the calls just ended posted */

@@ -20,9 +20,11 @@
  *      leaves the table at once and hooks.lost runs for each, before any other
  *      broker can have taken over. The keeper then opens a new session;
  *      partitions are acquired afresh, with new epochs.
- *   3. A partition leaves the table in exactly one of three ways: session loss
- *      (hooks.lost), sl_ownership_drop() (its holder was fenced), or a finished
- *      unload (hooks.unload, then sl_ownership_unloaded(), then
+ *   3. A partition leaves the table in exactly one of four ways: session loss
+ *      (hooks.lost), revocation (hooks.lost: the owner watch showed its key
+ *      deleted, as DeleteTopic does, or owned at a later epoch, after our own
+ *      key at our epoch), sl_ownership_drop() (its holder was fenced), or a
+ *      finished unload (hooks.unload, then sl_ownership_unloaded(), then
  *      ReleaseOwnership). While UNLOADING it is neither served nor re-acquired.
  *   4. An unowned partition is picked for the live broker with the least load
  *      (owned partitions, then load_permille, ties spread by a hash of the
@@ -43,7 +45,8 @@
  * one slow etcd round trip delays only its own partition; the jobs of one
  * partition run one at a time, in the order they were asked for. Callbacks
  * of requests forwarded to other brokers run on a channel completion
- * thread; hooks.lost runs on the session keeper's thread.
+ * thread; hooks.lost runs on the session keeper's thread or the owner
+ * watch's.
  * Every public function may be called from any thread and never blocks on the
  * network, except sl_ownership_stop() and sl_ownership_destroy().
  * Lock: o->mu guards the table, the job queue, the cache and the session
@@ -66,9 +69,11 @@ typedef struct sl_ownership_hooks {
    * close the ledgers, then call sl_ownership_unloaded(o, partition) from any
    * thread. NULL: the partition is released at once. */
   void (*unload)(void *arg, const char *partition, uint64_t epoch);
-  /* The session is lost: stop acting as owner now, fail in-flight work with a
-   * redirect (owner unknown). May be NULL. */
-  void (*lost)(void *arg, const char *partition, uint64_t epoch);
+  /* The session is lost, or the owner watch (owner_watch.h) showed the
+   * partition's owner key deleted or taken over: stop acting as owner now,
+   * fail in-flight work with a redirect (owner unknown). `why` is for logs.
+   * May be NULL. */
+  void (*lost)(void *arg, const char *partition, uint64_t epoch, const char *why);
   void *arg;  /* retained until sl_ownership_destroy() returns */
 } sl_ownership_hooks;
 

@@ -113,8 +113,9 @@ static void hook_unload(void *arg, const char *partition, uint64_t epoch) {
   pthread_mutex_unlock(&S.mu);
 }
 
-static void hook_lost(void *arg, const char *partition, uint64_t epoch) {
+static void hook_lost(void *arg, const char *partition, uint64_t epoch, const char *why) {
   (void)arg;
+  (void)why;
   pthread_mutex_lock(&S.mu);
   snprintf(S.hook_partition, sizeof(S.hook_partition), "%s", partition);
   S.hook_epoch = epoch;
@@ -279,6 +280,43 @@ static void test_ownership__drop_forgets_without_release(void **state) {
   assert_true(sl_ownership_owns(f->o, "public/d", NULL));
   sl_ownership_drop(f->o, "public/d", epoch);
   assert_false(sl_ownership_owns(f->o, "public/d", NULL));
+  assert_int_equal(sl_ownership_count(f->o), 0);
+}
+
+/* DeleteTopic deletes the owner key under a live session: the owner watch
+ * shows it, so the partition leaves the table and the holders hear it
+ * (hooks.lost) although this broker writes nothing. Before that, an unload
+ * and a re-acquire: the DELETE of our own release comes before our new key
+ * in the watch, and must not revoke the new tenure. */
+static void test_ownership__deleted_topic_revokes(void **state) {
+  fx *f = *state;
+  create_topic(f, "public/e");
+  resolve(f, "public/e", false);
+  sl_ownership_unload(f->o, "public/e", on_unloaded, NULL);
+  await(&S.unload_hooks, 1);
+  sl_ownership_unloaded(f->o, "public/e");
+  await(&S.unloads_done, 1);
+  resolve(f, "public/e", false);
+  assert_int_equal(S.st, SL_OK);
+  assert_true(S.local);
+  uint64_t epoch = S.epoch;
+  assert_true(sl_ownership_owns(f->o, "public/e", NULL));
+  pthread_mutex_lock(&S.mu);
+  int lost = S.lost_hooks;
+  pthread_mutex_unlock(&S.mu);
+  assert_int_equal(lost, 0);
+  Sluice__V1__DeleteTopicRequest req = SLUICE__V1__DELETE_TOPIC_REQUEST__INIT;
+  req.name = "public/e";
+  Sluice__V1__DeleteTopicResponse *resp = NULL;
+  sl_rpc_call_opts co = mdt_opts(5000);
+  sl_err err = SL_ERR_INIT;
+  sl_status st = sl_metadata_service_delete_topic(f->md->ch, &req, &resp, &co, &err);
+  if (st != SL_OK) fail_msg("delete topic: %s", sl_err_msg(&err, st));
+  protobuf_c_message_free_unpacked(&resp->base, NULL);
+  await(&S.lost_hooks, 1);
+  assert_string_equal(S.hook_partition, "public/e");
+  assert_int_equal(S.hook_epoch, epoch);
+  assert_false(sl_ownership_owns(f->o, "public/e", NULL));
   assert_int_equal(sl_ownership_count(f->o), 0);
 }
 
@@ -519,6 +557,7 @@ int main(void) {
                                       setup, teardown),
       cmocka_unit_test_setup_teardown(test_ownership__unload_waits_for_the_holder, setup,
                                       teardown),
+      cmocka_unit_test_setup_teardown(test_ownership__deleted_topic_revokes, setup, teardown),
       cmocka_unit_test_setup_teardown(test_ownership__drop_forgets_without_release, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_ownership__stop_drains_and_closes_the_session,

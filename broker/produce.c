@@ -523,9 +523,9 @@ static void hook_unload(void *arg, const char *partition, uint64_t epoch) {
   pt_unload(arg, partition);
 }
 
-static void hook_lost(void *arg, const char *partition, uint64_t epoch) {
+static void hook_lost(void *arg, const char *partition, uint64_t epoch, const char *why) {
   (void)epoch;
-  pt_lost(arg, partition);
+  pt_lost(arg, partition, why);
 }
 
 sl_ownership_hooks sl_produce_hooks(sl_produce *p) {

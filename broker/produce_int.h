@@ -199,7 +199,7 @@ void pt_post_batch(pbatch *b);
 void pt_detach(ptopic *t, pstream *ps);
 /* Ownership hooks. */
 void pt_unload(sl_produce *p, const char *partition);
-void pt_lost(sl_produce *p, const char *partition);
+void pt_lost(sl_produce *p, const char *partition, const char *why);
 /* Drops every partition (destroy). */
 void pt_drop_all(sl_produce *p);
 

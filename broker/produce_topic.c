@@ -862,17 +862,25 @@ void sl_produce_terminate(sl_produce *p, const char *partition, uint64_t epoch,
   sl_serial_post(k->t->serial, terminate_run, k);
 }
 
+typedef struct plost {
+  ptopic *t; /* referenced */
+  char why[128];
+} plost;
+
 static void lost_run(void *arg) {
-  ptask *k = arg;
-  pt_gone(k->t, SL_EUNAVAIL, "session with the metadata service lost");
-  task_free(k);
+  plost *k = arg;
+  pt_gone(k->t, SL_EUNAVAIL, k->why);
+  pt_unref(k->t);
+  free(k);
 }
 
-void pt_lost(sl_produce *p, const char *partition) {
+void pt_lost(sl_produce *p, const char *partition, const char *why) {
   ptopic *t = find(p, partition);
   if (t == NULL) return;
-  post(t, NULL, lost_run);
-  pt_unref(t);
+  plost *k = sl_xcalloc(1, sizeof(*k));
+  k->t = t; /* find's reference */
+  snprintf(k->why, sizeof(k->why), "%s", why);
+  sl_serial_post(t->serial, lost_run, k);
 }
 
 static void drop_run(void *arg) {

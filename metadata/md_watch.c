@@ -48,6 +48,7 @@ typedef struct watcher {
   sl_md_key prefix;       /* store prefix watched */
   size_t strip;           /* key bytes before the reported name */
   int64_t start_revision; /* from the request */
+  bool announce;          /* RESET before the first state (announce_state) */
 
   pthread_mutex_t lock;   /* guards everything below */
   pthread_cond_t cond;    /* reset, drained, ended or done */
@@ -295,7 +296,8 @@ static void *watcher_main(void *arg) {
       sl_store_watch_stop(sw); /* a compacted watch has ended; free it */
       sw = NULL;
       sl_err err = SL_ERR_INIT;
-      sl_status st = begin(w, first ? w->start_revision : 0, reset, &sw, &err);
+      sl_status st = begin(w, first ? w->start_revision : 0, reset || (first && w->announce), &sw,
+                           &err);
       first = false;
       pthread_mutex_lock(&w->lock);
       if (st != SL_OK) end_locked(w, st, sl_err_msg(&err, st));
@@ -344,6 +346,7 @@ static sl_status watcher_init(watcher *w, const Sluice__V1__WatchRequest *req, s
                       req->start_revision);
   w->target = req->target;
   w->start_revision = req->start_revision;
+  w->announce = req->announce_state;
   return SL_OK;
 }
 

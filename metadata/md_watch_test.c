@@ -145,6 +145,29 @@ static void test_md_watch__compacted_history_resets(void **state) {
   sl_rpc_stream_destroy(w);
 }
 
+/* announce_state: a RESET first, at the revision of the state that follows
+ * (a broker waits for it before it takes partitions), then the state and
+ * the changes as without it. */
+static void test_md_watch__announced_state(void **state) {
+  mdt_local *l = *state;
+  sl_err err = SL_ERR_INIT;
+  mdt_open_broker(l->ch, "b1", 0);
+  int64_t before = 0;
+  mdt_expect(sl_store_revision(l->store, &before, &err), SL_OK, &err);
+  Sluice__V1__WatchRequest req = SLUICE__V1__WATCH_REQUEST__INIT;
+  req.target = SLUICE__V1__WATCH_TARGET__WATCH_TARGET_BROKERS;
+  req.announce_state = true;
+  sl_rpc_stream *w = NULL;
+  mdt_expect(sl_metadata_service_watch_open(l->ch, &req, NULL, &w, &err), SL_OK, &err);
+  int64_t rev = 0;
+  expect(w, &rev, RESET, "");
+  assert_true(rev >= before);
+  expect(w, &rev, PUT, "b1");
+  mdt_open_broker(l->ch, "b2", 0);
+  expect(w, &rev, PUT, "b2");
+  sl_rpc_stream_destroy(w);
+}
+
 static void test_md_watch__slow_reader_is_cut_off(void **state) {
   mdt_local *l = *state;
   sl_err err = SL_ERR_INIT;
@@ -244,6 +267,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_md_watch__state_then_changes, mdt_local_setup,
                                       mdt_local_teardown),
       cmocka_unit_test_setup_teardown(test_md_watch__ownership_prefix_and_resume, mdt_local_setup,
+                                      mdt_local_teardown),
+      cmocka_unit_test_setup_teardown(test_md_watch__announced_state, mdt_local_setup,
                                       mdt_local_teardown),
       cmocka_unit_test_setup_teardown(test_md_watch__compacted_history_resets, mdt_local_setup,
                                       mdt_local_teardown),

@@ -187,11 +187,44 @@ static void test_produce__bad_input(void **state) {
   sl_pt_close(&p);
 }
 
+/* DeleteTopic ends its owner's service at once, though the owner writes
+ * nothing to the metadata service meanwhile: the open stream ends (the
+ * owner watch revoked the partition) instead of taking more sends, and the
+ * topic is gone for a new lookup. */
+static void test_produce__delete_topic_stops_its_owner(void **state) {
+  sl_pt *t = *state;
+  sl_pt_topic(t, "pt/doomed", 0);
+  int owner = sl_pt_owner(t, 0, "pt/doomed", NULL);
+  sl_pt_producer p;
+  sl_err err = SL_ERR_INIT;
+  assert_int_equal(sl_pt_open(t, owner, "pt/doomed", "prod-d", false, &p, NULL, &err), SL_OK);
+  assert_int_equal(sl_pt_send(&p, 0, 1, 100, &err), SL_OK);
+  sl_pt_ack ack;
+  int got = 0;
+  assert_int_equal(sl_pt_recv_acks(&p, &ack, 1, &got, 30000, &err), SL_OK);
+  assert_int_equal(ack.status, 0);
+  Sluice__V1__DeleteTopicRequest req = SLUICE__V1__DELETE_TOPIC_REQUEST__INIT;
+  req.name = "pt/doomed";
+  Sluice__V1__DeleteTopicResponse *resp = NULL;
+  sl_rpc_call_opts co = {.timeout_ms = 10000};
+  assert_int_equal(sl_broker_service_delete_topic(t->broker[1 - owner], &req, &resp, &co, &err),
+                   SL_OK);
+  protobuf_c_message_free_unpacked(&resp->base, NULL);
+  /* Nothing more is sent: only the owner's end of the stream can come. */
+  sl_status st = sl_pt_recv_acks(&p, &ack, 1, &got, 20000, &err);
+  assert_int_not_equal(st, SL_OK);
+  assert_int_not_equal(st, SL_ETIMEDOUT);
+  assert_int_equal(got, 0);
+  sl_pt_close(&p);
+  assert_int_equal(sl_pt_try_owner(t, 0, "pt/doomed", NULL), -1);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_produce__receipts_match_the_log),
       cmocka_unit_test(test_produce__dedup_answers_resends_with_original_ids),
       cmocka_unit_test(test_produce__bad_input),
+      cmocka_unit_test(test_produce__delete_topic_stops_its_owner),
   };
   return cmocka_run_group_tests(tests, setup, sl_pt_teardown);
 }
