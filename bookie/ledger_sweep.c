@@ -41,14 +41,7 @@ struct sl_sweep {
 static bool wait_until_locked(sl_sweep *sw, int64_t deadline_ns) {
   int64_t left = deadline_ns - sl_clock_mono_ns();
   if (left <= 0) return false;
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  ts.tv_sec += (time_t)(left / 1000000000);
-  ts.tv_nsec += (long)(left % 1000000000);
-  if (ts.tv_nsec >= 1000000000) {
-    ts.tv_sec++;
-    ts.tv_nsec -= 1000000000;
-  }
+  struct timespec ts = sl_clock_deadline(CLOCK_MONOTONIC, left);
   pthread_cond_timedwait(&sw->cv, &sw->mu, &ts);
   return true;
 }

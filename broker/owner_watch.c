@@ -51,6 +51,7 @@ static sl_status follow(sl_owner_watch *w, int64_t *rev, sl_err *err) {
   sl_rpc_stream *s = NULL;
   sl_status st = sl_metadata_service_watch_open(w->opts.metadata, &req, NULL, &s, err);
   if (st != SL_OK) return st;
+  /* Published for stop to cancel; a stop that came first ends it here. */
   pthread_mutex_lock(&w->mu);
   bool stop = w->stop;
   w->stream = s;
@@ -66,9 +67,6 @@ static sl_status follow(sl_owner_watch *w, int64_t *rev, sl_err *err) {
     if (ev->revision > *rev) *rev = ev->revision;
     deliver(w, ev);
     protobuf_c_message_free_unpacked(&ev->base, NULL);
-    pthread_mutex_lock(&w->mu);
-    stop = w->stop;
-    pthread_mutex_unlock(&w->mu);
   }
   pthread_mutex_lock(&w->mu);
   w->stream = NULL;
@@ -77,16 +75,16 @@ static sl_status follow(sl_owner_watch *w, int64_t *rev, sl_err *err) {
   return st;
 }
 
+static bool stopped(sl_owner_watch *w) {
+  pthread_mutex_lock(&w->mu);
+  bool stop = w->stop;
+  pthread_mutex_unlock(&w->mu);
+  return stop;
+}
+
 /* Waits ms unless stop comes first; false on stop. */
 static bool pause_ms(sl_owner_watch *w, int ms) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  ts.tv_sec += ms / 1000;
-  ts.tv_nsec += (long)(ms % 1000) * 1000000;
-  if (ts.tv_nsec >= 1000000000) {
-    ts.tv_sec++;
-    ts.tv_nsec -= 1000000000;
-  }
+  struct timespec ts = sl_clock_deadline(CLOCK_MONOTONIC, (int64_t)ms * 1000000);
   pthread_mutex_lock(&w->mu);
   while (!w->stop && pthread_cond_timedwait(&w->cv, &w->mu, &ts) == 0) {
   }
@@ -105,7 +103,7 @@ static void *run(void *arg) {
     sl_err err = SL_ERR_INIT;
     sl_status st = follow(w, &rev, &err);
     if (rev > before) backoff = BACKOFF_MIN_MS; /* it worked for a while */
-    if (!pause_ms(w, 0)) break;
+    if (stopped(w)) break;
     sl_log(SL_LOG_WARN, "event=owner_watch_broken status=%s error=\"%s\" retry_ms=%d",
            sl_status_str(st), sl_err_msg(&err, st), backoff);
     if (!pause_ms(w, backoff)) break;

@@ -437,14 +437,7 @@ static void watch_reset(void *arg) {
  * Bounded, since an unreachable metadata service delays the session too;
  * past the bound such a revocation is only noticed at the next write. */
 static void await_watch(sl_ownership *o, int timeout_ms) {
-  struct timespec dl;
-  clock_gettime(CLOCK_REALTIME, &dl);
-  dl.tv_sec += timeout_ms / 1000;
-  dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
-  if (dl.tv_nsec >= 1000000000) {
-    dl.tv_sec++;
-    dl.tv_nsec -= 1000000000;
-  }
+  struct timespec dl = sl_clock_deadline(CLOCK_REALTIME, (int64_t)timeout_ms * 1000000);
   pthread_mutex_lock(&o->mu);
   while (!o->watch_synced && pthread_cond_timedwait(&o->cv, &o->mu, &dl) == 0) {
   }
@@ -1103,13 +1096,7 @@ void sl_ownership_stop(sl_ownership *o, int timeout_ms) {
   int64_t deadline = sl_clock_mono_ms() + timeout_ms;
   pthread_mutex_lock(&o->mu);
   while (!o->drained && sl_clock_mono_ms() < deadline) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_nsec += 20 * 1000000;
-    if (ts.tv_nsec >= 1000000000) {
-      ts.tv_sec++;
-      ts.tv_nsec -= 1000000000;
-    }
+    struct timespec ts = sl_clock_deadline(CLOCK_REALTIME, 20 * 1000000);
     pthread_cond_timedwait(&o->cv, &o->mu, &ts);
   }
   bool drained = o->drained;

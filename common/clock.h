@@ -15,6 +15,7 @@
 #define SL_COMMON_CLOCK_H
 
 #include <stdint.h>
+#include <time.h>
 
 /* Milliseconds on CLOCK_MONOTONIC since an arbitrary fixed point (boot). */
 int64_t sl_clock_mono_ms(void);
@@ -24,5 +25,10 @@ int64_t sl_clock_mono_ns(void);
 
 /* Milliseconds since the Unix epoch on CLOCK_REALTIME. May jump. */
 int64_t sl_clock_wall_ms(void);
+
+/* The absolute time ns nanoseconds from now on `clock` (CLOCK_MONOTONIC or
+ * CLOCK_REALTIME), for pthread_cond_timedwait: pass the clock the
+ * condition variable was made with. ns <= 0 is now. */
+struct timespec sl_clock_deadline(clockid_t clock, int64_t ns);
 
 #endif
