@@ -336,6 +336,15 @@ sl_rpc_channel *sl_lc_channel(sl_ledger_client *c, const char *bookie_id) {
   return ch;
 }
 
+bool sl_lc_bookie_state(sl_ledger_client *c, const char *bookie_id, char **instance) {
+  pthread_mutex_lock(&c->mu);
+  const lc_bookie *b = find_locked(c, bookie_id);
+  bool live = b && b->live;
+  if (instance) *instance = b ? strdup(b->instance) : NULL;
+  pthread_mutex_unlock(&c->mu);
+  return live;
+}
+
 void sl_lc_usage(sl_ledger_client *c, const char *bookie_id, int delta) {
   pthread_mutex_lock(&c->mu);
   lc_bookie *b = find_locked(c, bookie_id);

@@ -7,7 +7,8 @@
  * sl_ledger_delete_async). Its metrics (ensemble changes, recoveries,
  * deletes, pending bytes, add latency) go to sl_metrics_default(). It knows
  * bookies and ledger metadata, not topics: the managed ledger (one per
- * partition) and the future auto-recovery worker sit on top of it.
+ * partition) and the auto-recovery worker (sl_ledger_rereplicate_async) sit
+ * on top of it.
  *
  * Words
  *   E, Qw, Qa     ensemble size, write quorum, ack quorum (E >= Qw >= Qa >= 1)
@@ -400,6 +401,56 @@ typedef struct sl_ledger_delete_opts {
 sl_status sl_ledger_delete_async(sl_ledger_client *c, uint64_t ledger_id,
                                  const sl_ledger_delete_opts *opts,
                                  sl_ledger_delete_cb cb, void *arg, sl_err *err);
+
+/* Outcome of a re-replication: runs on the serial of the options. details
+ * is borrowed. replaced counts the (segment, bookie) positions moved to new
+ * bookies, copied the entries written to them. */
+typedef void (*sl_ledger_rereplicate_cb)(sl_status st, const char *details,
+                                         uint32_t replaced, uint64_t copied,
+                                         void *arg);
+
+typedef struct sl_ledger_rereplicate_opts {
+  const char *const *gone;     /* bookie ids the auditor found gone; only
+                                  these are replaced; NULL-terminated;
+                                  borrowed for the call */
+  uint64_t bytes_per_second;   /* copy rate bound (payload bytes); 0 = none */
+  sl_serial *serial;           /* where cb runs (retained); NULL = a new one */
+} sl_ledger_rereplicate_opts;
+
+/*
+ * Re-replication (auto-recovery, DESIGN.md §4) of one CLOSED ledger: gives
+ * every entry its Qw copies again after bookies in opts->gone are lost.
+ *   1. ListBookies (fresh) and GetLedger. A position of a segment is to be
+ *      replaced when its bookie is in opts->gone and either has no
+ *      registration now, or is registered with another instance id than the
+ *      segment recorded (wiped). A bookie that came back with its data is
+ *      left alone: nothing is copied twice.
+ *   2. Per segment with such positions: replacements are picked (placement
+ *      rules; never a bookie of that segment or of opts->gone), and each
+ *      entry of the segment whose write set includes a replaced position is
+ *      read from the surviving copies (CRC checked) and written to its
+ *      replacement as a recovery add with the ledger's highest epoch, at most
+ *      bytes_per_second, in chunks of at most 64 entries.
+ *   3. One UpdateLedger kind REREPLICATE (CAS on the version read in 1)
+ *      replaces those bookie ids and instance ids and appends one
+ *      Rereplication record per position. Copies are made before the
+ *      metadata names them, so a reader never sees a bookie without its
+ *      entries.
+ * A failure leaves the metadata as it was; re-running is safe (adds are
+ * idempotent). Copies a failed run wrote to a replacement that the
+ * metadata never named stay on that bookie until the ledger is deleted.
+ * Returns SL_OK and cb runs once later, or an error and cb never runs:
+ * SL_EINVAL (no client, ledger id 0, cb NULL), SL_ENOMEM.
+ * Errors through cb: SL_ENOTFOUND (no such ledger, or deleted: nothing to
+ * do), SL_EPRECOND (the ledger is not CLOSED), SL_EUNAVAIL (no bookie to
+ * copy to, no good copy of an entry, or a bookie or the metadata service
+ * did not answer within recovery_timeout_ms), SL_EVERSION (the metadata
+ * changed under us), or a bookie's refusal of a copy (details name it).
+ */
+sl_status sl_ledger_rereplicate_async(sl_ledger_client *c, uint64_t ledger_id,
+                                      const sl_ledger_rereplicate_opts *opts,
+                                      sl_ledger_rereplicate_cb cb, void *arg,
+                                      sl_err *err);
 
 /* One entry read: runs on the handle's serial, in entry order. data is
  * borrowed (valid during the call); its CRC32C was checked. */

@@ -7,6 +7,7 @@
  *   reader.c     open for reading, reads: the window and ReadEntry
  *   reader_range.c  reads: ReadEntries range streams
  *   delete.c     delete on the bookies, then the metadata
+ *   rereplicate.c  auto-recovery: copy a CLOSED ledger's lost copies
  */
 #ifndef SL_BROKER_LEDGER_LEDGER_INT_H
 #define SL_BROKER_LEDGER_LEDGER_INT_H
@@ -98,6 +99,10 @@ sl_status sl_lc_pick(sl_ledger_client *c, const char *const *avoid,
  * lives. */
 sl_rpc_channel *sl_lc_channel(sl_ledger_client *c, const char *bookie_id);
 
+/* Whether a bookie was live in the last ListBookies answer; *instance (if
+ * not NULL) gets a heap copy of its instance id ("" unknown), or NULL when
+ * the bookie is unknown or memory ran out. */
+bool sl_lc_bookie_state(sl_ledger_client *c, const char *bookie_id, char **instance);
 /* Writer handles on a bookie: +1 / -1. */
 void sl_lc_usage(sl_ledger_client *c, const char *bookie_id, int delta);
 
