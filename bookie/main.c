@@ -1,12 +1,14 @@
 /*
  * sluice-bookie: entry point. Config table, then sl_service_main(): opens the
  * bookie store, serves BookieService, and (with --metadata) keeps a session
- * with the metadata service that says whether we are read-only, and sweeps
- * away local ledgers the metadata service says are deleted (ledger_sweep.h).
+ * with the metadata service that says whether we are read-only, sweeps
+ * away local ledgers the metadata service says are deleted (ledger_sweep.h),
+ * and copies lost ledger copies for auto-recovery (rereplication.h).
  *
  * Shutdown order (SIGTERM): the server drains (every add in flight
- * completes, since each holds its call), the session is closed and the
- * sweep stopped, then the store takes its final checkpoint and closes.
+ * completes, since each holds its call), the auto-recovery worker stops
+ * (releasing its item), the session is closed and the sweep stopped, then
+ * the store takes its final checkpoint and closes.
  */
 #include <errno.h>
 #include <limits.h>
@@ -20,6 +22,7 @@
 #include "bookie.slrpc.h"
 #include "bookie/bookie_store.h"
 #include "bookie/ledger_sweep.h"
+#include "bookie/rereplication.h"
 #include "bookie/registration.h"
 #include "bookie/service.h"
 #include "common/log.h"
@@ -59,6 +62,8 @@ typedef struct bookie_cfg {
   long long read_nice;
   long long sweep_interval_ms;
   long long sweep_lookups_per_second;
+  long long rereplication_poll_ms;
+  long long rereplication_bytes_per_second;
 } bookie_cfg;
 
 static bookie_cfg cfg;
@@ -138,6 +143,14 @@ static const sl_conf_entry table[] = {
     SL_CONF_INT(bookie_cfg, sweep_lookups_per_second, "100", 1, 100000,
                 E "SWEEP_LOOKUPS_PER_SECOND",
                 "most GetLedger calls per second the sweep makes to the metadata service"),
+    SL_CONF_INT(bookie_cfg, rereplication_poll_ms, "10000", 0, 3600000,
+                E "REREPLICATION_POLL_MS",
+                "auto-recovery worker: how often it asks for work when it has none; "
+                "0 = no worker on this bookie"),
+    SL_CONF_INT(bookie_cfg, rereplication_bytes_per_second, "16777216", 0, 1LL << 40,
+                E "REREPLICATION_BYTES_PER_SECOND",
+                "auto-recovery worker: most bytes a second it copies, so recovery "
+                "leaves disk and network to adds; 0 = no bound"),
 };
 #undef E
 
@@ -148,6 +161,7 @@ typedef struct bookie {
   pthread_mutex_t reg_mu; /* guards reg: the disk watcher pokes it */
   sl_registration *reg;
   sl_sweep *sweep;        /* NULL without --metadata or with sweeps off */
+  sl_rerep *rerep;        /* NULL without --metadata or with the worker off */
 } bookie;
 
 /* Disk watcher thread. */
@@ -344,8 +358,39 @@ static sl_status start_sweep(bookie *b, const metadata_pems *p, sl_err *err) {
   return sl_sweep_start(b->store, &so, &b->sweep, err);
 }
 
-/* With --metadata: registers, and sweeps ledgers deleted in metadata. What
- * started before a failure is stopped by stop(). */
+/* Worker thread: the session the auto-recovery worker claims work with. */
+static int64_t current_session(void *arg) {
+  bookie *b = arg;
+  sl_registration_status s = {.session_id = 0};
+  pthread_mutex_lock(&b->reg_mu);
+  if (b->reg != NULL) sl_registration_get_status(b->reg, &s);
+  pthread_mutex_unlock(&b->reg_mu);
+  return s.registered ? s.session_id : 0;
+}
+
+static sl_status start_rerep(bookie *b, const metadata_pems *p, sl_err *err) {
+  const bookie_cfg *c = b->cfg;
+  if (c->rereplication_poll_ms == 0) {
+    sl_log(SL_LOG_INFO, "event=rereplication_disabled reason=\"rereplication_poll_ms is 0\"");
+    return SL_OK;
+  }
+  sl_rerep_opts ro = SL_REREP_OPTS_INIT;
+  ro.target = c->metadata;
+  ro.tls_root_pem = p->ca;
+  ro.tls_cert_pem = p->cert;
+  ro.tls_key_pem = p->key;
+  ro.node_id = c->id;
+  ro.session = current_session;
+  ro.session_arg = b;
+  ro.poll_ms = (int)c->rereplication_poll_ms;
+  ro.bytes_per_second = (uint64_t)c->rereplication_bytes_per_second;
+  ro.metrics = sl_metrics_default();
+  return sl_rerep_start(&ro, &b->rerep, err);
+}
+
+/* With --metadata: registers, sweeps ledgers deleted in metadata and runs
+ * the auto-recovery worker. What started before a failure is stopped by
+ * stop(). */
 static sl_status serving(void *state, int port, sl_err *err) {
   bookie *b = state;
   if (b->cfg->metadata[0] == '\0') {
@@ -356,6 +401,7 @@ static sl_status serving(void *state, int port, sl_err *err) {
   sl_status st = read_metadata_pems(b->cfg, &p, err);
   if (st == SL_OK) st = start_registration(b, port, &p, err);
   if (st == SL_OK) st = start_sweep(b, &p, err);
+  if (st == SL_OK) st = start_rerep(b, &p, err);
   metadata_pems_release(&p);
   return st;
 }
@@ -363,6 +409,10 @@ static sl_status serving(void *state, int port, sl_err *err) {
 static void stop(void *state) {
   bookie *b = state;
   if (b == NULL) return;
+  /* While the session lives: an item in progress is released, not left
+   * claimed until the session closes. */
+  sl_rerep_stop(b->rerep);
+  b->rerep = NULL;
   pthread_mutex_lock(&b->reg_mu);
   sl_registration *reg = b->reg;
   b->reg = NULL;

@@ -6,7 +6,8 @@
  *   - a bookie that is back with its data is left alone (nothing copied);
  *   - a wiped bookie (same id, new instance) is replaced without waiting;
  *   - with no copy left of some entry, nothing changes in the metadata;
- *   - the copy rate bound holds; refusals for open and unknown ledgers.
+ *   - the copy rate bound holds; a cancel ends a copy; refusals for open and
+ *     unknown ledgers.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -35,6 +36,7 @@ static int client_setup(void **state) {
   sl_ledger_client_destroy(t->client);
   sl_ledger_client_opts o = SL_LEDGER_CLIENT_OPTS_INIT;
   o.metadata = t->meta;
+  o.recovery_timeout_ms = 30000; /* as sl_lt_start's: ASan shares 2 cores */
   t->client = NULL;
   assert_int_equal(sl_ledger_client_create(&o, &t->client, NULL), SL_OK);
   return 0;
@@ -261,6 +263,32 @@ static void test_ledger_rereplicate__paced(void **state) {
   restart(t, A);
 }
 
+/* A cancel ends a paced copy with SL_ECANCELED, the metadata untouched. */
+static void test_ledger_rereplicate__cancelled(void **state) {
+  sl_lt *t = *state;
+  sl_ledger *lh = closed_ledger(t, 300);
+  uint64_t id = sl_ledger_id(lh);
+  int A = sl_lt_ensemble_bookie(t, lh, 0);
+  sl_lt_destroy(lh);
+  stop(t, A);
+  const char *gone[] = {sl_cluster_id(t->cluster, SL_NODE_BOOKIE, A), NULL};
+  atomic_bool cancel = false;
+  rr_wait w = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+  sl_ledger_rereplicate_opts o = {.gone = gone, .bytes_per_second = 1000, .cancel = &cancel};
+  assert_int_equal(sl_ledger_rereplicate_async(t->client, id, &o, rr_done, &w, NULL), SL_OK);
+  atomic_store(&cancel, true);
+  struct timespec dl = sl_clock_deadline(CLOCK_REALTIME, INT64_C(30) * 1000000000);
+  pthread_mutex_lock(&w.mu);
+  while (!w.done)
+    if (pthread_cond_timedwait(&w.cv, &w.mu, &dl) != 0) fail_msg("cancel not seen");
+  pthread_mutex_unlock(&w.mu);
+  assert_int_equal(w.st, SL_ECANCELED);
+  Sluice__V1__LedgerResponse *r = NULL;
+  assert_int_equal(get_info(t, id, &r)->n_rereplications, 0);
+  protobuf_c_message_free_unpacked(&r->base, NULL);
+  restart(t, A);
+}
+
 static void test_ledger_rereplicate__refusals(void **state) {
   sl_lt *t = *state;
   sl_ledger *lh = sl_lt_create(t, 3, 2, 2, 1, NULL, NULL);
@@ -280,6 +308,7 @@ int main(void) {
       cmocka_unit_test_setup(test_ledger_rereplicate__wiped_bookie_replaced, client_setup),
       cmocka_unit_test_setup(test_ledger_rereplicate__no_copy_left_changes_nothing, client_setup),
       cmocka_unit_test_setup(test_ledger_rereplicate__paced, client_setup),
+      cmocka_unit_test_setup(test_ledger_rereplicate__cancelled, client_setup),
       cmocka_unit_test_setup(test_ledger_rereplicate__refusals, client_setup),
   };
   return cmocka_run_group_tests(tests, setup, sl_lt_teardown);

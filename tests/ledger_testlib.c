@@ -19,6 +19,11 @@
 
 void sl_lt_start(sl_lt *t, const char *name, int bookies,
                  const char *const *bookie_args, const sl_ledger_client_opts *opts) {
+  sl_lt_start_md(t, name, bookies, bookie_args, NULL, opts);
+}
+
+void sl_lt_start_md(sl_lt *t, const char *name, int bookies, const char *const *bookie_args,
+                    const char *const *metadata_args, const sl_ledger_client_opts *opts) {
   memset(t, 0, sizeof(*t));
   const char **args = t->bookie_args;
   args[0] = "--registration_ttl";
@@ -29,6 +34,7 @@ void sl_lt_start(sl_lt *t, const char *name, int bookies,
   o.brokers = 0;
   o.name = name;
   o.bookie_args = args;
+  o.metadata_args = metadata_args;
   sl_err err = SL_ERR_INIT;
   sl_status st = sl_cluster_start(&o, &t->cluster, &err);
   if (st != SL_OK) fail_msg("cluster: %s", sl_err_msg(&err, st));

@@ -30,6 +30,10 @@ typedef struct sl_lt {
  * (NULL = defaults; the metadata channel is filled in). */
 void sl_lt_start(sl_lt *t, const char *name, int bookies,
                  const char *const *bookie_args, const sl_ledger_client_opts *opts);
+/* sl_lt_start with flags for the metadata service too (NULL-terminated,
+ * or NULL; the harness keeps the pointer). */
+void sl_lt_start_md(sl_lt *t, const char *name, int bookies, const char *const *bookie_args,
+                    const char *const *metadata_args, const sl_ledger_client_opts *opts);
 /* Destroys the client, the channel and the cluster (checking bookie logs
  * for sanitizer reports). */
 void sl_lt_stop(sl_lt *t);

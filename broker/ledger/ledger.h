@@ -192,6 +192,7 @@
 #ifndef SL_BROKER_LEDGER_LEDGER_H
 #define SL_BROKER_LEDGER_LEDGER_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -414,6 +415,10 @@ typedef struct sl_ledger_rereplicate_opts {
                                   these are replaced; NULL-terminated;
                                   borrowed for the call */
   uint64_t bytes_per_second;   /* copy rate bound (payload bytes); 0 = none */
+  const atomic_bool *cancel;   /* once true, the op ends with SL_ECANCELED
+                                  before its next chunk (rate waits look at
+                                  it at least once a second); NULL = never;
+                                  retained until cb runs */
   sl_serial *serial;           /* where cb runs (retained); NULL = a new one */
 } sl_ledger_rereplicate_opts;
 
@@ -445,7 +450,8 @@ typedef struct sl_ledger_rereplicate_opts {
  * do), SL_EPRECOND (the ledger is not CLOSED), SL_EUNAVAIL (no bookie to
  * copy to, no good copy of an entry, or a bookie or the metadata service
  * did not answer within recovery_timeout_ms), SL_EVERSION (the metadata
- * changed under us), or a bookie's refusal of a copy (details name it).
+ * changed under us), SL_ECANCELED (opts->cancel), or a bookie's refusal of
+ * a copy (details name it).
  */
 sl_status sl_ledger_rereplicate_async(sl_ledger_client *c, uint64_t ledger_id,
                                       const sl_ledger_rereplicate_opts *opts,

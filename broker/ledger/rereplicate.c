@@ -12,7 +12,7 @@
  *            the replacements of its write set, wait for the acks   rr_segment,
  *                                                                   rr_chunk
  *   PACE     before the next chunk, wait until the bytes copied fit
- *            the rate                                               chunk_done
+ *            the rate (and stop if cancelled)                       chunk_next
  *   UPDATE   CAS the new bookie ids and the records                 rr_update
  *
  * Invariants
@@ -66,6 +66,7 @@ struct rr_op {
   char **gone;
   size_t n_gone;
   uint64_t bps;
+  const atomic_bool *cancel;
   bool finished;
   int outstanding;                /* calls, reads and streams in flight */
   sl_timer deadline;              /* no progress for recovery_timeout_ms */
@@ -308,21 +309,15 @@ static void listed(sl_status st, const char *details, void *arg) {
 static void rr_chunk(rr_op *op);
 static void rr_update(rr_op *op);
 
-static void chunk_resume(void *arg) {
-  rr_op *op = arg;
-  if (op->finished) return;
-  sl_timer_start(&op->deadline, op->c->opts.recovery_timeout_ms);
-  rr_chunk(op);
+static bool cancelled(const rr_op *op) {
+  return op->cancel && atomic_load(op->cancel);
 }
 
-/* The chunk is read and acked: next chunk (paced), or next segment. */
-static void chunk_done(rr_op *op) {
-  if (op->finished || op->reading || op->unacked) return;
-  op->next = op->chunk_last + 1;
-  if (op->next > op->seg_end) {
-    drop_streams(op);
-    op->seg++;
-    rr_segment(op);
+/* Between chunks: stop if asked, wait while ahead of the rate (at most a
+ * second per wait, so a cancel is seen), else read the next chunk. */
+static void chunk_next(rr_op *op) {
+  if (cancelled(op)) {
+    finish(op, SL_ECANCELED, "ledger: re-replication cancelled");
     return;
   }
   int64_t wait = 0;
@@ -332,9 +327,28 @@ static void chunk_done(rr_op *op) {
   }
   if (wait > 0) {
     sl_timer_stop(&op->deadline); /* pacing is not a lack of progress */
-    sl_timer_start(&op->pace, wait);
+    sl_timer_start(&op->pace, wait < 1000 ? wait : 1000);
+    return;
+  }
+  sl_timer_start(&op->deadline, op->c->opts.recovery_timeout_ms);
+  rr_chunk(op);
+}
+
+static void pace_run(void *arg) {
+  rr_op *op = arg;
+  if (!op->finished) chunk_next(op);
+}
+
+/* The chunk is read and acked: next chunk, or next segment. */
+static void chunk_done(rr_op *op) {
+  if (op->finished || op->reading || op->unacked) return;
+  op->next = op->chunk_last + 1;
+  if (op->next > op->seg_end) {
+    drop_streams(op);
+    op->seg++;
+    rr_segment(op);
   } else {
-    rr_chunk(op);
+    chunk_next(op);
   }
 }
 
@@ -592,11 +606,12 @@ sl_status sl_ledger_rereplicate_async(sl_ledger_client *c, uint64_t ledger_id,
   op->c = c;
   op->ledger_id = ledger_id;
   op->bps = opts->bytes_per_second;
+  op->cancel = opts->cancel;
   op->cb = cb;
   op->arg = arg;
   op->outstanding = 1;
   sl_timer_init(&op->deadline, op->serial, deadline_run, op);
-  sl_timer_init(&op->pace, op->serial, chunk_resume, op);
+  sl_timer_init(&op->pace, op->serial, pace_run, op);
   sl_serial_post(op->serial, start_run, op);
   return SL_OK;
 }
