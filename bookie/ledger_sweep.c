@@ -19,13 +19,14 @@ struct sl_sweep {
   sl_bookie_store *store;
   sl_rpc_channel *ch;
   char *target;
+  char *bookie_id;          /* NULL: no "moved away" drops */
   int interval_ms;
   int64_t lookup_period_ns; /* 1 s / lookups_per_second */
   int rpc_timeout_ms;
   pthread_t thread;
   bool started;             /* the thread runs */
 
-  sl_metrics_counter *m_passes_complete, *m_passes_early, *m_dropped, *m_unknown;
+  sl_metrics_counter *m_passes_complete, *m_passes_early, *m_dropped, *m_unknown, *m_moved;
 
   pthread_mutex_t pass_mu;  /* held for a whole pass: invariant 5 */
   pthread_mutex_t mu;       /* guards the fields below and every `done` flag */
@@ -66,16 +67,36 @@ typedef struct lookup {
   sl_sweep *sw;
   bool done; /* under sw->mu */
   sl_status st;
+  bool moved; /* SL_OK, and re-replication moved this bookie's copy away */
   char details[SL_ERR_MAX];
 } lookup;
 
-/* Channel completion thread. Only the status matters (see the rule). */
+/* The rule for SL_OK: a CLOSED ledger that a Rereplication record says was
+ * copied away from this bookie, and that no segment names it in any more.
+ * Re-replication never picks a bookie a record replaced (ledger.h), so
+ * nothing can name it again. */
+static bool moved_away(const char *me, const Sluice__V1__LedgerInfo *l) {
+  if (me == NULL || l == NULL || l->state != SLUICE__V1__LEDGER_STATE__LEDGER_STATE_CLOSED)
+    return false;
+  bool replaced = false;
+  for (size_t i = 0; i < l->n_rereplications; i++)
+    replaced |= strcmp(l->rereplications[i]->from_bookie, me) == 0;
+  for (size_t s = 0; replaced && s < l->n_ensembles; s++)
+    for (size_t b = 0; b < l->ensembles[s]->n_bookie_ids; b++)
+      if (strcmp(l->ensembles[s]->bookie_ids[b], me) == 0) return false;
+  return replaced;
+}
+
+/* Channel completion thread. */
 static void on_reply(sl_status st, const char *details, ProtobufCMessage *resp, void *arg) {
   lookup *lk = arg;
   sl_sweep *sw = lk->sw;
+  bool moved = st == SL_OK && resp != NULL &&
+               moved_away(sw->bookie_id, ((Sluice__V1__LedgerResponse *)resp)->info);
   if (resp != NULL) protobuf_c_message_free_unpacked(resp, NULL);
   pthread_mutex_lock(&sw->mu);
   lk->st = st;
+  lk->moved = moved;
   snprintf(lk->details, sizeof(lk->details), "%s", details != NULL ? details : "");
   lk->done = true;
   pthread_cond_broadcast(&sw->cv);
@@ -83,7 +104,7 @@ static void on_reply(sl_status st, const char *details, ProtobufCMessage *resp, 
 }
 
 /* GetLedger(ledger): its status (SL_ECANCELED on stop). */
-static sl_status look_up(sl_sweep *sw, uint64_t ledger, sl_err *err) {
+static sl_status look_up(sl_sweep *sw, uint64_t ledger, bool *moved, sl_err *err) {
   Sluice__V1__GetLedgerRequest req = SLUICE__V1__GET_LEDGER_REQUEST__INIT;
   req.ledger_id = ledger;
   lookup lk = {.sw = sw, .done = false};
@@ -101,6 +122,7 @@ static sl_status look_up(sl_sweep *sw, uint64_t ledger, sl_err *err) {
   sw->call = NULL;
   pthread_mutex_unlock(&sw->mu);
   sl_rpc_ucall_unref(call);
+  *moved = lk.moved;
   if (lk.st == SL_OK) return SL_OK;
   return sl_err_set(err, lk.st, "ledger %" PRIu64 ": get ledger: %s", ledger,
                     lk.details[0] ? lk.details : sl_status_str(lk.st));
@@ -148,8 +170,9 @@ static sl_status drop_ledger(sl_sweep *sw, uint64_t ledger, sl_err *err) {
 /* Looks up one ledger and acts on the answer (the rule in the design
  * note). SL_OK to go on with the next ledger, else what ends the pass. */
 static sl_status sweep_one(sl_sweep *sw, uint64_t ledger, sl_sweep_result *r, sl_err *err) {
-  sl_status st = look_up(sw, ledger, err);
-  if (st == SL_OK) {
+  bool moved = false;
+  sl_status st = look_up(sw, ledger, &moved, err);
+  if (st == SL_OK && !moved) {
     r->checked++;
     return SL_OK;
   }
@@ -162,7 +185,7 @@ static sl_status sweep_one(sl_sweep *sw, uint64_t ledger, sl_sweep_result *r, sl
            "action=kept error=\"%s\"", ledger, sw->target, sl_err_msg(err, st));
     return SL_OK;
   }
-  if (st != SL_EDELETED) return st;
+  if (st != SL_EDELETED && !moved) return st;
   r->checked++;
   st = drop_ledger(sw, ledger, err);
   if (st == SL_EBUSY) {
@@ -172,8 +195,10 @@ static sl_status sweep_one(sl_sweep *sw, uint64_t ledger, sl_sweep_result *r, sl
   }
   if (st != SL_OK) return st;
   r->dropped++;
-  sl_metrics_counter_inc(sw->m_dropped);
-  sl_log(SL_LOG_INFO, "event=sweep_dropped ledger=%" PRIu64, ledger);
+  r->moved += moved;
+  sl_metrics_counter_inc(moved ? sw->m_moved : sw->m_dropped);
+  sl_log(SL_LOG_INFO, "event=sweep_dropped ledger=%" PRIu64 " reason=%s", ledger,
+         moved ? "rereplicated_away" : "deleted");
   return SL_OK;
 }
 
@@ -183,8 +208,9 @@ static void log_pass(const sl_sweep *sw, const sl_sweep_result *r, int64_t took_
                      uint64_t at_ledger, const sl_err *err) {
   if (r->ended_by == SL_OK) {
     sl_log(SL_LOG_INFO, "event=sweep_pass ledgers=%" PRIu64 " checked=%" PRIu64
-           " dropped=%" PRIu64 " unknown=%" PRIu64 " busy=%" PRIu64 " took_ms=%" PRId64,
-           r->ledgers, r->checked, r->dropped, r->kept_unknown, r->busy, took_ms);
+           " dropped=%" PRIu64 " moved=%" PRIu64 " unknown=%" PRIu64 " busy=%" PRIu64
+           " took_ms=%" PRId64, r->ledgers, r->checked, r->dropped, r->moved,
+           r->kept_unknown, r->busy, took_ms);
     return;
   }
   /* Stopping is not a problem worth a warning. */
@@ -271,6 +297,11 @@ static sl_status register_metrics(sl_sweep *sw, struct sl_metrics *m, sl_err *er
                                      "service holds their tombstone", NULL,
                                      &sw->m_dropped, err);
   if (st == SL_OK)
+    st = sl_metrics_register_counter(m, "sluice_bookie_sweep_moved_ledgers_total",
+                                     "local ledgers dropped because auto-recovery copied "
+                                     "them to other bookies while this one was gone",
+                                     NULL, &sw->m_moved, err);
+  if (st == SL_OK)
     st = sl_metrics_register_counter(m, "sluice_bookie_sweep_unknown_ledgers_total",
                                      "local ledgers the metadata service has neither a "
                                      "record nor a tombstone for (kept), per pass",
@@ -284,6 +315,7 @@ static void sweep_free(sl_sweep *sw) {
   pthread_mutex_destroy(&sw->mu);
   pthread_mutex_destroy(&sw->pass_mu);
   free(sw->target);
+  free(sw->bookie_id);
   free(sw);
 }
 
@@ -297,6 +329,7 @@ sl_status sl_sweep_start(sl_bookie_store *store, const sl_sweep_opts *o, sl_swee
   sl_sweep *sw = sl_xcalloc(1, sizeof(*sw));
   sw->store = store;
   sw->target = sl_xstrdup(o->target);
+  sw->bookie_id = o->bookie_id ? sl_xstrdup(o->bookie_id) : NULL;
   sw->interval_ms = o->interval_ms;
   int lps = o->lookups_per_second > 0 ? o->lookups_per_second : 100;
   sw->lookup_period_ns = 1000000000 / lps;

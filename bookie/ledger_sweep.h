@@ -11,7 +11,12 @@
  * A pass lists the ledgers stored here (sl_bookie_store_list_ledgers:
  * ascending, tombstones left out) and asks the metadata service's GetLedger
  * about each in turn, at most lookups_per_second a second. By the answer:
- *   SL_OK         the ledger exists: kept.
+ *   SL_OK         the ledger exists: kept, unless it is CLOSED, a
+ *                 Rereplication record names this bookie (bookie_id) as
+ *                 replaced, and no segment names it any more: auto-recovery
+ *                 copied its entries elsewhere while this bookie was gone,
+ *                 and never gives the ledger back to a bookie it replaced
+ *                 (broker/ledger/ledger.h), so the copy is dropped.
  *   SL_EDELETED   the service holds the ledger's tombstone
  *                 (deleted-ledgers/<id>): dropped with
  *                 sl_bookie_store_drop_ledger; SL_EBUSY (requests for it in
@@ -23,8 +28,9 @@
  *
  * Invariants (why dropping is safe)
  *  1. Only positive evidence deletes: a ledger is dropped only right after
- *     GetLedger answered SL_EDELETED for that very id. Silence, errors and
- *     "not found" never delete.
+ *     GetLedger answered SL_EDELETED for that very id, or showed the
+ *     "moved away" record above. Silence, errors and "not found" never
+ *     delete.
  *  2. A ledger's metadata is created before its first entry reaches any
  *     bookie, so every ledger stored here had a record. A missing record
  *     without a tombstone means the metadata service is wrong (or belongs to
@@ -73,6 +79,8 @@ typedef struct sl_sweep_opts {
                                channel keeps its own copies) */
   const char *tls_cert_pem; /* client certificate for mutual TLS, or NULL */
   const char *tls_key_pem;
+  const char *bookie_id;    /* this bookie's id, for "moved away" drops;
+                               NULL = none; copied */
   int interval_ms;          /* between passes; the first comes after one
                                interval; 0 = no passes (run_once only) */
   int lookups_per_second;   /* GetLedger calls at most; 0 = 100 */
@@ -89,7 +97,9 @@ typedef struct sl_sweep_opts {
 typedef struct sl_sweep_result {
   uint64_t ledgers;      /* stored here (not tombstones) when it began */
   uint64_t checked;      /* looked up and answered OK, DELETED or NOT_FOUND */
-  uint64_t dropped;      /* deleted in metadata, and now here too */
+  uint64_t dropped;      /* deleted in metadata, or moved away (below),
+                            and now dropped here too */
+  uint64_t moved;        /* of them, moved away by re-replication */
   uint64_t kept_unknown; /* NOT_FOUND in metadata: kept (and warned) */
   uint64_t busy;         /* deleted in metadata, but the drop was refused
                             with SL_EBUSY: left for the next pass */

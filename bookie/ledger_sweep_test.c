@@ -34,10 +34,19 @@
 
 /* ---- the scripted metadata service ---- */
 
+/* What an SL_OK answer holds (re-replication of this bookie, "me"). */
+enum {
+  SHAPE_PLAIN = 0,       /* no re-replication record */
+  SHAPE_MOVED,           /* CLOSED, "me" replaced and named nowhere */
+  SHAPE_STILL_NAMED,     /* CLOSED, "me" replaced in one segment, kept in another */
+  SHAPE_MOVED_OPEN,      /* as MOVED, but OPEN */
+};
+
 typedef struct fake {
   pthread_mutex_t mu;
   pthread_cond_t cv;           /* a lookup arrived */
   sl_status answer[N_IDS];     /* by ledger id */
+  int shape[N_IDS];            /* for SL_OK answers: a SHAPE_* */
   bool hang;                   /* leave every lookup unanswered */
   int lookups;                 /* GetLedger calls */
   int lookups_of[N_IDS];
@@ -65,6 +74,29 @@ static void get_ledger(sl_rpc_call *call, const Sluice__V1__GetLedgerRequest *re
   }
   Sluice__V1__LedgerInfo info = SLUICE__V1__LEDGER_INFO__INIT;
   info.ledger_id = id;
+  pthread_mutex_lock(&f->mu);
+  int shape = id < N_IDS ? f->shape[id] : SHAPE_PLAIN;
+  pthread_mutex_unlock(&f->mu);
+  char *seg0[] = {"b1", "b2", "b3"}, *seg1[] = {"b1", "me", "b3"};
+  Sluice__V1__EnsembleSegment s0 = SLUICE__V1__ENSEMBLE_SEGMENT__INIT, s1 = s0;
+  s0.bookie_ids = seg0;
+  s0.n_bookie_ids = 3;
+  s1.bookie_ids = seg1;
+  s1.n_bookie_ids = 3;
+  s1.first_entry = 1;
+  Sluice__V1__EnsembleSegment *segs[] = {&s0, &s1};
+  Sluice__V1__Rereplication rr = SLUICE__V1__REREPLICATION__INIT;
+  rr.from_bookie = "me";
+  rr.to_bookie = "b2";
+  Sluice__V1__Rereplication *rrs[] = {&rr};
+  if (shape != SHAPE_PLAIN) {
+    info.ensembles = segs;
+    info.n_ensembles = shape == SHAPE_STILL_NAMED ? 2 : 1;
+    info.rereplications = rrs;
+    info.n_rereplications = 1;
+    info.state = shape == SHAPE_MOVED_OPEN ? SLUICE__V1__LEDGER_STATE__LEDGER_STATE_OPEN
+                                           : SLUICE__V1__LEDGER_STATE__LEDGER_STATE_CLOSED;
+  }
   Sluice__V1__LedgerResponse r = SLUICE__V1__LEDGER_RESPONSE__INIT;
   r.info = &info;
   r.version = 1;
@@ -199,10 +231,11 @@ static void fixture_release(fixture *x) {
   sl_test_rmdtemp(x->dir);
 }
 
-static void sweep_start(fixture *x, int interval_ms, int lookups_per_second,
-                        int rpc_timeout_ms) {
+static void sweep_start_as(fixture *x, const char *bookie_id, int interval_ms,
+                           int lookups_per_second, int rpc_timeout_ms) {
   sl_sweep_opts o = SL_SWEEP_OPTS_INIT;
   o.target = x->f->target;
+  o.bookie_id = bookie_id;
   o.interval_ms = interval_ms;
   o.lookups_per_second = lookups_per_second;
   o.rpc_timeout_ms = rpc_timeout_ms;
@@ -218,6 +251,11 @@ static double metric(fixture *x, const char *name, const char *outcome) {
   double v = -1;
   assert_int_equal(sl_metrics_value(x->metrics, name, outcome ? labels : NULL, &v), SL_OK);
   return v;
+}
+
+static void sweep_start(fixture *x, int interval_ms, int lookups_per_second,
+                        int rpc_timeout_ms) {
+  sweep_start_as(x, NULL, interval_ms, lookups_per_second, rpc_timeout_ms);
 }
 
 /* Both entries of `ledger` read back intact. */
@@ -284,6 +322,40 @@ static void test_ledger_sweep__drops_only_deleted_ledgers(void **state) {
   assert_true(metric(&x, "sluice_bookie_sweep_passes_total", "ended_early") == 0);
   assert_true(metric(&x, "sluice_bookie_sweep_dropped_ledgers_total", NULL) == 2);
   assert_true(metric(&x, "sluice_bookie_sweep_unknown_ledgers_total", NULL) == 2);
+  fixture_release(&x);
+}
+
+/* A CLOSED ledger that re-replication moved away from this bookie is
+ * dropped; one that still names it, an OPEN one, or any with the bookie's
+ * id unknown to the sweep, is kept. */
+static void test_ledger_sweep__drops_ledgers_moved_away(void **state) {
+  (void)state;
+  fixture x;
+  fixture_init(&x);
+  static const int shapes[] = {0, SHAPE_MOVED, SHAPE_STILL_NAMED, SHAPE_MOVED_OPEN,
+                               SHAPE_PLAIN};
+  for (uint64_t l = 1; l <= 4; l++) {
+    fake_set(x.f, l, SL_OK);
+    pthread_mutex_lock(&x.f->mu);
+    x.f->shape[l] = shapes[l];
+    pthread_mutex_unlock(&x.f->mu);
+  }
+  sl_sweep_result r;
+  sweep_start(&x, 0, 1000, 0); /* no bookie id: nothing is "moved" */
+  assert_int_equal(sl_sweep_run_once(x.sw, &r, NULL), SL_OK);
+  assert_int_equal(r.dropped, 0);
+  sl_sweep_stop(x.sw);
+  sweep_start_as(&x, "me", 0, 1000, 0);
+  assert_int_equal(sl_sweep_run_once(x.sw, &r, NULL), SL_OK);
+  assert_int_equal(r.checked, 4);
+  assert_int_equal(r.dropped, 1);
+  assert_int_equal(r.moved, 1);
+  expect_dropped(x.store, 1);
+  expect_kept(x.store, 2);
+  expect_kept(x.store, 3);
+  expect_kept(x.store, 4);
+  assert_true(metric(&x, "sluice_bookie_sweep_moved_ledgers_total", NULL) == 1);
+  assert_true(metric(&x, "sluice_bookie_sweep_dropped_ledgers_total", NULL) == 0);
   fixture_release(&x);
 }
 
@@ -426,6 +498,7 @@ static int teardown(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_ledger_sweep__drops_only_deleted_ledgers),
+      cmocka_unit_test(test_ledger_sweep__drops_ledgers_moved_away),
       cmocka_unit_test(test_ledger_sweep__lookup_error_ends_pass),
       cmocka_unit_test(test_ledger_sweep__thread_runs_passes),
       cmocka_unit_test(test_ledger_sweep__stop_is_prompt_while_rate_limited),

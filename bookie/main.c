@@ -352,6 +352,7 @@ static sl_status start_sweep(bookie *b, const metadata_pems *p, sl_err *err) {
   so.tls_root_pem = p->ca;
   so.tls_cert_pem = p->cert;
   so.tls_key_pem = p->key;
+  so.bookie_id = c->id;
   so.interval_ms = (int)c->sweep_interval_ms;
   so.lookups_per_second = (int)c->sweep_lookups_per_second;
   so.metrics = sl_metrics_default();

@@ -431,7 +431,9 @@ typedef struct sl_ledger_rereplicate_opts {
  *      segment recorded (wiped). A bookie that came back with its data is
  *      left alone: nothing is copied twice.
  *   2. Per segment with such positions: replacements are picked (placement
- *      rules; never a bookie of that segment or of opts->gone), and each
+ *      rules; never a bookie of that segment, of opts->gone, or one an
+ *      earlier re-replication of this ledger replaced, so a bookie replaced
+ *      out of a ledger never holds it again and may drop its copy), and each
  *      entry of the segment whose write set includes a replaced position is
  *      read from the surviving copies (CRC checked) and written to its
  *      replacement as a recovery add with the ledger's highest epoch, at most

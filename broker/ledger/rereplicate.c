@@ -25,6 +25,10 @@
  *      highest epoch; a bookie's refusal fails the op (a re-run picks again).
  *   4. At most CHUNK entries are read or unacknowledged at a time, so memory
  *      stays bounded whatever the ledger's size.
+ *   5. A bookie that a Rereplication record names as replaced (from_bookie)
+ *      is never picked for that ledger again. So once no segment names a
+ *      bookie that a record replaced, its local copy is garbage for good,
+ *      and its sweep may drop it (bookie/ledger_sweep.h).
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -205,8 +209,8 @@ static sl_status plan(rr_op *op, sl_err *err) {
   for (size_t k = 0; k < i->n_ensembles; k++) {
     const Sluice__V1__EnsembleSegment *g = i->ensembles[k];
     rr_seg *p = &op->plan[k];
-    const char *taken[SL_QUORUM_MAX_ENSEMBLE], *avoid[2 * SL_QUORUM_MAX_ENSEMBLE];
-    size_t n_taken = 0, n_avoid = 0, want = 0;
+    const char *taken[SL_QUORUM_MAX_ENSEMBLE];
+    size_t n_taken = 0, want = 0;
     for (uint32_t s = 0; s < op->q.e; s++) {
       if (lost(op, g, s)) {
         p->mask |= bit(s);
@@ -216,10 +220,16 @@ static sl_status plan(rr_op *op, sl_err *err) {
       }
     }
     if (!want) continue;
-    for (size_t j = 0; j < op->n_gone && n_avoid < 2 * SL_QUORUM_MAX_ENSEMBLE; j++)
-      avoid[n_avoid++] = op->gone[j];
+    size_t n_avoid = op->n_gone + i->n_rereplications;
+    const char **avoid = malloc((n_avoid ? n_avoid : 1) * sizeof(char *));
+    if (!avoid) return sl_err_set(err, SL_ENOMEM, "ledger: out of memory");
+    for (size_t j = 0; j < op->n_gone; j++) avoid[j] = op->gone[j];
+    /* Invariant 5: a bookie replaced out of this ledger never gets it back. */
+    for (size_t j = 0; j < i->n_rereplications; j++)
+      avoid[op->n_gone + j] = i->rereplications[j]->from_bookie;
     char *ids[SL_QUORUM_MAX_ENSEMBLE], *inst[SL_QUORUM_MAX_ENSEMBLE];
     sl_status st = sl_lc_pick(op->c, avoid, n_avoid, taken, n_taken, want, ids, inst, err);
+    free(avoid);
     if (st != SL_OK) return st;
     size_t n = 0;
     for (uint32_t s = 0; s < op->q.e; s++) {
