@@ -30,9 +30,10 @@
  *      (or absent): it never names bookies from an older ledger, and never
  *      undoes a worker's FinishRereplication it did not see.
  *   3. A bookie counts as gone after `grace` of this auditor's own
- *      observation (monotonic clock, from the first pass that saw it named
- *      or registered and then unregistered): a new auditor, or one that
- *      lost the role and won it back, starts the grace over (the contract).
+ *      observation: on the monotonic clock, from the first pass that found
+ *      it unregistered while known (named by a ledger, or registered at
+ *      the pass before). A new auditor, or one that lost the role and won
+ *      it back, starts the grace over (the contract).
  *   4. A bookie registered with another instance id than the non-empty one
  *      a segment recorded is flagged at once: that copy was wiped.
  *   5. Only CLOSED ledgers have items. OPEN and IN_RECOVERY ones belong to

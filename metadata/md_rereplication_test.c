@@ -259,7 +259,7 @@ static void test_md_rereplication__gone_bookie_waits_for_grace(void **state) {
   int64_t s2 = open_bookie(l->ch, "b2", "i2");
   open_bookie(l->ch, "b3", "i3");
   const char *e1[] = {"b1", "b2"}, *i1[] = {"i1", "i2"}, *e2[] = {"b3"}, *i2[] = {"i3"};
-  uint64_t l1 = make_ledger(l->ch, 0, e1, i1, 2, true);
+  make_ledger(l->ch, 0, e1, i1, 2, true); /* names b2 */
   uint64_t l2 = make_ledger(l->ch, 0, e2, i2, 1, true);
   await_passes(l, 2);
   assert_int_equal(n_items(l->ch), 0);
@@ -270,8 +270,7 @@ static void test_md_rereplication__gone_bookie_waits_for_grace(void **state) {
   uint64_t scans = stats(l).scans;
   await_passes(l, 3);
   assert_true(stats(l).scans >= scans + 3); /* l1 was looked at, and left alone */
-  expect_items(l->ch, &l2, 1, "b3");
-  (void)l1;
+  expect_items(l->ch, &l2, 1, "b3"); /* and not b2's ledger */
 }
 
 /* A bookie gone past the grace period: its CLOSED ledger is listed, not
@@ -327,7 +326,10 @@ static void test_md_rereplication__new_instance_listed_at_once(void **state) {
   await_passes(l, 3);
   sl_md_audit_stats s1 = stats(l);
   /* At least one scan per 10 passes (md_auditor.c, invariant 7). */
-  if (s1.passes < 10) assert_int_equal(s1.scans, s0.scans);
+  if (s1.passes < 10)
+    assert_int_equal(s1.scans, s0.scans);
+  else
+    print_message("too slow to check skipped scans: %" PRIu64 " passes\n", s1.passes);
   assert_int_equal(n_items(l->ch), 0);
 
   open_bookie(l->ch, "b2", "i2-wiped");
