@@ -19,6 +19,10 @@ typedef struct metadata_cfg {
   long long ledger_id_block;
   long long watch_buffer;
   long long health_interval_ms;
+  long long audit_interval_ms;      /* 0 = this replica never audits */
+  long long rereplication_grace_ms;
+  long long auditor_ttl;            /* seconds */
+  char *replica_id;                 /* "" = hostname:pid */
 } metadata_cfg;
 
 static metadata_cfg cfg;
@@ -45,6 +49,16 @@ static const sl_conf_entry table[] = {
                 "events buffered for a slow watcher before its stream ends"),
     SL_CONF_INT(metadata_cfg, health_interval_ms, "1000", 10, 60000, ENV "HEALTH_INTERVAL_MS",
                 "how often the store is probed; health is NOT_SERVING while it fails"),
+    SL_CONF_INT(metadata_cfg, audit_interval_ms, "60000", 0, 86400000, ENV "AUDIT_INTERVAL_MS",
+                "how often the auditor (one replica at a time) lists the ledgers to "
+                "re-replicate; 0 = this replica never audits"),
+    SL_CONF_INT(metadata_cfg, rereplication_grace_ms, "300000", 0, 604800000,
+                ENV "REREPLICATION_GRACE_MS",
+                "a bookie unregistered this long has its closed ledgers re-replicated"),
+    SL_CONF_INT(metadata_cfg, auditor_ttl, "10", 2, 3600, ENV "AUDITOR_TTL",
+                "lease TTL in seconds of the auditor role: how long a dead auditor keeps it"),
+    SL_CONF_STR(metadata_cfg, replica_id, "", ENV "REPLICA_ID",
+                "this replica's name as the auditor; empty = hostname:pid"),
 };
 
 typedef struct state {
@@ -69,6 +83,10 @@ static sl_status start(void *c, sl_rpc_server *srv, void **out, sl_err *err) {
   mo.max_ttl_s = mc->max_session_ttl < mc->session_ttl ? mc->session_ttl : mc->max_session_ttl;
   mo.ledger_id_block = (uint64_t)mc->ledger_id_block;
   mo.watch_buffer = (size_t)mc->watch_buffer;
+  mo.audit_interval_ms = mc->audit_interval_ms;
+  mo.rereplication_grace_ms = mc->rereplication_grace_ms;
+  mo.auditor_ttl_s = mc->auditor_ttl;
+  mo.replica_id = mc->replica_id;
   st = sl_md_service_create(&mo, &s->md, err);
   if (st != SL_OK) goto out_store;
   st = sl_md_service_register(s->md, srv, err);
@@ -91,16 +109,25 @@ out_free:
 }
 
 /* The monitor sets the server's health, so it runs only while the server
- * does: from here until quiesce. */
+ * does: from here until quiesce. The auditor runs along: a replica that
+ * is shutting down hands the role on at once (its stop revokes the lease). */
 static sl_status serving(void *p, int port, sl_err *err) {
   (void)port;
   state *s = p;
-  return sl_md_service_monitor_start(s->md, s->srv, s->health_interval_ms, err);
+  sl_status st = sl_md_service_monitor_start(s->md, s->srv, s->health_interval_ms, err);
+  if (st != SL_OK) return st;
+  st = sl_md_service_auditor_start(s->md, err);
+  /* No quiesce follows a failed serving(): the monitor must not outlive
+   * the server. */
+  if (st != SL_OK) sl_md_service_monitor_stop(s->md);
+  return st;
 }
 
 static void quiesce(void *p) {
   state *s = p;
-  if (s != NULL) sl_md_service_monitor_stop(s->md);
+  if (s == NULL) return;
+  sl_md_service_auditor_stop(s->md);
+  sl_md_service_monitor_stop(s->md);
 }
 
 static void stop(void *p) {

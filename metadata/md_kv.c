@@ -141,6 +141,45 @@ bool sl_md_next_page(const sl_store_range_result *r, uint8_t **start, size_t *st
   return true;
 }
 
+/* Moves a page's key-values to the end of l (the page keeps none). */
+static void kvs_take(sl_store_range_result *r, sl_md_kvs *l) {
+  l->kvs = sl_xrealloc(l->kvs, (l->n + r->n) * sizeof(*l->kvs) + 1);
+  memcpy(l->kvs + l->n, r->kvs, r->n * sizeof(*r->kvs));
+  l->n += r->n;
+  memset(r->kvs, 0, r->n * sizeof(*r->kvs)); /* released as empty */
+}
+
+sl_status sl_md_kvs_read(sl_md_service *md, const sl_md_key *prefix, sl_md_kvs *out,
+                         sl_err *err) {
+  memset(out, 0, sizeof(*out));
+  uint8_t *start = NULL;
+  size_t start_len = 0;
+  sl_status st;
+  for (;;) {
+    sl_store_range_result r;
+    st = sl_store_range_at(md->store, prefix->s, prefix->len, start, start_len,
+                           sl_md_page_limit(md), out->revision, &r, err);
+    if (st != SL_OK) {
+      st = sl_md_store_status(st);
+      break;
+    }
+    if (out->revision == 0) out->revision = r.revision;
+    bool more = sl_md_next_page(&r, &start, &start_len);
+    kvs_take(&r, out);
+    sl_store_range_result_release(&r);
+    if (!more) break;
+  }
+  free(start);
+  if (st != SL_OK) sl_md_kvs_release(out);
+  return st;
+}
+
+void sl_md_kvs_release(sl_md_kvs *l) {
+  for (size_t i = 0; i < l->n; i++) sl_store_kv_release(&l->kvs[i]);
+  free(l->kvs);
+  memset(l, 0, sizeof(*l));
+}
+
 void sl_md_list_release(sl_md_list *l) {
   for (size_t i = 0; i < l->n; i++) {
     protobuf_c_message_free_unpacked(l->msgs[i], NULL);

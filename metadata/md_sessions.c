@@ -146,6 +146,14 @@ static sl_status check_holder(sl_md_service *md, const node_ref *n, int64_t sess
   return st;
 }
 
+sl_status sl_md_check_holder(sl_md_service *md, Sluice__V1__NodeKind kind, const char *node_id,
+                             int64_t session, sl_err *err) {
+  node_ref n;
+  sl_status st = node_key(kind, node_id, &n, err);
+  if (st == SL_OK) st = check_holder(md, &n, session, NULL, err);
+  return st;
+}
+
 /* Invariants 2 and 3: the key exists; take it over from the same address
  * (SL_EVERSION: it changed under us, look again), refuse another. *old gets
  * the lease taken over. */

@@ -4,9 +4,43 @@
  */
 #include "metadata/service.h"
 
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
+#include "metadata/md_names.h"
 #include "metadata/service_int.h"
+
+/* The auditor's settings; interval 0 (no auditor) needs none of the rest. */
+static sl_status check_auditor_opts(const sl_md_service_opts *o, sl_err *err) {
+  if (o->audit_interval_ms < 0)
+    return sl_err_set(err, SL_EINVAL, "metadata service: audit interval must be >= 0");
+  if (o->audit_interval_ms == 0) return SL_OK;
+  if (o->rereplication_grace_ms < 0)
+    return sl_err_set(err, SL_EINVAL, "metadata service: re-replication grace must be >= 0");
+  if (o->auditor_ttl_s < 2 || o->auditor_ttl_s > 3600)
+    return sl_err_set(err, SL_EINVAL, "metadata service: auditor lease ttl must be 2..3600 s");
+  if (o->replica_id == NULL || o->replica_id[0] == '\0') return SL_OK;
+  sl_status st = sl_md_check_text("metadata service: replica id", o->replica_id,
+                                  SL_MD_NAME_MAX, err);
+  /* It goes into log lines as replica=<id>. */
+  if (st == SL_OK && strchr(o->replica_id, ' ') != NULL)
+    st = sl_err_set(err, SL_EINVAL, "metadata service: replica id \"%s\" has a space",
+                    o->replica_id);
+  return st;
+}
+
+/* opts.replica_id, or hostname:pid: unique enough to tell operators which
+ * replica audits (the role itself rests on the lease, not on the name). */
+static char *replica_id(const sl_md_service_opts *o) {
+  if (o->replica_id != NULL && o->replica_id[0] != '\0') return sl_xstrdup(o->replica_id);
+  char host[256], id[300];
+  if (gethostname(host, sizeof(host)) != 0) snprintf(host, sizeof(host), "localhost");
+  host[sizeof(host) - 1] = '\0';
+  snprintf(id, sizeof(id), "%s:%ld", host, (long)getpid());
+  return sl_xstrdup(id);
+}
 
 sl_status sl_md_service_create(const sl_md_service_opts *opts, sl_md_service **out,
                                sl_err *err) {
@@ -19,6 +53,8 @@ sl_status sl_md_service_create(const sl_md_service_opts *opts, sl_md_service **o
     return sl_err_set(err, SL_EINVAL, "metadata service: ledger id block must be 1..2^30");
   if (opts->watch_buffer < 2)
     return sl_err_set(err, SL_EINVAL, "metadata service: watch buffer must be >= 2");
+  sl_status st = check_auditor_opts(opts, err);
+  if (st != SL_OK) return st;
   sl_md_service *md = sl_xcalloc(1, sizeof(*md));
   md->opts = *opts;
   md->store = opts->store;
@@ -33,7 +69,11 @@ sl_status sl_md_service_create(const sl_md_service_opts *opts, sl_md_service **o
   pthread_condattr_init(&ca);
   pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
   pthread_cond_init(&md->monitor_cond, &ca);
+  pthread_mutex_init(&md->auditor_lock, NULL);
+  pthread_cond_init(&md->auditor_cond, &ca); /* the same, for the auditor */
   pthread_condattr_destroy(&ca);
+  md->replica_id = replica_id(opts);
+  md->opts.replica_id = md->replica_id; /* the caller's copy is borrowed */
   *out = md;
   return SL_OK;
 }
@@ -83,6 +123,9 @@ BOUNDED(get_cursor, GetCursorRequest)
 BOUNDED(update_cursor, UpdateCursorRequest)
 BOUNDED(delete_cursor, DeleteCursorRequest)
 BOUNDED(list_cursors, ListCursorsRequest)
+BOUNDED(claim_rereplication, ClaimRereplicationRequest)
+BOUNDED(finish_rereplication, FinishRereplicationRequest)
+BOUNDED(list_under_replicated, ListUnderReplicatedRequest)
 
 sl_status sl_md_service_register(sl_md_service *md, sl_rpc_server *srv, sl_err *err) {
   static const sl_metadata_service_handlers h = {
@@ -115,6 +158,9 @@ sl_status sl_md_service_register(sl_md_service *md, sl_rpc_server *srv, sl_err *
       .update_cursor = bounded_update_cursor,
       .delete_cursor = bounded_delete_cursor,
       .list_cursors = bounded_list_cursors,
+      .claim_rereplication = bounded_claim_rereplication,
+      .finish_rereplication = bounded_finish_rereplication,
+      .list_under_replicated = bounded_list_under_replicated,
       .watch = sl_md_watch,
       .watch_writable = sl_md_watch_writable,
       .watch_done = sl_md_watch_done,
@@ -127,6 +173,10 @@ void sl_md_service_destroy(sl_md_service *md) {
   sl_md_service_monitor_stop(md); /* normally stopped already, before the server */
   pthread_cond_destroy(&md->monitor_cond);
   pthread_mutex_destroy(&md->monitor_lock);
+  sl_md_service_auditor_stop(md); /* likewise (it uses the store, still open) */
+  pthread_cond_destroy(&md->auditor_cond);
+  pthread_mutex_destroy(&md->auditor_lock);
+  free(md->replica_id);
   /* Watch threads end once their call is done; the server is gone, so
    * every call is done. Wait for the threads to let go of the store. */
   pthread_mutex_lock(&md->watch_lock);

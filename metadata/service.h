@@ -35,6 +35,13 @@
  *                                id created for the partition
  *   managed-ledgers/<partition>  ManagedLedgerInfo
  *   cursors/<partition>/<sub>    CursorInfo
+ *   under-replicated/<id>        UnderReplicated: a CLOSED ledger whose
+ *                                copies on some bookies are to be replaced;
+ *                                written by the auditor only
+ *   rereplication-claims/<id>    the claiming node's id (text), bound to
+ *                                the worker's session lease
+ *   auditor                      the auditing replica's id (text), bound to
+ *                                that replica's own lease
  *
  * Values are packed protobuf messages. The `version` of anything is the
  * key's mod revision; every update is a compare-and-swap on it.
@@ -79,11 +86,21 @@ typedef struct sl_md_service_opts {
   uint64_t ledger_id_block;   /* ledger ids reserved per store round trip */
   size_t watch_buffer;        /* events buffered per slow watcher before its
                                  stream ends with RESOURCE_EXHAUSTED */
+  /* The auditor (sl_md_service_auditor_start). */
+  int64_t audit_interval_ms;      /* between passes; 0 = this replica never
+                                     audits */
+  int64_t rereplication_grace_ms; /* a bookie unregistered this long has its
+                                     CLOSED ledgers listed (>= 0) */
+  int64_t auditor_ttl_s;          /* TTL of the auditor's lease (>= 2): how
+                                     long a dead auditor keeps the role */
+  const char *replica_id;         /* this replica's name in the `auditor` key
+                                     (copied); NULL or "" = hostname:pid */
 } sl_md_service_opts;
 
 #define SL_MD_SERVICE_OPTS_INIT                                              \
   {.store = NULL, .default_ttl_s = 5, .max_ttl_s = 300, .ledger_id_block = 1000, \
-   .watch_buffer = 16384}
+   .watch_buffer = 16384, .audit_interval_ms = 60000,                       \
+   .rereplication_grace_ms = 300000, .auditor_ttl_s = 10, .replica_id = NULL}
 
 /* Checks opts and creates the service. SL_EINVAL for bad opts. */
 sl_status sl_md_service_create(const sl_md_service_opts *opts,
@@ -112,6 +129,43 @@ sl_status sl_md_service_monitor_start(sl_md_service *md, sl_rpc_server *srv,
                                       int interval_ms, sl_err *err);
 /* Stops the monitor thread; a no-op if it is not running. */
 void sl_md_service_monitor_stop(sl_md_service *md);
+
+/*
+ * Auditor (DESIGN.md §4; md_auditor.c has its design note): a thread that
+ * competes with the other replicas for the store key `auditor` (bound to a
+ * lease of opts.auditor_ttl_s, kept alive every TTL/3, retried every TTL/3
+ * while another replica holds it). While this replica holds it, a pass
+ * every opts.audit_interval_ms (the first at once) lists as work items
+ * under-replicated/<ledger id> the CLOSED ledgers naming a bookie that has
+ * been unregistered for opts.rereplication_grace_ms, or that is registered
+ * with another instance id than the ledger recorded, and removes items that
+ * need nothing any more. Metrics on sl_metrics_default():
+ * sluice_metadata_auditor (1 while this replica holds the role),
+ * sluice_metadata_under_replicated_ledgers (items after the last pass; 0
+ * on other replicas), sluice_metadata_audit_passes_total{outcome="ok" or
+ * "failed"}. Start it once the service serves, stop it before destroying
+ * the service or closing the store; stop revokes the lease, so another
+ * replica takes over within its TTL/3. A no-op when
+ * opts.audit_interval_ms is 0. SL_EEXIST if running.
+ */
+sl_status sl_md_service_auditor_start(sl_md_service *md, sl_err *err);
+/* Stops the auditor thread (promptly: a store call in flight at most);
+ * a no-op if it is not running. */
+void sl_md_service_auditor_stop(sl_md_service *md);
+
+/* This replica's auditor counts since the service was created, e.g. for a
+ * test awaiting a pass: read `passes`, change the store, wait until it has
+ * grown by 2 (the pass running at the change may have read before it). */
+typedef struct sl_md_audit_stats {
+  uint64_t passes; /* passes completed as auditor */
+  uint64_t failed; /* passes that failed (store errors, the role lost) */
+  uint64_t scans;  /* passes that read every ledger (others found nothing
+                      that could have changed) */
+  uint64_t campaigns; /* looks at the `auditor` key while not holding it */
+  bool auditor;    /* this replica holds the role now */
+} sl_md_audit_stats;
+
+void sl_md_service_audit_stats(sl_md_service *md, sl_md_audit_stats *out);
 
 /* Frees the service. Precondition: the server it was registered on has been
  * destroyed (so no handler runs). Waits for watch threads still winding

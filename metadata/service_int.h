@@ -9,6 +9,8 @@
  *   md_cursors.c     managed-ledger lists and cursors
  *   md_watch.c       Watch streams
  *   md_monitor.c     store probe: health and gauges
+ *   md_rereplication.c  ClaimRereplication ... ListUnderReplicated
+ *   md_auditor.c     the auditor: elected, lists under-replicated ledgers
  */
 #ifndef SL_METADATA_SERVICE_INT_H
 #define SL_METADATA_SERVICE_INT_H
@@ -65,6 +67,14 @@ struct sl_md_service {
   pthread_t monitor;
   sl_rpc_server *monitor_srv;
   int monitor_interval_ms;
+
+  /* md_auditor.c */
+  char *replica_id;               /* heap: opts.replica_id or hostname:pid */
+  pthread_mutex_t auditor_lock;   /* guards auditor_stop, audit_stats */
+  pthread_cond_t auditor_cond;    /* signalled on stop; monotonic clock */
+  bool auditor_stop;
+  sl_md_audit_stats audit_stats;
+  struct sl_md_auditor *auditor;  /* owner thread only; NULL when not running */
 };
 
 /* ---- md_monitor.c ---- */
@@ -141,6 +151,20 @@ size_t sl_md_page_limit(const sl_md_service *md);
  * true; else returns false and leaves *start for the caller to free. */
 bool sl_md_next_page(const sl_store_range_result *r, uint8_t **start, size_t *start_len);
 
+/* Every key-value under a prefix, undecoded, in key order, all pages read
+ * at one revision (out->revision), for values that are not one message
+ * type or must be decoded one at a time. Caller frees with
+ * sl_md_kvs_release. */
+typedef struct sl_md_kvs {
+  sl_store_kv *kvs;
+  size_t n;
+  int64_t revision;
+} sl_md_kvs;
+
+sl_status sl_md_kvs_read(sl_md_service *md, const sl_md_key *prefix, sl_md_kvs *out,
+                         sl_err *err);
+void sl_md_kvs_release(sl_md_kvs *l);
+
 /* The epoch state of a partition, read from epochs/<partition>. */
 typedef struct sl_md_epoch {
   sl_md_key key; /* epochs/<partition> */
@@ -214,6 +238,28 @@ sl_status sl_md_check_quorum(const char *what, uint32_t e, uint32_t qw, uint32_t
  * store trouble and corruption at warn. */
 void sl_md_fail(sl_rpc_call *call, sl_status st, const sl_err *err);
 
+/* ---- md_sessions.c ---- */
+
+/*
+ * The holder rule of KeepAlive (md_sessions.c, invariant 5): `session`
+ * holds the registration of (kind, node_id). SL_EINVAL for a bad kind, id
+ * or session id, SL_ENOTFOUND if the node is not registered, SL_EPERM if
+ * another session holds it, else the store's status (sl_md_store_status).
+ * Messages name the node, never a session id.
+ */
+sl_status sl_md_check_holder(sl_md_service *md, Sluice__V1__NodeKind kind, const char *node_id,
+                             int64_t session, sl_err *err);
+
+/* ---- md_rereplication.c: keys shared with md_auditor.c ---- */
+
+#define SL_MD_ITEMS "under-replicated/"      /* + ledger id: UnderReplicated */
+#define SL_MD_CLAIMS "rereplication-claims/" /* + ledger id: claimer's node id */
+#define SL_MD_AUDITOR "auditor"              /* the auditing replica's id */
+
+/* A decimal ledger id as keys spell it: digits only, no leading zero, at
+ * least 1, fits in 64 bits. */
+bool sl_md_parse_id(const char *s, uint64_t *id);
+
 /* ---- handlers: one per rpc, with the generated signatures ---- */
 
 #define SL_MD_HANDLER(name, Req)                                               \
@@ -260,6 +306,10 @@ SL_MD_HANDLER(get_cursor, GetCursorRequest);
 SL_MD_HANDLER(update_cursor, UpdateCursorRequest);
 SL_MD_HANDLER(delete_cursor, DeleteCursorRequest);
 SL_MD_HANDLER(list_cursors, ListCursorsRequest);
+
+SL_MD_HANDLER(claim_rereplication, ClaimRereplicationRequest);
+SL_MD_HANDLER(finish_rereplication, FinishRereplicationRequest);
+SL_MD_HANDLER(list_under_replicated, ListUnderReplicatedRequest);
 
 SL_MD_HANDLER(watch, WatchRequest);
 void sl_md_watch_writable(sl_rpc_call *call, void *ctx);
