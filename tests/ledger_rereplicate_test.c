@@ -222,11 +222,19 @@ static void test_ledger_rereplicate__no_copy_left_changes_nothing(void **state) 
   sl_lt_destroy(lh);
   Sluice__V1__LedgerResponse *before = NULL;
   int64_t version = get_info(t, id, &before) ? before->version : 0;
-  stop(t, A);
-  stop(t, B);
   const char *gone[] = {sl_cluster_id(t->cluster, SL_NODE_BOOKIE, A),
                         sl_cluster_id(t->cluster, SL_NODE_BOOKIE, B), NULL};
+  /* The client is made after both stopped: it never knew them. */
+  stop(t, A);
+  stop(t, B);
+  client_setup(state);
   assert_int_equal(rerep(t, id, gone, 0, NULL, NULL), SL_EUNAVAIL);
+  /* Entry 0 (write set {A, B}) alone: no range read, and no replica this
+   * client can even ask, so the read gives up inside the call that issues
+   * it (the reader once read its freed op there). */
+  sl_ledger *r = sl_lt_open(t, id);
+  assert_int_equal(sl_lt_read_check(r, 0, 0, NULL), SL_EUNAVAIL);
+  sl_lt_destroy(r);
   Sluice__V1__LedgerResponse *after = NULL;
   get_info(t, id, &after);
   assert_int_equal(after->version, version);

@@ -198,6 +198,9 @@ static int64_t chunk_end(const rd_op *op, int64_t first) {
 }
 
 static void issue(rd_op *op) {
+  /* An entry no replica can serve gives the read up inside ask(), which
+   * may drop the op's last reference while this loop still reads it. */
+  op->outstanding++;
   while (!op->finished && op->next_issue <= op->last) {
     int64_t first = op->next_issue, end = chunk_end(op, first);
     if (end - op->next_deliver >= ahead(op)) break; /* window full */
@@ -215,6 +218,7 @@ static void issue(rd_op *op) {
       if (sl->entry == e && sl->ranged == 0 && sl->asked == 0) ask(op, sl);
     }
   }
+  sl_rd_put(op);
 }
 
 static void read_run(void *arg) {
