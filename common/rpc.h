@@ -38,6 +38,11 @@ typedef struct sl_rpc_service {
  * about 10 s. */
 #define SL_RPC_KEEPALIVE_TIME_MS 5000
 #define SL_RPC_KEEPALIVE_TIMEOUT_MS 5000
+/* Cap on a client channel's reconnect back-off. gRPC's default (120 s)
+ * suits clients on the internet; in a cluster a restarted node must be
+ * usable again within seconds, else a ledger client keeps failing over to
+ * others from a bookie that is back, and auto-recovery's copies to it fail. */
+#define SL_RPC_MAX_RECONNECT_BACKOFF_MS 2000
 /* Servers accept client pings this often, without strikes; clients never
  * ping more often (rpc_server.h). */
 #define SL_RPC_MIN_PING_INTERVAL_MS 1000

@@ -228,6 +228,7 @@ static sl_status channel_args(const sl_rpc_channel_opts *opts, size_t max_messag
     sl_rpc_args_add_int(ours, GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
     sl_rpc_args_add_int(ours, GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
   }
+  sl_rpc_args_add_int(ours, GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, SL_RPC_MAX_RECONNECT_BACKOFF_MS);
   sl_rpc_args_add_str(ours, GRPC_ARG_LB_POLICY_NAME,
                       opts->lb_policy != NULL ? opts->lb_policy : "pick_first");
   size_t n_extra = opts->extra_args != NULL ? opts->extra_args->num_args : 0;

@@ -178,10 +178,6 @@ static void test_autorecovery__killed_bookie_recovered(void **state) {
     assert_true(rr->time_ms >= killed_ms + GRACE_MS); /* the grace was kept */
     protobuf_c_message_free_unpacked(&r->base, NULL);
   }
-  /* Entries whose write set was {X, Y} now live on X's replacement only. */
-  assert_int_equal(sl_cluster_stop_node(t->cluster, SL_NODE_BOOKIE, Y, &err), SL_OK);
-  read_all(t, ids[0], N);
-
   /* The open ledger was left alone; closed, it is recovered too. */
   if (names(t, open_id, x_id)) {
     assert_false(listed(t, open_id));
@@ -189,6 +185,10 @@ static void test_autorecovery__killed_bookie_recovered(void **state) {
     wait_not_named(t, open_id, x_id, 60000);
   }
   sl_lt_destroy(open);
+
+  /* Entries whose write set was {X, Y} now live on X's replacement only. */
+  assert_int_equal(sl_cluster_stop_node(t->cluster, SL_NODE_BOOKIE, Y, &err), SL_OK);
+  read_all(t, ids[0], N);
   restart(t, Y);
   restart(t, X);
   /* X is back, but its copy of the first ledger moved: its sweep drops it. */
