@@ -211,13 +211,25 @@ static void cluster_status_run(slow_call *sc) {
   Sluice__V1__ListBrokersResponse *brokers = NULL;
   Sluice__V1__ListBookiesRequest kreq = SLUICE__V1__LIST_BOOKIES_REQUEST__INIT;
   Sluice__V1__ListBookiesResponse *bookies = NULL;
+  Sluice__V1__ListUnderReplicatedRequest ureq = SLUICE__V1__LIST_UNDER_REPLICATED_REQUEST__INIT;
+  Sluice__V1__ListUnderReplicatedResponse *under = NULL;
   partition_list pl = {0};
+  uint64_t *under_ids = NULL;
   sl_status st = sl_metadata_service_list_brokers(sc->b->md, &breq, &brokers, &co, &err);
   if (st == SL_OK)
     st = sl_metadata_service_list_bookies(sc->b->md, &kreq, &bookies, &co, &err);
+  if (st == SL_OK)
+    st = sl_metadata_service_list_under_replicated(sc->b->md, &ureq, &under, &co, &err);
   if (st == SL_OK) st = list_partitions(sc->b, &pl, &err);
   if (st == SL_OK) {
     Sluice__V1__ClusterStatusResponse resp = SLUICE__V1__CLUSTER_STATUS_RESPONSE__INIT;
+    under_ids = sl_xcalloc(under->n_items + 1, sizeof(*under_ids));
+    for (size_t i = 0; i < under->n_items; i++) under_ids[i] = under->items[i]->ledger_id;
+    resp.n_under_replicated_ledgers = under->n_items;
+    resp.under_replicated_ledgers = under_ids;
+    resp.n_rereplicating_ledgers = under->n_claimed;
+    resp.rereplicating_ledgers = under->claimed;
+    resp.auditor = under->auditor;
     resp.n_brokers = brokers->n_brokers;
     resp.brokers = brokers->brokers;
     resp.n_bookies = bookies->n_bookies;
@@ -230,6 +242,8 @@ static void cluster_status_run(slow_call *sc) {
   }
   if (brokers) protobuf_c_message_free_unpacked(&brokers->base, NULL);
   if (bookies) protobuf_c_message_free_unpacked(&bookies->base, NULL);
+  if (under) protobuf_c_message_free_unpacked(&under->base, NULL);
+  free(under_ids);
   free_partitions(&pl);
 }
 

@@ -151,6 +151,9 @@ static void test_broker_admin__cluster_status_and_stats(void **state) {
   assert_string_equal(s->brokers[0]->id, "broker-0");
   assert_string_equal(s->brokers[1]->address, sl_cluster_addr(k->c, SL_NODE_BROKER, 1));
   assert_int_equal(s->n_bookies, 4);
+  /* The metadata service's auditor (one replica, elected at its start). */
+  assert_string_equal(s->auditor, sl_cluster_id(k->c, SL_NODE_METADATA, 0));
+  assert_int_equal(s->n_under_replicated_ledgers, 0);
   int found = 0;
   for (size_t i = 0; i < s->n_partitions; i++) {
     for (size_t j = 0; j < l->n_owners; j++) {

@@ -40,6 +40,7 @@ expect 0 '"deduplication":true' "$sluice" --json namespace policies billing
 expect 1 "unknown key" "$sluice" namespace policies billing --set colour=blue
 expect 0 '"bookies":\[{"id":"bookie-0"' "$sluice" --json cluster status
 expect 0 '"read_only"' "$sluice" cluster status
+expect 0 '"auditor":"metadata-0"' "$sluice" --json cluster status
 
 # Produce: -m, -f, stdin, keys and properties on a partitioned topic.
 expect 0 "acked 2" "$sluice" produce public/orders -m one -m two

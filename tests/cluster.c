@@ -162,6 +162,8 @@ static sl_status start_node(sl_cluster *c, node *nd, sl_err *err) {
         snprintf(store, sizeof(store), "local:%s", nd->dir);
       push(argv, &n, "--store");
       push(argv, &n, store);
+      push(argv, &n, "--replica_id");
+      push(argv, &n, nd->id);
       push_extra(argv, &n, c->opts.metadata_args);
       break;
     case SL_NODE_BOOKIE:
