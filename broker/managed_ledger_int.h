@@ -43,6 +43,10 @@ typedef struct ml_cached_lh {
   sl_ledger *lh;
   int users;                  /* chain reads reading through it now */
   uint64_t used;              /* tick of the last use (LRU) */
+  bool stale;                 /* a read through it failed: no new users, and
+                                 closed once idle, so the next read opens
+                                 the ledger again with fresh metadata (auto-
+                                 recovery may have moved its copies) */
 } ml_cached_lh;
 
 /* The read side's state (managed_ledger_read.c, managed_ledger_readahead.c);

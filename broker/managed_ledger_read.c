@@ -9,7 +9,9 @@
  * chunk opens each ledger once (one GetLedger) instead of once per read. A
  * handle in use by a read is never closed under it; an idle one goes when
  * its slot is wanted (least recently used), when its ledger left the list
- * (trim), or with sl_ml_destroy. */
+ * (trim), once a read through it failed (auto-recovery may have moved the
+ * ledger's copies since it was opened: the next read opens it again with
+ * the new metadata), or with sl_ml_destroy. */
 #include "broker/managed_ledger_int.h"
 
 #include <stdio.h>
@@ -112,7 +114,7 @@ static void handles_prune(sl_ml *ml) {
 static sl_ledger *handle_get(sl_ml *ml, uint64_t id) {
   for (int i = 0; i < ML_READ_HANDLES; i++) {
     ml_cached_lh *h = &ml->rd.handles[i];
-    if (h->lh != NULL && h->id == id) {
+    if (h->lh != NULL && h->id == id && !h->stale) {
       h->users++;
       h->used = ++ml->rd.tick;
       ml_read_count(ml, ML_READ_HANDLE_REUSE);
@@ -146,7 +148,7 @@ static bool handle_put(sl_ml *ml, sl_ledger *lh) {
 static void handle_release(sl_ml *ml, sl_ledger *lh) {
   ml_cached_lh *h = handle_slot(ml, lh);
   SL_ASSERT(h != NULL && h->users > 0);
-  if (--h->users == 0 && (ml->rd.stopped || !in_list(ml, h->id))) slot_clear(h);
+  if (--h->users == 0 && (ml->rd.stopped || h->stale || !in_list(ml, h->id))) slot_clear(h);
 }
 
 void ml_read_stop(sl_ml *ml) {
@@ -196,6 +198,7 @@ static void read_chunk(chain_read *r);
 static void chunk_done(sl_status st, const char *details, void *arg) {
   chain_read *r = arg;
   if (st != SL_OK) {
+    if (r->cached) handle_slot(r->ml, r->lh)->stale = true;
     chain_finish(r, st, details);
     return;
   }

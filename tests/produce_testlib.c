@@ -28,11 +28,21 @@ void sl_pt_start(sl_pt *t, const char *name, int metadata, int bookies, int brok
 
 void sl_pt_start_ttl(sl_pt *t, const char *name, int metadata, int bookies, int brokers,
                      int ttl_s) {
+  sl_pt_start_args(t, name, metadata, bookies, brokers, ttl_s, NULL, NULL);
+}
+
+void sl_pt_start_args(sl_pt *t, const char *name, int metadata, int bookies, int brokers,
+                      int ttl_s, const char *const *metadata_args,
+                      const char *const *bookie_args_more) {
   /* Static: the cluster keeps these for restarts (one cluster a process). */
   static char ttl[16];
-  static const char *bookie_args[] = {"--registration_ttl", ttl, NULL};
+  static const char *bookie_args[8] = {"--registration_ttl", ttl, NULL};
   static const char *broker_args[] = {"--session_ttl", ttl, NULL};
   snprintf(ttl, sizeof(ttl), "%d", ttl_s);
+  for (int i = 0; i < 5; i++) { /* up to 5 more, NULL-terminated */
+    bookie_args[2 + i] = bookie_args_more ? bookie_args_more[i] : NULL;
+    if (bookie_args[2 + i] == NULL) break;
+  }
   memset(t, 0, sizeof(*t));
   assert_true(brokers <= SL_PT_MAX_BROKERS);
   sl_cluster_opts o = SL_CLUSTER_OPTS_INIT;
@@ -42,6 +52,7 @@ void sl_pt_start_ttl(sl_pt *t, const char *name, int metadata, int bookies, int 
   o.name = name;
   o.bookie_args = bookie_args;
   o.broker_args = broker_args;
+  o.metadata_args = metadata_args;
   sl_err err = SL_ERR_INIT;
   sl_status st = sl_cluster_start(&o, &t->c, &err);
   if (st != SL_OK) fail_msg("cluster: %s", err_msg(&err, st));

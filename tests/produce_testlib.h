@@ -35,6 +35,11 @@ void sl_pt_start(sl_pt *t, const char *name, int metadata, int bookies, int brok
  * tests on a loaded machine, where 2 s of etcd stalls end a session). */
 void sl_pt_start_ttl(sl_pt *t, const char *name, int metadata, int bookies, int brokers,
                      int ttl_s);
+/* The same with flags for the metadata service (NULL-terminated, or NULL)
+ * and up to 5 more for the bookies; the harness keeps the pointers. */
+void sl_pt_start_args(sl_pt *t, const char *name, int metadata, int bookies, int brokers,
+                      int ttl_s, const char *const *metadata_args,
+                      const char *const *bookie_args_more);
 void sl_pt_stop(sl_pt *t);
 /* cmocka group teardown: sl_pt_stop, then frees the calloc'd sl_pt. */
 int sl_pt_teardown(void **state);
