@@ -103,28 +103,51 @@ size_t sl_md_page_limit(const sl_md_service *md) {
   return strcmp(sl_store_backend(md->store), "local") == 0 ? 0 : LIST_PAGE;
 }
 
-sl_status sl_md_list_read(sl_md_service *md, const sl_md_key *prefix,
-                          const ProtobufCMessageDescriptor *desc, sl_md_list *out,
-                          sl_err *err) {
-  memset(out, 0, sizeof(*out));
+/* One page of a listing, handed to the reader (md_kv.c's two kinds). */
+typedef sl_status (*page_fn)(sl_store_range_result *r, void *arg, sl_err *err);
+
+/* Reads every page under prefix at one revision (*revision 0: the latest,
+ * then the one the first page saw) and hands each to take. */
+static sl_status read_pages(sl_md_service *md, const sl_md_key *prefix, int64_t *revision,
+                            page_fn take, void *arg, sl_err *err) {
   uint8_t *start = NULL;
   size_t start_len = 0;
   sl_status st;
   for (;;) {
     sl_store_range_result r;
     st = sl_store_range_at(md->store, prefix->s, prefix->len, start, start_len,
-                           sl_md_page_limit(md), out->revision, &r, err);
+                           sl_md_page_limit(md), *revision, &r, err);
     if (st != SL_OK) {
       st = sl_md_store_status(st);
       break;
     }
-    if (out->revision == 0) out->revision = r.revision;
-    st = list_page(&r, prefix->len, desc, out, err);
-    bool more = st == SL_OK && sl_md_next_page(&r, &start, &start_len);
+    if (*revision == 0) *revision = r.revision;
+    bool more = sl_md_next_page(&r, &start, &start_len);
+    st = take(&r, arg, err);
     sl_store_range_result_release(&r);
-    if (!more) break;
+    if (st != SL_OK || !more) break;
   }
   free(start);
+  return st;
+}
+
+typedef struct list_reader {
+  size_t strip;
+  const ProtobufCMessageDescriptor *desc;
+  sl_md_list *out;
+} list_reader;
+
+static sl_status take_list_page(sl_store_range_result *r, void *arg, sl_err *err) {
+  list_reader *lr = arg;
+  return list_page(r, lr->strip, lr->desc, lr->out, err);
+}
+
+sl_status sl_md_list_read(sl_md_service *md, const sl_md_key *prefix,
+                          const ProtobufCMessageDescriptor *desc, sl_md_list *out,
+                          sl_err *err) {
+  memset(out, 0, sizeof(*out));
+  list_reader lr = {prefix->len, desc, out};
+  sl_status st = read_pages(md, prefix, &out->revision, take_list_page, &lr, err);
   if (st != SL_OK) sl_md_list_release(out);
   return st;
 }
@@ -149,27 +172,16 @@ static void kvs_take(sl_store_range_result *r, sl_md_kvs *l) {
   memset(r->kvs, 0, r->n * sizeof(*r->kvs)); /* released as empty */
 }
 
+static sl_status take_kvs_page(sl_store_range_result *r, void *arg, sl_err *err) {
+  (void)err;
+  kvs_take(r, arg);
+  return SL_OK;
+}
+
 sl_status sl_md_kvs_read(sl_md_service *md, const sl_md_key *prefix, sl_md_kvs *out,
                          sl_err *err) {
   memset(out, 0, sizeof(*out));
-  uint8_t *start = NULL;
-  size_t start_len = 0;
-  sl_status st;
-  for (;;) {
-    sl_store_range_result r;
-    st = sl_store_range_at(md->store, prefix->s, prefix->len, start, start_len,
-                           sl_md_page_limit(md), out->revision, &r, err);
-    if (st != SL_OK) {
-      st = sl_md_store_status(st);
-      break;
-    }
-    if (out->revision == 0) out->revision = r.revision;
-    bool more = sl_md_next_page(&r, &start, &start_len);
-    kvs_take(&r, out);
-    sl_store_range_result_release(&r);
-    if (!more) break;
-  }
-  free(start);
+  sl_status st = read_pages(md, prefix, &out->revision, take_kvs_page, out, err);
   if (st != SL_OK) sl_md_kvs_release(out);
   return st;
 }

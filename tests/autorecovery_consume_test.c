@@ -26,6 +26,7 @@
 #include "common/testing.h"
 #include "metadata.slrpc.h"
 #include "tests/consume_testlib.h"
+#include "tests/metadata_util.h"
 
 #define N 120
 #define TOPIC "ar/t"
@@ -93,16 +94,6 @@ static size_t closed_ledgers(sl_pt *t, uint64_t *ids, size_t max) {
   return n;
 }
 
-static bool names(sl_pt *t, uint64_t ledger, const char *bookie) {
-  Sluice__V1__LedgerResponse *r = get_ledger(t, ledger);
-  bool found = false;
-  for (size_t s = 0; s < r->info->n_ensembles; s++)
-    for (size_t i = 0; i < r->info->ensembles[s]->n_bookie_ids; i++)
-      found |= strcmp(r->info->ensembles[s]->bookie_ids[i], bookie) == 0;
-  protobuf_c_message_free_unpacked(&r->base, NULL);
-  return found;
-}
-
 /* The bookie index in `slot` of the ledger's first segment. */
 static int bookie_of(sl_pt *t, uint64_t ledger, uint32_t slot) {
   Sluice__V1__LedgerResponse *r = get_ledger(t, ledger);
@@ -158,7 +149,7 @@ static void test_autorecovery__consumer_reads_moved_copies(void **state) {
   assert_int_equal(sl_cluster_kill9(t->c, SL_NODE_BOOKIE, X, &err), SL_OK);
   int64_t deadline = sl_clock_mono_ms() + sl_test_scaled_ms(WAIT_MS);
   for (size_t i = 0; i < n; i++) {
-    while (names(t, ids[i], x_id)) {
+    while (mdt_ledger_names(t->meta, ids[i], x_id)) {
       if (sl_clock_mono_ms() > deadline)
         fail_msg("ledger %lu still names %s", (unsigned long)ids[i], x_id);
       usleep(100 * 1000);

@@ -26,6 +26,7 @@
 #include "metadata.slrpc.h"
 #include "tests/bookie_testlib.h"
 #include "tests/ledger_testlib.h"
+#include "tests/metadata_util.h"
 #include "tests/metrics_scrape.h"
 
 #define GRACE_MS 8000
@@ -44,19 +45,6 @@ static int setup(void **state) {
   return 0;
 }
 
-/* A CLOSED E=3 Qw=2 Qa=2 ledger with n entries (the handle is returned). */
-static sl_ledger *ledger_with(sl_lt *t, int n, bool close) {
-  sl_ledger *lh = sl_lt_create(t, 3, 2, 2, 1, NULL, NULL);
-  sl_lt_appends a;
-  sl_lt_appends_init(&a, sl_ledger_id(lh));
-  for (int i = 0; i < n; i++) assert_int_equal(sl_lt_append(lh, &a), SL_OK);
-  sl_lt_wait_done(&a, n, 30000);
-  assert_int_equal(a.ok, n);
-  if (close) assert_int_equal(sl_lt_close(lh), SL_OK);
-  sl_lt_appends_release(&a);
-  return lh;
-}
-
 static Sluice__V1__LedgerResponse *get(sl_lt *t, uint64_t ledger) {
   Sluice__V1__GetLedgerRequest req = SLUICE__V1__GET_LEDGER_REQUEST__INIT;
   req.ledger_id = ledger;
@@ -65,21 +53,10 @@ static Sluice__V1__LedgerResponse *get(sl_lt *t, uint64_t ledger) {
   return r;
 }
 
-/* Whether any segment of the ledger names the bookie. */
-static bool names(sl_lt *t, uint64_t ledger, const char *bookie) {
-  Sluice__V1__LedgerResponse *r = get(t, ledger);
-  bool found = false;
-  for (size_t s = 0; s < r->info->n_ensembles; s++)
-    for (size_t i = 0; i < r->info->ensembles[s]->n_bookie_ids; i++)
-      found |= strcmp(r->info->ensembles[s]->bookie_ids[i], bookie) == 0;
-  protobuf_c_message_free_unpacked(&r->base, NULL);
-  return found;
-}
-
 /* Waits until no segment of the ledger names the bookie. */
 static void wait_not_named(sl_lt *t, uint64_t ledger, const char *bookie, int64_t ms) {
   int64_t deadline = sl_clock_mono_ms() + sl_test_scaled_ms(ms);
-  while (names(t, ledger, bookie)) {
+  while (mdt_ledger_names(t->meta, ledger, bookie)) {
     if (sl_clock_mono_ms() > deadline)
       fail_msg("ledger %lu still names bookie %s", (unsigned long)ledger, bookie);
     usleep(100 * 1000);
@@ -150,24 +127,24 @@ static void restart(sl_lt *t, int i) {
 static void test_autorecovery__killed_bookie_recovered(void **state) {
   sl_lt *t = *state;
   enum { N = 90, LEDGERS = 3 };
-  sl_ledger *lh = ledger_with(t, N, true);
+  sl_ledger *lh = sl_lt_filled(t, N, true);
   int X = sl_lt_ensemble_bookie(t, lh, 0), Y = sl_lt_ensemble_bookie(t, lh, 1);
   const char *x_id = sl_cluster_id(t->cluster, SL_NODE_BOOKIE, X);
   uint64_t ids[LEDGERS] = {sl_ledger_id(lh)};
   sl_lt_destroy(lh);
   for (int k = 1; k < LEDGERS; k++) {
-    lh = ledger_with(t, N, true);
+    lh = sl_lt_filled(t, N, true);
     ids[k] = sl_ledger_id(lh);
     sl_lt_destroy(lh);
   }
-  sl_ledger *open = ledger_with(t, N, false);
+  sl_ledger *open = sl_lt_filled(t, N, false);
   uint64_t open_id = sl_ledger_id(open);
 
   int64_t killed_ms = sl_clock_wall_ms();
   sl_err err = SL_ERR_INIT;
   assert_int_equal(sl_cluster_kill9(t->cluster, SL_NODE_BOOKIE, X, &err), SL_OK);
   for (int k = 0; k < LEDGERS; k++) {
-    if (!names(t, ids[k], x_id)) continue; /* placed elsewhere */
+    if (!mdt_ledger_names(t->meta, ids[k], x_id)) continue; /* placed elsewhere */
     wait_not_named(t, ids[k], x_id, 60000);
     Sluice__V1__LedgerResponse *r = get(t, ids[k]);
     assert_int_equal(r->info->n_rereplications, 1);
@@ -179,7 +156,7 @@ static void test_autorecovery__killed_bookie_recovered(void **state) {
     protobuf_c_message_free_unpacked(&r->base, NULL);
   }
   /* The open ledger was left alone; closed, it is recovered too. */
-  if (names(t, open_id, x_id)) {
+  if (mdt_ledger_names(t->meta, open_id, x_id)) {
     assert_false(listed(t, open_id));
     assert_int_equal(sl_lt_close(open), SL_OK);
     wait_not_named(t, open_id, x_id, 60000);
@@ -197,7 +174,7 @@ static void test_autorecovery__killed_bookie_recovered(void **state) {
 
 static void test_autorecovery__back_within_grace_not_copied(void **state) {
   sl_lt *t = *state;
-  sl_ledger *lh = ledger_with(t, 30, true);
+  sl_ledger *lh = sl_lt_filled(t, 30, true);
   uint64_t id = sl_ledger_id(lh);
   int Z = sl_lt_ensemble_bookie(t, lh, 2);
   const char *z_id = sl_cluster_id(t->cluster, SL_NODE_BOOKIE, Z);
@@ -215,7 +192,7 @@ static void test_autorecovery__back_within_grace_not_copied(void **state) {
   while (sl_clock_mono_ms() - stopped_ms < GRACE_MS) wait_passes(t, 1);
   wait_passes(t, 2);
   assert_false(listed(t, id));
-  assert_true(names(t, id, z_id));
+  assert_true(mdt_ledger_names(t->meta, id, z_id));
   Sluice__V1__LedgerResponse *r = get(t, id);
   assert_int_equal(r->info->n_rereplications, 0);
   protobuf_c_message_free_unpacked(&r->base, NULL);

@@ -85,19 +85,6 @@ static sl_status rerep(sl_lt *t, uint64_t ledger, const char *const *gone, uint6
   return w.st;
 }
 
-/* A CLOSED E=3 Qw=2 Qa=2 ledger with n entries. */
-static sl_ledger *closed_ledger(sl_lt *t, int n) {
-  sl_ledger *lh = sl_lt_create(t, 3, 2, 2, 1, NULL, NULL);
-  sl_lt_appends a;
-  sl_lt_appends_init(&a, sl_ledger_id(lh));
-  for (int i = 0; i < n; i++) assert_int_equal(sl_lt_append(lh, &a), SL_OK);
-  sl_lt_wait_done(&a, n, 30000);
-  assert_int_equal(a.ok, n);
-  assert_int_equal(sl_lt_close(lh), SL_OK);
-  sl_lt_appends_release(&a);
-  return lh;
-}
-
 static Sluice__V1__LedgerInfo *get_info(sl_lt *t, uint64_t ledger,
                                         Sluice__V1__LedgerResponse **keep) {
   Sluice__V1__GetLedgerRequest req = SLUICE__V1__GET_LEDGER_REQUEST__INIT;
@@ -127,17 +114,20 @@ static void restart(sl_lt *t, int i) {
   sl_lt_wait_registered(t, i, 20000);
 }
 
-/* Entries of [0, n) whose E=3 Qw=2 write set includes slot s. */
+/* Whether entry e's E=3 Qw=2 write set includes slot s. */
+static bool holds(uint32_t s, int e) { return (s + 3 - (uint32_t)e % 3) % 3 < 2; }
+
+/* Entries of [0, n) slot s holds. */
 static uint64_t held_by(uint32_t s, int n) {
   uint64_t k = 0;
-  for (int e = 0; e < n; e++) k += (uint32_t)((s + 3 - (uint32_t)e % 3) % 3) < 2;
+  for (int e = 0; e < n; e++) k += holds(s, e);
   return k;
 }
 
 static void test_ledger_rereplicate__stopped_bookie_copied(void **state) {
   sl_lt *t = *state;
   const int n = 150;
-  sl_ledger *lh = closed_ledger(t, n);
+  sl_ledger *lh = sl_lt_filled(t, n, true);
   uint64_t id = sl_ledger_id(lh);
   int A = sl_lt_ensemble_bookie(t, lh, 0), B = sl_lt_ensemble_bookie(t, lh, 1);
   sl_lt_destroy(lh);
@@ -178,7 +168,7 @@ static void test_ledger_rereplicate__stopped_bookie_copied(void **state) {
 
 static void test_ledger_rereplicate__bookie_back_left_alone(void **state) {
   sl_lt *t = *state;
-  sl_ledger *lh = closed_ledger(t, 30);
+  sl_ledger *lh = sl_lt_filled(t, 30, true);
   uint64_t id = sl_ledger_id(lh);
   int A = sl_lt_ensemble_bookie(t, lh, 0);
   sl_lt_destroy(lh);
@@ -198,7 +188,7 @@ static void test_ledger_rereplicate__bookie_back_left_alone(void **state) {
 static void test_ledger_rereplicate__wiped_bookie_replaced(void **state) {
   sl_lt *t = *state;
   const int n = 60;
-  sl_ledger *lh = closed_ledger(t, n);
+  sl_ledger *lh = sl_lt_filled(t, n, true);
   uint64_t id = sl_ledger_id(lh);
   int A = sl_lt_ensemble_bookie(t, lh, 1), B = sl_lt_ensemble_bookie(t, lh, 2);
   sl_lt_destroy(lh);
@@ -216,7 +206,7 @@ static void test_ledger_rereplicate__wiped_bookie_replaced(void **state) {
 
 static void test_ledger_rereplicate__no_copy_left_changes_nothing(void **state) {
   sl_lt *t = *state;
-  sl_ledger *lh = closed_ledger(t, 30);
+  sl_ledger *lh = sl_lt_filled(t, 30, true);
   uint64_t id = sl_ledger_id(lh);
   int A = sl_lt_ensemble_bookie(t, lh, 0), B = sl_lt_ensemble_bookie(t, lh, 1);
   sl_lt_destroy(lh);
@@ -249,14 +239,14 @@ static void test_ledger_rereplicate__no_copy_left_changes_nothing(void **state) 
 static void test_ledger_rereplicate__paced(void **state) {
   sl_lt *t = *state;
   const int n = 300;
-  sl_ledger *lh = closed_ledger(t, n);
+  sl_ledger *lh = sl_lt_filled(t, n, true);
   uint64_t id = sl_ledger_id(lh);
   int A = sl_lt_ensemble_bookie(t, lh, 2);
   sl_lt_destroy(lh);
   uint8_t buf[SL_LT_PAYLOAD_MAX];
   uint64_t bytes = 0;
   for (int e = 0; e < n; e++)
-    if ((uint32_t)((2 + 3 - (uint32_t)e % 3) % 3) < 2) bytes += sl_lt_payload(id, e, buf);
+    if (holds(2, e)) bytes += sl_lt_payload(id, e, buf);
   stop(t, A);
   const uint64_t bps = 100 * 1000;
   const char *gone[] = {sl_cluster_id(t->cluster, SL_NODE_BOOKIE, A), NULL};
@@ -274,7 +264,7 @@ static void test_ledger_rereplicate__paced(void **state) {
 /* A cancel ends a paced copy with SL_ECANCELED, the metadata untouched. */
 static void test_ledger_rereplicate__cancelled(void **state) {
   sl_lt *t = *state;
-  sl_ledger *lh = closed_ledger(t, 300);
+  sl_ledger *lh = sl_lt_filled(t, 300, true);
   uint64_t id = sl_ledger_id(lh);
   int A = sl_lt_ensemble_bookie(t, lh, 0);
   sl_lt_destroy(lh);

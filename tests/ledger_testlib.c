@@ -302,6 +302,18 @@ sl_status sl_lt_read_check(sl_ledger *lh, int64_t first, int64_t last,
 
 /* ---- bookies ---- */
 
+sl_ledger *sl_lt_filled(sl_lt *t, int n, bool close) {
+  sl_ledger *lh = sl_lt_create(t, 3, 2, 2, 1, NULL, NULL);
+  sl_lt_appends a;
+  sl_lt_appends_init(&a, sl_ledger_id(lh));
+  for (int i = 0; i < n; i++) assert_int_equal(sl_lt_append(lh, &a), SL_OK);
+  sl_lt_wait_done(&a, n, 30000);
+  assert_int_equal(a.ok, n);
+  if (close) assert_int_equal(sl_lt_close(lh), SL_OK);
+  sl_lt_appends_release(&a);
+  return lh;
+}
+
 int sl_lt_bookie_index(sl_lt *t, const char *bookie_id) {
   for (int i = 0; i < sl_cluster_count(t->cluster, SL_NODE_BOOKIE); i++)
     if (strcmp(sl_cluster_id(t->cluster, SL_NODE_BOOKIE, i), bookie_id) == 0) return i;

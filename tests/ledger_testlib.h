@@ -50,6 +50,9 @@ size_t sl_lt_payload(uint64_t ledger, int64_t entry, uint8_t *buf);
 sl_ledger *sl_lt_create(sl_lt *t, uint32_t e, uint32_t qw, uint32_t qa,
                         uint64_t epoch, sl_ledger_fenced_cb on_fenced, void *arg);
 
+/* An E=3 Qw=2 Qa=2 ledger (epoch 1) holding n entries (deterministic
+ * payloads), closed if `close`. Fails the test unless every step is OK. */
+sl_ledger *sl_lt_filled(sl_lt *t, int n, bool close);
 /* Outcomes of appends made with sl_lt_append(), recorded by entry id. */
 typedef struct sl_lt_appends {
   pthread_mutex_t mu;

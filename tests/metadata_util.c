@@ -235,6 +235,21 @@ uint64_t mdt_allocate_ledger_id(sl_rpc_channel *ch) {
   return id;
 }
 
+bool mdt_ledger_names(sl_rpc_channel *ch, uint64_t ledger, const char *bookie) {
+  Sluice__V1__GetLedgerRequest req = SLUICE__V1__GET_LEDGER_REQUEST__INIT;
+  req.ledger_id = ledger;
+  Sluice__V1__LedgerResponse *r = NULL;
+  sl_rpc_call_opts o = mdt_opts(10000);
+  sl_err err = SL_ERR_INIT;
+  mdt_expect(sl_metadata_service_get_ledger(ch, &req, &r, &o, &err), SL_OK, &err);
+  bool found = false;
+  for (size_t s = 0; s < r->info->n_ensembles; s++)
+    for (size_t i = 0; i < r->info->ensembles[s]->n_bookie_ids; i++)
+      found |= strcmp(r->info->ensembles[s]->bookie_ids[i], bookie) == 0;
+  protobuf_c_message_free_unpacked(&r->base, NULL);
+  return found;
+}
+
 void mdt_ledger_init(Sluice__V1__LedgerInfo *l, Sluice__V1__EnsembleSegment *seg,
                      const char *partition) {
   static char *bookies[] = {"b0"};

@@ -92,6 +92,9 @@ void mdt_create_namespace(sl_rpc_channel *ch, const char *ns);
 void mdt_ledger_init(Sluice__V1__LedgerInfo *l, Sluice__V1__EnsembleSegment *seg,
                      const char *partition);
 
+/* Whether any ensemble segment of the ledger names the bookie. */
+bool mdt_ledger_names(sl_rpc_channel *ch, uint64_t ledger, const char *bookie);
+
 /* Creates a ledger; returns its id, *version gets its version. */
 uint64_t mdt_create_ledger(sl_rpc_channel *ch, const char *partition, uint64_t epoch,
                            int64_t *version);
