@@ -147,10 +147,11 @@ static const sl_conf_entry table[] = {
                 E "REREPLICATION_POLL_MS",
                 "auto-recovery worker: how often it asks for work when it has none; "
                 "0 = no worker on this bookie"),
-    SL_CONF_INT(bookie_cfg, rereplication_bytes_per_second, "16777216", 0, 1LL << 40,
+    SL_CONF_INT(bookie_cfg, rereplication_bytes_per_second, "4194304", 0, 1LL << 40,
                 E "REREPLICATION_BYTES_PER_SECOND",
                 "auto-recovery worker: most bytes a second it copies, so recovery "
-                "leaves disk and network to adds; 0 = no bound"),
+                "leaves CPU, disk and network to adds (every bookie runs a worker, "
+                "so a lost bookie is copied at this times the others); 0 = no bound"),
 };
 #undef E
 

@@ -24,7 +24,8 @@
  *      for its (ledger, entry), sent as a recovery add with the ledger's
  *      highest epoch; a bookie's refusal fails the op (a re-run picks again).
  *   4. At most CHUNK entries are read or unacknowledged at a time, so memory
- *      stays bounded whatever the ledger's size.
+ *      stays bounded whatever the ledger's size; with a rate bound, about
+ *      CHUNK_MS worth of bytes (at least one entry).
  *   5. A bookie that a Rereplication record names as replaced (from_bookie)
  *      is never picked for that ledger again. So once no segment names a
  *      bookie that a record replaced, its local copy is garbage for good,
@@ -44,6 +45,10 @@
 #define UPDATE_REREPLICATE SLUICE__V1__LEDGER_UPDATE_KIND__LEDGER_UPDATE_REREPLICATE
 #define MAX_CAS_TRIES 3
 #define CHUNK 32 /* entries per read; below the astream send queue (64) */
+/* With a rate bound, a chunk holds about this long's worth of bytes: a
+ * bookie then takes the copies in small bursts between its other adds,
+ * instead of a whole chunk of large entries at once in one journal sync. */
+#define CHUNK_MS 50
 
 typedef struct rr_op rr_op;
 
@@ -459,8 +464,19 @@ static void on_read_done(sl_status st, const char *details, void *arg) {
   chunk_done(op);
 }
 
+/* Entries for the next chunk: CHUNK, or with a rate bound CHUNK_MS worth
+ * at the average copy size so far (one entry until a size is known). */
+static int64_t chunk_entries(const rr_op *op) {
+  if (!op->bps) return CHUNK;
+  if (op->copied == 0) return 1;
+  uint64_t avg = op->bytes / op->copied + 1; /* every copy sent is acked here */
+  uint64_t n = op->bps * CHUNK_MS / 1000 / avg;
+  return n < 1 ? 1 : n > CHUNK ? CHUNK : (int64_t)n;
+}
+
 static void rr_chunk(rr_op *op) {
-  op->chunk_last = op->next + CHUNK - 1 < op->seg_end ? op->next + CHUNK - 1 : op->seg_end;
+  int64_t n = chunk_entries(op);
+  op->chunk_last = op->next + n - 1 < op->seg_end ? op->next + n - 1 : op->seg_end;
   sl_err err = SL_ERR_INIT;
   sl_status st = sl_ledger_read_async(op->lh, op->next, op->chunk_last, on_entry, on_read_done,
                                       op, &err);
