@@ -20,6 +20,7 @@
 
 #include "bookie/bookie_store.h"
 #include "bookie/ledger_sweep.h"
+#include "bookie/testing/scripted_metadata.h"
 #include "bookie/testing/test_util.h"
 #include "common/clock.h"
 #include "common/crc32c.h"
@@ -113,15 +114,10 @@ static fake *fake_start(void) {
   f->answer[2] = SL_EDELETED;
   f->answer[3] = SL_ENOTFOUND;
   f->answer[4] = SL_EDELETED;
-  sl_err err = SL_ERR_INIT;
-  sl_rpc_server_opts o = {.addr = "127.0.0.1:0"};
-  assert_int_equal(sl_rpc_server_create(&o, &f->srv, &err), SL_OK);
   sl_metadata_service_handlers h;
   memset(&h, 0, sizeof(h));
   h.get_ledger = get_ledger;
-  assert_int_equal(sl_metadata_service_register(f->srv, &h, f, &err), SL_OK);
-  assert_int_equal(sl_rpc_server_start(f->srv, &err), SL_OK);
-  snprintf(f->target, sizeof(f->target), "127.0.0.1:%d", sl_rpc_server_port(f->srv));
+  f->srv = sl_test_md_start(&h, f, f->target, sizeof(f->target));
   return f;
 }
 

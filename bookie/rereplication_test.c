@@ -21,6 +21,7 @@
 #include <cmocka.h>
 
 #include "bookie/rereplication.h"
+#include "bookie/testing/scripted_metadata.h"
 #include "bookie/testing/test_util.h"
 #include "common/clock.h"
 #include "common/rpc.h"
@@ -126,18 +127,13 @@ static fake *fake_start(const uint64_t *items, int n) {
   pthread_cond_init(&f->cv, NULL);
   if (n) memcpy(f->queue, items, (size_t)n * sizeof(*items));
   f->n_queue = n;
-  sl_err err = SL_ERR_INIT;
-  sl_rpc_server_opts o = {.addr = "127.0.0.1:0"};
-  assert_int_equal(sl_rpc_server_create(&o, &f->srv, &err), SL_OK);
   sl_metadata_service_handlers h;
   memset(&h, 0, sizeof(h));
   h.claim_rereplication = claim;
   h.finish_rereplication = finish;
   h.get_ledger = get_ledger;
   h.list_bookies = list_bookies;
-  assert_int_equal(sl_metadata_service_register(f->srv, &h, f, &err), SL_OK);
-  assert_int_equal(sl_rpc_server_start(f->srv, &err), SL_OK);
-  snprintf(f->target, sizeof(f->target), "127.0.0.1:%d", sl_rpc_server_port(f->srv));
+  f->srv = sl_test_md_start(&h, f, f->target, sizeof(f->target));
   return f;
 }
 
