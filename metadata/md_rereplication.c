@@ -89,9 +89,10 @@ static bool has_id(const uint64_t *ids, size_t n, uint64_t id) {
   return bsearch(&id, ids, n, sizeof(*ids), cmp_u64) != NULL;
 }
 
-/* A start index for the claim scan: items are handed out in random order
- * (the contract), so one that keeps failing does not starve the rest.
- * Quality does not matter; xorshift64 per thread, seeded from the clock. */
+/* Where a claim starts looking (the key it starts from, the index in a
+ * page): items are handed out in random order (the contract), so one that
+ * keeps failing does not starve the rest. Quality does not matter;
+ * xorshift64 per thread, seeded from the clock. */
 static size_t random_index(size_t n) {
   static __thread uint64_t x;
   if (x == 0) x = (uint64_t)sl_clock_mono_ns() | 1;
@@ -152,21 +153,64 @@ static sl_status claim_any(sl_md_service *md, const Sluice__V1__ClaimRereplicati
   return SL_OK;
 }
 
+/* Items read per page while looking for one to claim: a claim reads a page
+ * or two, not every item (a lost bookie can leave tens of thousands). */
+#define CLAIM_PAGE 64
+
+static bool key_before(const sl_store_kv *kv, const sl_md_key *bound) {
+  size_t n = kv->key_len < bound->len ? kv->key_len : bound->len;
+  int c = memcmp(kv->key, bound->s, n);
+  return c < 0 || (c == 0 && kv->key_len < bound->len);
+}
+
+/* Tries the items from `from` (NULL: the first) up to `to` (NULL: the
+ * last), a page at a time, until one is claimed (*work set). */
+static sl_status claim_range(sl_md_service *md, const Sluice__V1__ClaimRereplicationRequest *req,
+                             const sl_md_key *prefix, const sl_md_key *from, const sl_md_key *to,
+                             const uint64_t *claimed, size_t n_claimed,
+                             Sluice__V1__UnderReplicated **work, sl_err *err) {
+  uint8_t *start = NULL;
+  size_t start_len = from ? from->len : 0;
+  if (from) {
+    start = sl_xmalloc(start_len);
+    memcpy(start, from->s, start_len);
+  }
+  sl_status st = SL_OK;
+  while (*work == NULL) {
+    sl_store_range_result r;
+    st = sl_store_range(md->store, prefix->s, prefix->len, start, start_len, CLAIM_PAGE, &r, err);
+    if (st != SL_OK) {
+      st = sl_md_store_status(st);
+      break;
+    }
+    size_t n = r.n;
+    while (to && n > 0 && !key_before(&r.kvs[n - 1], to)) n--;
+    sl_md_kvs page = {r.kvs, n, r.revision};
+    st = claim_any(md, req, &page, prefix, claimed, n_claimed, work, err);
+    bool more = n == r.n && sl_md_next_page(&r, &start, &start_len);
+    sl_store_range_result_release(&r);
+    if (st != SL_OK || !more) break;
+  }
+  free(start);
+  return st;
+}
+
 static sl_status claim(sl_md_service *md, const Sluice__V1__ClaimRereplicationRequest *req,
                        Sluice__V1__UnderReplicated **work, sl_err *err) {
+  *work = NULL;
   sl_status st = sl_md_check_holder(md, req->kind, req->node_id, req->session_id, err);
   if (st != SL_OK) return st;
-  uint64_t *claimed = NULL;
+  uint64_t *claimed = NULL; /* one per busy worker: few */
   size_t n_claimed = 0;
   if ((st = read_claims(md, &claimed, &n_claimed, err)) != SL_OK) return st;
-  sl_md_key prefix;
-  sl_md_kvs items;
+  /* Items are handed out in random order (the contract): from a random
+   * key on to the last, then from the first up to it. */
+  sl_md_key prefix, at;
   sl_md_key_fmt(&prefix, SL_MD_ITEMS);
-  st = sl_md_kvs_read(md, &prefix, &items, err);
-  if (st == SL_OK) {
-    st = claim_any(md, req, &items, &prefix, claimed, n_claimed, work, err);
-    sl_md_kvs_release(&items);
-  }
+  sl_md_key_fmt(&at, SL_MD_ITEMS "%zu", random_index(SIZE_MAX));
+  st = claim_range(md, req, &prefix, &at, NULL, claimed, n_claimed, work, err);
+  if (st == SL_OK && *work == NULL)
+    st = claim_range(md, req, &prefix, NULL, &at, claimed, n_claimed, work, err);
   free(claimed);
   return st;
 }

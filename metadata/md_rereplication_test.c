@@ -429,6 +429,25 @@ static void test_md_rereplication__claim_and_finish(void **state) {
   assert_int_equal(claim_id(l->ch, w1, "w1"), 0);
 }
 
+/* More items than a claim reads at once (CLAIM_PAGE, 64): claims page on
+ * past the claimed ones, and wrap around from their random start, until
+ * every item is claimed exactly once. */
+static void test_md_rereplication__claims_page_through_many(void **state) {
+  enum { N = 400 };
+  uint64_t ids[N];
+  mdt_local *l = *state = listed(N, ids);
+  int64_t w = open_bookie(l->ch, "w1", "x1");
+  uint64_t got[N];
+  for (int i = 0; i < N; i++) {
+    got[i] = claim_id(l->ch, w, "w1");
+    assert_int_not_equal(got[i], 0);
+    for (int j = 0; j < i; j++) assert_int_not_equal(got[j], got[i]);
+  }
+  assert_int_equal(claim_id(l->ch, w, "w1"), 0);
+  uint64_t first;
+  assert_int_equal(claimed(l->ch, &first), N);
+}
+
 /* A claim is bound to its session: closing the session frees the item.
  * Two workers get two different items. */
 static void test_md_rereplication__claim_goes_with_session(void **state) {
@@ -683,6 +702,7 @@ int main(void) {
       cmocka_unit_test_teardown(test_md_rereplication__deleted_ledger_item_removed, teardown),
       cmocka_unit_test_teardown(test_md_rereplication__open_ledger_listed_once_closed, teardown),
       cmocka_unit_test_teardown(test_md_rereplication__claim_and_finish, teardown),
+      cmocka_unit_test_teardown(test_md_rereplication__claims_page_through_many, teardown),
       cmocka_unit_test_teardown(test_md_rereplication__claim_goes_with_session, teardown),
       cmocka_unit_test_teardown(test_md_rereplication__racing_claimers, teardown),
       cmocka_unit_test_teardown(test_md_rereplication__one_auditor_and_take_over, teardown),
