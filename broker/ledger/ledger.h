@@ -437,7 +437,8 @@ typedef struct sl_ledger_rereplicate_opts {
  *      entry of the segment whose write set includes a replaced position is
  *      read from the surviving copies (CRC checked) and written to its
  *      replacement as a recovery add with the ledger's highest epoch, at most
- *      bytes_per_second, in chunks of at most 64 entries.
+ *      bytes_per_second, in chunks of at most 32 entries (with a rate, about
+ *      50 ms worth of bytes each, so bookies take copies in small bursts).
  *   3. One UpdateLedger kind REREPLICATE (CAS on the version read in 1)
  *      replaces those bookie ids and instance ids and appends one
  *      Rereplication record per position. Copies are made before the
