@@ -66,15 +66,6 @@ static int setup(void **state) {
   return 0;
 }
 
-static Sluice__V1__LedgerResponse *get_ledger(sl_pt *t, uint64_t id) {
-  Sluice__V1__GetLedgerRequest req = SLUICE__V1__GET_LEDGER_REQUEST__INIT;
-  req.ledger_id = id;
-  Sluice__V1__LedgerResponse *r = NULL;
-  sl_rpc_call_opts o = opts();
-  assert_int_equal(sl_metadata_service_get_ledger(t->meta, &req, &r, &o, NULL), SL_OK);
-  return r;
-}
-
 /* The partition's ledgers that are CLOSED and hold entries, in order. */
 static size_t closed_ledgers(sl_pt *t, uint64_t *ids, size_t max) {
   Sluice__V1__GetManagedLedgerRequest req = SLUICE__V1__GET_MANAGED_LEDGER_REQUEST__INIT;
@@ -84,7 +75,7 @@ static size_t closed_ledgers(sl_pt *t, uint64_t *ids, size_t max) {
   assert_int_equal(sl_metadata_service_get_managed_ledger(t->meta, &req, &ml, &o, NULL), SL_OK);
   size_t n = 0;
   for (size_t i = 0; i < ml->info->n_ledgers && n < max; i++) {
-    Sluice__V1__LedgerResponse *r = get_ledger(t, ml->info->ledgers[i]->ledger_id);
+    Sluice__V1__LedgerResponse *r = mdt_get_ledger(t->meta, ml->info->ledgers[i]->ledger_id);
     if (r->info->state == SLUICE__V1__LEDGER_STATE__LEDGER_STATE_CLOSED &&
         r->info->last_entry_id >= 0)
       ids[n++] = r->info->ledger_id;
@@ -96,7 +87,7 @@ static size_t closed_ledgers(sl_pt *t, uint64_t *ids, size_t max) {
 
 /* The bookie index in `slot` of the ledger's first segment. */
 static int bookie_of(sl_pt *t, uint64_t ledger, uint32_t slot) {
-  Sluice__V1__LedgerResponse *r = get_ledger(t, ledger);
+  Sluice__V1__LedgerResponse *r = mdt_get_ledger(t->meta, ledger);
   const char *id = r->info->ensembles[0]->bookie_ids[slot];
   int found = -1;
   for (int i = 0; i < sl_cluster_count(t->c, SL_NODE_BOOKIE); i++)

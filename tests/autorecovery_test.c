@@ -21,10 +21,8 @@
 #include <cmocka.h>
 #include <curl/curl.h>
 
-#include "bookie.slrpc.h"
 #include "common/testing.h"
 #include "metadata.slrpc.h"
-#include "tests/bookie_testlib.h"
 #include "tests/ledger_testlib.h"
 #include "tests/metadata_util.h"
 #include "tests/metrics_scrape.h"
@@ -43,14 +41,6 @@ static int setup(void **state) {
   sl_lt_start_md(t, "autorecovery", 5, k_bookie_args, k_metadata_args, NULL);
   *state = t;
   return 0;
-}
-
-static Sluice__V1__LedgerResponse *get(sl_lt *t, uint64_t ledger) {
-  Sluice__V1__GetLedgerRequest req = SLUICE__V1__GET_LEDGER_REQUEST__INIT;
-  req.ledger_id = ledger;
-  Sluice__V1__LedgerResponse *r = NULL;
-  assert_int_equal(sl_metadata_service_get_ledger(t->meta, &req, &r, NULL, NULL), SL_OK);
-  return r;
 }
 
 /* Waits until no segment of the ledger names the bookie. */
@@ -99,31 +89,6 @@ static void read_all(sl_lt *t, uint64_t ledger, int n) {
   sl_lt_destroy(r);
 }
 
-/* Waits until bookie i answers DELETED (its sweep dropped the ledger). */
-static void await_dropped(sl_lt *t, int i, uint64_t ledger) {
-  int64_t deadline = sl_clock_mono_ms() + sl_test_scaled_ms(30000);
-  sl_rpc_channel *ch = sl_bktest_bookie_channel(t->cluster, i);
-  for (;;) {
-    Sluice__V1__ReadEntryRequest req = SLUICE__V1__READ_ENTRY_REQUEST__INIT;
-    req.ledger_id = ledger;
-    Sluice__V1__ReadEntryResponse *r = NULL;
-    sl_status st = sl_bookie_service_read_entry(ch, &req, &r, NULL, NULL);
-    if (r) protobuf_c_message_free_unpacked(&r->base, NULL);
-    if (st == SL_EDELETED) break;
-    if (sl_clock_mono_ms() > deadline)
-      fail_msg("bookie %d still answers %s for ledger %lu", i, sl_status_str(st),
-               (unsigned long)ledger);
-    usleep(100 * 1000);
-  }
-  sl_rpc_channel_destroy(ch);
-}
-
-static void restart(sl_lt *t, int i) {
-  sl_err err = SL_ERR_INIT;
-  assert_int_equal(sl_cluster_restart(t->cluster, SL_NODE_BOOKIE, i, &err), SL_OK);
-  sl_lt_wait_registered(t, i, 20000);
-}
-
 static void test_autorecovery__killed_bookie_recovered(void **state) {
   sl_lt *t = *state;
   enum { N = 90, LEDGERS = 3 };
@@ -146,7 +111,7 @@ static void test_autorecovery__killed_bookie_recovered(void **state) {
   for (int k = 0; k < LEDGERS; k++) {
     if (!mdt_ledger_names(t->meta, ids[k], x_id)) continue; /* placed elsewhere */
     wait_not_named(t, ids[k], x_id, 60000);
-    Sluice__V1__LedgerResponse *r = get(t, ids[k]);
+    Sluice__V1__LedgerResponse *r = mdt_get_ledger(t->meta, ids[k]);
     assert_int_equal(r->info->n_rereplications, 1);
     const Sluice__V1__Rereplication *rr = r->info->rereplications[0];
     assert_string_equal(rr->from_bookie, x_id);
@@ -166,10 +131,10 @@ static void test_autorecovery__killed_bookie_recovered(void **state) {
   /* Entries whose write set was {X, Y} now live on X's replacement only. */
   assert_int_equal(sl_cluster_stop_node(t->cluster, SL_NODE_BOOKIE, Y, &err), SL_OK);
   read_all(t, ids[0], N);
-  restart(t, Y);
-  restart(t, X);
+  sl_lt_restart_bookie(t, Y);
+  sl_lt_restart_bookie(t, X);
   /* X is back, but its copy of the first ledger moved: its sweep drops it. */
-  await_dropped(t, X, ids[0]);
+  sl_lt_await_dropped(t, X, ids[0], (int)sl_test_scaled_ms(30000));
 }
 
 static void test_autorecovery__back_within_grace_not_copied(void **state) {
@@ -184,7 +149,7 @@ static void test_autorecovery__back_within_grace_not_copied(void **state) {
   assert_int_equal(sl_cluster_stop_node(t->cluster, SL_NODE_BOOKIE, Z, &err), SL_OK);
   sl_lt_wait_gone(t, Z, 20000);
   wait_passes(t, 2); /* the auditor saw it gone */
-  restart(t, Z);
+  sl_lt_restart_bookie(t, Z);
   int64_t back_ms = sl_clock_mono_ms() - stopped_ms;
   print_message("bookie %s back after %ld ms\n", z_id, (long)back_ms);
   if (back_ms >= GRACE_MS) fail_msg("the restart took longer than the grace period");
@@ -193,7 +158,7 @@ static void test_autorecovery__back_within_grace_not_copied(void **state) {
   wait_passes(t, 2);
   assert_false(listed(t, id));
   assert_true(mdt_ledger_names(t->meta, id, z_id));
-  Sluice__V1__LedgerResponse *r = get(t, id);
+  Sluice__V1__LedgerResponse *r = mdt_get_ledger(t->meta, id);
   assert_int_equal(r->info->n_rereplications, 0);
   protobuf_c_message_free_unpacked(&r->base, NULL);
 }

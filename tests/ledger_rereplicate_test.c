@@ -20,6 +20,7 @@
 
 #include "metadata.slrpc.h"
 #include "tests/ledger_testlib.h"
+#include "tests/metadata_util.h"
 
 static int setup(void **state) {
   sl_lt *t = calloc(1, sizeof(*t));
@@ -85,14 +86,6 @@ static sl_status rerep(sl_lt *t, uint64_t ledger, const char *const *gone, uint6
   return w.st;
 }
 
-static Sluice__V1__LedgerInfo *get_info(sl_lt *t, uint64_t ledger,
-                                        Sluice__V1__LedgerResponse **keep) {
-  Sluice__V1__GetLedgerRequest req = SLUICE__V1__GET_LEDGER_REQUEST__INIT;
-  req.ledger_id = ledger;
-  assert_int_equal(sl_metadata_service_get_ledger(t->meta, &req, keep, NULL, NULL), SL_OK);
-  return (*keep)->info;
-}
-
 /* Every entry reads back through a fresh handle. */
 static void read_all(sl_lt *t, uint64_t ledger, int n) {
   sl_ledger *r = sl_lt_open(t, ledger);
@@ -100,18 +93,6 @@ static void read_all(sl_lt *t, uint64_t ledger, int n) {
   assert_int_equal(sl_lt_read_check(r, 0, n - 1, &got), SL_OK);
   assert_int_equal(got, n);
   sl_lt_destroy(r);
-}
-
-static void stop(sl_lt *t, int i) {
-  sl_err err = SL_ERR_INIT;
-  assert_int_equal(sl_cluster_stop_node(t->cluster, SL_NODE_BOOKIE, i, &err), SL_OK);
-  sl_lt_wait_gone(t, i, 20000);
-}
-
-static void restart(sl_lt *t, int i) {
-  sl_err err = SL_ERR_INIT;
-  assert_int_equal(sl_cluster_restart(t->cluster, SL_NODE_BOOKIE, i, &err), SL_OK);
-  sl_lt_wait_registered(t, i, 20000);
 }
 
 /* Whether entry e's E=3 Qw=2 write set includes slot s. */
@@ -132,7 +113,7 @@ static void test_ledger_rereplicate__stopped_bookie_copied(void **state) {
   int A = sl_lt_ensemble_bookie(t, lh, 0), B = sl_lt_ensemble_bookie(t, lh, 1);
   sl_lt_destroy(lh);
   const char *a_id = sl_cluster_id(t->cluster, SL_NODE_BOOKIE, A);
-  stop(t, A);
+  sl_lt_stop_bookie(t, A);
 
   const char *gone[] = {a_id, NULL};
   uint32_t replaced = 0;
@@ -141,8 +122,8 @@ static void test_ledger_rereplicate__stopped_bookie_copied(void **state) {
   assert_int_equal(replaced, 1);
   assert_int_equal(copied, held_by(0, n));
 
-  Sluice__V1__LedgerResponse *r = NULL;
-  const Sluice__V1__LedgerInfo *info = get_info(t, id, &r);
+  Sluice__V1__LedgerResponse *r = mdt_get_ledger(t->meta, id);
+  const Sluice__V1__LedgerInfo *info = r->info;
   const char *to = info->ensembles[0]->bookie_ids[0];
   assert_string_not_equal(to, a_id);
   assert_int_equal(info->n_rereplications, 1);
@@ -155,10 +136,10 @@ static void test_ledger_rereplicate__stopped_bookie_copied(void **state) {
   protobuf_c_message_free_unpacked(&r->base, NULL);
 
   /* Entries whose write set was {A, B} now live on the replacement only. */
-  stop(t, B);
+  sl_lt_stop_bookie(t, B);
   read_all(t, id, n);
-  restart(t, A);
-  restart(t, B);
+  sl_lt_restart_bookie(t, A);
+  sl_lt_restart_bookie(t, B);
 
   /* A second run finds nothing to do: A is no longer in the ensemble. */
   assert_int_equal(rerep(t, id, gone, 0, &replaced, &copied), SL_OK);
@@ -172,16 +153,16 @@ static void test_ledger_rereplicate__bookie_back_left_alone(void **state) {
   uint64_t id = sl_ledger_id(lh);
   int A = sl_lt_ensemble_bookie(t, lh, 0);
   sl_lt_destroy(lh);
-  stop(t, A);
-  restart(t, A); /* back with its data, before any worker ran */
+  sl_lt_stop_bookie(t, A);
+  sl_lt_restart_bookie(t, A); /* back with its data, before any worker ran */
   const char *gone[] = {sl_cluster_id(t->cluster, SL_NODE_BOOKIE, A), NULL};
   uint32_t replaced = 9;
   uint64_t copied = 9;
   assert_int_equal(rerep(t, id, gone, 0, &replaced, &copied), SL_OK);
   assert_int_equal(replaced, 0);
   assert_int_equal(copied, 0);
-  Sluice__V1__LedgerResponse *r = NULL;
-  assert_int_equal(get_info(t, id, &r)->n_rereplications, 0);
+  Sluice__V1__LedgerResponse *r = mdt_get_ledger(t->meta, id);
+  assert_int_equal(r->info->n_rereplications, 0);
   protobuf_c_message_free_unpacked(&r->base, NULL);
 }
 
@@ -199,9 +180,9 @@ static void test_ledger_rereplicate__wiped_bookie_replaced(void **state) {
   assert_int_equal(rerep(t, id, gone, 0, &replaced, &copied), SL_OK);
   assert_int_equal(replaced, 1);
   assert_int_equal(copied, held_by(1, n));
-  stop(t, B);
+  sl_lt_stop_bookie(t, B);
   read_all(t, id, n);
-  restart(t, B);
+  sl_lt_restart_bookie(t, B);
 }
 
 static void test_ledger_rereplicate__no_copy_left_changes_nothing(void **state) {
@@ -210,13 +191,13 @@ static void test_ledger_rereplicate__no_copy_left_changes_nothing(void **state) 
   uint64_t id = sl_ledger_id(lh);
   int A = sl_lt_ensemble_bookie(t, lh, 0), B = sl_lt_ensemble_bookie(t, lh, 1);
   sl_lt_destroy(lh);
-  Sluice__V1__LedgerResponse *before = NULL;
-  int64_t version = get_info(t, id, &before) ? before->version : 0;
+  Sluice__V1__LedgerResponse *before = mdt_get_ledger(t->meta, id);
+  int64_t version = before->version;
   const char *gone[] = {sl_cluster_id(t->cluster, SL_NODE_BOOKIE, A),
                         sl_cluster_id(t->cluster, SL_NODE_BOOKIE, B), NULL};
   /* The client is made after both stopped: it never knew them. */
-  stop(t, A);
-  stop(t, B);
+  sl_lt_stop_bookie(t, A);
+  sl_lt_stop_bookie(t, B);
   client_setup(state);
   assert_int_equal(rerep(t, id, gone, 0, NULL, NULL), SL_EUNAVAIL);
   /* Entry 0 (write set {A, B}) alone: no range read, and no replica this
@@ -225,14 +206,13 @@ static void test_ledger_rereplicate__no_copy_left_changes_nothing(void **state) 
   sl_ledger *r = sl_lt_open(t, id);
   assert_int_equal(sl_lt_read_check(r, 0, 0, NULL), SL_EUNAVAIL);
   sl_lt_destroy(r);
-  Sluice__V1__LedgerResponse *after = NULL;
-  get_info(t, id, &after);
+  Sluice__V1__LedgerResponse *after = mdt_get_ledger(t->meta, id);
   assert_int_equal(after->version, version);
   assert_int_equal(after->info->n_rereplications, 0);
   protobuf_c_message_free_unpacked(&before->base, NULL);
   protobuf_c_message_free_unpacked(&after->base, NULL);
-  restart(t, A);
-  restart(t, B);
+  sl_lt_restart_bookie(t, A);
+  sl_lt_restart_bookie(t, B);
 }
 
 /* The rate bound: the copy takes at least (bytes - one chunk) / rate. */
@@ -247,7 +227,7 @@ static void test_ledger_rereplicate__paced(void **state) {
   uint64_t bytes = 0;
   for (int e = 0; e < n; e++)
     if (holds(2, e)) bytes += sl_lt_payload(id, e, buf);
-  stop(t, A);
+  sl_lt_stop_bookie(t, A);
   const uint64_t bps = 100 * 1000;
   const char *gone[] = {sl_cluster_id(t->cluster, SL_NODE_BOOKIE, A), NULL};
   int64_t t0 = sl_clock_mono_ms();
@@ -258,7 +238,7 @@ static void test_ledger_rereplicate__paced(void **state) {
                 (unsigned long)bytes, (unsigned long)bps, (long)took, (long)floor_ms);
   assert_true(floor_ms > 500);
   assert_true(took >= floor_ms);
-  restart(t, A);
+  sl_lt_restart_bookie(t, A);
 }
 
 /* A cancel ends a paced copy with SL_ECANCELED, the metadata untouched. */
@@ -268,7 +248,7 @@ static void test_ledger_rereplicate__cancelled(void **state) {
   uint64_t id = sl_ledger_id(lh);
   int A = sl_lt_ensemble_bookie(t, lh, 0);
   sl_lt_destroy(lh);
-  stop(t, A);
+  sl_lt_stop_bookie(t, A);
   const char *gone[] = {sl_cluster_id(t->cluster, SL_NODE_BOOKIE, A), NULL};
   atomic_bool cancel = false;
   rr_wait w = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
@@ -281,10 +261,10 @@ static void test_ledger_rereplicate__cancelled(void **state) {
     if (pthread_cond_timedwait(&w.cv, &w.mu, &dl) != 0) fail_msg("cancel not seen");
   pthread_mutex_unlock(&w.mu);
   assert_int_equal(w.st, SL_ECANCELED);
-  Sluice__V1__LedgerResponse *r = NULL;
-  assert_int_equal(get_info(t, id, &r)->n_rereplications, 0);
+  Sluice__V1__LedgerResponse *r = mdt_get_ledger(t->meta, id);
+  assert_int_equal(r->info->n_rereplications, 0);
   protobuf_c_message_free_unpacked(&r->base, NULL);
-  restart(t, A);
+  sl_lt_restart_bookie(t, A);
 }
 
 static void test_ledger_rereplicate__refusals(void **state) {

@@ -13,6 +13,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "bookie.slrpc.h"
 #include "metadata.slrpc.h"
 #include "tests/bookie_testlib.h"
 #include "tests/waiter.h"
@@ -458,3 +459,37 @@ void sl_lt_wait_registered(sl_lt *t, int i, int timeout_ms) {
 }
 
 void sl_lt_wait_gone(sl_lt *t, int i, int timeout_ms) { wait_listed(t, i, false, timeout_ms); }
+
+void sl_lt_stop_bookie(sl_lt *t, int i) {
+  sl_err err = SL_ERR_INIT;
+  sl_status st = sl_cluster_stop_node(t->cluster, SL_NODE_BOOKIE, i, &err);
+  if (st != SL_OK) fail_msg("stop bookie %d: %s", i, sl_err_msg(&err, st));
+  sl_lt_wait_gone(t, i, 20000);
+}
+
+void sl_lt_restart_bookie(sl_lt *t, int i) {
+  sl_err err = SL_ERR_INIT;
+  sl_status st = sl_cluster_restart(t->cluster, SL_NODE_BOOKIE, i, &err);
+  if (st != SL_OK) fail_msg("restart bookie %d: %s", i, sl_err_msg(&err, st));
+  sl_lt_wait_registered(t, i, 20000);
+}
+
+void sl_lt_await_dropped(sl_lt *t, int i, uint64_t ledger, int timeout_ms) {
+  int64_t deadline = sl_clock_mono_ms() + timeout_ms;
+  sl_rpc_channel *ch = sl_bktest_bookie_channel(t->cluster, i);
+  for (;;) {
+    Sluice__V1__ReadEntryRequest req = SLUICE__V1__READ_ENTRY_REQUEST__INIT;
+    req.ledger_id = ledger;
+    Sluice__V1__ReadEntryResponse *r = NULL;
+    sl_rpc_call_opts o = {.timeout_ms = 10000};
+    sl_status st = sl_bookie_service_read_entry(ch, &req, &r, &o, NULL);
+    bool found = st == SL_OK && r->found;
+    if (r != NULL) protobuf_c_message_free_unpacked(&r->base, NULL);
+    if (st == SL_EDELETED) break;
+    if (sl_clock_mono_ms() > deadline)
+      fail_msg("bookie %d still answers %s (found %d) for ledger %llu", i, sl_status_str(st),
+               (int)found, (unsigned long long)ledger);
+    usleep(50 * 1000);
+  }
+  sl_rpc_channel_destroy(ch);
+}

@@ -119,6 +119,13 @@ void sl_lt_wait_registered(sl_lt *t, int i, int timeout_ms);
 /* Waits until ListBookies no longer shows bookie i (its session lapsed), or
  * fails. */
 void sl_lt_wait_gone(sl_lt *t, int i, int timeout_ms);
+/* Stops bookie i (SIGTERM) and waits until it is unregistered; restarts it
+ * (same id, data, port) and waits until it is registered again. */
+void sl_lt_stop_bookie(sl_lt *t, int i);
+void sl_lt_restart_bookie(sl_lt *t, int i);
+/* Waits until bookie i answers DELETED (a tombstone: its copy of the
+ * ledger was dropped) for entry 0 of the ledger, or fails. */
+void sl_lt_await_dropped(sl_lt *t, int i, uint64_t ledger, int timeout_ms);
 
 
 #endif

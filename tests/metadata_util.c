@@ -235,13 +235,18 @@ uint64_t mdt_allocate_ledger_id(sl_rpc_channel *ch) {
   return id;
 }
 
-bool mdt_ledger_names(sl_rpc_channel *ch, uint64_t ledger, const char *bookie) {
+Sluice__V1__LedgerResponse *mdt_get_ledger(sl_rpc_channel *ch, uint64_t ledger) {
   Sluice__V1__GetLedgerRequest req = SLUICE__V1__GET_LEDGER_REQUEST__INIT;
   req.ledger_id = ledger;
   Sluice__V1__LedgerResponse *r = NULL;
   sl_rpc_call_opts o = mdt_opts(10000);
   sl_err err = SL_ERR_INIT;
   mdt_expect(sl_metadata_service_get_ledger(ch, &req, &r, &o, &err), SL_OK, &err);
+  return r;
+}
+
+bool mdt_ledger_names(sl_rpc_channel *ch, uint64_t ledger, const char *bookie) {
+  Sluice__V1__LedgerResponse *r = mdt_get_ledger(ch, ledger);
   bool found = false;
   for (size_t s = 0; s < r->info->n_ensembles; s++)
     for (size_t i = 0; i < r->info->ensembles[s]->n_bookie_ids; i++)

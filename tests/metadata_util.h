@@ -92,6 +92,9 @@ void mdt_create_namespace(sl_rpc_channel *ch, const char *ns);
 void mdt_ledger_init(Sluice__V1__LedgerInfo *l, Sluice__V1__EnsembleSegment *seg,
                      const char *partition);
 
+/* GetLedger; fails the test unless SL_OK. The caller frees the answer. */
+Sluice__V1__LedgerResponse *mdt_get_ledger(sl_rpc_channel *ch, uint64_t ledger);
+
 /* Whether any ensemble segment of the ledger names the bookie. */
 bool mdt_ledger_names(sl_rpc_channel *ch, uint64_t ledger, const char *bookie);
 

@@ -886,20 +886,6 @@ static void test_managed_ledger__trim_deletes_bookie_data(void **state) {
   ml_destroy(&h);
 }
 
-/* Waits until bookie i answers DELETED (a tombstone) for the ledger. */
-static void await_dropped(fixture *f, int i, uint64_t ledger) {
-  int64_t deadline = sl_clock_mono_ms() + WAIT_MS;
-  bool found = true;
-  sl_status st;
-  while ((st = bookie_read(f, i, ledger, 0, &found)) != SL_EDELETED) {
-    if (sl_clock_mono_ms() > deadline)
-      fail_msg("bookie %d still answers %s for ledger %llu", i, sl_status_str(st),
-               (unsigned long long)ledger);
-    usleep(50 * 1000);
-  }
-  assert_false(found);
-}
-
 /* Bookies drop what the metadata service deleted without them (each
  * bookie's sweep, set to run every 300 ms in setup):
  *  - a bookie whose session had lapsed when its ledger was trimmed: the
@@ -929,7 +915,7 @@ static void test_managed_ledger__sweep_drops_deleted_ledgers(void **state) {
   assert_int_equal(ledger_meta_status(f, first), SL_EDELETED);
   assert_int_equal(sl_cluster_restart(f->lt.cluster, SL_NODE_BOOKIE, away, &err), SL_OK);
   sl_lt_wait_registered(&f->lt, away, WAIT_MS);
-  await_dropped(f, away, first);
+  sl_lt_await_dropped(&f->lt, away, first, WAIT_MS);
 
   int later[16];
   size_t n_later = 0, n3 = 0;
@@ -945,7 +931,7 @@ static void test_managed_ledger__sweep_drops_deleted_ledgers(void **state) {
   assert_int_equal(ledger_meta_status(f, second), SL_EDELETED);
   assert_int_equal(ledger_meta_status(f, third), SL_EDELETED);
   for (size_t k = 0; k < n_later; k++)
-    await_dropped(f, later[k], k < n_later - n3 ? second : third);
+    sl_lt_await_dropped(&f->lt, later[k], k < n_later - n3 ? second : third, WAIT_MS);
   ml_destroy(&h);
 }
 

@@ -336,6 +336,11 @@ sl_rpc_channel *sl_lc_channel(sl_ledger_client *c, const char *bookie_id) {
   return ch;
 }
 
+sl_status sl_lc_add_status(const Sluice__V1__AddEntryResponse *r) {
+  if (r->status != SLUICE__V1__STATUS__STATUS_OK) return -(int)r->status;
+  return r->code ? sl_status_from_grpc(r->code) : SL_OK;
+}
+
 bool sl_lc_bookie_state(sl_ledger_client *c, const char *bookie_id, char **instance) {
   pthread_mutex_lock(&c->mu);
   const lc_bookie *b = find_locked(c, bookie_id);

@@ -99,6 +99,9 @@ sl_status sl_lc_pick(sl_ledger_client *c, const char *const *avoid,
  * lives. */
 sl_rpc_channel *sl_lc_channel(sl_ledger_client *c, const char *bookie_id);
 
+/* The outcome of one add as a bookie answered it: the typed status, else
+ * the gRPC code, else SL_OK. */
+sl_status sl_lc_add_status(const Sluice__V1__AddEntryResponse *r);
 /* Whether a bookie was live in the last ListBookies answer; *instance (if
  * not NULL) gets a heap copy of its instance id ("" unknown), or NULL when
  * the bookie is unknown or memory ran out. */

@@ -535,7 +535,7 @@ static void wb_on_message(sl_rpc_astream *s, const ProtobufCMessage *msg, void *
   const Sluice__V1__AddEntryResponse *r = (const Sluice__V1__AddEntryResponse *)msg;
   if (r->entry_id != op->entry || (op->wb_acked & bit(ctx->slot)))
     return; /* an earlier entry's late ack, or a resend's */
-  sl_status st = r->status ? -(int)r->status : r->code ? sl_status_from_grpc(r->code) : SL_OK;
+  sl_status st = sl_lc_add_status(r);
   if (st != SL_OK) {
     wb_broken(op, ctx->slot, st, r->error);
     return;

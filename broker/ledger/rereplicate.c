@@ -380,7 +380,7 @@ static void st_on_message(sl_rpc_astream *s, const ProtobufCMessage *msg, void *
   rr_op *op = ctx->op;
   if (ctx->done || op->finished) return;
   const Sluice__V1__AddEntryResponse *r = (const Sluice__V1__AddEntryResponse *)msg;
-  sl_status st = r->status ? -(int)r->status : r->code ? sl_status_from_grpc(r->code) : SL_OK;
+  sl_status st = sl_lc_add_status(r);
   if (st != SL_OK) {
     copy_failed(op, ctx->slot, st, r->error);
     return;

@@ -75,18 +75,13 @@ static void pump(sl_ledger *lh, uint32_t s) {
   sl->next_send = e;
 }
 
-static sl_status status_of(const Sluice__V1__AddEntryResponse *r) {
-  if (r->status != SLUICE__V1__STATUS__STATUS_OK) return -(int)r->status;
-  return r->code ? sl_status_from_grpc(r->code) : SL_OK;
-}
-
 static void add_on_message(sl_rpc_astream *s, const ProtobufCMessage *msg,
                            void *arg) {
   (void)s;
   lh_stream *ctx = arg;
   if (ctx->detached) return;
   const Sluice__V1__AddEntryResponse *r = (const Sluice__V1__AddEntryResponse *)msg;
-  sl_status st = status_of(r);
+  sl_status st = sl_lc_add_status(r);
   if (st != SL_OK) {
     slot_failed(ctx->lh, ctx->slot, st, r->error);
     return;
