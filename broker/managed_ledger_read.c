@@ -141,7 +141,7 @@ static bool handle_put(sl_ml *ml, sl_ledger *lh) {
   }
   if (victim == NULL) return false;
   if (victim->lh != NULL) slot_clear(victim);
-  *victim = (ml_cached_lh){sl_ledger_id(lh), lh, 1, ++ml->rd.tick};
+  *victim = (ml_cached_lh){.id = sl_ledger_id(lh), .lh = lh, .users = 1, .used = ++ml->rd.tick};
   return true;
 }
 

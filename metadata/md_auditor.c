@@ -19,6 +19,8 @@
  * bookies are gone since when; unless nothing can have changed
  * (invariant 7), read every ledger at one revision, page by page, and put,
  * rewrite or remove each ledger's item; remove items whose ledger is gone.
+ * Every FULL_SCAN_EVERY passes a scan also tombstones orphan ledgers
+ * (invariant 8).
  *
  * Invariants
  *   1. At most one replica writes as auditor: every write of a pass is a
@@ -48,6 +50,11 @@
  *      close), and fewer than FULL_SCAN_EVERY passes ran since the last
  *      scan (a bookie that came and went between two passes is seen by
  *      nobody else).
+ *   8. A ledger is tombstoned only when md_orphans.c's rule finds it an
+ *      orphan, in a guarded txn that finds its record at the revision the
+ *      scan read; its item, if any, then goes in the same pass (sweep).
+ *      The first scan of a term checks, then one scan in FULL_SCAN_EVERY
+ *      passes.
  *
  * Threads: everything here belongs to the auditor thread, except
  * md->auditor_stop and md->audit_stats, which md->auditor_lock guards.
@@ -87,6 +94,7 @@ typedef struct sl_md_auditor {
   bool scanned;          /* a scan completed since winning the role */
   unsigned since_scan;   /* passes since the last scan */
   bool pending;          /* the last scan saw a flagged non-CLOSED ledger */
+  unsigned since_orphans; /* passes since the last orphan check */
   sl_map gone;           /* bookie id -> gone *, heap */
   sl_md_list prev;       /* registrations at the last completed pass */
 } sl_md_auditor;
@@ -109,14 +117,16 @@ typedef struct pass {
   size_t flagged;   /* items put or rewritten */
   size_t created;   /* of those, new ones */
   size_t removed;   /* items removed */
+  size_t orphans;   /* orphan ledgers tombstoned */
   bool pending;     /* a non-CLOSED ledger has a flagged bookie */
+  sl_md_orphans *orphan_rule; /* non-NULL: this scan checks for orphans */
 } pass;
 
 /* ---- metrics and stats ---- */
 
 static pthread_once_t metrics_once = PTHREAD_ONCE_INIT;
 static sl_metrics_gauge *items_gauge, *auditor_gauge;
-static sl_metrics_counter *passes_ok, *passes_failed;
+static sl_metrics_counter *passes_ok, *passes_failed, *orphans_total;
 
 static void metrics_init(void) {
   sl_metrics *m = sl_metrics_default();
@@ -133,6 +143,10 @@ static void metrics_init(void) {
                               "Audit passes by outcome.", ok, &passes_ok, NULL);
   sl_metrics_register_counter(m, "sluice_metadata_audit_passes_total",
                               "Audit passes by outcome.", failed, &passes_failed, NULL);
+  sl_metrics_register_counter(m, "sluice_metadata_orphan_ledgers_deleted_total",
+                              "Ledgers no list or cursor can ever name (created by an owner "
+                              "that lost the partition before naming them), tombstoned.",
+                              NULL, &orphans_total, NULL);
 }
 
 static void set_auditor(sl_md_auditor *a, bool on) {
@@ -143,8 +157,9 @@ static void set_auditor(sl_md_auditor *a, bool on) {
   if (!on) sl_metrics_gauge_set(items_gauge, 0);
 }
 
-static void count_pass(sl_md_auditor *a, bool ok, bool scanned) {
+static void count_pass(sl_md_auditor *a, bool ok, bool scanned, size_t orphans) {
   pthread_mutex_lock(&a->md->auditor_lock);
+  a->md->audit_stats.orphans += orphans;
   if (ok) a->md->audit_stats.passes++;
   if (!ok) a->md->audit_stats.failed++;
   if (ok && scanned) a->md->audit_stats.scans++;
@@ -209,6 +224,7 @@ static void win(sl_md_auditor *a, int64_t lease, int64_t rev, int64_t granted_ms
   a->last_keep_ms = granted_ms;
   a->next_keep_ms = granted_ms + a->keep_ms;
   a->next_pass_ms = sl_clock_mono_ms(); /* the first pass at once */
+  a->since_orphans = FULL_SCAN_EVERY;   /* whose scan checks for orphans */
   set_auditor(a, true);
   sl_log(SL_LOG_INFO, "event=auditor_elected replica=%s ttl=%" PRId64, a->md->replica_id,
          a->ttl_s);
@@ -357,6 +373,7 @@ static void release_pass(pass *p) {
     if (p->items[i].msg != NULL) protobuf_c_message_free_unpacked(&p->items[i].msg->base, NULL);
   free(p->items);
   sl_md_list_release(&p->regs);
+  sl_md_orphans_free(p->orphan_rule);
 }
 
 /* The items, decoded where they decode (one that does not is rewritten). */
@@ -426,10 +443,14 @@ static bool past_grace(const sl_md_auditor *a, const gone *g, int64_t now) {
   return now - g->since_ms >= a->grace_ms;
 }
 
+static bool orphans_due(const sl_md_auditor *a) {
+  return a->since_orphans + 1 >= FULL_SCAN_EVERY;
+}
+
 /* Invariant 7. */
 static bool need_scan(sl_md_auditor *a, const pass *p, bool regs_changed) {
   if (!a->scanned || regs_changed || a->pending || p->n_items > 0 ||
-      a->since_scan + 1 >= FULL_SCAN_EVERY)
+      a->since_scan + 1 >= FULL_SCAN_EVERY || orphans_due(a))
     return true;
   sl_map_iter it = SL_MAP_ITER_INIT;
   void *g;
@@ -501,6 +522,29 @@ static sl_status audit_ledger(sl_md_auditor *a, pass *p, uint64_t id, int64_t re
   return st == SL_EVERSION ? SL_OK : st; /* raced: the next pass looks again */
 }
 
+/* Invariant 8: tombstones ledger id (read at rev) if it is an orphan;
+ * *gone tells whether it did. */
+static sl_status reap_orphan(sl_md_auditor *a, pass *p, uint64_t id, int64_t rev,
+                             const Sluice__V1__LedgerInfo *l, bool *gone, sl_err *err) {
+  bool orphan = false;
+  *gone = false;
+  sl_status st = sl_md_orphan_check(p->orphan_rule, id, l, &orphan, err);
+  if (st != SL_OK || !orphan) return st;
+  sl_md_key lk = sl_md_ledger_key(id), tk = sl_md_tombstone_key(id);
+  sl_store_cmp cmp = {lk.s, lk.len, rev};
+  sl_store_op ops[2] = {{SL_STORE_OP_DELETE, lk.s, lk.len, NULL, 0, 0},
+                        {SL_STORE_OP_PUT, tk.s, tk.len, "", 0, 0}};
+  st = guarded_txn(a, &cmp, 1, ops, 2, err);
+  if (st == SL_EVERSION) return SL_OK; /* it changed: the next check looks again */
+  if (st != SL_OK) return st;
+  *gone = true;
+  p->orphans++;
+  sl_metrics_counter_inc(orphans_total);
+  sl_log(SL_LOG_INFO, "event=orphan_ledger_deleted ledger=%" PRIu64 " partition=%s "
+         "owner_epoch=%" PRIu64 " state=%d", id, l->partition, l->owner_epoch, (int)l->state);
+  return SL_OK;
+}
+
 static sl_status audit_kv(sl_md_auditor *a, pass *p, const sl_md_key *prefix,
                           const sl_store_kv *kv, sl_err *err) {
   uint64_t id;
@@ -515,7 +559,12 @@ static sl_status audit_kv(sl_md_auditor *a, pass *p, const sl_md_key *prefix,
     sl_log(SL_LOG_WARN, "event=audit_skipped ledger=%" PRIu64 " error=\"%s\"", id, uerr.msg);
     return SL_OK;
   }
-  sl_status st = audit_ledger(a, p, id, kv->mod_revision, (Sluice__V1__LedgerInfo *)m, err);
+  const Sluice__V1__LedgerInfo *l = (const Sluice__V1__LedgerInfo *)m;
+  bool gone = false;
+  sl_status st = SL_OK;
+  if (p->orphan_rule != NULL) st = reap_orphan(a, p, id, kv->mod_revision, l, &gone, err);
+  /* A reaped ledger's item stays unseen: sweep removes it. */
+  if (st == SL_OK && !gone) st = audit_ledger(a, p, id, kv->mod_revision, l, err);
   protobuf_c_message_free_unpacked(m, NULL);
   return st;
 }
@@ -604,6 +653,7 @@ static sl_status audit(sl_md_auditor *a, pass *p, bool *scanned, sl_err *err) {
   *scanned = need_scan(a, p, changed);
   if (*scanned) {
     unname_gone(a);
+    if (orphans_due(a)) p->orphan_rule = sl_md_orphans_new(a->md);
     st = scan(a, p, err);
     if (st == SL_OK) st = sweep(a, p, err);
     if (st != SL_OK) return st;
@@ -616,6 +666,7 @@ static sl_status audit(sl_md_auditor *a, pass *p, bool *scanned, sl_err *err) {
   memset(&p->regs, 0, sizeof(p->regs));
   a->scanned = a->scanned || *scanned;
   a->since_scan = *scanned ? 0 : a->since_scan + 1;
+  a->since_orphans = p->orphan_rule != NULL ? 0 : a->since_orphans + 1;
   return SL_OK;
 }
 
@@ -629,15 +680,15 @@ static void run_pass(sl_md_auditor *a) {
   a->next_pass_ms = sl_clock_mono_ms() + a->interval_ms;
   if (st == SL_ECANCELED) return; /* stopping: no outcome */
   if (st != SL_OK) {
-    count_pass(a, false, scanned);
+    count_pass(a, false, scanned, p.orphans);
     sl_log(SL_LOG_WARN, "event=audit_failed error=\"%s\"", sl_err_msg(&err, st));
     return;
   }
   sl_metrics_gauge_set(items_gauge, (double)after); /* before the count tests await */
-  count_pass(a, true, scanned);
-  sl_log(p.flagged + p.removed > 0 ? SL_LOG_INFO : SL_LOG_DEBUG,
-         "event=audit_pass scanned=%d ledgers=%zu flagged=%zu removed=%zu items=%zu",
-         (int)scanned, p.ledgers, p.flagged, p.removed, after);
+  count_pass(a, true, scanned, p.orphans);
+  sl_log(p.flagged + p.removed + p.orphans > 0 ? SL_LOG_INFO : SL_LOG_DEBUG,
+         "event=audit_pass scanned=%d ledgers=%zu flagged=%zu removed=%zu items=%zu "
+         "orphans=%zu", (int)scanned, p.ledgers, p.flagged, p.removed, after, p.orphans);
 }
 
 /* ---- the thread ---- */

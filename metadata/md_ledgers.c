@@ -176,7 +176,7 @@ static bool has_partition(const Sluice__V1__LedgerInfo *l) {
   return l->partition != NULL && l->partition[0] != '\0';
 }
 
-static sl_md_key ledger_key(uint64_t id) {
+sl_md_key sl_md_ledger_key(uint64_t id) {
   sl_md_key k;
   sl_md_key_fmt(&k, "ledgers/%" PRIu64, id);
   return k;
@@ -206,7 +206,7 @@ static sl_status check_allocated(sl_md_service *md, uint64_t id, sl_err *err) {
   return st;
 }
 
-static sl_md_key tombstone_key(uint64_t id) {
+sl_md_key sl_md_tombstone_key(uint64_t id) {
   sl_md_key k;
   sl_md_key_fmt(&k, "deleted-ledgers/%" PRIu64, id);
   return k;
@@ -264,7 +264,7 @@ static sl_status create_once(sl_md_service *md, const Sluice__V1__CreateLedgerRe
   if (st != SL_OK) return st;
   char what[48];
   snprintf(what, sizeof(what), "ledger %" PRIu64, l->ledger_id);
-  sl_md_key key = ledger_key(l->ledger_id), tomb = tombstone_key(l->ledger_id);
+  sl_md_key key = sl_md_ledger_key(l->ledger_id), tomb = sl_md_tombstone_key(l->ledger_id);
   Sluice__V1__AllocateLedgerIdResponse fv = SLUICE__V1__ALLOCATE_LEDGER_ID_RESPONSE__INIT;
   fv.ledger_id = l->ledger_id;
   size_t flen = 0;
@@ -331,8 +331,8 @@ sl_status sl_md_ledgers_tombstone(sl_md_service *md, const uint64_t *ids, size_t
   for (size_t done = 0; done < n;) {
     size_t k = 0;
     for (; k < PER_TXN && done + k < n; k++) {
-      keys[2 * k] = ledger_key(ids[done + k]);
-      keys[2 * k + 1] = tombstone_key(ids[done + k]);
+      keys[2 * k] = sl_md_ledger_key(ids[done + k]);
+      keys[2 * k + 1] = sl_md_tombstone_key(ids[done + k]);
       ops[2 * k] = (sl_store_op){SL_STORE_OP_DELETE, keys[2 * k].s, keys[2 * k].len, NULL, 0, 0};
       ops[2 * k + 1] = (sl_store_op){SL_STORE_OP_PUT, keys[2 * k + 1].s, keys[2 * k + 1].len,
                                      "", 0, 0};
@@ -349,11 +349,11 @@ sl_status sl_md_ledgers_tombstone(sl_md_service *md, const uint64_t *ids, size_t
 static sl_status read_ledger(sl_md_service *md, uint64_t id, Sluice__V1__LedgerInfo **out,
                              int64_t *version, sl_err *err) {
   if (id == 0) return sl_err_set(err, SL_EINVAL, "ledger id 0: ids start at 1");
-  sl_md_key key = ledger_key(id);
+  sl_md_key key = sl_md_ledger_key(id);
   sl_status st = sl_md_read(md, &key, &sluice__v1__ledger_info__descriptor,
                             (ProtobufCMessage **)out, version, NULL, err);
   if (st != SL_ENOTFOUND) return st;
-  sl_md_key tomb = tombstone_key(id);
+  sl_md_key tomb = sl_md_tombstone_key(id);
   if (key_exists(md, &tomb, &st, err))
     return sl_err_set(err, SL_EDELETED, "ledger %" PRIu64 ": deleted", id);
   if (st != SL_OK) return st;
@@ -608,7 +608,7 @@ static sl_status update_ledger(sl_md_service *md, const Sluice__V1__UpdateLedger
   if (st == SL_OK && guarded) st = sl_md_epoch_check(md, cur->partition, req->epoch, &guard, err);
   if (st == SL_OK) st = check_update(req, cur, err);
   if (st == SL_OK) {
-    sl_md_key key = ledger_key(l->ledger_id);
+    sl_md_key key = sl_md_ledger_key(l->ledger_id);
     st = sl_md_cas(md, what, &key, &l->base, req->expected_version, guarded ? &guard : NULL,
                    version, err);
   }
@@ -651,7 +651,7 @@ static sl_status delete_ledger(sl_md_service *md, const Sluice__V1__DeleteLedger
   if (st == SL_OK && cur->state != SLUICE__V1__LEDGER_STATE__LEDGER_STATE_CLOSED)
     st = sl_err_set(err, SL_EPRECOND, "%s: not closed; only CLOSED ledgers are deleted", what);
   if (st == SL_OK) {
-    sl_md_key key = ledger_key(req->ledger_id), tomb = tombstone_key(req->ledger_id);
+    sl_md_key key = sl_md_ledger_key(req->ledger_id), tomb = sl_md_tombstone_key(req->ledger_id);
     sl_store_op op = {SL_STORE_OP_PUT, tomb.s, tomb.len, "", 0, 0};
     sl_md_extra extra = {NULL, 0, &op, 1};
     st = sl_md_write(md, what, &key, NULL, cur_version, guarded ? &guard : NULL, &extra, NULL,

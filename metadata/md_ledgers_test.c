@@ -96,25 +96,12 @@ static int64_t close_ledger(sl_rpc_channel *ch, uint64_t id) {
   return v;
 }
 
-/* Opens a session for broker and takes P; returns the epoch. */
 static uint64_t own(mdt_local *l, const char *broker, int64_t *session) {
-  *session = mdt_open_broker(l->ch, broker, 0);
-  Sluice__V1__AcquireOwnershipResponse *r = mdt_acquire(l->ch, P, broker, *session);
-  assert_true(r->acquired);
-  uint64_t e = r->owner->epoch;
-  protobuf_c_message_free_unpacked(&r->base, NULL);
-  return e;
+  return mdt_own(l->ch, P, broker, session);
 }
 
 static void disown(mdt_local *l, int64_t session, uint64_t epoch) {
-  Sluice__V1__ReleaseOwnershipRequest req = SLUICE__V1__RELEASE_OWNERSHIP_REQUEST__INIT;
-  req.partition = P;
-  req.session_id = session;
-  req.epoch = epoch;
-  Sluice__V1__ReleaseOwnershipResponse *resp = NULL;
-  sl_err err = SL_ERR_INIT;
-  mdt_expect(sl_metadata_service_release_ownership(l->ch, &req, &resp, NULL, &err), SL_OK, &err);
-  protobuf_c_message_free_unpacked(&resp->base, NULL);
+  mdt_disown(l->ch, P, session, epoch);
 }
 
 static int cmp_u64(const void *a, const void *b) {

@@ -48,24 +48,11 @@ static void pause_ms(long ms) {
   nanosleep(&ts, NULL);
 }
 
-static sl_md_audit_stats stats(mdt_local *l) {
-  sl_md_audit_stats s;
-  sl_md_service_audit_stats(l->md, &s);
-  return s;
-}
+static sl_md_audit_stats stats(mdt_local *l) { return mdt_audit_stats(l); }
 
-/* Waits for n more completed passes: with n >= 2, at least one of them
- * started after the caller's last change. */
-static void await_passes(mdt_local *l, uint64_t n) {
-  uint64_t want = stats(l).passes + n;
-  int64_t deadline = sl_clock_mono_ms() + sl_test_scaled_ms(10000);
-  while (stats(l).passes < want) {
-    if (sl_clock_mono_ms() > deadline)
-      fail_msg("%" PRIu64 " audit passes after 10 s, want %" PRIu64 " (failed %" PRIu64 ")",
-               stats(l).passes, want, stats(l).failed);
-    pause_ms(5);
-  }
-}
+/* With n >= 2, at least one of the passes started after the caller's
+ * last change. */
+static void await_passes(mdt_local *l, uint64_t n) { mdt_await_audit_passes(l, n); }
 
 /* ---- calls ---- */
 

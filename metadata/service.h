@@ -139,11 +139,14 @@ void sl_md_service_monitor_stop(sl_md_service *md);
  * under-replicated/<ledger id> the CLOSED ledgers naming a bookie that has
  * been unregistered for opts.rereplication_grace_ms, or that is registered
  * with another instance id than the ledger recorded, and removes items that
- * need nothing any more. Metrics on sl_metrics_default():
+ * need nothing any more. Every tenth pass (and the first) also tombstones
+ * orphan ledgers: ledgers of a partition that moved to a later epoch than
+ * the one they were created at, which neither its list nor a cursor names
+ * (md_orphans.c). Metrics on sl_metrics_default():
  * sluice_metadata_auditor (1 while this replica holds the role),
  * sluice_metadata_under_replicated_ledgers (items after the last pass; 0
  * on other replicas), sluice_metadata_audit_passes_total{outcome="ok" or
- * "failed"}. Start it once the service serves, stop it before destroying
+ * "failed"}, sluice_metadata_orphan_ledgers_deleted_total. Start it once the service serves, stop it before destroying
  * the service or closing the store; stop revokes the lease, so another
  * replica takes over within its TTL/3. A no-op when
  * opts.audit_interval_ms is 0. SL_EEXIST if running.
@@ -162,6 +165,7 @@ typedef struct sl_md_audit_stats {
   uint64_t scans;  /* passes that read every ledger (others found nothing
                       that could have changed) */
   uint64_t campaigns; /* looks at the `auditor` key while not holding it */
+  uint64_t orphans;  /* orphan ledgers tombstoned (md_orphans.c) */
   bool auditor;    /* this replica holds the role now */
 } sl_md_audit_stats;
 

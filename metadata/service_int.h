@@ -256,6 +256,19 @@ sl_status sl_md_check_holder(sl_md_service *md, Sluice__V1__NodeKind kind, const
 #define SL_MD_CLAIMS "rereplication-claims/" /* + ledger id: claimer's node id */
 #define SL_MD_AUDITOR "auditor"              /* the auditing replica's id */
 
+/* ---- md_orphans.c: the auditor's orphan rule ---- */
+
+/* One pass's reading of partitions' epochs, lists and cursors. */
+typedef struct sl_md_orphans sl_md_orphans;
+sl_md_orphans *sl_md_orphans_new(sl_md_service *md);
+void sl_md_orphans_free(sl_md_orphans *o);
+
+/* Whether ledger `id` (record l) is an orphan: its partition's epoch is
+ * above l's owner_epoch and neither the partition's list nor a cursor of
+ * it names the ledger (md_orphans.c says why that is final). */
+sl_status sl_md_orphan_check(sl_md_orphans *o, uint64_t id, const Sluice__V1__LedgerInfo *l,
+                             bool *orphan, sl_err *err);
+
 /* A decimal ledger id as keys spell it: digits only, no leading zero, at
  * least 1, fits in 64 bits. */
 bool sl_md_parse_id(const char *s, uint64_t *id);
@@ -293,6 +306,10 @@ SL_MD_HANDLER(release_ownership, ReleaseOwnershipRequest);
  * tombstone (bookie/ledger_sweep.h). */
 sl_status sl_md_ledgers_tombstone(sl_md_service *md, const uint64_t *ids, size_t n,
                                   sl_err *err);
+
+/* The keys of ledger id's record and of its tombstone. */
+sl_md_key sl_md_ledger_key(uint64_t id);
+sl_md_key sl_md_tombstone_key(uint64_t id);
 
 SL_MD_HANDLER(allocate_ledger_id, AllocateLedgerIdRequest);
 SL_MD_HANDLER(create_ledger, CreateLedgerRequest);

@@ -64,21 +64,9 @@ static bool listed(sl_lt *t, uint64_t ledger) {
   return found;
 }
 
-static double passes(sl_lt *t) {
-  char *page = sl_ms_scrape_node(t->cluster, SL_NODE_METADATA, 0);
-  double v = sl_ms_value(page, PASSES);
-  free(page);
-  return v;
-}
-
 /* Waits until the auditor has completed `n` more passes. */
 static void wait_passes(sl_lt *t, int n) {
-  double want = passes(t) + n;
-  int64_t deadline = sl_clock_mono_ms() + sl_test_scaled_ms(30000);
-  while (passes(t) < want) {
-    if (sl_clock_mono_ms() > deadline) fail_msg("the auditor made no pass");
-    usleep(100 * 1000);
-  }
+  sl_ms_await_growth(t->cluster, SL_NODE_METADATA, 0, PASSES, n, 30000);
 }
 
 static void read_all(sl_lt *t, uint64_t ledger, int n) {

@@ -26,12 +26,14 @@
 #include <string.h>
 #include <time.h>
 #include <cmocka.h>
+#include <curl/curl.h>
 
 #include "broker/cursor.h"
 #include "common/clock.h"
 #include "metadata.slrpc.h"
 #include "tests/ledger_testlib.h"
 #include "tests/metadata_util.h"
+#include "tests/metrics_scrape.h"
 #include "tests/waiter.h"
 
 #define WAIT_MS 60000
@@ -58,9 +60,15 @@ typedef struct fixture {
 
 static const char *BROKER[2] = {"broker-a", "broker-b"};
 
+/* The auditor checks for orphan ledgers every second (one pass in ten):
+ * a cursor ledger outlives the epoch that created it here. */
+#define PASSES "sluice_metadata_audit_passes_total{outcome=\"ok\"}"
+static const char *const k_metadata_args[] = {"--audit_interval_ms", "100", "--metrics_listen",
+                                               "127.0.0.1:0", NULL};
+
 static int setup(void **state) {
   fixture *f = calloc(1, sizeof(*f));
-  sl_lt_start(&f->lt, "cursor_persist", 3, NULL, NULL);
+  sl_lt_start_md(&f->lt, "cursor_persist", 3, NULL, k_metadata_args, NULL);
   for (int i = 0; i < 2; i++) {
     f->session[i] = mdt_open_broker(f->lt.meta, BROKER[i], 0);
     f->keep[i] = mdt_keeper_start(f->lt.meta, BROKER[i], f->session[i], 500);
@@ -273,6 +281,13 @@ static void test_cursor__every_other_of_a_million(void **state) {
   sl_ml_pos md = sl_cursor_mark_delete(b.c);
   assert_int_equal(md.entry_id, 999);
 
+  /* Two orphan checks later, the cursor ledger of epoch a that the
+   * cursor names is still there. */
+  sl_ms_await_growth(f->lt.cluster, SL_NODE_METADATA, 0, PASSES, 21, 60000);
+  size_t cursor_ledgers = 0;
+  mdt_expect_named_ledgers(f->lt.meta, P, &cursor_ledgers);
+  assert_int_equal(cursor_ledgers, 1);
+
   /* the new owner persists again (a new snapshot ledger, the recovered one
    * deleted), and a seek to the start makes the state small: inline */
   ack_range(&b, 1000, 1002, 2, NULL);
@@ -474,5 +489,8 @@ int main(void) {
       cmocka_unit_test(test_cursor__seek_back_inline),
       cmocka_unit_test(test_cursor__bad_input),
   };
-  return cmocka_run_group_tests(tests, setup, teardown);
+  curl_global_init(CURL_GLOBAL_DEFAULT);
+  int failed = cmocka_run_group_tests(tests, setup, teardown);
+  curl_global_cleanup();
+  return failed;
 }

@@ -10,6 +10,7 @@
 #include <time.h>
 #include <cmocka.h>
 
+#include "common/testing.h"
 #include "tests/proc.h"
 
 void mdt_expect_(sl_status st, sl_status want, const sl_err *err, const char *file, int line) {
@@ -225,6 +226,46 @@ void mdt_create_namespace(sl_rpc_channel *ch, const char *ns) {
   protobuf_c_message_free_unpacked(&resp->base, NULL);
 }
 
+uint64_t mdt_own(sl_rpc_channel *ch, const char *partition, const char *broker,
+                 int64_t *session) {
+  *session = mdt_open_broker(ch, broker, 0);
+  Sluice__V1__AcquireOwnershipResponse *r = mdt_acquire(ch, partition, broker, *session);
+  if (!r->acquired) fail_msg("%s: not acquired by %s", partition, broker);
+  uint64_t e = r->owner->epoch;
+  protobuf_c_message_free_unpacked(&r->base, NULL);
+  return e;
+}
+
+void mdt_disown(sl_rpc_channel *ch, const char *partition, int64_t session, uint64_t epoch) {
+  Sluice__V1__ReleaseOwnershipRequest req = SLUICE__V1__RELEASE_OWNERSHIP_REQUEST__INIT;
+  req.partition = (char *)partition;
+  req.session_id = session;
+  req.epoch = epoch;
+  Sluice__V1__ReleaseOwnershipResponse *resp = NULL;
+  sl_err err = SL_ERR_INIT;
+  mdt_expect(sl_metadata_service_release_ownership(ch, &req, &resp, NULL, &err), SL_OK, &err);
+  protobuf_c_message_free_unpacked(&resp->base, NULL);
+}
+
+sl_md_audit_stats mdt_audit_stats(mdt_local *l) {
+  sl_md_audit_stats s;
+  sl_md_service_audit_stats(l->md, &s);
+  return s;
+}
+
+void mdt_await_audit_passes(mdt_local *l, uint64_t n) {
+  uint64_t want = mdt_audit_stats(l).passes + n;
+  int64_t deadline = sl_clock_mono_ms() + sl_test_scaled_ms(10000);
+  while (mdt_audit_stats(l).passes < want) {
+    if (sl_clock_mono_ms() > deadline)
+      fail_msg("%llu audit passes after 10 s, want %llu (failed %llu)",
+               (unsigned long long)mdt_audit_stats(l).passes, (unsigned long long)want,
+               (unsigned long long)mdt_audit_stats(l).failed);
+    struct timespec ts = {0, 5 * 1000000L};
+    nanosleep(&ts, NULL);
+  }
+}
+
 uint64_t mdt_allocate_ledger_id(sl_rpc_channel *ch) {
   Sluice__V1__AllocateLedgerIdRequest req = SLUICE__V1__ALLOCATE_LEDGER_ID_REQUEST__INIT;
   Sluice__V1__AllocateLedgerIdResponse *resp = NULL;
@@ -243,6 +284,46 @@ Sluice__V1__LedgerResponse *mdt_get_ledger(sl_rpc_channel *ch, uint64_t ledger) 
   sl_err err = SL_ERR_INIT;
   mdt_expect(sl_metadata_service_get_ledger(ch, &req, &r, &o, &err), SL_OK, &err);
   return r;
+}
+
+size_t mdt_expect_named_ledgers(sl_rpc_channel *ch, const char *partition,
+                                size_t *cursor_ledgers) {
+  sl_rpc_call_opts o = mdt_opts(10000);
+  sl_err err = SL_ERR_INIT;
+  Sluice__V1__GetManagedLedgerRequest mreq = SLUICE__V1__GET_MANAGED_LEDGER_REQUEST__INIT;
+  mreq.partition = (char *)partition;
+  Sluice__V1__ManagedLedgerResponse *ml = NULL;
+  sl_status st = sl_metadata_service_get_managed_ledger(ch, &mreq, &ml, &o, &err);
+  if (st != SL_ENOTFOUND) mdt_expect(st, SL_OK, &err);
+  Sluice__V1__ListCursorsRequest creq = SLUICE__V1__LIST_CURSORS_REQUEST__INIT;
+  creq.partition = (char *)partition;
+  Sluice__V1__ListCursorsResponse *cur = NULL;
+  mdt_expect(sl_metadata_service_list_cursors(ch, &creq, &cur, &o, &err), SL_OK, &err);
+  size_t n_list = ml != NULL ? ml->info->n_ledgers : 0, n = 0, n_cursor = 0;
+  for (size_t i = 0; i < n_list + cur->n_cursors; i++) {
+    uint64_t id;
+    if (i < n_list) {
+      id = ml->info->ledgers[i]->ledger_id;
+    } else {
+      const Sluice__V1__CursorInfo *c = cur->cursors[i - n_list];
+      if (c->ack_ledger == NULL || c->ack_ledger->ledger_id == 0) continue;
+      id = c->ack_ledger->ledger_id;
+      n_cursor++;
+    }
+    Sluice__V1__GetLedgerRequest req = SLUICE__V1__GET_LEDGER_REQUEST__INIT;
+    req.ledger_id = id;
+    Sluice__V1__LedgerResponse *r = NULL;
+    st = sl_metadata_service_get_ledger(ch, &req, &r, &o, &err);
+    if (st != SL_OK)
+      fail_msg("ledger %llu, named by %s's %s: %s", (unsigned long long)id, partition,
+               i < n_list ? "list" : "cursor", sl_err_msg(&err, st));
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    n++;
+  }
+  if (ml != NULL) protobuf_c_message_free_unpacked(&ml->base, NULL);
+  protobuf_c_message_free_unpacked(&cur->base, NULL);
+  if (cursor_ledgers != NULL) *cursor_ledgers = n_cursor;
+  return n;
 }
 
 bool mdt_ledger_names(sl_rpc_channel *ch, uint64_t ledger, const char *bookie) {

@@ -80,6 +80,18 @@ sl_status mdt_st_acquire(sl_rpc_channel *ch, const char *partition, const char *
                          int64_t session, Sluice__V1__AcquireOwnershipResponse **resp,
                          sl_err *err);
 
+/* Opens a session for broker and acquires partition (it must be free);
+ * returns the epoch, *session the session. */
+uint64_t mdt_own(sl_rpc_channel *ch, const char *partition, const char *broker,
+                 int64_t *session);
+/* Releases partition held by session at epoch; fails the test on error. */
+void mdt_disown(sl_rpc_channel *ch, const char *partition, int64_t session, uint64_t epoch);
+
+/* The auditor's stats of an in-process service, and a wait for n more
+ * completed passes (failing the test after 10 s, scaled). */
+sl_md_audit_stats mdt_audit_stats(mdt_local *l);
+void mdt_await_audit_passes(mdt_local *l, uint64_t n);
+
 /* Allocates a ledger id; fails the test on error. */
 uint64_t mdt_allocate_ledger_id(sl_rpc_channel *ch);
 
@@ -94,6 +106,12 @@ void mdt_ledger_init(Sluice__V1__LedgerInfo *l, Sluice__V1__EnsembleSegment *seg
 
 /* GetLedger; fails the test unless SL_OK. The caller frees the answer. */
 Sluice__V1__LedgerResponse *mdt_get_ledger(sl_rpc_channel *ch, uint64_t ledger);
+
+/* Checks that every ledger the partition's list and cursors name has its
+ * record (none was deleted under them); returns how many they name, and
+ * in *cursor_ledgers (may be NULL) how many of those are cursor ledgers. */
+size_t mdt_expect_named_ledgers(sl_rpc_channel *ch, const char *partition,
+                                size_t *cursor_ledgers);
 
 /* Whether any ensemble segment of the ledger names the bookie. */
 bool mdt_ledger_names(sl_rpc_channel *ch, uint64_t ledger, const char *bookie);

@@ -10,6 +10,10 @@
 #include <cmocka.h>
 
 #include <curl/curl.h>
+#include <time.h>
+
+#include "common/clock.h"
+#include "common/testing.h"
 
 static size_t on_body(char *p, size_t size, size_t n, void *arg) {
   char **body = arg;
@@ -80,4 +84,24 @@ double sl_ms_value(const char *page, const char *series) {
   double v = 0;
   if (!sl_ms_sample(page, series, &v)) fail_msg("no sample %s", series);
   return v;
+}
+
+static double node_value(sl_cluster *c, sl_node_kind kind, int i, const char *series) {
+  char *page = sl_ms_scrape_node(c, kind, i);
+  double v = sl_ms_value(page, series);
+  free(page);
+  return v;
+}
+
+void sl_ms_await_growth(sl_cluster *c, sl_node_kind kind, int i, const char *series,
+                        double by, int timeout_ms) {
+  double want = node_value(c, kind, i, series) + by;
+  int64_t deadline = sl_clock_mono_ms() + sl_test_scaled_ms(timeout_ms);
+  double now;
+  while ((now = node_value(c, kind, i, series)) < want) {
+    if (sl_clock_mono_ms() > deadline)
+      fail_msg("%s: %.0f after %d ms, want %.0f", series, now, timeout_ms, want);
+    struct timespec ts = {0, 100 * 1000000L};
+    nanosleep(&ts, NULL);
+  }
 }

@@ -29,4 +29,10 @@ bool sl_ms_sample(const char *page, const char *series, double *value);
 /* The same, failing the test when the sample is absent. */
 double sl_ms_value(const char *page, const char *series);
 
+/* Waits until `series` of node i has grown by `by` from its value now,
+ * scraping every 100 ms; fails the test after timeout_ms (scaled by
+ * sl_test_scaled_ms). */
+void sl_ms_await_growth(sl_cluster *c, sl_node_kind kind, int i, const char *series,
+                        double by, int timeout_ms);
+
 #endif
