@@ -147,6 +147,7 @@ sl_status sl_md_orphan_check(sl_md_orphans *o, uint64_t id, const Sluice__V1__Le
   sl_status st = part_of(o, l->partition, &p, err);
   if (st != SL_OK || !p->valid || l->owner_epoch >= p->epoch) return st;
   if (!p->loaded && (st = load_named(o, l->partition, p, err)) != SL_OK) return st;
-  *orphan = bsearch(&id, p->named, p->n_named, sizeof(*p->named), cmp_u64) == NULL;
+  *orphan = p->n_named == 0 ||
+            bsearch(&id, p->named, p->n_named, sizeof(*p->named), cmp_u64) == NULL;
   return SL_OK;
 }
