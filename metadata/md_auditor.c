@@ -31,11 +31,15 @@
  *      revision the scan read and the item at the revision the pass read
  *      (or absent): it never names bookies from an older ledger, and never
  *      undoes a worker's FinishRereplication it did not see.
- *   3. A bookie counts as gone after `grace` of this auditor's own
- *      observation: on the monotonic clock, from the first pass that found
- *      it unregistered while known (named by a ledger, or registered at
- *      the pass before). A new auditor, or one that lost the role and won
- *      it back, starts the grace over (the contract).
+ *   3. A bookie counts as gone after `grace` from the first pass of any
+ *      auditor that found it unregistered while known (named by a ledger,
+ *      or registered at the pass before). Within a term that is measured
+ *      on the monotonic clock. Across terms it is carried by the record
+ *      bookies-gone/<id> (that first pass's wall-clock time), which a pass
+ *      writes for every bookie it notes gone and deletes once the bookie
+ *      is registered again or, after a scan, no ledger names it; a new
+ *      auditor takes "gone since" from the record (never later than its
+ *      own first sight), so a change of auditor does not restart the grace.
  *   4. A bookie registered with another instance id than the non-empty one
  *      a segment recorded is flagged at once: that copy was wiped.
  *   5. Only CLOSED ledgers have items. OPEN and IN_RECOVERY ones belong to
@@ -76,8 +80,9 @@
 #define FULL_SCAN_EVERY 10
 
 typedef struct gone {
-  int64_t since_ms; /* monotonic: when this auditor first saw it missing */
+  int64_t since_ms; /* monotonic: when it was first seen missing (invariant 3) */
   bool named;       /* named by a ledger in the scan under way */
+  bool recorded;    /* bookies-gone/<id> exists (this term wrote or read it) */
 } gone;
 
 typedef struct sl_md_auditor {
@@ -110,7 +115,9 @@ typedef struct item {
 /* One pass's reading of the store and its counts. */
 typedef struct pass {
   int64_t now_ms;   /* monotonic, at the start */
+  int64_t wall_ms;  /* wall clock, at the start */
   sl_md_list regs;  /* bookie registrations, sorted by id */
+  sl_md_kvs recs;   /* bookies-gone/ records, sorted by key */
   item *items;      /* sorted by id */
   size_t n_items;
   size_t ledgers;   /* ledgers scanned */
@@ -374,6 +381,7 @@ static void release_pass(pass *p) {
   free(p->items);
   sl_md_list_release(&p->regs);
   sl_md_orphans_free(p->orphan_rule);
+  sl_md_kvs_release(&p->recs);
 }
 
 /* The items, decoded where they decode (one that does not is rewritten). */
@@ -404,18 +412,35 @@ static int cmp_str(const void *x, const void *y) {
 
 /* The registration of bookie id in l (sorted by id), or NULL. */
 static const Sluice__V1__BookieInfo *find_reg(const sl_md_list *l, const char *id) {
+  if (l->n == 0) return NULL; /* keys may be NULL */
   char *const *k = bsearch(&id, l->keys, l->n, sizeof(*l->keys), cmp_str);
   return k != NULL ? (const Sluice__V1__BookieInfo *)l->msgs[k - l->keys] : NULL;
 }
 
 static const char *text(const char *s) { return s != NULL ? s : ""; }
 
-/* The entry of a bookie not registered now, made at `now` if new. */
-static gone *note_gone(sl_md_auditor *a, const char *id, int64_t now) {
+/* The bookies-gone/ record of bookie id in the pass's reading, or NULL. */
+static const sl_store_kv *find_rec(const pass *p, const char *id) {
+  size_t prefix = strlen(SL_MD_ROOT SL_MD_GONE);
+  for (size_t i = 0; i < p->recs.n; i++)
+    if (strcmp((const char *)p->recs.kvs[i].key + prefix, id) == 0) return &p->recs.kvs[i];
+  return NULL;
+}
+
+/* The entry of a bookie not registered now, made if new: gone since its
+ * record says, or since now (invariant 3). */
+static gone *note_gone(sl_md_auditor *a, const pass *p, const char *id) {
   gone *g = sl_map_get(&a->gone, id);
   if (g != NULL) return g;
   g = sl_xcalloc(1, sizeof(*g));
-  g->since_ms = now;
+  g->since_ms = p->now_ms;
+  const sl_store_kv *rec = find_rec(p, id);
+  char *end = NULL;
+  long long wall = rec != NULL ? strtoll((const char *)rec->value, &end, 10) : 0;
+  if (rec != NULL && end != (const char *)rec->value && *end == '\0' && wall > 0) {
+    g->recorded = true;
+    if (wall < p->wall_ms) g->since_ms = p->now_ms - (p->wall_ms - wall);
+  }
   sl_status st = sl_map_put(&a->gone, id, g, NULL);
   SL_ASSERT(st == SL_OK); /* servers abort on out-of-memory */
   return g;
@@ -435,7 +460,7 @@ static bool note_regs(sl_md_auditor *a, const pass *p) {
     if (sl_map_remove(&a->gone, p->regs.keys[i], &g)) free(g);
   }
   for (size_t i = 0; i < a->prev.n; i++)
-    if (find_reg(&p->regs, a->prev.keys[i]) == NULL) note_gone(a, a->prev.keys[i], p->now_ms);
+    if (find_reg(&p->regs, a->prev.keys[i]) == NULL) note_gone(a, p, a->prev.keys[i]);
   return changed;
 }
 
@@ -465,7 +490,7 @@ static bool need_scan(sl_md_auditor *a, const pass *p, bool regs_changed) {
 static bool flag(sl_md_auditor *a, const pass *p, const char *id, const char *recorded) {
   const Sluice__V1__BookieInfo *b = find_reg(&p->regs, id);
   if (b != NULL) return recorded[0] != '\0' && strcmp(text(b->instance_id), recorded) != 0;
-  gone *g = note_gone(a, id, p->now_ms);
+  gone *g = note_gone(a, p, id);
   g->named = true;
   return past_grace(a, g, p->now_ms);
 }
@@ -619,6 +644,42 @@ static sl_status sweep(sl_md_auditor *a, pass *p, sl_err *err) {
   return SL_OK;
 }
 
+/* Invariant 3: records each gone bookie not recorded yet; deletes the
+ * records of bookies registered again or, after a scan, no longer
+ * watched. Runs before the pass's registrations become a->prev. */
+static sl_status sync_records(sl_md_auditor *a, pass *p, bool scanned, sl_err *err) {
+  sl_map_iter it = SL_MAP_ITER_INIT;
+  const char *id;
+  void *v;
+  while (sl_map_next(&a->gone, &it, &id, &v)) {
+    gone *g = v;
+    if (g->recorded) continue;
+    sl_md_key k;
+    sl_md_key_fmt(&k, SL_MD_GONE "%s", id);
+    char val[24];
+    snprintf(val, sizeof(val), "%" PRId64, p->wall_ms - (p->now_ms - g->since_ms));
+    sl_store_cmp cmp = {k.s, k.len, SL_STORE_REV_ABSENT};
+    sl_store_op op = {SL_STORE_OP_PUT, k.s, k.len, val, strlen(val), 0};
+    sl_status st = guarded_txn(a, &cmp, 1, &op, 1, err);
+    /* SL_EVERSION: another term's record appeared; the next pass reads it.
+     * Any other failure may have lost the role, and the map with it. */
+    if (st != SL_OK && st != SL_EVERSION) return st;
+    g->recorded = true;
+  }
+  size_t prefix = strlen(SL_MD_ROOT SL_MD_GONE);
+  for (size_t i = 0; i < p->recs.n; i++) {
+    const sl_store_kv *kv = &p->recs.kvs[i];
+    const char *bookie = (const char *)kv->key + prefix;
+    if (find_reg(&p->regs, bookie) == NULL && (!scanned || sl_map_get(&a->gone, bookie) != NULL))
+      continue;
+    sl_store_cmp cmp = {kv->key, kv->key_len, kv->mod_revision};
+    sl_store_op op = {SL_STORE_OP_DELETE, kv->key, kv->key_len, NULL, 0, 0};
+    sl_status st = guarded_txn(a, &cmp, 1, &op, 1, err);
+    if (st != SL_OK && st != SL_EVERSION) return st;
+  }
+  return SL_OK;
+}
+
 /* After a full scan, bookies no ledger names need no watching. */
 static void prune_gone(sl_md_auditor *a) {
   sl_map_iter it = SL_MAP_ITER_INIT;
@@ -647,6 +708,8 @@ static sl_status audit(sl_md_auditor *a, pass *p, bool *scanned, sl_err *err) {
   sl_md_key_fmt(&prefix, "bookies/");
   sl_status st = sl_md_list_read(a->md, &prefix, &sluice__v1__bookie_info__descriptor,
                                  &p->regs, err);
+  sl_md_key_fmt(&prefix, SL_MD_GONE);
+  if (st == SL_OK) st = sl_md_kvs_read(a->md, &prefix, &p->recs, err);
   if (st == SL_OK) st = read_items(a, p, err);
   if (st != SL_OK) return st;
   bool changed = note_regs(a, p);
@@ -660,6 +723,7 @@ static sl_status audit(sl_md_auditor *a, pass *p, bool *scanned, sl_err *err) {
     prune_gone(a);
     a->pending = p->pending;
   }
+  if ((st = sync_records(a, p, *scanned, err)) != SL_OK) return st;
   /* Committed only now: a failed pass leaves the change to the next. */
   sl_md_list_release(&a->prev);
   a->prev = p->regs;
@@ -672,7 +736,7 @@ static sl_status audit(sl_md_auditor *a, pass *p, bool *scanned, sl_err *err) {
 
 static void run_pass(sl_md_auditor *a) {
   sl_err err = SL_ERR_INIT;
-  pass p = {.now_ms = sl_clock_mono_ms()};
+  pass p = {.now_ms = sl_clock_mono_ms(), .wall_ms = sl_clock_wall_ms()};
   bool scanned = false;
   sl_status st = audit(a, &p, &scanned, &err);
   size_t after = p.n_items + p.created - p.removed;

@@ -260,17 +260,73 @@ static void test_md_rereplication__gone_bookie_waits_for_grace(void **state) {
   expect_items(l->ch, &l2, 1, "b3"); /* and not b2's ledger */
 }
 
+/* Registers b1 and b2 (session of b2 in *s2) and a CLOSED ledger on both;
+ * returns its id once the auditor has looked at it. */
+static uint64_t ledger_on_b1_b2(mdt_local *l, int64_t *s2) {
+  open_bookie(l->ch, "b1", "i1");
+  *s2 = open_bookie(l->ch, "b2", "i2");
+  const char *e[] = {"b1", "b2"}, *in[] = {"i1", "i2"};
+  uint64_t id = make_ledger(l->ch, 0, e, in, 2, true);
+  await_passes(l, 2);
+  return id;
+}
+
+static bool gone_record(mdt_local *l, const char *bookie) {
+  char key[128];
+  snprintf(key, sizeof(key), "/sluice/bookies-gone/%s", bookie);
+  sl_store_kv kv = {0};
+  sl_err err = SL_ERR_INIT;
+  sl_status st = sl_store_get(l->store, key, strlen(key), &kv, &err);
+  sl_store_kv_release(&kv);
+  if (st != SL_ENOTFOUND) mdt_expect(st, SL_OK, &err);
+  return st == SL_OK;
+}
+
+/* A new auditor term (here: the auditor stopped and started again, as at
+ * a replica's restart) keeps the grace that began before it: "gone since"
+ * is in the store, not in the old term's memory. The ledger is listed at
+ * the grace after the bookie went, well before a grace after the new term
+ * began; once the bookie is back, the record goes. */
+static void test_md_rereplication__grace_survives_a_new_auditor(void **state) {
+  const int64_t grace = sl_test_scaled_ms(2000);
+  mdt_local *l = *state = start_audited(grace, "r1");
+  int64_t s2;
+  uint64_t id = ledger_on_b1_b2(l, &s2);
+
+  int64_t t0 = sl_clock_mono_ms(), wall0 = sl_clock_wall_ms();
+  close_bookie(l->ch, s2, "b2");
+  while (sl_clock_mono_ms() - t0 < grace / 2) await_passes(l, 1);
+  assert_true(gone_record(l, "b2"));
+  assert_int_equal(n_items(l->ch), 0);
+  sl_err err = SL_ERR_INIT;
+  sl_md_service_auditor_stop(l->md);
+  int64_t wall1 = sl_clock_wall_ms();
+  mdt_expect(sl_md_service_auditor_start(l->md, &err), SL_OK, &err);
+
+  await_items(l->ch, 1);
+  expect_items(l->ch, &id, 1, "b2");
+  Sluice__V1__ListUnderReplicatedResponse *r = list(l->ch);
+  int64_t listed = r->items[0]->since_ms;
+  protobuf_c_message_free_unpacked(&r->base, NULL);
+  print_message("listed %" PRId64 " ms after the bookie went, %" PRId64 " ms after the new "
+                "term began (grace %" PRId64 " ms)\n", listed - wall0, listed - wall1, grace);
+  assert_true(listed >= wall0 + grace);
+  assert_true(listed < wall1 + grace); /* a restarted grace would list it no sooner */
+
+  open_bookie(l->ch, "b2", "i2");
+  await_items(l->ch, 0);
+  await_passes(l, 1);
+  assert_false(gone_record(l, "b2"));
+}
+
 /* A bookie gone past the grace period: its CLOSED ledger is listed, not
  * before the grace has passed since it went; when it comes back with the
  * same data (instance id), the item goes. */
 static void test_md_rereplication__gone_bookie_listed_after_grace(void **state) {
   const int64_t grace = 400;
   mdt_local *l = *state = start_audited(grace, "r1");
-  open_bookie(l->ch, "b1", "i1");
-  int64_t s2 = open_bookie(l->ch, "b2", "i2");
-  const char *e[] = {"b1", "b2"}, *in[] = {"i1", "i2"};
-  uint64_t id = make_ledger(l->ch, 0, e, in, 2, true);
-  await_passes(l, 2);
+  int64_t s2;
+  uint64_t id = ledger_on_b1_b2(l, &s2);
   assert_int_equal(n_items(l->ch), 0);
   static const char *const ok[] = {"outcome", "ok", NULL};
   double passes = metric("sluice_metadata_audit_passes_total", ok);
@@ -685,6 +741,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_teardown(test_md_rereplication__gone_bookie_waits_for_grace, teardown),
       cmocka_unit_test_teardown(test_md_rereplication__gone_bookie_listed_after_grace, teardown),
+      cmocka_unit_test_teardown(test_md_rereplication__grace_survives_a_new_auditor, teardown),
       cmocka_unit_test_teardown(test_md_rereplication__new_instance_listed_at_once, teardown),
       cmocka_unit_test_teardown(test_md_rereplication__deleted_ledger_item_removed, teardown),
       cmocka_unit_test_teardown(test_md_rereplication__open_ledger_listed_once_closed, teardown),

@@ -42,6 +42,9 @@
  *                                the worker's session lease
  *   auditor                      the auditing replica's id (text), bound to
  *                                that replica's own lease
+ *   bookies-gone/<bookie id>     Unix ms (decimal text) when an auditor
+ *                                first found the bookie unregistered;
+ *                                written by the auditor only
  *
  * Values are packed protobuf messages. The `version` of anything is the
  * key's mod revision; every update is a compare-and-swap on it.

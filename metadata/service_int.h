@@ -255,6 +255,7 @@ sl_status sl_md_check_holder(sl_md_service *md, Sluice__V1__NodeKind kind, const
 #define SL_MD_ITEMS "under-replicated/"      /* + ledger id: UnderReplicated */
 #define SL_MD_CLAIMS "rereplication-claims/" /* + ledger id: claimer's node id */
 #define SL_MD_AUDITOR "auditor"              /* the auditing replica's id */
+#define SL_MD_GONE "bookies-gone/"           /* + bookie id: gone since (text) */
 
 /* ---- md_orphans.c: the auditor's orphan rule ---- */
 
