@@ -18,7 +18,10 @@
  *            in parts of at most 1 MiB) followed by deltas (the acks and the
  *            mark-delete of one flush each). A flush is one ledger append,
  *            no metadata write. When the deltas since the snapshot outgrow
- *            the snapshot (or a seek happens), the state is rewritten: a new
+ *            the snapshot (or a seek happens, or the cursor ledger changed
+ *            its ensemble: its older entries lack a copy on the replaced
+ *            bookie, and a new ledger frees the old one at once instead of
+ *            leaving it to auto-recovery), the state is rewritten: a new
  *            ledger with a fresh snapshot, a CAS of the record onto it, then
  *            the old ledger is deleted. The record's mark_delete is refreshed
  *            with every CAS (it lags in LEDGER mode, which is safe: the

@@ -377,7 +377,7 @@ void cursor_store_flush(sl_cursor *c) {
   sl_ack_set_init(&c->delta);
   size_t limit = c->snapshot_bytes > c->inline_max ? c->snapshot_bytes : c->inline_max;
   if (c->lh != NULL && !c->need_snapshot && !shrunk(c) &&
-      c->delta_bytes + encoded_bound(&delta) <= limit)
+      sl_ledger_ensemble_changes(c->lh) == 0 && c->delta_bytes + encoded_bound(&delta) <= limit)
     append_delta(f, &delta);
   else
     write_snapshot(f);

@@ -348,6 +348,9 @@ static void append_stats_fn(sl_ml_stats *s, void *arg) {
   s->last_confirmed = a->pos;
 }
 
+static bool rollover_due(const sl_ml *ml);
+static void start_rollover(sl_ml *ml);
+
 static void append_done(sl_status st, int64_t entry_id, void *arg) {
   append_ctx *a = arg;
   sl_ml *ml = a->ml;
@@ -357,6 +360,11 @@ static void append_done(sl_status st, int64_t entry_id, void *arg) {
   if (st == SL_OK && ml->n_refs > 0 && ml->refs_v[ml->n_refs - 1].id == a->ledger_id)
     ml->refs_v[ml->n_refs - 1].size += a->len;
   a->cb(st, pos, a->arg);
+  /* An ensemble change happens between appends: the first completion
+   * after it (invariant 4 of ledger.h: none runs during one) sees it. */
+  if (!ml->destroyed && ml->state == SL_ML_WRITING && sl_ledger_id(ml->cur) == a->ledger_id &&
+      rollover_due(ml))
+    start_rollover(ml);
   free(a);
   ml_unref(ml);
 }
@@ -366,17 +374,17 @@ static void pending_add_fn(sl_ml_stats *s, void *arg) {
   s->pending_bytes += *(size_t *)arg;
 }
 
+/* Invariant 8. */
 static bool rollover_due(const sl_ml *ml) {
   const sl_ml_policy *p = &ml->policy;
   uint64_t max_entries = p->rollover_entries ? p->rollover_entries : DEFAULT_ROLLOVER_ENTRIES;
   uint64_t max_bytes = p->rollover_bytes ? p->rollover_bytes : DEFAULT_ROLLOVER_BYTES;
   int64_t max_ms = p->rollover_ms ? p->rollover_ms : DEFAULT_ROLLOVER_MS;
   if (ml->cur_appends >= max_entries || ml->cur_bytes >= max_bytes) return true;
+  if (sl_ledger_ensemble_changes(ml->cur) > 0) return true;
   int64_t ctime = ml->refs_v[ml->n_refs - 1].ctime_ms;
   return sl_clock_wall_ms() - ctime >= max_ms;
 }
-
-static void start_rollover(sl_ml *ml);
 
 /* Hands one append to the current ledger (WRITING). */
 static sl_status append_now(sl_ml *ml, const void *data, size_t len,
@@ -499,6 +507,10 @@ static void rolled_closed(sl_status st, const char *details, void *arg) {
   ml_stats_update(ml, rollover_stats_fn, NULL);
   create_ledger(ml);
   ml_unref(ml);
+}
+
+void ml_roll_if_due(sl_ml *ml) {
+  if (ml->state == SL_ML_WRITING && ml->cur_appends > 0 && rollover_due(ml)) start_rollover(ml);
 }
 
 static void start_rollover(sl_ml *ml) {

@@ -28,7 +28,9 @@
  *      the managed ledger WRITING and the open callback runs.
  *
  * Rollover: after an append makes the current ledger reach the entry,
- * byte or age limit (whichever first), the managed ledger moves to ROLLING:
+ * byte or age limit (whichever first), or an append completes after the
+ * ledger changed its ensemble (invariant 8), and at the trim timer for an
+ * idle partition, the managed ledger moves to ROLLING:
  * new appends wait in a queue (their bytes copied), the current ledger is
  * closed (its pending appends complete first), a new ledger is created and
  * CASed into the list, and the queued appends go to it in order.
@@ -75,6 +77,12 @@
  *  7. The terminated flag is written only by the terminate's final list
  *     write, after its ledger is closed, so a stored terminated list never
  *     has an open ledger.
+ *  8. A ledger that changed its ensemble (a bookie failed or timed out) is
+ *     rolled over at once: the entries before the change keep a copy on the
+ *     replaced bookie, and auto-recovery copies only CLOSED ledgers (the
+ *     metadata rules keep an open ledger's history to its writer), so the
+ *     ledger must close for those entries to get their Qw copies back when
+ *     that bookie stays gone, rather than at the age limit (hours).
  *
  * States and the function behind each transition
  *   OPENING   reading, recovering, creating   sl_ml_open_async

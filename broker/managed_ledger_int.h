@@ -203,5 +203,7 @@ void ml_readahead_stop(sl_ml *ml);
 /* Starts the periodic trim timer (managed_ledger_trim.c). */
 void ml_trim_timer_start(sl_ml *ml);
 void ml_trim_fired(void *arg);
+/* Starts a rollover if one is due (WRITING, something appended). */
+void ml_roll_if_due(sl_ml *ml);
 
 #endif

@@ -261,5 +261,6 @@ void ml_trim_fired(void *arg) {
   if (ml->destroyed || (ml->state != SL_ML_WRITING && ml->state != SL_ML_ROLLING))
     return;
   if (!ml->trim_busy) sl_ml_trim_async(ml, NULL, NULL, NULL);
+  ml_roll_if_due(ml); /* an idle partition reaches the age limit too */
   ml_trim_timer_start(ml);
 }

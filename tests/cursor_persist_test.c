@@ -56,6 +56,7 @@ typedef struct fixture {
   int64_t session[2];
   mdt_keeper *keep[2];
   sl_serial *serial;
+  size_t inline_max; /* for the next open_cursor; 0 = the default */
 } fixture;
 
 static const char *BROKER[2] = {"broker-a", "broker-b"};
@@ -68,7 +69,8 @@ static const char *const k_metadata_args[] = {"--audit_interval_ms", "100", "--m
 
 static int setup(void **state) {
   fixture *f = calloc(1, sizeof(*f));
-  sl_lt_start_md(&f->lt, "cursor_persist", 3, NULL, k_metadata_args, NULL);
+  /* 4 bookies: a cursor ledger (E = 3) can replace one. */
+  sl_lt_start_md(&f->lt, "cursor_persist", 4, NULL, k_metadata_args, NULL);
   for (int i = 0; i < 2; i++) {
     f->session[i] = mdt_open_broker(f->lt.meta, BROKER[i], 0);
     f->keep[i] = mdt_keeper_start(f->lt.meta, BROKER[i], f->session[i], 500);
@@ -134,6 +136,7 @@ static void open_cursor(fixture *f, cur *h, const char *partition, uint64_t epoc
   o.initial = SL_CURSOR_EARLIEST;
   o.chain = (sl_cursor_chain){&chain, 1};
   o.persist_delay_ms = persist_delay_ms;
+  o.inline_max_bytes = f->inline_max;
   o.on_lost = lost;
   o.lost_arg = &h->lost;
   h->f = f;
@@ -429,6 +432,43 @@ static void test_cursor__seek_back_inline(void **state) {
   crash(&b);
 }
 
+/* A cursor ledger that changed its ensemble (a bookie of it stopped) is
+ * left at the next flush for a new ledger with a fresh snapshot, so the old
+ * one, whose first entries lack a copy, is deleted rather than kept. */
+static void test_cursor__ensemble_change_moves_to_a_new_ledger(void **state) {
+  fixture *f = *state;
+  const char *P = PART "-ensemble";
+  uint64_t epoch = take_over(f, P, 0, 0);
+  f->inline_max = 64;
+  cur a;
+  open_cursor(f, &a, P, epoch, 100000, 50);
+  f->inline_max = 0;
+  /* A snapshot large enough that deltas (each bounded by a whole bitmap
+   * block) go after it rather than a new snapshot. */
+  ack_range(&a, 1, 40000, 2, NULL);
+  flush_wait(&a);
+  sl_cursor_stats st;
+  sl_cursor_stats_get(a.c, &st);
+  assert_true(st.in_ledger);
+  uint64_t first = st.ack_ledger, snapshots = st.snapshots;
+  Sluice__V1__LedgerResponse *r = mdt_get_ledger(f->lt.meta, first);
+  int victim = sl_lt_bookie_index(&f->lt, r->info->ensembles[0]->bookie_ids[0]);
+  protobuf_c_message_free_unpacked(&r->base, NULL);
+
+  sl_lt_stop_bookie(&f->lt, victim);
+  /* A delta, whose append replaces the stopped bookie; the flush after it
+   * (the timer's, or the next one here) moves to a new ledger. */
+  ack_range(&a, 40001, 40100, 2, NULL);
+  flush_wait(&a);
+  ack_range(&a, 40101, 40200, 2, NULL);
+  flush_wait(&a);
+  sl_cursor_stats_get(a.c, &st);
+  assert_int_not_equal(st.ack_ledger, first);
+  assert_int_equal(st.snapshots, snapshots + 1);
+  sl_lt_restart_bookie(&f->lt, victim);
+  crash(&a);
+}
+
 /* ---- bad input ---- */
 
 typedef struct bad_arg {
@@ -487,6 +527,7 @@ int main(void) {
       cmocka_unit_test(test_cursor__crash_before_persist_inline),
       cmocka_unit_test(test_cursor__old_owner_fenced),
       cmocka_unit_test(test_cursor__seek_back_inline),
+      cmocka_unit_test(test_cursor__ensemble_change_moves_to_a_new_ledger),
       cmocka_unit_test(test_cursor__bad_input),
   };
   curl_global_init(CURL_GLOBAL_DEFAULT);

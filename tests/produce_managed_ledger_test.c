@@ -347,6 +347,85 @@ static void test_managed_ledger__append_rollover_scan(void **state) {
   ml_destroy(&h);
 }
 
+/* A bookie of the current ledger fails: the ledger replaces it (ensemble
+ * change) and then rolls over, so that it is CLOSED and auto-recovery can
+ * give its older entries their second copy back, not hours later at the
+ * age limit. Every append succeeds, in order. */
+static void test_managed_ledger__ensemble_change_rolls_over(void **state) {
+  fixture *f = *state;
+  const char *part = "mlt/ensemble-change";
+  uint64_t epoch = acquire(f, part, "broker-a", f->session_a);
+  sl_ml_policy pol = {0};
+  pol.trim_interval_ms = -1;
+  ml_handle h;
+  assert_int_equal(ml_open(f, &h, part, epoch, &pol, NULL), SL_OK);
+  static appends a;
+  memset(&a, 0, sizeof(a));
+  sl_tw_init(&a.s);
+  assert_int_equal(append_wait(&h, &a, 0, 10, "e"), SL_OK);
+  uint64_t ids[16];
+  assert_int_equal(list_ledgers(f, part, ids, NULL, 16), 1);
+  Sluice__V1__LedgerResponse *r = mdt_get_ledger(f->lt.meta, ids[0]);
+  int victim = sl_lt_bookie_index(&f->lt, r->info->ensembles[0]->bookie_ids[0]);
+  protobuf_c_message_free_unpacked(&r->base, NULL);
+
+  sl_lt_stop_bookie(&f->lt, victim);
+  assert_int_equal(append_wait(&h, &a, 10, 10, "e"), SL_OK);
+  wait_writing(&h);
+  assert_int_equal(append_wait(&h, &a, 20, 1, "e"), SL_OK);
+  assert_false(a.out_of_order);
+  for (int i = 0; i < 21; i++) assert_int_equal(a.st[i], SL_OK);
+  int64_t entries[16];
+  size_t n = list_ledgers(f, part, ids, entries, 16);
+  sl_ml_stats st;
+  sl_ml_stats_get(h.ml, &st);
+  assert_int_equal(st.rollovers, 1);
+  assert_int_equal(n, 2);
+  assert_true(entries[0] >= 11); /* the change came with the first append after the stop */
+  r = mdt_get_ledger(f->lt.meta, ids[0]);
+  assert_int_equal(r->info->state, SLUICE__V1__LEDGER_STATE__LEDGER_STATE_CLOSED);
+  assert_int_equal(r->info->n_ensembles, 2);
+  protobuf_c_message_free_unpacked(&r->base, NULL);
+  assert_int_equal(a.pos[20].ledger_id, ids[1]);
+  sl_lt_restart_bookie(&f->lt, victim);
+  assert_int_equal(ml_close(&h), SL_OK);
+  ml_destroy(&h);
+}
+
+/* An idle partition's ledger reaches the age limit too: the trim timer
+ * rolls it over without an append. */
+static void test_managed_ledger__idle_ledger_rolls_at_age(void **state) {
+  fixture *f = *state;
+  const char *part = "mlt/idle-age";
+  uint64_t epoch = acquire(f, part, "broker-a", f->session_a);
+  sl_ml_policy pol = {0};
+  pol.rollover_ms = 300;
+  pol.trim_interval_ms = 100;
+  pol.retention_ms = -1; /* no cursors: trim would take the closed ledger */
+  ml_handle h;
+  assert_int_equal(ml_open(f, &h, part, epoch, &pol, NULL), SL_OK);
+  static appends a;
+  memset(&a, 0, sizeof(a));
+  sl_tw_init(&a.s);
+  assert_int_equal(append_wait(&h, &a, 0, 1, "i"), SL_OK);
+  assert_int_equal(a.st[0], SL_OK);
+  int64_t deadline = sl_clock_mono_ms() + WAIT_MS;
+  sl_ml_stats st;
+  do {
+    if (sl_clock_mono_ms() > deadline) fail_msg("no rollover of the idle ledger");
+    struct timespec ts = {0, 20 * 1000000};
+    nanosleep(&ts, NULL);
+    sl_ml_stats_get(h.ml, &st);
+  } while (st.rollovers == 0 || st.state != SL_ML_WRITING);
+  uint64_t ids[16];
+  int64_t entries[16];
+  assert_int_equal(list_ledgers(f, part, ids, entries, 16), 2);
+  assert_int_equal(entries[0], 1);
+  assert_int_equal(st.current_ledger, ids[1]);
+  assert_int_equal(ml_close(&h), SL_OK);
+  ml_destroy(&h);
+}
+
 /* ---- terminate ---- */
 
 typedef struct term_job {
@@ -980,6 +1059,8 @@ int main(void) {
       cmocka_unit_test(test_managed_ledger__trim_deletes_bookie_data),
       cmocka_unit_test(test_managed_ledger__sweep_drops_deleted_ledgers),
       cmocka_unit_test(test_managed_ledger__terminate_then_read_only),
+      cmocka_unit_test(test_managed_ledger__ensemble_change_rolls_over),
+      cmocka_unit_test(test_managed_ledger__idle_ledger_rolls_at_age),
       cmocka_unit_test(test_managed_ledger__bad_input),
   };
   return cmocka_run_group_tests(tests, setup, teardown);

@@ -284,16 +284,33 @@ sl_status sl_lc_pick(sl_ledger_client *c, const char *const *avoid,
     st = sl_err_set(err, SL_ENOMEM, "ledger: out of memory");
     goto out_unlock;
   }
+  int64_t now = sl_clock_mono_ms();
+  size_t quarantined = 0;
   for (size_t i = 0; i < n; i++) {
     const lc_bookie *b = c->bookies[i];
-    cands[i] = (sl_placement_bookie){b->id, b->rack, b->read_only || !b->live,
-                                     b->free_bytes, b->usage};
+    bool usable = b->live && !b->read_only;
+    bool q = usable && b->failed_ms != 0 && now - b->failed_ms < SL_LEDGER_QUARANTINE_MS;
+    quarantined += q;
+    /* read_only marks "not a candidate" (placement.h rule 1) */
+    cands[i] = (sl_placement_bookie){b->id, b->rack, !usable || q, b->free_bytes, b->usage};
   }
   for (size_t i = 0; i < n_taken; i++) {
     const lc_bookie *b = find_locked(c, taken[i]);
     tk[i] = (sl_placement_bookie){taken[i], b ? b->rack : NULL, false, 0, 0};
   }
   st = sl_placement_pick(cands, n, avoid, n_avoid, tk, n_taken, want, idx, err);
+  for (; st == SL_EUNAVAIL && quarantined > 0; quarantined--) {
+    /* Too few others: take back the one that failed longest ago. */
+    size_t back = n;
+    for (size_t i = 0; i < n; i++) {
+      const lc_bookie *b = c->bookies[i];
+      if (cands[i].read_only && b->live && !b->read_only &&
+          (back == n || b->failed_ms < c->bookies[back]->failed_ms))
+        back = i;
+    }
+    cands[back].read_only = false;
+    st = sl_placement_pick(cands, n, avoid, n_avoid, tk, n_taken, want, idx, err);
+  }
   if (st != SL_OK) goto out_unlock;
   for (size_t k = 0; k < want; k++) {
     ids[k] = strdup(c->bookies[idx[k]]->id);
@@ -314,6 +331,13 @@ out_unlock:
   free(tk);
   free(idx);
   return st;
+}
+
+void sl_lc_bookie_failed(sl_ledger_client *c, const char *bookie_id) {
+  pthread_mutex_lock(&c->mu);
+  lc_bookie *b = find_locked(c, bookie_id);
+  if (b != NULL) b->failed_ms = sl_clock_mono_ms();
+  pthread_mutex_unlock(&c->mu);
 }
 
 sl_rpc_channel *sl_lc_channel(sl_ledger_client *c, const char *bookie_id) {

@@ -115,6 +115,10 @@ int64_t sl_ledger_last_entry(const sl_ledger *lh) {
 }
 sl_serial *sl_ledger_serial(const sl_ledger *lh) { return lh->serial; }
 
+uint64_t sl_ledger_ensemble_changes(const sl_ledger *lh) {
+  return atomic_load(&((sl_ledger *)lh)->ensemble_changes);
+}
+
 void sl_ledger_stats_get(const sl_ledger *lh, sl_ledger_stats *out) {
   sl_ledger *m = (sl_ledger *)lh;
   out->state = (sl_ledger_state)atomic_load(&m->state);

@@ -124,7 +124,12 @@
  *
  * Placement (create and ensemble change)
  *   Candidates are the live bookies from ListBookies that are not read-only
- *   and not excluded. When they span at least as many racks as needed, the
+ *   and not excluded. A bookie that failed an add of any handle of this
+ *   client in the last SL_LEDGER_QUARANTINE_MS is left out too, unless
+ *   there are too few others: the bookie list lags a dead bookie by up to
+ *   its session TTL, and without this every new ledger (a rollover right
+ *   after an ensemble change, say) could pick it again and fail over
+ *   again. When they span at least as many racks as needed, the
  *   ensemble takes bookies from as many different racks as possible. Among
  *   equals, the bookie with the fewest writer handles of this client on it
  *   goes first, then the one with the most free bytes, then by id (so the
@@ -484,11 +489,16 @@ sl_status sl_ledger_read_async(sl_ledger *lh, int64_t first, int64_t last,
                                sl_ledger_read_done_cb on_done, void *arg,
                                sl_err *err);
 
+/* How long a bookie that failed an add is avoided by placement. */
+#define SL_LEDGER_QUARANTINE_MS 30000
+
 /* Thread-safe getters. */
 uint64_t sl_ledger_id(const sl_ledger *lh);
 int64_t sl_ledger_lac(const sl_ledger *lh);        /* -1 if nothing yet */
 /* The end of a CLOSED ledger; the LAC otherwise. */
 int64_t sl_ledger_last_entry(const sl_ledger *lh);
+/* Segments this handle added (ensemble changes); 0 for a reader. */
+uint64_t sl_ledger_ensemble_changes(const sl_ledger *lh);
 sl_serial *sl_ledger_serial(const sl_ledger *lh);  /* borrowed */
 
 typedef enum sl_ledger_state {

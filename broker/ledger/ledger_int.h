@@ -40,6 +40,7 @@ typedef struct lc_bookie {
   bool live;               /* in the last ListBookies answer */
   uint64_t free_bytes;
   uint32_t usage;          /* writer handles with it in their ensemble */
+  int64_t failed_ms;       /* monotonic: its last failed add, 0 = none */
   sl_rpc_channel *ch;      /* NULL until first use */
   sl_rpc_channel **old;    /* channels to earlier addresses (kept: streams
                               may still use them) */
@@ -87,7 +88,8 @@ void sl_lc_refresh(sl_ledger_client *c, sl_serial *serial, bool force,
                    sl_lc_done_cb cb, void *arg);
 
 /* Picks `want` live writable bookies (placement.h rules) not in `avoid` (n
- * ids) and not in `taken` (n_taken ids, whose racks count). Writes heap
+ * ids) and not in `taken` (n_taken ids, whose racks count), and not in
+ * quarantine unless too few others are (ledger.h, "Placement"). Writes heap
  * copies of their ids and instance ids to ids[] and instances[]. Errors:
  * SL_EUNAVAIL, SL_ENOMEM. */
 sl_status sl_lc_pick(sl_ledger_client *c, const char *const *avoid,
@@ -106,6 +108,8 @@ sl_status sl_lc_add_status(const Sluice__V1__AddEntryResponse *r);
  * not NULL) gets a heap copy of its instance id ("" unknown), or NULL when
  * the bookie is unknown or memory ran out. */
 bool sl_lc_bookie_state(sl_ledger_client *c, const char *bookie_id, char **instance);
+/* A writer saw an add to the bookie fail: quarantine it (ledger.h). */
+void sl_lc_bookie_failed(sl_ledger_client *c, const char *bookie_id);
 /* Writer handles on a bookie: +1 / -1. */
 void sl_lc_usage(sl_ledger_client *c, const char *bookie_id, int delta);
 

@@ -210,6 +210,7 @@ static void slot_failed(sl_ledger *lh, uint32_t s, sl_status st,
          lh->id, sl->bookie, s, sl_status_str(st), details ? details : "");
   slot_detach(lh, s);
   sl->failed = true;
+  sl_lc_bookie_failed(lh->client, sl->bookie);
   char **ids = realloc(lh->failed_ids, (lh->n_failed_ids + 1) * sizeof(*ids));
   char *id = strdup(sl->bookie);
   if (!ids || !id) {
