@@ -224,7 +224,7 @@ static void test_rpc_client__bidi_send_and_recv_on_two_threads(void **state) {
   assert_int_equal(pthread_join(t, NULL), 0);
   assert_int_equal(x.st, SL_OK);
   sl_rpc_stream_destroy(s);
-  assert_true(sl_echo_wait(&fx.stats.done, 1, 5000));
+  assert_true(sl_echo_wait(&fx.stats.done, 1, sl_test_scaled_ms(5000)));
   assert_int_equal(atomic_load(&fx.stats.cancelled), 0);
   sl_echo_fx_stop(&fx);
 }
@@ -241,12 +241,12 @@ static void test_rpc_client__stream_deadline(void **state) {
   echo_req req = SLUICE__TEST__ECHO_REQUEST__INIT;
   assert_int_not_equal(sl_rpc_stream_send(s, &req.base, 1000, &err), SL_OK);
   sl_rpc_stream_destroy(s);
-  assert_true(sl_echo_wait(&fx.stats.cancelled, 1, 5000));
+  assert_true(sl_echo_wait(&fx.stats.cancelled, 1, sl_test_scaled_ms(5000)));
   /* Destroying a stream nobody used cancels it. */
   assert_int_equal(sl_rpc_stream_open(fx.ch, &sl_echo_bidi, NULL, NULL, &s, &err), SL_OK);
-  assert_true(sl_echo_wait(&fx.stats.started, 2, 5000));
+  assert_true(sl_echo_wait(&fx.stats.started, 2, sl_test_scaled_ms(5000)));
   sl_rpc_stream_destroy(s);
-  assert_true(sl_echo_wait(&fx.stats.cancelled, 2, 5000));
+  assert_true(sl_echo_wait(&fx.stats.cancelled, 2, sl_test_scaled_ms(5000)));
   sl_echo_fx_stop(&fx);
 }
 
@@ -317,7 +317,7 @@ static void test_rpc_client__1000_concurrent_async_calls(void **state) {
   printf("%d async calls in %lld ms\n", N_ASYNC, (long long)(sl_clock_mono_ms() - t0));
   assert_int_equal(c->ok, N_ASYNC);
   /* The server's on_done may trail the client's callback a little. */
-  assert_true(sl_echo_wait(&fx.stats.done, N_ASYNC, 5000));
+  assert_true(sl_echo_wait(&fx.stats.done, N_ASYNC, sl_test_scaled_ms(5000)));
   assert_int_equal(atomic_load(&fx.stats.cancelled), 0);
   sl_echo_fx_stop(&fx);
   async_ctx_free(c);
@@ -336,13 +336,13 @@ static void test_rpc_client__channel_destroy_cancels_async(void **state) {
     assert_int_equal(sl_rpc_unary_async(fx.ch, &sl_echo_unary, &req.base, &o, on_async,
                                         &c->slots[i], &err),
                      SL_OK);
-  assert_true(sl_echo_wait(&fx.stats.started, 5, 5000));
+  assert_true(sl_echo_wait(&fx.stats.started, 5, sl_test_scaled_ms(5000)));
   int64_t t0 = sl_clock_mono_ms();
   sl_rpc_channel_destroy(fx.ch);
-  assert_true(sl_clock_mono_ms() - t0 < 5000);
+  assert_true(sl_clock_mono_ms() - t0 < sl_test_scaled_ms(5000));
   assert_int_equal(c->done, 5);
   assert_int_equal(c->cancelled, 5);
-  assert_true(sl_echo_wait(&fx.stats.cancelled, 5, 5000));
+  assert_true(sl_echo_wait(&fx.stats.cancelled, 5, sl_test_scaled_ms(5000)));
   sl_rpc_server_destroy(fx.srv);
   async_ctx_free(c);
 }

@@ -93,7 +93,7 @@ static void test_rpc_server__unary_sees_metadata_deadline_peer(void **state) {
   assert_int_equal(echo_unary(&fx, &req, &o, &resp, &err), SL_OK);
   assert_string_equal(resp->authorization, "Bearer call-token");
   protobuf_c_message_free_unpacked(&resp->base, NULL);
-  assert_true(sl_echo_wait(&fx.stats.done, 2, 5000));
+  assert_true(sl_echo_wait(&fx.stats.done, 2, sl_test_scaled_ms(5000)));
   assert_int_equal(atomic_load(&fx.stats.cancelled), 0);
   sl_echo_fx_stop(&fx);
 }
@@ -207,7 +207,7 @@ static void test_rpc_server__deadline_exceeded_ends_call(void **state) {
   int64_t took = sl_clock_mono_ms() - t0;
   assert_true(took >= 150 && took < sl_test_scaled_ms(3000));
   /* The server's handler hears about it. */
-  assert_true(sl_echo_wait(&fx.stats.cancelled, 1, 5000));
+  assert_true(sl_echo_wait(&fx.stats.cancelled, 1, sl_test_scaled_ms(5000)));
   assert_int_equal(atomic_load(&fx.stats.done), 1);
   sl_echo_fx_stop(&fx);
 }
@@ -229,7 +229,7 @@ static void test_rpc_server__client_cancel_reaches_handler(void **state) {
   sl_rpc_stream_cancel(s);
   assert_int_equal(sl_rpc_stream_recv(s, &msg, 5000, &err), SL_ECANCELED);
   assert_int_equal(sl_rpc_stream_send(s, &req.base, 5000, &err), SL_ECANCELED);
-  assert_true(sl_echo_wait(&fx.stats.cancelled, 1, 5000));
+  assert_true(sl_echo_wait(&fx.stats.cancelled, 1, sl_test_scaled_ms(5000)));
   sl_rpc_stream_destroy(s);
   sl_echo_fx_stop(&fx);
 }
@@ -255,7 +255,7 @@ static void test_rpc_server__slow_reader_gets_backpressure(void **state) {
   assert_int_equal(sl_rpc_stream_open(fx.ch, &sl_echo_server_stream, &req.base, NULL, &s, &err),
                    SL_OK);
   /* Not reading: the server must hit a full queue... */
-  assert_true(sl_echo_wait(&fx.stats.ebusy, 1, 5000));
+  assert_true(sl_echo_wait(&fx.stats.ebusy, 1, sl_test_scaled_ms(5000)));
   long sent_at_stall = atomic_load(&fx.stats.sent);
   /* ...and stay stalled. Nothing signals "did not grow", so give it a
    * fixed window in which an unbounded writer would have sent everything. */
@@ -317,7 +317,7 @@ static void test_rpc_server__paused_reads_push_back_on_client(void **state) {
   assert_true(atomic_load(&fx.stats.ebusy) >= 1);
   assert_true(atomic_load(&fx.stats.max_queue) <= 4);
   /* A send timeout cancels the stream; the handler hears it. */
-  assert_true(sl_echo_wait(&fx.stats.cancelled, 1, 5000));
+  assert_true(sl_echo_wait(&fx.stats.cancelled, 1, sl_test_scaled_ms(5000)));
   sl_rpc_stream_destroy(s);
   free(buf);
   sl_echo_fx_stop(&fx);
@@ -377,7 +377,7 @@ static void test_rpc_server__handler_answers_from_another_thread(void **state) {
   assert_int_equal(
       sl_rpc_unary_async(ch, &sl_echo_unary, &req.base, NULL, on_unary_done, &u, &err), SL_OK);
   int64_t t0 = sl_clock_mono_ms();
-  while (atomic_load(&d->call) == NULL && sl_clock_mono_ms() - t0 < 5000) {
+  while (atomic_load(&d->call) == NULL && sl_clock_mono_ms() - t0 < sl_test_scaled_ms(5000)) {
     struct timespec ms = {0, 1000000};
     nanosleep(&ms, NULL);
   }
@@ -389,7 +389,7 @@ static void test_rpc_server__handler_answers_from_another_thread(void **state) {
   assert_int_equal(sl_rpc_call_finish(call, SL_OK, NULL, &resp.base), SL_OK);
   assert_int_equal(sl_rpc_call_finish(call, SL_OK, NULL, &resp.base), SL_ECANCELED);
   sl_rpc_call_unref(call);
-  while (atomic_load(&u.done) == 0 && sl_clock_mono_ms() - t0 < 5000) {
+  while (atomic_load(&u.done) == 0 && sl_clock_mono_ms() - t0 < sl_test_scaled_ms(5000)) {
     struct timespec ms = {0, 1000000};
     nanosleep(&ms, NULL);
   }
@@ -460,7 +460,7 @@ static void test_rpc_server__user_destroy_runs_at_last_unref(void **state) {
   sl_rpc_call_opts o = {.timeout_ms = 200}; /* the handler never answers */
   assert_int_equal(sl_rpc_unary(ch, &sl_echo_unary, &req.base, &resp, &o, &err), SL_ETIMEDOUT);
   int64_t t0 = sl_clock_mono_ms();
-  while (atomic_load(&h->done_seen) == 0 && sl_clock_mono_ms() - t0 < 5000) {
+  while (atomic_load(&h->done_seen) == 0 && sl_clock_mono_ms() - t0 < sl_test_scaled_ms(5000)) {
     struct timespec ms = {0, 1000000};
     nanosleep(&ms, NULL);
   }
@@ -473,7 +473,7 @@ static void test_rpc_server__user_destroy_runs_at_last_unref(void **state) {
   /* Ours or the runtime's (just after on_done) is the last; either way the
    * destructor runs once, after on_done. */
   sl_rpc_call_unref(call);
-  while (atomic_load(&h->destroyed) == 0 && sl_clock_mono_ms() - t0 < 5000) {
+  while (atomic_load(&h->destroyed) == 0 && sl_clock_mono_ms() - t0 < sl_test_scaled_ms(5000)) {
     struct timespec ms = {0, 1000000};
     nanosleep(&ms, NULL);
   }
@@ -632,22 +632,22 @@ static void test_rpc_server__health_watch(void **state) {
   sl_rpc_stream *s;
   assert_int_equal(sl_rpc_stream_open(fx.ch, &sl_rpc_health_watch, &req.base, NULL, &s, &err),
                    SL_OK);
-  assert_int_equal(watch_next(s, 5000, &st), SERVICE_UNKNOWN);
+  assert_int_equal(watch_next(s, sl_test_scaled_ms(5000), &st), SERVICE_UNKNOWN);
   sl_rpc_server_set_health(fx.srv, "svc", true);
-  assert_int_equal(watch_next(s, 5000, &st), SERVING);
+  assert_int_equal(watch_next(s, sl_test_scaled_ms(5000), &st), SERVING);
   sl_rpc_server_set_health(fx.srv, "other", false); /* not ours: nothing comes */
   sl_rpc_server_set_health(fx.srv, "svc", true);    /* no change: nothing comes */
   assert_int_equal(watch_next(s, 100, &st), -1);
   assert_int_equal(st, SL_ETIMEDOUT);
   sl_rpc_server_set_health(fx.srv, "svc", false);
-  assert_int_equal(watch_next(s, 5000, &st), NOT_SERVING);
+  assert_int_equal(watch_next(s, sl_test_scaled_ms(5000), &st), NOT_SERVING);
   /* Server shutdown reports NOT_SERVING, then ends the watch with
    * UNAVAILABLE. */
   sl_rpc_server_set_health(fx.srv, "svc", true);
-  assert_int_equal(watch_next(s, 5000, &st), SERVING);
+  assert_int_equal(watch_next(s, sl_test_scaled_ms(5000), &st), SERVING);
   sl_rpc_server_destroy(fx.srv);
-  assert_int_equal(watch_next(s, 5000, &st), NOT_SERVING);
-  assert_int_equal(watch_next(s, 5000, &st), -1);
+  assert_int_equal(watch_next(s, sl_test_scaled_ms(5000), &st), NOT_SERVING);
+  assert_int_equal(watch_next(s, sl_test_scaled_ms(5000), &st), -1);
   assert_int_equal(st, SL_EUNAVAIL);
   sl_rpc_stream_destroy(s);
   sl_rpc_channel_destroy(fx.ch);
@@ -667,7 +667,7 @@ static double metric(const char *name, const char *method, const char *code) {
 
 /* Polls until metric(...) == want (things counted when a call closes). */
 static bool metric_reaches(const char *name, const char *method, const char *code, double want) {
-  int64_t until = sl_clock_mono_ms() + 5000;
+  int64_t until = sl_clock_mono_ms() + sl_test_scaled_ms(5000);
   while (metric(name, method, code) != want) {
     if (sl_clock_mono_ms() > until) return false;
     struct timespec t = {0, 2000000};
@@ -809,7 +809,7 @@ static void test_rpc_server__metrics_count_stream_messages(void **state) {
   /* A cancel ends the call exactly once, as whatever the handler chose if
    * it chose first (echo finishes OK when its read ends), else CANCELLED. */
   sl_rpc_stream_cancel(s);
-  int64_t until = sl_clock_mono_ms() + 5000;
+  int64_t until = sl_clock_mono_ms() + sl_test_scaled_ms(5000);
   while (handled_sum(bidi) != bidi_handled + 1 && sl_clock_mono_ms() < until) {
     struct timespec t = {0, 2000000};
     nanosleep(&t, NULL);
