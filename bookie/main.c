@@ -37,6 +37,7 @@ typedef struct bookie_cfg {
   char *metadata;    /* metadata service target; empty = no registration */
   char *advertise;   /* address to register; empty = listen address */
   char *metadata_tls_ca; /* CA file for the metadata service; empty = plaintext */
+  char *bookie_tls_ca;   /* CA file for other bookies (auto-recovery copies) */
   char *rack;
   long long registration_ttl;
   long long max_entry_bytes;
@@ -83,6 +84,10 @@ static const sl_conf_entry table[] = {
     SL_CONF_STR(bookie_cfg, metadata_tls_ca, "", E "METADATA_TLS_CA",
                 "CA PEM file to verify the metadata service; empty = plaintext. With "
                 "tls_cert/tls_key set they are presented as the client certificate"),
+    SL_CONF_STR(bookie_cfg, bookie_tls_ca, "", E "BOOKIE_TLS_CA",
+                "CA PEM file to verify other bookies, which the auto-recovery worker "
+                "reads from and copies to; empty = plaintext. With tls_cert/tls_key set "
+                "they are presented as the client certificate"),
     SL_CONF_STR(bookie_cfg, rack, "", E "RACK", "failure domain for ensemble placement"),
     SL_CONF_INT(bookie_cfg, registration_ttl, "6", 2, 300, E "REGISTRATION_TTL",
                 "session TTL in seconds; the bookie counts as gone this long after it dies"),
@@ -163,6 +168,7 @@ typedef struct bookie {
   sl_registration *reg;
   sl_sweep *sweep;        /* NULL without --metadata or with sweeps off */
   sl_rerep *rerep;        /* NULL without --metadata or with the worker off */
+  sl_service_peer_tls bookie_tls; /* the worker's bookie channels use it */
 } bookie;
 
 /* Disk watcher thread. */
@@ -221,6 +227,7 @@ static void bookie_free(bookie *b) {
   sl_bookie_svc_destroy(b->svc);
   sl_bookie_store_close(b->store);
   pthread_mutex_destroy(&b->reg_mu);
+  sl_service_peer_tls_release(&b->bookie_tls);
   free(b);
 }
 
@@ -291,32 +298,7 @@ static void advertised(const bookie_cfg *c, int port, char *out, size_t n) {
   snprintf(out, n, "%s:%d", host, port);
 }
 
-/* The PEMs for talking to the metadata service: none (plaintext) without
- * --metadata_tls_ca, else that CA and, if this bookie serves with a
- * certificate and key (--tls_cert, --tls_key), those as its client
- * certificate. Registration and sweep share them. Caller releases. */
-typedef struct metadata_pems {
-  char *ca, *cert, *key;
-} metadata_pems;
-
-static sl_status read_metadata_pems(const bookie_cfg *c, metadata_pems *p, sl_err *err) {
-  *p = (metadata_pems){NULL, NULL, NULL};
-  if (c->metadata_tls_ca[0] == '\0') return SL_OK;
-  sl_status st = sl_service_read_file(c->metadata_tls_ca, &p->ca, err);
-  if (st == SL_OK && c->svc.tls_cert[0] != '\0' && c->svc.tls_key[0] != '\0') {
-    st = sl_service_read_file(c->svc.tls_cert, &p->cert, err);
-    if (st == SL_OK) st = sl_service_read_file(c->svc.tls_key, &p->key, err);
-  }
-  return st;
-}
-
-static void metadata_pems_release(metadata_pems *p) {
-  free(p->ca);
-  free(p->cert);
-  free(p->key);
-}
-
-static sl_status start_registration(bookie *b, int port, const metadata_pems *p,
+static sl_status start_registration(bookie *b, int port, const sl_service_peer_tls *p,
                                     sl_err *err) {
   const bookie_cfg *c = b->cfg;
   char addr[300];
@@ -342,7 +324,7 @@ static sl_status start_registration(bookie *b, int port, const metadata_pems *p,
   return SL_OK;
 }
 
-static sl_status start_sweep(bookie *b, const metadata_pems *p, sl_err *err) {
+static sl_status start_sweep(bookie *b, const sl_service_peer_tls *p, sl_err *err) {
   const bookie_cfg *c = b->cfg;
   if (c->sweep_interval_ms == 0) {
     sl_log(SL_LOG_INFO, "event=sweep_disabled reason=\"sweep_interval_ms is 0\"");
@@ -370,7 +352,7 @@ static int64_t current_session(void *arg) {
   return s.registered ? s.session_id : 0;
 }
 
-static sl_status start_rerep(bookie *b, const metadata_pems *p, sl_err *err) {
+static sl_status start_rerep(bookie *b, const sl_service_peer_tls *p, sl_err *err) {
   const bookie_cfg *c = b->cfg;
   if (c->rereplication_poll_ms == 0) {
     sl_log(SL_LOG_INFO, "event=rereplication_disabled reason=\"rereplication_poll_ms is 0\"");
@@ -386,6 +368,8 @@ static sl_status start_rerep(bookie *b, const metadata_pems *p, sl_err *err) {
   ro.session_arg = b;
   ro.poll_ms = (int)c->rereplication_poll_ms;
   ro.bytes_per_second = (uint64_t)c->rereplication_bytes_per_second;
+  sl_rpc_channel_opts bookie_channel = sl_service_peer_channel(&b->bookie_tls);
+  ro.bookie_channel = &bookie_channel;
   ro.metrics = sl_metrics_default();
   return sl_rerep_start(&ro, &b->rerep, err);
 }
@@ -399,12 +383,16 @@ static sl_status serving(void *state, int port, sl_err *err) {
     sl_log(SL_LOG_INFO, "event=registration_disabled reason=\"no --metadata\"");
     return SL_OK;
   }
-  metadata_pems p;
-  sl_status st = read_metadata_pems(b->cfg, &p, err);
+  /* The metadata PEMs are used only while the channels are made; the
+   * bookie ones by every channel the worker makes later. */
+  sl_service_peer_tls p;
+  sl_status st = sl_service_peer_tls_read(&b->cfg->svc, b->cfg->metadata_tls_ca, &p, err);
+  if (st == SL_OK)
+    st = sl_service_peer_tls_read(&b->cfg->svc, b->cfg->bookie_tls_ca, &b->bookie_tls, err);
   if (st == SL_OK) st = start_registration(b, port, &p, err);
   if (st == SL_OK) st = start_sweep(b, &p, err);
   if (st == SL_OK) st = start_rerep(b, &p, err);
-  metadata_pems_release(&p);
+  sl_service_peer_tls_release(&p);
   return st;
 }
 

@@ -222,6 +222,7 @@ sl_status sl_rerep_start(const sl_rerep_opts *o, sl_rerep **out, sl_err *err) {
   if (st == SL_OK) {
     sl_ledger_client_opts lo = SL_LEDGER_CLIENT_OPTS_INIT;
     lo.metadata = w->ch;
+    lo.bookie_channel = o->bookie_channel;
     st = sl_ledger_client_create(&lo, &w->client, err);
   }
   if (st != SL_OK) goto out_free;

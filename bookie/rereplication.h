@@ -40,6 +40,7 @@
 
 #include <stdint.h>
 
+#include "common/rpc_client.h"
 #include "common/status.h"
 
 struct sl_metrics;
@@ -54,10 +55,13 @@ typedef struct sl_rerep_opts {
   const char *target;         /* metadata service gRPC target; copied */
   const char *tls_root_pem;   /* CA for the metadata service; NULL =
                                  plaintext; the PEMs are borrowed for the
-                                 call. Bookies are reached in plaintext, as
-                                 brokers reach them */
+                                 call */
   const char *tls_cert_pem;
   const char *tls_key_pem;
+  const sl_rpc_channel_opts *bookie_channel; /* template for channels to
+                                 bookies (TLS PEMs; target unset), NULL =
+                                 plaintext; copied, but the PEMs it points
+                                 at must outlive the worker */
   const char *node_id;        /* this bookie's id; copied */
   sl_rerep_session_fn session;
   void *session_arg;          /* retained until stop returns */

@@ -22,6 +22,7 @@
 struct sl_dead_letter {
   char *lookup_target;
   int timeout_ms;
+  sl_rpc_channel_opts tmpl; /* channel template (opts->channel) */
   pthread_mutex_t mu;   /* guards channels */
   sl_map channels;      /* address -> sl_rpc_channel */
 };
@@ -89,7 +90,8 @@ static sl_rpc_channel *channel(sl_dead_letter *dl, const char *address, sl_err *
   pthread_mutex_lock(&dl->mu);
   sl_rpc_channel *ch = sl_map_get(&dl->channels, address);
   if (ch == NULL) {
-    sl_rpc_channel_opts co = {.target = address};
+    sl_rpc_channel_opts co = dl->tmpl;
+    co.target = address;
     if (sl_rpc_channel_create(&co, &ch, err) == SL_OK &&
         sl_map_put(&dl->channels, address, ch, NULL) != SL_OK)
       abort();
@@ -284,6 +286,7 @@ sl_status sl_dead_letter_create(const sl_dead_letter_opts *opts, sl_dead_letter 
   sl_dead_letter *dl = calloc(1, sizeof(*dl));
   if (dl == NULL || (dl->lookup_target = strdup(opts->lookup_target)) == NULL) abort();
   dl->timeout_ms = opts->timeout_ms > 0 ? opts->timeout_ms : 10000;
+  if (opts->channel != NULL) dl->tmpl = *opts->channel;
   pthread_mutex_init(&dl->mu, NULL);
   sl_map_init(&dl->channels);
   *out = dl;

@@ -60,6 +60,7 @@
 #include <stdint.h>
 
 #include "common/serial.h"
+#include "common/rpc_client.h"
 #include "common/status.h"
 #include "entry.pb-c.h"
 
@@ -72,6 +73,9 @@ typedef struct sl_dead_letter_opts {
   const char *lookup_target;   /* any broker, host:port (the broker's own
                                   address); copied */
   int timeout_ms;              /* lookup, create and each stream; 0 = 10000 */
+  const sl_rpc_channel_opts *channel; /* template for broker channels (TLS
+                                  PEMs, which must outlive this; target
+                                  unset); NULL = plaintext; copied */
 } sl_dead_letter_opts;
 
 /* One per broker: a cache of channels to brokers. Aborts on out-of-memory

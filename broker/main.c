@@ -31,6 +31,9 @@ typedef struct broker_cfg {
   long long lookup_cache_ms;/* how long other brokers' partitions are remembered */
   long long drain_timeout_ms;/* graceful stop: wait this long for unloads */
   long long entry_cache_bytes;/* per partition, for consumers at the tail */
+  char *metadata_tls_ca;    /* CA files to verify what the broker calls; */
+  char *bookie_tls_ca;      /* empty = plaintext */
+  char *broker_tls_ca;
 } broker_cfg;
 
 static broker_cfg cfg;
@@ -59,10 +62,21 @@ static const sl_conf_entry table[] = {
                 "SLUICE_BROKER_ENTRY_CACHE_BYTES",
                 "entries kept in memory per partition for consumers at the tail; "
                 "consumers further behind read from bookies"),
+    SL_CONF_STR(broker_cfg, metadata_tls_ca, "", "SLUICE_BROKER_METADATA_TLS_CA",
+                "CA PEM file to verify the metadata service; empty = plaintext. With "
+                "tls_cert/tls_key set they are presented as the client certificate "
+                "(likewise for the next two)"),
+    SL_CONF_STR(broker_cfg, bookie_tls_ca, "", "SLUICE_BROKER_BOOKIE_TLS_CA",
+                "CA PEM file to verify bookies; empty = plaintext"),
+    SL_CONF_STR(broker_cfg, broker_tls_ca, "", "SLUICE_BROKER_BROKER_TLS_CA",
+                "CA PEM file to verify brokers, this one included (dead letters are "
+                "published through its own address); empty = plaintext"),
 };
 
 typedef struct broker_state {
   sl_broker b;              /* handlers' ctx; b.own is set once serving */
+  /* PEMs of the channels the broker makes, for as long as it makes them. */
+  sl_service_peer_tls metadata_tls, bookie_tls, broker_tls;
   sl_rpc_server *srv;
   sl_ledger_client *ledgers;/* the produce path's ledger client */
   sl_dead_letter *dead_letter; /* once serving: publishes through our address */
@@ -89,19 +103,33 @@ static void unload_guard(sl_rpc_call *call, const Sluice__V1__UnloadRequest *req
   else real.unload(call, req, ctx);
 }
 
+static void tls_release(broker_state *s) {
+  sl_service_peer_tls_release(&s->metadata_tls);
+  sl_service_peer_tls_release(&s->bookie_tls);
+  sl_service_peer_tls_release(&s->broker_tls);
+}
+
 static sl_status start(void *c, sl_rpc_server *srv, void **state, sl_err *err) {
   broker_cfg *bc = c;
   broker_state *s = sl_xcalloc(1, sizeof(*s));
   s->srv = srv;
   s->b.rpc_timeout_ms = (int)bc->rpc_timeout_ms;
-  sl_rpc_channel_opts co = {.target = bc->metadata};
-  sl_status st = sl_rpc_channel_create(&co, &s->b.md, err);
+  sl_status st = sl_service_peer_tls_read(&bc->svc, bc->metadata_tls_ca, &s->metadata_tls, err);
+  if (st == SL_OK) st = sl_service_peer_tls_read(&bc->svc, bc->bookie_tls_ca, &s->bookie_tls, err);
+  if (st == SL_OK) st = sl_service_peer_tls_read(&bc->svc, bc->broker_tls_ca, &s->broker_tls, err);
+  s->b.peer = sl_service_peer_channel(&s->broker_tls);
+  sl_rpc_channel_opts co = sl_service_peer_channel(&s->metadata_tls);
+  co.target = bc->metadata;
+  if (st == SL_OK) st = sl_rpc_channel_create(&co, &s->b.md, err);
   if (st != SL_OK) {
+    tls_release(s);
     free(s);
     return st;
   }
   sl_ledger_client_opts lo = SL_LEDGER_CLIENT_OPTS_INIT;
+  sl_rpc_channel_opts bookie_channel = sl_service_peer_channel(&s->bookie_tls);
   lo.metadata = s->b.md;
+  lo.bookie_channel = &bookie_channel;
   st = sl_ledger_client_create(&lo, &s->ledgers, err);
   if (st == SL_OK) {
     sl_produce_opts po = {.metadata = s->b.md, .ledgers = s->ledgers};
@@ -120,6 +148,7 @@ static sl_status start(void *c, sl_rpc_server *srv, void **state, sl_err *err) {
   if (st != SL_OK) {
     sl_ledger_client_destroy(s->ledgers);
     sl_rpc_channel_destroy(s->b.md);
+    tls_release(s);
     free(s);
     return st;
   }
@@ -155,12 +184,17 @@ static sl_status serving(void *state, int port, sl_err *err) {
       .cache_ms = (int)cfg.lookup_cache_ms,
       .hooks = sl_produce_hooks(s->b.produce),
   };
+  sl_rpc_channel_opts md_channel = sl_service_peer_channel(&s->metadata_tls);
+  oo.metadata_channel = &md_channel;
+  oo.broker_channel = &s->b.peer;
   sl_ownership *own = NULL;
   sl_status st = sl_ownership_create(&oo, &own, err);
   if (st != SL_OK) return st;
   s->b.own = own;
   sl_produce_set_ownership(s->b.produce, own);
-  sl_dead_letter_opts dlo = {.lookup_target = address, .timeout_ms = (int)cfg.rpc_timeout_ms * 10};
+  sl_dead_letter_opts dlo = {.lookup_target = address,
+                             .timeout_ms = (int)cfg.rpc_timeout_ms * 10,
+                             .channel = &s->b.peer};
   st = sl_dead_letter_create(&dlo, &s->dead_letter, err);
   if (st != SL_OK) return st;
   sl_consume_set_dead_letter(s->b.consume, s->dead_letter);
@@ -182,6 +216,7 @@ static void stop(void *state) {
   sl_dead_letter_destroy(s->dead_letter); /* cancels publishes in flight */
   sl_ledger_client_destroy(s->ledgers);
   sl_rpc_channel_destroy(s->b.md);
+  tls_release(s);
   free(s);
 }
 

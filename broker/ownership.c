@@ -91,6 +91,7 @@ struct sl_ownership {
   int rpc_timeout_ms, cache_ms;
   sl_ownership_hooks hooks;
   int64_t start_wall_ms;
+  sl_rpc_channel_opts md_tmpl, peer_tmpl; /* channel templates (opts) */
   sl_rpc_channel *ch;
   worker workers[WORKERS];
   size_t n_workers;    /* started */
@@ -246,7 +247,8 @@ static sl_rpc_channel *peer_channel_locked(sl_ownership *o, const char *address,
                                            sl_err *err) {
   for (peer *p = o->peers; p; p = p->next)
     if (strcmp(p->address, address) == 0) return p->ch;
-  sl_rpc_channel_opts co = {.target = address};
+  sl_rpc_channel_opts co = o->peer_tmpl;
+  co.target = address;
   sl_rpc_channel *ch = NULL;
   if (sl_rpc_channel_create(&co, &ch, err) != SL_OK) return NULL;
   peer *p = sl_xcalloc(1, sizeof(*p));
@@ -1033,7 +1035,10 @@ sl_status sl_ownership_create(const sl_ownership_opts *opts, sl_ownership **out,
   pthread_condattr_init(&ca);
   pthread_cond_init(&o->cv, &ca);
   pthread_condattr_destroy(&ca);
-  sl_rpc_channel_opts co = {.target = o->target};
+  if (opts->metadata_channel != NULL) o->md_tmpl = *opts->metadata_channel;
+  if (opts->broker_channel != NULL) o->peer_tmpl = *opts->broker_channel;
+  sl_rpc_channel_opts co = o->md_tmpl;
+  co.target = o->target;
   sl_status st = sl_rpc_channel_create(&co, &o->ch, err);
   if (st != SL_OK) goto out_free;
   for (; o->n_workers < WORKERS; o->n_workers++) {
@@ -1049,6 +1054,9 @@ sl_status sl_ownership_create(const sl_ownership_opts *opts, sl_ownership **out,
       .kind = SLUICE__V1__NODE_KIND__NODE_KIND_BROKER,
       .node_id = o->broker_id,
       .address = o->address,
+      .tls_root_pem = o->md_tmpl.tls_root_pem,
+      .tls_cert_pem = o->md_tmpl.tls_cert_pem,
+      .tls_key_pem = o->md_tmpl.tls_key_pem,
       .ttl_seconds = opts->ttl_seconds,
       .rpc_timeout_ms = o->rpc_timeout_ms,
       .describe = describe,

@@ -58,6 +58,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "common/rpc_client.h"
 #include "common/status.h"
 
 typedef struct sl_ownership sl_ownership;
@@ -86,6 +87,11 @@ typedef struct sl_ownership_opts {
   int rpc_timeout_ms;        /* per metadata or peer call; 0 = 1000 */
   int cache_ms;              /* remember other brokers' partitions; 0 = 1000 */
   sl_ownership_hooks hooks;  /* copied; all NULL = nothing to unload */
+  /* Templates (target unset; TLS PEMs, which must outlive the ownership)
+   * for the channels to the metadata service and to other brokers; NULL =
+   * plaintext. Copied. */
+  const sl_rpc_channel_opts *metadata_channel;
+  const sl_rpc_channel_opts *broker_channel;
 } sl_ownership_opts;
 
 /* The owner of one partition, as resolved. */

@@ -21,6 +21,8 @@
 typedef struct sl_broker {
   sl_ownership *_Atomic own; /* retained; NULL until the broker serves */
   sl_rpc_channel *md;       /* metadata service channel; retained */
+  sl_rpc_channel_opts peer; /* template for channels to other brokers (TLS
+                               PEMs; target unset) */
   int rpc_timeout_ms;       /* per forwarded metadata call */
   struct sl_produce *produce; /* Produce handlers' state (broker/produce.h) */
   struct sl_consume *consume; /* Consume handlers' state (broker/consume.h) */

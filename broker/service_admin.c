@@ -402,7 +402,8 @@ static void terminated(sl_status st, const char *msg, sl_ml_pos last, void *arg)
 /* Asks the owner (another broker) to terminate one partition. */
 static sl_status terminate_remote(sl_broker *b, const char *partition, const char *address,
                                   sl_ml_pos *last, sl_err *err) {
-  sl_rpc_channel_opts cho = {.target = address};
+  sl_rpc_channel_opts cho = b->peer;
+  cho.target = address;
   sl_rpc_channel *ch = NULL;
   sl_status st = sl_rpc_channel_create(&cho, &ch, err);
   if (st != SL_OK) return st;

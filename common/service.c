@@ -59,6 +59,34 @@ sl_status sl_service_read_file(const char *path, char **out, sl_err *err) {
   return st;
 }
 
+sl_status sl_service_peer_tls_read(const sl_service_opts *opts, const char *ca_file,
+                                   sl_service_peer_tls *out, sl_err *err) {
+  *out = (sl_service_peer_tls){NULL, NULL, NULL};
+  if (ca_file == NULL || ca_file[0] == '\0') return SL_OK;
+  sl_status st = sl_service_read_file(ca_file, &out->ca, err);
+  if (st == SL_OK && opts->tls_cert[0] != '\0' && opts->tls_key[0] != '\0') {
+    st = sl_service_read_file(opts->tls_cert, &out->cert, err);
+    if (st == SL_OK) st = sl_service_read_file(opts->tls_key, &out->key, err);
+  }
+  if (st != SL_OK) sl_service_peer_tls_release(out);
+  return st;
+}
+
+void sl_service_peer_tls_release(sl_service_peer_tls *t) {
+  free(t->ca);
+  free(t->cert);
+  free(t->key);
+  *t = (sl_service_peer_tls){NULL, NULL, NULL};
+}
+
+sl_rpc_channel_opts sl_service_peer_channel(const sl_service_peer_tls *t) {
+  sl_rpc_channel_opts o = {.target = NULL};
+  o.tls_root_pem = t->ca;
+  o.tls_cert_pem = t->cert;
+  o.tls_key_pem = t->key;
+  return o;
+}
+
 sl_status sl_service_server_create(const sl_service_opts *opts,
                                    sl_rpc_server **out, sl_err *err) {
   char *cert = NULL, *key = NULL, *ca = NULL;

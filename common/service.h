@@ -10,6 +10,7 @@
 #include <stdbool.h>
 
 #include "common/config.h"
+#include "common/rpc_client.h"
 #include "common/rpc_server.h"
 #include "common/status.h"
 
@@ -95,6 +96,23 @@ sl_status sl_service_server_create(const sl_service_opts *opts,
 
 /* Reads a whole file into a NUL-terminated heap string (caller frees). */
 sl_status sl_service_read_file(const char *path, char **out, sl_err *err);
+
+/* What a service presents when it calls another one: nothing (plaintext)
+ * when ca_file is empty; else that CA, to verify the peer, and, if this
+ * service serves with a certificate and key (opts->tls_cert, tls_key),
+ * those as its client certificate (mutual TLS). */
+typedef struct sl_service_peer_tls {
+  char *ca, *cert, *key; /* PEM text, NULL when not used */
+} sl_service_peer_tls;
+
+/* Reads them; on failure nothing is held. Release with
+ * sl_service_peer_tls_release (also after a failure). */
+sl_status sl_service_peer_tls_read(const sl_service_opts *opts, const char *ca_file,
+                                   sl_service_peer_tls *out, sl_err *err);
+void sl_service_peer_tls_release(sl_service_peer_tls *t);
+
+/* Channel options (target unset) that use them; they point into t. */
+sl_rpc_channel_opts sl_service_peer_channel(const sl_service_peer_tls *t);
 
 /* Blocks SIGTERM and SIGINT in the calling thread, so threads created
  * afterwards inherit the mask and only sl_service_wait() sees them, and

@@ -55,12 +55,16 @@ typedef struct sl_cluster_opts {
   int ready_timeout_ms;     /* per node; 0 = 20 s */
   bool public_namespace;    /* create namespace "public", as a fresh cluster
                                for people has (the launcher, broker tests) */
+  const char *tls_ca_pem;   /* the harness's own metadata calls verify the
+                               service with this CA (PEM text, kept by the
+                               caller); NULL = plaintext */
 } sl_cluster_opts;
 
 #define SL_CLUSTER_OPTS_INIT                                              \
   {.metadata = 1, .bookies = 3, .brokers = 1, .local_store = false,       \
    .name = "cluster", .metadata_args = NULL, .bookie_args = NULL,          \
-   .broker_args = NULL, .ready_timeout_ms = 0, .public_namespace = false}
+   .broker_args = NULL, .ready_timeout_ms = 0, .public_namespace = false, \
+   .tls_ca_pem = NULL}
 
 typedef struct sl_cluster sl_cluster;
 

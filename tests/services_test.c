@@ -9,11 +9,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <cmocka.h>
 
 #include "common/clock.h"
 #include "common/rpc_client.h"
+#include "client/sluice.h"
 #include "common/rpc_health.h"
+#include "common/service.h"
 #include "tests/cluster.h"
 #include "tests/proc.h"
 #include "common/testing.h"
@@ -83,11 +86,13 @@ static void test_services__sigterm_exits_within_1s(void **state) {
   sl_cluster_destroy(c);
 }
 
-/* TLS configured the way operators do it: PEM files named by flags. */
-static void test_services__tls_from_flags(void **state) {
-  (void)state;
+/* A self-signed certificate for 127.0.0.1 in the test's temp dir: it is
+ * its own CA. */
+static char cert[512], key[512];
+
+static void make_cert(void) {
   const char *tmp = getenv("TEST_TMPDIR") ? getenv("TEST_TMPDIR") : "/tmp";
-  char cert[512], key[512], cmd[2048];
+  char cmd[2048];
   snprintf(cert, sizeof(cert), "%s/svc.crt", tmp);
   snprintf(key, sizeof(key), "%s/svc.key", tmp);
   snprintf(cmd, sizeof(cmd),
@@ -96,6 +101,12 @@ static void test_services__tls_from_flags(void **state) {
            "subjectAltName=IP:127.0.0.1,DNS:localhost -keyout %s -out %s "
            "2>/dev/null", key, cert);
   assert_int_equal(system(cmd), 0);
+}
+
+/* TLS configured the way operators do it: PEM files named by flags. */
+static void test_services__tls_from_flags(void **state) {
+  (void)state;
+  make_cert();
   const char *tls_args[] = {"--tls_cert", cert, "--tls_key", key, NULL};
   sl_cluster_opts o = SL_CLUSTER_OPTS_INIT;
   o.bookies = 0;
@@ -122,11 +133,85 @@ static void test_services__tls_from_flags(void **state) {
   sl_cluster_destroy(c);
 }
 
+/* Every port serves TLS only, and every service calls the others over TLS
+ * (mutual: each presents its own certificate): a message goes from a TLS
+ * client through the broker to the bookies and back. A plaintext caller
+ * is refused by each kind of service. */
+static void test_services__tls_everywhere(void **state) {
+  (void)state;
+  make_cert();
+  const char *metadata_args[] = {"--tls_cert", cert, "--tls_key", key, NULL};
+  const char *bookie_args[] = {"--tls_cert", cert, "--tls_key", key, "--metadata_tls_ca", cert,
+                               "--bookie_tls_ca", cert, NULL};
+  const char *broker_args[] = {"--tls_cert", cert, "--tls_key", key, "--metadata_tls_ca", cert,
+                               "--bookie_tls_ca", cert, "--broker_tls_ca", cert, NULL};
+  sl_cluster_opts o = SL_CLUSTER_OPTS_INIT;
+  o.bookies = 3;
+  o.local_store = true;
+  o.metadata_args = metadata_args;
+  o.bookie_args = bookie_args;
+  o.broker_args = broker_args;
+  o.name = "tls-everywhere";
+  char *pem = NULL;
+  sl_err err = SL_ERR_INIT;
+  assert_int_equal(sl_service_read_file(cert, &pem, &err), SL_OK);
+  o.tls_ca_pem = pem;
+  sl_cluster *c = NULL;
+  sl_status st = sl_cluster_start(&o, &c, &err);
+  if (st != SL_OK) fail_msg("cluster: %s", sl_err_msg(&err, st));
+  for (int k = SL_NODE_METADATA; k <= SL_NODE_BROKER; k++)
+    assert_int_equal(health(sl_cluster_addr(c, (sl_node_kind)k, 0)), -1);
+
+  sl_client_opts co = SL_CLIENT_OPTS_INIT;
+  co.url = sl_cluster_addr(c, SL_NODE_BROKER, 0);
+  co.tls_ca_file = cert;
+  co.tls_cert_file = cert;
+  co.tls_key_file = key;
+  sl_client *cl = NULL;
+  assert_int_equal(sl_client_create(&co, &cl, &err), SL_OK);
+  /* The broker reaches the metadata service once its session is open. */
+  int64_t deadline = sl_clock_mono_ms() + sl_test_scaled_ms(20000);
+  while ((st = sl_admin_namespace_create(cl, "tls", &err)) != SL_OK) {
+    if (sl_clock_mono_ms() > deadline) fail_msg("namespace: %s", sl_err_msg(&err, st));
+    struct timespec ts = {0, 50 * 1000000L};
+    nanosleep(&ts, NULL);
+  }
+  assert_int_equal(sl_admin_topic_create(cl, "tls/t", 0, &err), SL_OK);
+  sl_consumer_opts so = SL_CONSUMER_OPTS_INIT;
+  so.topic = "tls/t";
+  so.subscription = "s";
+  so.from_earliest = true;
+  sl_consumer *cons = NULL;
+  st = sl_consumer_create(cl, &so, &cons, &err);
+  if (st != SL_OK) fail_msg("consumer: %s", sl_err_msg(&err, st));
+  sl_producer_opts po = SL_PRODUCER_OPTS_INIT;
+  po.topic = "tls/t";
+  sl_producer *p = NULL;
+  assert_int_equal(sl_producer_create(cl, &po, &p, &err), SL_OK);
+  sl_message m = {.payload = "over tls", .len = 8};
+  sl_msg_id id;
+  st = sl_producer_send(p, &m, &id, &err);
+  if (st != SL_OK) fail_msg("send: %s", sl_err_msg(&err, st));
+  sl_received *r = NULL;
+  st = sl_consumer_receive(cons, sl_test_scaled_ms(20000), &r, &err);
+  if (st != SL_OK) fail_msg("receive: %s", sl_err_msg(&err, st));
+  assert_int_equal(r->len, 8);
+  assert_memory_equal(r->payload, "over tls", 8);
+  assert_int_equal(sl_consumer_ack(cons, &r->id, &err), SL_OK);
+  sl_received_free(r);
+  sl_producer_destroy(p);
+  sl_consumer_destroy(cons);
+  sl_client_destroy(cl);
+  sl_cluster_destroy(c);
+  free(pem);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_services__serve_health),
       cmocka_unit_test(test_services__sigterm_exits_within_1s),
       cmocka_unit_test(test_services__tls_from_flags),
+      cmocka_unit_test(test_services__tls_everywhere),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
