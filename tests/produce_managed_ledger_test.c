@@ -58,8 +58,42 @@ static int setup(void **state) {
   return 0;
 }
 
+/* Managed ledgers open now, by serial: a test that fails leaves its own
+ * open (its ml_handle went with its frame), and teardown destroys them
+ * before the client they use. */
+#define MAX_OPEN 8
+static struct open_ml {
+  sl_serial *serial;
+  sl_ml *ml;
+} open_mls[MAX_OPEN];
+
+static void track(sl_serial *serial, sl_ml *ml) {
+  for (int i = 0; i < MAX_OPEN; i++)
+    if (open_mls[i].serial == NULL) {
+      open_mls[i] = (struct open_ml){serial, ml};
+      return;
+    }
+  fail_msg("more than %d managed ledgers open", MAX_OPEN);
+}
+
+static void untrack(sl_serial *serial) {
+  for (int i = 0; i < MAX_OPEN; i++)
+    if (open_mls[i].serial == serial) open_mls[i] = (struct open_ml){NULL, NULL};
+}
+
+static void destroy_run(void *arg) { sl_ml_destroy(arg); }
+
+static void destroy_on(sl_serial *serial, sl_ml *ml) {
+  if (ml != NULL) sl_tw_run_on(serial, destroy_run, ml);
+  /* Let completions cancelled by the destroy drain before the serial goes. */
+  sl_tw_run_on(serial, destroy_run, NULL);
+  sl_serial_unref(serial);
+}
+
 static int teardown(void **state) {
   fixture *f = *state;
+  for (int i = 0; i < MAX_OPEN; i++)
+    if (open_mls[i].serial != NULL) destroy_on(open_mls[i].serial, open_mls[i].ml);
   mdt_keeper_stop(f->keep_a, NULL);
   mdt_keeper_stop(f->keep_b, NULL);
   sl_lt_stop(&f->lt);
@@ -140,18 +174,15 @@ static sl_status ml_open(fixture *f, ml_handle *h, const char *partition, uint64
   assert_int_equal(sl_ml_open_async(&o, opened, &s, &err), SL_OK);
   sl_tw_wait_n(&s, 1, WAIT_MS);
   h->ml = s.out;
+  track(h->serial, h->ml);
   if (details != NULL) snprintf(details, 256, "%s", s.details);
   return s.st;
 }
 
-static void destroy_run(void *arg) { sl_ml_destroy(arg); }
-
 static void ml_destroy(ml_handle *h) {
-  if (h->ml != NULL) sl_tw_run_on(h->serial, destroy_run, h->ml);
+  untrack(h->serial);
+  destroy_on(h->serial, h->ml);
   h->ml = NULL;
-  /* Let completions cancelled by the destroy drain before the serial goes. */
-  sl_tw_run_on(h->serial, destroy_run, NULL);
-  sl_serial_unref(h->serial);
 }
 
 /* Waits until a rollover in progress is over (state WRITING). */
@@ -402,6 +433,7 @@ static void test_managed_ledger__idle_ledger_rolls_at_age(void **state) {
   pol.rollover_ms = 300;
   pol.trim_interval_ms = 100;
   pol.retention_ms = -1; /* no cursors: trim would take the closed ledger */
+  pol.retention_bytes = -1;
   ml_handle h;
   assert_int_equal(ml_open(f, &h, part, epoch, &pol, NULL), SL_OK);
   static appends a;
