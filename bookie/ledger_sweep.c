@@ -344,7 +344,8 @@ sl_status sl_sweep_start(sl_bookie_store *store, const sl_sweep_opts *o, sl_swee
   sl_rpc_channel_opts co = {.target = o->target,
                             .tls_root_pem = o->tls_root_pem,
                             .tls_cert_pem = o->tls_cert_pem,
-                            .tls_key_pem = o->tls_key_pem};
+                            .tls_key_pem = o->tls_key_pem,
+                            .authorization = o->authorization};
   sl_status st = register_metrics(sw, o->metrics, err);
   if (st == SL_OK) st = sl_rpc_channel_create(&co, &sw->ch, err);
   if (st != SL_OK) goto out_free;

@@ -79,6 +79,8 @@ typedef struct sl_sweep_opts {
                                channel keeps its own copies) */
   const char *tls_cert_pem; /* client certificate for mutual TLS, or NULL */
   const char *tls_key_pem;
+  const char *authorization; /* "authorization" metadata (a token), or
+                               NULL; copied */
   const char *bookie_id;    /* this bookie's id, for "moved away" drops;
                                NULL = none; copied */
   int interval_ms;          /* between passes; the first comes after one

@@ -315,6 +315,7 @@ static sl_status start_registration(bookie *b, int port, const sl_service_peer_t
   ro.tls_root_pem = p->ca;
   ro.tls_cert_pem = p->cert;
   ro.tls_key_pem = p->key;
+  ro.authorization = p->authorization;
   sl_registration *reg = NULL;
   sl_status st = sl_registration_start(&ro, &reg, err);
   if (st != SL_OK) return st;
@@ -335,6 +336,7 @@ static sl_status start_sweep(bookie *b, const sl_service_peer_tls *p, sl_err *er
   so.tls_root_pem = p->ca;
   so.tls_cert_pem = p->cert;
   so.tls_key_pem = p->key;
+  so.authorization = p->authorization;
   so.bookie_id = c->id;
   so.interval_ms = (int)c->sweep_interval_ms;
   so.lookups_per_second = (int)c->sweep_lookups_per_second;
@@ -363,6 +365,7 @@ static sl_status start_rerep(bookie *b, const sl_service_peer_tls *p, sl_err *er
   ro.tls_root_pem = p->ca;
   ro.tls_cert_pem = p->cert;
   ro.tls_key_pem = p->key;
+  ro.authorization = p->authorization;
   ro.node_id = c->id;
   ro.session = current_session;
   ro.session_arg = b;
@@ -431,6 +434,7 @@ int main(int argc, char **argv) {
       .start = start,
       .serving = serving,
       .stop = stop,
+      .superuser_only = true,
   };
   return sl_service_main(&def, argc, argv);
 }

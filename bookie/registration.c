@@ -115,6 +115,7 @@ sl_status sl_registration_start(const sl_registration_opts *o, sl_registration *
       .tls_root_pem = o->tls_root_pem,
       .tls_cert_pem = o->tls_cert_pem,
       .tls_key_pem = o->tls_key_pem,
+      .authorization = o->authorization,
       .ttl_seconds = o->ttl_seconds,
       .retry_min_ms = o->retry_min_ms,
       .retry_max_ms = o->retry_max_ms,

@@ -45,6 +45,8 @@ typedef struct sl_registration_opts {
                                copied */
   const char *tls_cert_pem; /* client certificate for mutual TLS, or NULL */
   const char *tls_key_pem;
+  const char *authorization; /* "authorization" metadata (a token), or
+                               NULL; copied */
   uint32_t ttl_seconds;     /* session TTL asked for; 0 = the server's */
   int retry_min_ms;         /* first retry delay; 0 = 100 */
   int retry_max_ms;         /* backoff cap; 0 = 5000 */

@@ -216,7 +216,8 @@ sl_status sl_rerep_start(const sl_rerep_opts *o, sl_rerep **out, sl_err *err) {
   sl_rpc_channel_opts co = {.target = o->target,
                             .tls_root_pem = o->tls_root_pem,
                             .tls_cert_pem = o->tls_cert_pem,
-                            .tls_key_pem = o->tls_key_pem};
+                            .tls_key_pem = o->tls_key_pem,
+                            .authorization = o->authorization};
   sl_status st = register_metrics(w, o->metrics, err);
   if (st == SL_OK) st = sl_rpc_channel_create(&co, &w->ch, err);
   if (st == SL_OK) {

@@ -58,6 +58,8 @@ typedef struct sl_rerep_opts {
                                  call */
   const char *tls_cert_pem;
   const char *tls_key_pem;
+  const char *authorization; /* "authorization" metadata (a token), or
+                               NULL; copied */
   const sl_rpc_channel_opts *bookie_channel; /* template for channels to
                                  bookies (TLS PEMs; target unset), NULL =
                                  plaintext; copied, but the PEMs it points

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "broker/authz.h"
 #include "broker/service.h"
 #include "common/log.h"
 #include "common/rpc.h"
@@ -58,6 +59,7 @@ static void consume_start(sl_rpc_call *call, void *ctx) {
   cstream *cs = sl_xcalloc(1, sizeof(*cs));
   atomic_init(&cs->refs, 1); /* the call's, dropped in on_done */
   cs->c = consume_of(ctx);
+  cs->authz = ((sl_broker *)ctx)->authz;
   cs->id = atomic_fetch_add(&cs->c->next_id, 1) + 1;
   pthread_mutex_init(&cs->mu, NULL);
   sl_rpc_call_ref(call);
@@ -275,6 +277,39 @@ static sl_status check_subscribe(const Sluice__V1__Subscribe *s, sl_err *err) {
   return SL_OK;
 }
 
+/* True when a dead-letter topic is named outside the topic's namespace:
+ * the broker publishes there with its own rights, so the consumer must hold
+ * the produce right on it. */
+static bool dlq_elsewhere(const csub_opts *o) {
+  const char *d = o->dead_letter_topic, *t = o->topic;
+  if (d == NULL || d[0] == '\0') return false;
+  size_t dn = strcspn(d, "/"), tn = strcspn(t, "/");
+  return dn != tn || strncmp(d, t, dn) != 0;
+}
+
+static void subscribe_allowed(sl_status st, const char *msg, void *arg) {
+  cstream *cs = arg;
+  if (st == SL_OK && !cs->dlq_checked && dlq_elsewhere(&cs->o)) {
+    cs->dlq_checked = true;
+    sl_authz_check(cs->authz, cs->call, cs->o.dead_letter_topic, SL_AUTHZ_PRODUCE,
+                   subscribe_allowed, cs);
+    return;
+  }
+  sl_ownership *own = atomic_load(&cs->c->o.produce->own);
+  if (st == SL_OK && own == NULL) {
+    st = SL_EUNAVAIL;
+    msg = "broker is stopping";
+  }
+  sl_rpc_call *call = cs->call;
+  if (st != SL_OK) {
+    cs_end(cs, st, msg, NULL);
+    cs_unref(cs);
+  } else {
+    sl_ownership_resolve(own, cs->o.topic, false, resolved, cs); /* takes our reference */
+  }
+  sl_rpc_call_unref(call); /* on_subscribe's: the second check reads the call */
+}
+
 static void on_subscribe(cstream *cs, const Sluice__V1__Subscribe *s) {
   sl_err err = SL_ERR_INIT;
   sl_status st = check_subscribe(s, &err);
@@ -311,7 +346,8 @@ static void on_subscribe(cstream *cs, const Sluice__V1__Subscribe *s) {
   sl_rpc_call_pause_reads(cs->call);
   pthread_mutex_unlock(&cs->mu);
   cs_ref(cs);
-  sl_ownership_resolve(own, s->topic, false, resolved, cs);
+  sl_rpc_call_ref(cs->call); /* the stream may end while the checks wait */
+  sl_authz_check(cs->authz, cs->call, o->topic, SL_AUTHZ_CONSUME, subscribe_allowed, cs);
 }
 
 /* ---- requests after subscribe ---- */

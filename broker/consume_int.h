@@ -52,6 +52,8 @@ typedef struct csub_opts {
 typedef struct cstream {
   atomic_int refs;
   sl_consume *c;
+  struct sl_authz *authz;    /* the broker's (authz.h) */
+  bool dlq_checked;          /* the dead-letter topic's right was checked */
   uint64_t id;               /* consumer id, unique in the broker */
   pthread_mutex_t mu;        /* guards call, call_live, state, queue,
                                 batch */

@@ -17,6 +17,7 @@
 #include "broker/produce.h"
 #include "broker/service.h"
 #include "common/log.h"
+#include "broker/authz.h"
 #include "common/service.h"
 
 #define SL_BROKER_VERSION "0.1.0"
@@ -34,6 +35,7 @@ typedef struct broker_cfg {
   char *metadata_tls_ca;    /* CA files to verify what the broker calls; */
   char *bookie_tls_ca;      /* empty = plaintext */
   char *broker_tls_ca;
+  long long authz_cache_ms; /* how long namespace grants are cached */
 } broker_cfg;
 
 static broker_cfg cfg;
@@ -71,6 +73,10 @@ static const sl_conf_entry table[] = {
     SL_CONF_STR(broker_cfg, broker_tls_ca, "", "SLUICE_BROKER_BROKER_TLS_CA",
                 "CA PEM file to verify brokers, this one included (dead letters are "
                 "published through its own address); empty = plaintext"),
+    SL_CONF_INT(broker_cfg, authz_cache_ms, "10000", 1, 3600000,
+                "SLUICE_BROKER_AUTHZ_CACHE_MS",
+                "with tokens on: how long a namespace's grants are cached, so how "
+                "long a changed grant may take to apply to new streams"),
 };
 
 typedef struct broker_state {
@@ -121,7 +127,12 @@ static sl_status start(void *c, sl_rpc_server *srv, void **state, sl_err *err) {
   sl_rpc_channel_opts co = sl_service_peer_channel(&s->metadata_tls);
   co.target = bc->metadata;
   if (st == SL_OK) st = sl_rpc_channel_create(&co, &s->b.md, err);
+  sl_authz_opts zo = {.metadata = s->b.md,
+                      .timeout_ms = (int)bc->rpc_timeout_ms,
+                      .cache_ms = (int)bc->authz_cache_ms};
+  if (st == SL_OK) st = sl_authz_create(&zo, &s->b.authz, err);
   if (st != SL_OK) {
+    sl_rpc_channel_destroy(s->b.md);
     tls_release(s);
     free(s);
     return st;
@@ -147,6 +158,7 @@ static sl_status start(void *c, sl_rpc_server *srv, void **state, sl_err *err) {
   }
   if (st != SL_OK) {
     sl_ledger_client_destroy(s->ledgers);
+    sl_authz_destroy(s->b.authz);
     sl_rpc_channel_destroy(s->b.md);
     tls_release(s);
     free(s);
@@ -159,6 +171,7 @@ static sl_status start(void *c, sl_rpc_server *srv, void **state, sl_err *err) {
   sl_broker_service_handlers h = real;
   h.lookup = lookup_guard;
   h.unload = unload_guard;
+  sl_broker_authz_handlers(&h);
   *state = s;
   return sl_broker_service_register(srv, &h, &s->b, err);
 }
@@ -215,6 +228,7 @@ static void stop(void *state) {
   sl_consume_destroy(s->b.consume);
   sl_dead_letter_destroy(s->dead_letter); /* cancels publishes in flight */
   sl_ledger_client_destroy(s->ledgers);
+  sl_authz_destroy(s->b.authz);
   sl_rpc_channel_destroy(s->b.md);
   tls_release(s);
   free(s);

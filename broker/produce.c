@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "broker/authz.h"
 #include "broker/service.h"
 #include "common/clock.h"
 #include "common/log.h"
@@ -39,6 +40,7 @@ static void produce_start(sl_rpc_call *call, void *ctx) {
   pstream *ps = sl_xcalloc(1, sizeof(*ps));
   atomic_init(&ps->refs, 1); /* the call's, dropped in on_done */
   ps->p = produce_of(ctx);
+  ps->authz = ((sl_broker *)ctx)->authz;
   pthread_mutex_init(&ps->mu, NULL);
   sl_rpc_call_ref(call);
   ps->call = call;
@@ -270,6 +272,23 @@ static void resolved(sl_status st, const char *msg, const sl_ownership_owner *o,
   ps_unref(ps);
 }
 
+static void open_allowed(sl_status st, const char *msg, void *arg) {
+  pstream *ps = arg;
+  sl_ownership *own = atomic_load(&ps->p->own);
+  if (st == SL_OK && own == NULL) {
+    st = SL_EUNAVAIL;
+    msg = "broker is stopping";
+  }
+  sl_rpc_call *call = ps->call;
+  if (st != SL_OK) {
+    ps_end(ps, st, msg, NULL, NULL);
+    ps_unref(ps);
+  } else {
+    sl_ownership_resolve(own, ps->opening, false, resolved, ps); /* takes our reference */
+  }
+  sl_rpc_call_unref(call); /* on_open's: ps->opening lives in the call's arena */
+}
+
 static void on_open(pstream *ps, const Sluice__V1__ProducerOpen *op) {
   sl_err err = SL_ERR_INIT;
   size_t topic_len;
@@ -290,11 +309,16 @@ static void on_open(pstream *ps, const Sluice__V1__ProducerOpen *op) {
   ps->state = PS_OPENING;
   ps->producer = sl_xstrdup(op->producer_name);
   ps->resume = op->resume;
+  size_t n = strlen(op->topic) + 1;
+  char *topic = sl_rpc_call_alloc(ps->call, n);
+  memcpy(topic, op->topic, n);
+  ps->opening = topic;
   /* Sends wait until the partition is loaded. */
   sl_rpc_call_pause_reads(ps->call);
   pthread_mutex_unlock(&ps->mu);
   ps_ref(ps);
-  sl_ownership_resolve(own, op->topic, false, resolved, ps);
+  sl_rpc_call_ref(ps->call); /* the stream may end while the check waits */
+  sl_authz_check(ps->authz, ps->call, topic, SL_AUTHZ_PRODUCE, open_allowed, ps);
 }
 
 /* ---- sends ---- */

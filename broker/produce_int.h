@@ -45,6 +45,8 @@ typedef enum pstream_state {
 struct pstream {
   atomic_int refs;
   sl_produce *p;
+  struct sl_authz *authz;    /* the broker's (authz.h) */
+  const char *opening;       /* the topic being opened (call arena) */
   pthread_mutex_t mu;        /* guards everything below */
   sl_rpc_call *call;         /* referenced while call_live */
   bool call_live;            /* on_done has not run */

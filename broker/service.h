@@ -8,6 +8,7 @@
  *   service_lookup.c  Lookup: topic -> partitions -> owners, with redirects
  *   service_admin.c   namespaces, topics, Unload, ClusterStatus,
  *                     GetTopicStats, TerminateTopic
+ *   service_authz.c   who may call which of them
  */
 #ifndef SL_BROKER_SERVICE_H
 #define SL_BROKER_SERVICE_H
@@ -21,6 +22,7 @@
 typedef struct sl_broker {
   sl_ownership *_Atomic own; /* retained; NULL until the broker serves */
   sl_rpc_channel *md;       /* metadata service channel; retained */
+  struct sl_authz *authz;   /* who may do what (authz.h); retained */
   sl_rpc_channel_opts peer; /* template for channels to other brokers (TLS
                                PEMs; target unset) */
   int rpc_timeout_ms;       /* per forwarded metadata call */
@@ -42,5 +44,10 @@ void sl_broker_lookup_handlers(sl_broker_service_handlers *h);
 
 /* Fill in the admin handlers (namespaces, topics, Unload, ClusterStatus). */
 void sl_broker_admin_handlers(sl_broker_service_handlers *h);
+
+/* Wraps the unary handlers in *h (set before) so that each runs only once
+ * the caller's rights allow it (service_authz.c has the table). Once per
+ * process, before the server starts. */
+void sl_broker_authz_handlers(sl_broker_service_handlers *h);
 
 #endif

@@ -263,8 +263,17 @@ static sl_status set_policy(Sluice__V1__NamespacePolicies *pol, const char *kv, 
   return sl_err_set(err, SL_EINVAL, "policy %s: bad value %s", key, val);
 }
 
-sl_status sl_admin_namespace_policies(sl_client *c, const char *name, const char *const *set,
-                                      size_t n_set, char **json, sl_err *err) {
+/* Changes one namespace's policies: read them, let edit() change them, write
+ * them back guarded by the version read (again on a race), and return the
+ * result as JSON. edit == NULL only reads. edit may point fields of pol at
+ * its own memory, and undo() puts them back before pol is freed. */
+typedef struct policy_edit {
+  sl_status (*edit)(struct policy_edit *pe, Sluice__V1__NamespacePolicies *pol, sl_err *err);
+  void (*undo)(struct policy_edit *pe, Sluice__V1__NamespacePolicies *pol);
+} policy_edit;
+
+static sl_status update_policies(sl_client *c, const char *name, policy_edit *pe, char **json,
+                                 sl_err *err) {
   *json = NULL;
   sl_rpc_channel *ch;
   sl_rpc_call_opts o;
@@ -276,24 +285,24 @@ sl_status sl_admin_namespace_policies(sl_client *c, const char *name, const char
     Sluice__V1__Namespace *ns = NULL;
     st = sl_broker_service_get_namespace(ch, &g, &ns, &o, err);
     if (st != SL_OK) return sl_err_wrap(err, st, "namespace %s", name);
-    if (n_set == 0) {
+    if (pe == NULL) {
       st = sl_pb_json(ns->policies ? &ns->policies->base : &ns->base, json, err);
       FREE_MSG(ns);
       return st;
     }
     Sluice__V1__NamespacePolicies empty = SLUICE__V1__NAMESPACE_POLICIES__INIT;
     Sluice__V1__NamespacePolicies *pol = ns->policies ? ns->policies : &empty;
-    for (size_t i = 0; st == SL_OK && i < n_set; i++) st = set_policy(pol, set[i], err);
-    if (st != SL_OK) {
-      FREE_MSG(ns);
-      return st;
-    }
-    Sluice__V1__SetNamespacePoliciesRequest req = SLUICE__V1__SET_NAMESPACE_POLICIES_REQUEST__INIT;
-    req.name = (char *)name;
-    req.policies = pol;
-    req.expected_version = ns->version;
+    st = pe->edit(pe, pol, err);
     Sluice__V1__Namespace *r = NULL;
-    st = sl_broker_service_set_namespace_policies(ch, &req, &r, &o, err);
+    if (st == SL_OK) {
+      Sluice__V1__SetNamespacePoliciesRequest req =
+          SLUICE__V1__SET_NAMESPACE_POLICIES_REQUEST__INIT;
+      req.name = (char *)name;
+      req.policies = pol;
+      req.expected_version = ns->version;
+      st = sl_broker_service_set_namespace_policies(ch, &req, &r, &o, err);
+    }
+    if (pe->undo != NULL) pe->undo(pe, pol);
     FREE_MSG(ns);
     if (st == SL_EVERSION && attempt < 5) continue; /* changed meanwhile: apply again */
     if (st != SL_OK) return sl_err_wrap(err, st, "namespace %s", name);
@@ -301,6 +310,100 @@ sl_status sl_admin_namespace_policies(sl_client *c, const char *name, const char
     FREE_MSG(r);
     return st;
   }
+}
+
+typedef struct set_edit {
+  policy_edit pe;
+  const char *const *set;
+  size_t n;
+} set_edit;
+
+static sl_status apply_set(policy_edit *pe, Sluice__V1__NamespacePolicies *pol, sl_err *err) {
+  set_edit *se = (set_edit *)pe;
+  sl_status st = SL_OK;
+  for (size_t i = 0; st == SL_OK && i < se->n; i++) st = set_policy(pol, se->set[i], err);
+  return st;
+}
+
+sl_status sl_admin_namespace_policies(sl_client *c, const char *name, const char *const *set,
+                                      size_t n_set, char **json, sl_err *err) {
+  set_edit se = {{apply_set, NULL}, set, n_set};
+  return update_policies(c, name, n_set > 0 ? &se.pe : NULL, json, err);
+}
+
+/* The role's entry is replaced by ours (or dropped when it holds no
+ * action); the others are borrowed from the policies read. */
+typedef struct grant_edit {
+  policy_edit pe;
+  const char *role;
+  Sluice__V1__Action actions[3];
+  size_t n_actions;
+  Sluice__V1__Permission mine;
+  Sluice__V1__Permission **list, **saved;
+  size_t n_saved;
+} grant_edit;
+
+static sl_status apply_grant(policy_edit *pe, Sluice__V1__NamespacePolicies *pol, sl_err *err) {
+  grant_edit *ge = (grant_edit *)pe;
+  ge->saved = pol->permissions;
+  ge->n_saved = pol->n_permissions;
+  ge->list = calloc(pol->n_permissions + 1, sizeof(*ge->list));
+  if (ge->list == NULL) return sl_err_set(err, SL_ENOMEM, "grant: out of memory");
+  size_t n = 0;
+  for (size_t i = 0; i < pol->n_permissions; i++)
+    if (strcmp(pol->permissions[i]->role, ge->role) != 0) ge->list[n++] = pol->permissions[i];
+  if (ge->n_actions > 0) ge->list[n++] = &ge->mine;
+  pol->permissions = ge->list;
+  pol->n_permissions = n;
+  return SL_OK;
+}
+
+static void undo_grant(policy_edit *pe, Sluice__V1__NamespacePolicies *pol) {
+  grant_edit *ge = (grant_edit *)pe;
+  if (ge->list == NULL) return;
+  pol->permissions = ge->saved;
+  pol->n_permissions = ge->n_saved;
+  free(ge->list);
+  ge->list = NULL;
+}
+
+/* "produce,consume" -> actions; "" holds none. */
+static sl_status parse_actions(const char *s, grant_edit *ge, sl_err *err) {
+  static const struct { const char *name; Sluice__V1__Action a; } names[] = {
+      {"produce", SLUICE__V1__ACTION__ACTION_PRODUCE},
+      {"consume", SLUICE__V1__ACTION__ACTION_CONSUME},
+      {"admin", SLUICE__V1__ACTION__ACTION_ADMIN},
+  };
+  ge->n_actions = 0;
+  while (s != NULL && *s != '\0') {
+    size_t len = strcspn(s, ",");
+    size_t k = 0;
+    while (k < 3 && (strlen(names[k].name) != len || strncmp(s, names[k].name, len) != 0)) k++;
+    if (k == 3)
+      return sl_err_set(err, SL_EINVAL, "action %.*s: expected produce, consume or admin",
+                        (int)len, s);
+    bool dup = false;
+    for (size_t i = 0; i < ge->n_actions; i++) dup |= ge->actions[i] == names[k].a;
+    if (!dup) ge->actions[ge->n_actions++] = names[k].a;
+    s += len;
+    if (*s == ',') s++;
+  }
+  return SL_OK;
+}
+
+sl_status sl_admin_namespace_grant(sl_client *c, const char *name, const char *role,
+                                   const char *actions, char **json, sl_err *err) {
+  *json = NULL;
+  if (role == NULL || role[0] == '\0') return sl_err_set(err, SL_EINVAL, "grant: empty role");
+  grant_edit ge = {.pe = {apply_grant, undo_grant}, .role = role};
+  sl_status st = parse_actions(actions, &ge, err);
+  if (st != SL_OK) return st;
+  Sluice__V1__Permission init = SLUICE__V1__PERMISSION__INIT;
+  ge.mine = init;
+  ge.mine.role = (char *)role;
+  ge.mine.actions = ge.actions;
+  ge.mine.n_actions = ge.n_actions;
+  return update_policies(c, name, &ge.pe, json, err);
 }
 
 sl_status sl_admin_cluster_status(sl_client *c, char **json, sl_err *err) {

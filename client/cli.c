@@ -12,14 +12,16 @@ static const char usage_text[] =
     "\n"
     "commands:\n"
     "  topic create|list|delete|stats   manage topics\n"
-    "  namespace create|list|policies   manage namespaces\n"
+    "  namespace create|list|policies|grant|revoke\n"
+    "                                   manage namespaces and who may use them\n"
+    "  token create                     mint an HS256 token for a role\n"
     "  produce NAME                     publish messages (-m, -f or stdin lines)\n"
     "  consume NAME -s SUB              print messages, ack them once printed\n"
     "  cluster status                   brokers, bookies, partition owners\n"
     "\n"
     "global options (anywhere on the line):\n"
     "  --url HOST:PORT   any broker (env SLUICE_URL; default 127.0.0.1:6650)\n"
-    "  --token T         bearer token sent with every call\n"
+    "  --token T         bearer token sent with every call (env SLUICE_TOKEN)\n"
     "  --tls-ca FILE     use TLS, trusting this CA (PEM)\n"
     "  --json            machine-readable output\n"
     "  --timeout SEC     give up on a call after SEC seconds (default 10)\n"
@@ -118,6 +120,9 @@ static int parse_globals(sl_cli *cli, int argc, char **argv) {
       cli->argv[cli->argc++] = argv[i];
     }
   }
+  /* From the environment, so that it does not show in `ps`. */
+  if (cli->copts.token == NULL && getenv("SLUICE_TOKEN") != NULL && getenv("SLUICE_TOKEN")[0])
+    cli->copts.token = getenv("SLUICE_TOKEN");
   return SL_CLI_OK;
 }
 
@@ -144,10 +149,13 @@ int main(int argc, char **argv) {
     rc = sl_cli_produce(&cli);
   } else if (strcmp(cmd, "consume") == 0) {
     rc = sl_cli_consume(&cli);
+  } else if (strcmp(cmd, "token") == 0) {
+    rc = sl_cli_token(&cli);
   } else if (cmd[0] == '-') {
     rc = sl_cli_usage(NULL, "unknown option %s", cmd);
   } else {
-    rc = sl_cli_usage(NULL, "unknown command %s (topic, namespace, produce, consume, cluster)",
+    rc = sl_cli_usage(NULL,
+                      "unknown command %s (topic, namespace, produce, consume, cluster, token)",
                       cmd);
   }
 out:

@@ -2,7 +2,7 @@
  * The `sluice` command line (issue 11 fixes its surface): what the command
  * files share. cli.c parses the global options and dispatches;
  * cli_admin.c holds topic, namespace and cluster; cli_data.c produce and
- * consume. Every command prints its --help with examples, reports a
+ * consume; cli_token.c token. Every command prints its --help with examples, reports a
  * failure as one line on stderr that says what to do, and exits non-zero.
  */
 #ifndef SL_CLIENT_CLI_H
@@ -40,5 +40,6 @@ int sl_cli_namespace(sl_cli *cli);
 int sl_cli_cluster(sl_cli *cli);
 int sl_cli_produce(sl_cli *cli);
 int sl_cli_consume(sl_cli *cli);
+int sl_cli_token(sl_cli *cli);
 
 #endif

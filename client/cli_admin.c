@@ -23,11 +23,16 @@ static const char namespace_help[] =
     "usage: sluice namespace create NAME\n"
     "       sluice namespace list\n"
     "       sluice namespace policies NAME [--set KEY=VALUE]...\n"
+    "       sluice namespace grant NAME ROLE ACTIONS\n"
+    "       sluice namespace revoke NAME ROLE\n"
     "Policy keys are the NamespacePolicies fields (proto/metadata.proto), e.g.\n"
     "deduplication, retention_minutes, max_message_bytes, ensemble_size.\n"
+    "ACTIONS is a comma-separated list of produce, consume and admin; it replaces\n"
+    "what ROLE (the \"sub\" of its tokens) held on the namespace.\n"
     "examples:\n"
     "  sluice namespace create billing\n"
-    "  sluice namespace policies billing --set deduplication=true --set retention_minutes=60\n";
+    "  sluice namespace policies billing --set deduplication=true --set retention_minutes=60\n"
+    "  sluice namespace grant billing invoicer produce,consume\n";
 
 static const char cluster_help[] =
     "usage: sluice cluster status\n"
@@ -209,8 +214,17 @@ int sl_cli_namespace(sl_cli *cli) {
     rc = one_name(cli, "namespace ", &name, false);
   } else if (strcmp(sub, "list") == 0) {
     if (cli->argc > 2) rc = sl_cli_usage("namespace ", "unexpected argument %s", cli->argv[2]);
+  } else if (strcmp(sub, "grant") == 0 || strcmp(sub, "revoke") == 0) {
+    int want = strcmp(sub, "grant") == 0 ? 5 : 4;
+    for (int i = 2; i < cli->argc && rc == SL_CLI_OK; i++)
+      if (cli->argv[i][0] == '-') rc = sl_cli_usage("namespace ", "unknown option %s", cli->argv[i]);
+    if (rc == SL_CLI_OK && cli->argc != want)
+      rc = sl_cli_usage("namespace ", want == 5 ? "grant needs NAME ROLE ACTIONS"
+                                                : "revoke needs NAME ROLE");
+    if (rc == SL_CLI_OK) name = cli->argv[2];
   } else {
-    rc = sl_cli_usage("namespace ", "unknown namespace command %s (create, list, policies)", sub);
+    rc = sl_cli_usage("namespace ",
+                      "unknown namespace command %s (create, list, policies, grant, revoke)", sub);
   }
   sl_client *c = NULL;
   if (rc == SL_CLI_OK) rc = sl_cli_client(cli, &c);
@@ -235,7 +249,11 @@ int sl_cli_namespace(sl_cli *cli) {
     }
   } else {
     char *json;
-    st = sl_admin_namespace_policies(c, name, set, n_set, &json, &err);
+    if (strcmp(sub, "grant") == 0 || strcmp(sub, "revoke") == 0)
+      st = sl_admin_namespace_grant(c, name, cli->argv[3], sub[0] == 'g' ? cli->argv[4] : "",
+                                    &json, &err);
+    else
+      st = sl_admin_namespace_policies(c, name, set, n_set, &json, &err);
     if (st == SL_OK) {
       print_json(json, cli->json);
       free(json);

@@ -370,6 +370,12 @@ sl_status sl_admin_namespace_list(sl_client *c, sl_strings *out, sl_err *err);
 sl_status sl_admin_namespace_policies(sl_client *c, const char *name,
                                       const char *const *set, size_t n_set,
                                       char **json, sl_err *err);
+/* Sets what `role` may do on namespace `name`: `actions` is a
+ * comma-separated list of produce, consume and admin, and replaces what the
+ * role held ("" or NULL revokes every right). Returns the policies as JSON.
+ * Needs the admin right on the namespace. */
+sl_status sl_admin_namespace_grant(sl_client *c, const char *name, const char *role,
+                                   const char *actions, char **json, sl_err *err);
 /* Brokers, bookies and partition owners as JSON. */
 sl_status sl_admin_cluster_status(sl_client *c, char **json, sl_err *err);
 

@@ -140,6 +140,8 @@ sl_status sl_rpc_server_create(const sl_rpc_server_opts *opts, sl_rpc_server **o
   srv->tls_cert_pem = dup_or_null(opts->tls_cert_pem);
   srv->tls_key_pem = dup_or_null(opts->tls_key_pem);
   srv->tls_client_ca_pem = dup_or_null(opts->tls_client_ca_pem);
+  srv->auth = opts->auth;
+  srv->superuser_only = opts->superuser_only;
   srv->max_message_bytes =
       opts->max_message_bytes ? opts->max_message_bytes : SL_RPC_DEFAULT_MAX_MESSAGE;
   srv->write_queue_max = opts->write_queue_max ? opts->write_queue_max : 64;

@@ -33,6 +33,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "common/auth.h"
 #include "common/rpc.h"
 #include "common/status.h"
 
@@ -49,6 +50,15 @@ typedef struct sl_rpc_server_opts {
   const char *tls_cert_pem;  /* PEM text; NULL = plaintext */
   const char *tls_key_pem;
   const char *tls_client_ca_pem; /* non-NULL: require and verify client certs */
+  /* Token authentication (common/auth.h); retained until destroy. NULL =
+   * off. When set, every call but grpc.health.v1 (probes carry no token)
+   * must carry a valid token, else it ends UNAUTHENTICATED before any
+   * handler runs; sl_rpc_call_role() then names the caller. */
+  const sl_auth *auth;
+  /* With auth: every call but health needs a super-user role, else
+   * PERMISSION_DENIED. For the internal services (metadata, bookie), whose
+   * only callers are other services and operators. */
+  bool superuser_only;
 } sl_rpc_server_opts;
 
 /* Callbacks for one method. Any may be NULL except on_start. */
@@ -129,6 +139,17 @@ void sl_rpc_call_set_user_destroy(sl_rpc_call *call, void *user,
  * Returns NULL if absent. The value is copied into the call arena and is
  * NUL-terminated (a binary "-bin" value may hold NULs itself). */
 const char *sl_rpc_call_metadata(sl_rpc_call *call, const char *key);
+
+/* The caller's role from its token (call arena), or NULL when the server
+ * runs without authentication. */
+const char *sl_rpc_call_role(const sl_rpc_call *call);
+
+/* True when the server runs without authentication or the caller's role is
+ * a super-user: the check for rights that need no per-namespace grant. */
+bool sl_rpc_call_is_superuser(const sl_rpc_call *call);
+
+/* The server's authenticator (opts.auth), NULL when off. */
+const sl_auth *sl_rpc_call_auth(const sl_rpc_call *call);
 
 /* The peer address, e.g. "ipv4:127.0.0.1:5555" (call arena). */
 const char *sl_rpc_call_peer(sl_rpc_call *call);

@@ -41,6 +41,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/auth.h"
+#include "common/clock.h"
 #include "common/log.h"
 #include "common/rpc_server_int.h"
 #include "common/tsan.h"
@@ -70,6 +72,7 @@ struct sl_rpc_call {
   void (*user_destroy)(void *user); /* runs at the last unref */
   atomic_int refs;
   bool started;              /* on_start ran, so on_done must run */
+  const char *role;          /* token's role (arena); NULL when auth is off */
 
   pthread_mutex_t lock;      /* guards everything below */
   queued_msg *q_head, *q_tail; /* accepted, not yet handed to gRPC */
@@ -427,6 +430,33 @@ static sl_rpc_call *new_call(sl_rpc_request *req) {
   return c;
 }
 
+#define HEALTH_PREFIX "/grpc.health.v1.Health/"
+
+/* Before anything is decoded, so a caller without a token costs us no
+ * unpacking and reaches no handler. */
+static bool authenticate(sl_rpc_call *c, const sl_rpc_method *m) {
+  const sl_auth *auth = c->srv->auth;
+  if (auth == NULL || strncmp(m->path, HEALTH_PREFIX, strlen(HEALTH_PREFIX)) == 0)
+    return true;
+  char role[SL_AUTH_ROLE_MAX];
+  sl_err err = SL_ERR_INIT;
+  sl_status st = sl_auth_verify(auth, sl_rpc_call_metadata(c, "authorization"),
+                                sl_clock_wall_ms() / 1000, role, &err);
+  if (st == SL_OK && c->srv->superuser_only && !sl_auth_is_superuser(auth, role))
+    st = sl_err_set(&err, SL_EPERM, "role %s: %s needs a super-user role", role, m->path);
+  if (st != SL_OK) {
+    sl_log(SL_LOG_WARN, "event=rpc_auth_refused method=%s peer=%s error=\"%s\"", m->path,
+           sl_rpc_call_peer(c), err.msg);
+    sl_rpc_call_finish(c, st, err.msg, NULL);
+    return false;
+  }
+  size_t n = strlen(role) + 1;
+  char *copy = sl_rpc_call_alloc(c, n);
+  memcpy(copy, role, n);
+  c->role = copy;
+  return true;
+}
+
 void sl_rpc_call_begin_(sl_rpc_request *req) {
   sl_rpc_call *c = new_call(req);
   if (req->entry == NULL) {
@@ -442,6 +472,11 @@ void sl_rpc_call_begin_(sl_rpc_request *req) {
   }
   const sl_rpc_method *m = &req->entry->method;
   const sl_rpc_handler *h = &req->entry->handler;
+  if (!authenticate(c, m)) {
+    if (req->payload != NULL) grpc_byte_buffer_destroy(req->payload);
+    req->payload = NULL;
+    return;
+  }
   if (m->kind == SL_RPC_UNARY || m->kind == SL_RPC_SERVER_STREAMING) {
     grpc_byte_buffer *bb = req->payload;
     req->payload = NULL;
@@ -506,6 +541,14 @@ const char *sl_rpc_call_metadata(sl_rpc_call *c, const char *key) {
   }
   return NULL;
 }
+
+const char *sl_rpc_call_role(const sl_rpc_call *c) { return c->role; }
+
+bool sl_rpc_call_is_superuser(const sl_rpc_call *c) {
+  return c->srv->auth == NULL || (c->role != NULL && sl_auth_is_superuser(c->srv->auth, c->role));
+}
+
+const sl_auth *sl_rpc_call_auth(const sl_rpc_call *c) { return c->srv->auth; }
 
 const char *sl_rpc_call_peer(sl_rpc_call *c) {
   char *p = grpc_call_get_peer(c->call);

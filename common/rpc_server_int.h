@@ -61,6 +61,8 @@ typedef struct sl_rpc_health sl_rpc_health;
 struct sl_rpc_server {
   char *addr;
   char *tls_cert_pem, *tls_key_pem, *tls_client_ca_pem;
+  const sl_auth *auth; /* opts.auth; NULL = no authentication */
+  bool superuser_only;
   size_t max_message_bytes;
   size_t write_queue_max;
   int shutdown_grace_ms;

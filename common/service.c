@@ -59,11 +59,30 @@ sl_status sl_service_read_file(const char *path, char **out, sl_err *err) {
   return st;
 }
 
+/* "Bearer <token>" from the token file, or NULL when none is set. */
+static sl_status read_token(const sl_service_opts *opts, char **out, sl_err *err) {
+  *out = NULL;
+  if (opts->auth_token_file == NULL || opts->auth_token_file[0] == '\0') return SL_OK;
+  char *tok = NULL;
+  size_t len = 0;
+  sl_status st = sl_auth_read_file(opts->auth_token_file, true, &tok, &len, err);
+  if (st != SL_OK) return st;
+  if (len == 0) {
+    free(tok);
+    return sl_err_set(err, SL_EINVAL, "auth_token_file %s: empty", opts->auth_token_file);
+  }
+  *out = sl_xmalloc(len + sizeof("Bearer "));
+  snprintf(*out, len + sizeof("Bearer "), "Bearer %s", tok);
+  free(tok);
+  return SL_OK;
+}
+
 sl_status sl_service_peer_tls_read(const sl_service_opts *opts, const char *ca_file,
                                    sl_service_peer_tls *out, sl_err *err) {
-  *out = (sl_service_peer_tls){NULL, NULL, NULL};
-  if (ca_file == NULL || ca_file[0] == '\0') return SL_OK;
-  sl_status st = sl_service_read_file(ca_file, &out->ca, err);
+  *out = (sl_service_peer_tls){NULL, NULL, NULL, NULL};
+  sl_status st = read_token(opts, &out->authorization, err);
+  if (st != SL_OK || ca_file == NULL || ca_file[0] == '\0') return st;
+  st = sl_service_read_file(ca_file, &out->ca, err);
   if (st == SL_OK && opts->tls_cert[0] != '\0' && opts->tls_key[0] != '\0') {
     st = sl_service_read_file(opts->tls_cert, &out->cert, err);
     if (st == SL_OK) st = sl_service_read_file(opts->tls_key, &out->key, err);
@@ -76,7 +95,8 @@ void sl_service_peer_tls_release(sl_service_peer_tls *t) {
   free(t->ca);
   free(t->cert);
   free(t->key);
-  *t = (sl_service_peer_tls){NULL, NULL, NULL};
+  free(t->authorization);
+  *t = (sl_service_peer_tls){NULL, NULL, NULL, NULL};
 }
 
 sl_rpc_channel_opts sl_service_peer_channel(const sl_service_peer_tls *t) {
@@ -84,11 +104,28 @@ sl_rpc_channel_opts sl_service_peer_channel(const sl_service_peer_tls *t) {
   o.tls_root_pem = t->ca;
   o.tls_cert_pem = t->cert;
   o.tls_key_pem = t->key;
+  o.authorization = t->authorization;
   return o;
 }
 
-sl_status sl_service_server_create(const sl_service_opts *opts,
-                                   sl_rpc_server **out, sl_err *err) {
+sl_status sl_service_auth_create(const sl_service_opts *opts, sl_auth **out, sl_err *err) {
+  *out = NULL;
+  bool secret = opts->auth_secret_file != NULL && opts->auth_secret_file[0] != '\0';
+  bool pub = opts->auth_public_key_file != NULL && opts->auth_public_key_file[0] != '\0';
+  if (!secret && !pub) return SL_OK;
+  sl_auth_opts ao = {.secret_file = secret ? opts->auth_secret_file : NULL,
+                     .public_key_file = pub ? opts->auth_public_key_file : NULL,
+                     .superusers = opts->auth_superusers};
+  sl_status st = sl_auth_create(&ao, out, err);
+  if (st == SL_OK)
+    sl_log(SL_LOG_INFO, "event=auth_on hs256=%s public_key=%s superusers=\"%s\"",
+           secret ? "yes" : "no", pub ? "yes" : "no",
+           opts->auth_superusers ? opts->auth_superusers : "");
+  return st;
+}
+
+sl_status sl_service_server_create(const sl_service_opts *opts, const sl_auth *auth,
+                                   bool superuser_only, sl_rpc_server **out, sl_err *err) {
   char *cert = NULL, *key = NULL, *ca = NULL;
   sl_status st = SL_OK;
   if (opts->tls_cert[0] != '\0') {
@@ -108,6 +145,8 @@ sl_status sl_service_server_create(const sl_service_opts *opts,
       .tls_cert_pem = cert,
       .tls_key_pem = key,
       .tls_client_ca_pem = ca,
+      .auth = auth,
+      .superuser_only = superuser_only,
   };
   st = sl_rpc_server_create(&so, out, err);
 out:
@@ -162,6 +201,7 @@ int sl_service_main(const sl_service_def *def, int argc, char **argv) {
   sl_err err = SL_ERR_INIT;
   sl_rpc_server *srv = NULL;
   sl_metrics_http *metrics = NULL;
+  sl_auth *auth = NULL;
   void *state = NULL;
   if (!sl_service_configure(def->name, def->table, def->n_table, def->cfg, def->opts,
                             argc, argv, &code))
@@ -169,8 +209,10 @@ int sl_service_main(const sl_service_def *def, int argc, char **argv) {
   sl_service_block_signals(); /* before any thread, the metrics one too */
   sl_status st = start_metrics(def->opts, &metrics, &err);
   if (st != SL_OK) goto out_release;
-  st = sl_service_server_create(def->opts, &srv, &err);
+  st = sl_service_auth_create(def->opts, &auth, &err);
   if (st != SL_OK) goto out_metrics;
+  st = sl_service_server_create(def->opts, auth, def->superuser_only, &srv, &err);
+  if (st != SL_OK) goto out_server;
   st = def->start(def->cfg, srv, &state, &err);
   if (st != SL_OK) goto out_server;
   st = sl_rpc_server_start(srv, &err);
@@ -188,6 +230,7 @@ out_stop:
   if (def->stop != NULL) def->stop(state);
 out_server:
   sl_rpc_server_destroy(srv);
+  sl_auth_destroy(auth); /* after the server: calls check tokens with it */
 out_metrics:
   /* Last, so that shutdown itself can still be scraped. */
   sl_metrics_http_stop(metrics);

@@ -9,6 +9,7 @@
 
 #include <stdbool.h>
 
+#include "common/auth.h"
 #include "common/config.h"
 #include "common/rpc_client.h"
 #include "common/rpc_server.h"
@@ -25,6 +26,11 @@ typedef struct sl_service_opts {
   char *tls_client_ca;     /* CA PEM file; set = require client certificates */
   long long max_message_bytes; /* largest gRPC message in either direction */
   char *metrics_listen;    /* host:port for Prometheus GET /metrics; "" = off */
+  /* Token authentication (common/auth.h): off unless a key file is set. */
+  char *auth_secret_file;     /* HS256 secret tokens are checked with */
+  char *auth_public_key_file; /* RS256/ES256 public key PEM */
+  char *auth_superusers;      /* roles with every right, comma-separated */
+  char *auth_token_file;      /* the token this service presents to others */
 } sl_service_opts;
 
 #define SL_SERVICE_CONF_(T, f, type, def, min, max, env, help) \
@@ -53,7 +59,24 @@ typedef struct sl_service_opts {
   SL_SERVICE_CONF_(T, metrics_listen, SL_CONF_TYPE_STR, "", 0, 0,              \
                    ENV "METRICS_LISTEN",                                       \
                    "host:port to serve Prometheus metrics on (GET /metrics); " \
-                   "empty = off")
+                   "empty = off"),                                             \
+  SL_SERVICE_CONF_(T, auth_secret_file, SL_CONF_TYPE_STR, "", 0, 0,            \
+                   ENV "AUTH_SECRET_FILE",                                     \
+                   "file with the HMAC secret (>= 32 bytes) HS256 tokens are " \
+                   "checked with; set this or auth_public_key_file to require " \
+                   "tokens"),                                                  \
+  SL_SERVICE_CONF_(T, auth_public_key_file, SL_CONF_TYPE_STR, "", 0, 0,        \
+                   ENV "AUTH_PUBLIC_KEY_FILE",                                 \
+                   "PEM public key (RSA or EC P-256) RS256/ES256 tokens are "  \
+                   "checked with"),                                            \
+  SL_SERVICE_CONF_(T, auth_superusers, SL_CONF_TYPE_STR, "", 0, 0,             \
+                   ENV "AUTH_SUPERUSERS",                                      \
+                   "comma-separated roles that hold every right (the "         \
+                   "services' own role among them)"),                          \
+  SL_SERVICE_CONF_(T, auth_token_file, SL_CONF_TYPE_STR, "", 0, 0,             \
+                   ENV "AUTH_TOKEN_FILE",                                      \
+                   "file with the token this service presents when it calls "  \
+                   "other services; empty = none")
 
 /* What a binary plugs into sl_service_main(). */
 typedef struct sl_service_def {
@@ -72,6 +95,9 @@ typedef struct sl_service_def {
   void (*quiesce)(void *state);
   /* Runs after the server has shut down (no handler runs any more). */
   void (*stop)(void *state);
+  /* With authentication on, every call needs a super-user role (the
+   * metadata service and bookies serve only other services). */
+  bool superuser_only;
 } sl_service_def;
 
 /* The whole life of a service process: config, the metrics endpoint (if
@@ -89,10 +115,16 @@ bool sl_service_configure(const char *svc, const sl_conf_entry *table, size_t n,
                           void *cfg, const sl_service_opts *opts, int argc,
                           char **argv, int *exit_code);
 
+/* The token checker opts asks for (auth_secret_file, auth_public_key_file,
+ * auth_superusers); *out = NULL when authentication is off. */
+sl_status sl_service_auth_create(const sl_service_opts *opts, sl_auth **out,
+                                 sl_err *err);
+
 /* Creates (not starts) the gRPC server described by opts, reading TLS files
- * if set. */
-sl_status sl_service_server_create(const sl_service_opts *opts,
-                                   sl_rpc_server **out, sl_err *err);
+ * if set. `auth` (retained until the server is destroyed; NULL = off) and
+ * superuser_only as in sl_rpc_server_opts. */
+sl_status sl_service_server_create(const sl_service_opts *opts, const sl_auth *auth,
+                                   bool superuser_only, sl_rpc_server **out, sl_err *err);
 
 /* Reads a whole file into a NUL-terminated heap string (caller frees). */
 sl_status sl_service_read_file(const char *path, char **out, sl_err *err);
@@ -100,9 +132,11 @@ sl_status sl_service_read_file(const char *path, char **out, sl_err *err);
 /* What a service presents when it calls another one: nothing (plaintext)
  * when ca_file is empty; else that CA, to verify the peer, and, if this
  * service serves with a certificate and key (opts->tls_cert, tls_key),
- * those as its client certificate (mutual TLS). */
+ * those as its client certificate (mutual TLS). And in every case the
+ * token from opts->auth_token_file, if set. */
 typedef struct sl_service_peer_tls {
   char *ca, *cert, *key; /* PEM text, NULL when not used */
+  char *authorization;   /* "Bearer <token>", NULL when there is none */
 } sl_service_peer_tls;
 
 /* Reads them; on failure nothing is held. Release with

@@ -428,6 +428,7 @@ sl_status sl_session_start(const sl_session_opts *o, sl_session **out, sl_err *e
   s->address = sl_xstrdup(o->address);
   s->o.target = s->o.node_id = s->o.address = NULL; /* use ours */
   s->o.tls_root_pem = s->o.tls_cert_pem = s->o.tls_key_pem = NULL; /* used below only */
+  s->o.authorization = NULL;
   s->kind_name = o->kind == SLUICE__V1__NODE_KIND__NODE_KIND_BROKER ? "broker" : "bookie";
   s->o.retry_min_ms = or_default(o->retry_min_ms, 100);
   s->o.retry_max_ms = or_default(o->retry_max_ms, 5000);
@@ -444,7 +445,8 @@ sl_status sl_session_start(const sl_session_opts *o, sl_session **out, sl_err *e
   sl_rpc_channel_opts co = {.target = s->target,
                             .tls_root_pem = o->tls_root_pem,
                             .tls_cert_pem = o->tls_cert_pem,
-                            .tls_key_pem = o->tls_key_pem};
+                            .tls_key_pem = o->tls_key_pem,
+                            .authorization = o->authorization};
   sl_status st = sl_rpc_channel_create(&co, &s->ch, err);
   if (st != SL_OK) goto out_free;
   if (pthread_create(&s->thread, NULL, session_main, s) != 0) {

@@ -113,6 +113,8 @@ typedef struct sl_session_opts {
   const char *tls_root_pem; /* CA for the metadata service; NULL = plaintext */
   const char *tls_cert_pem; /* client certificate for mutual TLS, or NULL */
   const char *tls_key_pem;
+  const char *authorization; /* "authorization" metadata (a token), or
+                               NULL; copied */
   uint32_t ttl_seconds;     /* TTL asked for; 0 = the server's */
   int retry_min_ms;         /* first retry delay; 0 = 100 */
   int retry_max_ms;         /* backoff cap; 0 = 5000 */

@@ -149,6 +149,7 @@ int main(int argc, char **argv) {
       .serving = serving,
       .quiesce = quiesce,
       .stop = stop,
+      .superuser_only = true,
   };
   return sl_service_main(&def, argc, argv);
 }

@@ -231,7 +231,9 @@ sl_status sl_cluster_add(sl_cluster *c, sl_node_kind kind, int *index,
 
 static sl_status metadata_channel(const sl_cluster *c, sl_rpc_channel **ch,
                                   sl_err *err) {
-  sl_rpc_channel_opts co = {.target = c->metadata_target, .tls_root_pem = c->opts.tls_ca_pem};
+  sl_rpc_channel_opts co = {.target = c->metadata_target,
+                            .tls_root_pem = c->opts.tls_ca_pem,
+                            .authorization = c->opts.authorization};
   return sl_rpc_channel_create(&co, ch, err);
 }
 

@@ -58,13 +58,16 @@ typedef struct sl_cluster_opts {
   const char *tls_ca_pem;   /* the harness's own metadata calls verify the
                                service with this CA (PEM text, kept by the
                                caller); NULL = plaintext */
+  const char *authorization; /* the harness's own metadata calls send this
+                               ("Bearer <token>", kept by the caller); NULL =
+                               none */
 } sl_cluster_opts;
 
 #define SL_CLUSTER_OPTS_INIT                                              \
   {.metadata = 1, .bookies = 3, .brokers = 1, .local_store = false,       \
    .name = "cluster", .metadata_args = NULL, .bookie_args = NULL,          \
    .broker_args = NULL, .ready_timeout_ms = 0, .public_namespace = false, \
-   .tls_ca_pem = NULL}
+   .tls_ca_pem = NULL, .authorization = NULL}
 
 typedef struct sl_cluster sl_cluster;
 
