@@ -44,7 +44,8 @@ static const char usage_text[] =
     "                  0 wakes once per message)\n"
     "A line every second: msgs/s, MB/s, p50/p99; then a summary with\n"
     "p50/p95/p99/p99.9/max (e2e: and the host's CPU busy/idle/steal while\n"
-    "measured, from /proc/stat). --url as for sluice (env SLUICE_URL).\n"
+    "measured, from /proc/stat). --url as for sluice (env SLUICE_URL); the\n"
+    "token, if the cluster wants one, from SLUICE_TOKEN.\n"
     "examples:\n"
     "  sluice-perf produce public/perf --in-flight 256 --duration 10\n"
     "  sluice-perf e2e public/perf --rate 5000 --partitions 4 --json\n";
@@ -451,6 +452,8 @@ int main(int argc, char **argv) {
   sl_err err = SL_ERR_INIT;
   sl_client_opts co = SL_CLIENT_OPTS_INIT;
   co.url = p.url;
+  if (getenv("SLUICE_TOKEN") != NULL && getenv("SLUICE_TOKEN")[0] != '\0')
+    co.token = getenv("SLUICE_TOKEN");
   sl_status st = sl_client_create(&co, &p.c, &err);
   if (st == SL_OK && p.partitions > 0) {
     st = sl_admin_topic_create(p.c, p.topic, (uint32_t)p.partitions, &err);
