@@ -322,6 +322,28 @@ sl_status sl_cursor_ack_cumulative(sl_cursor *c, sl_ml_pos pos, sl_cursor_durabl
   return SL_OK;
 }
 
+sl_status sl_cursor_ack_before(sl_cursor *c, sl_ml_pos to, sl_cursor_durable_cb cb, void *arg,
+                               sl_err *err) {
+  SL_ASSERT(sl_serial_running_here(c->serial));
+  sl_status st = check_ack(c, c->mark_delete, err); /* the state only */
+  if (st != SL_OK) return st;
+  sl_ml_pos end = chain_end(c);
+  bool past_end = to.ledger_id == end.ledger_id && to.entry_id == end.entry_id + 1;
+  if (!in_chain(c, to) && !past_end)
+    return sl_err_set(err, SL_ERANGE, "cursor %s/%s: ack before %" PRIu64 ":%" PRId64 ", not in "
+                      "the partition", c->partition, c->subscription, to.ledger_id, to.entry_id);
+  sl_ml_pos md = {to.ledger_id, to.entry_id - 1};
+  if (sl_ml_pos_cmp(md, c->mark_delete) > 0) {
+    c->mark_delete = md;
+    sl_ack_set_drop_through(&c->acked, md.ledger_id, md.entry_id);
+    sl_ack_set_drop_through(&c->delta, md.ledger_id, md.entry_id);
+    cursor_advance(c);
+    changed(c);
+  }
+  add_waiter(c, cb, arg);
+  return SL_OK;
+}
+
 bool sl_cursor_is_acked(const sl_cursor *c, sl_ml_pos pos) {
   return sl_ml_pos_cmp(pos, c->mark_delete) <= 0 ||
          sl_ack_set_has(&c->acked, pos.ledger_id, pos.entry_id);

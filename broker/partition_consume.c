@@ -29,7 +29,7 @@
  *     without closing: fenced, session lost) frees the cursors unflushed,
  *     as another owner may exist.
  */
-#include "broker/consume_int.h"
+#include "broker/partition_consume_int.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,42 +54,6 @@
  * (sl_sub_opts' own default, made explicit so that a consumer asking for
  * it by value is not told it conflicts). */
 #define DEFAULT_NACK_DELAY_MS 1000
-
-typedef struct pconsume {
-  ptopic *t;                 /* owns this (t->consume); not referenced */
-  sl_consume *c;
-  sl_entry_cache *cache;
-  psub *subs;
-  cstream *waiters;          /* subscribed while the partition loads */
-  sl_timer tick;
-  int closing;               /* cursor closes pending in a graceful unload */
-  sl_timer close_timer;      /* bounds them (UNLOAD_FLUSH_MS) */
-} pconsume;
-
-/* A subscription's figures for /metrics, refreshed on every tick (the
- * render reads them from another thread). */
-typedef struct psub_gauges {
-  _Atomic uint64_t backlog, backlog_bytes, unacked, consumers;
-  sl_metrics_callback *cb[4];
-} psub_gauges;
-
-struct psub {
-  psub *next;                /* in pc->subs */
-  psub_gauges gauges;
-  pconsume *pc;              /* NULL once the partition is gone */
-  char *name;
-  sl_disp_type type;
-  /* Redelivery options, for all its consumers (see options_conflict): as
-   * its first consumer asked, else the defaults. */
-  char *dead_letter_topic;   /* else <topic>-<subscription>-DLQ */
-  uint32_t max_redeliveries; /* else the namespace policy (0 = never) */
-  uint32_t nack_delay_ms;    /* else DEFAULT_NACK_DELAY_MS */
-  sl_cursor *cursor;         /* once open */
-  sl_sub *sub;               /* once open */
-  cstream *consumers;        /* joined */
-  cstream *waiters;          /* waiting for the cursor */
-  cstream *joining;          /* during sl_sub_add_consumer */
-};
 
 static pconsume *pc_of(ptopic *t) { return t->consume; }
 
@@ -572,6 +536,19 @@ static psub *psub_find(pconsume *pc, const char *name) {
   return NULL;
 }
 
+sl_cursor_ledger *pc_cursor_chain(ptopic *t, size_t *n) {
+  sl_ml_ledger_info *chain;
+  *n = sl_ml_chain(t->ml, &chain);
+  sl_cursor_ledger *ledgers = sl_xcalloc(*n + 1, sizeof(*ledgers));
+  for (size_t i = 0; i < *n; i++) {
+    ledgers[i].ledger_id = chain[i].ledger_id;
+    ledgers[i].entries = chain[i].entries;
+    ledgers[i].bytes = chain[i].bytes;
+  }
+  free(chain);
+  return ledgers;
+}
+
 /* Opens (or recovers) the cursor of a new subscription; cs waits for it. */
 static void psub_open(pconsume *pc, cstream *cs) {
   ptopic *t = pc->t;
@@ -595,15 +572,8 @@ static void psub_open(pconsume *pc, cstream *cs) {
   ps->waiters = cs;
   ps->next = pc->subs;
   pc->subs = ps;
-  sl_ml_ledger_info *chain;
-  size_t n = sl_ml_chain(t->ml, &chain);
-  sl_cursor_ledger *ledgers = sl_xcalloc(n + 1, sizeof(*ledgers));
-  for (size_t i = 0; i < n; i++) {
-    ledgers[i].ledger_id = chain[i].ledger_id;
-    ledgers[i].entries = chain[i].entries;
-    ledgers[i].bytes = chain[i].bytes;
-  }
-  free(chain);
+  size_t n;
+  sl_cursor_ledger *ledgers = pc_cursor_chain(t, &n);
   const sl_produce_opts *po = &t->p->o;
   sl_cursor_opts co = {
       .ledgers = po->ledgers,
@@ -625,9 +595,9 @@ static void psub_open(pconsume *pc, cstream *cs) {
   if (st != SL_OK) cursor_opened(st, err.msg, NULL, ps);
 }
 
-/* The partition is READY: cs joins its subscription (opening it if new). */
-static void subscribe_now(pconsume *pc, cstream *cs) {
+void pc_subscribe_now(pconsume *pc, cstream *cs) {
   psub *ps = psub_find(pc, cs->o.subscription);
+  if (ps == NULL && pc_expiry_holds(pc, cs)) return;
   if (ps == NULL) {
     psub_open(pc, cs);
   } else if (ps->sub == NULL) {
@@ -649,6 +619,7 @@ static void tick_fired(void *arg) {
     check_end(ps);
     gauges_refresh(ps);
   }
+  pc_expiry_tick(pc, now);
   sl_timer_start(&pc->tick, pc->c->o.tick_ms);
 }
 
@@ -668,14 +639,18 @@ static pconsume *pc_create(sl_consume *c, ptopic *t) {
 
 static void on_ready(ptopic *t) {
   pconsume *pc = pc_of(t);
+  /* Messages expire whether or not a consumer ever comes. */
+  if (pc == NULL && t->message_ttl_s > 0) pc = pc_create(t->p->listener->arg, t);
   if (pc == NULL) return;
+  /* Here, not at create: the policies are read while the partition loads. */
+  if (pc->expiry == NULL) pc_expiry_init(pc, t->message_ttl_s);
   cstream *w = pc->waiters;
   pc->waiters = NULL;
   while (w != NULL) {
     cstream *cs = w;
     w = cs->next;
     cs->next = NULL;
-    subscribe_now(pc, cs);
+    pc_subscribe_now(pc, cs);
   }
 }
 
@@ -754,6 +729,7 @@ static void on_gone(ptopic *t, sl_status st, const char *details) {
   sl_timer_stop(&pc->tick);
   sl_timer_stop(&pc->close_timer);
   end_list(&pc->waiters, st, details);
+  pc_expiry_gone(pc, st, details);
   while (pc->subs != NULL) {
     psub *ps = pc->subs;
     pc->subs = ps->next;
@@ -768,6 +744,7 @@ static void on_gone(ptopic *t, sl_status st, const char *details) {
 }
 
 void pc_listener_init(sl_consume *c) {
+  c->listener.arg = c;
   c->listener.ready = on_ready;
   c->listener.appended = on_appended;
   c->listener.closing = on_closing;
@@ -849,7 +826,7 @@ static void subscribe_run(void *arg) {
     cs->next = pc->waiters;
     pc->waiters = cs;
   } else {
-    subscribe_now(pc, cs);
+    pc_subscribe_now(pc, cs);
   }
   task_free(k);
 }

@@ -135,6 +135,8 @@ struct ptopic {
   bool unload_wanted;        /* close once the FIFO is empty */
   bool consume_closing;      /* closing told; pt_closing_done not yet */
   uint32_t max_redeliveries; /* namespace policy, for subscriptions */
+  int64_t message_ttl_s;     /* namespace policy: unacked messages expire
+                                this long after publishing; 0 = never */
   void *consume;             /* the consume side (partition_consume.h), owned
                                 by it through the listener; NULL if none */
 };
@@ -142,6 +144,7 @@ struct ptopic {
 /* The consume side of a partition (broker/partition_consume.h) hears of the
  * partition's life through these, on the partition's serial. */
 typedef struct pt_listener {
+  void *arg;                 /* the consume side's own state */
   void (*ready)(ptopic *t);  /* loaded: READY */
   /* An entry is durable at pos (its bytes borrowed for the call). */
   void (*appended)(ptopic *t, sl_ml_pos pos, const void *data, size_t len);

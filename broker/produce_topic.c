@@ -615,6 +615,7 @@ static void namespace_read(sl_status st, const char *details, ProtobufCMessage *
   if (pol != NULL) {
     t->dedup_on = pol->deduplication;
     t->max_redeliveries = pol->max_redeliveries;
+    t->message_ttl_s = pol->message_ttl_seconds > 0 ? pol->message_ttl_seconds : 0;
     if (pol->max_message_bytes > 0) t->max_message_bytes = pol->max_message_bytes;
     mo.policy.ensemble_size = pol->ensemble_size;
     mo.policy.write_quorum = pol->write_quorum;

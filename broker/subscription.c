@@ -101,7 +101,8 @@ static void handed_back(sl_msg_id id, void *arg) {
 sl_status sl_sub_create(const sl_sub_opts *o, sl_sub **out, sl_err *err) {
   const sl_sub_ports *p = &o->ports;
   if (p->read == NULL || p->read_start == NULL || p->is_acked == NULL ||
-      p->ack == NULL || p->ack_cumulative == NULL || p->deliver == NULL ||
+      p->ack == NULL || p->ack_cumulative == NULL || p->ack_before == NULL ||
+      p->deliver == NULL ||
       p->dead_letter == NULL)
     return sl_err_set(err, SL_EINVAL, "subscription %s: missing port",
                       o->name ? o->name : "");
@@ -439,6 +440,25 @@ sl_status sl_sub_ack_cumulative(sl_sub *s, uint64_t consumer, sl_msg_id id,
   sl_disp_ack_upto(s->disp, consumer, id);
   sl_replay_forget_upto(s->replay, id);
   changed(s);
+  return SL_OK;
+}
+
+sl_status sl_sub_expire(sl_sub *s, sl_ml_pos to, sl_sub_done_cb cb, void *arg,
+                        sl_err *err) {
+  sl_status st = s->p.ack_before(s->p.cursor_ctx, to, cb, arg, err);
+  if (st != SL_OK) return st;
+  /* The last possible message of the entry before `to`. */
+  sl_msg_id last = {to.ledger_id, to.entry_id - 1, INT32_MAX};
+  sl_replay_forget_upto(s->replay, last);
+  if (sl_ml_pos_cmp(s->read_pos, to) < 0) {
+    /* A read in flight from before `to` delivers nothing older than it
+     * (read_entry skips entries before the read position). */
+    s->read_pos = to;
+    s->read_batch = 0;
+  }
+  s->has_after = false;
+  s->caught_up = false;
+  pump(s);
   return SL_OK;
 }
 

@@ -75,7 +75,7 @@ typedef void (*sl_sub_done_cb)(sl_status st, void *arg);
 typedef struct sl_sub_ports {
   void *ctx;                    /* for read, deliver, active, dead_letter */
   void *cursor_ctx;             /* for read_start, is_acked, ack,
-                                   ack_cumulative */
+                                   ack_cumulative, ack_before */
   /* Reads durable entries from `from` (inclusive; a position past a
    * ledger's end continues in the next ledger), at most max. Callbacks
    * run later, on the serial. Non-OK return: the read did not start. */
@@ -92,6 +92,9 @@ typedef struct sl_sub_ports {
                    sl_sub_done_cb cb, void *arg, sl_err *err);
   sl_status (*ack_cumulative)(void *ctx, sl_msg_id id, sl_sub_done_cb cb,
                               void *arg, sl_err *err);
+  /* Acks every message before the entry at `to` (sl_cursor_ack_before). */
+  sl_status (*ack_before)(void *ctx, sl_ml_pos to, sl_sub_done_cb cb,
+                          void *arg, sl_err *err);
   /* Sends one message to a consumer (it holds a permit for it). */
   void (*deliver)(void *ctx, uint64_t consumer, const sl_sub_delivery *d);
   /* Failover: a consumer became (in)active. May be NULL. */
@@ -144,6 +147,14 @@ sl_status sl_sub_ack(sl_sub *s, sl_msg_id id, int32_t batch_size,
 /* Acks everything up to id for `consumer` (exclusive, failover only). */
 sl_status sl_sub_ack_cumulative(sl_sub *s, uint64_t consumer, sl_msg_id id,
                                 sl_sub_done_cb cb, void *arg, sl_err *err);
+
+/* Expires every message before the entry at `to`, whatever the type
+ * (message TTL, backlog eviction): the cursor acks them, reading goes on
+ * from `to` if it was behind, and queued redeliveries before it are
+ * dropped. Consumers holding some of them may still ack them (a no-op);
+ * handed back, they are skipped. cb as for sl_sub_ack. */
+sl_status sl_sub_expire(sl_sub *s, sl_ml_pos to, sl_sub_done_cb cb, void *arg,
+                        sl_err *err);
 
 /* Redeliver id after delay_ms (0 = the subscription's nack delay). False
  * if it was not unacked at a consumer. */

@@ -34,10 +34,16 @@ static sl_status ack_cumulative(void *ctx, sl_msg_id id, sl_sub_done_cb cb,
   return sl_cursor_ack_cumulative(ctx, pos_of(id), cb, arg, err);
 }
 
+static sl_status ack_before(void *ctx, sl_ml_pos to, sl_sub_done_cb cb, void *arg,
+                            sl_err *err) {
+  return sl_cursor_ack_before(ctx, to, cb, arg, err);
+}
+
 void sl_sub_cursor_ports(sl_cursor *c, sl_sub_ports *p) {
   p->cursor_ctx = c;
   p->read_start = read_start;
   p->is_acked = is_acked;
   p->ack = ack;
   p->ack_cumulative = ack_cumulative;
+  p->ack_before = ack_before;
 }

@@ -144,6 +144,17 @@ static sl_status p_ack_cumulative(void *ctx, sl_msg_id id, sl_sub_done_cb cb,
   return SL_OK;
 }
 
+static sl_status p_ack_before(void *ctx, sl_ml_pos to, sl_sub_done_cb cb, void *arg,
+                              sl_err *err) {
+  fake *f = ctx;
+  if (to.ledger_id != LEDGER || to.entry_id < 0 || to.entry_id > f->n_entries)
+    return sl_err_set(err, SL_ERANGE, "not in the partition");
+  for (int64_t e = 0; e < to.entry_id; e++)
+    for (int b = 0; b < 4; b++) f->acked[e][b] = true;
+  if (cb) cb(SL_OK, arg);
+  return SL_OK;
+}
+
 static void p_deliver(void *ctx, uint64_t consumer, const sl_sub_delivery *d) {
   fake *f = ctx;
   assert_true(f->n_d < MAX_DELIV);
@@ -177,7 +188,8 @@ static sl_sub *make(fake *f, sl_disp_type t, uint32_t max_redeliveries) {
       .nack_delay_ms = 50, .max_read = 8,
       .ports = {.ctx = f, .cursor_ctx = f, .read = p_read, .read_start = p_read_start,
                 .is_acked = p_is_acked, .ack = p_ack,
-                .ack_cumulative = p_ack_cumulative, .deliver = p_deliver,
+                .ack_cumulative = p_ack_cumulative, .ack_before = p_ack_before,
+                .deliver = p_deliver,
                 .active = p_active, .dead_letter = p_dead_letter}};
   sl_sub *s = NULL;
   assert_int_equal(sl_sub_create(&o, &s, NULL), SL_OK);
@@ -242,6 +254,41 @@ static void test_subscription__shared_cumulative_ack_refused(void **state) {
   sl_err err = SL_ERR_INIT;
   assert_int_equal(sl_sub_ack_cumulative(s, 1, M(0), NULL, NULL, &err), SL_EINVAL);
   assert_non_null(strstr(err.msg, "sub-x"));
+  sl_sub_destroy(s);
+  release(f);
+}
+
+/* Expiry (message TTL) acks what is before the position for any type: the
+ * read position jumps ahead, a queued redelivery before it is dropped, and
+ * nothing before it goes out again; what is after it still does. */
+static void test_subscription__expire_skips_what_is_before(void **state) {
+  (void)state;
+  fake *f = calloc(1, sizeof(*f));
+  append_keys(f, 10, 3);
+  sl_sub *s = make(f, SL_DISP_SHARED, 0);
+  add(s, 1, "c1");
+  assert_int_equal(sl_sub_flow(s, 1, 3, NULL), SL_OK);
+  run(f);
+  assert_int_equal(f->n_d, 3);
+  assert_true(sl_sub_nack(s, M(1), 10, 0)); /* queued for redelivery at 10 ms */
+  sl_err err = SL_ERR_INIT;
+  sl_ml_pos far = {LEDGER, 11};
+  assert_int_equal(sl_sub_expire(s, far, NULL, NULL, &err), SL_ERANGE);
+  sl_ml_pos to = {LEDGER, 6};
+  assert_int_equal(sl_sub_expire(s, to, NULL, NULL, &err), SL_OK);
+  for (int e = 0; e < 6; e++) assert_true(f->acked[e][0]);
+  assert_false(f->acked[6][0]);
+  assert_int_equal(sl_sub_flow(s, 1, 20, NULL), SL_OK);
+  sl_sub_tick(s, 1000); /* the nack is due */
+  run(f);
+  assert_int_equal(f->n_d, 3 + 4);
+  for (int i = 3; i < 7; i++) {
+    assert_int_equal(f->d[i].id.entry_id, 6 + (i - 3));
+    assert_int_equal(f->d[i].count, 0);
+  }
+  sl_sub_stats st;
+  sl_sub_stats_get(s, &st);
+  assert_int_equal(st.replay, 0);
   sl_sub_destroy(s);
   release(f);
 }
@@ -403,6 +450,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_subscription__exclusive_in_order_within_permits),
       cmocka_unit_test(test_subscription__shared_cumulative_ack_refused),
+      cmocka_unit_test(test_subscription__expire_skips_what_is_before),
       cmocka_unit_test(test_subscription__nack_then_dead_letter),
       cmocka_unit_test(test_subscription__timeout_and_dead_consumer),
       cmocka_unit_test(test_subscription__failover_keeps_order),
