@@ -197,12 +197,37 @@ static size_t take_where(part *pt, bool (*take)(const pending *, const void *),
 
 /* Runs the callbacks of a taken list, then counts them done (so that flush
  * returns only after every callback ran). Called without the lock. */
-static void complete(part *pt, pending *list, sl_status st, const Sluice__V1__MessageId *id) {
+/* sl_producer_send's wait for one message. */
+typedef struct waiter {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  bool done;
+  sl_status st;
+  sl_msg_id id;
+  char reason[SL_ERR_MAX];   /* the broker's, when it gave one */
+} waiter;
+
+static void wake(sl_status st, const sl_msg_id *id, void *arg) {
+  waiter *w = arg;
+  pthread_mutex_lock(&w->mu);
+  w->st = st;
+  w->id = *id;
+  w->done = true;
+  pthread_cond_signal(&w->cv);
+  pthread_mutex_unlock(&w->mu);
+}
+
+/* reason: the broker's words for a failure, or NULL. A send callback has no
+ * place for them, but sl_producer_send's error does. */
+static void complete(part *pt, pending *list, sl_status st, const Sluice__V1__MessageId *id,
+                     const char *reason) {
   uint32_t i = 0;
   while (list != NULL) {
     pending *next = list->next;
     sl_msg_id mid;
     id_from(&mid, st == SL_OK ? id : NULL, i++, pt->index);
+    if (list->cb == wake && reason != NULL && reason[0] != '\0')
+      snprintf(((waiter *)list->arg)->reason, SL_ERR_MAX, "%s", reason);
     if (list->cb) list->cb(st, &mid, list->arg);
     pending_free(list);
     list = next;
@@ -250,7 +275,7 @@ static void on_receipt(part *pt, const Sluice__V1__SendReceipt *r) {
   take_where(pt, in_range, &range, &done);
   if (r->duplicate) p->duplicates += count;
   pthread_mutex_unlock(&p->mu);
-  complete(pt, done, (sl_status)(-(int)r->status), r->id);
+  complete(pt, done, (sl_status)(-(int)r->status), r->id, r->error);
 }
 
 static void *recv_loop(void *arg) {
@@ -407,7 +432,7 @@ static void fail_where(part *pt, bool (*take)(const pending *, const void *), co
   pending *done;
   if (take_where(pt, take, ctx, &done) == 0) return;
   pthread_mutex_unlock(&pt->p->mu);
-  complete(pt, done, st, NULL);
+  complete(pt, done, st, NULL, NULL);
   pthread_mutex_lock(&pt->p->mu);
 }
 
@@ -680,24 +705,6 @@ sl_status sl_producer_send_async(sl_producer *p, const sl_message *m, sl_send_cb
   return enqueue(p, m, cb, arg, false, err);
 }
 
-typedef struct waiter {
-  pthread_mutex_t mu;
-  pthread_cond_t cv;
-  bool done;
-  sl_status st;
-  sl_msg_id id;
-} waiter;
-
-static void wake(sl_status st, const sl_msg_id *id, void *arg) {
-  waiter *w = arg;
-  pthread_mutex_lock(&w->mu);
-  w->st = st;
-  w->id = *id;
-  w->done = true;
-  pthread_cond_signal(&w->cv);
-  pthread_mutex_unlock(&w->mu);
-}
-
 sl_status sl_producer_send(sl_producer *p, const sl_message *m, sl_msg_id *id, sl_err *err) {
   waiter w = {.done = false};
   pthread_mutex_init(&w.mu, NULL);
@@ -709,7 +716,8 @@ sl_status sl_producer_send(sl_producer *p, const sl_message *m, sl_msg_id *id, s
     while (!w.done) pthread_cond_wait(&w.cv, &w.mu);
     pthread_mutex_unlock(&w.mu);
     st = w.st;
-    if (st != SL_OK) sl_err_set(err, st, "send: %s", sl_status_str(st));
+    if (st != SL_OK)
+      sl_err_set(err, st, "send: %s", w.reason[0] ? w.reason : sl_status_str(st));
     else if (id) *id = w.id;
   }
   pthread_mutex_destroy(&w.mu);
