@@ -327,9 +327,10 @@ sl_status sl_cursor_ack_before(sl_cursor *c, sl_ml_pos to, sl_cursor_durable_cb 
   SL_ASSERT(sl_serial_running_here(c->serial));
   sl_status st = check_ack(c, c->mark_delete, err); /* the state only */
   if (st != SL_OK) return st;
-  sl_ml_pos end = chain_end(c);
-  bool past_end = to.ledger_id == end.ledger_id && to.entry_id == end.entry_id + 1;
-  if (!in_chain(c, to) && !past_end)
+  /* Any entry of a ledger of the chain, or just past that ledger's end
+   * (the same place as the next ledger's start). */
+  const sl_cursor_ledger *l = chain_find(c, to.ledger_id, NULL);
+  if (l == NULL || to.entry_id < 0 || to.entry_id > l->entries)
     return sl_err_set(err, SL_ERANGE, "cursor %s/%s: ack before %" PRIu64 ":%" PRId64 ", not in "
                       "the partition", c->partition, c->subscription, to.ledger_id, to.entry_id);
   sl_ml_pos md = {to.ledger_id, to.entry_id - 1};

@@ -213,9 +213,9 @@ sl_status sl_cursor_ack_cumulative(sl_cursor *c, sl_ml_pos pos,
 
 /* Acknowledges every message before `to` (message TTL, backlog eviction):
  * the mark-delete moves to the entry just before it if it is ahead, acks
- * after it are kept. `to` as for sl_cursor_seek: in the chain or just past
- * its end (SL_ERANGE otherwise); SL_EPRECOND unless open. cb as for
- * sl_cursor_ack. */
+ * after it are kept. `to` is an entry of a ledger of the chain or just past
+ * that ledger's end (SL_ERANGE otherwise); SL_EPRECOND unless open. cb as
+ * for sl_cursor_ack. */
 sl_status sl_cursor_ack_before(sl_cursor *c, sl_ml_pos to, sl_cursor_durable_cb cb, void *arg,
                                sl_err *err);
 

@@ -620,6 +620,7 @@ static void tick_fired(void *arg) {
     gauges_refresh(ps);
   }
   pc_expiry_tick(pc, now);
+  pc_quota_check(pc, now);
   sl_timer_start(&pc->tick, pc->c->o.tick_ms);
 }
 
@@ -639,11 +640,13 @@ static pconsume *pc_create(sl_consume *c, ptopic *t) {
 
 static void on_ready(ptopic *t) {
   pconsume *pc = pc_of(t);
-  /* Messages expire whether or not a consumer ever comes. */
-  if (pc == NULL && t->message_ttl_s > 0) pc = pc_create(t->p->listener->arg, t);
+  /* Messages expire, and the backlog is measured, whether or not a
+   * consumer ever comes. */
+  bool quota = t->backlog_quota_bytes > 0;
+  if (pc == NULL && (t->message_ttl_s > 0 || quota)) pc = pc_create(t->p->listener->arg, t);
   if (pc == NULL) return;
   /* Here, not at create: the policies are read while the partition loads. */
-  if (pc->expiry == NULL) pc_expiry_init(pc, t->message_ttl_s);
+  if (pc->expiry == NULL) pc_expiry_init(pc, t->message_ttl_s, quota);
   cstream *w = pc->waiters;
   pc->waiters = NULL;
   while (w != NULL) {

@@ -23,6 +23,7 @@ typedef struct pconsume {
   int closing;               /* cursor closes pending in a graceful unload */
   sl_timer close_timer;      /* bounds them (UNLOAD_FLUSH_MS) */
   pexpiry *expiry;           /* message TTL state (partition_expiry.c) */
+  int64_t quota_next_ms;     /* next backlog quota check (partition_quota.c) */
 } pconsume;
 
 /* A subscription's figures for /metrics, refreshed on every tick (the
@@ -66,11 +67,18 @@ sl_cursor_ledger *pc_cursor_chain(ptopic *t, size_t *n);
  * expires everything before it in every subscription: the open ones through
  * sl_sub_expire, the others (no consumer since the partition loaded) by
  * opening their cursor for the moment (ack before, close). A consumer that
- * subscribes to one of those meanwhile waits for its close. */
+ * subscribes to one of those meanwhile waits for its close. The same state
+ * knows every subscription's mark-delete, for the backlog quota. */
 
-/* Starts the state once the partition is READY (nothing runs when the TTL
- * is 0). */
-void pc_expiry_init(pconsume *pc, int64_t ttl_seconds);
+/* Starts the state once the partition is READY (nothing runs without a TTL
+ * or a quota). */
+void pc_expiry_init(pconsume *pc, int64_t ttl_seconds, bool quota);
+/* Expires everything before `before` in every subscription (as above). */
+void pc_expiry_expire_all(pconsume *pc, sl_ml_pos before);
+/* The oldest mark-delete of all subscriptions into *slowest (*any false
+ * when there is none). False while not known yet (no ListCursors answered
+ * since the partition loaded). */
+bool pc_expiry_slowest(pconsume *pc, sl_ml_pos *slowest, bool *any);
 /* From the partition's tick: runs a pass when one is due. */
 void pc_expiry_tick(pconsume *pc, int64_t now_ms);
 /* True (and cs is held, to join once the cursor is closed) when cs's
@@ -79,5 +87,15 @@ bool pc_expiry_holds(pconsume *pc, cstream *cs);
 /* The partition is gone: held streams end with st; passes in flight find
  * nothing left to do. */
 void pc_expiry_gone(pconsume *pc, sl_status st, const char *msg);
+
+/* ---- partition_quota.c: backlog quota (namespace backlog_quota_bytes) ----
+ *
+ * Once a second the backlog, the bytes after the oldest mark-delete of all
+ * subscriptions (none: no backlog), is measured against the quota. Over
+ * it, by backlog_policy: CONSUMER_EVICTION expires the oldest entries in
+ * every subscription until what is left fits; PRODUCER_HOLD and
+ * PRODUCER_EXCEPTION tell the produce side (pt_backlog_over), which holds
+ * or refuses sends until the backlog is back under the quota. */
+void pc_quota_check(pconsume *pc, int64_t now_ms);
 
 #endif

@@ -1,14 +1,18 @@
 /*
- * Message TTL of one partition (contract in partition_consume_int.h).
+ * Expiry of one partition's messages (contract in partition_consume_int.h):
+ * message TTL here, and the backlog quota's eviction (partition_quota.c)
+ * through pc_expiry_expire_all.
  *
  * A pass
- *   1. finds `before`, the first entry published at or after now - TTL
- *      (broker/seek_time.h; when every message is older, the position just
- *      past the last entry);
- *   2. every open subscription expires what is before it (sl_sub_expire);
- *   3. ListCursors names the other subscriptions: each whose mark-delete is
- *      behind `before` gets a visit: its cursor is opened here, acked before
- *      `before` and closed, which persists the move.
+ *   1. with a TTL, finds `before`, the first entry published at or after
+ *      now - TTL (broker/seek_time.h; when every message is older, the
+ *      position just past the last entry);
+ *   2. ListCursors names the subscriptions; those without a psub are kept
+ *      as the idle list (name, type, mark-delete), which the quota reads;
+ *   3. with a TTL, expire_all(before): every open subscription expires what
+ *      is before it (sl_sub_expire); each idle one with entries before it
+ *      gets a visit: its cursor is opened here, acked before `before` and
+ *      closed, which persists the move (its idle entry then moves too).
  *
  * Invariants
  *  1. At most one pass at a time. A pass and each visit hold a partition
@@ -38,17 +42,27 @@
 typedef struct pass pass;
 typedef struct visit visit;
 
+typedef struct idle_sub {
+  char *name;
+  Sluice__V1__SubscriptionType type;
+  sl_ml_pos md;              /* mark-delete as last listed or visited */
+} idle_sub;
+
 struct pexpiry {
   pconsume *pc;
-  int64_t ttl_ms;
+  int64_t ttl_ms;            /* 0: no TTL (the state serves the quota) */
   int64_t next_ms;           /* monotonic time of the next pass */
   pass *pass;                /* the pass running, or NULL */
   visit *visits;             /* visits running */
+  idle_sub *idle;            /* subscriptions without a psub when listed */
+  size_t n_idle;
+  bool idle_known;           /* a ListCursors answered */
 };
 
 struct pass {
   pexpiry *x;                /* NULL once the partition is gone */
   ptopic *t;                 /* referenced */
+  bool expire;               /* the TTL found something to expire */
   sl_ml_pos before;
 };
 
@@ -63,18 +77,32 @@ struct visit {
                                 each (the partition's list reference) */
 };
 
-void pc_expiry_init(pconsume *pc, int64_t ttl_seconds) {
-  if (ttl_seconds <= 0) return;
+void pc_expiry_init(pconsume *pc, int64_t ttl_seconds, bool quota) {
+  if (ttl_seconds <= 0 && !quota) return;
   pexpiry *x = sl_xcalloc(1, sizeof(*x));
   x->pc = pc;
-  x->ttl_ms = ttl_seconds * 1000;
+  x->ttl_ms = ttl_seconds > 0 ? ttl_seconds * 1000 : 0;
   x->next_ms = sl_clock_mono_ms(); /* the first tick runs one */
   pc->expiry = x;
 }
 
 static int64_t interval_ms(const pexpiry *x) {
+  if (x->ttl_ms == 0) return PASS_MAX_MS; /* only to refresh the idle list */
   int64_t every = x->ttl_ms / 4;
   return every < PASS_MIN_MS ? PASS_MIN_MS : every > PASS_MAX_MS ? PASS_MAX_MS : every;
+}
+
+static idle_sub *idle_find(pexpiry *x, const char *name) {
+  for (size_t i = 0; i < x->n_idle; i++)
+    if (strcmp(x->idle[i].name, name) == 0) return &x->idle[i];
+  return NULL;
+}
+
+static void idle_clear(pexpiry *x) {
+  for (size_t i = 0; i < x->n_idle; i++) free(x->idle[i].name);
+  free(x->idle);
+  x->idle = NULL;
+  x->n_idle = 0;
 }
 
 /* ---- visits: subscriptions without a psub ---- */
@@ -131,6 +159,8 @@ static void visit_opened(sl_status st, const char *details, sl_cursor *c, void *
     if (ms.last_confirmed.entry_id >= 0) sl_cursor_extend(c, ms.last_confirmed, 0);
     sl_ml_pos was = sl_cursor_mark_delete(c);
     st = sl_cursor_ack_before(c, v->before, NULL, NULL, &err);
+    idle_sub *is = st == SL_OK ? idle_find(v->x, v->name) : NULL;
+    if (is != NULL) is->md = sl_cursor_mark_delete(c);
     if (st != SL_OK) details = err.msg;
     else if (sl_ml_pos_cmp(sl_cursor_mark_delete(c), was) > 0)
       sl_log(SL_LOG_INFO, "event=ttl_expired partition=%s subscription=%s before=%" PRIu64
@@ -226,52 +256,83 @@ static bool entries_between(const sl_ml_ledger_info *chain, size_t n, sl_ml_pos 
   return false;
 }
 
+static bool has_cursor(pconsume *pc, const char *name) {
+  for (psub *ps = pc->subs; ps != NULL; ps = ps->next)
+    if (strcmp(ps->name, name) == 0) return ps->cursor != NULL;
+  return false;
+}
+
+void pc_expiry_expire_all(pconsume *pc, sl_ml_pos before) {
+  pexpiry *x = pc->expiry;
+  ptopic *t = pc->t;
+  for (psub *ps = pc->subs; ps != NULL; ps = ps->next) {
+    if (ps->sub == NULL) continue;
+    sl_err err = SL_ERR_INIT;
+    sl_ml_pos was = sl_cursor_mark_delete(ps->cursor);
+    if (sl_sub_expire(ps->sub, before, NULL, NULL, &err) != SL_OK)
+      sl_log(SL_LOG_DEBUG, "event=expire_skipped partition=%s subscription=%s "
+             "details=\"%s\"", t->name, ps->name, err.msg);
+    else if (sl_ml_pos_cmp(sl_cursor_mark_delete(ps->cursor), was) > 0)
+      sl_log(SL_LOG_INFO, "event=expired partition=%s subscription=%s before=%" PRIu64
+             ":%" PRId64, t->name, ps->name, before.ledger_id, before.entry_id);
+  }
+  if (x == NULL) return;
+  sl_ml_ledger_info *chain = NULL;
+  size_t n = sl_ml_chain(t->ml, &chain);
+  for (size_t i = 0; i < x->n_idle; i++) {
+    idle_sub *is = &x->idle[i];
+    if (has_psub(pc, is->name) || visit_find(x, is->name) != NULL) continue;
+    if (entries_between(chain, n, is->md, before)) visit_start(x, is->name, is->type, before);
+  }
+  free(chain);
+}
+
+bool pc_expiry_slowest(pconsume *pc, sl_ml_pos *slowest, bool *any) {
+  pexpiry *x = pc->expiry;
+  *any = false;
+  if (x == NULL || !x->idle_known) return false;
+  for (psub *ps = pc->subs; ps != NULL; ps = ps->next) {
+    if (ps->cursor == NULL) continue;
+    sl_ml_pos md = sl_cursor_mark_delete(ps->cursor);
+    if (!*any || sl_ml_pos_cmp(md, *slowest) < 0) *slowest = md;
+    *any = true;
+  }
+  for (size_t i = 0; i < x->n_idle; i++) {
+    if (has_cursor(pc, x->idle[i].name)) continue; /* its psub counts */
+    if (!*any || sl_ml_pos_cmp(x->idle[i].md, *slowest) < 0) *slowest = x->idle[i].md;
+    *any = true;
+  }
+  return true;
+}
+
 static void cursors_listed(sl_status st, const char *details, ProtobufCMessage *resp,
                            void *arg) {
   pass *p = arg;
   pexpiry *x = p->x;
   const Sluice__V1__ListCursorsResponse *r = (const void *)resp;
   if (st != SL_OK && x != NULL)
-    sl_log(SL_LOG_WARN, "event=ttl_list_cursors_failed partition=%s status=%s details=\"%s\"",
-           p->t->name, sl_status_str(st), details != NULL ? details : "");
-  sl_ml_ledger_info *chain = NULL;
-  size_t n = x != NULL ? sl_ml_chain(p->t->ml, &chain) : 0;
-  for (size_t i = 0; st == SL_OK && x != NULL && i < r->n_cursors; i++) {
-    const Sluice__V1__CursorInfo *ci = r->cursors[i];
-    if (has_psub(x->pc, ci->subscription) || visit_find(x, ci->subscription) != NULL) continue;
-    sl_ml_pos md = {ci->mark_delete ? ci->mark_delete->ledger_id : 0,
-                    ci->mark_delete ? ci->mark_delete->entry_id : -1};
-    if (entries_between(chain, n, md, p->before))
-      visit_start(x, ci->subscription, ci->type, p->before);
+    sl_log(SL_LOG_WARN, "event=expiry_list_cursors_failed partition=%s status=%s "
+           "details=\"%s\"", p->t->name, sl_status_str(st), details != NULL ? details : "");
+  if (st == SL_OK && x != NULL) {
+    idle_clear(x);
+    x->idle = sl_xcalloc(r->n_cursors + 1, sizeof(idle_sub));
+    for (size_t i = 0; i < r->n_cursors; i++) {
+      const Sluice__V1__CursorInfo *ci = r->cursors[i];
+      if (has_cursor(x->pc, ci->subscription)) continue;
+      idle_sub *is = &x->idle[x->n_idle++];
+      is->name = sl_xstrdup(ci->subscription);
+      is->type = ci->type;
+      is->md = (sl_ml_pos){ci->mark_delete ? ci->mark_delete->ledger_id : 0,
+                           ci->mark_delete ? ci->mark_delete->entry_id : -1};
+    }
+    x->idle_known = true;
+    if (p->expire) pc_expiry_expire_all(x->pc, p->before);
   }
-  free(chain);
   if (resp != NULL) protobuf_c_message_free_unpacked(resp, NULL);
   pass_end(p);
 }
 
-static void found(sl_status st, const char *details, const sl_seek_time_result *r,
-                  void *arg) {
-  pass *p = arg;
-  pexpiry *x = p->x;
-  if (x == NULL || st != SL_OK || (r->at_end && r->pos.ledger_id == 0)) {
-    if (x != NULL && st != SL_OK)
-      sl_log(SL_LOG_WARN, "event=ttl_search_failed partition=%s status=%s details=\"%s\"",
-             p->t->name, sl_status_str(st), details != NULL ? details : "");
-    pass_end(p);
-    return;
-  }
-  p->before = r->pos;
-  for (psub *ps = x->pc->subs; ps != NULL; ps = ps->next) {
-    if (ps->sub == NULL) continue;
-    sl_err err = SL_ERR_INIT;
-    sl_ml_pos was = sl_cursor_mark_delete(ps->cursor);
-    if (sl_sub_expire(ps->sub, p->before, NULL, NULL, &err) != SL_OK)
-      sl_log(SL_LOG_DEBUG, "event=ttl_expire_skipped partition=%s subscription=%s "
-             "details=\"%s\"", p->t->name, ps->name, err.msg);
-    else if (sl_ml_pos_cmp(sl_cursor_mark_delete(ps->cursor), was) > 0)
-      sl_log(SL_LOG_INFO, "event=ttl_expired partition=%s subscription=%s before=%" PRIu64
-             ":%" PRId64, p->t->name, ps->name, p->before.ledger_id, p->before.entry_id);
-  }
+static void list_cursors(pass *p) {
   Sluice__V1__ListCursorsRequest req = SLUICE__V1__LIST_CURSORS_REQUEST__INIT;
   req.partition = p->t->name;
   const sl_produce_opts *po = &p->t->p->o;
@@ -284,6 +345,21 @@ static void found(sl_status st, const char *details, const sl_seek_time_result *
     cursors_listed(SL_EUNAVAIL, err.msg, NULL, p);
 }
 
+static void found(sl_status st, const char *details, const sl_seek_time_result *r,
+                  void *arg) {
+  pass *p = arg;
+  if (p->x == NULL) {
+    pass_end(p);
+    return;
+  }
+  if (st != SL_OK)
+    sl_log(SL_LOG_WARN, "event=ttl_search_failed partition=%s status=%s details=\"%s\"",
+           p->t->name, sl_status_str(st), details != NULL ? details : "");
+  else if (!(r->at_end && r->pos.ledger_id == 0)) /* else an empty partition */
+    p->expire = true, p->before = r->pos;
+  list_cursors(p);
+}
+
 void pc_expiry_tick(pconsume *pc, int64_t now_ms) {
   pexpiry *x = pc->expiry;
   if (x == NULL || x->pass != NULL || now_ms < x->next_ms) return;
@@ -294,6 +370,10 @@ void pc_expiry_tick(pconsume *pc, int64_t now_ms) {
   p->t = t;
   pt_ref(t);
   x->pass = p;
+  if (x->ttl_ms == 0) {
+    list_cursors(p);
+    return;
+  }
   const sl_produce_opts *po = &t->p->o;
   sl_seek_time_opts so = {po->ledgers, po->metadata, t->name,
                           sl_clock_wall_ms() - x->ttl_ms, t->serial, po->metadata_timeout_ms};
@@ -310,5 +390,6 @@ void pc_expiry_gone(pconsume *pc, sl_status st, const char *msg) {
     for (cstream *cs = v->held; cs != NULL; cs = cs->next) cs_end(cs, st, msg, NULL);
   }
   pc->expiry = NULL;
+  idle_clear(x);
   free(x);
 }

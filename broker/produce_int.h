@@ -82,6 +82,7 @@ typedef struct pmember {
 
 /* Messages of one stream message, posted to the partition's serial. */
 typedef struct pbatch {
+  struct pbatch *held_next;  /* in topic->held_* (PRODUCER_HOLD) */
   ptopic *topic;             /* referenced */
   pstream *ps;               /* referenced */
   size_t n;
@@ -137,6 +138,11 @@ struct ptopic {
   uint32_t max_redeliveries; /* namespace policy, for subscriptions */
   int64_t message_ttl_s;     /* namespace policy: unacked messages expire
                                 this long after publishing; 0 = never */
+  int64_t backlog_quota_bytes; /* namespace policy; 0 = none */
+  int backlog_policy;        /* Sluice__V1__BacklogPolicy */
+  bool backlog_over;         /* over the quota (hold or refuse sends) */
+  uint64_t backlog_bytes;    /* as last measured */
+  pbatch *held_head, *held_tail; /* sends held by PRODUCER_HOLD, in order */
   void *consume;             /* the consume side (partition_consume.h), owned
                                 by it through the listener; NULL if none */
 };
@@ -207,6 +213,11 @@ void pt_unload(sl_produce *p, const char *partition);
 void pt_lost(sl_produce *p, const char *partition, const char *why);
 /* Drops every partition (destroy). */
 void pt_drop_all(sl_produce *p);
+
+/* The consume side measured the backlog (bytes) against the quota: over it
+ * (PRODUCER_HOLD, PRODUCER_EXCEPTION) sends are held or refused until a
+ * later call says it is back under. Serial only. */
+void pt_backlog_over(ptopic *t, bool over, uint64_t bytes);
 
 /* The consume side finished what a graceful unload needs (listener
  * closing); the unload goes on. Serial only. */

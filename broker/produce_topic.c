@@ -302,8 +302,7 @@ static void refuse_terminated(ptopic *t, pstream *ps) {
   ps_end(ps, SL_EPRECOND, msg, NULL, NULL);
 }
 
-static void batch_run(void *arg) {
-  pbatch *b = arg;
+static void batch_apply(pbatch *b) {
   ptopic *t = b->topic;
   const sl_produce_opts *o = opts(t);
   uint32_t max_msgs = o->group_max_msgs ? o->group_max_msgs : DEFAULT_GROUP_MSGS;
@@ -317,6 +316,16 @@ static void batch_run(void *arg) {
       member_drop(m);
       m->ps = NULL;
       continue;
+    }
+    if (m->st == SL_OK && t->backlog_over &&
+        t->backlog_policy == SLUICE__V1__BACKLOG_POLICY__BACKLOG_POLICY_PRODUCER_EXCEPTION) {
+      m->st = SL_EBUSY;
+      snprintf(m->error, sizeof(m->error),
+               "partition %s: backlog of %llu bytes is over the quota of %lld bytes "
+               "(backlog_policy producer_exception): consume or wait", t->name,
+               (unsigned long long)t->backlog_bytes, (long long)t->backlog_quota_bytes);
+      free(m->wire);
+      m->wire = NULL;
     }
     if (m->st == SL_OK && t->dedup_on) {
       switch (sl_dedup_check(t->dedup, m->ps->producer, m->seq, &m->orig, &m->has_orig)) {
@@ -356,7 +365,45 @@ static void batch_run(void *arg) {
   free(b);
 }
 
+/* Sends held by PRODUCER_HOLD go on, in order: into the log once the
+ * backlog is under the quota, or refused as batch_apply refuses them when
+ * the partition is leaving. */
+static void release_held(ptopic *t) {
+  while (t->held_head != NULL) {
+    pbatch *b = t->held_head;
+    t->held_head = b->held_next;
+    if (t->held_head == NULL) t->held_tail = NULL;
+    batch_apply(b);
+  }
+}
+
+static void batch_run(void *arg) {
+  pbatch *b = arg;
+  ptopic *t = b->topic;
+  bool hold = t->state == PT_READY && t->backlog_over &&
+              t->backlog_policy == SLUICE__V1__BACKLOG_POLICY__BACKLOG_POLICY_PRODUCER_HOLD;
+  if (!hold) {
+    batch_apply(b);
+    return;
+  }
+  /* The streams' in-flight limits (produce.c) bound what waits here. */
+  b->held_next = NULL;
+  if (t->held_tail != NULL) t->held_tail->held_next = b;
+  else t->held_head = b;
+  t->held_tail = b;
+}
+
 void pt_post_batch(pbatch *b) { sl_serial_post(b->topic->serial, batch_run, b); }
+
+void pt_backlog_over(ptopic *t, bool over, uint64_t bytes) {
+  if (over != t->backlog_over)
+    sl_log(SL_LOG_INFO, "event=backlog_quota partition=%s over=%d backlog_bytes=%llu "
+           "quota_bytes=%lld policy=%d", t->name, over, (unsigned long long)bytes,
+           (long long)t->backlog_quota_bytes, t->backlog_policy);
+  t->backlog_over = over;
+  t->backlog_bytes = bytes;
+  if (!over) release_held(t);
+}
 
 /* ---- attach and detach ---- */
 
@@ -475,6 +522,7 @@ static void pt_gone(ptopic *t, sl_status st, const char *details) {
          details != NULL ? details : "");
   t->state = PT_GONE;
   sl_timer_stop(&t->group_timer);
+  release_held(t);
   table_remove(t);
   end_all(t, SL_EREDIRECT, "partition is no longer owned here: look it up again");
   consume_gone(t, SL_EREDIRECT, "partition is no longer owned here: look it up again");
@@ -502,6 +550,7 @@ static void ml_lost(sl_ml *ml, sl_status st, const char *details, void *arg) {
 static void begin_closing(ptopic *t) {
   const pt_listener *l = t->p->listener;
   t->state = PT_CLOSING;
+  release_held(t);
   t->consume_closing = l != NULL;
   if (l != NULL) l->closing(t);
 }
@@ -616,6 +665,8 @@ static void namespace_read(sl_status st, const char *details, ProtobufCMessage *
     t->dedup_on = pol->deduplication;
     t->max_redeliveries = pol->max_redeliveries;
     t->message_ttl_s = pol->message_ttl_seconds > 0 ? pol->message_ttl_seconds : 0;
+    t->backlog_quota_bytes = pol->backlog_quota_bytes > 0 ? pol->backlog_quota_bytes : 0;
+    t->backlog_policy = (int)pol->backlog_policy;
     if (pol->max_message_bytes > 0) t->max_message_bytes = pol->max_message_bytes;
     mo.policy.ensemble_size = pol->ensemble_size;
     mo.policy.write_quorum = pol->write_quorum;
