@@ -25,6 +25,7 @@
 #include "tests/cluster.h"
 
 #define TOPIC "ttl/t"
+#define TOPIC2 "ttl2/t"
 #define OLD 10
 
 static sl_rpc_channel *channel_to(const char *target) {
@@ -45,9 +46,9 @@ static bool at_or_after(pos a, pos b) {
 }
 
 /* The subscription's durable mark-delete, or {0, -2} when it has none. */
-static pos mark_delete(sl_rpc_channel *md, const char *sub) {
+static pos mark_delete(sl_rpc_channel *md, const char *topic, const char *sub) {
   Sluice__V1__GetCursorRequest req = SLUICE__V1__GET_CURSOR_REQUEST__INIT;
-  req.partition = TOPIC;
+  req.partition = (char *)topic;
   req.subscription = (char *)sub;
   Sluice__V1__CursorResponse *r = NULL;
   sl_rpc_call_opts o = {.timeout_ms = 5000};
@@ -62,11 +63,12 @@ static pos mark_delete(sl_rpc_channel *md, const char *sub) {
   return p;
 }
 
-static void await_expired(sl_rpc_channel *md, const char *sub, sl_msg_id last) {
+static void await_expired(sl_rpc_channel *md, const char *topic, const char *sub,
+                          sl_msg_id last) {
   pos want = {last.ledger_id, last.entry_id};
   int64_t deadline = sl_clock_mono_ms() + sl_test_scaled_ms(30000);
   for (;;) {
-    pos p = mark_delete(md, sub);
+    pos p = mark_delete(md, topic, sub);
     if (at_or_after(p, want)) return;
     if (sl_clock_mono_ms() > deadline)
       fail_msg("subscription %s: mark-delete %llu:%lld, not past %llu:%lld", sub,
@@ -137,31 +139,68 @@ static char *next_payload(sl_rpc_stream *s) {
   return NULL;
 }
 
-static void test_consume_ttl__old_messages_expire_in_every_subscription(void **state) {
-  (void)state;
+typedef struct fixture {
+  sl_cluster *c;
+  sl_client *cl;
+} fixture;
+
+static int setup(void **state) {
+  fixture *f = calloc(1, sizeof(*f));
   sl_cluster_opts o = SL_CLUSTER_OPTS_INIT;
   o.name = "consume-ttl";
   o.local_store = true;
-  sl_cluster *c = NULL;
   sl_err err = SL_ERR_INIT;
-  sl_status st = sl_cluster_start(&o, &c, &err);
+  sl_status st = sl_cluster_start(&o, &f->c, &err);
   if (st != SL_OK) fail_msg("cluster: %s", sl_err_msg(&err, st));
   sl_client_opts co = SL_CLIENT_OPTS_INIT;
-  co.url = sl_cluster_addr(c, SL_NODE_BROKER, 0);
-  sl_client *cl = NULL;
-  assert_int_equal(sl_client_create(&co, &cl, &err), SL_OK);
-  assert_int_equal(sl_admin_namespace_create(cl, "ttl", &err), SL_OK);
-  /* Long enough that a fresh message is received before it expires, even
-   * on a slow (sanitizer) build. */
+  co.url = sl_cluster_addr(f->c, SL_NODE_BROKER, 0);
+  assert_int_equal(sl_client_create(&co, &f->cl, &err), SL_OK);
+  *state = f;
+  return 0;
+}
+
+static int teardown(void **state) {
+  fixture *f = *state;
+  sl_client_destroy(f->cl);
+  sl_cluster_destroy(f->c);
+  free(f);
+  return 0;
+}
+
+/* Namespace ns with a TTL long enough that a fresh message is received
+ * before it expires, even on a slow (sanitizer) build; and its topic. */
+static void ttl_topic(sl_client *cl, const char *ns, const char *topic) {
+  sl_err err = SL_ERR_INIT;
+  assert_int_equal(sl_admin_namespace_create(cl, ns, &err), SL_OK);
   long long ttl_s = sl_test_scaled_ms(3000) / 1000;
   char set[64];
   snprintf(set, sizeof(set), "message_ttl_seconds=%lld", ttl_s);
   const char *sets[] = {set};
   char *json = NULL;
-  st = sl_admin_namespace_policies(cl, "ttl", sets, 1, &json, &err);
+  sl_status st = sl_admin_namespace_policies(cl, ns, sets, 1, &json, &err);
   if (st != SL_OK) fail_msg("policies: %s", sl_err_msg(&err, st));
   free(json);
-  assert_int_equal(sl_admin_topic_create(cl, TOPIC, 0, &err), SL_OK);
+  assert_int_equal(sl_admin_topic_create(cl, topic, 0, &err), SL_OK);
+}
+
+static void unload(sl_rpc_channel *broker, const char *topic) {
+  Sluice__V1__UnloadRequest ur = SLUICE__V1__UNLOAD_REQUEST__INIT;
+  ur.topic = (char *)topic;
+  Sluice__V1__UnloadResponse *uresp = NULL;
+  sl_rpc_call_opts uo = {.timeout_ms = 10000};
+  sl_err err = SL_ERR_INIT;
+  sl_status st = sl_broker_service_unload(broker, &ur, &uresp, &uo, &err);
+  if (st != SL_OK) fail_msg("unload: %s", sl_err_msg(&err, st));
+  protobuf_c_message_free_unpacked(&uresp->base, NULL);
+}
+
+static void test_consume_ttl__old_messages_expire_in_every_subscription(void **state) {
+  fixture *f = *state;
+  sl_cluster *c = f->c;
+  sl_client *cl = f->cl;
+  sl_err err = SL_ERR_INIT;
+  sl_status st;
+  ttl_topic(cl, "ttl", TOPIC);
 
   /* "idle": created, then left alone; the unload makes the partition load
    * again with no consumer on it. */
@@ -173,13 +212,7 @@ static void test_consume_ttl__old_messages_expire_in_every_subscription(void **s
   assert_int_equal(sl_consumer_create(cl, &so, &idle, &err), SL_OK);
   sl_consumer_destroy(idle);
   sl_rpc_channel *broker = channel_to(sl_cluster_addr(c, SL_NODE_BROKER, 0));
-  Sluice__V1__UnloadRequest ur = SLUICE__V1__UNLOAD_REQUEST__INIT;
-  ur.topic = TOPIC;
-  Sluice__V1__UnloadResponse *uresp = NULL;
-  sl_rpc_call_opts uo = {.timeout_ms = 10000};
-  st = sl_broker_service_unload(broker, &ur, &uresp, &uo, &err);
-  if (st != SL_OK) fail_msg("unload: %s", sl_err_msg(&err, st));
-  protobuf_c_message_free_unpacked(&uresp->base, NULL);
+  unload(broker, TOPIC);
 
   /* "held": attached all along, granting nothing. */
   sl_rpc_stream *held = attach(broker, "held");
@@ -191,8 +224,8 @@ static void test_consume_ttl__old_messages_expire_in_every_subscription(void **s
   for (int i = 0; i < OLD; i++) last = send(p, "old");
 
   sl_rpc_channel *md = channel_to(sl_cluster_metadata_target(c));
-  await_expired(md, "held", last);
-  await_expired(md, "idle", last);
+  await_expired(md, TOPIC, "held", last);
+  await_expired(md, TOPIC, "idle", last);
 
   /* Younger than the TTL: delivered, and first. */
   send(p, "fresh");
@@ -213,13 +246,44 @@ static void test_consume_ttl__old_messages_expire_in_every_subscription(void **s
   sl_rpc_stream_destroy(held);
   sl_rpc_channel_destroy(md);
   sl_rpc_channel_destroy(broker);
-  sl_client_destroy(cl);
-  sl_cluster_destroy(c);
+}
+
+/* Every message in a closed ledger and none in the current one (as after
+ * a reload of a quiet partition): the expiry position is the closed
+ * ledger's end, which must still count as a place in the chain. */
+static void test_consume_ttl__quiet_partition_after_reload(void **state) {
+  fixture *f = *state;
+  sl_err err = SL_ERR_INIT;
+  ttl_topic(f->cl, "ttl2", TOPIC2);
+  sl_consumer_opts so = SL_CONSUMER_OPTS_INIT;
+  so.topic = TOPIC2;
+  so.subscription = "idle";
+  so.from_earliest = true;
+  sl_consumer *idle = NULL;
+  assert_int_equal(sl_consumer_create(f->cl, &so, &idle, &err), SL_OK);
+  sl_consumer_destroy(idle);
+  sl_producer_opts po = SL_PRODUCER_OPTS_INIT;
+  po.topic = TOPIC2;
+  sl_producer *p = NULL;
+  assert_int_equal(sl_producer_create(f->cl, &po, &p, &err), SL_OK);
+  sl_msg_id last = {0};
+  for (int i = 0; i < OLD; i++) last = send(p, "old");
+  sl_producer_destroy(p);
+  sl_rpc_channel *broker = channel_to(sl_cluster_addr(f->c, SL_NODE_BROKER, 0));
+  unload(broker, TOPIC2);
+  /* A producer loads the partition again, on a new (empty) ledger. */
+  assert_int_equal(sl_producer_create(f->cl, &po, &p, &err), SL_OK);
+  sl_rpc_channel *md = channel_to(sl_cluster_metadata_target(f->c));
+  await_expired(md, TOPIC2, "idle", last);
+  sl_producer_destroy(p);
+  sl_rpc_channel_destroy(md);
+  sl_rpc_channel_destroy(broker);
 }
 
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_consume_ttl__old_messages_expire_in_every_subscription),
+      cmocka_unit_test(test_consume_ttl__quiet_partition_after_reload),
   };
-  return cmocka_run_group_tests(tests, NULL, NULL);
+  return cmocka_run_group_tests(tests, setup, teardown);
 }
