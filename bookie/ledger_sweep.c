@@ -23,6 +23,8 @@ struct sl_sweep {
   int interval_ms;
   int64_t lookup_period_ns; /* 1 s / lookups_per_second */
   int rpc_timeout_ms;
+  bool (*trusted)(void *arg);
+  void *trusted_arg;
   pthread_t thread;
   bool started;             /* the thread runs */
 
@@ -224,6 +226,15 @@ static void log_pass(const sl_sweep *sw, const sl_sweep_result *r, int64_t took_
 
 static sl_status pass(sl_sweep *sw, sl_sweep_result *r, sl_err *err) {
   *r = (sl_sweep_result){.ended_by = SL_OK};
+  /* Invariant 2's "or belongs to another cluster": tombstones of another
+   * cluster name its own ledger ids, which may be ours. */
+  if (sw->trusted != NULL && !sw->trusted(sw->trusted_arg)) {
+    sl_log(SL_LOG_INFO, "event=sweep_skipped reason=\"metadata service not confirmed as this "
+           "bookie's cluster\"");
+    r->ended_by = sl_err_set(err, SL_EPRECOND, "ledger sweep: metadata service not confirmed "
+                             "as this bookie's cluster");
+    return r->ended_by;
+  }
   /* Lookups that only keep a ledger fail too (NOT_FOUND): their messages
    * stay here, and the caller's err gets only what ended the pass. */
   sl_err e = SL_ERR_INIT;
@@ -331,6 +342,8 @@ sl_status sl_sweep_start(sl_bookie_store *store, const sl_sweep_opts *o, sl_swee
   sw->target = sl_xstrdup(o->target);
   sw->bookie_id = o->bookie_id ? sl_xstrdup(o->bookie_id) : NULL;
   sw->interval_ms = o->interval_ms;
+  sw->trusted = o->trusted;
+  sw->trusted_arg = o->trusted_arg;
   int lps = o->lookups_per_second > 0 ? o->lookups_per_second : 100;
   sw->lookup_period_ns = 1000000000 / lps;
   sw->rpc_timeout_ms = o->rpc_timeout_ms > 0 ? o->rpc_timeout_ms : 2000;

@@ -89,6 +89,11 @@ typedef struct sl_sweep_opts {
   int rpc_timeout_ms;       /* per GetLedger; 0 = 2000 */
   struct sl_metrics *metrics; /* registry for sluice_bookie_sweep_*; NULL:
                                  none. Retained until stop */
+  /* Whether the metadata service is known to be this bookie's own cluster's
+   * (registration confirmed it); a pass finding false drops nothing and
+   * ends at once (SL_EPRECOND). NULL = always. Any thread; arg retained. */
+  bool (*trusted)(void *arg);
+  void *trusted_arg;
 } sl_sweep_opts;
 
 #define SL_SWEEP_OPTS_INIT                                                   \

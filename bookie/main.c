@@ -11,8 +11,10 @@
  * the store takes its final checkpoint and closes.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -169,7 +171,68 @@ typedef struct bookie {
   sl_sweep *sweep;        /* NULL without --metadata or with sweeps off */
   sl_rerep *rerep;        /* NULL without --metadata or with the worker off */
   sl_service_peer_tls bookie_tls; /* the worker's bookie channels use it */
+  char cluster[64];       /* the cluster the data belongs to (<data_dir>/
+                             CLUSTER), "" before the first registration;
+                             the registration thread's once it runs */
+  atomic_bool cluster_ok; /* the metadata service serves that cluster */
 } bookie;
+
+/* ---- cluster identity ---- */
+
+static void cluster_path(const bookie *b, char *path, size_t cap) {
+  snprintf(path, cap, "%s/CLUSTER", b->cfg->data_dir);
+}
+
+static sl_status read_cluster(bookie *b, sl_err *err) {
+  char path[PATH_MAX];
+  cluster_path(b, path, sizeof(path));
+  if (access(path, F_OK) != 0) return SL_OK; /* never registered yet */
+  char *text = NULL;
+  sl_status st = sl_service_read_file(path, &text, err);
+  if (st != SL_OK) return st;
+  text[strcspn(text, "\r\n")] = '\0';
+  snprintf(b->cluster, sizeof(b->cluster), "%s", text);
+  free(text);
+  return SL_OK;
+}
+
+/* Written once, durably (temp file, fsync, rename, fsync of the dir). */
+static sl_status record_cluster(bookie *b, const char *id, sl_err *err) {
+  char path[PATH_MAX], tmp[PATH_MAX + 8];
+  cluster_path(b, path, sizeof(path));
+  snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0) return sl_err_set(err, SL_EIO, "%s: %s", tmp, strerror(errno));
+  size_t len = strlen(id);
+  bool ok = write(fd, id, len) == (ssize_t)len && write(fd, "\n", 1) == 1 && fsync(fd) == 0;
+  ok = close(fd) == 0 && ok;
+  if (!ok || rename(tmp, path) != 0) return sl_err_set(err, SL_EIO, "%s: %s", path, strerror(errno));
+  int dfd = open(b->cfg->data_dir, O_RDONLY | O_DIRECTORY);
+  ok = dfd >= 0 && fsync(dfd) == 0;
+  if (dfd >= 0) close(dfd);
+  return ok ? SL_OK : sl_err_set(err, SL_EIO, "%s: fsync: %s", b->cfg->data_dir, strerror(errno));
+}
+
+/* Registration thread, at each session: the service serves `id`, which is
+ * ours (it refuses another cluster's bookie) or, the first time, becomes
+ * ours. Until then the sweep drops nothing. */
+static void on_cluster(void *arg, const char *id) {
+  bookie *b = arg;
+  if (b->cluster[0] == '\0') {
+    sl_err err = SL_ERR_INIT;
+    if (record_cluster(b, id, &err) != SL_OK) {
+      sl_log(SL_LOG_ERROR, "event=cluster_record_failed cluster_id=%s error=\"%s\"", id, err.msg);
+      return;
+    }
+    snprintf(b->cluster, sizeof(b->cluster), "%s", id);
+    sl_log(SL_LOG_INFO, "event=cluster_recorded cluster_id=%s", id);
+  }
+  if (strcmp(b->cluster, id) == 0 && !atomic_exchange(&b->cluster_ok, true))
+    sl_log(SL_LOG_INFO, "event=cluster_confirmed cluster_id=%s", id);
+}
+
+/* Any thread (the sweep's). */
+static bool cluster_trusted(void *arg) { return atomic_load(&((bookie *)arg)->cluster_ok); }
 
 /* Disk watcher thread. */
 static void on_readonly_change(bool readonly, void *arg) {
@@ -309,6 +372,8 @@ static sl_status start_registration(bookie *b, int port, const sl_service_peer_t
   ro.address = addr;
   ro.rack = c->rack;
   ro.instance_id = sl_bookie_store_instance_id(b->store);
+  ro.cluster_id = b->cluster;
+  ro.on_cluster = on_cluster;
   ro.ttl_seconds = (uint32_t)c->registration_ttl;
   ro.get_state = get_state;
   ro.arg = b;
@@ -341,6 +406,8 @@ static sl_status start_sweep(bookie *b, const sl_service_peer_tls *p, sl_err *er
   so.interval_ms = (int)c->sweep_interval_ms;
   so.lookups_per_second = (int)c->sweep_lookups_per_second;
   so.metrics = sl_metrics_default();
+  so.trusted = cluster_trusted;
+  so.trusted_arg = b;
   return sl_sweep_start(b->store, &so, &b->sweep, err);
 }
 
@@ -389,7 +456,9 @@ static sl_status serving(void *state, int port, sl_err *err) {
   /* The metadata PEMs are used only while the channels are made; the
    * bookie ones by every channel the worker makes later. */
   sl_service_peer_tls p;
-  sl_status st = sl_service_peer_tls_read(&b->cfg->svc, b->cfg->metadata_tls_ca, &p, err);
+  sl_status st = read_cluster(b, err);
+  if (st != SL_OK) return st;
+  st = sl_service_peer_tls_read(&b->cfg->svc, b->cfg->metadata_tls_ca, &p, err);
   if (st == SL_OK)
     st = sl_service_peer_tls_read(&b->cfg->svc, b->cfg->bookie_tls_ca, &b->bookie_tls, err);
   if (st == SL_OK) st = start_registration(b, port, &p, err);

@@ -2,6 +2,7 @@
 #include "bookie/registration.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -12,6 +13,8 @@
 
 struct sl_registration {
   char *rack, *instance_id;
+  char cluster_id[64];      /* session thread only once started */
+  void (*on_cluster)(void *arg, const char *cluster_id);
   int64_t start_time_ms;
   sl_registration_state_fn get_state;
   void *arg;
@@ -35,6 +38,7 @@ static void describe(void *arg, ProtobufCMessage *m) {
   Sluice__V1__BookieInfo *info = (Sluice__V1__BookieInfo *)m;
   info->rack = r->rack;
   info->instance_id = r->instance_id;
+  info->cluster_id = r->cluster_id;
   info->start_time_ms = r->start_time_ms;
   bool ro;
   read_state(r, &ro, &info->free_bytes, &info->total_bytes);
@@ -48,6 +52,14 @@ static void reported(void *arg, const ProtobufCMessage *m) {
   r->reported_ro = info->read_only;
   r->reported_free = info->free_bytes;
   pthread_mutex_unlock(&r->mu);
+}
+
+static void established(void *arg, const sl_session_event *ev) {
+  sl_registration *r = arg;
+  if (ev->cluster_id == NULL || ev->cluster_id[0] == '\0') return; /* an older service */
+  if (r->cluster_id[0] == '\0')
+    snprintf(r->cluster_id, sizeof(r->cluster_id), "%s", ev->cluster_id);
+  if (r->on_cluster != NULL) r->on_cluster(r->arg, ev->cluster_id);
 }
 
 /* The read-only flag flipped, or free space moved by more than 5%. */
@@ -103,6 +115,8 @@ sl_status sl_registration_start(const sl_registration_opts *o, sl_registration *
   sl_registration *r = sl_xcalloc(1, sizeof(*r));
   r->rack = sl_xstrdup(o->rack ? o->rack : "");
   r->instance_id = sl_xstrdup(o->instance_id ? o->instance_id : "");
+  snprintf(r->cluster_id, sizeof(r->cluster_id), "%s", o->cluster_id ? o->cluster_id : "");
+  r->on_cluster = o->on_cluster;
   r->start_time_ms = sl_clock_wall_ms();
   r->get_state = o->get_state;
   r->arg = o->arg;
@@ -124,6 +138,7 @@ sl_status sl_registration_start(const sl_registration_opts *o, sl_registration *
       .describe = describe,
       .changed = changed,
       .reported = reported,
+      .on_established = established,
       .arg = r,
   };
   sl_status st = sl_session_start(&so, &r->session, err);

@@ -53,8 +53,15 @@ typedef struct sl_registration_opts {
   int rpc_timeout_ms;       /* per call; 0 = 2000 */
   int close_timeout_ms;     /* CloseSession at stop; 0 = 300 */
   const char *instance_id;  /* the store's instance id, may be NULL; copied */
+  const char *cluster_id;   /* the cluster the store's data belongs to, as
+                               recorded; NULL or "" = none yet; copied */
+  /* Each session established: the cluster the metadata service serves,
+   * which is the recorded one if there was one (else the service refuses
+   * the session). The bookie records it the first time. Session thread. */
+  void (*on_cluster)(void *arg, const char *cluster_id);
   sl_registration_state_fn get_state; /* may be NULL: writable, sizes 0 */
-  void *arg;                /* retained for get_state until stop returns */
+  void *arg;                /* retained for get_state and on_cluster until
+                               stop returns */
 } sl_registration_opts;
 
 #define SL_REGISTRATION_OPTS_INIT {.target = NULL}

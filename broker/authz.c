@@ -162,7 +162,7 @@ static void fetched(sl_status st, const char *details, ProtobufCMessage *resp, v
     f->cb(verdict, verdict == SL_OK ? NULL : msg, f->arg);
   } else {
     char msg[SL_ERR_MAX];
-    snprintf(msg, sizeof(msg), "namespace %s: cannot read its permissions: %s", f->ns,
+    snprintf(msg, sizeof(msg), "namespace %.100s: cannot read its permissions: %.100s", f->ns,
              details != NULL ? details : sl_status_str(st));
     f->cb(st == SL_ECANCELED ? SL_ECANCELED : SL_EUNAVAIL, msg, f->arg);
   }

@@ -192,8 +192,11 @@ static sl_status open_session(sl_session *s) {
                       s->o.rpc_timeout_ms, 0, false, &err);
   if (st == SL_ECANCELED) return st;
   sl_session_event ev = {0};
+  char cluster[64] = "";
+  ev.cluster_id = cluster;
   if (st == SL_OK) {
     Sluice__V1__OpenSessionResponse *o = (Sluice__V1__OpenSessionResponse *)resp;
+    snprintf(cluster, sizeof(cluster), "%s", o->cluster_id);
     ev.session_id = o->session_id;
     ev.ttl_seconds = o->ttl_seconds;
     ev.took_over = o->took_over;

@@ -101,6 +101,9 @@ typedef struct sl_session_event {
   sl_status why;        /* lost: SL_ETIMEDOUT (TTL passed since the last
                            keep-alive that succeeded), SL_ENOTFOUND (lapsed or
                            closed) or SL_EPERM (taken over) */
+  const char *cluster_id; /* established: the cluster the metadata service
+                           serves ("" from an older one); borrowed for the
+                           callback */
 } sl_session_event;
 
 typedef void (*sl_session_event_fn)(void *arg, const sl_session_event *ev);

@@ -22,8 +22,10 @@
  *      never changes within a session (invariant 2 rests on it).
  */
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 
 #include "common/log.h"
 #include "metadata/md_names.h"
@@ -200,11 +202,86 @@ static sl_status register_node(sl_md_service *md, const node_ref *n, int64_t lea
   return st;
 }
 
+/* ---- the cluster's id ---- */
+
+static bool hex32(const uint8_t *v, size_t len) {
+  if (len != 32) return false;
+  for (size_t i = 0; i < len; i++)
+    if (!((v[i] >= '0' && v[i] <= '9') || (v[i] >= 'a' && v[i] <= 'f'))) return false;
+  return true;
+}
+
+/* Reads the cluster's id, or makes it (the first session ever): a create
+ * that only one replica can win, so every replica answers the same. It
+ * never changes, so it is read once per process. */
+static sl_status cluster_id(sl_md_service *md, char out[33], sl_err *err) {
+  pthread_mutex_lock(&md->cluster_lock);
+  memcpy(out, md->cluster_id, 33);
+  pthread_mutex_unlock(&md->cluster_lock);
+  if (out[0] != '\0') return SL_OK;
+  sl_md_key k;
+  sl_md_key_fmt(&k, SL_MD_CLUSTER_ID);
+  sl_status st = SL_OK;
+  for (int i = 0; i < SL_MD_RETRIES && out[0] == '\0'; i++) {
+    sl_store_kv kv = {0};
+    st = sl_store_get(md->store, k.s, k.len, &kv, err);
+    if (st == SL_OK) {
+      if (!hex32(kv.value, kv.value_len))
+        st = sl_err_set(err, SL_ECORRUPT, "cluster id: stored value is not 32 hex digits");
+      else
+        memcpy(out, kv.value, 32), out[32] = '\0';
+      sl_store_kv_release(&kv);
+      if (st != SL_OK) return st;
+      break;
+    }
+    if (st != SL_ENOTFOUND) return sl_md_store_status(st);
+    uint8_t raw[16];
+    if (getrandom(raw, sizeof(raw), 0) != (ssize_t)sizeof(raw))
+      return sl_err_set(err, SL_EINTERNAL, "cluster id: getrandom failed");
+    char made[33];
+    for (int b = 0; b < 16; b++) snprintf(made + 2 * b, 3, "%02x", raw[b]);
+    st = sl_store_create(md->store, k.s, k.len, made, 32, 0, NULL, err);
+    if (st == SL_OK) {
+      memcpy(out, made, 33);
+      sl_log(SL_LOG_INFO, "event=cluster_id_created cluster_id=%s", made);
+    } else if (st != SL_EEXIST) {
+      return sl_md_store_status(st); /* SL_EEXIST: another replica won; read it */
+    }
+  }
+  if (out[0] == '\0') return sl_err_set(err, SL_EUNAVAIL, "cluster id: not settled");
+  pthread_mutex_lock(&md->cluster_lock);
+  memcpy(md->cluster_id, out, 33);
+  pthread_mutex_unlock(&md->cluster_lock);
+  return SL_OK;
+}
+
+/* A bookie whose data belongs to another cluster is refused: its sweep
+ * would take this cluster's tombstones for its own ledgers' (ids are only
+ * unique within a cluster). */
+static sl_status check_cluster(sl_md_service *md, Sluice__V1__NodeKind kind,
+                               const Sluice__V1__BookieInfo *bookie, char cid[33],
+                               sl_err *err) {
+  sl_status st = cluster_id(md, cid, err);
+  if (st != SL_OK || kind != SLUICE__V1__NODE_KIND__NODE_KIND_BOOKIE || bookie == NULL ||
+      bookie->cluster_id[0] == '\0' || strcmp(bookie->cluster_id, cid) == 0)
+    return st;
+  sl_log(SL_LOG_WARN, "event=bookie_of_another_cluster bookie=%s its_cluster=%.40s "
+         "cluster=%s", bookie->id, bookie->cluster_id, cid);
+  return sl_err_set(err, SL_EPRECOND, "bookie %s: its data belongs to cluster %.40s, this "
+                    "metadata service serves cluster %s; point it at its own cluster's "
+                    "metadata service", bookie->id, bookie->cluster_id, cid);
+}
+
+/* cid: the caller's buffer, which resp->cluster_id points into. */
 static sl_status open_session(sl_md_service *md, const Sluice__V1__OpenSessionRequest *req,
-                              Sluice__V1__OpenSessionResponse *resp, sl_err *err) {
+                              Sluice__V1__OpenSessionResponse *resp, char cid[33],
+                              sl_err *err) {
   node_ref n;
   sl_status st = node_from(req->kind, req->broker, req->bookie, &n, err);
   if (st != SL_OK) return st;
+  st = check_cluster(md, req->kind, req->bookie, cid, err);
+  if (st != SL_OK) return st;
+  resp->cluster_id = cid;
   int64_t ttl = req->ttl_seconds == 0 ? md->opts.default_ttl_s : (int64_t)req->ttl_seconds;
   if (ttl < 2 || ttl > md->opts.max_ttl_s)
     return sl_err_set(err, SL_EINVAL, "%s %s: ttl_seconds %" PRId64 " not in [2, %" PRId64 "]",
@@ -235,7 +312,8 @@ static sl_status open_session(sl_md_service *md, const Sluice__V1__OpenSessionRe
 SL_MD_HANDLER(open_session, OpenSessionRequest) {
   sl_err err = SL_ERR_INIT;
   Sluice__V1__OpenSessionResponse resp = SLUICE__V1__OPEN_SESSION_RESPONSE__INIT;
-  sl_status st = open_session(ctx, req, &resp, &err);
+  char cid[33] = "";
+  sl_status st = open_session(ctx, req, &resp, cid, &err);
   if (st == SL_OK)
     sl_metadata_service_open_session_reply(call, &resp);
   else
@@ -263,8 +341,10 @@ SL_MD_HANDLER(keep_alive, KeepAliveRequest) {
 static sl_status update_node(sl_md_service *md, const Sluice__V1__UpdateNodeRequest *req,
                              sl_err *err) {
   node_ref n;
+  char cid[33];
   sl_status st = check_session(req->session_id, err);
   if (st == SL_OK) st = node_from(req->kind, req->broker, req->bookie, &n, err);
+  if (st == SL_OK) st = check_cluster(md, req->kind, req->bookie, cid, err);
   if (st != SL_OK) return st;
   size_t len;
   uint8_t *val = sl_md_pack(n.info, &len);

@@ -59,6 +59,7 @@ sl_status sl_md_service_create(const sl_md_service_opts *opts, sl_md_service **o
   md->opts = *opts;
   md->store = opts->store;
   pthread_mutex_init(&md->ids_lock, NULL);
+  pthread_mutex_init(&md->cluster_lock, NULL);
   pthread_mutex_init(&md->epochs_lock, NULL);
   pthread_mutex_init(&md->watch_lock, NULL);
   pthread_cond_init(&md->watch_cond, NULL);
@@ -184,6 +185,7 @@ void sl_md_service_destroy(sl_md_service *md) {
   pthread_mutex_unlock(&md->watch_lock);
   pthread_cond_destroy(&md->watch_cond);
   pthread_mutex_destroy(&md->watch_lock);
+  pthread_mutex_destroy(&md->cluster_lock);
   pthread_mutex_destroy(&md->ids_lock);
   for (size_t i = 0; i < SL_MD_EPOCH_CACHE; i++) free(md->epochs[i].partition);
   pthread_mutex_destroy(&md->epochs_lock);

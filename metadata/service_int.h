@@ -50,6 +50,9 @@ struct sl_md_service {
   pthread_mutex_t epochs_lock; /* guards epochs */
   sl_md_epoch_slot epochs[SL_MD_EPOCH_CACHE]; /* direct-mapped by hash */
 
+  pthread_mutex_t cluster_lock; /* guards cluster_id */
+  char cluster_id[33];      /* the store's cluster-id once read; "" before */
+
   pthread_mutex_t ids_lock; /* guards next_id, end_id */
   uint64_t next_id;         /* reserved ledger ids are [next_id, end_id) */
   uint64_t end_id;
@@ -256,6 +259,10 @@ sl_status sl_md_check_holder(sl_md_service *md, Sluice__V1__NodeKind kind, const
 #define SL_MD_CLAIMS "rereplication-claims/" /* + ledger id: claimer's node id */
 #define SL_MD_AUDITOR "auditor"              /* the auditing replica's id */
 #define SL_MD_GONE "bookies-gone/"           /* + bookie id: gone since (text) */
+
+/* ---- md_sessions.c: the cluster's identity ---- */
+
+#define SL_MD_CLUSTER_ID "cluster-id" /* 32 hex digits, made once, never changed */
 
 /* ---- md_orphans.c: the auditor's orphan rule ---- */
 
