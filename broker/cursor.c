@@ -306,18 +306,22 @@ sl_status sl_cursor_ack(sl_cursor *c, sl_ml_pos pos, uint32_t batch_index, uint3
   return SL_OK;
 }
 
+/* Everything at or before md is acked (a no-op unless md is ahead). */
+static void ack_through(sl_cursor *c, sl_ml_pos md) {
+  if (sl_ml_pos_cmp(md, c->mark_delete) <= 0) return;
+  c->mark_delete = md;
+  sl_ack_set_drop_through(&c->acked, md.ledger_id, md.entry_id);
+  sl_ack_set_drop_through(&c->delta, md.ledger_id, md.entry_id);
+  cursor_advance(c);
+  changed(c);
+}
+
 sl_status sl_cursor_ack_cumulative(sl_cursor *c, sl_ml_pos pos, sl_cursor_durable_cb cb,
                                    void *arg, sl_err *err) {
   SL_ASSERT(sl_serial_running_here(c->serial));
   sl_status st = check_ack(c, pos, err);
   if (st != SL_OK) return st;
-  if (sl_ml_pos_cmp(pos, c->mark_delete) > 0) {
-    c->mark_delete = pos;
-    sl_ack_set_drop_through(&c->acked, pos.ledger_id, pos.entry_id);
-    sl_ack_set_drop_through(&c->delta, pos.ledger_id, pos.entry_id);
-    cursor_advance(c);
-    changed(c);
-  }
+  ack_through(c, pos);
   add_waiter(c, cb, arg);
   return SL_OK;
 }
@@ -333,14 +337,7 @@ sl_status sl_cursor_ack_before(sl_cursor *c, sl_ml_pos to, sl_cursor_durable_cb 
   if (l == NULL || to.entry_id < 0 || to.entry_id > l->entries)
     return sl_err_set(err, SL_ERANGE, "cursor %s/%s: ack before %" PRIu64 ":%" PRId64 ", not in "
                       "the partition", c->partition, c->subscription, to.ledger_id, to.entry_id);
-  sl_ml_pos md = {to.ledger_id, to.entry_id - 1};
-  if (sl_ml_pos_cmp(md, c->mark_delete) > 0) {
-    c->mark_delete = md;
-    sl_ack_set_drop_through(&c->acked, md.ledger_id, md.entry_id);
-    sl_ack_set_drop_through(&c->delta, md.ledger_id, md.entry_id);
-    cursor_advance(c);
-    changed(c);
-  }
+  ack_through(c, (sl_ml_pos){to.ledger_id, to.entry_id - 1});
   add_waiter(c, cb, arg);
   return SL_OK;
 }

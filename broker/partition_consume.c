@@ -536,17 +536,36 @@ static psub *psub_find(pconsume *pc, const char *name) {
   return NULL;
 }
 
-sl_cursor_ledger *pc_cursor_chain(ptopic *t, size_t *n) {
+sl_status pc_cursor_open(ptopic *t, const char *sub, int type, sl_cursor_initial initial,
+                         sl_cursor_lost_cb lost, sl_cursor_open_cb opened, void *arg,
+                         sl_err *err) {
   sl_ml_ledger_info *chain;
-  *n = sl_ml_chain(t->ml, &chain);
-  sl_cursor_ledger *ledgers = sl_xcalloc(*n + 1, sizeof(*ledgers));
-  for (size_t i = 0; i < *n; i++) {
+  size_t n = sl_ml_chain(t->ml, &chain);
+  sl_cursor_ledger *ledgers = sl_xcalloc(n + 1, sizeof(*ledgers));
+  for (size_t i = 0; i < n; i++) {
     ledgers[i].ledger_id = chain[i].ledger_id;
     ledgers[i].entries = chain[i].entries;
     ledgers[i].bytes = chain[i].bytes;
   }
   free(chain);
-  return ledgers;
+  const sl_produce_opts *po = &t->p->o;
+  sl_cursor_opts co = {
+      .ledgers = po->ledgers,
+      .metadata = po->metadata,
+      .serial = t->serial,
+      .partition = t->name,
+      .subscription = sub,
+      .epoch = t->epoch,
+      .subscription_type = type,
+      .initial = initial,
+      .chain = {ledgers, n},
+      .metadata_timeout_ms = po->metadata_timeout_ms,
+      .on_lost = lost,
+      .lost_arg = arg,
+  };
+  sl_status st = sl_cursor_open_async(&co, opened, arg, err);
+  free(ledgers);
+  return st;
 }
 
 /* Opens (or recovers) the cursor of a new subscription; cs waits for it. */
@@ -572,26 +591,10 @@ static void psub_open(pconsume *pc, cstream *cs) {
   ps->waiters = cs;
   ps->next = pc->subs;
   pc->subs = ps;
-  size_t n;
-  sl_cursor_ledger *ledgers = pc_cursor_chain(t, &n);
-  const sl_produce_opts *po = &t->p->o;
-  sl_cursor_opts co = {
-      .ledgers = po->ledgers,
-      .metadata = po->metadata,
-      .serial = t->serial,
-      .partition = t->name,
-      .subscription = ps->name,
-      .epoch = t->epoch,
-      .subscription_type = (int)ps->type,
-      .initial = cs->o.earliest ? SL_CURSOR_EARLIEST : SL_CURSOR_LATEST,
-      .chain = {ledgers, n},
-      .metadata_timeout_ms = po->metadata_timeout_ms,
-      .on_lost = cursor_lost,
-      .lost_arg = ps,
-  };
   sl_err err = SL_ERR_INIT;
-  sl_status st = sl_cursor_open_async(&co, cursor_opened, ps, &err);
-  free(ledgers);
+  sl_status st = pc_cursor_open(t, ps->name, (int)ps->type,
+                                cs->o.earliest ? SL_CURSOR_EARLIEST : SL_CURSOR_LATEST,
+                                cursor_lost, cursor_opened, ps, &err);
   if (st != SL_OK) cursor_opened(st, err.msg, NULL, ps);
 }
 

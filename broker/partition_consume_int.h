@@ -56,9 +56,11 @@ struct psub {
 /* The partition is READY: cs joins its subscription (opening it if new). */
 void pc_subscribe_now(pconsume *pc, cstream *cs);
 
-/* The partition's ledger chain as a cursor wants it (heap; caller frees),
- * its length in *n. */
-sl_cursor_ledger *pc_cursor_chain(ptopic *t, size_t *n);
+/* Opens (or recovers) subscription sub's cursor on the partition's chain as
+ * it stands (sl_cursor_open_async, arg for both callbacks). */
+sl_status pc_cursor_open(ptopic *t, const char *sub, int type, sl_cursor_initial initial,
+                         sl_cursor_lost_cb lost, sl_cursor_open_cb opened, void *arg,
+                         sl_err *err);
 
 /* ---- partition_expiry.c: message TTL (namespace message_ttl_seconds) ----
  *

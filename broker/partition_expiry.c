@@ -189,26 +189,11 @@ static void visit_start(pexpiry *x, const char *name, Sluice__V1__SubscriptionTy
   v->before = before;
   v->next = x->visits;
   x->visits = v;
-  size_t n;
-  sl_cursor_ledger *ledgers = pc_cursor_chain(t, &n);
-  const sl_produce_opts *po = &t->p->o;
-  sl_cursor_opts co = {
-      .ledgers = po->ledgers,
-      .metadata = po->metadata,
-      .serial = t->serial,
-      .partition = t->name,
-      .subscription = v->name,
-      .epoch = t->epoch,
-      .subscription_type = (int)type,
-      .initial = SL_CURSOR_EARLIEST, /* it exists: its record decides */
-      .chain = {ledgers, n},
-      .metadata_timeout_ms = po->metadata_timeout_ms,
-      .on_lost = visit_lost,
-      .lost_arg = v,
-  };
   sl_err err = SL_ERR_INIT;
-  sl_status st = sl_cursor_open_async(&co, visit_opened, v, &err);
-  free(ledgers);
+  /* EARLIEST is for a new subscription: this one exists, its record
+   * decides. */
+  sl_status st = pc_cursor_open(t, v->name, (int)type, SL_CURSOR_EARLIEST, visit_lost,
+                                visit_opened, v, &err);
   if (st != SL_OK) visit_opened(st, err.msg, NULL, v);
 }
 
