@@ -20,11 +20,13 @@
 #include "bookie/disk_watcher.h"
 #include "bookie/journal.h"
 #include "bookie/ledger_table.h"
+#include "bookie/entry_crypt.h"
 #include "common/crc32c.h"
 #include "common/log.h"
 #include "common/metrics.h"
 
 #define INSTANCE_FILE "INSTANCE"
+#define ENCRYPTION_FILE "ENCRYPTION"
 
 struct store_op;
 
@@ -57,7 +59,13 @@ typedef struct store_op {
                                        op records the ledger's key */
   sl_bookie_store_cb cb;
   void *arg;
+  uint8_t *sealed;     /* ADD with encryption: the payload as stored */
 } store_op;
+
+static void op_free(store_op *op) {
+  free(op->sealed);
+  free(op);
+}
 
 /* A batch the journal has synced (or failed), waiting for the applier. */
 typedef struct durable_batch {
@@ -330,7 +338,7 @@ static void complete_batch(sl_bookie_store *s, sl_journal_req *batch, sl_status 
     store_op *op = (store_op *)batch;
     batch = batch->next;
     op->cb(st, st == SL_OK ? "" : msg, op->arg);
-    free(op);
+    op_free(op);
   }
 }
 
@@ -550,17 +558,20 @@ out:
 }
 
 /* Writes dir/INSTANCE durably: a temporary file, fsync, rename, fsync dir. */
-static sl_status write_instance(const char *dir, const char *hex, sl_err *err) {
-  char *path = path_join(dir, INSTANCE_FILE);
-  char *tmp = path_join(dir, INSTANCE_FILE ".tmp");
+static sl_status write_line(const char *dir, const char *name, const char *text,
+                            sl_err *err) {
+  char *path = path_join(dir, name);
+  char tmpname[64];
+  snprintf(tmpname, sizeof(tmpname), "%s.tmp", name);
+  char *tmp = path_join(dir, tmpname);
   sl_status st = SL_OK;
   int fd = open(tmp, O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0644);
   if (fd < 0) {
     st = sl_err_set(err, SL_EIO, "bookie store: %s: %s", tmp, strerror(errno));
     goto out;
   }
-  char line[SL_BOOKIE_INSTANCE_ID_LEN + 1];
-  int n = snprintf(line, sizeof(line), "%s\n", hex);
+  char line[128];
+  int n = snprintf(line, sizeof(line), "%s\n", text);
   bool ok = write(fd, line, (size_t)n) == n && fsync(fd) == 0;
   ok = close(fd) == 0 && ok;
   ok = ok && rename(tmp, path) == 0;
@@ -572,6 +583,10 @@ out:
   free(tmp);
   free(path);
   return st;
+}
+
+static sl_status write_instance(const char *dir, const char *hex, sl_err *err) {
+  return write_line(dir, INSTANCE_FILE, hex, err);
 }
 
 /* Whether the store holds anything a new instance id would disown. Before
@@ -612,6 +627,38 @@ static sl_status setup_instance(sl_bookie_store *s, sl_journal_pos ckpt, sl_err 
            s->dir, s->instance_hex, (int)has_data);
   }
   return st;
+}
+
+/* Encryption at rest is a property of the whole store, recorded as the
+ * key's fingerprint in ledgers/ENCRYPTION: it starts only on an empty
+ * store, and a store opens only with the key it was written with (or,
+ * unencrypted, with none), so no entry is ever read with the wrong key or
+ * as plaintext when it is not. */
+static sl_status setup_encryption(sl_bookie_store *s, sl_journal_pos ckpt, sl_err *err) {
+  char *path = path_join(s->ledgers_dir, ENCRYPTION_FILE);
+  char recorded[SL_ENTRY_CRYPT_FINGERPRINT_LEN + 2] = "";
+  FILE *f = fopen(path, "r");
+  free(path);
+  if (f != NULL) {
+    if (fgets(recorded, sizeof(recorded), f) == NULL) recorded[0] = '\0';
+    fclose(f);
+    recorded[strcspn(recorded, "\n")] = '\0';
+  }
+  const sl_entry_crypt *c = s->opts.crypt;
+  if (c == NULL && f == NULL) return SL_OK;
+  if (c == NULL)
+    return sl_err_set(err, SL_EINVAL, "bookie store %s: its entries are encrypted; start it "
+                      "with the key it was written with (encryption_key_file)", s->dir);
+  char fp[SL_ENTRY_CRYPT_FINGERPRINT_LEN];
+  sl_entry_crypt_fingerprint(c, fp);
+  if (f != NULL && strcmp(recorded, fp) != 0)
+    return sl_err_set(err, SL_EINVAL, "bookie store %s: encrypted with another key", s->dir);
+  if (f != NULL) return SL_OK;
+  if (store_has_data(s, ckpt))
+    return sl_err_set(err, SL_EINVAL, "bookie store %s: holds unencrypted entries; "
+                      "encryption can only start on an empty store", s->dir);
+  sl_log(SL_LOG_INFO, "event=bookie_encryption_on dir=%s", s->dir);
+  return write_line(s->ledgers_dir, ENCRYPTION_FILE, fp, err);
 }
 
 const char *sl_bookie_store_instance_id(const sl_bookie_store *s) {
@@ -759,7 +806,8 @@ static sl_status open_storage_and_replay(sl_bookie_store *s, sl_err *err) {
   sl_journal_opts jo = SL_JOURNAL_OPTS_INIT;
   jo.dir = s->journal_dir;
   jo.segment_bytes = s->opts.journal_segment_bytes;
-  jo.max_record_bytes = s->opts.max_entry_bytes;
+  /* Sealed entries (encryption at rest) carry their tag too. */
+  jo.max_record_bytes = s->opts.max_entry_bytes + SL_ENTRY_CRYPT_OVERHEAD;
   jo.max_batch_bytes = s->opts.journal_max_batch_bytes;
   jo.on_durable = on_durable;
   jo.arg = s;
@@ -769,6 +817,7 @@ static sl_status open_storage_and_replay(sl_bookie_store *s, sl_err *err) {
   jo.metrics = s->opts.metrics;
   if ((st = sl_journal_open(&jo, &s->j, err)) != SL_OK) return st;
   if ((st = setup_instance(s, from, err)) != SL_OK) return st;
+  if ((st = setup_encryption(s, from, err)) != SL_OK) return st;
   sl_journal_replay_stats rs;
   st = sl_journal_replay(s->j, from, replay_record, s, &rs, err);
   if (st != SL_OK) return sl_err_wrap(err, st, "bookie store %s: replay", s->dir);
@@ -1068,6 +1117,22 @@ static sl_status validate_add(sl_bookie_store *s, const sl_bookie_add_req *req,
   return password_key(req->ledger, req->password, req->password_len, key, err);
 }
 
+/* The request with its payload encrypted (op->sealed holds the bytes) and
+ * the checksum of those bytes, which ledger storage keeps and checks. */
+static sl_status seal(sl_bookie_store *s, const sl_bookie_add_req *req, store_op *op,
+                      sl_bookie_add_req *out, sl_err *err) {
+  size_t len = (size_t)req->len + SL_ENTRY_CRYPT_OVERHEAD;
+  op->sealed = sl_xmalloc(len);
+  sl_status st = sl_entry_crypt_seal(s->opts.crypt, req->ledger, req->entry, req->payload,
+                                     req->len, op->sealed, err);
+  if (st != SL_OK) return st;
+  *out = *req;
+  out->payload = op->sealed;
+  out->len = (uint32_t)len;
+  out->crc = sl_entry_crc(req->ledger, req->entry, op->sealed, len);
+  return SL_OK;
+}
+
 sl_status sl_bookie_store_add(sl_bookie_store *s, const sl_bookie_add_req *req,
                               sl_bookie_store_cb cb, void *arg, sl_err *err) {
   if (s == NULL || req == NULL || cb == NULL) {
@@ -1075,10 +1140,15 @@ sl_status sl_bookie_store_add(sl_bookie_store *s, const sl_bookie_add_req *req,
   }
   store_op *op = op_new(OP_ADD, SL_JOURNAL_ADD, req->ledger, req->epoch, cb, arg);
   sl_status st = validate_add(s, req, op->key, err);
+  /* From here on the request is the entry as stored: sealed, with the
+   * checksum of what is stored (the writer's was checked above). */
+  sl_bookie_add_req sealed;
+  if (st == SL_OK && s->opts.crypt != NULL) st = seal(s, req, op, &sealed, err);
   if (st != SL_OK) {
-    free(op);
+    op_free(op);
     return st;
   }
+  if (s->opts.crypt != NULL) req = &sealed;
   op->jreq.rec.entry = req->entry;
   op->jreq.rec.lac = req->lac;
   op->jreq.rec.payload = req->payload;
@@ -1109,7 +1179,7 @@ sl_status sl_bookie_store_add(sl_bookie_store *s, const sl_bookie_add_req *req,
     ledger_drop_if_unused(s, l, created);
   }
   pthread_mutex_unlock(&s->mu);
-  if (st != SL_OK) free(op);
+  if (st != SL_OK) op_free(op);
   return st;
 }
 
@@ -1122,7 +1192,7 @@ sl_status sl_bookie_store_fence(sl_bookie_store *s, uint64_t ledger, uint64_t ep
   store_op *op = op_new(OP_FENCE, SL_JOURNAL_FENCE, ledger, epoch, cb, arg);
   st = password_key(ledger, password, password_len, op->key, err);
   if (st != SL_OK) {
-    free(op);
+    op_free(op);
     return st;
   }
   bool created, records = false;
@@ -1145,7 +1215,7 @@ sl_status sl_bookie_store_fence(sl_bookie_store *s, uint64_t ledger, uint64_t ep
     ledger_drop_if_unused(s, l, created);
   }
   pthread_mutex_unlock(&s->mu);
-  if (st != SL_OK) free(op);
+  if (st != SL_OK) op_free(op);
   return st;
 }
 
@@ -1164,7 +1234,7 @@ sl_status sl_bookie_store_write_lac(sl_bookie_store *s, uint64_t ledger, uint64_
   op->jreq.rec.lac = lac;
   st = password_key(ledger, password, password_len, op->key, err);
   if (st != SL_OK) {
-    free(op);
+    op_free(op);
     return st;
   }
   bool created, records;
@@ -1179,7 +1249,7 @@ sl_status sl_bookie_store_write_lac(sl_bookie_store *s, uint64_t ledger, uint64_
     ledger_drop_if_unused(s, l, created);
   }
   pthread_mutex_unlock(&s->mu);
-  if (st != SL_OK) free(op);
+  if (st != SL_OK) op_free(op);
   return st;
 }
 
@@ -1196,7 +1266,7 @@ static sl_status delete_ledger(sl_bookie_store *s, uint64_t ledger, bool trusted
   store_op *op = op_new(OP_DELETE, SL_JOURNAL_DELETE, ledger, 0, cb, arg);
   if (!trusted) st = password_key(ledger, password, password_len, op->key, err);
   if (st != SL_OK) {
-    free(op);
+    op_free(op);
     return st;
   }
   bool created, records;
@@ -1218,7 +1288,7 @@ static sl_status delete_ledger(sl_bookie_store *s, uint64_t ledger, bool trusted
     ledger_drop_if_unused(s, l, created);
   }
   pthread_mutex_unlock(&s->mu);
-  if (st != SL_OK) free(op);
+  if (st != SL_OK) op_free(op);
   return st;
 }
 
@@ -1247,6 +1317,27 @@ static sl_status find_meta_locked(sl_bookie_store *s, uint64_t ledger,
   return SL_OK;
 }
 
+/* Replaces a stored (sealed) entry by its plaintext, with the writer's
+ * checksum of it, as a read answers. */
+static sl_status unseal(sl_bookie_store *s, uint64_t ledger, int64_t entry,
+                        sl_ledger_entry *e, sl_err *err) {
+  size_t len = e->len >= SL_ENTRY_CRYPT_OVERHEAD ? e->len - SL_ENTRY_CRYPT_OVERHEAD : 0;
+  uint8_t *plain = sl_xmalloc(len + 1);
+  sl_status st = sl_entry_crypt_open(s->opts.crypt, ledger, entry, e->payload, e->len, plain,
+                                     err);
+  sl_ledger_entry_release(e);
+  if (st != SL_OK) {
+    free(plain);
+    return st;
+  }
+  e->payload = plain;
+  e->len = (uint32_t)len;
+  e->crc = sl_entry_crc(ledger, entry, plain, len);
+  e->base_ = plain;
+  e->free_ = free;
+  return SL_OK;
+}
+
 sl_status sl_bookie_store_read(sl_bookie_store *s, uint64_t ledger, int64_t entry,
                                sl_ledger_entry *out, sl_err *err) {
   if (s == NULL || out == NULL) return sl_err_set(err, SL_EINVAL, "bookie store: read needs an output");
@@ -1260,7 +1351,9 @@ sl_status sl_bookie_store_read(sl_bookie_store *s, uint64_t ledger, int64_t entr
   sl_status st = find_meta_locked(s, ledger, &m, err);
   pthread_mutex_unlock(&s->mu);
   if (st != SL_OK) return st;
-  return sl_ledger_storage_get_entry(s->ls, ledger, entry, out, err);
+  st = sl_ledger_storage_get_entry(s->ls, ledger, entry, out, err);
+  if (st == SL_OK && s->opts.crypt != NULL) st = unseal(s, ledger, entry, out, err);
+  return st;
 }
 
 sl_status sl_bookie_store_ledger_meta(sl_bookie_store *s, uint64_t ledger,

@@ -150,6 +150,12 @@ typedef struct sl_bookie_store_opts {
   /* Registry for the store's and journal's metrics (sluice_bookie_*);
    * NULL: none. Retained until close. */
   struct sl_metrics *metrics;
+  /* Encryption at rest (bookie/entry_crypt.h): adds are sealed before the
+   * journal, reads opened after storage; NULL = plaintext. A store is one
+   * or the other for life: open refuses (SL_EINVAL) another key, no key
+   * for an encrypted store, and a key for a store with plaintext data.
+   * Retained until close. */
+  const struct sl_entry_crypt *crypt;
 } sl_bookie_store_opts;
 
 #define SL_BOOKIE_STORE_OPTS_INIT                                             \

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "bookie/bookie_store.h"
+#include "bookie/entry_crypt.h"
 #include "bookie/testing/test_util.h"
 #include "common/crc32c.h"
 
@@ -290,6 +291,123 @@ static void test_bookie_store__add_read_reopen(void **state) {
   assert_int_equal(info.entries, 41);
   assert_int_equal(info.replayed_records, 0); /* clean close checkpointed */
   close_and_drop(s, dir);
+}
+
+/* Whether any file under dir holds needle (a recursive scan). */
+static bool tree_holds(const char *dir, const char *needle) {
+  DIR *d = opendir(dir);
+  assert_non_null(d);
+  bool found = false;
+  struct dirent *de;
+  while (!found && (de = readdir(d)) != NULL) {
+    if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0) continue;
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+    if (de->d_type == DT_DIR) {
+      found = tree_holds(path, needle);
+      continue;
+    }
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) continue;
+    static char buf[1 << 20];
+    size_t n, keep = 0, nl = strlen(needle);
+    while (!found && (n = fread(buf + keep, 1, sizeof(buf) - keep, f)) > 0) {
+      n += keep;
+      found = memmem(buf, n, needle, nl) != NULL;
+      keep = n >= nl ? nl - 1 : n;
+      memmove(buf, buf + n - keep, keep);
+    }
+    fclose(f);
+  }
+  closedir(d);
+  return found;
+}
+
+static sl_entry_crypt *crypt_from(const char *dir, const char *name, const char *hex) {
+  char path[4096];
+  snprintf(path, sizeof(path), "%s/%s", dir, name);
+  FILE *f = fopen(path, "w");
+  assert_non_null(f);
+  fprintf(f, "%s\n", hex);
+  fclose(f);
+  sl_entry_crypt *c = NULL;
+  sl_err err = SL_ERR_INIT;
+  assert_int_equal(sl_entry_crypt_create(path, &c, &err), SL_OK);
+  return c;
+}
+
+/* Encrypted at rest: nothing stored (journal, entry log, index) holds a
+ * payload in the clear, reads give the plaintext back (also after reopen
+ * and journal replay), resends still compare equal, and a store opens only
+ * with its own key. */
+static void test_bookie_store__encryption_at_rest(void **state) {
+  (void)state;
+  char *keys = sl_test_mkdtemp("bskeys");
+  sl_entry_crypt *k1 = crypt_from(keys, "k1",
+      "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f");
+  sl_entry_crypt *k2 = crypt_from(keys, "k2",
+      "ff0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f");
+  char *dir = sl_test_mkdtemp("bsenc");
+  sl_bookie_store_opts o = test_opts();
+  o.crypt = k1;
+  sl_bookie_store *s = open_store(dir, &o);
+  char buf[64];
+  for (int e = 0; e < 20; e++) {
+    snprintf(buf, sizeof(buf), "SECRET-PAYLOAD-%02d", e);
+    assert_int_equal(add_str(s, 1, e, 1, buf, NULL), SL_OK);
+  }
+  assert_int_equal(add_str(s, 1, 3, 1, "SECRET-PAYLOAD-03", NULL), SL_OK); /* a resend */
+  sl_err err = SL_ERR_INIT;
+  assert_int_equal(add_str(s, 1, 3, 1, "SECRET-PAYLOAD-XX", &err), SL_ECONFLICT);
+  assert_int_equal(add_str(s, 2, 0, 0, "", NULL), SL_OK);
+  expect_read(s, 1, 7, "SECRET-PAYLOAD-07");
+  expect_read(s, 2, 0, "");
+  assert_false(tree_holds(dir, "SECRET-PAYLOAD"));
+  sl_bookie_store_close(s);
+
+  s = open_store(dir, &o);
+  for (int e = 0; e < 20; e++) {
+    snprintf(buf, sizeof(buf), "SECRET-PAYLOAD-%02d", e);
+    expect_read(s, 1, e, buf);
+  }
+  sl_bookie_store_close(s);
+
+  /* No key, or another key: refused, and nothing changed. */
+  sl_bookie_store *bad = NULL;
+  sl_bookie_store_opts plain = test_opts();
+  assert_int_equal(sl_bookie_store_open(dir, &plain, &bad, &err), SL_EINVAL);
+  assert_non_null(strstr(err.msg, "encrypted"));
+  sl_bookie_store_opts other = test_opts();
+  other.crypt = k2;
+  assert_int_equal(sl_bookie_store_open(dir, &other, &bad, &err), SL_EINVAL);
+  assert_non_null(strstr(err.msg, "another key"));
+  s = open_store(dir, &o);
+  expect_read(s, 1, 19, "SECRET-PAYLOAD-19");
+  close_and_drop(s, dir);
+
+  /* A store with plaintext entries cannot start encrypting. */
+  dir = sl_test_mkdtemp("bsplain");
+  s = open_store(dir, &plain);
+  assert_int_equal(add_str(s, 1, 0, 1, "in the clear", NULL), SL_OK);
+  sl_bookie_store_close(s);
+  assert_int_equal(sl_bookie_store_open(dir, &o, &bad, &err), SL_EINVAL);
+  assert_non_null(strstr(err.msg, "unencrypted"));
+  s = open_store(dir, &plain);
+  expect_read(s, 1, 0, "in the clear");
+  close_and_drop(s, dir);
+
+  /* A sealed entry opens only at its own place. */
+  uint8_t sealed[5 + SL_ENTRY_CRYPT_OVERHEAD], out[5];
+  assert_int_equal(sl_entry_crypt_seal(k1, 7, 3, "hello", 5, sealed, NULL), SL_OK);
+  assert_int_equal(sl_entry_crypt_open(k1, 7, 3, sealed, sizeof(sealed), out, NULL), SL_OK);
+  assert_memory_equal(out, "hello", 5);
+  assert_int_equal(sl_entry_crypt_open(k1, 7, 4, sealed, sizeof(sealed), out, NULL),
+                   SL_ECORRUPT);
+  assert_int_equal(sl_entry_crypt_open(k2, 7, 3, sealed, sizeof(sealed), out, NULL),
+                   SL_ECORRUPT);
+  sl_entry_crypt_destroy(k1);
+  sl_entry_crypt_destroy(k2);
+  sl_test_rmdtemp(keys);
 }
 
 typedef struct adder_arg {
@@ -1550,6 +1668,7 @@ static void test_bookie_store__power_cut_during_rotation(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_bookie_store__add_read_reopen),
+      cmocka_unit_test(test_bookie_store__encryption_at_rest),
       cmocka_unit_test(test_bookie_store__group_commit_batches),
       cmocka_unit_test(test_bookie_store__fence_durable_across_reopen),
       cmocka_unit_test(test_bookie_store__fence_refuses_before_durable),

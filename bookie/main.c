@@ -23,6 +23,7 @@
 
 #include "bookie.slrpc.h"
 #include "bookie/bookie_store.h"
+#include "bookie/entry_crypt.h"
 #include "bookie/ledger_sweep.h"
 #include "bookie/rereplication.h"
 #include "bookie/registration.h"
@@ -64,6 +65,7 @@ typedef struct bookie_cfg {
   long long read_threads;
   long long read_nice;
   long long sweep_interval_ms;
+  char *encryption_key_file; /* AES-256 key for payloads at rest; "" = none */
   long long sweep_lookups_per_second;
   long long rereplication_poll_ms;
   long long rereplication_bytes_per_second;
@@ -144,6 +146,10 @@ static const sl_conf_entry table[] = {
                 "threads serving ReadEntry/ReadEntries, apart from the add path"),
     SL_CONF_INT(bookie_cfg, read_nice, "5", 0, 19, E "READ_NICE",
                 "nice value of the read threads: higher lets adds take the CPU first"),
+    SL_CONF_STR(bookie_cfg, encryption_key_file, "", E "ENCRYPTION_KEY_FILE",
+                "file with a 256-bit key (32 bytes, or 64 hex digits): entry payloads "
+                "are stored AES-256-GCM encrypted; only on an empty store, and the "
+                "store then opens only with this key"),
     SL_CONF_INT(bookie_cfg, sweep_interval_ms, "600000", 0, 86400000,
                 E "SWEEP_INTERVAL_MS",
                 "how often ledgers deleted in metadata are dropped here; 0 = never"),
@@ -171,6 +177,7 @@ typedef struct bookie {
   sl_sweep *sweep;        /* NULL without --metadata or with sweeps off */
   sl_rerep *rerep;        /* NULL without --metadata or with the worker off */
   sl_service_peer_tls bookie_tls; /* the worker's bookie channels use it */
+  sl_entry_crypt *crypt;  /* NULL without --encryption_key_file */
   char cluster[64];       /* the cluster the data belongs to (<data_dir>/
                              CLUSTER), "" before the first registration;
                              the registration thread's once it runs */
@@ -289,6 +296,7 @@ static sl_status check_cfg(const bookie_cfg *c, sl_err *err) {
 static void bookie_free(bookie *b) {
   sl_bookie_svc_destroy(b->svc);
   sl_bookie_store_close(b->store);
+  sl_entry_crypt_destroy(b->crypt); /* after the store that uses it */
   pthread_mutex_destroy(&b->reg_mu);
   sl_service_peer_tls_release(&b->bookie_tls);
   free(b);
@@ -324,6 +332,10 @@ static sl_status start(void *cv, sl_rpc_server *srv, void **state, sl_err *err) 
   so.leveldb.gc_rate_bytes = (uint64_t)c->gc_rate_bytes;
   so.on_readonly_change = on_readonly_change;
   so.arg = b;
+  if (c->encryption_key_file[0] != '\0' &&
+      (st = sl_entry_crypt_create(c->encryption_key_file, &b->crypt, err)) != SL_OK)
+    goto out_free;
+  so.crypt = b->crypt;
   st = sl_bookie_store_open(c->data_dir, &so, &b->store, err);
   if (st != SL_OK) goto out_free;
   sl_bookie_svc_opts vo = SL_BOOKIE_SVC_OPTS_INIT;
