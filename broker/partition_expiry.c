@@ -132,7 +132,7 @@ static void visit_end(visit *v) {
 static void visit_closed(sl_status st, const char *details, void *arg) {
   visit *v = arg;
   if (st != SL_OK)
-    sl_log(SL_LOG_WARN, "event=ttl_cursor_close_failed partition=%s subscription=%s "
+    sl_log(SL_LOG_WARN, "event=expiry_cursor_close_failed partition=%s subscription=%s "
            "status=%s details=\"%s\"", v->t->name, v->name, sl_status_str(st),
            details != NULL ? details : "");
   sl_cursor_destroy(v->cursor);
@@ -142,7 +142,7 @@ static void visit_closed(sl_status st, const char *details, void *arg) {
 static void visit_lost(sl_cursor *c, sl_status st, const char *details, void *arg) {
   (void)c;
   visit *v = arg;
-  sl_log(SL_LOG_WARN, "event=ttl_cursor_lost partition=%s subscription=%s status=%s "
+  sl_log(SL_LOG_WARN, "event=expiry_cursor_lost partition=%s subscription=%s status=%s "
          "details=\"%s\"", v->t->name, v->name, sl_status_str(st), details ? details : "");
 }
 
@@ -163,16 +163,17 @@ static void visit_opened(sl_status st, const char *details, sl_cursor *c, void *
     if (is != NULL) is->md = sl_cursor_mark_delete(c);
     if (st != SL_OK) details = err.msg;
     else if (sl_ml_pos_cmp(sl_cursor_mark_delete(c), was) > 0)
-      sl_log(SL_LOG_INFO, "event=ttl_expired partition=%s subscription=%s before=%" PRIu64
+      sl_log(SL_LOG_INFO, "event=expired partition=%s subscription=%s before=%" PRIu64
              ":%" PRId64, v->t->name, v->name, v->before.ledger_id, v->before.entry_id);
   }
   if (st == SL_OK) {
     /* Closing flushes the move; visit_closed ends the visit. */
-    if (sl_cursor_close_async(c, visit_closed, v, &err) == SL_OK) return;
+    st = sl_cursor_close_async(c, visit_closed, v, &err);
+    if (st == SL_OK) return;
     details = err.msg;
   }
   if (st != SL_ECANCELED)
-    sl_log(SL_LOG_WARN, "event=ttl_expiry_failed partition=%s subscription=%s status=%s "
+    sl_log(SL_LOG_WARN, "event=expiry_failed partition=%s subscription=%s status=%s "
            "details=\"%s\"", v->t->name, v->name, sl_status_str(st), details ? details : "");
   sl_cursor_destroy(c);
   visit_end(v);

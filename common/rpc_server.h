@@ -148,9 +148,6 @@ const char *sl_rpc_call_role(const sl_rpc_call *call);
  * a super-user: the check for rights that need no per-namespace grant. */
 bool sl_rpc_call_is_superuser(const sl_rpc_call *call);
 
-/* The server's authenticator (opts.auth), NULL when off. */
-const sl_auth *sl_rpc_call_auth(const sl_rpc_call *call);
-
 /* The peer address, e.g. "ipv4:127.0.0.1:5555" (call arena). */
 const char *sl_rpc_call_peer(sl_rpc_call *call);
 

@@ -548,8 +548,6 @@ bool sl_rpc_call_is_superuser(const sl_rpc_call *c) {
   return c->srv->auth == NULL || (c->role != NULL && sl_auth_is_superuser(c->srv->auth, c->role));
 }
 
-const sl_auth *sl_rpc_call_auth(const sl_rpc_call *c) { return c->srv->auth; }
-
 const char *sl_rpc_call_peer(sl_rpc_call *c) {
   char *p = grpc_call_get_peer(c->call);
   size_t n = strlen(p);
