@@ -19,6 +19,7 @@
 #include "bookie/bookie_store.h"
 #include "bookie/entry_crypt.h"
 #include "bookie/testing/test_util.h"
+#include "common/testing.h"
 #include "common/crc32c.h"
 
 /* ---- helpers ---- */
@@ -293,36 +294,6 @@ static void test_bookie_store__add_read_reopen(void **state) {
   close_and_drop(s, dir);
 }
 
-/* Whether any file under dir holds needle (a recursive scan). */
-static bool tree_holds(const char *dir, const char *needle) {
-  DIR *d = opendir(dir);
-  assert_non_null(d);
-  bool found = false;
-  struct dirent *de;
-  while (!found && (de = readdir(d)) != NULL) {
-    if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0) continue;
-    char path[4096];
-    snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
-    if (de->d_type == DT_DIR) {
-      found = tree_holds(path, needle);
-      continue;
-    }
-    FILE *f = fopen(path, "rb");
-    if (f == NULL) continue;
-    static char buf[1 << 20];
-    size_t n, keep = 0, nl = strlen(needle);
-    while (!found && (n = fread(buf + keep, 1, sizeof(buf) - keep, f)) > 0) {
-      n += keep;
-      found = memmem(buf, n, needle, nl) != NULL;
-      keep = n >= nl ? nl - 1 : n;
-      memmove(buf, buf + n - keep, keep);
-    }
-    fclose(f);
-  }
-  closedir(d);
-  return found;
-}
-
 static sl_entry_crypt *crypt_from(const char *dir, const char *name, const char *hex) {
   char path[4096];
   snprintf(path, sizeof(path), "%s/%s", dir, name);
@@ -362,7 +333,7 @@ static void test_bookie_store__encryption_at_rest(void **state) {
   assert_int_equal(add_str(s, 2, 0, 0, "", NULL), SL_OK);
   expect_read(s, 1, 7, "SECRET-PAYLOAD-07");
   expect_read(s, 2, 0, "");
-  assert_false(tree_holds(dir, "SECRET-PAYLOAD"));
+  assert_false(sl_test_tree_holds(dir, "SECRET-PAYLOAD"));
   sl_bookie_store_close(s);
 
   s = open_store(dir, &o);

@@ -48,3 +48,35 @@ int sl_test_threads_named(const char *prefix) {
   closedir(d);
   return n;
 }
+
+bool sl_test_tree_holds(const char *dir, const char *needle) {
+  DIR *d = opendir(dir);
+  if (d == NULL) return false;
+  bool found = false;
+  size_t nl = strlen(needle);
+  struct dirent *de;
+  while (!found && (de = readdir(d)) != NULL) {
+    if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0) continue;
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+    if (de->d_type == DT_DIR) {
+      found = sl_test_tree_holds(path, needle);
+      continue;
+    }
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) continue;
+    /* Read in windows that overlap by nl - 1 bytes, so no match straddles
+     * two reads unseen. */
+    char buf[1 << 16];
+    size_t keep = 0, n;
+    while (!found && (n = fread(buf + keep, 1, sizeof(buf) - keep, f)) > 0) {
+      n += keep;
+      found = memmem(buf, n, needle, nl) != NULL;
+      keep = n >= nl ? nl - 1 : n;
+      memmove(buf, buf + n - keep, keep);
+    }
+    fclose(f);
+  }
+  closedir(d);
+  return found;
+}

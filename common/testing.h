@@ -16,6 +16,7 @@
 #ifndef SL_COMMON_TESTING_H
 #define SL_COMMON_TESTING_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 /* The factor from SLUICE_TIME_SCALE, read once. A value that is not a number
@@ -29,5 +30,10 @@ int64_t sl_test_scaled_ms(int64_t ms);
 /* Threads of this process whose name (/proc/self/task/N/comm) begins with
  * prefix; -1 if /proc cannot be read. */
 int sl_test_threads_named(const char *prefix);
+
+/* Whether any file under dir (recursively) holds the bytes of needle, e.g.
+ * a payload that must not be stored in the clear. A missing dir holds
+ * nothing. */
+bool sl_test_tree_holds(const char *dir, const char *needle);
 
 #endif

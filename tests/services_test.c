@@ -3,7 +3,6 @@
  * line, serves grpc.health.v1, answers RPCs of its service, and exits
  * cleanly within 1 s of SIGTERM.
  */
-#include <dirent.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -208,37 +207,6 @@ static void test_services__tls_everywhere(void **state) {
   free(pem);
 }
 
-/* Whether any file under dir holds needle (recursively). */
-static bool tree_holds(const char *dir, const char *needle) {
-  DIR *d = opendir(dir);
-  if (d == NULL) return false;
-  bool found = false;
-  struct dirent *de;
-  while (!found && (de = readdir(d)) != NULL) {
-    if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0) continue;
-    char path[4096];
-    snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
-    if (de->d_type == DT_DIR) {
-      found = tree_holds(path, needle);
-      continue;
-    }
-    char *text = NULL;
-    size_t len = 0;
-    FILE *f = fopen(path, "rb");
-    if (f == NULL) continue;
-    FILE *m = open_memstream(&text, &len);
-    char buf[65536];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof(buf), f)) > 0) fwrite(buf, 1, n, m);
-    fclose(f);
-    fclose(m);
-    found = memmem(text, len, needle, strlen(needle)) != NULL;
-    free(text);
-  }
-  closedir(d);
-  return found;
-}
-
 /* Bookies with --encryption_key_file: a message goes through and back,
  * and no bookie's files (journal, entry log, index) hold it in the clear. */
 static void test_services__encryption_at_rest(void **state) {
@@ -291,7 +259,7 @@ static void test_services__encryption_at_rest(void **state) {
   for (int i = 0; i < 3; i++) {
     char dir[1024];
     snprintf(dir, sizeof(dir), "%s/%s", sl_cluster_dir(c), sl_cluster_id(c, SL_NODE_BOOKIE, i));
-    assert_false(tree_holds(dir, "TOP-SECRET-MESSAGE"));
+    assert_false(sl_test_tree_holds(dir, "TOP-SECRET-MESSAGE"));
   }
   sl_producer_destroy(p);
   sl_consumer_destroy(cons);
