@@ -58,6 +58,18 @@ static int teardown(void **state) {
   return 0;
 }
 
+/* A consumer of subscription "lag" on topic. */
+static sl_consumer *lag_consumer(fixture *f, const char *topic) {
+  sl_consumer_opts so = SL_CONSUMER_OPTS_INIT;
+  so.topic = topic;
+  so.subscription = "lag";
+  sl_consumer *c = NULL;
+  sl_err err = SL_ERR_INIT;
+  sl_status st = sl_consumer_create(f->cl, &so, &c, &err);
+  if (st != SL_OK) fail_msg("consumer of lag: %s", sl_err_msg(&err, st));
+  return c;
+}
+
 /* Namespace ns with the quota and policy, topic ns/t, and subscription
  * "lag" that nobody reads. */
 static void prepare(fixture *f, const char *ns, const char *policy, char *topic, size_t cap) {
@@ -73,12 +85,7 @@ static void prepare(fixture *f, const char *ns, const char *policy, char *topic,
   free(json);
   snprintf(topic, cap, "%s/t", ns);
   assert_int_equal(sl_admin_topic_create(f->cl, topic, 0, &err), SL_OK);
-  sl_consumer *c = NULL;
-  sl_consumer_opts so = SL_CONSUMER_OPTS_INIT;
-  so.topic = topic;
-  so.subscription = "lag";
-  assert_int_equal(sl_consumer_create(f->cl, &so, &c, &err), SL_OK);
-  sl_consumer_destroy(c);
+  sl_consumer_destroy(lag_consumer(f, topic));
 }
 
 static sl_producer *producer(fixture *f, const char *topic, int send_timeout_ms) {
@@ -114,12 +121,8 @@ static sl_msg_id fill(sl_producer *p, int n) {
 
 /* Reads and acks everything subscription "lag" holds (up to last). */
 static void drain(fixture *f, const char *topic, sl_msg_id last) {
-  sl_consumer_opts so = SL_CONSUMER_OPTS_INIT;
-  so.topic = topic;
-  so.subscription = "lag";
-  sl_consumer *c = NULL;
+  sl_consumer *c = lag_consumer(f, topic);
   sl_err err = SL_ERR_INIT;
-  assert_int_equal(sl_consumer_create(f->cl, &so, &c, &err), SL_OK);
   for (;;) {
     sl_received *r = NULL;
     sl_status st = sl_consumer_receive(c, (int)sl_test_scaled_ms(20000), &r, &err);
@@ -256,12 +259,8 @@ static void test_backlog_quota__consumer_eviction(void **state) {
   }
   /* What is left is still delivered, newest included. */
   assert_true(md < last.entry_id);
-  sl_consumer_opts so = SL_CONSUMER_OPTS_INIT;
-  so.topic = topic;
-  so.subscription = "lag";
-  sl_consumer *c = NULL;
+  sl_consumer *c = lag_consumer(f, topic);
   sl_err err = SL_ERR_INIT;
-  assert_int_equal(sl_consumer_create(f->cl, &so, &c, &err), SL_OK);
   sl_received *r = NULL;
   sl_status st = sl_consumer_receive(c, (int)sl_test_scaled_ms(20000), &r, &err);
   if (st != SL_OK) fail_msg("receive: %s", sl_err_msg(&err, st));
